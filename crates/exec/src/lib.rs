@@ -1,0 +1,102 @@
+//! Executors run one build attempt (an *execution*) somewhere and report what
+//! happens through an [`ExecutionSink`]. The dispatcher owns claiming, leases,
+//! retries and the database; an executor owns only "run this attempt, tell me
+//! how it goes, stop when told".
+//!
+//! - `tekton`: one PipelineRun per execution on the provider's cluster.
+//! - `local`: processes on the dispatcher's own machine.
+
+pub mod context;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+pub use context::*;
+pub use imagefactory_domain::ExecutorKind;
+use tokio::sync::watch;
+
+/// Why the dispatcher wants an execution to stop before it ends by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The user cancelled the build: end the real work (PipelineRun cancelled,
+    /// process group killed) and report `Cancelled`.
+    Cancel,
+    /// The build's timeout passed (enforced by the dispatcher too, in case the
+    /// executor or cluster missed it): end the work and report `TimedOut`.
+    Timeout,
+    /// This dispatcher is shutting down: stop *watching* but leave the work
+    /// running if it can survive us (Tekton), and report `HandedOver`.
+    Handover,
+}
+
+/// The receiving end of the dispatcher's stop signal; `None` until a stop is asked.
+pub type StopSignal = watch::Receiver<Option<StopReason>>;
+
+/// How an execution ended, from the executor's point of view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    /// The build itself failed (step exit code, bad Dockerfile, missing Task,
+    /// rejected credentials...). Not retried automatically.
+    Failed {
+        message: String,
+    },
+    Cancelled {
+        message: String,
+    },
+    TimedOut {
+        message: String,
+    },
+    /// Infrastructure trouble that another attempt may not meet (cluster
+    /// unreachable, 5xx, 429): the dispatcher requeues with backoff while
+    /// attempts remain.
+    Transient {
+        message: String,
+    },
+    /// Stopped watching on `StopReason::Handover`; the work goes on and another
+    /// dispatcher re-attaches through the persisted [`ExecutionRef`].
+    HandedOver,
+}
+
+#[async_trait]
+pub trait Executor: Send + Sync {
+    fn kind(&self) -> ExecutorKind;
+
+    /// Start a new execution and follow it to its end. Must call
+    /// [`ExecutionSink::reference`] as soon as the external work exists, so a
+    /// crash after that point re-attaches instead of starting it again.
+    async fn start(
+        &self,
+        ctx: ExecutionContext,
+        sink: Arc<dyn ExecutionSink>,
+        stop: StopSignal,
+    ) -> Outcome;
+
+    /// Resume following an execution that another (possibly dead) dispatcher
+    /// started, from its persisted reference. Never starts the work again.
+    async fn reattach(
+        &self,
+        ctx: ExecutionContext,
+        reference: ExecutionRef,
+        sink: Arc<dyn ExecutionSink>,
+        stop: StopSignal,
+    ) -> Outcome;
+}
+
+/// Where an executor reports progress. The dispatcher implements it over the
+/// store; tests implement it in memory.
+#[async_trait]
+pub trait ExecutionSink: Send + Sync {
+    /// Persist where the execution lives (namespace, name, uid, ...).
+    async fn reference(&self, reference: &ExecutionRef) -> Result<(), SinkError>;
+    /// Append log lines in order. Lines carry their own position so a
+    /// re-attached executor can resend a few without creating duplicates.
+    async fn logs(&self, lines: &[LogLine]) -> Result<(), SinkError>;
+    async fn artifact(&self, artifact: &Artifact) -> Result<(), SinkError>;
+    /// A human-readable progress note (e.g. "PipelineRun Running"), optional.
+    async fn progress(&self, message: &str) -> Result<(), SinkError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("recording execution progress failed: {0}")]
+pub struct SinkError(pub String);
