@@ -8,3 +8,5 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub const CHANNEL_BUILD_QUEUED: &str = "build_queued";
 /// NOTIFY channel raised when cancellation of a build is requested; payload is the build id.
 pub const CHANNEL_BUILD_CANCEL: &str = "build_cancel";
+
+pub mod crypto;
