@@ -120,11 +120,12 @@ fn daemonless_plan(input: &PlanInput<'_>) -> ContainerPlan {
         .arg("build")
         .args(build_flags(cfg, &p.dockerfile))
         .args(["--authfile".to_owned(), path(&p.auth_file)]);
-    if cfg.cache_enabled {
-        build = build.arg("--layers");
-        if let Some(repo) = cfg.cache_repo.as_deref().filter(|r| !r.is_empty()) {
-            build = build.args(["--cache-from", repo, "--cache-to", repo]);
-        }
+    // podman 4's layer cache ignores the platform of `FROM scratch` stages and
+    // would hand the first platform's image to every other one.
+    let layers = cfg.cache_enabled && cfg.platforms.len() <= 1;
+    build = build.arg(format!("--layers={layers}"));
+    if layers && let Some(repo) = cfg.cache_repo.as_deref().filter(|r| !r.is_empty()) {
+        build = build.args(["--cache-from", repo, "--cache-to", repo]);
     }
     let destination = format!("docker://{}", input.image);
     let push = if input.method == BuildMethod::Buildx {
@@ -324,7 +325,7 @@ mod tests {
             build.args.join(" "),
             "--root /ws/storage/root --runroot /ws/storage/run --storage-driver vfs build \
              -f /ws/src/app/Dockerfile --build-arg VERSION=1.2 --label team=a b --target runtime \
-             --authfile /ws/secrets/config.json --manifest localhost/if-123:build \
+             --authfile /ws/secrets/config.json --layers=false --manifest localhost/if-123:build \
              --platform linux/amd64,linux/arm64 /ws/src/app"
         );
         assert_eq!(

@@ -140,7 +140,7 @@ impl Executor for LocalExecutor {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
         }
-        let ws = Workspace::at(&self.settings.workdir, ctx.execution_id);
+        let ws = Workspace::at(&self.settings.workdir, &self.settings.runroot_dir, ctx.execution_id);
         if let Err(err) = tokio::task::spawn_blocking(move || ws.remove()).await.unwrap_or(Ok(())) {
             tracing::warn!(execution.id = %ctx.execution_id, error = %err, "removing a lost local workspace failed");
         }
@@ -212,7 +212,7 @@ impl LocalExecutor {
         stop: &mut StopWatch,
     ) -> Outcome {
         let settings = &self.settings;
-        let ws = match Workspace::create(&settings.workdir, ctx.execution_id) {
+        let ws = match Workspace::create(&settings.workdir, &settings.runroot_dir, ctx.execution_id) {
             Ok(ws) => ws,
             Err(e) => {
                 return Outcome::Transient {
@@ -385,6 +385,14 @@ impl LocalExecutor {
             storage: (daemonless && settings.isolated_storage)
                 .then(|| (ws.storage_root(), ws.storage_runroot())),
         };
+        if let Some((_, runroot)) = &paths.storage
+            && runroot.as_os_str().len() > 50
+        {
+            return Err(StepError::Failed(format!(
+                "the podman/buildah run root {} is longer than 50 characters; set IF_LOCAL_RUNROOT_DIR to a shorter directory",
+                runroot.display()
+            )));
+        }
         let local_name = format!("localhost/imagefactory-{}:build", ctx.execution_id);
         let insecure = settings.is_insecure_registry(registry_host(&ctx.image));
         let plan: ContainerPlan = if method == BuildMethod::Kaniko {

@@ -87,6 +87,10 @@ pub struct LocalSettings {
     /// in the execution's workspace (`--root`/`--runroot`), so tenants never
     /// share layers or cache and everything goes with the workspace.
     pub isolated_storage: bool,
+    /// `IF_LOCAL_RUNROOT_DIR` (default `<tmp>/if-run`): parent of the
+    /// per-execution podman/buildah run roots; podman refuses run roots longer
+    /// than 50 characters, so keep it short.
+    pub runroot_dir: PathBuf,
     /// `IF_LOCAL_STORAGE_DRIVER`: `--storage-driver` for podman/buildah
     /// (e.g. `vfs` where overlay mounts are not allowed); unset = host default.
     pub storage_driver: Option<String>,
@@ -117,6 +121,7 @@ impl Default for LocalSettings {
                 .map(String::from)
                 .to_vec(),
             isolated_storage: true,
+            runroot_dir: std::env::temp_dir().join("if-run"),
             storage_driver: None,
             pass_env: Vec::new(),
             log_batch_lines: 200,

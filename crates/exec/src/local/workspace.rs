@@ -15,27 +15,28 @@ use crate::RegistryAuth;
 
 pub(crate) struct Workspace {
     pub root: PathBuf,
+    /// podman/buildah `--runroot` (locks, mount state). Outside the workspace
+    /// because podman refuses run roots longer than 50 characters.
+    runroot: PathBuf,
 }
 
 impl Workspace {
     /// Creates `<workdir>/<execution id>`, replacing leftovers of the same id.
-    pub(crate) fn create(workdir: &Path, execution_id: Uuid) -> io::Result<Self> {
+    pub(crate) fn create(workdir: &Path, runroot_dir: &Path, execution_id: Uuid) -> io::Result<Self> {
         DirBuilder::new().recursive(true).mode(0o700).create(workdir)?;
-        let root = workdir.join(execution_id.to_string());
-        if root.exists() {
-            remove_tree(&root)?;
-        }
-        DirBuilder::new().mode(0o700).create(&root)?;
-        let ws = Self { root };
+        let ws = Self::at(workdir, runroot_dir, execution_id);
+        ws.remove()?;
+        DirBuilder::new().mode(0o700).create(&ws.root)?;
         for dir in [ws.tmp(), ws.out(), ws.secrets()] {
             DirBuilder::new().mode(0o700).create(dir)?;
         }
         Ok(ws)
     }
 
-    pub(crate) fn at(workdir: &Path, execution_id: Uuid) -> Self {
+    pub(crate) fn at(workdir: &Path, runroot_dir: &Path, execution_id: Uuid) -> Self {
         Self {
             root: workdir.join(execution_id.to_string()),
+            runroot: runroot_dir.join(execution_id.simple().to_string()),
         }
     }
 
@@ -55,7 +56,7 @@ impl Workspace {
         self.root.join("storage/root")
     }
     pub(crate) fn storage_runroot(&self) -> PathBuf {
-        self.root.join("storage/run")
+        self.runroot.clone()
     }
     /// Docker-style `config.json`; `DOCKER_CONFIG` points at its directory.
     pub(crate) fn auth_file(&self) -> PathBuf {
@@ -96,15 +97,14 @@ impl Workspace {
         write_private(&self.packer_vars(), body, 0o600)
     }
 
-    /// Removes the secrets directory (done whatever the outcome).
+    /// Removes the secrets and the run root (done whatever the outcome).
     pub(crate) fn remove_secrets(&self) -> io::Result<()> {
-        match fs::remove_dir_all(self.secrets()) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
+        remove_tree(&self.runroot)?;
+        remove_tree(&self.secrets())
     }
 
     pub(crate) fn remove(&self) -> io::Result<()> {
+        remove_tree(&self.runroot)?;
         remove_tree(&self.root)
     }
 }
@@ -201,7 +201,8 @@ mod tests {
     fn secrets_are_private_and_removed() {
         let dir = tempfile::tempdir().unwrap();
         let id = Uuid::new_v4();
-        let ws = Workspace::create(dir.path(), id).unwrap();
+        let ws = Workspace::create(&dir.path().join("w"), &dir.path().join("r"), id).unwrap();
+        fs::create_dir_all(ws.storage_runroot()).unwrap();
         ws.write_registry_auth(Some(&RegistryAuth {
             credential_id: Uuid::new_v4(),
             version: 1,
@@ -220,6 +221,7 @@ mod tests {
         assert_eq!(auth["auths"]["127.0.0.1:5000"]["auth"], "YWxpY2U6cHc=");
         ws.remove_secrets().unwrap();
         assert!(!ws.secrets().exists());
+        assert!(!ws.storage_runroot().exists());
         ws.remove().unwrap();
         assert!(!ws.root.exists());
     }

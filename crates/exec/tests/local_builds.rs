@@ -1,0 +1,182 @@
+//! Local builds that succeed, with the real tools: podman/buildah pushing to
+//! a real `docker-registry` with htpasswd auth, and packer.
+
+#[path = "support/local.rs"]
+mod support;
+
+use std::sync::Arc;
+
+use imagefactory_domain::{BuildMethod, MethodConfig};
+use imagefactory_exec::local::{ContainerCli, LocalExecutor};
+use imagefactory_exec::{ArtifactKind, Executor, ExecutorKind, Outcome};
+use support::*;
+use tokio::sync::watch;
+
+const DOCKERFILE: &str = "FROM scratch\nARG VERSION=none\nCOPY hello.txt /hello.txt\nLABEL version=$VERSION\n";
+
+#[tokio::test]
+async fn docker_method_with_buildah_pushes_and_records_the_registry_digest() {
+    if !have_tools("docker method", &["git", "buildah", "docker-registry", "htpasswd"]) {
+        return;
+    }
+    let registry = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = git_repo(
+        tmp.path(),
+        &[("app/Dockerfile", DOCKERFILE), ("app/hello.txt", "hello v1\n")],
+    );
+    git(&repo, &["tag", "v1"]);
+    let head = git(&repo, &["rev-parse", "HEAD"]);
+    let workdir = tmp.path().join("work");
+    let mut settings = settings(&workdir, ContainerCli::Buildah);
+    settings.insecure_registries = vec![registry.host.clone()];
+    let executor = LocalExecutor::new(settings);
+    let image = format!("{}/team/app:v1", registry.host);
+    let config = MethodConfig {
+        context: Some("app".into()),
+        build_args: [("VERSION".to_owned(), "1.2.3".to_owned())].into(),
+        labels: [("team".to_owned(), "a b".to_owned())].into(),
+        ..MethodConfig::default()
+    };
+    let ctx = context(
+        BuildMethod::Docker,
+        &repo,
+        "v1",
+        &image,
+        config,
+        Some(registry.auth(&registry.password)),
+    );
+    let sink = Arc::new(MemorySink::default());
+    let (_stop_tx, stop) = watch::channel(None);
+
+    let outcome = executor.start(ctx, sink.clone(), stop).await;
+
+    assert_eq!(outcome, Outcome::Succeeded, "logs:\n{}", sink.log_text());
+    let (served, content_type, manifest) = registry.manifest("team/app", "v1").await;
+    assert_eq!(sink.artifact("IMAGE_DIGEST").as_deref(), Some(served.as_str()));
+    assert_eq!(sink.artifact("IMAGE_URL").as_deref(), Some(image.as_str()));
+    assert_eq!(sink.artifact("clone.commit"), Some(head));
+    let kinds: Vec<ArtifactKind> = sink.artifacts.lock().unwrap().iter().map(|a| a.kind).collect();
+    assert!(kinds.contains(&ArtifactKind::ImageDigest) && kinds.contains(&ArtifactKind::ImageUrl));
+    assert!(content_type.contains("manifest"), "{content_type}");
+    // Build args and labels reached the image.
+    let config_digest = manifest["config"]["digest"].as_str().unwrap();
+    let image_config = registry.blob("team/app", config_digest).await;
+    assert_eq!(image_config["config"]["Labels"]["team"], "a b");
+    assert_eq!(image_config["config"]["Labels"]["version"], "1.2.3");
+
+    // Logs: streamed per phase, numbered, without the registry password.
+    let sources = sink.sources();
+    for phase in ["clone", "build", "push"] {
+        assert!(sources.iter().any(|s| s == phase), "no {phase} logs: {sources:?}");
+    }
+    sink.assert_positions_contiguous();
+    let logs = sink.log_text();
+    assert!(logs.contains("COPY hello.txt /hello.txt"), "{logs}");
+    assert!(!logs.contains(&registry.password));
+    let reference = sink.references.lock().unwrap()[0].clone();
+    assert_eq!(reference.executor, ExecutorKind::Local);
+    assert_workdir_empty(&workdir);
+}
+
+#[tokio::test]
+async fn buildx_with_podman_pushes_a_two_platform_manifest_list() {
+    if !have_tools("buildx method", &["git", "podman", "docker-registry", "htpasswd"]) {
+        return;
+    }
+    let registry = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = git_repo(
+        tmp.path(),
+        &[("Dockerfile", DOCKERFILE), ("hello.txt", "hello multi\n")],
+    );
+    let workdir = tmp.path().join("work");
+    let mut settings = settings(&workdir, ContainerCli::Podman);
+    settings.insecure_registries = vec![registry.host.clone()];
+    let executor = LocalExecutor::new(settings);
+    let image = format!("{}/team/multi:2.0", registry.host);
+    let config = MethodConfig {
+        platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+        ..MethodConfig::default()
+    };
+    let ctx = context(
+        BuildMethod::Buildx,
+        &repo,
+        "main",
+        &image,
+        config,
+        Some(registry.auth(&registry.password)),
+    );
+    let sink = Arc::new(MemorySink::default());
+    let (_stop_tx, stop) = watch::channel(None);
+
+    let outcome = executor.start(ctx, sink.clone(), stop).await;
+
+    assert_eq!(outcome, Outcome::Succeeded, "logs:\n{}", sink.log_text());
+    let (served, content_type, index) = registry.manifest("team/multi", "2.0").await;
+    assert_eq!(sink.artifact("IMAGE_DIGEST").as_deref(), Some(served.as_str()));
+    assert!(
+        content_type.contains("index") || content_type.contains("manifest.list"),
+        "{content_type}"
+    );
+    let mut archs: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["platform"]["architecture"].as_str().unwrap())
+        .collect();
+    archs.sort();
+    assert_eq!(archs, ["amd64", "arm64"]);
+    sink.assert_positions_contiguous();
+    assert_workdir_empty(&workdir);
+}
+
+const PACKER_TEMPLATE: &str = r#"{
+  "variables": { "greeting": "unset" },
+  "builders": [
+    { "type": "file", "name": "greeting-file", "target": "greeting.txt", "content": "{{user `greeting`}}" },
+    { "type": "null", "name": "noop", "communicator": "none" }
+  ],
+  "provisioners": [
+    { "type": "shell-local", "inline": ["echo provisioning with {{user `greeting`}}"] }
+  ]
+}
+"#;
+
+#[tokio::test]
+async fn packer_runs_a_template_and_records_its_artifacts() {
+    if !have_tools("packer method", &["git", "packer"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = git_repo(tmp.path(), &[("images/base.json", "{}")]);
+    let wanted = commit(&repo, &[("images/base.json", PACKER_TEMPLATE)], "real template");
+    // A later commit must not be what gets built: the build asks for `wanted`.
+    commit(&repo, &[("images/base.json", "not json")], "broken later");
+    let workdir = tmp.path().join("work");
+    let executor = LocalExecutor::new(settings(&workdir, ContainerCli::Podman));
+    let config = MethodConfig {
+        packer_template: Some("images/base.json".into()),
+        packer_vars: [("greeting".to_owned(), "hello, packer".to_owned())].into(),
+        ..MethodConfig::default()
+    };
+    let ctx = context(BuildMethod::Packer, &repo, &wanted, "unused", config, None);
+    let sink = Arc::new(MemorySink::default());
+    let (_stop_tx, stop) = watch::channel(None);
+
+    let outcome = executor.start(ctx, sink.clone(), stop).await;
+
+    assert_eq!(outcome, Outcome::Succeeded, "logs:\n{}", sink.log_text());
+    assert_eq!(sink.artifact("clone.commit"), Some(wanted));
+    assert_eq!(sink.artifact("packer.greeting-file.0.id").as_deref(), Some("File"));
+    assert_eq!(
+        sink.artifact("packer.greeting-file.0.files").as_deref(),
+        Some(r#"["greeting.txt"]"#)
+    );
+    assert_eq!(sink.artifact("packer.noop.0.id").as_deref(), Some("Null"));
+    let logs = sink.log_text();
+    assert!(logs.contains("provisioning with hello, packer"), "{logs}");
+    assert!(sink.sources().iter().any(|s| s == "packer"));
+    sink.assert_positions_contiguous();
+    assert_workdir_empty(&workdir);
+}
