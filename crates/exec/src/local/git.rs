@@ -68,6 +68,8 @@ fn ref_missing(tail: &str) -> bool {
         || tail.contains("did not match any")
         || tail.contains("unknown revision")
         || tail.contains("reference is not a tree")
+        || tail.contains("unable to read tree")
+        || tail.contains("not our ref")
 }
 
 /// Clones `source` into the workspace's `src/` and returns the checked-out commit.
@@ -137,9 +139,15 @@ pub(crate) async fn clone(
             // Not a branch or tag: try it as an abbreviated commit.
             let _ = std::fs::remove_dir_all(&src);
             run_ok(runner, &git_cmd(&["clone", "--no-checkout", "--", url, &src_arg]), &shown, r).await?;
+            let commit = format!("{r}^{{commit}}");
+            let verify = git_cmd(&["-C", &src_arg, "rev-parse", "--verify", "--quiet", &commit]);
+            let (found, _) = run_status(runner, &verify).await?;
+            if !found {
+                return Err(clone_error(&shown, r, "did not match any branch, tag or commit name"));
+            }
             run_ok(
                 runner,
-                &git_cmd(&["-C", &src_arg, "checkout", "-q", "--detach", r]),
+                &git_cmd(&["-C", &src_arg, "checkout", "-q", "--detach", &commit]),
                 &shown,
                 r,
             )
