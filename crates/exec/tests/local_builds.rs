@@ -12,18 +12,25 @@ use imagefactory_exec::{ArtifactKind, Executor, ExecutorKind, Outcome};
 use support::*;
 use tokio::sync::watch;
 
-const DOCKERFILE: &str = "FROM scratch\nARG VERSION=none\nCOPY hello.txt /hello.txt\nLABEL version=$VERSION\n";
+const DOCKERFILE: &str =
+    "FROM scratch\nARG VERSION=none\nCOPY hello.txt /hello.txt\nLABEL version=$VERSION\n";
 
 #[tokio::test]
 async fn docker_method_with_buildah_pushes_and_records_the_registry_digest() {
-    if !have_tools("docker method", &["git", "buildah", "docker-registry", "htpasswd"]) {
+    if !have_tools(
+        "docker method",
+        &["git", "buildah", "docker-registry", "htpasswd"],
+    ) {
         return;
     }
     let registry = Registry::start();
     let tmp = tempfile::tempdir().unwrap();
     let repo = git_repo(
         tmp.path(),
-        &[("app/Dockerfile", DOCKERFILE), ("app/hello.txt", "hello v1\n")],
+        &[
+            ("app/Dockerfile", DOCKERFILE),
+            ("app/hello.txt", "hello v1\n"),
+        ],
     );
     git(&repo, &["tag", "v1"]);
     let head = git(&repo, &["rev-parse", "HEAD"]);
@@ -53,10 +60,19 @@ async fn docker_method_with_buildah_pushes_and_records_the_registry_digest() {
 
     assert_eq!(outcome, Outcome::Succeeded, "logs:\n{}", sink.log_text());
     let (served, content_type, manifest) = registry.manifest("team/app", "v1").await;
-    assert_eq!(sink.artifact("IMAGE_DIGEST").as_deref(), Some(served.as_str()));
+    assert_eq!(
+        sink.artifact("IMAGE_DIGEST").as_deref(),
+        Some(served.as_str())
+    );
     assert_eq!(sink.artifact("IMAGE_URL").as_deref(), Some(image.as_str()));
     assert_eq!(sink.artifact("clone.commit"), Some(head));
-    let kinds: Vec<ArtifactKind> = sink.artifacts.lock().unwrap().iter().map(|a| a.kind).collect();
+    let kinds: Vec<ArtifactKind> = sink
+        .artifacts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|a| a.kind)
+        .collect();
     assert!(kinds.contains(&ArtifactKind::ImageDigest) && kinds.contains(&ArtifactKind::ImageUrl));
     assert!(content_type.contains("manifest"), "{content_type}");
     // Build args and labels reached the image.
@@ -68,7 +84,10 @@ async fn docker_method_with_buildah_pushes_and_records_the_registry_digest() {
     // Logs: streamed per phase, numbered, without the registry password.
     let sources = sink.sources();
     for phase in ["clone", "build", "push"] {
-        assert!(sources.iter().any(|s| s == phase), "no {phase} logs: {sources:?}");
+        assert!(
+            sources.iter().any(|s| s == phase),
+            "no {phase} logs: {sources:?}"
+        );
     }
     sink.assert_positions_contiguous();
     let logs = sink.log_text();
@@ -81,7 +100,10 @@ async fn docker_method_with_buildah_pushes_and_records_the_registry_digest() {
 
 #[tokio::test]
 async fn buildx_with_podman_pushes_a_two_platform_manifest_list() {
-    if !have_tools("buildx method", &["git", "podman", "docker-registry", "htpasswd"]) {
+    if !have_tools(
+        "buildx method",
+        &["git", "podman", "docker-registry", "htpasswd"],
+    ) {
         return;
     }
     let registry = Registry::start();
@@ -114,7 +136,10 @@ async fn buildx_with_podman_pushes_a_two_platform_manifest_list() {
 
     assert_eq!(outcome, Outcome::Succeeded, "logs:\n{}", sink.log_text());
     let (served, content_type, index) = registry.manifest("team/multi", "2.0").await;
-    assert_eq!(sink.artifact("IMAGE_DIGEST").as_deref(), Some(served.as_str()));
+    assert_eq!(
+        sink.artifact("IMAGE_DIGEST").as_deref(),
+        Some(served.as_str())
+    );
     assert!(
         content_type.contains("index") || content_type.contains("manifest.list"),
         "{content_type}"
@@ -150,7 +175,11 @@ async fn packer_runs_a_template_and_records_its_artifacts() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let repo = git_repo(tmp.path(), &[("images/base.json", "{}")]);
-    let wanted = commit(&repo, &[("images/base.json", PACKER_TEMPLATE)], "real template");
+    let wanted = commit(
+        &repo,
+        &[("images/base.json", PACKER_TEMPLATE)],
+        "real template",
+    );
     // A later commit must not be what gets built: the build asks for `wanted`.
     commit(&repo, &[("images/base.json", "not json")], "broken later");
     let workdir = tmp.path().join("work");
@@ -168,7 +197,10 @@ async fn packer_runs_a_template_and_records_its_artifacts() {
 
     assert_eq!(outcome, Outcome::Succeeded, "logs:\n{}", sink.log_text());
     assert_eq!(sink.artifact("clone.commit"), Some(wanted));
-    assert_eq!(sink.artifact("packer.greeting-file.0.id").as_deref(), Some("File"));
+    assert_eq!(
+        sink.artifact("packer.greeting-file.0.id").as_deref(),
+        Some("File")
+    );
     assert_eq!(
         sink.artifact("packer.greeting-file.0.files").as_deref(),
         Some(r#"["greeting.txt"]"#)
@@ -179,4 +211,150 @@ async fn packer_runs_a_template_and_records_its_artifacts() {
     assert!(sink.sources().iter().any(|s| s == "packer"));
     sink.assert_positions_contiguous();
     assert_workdir_empty(&workdir);
+}
+
+/// A "dumb HTTP" git server behind Basic auth (static files of a bare
+/// repository), so git has to ask for the credential.
+struct GitHttp {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for GitHttp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const GIT_HTTP_SERVER: &str = r#"
+import base64, http.server, os, sys
+root, port, expected = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+class H(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, *a, **k): super().__init__(*a, directory=root, **k)
+    def log_message(self, *a): pass
+    def do_GET(self):
+        if self.headers.get("Authorization") != "Basic " + base64.b64encode(expected.encode()).decode():
+            self.send_response(401); self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0"); self.end_headers(); return
+        super().do_GET()
+http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+"#;
+
+fn serve_git_over_http(repo: &std::path::Path, user: &str, password: &str) -> GitHttp {
+    let root = repo.parent().unwrap().join("http");
+    std::fs::create_dir_all(&root).unwrap();
+    let bare = root.join("app.git");
+    git(
+        &root,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &repo.display().to_string(),
+            &bare.display().to_string(),
+        ],
+    );
+    git(&bare, &["update-server-info"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("python3")
+        .args([
+            "-c",
+            GIT_HTTP_SERVER,
+            &root.display().to_string(),
+            &port.to_string(),
+        ])
+        .arg(format!("{user}:{password}"))
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "git http server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    GitHttp {
+        child,
+        url: format!("http://127.0.0.1:{port}/app.git"),
+    }
+}
+
+#[tokio::test]
+async fn git_credentials_reach_git_through_askpass_only() {
+    if !have_tools("git credentials", &["git", "packer", "python3"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let template = r#"{"builders":[{"type":"null","communicator":"none"}]}"#;
+    let repo = git_repo(tmp.path(), &[("t.json", template)]);
+    let head = git(&repo, &["rev-parse", "HEAD"]);
+    let password = "git-Pa55-secret";
+    let server = serve_git_over_http(&repo, "deploy", password);
+    // A git wrapper that records every argv it is given.
+    let argv_log = tmp.path().join("argv.log");
+    let wrapper = tmp.path().join("git-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {}\nexec git \"$@\"\n",
+            argv_log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let workdir = tmp.path().join("work");
+    let mut settings = settings(&workdir, ContainerCli::Podman);
+    settings.git_bin = wrapper;
+    let executor = LocalExecutor::new(settings);
+    let config = MethodConfig {
+        packer_template: Some("t.json".into()),
+        ..MethodConfig::default()
+    };
+
+    for (given, succeeds) in [(password, true), ("wrong-password", false)] {
+        let mut ctx = context(
+            BuildMethod::Packer,
+            &repo,
+            "main",
+            "unused",
+            config.clone(),
+            None,
+        );
+        ctx.source.url = server.url.clone();
+        ctx.source.credential = Some(imagefactory_exec::GitCredential {
+            username: "deploy".into(),
+            password: imagefactory_domain::Secret::new(given),
+        });
+        let sink = Arc::new(MemorySink::default());
+        let (_tx, stop) = watch::channel(None);
+        let outcome = executor.start(ctx, sink.clone(), stop).await;
+        if succeeds {
+            assert_eq!(outcome, Outcome::Succeeded, "logs:\n{}", sink.log_text());
+            assert_eq!(sink.artifact("clone.commit"), Some(head.clone()));
+        } else {
+            let Outcome::Failed { message } = outcome else {
+                panic!("{outcome:?}")
+            };
+            assert!(message.contains("Authentication failed"), "{message}");
+            assert!(!message.contains(given));
+        }
+        assert!(!sink.log_text().contains(given));
+        assert_workdir_empty(&workdir);
+    }
+    let argv = std::fs::read_to_string(&argv_log).unwrap();
+    assert!(argv.contains("clone"), "{argv}");
+    assert!(
+        !argv.contains(password) && !argv.contains("wrong-password"),
+        "{argv}"
+    );
 }

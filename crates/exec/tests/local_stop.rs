@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use imagefactory_domain::{BuildMethod, MethodConfig};
 use imagefactory_exec::local::{ContainerCli, LocalExecutor, LocalSettings, SHUTDOWN_MESSAGE};
-use imagefactory_exec::{ExecutionContext, ExecutionRef, Executor, ExecutorKind, Outcome, StopReason};
+use imagefactory_exec::{
+    ExecutionContext, ExecutionRef, Executor, ExecutorKind, Outcome, StopReason,
+};
 use support::*;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -61,7 +63,14 @@ fn slow_context(slow: &Slow, name: &str) -> ExecutionContext {
         .into(),
         ..MethodConfig::default()
     };
-    context(BuildMethod::Packer, &slow.repo, "main", "unused", config, None)
+    context(
+        BuildMethod::Packer,
+        &slow.repo,
+        "main",
+        "unused",
+        config,
+        None,
+    )
 }
 
 struct Running {
@@ -109,7 +118,11 @@ async fn step_pid(pidfile: &Path, running: &Running) -> Option<i32> {
 fn step_group(pid: i32) -> i32 {
     let (_, pgid) = proc_stat(pid).expect("the step's shell runs");
     // SAFETY: getpgrp has no preconditions.
-    assert_ne!(pgid, unsafe { getpgrp() }, "the build must run in its own group");
+    assert_ne!(
+        pgid,
+        unsafe { getpgrp() },
+        "the build must run in its own group"
+    );
     let members = live_group_members(pgid);
     assert!(members.contains(&pid), "{members:?}");
     // packer itself, its plugin processes, the shell and its sleep.
@@ -135,9 +148,16 @@ async fn finish(running: &mut Running) -> Outcome {
 
 fn assert_all_gone(pgid: Option<i32>, running: &Running, workdir: &Path) {
     if let Some(pgid) = pgid {
-        assert_eq!(live_group_members(pgid), Vec::<i32>::new(), "processes of group {pgid} remain");
+        assert_eq!(
+            live_group_members(pgid),
+            Vec::<i32>::new(),
+            "processes of group {pgid} remain"
+        );
     }
-    assert_eq!(live_execution_processes(running.execution_id), Vec::<i32>::new());
+    assert_eq!(
+        live_execution_processes(running.execution_id),
+        Vec::<i32>::new()
+    );
     assert_workdir_empty(workdir);
 }
 
@@ -149,7 +169,9 @@ async fn cancel_terminates_the_whole_process_group() {
     let slow = slow_repo();
     let executor = Arc::new(LocalExecutor::new(settings_for(&slow)));
     let mut running = start(&executor, slow_context(&slow, "cancel"));
-    let pid = step_pid(&slow.pids.join("cancel"), &running).await.expect("step ran");
+    let pid = step_pid(&slow.pids.join("cancel"), &running)
+        .await
+        .expect("step ran");
     let pgid = step_group(pid);
 
     running.stop.send(Some(StopReason::Cancel)).unwrap();
@@ -171,7 +193,9 @@ async fn the_builds_own_timeout_terminates_it() {
     ctx.timeout = Duration::from_secs(8);
     let mut running = start(&executor, ctx);
     // On a loaded machine the deadline may pass before the step starts.
-    let pgid = step_pid(&slow.pids.join("timeout"), &running).await.map(step_group);
+    let pgid = step_pid(&slow.pids.join("timeout"), &running)
+        .await
+        .map(step_group);
 
     let outcome = finish(&mut running).await;
 
@@ -190,7 +214,11 @@ async fn the_dispatchers_timeout_signal_ends_it_timed_out() {
     let slow = slow_repo();
     let executor = Arc::new(LocalExecutor::new(settings_for(&slow)));
     let mut running = start(&executor, slow_context(&slow, "signal"));
-    let pgid = step_group(step_pid(&slow.pids.join("signal"), &running).await.expect("step ran"));
+    let pgid = step_group(
+        step_pid(&slow.pids.join("signal"), &running)
+            .await
+            .expect("step ran"),
+    );
 
     running.stop.send(Some(StopReason::Timeout)).unwrap();
     let outcome = finish(&mut running).await;
@@ -207,12 +235,21 @@ async fn shutdown_ends_the_build_as_transient() {
     let slow = slow_repo();
     let executor = Arc::new(LocalExecutor::new(settings_for(&slow)));
     let mut running = start(&executor, slow_context(&slow, "handover"));
-    let pgid = step_group(step_pid(&slow.pids.join("handover"), &running).await.expect("step ran"));
+    let pgid = step_group(
+        step_pid(&slow.pids.join("handover"), &running)
+            .await
+            .expect("step ran"),
+    );
 
     running.stop.send(Some(StopReason::Handover)).unwrap();
     let outcome = finish(&mut running).await;
 
-    assert_eq!(outcome, Outcome::Transient { message: SHUTDOWN_MESSAGE.into() });
+    assert_eq!(
+        outcome,
+        Outcome::Transient {
+            message: SHUTDOWN_MESSAGE.into()
+        }
+    );
     assert_all_gone(Some(pgid), &running, &slow.workdir);
 }
 
@@ -221,7 +258,14 @@ async fn reattach_cannot_resume_and_ends_what_the_lost_dispatcher_left() {
     let tmp = tempfile::tempdir().unwrap();
     let workdir = tmp.path().join("work");
     let executor = LocalExecutor::new(settings(&workdir, ContainerCli::Podman));
-    let ctx = context(BuildMethod::Docker, tmp.path(), "main", "r/a:v1", MethodConfig::default(), None);
+    let ctx = context(
+        BuildMethod::Docker,
+        tmp.path(),
+        "main",
+        "r/a:v1",
+        MethodConfig::default(),
+        None,
+    );
     // What a crashed dispatcher leaves: a workspace and a process group
     // still running the build.
     std::fs::create_dir_all(workdir.join(ctx.execution_id.to_string()).join("src")).unwrap();
@@ -253,10 +297,17 @@ async fn reattach_cannot_resume_and_ends_what_the_lost_dispatcher_left() {
     let Outcome::Transient { message } = outcome else {
         panic!("expected Transient, got {outcome:?}");
     };
-    assert!(message.contains("the dispatcher that ran this local build was lost (host-a:/var/lib/if/x)"), "{message}");
+    assert!(
+        message
+            .contains("the dispatcher that ran this local build was lost (host-a:/var/lib/if/x)"),
+        "{message}"
+    );
     assert!(message.contains("cannot be resumed"), "{message}");
     let status = orphan.wait().unwrap();
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9)
+    );
     assert_eq!(live_group_members(pgid), Vec::<i32>::new());
     assert_workdir_empty(&workdir);
 }
@@ -271,23 +322,43 @@ async fn max_concurrent_holds_further_builds_until_a_slot_frees() {
     settings.max_concurrent = 1;
     let executor = Arc::new(LocalExecutor::new(settings));
     let mut first = start(&executor, slow_context(&slow, "first"));
-    step_pid(&slow.pids.join("first"), &first).await.expect("first runs");
+    step_pid(&slow.pids.join("first"), &first)
+        .await
+        .expect("first runs");
 
     let mut second = start(&executor, slow_context(&slow, "second"));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !second.sink.progress.lock().unwrap().iter().any(|p| p.contains("waiting for a free local build slot")) {
+    while !second
+        .sink
+        .progress
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|p| p.contains("waiting for a free local build slot"))
+    {
         assert!(Instant::now() < deadline, "second never reported waiting");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(second.sink.lines.lock().unwrap().is_empty(), "second must not start while first runs");
+    assert!(
+        second.sink.lines.lock().unwrap().is_empty(),
+        "second must not start while first runs"
+    );
     assert!(second.sink.references.lock().unwrap().is_empty());
 
     first.stop.send(Some(StopReason::Cancel)).unwrap();
-    assert!(matches!(finish(&mut first).await, Outcome::Cancelled { .. }));
+    assert!(matches!(
+        finish(&mut first).await,
+        Outcome::Cancelled { .. }
+    ));
     // The freed slot lets the second run.
-    step_pid(&slow.pids.join("second"), &second).await.expect("second runs");
+    step_pid(&slow.pids.join("second"), &second)
+        .await
+        .expect("second runs");
     second.stop.send(Some(StopReason::Cancel)).unwrap();
-    assert!(matches!(finish(&mut second).await, Outcome::Cancelled { .. }));
+    assert!(matches!(
+        finish(&mut second).await,
+        Outcome::Cancelled { .. }
+    ));
     assert_workdir_empty(&slow.workdir);
 }
 
@@ -301,10 +372,15 @@ async fn cancel_while_waiting_for_a_slot_never_starts_the_build() {
     settings.max_concurrent = 1;
     let executor = Arc::new(LocalExecutor::new(settings));
     let mut first = start(&executor, slow_context(&slow, "busy"));
-    step_pid(&slow.pids.join("busy"), &first).await.expect("first runs");
+    step_pid(&slow.pids.join("busy"), &first)
+        .await
+        .expect("first runs");
     let mut waiting = start(&executor, slow_context(&slow, "never"));
     waiting.stop.send(Some(StopReason::Cancel)).unwrap();
-    assert!(matches!(finish(&mut waiting).await, Outcome::Cancelled { .. }));
+    assert!(matches!(
+        finish(&mut waiting).await,
+        Outcome::Cancelled { .. }
+    ));
     assert!(waiting.sink.lines.lock().unwrap().is_empty());
     first.stop.send(Some(StopReason::Cancel)).unwrap();
     finish(&mut first).await;

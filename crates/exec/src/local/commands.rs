@@ -102,7 +102,12 @@ fn daemonless_plan(input: &PlanInput<'_>) -> ContainerPlan {
         let mut spec = CommandSpec::new(source, input.program, &p.cwd)
             .env("REGISTRY_AUTH_FILE", path(&p.auth_file));
         if let Some((root, runroot)) = &p.storage {
-            spec = spec.args(["--root".to_owned(), path(root), "--runroot".to_owned(), path(runroot)]);
+            spec = spec.args([
+                "--root".to_owned(),
+                path(root),
+                "--runroot".to_owned(),
+                path(runroot),
+            ]);
         }
         if let Some(driver) = input.storage_driver {
             spec = spec.args(["--storage-driver", driver]);
@@ -257,8 +262,11 @@ pub(crate) fn kaniko_plan(
 pub(crate) fn parse_digest(text: &str) -> Option<String> {
     let text = text.trim();
     let hex = text.strip_prefix("sha256:")?;
-    (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
-        .then(|| text.to_owned())
+    (hex.len() == 64
+        && hex
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
+    .then(|| text.to_owned())
 }
 
 /// The digest in `docker push` output (`v1: digest: sha256:… size: 528`).
@@ -302,7 +310,12 @@ mod tests {
         }
     }
 
-    fn plan(cli: ContainerCli, method: BuildMethod, cfg: &MethodConfig, insecure: bool) -> Result<ContainerPlan, String> {
+    fn plan(
+        cli: ContainerCli,
+        method: BuildMethod,
+        cfg: &MethodConfig,
+        insecure: bool,
+    ) -> Result<ContainerPlan, String> {
         let p = paths();
         container_plan(&PlanInput {
             cli,
@@ -320,7 +333,9 @@ mod tests {
     #[test]
     fn podman_buildx_builds_a_manifest_list_and_pushes_all() {
         let plan = plan(ContainerCli::Podman, BuildMethod::Buildx, &config(), true).unwrap();
-        let [build, push] = &plan.steps[..] else { panic!("two steps") };
+        let [build, push] = &plan.steps[..] else {
+            panic!("two steps")
+        };
         assert_eq!(
             build.args.join(" "),
             "--root /ws/storage/root --runroot /ws/storage/run --storage-driver vfs build \
@@ -345,8 +360,18 @@ mod tests {
             ..config()
         };
         let plan = plan(ContainerCli::Buildah, BuildMethod::Docker, &cfg, false).unwrap();
-        assert!(plan.steps[0].args.windows(2).any(|w| w == ["-t", "localhost/if-123:build"]));
-        assert!(!plan.steps[1].args.iter().any(|a| a.starts_with("--tls-verify")));
+        assert!(
+            plan.steps[0]
+                .args
+                .windows(2)
+                .any(|w| w == ["-t", "localhost/if-123:build"])
+        );
+        assert!(
+            !plan.steps[1]
+                .args
+                .iter()
+                .any(|a| a.starts_with("--tls-verify"))
+        );
         assert_eq!(plan.steps[1].args[6], "push");
     }
 
@@ -362,8 +387,15 @@ mod tests {
         let step = &plan.steps[0];
         assert_eq!(&step.args[..2], ["buildx", "build"]);
         assert!(step.args.iter().any(|a| a == "--push"));
-        assert!(step.args.windows(2).any(|w| w == ["--platform", "linux/amd64,linux/arm64"]));
-        assert!(step.env.contains(&("DOCKER_CONFIG".into(), "/ws/secrets".into())));
+        assert!(
+            step.args
+                .windows(2)
+                .any(|w| w == ["--platform", "linux/amd64,linux/arm64"])
+        );
+        assert!(
+            step.env
+                .contains(&("DOCKER_CONFIG".into(), "/ws/secrets".into()))
+        );
         assert!(matches!(plan.digest, DigestSource::BuildxMetadata(_)));
     }
 
@@ -373,10 +405,19 @@ mod tests {
             platforms: vec!["linux/arm64".into()],
             ..config()
         };
-        let plan = kaniko_plan(Path::new("/kaniko/executor"), &cfg, "r/app:v1", true, &paths());
+        let plan = kaniko_plan(
+            Path::new("/kaniko/executor"),
+            &cfg,
+            "r/app:v1",
+            true,
+            &paths(),
+        );
         let args = plan.steps[0].args.join(" ");
         assert!(args.contains("--context dir:///ws/src/app"), "{args}");
-        assert!(args.contains("--destination r/app:v1 --digest-file /ws/out/digest"), "{args}");
+        assert!(
+            args.contains("--destination r/app:v1 --digest-file /ws/out/digest"),
+            "{args}"
+        );
         assert!(args.contains("--custom-platform linux/arm64"), "{args}");
         assert!(args.ends_with("--insecure --skip-tls-verify"), "{args}");
     }

@@ -39,11 +39,11 @@ pub(crate) fn validate(source: &GitSource, allowed: &[String]) -> Result<(), Str
         ));
     }
     let r = &source.git_ref;
-    if r.is_empty()
-        || r.starts_with('-')
-        || r.chars().any(|c| c.is_control() || c.is_whitespace())
+    if r.is_empty() || r.starts_with('-') || r.chars().any(|c| c.is_control() || c.is_whitespace())
     {
-        return Err(format!("git ref {r:?} is not a valid branch, tag or commit"));
+        return Err(format!(
+            "git ref {r:?} is not a valid branch, tag or commit"
+        ));
     }
     Ok(())
 }
@@ -90,8 +90,9 @@ pub(crate) async fn clone(
         ("GIT_SSH_COMMAND", "ssh -o BatchMode=yes".to_owned()),
     ];
     if let Some(cred) = &source.credential {
-        ws.write_askpass()
-            .map_err(|e| StepError::Transient(format!("cannot write the git askpass helper: {e}")))?;
+        ws.write_askpass().map_err(|e| {
+            StepError::Transient(format!("cannot write the git askpass helper: {e}"))
+        })?;
         env.push(("GIT_ASKPASS", ws.askpass().display().to_string()));
         env.push(("IF_GIT_USERNAME", cred.username.clone()));
         env.push(("IF_GIT_PASSWORD", cred.password.expose().to_owned()));
@@ -118,32 +119,93 @@ pub(crate) async fn clone(
             all.extend_from_slice(args);
             git_cmd(&all)
         };
-        run_ok(runner, &in_src(&["remote", "add", "origin", url]), &shown, r).await?;
+        run_ok(
+            runner,
+            &in_src(&["remote", "add", "origin", url]),
+            &shown,
+            r,
+        )
+        .await?;
         // Most servers serve a single commit; fall back to everything.
         let shallow = in_src(&["fetch", "--depth", "1", "origin", r]);
         if !run_status(runner, &shallow).await?.0 {
-            run_ok(runner, &in_src(&["fetch", "--tags", "origin", "+refs/heads/*:refs/remotes/origin/*"]), &shown, r).await?;
-            run_ok(runner, &in_src(&["checkout", "-q", "--detach", r]), &shown, r).await?;
+            run_ok(
+                runner,
+                &in_src(&[
+                    "fetch",
+                    "--tags",
+                    "origin",
+                    "+refs/heads/*:refs/remotes/origin/*",
+                ]),
+                &shown,
+                r,
+            )
+            .await?;
+            run_ok(
+                runner,
+                &in_src(&["checkout", "-q", "--detach", r]),
+                &shown,
+                r,
+            )
+            .await?;
         } else {
-            run_ok(runner, &in_src(&["checkout", "-q", "--detach", "FETCH_HEAD"]), &shown, r).await?;
+            run_ok(
+                runner,
+                &in_src(&["checkout", "-q", "--detach", "FETCH_HEAD"]),
+                &shown,
+                r,
+            )
+            .await?;
         }
     } else {
         let shallow = git_cmd(&[
-            "clone", "--depth", "1", "--single-branch", "--branch", r, "--", url, &src_arg,
+            "clone",
+            "--depth",
+            "1",
+            "--single-branch",
+            "--branch",
+            r,
+            "--",
+            url,
+            &src_arg,
         ]);
-        let (ok, tail) = run_status(runner, &shallow).await?;
+        let (mut ok, mut tail) = run_status(runner, &shallow).await?;
+        if !ok && tail.contains("does not support shallow") {
+            // Dumb HTTP servers cannot serve a shallow clone: take it all.
+            let _ = std::fs::remove_dir_all(&src);
+            let full = git_cmd(&[
+                "clone",
+                "--single-branch",
+                "--branch",
+                r,
+                "--",
+                url,
+                &src_arg,
+            ]);
+            (ok, tail) = run_status(runner, &full).await?;
+        }
         if !ok {
             if !(ref_missing(&tail) && may_be_short_commit(r)) {
                 return Err(clone_error(&shown, r, &tail));
             }
             // Not a branch or tag: try it as an abbreviated commit.
             let _ = std::fs::remove_dir_all(&src);
-            run_ok(runner, &git_cmd(&["clone", "--no-checkout", "--", url, &src_arg]), &shown, r).await?;
+            run_ok(
+                runner,
+                &git_cmd(&["clone", "--no-checkout", "--", url, &src_arg]),
+                &shown,
+                r,
+            )
+            .await?;
             let commit = format!("{r}^{{commit}}");
             let verify = git_cmd(&["-C", &src_arg, "rev-parse", "--verify", "--quiet", &commit]);
             let (found, _) = run_status(runner, &verify).await?;
             if !found {
-                return Err(clone_error(&shown, r, "did not match any branch, tag or commit name"));
+                return Err(clone_error(
+                    &shown,
+                    r,
+                    "did not match any branch, tag or commit name",
+                ));
             }
             run_ok(
                 runner,
@@ -155,7 +217,10 @@ pub(crate) async fn clone(
         }
     }
     let head = git_cmd(&["-C", &src_arg, "rev-parse", "HEAD"]);
-    let finished = runner.run(&head, &mut PlainLines).await.map_err(StepError::from_run)?;
+    let finished = runner
+        .run(&head, &mut PlainLines)
+        .await
+        .map_err(StepError::from_run)?;
     let commit = finished.tail.last().cloned().unwrap_or_default();
     if !finished.status.success() || !is_hex(&commit) || commit.is_empty() {
         return Err(StepError::Failed(format!(
@@ -176,7 +241,10 @@ fn clone_error(shown: &str, r: &str, tail: &str) -> StepError {
     }
 }
 
-async fn run_status(runner: &mut Runner<'_>, spec: &CommandSpec) -> Result<(bool, String), StepError> {
+async fn run_status(
+    runner: &mut Runner<'_>,
+    spec: &CommandSpec,
+) -> Result<(bool, String), StepError> {
     let finished = runner
         .run(spec, &mut PlainLines)
         .await
@@ -184,9 +252,18 @@ async fn run_status(runner: &mut Runner<'_>, spec: &CommandSpec) -> Result<(bool
     Ok((finished.status.success(), finished.tail_text()))
 }
 
-async fn run_ok(runner: &mut Runner<'_>, spec: &CommandSpec, shown: &str, r: &str) -> Result<(), StepError> {
+async fn run_ok(
+    runner: &mut Runner<'_>,
+    spec: &CommandSpec,
+    shown: &str,
+    r: &str,
+) -> Result<(), StepError> {
     let (ok, tail) = run_status(runner, spec).await?;
-    if ok { Ok(()) } else { Err(clone_error(shown, r, &tail)) }
+    if ok {
+        Ok(())
+    } else {
+        Err(clone_error(shown, r, &tail))
+    }
 }
 
 #[cfg(test)]

@@ -140,15 +140,25 @@ impl Executor for LocalExecutor {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
         }
-        let ws = Workspace::at(&self.settings.workdir, &self.settings.runroot_dir, ctx.execution_id);
-        if let Err(err) = tokio::task::spawn_blocking(move || ws.remove()).await.unwrap_or(Ok(())) {
+        let ws = Workspace::at(
+            &self.settings.workdir,
+            &self.settings.runroot_dir,
+            ctx.execution_id,
+        );
+        if let Err(err) = tokio::task::spawn_blocking(move || ws.remove())
+            .await
+            .unwrap_or(Ok(()))
+        {
             tracing::warn!(execution.id = %ctx.execution_id, error = %err, "removing a lost local workspace failed");
         }
         let place = reference.name.as_deref().unwrap_or("another dispatcher");
         let ended = if groups.is_empty() {
             String::new()
         } else {
-            format!(" (its {} leftover process group(s) here were ended)", groups.len())
+            format!(
+                " (its {} leftover process group(s) here were ended)",
+                groups.len()
+            )
         };
         Outcome::Transient {
             message: format!(
@@ -212,7 +222,8 @@ impl LocalExecutor {
         stop: &mut StopWatch,
     ) -> Outcome {
         let settings = &self.settings;
-        let ws = match Workspace::create(&settings.workdir, &settings.runroot_dir, ctx.execution_id) {
+        let ws = match Workspace::create(&settings.workdir, &settings.runroot_dir, ctx.execution_id)
+        {
             Ok(ws) => ws,
             Err(e) => {
                 return Outcome::Transient {
@@ -274,7 +285,10 @@ impl LocalExecutor {
         let keep = settings.keep_failed && matches!(result, Err(StepError::Failed(_)));
         if keep {
             let _ = sink
-                .progress(&format!("workspace kept for inspection at {}", ws.root.display()))
+                .progress(&format!(
+                    "workspace kept for inspection at {}",
+                    ws.root.display()
+                ))
                 .await;
         } else {
             let root = ws.root.clone();
@@ -316,7 +330,9 @@ impl LocalExecutor {
                 let bin = settings.kaniko_bin.as_deref().ok_or_else(missing)?;
                 process::find_program(bin).ok_or_else(missing)?
             }
-            BuildMethod::Packer => require_tool(&settings.packer_bin, "packer", "IF_LOCAL_PACKER_BIN")?,
+            BuildMethod::Packer => {
+                require_tool(&settings.packer_bin, "packer", "IF_LOCAL_PACKER_BIN")?
+            }
         };
 
         let _ = sink
@@ -353,7 +369,10 @@ impl LocalExecutor {
         let cfg = &ctx.config;
         if ctx.image.is_empty()
             || ctx.image.starts_with('-')
-            || ctx.image.chars().any(|c| c.is_whitespace() || c.is_control())
+            || ctx
+                .image
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
         {
             return Err(StepError::Failed(format!(
                 "destination image {:?} is not a valid image reference",
@@ -361,8 +380,13 @@ impl LocalExecutor {
             )));
         }
         let src = ws.src();
-        let context = resolve_inside(&src, &src, cfg.context.as_deref().unwrap_or("."), "build context")
-            .map_err(StepError::Failed)?;
+        let context = resolve_inside(
+            &src,
+            &src,
+            cfg.context.as_deref().unwrap_or("."),
+            "build context",
+        )
+        .map_err(StepError::Failed)?;
         let dockerfile = resolve_inside(
             &src,
             &context,
@@ -370,8 +394,9 @@ impl LocalExecutor {
             "dockerfile",
         )
         .map_err(StepError::Failed)?;
-        ws.write_registry_auth(ctx.registry.as_ref())
-            .map_err(|e| StepError::Transient(format!("cannot write the registry auth file: {e}")))?;
+        ws.write_registry_auth(ctx.registry.as_ref()).map_err(|e| {
+            StepError::Transient(format!("cannot write the registry auth file: {e}"))
+        })?;
 
         let daemonless = settings.container_cli != ContainerCli::Docker;
         let paths = BuildPaths {
@@ -419,7 +444,10 @@ impl LocalExecutor {
                 _ => format!("building with {}", step.tool()),
             };
             let _ = sink.progress(&note).await;
-            let finished = runner.run(step, &mut PlainLines).await.map_err(StepError::from_run)?;
+            let finished = runner
+                .run(step, &mut PlainLines)
+                .await
+                .map_err(StepError::from_run)?;
             if !finished.status.success() {
                 let what = match step.source {
                     "push" => format!("push of {} failed", ctx.image),
@@ -452,7 +480,7 @@ impl LocalExecutor {
             ))
         })?;
 
-        if !paths.storage.is_some() {
+        if paths.storage.is_none() {
             self.remove_local_image(runner, tool, method, &local_name, &ctx.image, &src)
                 .await;
         }
@@ -527,8 +555,15 @@ impl LocalExecutor {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let dir = template.parent().map(Path::to_path_buf).unwrap_or(src.clone());
-            (dir, name, std::fs::read_to_string(&template).unwrap_or_default())
+            let dir = template
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or(src.clone());
+            (
+                dir,
+                name,
+                std::fs::read_to_string(&template).unwrap_or_default(),
+            )
         };
         let on_error = match cfg.metadata.get("on_error").and_then(|v| v.as_str()) {
             None => "abort",
@@ -542,12 +577,18 @@ impl LocalExecutor {
         let base = |spec: CommandSpec| {
             spec.env("CHECKPOINT_DISABLE", "1")
                 .env("PACKER_NO_COLOR", "1")
-                .env("PACKER_CACHE_DIR", ws.root.join("packer_cache").display().to_string())
+                .env(
+                    "PACKER_CACHE_DIR",
+                    ws.root.join("packer_cache").display().to_string(),
+                )
         };
         if packer::needs_init(&target, &text) {
             let _ = sink.progress("installing packer plugins").await;
             let init = base(CommandSpec::new("packer", tool, &cwd).args(["init", target.as_str()]));
-            let finished = runner.run(&init, &mut PlainLines).await.map_err(StepError::from_run)?;
+            let finished = runner
+                .run(&init, &mut PlainLines)
+                .await
+                .map_err(StepError::from_run)?;
             if !finished.status.success() {
                 return Err(StepError::Failed(format!(
                     "packer init failed ({}): {}",
@@ -571,7 +612,10 @@ impl LocalExecutor {
         let build = build.arg(target);
         let _ = sink.progress("running packer build").await;
         let mut output = packer::PackerOutput::default();
-        let finished = runner.run(&build, &mut output).await.map_err(StepError::from_run)?;
+        let finished = runner
+            .run(&build, &mut output)
+            .await
+            .map_err(StepError::from_run)?;
         if !finished.status.success() {
             return Err(StepError::Failed(format!(
                 "packer build failed ({}): {}",

@@ -111,7 +111,10 @@ impl PackerOutput {
                 push("string", v.clone());
             }
             if !fields.files.is_empty() {
-                push("files", serde_json::to_string(&fields.files).unwrap_or_default());
+                push(
+                    "files",
+                    serde_json::to_string(&fields.files).unwrap_or_default(),
+                );
             }
         }
         out
@@ -167,7 +170,10 @@ plain text from a plugin";
                 ("packer.null.0.id".into(), "Null".into()),
                 ("packer.out.0.builder_id".into(), "packer.file".into()),
                 ("packer.out.0.id".into(), "File".into()),
-                ("packer.out.0.string".into(), "Stored file: out,1.txt".into()),
+                (
+                    "packer.out.0.string".into(),
+                    "Stored file: out,1.txt".into()
+                ),
                 ("packer.out.0.files".into(), r#"["out,1.txt"]"#.into()),
             ]
         );

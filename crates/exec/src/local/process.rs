@@ -232,7 +232,10 @@ impl Runner<'_> {
             return Err(RunError::Stopped(reason));
         }
         self.logs
-            .line(spec.source, self.redactor.apply(&format!("$ {}", spec.display())))
+            .line(
+                spec.source,
+                self.redactor.apply(&format!("$ {}", spec.display())),
+            )
             .await;
 
         let mut command = Command::new(&spec.program);
@@ -251,7 +254,10 @@ impl Runner<'_> {
             .spawn()
             .map_err(|e| RunError::Spawn(spec.tool(), e))?;
         let pgid = child.id().map(|id| id as i32).unwrap_or(0);
-        let mut guard = GroupGuard { pgid, armed: pgid > 0 };
+        let mut guard = GroupGuard {
+            pgid,
+            armed: pgid > 0,
+        };
 
         let (tx, mut rx) = mpsc::channel::<String>(256);
         if let Some(out) = child.stdout.take() {

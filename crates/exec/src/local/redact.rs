@@ -56,9 +56,7 @@ impl Redactor {
 /// `127.0.0.1:5000`), Docker Hub's name when the reference has none.
 pub(crate) fn registry_host(image: &str) -> &str {
     match image.split_once('/') {
-        Some((first, _))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
             first
         }
         _ => "docker.io",
@@ -91,7 +89,10 @@ mod tests {
 
     #[test]
     fn finds_the_registry_host() {
-        assert_eq!(registry_host("127.0.0.1:5000/team/app:v1"), "127.0.0.1:5000");
+        assert_eq!(
+            registry_host("127.0.0.1:5000/team/app:v1"),
+            "127.0.0.1:5000"
+        );
         assert_eq!(registry_host("ghcr.io/o/app@sha256:ab"), "ghcr.io");
         assert_eq!(registry_host("localhost/app"), "localhost");
         assert_eq!(registry_host("team/app:v1"), "docker.io");

@@ -117,9 +117,7 @@ impl Default for LocalSettings {
             max_concurrent: 2,
             grace_period: Duration::from_secs(10),
             insecure_registries: Vec::new(),
-            git_protocols: ["https", "ssh", "git", "http"]
-                .map(String::from)
-                .to_vec(),
+            git_protocols: ["https", "ssh", "git", "http"].map(String::from).to_vec(),
             isolated_storage: true,
             runroot_dir: std::env::temp_dir().join("if-run"),
             storage_driver: None,
@@ -149,7 +147,11 @@ mod tests {
 
     #[test]
     fn container_cli_parses_its_names_only() {
-        for cli in [ContainerCli::Docker, ContainerCli::Podman, ContainerCli::Buildah] {
+        for cli in [
+            ContainerCli::Docker,
+            ContainerCli::Podman,
+            ContainerCli::Buildah,
+        ] {
             assert_eq!(cli.as_str().parse::<ContainerCli>().unwrap(), cli);
         }
         let err = "nerdctl".parse::<ContainerCli>().unwrap_err();

@@ -22,8 +22,15 @@ pub(crate) struct Workspace {
 
 impl Workspace {
     /// Creates `<workdir>/<execution id>`, replacing leftovers of the same id.
-    pub(crate) fn create(workdir: &Path, runroot_dir: &Path, execution_id: Uuid) -> io::Result<Self> {
-        DirBuilder::new().recursive(true).mode(0o700).create(workdir)?;
+    pub(crate) fn create(
+        workdir: &Path,
+        runroot_dir: &Path,
+        execution_id: Uuid,
+    ) -> io::Result<Self> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(workdir)?;
         let ws = Self::at(workdir, runroot_dir, execution_id);
         ws.remove()?;
         DirBuilder::new().mode(0o700).create(&ws.root)?;
@@ -180,9 +187,9 @@ pub(crate) fn resolve_inside(
         ));
     }
     let joined = base.join(rel);
-    let resolved = joined.canonicalize().map_err(|_| {
-        format!("{what} {relative:?} does not exist in the repository")
-    })?;
+    let resolved = joined
+        .canonicalize()
+        .map_err(|_| format!("{what} {relative:?} does not exist in the repository"))?;
     let within = within
         .canonicalize()
         .map_err(|e| format!("repository checkout is unreadable: {e}"))?;

@@ -227,14 +227,20 @@ impl Registry {
         );
         std::fs::write(dir.path().join("config.yml"), config).unwrap();
         let child = Command::new("docker-registry")
-            .args(["serve", &dir.path().join("config.yml").display().to_string()])
+            .args([
+                "serve",
+                &dir.path().join("config.yml").display().to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("docker-registry starts");
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(&host).is_err() {
-            assert!(Instant::now() < deadline, "registry did not start on {host}");
+            assert!(
+                Instant::now() < deadline,
+                "registry did not start on {host}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Self {
@@ -257,9 +263,16 @@ impl Registry {
     }
 
     /// `(Docker-Content-Digest, Content-Type, body)` the registry serves for a tag.
-    pub async fn manifest(&self, repo: &str, reference: &str) -> (String, String, serde_json::Value) {
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> (String, String, serde_json::Value) {
         let response = reqwest::Client::new()
-            .get(format!("http://{}/v2/{repo}/manifests/{reference}", self.host))
+            .get(format!(
+                "http://{}/v2/{repo}/manifests/{reference}",
+                self.host
+            ))
             .basic_auth(&self.user, Some(&self.password))
             .header(
                 "Accept",
