@@ -4,8 +4,9 @@
 # sandbox. Idempotent: safe to run on every CI run.
 set -eu
 
-# python3 serves a password-protected git repository over HTTP in a test.
-PACKAGES="git buildah podman packer docker-registry apache2-utils python3"
+# python3 serves a password-protected git repository over HTTP in a test;
+# busybox-static is the base of an image whose RUN step is cancelled.
+PACKAGES="git buildah podman packer docker-registry apache2-utils python3 busybox-static"
 
 missing=""
 for pkg in $PACKAGES; do

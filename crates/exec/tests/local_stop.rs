@@ -386,3 +386,104 @@ async fn cancel_while_waiting_for_a_slot_never_starts_the_build() {
     finish(&mut first).await;
     assert_workdir_empty(&slow.workdir);
 }
+
+/// A base image's root file system: a static busybox as `/bin/sh` and `sleep`.
+fn busybox_rootfs_tar(dir: &Path) -> Vec<u8> {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox");
+    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "sleep", "echo"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    let tar = dir.join("rootfs.tar");
+    let status = std::process::Command::new("tar")
+        .args([
+            "-C",
+            &root.display().to_string(),
+            "-cf",
+            &tar.display().to_string(),
+            ".",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read(tar).unwrap()
+}
+
+#[tokio::test]
+async fn cancel_during_a_run_step_of_a_container_build_ends_every_process() {
+    if !have_tools("cancel RUN step", &["git", "buildah", "busybox", "tar"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = busybox_rootfs_tar(tmp.path());
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("rootfs.tar"), rootfs).unwrap();
+    let repo = git_repo(
+        tmp.path(),
+        &[(
+            "Dockerfile",
+            "FROM scratch\nADD rootfs.tar /\nRUN echo step-started && sleep 60\n",
+        )],
+    );
+    let workdir = tmp.path().join("work");
+    let mut settings = settings(&workdir, ContainerCli::Buildah);
+    // RUN steps cannot use an OCI runtime inside this sandbox.
+    settings.isolation = Some("chroot".into());
+    let executor = Arc::new(LocalExecutor::new(settings));
+    let ctx = context(
+        BuildMethod::Docker,
+        &repo,
+        "main",
+        "127.0.0.1:1/team/app:v1",
+        MethodConfig::default(),
+        None,
+    );
+    let mut running = start(&executor, ctx);
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !running.sink.log_text().contains("step-started") {
+        assert!(
+            !running.handle.is_finished(),
+            "build ended early:\n{}",
+            running.sink.log_text()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "RUN step never started:\n{}",
+            running.sink.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The step's `sleep` shows up in buildah's process group.
+    let pgid = loop {
+        let sleeping = live_execution_processes(running.execution_id)
+            .into_iter()
+            .filter_map(|pid| proc_stat(pid).map(|(_, pgid)| pgid))
+            .find(|pgid| {
+                live_group_members(*pgid).iter().any(|pid| {
+                    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .is_ok_and(|c| c.trim() == "sleep")
+                })
+            });
+        if let Some(pgid) = sleeping {
+            break pgid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the RUN step's sleep never ran in the build's group"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    running.stop.send(Some(StopReason::Cancel)).unwrap();
+    let outcome = finish(&mut running).await;
+
+    assert!(matches!(outcome, Outcome::Cancelled { .. }), "{outcome:?}");
+    assert_all_gone(Some(pgid), &running, &workdir);
+}

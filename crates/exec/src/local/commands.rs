@@ -54,6 +54,8 @@ pub(crate) struct PlanInput<'a> {
     pub local_name: &'a str,
     pub insecure: bool,
     pub storage_driver: Option<&'a str>,
+    /// `--isolation` of podman/buildah builds.
+    pub isolation: Option<&'a str>,
     pub paths: &'a BuildPaths,
 }
 
@@ -129,6 +131,9 @@ fn daemonless_plan(input: &PlanInput<'_>) -> ContainerPlan {
     // would hand the first platform's image to every other one.
     let layers = cfg.cache_enabled && cfg.platforms.len() <= 1;
     build = build.arg(format!("--layers={layers}"));
+    if let Some(isolation) = input.isolation {
+        build = build.args(["--isolation", isolation]);
+    }
     if layers && let Some(repo) = cfg.cache_repo.as_deref().filter(|r| !r.is_empty()) {
         build = build.args(["--cache-from", repo, "--cache-to", repo]);
     }
@@ -326,6 +331,7 @@ mod tests {
             local_name: "localhost/if-123:build",
             insecure,
             storage_driver: Some("vfs"),
+            isolation: None,
             paths: &p,
         })
     }

@@ -432,6 +432,7 @@ impl LocalExecutor {
                 local_name: &local_name,
                 insecure,
                 storage_driver: settings.storage_driver.as_deref(),
+                isolation: settings.isolation.as_deref(),
                 paths: &paths,
             })
             .map_err(StepError::Failed)?

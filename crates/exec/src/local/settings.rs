@@ -91,6 +91,10 @@ pub struct LocalSettings {
     /// per-execution podman/buildah run roots; podman refuses run roots longer
     /// than 50 characters, so keep it short.
     pub runroot_dir: PathBuf,
+    /// `IF_LOCAL_ISOLATION`: `--isolation` of podman/buildah builds; `chroot`
+    /// runs `RUN` steps where an OCI runtime cannot create containers (e.g.
+    /// inside another container); unset = the tool's default (`oci`).
+    pub isolation: Option<String>,
     /// `IF_LOCAL_STORAGE_DRIVER`: `--storage-driver` for podman/buildah
     /// (e.g. `vfs` where overlay mounts are not allowed); unset = host default.
     pub storage_driver: Option<String>,
@@ -120,6 +124,7 @@ impl Default for LocalSettings {
             git_protocols: ["https", "ssh", "git", "http"].map(String::from).to_vec(),
             isolated_storage: true,
             runroot_dir: std::env::temp_dir().join("if-run"),
+            isolation: None,
             storage_driver: None,
             pass_env: Vec::new(),
             log_batch_lines: 200,
