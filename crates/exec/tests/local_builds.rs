@@ -37,7 +37,7 @@ async fn docker_method_with_buildah_pushes_and_records_the_registry_digest() {
     let workdir = tmp.path().join("work");
     let mut settings = settings(&workdir, ContainerCli::Buildah);
     settings.insecure_registries = vec![registry.host.clone()];
-    let executor = LocalExecutor::new(settings);
+    let executor = LocalExecutor::new(settings.clone());
     let image = format!("{}/team/app:v1", registry.host);
     let config = MethodConfig {
         context: Some("app".into()),
@@ -55,10 +55,12 @@ async fn docker_method_with_buildah_pushes_and_records_the_registry_digest() {
     );
     let sink = Arc::new(MemorySink::default());
     let (_stop_tx, stop) = watch::channel(None);
+    let id = ctx.execution_id;
 
     let outcome = executor.start(ctx, sink.clone(), stop).await;
 
     assert_eq!(outcome, Outcome::Succeeded, "logs:\n{}", sink.log_text());
+    assert_runroot_gone(&settings, id);
     let (served, content_type, manifest) = registry.manifest("team/app", "v1").await;
     assert_eq!(
         sink.artifact("IMAGE_DIGEST").as_deref(),
@@ -115,7 +117,7 @@ async fn buildx_with_podman_pushes_a_two_platform_manifest_list() {
     let workdir = tmp.path().join("work");
     let mut settings = settings(&workdir, ContainerCli::Podman);
     settings.insecure_registries = vec![registry.host.clone()];
-    let executor = LocalExecutor::new(settings);
+    let executor = LocalExecutor::new(settings.clone());
     let image = format!("{}/team/multi:2.0", registry.host);
     let config = MethodConfig {
         platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
@@ -132,9 +134,11 @@ async fn buildx_with_podman_pushes_a_two_platform_manifest_list() {
     let sink = Arc::new(MemorySink::default());
     let (_stop_tx, stop) = watch::channel(None);
 
+    let id = ctx.execution_id;
     let outcome = executor.start(ctx, sink.clone(), stop).await;
 
     assert_eq!(outcome, Outcome::Succeeded, "logs:\n{}", sink.log_text());
+    assert_runroot_gone(&settings, id);
     let (served, content_type, index) = registry.manifest("team/multi", "2.0").await;
     assert_eq!(
         sink.artifact("IMAGE_DIGEST").as_deref(),

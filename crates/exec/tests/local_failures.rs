@@ -16,7 +16,8 @@ use tokio::sync::watch;
 /// Runs one execution and returns its failure message.
 async fn failure(settings: LocalSettings, ctx: ExecutionContext) -> (String, Arc<MemorySink>) {
     let workdir = settings.workdir.clone();
-    let executor = LocalExecutor::new(settings);
+    let id = ctx.execution_id;
+    let executor = LocalExecutor::new(settings.clone());
     let sink = Arc::new(MemorySink::default());
     let (_stop_tx, stop) = watch::channel(None);
     let outcome = executor.start(ctx, sink.clone(), stop).await;
@@ -27,6 +28,7 @@ async fn failure(settings: LocalSettings, ctx: ExecutionContext) -> (String, Arc
         );
     };
     assert_workdir_empty(&workdir);
+    assert_runroot_gone(&settings, id);
     (message, sink)
 }
 

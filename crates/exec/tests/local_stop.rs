@@ -435,7 +435,7 @@ async fn cancel_during_a_run_step_of_a_container_build_ends_every_process() {
     let mut settings = settings(&workdir, ContainerCli::Buildah);
     // RUN steps cannot use an OCI runtime inside this sandbox.
     settings.isolation = Some("chroot".into());
-    let executor = Arc::new(LocalExecutor::new(settings));
+    let executor = Arc::new(LocalExecutor::new(settings.clone()));
     let ctx = context(
         BuildMethod::Docker,
         &repo,
@@ -486,4 +486,5 @@ async fn cancel_during_a_run_step_of_a_container_build_ends_every_process() {
 
     assert!(matches!(outcome, Outcome::Cancelled { .. }), "{outcome:?}");
     assert_all_gone(Some(pgid), &running, &workdir);
+    assert_runroot_gone(&settings, running.execution_id);
 }

@@ -108,3 +108,83 @@ async fn flush(sink: &dyn ExecutionSink, buffer: &mut Vec<LogLine>, warned: &mut
     }
     buffer.clear();
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::{Artifact, ExecutionRef, SinkError};
+
+    #[derive(Default)]
+    struct Calls(Mutex<Vec<Vec<LogLine>>>);
+
+    #[async_trait]
+    impl ExecutionSink for Calls {
+        async fn reference(&self, _: &ExecutionRef) -> Result<(), SinkError> {
+            Ok(())
+        }
+        async fn logs(&self, lines: &[LogLine]) -> Result<(), SinkError> {
+            self.0.lock().unwrap().push(lines.to_vec());
+            Ok(())
+        }
+        async fn artifact(&self, _: &Artifact) -> Result<(), SinkError> {
+            Ok(())
+        }
+        async fn progress(&self, _: &str) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn heavy_output_goes_out_in_batches_numbered_per_source() {
+        let calls = Arc::new(Calls::default());
+        // A long interval: only the batch size may trigger sends here.
+        let writer = LogWriter::spawn(calls.clone(), 100, Duration::from_secs(3600));
+        for i in 0..1000 {
+            let source = if i % 2 == 0 { "build" } else { "push" };
+            writer.line(source, format!("line {i}")).await;
+        }
+        writer.finish().await;
+        let calls = calls.0.lock().unwrap();
+        assert_eq!(calls.len(), 10);
+        assert!(calls.iter().all(|batch| batch.len() == 100));
+        let lines: Vec<&LogLine> = calls.iter().flatten().collect();
+        let build: Vec<i64> = lines
+            .iter()
+            .filter(|l| l.source == "build")
+            .map(|l| l.position)
+            .collect();
+        assert_eq!(build, (0..500).collect::<Vec<_>>());
+        assert_eq!(lines[999].line, "line 999");
+        assert_eq!(lines[999].position, 499);
+    }
+
+    #[tokio::test]
+    async fn a_quiet_line_is_sent_without_waiting_for_more() {
+        let calls = Arc::new(Calls::default());
+        let writer = LogWriter::spawn(calls.clone(), 100, Duration::from_millis(100));
+        writer.line("clone", "Cloning into 'src'...".into()).await;
+        // Delivered by the interval flush while the writer is still open.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while calls.0.lock().unwrap().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "line never sent");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(calls.0.lock().unwrap()[0][0].line, "Cloning into 'src'...");
+        writer.finish().await;
+        assert_eq!(calls.0.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn huge_lines_are_cut() {
+        let calls = Arc::new(Calls::default());
+        let writer = LogWriter::spawn(calls.clone(), 10, Duration::from_millis(10));
+        writer.line("build", "é".repeat(MAX_LINE_BYTES)).await;
+        writer.finish().await;
+        let line = calls.0.lock().unwrap()[0][0].line.clone();
+        assert!(line.len() <= MAX_LINE_BYTES + 20 && line.ends_with("[line truncated]"));
+    }
+}

@@ -366,3 +366,13 @@ pub fn live_execution_processes(execution_id: Uuid) -> Vec<i32> {
         })
         .collect()
 }
+
+/// The execution's podman/buildah run root (outside the workspace) is gone.
+pub fn assert_runroot_gone(settings: &LocalSettings, execution_id: Uuid) {
+    let runroot = settings.runroot_dir.join(execution_id.simple().to_string());
+    assert!(
+        !runroot.exists(),
+        "run root left behind: {}",
+        runroot.display()
+    );
+}
