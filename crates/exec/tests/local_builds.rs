@@ -193,6 +193,22 @@ async fn packer_runs_a_template_and_records_its_artifacts() {
         packer_vars: [("greeting".to_owned(), "hello, packer".to_owned())].into(),
         ..MethodConfig::default()
     };
+    // The abbreviated commit resolves to the same checkout.
+    let short = wanted[..10].to_owned();
+    let abbreviated = context(
+        BuildMethod::Packer,
+        &repo,
+        &short,
+        "unused",
+        config.clone(),
+        None,
+    );
+    let sink = Arc::new(MemorySink::default());
+    let (_stop_tx, stop) = watch::channel(None);
+    let outcome = executor.start(abbreviated, sink.clone(), stop).await;
+    assert_eq!(outcome, Outcome::Succeeded, "logs:\n{}", sink.log_text());
+    assert_eq!(sink.artifact("clone.commit").as_ref(), Some(&wanted));
+
     let ctx = context(BuildMethod::Packer, &repo, &wanted, "unused", config, None);
     let sink = Arc::new(MemorySink::default());
     let (_stop_tx, stop) = watch::channel(None);
@@ -361,4 +377,53 @@ async fn git_credentials_reach_git_through_askpass_only() {
         !argv.contains(password) && !argv.contains("wrong-password"),
         "{argv}"
     );
+}
+
+#[tokio::test]
+async fn shared_storage_does_not_keep_the_built_image() {
+    if !have_tools(
+        "shared storage",
+        &["git", "buildah", "docker-registry", "htpasswd"],
+    ) {
+        return;
+    }
+    let registry = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = git_repo(
+        tmp.path(),
+        &[("Dockerfile", DOCKERFILE), ("hello.txt", "shared\n")],
+    );
+    let workdir = tmp.path().join("work");
+    let mut settings = settings(&workdir, ContainerCli::Buildah);
+    settings.insecure_registries = vec![registry.host.clone()];
+    settings.isolated_storage = false;
+    let executor = LocalExecutor::new(settings);
+    let image = format!("{}/team/shared:v1", registry.host);
+    let ctx = context(
+        BuildMethod::Docker,
+        &repo,
+        "main",
+        &image,
+        MethodConfig::default(),
+        Some(registry.auth(&registry.password)),
+    );
+    let id = ctx.execution_id;
+    let sink = Arc::new(MemorySink::default());
+    let (_stop_tx, stop) = watch::channel(None);
+
+    let outcome = executor.start(ctx, sink.clone(), stop).await;
+
+    assert_eq!(outcome, Outcome::Succeeded, "logs:\n{}", sink.log_text());
+    let (served, _, _) = registry.manifest("team/shared", "v1").await;
+    assert_eq!(sink.artifact("IMAGE_DIGEST"), Some(served));
+    let images = std::process::Command::new("buildah")
+        .args(["images", "--format", "{{.Name}}"])
+        .output()
+        .unwrap();
+    let images = String::from_utf8_lossy(&images.stdout);
+    assert!(
+        !images.contains(&id.to_string()),
+        "built image left in shared storage: {images}"
+    );
+    assert_workdir_empty(&workdir);
 }

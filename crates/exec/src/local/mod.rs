@@ -24,7 +24,6 @@ use async_trait::async_trait;
 use imagefactory_domain::{BuildMethod, ExecutorKind};
 use tokio::sync::Semaphore;
 
-pub use process::group_members;
 pub use settings::{ContainerCli, LocalSettings, UnknownContainerCli};
 
 use commands::{BuildPaths, ContainerPlan, DigestSource, PlanInput};

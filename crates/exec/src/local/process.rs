@@ -61,9 +61,13 @@ pub(crate) struct StopWatch {
 
 impl StopWatch {
     pub(crate) fn new(signal: StopSignal, timeout: Duration) -> Self {
+        let now = Instant::now();
+        // A timeout too large to represent means no deadline of our own.
+        let far = Duration::from_secs(100 * 365 * 24 * 3600);
+        let deadline = now.checked_add(timeout).unwrap_or_else(|| now + far);
         Self {
             signal,
-            deadline: Instant::now() + timeout,
+            deadline,
             signal_closed: false,
         }
     }
@@ -390,7 +394,7 @@ pub(crate) fn group_alive(pgid: i32) -> bool {
 }
 
 /// Live (non-zombie) processes whose process group is `pgid`, from /proc.
-pub fn group_members(pgid: i32) -> Vec<i32> {
+pub(crate) fn group_members(pgid: i32) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
