@@ -488,3 +488,32 @@ async fn cancel_during_a_run_step_of_a_container_build_ends_every_process() {
     assert_all_gone(Some(pgid), &running, &workdir);
     assert_runroot_gone(&settings, running.execution_id);
 }
+
+#[tokio::test]
+async fn an_aborted_execution_leaves_no_process_or_file_behind() {
+    if !have_tools("abort", &["git", "packer"]) {
+        return;
+    }
+    let slow = slow_repo();
+    let executor = Arc::new(LocalExecutor::new(settings_for(&slow)));
+    let running = start(&executor, slow_context(&slow, "abort"));
+    let pgid = step_group(
+        step_pid(&slow.pids.join("abort"), &running)
+            .await
+            .expect("step ran"),
+    );
+
+    // The dispatcher's task is aborted: the executor's future is dropped.
+    running.handle.abort();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !live_group_members(pgid).is_empty()
+        || std::fs::read_dir(&slow.workdir).unwrap().next().is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "processes or files remain after abort"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_all_gone(Some(pgid), &running, &slow.workdir);
+}

@@ -278,19 +278,24 @@ impl LocalExecutor {
             }
         };
 
-        if let Err(e) = ws.remove_secrets() {
-            tracing::error!(execution.id = %ctx.execution_id, error = %e, "removing a local build's secrets failed");
-        }
         let keep = settings.keep_failed && matches!(result, Err(StepError::Failed(_)));
         if keep {
-            let _ = sink
-                .progress(&format!(
-                    "workspace kept for inspection at {}",
-                    ws.root.display()
-                ))
-                .await;
+            match ws.keep() {
+                Ok(root) => {
+                    let _ = sink
+                        .progress(&format!(
+                            "workspace kept for inspection at {}",
+                            root.display()
+                        ))
+                        .await;
+                }
+                Err(e) => {
+                    tracing::error!(execution.id = %ctx.execution_id, error = %e, "removing a local build's secrets failed");
+                }
+            }
         } else {
             let root = ws.root.clone();
+            // Dropping the workspace removes it (a large tree: off the runtime).
             let removed = tokio::task::spawn_blocking(move || ws.remove()).await;
             if let Ok(Err(e)) | Err(e) = removed.map_err(std::io::Error::other) {
                 tracing::error!(execution.id = %ctx.execution_id, workspace = %root.display(), error = %e, "removing a local build workspace failed");

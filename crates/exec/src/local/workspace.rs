@@ -18,6 +18,17 @@ pub(crate) struct Workspace {
     /// podman/buildah `--runroot` (locks, mount state). Outside the workspace
     /// because podman refuses run roots longer than 50 characters.
     runroot: PathBuf,
+    /// Remove everything when dropped: an execution whose future is dropped
+    /// midway (task aborted) leaves neither secrets nor files behind.
+    remove_on_drop: bool,
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        if self.remove_on_drop {
+            let _ = self.remove();
+        }
+    }
 }
 
 impl Workspace {
@@ -31,8 +42,9 @@ impl Workspace {
             .recursive(true)
             .mode(0o700)
             .create(workdir)?;
-        let ws = Self::at(workdir, runroot_dir, execution_id);
+        let mut ws = Self::at(workdir, runroot_dir, execution_id);
         ws.remove()?;
+        ws.remove_on_drop = true;
         DirBuilder::new().mode(0o700).create(&ws.root)?;
         for dir in [ws.tmp(), ws.out(), ws.secrets()] {
             DirBuilder::new().mode(0o700).create(dir)?;
@@ -44,7 +56,15 @@ impl Workspace {
         Self {
             root: workdir.join(execution_id.to_string()),
             runroot: runroot_dir.join(execution_id.simple().to_string()),
+            remove_on_drop: false,
         }
+    }
+
+    /// Leaves the workspace in place for inspection (secrets are removed).
+    pub(crate) fn keep(mut self) -> io::Result<PathBuf> {
+        self.remove_on_drop = false;
+        self.remove_secrets()?;
+        Ok(self.root.clone())
     }
 
     pub(crate) fn src(&self) -> PathBuf {
