@@ -341,7 +341,12 @@ async fn git_credentials_reach_git_through_askpass_only() {
         ..MethodConfig::default()
     };
 
-    for (given, succeeds) in [(password, true), ("wrong-password", false)] {
+    let cases = [
+        (password, true, false),
+        ("wrong-password", false, false),
+        (password, true, true),
+    ];
+    for (given, succeeds, in_url) in cases {
         let mut ctx = context(
             BuildMethod::Packer,
             &repo,
@@ -350,11 +355,18 @@ async fn git_credentials_reach_git_through_askpass_only() {
             config.clone(),
             None,
         );
-        ctx.source.url = server.url.clone();
-        ctx.source.credential = Some(imagefactory_exec::GitCredential {
-            username: "deploy".into(),
-            password: imagefactory_domain::Secret::new(given),
-        });
+        if in_url {
+            // Written into the URL by the user: still kept out of argv.
+            ctx.source.url = server
+                .url
+                .replace("http://", &format!("http://deploy:{given}@"));
+        } else {
+            ctx.source.url = server.url.clone();
+            ctx.source.credential = Some(imagefactory_exec::GitCredential {
+                username: "deploy".into(),
+                password: imagefactory_domain::Secret::new(given),
+            });
+        }
         let sink = Arc::new(MemorySink::default());
         let (_tx, stop) = watch::channel(None);
         let outcome = executor.start(ctx, sink.clone(), stop).await;

@@ -48,6 +48,47 @@ pub(crate) fn validate(source: &GitSource, allowed: &[String]) -> Result<(), Str
     Ok(())
 }
 
+/// Splits `scheme://user:pass@host/...` into the URL without user info and
+/// the (percent-decoded) username and password.
+fn split_userinfo(url: &str) -> (String, Option<(String, String)>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_owned(), None);
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return (url.to_owned(), None);
+    };
+    let (user, password) = rest[..at].split_once(':').unwrap_or((&rest[..at], ""));
+    let plain = format!("{scheme}://{}", &rest[at + 1..]);
+    (
+        plain,
+        Some((percent_decode(user), percent_decode(password))),
+    )
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn is_hex(s: &str) -> bool {
     s.chars().all(|c| c.is_ascii_hexdigit())
 }
@@ -89,13 +130,20 @@ pub(crate) async fn clone(
         ("GIT_ALLOW_PROTOCOL", protocols.join(":")),
         ("GIT_SSH_COMMAND", "ssh -o BatchMode=yes".to_owned()),
     ];
-    if let Some(cred) = &source.credential {
+    // Credentials written into the URL would show in the process list: they
+    // go through askpass too, unless the build has its own credential.
+    let (plain_url, url_credential) = split_userinfo(&source.url);
+    let credential = match &source.credential {
+        Some(cred) => Some((cred.username.clone(), cred.password.expose().to_owned())),
+        None => url_credential,
+    };
+    if let Some((username, password)) = credential {
         ws.write_askpass().map_err(|e| {
             StepError::Transient(format!("cannot write the git askpass helper: {e}"))
         })?;
         env.push(("GIT_ASKPASS", ws.askpass().display().to_string()));
-        env.push(("IF_GIT_USERNAME", cred.username.clone()));
-        env.push(("IF_GIT_PASSWORD", cred.password.expose().to_owned()));
+        env.push(("IF_GIT_USERNAME", username));
+        env.push(("IF_GIT_PASSWORD", password));
     }
     let src = ws.src();
     let src_arg = src.display().to_string();
@@ -108,7 +156,7 @@ pub(crate) async fn clone(
         }
         spec
     };
-    let url = source.url.as_str();
+    let url = plain_url.as_str();
     let r = source.git_ref.as_str();
     let shown = mask_userinfo(url);
 
@@ -299,6 +347,22 @@ mod tests {
         assert!(err.contains("not a valid branch"), "{err}");
         let err = validate(&source("https://u:pw@h/r.git", "a b"), &web).unwrap_err();
         assert!(!err.contains("pw"), "{err}");
+    }
+
+    #[test]
+    fn credentials_leave_the_url() {
+        assert_eq!(
+            split_userinfo("https://bob:p%40ss@git.example.com/a.git"),
+            (
+                "https://git.example.com/a.git".to_owned(),
+                Some(("bob".to_owned(), "p@ss".to_owned()))
+            )
+        );
+        assert_eq!(
+            split_userinfo("https://git.example.com/a@b.git"),
+            ("https://git.example.com/a@b.git".to_owned(), None)
+        );
+        assert_eq!(split_userinfo("git@github.com:o/r.git").1, None);
     }
 
     #[test]
