@@ -439,3 +439,73 @@ async fn shared_storage_does_not_keep_the_built_image() {
     );
     assert_workdir_empty(&workdir);
 }
+
+#[tokio::test]
+async fn podman_docker_method_and_buildah_buildx_match_the_registry_too() {
+    if !have_tools(
+        "other CLI pairs",
+        &["git", "podman", "buildah", "docker-registry", "htpasswd"],
+    ) {
+        return;
+    }
+    let registry = Registry::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = git_repo(
+        tmp.path(),
+        &[("Dockerfile", DOCKERFILE), ("hello.txt", "pairs\n")],
+    );
+    let workdir = tmp.path().join("work");
+    let cases = [
+        (
+            ContainerCli::Podman,
+            BuildMethod::Docker,
+            "team/podman",
+            vec![],
+        ),
+        (
+            ContainerCli::Buildah,
+            BuildMethod::Buildx,
+            "team/buildah-multi",
+            vec!["linux/amd64".to_owned(), "linux/arm64".to_owned()],
+        ),
+    ];
+    for (cli, method, repository, platforms) in cases {
+        let mut settings = settings(&workdir, cli);
+        settings.insecure_registries = vec![registry.host.clone()];
+        let executor = LocalExecutor::new(settings);
+        let image = format!("{}/{repository}:v1", registry.host);
+        let config = MethodConfig {
+            platforms,
+            ..MethodConfig::default()
+        };
+        let ctx = context(
+            method,
+            &repo,
+            "main",
+            &image,
+            config,
+            Some(registry.auth(&registry.password)),
+        );
+        let sink = Arc::new(MemorySink::default());
+        let (_stop_tx, stop) = watch::channel(None);
+
+        let outcome = executor.start(ctx, sink.clone(), stop).await;
+
+        assert_eq!(
+            outcome,
+            Outcome::Succeeded,
+            "{cli} {method}:\n{}",
+            sink.log_text()
+        );
+        let (served, _, body) = registry.manifest(repository, "v1").await;
+        assert_eq!(
+            sink.artifact("IMAGE_DIGEST"),
+            Some(served),
+            "{cli} {method}"
+        );
+        if method == BuildMethod::Buildx {
+            assert_eq!(body["manifests"].as_array().map(Vec::len), Some(2));
+        }
+        assert_workdir_empty(&workdir);
+    }
+}
