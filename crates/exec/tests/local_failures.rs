@@ -55,7 +55,7 @@ async fn unreachable_git_url_fails_with_gits_reason() {
     settings.packer_bin = "sh".into(); // any present tool: the clone fails first
     let (message, sink) = failure(settings, ctx).await;
     assert!(
-        message.contains("git clone of http://***@127.0.0.1:1/team/nope.git"),
+        message.contains("git clone of http://127.0.0.1:1/team/nope.git"),
         "{message}"
     );
     assert!(message.contains("unable to access"), "{message}");
