@@ -1,0 +1,375 @@
+//! Fetching the build's source: shallow clone of a branch or tag, a fetch of
+//! just the commit for a full sha, a full clone for an abbreviated one.
+//! Credentials reach git through an askpass helper reading its environment.
+
+use std::path::Path;
+
+use super::StepError;
+use super::process::{CommandSpec, PlainLines, Runner};
+use super::redact::mask_userinfo;
+use super::workspace::Workspace;
+use crate::GitSource;
+
+/// The transport a git URL uses, as `GIT_ALLOW_PROTOCOL` names it.
+pub(crate) fn url_protocol(url: &str) -> &str {
+    if let Some((scheme, _)) = url.split_once("://") {
+        return scheme;
+    }
+    // scp-like `user@host:path` is ssh; anything else is a local path.
+    match url.split_once(':') {
+        Some((host, _)) if !host.contains('/') => "ssh",
+        _ => "file",
+    }
+}
+
+/// Checks the source before any process runs.
+pub(crate) fn validate(source: &GitSource, allowed: &[String]) -> Result<(), String> {
+    let url = mask_userinfo(&source.url);
+    if source.url.trim().is_empty() {
+        return Err("git URL is empty".into());
+    }
+    if source.url.starts_with('-') || source.url.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(format!("git URL {url:?} is not a valid repository URL"));
+    }
+    let protocol = url_protocol(&source.url);
+    if !allowed.iter().any(|p| p == protocol) {
+        return Err(format!(
+            "git URL {url:?} uses transport '{protocol}', which this dispatcher does not allow (allowed: {}; see IF_LOCAL_GIT_PROTOCOLS)",
+            allowed.join(", ")
+        ));
+    }
+    let r = &source.git_ref;
+    if r.is_empty() || r.starts_with('-') || r.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(format!(
+            "git ref {r:?} is not a valid branch, tag or commit"
+        ));
+    }
+    Ok(())
+}
+
+/// Splits `scheme://user:pass@host/...` into the URL without user info and
+/// the (percent-decoded) username and password.
+fn split_userinfo(url: &str) -> (String, Option<(String, String)>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_owned(), None);
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return (url.to_owned(), None);
+    };
+    let (user, password) = rest[..at].split_once(':').unwrap_or((&rest[..at], ""));
+    let plain = format!("{scheme}://{}", &rest[at + 1..]);
+    (
+        plain,
+        Some((percent_decode(user), percent_decode(password))),
+    )
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn is_hex(s: &str) -> bool {
+    s.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+/// A full object name (sha1 or sha256) can be fetched on its own.
+fn is_full_commit(r: &str) -> bool {
+    (r.len() == 40 || r.len() == 64) && is_hex(r)
+}
+
+/// What could be an abbreviated commit name.
+fn may_be_short_commit(r: &str) -> bool {
+    (7..40).contains(&r.len()) && is_hex(r)
+}
+
+fn ref_missing(tail: &str) -> bool {
+    tail.contains("not found in upstream")
+        || tail.contains("couldn't find remote ref")
+        || tail.contains("did not match any")
+        || tail.contains("unknown revision")
+        || tail.contains("reference is not a tree")
+        || tail.contains("unable to read tree")
+        || tail.contains("not our ref")
+}
+
+/// Clones `source` into the workspace's `src/` and returns the checked-out commit.
+pub(crate) async fn clone(
+    runner: &mut Runner<'_>,
+    git: &Path,
+    protocols: &[String],
+    ws: &Workspace,
+    source: &GitSource,
+) -> Result<String, StepError> {
+    validate(source, protocols).map_err(StepError::Failed)?;
+    let mut env = vec![
+        ("GIT_TERMINAL_PROMPT", "0".to_owned()),
+        // The dispatcher's own git config and credential helpers stay out.
+        ("GIT_CONFIG_NOSYSTEM", "1".to_owned()),
+        ("GIT_CONFIG_GLOBAL", "/dev/null".to_owned()),
+        ("GIT_ALLOW_PROTOCOL", protocols.join(":")),
+        ("GIT_SSH_COMMAND", "ssh -o BatchMode=yes".to_owned()),
+    ];
+    // Credentials written into the URL would show in the process list: they
+    // go through askpass too, unless the build has its own credential.
+    let (plain_url, url_credential) = split_userinfo(&source.url);
+    let credential = match &source.credential {
+        Some(cred) => Some((cred.username.clone(), cred.password.expose().to_owned())),
+        None => url_credential,
+    };
+    if let Some((username, password)) = credential {
+        ws.write_askpass().map_err(|e| {
+            StepError::Transient(format!("cannot write the git askpass helper: {e}"))
+        })?;
+        env.push(("GIT_ASKPASS", ws.askpass().display().to_string()));
+        env.push(("IF_GIT_USERNAME", username));
+        env.push(("IF_GIT_PASSWORD", password));
+    }
+    let src = ws.src();
+    let src_arg = src.display().to_string();
+    let git_cmd = |args: &[&str]| {
+        let mut spec = CommandSpec::new("clone", git, &ws.root)
+            .args(["-c", "credential.helper="])
+            .args(args.iter().copied());
+        for (k, v) in &env {
+            spec = spec.env(k, v.clone());
+        }
+        spec
+    };
+    let url = plain_url.as_str();
+    let r = source.git_ref.as_str();
+    let shown = mask_userinfo(url);
+
+    if is_full_commit(r) {
+        run_ok(runner, &git_cmd(&["init", "-q", &src_arg]), &shown, r).await?;
+        let in_src = |args: &[&str]| {
+            let mut all = vec!["-C", src_arg.as_str()];
+            all.extend_from_slice(args);
+            git_cmd(&all)
+        };
+        run_ok(
+            runner,
+            &in_src(&["remote", "add", "origin", url]),
+            &shown,
+            r,
+        )
+        .await?;
+        // Most servers serve a single commit; fall back to everything.
+        let shallow = in_src(&["fetch", "--depth", "1", "origin", r]);
+        if !run_status(runner, &shallow).await?.0 {
+            run_ok(
+                runner,
+                &in_src(&[
+                    "fetch",
+                    "--tags",
+                    "origin",
+                    "+refs/heads/*:refs/remotes/origin/*",
+                ]),
+                &shown,
+                r,
+            )
+            .await?;
+            run_ok(
+                runner,
+                &in_src(&["checkout", "-q", "--detach", r]),
+                &shown,
+                r,
+            )
+            .await?;
+        } else {
+            run_ok(
+                runner,
+                &in_src(&["checkout", "-q", "--detach", "FETCH_HEAD"]),
+                &shown,
+                r,
+            )
+            .await?;
+        }
+    } else {
+        let shallow = git_cmd(&[
+            "clone",
+            "--depth",
+            "1",
+            "--single-branch",
+            "--branch",
+            r,
+            "--",
+            url,
+            &src_arg,
+        ]);
+        let (mut ok, mut tail) = run_status(runner, &shallow).await?;
+        if !ok && tail.contains("does not support shallow") {
+            // Dumb HTTP servers cannot serve a shallow clone: take it all.
+            let _ = std::fs::remove_dir_all(&src);
+            let full = git_cmd(&[
+                "clone",
+                "--single-branch",
+                "--branch",
+                r,
+                "--",
+                url,
+                &src_arg,
+            ]);
+            (ok, tail) = run_status(runner, &full).await?;
+        }
+        if !ok {
+            if !(ref_missing(&tail) && may_be_short_commit(r)) {
+                return Err(clone_error(&shown, r, &tail));
+            }
+            // Not a branch or tag: try it as an abbreviated commit.
+            let _ = std::fs::remove_dir_all(&src);
+            run_ok(
+                runner,
+                &git_cmd(&["clone", "--no-checkout", "--", url, &src_arg]),
+                &shown,
+                r,
+            )
+            .await?;
+            let commit = format!("{r}^{{commit}}");
+            let verify = git_cmd(&["-C", &src_arg, "rev-parse", "--verify", "--quiet", &commit]);
+            let (found, _) = run_status(runner, &verify).await?;
+            if !found {
+                return Err(clone_error(
+                    &shown,
+                    r,
+                    "did not match any branch, tag or commit name",
+                ));
+            }
+            run_ok(
+                runner,
+                &git_cmd(&["-C", &src_arg, "checkout", "-q", "--detach", &commit]),
+                &shown,
+                r,
+            )
+            .await?;
+        }
+    }
+    let head = git_cmd(&["-C", &src_arg, "rev-parse", "HEAD"]);
+    let finished = runner
+        .run(&head, &mut PlainLines)
+        .await
+        .map_err(StepError::from_run)?;
+    let commit = finished.tail.last().cloned().unwrap_or_default();
+    if !finished.status.success() || !is_hex(&commit) || commit.is_empty() {
+        return Err(StepError::Failed(format!(
+            "git could not resolve the checked-out commit of {shown}: {}",
+            finished.tail_text()
+        )));
+    }
+    Ok(commit)
+}
+
+fn clone_error(shown: &str, r: &str, tail: &str) -> StepError {
+    if ref_missing(tail) {
+        StepError::Failed(format!(
+            "git ref '{r}' was not found in {shown} (no such branch, tag or commit): {tail}"
+        ))
+    } else {
+        StepError::Failed(format!("git clone of {shown} at '{r}' failed: {tail}"))
+    }
+}
+
+async fn run_status(
+    runner: &mut Runner<'_>,
+    spec: &CommandSpec,
+) -> Result<(bool, String), StepError> {
+    let finished = runner
+        .run(spec, &mut PlainLines)
+        .await
+        .map_err(StepError::from_run)?;
+    Ok((finished.status.success(), finished.tail_text()))
+}
+
+async fn run_ok(
+    runner: &mut Runner<'_>,
+    spec: &CommandSpec,
+    shown: &str,
+    r: &str,
+) -> Result<(), StepError> {
+    let (ok, tail) = run_status(runner, spec).await?;
+    if ok {
+        Ok(())
+    } else {
+        Err(clone_error(shown, r, &tail))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(url: &str, r: &str) -> GitSource {
+        GitSource {
+            url: url.into(),
+            git_ref: r.into(),
+            credential: None,
+        }
+    }
+
+    #[test]
+    fn names_the_transport() {
+        assert_eq!(url_protocol("https://example.com/a.git"), "https");
+        assert_eq!(url_protocol("git@github.com:o/r.git"), "ssh");
+        assert_eq!(url_protocol("file:///srv/r.git"), "file");
+        assert_eq!(url_protocol("/srv/r.git"), "file");
+        assert_eq!(url_protocol("./r"), "file");
+    }
+
+    #[test]
+    fn rejects_unsafe_sources_with_the_reason() {
+        let web = ["https".to_owned()];
+        assert!(validate(&source("https://h/r.git", "main"), &web).is_ok());
+        let err = validate(&source("/etc", "main"), &web).unwrap_err();
+        assert!(err.contains("transport 'file'"), "{err}");
+        let err = validate(&source("--upload-pack=x", "main"), &web).unwrap_err();
+        assert!(err.contains("not a valid repository URL"), "{err}");
+        let err = validate(&source("https://h/r.git", "--help"), &web).unwrap_err();
+        assert!(err.contains("not a valid branch"), "{err}");
+        let err = validate(&source("https://u:pw@h/r.git", "a b"), &web).unwrap_err();
+        assert!(!err.contains("pw"), "{err}");
+    }
+
+    #[test]
+    fn credentials_leave_the_url() {
+        assert_eq!(
+            split_userinfo("https://bob:p%40ss@git.example.com/a.git"),
+            (
+                "https://git.example.com/a.git".to_owned(),
+                Some(("bob".to_owned(), "p@ss".to_owned()))
+            )
+        );
+        assert_eq!(
+            split_userinfo("https://git.example.com/a@b.git"),
+            ("https://git.example.com/a@b.git".to_owned(), None)
+        );
+        assert_eq!(split_userinfo("git@github.com:o/r.git").1, None);
+    }
+
+    #[test]
+    fn tells_commits_from_names() {
+        assert!(is_full_commit(&"a".repeat(40)));
+        assert!(!is_full_commit("main"));
+        assert!(may_be_short_commit("abc1234"));
+        assert!(!may_be_short_commit("release"));
+    }
+}
