@@ -78,6 +78,8 @@ fn field_of(path: &str, message: &str) -> String {
         .find_map(|p| message.strip_prefix(p))
         .and_then(|rest| rest.split('`').next());
     match (path, named) {
+        // Unknown fields already end the path; missing ones do not.
+        (p, Some(name)) if p == name || p.ends_with(&format!(".{name}")) => p.to_owned(),
         (".", Some(name)) => name.to_owned(),
         (parent, Some(name)) => format!("{parent}.{name}"),
         (".", None) => "body".to_owned(),
