@@ -116,11 +116,11 @@ impl BuildStatus {
     /// infrastructure error and is requeued.
     pub fn can_transition_to(self, next: BuildStatus) -> bool {
         use BuildStatus::*;
-        match (self, next) {
-            (Queued, Running | Cancelled | Failed | TimedOut) => true,
-            (Running, Queued | Succeeded | Failed | Cancelled | TimedOut) => true,
-            _ => false,
-        }
+        matches!(
+            (self, next),
+            (Queued, Running | Cancelled | Failed | TimedOut)
+                | (Running, Queued | Succeeded | Failed | Cancelled | TimedOut)
+        )
     }
 
     /// Retry starts a new attempt of a build that ended without success.

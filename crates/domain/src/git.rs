@@ -214,7 +214,7 @@ mod tests {
             assert!(GitRef::parse(bad).is_err(), "{bad:?}");
         }
         assert!(
-            GitRef::parse(&"0123456789abcdef0123456789abcdef01234567")
+            GitRef::parse("0123456789abcdef0123456789abcdef01234567")
                 .unwrap()
                 .is_commit()
         );

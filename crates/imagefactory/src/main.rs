@@ -8,25 +8,36 @@ use anyhow::Context;
 use clap::Parser;
 use imagefactory_api::AppState;
 use imagefactory_store::crypto::Cipher;
-use settings::{Cli, Command, ServeSettings};
+use std::process::ExitCode;
+
+use settings::{Cli, Command, DatabaseSettings, ServeSettings};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(&cli.logging)?;
+    if let Err(err) = telemetry::init(&cli.logging) {
+        eprintln!("imagefactory: {err:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Serve(settings) => serve(settings).await,
-        Command::Migrate(settings) => {
-            let pool = database::connect(&settings.url()).await?;
-            database::migrate(&pool).await?;
-            tracing::info!("migrations applied");
-            Ok(())
-        }
+        Command::Migrate(settings) => migrate(settings).await,
     };
-    if let Err(err) = &result {
-        tracing::error!(error = format!("{err:#}"), "imagefactory stopped");
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // Logged once, with its causes; no second copy on stderr.
+            tracing::error!(error = format!("{err:#}"), "imagefactory failed");
+            ExitCode::FAILURE
+        }
     }
-    result
+}
+
+async fn migrate(settings: DatabaseSettings) -> anyhow::Result<()> {
+    let pool = database::connect(&settings.url()).await?;
+    database::migrate(&pool).await?;
+    tracing::info!("migrations applied");
+    Ok(())
 }
 
 /// The cipher from IF_SECRET_KEY, or in explicit dev mode a throwaway key.

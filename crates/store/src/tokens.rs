@@ -31,6 +31,15 @@ pub struct TokenIdentity {
     pub role: String,
 }
 
+#[derive(sqlx::FromRow)]
+struct StoredToken {
+    id: Uuid,
+    tenant_id: Uuid,
+    role: String,
+    token_hash: Vec<u8>,
+    last_used_at: Option<DateTime<Utc>>,
+}
+
 const COLUMNS: &str =
     "id, tenant_id, name, prefix, role, created_at, last_used_at, expires_at, revoked_at";
 const TOKEN_PREFIX: &str = "ift_";
@@ -107,17 +116,24 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> StoreResult<Option<Toke
     let Some(prefix) = prefix_of(token) else {
         return Ok(None);
     };
-    let row: Option<(Uuid, Uuid, String, Vec<u8>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let row: Option<StoredToken> = sqlx::query_as(
         "SELECT id, tenant_id, role, token_hash, last_used_at FROM api_tokens
          WHERE prefix = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
     )
     .bind(prefix)
     .fetch_optional(pool)
     .await?;
-    let Some((token_id, tenant_id, role, stored, last_used_at)) = row else {
+    let Some(StoredToken {
+        id: token_id,
+        tenant_id,
+        role,
+        token_hash,
+        last_used_at,
+    }) = row
+    else {
         return Ok(None);
     };
-    if !constant_time_eq(&stored, &hash(token)) {
+    if !constant_time_eq(&token_hash, &hash(token)) {
         return Ok(None);
     }
     // Record use at most once a minute: a read-heavy client must not turn
