@@ -296,6 +296,25 @@ fn cases() -> Vec<Case> {
             "validation",
             Some("config.endpoint"),
         ),
+        json_case(
+            "provider duplicate name",
+            post.clone(),
+            "/api/v1/providers",
+            json!({"name": "k", "provider_type": "kubernetes",
+                   "config": {"auth_method": "token", "endpoint": "https://k", "token": "t"}}),
+            409,
+            "conflict",
+            Some("name"),
+        ),
+        json_case(
+            "registry duplicate name",
+            post.clone(),
+            "/api/v1/registry-credentials",
+            json!({"name": "reg", "registry": "ghcr.io", "username": "u", "password": "p"}),
+            409,
+            "conflict",
+            Some("name"),
+        ),
         // Builds.
         json_case(
             "build method enum",
@@ -576,6 +595,13 @@ async fn bad_inputs_are_refused_and_change_nothing(pool: PgPool) {
     let project = app.create_project(&t.admin, "web").await;
     let provider = app.create_k8s_provider(&t.admin, "k").await;
     let global = app.create_global_provider("shared").await;
+    app.post(
+        "/api/v1/registry-credentials",
+        &t.admin,
+        json!({"name": "reg", "registry": "ghcr.io", "username": "u", "password": "p"}),
+    )
+    .await
+    .expect(201);
     // Use every token once so authentication bookkeeping is settled.
     for token in [&t.admin, &t.developer, &t.viewer] {
         app.get("/api/v1/projects", token).await.expect(200);

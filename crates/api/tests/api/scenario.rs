@@ -454,4 +454,13 @@ async fn health_and_readiness(pool: PgPool) {
     r.expect(503);
     assert_eq!(r.problem(), "unavailable");
     assert!(r.json()["detail"].as_str().unwrap().contains("database"));
+    // Any request that needs the database says the same, not a bare 500.
+    let r = app
+        .get(
+            "/api/v1/projects",
+            "ift_000000000000_000000000000000000000000000000000000000000000000",
+        )
+        .await;
+    r.expect(503);
+    assert_eq!(r.problem(), "unavailable");
 }
