@@ -65,6 +65,10 @@ pub fn router(state: AppState) -> Router {
     .fallback(|| async { ApiError::NotFound("no such path".into()) })
     .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
     .layer(DefaultBodyLimit::max(BODY_LIMIT))
-    .layer(TraceLayer::new_for_http())
+    .layer(
+        // Failures are logged once by `ApiError` with their cause; the
+        // trace layer's own failure line would repeat them without it.
+        TraceLayer::new_for_http().on_failure(()),
+    )
     .with_state(state)
 }
