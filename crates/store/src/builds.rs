@@ -41,9 +41,9 @@ pub struct Build {
 }
 
 impl Build {
-    /// The status as the domain type (the column's CHECK guarantees it parses).
-    pub fn status(&self) -> BuildStatus {
-        self.status.parse().unwrap_or(BuildStatus::Failed)
+    /// The status as the domain type (the column's CHECK makes an error a bug).
+    pub fn status(&self) -> Result<BuildStatus, imagefactory_domain::UnknownVariant> {
+        self.status.parse()
     }
 }
 
@@ -254,7 +254,12 @@ async fn lock(
             .fetch_optional(&mut **tx)
             .await?
             .ok_or(StoreError::NotFound)?;
-    Ok(status.parse().unwrap_or(BuildStatus::Failed))
+    status
+        .parse()
+        .map_err(|e: imagefactory_domain::UnknownVariant| {
+            // The column's CHECK makes this a schema/code mismatch: a bug.
+            StoreError::Database(sqlx::Error::Decode(Box::new(e)))
+        })
 }
 
 pub async fn cancel(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<CancelOutcome> {

@@ -61,8 +61,8 @@ pub struct SubmitBuild {
 pub struct BuildResponse {
     pub id: Uuid,
     pub project_id: Uuid,
-    pub method: String,
-    pub infrastructure_type: String,
+    pub method: BuildMethod,
+    pub infrastructure_type: InfrastructureType,
     pub infrastructure_provider_id: Option<Uuid>,
     pub registry_credential_id: Option<Uuid>,
     pub git_url: String,
@@ -85,13 +85,16 @@ pub struct BuildResponse {
 }
 
 impl BuildResponse {
-    fn new(b: Build, config: Option<MethodConfig>) -> Self {
-        Self {
-            status: b.status(),
+    fn new(b: Build, config: Option<MethodConfig>) -> ApiResult<Self> {
+        Ok(Self {
+            status: super::stored("builds.status", &b.status)?,
+            method: super::stored("builds.method", &b.method)?,
+            infrastructure_type: super::stored(
+                "builds.infrastructure_type",
+                &b.infrastructure_type,
+            )?,
             id: b.id,
             project_id: b.project_id,
-            method: b.method,
-            infrastructure_type: b.infrastructure_type,
             infrastructure_provider_id: b.infrastructure_provider_id,
             registry_credential_id: b.registry_credential_id,
             git_url: b.git_url,
@@ -107,7 +110,7 @@ impl BuildResponse {
             started_at: b.started_at,
             finished_at: b.finished_at,
             config,
-        }
+        })
     }
 }
 
@@ -327,7 +330,7 @@ async fn submit_build(
     tracing::info!(build.id = %build.id, tenant.id = %auth.tenant_id, method = %body.method, "build queued");
     Ok((
         StatusCode::CREATED,
-        Json(BuildResponse::new(build, Some(config))),
+        Json(BuildResponse::new(build, Some(config))?),
     ))
 }
 
@@ -362,7 +365,7 @@ async fn list_builds(
         items: rows
             .into_iter()
             .map(|b| BuildResponse::new(b, None))
-            .collect(),
+            .collect::<ApiResult<_>>()?,
         next_cursor,
     }))
 }
@@ -380,7 +383,7 @@ async fn get_build(
         .await
         .or_not_found("build")?;
     let config = builds::get_config(&state.pool, id).await?;
-    Ok(Json(BuildResponse::new(build, Some(config))))
+    Ok(Json(BuildResponse::new(build, Some(config))?))
 }
 
 /// Queued builds are cancelled at once (200, status `cancelled`); running
@@ -404,7 +407,7 @@ async fn cancel_build(
         CancelOutcome::Requested(b) => (StatusCode::ACCEPTED, b),
     };
     tracing::info!(build.id = %id, tenant.id = %auth.tenant_id, "build cancel requested");
-    Ok((status, Json(BuildResponse::new(build, None))))
+    Ok((status, Json(BuildResponse::new(build, None)?)))
 }
 
 /// A failed, cancelled or timed-out build is queued again as a new attempt.
@@ -422,7 +425,7 @@ async fn retry_build(
         .await
         .or_not_found("build")?;
     tracing::info!(build.id = %id, tenant.id = %auth.tenant_id, "build queued again");
-    Ok(Json(BuildResponse::new(build, None)))
+    Ok(Json(BuildResponse::new(build, None)?))
 }
 
 #[utoipa::path(get, path = "/builds/{build_id}/executions", tag = "builds", security(("tenant_token" = [])),

@@ -132,7 +132,10 @@ fn follow_stream(
                 }
                 first = false;
                 let status = match builds::get(&pool, tenant_id, build_id).await {
-                    Ok(b) => b.status(),
+                    Ok(b) => match b.status() {
+                        Ok(s) => s,
+                        Err(e) => return Some((vec![error_event(&e.to_string())], Follow::Done)),
+                    },
                     Err(e) => return Some((vec![error_event(&e.to_string())], Follow::Done)),
                 };
                 let rows = match attempts::logs_after(&pool, build_id, after, BATCH).await {

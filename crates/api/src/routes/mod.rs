@@ -12,6 +12,8 @@ pub mod tenants;
 pub mod tokens;
 
 use serde::{Deserialize, Deserializer};
+
+use crate::error::{ApiError, ApiResult};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
@@ -35,4 +37,15 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(de).map(Some)
+}
+
+/// Parse an enum column read from the database. Its CHECK constraint makes a
+/// failure a schema/code mismatch, i.e. a bug: a 500, never a guess.
+pub(crate) fn stored<T: std::str::FromStr>(column: &str, value: &str) -> ApiResult<T>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e| ApiError::Internal(format!("stored {column}: {e}")))
 }

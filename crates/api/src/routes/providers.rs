@@ -82,34 +82,39 @@ pub struct ProviderResponse {
     pub tenant_id: Option<Uuid>,
     pub name: String,
     pub is_global: bool,
-    pub provider_type: String,
+    pub provider_type: ProviderType,
     /// The config with every secret replaced by `{"set": true}`.
     #[schema(value_type = Object)]
     pub config: Value,
     pub config_version: i64,
     pub tekton_enabled: bool,
-    pub status: String,
+    pub status: ProviderStatus,
     pub max_concurrent_builds: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<Provider> for ProviderResponse {
-    fn from(p: Provider) -> Self {
-        Self {
+impl TryFrom<Provider> for ProviderResponse {
+    type Error = ApiError;
+
+    fn try_from(p: Provider) -> ApiResult<Self> {
+        Ok(Self {
             config: redact_fields(&p.config),
+            provider_type: super::stored(
+                "infrastructure_providers.provider_type",
+                &p.provider_type,
+            )?,
+            status: super::stored("infrastructure_providers.status", &p.status)?,
             id: p.id,
             tenant_id: p.tenant_id,
             name: p.name,
             is_global: p.is_global,
-            provider_type: p.provider_type,
             config_version: p.config_version,
             tekton_enabled: p.tekton_enabled,
-            status: p.status,
             max_concurrent_builds: p.max_concurrent_builds,
             created_at: p.created_at,
             updated_at: p.updated_at,
-        }
+        })
     }
 }
 
@@ -151,7 +156,7 @@ async fn create(
         },
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(provider.into())))
+    Ok((StatusCode::CREATED, Json(provider.try_into()?)))
 }
 
 async fn update(
@@ -191,7 +196,7 @@ async fn update(
     let updated = providers::update(&state.pool, &state.cipher, owner, id, patch)
         .await
         .or_not_found("provider")?;
-    Ok(Json(updated.into()))
+    Ok(Json(updated.try_into()?))
 }
 
 #[utoipa::path(post, path = "/providers", tag = "providers", security(("tenant_token" = [])),
@@ -214,7 +219,11 @@ async fn list_providers(
     State(state): State<AppState>,
 ) -> ApiResult<Json<Vec<ProviderResponse>>> {
     let all = providers::list_visible(&state.pool, auth.tenant_id).await?;
-    Ok(Json(all.into_iter().map(Into::into).collect()))
+    Ok(Json(
+        all.into_iter()
+            .map(ProviderResponse::try_from)
+            .collect::<ApiResult<_>>()?,
+    ))
 }
 
 #[utoipa::path(get, path = "/providers/{provider_id}", tag = "providers", security(("tenant_token" = [])),
@@ -229,7 +238,7 @@ async fn get_provider(
     let found = providers::get_visible(&state.pool, auth.tenant_id, id)
         .await
         .or_not_found("provider")?;
-    Ok(Json(found.into()))
+    Ok(Json(found.try_into()?))
 }
 
 /// Global providers answer 404 here: only the platform admin changes them.
@@ -286,7 +295,11 @@ async fn list_global_providers(
     State(state): State<AppState>,
 ) -> ApiResult<Json<Vec<ProviderResponse>>> {
     let all = providers::list_owned(&state.pool, Owner::Global).await?;
-    Ok(Json(all.into_iter().map(Into::into).collect()))
+    Ok(Json(
+        all.into_iter()
+            .map(ProviderResponse::try_from)
+            .collect::<ApiResult<_>>()?,
+    ))
 }
 
 #[utoipa::path(get, path = "/admin/providers/{provider_id}", tag = "admin", security(("admin_token" = [])),
@@ -301,7 +314,7 @@ async fn get_global_provider(
     let found = providers::get_owned(&state.pool, Owner::Global, id)
         .await
         .or_not_found("provider")?;
-    Ok(Json(found.into()))
+    Ok(Json(found.try_into()?))
 }
 
 #[utoipa::path(patch, path = "/admin/providers/{provider_id}", tag = "admin", security(("admin_token" = [])),
