@@ -65,7 +65,8 @@ pub struct NewProvider {
 #[derive(Debug, Clone, Default)]
 pub struct ProviderPatch {
     pub name: Option<String>,
-    /// Replaces the whole config (secrets must be sent again).
+    /// Replaces the whole config; string secret fields are sealed, already
+    /// sealed envelopes (kept from the stored config) are stored as they are.
     pub config: Option<Value>,
     pub tekton_enabled: Option<bool>,
     pub status: Option<String>,

@@ -7,9 +7,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use imagefactory_domain::provider::validate_provider_config;
+use imagefactory_domain::provider::{SECRET_FIELDS, validate_provider_config};
 use imagefactory_domain::{ProviderStatus, ProviderType, ResourceName, Role, Violations};
-use imagefactory_store::crypto::redact_fields;
+use imagefactory_store::crypto::{envelope, redact_fields};
 use imagefactory_store::providers::{self, NewProvider, Owner, Provider, ProviderPatch};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -64,7 +64,8 @@ fn empty_object() -> Value {
 #[serde(deny_unknown_fields)]
 pub struct UpdateProvider {
     pub name: Option<String>,
-    /// Replaces the whole config; send the secrets again.
+    /// Replaces the whole config. Secret fields left out keep their stored
+    /// value while `auth_method` stays the same.
     #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
     pub tekton_enabled: Option<bool>,
@@ -116,6 +117,31 @@ impl TryFrom<Provider> for ProviderResponse {
             updated_at: p.updated_at,
         })
     }
+}
+
+/// A new config that leaves out a secret field keeps its stored (sealed)
+/// value when the auth method is unchanged, so changing an endpoint or a
+/// namespace does not require sending the token again. Returns the fields kept.
+fn carry_over_secrets(new: &mut Value, stored: &Value) -> Vec<&'static str> {
+    let same_auth =
+        new.get("auth_method").is_some() && new.get("auth_method") == stored.get("auth_method");
+    let (Some(new_map), Some(stored_map)) = (new.as_object_mut(), stored.as_object()) else {
+        return Vec::new();
+    };
+    if !same_auth {
+        return Vec::new();
+    }
+    let mut kept = Vec::new();
+    for field in SECRET_FIELDS {
+        if new_map.contains_key(*field) {
+            continue;
+        }
+        if let Some(sealed) = stored_map.get(*field).filter(|v| envelope(v).is_some()) {
+            new_map.insert((*field).to_owned(), sealed.clone());
+            kept.push(*field);
+        }
+    }
+    kept
 }
 
 fn check_limit(v: &mut Violations, limit: Option<i32>) {
@@ -175,12 +201,19 @@ async fn update(
             .map(ResourceName::into_string),
         None => None,
     };
-    if let Some(config) = &body.config {
-        let provider_type: ProviderType = current
-            .provider_type
-            .parse()
-            .map_err(|e| ApiError::Internal(format!("stored provider type: {e}")))?;
-        if let Err(problems) = validate_provider_config(provider_type, config) {
+    let mut config = body.config;
+    if let Some(new) = &mut config {
+        let provider_type: ProviderType = super::stored(
+            "infrastructure_providers.provider_type",
+            &current.provider_type,
+        )?;
+        let kept = carry_over_secrets(new, &current.config);
+        // Validate as if the kept secrets had been sent again.
+        let mut as_sent = new.clone();
+        for field in &kept {
+            as_sent[*field] = Value::String("(kept)".into());
+        }
+        if let Err(problems) = validate_provider_config(provider_type, &as_sent) {
             v.extend(problems);
         }
     }
@@ -188,7 +221,7 @@ async fn update(
     v.into_result()?;
     let patch = ProviderPatch {
         name,
-        config: body.config,
+        config,
         tekton_enabled: body.tekton_enabled,
         status: body.status.map(|s| s.as_str().to_owned()),
         max_concurrent_builds: body.max_concurrent_builds,

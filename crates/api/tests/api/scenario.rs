@@ -299,6 +299,27 @@ async fn roles_limit_what_a_token_may_do(pool: PgPool) {
     revoked.expect(401);
     assert_eq!(revoked.problem(), "unauthorized");
 
+    // An expired token stops working too.
+    let expiring = app
+        .post(
+            &format!("/api/v1/tenants/{}/tokens", t.id),
+            ADMIN_TOKEN,
+            json!({"name": "short", "role": "viewer", "expires_at": "2999-01-01T00:00:00Z"}),
+        )
+        .await;
+    expiring.expect(201);
+    let short = expiring.json()["token"].as_str().unwrap().to_owned();
+    app.get("/api/v1/projects", &short).await.expect(200);
+    sqlx::query("UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(id_of(&expiring.json()))
+        .execute(&pool)
+        .await
+        .unwrap();
+    app.get("/api/v1/projects", &short).await.expect(401);
+    // A token with a valid prefix but the wrong secret is refused.
+    let forged = format!("{}_{}", &t.viewer[..16], "0".repeat(48));
+    app.get("/api/v1/projects", &forged).await.expect(401);
+
     // The admin token is not a tenant token and vice versa.
     app.get("/api/v1/projects", ADMIN_TOKEN).await.expect(401);
     app.get("/api/v1/tenants", &t.admin).await.expect(401);

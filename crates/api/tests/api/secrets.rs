@@ -173,3 +173,55 @@ async fn secrets_are_sealed_and_never_returned(pool: PgPool) {
         .unwrap();
     assert_eq!(git.password.expose(), GIT_PASSWORD);
 }
+
+#[sqlx::test(migrator = "imagefactory_store::MIGRATOR")]
+async fn provider_updates_keep_omitted_secrets_and_bump_the_version(pool: PgPool) {
+    let app = TestApp::spawn(pool.clone()).await;
+    let t = app.tenant("team-u").await;
+    let created = app
+        .post(
+            "/api/v1/providers",
+            &t.admin,
+            json!({"name": "k", "provider_type": "kubernetes",
+                   "config": {"auth_method": "token", "endpoint": "https://old", "token": PROVIDER_TOKEN}}),
+        )
+        .await;
+    created.expect(201);
+    let id = id_of(&created.json());
+
+    // Same auth method, token left out: kept.
+    let moved = app
+        .patch(
+            &format!("/api/v1/providers/{id}"),
+            &t.admin,
+            json!({"config": {"auth_method": "token", "endpoint": "https://new", "namespace": "builds"}}),
+        )
+        .await;
+    moved.expect(200);
+    assert_eq!(moved.json()["config_version"], 2);
+    assert_eq!(moved.json()["config"]["endpoint"], "https://new");
+    assert_eq!(moved.json()["config"]["token"], json!({"set": true}));
+    assert_clean("patch response", &moved.text);
+    let stored = providers::get_visible(&pool, t.id, id).await.unwrap();
+    assert_eq!(
+        providers::open_config(&app.cipher, &stored).unwrap()["token"],
+        PROVIDER_TOKEN
+    );
+
+    // A new auth method needs its own secrets: nothing is carried across.
+    let switched = app
+        .patch(
+            &format!("/api/v1/providers/{id}"),
+            &t.admin,
+            json!({"config": {"auth_method": "client-cert", "endpoint": "https://new"}}),
+        )
+        .await;
+    switched.expect(422);
+    assert_eq!(
+        switched.fields(),
+        ["config.client_cert", "config.client_key"]
+    );
+    let unchanged = app.get(&format!("/api/v1/providers/{id}"), &t.admin).await;
+    assert_eq!(unchanged.json()["config_version"], 2);
+    assert_clean("database", &app.dump().await);
+}
