@@ -93,7 +93,7 @@ async fn create_tenant(
         v.check("display_name", check_display_name(d));
     }
     check_limit(&mut v, body.max_concurrent_builds);
-    v.clone().into_result()?;
+    v.into_result()?;
     let name = name.expect("validated").into_string();
     let tenant = tenants::create(
         &state.pool,
