@@ -2,5 +2,8 @@
 
 fn main() {
     let doc = imagefactory_api::openapi();
-    println!("{}", serde_json::to_string_pretty(&doc).expect("serializable"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&doc).expect("serializable")
+    );
 }
