@@ -1,8 +1,6 @@
 //! Builds: methods, where they run, and the status state machine.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,12 +16,12 @@ macro_rules! string_enum {
             }
         }
 
-        impl FromStr for $name {
-            type Err = UnknownVariant;
+        impl std::str::FromStr for $name {
+            type Err = $crate::build::UnknownVariant;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 match s {
                     $($text => Ok($name::$variant),)+
-                    _ => Err(UnknownVariant {
+                    _ => Err($crate::build::UnknownVariant {
                         kind: stringify!($name),
                         value: s.to_owned(),
                         expected: &[$($text),+],
@@ -32,13 +30,14 @@ macro_rules! string_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
     };
 }
+pub(crate) use string_enum;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {kind} {value:?}; expected one of: {}", expected.join(", "))]
@@ -49,6 +48,7 @@ pub struct UnknownVariant {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum BuildMethod {
     Docker,
@@ -59,6 +59,7 @@ pub enum BuildMethod {
 string_enum!(BuildMethod { Docker => "docker", Buildx => "buildx", Kaniko => "kaniko", Packer => "packer" });
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum InfrastructureType {
     Kubernetes,
@@ -78,6 +79,7 @@ pub enum ExecutorKind {
 string_enum!(ExecutorKind { Tekton => "tekton", Local => "local", Test => "test" });
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BuildStatus {
     Queued,
@@ -130,6 +132,8 @@ impl BuildStatus {
 /// Per-method build settings. Which fields matter depends on the method;
 /// validation lives with the method rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct MethodConfig {
     /// Path of the Dockerfile inside the context (docker, buildx, kaniko).
     pub dockerfile: Option<String>,

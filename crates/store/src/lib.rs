@@ -10,3 +10,16 @@ pub const CHANNEL_BUILD_QUEUED: &str = "build_queued";
 pub const CHANNEL_BUILD_CANCEL: &str = "build_cancel";
 
 pub mod crypto;
+
+// Repositories used by the API (the dispatcher's `queue`, `executions` and
+// `dispatchers` modules live beside them).
+pub mod attempts;
+pub mod builds;
+pub mod error;
+pub mod projects;
+pub mod providers;
+pub mod registry_credentials;
+pub mod tenants;
+pub mod tokens;
+
+pub use error::{StoreError, StoreResult};

@@ -1,0 +1,208 @@
+//! Extractors that turn every malformed input into an [`ApiError`] naming
+//! the field: JSON bodies, path ids and query parameters.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::{StatusCode, header, request::Parts};
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+/// A JSON body deserialized with the path of any offending field.
+/// Requires `Content-Type: application/json`; the size limit is the router's.
+pub struct ValidJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| {
+                let m = m.trim().to_ascii_lowercase();
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::MalformedJson(rejection.body_text())
+            }
+        })?;
+        parse_json(&bytes).map(ValidJson)
+    }
+}
+
+/// Deserialize JSON, classifying errors: syntax → 400, shape (unknown or
+/// missing field, wrong type, unknown enum value) → 422 naming the field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let message = strip_position(&inner.to_string());
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                ApiError::field(field_of(&path, &message), message)
+            }
+            _ => ApiError::MalformedJson(message),
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::MalformedJson(strip_position(&e.to_string())))?;
+    Ok(value)
+}
+
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// For unknown/missing field errors serde reports the parent's path; the
+/// field itself is in the message between backticks.
+fn field_of(path: &str, message: &str) -> String {
+    let named = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|p| message.strip_prefix(p))
+        .and_then(|rest| rest.split('`').next());
+    match (path, named) {
+        // Unknown fields already end the path; missing ones do not.
+        (p, Some(name)) if p == name || p.ends_with(&format!(".{name}")) => p.to_owned(),
+        (".", Some(name)) => name.to_owned(),
+        (parent, Some(name)) => format!("{parent}.{name}"),
+        (".", None) => "body".to_owned(),
+        (p, None) => p.to_owned(),
+    }
+}
+
+/// The path's named segments, parsed on demand so errors name the segment.
+pub struct PathIds(HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathIds {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(map) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::InvalidParameter {
+                field: "path".into(),
+                message: e.body_text(),
+            })?;
+        Ok(PathIds(map))
+    }
+}
+
+impl PathIds {
+    pub fn id(&self, name: &str) -> Result<Uuid, ApiError> {
+        let raw = self.0.get(name).map(String::as_str).unwrap_or_default();
+        Uuid::parse_str(raw).map_err(|_| ApiError::InvalidParameter {
+            field: name.to_owned(),
+            message: format!("{raw:?} is not a UUID"),
+        })
+    }
+}
+
+/// Query parameters; unknown ones are refused so typos do not go unnoticed.
+pub struct QueryParams(HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(map) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::InvalidParameter {
+                field: "query".into(),
+                message: e.body_text(),
+            })?;
+        Ok(QueryParams(map))
+    }
+}
+
+impl QueryParams {
+    pub fn only(&self, allowed: &[&str]) -> Result<(), ApiError> {
+        match self.0.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(unknown) => Err(ApiError::InvalidParameter {
+                field: unknown.clone(),
+                message: format!(
+                    "unknown query parameter; expected one of: {}",
+                    allowed.join(", ")
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Parse an optional parameter with `FromStr`, naming it in the error.
+    pub fn parse<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, ApiError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(raw) => raw
+                .parse()
+                .map(Some)
+                .map_err(|e| ApiError::InvalidParameter {
+                    field: name.to_owned(),
+                    message: format!("{raw:?}: {e}"),
+                }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: u32,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        inner: Option<Inner>,
+    }
+
+    fn field(body: &str) -> String {
+        match parse_json::<Outer>(body.as_bytes()).unwrap_err() {
+            ApiError::Validation(errors) => errors[0].field.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_the_offending_field() {
+        assert_eq!(field(r#"{"name": 1}"#), "name");
+        assert_eq!(field(r#"{"nme": "x"}"#), "nme");
+        assert_eq!(field(r#"{}"#), "name");
+        assert_eq!(field(r#"{"name": "x", "inner": {"n": -1}}"#), "inner.n");
+        assert_eq!(field(r#"{"name": "x", "inner": {"m": 1}}"#), "inner.m");
+        assert!(matches!(
+            parse_json::<Outer>(b"{\"name\": "),
+            Err(ApiError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse_json::<Outer>(b"{\"name\": \"x\"} trailing"),
+            Err(ApiError::MalformedJson(_))
+        ));
+    }
+}

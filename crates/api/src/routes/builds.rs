@@ -1,0 +1,461 @@
+//! Builds: submit, list, get, cancel, retry, and what their attempts left
+//! (executions, artifacts). Logs are in `logs`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use imagefactory_domain::{
+    BuildMethod, BuildStatus, GitRef, InfrastructureType, MethodConfig, ProviderType, Role,
+    Violations, validate_build_config,
+};
+use imagefactory_store::attempts::{self, ArtifactRecord, ExecutionRecord};
+use imagefactory_store::builds::{self, Build, BuildFilter, CancelOutcome, NewBuild, Page};
+use imagefactory_store::{StoreError, projects, providers, registry_credentials};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::TenantAuth;
+use crate::error::{ApiError, ApiResult, OrNotFound, Problem};
+use crate::extract::{PathIds, QueryParams, ValidJson};
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(submit_build, list_builds))
+        .routes(routes!(get_build))
+        .routes(routes!(cancel_build))
+        .routes(routes!(retry_build))
+        .routes(routes!(list_executions))
+        .routes(routes!(list_artifacts))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBuild {
+    pub project_id: Uuid,
+    pub method: BuildMethod,
+    /// Default `kubernetes`.
+    pub infrastructure_type: Option<InfrastructureType>,
+    /// A provider of the tenant or a global one. Kubernetes builds without it
+    /// get the global Kubernetes provider with a usable configuration.
+    pub infrastructure_provider_id: Option<Uuid>,
+    /// Credential used to push the image.
+    pub registry_credential_id: Option<Uuid>,
+    /// Branch, tag or commit; default: the project's default branch.
+    pub git_ref: Option<String>,
+    /// Destination `registry/repository[:tag]`. Kaniko may give
+    /// `config.metadata.registry_repo` instead.
+    pub image: Option<String>,
+    /// Higher runs first, -1000..=1000 (default 0).
+    pub priority: Option<i32>,
+    /// 1..=86400 (default 3600).
+    pub timeout_seconds: Option<i32>,
+    pub config: Option<MethodConfig>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BuildResponse {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub method: BuildMethod,
+    pub infrastructure_type: InfrastructureType,
+    pub infrastructure_provider_id: Option<Uuid>,
+    pub registry_credential_id: Option<Uuid>,
+    pub git_url: String,
+    pub git_ref: String,
+    pub image: String,
+    pub status: BuildStatus,
+    pub priority: i32,
+    pub timeout_seconds: i32,
+    /// Attempts started so far.
+    pub attempts: i32,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    pub error_message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Present on single-build responses.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<MethodConfig>,
+}
+
+impl BuildResponse {
+    fn new(b: Build, config: Option<MethodConfig>) -> ApiResult<Self> {
+        Ok(Self {
+            status: super::stored("builds.status", &b.status)?,
+            method: super::stored("builds.method", &b.method)?,
+            infrastructure_type: super::stored(
+                "builds.infrastructure_type",
+                &b.infrastructure_type,
+            )?,
+            id: b.id,
+            project_id: b.project_id,
+            infrastructure_provider_id: b.infrastructure_provider_id,
+            registry_credential_id: b.registry_credential_id,
+            git_url: b.git_url,
+            git_ref: b.git_ref,
+            image: b.image,
+            priority: b.priority,
+            timeout_seconds: b.timeout_seconds,
+            attempts: b.attempts,
+            cancel_requested_at: b.cancel_requested_at,
+            error_message: b.error_message,
+            created_at: b.created_at,
+            updated_at: b.updated_at,
+            started_at: b.started_at,
+            finished_at: b.finished_at,
+            config,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BuildPage {
+    pub items: Vec<BuildResponse>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<Uuid>,
+}
+
+/// Query of `GET /builds` (documentation; parsed by hand to name bad fields).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListBuildsQuery {
+    project_id: Option<Uuid>,
+    status: Option<BuildStatus>,
+    /// 1..=100, default 20.
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecutionResponse {
+    pub id: Uuid,
+    pub attempt: i32,
+    pub executor: String,
+    pub provider_id: Option<Uuid>,
+    pub cluster_namespace: Option<String>,
+    pub pipeline_run_name: Option<String>,
+    pub status: String,
+    pub message: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<ExecutionRecord> for ExecutionResponse {
+    fn from(e: ExecutionRecord) -> Self {
+        Self {
+            id: e.id,
+            attempt: e.attempt,
+            executor: e.executor,
+            provider_id: e.provider_id,
+            cluster_namespace: e.cluster_namespace,
+            pipeline_run_name: e.pipeline_run_name,
+            status: e.status,
+            message: e.message,
+            started_at: e.started_at,
+            finished_at: e.finished_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ArtifactResponse {
+    pub id: Uuid,
+    pub execution_id: Uuid,
+    pub attempt: i32,
+    /// `IMAGE_URL`, `IMAGE_DIGEST` or `<task>.<result>`.
+    pub name: String,
+    pub value: String,
+    /// `image_url`, `image_digest` or `result`.
+    pub kind: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<ArtifactRecord> for ArtifactResponse {
+    fn from(a: ArtifactRecord) -> Self {
+        Self {
+            id: a.id,
+            execution_id: a.execution_id,
+            attempt: a.attempt,
+            name: a.name,
+            value: a.value,
+            kind: a.kind,
+            created_at: a.created_at,
+        }
+    }
+}
+
+/// Resolve which provider a build runs on, without revealing other tenants'
+/// providers: an unknown or foreign id is "no such provider".
+async fn resolve_provider(
+    state: &AppState,
+    tenant_id: Uuid,
+    infrastructure: InfrastructureType,
+    requested: Option<Uuid>,
+) -> ApiResult<Option<Uuid>> {
+    const FIELD: &str = "infrastructure_provider_id";
+    let Some(id) = requested else {
+        return match infrastructure {
+            InfrastructureType::Kubernetes => {
+                match providers::default_kubernetes(&state.pool).await? {
+                    Some(p) => Ok(Some(p.id)),
+                    None => Err(ApiError::field(
+                        FIELD,
+                        "no provider given and no usable global Kubernetes provider exists; \
+                     name a provider or ask the platform admin to configure a global one",
+                    )),
+                }
+            }
+            InfrastructureType::Local => Ok(None),
+        };
+    };
+    let provider = match providers::get_visible(&state.pool, tenant_id, id).await {
+        Ok(p) => p,
+        Err(StoreError::NotFound) => {
+            return Err(ApiError::field(FIELD, format!("no provider {id}")));
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let expected = match infrastructure {
+        InfrastructureType::Kubernetes => ProviderType::Kubernetes,
+        InfrastructureType::Local => ProviderType::Local,
+    };
+    if provider.provider_type != expected.as_str() {
+        return Err(ApiError::field(
+            FIELD,
+            format!(
+                "provider {id} is a {} provider; a {infrastructure} build needs a {expected} provider",
+                provider.provider_type
+            ),
+        ));
+    }
+    if provider.status != "active" {
+        return Err(ApiError::field(FIELD, format!("provider {id} is disabled")));
+    }
+    Ok(Some(id))
+}
+
+#[utoipa::path(post, path = "/builds", tag = "builds", security(("tenant_token" = [])),
+    request_body = SubmitBuild,
+    responses((status = 201, body = BuildResponse), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn submit_build(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    ValidJson(body): ValidJson<SubmitBuild>,
+) -> ApiResult<(StatusCode, Json<BuildResponse>)> {
+    auth.require(Role::Developer)?;
+    let config = body.config.unwrap_or_default();
+    let mut v = Violations::new();
+    let destination = match validate_build_config(body.method, body.image.as_deref(), &config) {
+        Ok(d) => Some(d),
+        Err(problems) => {
+            v.extend(problems);
+            None
+        }
+    };
+    if let Some(r) = &body.git_ref {
+        v.check("git_ref", GitRef::parse(r));
+    }
+    let priority = body.priority.unwrap_or(0);
+    if !(-1000..=1000).contains(&priority) {
+        v.add("priority", "must be between -1000 and 1000");
+    }
+    let timeout_seconds = body.timeout_seconds.unwrap_or(3600);
+    if !(1..=86_400).contains(&timeout_seconds) {
+        v.add("timeout_seconds", "must be between 1 and 86400");
+    }
+    v.into_result()?;
+    let destination = destination.expect("validated");
+
+    // References: each must belong to the caller's tenant (or be global).
+    let project = match projects::get(&state.pool, auth.tenant_id, body.project_id).await {
+        Ok(p) => p,
+        Err(StoreError::NotFound) => {
+            return Err(ApiError::field(
+                "project_id",
+                format!("no project {}", body.project_id),
+            ));
+        }
+        Err(other) => return Err(other.into()),
+    };
+    if let Some(id) = body.registry_credential_id {
+        match registry_credentials::get(&state.pool, auth.tenant_id, id).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound) => {
+                return Err(ApiError::field(
+                    "registry_credential_id",
+                    format!("no registry credential {id}"),
+                ));
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    let infrastructure = body
+        .infrastructure_type
+        .unwrap_or(InfrastructureType::Kubernetes);
+    let provider_id = resolve_provider(
+        &state,
+        auth.tenant_id,
+        infrastructure,
+        body.infrastructure_provider_id,
+    )
+    .await?;
+
+    let build = builds::submit(
+        &state.pool,
+        NewBuild {
+            tenant_id: auth.tenant_id,
+            project_id: project.id,
+            method: body.method.as_str().into(),
+            infrastructure_type: infrastructure.as_str().into(),
+            infrastructure_provider_id: provider_id,
+            registry_credential_id: body.registry_credential_id,
+            git_url: project.git_url,
+            git_ref: body.git_ref.unwrap_or(project.default_branch),
+            image: destination.0.to_string(),
+            priority,
+            timeout_seconds,
+            created_by_token_id: Some(auth.token_id),
+            config: config.clone(),
+        },
+    )
+    .await?;
+    tracing::info!(build.id = %build.id, tenant.id = %auth.tenant_id, method = %body.method, "build queued");
+    Ok((
+        StatusCode::CREATED,
+        Json(BuildResponse::new(build, Some(config))?),
+    ))
+}
+
+#[utoipa::path(get, path = "/builds", tag = "builds", security(("tenant_token" = [])),
+    params(ListBuildsQuery),
+    responses((status = 200, body = BuildPage), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn list_builds(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    query: QueryParams,
+) -> ApiResult<Json<BuildPage>> {
+    query.only(&["project_id", "status", "limit", "cursor"])?;
+    let filter = BuildFilter {
+        project_id: query.parse::<Uuid>("project_id")?,
+        status: query
+            .parse::<BuildStatus>("status")?
+            .map(|s| s.as_str().to_owned()),
+    };
+    let limit = query.parse::<i64>("limit")?.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::InvalidParameter {
+            field: "limit".into(),
+            message: "must be between 1 and 100".into(),
+        });
+    }
+    let page = Page {
+        limit,
+        after: query.parse::<Uuid>("cursor")?,
+    };
+    let (rows, next_cursor) = builds::list(&state.pool, auth.tenant_id, &filter, page).await?;
+    Ok(Json(BuildPage {
+        items: rows
+            .into_iter()
+            .map(|b| BuildResponse::new(b, None))
+            .collect::<ApiResult<_>>()?,
+        next_cursor,
+    }))
+}
+
+#[utoipa::path(get, path = "/builds/{build_id}", tag = "builds", security(("tenant_token" = [])),
+    params(("build_id" = Uuid, Path)),
+    responses((status = 200, body = BuildResponse), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn get_build(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    path: PathIds,
+) -> ApiResult<Json<BuildResponse>> {
+    let id = path.id("build_id")?;
+    let build = builds::get(&state.pool, auth.tenant_id, id)
+        .await
+        .or_not_found("build")?;
+    let config = builds::get_config(&state.pool, id).await?;
+    Ok(Json(BuildResponse::new(build, Some(config))?))
+}
+
+/// Queued builds are cancelled at once (200, status `cancelled`); running
+/// builds get a cancel request (202) and end when the executor stops them.
+#[utoipa::path(post, path = "/builds/{build_id}/cancel", tag = "builds", security(("tenant_token" = [])),
+    params(("build_id" = Uuid, Path)),
+    responses((status = 200, body = BuildResponse), (status = 202, body = BuildResponse),
+        (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn cancel_build(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    path: PathIds,
+) -> ApiResult<(StatusCode, Json<BuildResponse>)> {
+    auth.require(Role::Developer)?;
+    let id = path.id("build_id")?;
+    let (status, build) = match builds::cancel(&state.pool, auth.tenant_id, id)
+        .await
+        .or_not_found("build")?
+    {
+        CancelOutcome::Cancelled(b) => (StatusCode::OK, b),
+        CancelOutcome::Requested(b) => (StatusCode::ACCEPTED, b),
+    };
+    tracing::info!(build.id = %id, tenant.id = %auth.tenant_id, "build cancel requested");
+    Ok((status, Json(BuildResponse::new(build, None)?)))
+}
+
+/// A failed, cancelled or timed-out build is queued again as a new attempt.
+#[utoipa::path(post, path = "/builds/{build_id}/retry", tag = "builds", security(("tenant_token" = [])),
+    params(("build_id" = Uuid, Path)),
+    responses((status = 200, body = BuildResponse), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn retry_build(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    path: PathIds,
+) -> ApiResult<Json<BuildResponse>> {
+    auth.require(Role::Developer)?;
+    let id = path.id("build_id")?;
+    let build = builds::retry(&state.pool, auth.tenant_id, id)
+        .await
+        .or_not_found("build")?;
+    tracing::info!(build.id = %id, tenant.id = %auth.tenant_id, "build queued again");
+    Ok(Json(BuildResponse::new(build, None)?))
+}
+
+#[utoipa::path(get, path = "/builds/{build_id}/executions", tag = "builds", security(("tenant_token" = [])),
+    params(("build_id" = Uuid, Path)),
+    responses((status = 200, body = Vec<ExecutionResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn list_executions(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    path: PathIds,
+) -> ApiResult<Json<Vec<ExecutionResponse>>> {
+    let id = path.id("build_id")?;
+    builds::get(&state.pool, auth.tenant_id, id)
+        .await
+        .or_not_found("build")?;
+    let rows = attempts::executions(&state.pool, auth.tenant_id, id).await?;
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
+}
+
+#[utoipa::path(get, path = "/builds/{build_id}/artifacts", tag = "builds", security(("tenant_token" = [])),
+    params(("build_id" = Uuid, Path)),
+    responses((status = 200, body = Vec<ArtifactResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn list_artifacts(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    path: PathIds,
+) -> ApiResult<Json<Vec<ArtifactResponse>>> {
+    let id = path.id("build_id")?;
+    builds::get(&state.pool, auth.tenant_id, id)
+        .await
+        .or_not_found("build")?;
+    let rows = attempts::artifacts(&state.pool, auth.tenant_id, id).await?;
+    Ok(Json(rows.into_iter().map(Into::into).collect()))
+}

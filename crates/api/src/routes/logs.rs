@@ -1,0 +1,172 @@
+//! `GET /builds/{id}/logs`: the log as plain text, or with `?follow=true` a
+//! Server-Sent Events stream (`log` events, id = line cursor) that ends with
+//! an `end` event once the build is terminal and every line was sent.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::{Stream, StreamExt};
+use imagefactory_store::attempts::{self, LogRecord};
+use imagefactory_store::builds;
+use sqlx::PgPool;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::TenantAuth;
+use crate::error::{ApiError, ApiResult, OrNotFound, Problem};
+use crate::extract::{PathIds, QueryParams};
+
+const BATCH: i64 = 1000;
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(build_logs))
+}
+
+#[derive(serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct LogsQuery {
+    /// Stream as Server-Sent Events until the build ends.
+    follow: Option<bool>,
+}
+
+#[utoipa::path(get, path = "/builds/{build_id}/logs", tag = "builds", security(("tenant_token" = [])),
+    params(("build_id" = Uuid, Path), LogsQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "resume a followed stream after this event id")),
+    responses(
+        (status = 200, description = "log lines in order", content(
+            (String = "text/plain"),
+            (String = "text/event-stream"))),
+        (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn build_logs(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    path: PathIds,
+    query: QueryParams,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    query.only(&["follow"])?;
+    let follow = query.parse::<bool>("follow")?.unwrap_or(false);
+    let id = path.id("build_id")?;
+    builds::get(&state.pool, auth.tenant_id, id)
+        .await
+        .or_not_found("build")?;
+
+    if !follow {
+        let mut text = String::new();
+        let mut after = 0;
+        loop {
+            let rows = attempts::logs_after(&state.pool, id, after, BATCH).await?;
+            for row in &rows {
+                text.push_str(&row.line);
+                text.push('\n');
+            }
+            match rows.last() {
+                Some(last) if rows.len() as i64 == BATCH => after = last.id,
+                _ => break,
+            }
+        }
+        let mut response = Body::from(text).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        return Ok(response);
+    }
+
+    let resume = match headers.get("last-event-id") {
+        None => 0,
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<i64>().ok())
+            .ok_or_else(|| ApiError::InvalidParameter {
+                field: "Last-Event-ID".into(),
+                message: "must be an event id from this stream".into(),
+            })?,
+    };
+    let stream = follow_stream(
+        state.pool.clone(),
+        auth.tenant_id,
+        id,
+        resume,
+        state.log_poll_interval,
+    );
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+enum Follow {
+    Running { after: i64 },
+    Done,
+}
+
+/// Poll for new lines; the build's status is read *before* the lines, so when
+/// a terminal status is seen the fetch that follows contains every line.
+fn follow_stream(
+    pool: PgPool,
+    tenant_id: Uuid,
+    build_id: Uuid,
+    after: i64,
+    interval: Duration,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures::stream::unfold(Follow::Running { after }, move |state| {
+        let pool = pool.clone();
+        async move {
+            let Follow::Running { after } = state else {
+                return None;
+            };
+            let mut first = true;
+            loop {
+                if !first {
+                    tokio::time::sleep(interval).await;
+                }
+                first = false;
+                let status = match builds::get(&pool, tenant_id, build_id).await {
+                    Ok(b) => match b.status() {
+                        Ok(s) => s,
+                        Err(e) => return Some((vec![error_event(&e.to_string())], Follow::Done)),
+                    },
+                    Err(e) => return Some((vec![error_event(&e.to_string())], Follow::Done)),
+                };
+                let rows = match attempts::logs_after(&pool, build_id, after, BATCH).await {
+                    Ok(rows) => rows,
+                    Err(e) => return Some((vec![error_event(&e.to_string())], Follow::Done)),
+                };
+                if let Some(last) = rows.last() {
+                    let next = last.id;
+                    return Some((
+                        rows.iter().map(log_event).collect(),
+                        Follow::Running { after: next },
+                    ));
+                }
+                if status.is_terminal() {
+                    let end = Event::default().event("end").data(status.as_str());
+                    return Some((vec![end], Follow::Done));
+                }
+            }
+        }
+    })
+    .flat_map(|events: Vec<Event>| futures::stream::iter(events.into_iter().map(Ok)))
+}
+
+fn log_event(row: &LogRecord) -> Event {
+    Event::default()
+        .id(row.id.to_string())
+        .event("log")
+        .data(&row.line)
+}
+
+fn error_event(message: &str) -> Event {
+    tracing::warn!(error = %message, "log stream ended by an error");
+    Event::default().event("error").data(message)
+}

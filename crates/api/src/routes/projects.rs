@@ -1,0 +1,216 @@
+//! Projects: a tenant's git repositories.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use imagefactory_domain::{GitRef, GitUrl, ResourceName, Role, Secret, Violations};
+use imagefactory_store::projects::{self, GitCredential, NewProject, Project, ProjectPatch};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::auth::TenantAuth;
+use crate::error::{ApiResult, OrNotFound, Problem};
+use crate::extract::{PathIds, ValidJson};
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_project, list_projects))
+        .routes(routes!(get_project, update_project, delete_project))
+}
+
+/// HTTPS basic-auth credential for cloning. The password is write-only.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GitCredentialInput {
+    pub username: String,
+    #[schema(value_type = String, format = Password, write_only)]
+    pub password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProject {
+    pub name: String,
+    /// https://, http://, ssh://, git://, file:// or user@host:path.
+    pub git_url: String,
+    /// Defaults to `main`.
+    pub default_branch: Option<String>,
+    pub git_credential: Option<GitCredentialInput>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProject {
+    pub git_url: Option<String>,
+    pub default_branch: Option<String>,
+    /// An object replaces the credential; `null` removes it; absent keeps it.
+    #[serde(default, deserialize_with = "super::double_option")]
+    #[schema(nullable)]
+    pub git_credential: Option<Option<GitCredentialInput>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GitCredentialInfo {
+    pub username: String,
+    /// Always true when present: the password is stored, never shown.
+    pub password_set: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectResponse {
+    pub id: Uuid,
+    pub name: String,
+    pub git_url: String,
+    pub default_branch: String,
+    pub git_credential: Option<GitCredentialInfo>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Project> for ProjectResponse {
+    fn from(p: Project) -> Self {
+        Self {
+            id: p.id,
+            name: p.name,
+            git_url: p.git_url,
+            default_branch: p.default_branch,
+            git_credential: p.git_username.map(|username| GitCredentialInfo {
+                username,
+                password_set: p.git_password_set,
+            }),
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+fn check_credential(
+    v: &mut Violations,
+    input: Option<GitCredentialInput>,
+) -> Option<GitCredential> {
+    let c = input?;
+    if c.username.is_empty() || c.username.len() > 255 || c.username.chars().any(char::is_control) {
+        v.add(
+            "git_credential.username",
+            "must be 1-255 characters without control characters",
+        );
+    }
+    if c.password.is_empty() || c.password.len() > 4096 {
+        v.add("git_credential.password", "must be 1-4096 characters");
+    }
+    Some(GitCredential {
+        username: c.username,
+        password: Secret::new(c.password),
+    })
+}
+
+#[utoipa::path(post, path = "/projects", tag = "projects", security(("tenant_token" = [])),
+    request_body = CreateProject,
+    responses((status = 201, body = ProjectResponse), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn create_project(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    ValidJson(body): ValidJson<CreateProject>,
+) -> ApiResult<(StatusCode, Json<ProjectResponse>)> {
+    auth.require(Role::Admin)?;
+    let mut v = Violations::new();
+    let name = v.check("name", ResourceName::parse(&body.name));
+    v.check("git_url", GitUrl::parse(&body.git_url));
+    let branch = body.default_branch.unwrap_or_else(|| "main".into());
+    v.check("default_branch", GitRef::parse(&branch));
+    let credential = check_credential(&mut v, body.git_credential);
+    v.into_result()?;
+    let project = projects::create(
+        &state.pool,
+        &state.cipher,
+        auth.tenant_id,
+        NewProject {
+            name: name.expect("validated").into_string(),
+            git_url: body.git_url,
+            default_branch: branch,
+            git_credential: credential,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(project.into())))
+}
+
+#[utoipa::path(get, path = "/projects", tag = "projects", security(("tenant_token" = [])),
+    responses((status = 200, body = Vec<ProjectResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn list_projects(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+) -> ApiResult<Json<Vec<ProjectResponse>>> {
+    let all = projects::list(&state.pool, auth.tenant_id).await?;
+    Ok(Json(all.into_iter().map(Into::into).collect()))
+}
+
+#[utoipa::path(get, path = "/projects/{project_id}", tag = "projects", security(("tenant_token" = [])),
+    params(("project_id" = Uuid, Path)),
+    responses((status = 200, body = ProjectResponse), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn get_project(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    path: PathIds,
+) -> ApiResult<Json<ProjectResponse>> {
+    let id = path.id("project_id")?;
+    Ok(Json(
+        projects::get(&state.pool, auth.tenant_id, id)
+            .await
+            .or_not_found("project")?
+            .into(),
+    ))
+}
+
+#[utoipa::path(patch, path = "/projects/{project_id}", tag = "projects", security(("tenant_token" = [])),
+    params(("project_id" = Uuid, Path)), request_body = UpdateProject,
+    responses((status = 200, body = ProjectResponse), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn update_project(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    path: PathIds,
+    ValidJson(body): ValidJson<UpdateProject>,
+) -> ApiResult<Json<ProjectResponse>> {
+    auth.require(Role::Admin)?;
+    let id = path.id("project_id")?;
+    let mut v = Violations::new();
+    if let Some(url) = &body.git_url {
+        v.check("git_url", GitUrl::parse(url));
+    }
+    if let Some(branch) = &body.default_branch {
+        v.check("default_branch", GitRef::parse(branch));
+    }
+    let git_credential = body.git_credential.map(|c| check_credential(&mut v, c));
+    v.into_result()?;
+    let patch = ProjectPatch {
+        git_url: body.git_url,
+        default_branch: body.default_branch,
+        git_credential,
+    };
+    let project = projects::update(&state.pool, &state.cipher, auth.tenant_id, id, patch)
+        .await
+        .or_not_found("project")?;
+    Ok(Json(project.into()))
+}
+
+/// Deletes the project and its builds.
+#[utoipa::path(delete, path = "/projects/{project_id}", tag = "projects", security(("tenant_token" = [])),
+    params(("project_id" = Uuid, Path)),
+    responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn delete_project(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    path: PathIds,
+) -> ApiResult<StatusCode> {
+    auth.require(Role::Admin)?;
+    let id = path.id("project_id")?;
+    projects::delete(&state.pool, auth.tenant_id, id)
+        .await
+        .or_not_found("project")?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,243 @@
+//! Admin: tenants and their tokens.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use imagefactory_domain::names::check_display_name;
+use imagefactory_domain::{ResourceName, Violations};
+use imagefactory_store::tenants::{self, NewTenant, Tenant, TenantPatch};
+use imagefactory_store::tokens;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::tokens::{CreateToken, CreatedToken, TokenResponse, validate_create_token};
+use crate::AppState;
+use crate::auth::AdminAuth;
+use crate::error::{ApiResult, OrNotFound, Problem};
+use crate::extract::{PathIds, ValidJson};
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_tenant, list_tenants))
+        .routes(routes!(get_tenant, update_tenant, delete_tenant))
+        .routes(routes!(create_tenant_token, list_tenant_tokens))
+        .routes(routes!(revoke_tenant_token))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// Lowercase letters, digits and '-', at most 63 characters; unique.
+    pub name: String,
+    /// Defaults to `name`.
+    pub display_name: Option<String>,
+    /// Builds of this tenant running at once (default 10).
+    #[schema(minimum = 1)]
+    pub max_concurrent_builds: Option<i32>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    pub display_name: Option<String>,
+    #[schema(minimum = 1)]
+    pub max_concurrent_builds: Option<i32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantResponse {
+    pub id: Uuid,
+    pub name: String,
+    pub display_name: String,
+    pub max_concurrent_builds: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Tenant> for TenantResponse {
+    fn from(t: Tenant) -> Self {
+        Self {
+            id: t.id,
+            name: t.name,
+            display_name: t.display_name,
+            max_concurrent_builds: t.max_concurrent_builds,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+fn check_limit(v: &mut Violations, limit: Option<i32>) {
+    if let Some(n) = limit
+        && !(1..=10_000).contains(&n)
+    {
+        v.add("max_concurrent_builds", "must be between 1 and 10000");
+    }
+}
+
+#[utoipa::path(post, path = "/tenants", tag = "admin", security(("admin_token" = [])),
+    request_body = CreateTenant,
+    responses((status = 201, body = TenantResponse), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn create_tenant(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    ValidJson(body): ValidJson<CreateTenant>,
+) -> ApiResult<(StatusCode, Json<TenantResponse>)> {
+    let mut v = Violations::new();
+    let name = v.check("name", ResourceName::parse(&body.name));
+    if let Some(d) = &body.display_name {
+        v.check("display_name", check_display_name(d));
+    }
+    check_limit(&mut v, body.max_concurrent_builds);
+    v.into_result()?;
+    let name = name.expect("validated").into_string();
+    let tenant = tenants::create(
+        &state.pool,
+        NewTenant {
+            display_name: body.display_name.unwrap_or_else(|| name.clone()),
+            name,
+            max_concurrent_builds: body.max_concurrent_builds,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(tenant.into())))
+}
+
+#[utoipa::path(get, path = "/tenants", tag = "admin", security(("admin_token" = [])),
+    responses((status = 200, body = Vec<TenantResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn list_tenants(
+    _: AdminAuth,
+    State(state): State<AppState>,
+) -> ApiResult<Json<Vec<TenantResponse>>> {
+    let all = tenants::list(&state.pool).await?;
+    Ok(Json(all.into_iter().map(Into::into).collect()))
+}
+
+#[utoipa::path(get, path = "/tenants/{tenant_id}", tag = "admin", security(("admin_token" = [])),
+    params(("tenant_id" = Uuid, Path)),
+    responses((status = 200, body = TenantResponse), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn get_tenant(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    path: PathIds,
+) -> ApiResult<Json<TenantResponse>> {
+    let id = path.id("tenant_id")?;
+    Ok(Json(
+        tenants::get(&state.pool, id)
+            .await
+            .or_not_found("tenant")?
+            .into(),
+    ))
+}
+
+#[utoipa::path(patch, path = "/tenants/{tenant_id}", tag = "admin", security(("admin_token" = [])),
+    params(("tenant_id" = Uuid, Path)), request_body = UpdateTenant,
+    responses((status = 200, body = TenantResponse), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn update_tenant(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    path: PathIds,
+    ValidJson(body): ValidJson<UpdateTenant>,
+) -> ApiResult<Json<TenantResponse>> {
+    let id = path.id("tenant_id")?;
+    let mut v = Violations::new();
+    if let Some(d) = &body.display_name {
+        v.check("display_name", check_display_name(d));
+    }
+    check_limit(&mut v, body.max_concurrent_builds);
+    v.into_result()?;
+    let patch = TenantPatch {
+        display_name: body.display_name,
+        max_concurrent_builds: body.max_concurrent_builds,
+    };
+    Ok(Json(
+        tenants::update(&state.pool, id, patch)
+            .await
+            .or_not_found("tenant")?
+            .into(),
+    ))
+}
+
+/// Deletes the tenant and everything it owns.
+#[utoipa::path(delete, path = "/tenants/{tenant_id}", tag = "admin", security(("admin_token" = [])),
+    params(("tenant_id" = Uuid, Path)),
+    responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn delete_tenant(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    path: PathIds,
+) -> ApiResult<StatusCode> {
+    let id = path.id("tenant_id")?;
+    tenants::delete(&state.pool, id)
+        .await
+        .or_not_found("tenant")?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Create a tenant token. The token is in this response only.
+#[utoipa::path(post, path = "/tenants/{tenant_id}/tokens", tag = "admin", security(("admin_token" = [])),
+    params(("tenant_id" = Uuid, Path)), request_body = CreateToken,
+    responses((status = 201, body = CreatedToken), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn create_tenant_token(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    path: PathIds,
+    ValidJson(body): ValidJson<CreateToken>,
+) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    let tenant_id = path.id("tenant_id")?;
+    let role = validate_create_token(&body)?;
+    tenants::get(&state.pool, tenant_id)
+        .await
+        .or_not_found("tenant")?;
+    let (row, token) = tokens::create(
+        &state.pool,
+        tenant_id,
+        &body.name,
+        role.as_str(),
+        body.expires_at,
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            token,
+            info: row.into(),
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/tenants/{tenant_id}/tokens", tag = "admin", security(("admin_token" = [])),
+    params(("tenant_id" = Uuid, Path)),
+    responses((status = 200, body = Vec<TokenResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn list_tenant_tokens(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    path: PathIds,
+) -> ApiResult<Json<Vec<TokenResponse>>> {
+    let tenant_id = path.id("tenant_id")?;
+    tenants::get(&state.pool, tenant_id)
+        .await
+        .or_not_found("tenant")?;
+    let all = tokens::list(&state.pool, tenant_id).await?;
+    Ok(Json(all.into_iter().map(Into::into).collect()))
+}
+
+#[utoipa::path(delete, path = "/tenants/{tenant_id}/tokens/{token_id}", tag = "admin", security(("admin_token" = [])),
+    params(("tenant_id" = Uuid, Path), ("token_id" = Uuid, Path)),
+    responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn revoke_tenant_token(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    path: PathIds,
+) -> ApiResult<StatusCode> {
+    let tenant_id = path.id("tenant_id")?;
+    let token_id = path.id("token_id")?;
+    tokens::revoke(&state.pool, tenant_id, token_id)
+        .await
+        .or_not_found("token")?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,247 @@
+//! Git sources: the repository URL and the ref (branch, tag or commit).
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GitUrlError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most 2048 characters")]
+    TooLong,
+    #[error("must not contain whitespace or control characters")]
+    BadCharacters,
+    #[error(
+        "must be an https://, http://, ssh://, git:// or file:// URL, or scp-like user@host:path"
+    )]
+    UnsupportedScheme,
+    #[error("must name a host")]
+    MissingHost,
+    #[error("must name a repository path")]
+    MissingPath,
+    #[error("must not embed credentials; use the project's git credential instead")]
+    EmbeddedPassword,
+}
+
+/// A git repository URL a build can clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitUrl(String);
+
+impl GitUrl {
+    pub fn parse(input: &str) -> Result<Self, GitUrlError> {
+        if input.is_empty() {
+            return Err(GitUrlError::Empty);
+        }
+        if input.len() > 2048 {
+            return Err(GitUrlError::TooLong);
+        }
+        if input.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(GitUrlError::BadCharacters);
+        }
+        if let Some((scheme, rest)) = input.split_once("://") {
+            match scheme {
+                "https" | "http" | "ssh" | "git" => {
+                    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+                    let host = match authority.rsplit_once('@') {
+                        Some((userinfo, host)) => {
+                            // A password in the URL would be stored and shown in
+                            // plain text; secrets go in the encrypted credential.
+                            if userinfo.contains(':') {
+                                return Err(GitUrlError::EmbeddedPassword);
+                            }
+                            host
+                        }
+                        None => authority,
+                    };
+                    if host.is_empty() || host.starts_with(':') {
+                        return Err(GitUrlError::MissingHost);
+                    }
+                    if path.trim_matches('/').is_empty() {
+                        return Err(GitUrlError::MissingPath);
+                    }
+                }
+                "file" => {
+                    if !rest.starts_with('/') || rest.trim_matches('/').is_empty() {
+                        return Err(GitUrlError::MissingPath);
+                    }
+                }
+                _ => return Err(GitUrlError::UnsupportedScheme),
+            }
+            return Ok(Self(input.to_owned()));
+        }
+        // scp-like: user@host:path (git@github.com:org/repo.git)
+        match input.split_once(':') {
+            Some((user_host, path)) if user_host.contains('@') => {
+                let host = user_host.rsplit_once('@').map(|(_, h)| h).unwrap_or("");
+                if host.is_empty() {
+                    return Err(GitUrlError::MissingHost);
+                }
+                if path.trim_matches('/').is_empty() {
+                    return Err(GitUrlError::MissingPath);
+                }
+                Ok(Self(input.to_owned()))
+            }
+            _ => Err(GitUrlError::UnsupportedScheme),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for GitUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GitRefError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be at most 255 characters")]
+    TooLong,
+    #[error("is not a valid git ref: {0}")]
+    Invalid(&'static str),
+}
+
+/// A branch, tag or commit, following `git check-ref-format` rules (so it is
+/// also safe to pass as a single command-line argument).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitRef(String);
+
+impl GitRef {
+    pub fn parse(input: &str) -> Result<Self, GitRefError> {
+        use GitRefError::Invalid;
+        if input.is_empty() {
+            return Err(GitRefError::Empty);
+        }
+        if input.len() > 255 {
+            return Err(GitRefError::TooLong);
+        }
+        if input
+            .chars()
+            .any(|c| c.is_control() || c == ' ' || "~^:?*[\\".contains(c))
+        {
+            return Err(Invalid(
+                "contains a space, control character or one of ~ ^ : ? * [ \\",
+            ));
+        }
+        if input.starts_with('-') {
+            return Err(Invalid("must not start with '-'"));
+        }
+        if input.starts_with('/') || input.ends_with('/') || input.contains("//") {
+            return Err(Invalid("has an empty path component"));
+        }
+        if input.contains("..") {
+            return Err(Invalid("must not contain '..'"));
+        }
+        if input.contains("@{") || input == "@" {
+            return Err(Invalid("must not contain '@{' or be '@'"));
+        }
+        if input.ends_with('.') || input.ends_with(".lock") {
+            return Err(Invalid("must not end with '.' or '.lock'"));
+        }
+        if input.split('/').any(|part| part.starts_with('.')) {
+            return Err(Invalid("a component must not start with '.'"));
+        }
+        Ok(Self(input.to_owned()))
+    }
+
+    /// Whether the ref looks like a full commit id rather than a name.
+    pub fn is_commit(&self) -> bool {
+        self.0.len() == 40 && self.0.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for GitRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn urls() {
+        for ok in [
+            "https://github.com/org/repo.git",
+            "http://127.0.0.1:3000/a/b",
+            "ssh://git@host/org/repo",
+            "git@github.com:org/repo.git",
+            "file:///srv/git/repo",
+        ] {
+            assert!(GitUrl::parse(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(GitUrl::parse(""), Err(GitUrlError::Empty));
+        assert_eq!(
+            GitUrl::parse("ftp://host/repo"),
+            Err(GitUrlError::UnsupportedScheme)
+        );
+        assert_eq!(GitUrl::parse("not a url"), Err(GitUrlError::BadCharacters));
+        assert_eq!(GitUrl::parse("repo"), Err(GitUrlError::UnsupportedScheme));
+        assert_eq!(
+            GitUrl::parse("https://github.com/"),
+            Err(GitUrlError::MissingPath)
+        );
+        assert_eq!(
+            GitUrl::parse("https://u:pw@github.com/o/r"),
+            Err(GitUrlError::EmbeddedPassword)
+        );
+    }
+
+    #[test]
+    fn refs() {
+        for ok in [
+            "main",
+            "feature/x-1",
+            "v1.2.3",
+            "refs/tags/v1",
+            &"a".repeat(40),
+        ] {
+            assert!(GitRef::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "a..b", "-rf", "a b", "x~1", "a:b", "end/", "/start", "x.lock", "a@{1}", ".hidden",
+        ] {
+            assert!(GitRef::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(
+            GitRef::parse("0123456789abcdef0123456789abcdef01234567")
+                .unwrap()
+                .is_commit()
+        );
+        assert!(!GitRef::parse("main").unwrap().is_commit());
+    }
+
+    proptest! {
+        #[test]
+        fn branch_like_refs_are_accepted(s in "[a-z][a-z0-9_-]{0,20}(/[a-z][a-z0-9_-]{0,20}){0,3}") {
+            let parsed = GitRef::parse(&s).unwrap();
+            prop_assert_eq!(parsed.as_str(), s.as_str());
+        }
+
+        #[test]
+        fn refs_with_forbidden_characters_are_rejected(
+            a in "[a-z]{1,8}",
+            bad in prop::sample::select(vec![" ", "~", "^", ":", "?", "*", "[", "\\", ".."]),
+            b in "[a-z]{1,8}",
+        ) {
+            let input = format!("{a}{bad}{b}");
+            prop_assert!(GitRef::parse(&input).is_err());
+        }
+
+        #[test]
+        fn https_urls_with_a_path_are_accepted(host in "[a-z]{1,10}(\\.[a-z]{2,5}){1,2}", path in "[a-z0-9_-]{1,10}(/[a-z0-9_.-]{1,10}){0,2}") {
+            let url = format!("https://{host}/{path}");
+            prop_assert!(GitUrl::parse(&url).is_ok());
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! Infrastructure providers: where builds run, and the rules for their
+//! connection `config` (DESIGN.md "Configuration").
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::build::UnknownVariant;
+use crate::names::{is_dns_label, is_dns_subdomain};
+use crate::validation::Violations;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderType {
+    Kubernetes,
+    Local,
+}
+crate::build::string_enum!(ProviderType { Kubernetes => "kubernetes", Local => "local" });
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderStatus {
+    Active,
+    Disabled,
+}
+crate::build::string_enum!(ProviderStatus { Active => "active", Disabled => "disabled" });
+
+/// Config fields that hold credentials: sealed at rest, redacted in responses.
+pub const SECRET_FIELDS: &[&str] = &["token", "client_key", "kubeconfig"];
+
+/// The accepted `auth_method` values.
+pub const AUTH_METHODS: &[&str] = &["token", "client-cert", "kubeconfig"];
+
+const KUBERNETES_FIELDS: &[&str] = &[
+    "auth_method",
+    "endpoint",
+    "apiServer",
+    "token",
+    "ca_cert",
+    "client_cert",
+    "client_key",
+    "kubeconfig",
+    "kubeconfig_path",
+    "insecure_skip_tls_verify",
+    "namespace",
+    "storage_class",
+    "service_account",
+    "retention",
+];
+const LOCAL_FIELDS: &[&str] = &["work_dir"];
+
+/// Validate a provider's config object as a user sent it (secrets in plain
+/// text). Every problem names its field as `config.<key>`.
+pub fn validate_provider_config(
+    provider_type: ProviderType,
+    config: &Value,
+) -> Result<(), Violations> {
+    let mut v = Violations::new();
+    let Some(map) = config.as_object() else {
+        v.add("config", "must be a JSON object");
+        return Err(v);
+    };
+    let allowed = match provider_type {
+        ProviderType::Kubernetes => KUBERNETES_FIELDS,
+        ProviderType::Local => LOCAL_FIELDS,
+    };
+    for key in map.keys() {
+        if !allowed.contains(&key.as_str()) {
+            v.add(
+                format!("config.{key}"),
+                format!(
+                    "unknown field for a {provider_type} provider; expected one of: {}",
+                    allowed.join(", ")
+                ),
+            );
+        }
+    }
+    match provider_type {
+        ProviderType::Kubernetes => validate_kubernetes(map, &mut v),
+        ProviderType::Local => {
+            if let Some(dir) = optional_string(map, "work_dir", &mut v)
+                && !dir.starts_with('/')
+            {
+                v.add("config.work_dir", "must be an absolute path");
+            }
+        }
+    }
+    if v.is_empty() { Ok(()) } else { Err(v) }
+}
+
+fn validate_kubernetes(map: &Map<String, Value>, v: &mut Violations) {
+    let auth = optional_string(map, "auth_method", v);
+    let endpoint = match (map.get("endpoint"), map.get("apiServer")) {
+        (Some(_), Some(_)) => {
+            v.add(
+                "config.apiServer",
+                "give either endpoint or apiServer, not both",
+            );
+            None
+        }
+        (Some(_), None) => optional_string(map, "endpoint", v).map(|e| ("config.endpoint", e)),
+        (None, Some(_)) => optional_string(map, "apiServer", v).map(|e| ("config.apiServer", e)),
+        (None, None) => None,
+    };
+    if let Some((field, url)) = endpoint
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        v.add(
+            field,
+            "must be an https:// (or http://) URL of the Kubernetes API server",
+        );
+    }
+    let token = optional_string(map, "token", v);
+    let client_cert = optional_string(map, "client_cert", v);
+    let client_key = optional_string(map, "client_key", v);
+    let kubeconfig = optional_string(map, "kubeconfig", v);
+    let kubeconfig_path = optional_string(map, "kubeconfig_path", v);
+    if let Some(ca) = optional_string(map, "ca_cert", v) {
+        check_pem(ca, "CERTIFICATE", "config.ca_cert", v);
+    }
+    if let Some(cert) = client_cert {
+        check_pem(cert, "CERTIFICATE", "config.client_cert", v);
+    }
+    if let Some(key) = client_key {
+        check_pem(key, "PRIVATE KEY", "config.client_key", v);
+    }
+    if let Some(Value::Bool(_)) | None = map.get("insecure_skip_tls_verify") {
+    } else {
+        v.add("config.insecure_skip_tls_verify", "must be true or false");
+    }
+    if let Some(ns) = optional_string(map, "namespace", v)
+        && !is_dns_label(ns)
+    {
+        v.add(
+            "config.namespace",
+            "must be a Kubernetes namespace name (DNS label)",
+        );
+    }
+    for field in ["storage_class", "service_account"] {
+        if let Some(name) = optional_string(map, field, v)
+            && !is_dns_subdomain(name)
+        {
+            v.add(
+                format!("config.{field}"),
+                "must be a Kubernetes object name (DNS subdomain)",
+            );
+        }
+    }
+    match map.get("retention") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(r)) => {
+            for (key, value) in r {
+                let ok = match key.as_str() {
+                    "keep_last" => value.as_u64().is_some_and(|n| n <= 10_000),
+                    "ttl_seconds" => value.as_u64().is_some_and(|n| n > 0),
+                    _ => {
+                        v.add(
+                            format!("config.retention.{key}"),
+                            "unknown field; expected keep_last or ttl_seconds",
+                        );
+                        continue;
+                    }
+                };
+                if !ok {
+                    v.add(
+                        format!("config.retention.{key}"),
+                        "must be a non-negative integer (ttl_seconds > 0, keep_last <= 10000)",
+                    );
+                }
+            }
+        }
+        Some(_) => v.add(
+            "config.retention",
+            "must be an object {keep_last, ttl_seconds}",
+        ),
+    }
+
+    let Some(auth) = auth else {
+        if !map.contains_key("auth_method") {
+            v.add(
+                "config.auth_method",
+                format!("is required; one of: {}", AUTH_METHODS.join(", ")),
+            );
+        }
+        return;
+    };
+    let require = |present: bool, field: &str, v: &mut Violations| {
+        if !present {
+            v.add(
+                format!("config.{field}"),
+                format!("is required with auth_method {auth}"),
+            );
+        }
+    };
+    match auth {
+        "token" => {
+            require(endpoint.is_some(), "endpoint", v);
+            require(token.is_some_and(|t| !t.is_empty()), "token", v);
+        }
+        "client-cert" => {
+            require(endpoint.is_some(), "endpoint", v);
+            require(client_cert.is_some(), "client_cert", v);
+            require(client_key.is_some(), "client_key", v);
+        }
+        "kubeconfig" => match (kubeconfig, kubeconfig_path) {
+            (None, None) => v.add(
+                "config.kubeconfig",
+                "auth_method kubeconfig needs kubeconfig or kubeconfig_path",
+            ),
+            (Some(_), Some(_)) => v.add(
+                "config.kubeconfig_path",
+                "give either kubeconfig or kubeconfig_path, not both",
+            ),
+            (Some(k), None) if k.trim().is_empty() => {
+                v.add("config.kubeconfig", "must not be empty")
+            }
+            (None, Some(p)) if !p.starts_with('/') => {
+                v.add("config.kubeconfig_path", "must be an absolute path")
+            }
+            _ => {}
+        },
+        other => v.add(
+            "config.auth_method",
+            format!(
+                "unknown auth_method {other:?}; expected one of: {}",
+                AUTH_METHODS.join(", ")
+            ),
+        ),
+    }
+}
+
+/// Whether a *stored* Kubernetes config (secret fields may be sealed
+/// envelopes) has what its auth method needs: the test for "usable" when a
+/// build is given the default global provider.
+pub fn is_usable_kubernetes_config(config: &Value) -> bool {
+    let Some(map) = config.as_object() else {
+        return false;
+    };
+    let present = |k: &str| {
+        map.get(k)
+            .is_some_and(|v| !v.is_null() && v.as_str() != Some(""))
+    };
+    let endpoint = present("endpoint") || present("apiServer");
+    match map.get("auth_method").and_then(Value::as_str) {
+        Some("token") => endpoint && present("token"),
+        Some("client-cert") => endpoint && present("client_cert") && present("client_key"),
+        Some("kubeconfig") => present("kubeconfig") || present("kubeconfig_path"),
+        _ => false,
+    }
+}
+
+fn optional_string<'a>(
+    map: &'a Map<String, Value>,
+    key: &str,
+    v: &mut Violations,
+) -> Option<&'a str> {
+    match map.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => {
+            v.add(format!("config.{key}"), "must be a string");
+            None
+        }
+    }
+}
+
+fn check_pem(text: &str, kind: &str, field: &str, v: &mut Violations) {
+    let begins = text.contains("-----BEGIN ") && text.contains(kind);
+    if !begins || !text.contains("-----END ") {
+        v.add(field, format!("must be PEM text containing a {kind} block"));
+    }
+}
+
+impl From<UnknownVariant> for Violations {
+    fn from(err: UnknownVariant) -> Self {
+        let mut v = Violations::new();
+        v.add(err.kind, err.to_string());
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn fields(config: Value) -> Vec<String> {
+        validate_provider_config(ProviderType::Kubernetes, &config)
+            .err()
+            .map(|v| v.into_vec().into_iter().map(|e| e.field).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn token_auth() {
+        assert!(
+            fields(json!({"auth_method": "token", "endpoint": "https://k:6443", "token": "t"}))
+                .is_empty()
+        );
+        assert!(
+            fields(
+                json!({"auth_method": "token", "apiServer": "https://k:6443", "token": "t",
+            "namespace": "builds", "retention": {"keep_last": 5, "ttl_seconds": 3600}})
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            fields(json!({"auth_method": "token", "endpoint": "https://k"})),
+            ["config.token"]
+        );
+        assert_eq!(
+            fields(json!({"auth_method": "token", "endpoint": "k:6443", "token": "t"})),
+            ["config.endpoint"]
+        );
+    }
+
+    #[test]
+    fn client_cert_and_kubeconfig() {
+        let cert = "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n";
+        let key = "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n";
+        assert!(fields(json!({"auth_method": "client-cert", "endpoint": "https://k", "client_cert": cert, "client_key": key})).is_empty());
+        assert_eq!(
+            fields(
+                json!({"auth_method": "client-cert", "endpoint": "https://k", "client_cert": "nope"})
+            ),
+            ["config.client_cert", "config.client_key"]
+        );
+        assert!(
+            fields(json!({"auth_method": "kubeconfig", "kubeconfig_path": "/etc/kube/config"}))
+                .is_empty()
+        );
+        assert_eq!(
+            fields(json!({"auth_method": "kubeconfig"})),
+            ["config.kubeconfig"]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_methods() {
+        assert_eq!(
+            fields(json!({"auth_method": "password", "endpoint": "https://k"})),
+            ["config.auth_method"]
+        );
+        assert_eq!(
+            fields(json!({"endpoint": "https://k"})),
+            ["config.auth_method"]
+        );
+        assert_eq!(
+            fields(
+                json!({"auth_method": "token", "endpoint": "https://k", "token": "t", "tokn": "x"})
+            ),
+            ["config.tokn"]
+        );
+        assert_eq!(fields(json!("text")), ["config"]);
+        assert!(validate_provider_config(ProviderType::Local, &json!({})).is_ok());
+        assert!(
+            validate_provider_config(ProviderType::Local, &json!({"work_dir": "rel"})).is_err()
+        );
+    }
+
+    #[test]
+    fn usable_understands_sealed_fields() {
+        let sealed = json!({"auth_method": "token", "endpoint": "https://k", "token": {"$encrypted": "abc"}});
+        assert!(is_usable_kubernetes_config(&sealed));
+        assert!(!is_usable_kubernetes_config(
+            &json!({"auth_method": "token", "endpoint": "https://k"})
+        ));
+        assert!(!is_usable_kubernetes_config(&json!({})));
+    }
+
+    proptest! {
+        #[test]
+        fn valid_token_configs_are_usable(host in "[a-z]{1,10}", port in 1u16.., token in "[A-Za-z0-9._-]{1,40}") {
+            let config = json!({"auth_method": "token", "endpoint": format!("https://{host}:{port}"), "token": token});
+            prop_assert!(validate_provider_config(ProviderType::Kubernetes, &config).is_ok());
+            prop_assert!(is_usable_kubernetes_config(&config));
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Roles of tenant API tokens.
+
+use serde::{Deserialize, Serialize};
+
+/// What a tenant token may do. Ordered: each role can do what the ones
+/// before it can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads everything of its tenant, changes nothing.
+    Viewer,
+    /// Also submits, cancels and retries builds.
+    Developer,
+    /// Also manages projects, registry credentials, providers and tokens.
+    Admin,
+}
+crate::build::string_enum!(Role { Viewer => "viewer", Developer => "developer", Admin => "admin" });
+
+impl Role {
+    pub fn allows(self, needed: Role) -> bool {
+        self >= needed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_are_ordered() {
+        assert!(Role::Admin.allows(Role::Developer));
+        assert!(Role::Developer.allows(Role::Viewer));
+        assert!(!Role::Viewer.allows(Role::Developer));
+        assert!(!Role::Developer.allows(Role::Admin));
+        assert_eq!("developer".parse::<Role>().unwrap(), Role::Developer);
+    }
+}

@@ -1,0 +1,143 @@
+//! Every setting is an `IF_*` environment variable and a flag (clap `env`).
+//! Secrets are held in `Secret`, which never prints.
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use imagefactory_domain::Secret;
+
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/imagefactory";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "imagefactory",
+    version,
+    about = "Multi-tenant container-image build service"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub logging: LogSettings,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the REST API (and, later, an embedded dispatcher).
+    Serve(ServeSettings),
+    /// Create the database if missing and apply the schema migrations.
+    Migrate(DatabaseSettings),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct LogSettings {
+    /// Log line format.
+    #[arg(long, env = "IF_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` EnvFilter syntax, e.g. `info,imagefactory_api=debug`.
+    #[arg(long, env = "IF_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DatabaseSettings {
+    /// PostgreSQL URL; falls back to DATABASE_URL, then to the local default.
+    /// The database is created if it does not exist.
+    #[arg(long, env = "IF_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl DatabaseSettings {
+    pub fn url(&self) -> String {
+        self.database_url
+            .clone()
+            .or_else(|| std::env::var("DATABASE_URL").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeSettings {
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "IF_LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen_addr: SocketAddr,
+    /// Bearer token of the platform admin (tenants, tokens, global providers).
+    /// Without it the admin API answers 401.
+    #[arg(long, env = "IF_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub admin_token: Option<Secret>,
+    /// 32-byte key (64 hex characters) encrypting secrets at rest. Required
+    /// unless --dev-insecure-key.
+    #[arg(long, env = "IF_SECRET_KEY", hide_env_values = true, value_parser = parse_secret)]
+    pub secret_key: Option<Secret>,
+    /// Development only: without IF_SECRET_KEY, generate a throwaway key
+    /// (secrets stored in this run cannot be read after a restart).
+    #[arg(long = "dev-insecure-key", env = "IF_DEV_MODE")]
+    pub dev_mode: bool,
+    /// Apply pending migrations at startup.
+    #[arg(long, env = "IF_AUTO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_migrate: bool,
+}
+
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    if s.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(Secret::new(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("imagefactory").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn serve_flags_parse_and_secrets_do_not_print() {
+        let cli = parse(&[
+            "serve",
+            "--listen-addr",
+            "0.0.0.0:9000",
+            "--admin-token",
+            "adm1n",
+            "--secret-key",
+            "00",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.logging.log_format, LogFormat::Json);
+        let Command::Serve(s) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(s.listen_addr.port(), 9000);
+        assert_eq!(s.admin_token.as_ref().unwrap().expose(), "adm1n");
+        assert!(s.auto_migrate);
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("adm1n"), "{printed}");
+    }
+
+    #[test]
+    fn bad_listen_addr_is_refused() {
+        let err = parse(&["serve", "--listen-addr", "nowhere"]).unwrap_err();
+        assert!(err.to_string().contains("--listen-addr"), "{err}");
+    }
+
+    #[test]
+    fn explicit_database_url_wins() {
+        let s = DatabaseSettings {
+            database_url: Some("postgres://x/y".into()),
+        };
+        assert_eq!(s.url(), "postgres://x/y");
+    }
+}

@@ -1,0 +1,319 @@
+//! Builds and their configs: submit (with `NOTIFY build_queued` in the same
+//! transaction), read, list, cancel and retry. State rules come from
+//! `imagefactory_domain::BuildStatus`; this module only applies them
+//! atomically (`SELECT … FOR UPDATE`).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use imagefactory_domain::{BuildStatus, MethodConfig};
+use sqlx::types::Json;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::error::{StoreError, StoreResult};
+use crate::{CHANNEL_BUILD_CANCEL, CHANNEL_BUILD_QUEUED};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Build {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub project_id: Uuid,
+    pub method: String,
+    pub infrastructure_type: String,
+    pub infrastructure_provider_id: Option<Uuid>,
+    pub registry_credential_id: Option<Uuid>,
+    pub git_url: String,
+    pub git_ref: String,
+    pub image: String,
+    pub status: String,
+    pub priority: i32,
+    pub timeout_seconds: i32,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    pub error_message: Option<String>,
+    pub created_by_token_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Build {
+    /// The status as the domain type (the column's CHECK makes an error a bug).
+    pub fn status(&self) -> Result<BuildStatus, imagefactory_domain::UnknownVariant> {
+        self.status.parse()
+    }
+}
+
+const COLUMNS: &str =
+    "id, tenant_id, project_id, method, infrastructure_type, infrastructure_provider_id,
+    registry_credential_id, git_url, git_ref, image, status, priority, timeout_seconds, attempts,
+    max_attempts, cancel_requested_at, error_message, created_by_token_id, created_at, updated_at,
+    started_at, finished_at";
+
+#[derive(Debug, Clone)]
+pub struct NewBuild {
+    pub tenant_id: Uuid,
+    pub project_id: Uuid,
+    pub method: String,
+    pub infrastructure_type: String,
+    pub infrastructure_provider_id: Option<Uuid>,
+    pub registry_credential_id: Option<Uuid>,
+    pub git_url: String,
+    pub git_ref: String,
+    pub image: String,
+    pub priority: i32,
+    pub timeout_seconds: i32,
+    pub created_by_token_id: Option<Uuid>,
+    pub config: MethodConfig,
+}
+
+/// Insert the build and its config and wake dispatchers, all in one
+/// transaction: either the build is queued and announced, or nothing is stored.
+pub async fn submit(pool: &PgPool, new: NewBuild) -> StoreResult<Build> {
+    let mut tx = pool.begin().await?;
+    let sql = format!(
+        "INSERT INTO builds (id, tenant_id, project_id, method, infrastructure_type,
+            infrastructure_provider_id, registry_credential_id, git_url, git_ref, image,
+            priority, timeout_seconds, created_by_token_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {COLUMNS}"
+    );
+    let build: Build = sqlx::query_as(&sql)
+        .bind(Uuid::now_v7())
+        .bind(new.tenant_id)
+        .bind(new.project_id)
+        .bind(&new.method)
+        .bind(&new.infrastructure_type)
+        .bind(new.infrastructure_provider_id)
+        .bind(new.registry_credential_id)
+        .bind(&new.git_url)
+        .bind(&new.git_ref)
+        .bind(&new.image)
+        .bind(new.priority)
+        .bind(new.timeout_seconds)
+        .bind(new.created_by_token_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let c = new.config;
+    sqlx::query(
+        "INSERT INTO build_configs (build_id, dockerfile, context, build_args, platforms, target,
+            cache_enabled, cache_repo, labels, packer_template, packer_vars, metadata)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(build.id)
+    .bind(c.dockerfile)
+    .bind(c.context)
+    .bind(Json(c.build_args))
+    .bind(c.platforms)
+    .bind(c.target)
+    .bind(c.cache_enabled)
+    .bind(c.cache_repo)
+    .bind(Json(c.labels))
+    .bind(c.packer_template)
+    .bind(Json(c.packer_vars))
+    .bind(Json(c.metadata))
+    .execute(&mut *tx)
+    .await?;
+    notify(&mut tx, CHANNEL_BUILD_QUEUED, &build.id.to_string()).await?;
+    tx.commit().await?;
+    Ok(build)
+}
+
+async fn notify(
+    tx: &mut Transaction<'_, Postgres>,
+    channel: &str,
+    payload: &str,
+) -> StoreResult<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(payload)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn get(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<Build> {
+    let sql = format!("SELECT {COLUMNS} FROM builds WHERE tenant_id = $1 AND id = $2");
+    sqlx::query_as(&sql)
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(StoreError::NotFound)
+}
+
+#[derive(sqlx::FromRow)]
+struct ConfigRow {
+    dockerfile: Option<String>,
+    context: Option<String>,
+    build_args: Json<BTreeMap<String, String>>,
+    platforms: Vec<String>,
+    target: Option<String>,
+    cache_enabled: bool,
+    cache_repo: Option<String>,
+    labels: Json<BTreeMap<String, String>>,
+    packer_template: Option<String>,
+    packer_vars: Json<BTreeMap<String, String>>,
+    metadata: Json<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The method config of a build (every build has one, written by `submit`).
+pub async fn get_config(pool: &PgPool, build_id: Uuid) -> StoreResult<MethodConfig> {
+    let row: ConfigRow = sqlx::query_as(
+        "SELECT dockerfile, context, build_args, platforms, target, cache_enabled, cache_repo,
+                labels, packer_template, packer_vars, metadata
+         FROM build_configs WHERE build_id = $1",
+    )
+    .bind(build_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    Ok(MethodConfig {
+        dockerfile: row.dockerfile,
+        context: row.context,
+        build_args: row.build_args.0,
+        platforms: row.platforms,
+        target: row.target,
+        cache_enabled: row.cache_enabled,
+        cache_repo: row.cache_repo,
+        labels: row.labels.0,
+        packer_template: row.packer_template,
+        packer_vars: row.packer_vars.0,
+        metadata: row.metadata.0,
+    })
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BuildFilter {
+    pub project_id: Option<Uuid>,
+    pub status: Option<String>,
+}
+
+/// Keyset pagination, newest first: `after` is the last id of the previous page.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub limit: i64,
+    pub after: Option<Uuid>,
+}
+
+/// A page of builds and, when more remain, the cursor of the next page.
+pub async fn list(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    filter: &BuildFilter,
+    page: Page,
+) -> StoreResult<(Vec<Build>, Option<Uuid>)> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM builds b
+         WHERE tenant_id = $1
+           AND ($2::uuid IS NULL OR project_id = $2)
+           AND ($3::text IS NULL OR status = $3)
+           AND ($4::uuid IS NULL OR (created_at, id) < (
+                SELECT created_at, id FROM builds WHERE id = $4 AND tenant_id = $1))
+         ORDER BY created_at DESC, id DESC
+         LIMIT $5"
+    );
+    let mut rows: Vec<Build> = sqlx::query_as(&sql)
+        .bind(tenant_id)
+        .bind(filter.project_id)
+        .bind(filter.status.as_deref())
+        .bind(page.after)
+        .bind(page.limit + 1)
+        .fetch_all(pool)
+        .await?;
+    let next = if rows.len() as i64 > page.limit {
+        rows.truncate(page.limit as usize);
+        rows.last().map(|b| b.id)
+    } else {
+        None
+    };
+    Ok((rows, next))
+}
+
+/// What a cancel request did.
+#[derive(Debug, Clone)]
+pub enum CancelOutcome {
+    /// The build was queued: it is cancelled now.
+    Cancelled(Build),
+    /// The build is running: cancellation was requested and the dispatcher
+    /// told (`NOTIFY build_cancel`); it ends when the executor stops the work.
+    Requested(Build),
+}
+
+async fn lock(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> StoreResult<BuildStatus> {
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM builds WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+    status
+        .parse()
+        .map_err(|e: imagefactory_domain::UnknownVariant| {
+            // The column's CHECK makes this a schema/code mismatch: a bug.
+            StoreError::Database(sqlx::Error::Decode(Box::new(e)))
+        })
+}
+
+pub async fn cancel(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<CancelOutcome> {
+    let mut tx = pool.begin().await?;
+    let status = lock(&mut tx, tenant_id, id).await?;
+    let outcome = match status {
+        BuildStatus::Queued => {
+            let sql = format!(
+                "UPDATE builds SET status = 'cancelled', cancel_requested_at = now(), finished_at = now(),
+                        error_message = 'cancelled before it started', lease_owner = NULL,
+                        lease_expires_at = NULL, updated_at = now()
+                 WHERE id = $1 RETURNING {COLUMNS}"
+            );
+            CancelOutcome::Cancelled(sqlx::query_as(&sql).bind(id).fetch_one(&mut *tx).await?)
+        }
+        BuildStatus::Running => {
+            let sql = format!(
+                "UPDATE builds SET cancel_requested_at = COALESCE(cancel_requested_at, now()), updated_at = now()
+                 WHERE id = $1 RETURNING {COLUMNS}"
+            );
+            let build = sqlx::query_as(&sql).bind(id).fetch_one(&mut *tx).await?;
+            notify(&mut tx, CHANNEL_BUILD_CANCEL, &id.to_string()).await?;
+            CancelOutcome::Requested(build)
+        }
+        terminal => {
+            return Err(StoreError::State(format!(
+                "the build is already {terminal}; only queued or running builds can be cancelled"
+            )));
+        }
+    };
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Queue a failed, cancelled or timed-out build again as a new attempt. The
+/// earlier attempts' executions, logs and artifacts stay; the attempt counter
+/// goes on, and the automatic-requeue budget is renewed from this point.
+pub async fn retry(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<Build> {
+    let mut tx = pool.begin().await?;
+    let status = lock(&mut tx, tenant_id, id).await?;
+    if !status.can_retry() {
+        return Err(StoreError::State(format!(
+            "the build is {status}; only failed, cancelled or timed-out builds can be retried"
+        )));
+    }
+    let sql = format!(
+        "UPDATE builds SET status = 'queued', cancel_requested_at = NULL, error_message = NULL,
+                started_at = NULL, finished_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
+                not_before = now(), max_attempts = GREATEST(max_attempts, attempts + 1),
+                updated_at = now()
+         WHERE id = $1 RETURNING {COLUMNS}"
+    );
+    let build: Build = sqlx::query_as(&sql).bind(id).fetch_one(&mut *tx).await?;
+    notify(&mut tx, CHANNEL_BUILD_QUEUED, &id.to_string()).await?;
+    tx.commit().await?;
+    Ok(build)
+}

@@ -1,0 +1,222 @@
+//! Infrastructure providers. `config` is stored with its credential fields
+//! ([`imagefactory_domain::provider::SECRET_FIELDS`]) sealed under
+//! [`CONFIG_LABEL`]; `config_version` is bumped on every config change.
+//!
+//! Visibility: a tenant sees its own providers and the global ones; global
+//! providers are changed only by the platform admin.
+
+use chrono::{DateTime, Utc};
+use imagefactory_domain::provider::{SECRET_FIELDS, is_usable_kubernetes_config};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::crypto::Cipher;
+use crate::error::{StoreError, StoreResult};
+
+/// Associated-data label prefix of the sealed config fields
+/// (`Cipher::seal_fields` appends `.<field>`).
+pub const CONFIG_LABEL: &str = "infrastructure_providers.config";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Provider {
+    pub id: Uuid,
+    pub tenant_id: Option<Uuid>,
+    pub name: String,
+    pub is_global: bool,
+    pub provider_type: String,
+    /// Stored form: secret fields are `{"$encrypted": ...}` envelopes.
+    pub config: Value,
+    pub config_version: i64,
+    pub tekton_enabled: bool,
+    pub status: String,
+    pub max_concurrent_builds: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Who owns a provider: the platform (global) or one tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    Global,
+    Tenant(Uuid),
+}
+
+impl Owner {
+    fn tenant_id(self) -> Option<Uuid> {
+        match self {
+            Owner::Global => None,
+            Owner::Tenant(id) => Some(id),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewProvider {
+    pub name: String,
+    pub provider_type: String,
+    /// Plain config as validated at the edge; sealed here.
+    pub config: Value,
+    pub tekton_enabled: bool,
+    pub status: String,
+    pub max_concurrent_builds: Option<i32>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ProviderPatch {
+    pub name: Option<String>,
+    /// Replaces the whole config; string secret fields are sealed, already
+    /// sealed envelopes (kept from the stored config) are stored as they are.
+    pub config: Option<Value>,
+    pub tekton_enabled: Option<bool>,
+    pub status: Option<String>,
+    /// `Some(None)` removes the limit.
+    pub max_concurrent_builds: Option<Option<i32>>,
+}
+
+const COLUMNS: &str = "id, tenant_id, name, is_global, provider_type, config, config_version,
+    tekton_enabled, status, max_concurrent_builds, created_at, updated_at";
+
+/// `owner` filter: global rows, or the tenant's own rows.
+const OWNER_FILTER: &str = "(CASE WHEN $1::uuid IS NULL THEN is_global ELSE tenant_id = $1 END)";
+
+fn seal(cipher: &Cipher, mut config: Value) -> Value {
+    cipher.seal_fields(CONFIG_LABEL, &mut config, SECRET_FIELDS);
+    config
+}
+
+pub async fn create(
+    pool: &PgPool,
+    cipher: &Cipher,
+    owner: Owner,
+    new: NewProvider,
+) -> StoreResult<Provider> {
+    let sql = format!(
+        "INSERT INTO infrastructure_providers
+            (id, tenant_id, name, is_global, provider_type, config, tekton_enabled, status, max_concurrent_builds)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(Uuid::now_v7())
+        .bind(owner.tenant_id())
+        .bind(&new.name)
+        .bind(owner == Owner::Global)
+        .bind(&new.provider_type)
+        .bind(seal(cipher, new.config))
+        .bind(new.tekton_enabled)
+        .bind(&new.status)
+        .bind(new.max_concurrent_builds)
+        .fetch_one(pool)
+        .await?)
+}
+
+/// A provider the owner may change.
+pub async fn get_owned(pool: &PgPool, owner: Owner, id: Uuid) -> StoreResult<Provider> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM infrastructure_providers WHERE {OWNER_FILTER} AND id = $2");
+    sqlx::query_as(&sql)
+        .bind(owner.tenant_id())
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(StoreError::NotFound)
+}
+
+/// A provider a tenant may read and build on: its own or a global one.
+pub async fn get_visible(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<Provider> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM infrastructure_providers WHERE id = $2 AND (tenant_id = $1 OR is_global)"
+    );
+    sqlx::query_as(&sql)
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(StoreError::NotFound)
+}
+
+pub async fn list_owned(pool: &PgPool, owner: Owner) -> StoreResult<Vec<Provider>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM infrastructure_providers WHERE {OWNER_FILTER} ORDER BY name"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(owner.tenant_id())
+        .fetch_all(pool)
+        .await?)
+}
+
+/// The tenant's own providers and the global ones.
+pub async fn list_visible(pool: &PgPool, tenant_id: Uuid) -> StoreResult<Vec<Provider>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM infrastructure_providers WHERE tenant_id = $1 OR is_global
+         ORDER BY is_global, name"
+    );
+    Ok(sqlx::query_as(&sql).bind(tenant_id).fetch_all(pool).await?)
+}
+
+pub async fn update(
+    pool: &PgPool,
+    cipher: &Cipher,
+    owner: Owner,
+    id: Uuid,
+    patch: ProviderPatch,
+) -> StoreResult<Provider> {
+    let config = patch.config.map(|c| seal(cipher, c));
+    let sql = format!(
+        "UPDATE infrastructure_providers SET name = COALESCE($3, name),
+                config = COALESCE($4, config),
+                config_version = config_version + CASE WHEN $4 IS NULL THEN 0 ELSE 1 END,
+                tekton_enabled = COALESCE($5, tekton_enabled),
+                status = COALESCE($6, status),
+                max_concurrent_builds = CASE WHEN $7 THEN $8 ELSE max_concurrent_builds END,
+                updated_at = now()
+         WHERE {OWNER_FILTER} AND id = $2 RETURNING {COLUMNS}"
+    );
+    sqlx::query_as(&sql)
+        .bind(owner.tenant_id())
+        .bind(id)
+        .bind(patch.name)
+        .bind(config)
+        .bind(patch.tekton_enabled)
+        .bind(patch.status)
+        .bind(patch.max_concurrent_builds.is_some())
+        .bind(patch.max_concurrent_builds.flatten())
+        .fetch_optional(pool)
+        .await?
+        .ok_or(StoreError::NotFound)
+}
+
+/// Refused with [`StoreError::InUse`] while builds refer to the provider.
+pub async fn delete(pool: &PgPool, owner: Owner, id: Uuid) -> StoreResult<()> {
+    let sql = format!("DELETE FROM infrastructure_providers WHERE {OWNER_FILTER} AND id = $2");
+    let done = sqlx::query(&sql)
+        .bind(owner.tenant_id())
+        .bind(id)
+        .execute(pool)
+        .await
+        .map_err(|e| StoreError::from(e).foreign_key_as_in_use())?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+/// The default for a Kubernetes build that names no provider: the oldest
+/// active global Kubernetes provider whose config has what its auth method needs.
+pub async fn default_kubernetes(pool: &PgPool) -> StoreResult<Option<Provider>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM infrastructure_providers
+         WHERE is_global AND provider_type = 'kubernetes' AND status = 'active'
+         ORDER BY created_at, id"
+    );
+    let candidates: Vec<Provider> = sqlx::query_as(&sql).fetch_all(pool).await?;
+    Ok(candidates
+        .into_iter()
+        .find(|p| is_usable_kubernetes_config(&p.config)))
+}
+
+/// The config with its secret fields decrypted, for the one place that
+/// connects to the cluster. Never log the result.
+pub fn open_config(cipher: &Cipher, provider: &Provider) -> StoreResult<Value> {
+    Ok(cipher.open_fields(CONFIG_LABEL, &provider.config)?)
+}

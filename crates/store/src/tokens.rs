@@ -1,0 +1,172 @@
+//! Tenant API tokens. A token is `ift_<prefix>_<secret>`; the row keeps the
+//! public `ift_<prefix>` (to find it and to show in listings) and the SHA-256
+//! of the whole token. The plain token exists only in the create response.
+
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::{StoreError, StoreResult};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiToken {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub prefix: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Who a valid bearer token speaks for.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenIdentity {
+    pub token_id: Uuid,
+    pub tenant_id: Uuid,
+    pub role: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct StoredToken {
+    id: Uuid,
+    tenant_id: Uuid,
+    role: String,
+    token_hash: Vec<u8>,
+    last_used_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str =
+    "id, tenant_id, name, prefix, role, created_at, last_used_at, expires_at, revoked_at";
+const TOKEN_PREFIX: &str = "ift_";
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+fn hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// The public prefix of a presented token, if it has the token shape.
+fn prefix_of(token: &str) -> Option<&str> {
+    let rest = token.strip_prefix(TOKEN_PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    if id.len() != 12 || secret.len() != 48 {
+        return None;
+    }
+    Some(&token[..TOKEN_PREFIX.len() + id.len()])
+}
+
+/// Create a token; returns the row and the plain token (shown once).
+pub async fn create(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    name: &str,
+    role: &str,
+    expires_at: Option<DateTime<Utc>>,
+) -> StoreResult<(ApiToken, String)> {
+    let prefix = format!("{TOKEN_PREFIX}{}", random_hex(6));
+    let plain = format!("{prefix}_{}", random_hex(24));
+    let sql = format!(
+        "INSERT INTO api_tokens (id, tenant_id, name, prefix, token_hash, role, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
+    );
+    let row = sqlx::query_as(&sql)
+        .bind(Uuid::now_v7())
+        .bind(tenant_id)
+        .bind(name)
+        .bind(&prefix)
+        .bind(hash(&plain))
+        .bind(role)
+        .bind(expires_at)
+        .fetch_one(pool)
+        .await?;
+    Ok((row, plain))
+}
+
+pub async fn list(pool: &PgPool, tenant_id: Uuid) -> StoreResult<Vec<ApiToken>> {
+    let sql = format!("SELECT {COLUMNS} FROM api_tokens WHERE tenant_id = $1 ORDER BY created_at");
+    Ok(sqlx::query_as(&sql).bind(tenant_id).fetch_all(pool).await?)
+}
+
+/// Revoke (not delete: builds keep pointing at the token that made them).
+pub async fn revoke(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<ApiToken> {
+    let sql = format!(
+        "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now())
+         WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
+    );
+    sqlx::query_as(&sql)
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(StoreError::NotFound)
+}
+
+/// The identity of a presented bearer token if it is known, unrevoked and
+/// unexpired. Compares hashes in constant time.
+pub async fn authenticate(pool: &PgPool, token: &str) -> StoreResult<Option<TokenIdentity>> {
+    let Some(prefix) = prefix_of(token) else {
+        return Ok(None);
+    };
+    let row: Option<StoredToken> = sqlx::query_as(
+        "SELECT id, tenant_id, role, token_hash, last_used_at FROM api_tokens
+         WHERE prefix = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
+    )
+    .bind(prefix)
+    .fetch_optional(pool)
+    .await?;
+    let Some(StoredToken {
+        id: token_id,
+        tenant_id,
+        role,
+        token_hash,
+        last_used_at,
+    }) = row
+    else {
+        return Ok(None);
+    };
+    if !constant_time_eq(&token_hash, &hash(token)) {
+        return Ok(None);
+    }
+    // Record use at most once a minute: a read-heavy client must not turn
+    // every request into a write.
+    if last_used_at.is_none_or(|t| Utc::now() - t > chrono::Duration::seconds(60)) {
+        sqlx::query("UPDATE api_tokens SET last_used_at = now() WHERE id = $1")
+            .bind(token_id)
+            .execute(pool)
+            .await?;
+    }
+    Ok(Some(TokenIdentity {
+        token_id,
+        tenant_id,
+        role,
+    }))
+}
+
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_is_found_only_in_token_shaped_text() {
+        let token = format!("ift_{}_{}", "a".repeat(12), "b".repeat(48));
+        assert_eq!(prefix_of(&token), Some(&token[..16]));
+        assert_eq!(prefix_of("ift_short_x"), None);
+        assert_eq!(prefix_of("Bearer"), None);
+        assert!(constant_time_eq(b"ab", b"ab"));
+        assert!(!constant_time_eq(b"ab", b"ac"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+    }
+}
