@@ -105,6 +105,10 @@ fn is_true(q: &HashMap<String, String>, k: &str) -> bool {
 }
 
 fn parse_body(bytes: &[u8], content_type: &str) -> Result<Value, ApiError> {
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        // Only JSON/YAML are spoken; client-go falls back to JSON on 415.
+        return Err(ApiError::unsupported_media_type("application/json, application/yaml"));
+    }
     if bytes.is_empty() {
         return Err(ApiError::bad_request("the request body is empty"));
     }
@@ -161,6 +165,12 @@ impl Api {
             ["apis"] => return Ok(json_response(200, &discovery::api_group_list(&self.registry))),
             ["apis", g] => {
                 return discovery::api_group(&self.registry, g).map(|d| json_response(200, &d)).ok_or_else(ApiError::path_not_found);
+            }
+            ["openapi", "v3"] => return Ok(json_response(200, &crate::openapi::root(&self.registry))),
+            ["openapi", "v3", gv @ ..] => {
+                return crate::openapi::group_version(&self.registry, &gv.join("/"))
+                    .map(|d| json_response(200, &d))
+                    .ok_or_else(ApiError::path_not_found);
             }
             ["openapi", ..] => return Err(ApiError::path_not_found()),
             ["kube-sim", "faults"] => return self.faults_admin(req, user).await,

@@ -13,6 +13,7 @@ pub mod conversion;
 pub mod discovery;
 pub mod faults;
 pub mod faults_json;
+pub mod openapi;
 pub mod patch;
 pub mod resources;
 pub mod selector;

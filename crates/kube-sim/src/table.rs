@@ -131,7 +131,8 @@ pub fn to_table(info: &ResourceInfo, objects: &[Value], resource_version: &str, 
     for (c, _) in &extra {
         columns.push(c.clone());
     }
-    let has_age = !info.printer_columns.iter().any(|c| c.name == "Age");
+    // Custom resources with additionalPrinterColumns show exactly those (after Name).
+    let has_age = !info.custom || info.printer_columns.is_empty();
     if has_age {
         columns.push(col("Age", "string", ""));
     }
