@@ -23,7 +23,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn pipelinerun(name: &str) -> DynamicObject {
@@ -39,11 +42,22 @@ fn in_flight(cluster: &dyn Cluster) -> usize {
     let running = |pr: &Value| {
         pr.pointer("/status/startTime").is_some() && pr.pointer("/status/completionTime").is_none()
     };
-    cluster.list(&gvr::PIPELINERUNS, Some("bench")).iter().filter(|pr| running(pr)).count()
+    cluster
+        .list(&gvr::PIPELINERUNS, Some("bench"))
+        .iter()
+        .filter(|pr| running(pr))
+        .count()
 }
 
-async fn create_throughput(sim: &KubeSimHandle, creates: usize, concurrency: usize) -> (f64, usize) {
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("tekton.dev", "v1", "PipelineRun"), "pipelineruns");
+async fn create_throughput(
+    sim: &KubeSimHandle,
+    creates: usize,
+    concurrency: usize,
+) -> (f64, usize) {
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("tekton.dev", "v1", "PipelineRun"),
+        "pipelineruns",
+    );
     // A few clients so creates spread over several connections.
     let mut apis = Vec::new();
     for _ in 0..4 {
@@ -65,7 +79,11 @@ async fn create_throughput(sim: &KubeSimHandle, creates: usize, concurrency: usi
     let results: Vec<bool> = futures::stream::iter(0..creates)
         .map(|i| {
             let api = apis[i % apis.len()].clone();
-            async move { api.create(&PostParams::default(), &pipelinerun(&format!("run-{i}"))).await.is_ok() }
+            async move {
+                api.create(&PostParams::default(), &pipelinerun(&format!("run-{i}")))
+                    .await
+                    .is_ok()
+            }
         })
         .buffer_unordered(concurrency)
         .collect()
@@ -74,28 +92,46 @@ async fn create_throughput(sim: &KubeSimHandle, creates: usize, concurrency: usi
     sampler.abort();
     peak.fetch_max(in_flight(cluster.as_ref()), Ordering::Relaxed);
     let ok = results.iter().filter(|r| **r).count();
-    println!("creates: {ok}/{creates} PipelineRuns in {:.2}s with {concurrency} in parallel", elapsed.as_secs_f64());
-    (ok as f64 / elapsed.as_secs_f64(), peak.load(Ordering::Relaxed))
+    println!(
+        "creates: {ok}/{creates} PipelineRuns in {:.2}s with {concurrency} in parallel",
+        elapsed.as_secs_f64()
+    );
+    (
+        ok as f64 / elapsed.as_secs_f64(),
+        peak.load(Ordering::Relaxed),
+    )
 }
 
 type H2 = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
 
 async fn h2_connection(sim: &KubeSimHandle) -> H2 {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::pem_slice_iter(sim.ca_pem().as_bytes()) {
+    for cert in
+        <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::pem_slice_iter(
+            sim.ca_pem().as_bytes(),
+        )
+    {
         roots.add(cert.unwrap()).unwrap();
     }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     let addr = sim.endpoint().trim_start_matches("https://").to_string();
     let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new()).handshake(TokioIo::new(tls)).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     sender
 }
@@ -104,7 +140,12 @@ async fn h2_connection(sim: &KubeSimHandle) -> H2 {
 async fn concurrent_watches(sim: &KubeSimHandle, count: usize, events: usize) -> usize {
     let client = sim.kube_client().await.unwrap();
     let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    ns.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "watch-bench"}})).unwrap()).await.unwrap();
+    ns.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "watch-bench"}})).unwrap(),
+    )
+    .await
+    .unwrap();
     let rv = sim.store().current_rv();
     let per_conn = 500;
     let mut conns = Vec::new();
@@ -122,9 +163,14 @@ async fn concurrent_watches(sim: &KubeSimHandle, count: usize, events: usize) ->
             "{}/apis/tekton.dev/v1/namespaces/watch-bench/pipelineruns?watch=1&resourceVersion={rv}&timeoutSeconds=600",
             sim.endpoint()
         );
-        let req = http::Request::get(uri).header("authorization", format!("Bearer {token}")).body(Empty::new()).unwrap();
+        let req = http::Request::get(uri)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Empty::new())
+            .unwrap();
         tokio::spawn(async move {
-            let Ok(resp) = sender.send_request(req).await else { return };
+            let Ok(resp) = sender.send_request(req).await else {
+                return;
+            };
             if resp.status() != 200 {
                 return;
             }
@@ -146,14 +192,25 @@ async fn concurrent_watches(sim: &KubeSimHandle, count: usize, events: usize) ->
     while open.load(Ordering::Relaxed) < count && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("watches: {} of {count} open after {:.2}s", open.load(Ordering::Relaxed), start.elapsed().as_secs_f64());
-    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("tekton.dev", "v1", "PipelineRun"), "pipelineruns");
+    println!(
+        "watches: {} of {count} open after {:.2}s",
+        open.load(Ordering::Relaxed),
+        start.elapsed().as_secs_f64()
+    );
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("tekton.dev", "v1", "PipelineRun"),
+        "pipelineruns",
+    );
     let api = Api::<DynamicObject>::namespaced_with(client, "watch-bench", &ar);
     let fan_out = Instant::now();
     for i in 0..events {
-        api.create(&PostParams::default(), &pipelinerun(&format!("w-{i}"))).await.unwrap();
+        api.create(&PostParams::default(), &pipelinerun(&format!("w-{i}")))
+            .await
+            .unwrap();
     }
-    while complete.load(Ordering::Relaxed) < count && Instant::now() < deadline + Duration::from_secs(60) {
+    while complete.load(Ordering::Relaxed) < count
+        && Instant::now() < deadline + Duration::from_secs(60)
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let done = complete.load(Ordering::Relaxed);
@@ -166,18 +223,31 @@ async fn concurrent_watches(sim: &KubeSimHandle, count: usize, events: usize) ->
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         let creates = env_usize("KUBE_SIM_BENCH_CREATES", 20_000);
         let watches = env_usize("KUBE_SIM_BENCH_WATCHES", 10_000);
         let concurrency = env_usize("KUBE_SIM_BENCH_CONCURRENCY", 64);
-        let sim = KubeSim::start(KubeSimOptions::default()).await.expect("kube-sim starts");
+        let sim = KubeSim::start(KubeSimOptions::default())
+            .await
+            .expect("kube-sim starts");
         let client = sim.kube_client().await.unwrap();
         let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
-        ns.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "bench"}})).unwrap()).await.unwrap();
+        ns.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "bench"}})).unwrap(),
+        )
+        .await
+        .unwrap();
         let (creates_per_s, inflight) = create_throughput(&sim, creates, concurrency).await;
         let watches_ok = concurrent_watches(&sim, watches, 5).await;
-        println!("kube-sim: creates_per_s={} inflight={inflight} watches={watches_ok}", creates_per_s.round() as u64);
+        println!(
+            "kube-sim: creates_per_s={} inflight={inflight} watches={watches_ok}",
+            creates_per_s.round() as u64
+        );
         sim.shutdown().await;
     });
 }

@@ -9,24 +9,38 @@ use crate::resources::ResourceInfo;
 use serde_json::{Map, Value, json};
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
 }
 
 pub fn root(registry: &[ResourceInfo]) -> Value {
     let mut paths = Map::new();
     for r in registry {
         let p = gv_path(r.gvr.group, r.gvr.version);
-        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=kube-sim")}));
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=kube-sim")}),
+        );
     }
     json!({"paths": paths})
 }
 
 pub fn group_version(registry: &[ResourceInfo], path: &str) -> Option<Value> {
     let mut paths = Map::new();
-    for r in registry.iter().filter(|r| gv_path(r.gvr.group, r.gvr.version) == path) {
+    for r in registry
+        .iter()
+        .filter(|r| gv_path(r.gvr.group, r.gvr.version) == path)
+    {
         let gvk = json!({"group": r.gvr.group, "version": r.gvr.version, "kind": r.kind});
         let mut content = Map::new();
-        for ct in ["application/json-patch+json", "application/merge-patch+json", "application/apply-patch+yaml"] {
+        for ct in [
+            "application/json-patch+json",
+            "application/merge-patch+json",
+            "application/apply-patch+yaml",
+        ] {
             content.insert(ct.to_string(), json!({"schema": {"type": "object"}}));
         }
         let param = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": true}});
@@ -41,12 +55,19 @@ pub fn group_version(registry: &[ResourceInfo], path: &str) -> Option<Value> {
         };
         let mut patch = op("patch");
         patch["requestBody"] = json!({"content": content});
-        let item = json!({"get": op("get"), "put": op("put"), "patch": patch, "delete": op("delete")});
+        let item =
+            json!({"get": op("get"), "put": op("put"), "patch": patch, "delete": op("delete")});
         let collection = json!({"get": op("list"), "post": op("post")});
         let base = format!("/{}", path);
         if r.namespaced {
-            paths.insert(format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.gvr.plural), item);
-            paths.insert(format!("{base}/namespaces/{{namespace}}/{}", r.gvr.plural), collection);
+            paths.insert(
+                format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.gvr.plural),
+                item,
+            );
+            paths.insert(
+                format!("{base}/namespaces/{{namespace}}/{}", r.gvr.plural),
+                collection,
+            );
         } else {
             paths.insert(format!("{base}/{}/{{name}}", r.gvr.plural), item);
             paths.insert(format!("{base}/{}", r.gvr.plural), collection);

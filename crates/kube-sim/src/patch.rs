@@ -30,7 +30,8 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
-    let p: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
+    let p: json_patch::Patch =
+        serde_json::from_value(patch.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
     json_patch::patch(target, &p).map_err(|e| e.to_string())
 }
 
@@ -57,11 +58,21 @@ pub fn leaf_paths(v: &Value) -> BTreeSet<Vec<String>> {
         m.remove("apiVersion");
         m.remove("kind");
         if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
-            for f in ["name", "namespace", "resourceVersion", "uid", "managedFields", "creationTimestamp"] {
+            for f in [
+                "name",
+                "namespace",
+                "resourceVersion",
+                "uid",
+                "managedFields",
+                "creationTimestamp",
+            ] {
                 meta.remove(f);
             }
         }
-        if m.get("metadata").and_then(Value::as_object).is_some_and(|meta| meta.is_empty()) {
+        if m.get("metadata")
+            .and_then(Value::as_object)
+            .is_some_and(|meta| meta.is_empty())
+        {
             m.remove("metadata");
         }
     }
@@ -91,7 +102,9 @@ pub fn from_fields_v1(v: &Value) -> BTreeSet<Vec<String>> {
         match v.as_object() {
             Some(m) if !m.is_empty() => {
                 for (k, child) in m {
-                    let Some(seg) = k.strip_prefix("f:") else { continue };
+                    let Some(seg) = k.strip_prefix("f:") else {
+                        continue;
+                    };
                     prefix.push(seg.to_string());
                     walk(child, prefix, out);
                     prefix.pop();
@@ -114,7 +127,9 @@ fn get_path<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
 }
 
 fn remove_path(v: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut cur = v;
     for seg in parents {
         match cur.get_mut(seg) {
@@ -148,8 +163,11 @@ pub fn apply(
 ) -> Result<Value, Vec<ApplyConflict>> {
     let mine = leaf_paths(config);
     let mut obj = current.cloned().unwrap_or_else(|| json!({}));
-    let mut entries: Vec<Value> =
-        obj.pointer("/metadata/managedFields").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut entries: Vec<Value> = obj
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mut previously_mine = BTreeSet::new();
     let mut others_owned = BTreeSet::new();
     let mut conflicts = Vec::new();
@@ -194,7 +212,10 @@ pub fn apply(
         meta.remove("resourceVersion");
     }
     merge_patch(&mut obj, &patch);
-    entries.retain(|e| !(e["manager"] == manager && e["operation"] == "Apply") && !from_fields_v1(&e["fieldsV1"]).is_empty());
+    entries.retain(|e| {
+        let mine = e["manager"] == manager && e["operation"] == "Apply";
+        !mine && !from_fields_v1(&e["fieldsV1"]).is_empty()
+    });
     entries.push(json!({
         "manager": manager,
         "operation": "Apply",
@@ -229,7 +250,14 @@ mod tests {
         assert_eq!(o["spec"], json!({"x": 1, "y": 1}));
         let cfg_b = json!({"metadata": {"name": "x"}, "spec": {"x": 2}});
         let c = apply(Some(&o), &cfg_b, "b", "v1", false, "t").unwrap_err();
-        assert_eq!(c, vec![ApplyConflict { manager: "a".into(), operation_api_version: None, field: ".spec.x".into() }]);
+        assert_eq!(
+            c,
+            vec![ApplyConflict {
+                manager: "a".into(),
+                operation_api_version: None,
+                field: ".spec.x".into()
+            }]
+        );
         // Same value is shared ownership, not a conflict.
         let same = json!({"metadata": {"name": "x"}, "spec": {"x": 1}});
         assert!(apply(Some(&o), &same, "b", "v1", false, "t").is_ok());
@@ -243,7 +271,9 @@ mod tests {
 
     #[test]
     fn fields_v1_round_trip() {
-        let paths = leaf_paths(&json!({"spec": {"a": {"b": 1}, "c": [1]}, "metadata": {"labels": {"l": "v"}}}));
+        let paths = leaf_paths(
+            &json!({"spec": {"a": {"b": 1}, "c": [1]}, "metadata": {"labels": {"l": "v"}}}),
+        );
         assert_eq!(from_fields_v1(&to_fields_v1(&paths)), paths);
     }
 }

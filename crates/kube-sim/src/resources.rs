@@ -38,7 +38,16 @@ impl ResourceInfo {
     }
 
     pub fn verbs(&self) -> Vec<&'static str> {
-        vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        vec![
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ]
     }
 }
 
@@ -73,26 +82,131 @@ fn res(
 /// Every served resource. `crds` (the loaded Tekton CRDs) supply printer columns.
 pub fn registry(crds: &[Value]) -> Vec<ResourceInfo> {
     let mut out = vec![
-        res(gvr::NAMESPACES, gvr::NAMESPACES, "Namespace", "namespace", false, true, false, &["ns"], &[]),
-        res(gvr::PODS, gvr::PODS, "Pod", "pod", true, true, false, &["po"], &["all"]),
-        res(gvr::SECRETS, gvr::SECRETS, "Secret", "secret", true, false, false, &[], &[]),
-        res(gvr::CONFIGMAPS, gvr::CONFIGMAPS, "ConfigMap", "configmap", true, false, false, &["cm"], &[]),
-        res(gvr::SERVICEACCOUNTS, gvr::SERVICEACCOUNTS, "ServiceAccount", "serviceaccount", true, false, false, &["sa"], &[]),
-        res(gvr::PVCS, gvr::PVCS, "PersistentVolumeClaim", "persistentvolumeclaim", true, true, false, &["pvc"], &[]),
-        res(gvr::EVENTS, gvr::EVENTS, "Event", "event", true, false, false, &["ev"], &[]),
-        res(gvr::STORAGECLASSES, gvr::STORAGECLASSES, "StorageClass", "storageclass", false, false, false, &["sc"], &[]),
-        res(gvr::CRDS, gvr::CRDS, "CustomResourceDefinition", "customresourcedefinition", false, true, false, &["crd", "crds"], &[]),
+        res(
+            gvr::NAMESPACES,
+            gvr::NAMESPACES,
+            "Namespace",
+            "namespace",
+            false,
+            true,
+            false,
+            &["ns"],
+            &[],
+        ),
+        res(
+            gvr::PODS,
+            gvr::PODS,
+            "Pod",
+            "pod",
+            true,
+            true,
+            false,
+            &["po"],
+            &["all"],
+        ),
+        res(
+            gvr::SECRETS,
+            gvr::SECRETS,
+            "Secret",
+            "secret",
+            true,
+            false,
+            false,
+            &[],
+            &[],
+        ),
+        res(
+            gvr::CONFIGMAPS,
+            gvr::CONFIGMAPS,
+            "ConfigMap",
+            "configmap",
+            true,
+            false,
+            false,
+            &["cm"],
+            &[],
+        ),
+        res(
+            gvr::SERVICEACCOUNTS,
+            gvr::SERVICEACCOUNTS,
+            "ServiceAccount",
+            "serviceaccount",
+            true,
+            false,
+            false,
+            &["sa"],
+            &[],
+        ),
+        res(
+            gvr::PVCS,
+            gvr::PVCS,
+            "PersistentVolumeClaim",
+            "persistentvolumeclaim",
+            true,
+            true,
+            false,
+            &["pvc"],
+            &[],
+        ),
+        res(
+            gvr::EVENTS,
+            gvr::EVENTS,
+            "Event",
+            "event",
+            true,
+            false,
+            false,
+            &["ev"],
+            &[],
+        ),
+        res(
+            gvr::STORAGECLASSES,
+            gvr::STORAGECLASSES,
+            "StorageClass",
+            "storageclass",
+            false,
+            false,
+            false,
+            &["sc"],
+            &[],
+        ),
+        res(
+            gvr::CRDS,
+            gvr::CRDS,
+            "CustomResourceDefinition",
+            "customresourcedefinition",
+            false,
+            true,
+            false,
+            &["crd", "crds"],
+            &[],
+        ),
     ];
     let tekton: [(Gvr, &str, &str, &[&str]); 4] = [
         (gvr::TASKS, "Task", "task", &[]),
         (gvr::PIPELINES, "Pipeline", "pipeline", &[]),
-        (gvr::PIPELINERUNS, "PipelineRun", "pipelinerun", &["pr", "prs"]),
+        (
+            gvr::PIPELINERUNS,
+            "PipelineRun",
+            "pipelinerun",
+            &["pr", "prs"],
+        ),
         (gvr::TASKRUNS, "TaskRun", "taskrun", &["tr", "trs"]),
     ];
     for version in ["v1", "v1beta1"] {
         for (storage, kind, singular, short) in tekton {
             let served = Gvr::new("tekton.dev", version, storage.plural);
-            let mut r = res(served, storage, kind, singular, true, true, true, short, TEKTON_CATEGORIES);
+            let mut r = res(
+                served,
+                storage,
+                kind,
+                singular,
+                true,
+                true,
+                true,
+                short,
+                TEKTON_CATEGORIES,
+            );
             r.printer_columns = crd_printer_columns(crds, "tekton.dev", storage.plural, version);
             out.push(r);
         }
@@ -100,11 +214,22 @@ pub fn registry(crds: &[Value]) -> Vec<ResourceInfo> {
     out
 }
 
-fn crd_printer_columns(crds: &[Value], group: &str, plural: &str, version: &str) -> Vec<PrinterColumn> {
-    let Some(crd) = crds.iter().find(|c| c["spec"]["group"] == group && c["spec"]["names"]["plural"] == plural) else {
+fn crd_printer_columns(
+    crds: &[Value],
+    group: &str,
+    plural: &str,
+    version: &str,
+) -> Vec<PrinterColumn> {
+    let Some(crd) = crds
+        .iter()
+        .find(|c| c["spec"]["group"] == group && c["spec"]["names"]["plural"] == plural)
+    else {
         return Vec::new();
     };
-    let versions = crd["spec"]["versions"].as_array().cloned().unwrap_or_default();
+    let versions = crd["spec"]["versions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let Some(v) = versions.iter().find(|v| v["name"] == version) else {
         return Vec::new();
     };
@@ -141,7 +266,12 @@ pub fn parse_crd(yaml: &str) -> Result<Value, String> {
 /// The embedded CRDs, parsed once per process.
 pub fn embedded_crds() -> &'static [Value] {
     static CRDS: std::sync::OnceLock<Vec<Value>> = std::sync::OnceLock::new();
-    CRDS.get_or_init(|| EMBEDDED_CRDS.iter().map(|y| parse_crd(y).expect("embedded CRD parses")).collect())
+    CRDS.get_or_init(|| {
+        EMBEDDED_CRDS
+            .iter()
+            .map(|y| parse_crd(y).expect("embedded CRD parses"))
+            .collect()
+    })
 }
 
 /// CRDs from `dir/300-*.yaml`.
@@ -151,14 +281,17 @@ pub fn load_crds(dir: &std::path::Path) -> Result<Vec<Value>, String> {
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("300-") && n.ends_with(".yaml"))
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("300-") && n.ends_with(".yaml"))
         })
         .collect();
     files.sort();
     files
         .iter()
         .map(|p| {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()))?;
+            let text =
+                std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()))?;
             parse_crd(&text).map_err(|e| format!("{}: {e}", p.display()))
         })
         .collect()

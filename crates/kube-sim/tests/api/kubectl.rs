@@ -22,7 +22,11 @@ impl Kubectl {
             .output()
             .await
             .expect("kubectl runs");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     async fn ok(&self, args: &[&str]) -> String {
@@ -39,7 +43,10 @@ impl Kubectl {
 }
 
 fn kubectl_available() -> bool {
-    match std::process::Command::new("kubectl").args(["version", "--client"]).output() {
+    match std::process::Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+    {
         Ok(o) => o.status.success(),
         Err(_) => false,
     }
@@ -54,7 +61,9 @@ async fn kubectl_commands_work_against_kube_sim() {
         return;
     }
     let (sim, client) = start().await;
-    let k = Kubectl { dir: tempfile::tempdir().unwrap() };
+    let k = Kubectl {
+        dir: tempfile::tempdir().unwrap(),
+    };
     std::fs::write(k.dir.path().join("config"), sim.kubeconfig_yaml()).unwrap();
     assert!(Path::new(&k.dir.path().join("config")).exists());
     namespace(&client, "ci").await;
@@ -63,21 +72,37 @@ async fn kubectl_commands_work_against_kube_sim() {
     let out = k.ok(&["get", "ns"]).await;
     let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(header, ["NAME", "STATUS", "AGE"]);
-    assert!(out.lines().any(|l| l.split_whitespace().take(2).eq(["ci", "Active"])), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().take(2).eq(["ci", "Active"])),
+        "{out}"
+    );
 
     // kubectl apply -f task.yaml: create, re-apply unchanged, re-apply changed
     let f = k.write("task.yaml", &TASK.replace("MESSAGE", "hi"));
-    assert_eq!(k.ok(&["apply", "-f", &f]).await.trim(), "task.tekton.dev/hello created");
-    assert_eq!(k.ok(&["apply", "-f", &f]).await.trim(), "task.tekton.dev/hello unchanged");
+    assert_eq!(
+        k.ok(&["apply", "-f", &f]).await.trim(),
+        "task.tekton.dev/hello created"
+    );
+    assert_eq!(
+        k.ok(&["apply", "-f", &f]).await.trim(),
+        "task.tekton.dev/hello unchanged"
+    );
     let f = k.write("task.yaml", &TASK.replace("MESSAGE", "bye"));
-    assert_eq!(k.ok(&["apply", "-f", &f]).await.trim(), "task.tekton.dev/hello configured");
+    assert_eq!(
+        k.ok(&["apply", "-f", &f]).await.trim(),
+        "task.tekton.dev/hello configured"
+    );
     let task = sim.cluster().get(&gvr::TASKS, Some("ci"), "hello").unwrap();
     assert_eq!(task["spec"]["steps"][0]["script"], "echo bye");
     assert_eq!(task["metadata"]["generation"], 2);
 
     // A PipelineRun with a pod whose step ran, as the controller would leave them.
     let prs = pipelineruns(&client, "ci");
-    let pr = prs.create(&PostParams::default(), &pipelinerun("build-1")).await.unwrap();
+    let pr = prs
+        .create(&PostParams::default(), &pipelinerun("build-1"))
+        .await
+        .unwrap();
     sim.cluster()
         .update_status(&gvr::PIPELINERUNS, Some("ci"), "build-1", json!({
             "conditions": [{"type": "Succeeded", "status": "True", "reason": "Succeeded", "message": "Tasks Completed: 1"}],
@@ -97,32 +122,62 @@ async fn kubectl_commands_work_against_kube_sim() {
             {"name": "step-push", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
         ]}))
         .unwrap();
-    sim.cluster().append_pod_log("ci", "build-1-build-pod", "step-build", "STEP 1/2: FROM alpine");
-    sim.cluster().append_pod_log("ci", "build-1-build-pod", "step-build", "COMMIT done");
+    sim.cluster().append_pod_log(
+        "ci",
+        "build-1-build-pod",
+        "step-build",
+        "STEP 1/2: FROM alpine",
+    );
+    sim.cluster()
+        .append_pod_log("ci", "build-1-build-pod", "step-build", "COMMIT done");
 
     // kubectl get pipelineruns -n ci
     let out = k.ok(&["get", "pipelineruns", "-n", "ci"]).await;
-    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(lines[0], ["NAME", "SUCCEEDED", "REASON", "STARTTIME", "COMPLETIONTIME"], "{out}");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["NAME", "SUCCEEDED", "REASON", "STARTTIME", "COMPLETIONTIME"],
+        "{out}"
+    );
     assert_eq!(lines[1][..3], ["build-1", "True", "Succeeded"], "{out}");
 
     // kubectl get pipelinerun NAME -o yaml
-    let out = k.ok(&["get", "pipelinerun", "build-1", "-n", "ci", "-o", "yaml"]).await;
+    let out = k
+        .ok(&["get", "pipelinerun", "build-1", "-n", "ci", "-o", "yaml"])
+        .await;
     let v: Value = serde_saphyr::from_str(&out).unwrap();
     assert_eq!(v["apiVersion"], "tekton.dev/v1");
     assert_eq!(v["metadata"]["name"], "build-1");
     assert_eq!(v["status"]["conditions"][0]["reason"], "Succeeded");
 
     // kubectl logs POD -c step-build
-    let out = k.ok(&["logs", "build-1-build-pod", "-n", "ci", "-c", "step-build"]).await;
+    let out = k
+        .ok(&["logs", "build-1-build-pod", "-n", "ci", "-c", "step-build"])
+        .await;
     assert_eq!(out, "STEP 1/2: FROM alpine\nCOMMIT done\n");
 
     // kubectl delete pipelinerun NAME (dependents go with it)
-    let out = k.ok(&["delete", "pipelinerun", "build-1", "-n", "ci"]).await;
+    let out = k
+        .ok(&["delete", "pipelinerun", "build-1", "-n", "ci"])
+        .await;
     assert_eq!(out.trim(), "pipelinerun.tekton.dev \"build-1\" deleted");
-    assert!(sim.cluster().get(&gvr::PIPELINERUNS, Some("ci"), "build-1").is_none());
-    assert!(sim.cluster().get(&gvr::PODS, Some("ci"), "build-1-build-pod").is_none());
+    assert!(
+        sim.cluster()
+            .get(&gvr::PIPELINERUNS, Some("ci"), "build-1")
+            .is_none()
+    );
+    assert!(
+        sim.cluster()
+            .get(&gvr::PODS, Some("ci"), "build-1-build-pod")
+            .is_none()
+    );
     let (ok, _, err) = k.run(&["get", "pipelinerun", "build-1", "-n", "ci"]).await;
     assert!(!ok);
-    assert_eq!(err.trim(), "Error from server (NotFound): pipelineruns.tekton.dev \"build-1\" not found");
+    assert_eq!(
+        err.trim(),
+        "Error from server (NotFound): pipelineruns.tekton.dev \"build-1\" not found"
+    );
 }
