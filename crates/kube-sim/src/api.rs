@@ -1144,6 +1144,22 @@ impl WatchCtx {
             (EventKind::Deleted, Some(true), _) | (EventKind::Deleted, None, true) => "DELETED",
             _ => return None,
         };
+        if self.version
+            == ev
+                .object
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .and_then(|a| a.rsplit('/').next())
+                .unwrap_or("")
+        {
+            let mut line = Vec::with_capacity(ev.object_json().len() + 32);
+            line.extend_from_slice(b"{\"type\":\"");
+            line.extend_from_slice(kind.as_bytes());
+            line.extend_from_slice(b"\",\"object\":");
+            line.extend_from_slice(ev.object_json());
+            line.extend_from_slice(b"}\n");
+            return Some(Bytes::from(line));
+        }
         let obj =
             conversion::from_storage(self.group, self.version, self.plural, (*ev.object).clone());
         Some(watch_line(kind, &obj))

@@ -22,6 +22,29 @@ pub struct WatchEvent {
     pub rv: u64,
     pub object: Arc<Value>,
     pub old: Option<Arc<Value>>,
+    /// The object serialized once for all storage-version watchers (fan-out to
+    /// thousands of watches must not serialize thousands of times).
+    pub json: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl WatchEvent {
+    pub fn new(kind: EventKind, rv: u64, object: Arc<Value>, old: Option<Arc<Value>>) -> Self {
+        Self {
+            kind,
+            rv,
+            object,
+            old,
+            json: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn object_json(&self) -> &bytes::Bytes {
+        self.json.get_or_init(|| {
+            serde_json::to_vec(&*self.object)
+                .expect("JSON serializes")
+                .into()
+        })
+    }
 }
 
 /// How a resource behaves in storage (a subset of `ResourceInfo`).
@@ -239,12 +262,7 @@ impl Store {
     ) {
         let rv = st.rv;
         let table = st.tables.get_mut(&k.gvr).expect("table exists");
-        let ev = Arc::new(WatchEvent {
-            kind,
-            rv,
-            object: object.clone(),
-            old,
-        });
+        let ev = Arc::new(WatchEvent::new(kind, rv, object.clone(), old));
         table.history.push_back(ev.clone());
         while table.history.len() > self.history_limit {
             if let Some(dropped) = table.history.pop_front() {
@@ -355,12 +373,7 @@ impl Store {
                     let rv = meta_str(o, "resourceVersion")
                         .and_then(|s| s.parse().ok())
                         .unwrap_or(0);
-                    Arc::new(WatchEvent {
-                        kind: EventKind::Added,
-                        rv,
-                        object: o.clone(),
-                        old: None,
-                    })
+                    Arc::new(WatchEvent::new(EventKind::Added, rv, o.clone(), None))
                 })
                 .collect(),
             Some(rv) => {

@@ -291,6 +291,20 @@ async fn v1beta1_serves_the_same_objects_with_renamed_results() {
     );
     let v1 = prs.get("r").await.unwrap();
     assert_eq!(v1.data["status"]["results"][0]["value"], "sha256:1");
+    // Watches convert too.
+    use futures::StreamExt;
+    let mut w = beta
+        .watch(&kube::api::WatchParams::default().disable_bookmarks(), "0")
+        .await
+        .unwrap()
+        .boxed();
+    match w.next().await.unwrap().unwrap() {
+        kube::api::WatchEvent::Added(o) => {
+            assert_eq!(o.types.unwrap().api_version, "tekton.dev/v1beta1");
+            assert_eq!(o.data["status"]["pipelineResults"][0]["value"], "sha256:1");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]

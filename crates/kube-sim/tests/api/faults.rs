@@ -11,6 +11,10 @@ fn cm(name: &str) -> ConfigMap {
 }
 
 async fn raw_get(sim: &kube_sim::KubeSimHandle, path: &str) -> String {
+    raw(sim, "GET", path, "").await
+}
+
+async fn raw(sim: &kube_sim::KubeSimHandle, method: &str, path: &str, body: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = sim
         .http_endpoint()
@@ -19,8 +23,9 @@ async fn raw_get(sim: &kube_sim::KubeSimHandle, path: &str) -> String {
         .to_string();
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-        sim.admin_token()
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        sim.admin_token(),
+        body.len()
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();
@@ -149,4 +154,41 @@ async fn latency_dropped_watches_and_server_restart() {
     cms.get("kept")
         .await
         .expect("same state after the server comes back");
+}
+
+#[tokio::test]
+async fn faults_admin_endpoint_for_the_standalone_server() {
+    let (sim, client) = start_with(kube_sim::KubeSimOptions {
+        http_port: Some(0),
+        ..Default::default()
+    })
+    .await;
+    let r = raw(
+        &sim,
+        "POST",
+        "/kube-sim/faults",
+        r#"{"verb": "create", "resource": "configmaps", "error": 500, "times": 1}"#,
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 201"), "{r}");
+    assert!(
+        raw_get(&sim, "/kube-sim/faults")
+            .await
+            .contains(r#""error":500"#)
+    );
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let e = api_error(cms.create(&PostParams::default(), &cm("x")).await);
+    assert_eq!((e.code, e.reason.as_str()), (500, "InternalError"));
+    cms.create(&PostParams::default(), &cm("x")).await.unwrap();
+    assert!(sim.faults().list().is_empty(), "the counted rule was used");
+    let bad = raw(&sim, "POST", "/kube-sim/faults", r#"{"verb": "get"}"#).await;
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    assert!(bad.contains("a fault needs one of"), "{bad}");
+    raw(&sim, "POST", "/kube-sim/faults", r#"{"latencyMs": 1}"#).await;
+    assert!(
+        raw(&sim, "DELETE", "/kube-sim/faults", "")
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(sim.faults().list().is_empty());
 }
