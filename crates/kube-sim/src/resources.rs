@@ -247,17 +247,12 @@ fn crd_printer_columns(
         .unwrap_or_default()
 }
 
-/// The Tekton CRDs shipped with the crate (copied from shared/tekton/crds).
-pub const EMBEDDED_CRDS: &[&str] = &[
-    include_str!("../crds/300-customrun.yaml"),
-    include_str!("../crds/300-pipeline.yaml"),
-    include_str!("../crds/300-pipelinerun.yaml"),
-    include_str!("../crds/300-resolutionrequest.yaml"),
-    include_str!("../crds/300-stepaction.yaml"),
-    include_str!("../crds/300-task.yaml"),
-    include_str!("../crds/300-taskrun.yaml"),
-    include_str!("../crds/300-verificationpolicy.yaml"),
-];
+/// The Tekton CRDs shipped with the crate: `crds/300-*.yaml` (copied from
+/// shared/tekton/crds) converted once to JSON, because parsing 1.4 MB of YAML
+/// takes seconds in debug builds and every test process would pay it. The
+/// test `embedded_json_matches_yaml` keeps the two in step (run it with
+/// `KUBE_SIM_REGENERATE_CRDS=1` after changing the YAML).
+const EMBEDDED_CRDS_JSON: &str = include_str!("../crds/tekton-crds.json");
 
 pub fn parse_crd(yaml: &str) -> Result<Value, String> {
     serde_saphyr::from_str::<Value>(yaml).map_err(|e| format!("invalid CRD YAML: {e}"))
@@ -266,12 +261,7 @@ pub fn parse_crd(yaml: &str) -> Result<Value, String> {
 /// The embedded CRDs, parsed once per process.
 pub fn embedded_crds() -> &'static [Value] {
     static CRDS: std::sync::OnceLock<Vec<Value>> = std::sync::OnceLock::new();
-    CRDS.get_or_init(|| {
-        EMBEDDED_CRDS
-            .iter()
-            .map(|y| parse_crd(y).expect("embedded CRD parses"))
-            .collect()
-    })
+    CRDS.get_or_init(|| serde_json::from_str(EMBEDDED_CRDS_JSON).expect("embedded CRD JSON parses"))
 }
 
 /// CRDs from `dir/300-*.yaml`.
@@ -295,4 +285,27 @@ pub fn load_crds(dir: &std::path::Path) -> Result<Vec<Value>, String> {
             parse_crd(&text).map_err(|e| format!("{}: {e}", p.display()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn embedded_json_matches_yaml() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        let from_yaml = super::load_crds(&dir).unwrap();
+        if std::env::var_os("KUBE_SIM_REGENERATE_CRDS").is_some() {
+            std::fs::write(dir.join("tekton-crds.json"), serde_json::to_string(&from_yaml).unwrap()).unwrap();
+        }
+        assert_eq!(super::embedded_crds(), from_yaml.as_slice(), "crds/tekton-crds.json is stale");
+    }
+
+    #[test]
+    fn embedded_crds_give_printer_columns() {
+        let crds = super::embedded_crds();
+        assert_eq!(crds.len(), 8);
+        let reg = super::registry(crds);
+        let pr = reg.iter().find(|r| r.gvr.plural == "pipelineruns" && r.gvr.version == "v1").unwrap();
+        let names: Vec<&str> = pr.printer_columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["Succeeded", "Reason", "StartTime", "CompletionTime"]);
+    }
 }
