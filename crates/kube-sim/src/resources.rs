@@ -294,9 +294,17 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
         let from_yaml = super::load_crds(&dir).unwrap();
         if std::env::var_os("KUBE_SIM_REGENERATE_CRDS").is_some() {
-            std::fs::write(dir.join("tekton-crds.json"), serde_json::to_string(&from_yaml).unwrap()).unwrap();
+            std::fs::write(
+                dir.join("tekton-crds.json"),
+                serde_json::to_string(&from_yaml).unwrap(),
+            )
+            .unwrap();
         }
-        assert_eq!(super::embedded_crds(), from_yaml.as_slice(), "crds/tekton-crds.json is stale");
+        assert_eq!(
+            super::embedded_crds(),
+            from_yaml.as_slice(),
+            "crds/tekton-crds.json is stale"
+        );
     }
 
     #[test]
@@ -304,8 +312,14 @@ mod tests {
         let crds = super::embedded_crds();
         assert_eq!(crds.len(), 8);
         let reg = super::registry(crds);
-        let pr = reg.iter().find(|r| r.gvr.plural == "pipelineruns" && r.gvr.version == "v1").unwrap();
+        let pr = reg
+            .iter()
+            .find(|r| r.gvr.plural == "pipelineruns" && r.gvr.version == "v1")
+            .unwrap();
         let names: Vec<&str> = pr.printer_columns.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["Succeeded", "Reason", "StartTime", "CompletionTime"]);
+        assert_eq!(
+            names,
+            ["Succeeded", "Reason", "StartTime", "CompletionTime"]
+        );
     }
 }

@@ -126,6 +126,31 @@ struct State {
     rv: u64,
     tables: HashMap<Gvr, Table>,
     logs: HashMap<(String, String, String), Vec<LogLine>>,
+    /// owner uid → dependents, so cascading deletion does not scan every object.
+    owners: HashMap<String, std::collections::HashSet<(Gvr, Key)>>,
+}
+
+fn owner_uids(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r["uid"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn key_of(k: &Kind, obj: &Value) -> Key {
+    let ns = if k.namespaced {
+        meta_str(obj, "namespace").unwrap_or("")
+    } else {
+        ""
+    };
+    (
+        ns.to_string(),
+        meta_str(obj, "name").unwrap_or("").to_string(),
+    )
 }
 
 /// Who performs a write: API clients get status/spec separation and
@@ -237,6 +262,7 @@ impl Store {
                 rv: 1,
                 tables,
                 logs: HashMap::new(),
+                owners: HashMap::new(),
             }),
             global: broadcast::channel(65536).0,
             logs_changed: Notify::new(),
@@ -261,6 +287,26 @@ impl Store {
         old: Option<Arc<Value>>,
     ) {
         let rv = st.rv;
+        // Keep the owner index in step with every change.
+        let key = key_of(k, &object);
+        if let Some(o) = &old {
+            for uid in owner_uids(o) {
+                if let Some(set) = st.owners.get_mut(&uid) {
+                    set.remove(&(k.gvr, key.clone()));
+                    if set.is_empty() {
+                        st.owners.remove(&uid);
+                    }
+                }
+            }
+        }
+        if kind != EventKind::Deleted {
+            for uid in owner_uids(&object) {
+                st.owners
+                    .entry(uid)
+                    .or_default()
+                    .insert((k.gvr, key.clone()));
+            }
+        }
         let table = st.tables.get_mut(&k.gvr).expect("table exists");
         let ev = Arc::new(WatchEvent::new(kind, rv, object.clone(), old));
         table.history.push_back(ev.clone());
@@ -767,18 +813,11 @@ impl Store {
         }
         let uid = meta_str(&old, "uid").unwrap_or("").to_string();
         // Dependents: objects whose ownerReferences name this uid.
-        let mut dependents = Vec::new();
-        for g in ALL_STORAGE {
-            for (dkey, obj) in &st.tables[g].objects {
-                let owned = obj
-                    .pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array)
-                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid.as_str()));
-                if owned {
-                    dependents.push((*g, dkey.clone()));
-                }
-            }
-        }
+        let dependents: Vec<(Gvr, Key)> = st
+            .owners
+            .get(&uid)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default();
         for (g, (dns, dname)) in dependents {
             let dk = storage_kind(&g).expect("known");
             let dns_opt = if dk.namespaced {
@@ -1150,5 +1189,65 @@ mod tests {
         let rv = s.current_rv();
         let (backlog, _) = s.watch(&nsk, Some(rv - 1)).unwrap();
         assert!(backlog.len() <= 1);
+    }
+
+    #[test]
+    fn cascade_follows_owner_chains_and_honours_finalizers() {
+        let (s, _, prk) = setup();
+        let trk = storage_kind(&gvr::TASKRUNS).unwrap();
+        let podk = storage_kind(&gvr::PODS).unwrap();
+        let owned_by = |o: &Value| json!([{"uid": o["metadata"]["uid"], "name": o["metadata"]["name"], "kind": "x", "apiVersion": "v1"}]);
+        let pr = s
+            .create(
+                &prk,
+                Some("ns"),
+                json!({"metadata": {"name": "pr"}}),
+                Writer::Api,
+            )
+            .unwrap();
+        let tr = s
+            .create(
+                &trk,
+                Some("ns"),
+                json!({"metadata": {"name": "tr", "ownerReferences": owned_by(&pr)}}),
+                Writer::Controller,
+            )
+            .unwrap();
+        s.create(
+            &podk,
+            Some("ns"),
+            json!({"metadata": {"name": "pod", "ownerReferences": owned_by(&tr)}}),
+            Writer::Controller,
+        )
+        .unwrap();
+        s.create(
+            &podk,
+            Some("ns"),
+            json!({"metadata": {"name": "held", "finalizers": ["x/y"], "ownerReferences": owned_by(&tr)}}),
+            Writer::Controller,
+        )
+        .unwrap();
+        let mut events = s.subscribe();
+        Store::delete(
+            &s,
+            &prk,
+            Some("ns"),
+            "pr",
+            Propagation::Background,
+            (None, None),
+        )
+        .unwrap();
+        assert!(s.get(&trk, Some("ns"), "tr").is_none());
+        assert!(s.get(&podk, Some("ns"), "pod").is_none());
+        let held = s
+            .get(&podk, Some("ns"), "held")
+            .expect("finalizer keeps it");
+        assert!(held.pointer("/metadata/deletionTimestamp").is_some());
+        // The owner's DELETED comes first, like background deletion.
+        let first = events.try_recv().unwrap();
+        assert_eq!(
+            (first.kind, first.gvr),
+            (EventKind::Deleted, gvr::PIPELINERUNS)
+        );
     }
 }
