@@ -331,7 +331,7 @@ impl Api {
             "get" if t.subresource.as_deref() == Some("log") => self.pod_log(&t, &q).await,
             "get" => self.get(&t, &accept, &q),
             "list" => self.list(&t, &q, &accept),
-            "watch" => self.watch(&t, &q, watch_faults),
+            "watch" => self.watch(&t, &q, &accept, watch_faults),
             "create" => self.create(&t, &body, &content_type),
             "update" => self.update(&t, &body, &content_type),
             "patch" => self.patch(&t, &body, &content_type, &q),
@@ -768,6 +768,7 @@ impl Api {
         &self,
         t: &Target<'_>,
         q: &HashMap<String, String>,
+        accept: &str,
         faults: Vec<FaultAction>,
     ) -> Result<Response<Body>, ApiError> {
         let (labels, fields) = Self::selectors(q)?;
@@ -847,6 +848,14 @@ impl Api {
             bookmark_interval: self.bookmark_interval,
             deadline: [timeout, drop_after].into_iter().flatten().min(),
             drop_signal: self.faults.drop_signal(),
+            table: accept.contains("as=Table").then(|| {
+                let include = q
+                    .get("includeObject")
+                    .cloned()
+                    .unwrap_or_else(|| "PartialObjectMetadata".into());
+                (t.info.clone(), include)
+            }),
+            table_header_sent: std::cell::Cell::new(false),
         };
         tokio::spawn(ctx.run(backlog, live, tx));
         Ok(resp)
@@ -1120,6 +1129,9 @@ struct WatchCtx {
     bookmark_interval: Duration,
     deadline: Option<Duration>,
     drop_signal: tokio::sync::watch::Receiver<u64>,
+    /// `kubectl get -w` asks for Table objects in watch events.
+    table: Option<(ResourceInfo, String)>,
+    table_header_sent: std::cell::Cell<bool>,
 }
 
 impl WatchCtx {
@@ -1144,6 +1156,27 @@ impl WatchCtx {
             (EventKind::Deleted, Some(true), _) | (EventKind::Deleted, None, true) => "DELETED",
             _ => return None,
         };
+        if let Some((info, include)) = &self.table {
+            let obj = conversion::from_storage(
+                self.group,
+                self.version,
+                self.plural,
+                (*ev.object).clone(),
+            );
+            let mut tab = table::to_table(
+                info,
+                std::slice::from_ref(&obj),
+                &ev.rv.to_string(),
+                include,
+            );
+            // Like the API server: column definitions only in the first event.
+            if self.table_header_sent.replace(true)
+                && let Some(m) = tab.as_object_mut()
+            {
+                m["columnDefinitions"] = json!([]);
+            }
+            return Some(watch_line(kind, &tab));
+        }
         if self.version
             == ev
                 .object
