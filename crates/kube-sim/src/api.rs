@@ -297,6 +297,15 @@ impl Api {
                 other => watch_faults.push(other),
             }
         }
+        if q.contains_key("dryRun")
+            && matches!(
+                verb,
+                "create" | "update" | "patch" | "delete" | "deletecollection"
+            )
+        {
+            // Better a visible refusal than a "dry run" that writes.
+            return Err(ApiError::bad_request("dryRun is not supported by kube-sim"));
+        }
         let accept = req
             .headers()
             .get(header::ACCEPT)
