@@ -197,6 +197,13 @@ fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
     obj.get("metadata")?.get(field)?.as_str()
 }
 
+/// A v4 UUID from the thread-local RNG (no syscall per object).
+fn new_uid() -> String {
+    uuid::Builder::from_random_bytes(rand::rng().random())
+        .into_uuid()
+        .to_string()
+}
+
 fn random_suffix() -> String {
     // The alphabet the API server's name generator uses (no vowels, no confusables).
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -400,6 +407,16 @@ impl Store {
         }
     }
 
+    /// How many objects match `filter`, without copying them.
+    pub fn count(&self, k: &Kind, ns: Option<&str>, filter: &dyn Fn(&Value) -> bool) -> usize {
+        let st = self.lock();
+        st.tables[&k.gvr]
+            .objects
+            .iter()
+            .filter(|(key, obj)| (!k.namespaced || ns.is_none_or(|n| key.0 == n)) && filter(obj))
+            .count()
+    }
+
     /// Events for a watch from `from_rv` (`None`: synthetic ADDED for every object),
     /// and a receiver for everything after — taken under one lock so nothing is missed.
     #[allow(clippy::type_complexity)]
@@ -546,7 +563,7 @@ impl Store {
             Some(ns) => meta.insert("namespace".into(), json!(ns)),
             None => meta.remove("namespace"),
         };
-        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("uid".into(), json!(new_uid()));
         meta.insert("resourceVersion".into(), json!(rv.to_string()));
         meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
         meta.remove("deletionTimestamp");

@@ -75,7 +75,10 @@ async fn typed_core_crud_with_bookkeeping() {
     assert_eq!(api_error(cms.get("a").await).code, 404);
 
     // Dry runs are refused, never silently written.
-    let dry = PostParams { dry_run: true, ..PostParams::default() };
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
     let e = api_error(cms.create(&dry, &cm("dry", &[])).await);
     assert_eq!((e.code, e.reason.as_str()), (400, "BadRequest"));
     assert_eq!(api_error(cms.get("dry").await).code, 404);
