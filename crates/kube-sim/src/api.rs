@@ -611,9 +611,8 @@ impl Api {
                 .unwrap_or(json!(""));
             let mut obj = self.served(t, current);
             match kind {
-                PatchKind::Merge | PatchKind::StrategicMerge => {
-                    patch::merge_patch(&mut obj, &patch_doc)
-                }
+                PatchKind::Merge => patch::merge_patch(&mut obj, &patch_doc),
+                PatchKind::StrategicMerge => patch::strategic_merge(&mut obj, &patch_doc),
                 PatchKind::Json => patch::json_patch(&mut obj, &patch_doc).map_err(|e| {
                     ApiError::new(
                         422,

@@ -56,6 +56,36 @@ async fn merge_json_strategic_and_apply_patches() {
         .unwrap();
     assert_eq!(p.data.unwrap()["d"], "4");
 
+    // Strategic merge merges containers by name (a merge patch would replace the list).
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), "default");
+    let pod = serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [
+        {"name": "a", "image": "x"}, {"name": "b", "image": "y"}
+    ]}}))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let patched = pods
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"containers": [{"name": "b", "image": "z"}]}})),
+        )
+        .await
+        .unwrap();
+    let images: Vec<_> = patched
+        .spec
+        .unwrap()
+        .containers
+        .into_iter()
+        .map(|c| (c.name, c.image.unwrap()))
+        .collect();
+    assert_eq!(
+        images,
+        [
+            ("a".to_string(), "x".to_string()),
+            ("b".to_string(), "z".to_string())
+        ]
+    );
+
     let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"x": "1"}});
     let a = cms
         .patch(
