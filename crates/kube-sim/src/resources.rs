@@ -51,6 +51,14 @@ impl ResourceInfo {
     }
 }
 
+/// RBAC objects are stored and served (so manifests that carry them apply)
+/// but not enforced: kube-sim's own per-user rules decide access.
+pub const RBAC_ROLES: Gvr = Gvr::new("rbac.authorization.k8s.io", "v1", "roles");
+pub const RBAC_ROLEBINDINGS: Gvr = Gvr::new("rbac.authorization.k8s.io", "v1", "rolebindings");
+pub const RBAC_CLUSTERROLES: Gvr = Gvr::new("rbac.authorization.k8s.io", "v1", "clusterroles");
+pub const RBAC_CLUSTERROLEBINDINGS: Gvr =
+    Gvr::new("rbac.authorization.k8s.io", "v1", "clusterrolebindings");
+
 const TEKTON_CATEGORIES: &[&str] = &["tekton", "tekton-pipelines"];
 
 #[allow(clippy::too_many_arguments)]
@@ -179,6 +187,50 @@ pub fn registry(crds: &[Value]) -> Vec<ResourceInfo> {
             true,
             false,
             &["crd", "crds"],
+            &[],
+        ),
+        res(
+            RBAC_ROLES,
+            RBAC_ROLES,
+            "Role",
+            "role",
+            true,
+            false,
+            false,
+            &[],
+            &[],
+        ),
+        res(
+            RBAC_ROLEBINDINGS,
+            RBAC_ROLEBINDINGS,
+            "RoleBinding",
+            "rolebinding",
+            true,
+            false,
+            false,
+            &[],
+            &[],
+        ),
+        res(
+            RBAC_CLUSTERROLES,
+            RBAC_CLUSTERROLES,
+            "ClusterRole",
+            "clusterrole",
+            false,
+            false,
+            false,
+            &[],
+            &[],
+        ),
+        res(
+            RBAC_CLUSTERROLEBINDINGS,
+            RBAC_CLUSTERROLEBINDINGS,
+            "ClusterRoleBinding",
+            "clusterrolebinding",
+            false,
+            false,
+            false,
+            &[],
             &[],
         ),
     ];

@@ -70,6 +70,12 @@ pub fn storage_kind(g: &Gvr) -> Option<Kind> {
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             ("CustomResourceDefinition", false, true, false)
         }
+        ("rbac.authorization.k8s.io", "roles") => ("Role", true, false, false),
+        ("rbac.authorization.k8s.io", "rolebindings") => ("RoleBinding", true, false, false),
+        ("rbac.authorization.k8s.io", "clusterroles") => ("ClusterRole", false, false, false),
+        ("rbac.authorization.k8s.io", "clusterrolebindings") => {
+            ("ClusterRoleBinding", false, false, false)
+        }
         ("tekton.dev", "tasks") => ("Task", true, true, true),
         ("tekton.dev", "pipelines") => ("Pipeline", true, true, true),
         ("tekton.dev", "pipelineruns") => ("PipelineRun", true, true, true),
@@ -100,6 +106,10 @@ pub const ALL_STORAGE: &[Gvr] = &[
     gvr::EVENTS,
     gvr::STORAGECLASSES,
     gvr::CRDS,
+    crate::resources::RBAC_ROLES,
+    crate::resources::RBAC_ROLEBINDINGS,
+    crate::resources::RBAC_CLUSTERROLES,
+    crate::resources::RBAC_CLUSTERROLEBINDINGS,
     gvr::TASKS,
     gvr::PIPELINES,
     gvr::PIPELINERUNS,

@@ -3,6 +3,7 @@
 
 mod auth;
 mod crud;
+mod examples;
 mod faults;
 mod kubectl;
 mod logs;
