@@ -243,3 +243,31 @@ async fn kube_runtime_watcher_relists_after_410() {
     .expect("watcher sees objects created after the restart");
     assert_eq!(c.metadata.name.as_deref(), Some("c"));
 }
+
+#[tokio::test]
+async fn kube_runtime_watcher_with_streaming_lists() {
+    let (_sim, client) = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &cm("a", "x"))
+        .await
+        .unwrap();
+    let mut stream = watcher(cms.clone(), watcher::Config::default().streaming_lists())
+        .default_backoff()
+        .boxed();
+    let mut initial = Vec::new();
+    loop {
+        match next(&mut stream).await.unwrap() {
+            watcher::Event::InitApply(c) => initial.push(c.metadata.name.unwrap()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(initial, ["a"]);
+    cms.create(&PostParams::default(), &cm("b", "x"))
+        .await
+        .unwrap();
+    match next(&mut stream).await.unwrap() {
+        watcher::Event::Apply(c) => assert_eq!(c.metadata.name.as_deref(), Some("b")),
+        other => panic!("{other:?}"),
+    }
+}
