@@ -360,6 +360,26 @@ mod tests {
     }
 
     #[test]
+    fn registry_and_storage_agree() {
+        for r in super::registry(&[]) {
+            let k = crate::store::storage_kind(&r.gvr)
+                .unwrap_or_else(|| panic!("{:?} has no storage", r.gvr));
+            assert_eq!(k.gvr, r.storage, "{:?}", r.gvr);
+            assert_eq!(
+                (k.kind, k.namespaced, k.status_subresource, k.custom),
+                (r.kind, r.namespaced, r.status_subresource, r.custom),
+                "{:?}",
+                r.gvr
+            );
+            assert!(
+                crate::store::ALL_STORAGE.contains(&r.storage),
+                "{:?}",
+                r.storage
+            );
+        }
+    }
+
+    #[test]
     fn embedded_crds_give_printer_columns() {
         let crds = super::embedded_crds();
         assert_eq!(crds.len(), 8);
