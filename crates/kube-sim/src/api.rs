@@ -716,7 +716,7 @@ impl Api {
             propagation,
             precondition,
         )? {
-            DeleteOutcome::Pending(obj) => Ok(json_response(202, &self.served(t, obj))),
+            DeleteOutcome::Pending(obj) => Ok(json_response(200, &self.served(t, obj))),
             DeleteOutcome::Gone(obj) if t.info.custom => {
                 let uid = obj
                     .pointer("/metadata/uid")

@@ -118,6 +118,8 @@ pub const ALL_STORAGE: &[Gvr] = &[
 
 type Key = (String, String);
 
+const FOREGROUND: &str = "foregroundDeletion";
+
 struct Table {
     objects: BTreeMap<Key, Arc<Value>>,
     history: VecDeque<Arc<WatchEvent>>,
@@ -774,6 +776,9 @@ impl Store {
         {
             return Err(ApiError::conflict(k.gvr.group, k.gvr.plural, name));
         }
+        if propagation == Propagation::Foreground {
+            return Ok(self.foreground_delete_locked(&mut st, k, ns, name, &old));
+        }
         let has_finalizers = old
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
@@ -810,6 +815,130 @@ impl Store {
         Ok(DeleteOutcome::Gone(gone.unwrap_or_else(|| (*old).clone())))
     }
 
+    /// Foreground deletion: the owner gets a deletionTimestamp and the
+    /// `foregroundDeletion` finalizer, its dependents are deleted, and the owner
+    /// goes once none is left (at once, or when the last one is finalized).
+    fn foreground_delete_locked(
+        &self,
+        st: &mut State,
+        k: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        old: &Arc<Value>,
+    ) -> DeleteOutcome {
+        let mut new = (**old).clone();
+        if new.pointer("/metadata/deletionTimestamp").is_none() {
+            new["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        }
+        let finalizers = new["metadata"]["finalizers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if !finalizers.iter().any(|f| f == FOREGROUND) {
+            let mut f = finalizers;
+            f.push(json!(FOREGROUND));
+            new["metadata"]["finalizers"] = json!(f);
+        }
+        if new != **old {
+            let rv = Self::next_rv(st);
+            new["metadata"]["resourceVersion"] = json!(rv.to_string());
+            let arc = Arc::new(new);
+            st.tables
+                .get_mut(&k.gvr)
+                .expect("table")
+                .objects
+                .insert(key_of(k, &arc), arc.clone());
+            self.emit(st, k, EventKind::Modified, arc, Some(old.clone()));
+        }
+        let uid = meta_str(old, "uid").unwrap_or("").to_string();
+        let dependents: Vec<(Gvr, Key)> = st
+            .owners
+            .get(&uid)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default();
+        for (g, (dns, dname)) in dependents {
+            let dk = storage_kind(&g).expect("known");
+            self.delete_or_mark_locked(st, &dk, dk.namespaced.then_some(dns.as_str()), &dname);
+        }
+        self.finish_foreground_locked(st, k, ns, name);
+        match Self::get_locked(st, k, ns, name) {
+            Some(o) => DeleteOutcome::Pending((*o).clone()),
+            None => DeleteOutcome::Gone((**old).clone()),
+        }
+    }
+
+    /// Drop the `foregroundDeletion` finalizer of an owner whose dependents are all gone.
+    fn finish_foreground_locked(&self, st: &mut State, k: &Kind, ns: Option<&str>, name: &str) {
+        let Some(obj) = Self::get_locked(st, k, ns, name) else {
+            return;
+        };
+        let finalizers = obj
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let uid = meta_str(&obj, "uid").unwrap_or("");
+        if !finalizers.iter().any(|f| f == FOREGROUND)
+            || st.owners.get(uid).is_some_and(|d| !d.is_empty())
+        {
+            return;
+        }
+        let remaining: Vec<Value> = finalizers.into_iter().filter(|f| f != FOREGROUND).collect();
+        if remaining.is_empty() {
+            self.remove_locked(st, k, ns, name, Propagation::Background);
+            return;
+        }
+        let mut new = (*obj).clone();
+        new["metadata"]["finalizers"] = json!(remaining);
+        let rv = Self::next_rv(st);
+        new["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let arc = Arc::new(new);
+        st.tables
+            .get_mut(&k.gvr)
+            .expect("table")
+            .objects
+            .insert(key_of(k, &arc), arc.clone());
+        self.emit(st, k, EventKind::Modified, arc, Some(obj));
+    }
+
+    /// Owners (by ownerReference) of a just-removed object that wait in foreground deletion.
+    fn finish_owners_locked(&self, st: &mut State, removed: &Value) {
+        let refs = removed
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let ns = meta_str(removed, "namespace").map(str::to_string);
+        for r in refs {
+            let (Some(kind), Some(name), Some(api_version)) = (
+                r["kind"].as_str(),
+                r["name"].as_str(),
+                r["apiVersion"].as_str(),
+            ) else {
+                continue;
+            };
+            let group = api_version.split_once('/').map_or("", |(g, _)| g);
+            let Some(ok) = ALL_STORAGE
+                .iter()
+                .filter_map(storage_kind)
+                .find(|sk| sk.kind == kind && sk.gvr.group == group)
+            else {
+                continue;
+            };
+            let owner_ns = if ok.namespaced { ns.as_deref() } else { None };
+            let is_waiting = Self::get_locked(st, &ok, owner_ns, name).is_some_and(|o| {
+                o["metadata"]["uid"] == r["uid"]
+                    && o.pointer("/metadata/finalizers")
+                        .and_then(Value::as_array)
+                        .is_some_and(|f| f.iter().any(|x| x == FOREGROUND))
+            });
+            if is_waiting {
+                self.finish_foreground_locked(st, &ok, owner_ns, name);
+            }
+        }
+    }
+
     /// Remove an object, then its dependents (or orphan them), then, for a
     /// namespace, everything in it.
     fn remove_locked(
@@ -834,6 +963,7 @@ impl Store {
         last["metadata"]["resourceVersion"] = json!(rv.to_string());
         let last_arc = Arc::new(last.clone());
         self.emit(st, k, EventKind::Deleted, last_arc, Some(old.clone()));
+        self.finish_owners_locked(st, &old);
         if k.gvr == gvr::PODS {
             st.logs
                 .retain(|(lns, pod, _), _| !(lns == ns.unwrap_or("") && pod == name));
@@ -1276,5 +1406,79 @@ mod tests {
             (first.kind, first.gvr),
             (EventKind::Deleted, gvr::PIPELINERUNS)
         );
+    }
+
+    #[test]
+    fn foreground_deletion_waits_for_dependents() {
+        let (s, _, prk) = setup();
+        let podk = storage_kind(&gvr::PODS).unwrap();
+        let pr = s
+            .create(
+                &prk,
+                Some("ns"),
+                json!({"metadata": {"name": "pr"}}),
+                Writer::Api,
+            )
+            .unwrap();
+        let owner_ref = json!([{"uid": pr["metadata"]["uid"], "name": "pr", "kind": "PipelineRun", "apiVersion": "tekton.dev/v1"}]);
+        s.create(
+            &podk,
+            Some("ns"),
+            json!({"metadata": {"name": "free", "ownerReferences": owner_ref}}),
+            Writer::Controller,
+        )
+        .unwrap();
+        s.create(
+            &podk,
+            Some("ns"),
+            json!({"metadata": {"name": "held", "finalizers": ["x/y"], "ownerReferences": owner_ref}}),
+            Writer::Controller,
+        )
+        .unwrap();
+        let out = Store::delete(
+            &s,
+            &prk,
+            Some("ns"),
+            "pr",
+            Propagation::Foreground,
+            (None, None),
+        )
+        .unwrap();
+        let DeleteOutcome::Pending(owner) = out else {
+            panic!("owner must wait for the held pod")
+        };
+        assert_eq!(
+            owner["metadata"]["finalizers"],
+            json!(["foregroundDeletion"])
+        );
+        assert!(s.get(&podk, Some("ns"), "free").is_none());
+        let mut held = s.get(&podk, Some("ns"), "held").unwrap();
+        held["metadata"]["finalizers"] = json!([]);
+        s.update(&podk, Some("ns"), "held", held, false, Writer::Controller)
+            .unwrap();
+        assert!(s.get(&podk, Some("ns"), "held").is_none());
+        assert!(
+            s.get(&prk, Some("ns"), "pr").is_none(),
+            "owner goes with its last dependent"
+        );
+
+        // Without dependents it is gone at once.
+        s.create(
+            &prk,
+            Some("ns"),
+            json!({"metadata": {"name": "lone"}}),
+            Writer::Api,
+        )
+        .unwrap();
+        let out = Store::delete(
+            &s,
+            &prk,
+            Some("ns"),
+            "lone",
+            Propagation::Foreground,
+            (None, None),
+        )
+        .unwrap();
+        assert!(matches!(out, DeleteOutcome::Gone(_)));
     }
 }
