@@ -469,7 +469,8 @@ impl Store {
         Ok((backlog, rx))
     }
 
-    fn check_namespace(st: &State, k: &Kind, ns: Option<&str>) -> Result<(), ApiError> {
+    /// `name` is the object's name as admission sees it (empty with generateName).
+    fn check_namespace(st: &State, k: &Kind, ns: Option<&str>, name: &str) -> Result<(), ApiError> {
         if !k.namespaced {
             return Ok(());
         }
@@ -480,15 +481,16 @@ impl Store {
             Some(n)
                 if n.pointer("/metadata/deletionTimestamp").is_some() && k.gvr != gvr::EVENTS =>
             {
-                Err(ApiError::new(
+                let mut e = ApiError::new(
                     403,
                     "Forbidden",
                     format!(
-                        "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                        "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                         crate::status::qualified(k.gvr.group, k.gvr.plural),
-                        "",
                     ),
-                ))
+                );
+                e.details = Some(json!({"name": name, "group": k.gvr.group, "kind": k.gvr.plural}));
+                Err(e)
             }
             Some(_) => Ok(()),
         }
@@ -521,7 +523,7 @@ impl Store {
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
         }
-        Self::check_namespace(&st, k, ns.as_deref())?;
+        Self::check_namespace(&st, k, ns.as_deref(), meta_str(&obj, "name").unwrap_or(""))?;
         if obj.get("metadata").is_none_or(|m| !m.is_object()) {
             obj["metadata"] = json!({});
         }
@@ -776,6 +778,12 @@ impl Store {
         {
             return Err(ApiError::conflict(k.gvr.group, k.gvr.plural, name));
         }
+        if k.gvr == gvr::NAMESPACES {
+            let out = self.delete_namespace_locked(&mut st, name, &old);
+            drop(st);
+            self.logs_changed.notify_waiters();
+            return Ok(out);
+        }
         if propagation == Propagation::Foreground {
             return Ok(self.foreground_delete_locked(&mut st, k, ns, name, &old));
         }
@@ -813,6 +821,81 @@ impl Store {
         drop(st);
         self.logs_changed.notify_waiters();
         Ok(DeleteOutcome::Gone(gone.unwrap_or_else(|| (*old).clone())))
+    }
+
+    /// Namespace deletion: the namespace turns `Terminating`, its contents are
+    /// deleted, and it goes once nothing is left in it (at once, or when the
+    /// last object held by a finalizer is finalized).
+    fn delete_namespace_locked(
+        &self,
+        st: &mut State,
+        name: &str,
+        old: &Arc<Value>,
+    ) -> DeleteOutcome {
+        let nsk = storage_kind(&gvr::NAMESPACES).expect("namespaces");
+        if old.pointer("/metadata/deletionTimestamp").is_none() {
+            let mut new = (**old).clone();
+            new["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            new["status"]["phase"] = json!("Terminating");
+            let rv = Self::next_rv(st);
+            new["metadata"]["resourceVersion"] = json!(rv.to_string());
+            let arc = Arc::new(new);
+            st.tables
+                .get_mut(&nsk.gvr)
+                .expect("table")
+                .objects
+                .insert(key_of(&nsk, &arc), arc.clone());
+            self.emit(st, &nsk, EventKind::Modified, arc, Some(old.clone()));
+        }
+        for g in ALL_STORAGE {
+            let dk = storage_kind(g).expect("known");
+            if !dk.namespaced {
+                continue;
+            }
+            let names: Vec<String> = st.tables[g]
+                .objects
+                .keys()
+                .filter(|(n, _)| n == name)
+                .map(|(_, n)| n.clone())
+                .collect();
+            for n in names {
+                self.delete_or_mark_locked(st, &dk, Some(name), &n);
+            }
+        }
+        self.finish_namespace_locked(st, name);
+        match Self::get_locked(st, &nsk, None, name) {
+            Some(o) => DeleteOutcome::Pending((*o).clone()),
+            None => DeleteOutcome::Gone((**old).clone()),
+        }
+    }
+
+    /// Remove a terminating namespace once it is empty and has no finalizers.
+    fn finish_namespace_locked(&self, st: &mut State, ns: &str) {
+        let nsk = storage_kind(&gvr::NAMESPACES).expect("namespaces");
+        let Some(obj) = Self::get_locked(st, &nsk, None, ns) else {
+            return;
+        };
+        let finalizers_left = obj
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
+        if obj.pointer("/metadata/deletionTimestamp").is_none() || finalizers_left {
+            return;
+        }
+        let occupied = ALL_STORAGE
+            .iter()
+            .filter(|g| storage_kind(g).is_some_and(|k| k.namespaced))
+            .any(|g| {
+                st.tables[g]
+                    .objects
+                    .range((ns.to_string(), String::new())..)
+                    .next()
+                    .is_some_and(|((n, _), _)| n == ns)
+            });
+        if !occupied {
+            self.remove_locked(st, &nsk, None, ns, Propagation::Background);
+        }
     }
 
     /// Foreground deletion: the owner gets a deletionTimestamp and the
@@ -964,6 +1047,11 @@ impl Store {
         let last_arc = Arc::new(last.clone());
         self.emit(st, k, EventKind::Deleted, last_arc, Some(old.clone()));
         self.finish_owners_locked(st, &old);
+        if k.namespaced
+            && let Some(ns) = ns
+        {
+            self.finish_namespace_locked(st, ns);
+        }
         if k.gvr == gvr::PODS {
             st.logs
                 .retain(|(lns, pod, _), _| !(lns == ns.unwrap_or("") && pod == name));
@@ -1405,6 +1493,74 @@ mod tests {
         assert_eq!(
             (first.kind, first.gvr),
             (EventKind::Deleted, gvr::PIPELINERUNS)
+        );
+    }
+
+    #[test]
+    fn namespace_terminates_until_its_contents_are_gone() {
+        let (s, nsk, prk) = setup();
+        s.create(
+            &prk,
+            Some("ns"),
+            json!({"metadata": {"name": "free"}}),
+            Writer::Api,
+        )
+        .unwrap();
+        s.create(
+            &prk,
+            Some("ns"),
+            json!({"metadata": {"name": "held", "finalizers": ["x/y"]}}),
+            Writer::Api,
+        )
+        .unwrap();
+        let DeleteOutcome::Pending(ns) =
+            Store::delete(&s, &nsk, None, "ns", Propagation::Background, (None, None)).unwrap()
+        else {
+            panic!("a finalizer keeps the namespace terminating")
+        };
+        assert_eq!(ns["status"]["phase"], "Terminating");
+        assert!(s.get(&prk, Some("ns"), "free").is_none());
+        let e = s
+            .create(
+                &prk,
+                Some("ns"),
+                json!({"metadata": {"name": "new"}}),
+                Writer::Api,
+            )
+            .unwrap_err();
+        assert_eq!((e.code, e.reason), (403, "Forbidden"));
+        assert_eq!(
+            e.message,
+            "pipelineruns.tekton.dev \"new\" is forbidden: unable to create new content in namespace ns because it is being terminated"
+        );
+        let mut held = s.get(&prk, Some("ns"), "held").unwrap();
+        held["metadata"]["finalizers"] = json!([]);
+        s.update(&prk, Some("ns"), "held", held, false, Writer::Api)
+            .unwrap();
+        assert!(
+            s.get(&nsk, None, "ns").is_none(),
+            "namespace gone with its last object"
+        );
+
+        s.create(
+            &nsk,
+            None,
+            json!({"metadata": {"name": "empty"}}),
+            Writer::Api,
+        )
+        .unwrap();
+        let out = Store::delete(
+            &s,
+            &nsk,
+            None,
+            "empty",
+            Propagation::Background,
+            (None, None),
+        )
+        .unwrap();
+        assert!(
+            matches!(out, DeleteOutcome::Gone(_)),
+            "its default service account goes at once, then the namespace"
         );
     }
 
