@@ -649,8 +649,8 @@ impl PipelineRunActor {
             return Duration::ZERO;
         }
         let remaining = pipeline.saturating_sub(elapsed).min(budget);
-        // Whole seconds, like Tekton's stored durations; at least one second.
-        Duration::from_secs(remaining.as_secs().max(1))
+        // Whole seconds, rounded up so the PipelineRun's own timeout fires first.
+        Duration::from_secs(remaining.as_secs_f64().ceil().max(1.0) as u64)
     }
 
     /// Ask running child TaskRuns (DAG or finally ones) to stop.
@@ -674,8 +674,7 @@ impl PipelineRunActor {
     }
 }
 
-const CANCEL_MESSAGE: &str = "TaskRun cancelled as the PipelineRun it belongs to has been cancelled.";
-const TIMEOUT_MESSAGE: &str = "TaskRun cancelled as the PipelineRun it belongs to has timed out.";
+use pipelinerun::{CANCEL_MESSAGE, TIMEOUT_MESSAGE};
 
 fn create_claim(cluster: &dyn Cluster, owner: &Value, owner_kind: &str, template: &Value, name: &str) {
     let mut pvc = json!({

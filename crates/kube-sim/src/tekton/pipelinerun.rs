@@ -11,6 +11,11 @@ use super::dag::{self, Deps};
 use super::resolve::{Resolved, Resolver};
 use super::{admission, model, subst};
 
+/// `spec.statusMessage` of TaskRuns cancelled by their PipelineRun.
+pub const CANCEL_MESSAGE: &str = "TaskRun cancelled as the PipelineRun it belongs to has been cancelled.";
+/// `spec.statusMessage` of TaskRuns stopped because the PipelineRun timed out.
+pub const TIMEOUT_MESSAGE: &str = "TaskRun cancelled as the PipelineRun it belongs to has timed out.";
+
 /// A terminal failure before any task ran: condition reason and message.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Failure {
@@ -211,7 +216,11 @@ impl TaskState {
                     .collect(),
             ),
             Some(false) => {
-                if model::str_at(model::succeeded_condition(tr).unwrap_or(&Value::Null), &["reason"]) == Some("TaskRunCancelled") {
+                let cancelled = model::str_at(model::succeeded_condition(tr).unwrap_or(&Value::Null), &["reason"])
+                    == Some("TaskRunCancelled");
+                // A TaskRun stopped because the PipelineRun's timeouts ran out counts as failed.
+                let for_timeout = model::str_at(tr, &["spec", "statusMessage"]) == Some(TIMEOUT_MESSAGE);
+                if cancelled && !for_timeout {
                     TaskState::Cancelled
                 } else {
                     TaskState::Failed
