@@ -1156,10 +1156,7 @@ impl TaskRunActor {
         // (FailedMount), an unbound claim keeps it unschedulable.
         let needs = taskrun::volume_needs(tr_for_pod, &plan.task_spec);
         let mut reported = false;
-        loop {
-            let Some(problem) = volume_problem(self.ctx.cluster.as_ref(), &self.ns, &needs) else {
-                break;
-            };
+        while let Some(problem) = volume_problem(self.ctx.cluster.as_ref(), &self.ns, &needs) {
             if !reported {
                 sim.block(&problem);
                 let pod = sim.pod.clone();

@@ -48,7 +48,7 @@ pub fn format(d: Duration) -> String {
     }
     if d < Duration::from_secs(1) {
         let micros = d.as_micros();
-        if micros >= 1000 && micros % 1000 == 0 {
+        if micros >= 1000 && micros.is_multiple_of(1000) {
             return format!("{}ms", micros / 1000);
         }
         if d.as_nanos() < 1000 {
