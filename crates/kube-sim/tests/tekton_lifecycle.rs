@@ -163,7 +163,7 @@ async fn cancelled_run_finally_cancels_tasks_then_runs_finally() {
 async fn stopped_run_finally_lets_running_tasks_finish() {
     let rule = ScriptRule {
         task: Some("a".into()),
-        duration: Some("2m".into()),
+        duration: Some("10m".into()),
         ..Default::default()
     };
     let env = env_with(ControllerOptions {

@@ -91,6 +91,13 @@ enum Note {
 struct Actor {
     uid: String,
     tx: mpsc::UnboundedSender<Msg>,
+    /// `metadata.generation` last sent: actors only care about spec changes (their
+    /// own status writes do not bump it), so other updates are not forwarded.
+    generation: Option<i64>,
+}
+
+fn generation(obj: &Value) -> Option<i64> {
+    model::at(obj, &["metadata", "generation"]).and_then(Value::as_i64)
 }
 
 /// The simulated Tekton controller.
@@ -190,9 +197,11 @@ impl Dispatcher {
         if g == gvr::PIPELINERUNS {
             self.on_run(Kind::PipelineRun, kind, obj);
         } else if g == gvr::TASKRUNS {
+            // A PipelineRun only needs to hear about children that finished.
             if let Some(owner) = model::controller_owner_uid(&obj, "PipelineRun")
                 && let Some(pr_key) = self.pr_by_uid.get(owner)
                 && kind != EventKind::Deleted
+                && model::is_done(&obj)
             {
                 self.send(pr_key, Msg::Child(obj.clone()));
             }
@@ -231,6 +240,7 @@ impl Dispatcher {
                     Actor {
                         uid: uid.clone(),
                         tx,
+                        generation: generation(&obj),
                     },
                 );
                 let ctx = self.ctx.clone();
@@ -256,8 +266,14 @@ impl Dispatcher {
                 }
             }
             EventKind::Modified => {
-                if self.actors.get(&key).is_some_and(|a| a.uid == uid) {
-                    self.send(&key, Msg::Object(obj));
+                if let Some(a) = self.actors.get_mut(&key)
+                    && a.uid == uid
+                {
+                    let g = generation(&obj);
+                    if g.is_none() || g != a.generation {
+                        a.generation = g;
+                        let _ = a.tx.send(Msg::Object(obj));
+                    }
                 }
             }
             EventKind::Deleted => {
@@ -941,29 +957,42 @@ impl TaskRunActor {
     /// or (when `recheck`) a hint that a missing volume source may exist now.
     async fn wait(&mut self, until: Option<Instant>, recheck: bool) -> Result<(), Interrupt> {
         loop {
+            // Take what is queued first, so a deadline already passed costs no timer.
+            while let Ok(m) = self.rx.try_recv() {
+                self.take(Some(m), recheck)?;
+            }
             if let Some(m) = self.cancel_request() {
                 return Err(Interrupt::Cancelled(m));
             }
             let timeout_at = self.timeout.map(|(_, at)| at);
+            let now = Instant::now();
+            if timeout_at.is_some_and(|at| now >= at) {
+                return Err(Interrupt::TimedOut);
+            }
+            if until.is_some_and(|t| now >= t) {
+                return Ok(());
+            }
             let wake = [until, timeout_at].into_iter().flatten().min();
             let msg = match wake {
                 Some(t) => tokio::select! {
                     m = self.rx.recv() => m,
-                    _ = tokio::time::sleep_until(t) => {
-                        if timeout_at.is_some_and(|at| Instant::now() >= at) {
-                            return Err(Interrupt::TimedOut);
-                        }
-                        return Ok(());
-                    }
+                    _ = tokio::time::sleep_until(t) => continue,
                 },
                 None => self.rx.recv().await,
             };
-            match msg {
-                None | Some(Msg::Deleted) => return Err(Interrupt::Deleted),
-                Some(Msg::Object(o)) => self.tr = o,
-                Some(Msg::Recheck) if recheck => return Err(Interrupt::Recheck),
-                Some(_) => {}
+            self.take(msg, recheck)?;
+        }
+    }
+
+    fn take(&mut self, msg: Option<Msg>, recheck: bool) -> Result<(), Interrupt> {
+        match msg {
+            None | Some(Msg::Deleted) => Err(Interrupt::Deleted),
+            Some(Msg::Object(o)) => {
+                self.tr = o;
+                Ok(())
             }
+            Some(Msg::Recheck) if recheck => Err(Interrupt::Recheck),
+            Some(_) => Ok(()),
         }
     }
 
