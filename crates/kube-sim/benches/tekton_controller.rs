@@ -30,6 +30,7 @@ async fn throughput(n: usize) -> (f64, f64) {
     };
     let controller = Controller::spawn(cluster.clone(), opts);
     let start = Instant::now();
+    // Count finished runs from the event stream; `true` if it lagged and lost count.
     let waiter = tokio::spawn(async move {
         let mut done = 0;
         while done < n {
@@ -42,12 +43,11 @@ async fn throughput(n: usize) -> (f64, f64) {
                     done += 1
                 }
                 Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    done = done.max(0);
-                }
-                Err(_) => break,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return true,
+                Err(_) => return true,
             }
         }
+        false
     });
     for i in 0..n {
         cluster
@@ -58,27 +58,17 @@ async fn throughput(n: usize) -> (f64, f64) {
         }
     }
     let created = start.elapsed().as_secs_f64();
-    // Fall back to polling the store if the waiter lagged behind the event stream.
-    loop {
-        if waiter.is_finished() {
-            break;
-        }
-        let finished = cluster
+    if waiter.await.unwrap_or(true) {
+        // Fall back to polling the store.
+        while cluster
             .list(&gvr::PIPELINERUNS, Some("bench"))
             .iter()
             .filter(|r| model::is_done(r))
-            .count();
-        if finished == n {
-            break;
+            .count()
+            < n
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        if std::env::var("BENCH_DEBUG").is_ok() {
-            let trs = cluster.list(&gvr::TASKRUNS, Some("bench")).len();
-            eprintln!(
-                "{:.1}s: {finished}/{n} done, {trs} taskruns",
-                start.elapsed().as_secs_f64()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let total = start.elapsed().as_secs_f64();
     controller.abort();

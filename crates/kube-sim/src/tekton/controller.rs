@@ -457,7 +457,7 @@ impl PipelineRunActor {
             &self.name,
             self.status.clone(),
         ) {
-            Ok(_) => self.written = self.status.clone(),
+            Ok(mut stored) => self.written = stored["status"].take(),
             Err(e) => {
                 tracing::debug!(run = %self.name, error = %e, "pipelinerun status write failed")
             }
@@ -919,7 +919,7 @@ impl TaskRunActor {
             &self.name,
             self.status.clone(),
         ) {
-            Ok(_) => self.written = self.status.clone(),
+            Ok(mut stored) => self.written = stored["status"].take(),
             Err(e) => {
                 tracing::debug!(taskrun = %self.name, error = %e, "taskrun status write failed")
             }
@@ -1014,7 +1014,7 @@ impl TaskRunActor {
             self.timeout = Some((timeout, Instant::now() + self.ctx.real(timeout)));
         }
         self.set_condition("Unknown", "Started", "");
-        self.write_status();
+        // Like Tekton, the first status written is the one after the pod exists.
 
         let plan = match taskrun::prepare(&self.tr, &self.ctx.resolver()) {
             Ok(p) => p,
