@@ -30,24 +30,37 @@ async fn throughput(n: usize) -> (f64, f64) {
     };
     let controller = Controller::spawn(cluster.clone(), opts);
     let start = Instant::now();
-    // Count finished runs from the event stream; `true` if it lagged and lost count.
+    // Count finished runs from the event stream (list+watch: after a lag, subscribe
+    // afresh and look up only the runs not yet seen finished).
+    let watcher = cluster.clone();
     let waiter = tokio::spawn(async move {
-        let mut done = 0;
-        while done < n {
+        let mut done = std::collections::HashSet::new();
+        while done.len() < n {
             match events.recv().await {
                 Ok(ev)
                     if ev.gvr == gvr::PIPELINERUNS
                         && ev.kind == EventKind::Modified
                         && model::is_done(&ev.object) =>
                 {
-                    done += 1
+                    done.insert(model::name(&ev.object).to_string());
                 }
                 Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return true,
-                Err(_) => return true,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    events = watcher.subscribe();
+                    for i in 0..n {
+                        let name = format!("run-{i}");
+                        if !done.contains(&name)
+                            && watcher
+                                .get(&gvr::PIPELINERUNS, Some("bench"), &name)
+                                .is_some_and(|r| model::is_done(&r))
+                        {
+                            done.insert(name);
+                        }
+                    }
+                }
+                Err(_) => break,
             }
         }
-        false
     });
     for i in 0..n {
         cluster
@@ -58,18 +71,7 @@ async fn throughput(n: usize) -> (f64, f64) {
         }
     }
     let created = start.elapsed().as_secs_f64();
-    if waiter.await.unwrap_or(true) {
-        // Fall back to polling the store.
-        while cluster
-            .list(&gvr::PIPELINERUNS, Some("bench"))
-            .iter()
-            .filter(|r| model::is_done(r))
-            .count()
-            < n
-        {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    waiter.await.unwrap();
     let total = start.elapsed().as_secs_f64();
     controller.abort();
     (created, total)
@@ -95,22 +97,25 @@ async fn inflight(n: usize) -> usize {
         }
     }
     let deadline = Instant::now() + Duration::from_secs(120);
+    let is_running = |t: &serde_json::Value| {
+        model::succeeded_condition(t)
+            .and_then(|c| c.get("reason"))
+            .and_then(|r| r.as_str())
+            == Some("Running")
+    };
     let mut running = 0;
     while Instant::now() < deadline {
-        running = cluster
-            .list(&gvr::TASKRUNS, Some("bench"))
-            .iter()
-            .filter(|t| {
-                model::str_at(
-                    model::succeeded_condition(t).unwrap_or(&serde_json::Value::Null),
-                    &["reason"],
-                ) == Some("Running")
+        running = (0..n)
+            .filter(|i| {
+                cluster
+                    .get(&gvr::TASKRUNS, Some("bench"), &format!("run-{i}-build"))
+                    .is_some_and(|t| is_running(&t))
             })
             .count();
         if running == n {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     controller.abort();
     running
@@ -123,7 +128,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let n: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+        let n: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
         let (created, total) = throughput(n).await;
         println!("tekton controller: {n} PipelineRuns created in {created:.2}s, all terminal after {total:.2}s");
         let per_s = n as f64 / total;

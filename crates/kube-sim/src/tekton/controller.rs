@@ -130,6 +130,8 @@ async fn dispatch(ctx: Arc<Ctx>) {
                 Ok(ev) => d.on_event(ev.kind, ev.gvr, ev.object),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "tekton controller lagged behind cluster events; resyncing");
+                    // Drop the stale backlog: subscribe afresh, then list (list+watch).
+                    events = ctx.cluster.subscribe();
                     d.resync();
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
