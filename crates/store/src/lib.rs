@@ -10,3 +10,6 @@ pub const CHANNEL_BUILD_QUEUED: &str = "build_queued";
 pub const CHANNEL_BUILD_CANCEL: &str = "build_cancel";
 
 pub mod crypto;
+pub mod dispatchers;
+pub mod executions;
+pub mod queue;

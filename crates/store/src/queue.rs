@@ -1,0 +1,550 @@
+//! The build queue: claiming queued builds under a lease, lease renewal,
+//! takeover of expired leases, requeue with backoff and finalization.
+//!
+//! Invariants kept here (the *decisions* — which executor, how long to back
+//! off — are the caller's):
+//! - a build moves to `running` together with its new execution row, in one
+//!   transaction, so `builds.attempts` always equals its number of executions;
+//! - every write on a running build is fenced by `lease_owner`, so a dispatcher
+//!   that lost its lease can no longer change the build;
+//! - claims are serialized by a transaction-level advisory lock so per-tenant
+//!   and per-provider limits hold exactly across any number of dispatchers
+//!   (a claim transaction takes a few milliseconds and claims a batch).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use imagefactory_domain::{BuildStatus, ExecutorKind, InfrastructureType};
+use sqlx::{FromRow, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::CHANNEL_BUILD_QUEUED;
+use crate::executions::{EXECUTION_COLUMNS, ExecutionRow};
+
+/// Advisory lock key serializing claim transactions ("ifclaim" in ASCII).
+const CLAIM_LOCK_KEY: i64 = 0x0069_6663_6c61_696d;
+
+/// A queued build the claim query found within every limit, with the
+/// provider it would run on (its own, or the global Kubernetes default).
+#[derive(Debug, Clone, FromRow)]
+pub struct ClaimCandidate {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub infrastructure_type: String,
+    pub provider_id: Option<Uuid>,
+    pub provider_type: Option<String>,
+    pub provider_tekton_enabled: Option<bool>,
+    pub provider_status: Option<String>,
+    /// Free slots of the build's own provider, `None` when it has no limit.
+    provider_free: Option<i64>,
+}
+
+impl ClaimCandidate {
+    pub fn infrastructure(&self) -> Option<InfrastructureType> {
+        self.infrastructure_type.parse().ok()
+    }
+}
+
+/// What the caller decided for a candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimDecision {
+    /// Start a new attempt with this executor.
+    Run(ExecutorKind),
+    /// Fail the build at once (e.g. misconfiguration); the message says why.
+    Fail(String),
+}
+
+/// A build this dispatcher now holds, with its new execution.
+#[derive(Debug, Clone)]
+pub struct ClaimedBuild {
+    pub build_id: Uuid,
+    pub tenant_id: Uuid,
+    pub max_attempts: i32,
+    pub timeout_seconds: i32,
+    pub cancel_requested: bool,
+    pub execution: ExecutionRow,
+}
+
+#[derive(Debug, Default)]
+pub struct ClaimBatch {
+    pub claimed: Vec<ClaimedBuild>,
+    /// Builds failed at claim time, with the message stored on them.
+    pub failed: Vec<(Uuid, String)>,
+    /// How many candidates the query offered (a full batch means: claim again).
+    pub offered: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    pub owner: &'a str,
+    pub lease: Duration,
+    /// At most this many builds.
+    pub limit: i64,
+}
+
+/// Claim up to `req.limit` queued builds, highest priority then oldest first,
+/// honouring `not_before`, tenant and provider limits. `decide` picks the
+/// executor (or fails the build) for each candidate.
+pub async fn claim(
+    pool: &PgPool,
+    req: ClaimRequest<'_>,
+    decide: impl Fn(&ClaimCandidate) -> ClaimDecision,
+) -> Result<ClaimBatch, sqlx::Error> {
+    if req.limit <= 0 {
+        return Ok(ClaimBatch::default());
+    }
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CLAIM_LOCK_KEY)
+        .execute(&mut *tx)
+        .await?;
+
+    let candidates = candidates(&mut tx, req.limit).await?;
+    let offered = candidates.len();
+    if candidates.is_empty() {
+        tx.commit().await?;
+        return Ok(ClaimBatch::default());
+    }
+
+    // Lock what is still queued; rows another transaction holds (e.g. an API
+    // cancel in progress) are skipped, not waited for.
+    let ids: Vec<Uuid> = candidates.iter().map(|c| c.id).collect();
+    let locked: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM builds WHERE id = ANY($1) AND status = 'queued' \
+         AND cancel_requested_at IS NULL FOR UPDATE SKIP LOCKED",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+
+    // The query gives each tenant at most its free slots; provider slots are
+    // shared across tenants, so they are counted down here in claim order.
+    let mut provider_free: HashMap<Uuid, i64> = HashMap::new();
+    let mut run: Vec<(&ClaimCandidate, ExecutorKind)> = Vec::new();
+    let mut failed: Vec<(Uuid, String)> = Vec::new();
+    for c in candidates.iter().filter(|c| locked.contains(&c.id)) {
+        if let (Some(pid), Some(free)) = (c.provider_id, c.provider_free) {
+            let left = provider_free.entry(pid).or_insert(free);
+            if *left <= 0 {
+                continue;
+            }
+            *left -= 1;
+        }
+        match decide(c) {
+            ClaimDecision::Run(kind) => run.push((c, kind)),
+            ClaimDecision::Fail(message) => failed.push((c.id, message)),
+        }
+    }
+
+    let claimed = start_attempts(&mut tx, req, &run).await?;
+    if !failed.is_empty() {
+        let (fail_ids, messages): (Vec<Uuid>, Vec<String>) = failed.iter().cloned().unzip();
+        sqlx::query(
+            "UPDATE builds b SET status = 'failed', error_message = f.message, \
+             finished_at = now(), updated_at = now() \
+             FROM UNNEST($1::uuid[], $2::text[]) AS f(id, message) WHERE b.id = f.id",
+        )
+        .bind(&fail_ids)
+        .bind(&messages)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(ClaimBatch {
+        claimed,
+        failed,
+        offered,
+    })
+}
+
+async fn candidates(
+    tx: &mut Transaction<'_, Postgres>,
+    limit: i64,
+) -> Result<Vec<ClaimCandidate>, sqlx::Error> {
+    // For each tenant with free capacity, its first `free` claimable builds
+    // (index builds_tenant_queue_idx), then the best `limit` of those overall.
+    // Builds of providers at their limit are skipped inside the tenant walk so
+    // they do not shadow the tenant's other builds.
+    sqlx::query_as::<_, ClaimCandidate>(
+        r#"
+        WITH running_tenant AS (
+            SELECT tenant_id, count(*) AS n FROM builds WHERE status = 'running' GROUP BY tenant_id
+        ), tenant_free AS (
+            SELECT t.id AS tenant_id, t.max_concurrent_builds - COALESCE(r.n, 0) AS free
+            FROM tenants t LEFT JOIN running_tenant r ON r.tenant_id = t.id
+            WHERE t.max_concurrent_builds > COALESCE(r.n, 0)
+        ), provider_free AS (
+            SELECT p.id, p.max_concurrent_builds - COALESCE(r.n, 0) AS free
+            FROM infrastructure_providers p
+            LEFT JOIN (SELECT infrastructure_provider_id AS id, count(*) AS n FROM builds
+                       WHERE status = 'running' AND infrastructure_provider_id IS NOT NULL
+                       GROUP BY 1) r ON r.id = p.id
+            WHERE p.max_concurrent_builds IS NOT NULL
+        )
+        SELECT c.id, c.tenant_id, c.infrastructure_type,
+               p.id AS provider_id, p.provider_type, p.tekton_enabled AS provider_tekton_enabled,
+               p.status AS provider_status, pf.free AS provider_free
+        FROM tenant_free f
+        CROSS JOIN LATERAL (
+            SELECT b.id, b.tenant_id, b.infrastructure_type, b.infrastructure_provider_id,
+                   b.priority, b.created_at
+            FROM builds b
+            WHERE b.tenant_id = f.tenant_id AND b.status = 'queued' AND b.not_before <= now()
+              AND b.cancel_requested_at IS NULL
+              AND (b.infrastructure_provider_id IS NULL OR b.infrastructure_provider_id NOT IN
+                   (SELECT id FROM provider_free WHERE free <= 0))
+            ORDER BY b.priority DESC, b.created_at, b.id
+            LIMIT LEAST(f.free, $1)
+        ) c
+        LEFT JOIN LATERAL (
+            SELECT ip.id, ip.provider_type, ip.tekton_enabled, ip.status
+            FROM infrastructure_providers ip
+            WHERE ip.id = c.infrastructure_provider_id
+               OR (c.infrastructure_provider_id IS NULL AND c.infrastructure_type = 'kubernetes'
+                   AND ip.is_global AND ip.provider_type = 'kubernetes' AND ip.status = 'active')
+            ORDER BY ip.created_at, ip.id
+            LIMIT 1
+        ) p ON true
+        LEFT JOIN provider_free pf ON pf.id = c.infrastructure_provider_id
+        ORDER BY c.priority DESC, c.created_at, c.id
+        LIMIT $1
+        "#,
+    )
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await
+}
+
+#[derive(FromRow)]
+struct StartedRow {
+    id: Uuid,
+    tenant_id: Uuid,
+    attempts: i32,
+    max_attempts: i32,
+    timeout_seconds: i32,
+}
+
+async fn start_attempts(
+    tx: &mut Transaction<'_, Postgres>,
+    req: ClaimRequest<'_>,
+    run: &[(&ClaimCandidate, ExecutorKind)],
+) -> Result<Vec<ClaimedBuild>, sqlx::Error> {
+    if run.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = run.iter().map(|(c, _)| c.id).collect();
+    let started: Vec<StartedRow> = sqlx::query_as(
+        "UPDATE builds SET status = 'running', attempts = attempts + 1, lease_owner = $2, \
+         lease_expires_at = now() + make_interval(secs => $3), \
+         started_at = COALESCE(started_at, now()), finished_at = NULL, updated_at = now() \
+         WHERE id = ANY($1) \
+         RETURNING id, tenant_id, attempts, max_attempts, timeout_seconds",
+    )
+    .bind(&ids)
+    .bind(req.owner)
+    .bind(req.lease.as_secs_f64())
+    .fetch_all(&mut **tx)
+    .await?;
+
+    let by_id: HashMap<Uuid, &(&ClaimCandidate, ExecutorKind)> =
+        run.iter().map(|r| (r.0.id, r)).collect();
+    let mut exec_ids = Vec::with_capacity(started.len());
+    let mut build_ids = Vec::with_capacity(started.len());
+    let mut tenant_ids = Vec::with_capacity(started.len());
+    let mut attempts = Vec::with_capacity(started.len());
+    let mut kinds = Vec::with_capacity(started.len());
+    let mut providers: Vec<Option<Uuid>> = Vec::with_capacity(started.len());
+    for row in &started {
+        let (candidate, kind) = by_id[&row.id];
+        exec_ids.push(Uuid::now_v7());
+        build_ids.push(row.id);
+        tenant_ids.push(row.tenant_id);
+        attempts.push(row.attempts);
+        kinds.push(kind.as_str().to_owned());
+        providers.push(candidate.provider_id);
+    }
+    let executions: Vec<ExecutionRow> = sqlx::query_as(&format!(
+        "INSERT INTO build_executions (id, build_id, tenant_id, attempt, executor, provider_id, dispatcher_id) \
+         SELECT e.id, e.build_id, e.tenant_id, e.attempt, e.executor, e.provider_id, $7 \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::uuid[]) \
+              AS e(id, build_id, tenant_id, attempt, executor, provider_id) \
+         RETURNING {EXECUTION_COLUMNS}"
+    ))
+    .bind(&exec_ids)
+    .bind(&build_ids)
+    .bind(&tenant_ids)
+    .bind(&attempts)
+    .bind(&kinds)
+    .bind(&providers)
+    .bind(req.owner)
+    .fetch_all(&mut **tx)
+    .await?;
+
+    let rows: HashMap<Uuid, &StartedRow> = started.iter().map(|r| (r.id, r)).collect();
+    // Keep claim order (priority, age) for the caller.
+    let mut out: Vec<ClaimedBuild> = executions
+        .into_iter()
+        .map(|execution| {
+            let row = rows[&execution.build_id];
+            ClaimedBuild {
+                build_id: row.id,
+                tenant_id: row.tenant_id,
+                max_attempts: row.max_attempts,
+                timeout_seconds: row.timeout_seconds,
+                cancel_requested: false,
+                execution,
+            }
+        })
+        .collect();
+    let order: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    out.sort_by_key(|c| order[&c.build_id]);
+    Ok(out)
+}
+
+/// Take over running builds whose lease expired (their dispatcher died or
+/// handed them over). Returns each with its current execution, which the
+/// caller re-attaches to (or starts, if no reference was ever persisted).
+pub async fn take_over_expired(
+    pool: &PgPool,
+    req: ClaimRequest<'_>,
+) -> Result<Vec<ClaimedBuild>, sqlx::Error> {
+    if req.limit <= 0 {
+        return Ok(Vec::new());
+    }
+    let mut tx = pool.begin().await?;
+    #[derive(FromRow)]
+    struct Row {
+        id: Uuid,
+        tenant_id: Uuid,
+        attempts: i32,
+        max_attempts: i32,
+        timeout_seconds: i32,
+        cancel_requested: bool,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
+        "WITH expired AS ( \
+             SELECT id FROM builds WHERE status = 'running' AND lease_expires_at <= now() \
+             ORDER BY lease_expires_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+         UPDATE builds b SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2), \
+                updated_at = now() \
+         FROM expired WHERE b.id = expired.id \
+         RETURNING b.id, b.tenant_id, b.attempts, b.max_attempts, b.timeout_seconds, \
+                   b.cancel_requested_at IS NOT NULL AS cancel_requested",
+    )
+    .bind(req.owner)
+    .bind(req.lease.as_secs_f64())
+    .bind(req.limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        tx.commit().await?;
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let attempts: Vec<i32> = rows.iter().map(|r| r.attempts).collect();
+    let executions: Vec<ExecutionRow> = sqlx::query_as(&format!(
+        "SELECT {EXECUTION_COLUMNS} FROM build_executions \
+         WHERE (build_id, attempt) IN (SELECT * FROM UNNEST($1::uuid[], $2::int[]))"
+    ))
+    .bind(&ids)
+    .bind(&attempts)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let mut by_build: HashMap<Uuid, ExecutionRow> =
+        executions.into_iter().map(|e| (e.build_id, e)).collect();
+    let mut out = Vec::new();
+    for r in rows {
+        // A running build always has its current execution (both are written
+        // in the claim transaction); one without is left to lease expiry again
+        // rather than guessed at.
+        let Some(execution) = by_build.remove(&r.id) else {
+            tracing::error!(build.id = %r.id, attempt = r.attempts, "running build has no execution row for its attempt");
+            continue;
+        };
+        out.push(ClaimedBuild {
+            build_id: r.id,
+            tenant_id: r.tenant_id,
+            max_attempts: r.max_attempts,
+            timeout_seconds: r.timeout_seconds,
+            cancel_requested: r.cancel_requested,
+            execution,
+        });
+    }
+    Ok(out)
+}
+
+/// A held build after lease renewal: whether cancellation was requested since.
+#[derive(Debug, Clone, FromRow)]
+pub struct RenewedLease {
+    pub id: Uuid,
+    pub cancel_requested: bool,
+}
+
+/// Extend the leases `owner` still holds among `ids`. Builds missing from the
+/// result are no longer ours (lease expired and taken over, or finished).
+pub async fn renew_leases(
+    pool: &PgPool,
+    owner: &str,
+    ids: &[Uuid],
+    lease: Duration,
+) -> Result<Vec<RenewedLease>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(
+        "UPDATE builds SET lease_expires_at = now() + make_interval(secs => $3) \
+         WHERE id = ANY($1) AND lease_owner = $2 AND status = 'running' \
+         RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested",
+    )
+    .bind(ids)
+    .bind(owner)
+    .bind(lease.as_secs_f64())
+    .fetch_all(pool)
+    .await
+}
+
+/// Give up leases at once (graceful shutdown): the builds stay `running` and
+/// another dispatcher re-attaches to their executions immediately. Wakes
+/// the other dispatchers. Returns the released build ids.
+pub async fn release_leases(
+    pool: &PgPool,
+    owner: &str,
+    ids: Option<&[Uuid]>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let released: Vec<Uuid> = sqlx::query_scalar(
+        "UPDATE builds SET lease_owner = NULL, lease_expires_at = now(), updated_at = now() \
+         WHERE lease_owner = $1 AND status = 'running' AND ($2::uuid[] IS NULL OR id = ANY($2)) \
+         RETURNING id",
+    )
+    .bind(owner)
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    if !released.is_empty() {
+        notify_queued(&mut tx, None).await?;
+    }
+    tx.commit().await?;
+    Ok(released)
+}
+
+async fn notify_queued(
+    tx: &mut Transaction<'_, Postgres>,
+    build_id: Option<Uuid>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL_BUILD_QUEUED)
+        .bind(build_id.map(|id| id.to_string()).unwrap_or_default())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// How an attempt ends for the queue.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    /// The build reaches a terminal status; `message` goes to the execution
+    /// row and (unless success) to the build's `error_message`.
+    Terminal {
+        status: BuildStatus,
+        message: Option<String>,
+    },
+    /// The attempt failed transiently: the build is queued again, claimable
+    /// after `delay`; the execution row keeps `message`.
+    Requeue { delay: Duration, message: String },
+}
+
+/// Record the end of an attempt: execution row and build together, fenced by
+/// the lease. Returns false (and changes nothing) if `owner` no longer holds
+/// the build.
+pub async fn finish(
+    pool: &PgPool,
+    owner: &str,
+    build_id: Uuid,
+    execution_id: Uuid,
+    finish: &Finish,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let (exec_status, exec_message) = match finish {
+        Finish::Terminal { status, message } => {
+            let updated = sqlx::query(
+                "UPDATE builds SET status = $3, error_message = $4, finished_at = now(), \
+                 lease_owner = NULL, lease_expires_at = NULL, updated_at = now() \
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+            )
+            .bind(build_id)
+            .bind(owner)
+            .bind(status.as_str())
+            .bind(match status {
+                BuildStatus::Succeeded => None,
+                _ => message.as_deref(),
+            })
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                return Ok(false);
+            }
+            (status.as_str(), message.clone())
+        }
+        Finish::Requeue { delay, message } => {
+            let updated = sqlx::query(
+                "UPDATE builds SET status = 'queued', error_message = $3, \
+                 not_before = now() + make_interval(secs => $4), \
+                 lease_owner = NULL, lease_expires_at = NULL, updated_at = now() \
+                 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
+            )
+            .bind(build_id)
+            .bind(owner)
+            .bind(message)
+            .bind(delay.as_secs_f64())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated == 0 {
+                return Ok(false);
+            }
+            if delay.is_zero() {
+                notify_queued(&mut tx, Some(build_id)).await?;
+            }
+            ("failed", Some(message.clone()))
+        }
+    };
+    sqlx::query(
+        "UPDATE build_executions SET status = $2, message = $3, finished_at = now() \
+         WHERE id = $1 AND status = 'running'",
+    )
+    .bind(execution_id)
+    .bind(exec_status)
+    .bind(exec_message)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// Cancel queued builds whose cancellation was requested (the API may also
+/// cancel them directly). Returns the ids cancelled.
+pub async fn cancel_requested_queued(pool: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE builds SET status = 'cancelled', finished_at = now(), updated_at = now(), \
+         error_message = COALESCE(error_message, 'cancelled while queued') \
+         WHERE id IN (SELECT id FROM builds WHERE status = 'queued' \
+                      AND cancel_requested_at IS NOT NULL FOR UPDATE SKIP LOCKED) \
+         RETURNING id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// The earliest `not_before` of a queued build in backoff, so an idle
+/// dispatcher can wake exactly then instead of polling faster.
+pub async fn next_not_before(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT min(not_before) FROM builds WHERE status = 'queued' AND not_before > now()",
+    )
+    .fetch_one(pool)
+    .await
+}
