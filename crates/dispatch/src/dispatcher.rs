@@ -234,6 +234,7 @@ impl Shared {
                 lease,
                 limit: limit as i64,
             };
+            let began = Instant::now();
             let taken = match queue::take_over_expired(&self.pool, request(free)).await {
                 Ok(t) => t,
                 Err(e) => {
@@ -244,12 +245,13 @@ impl Shared {
             let free = free - taken.len();
             for build in taken {
                 info!(build.id = %build.build_id, attempt = build.execution.attempt, "took over expired lease");
-                self.spawn_execution(tasks, build);
+                self.spawn_execution(tasks, build, began);
             }
             if free == 0 {
                 return;
             }
             let limit = free.min(self.settings.claim_batch);
+            let began = Instant::now();
             let batch = match queue::claim(&self.pool, request(limit), |c| self.decide(c)).await {
                 Ok(b) => b,
                 Err(e) => {
@@ -262,7 +264,7 @@ impl Shared {
             }
             for build in batch.claimed {
                 debug!(build.id = %build.build_id, attempt = build.execution.attempt, "claimed");
-                self.spawn_execution(tasks, build);
+                self.spawn_execution(tasks, build, began);
             }
             if batch.offered < limit {
                 return;
@@ -296,21 +298,29 @@ impl Shared {
         }
     }
 
-    fn spawn_execution(self: &Arc<Self>, tasks: &mut JoinSet<()>, build: ClaimedBuild) {
+    /// `claim_began`: when the claim that returned `build` started; a cancel
+    /// notification older than that was already visible to the claim (which
+    /// skips cancel-requested builds), so it belongs to an earlier attempt.
+    fn spawn_execution(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<()>,
+        build: ClaimedBuild,
+        claim_began: Instant,
+    ) {
         let (stop_tx, stop_rx) = watch::channel(None);
-        let pending = self
-            .pending_cancels
-            .lock()
-            .unwrap()
-            .remove(&build.build_id)
-            .is_some();
-        if build.cancel_requested || pending {
-            stop_tx.send_replace(Some(StopReason::Cancel));
+        {
+            let mut pending = self.pending_cancels.lock().unwrap();
+            let raced = pending
+                .remove(&build.build_id)
+                .is_some_and(|at| at >= claim_began);
+            if raced || build.cancel_requested {
+                stop_tx.send_replace(Some(StopReason::Cancel));
+            }
+            self.in_flight
+                .lock()
+                .unwrap()
+                .insert(build.build_id, InFlight { stop: stop_tx });
         }
-        self.in_flight
-            .lock()
-            .unwrap()
-            .insert(build.build_id, InFlight { stop: stop_tx });
         let span = info_span!("execution", build.id = %build.build_id, tenant.id = %build.tenant_id,
             execution.id = %build.execution.id, attempt = build.execution.attempt);
         let shared = self.clone();
@@ -588,28 +598,21 @@ async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
 }
 
 async fn on_cancel(shared: &Arc<Shared>, build_id: Uuid) {
-    if shared.stop(build_id, StopReason::Cancel) {
-        info!(build.id = %build_id, "cancel requested; stopping the execution");
-        return;
-    }
     {
+        // Under the pending lock, as in `spawn_execution`: a build registers
+        // either before this check (stopped here) or after (finds it pending).
         let mut pending = shared.pending_cancels.lock().unwrap();
-        pending.retain(|_, at| at.elapsed() < Duration::from_secs(60));
+        if shared.stop(build_id, StopReason::Cancel) {
+            info!(build.id = %build_id, "cancel requested; stopping the execution");
+            return;
+        }
+        pending.retain(|_, at| at.elapsed() < Duration::from_secs(10));
         pending.insert(build_id, Instant::now());
     }
     // Not held here: it may be queued (cancel it now) or held elsewhere (its
-    // holder got the same notification).
+    // holder got the same notification). If a claim of ours registers it
+    // later, `spawn_execution` finds it in `pending_cancels`.
     shared.sweep_queued_cancels().await;
-    // A claim may have registered it meanwhile.
-    if shared
-        .pending_cancels
-        .lock()
-        .unwrap()
-        .remove(&build_id)
-        .is_some()
-    {
-        shared.stop(build_id, StopReason::Cancel);
-    }
 }
 
 /// Renew leases of held builds, notice lost leases and missed cancels, and

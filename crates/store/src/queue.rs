@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use imagefactory_domain::{BuildStatus, ExecutorKind, InfrastructureType};
 use sqlx::{FromRow, PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -536,15 +535,5 @@ pub async fn cancel_requested_queued(pool: &PgPool) -> Result<Vec<Uuid>, sqlx::E
          RETURNING id",
     )
     .fetch_all(pool)
-    .await
-}
-
-/// The earliest `not_before` of a queued build in backoff, so an idle
-/// dispatcher can wake exactly then instead of polling faster.
-pub async fn next_not_before(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT min(not_before) FROM builds WHERE status = 'queued' AND not_before > now()",
-    )
-    .fetch_one(pool)
     .await
 }
