@@ -121,12 +121,10 @@ impl Bench {
     }
 
     async fn reset(&self) {
-        sqlx::query(
-            "TRUNCATE builds, build_executions, build_logs, build_artifacts, test_executor_work",
-        )
-        .execute(&self.pool)
-        .await
-        .unwrap();
+        sqlx::query("TRUNCATE builds, test_executor_work CASCADE")
+            .execute(&self.pool)
+            .await
+            .unwrap();
     }
 
     async fn wait_for(&self, sql: &str, want: i64) {
@@ -183,6 +181,41 @@ impl Bench {
         let rate = BACKLOG as f64 / elapsed.as_secs_f64();
         println!(
             "throughput dispatchers={dispatchers}: {BACKLOG} claimed in {:.3}s = {rate:.0}/s ({started} already started by the executor)",
+            elapsed.as_secs_f64()
+        );
+        rate
+    }
+
+    /// The store's claim function alone in a loop (no executor work): shows
+    /// what the fairness query and execution rows cost on top of the raw claim.
+    async fn claim_function(&self) -> f64 {
+        self.submit(BACKLOG, 0).await;
+        let t0 = Instant::now();
+        let mut claimed = 0;
+        loop {
+            let req = imagefactory_store::queue::ClaimRequest {
+                owner: "claim-fn",
+                lease: Duration::from_secs(60),
+                limit: BATCH as i64,
+            };
+            let batch = imagefactory_store::queue::claim(&self.pool, req, |_| {
+                imagefactory_store::queue::ClaimDecision::Run(
+                    imagefactory_domain::ExecutorKind::Test,
+                )
+            })
+            .await
+            .unwrap();
+            if batch.claimed.is_empty() {
+                break;
+            }
+            claimed += batch.claimed.len();
+        }
+        let elapsed = t0.elapsed();
+        assert_eq!(claimed, BACKLOG);
+        self.reset().await;
+        let rate = BACKLOG as f64 / elapsed.as_secs_f64();
+        println!(
+            "store claim function alone (batch {BATCH}, fairness query + execution rows): {BACKLOG} in {:.3}s = {rate:.0}/s",
             elapsed.as_secs_f64()
         );
         rate
@@ -264,6 +297,7 @@ fn main() {
         let one = bench.throughput(1).await;
         let three = bench.throughput(3).await;
         let baseline = bench.baseline().await;
+        bench.claim_function().await;
         let ratio = one / baseline;
         println!("ratio claims_per_s_1 / baseline = {ratio:.2} (3 dispatchers: {:.2})", three / baseline);
 

@@ -4,6 +4,7 @@
 //! shutdown with handover.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,7 @@ use imagefactory_store::queue::{
 };
 use imagefactory_store::{CHANNEL_BUILD_CANCEL, CHANNEL_BUILD_QUEUED, dispatchers};
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -68,7 +69,12 @@ struct InFlight {
 }
 
 struct Shared {
+    /// Executions (context loading, sink writes, finalization).
     pool: PgPool,
+    /// Claiming, lease renewal and heartbeats: a separate small pool so they
+    /// never queue behind hundreds of executions' writes (a starved renewal
+    /// would lose leases under load).
+    control: PgPool,
     settings: DispatcherSettings,
     executors: Executors,
     cipher: Option<Cipher>,
@@ -80,6 +86,10 @@ struct Shared {
     /// transaction was committing as they arrived.
     pending_cancels: Mutex<HashMap<Uuid, Instant>>,
     wake: Notify,
+    /// Look for expired or released leases in the next claim cycle. Set by
+    /// the poll tick and by release notifications, so ordinary wake-ups do
+    /// not pay for the takeover query.
+    takeover_due: AtomicBool,
 }
 
 impl Dispatcher {
@@ -98,6 +108,9 @@ impl Dispatcher {
         );
         Self {
             shared: Arc::new(Shared {
+                control: PgPoolOptions::new()
+                    .max_connections(2)
+                    .connect_lazy_with((*pool.connect_options()).clone()),
                 pool,
                 settings,
                 executors,
@@ -108,6 +121,7 @@ impl Dispatcher {
                 in_flight: Mutex::new(HashMap::new()),
                 pending_cancels: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
+                takeover_due: AtomicBool::new(true),
             }),
         }
     }
@@ -139,6 +153,10 @@ impl Dispatcher {
                 tokio::spawn(heartbeat(shared.clone(), background.clone()).in_current_span());
 
             let mut tasks: JoinSet<()> = JoinSet::new();
+            // An interval, not a sleep per loop: a dispatcher woken more often
+            // than the poll interval must still run the periodic checks.
+            let mut poll = tokio::time::interval(shared.settings.poll_interval);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 shared.claim_cycle(&mut tasks).await;
                 tokio::select! {
@@ -150,7 +168,8 @@ impl Dispatcher {
                         }
                     }
                     _ = shared.wake.notified() => {}
-                    _ = tokio::time::sleep(shared.settings.poll_interval) => {
+                    _ = poll.tick() => {
+                        shared.takeover_due.store(true, Ordering::SeqCst);
                         shared.sweep_queued_cancels().await;
                     }
                 }
@@ -163,6 +182,7 @@ impl Dispatcher {
             if let Err(e) = dispatchers::mark_stopped(&shared.pool, &shared.id).await {
                 warn!(error = %e, "could not mark dispatcher stopped");
             }
+            shared.control.close().await;
             info!("dispatcher stopped");
             Ok(())
         }
@@ -186,7 +206,7 @@ impl Shared {
 
     async fn beat(&self) -> Result<(), sqlx::Error> {
         dispatchers::heartbeat(
-            &self.pool,
+            &self.control,
             dispatchers::Heartbeat {
                 id: &self.id,
                 mode: self.mode.as_str(),
@@ -234,25 +254,34 @@ impl Shared {
                 lease,
                 limit: limit as i64,
             };
-            let began = Instant::now();
-            let taken = match queue::take_over_expired(&self.pool, request(free)).await {
-                Ok(t) => t,
-                Err(e) => {
-                    warn!(error = %e, "taking over expired leases failed");
+            let mut free = free;
+            if self.takeover_due.swap(false, Ordering::SeqCst) {
+                let began = Instant::now();
+                let taken = match queue::take_over_expired(&self.control, request(free)).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.takeover_due.store(true, Ordering::SeqCst);
+                        warn!(error = %e, "taking over expired leases failed");
+                        return;
+                    }
+                };
+                if taken.len() == free {
+                    // Possibly more waiting: look again next cycle.
+                    self.takeover_due.store(true, Ordering::SeqCst);
+                }
+                free -= taken.len();
+                for build in taken {
+                    info!(build.id = %build.build_id, attempt = build.execution.attempt, "took over expired lease");
+                    self.spawn_execution(tasks, build, began);
+                }
+                if free == 0 {
                     return;
                 }
-            };
-            let free = free - taken.len();
-            for build in taken {
-                info!(build.id = %build.build_id, attempt = build.execution.attempt, "took over expired lease");
-                self.spawn_execution(tasks, build, began);
-            }
-            if free == 0 {
-                return;
             }
             let limit = free.min(self.settings.claim_batch);
             let began = Instant::now();
-            let batch = match queue::claim(&self.pool, request(limit), |c| self.decide(c)).await {
+            let batch = match queue::claim(&self.control, request(limit), |c| self.decide(c)).await
+            {
                 Ok(b) => b,
                 Err(e) => {
                     warn!(error = %e, "claiming builds failed");
@@ -586,9 +615,15 @@ async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
                         ),
                     }
                 }
-                Ok(_) => shared.wake.notify_one(),
+                Ok(n) => {
+                    if n.payload() == queue::RELEASED_PAYLOAD {
+                        shared.takeover_due.store(true, Ordering::SeqCst);
+                    }
+                    shared.wake.notify_one();
+                }
                 Err(e) => {
                     warn!(error = %e, "LISTEN connection lost; reconnecting");
+                    shared.takeover_due.store(true, Ordering::SeqCst);
                     shared.wake.notify_one();
                     continue 'connect;
                 }
@@ -626,7 +661,7 @@ async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         let held: Vec<Uuid> = shared.in_flight.lock().unwrap().keys().copied().collect();
-        match queue::renew_leases(&shared.pool, &shared.id, &held, shared.settings.lease).await {
+        match queue::renew_leases(&shared.control, &shared.id, &held, shared.settings.lease).await {
             Ok(renewed) => {
                 let still: HashMap<Uuid, bool> =
                     renewed.iter().map(|r| (r.id, r.cancel_requested)).collect();

@@ -4,7 +4,7 @@
 //! [`TestExecutor::install`], not a migration: it is test-only), so it
 //! survives a dispatcher crash: `reattach` finds the row and waits for the
 //! remaining time, as a re-attached Tekton executor would resume watching its
-//! PipelineRun. The row is written in the same transaction as the execution's
+//! PipelineRun. The row is written in the same statement as the execution's
 //! reference, so "work exists" and "reference persisted" are one fact and a
 //! second `start` of the same attempt is always a dispatcher bug — counted in
 //! `start_calls`, which tests require to be exactly 1.
@@ -22,7 +22,6 @@ use imagefactory_exec::{
     Artifact, ArtifactKind, ExecutionContext, ExecutionRef, ExecutionSink, Executor, LogLine,
     Outcome, StopReason, StopSignal,
 };
-use imagefactory_store::executions::{ReferenceColumns, record_reference};
 use serde::Deserialize;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -272,38 +271,29 @@ impl Executor for TestExecutor {
                 .unwrap_or_else(|| "test: scripted failure".into())
         });
         let r = reference(&ctx);
-        // Work and reference in one transaction (see the module docs).
-        let created = async {
-            let mut tx = self.pool.begin().await?;
-            let remaining_ms: i64 = sqlx::query_scalar(
-                "INSERT INTO test_executor_work (execution_id, build_id, attempt, ends_at, outcome, message, ignore_stop) \
+        // Work and reference in one statement (see the module docs).
+        let created: Result<i64, sqlx::Error> = sqlx::query_scalar(
+            "WITH work AS ( \
+                 INSERT INTO test_executor_work (execution_id, build_id, attempt, ends_at, outcome, message, ignore_stop) \
                  VALUES ($1, $2, $3, clock_timestamp() + make_interval(secs => $4), $5, $6, $7) \
                  ON CONFLICT (execution_id) DO UPDATE SET start_calls = test_executor_work.start_calls + 1 \
-                 RETURNING GREATEST(0, EXTRACT(EPOCH FROM (ends_at - clock_timestamp())) * 1000)::bigint",
-            )
-            .bind(ctx.execution_id)
-            .bind(ctx.build_id)
-            .bind(ctx.attempt)
-            .bind(script.duration_ms as f64 / 1000.0)
-            .bind(&script.outcome)
-            .bind(&failure)
-            .bind(script.ignore_stop)
-            .fetch_one(&mut *tx)
-            .await?;
-            record_reference(
-                &mut *tx,
-                ctx.execution_id,
-                &ReferenceColumns {
-                    provider_id: r.provider_id,
-                    namespace: None,
-                    name: r.name.as_deref(),
-                    uid: None,
-                },
-            )
-            .await?;
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(remaining_ms)
-        }
+                 RETURNING GREATEST(0, EXTRACT(EPOCH FROM (ends_at - clock_timestamp())) * 1000)::bigint AS remaining_ms \
+             ), reference AS ( \
+                 UPDATE build_executions SET pipeline_run_name = $8, provider_id = COALESCE($9, provider_id), \
+                        reference_at = COALESCE(reference_at, now()) WHERE id = $1 \
+             ) \
+             SELECT remaining_ms FROM work",
+        )
+        .bind(ctx.execution_id)
+        .bind(ctx.build_id)
+        .bind(ctx.attempt)
+        .bind(script.duration_ms as f64 / 1000.0)
+        .bind(&script.outcome)
+        .bind(&failure)
+        .bind(script.ignore_stop)
+        .bind(r.name.as_deref())
+        .bind(r.provider_id)
+        .fetch_one(&self.pool)
         .await;
         let remaining_ms = match created {
             Ok(ms) => ms,
@@ -313,6 +303,8 @@ impl Executor for TestExecutor {
                 };
             }
         };
+        // Already persisted above; reported through the sink too, as the
+        // contract asks (idempotent).
         if let Err(e) = sink.reference(&r).await {
             return Outcome::Transient {
                 message: e.to_string(),

@@ -106,23 +106,12 @@ pub async fn claim(
         return Ok(ClaimBatch::default());
     }
 
-    // Lock what is still queued; rows another transaction holds (e.g. an API
-    // cancel in progress) are skipped, not waited for.
-    let ids: Vec<Uuid> = candidates.iter().map(|c| c.id).collect();
-    let locked: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM builds WHERE id = ANY($1) AND status = 'queued' \
-         AND cancel_requested_at IS NULL FOR UPDATE SKIP LOCKED",
-    )
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?;
-
     // The query gives each tenant at most its free slots; provider slots are
     // shared across tenants, so they are counted down here in claim order.
     let mut provider_free: HashMap<Uuid, i64> = HashMap::new();
     let mut run: Vec<(&ClaimCandidate, ExecutorKind)> = Vec::new();
-    let mut failed: Vec<(Uuid, String)> = Vec::new();
-    for c in candidates.iter().filter(|c| locked.contains(&c.id)) {
+    let mut fail: Vec<(Uuid, String)> = Vec::new();
+    for c in &candidates {
         if let (Some(pid), Some(free)) = (c.provider_id, c.provider_free) {
             let left = provider_free.entry(pid).or_insert(free);
             if *left <= 0 {
@@ -132,23 +121,30 @@ pub async fn claim(
         }
         match decide(c) {
             ClaimDecision::Run(kind) => run.push((c, kind)),
-            ClaimDecision::Fail(message) => failed.push((c.id, message)),
+            ClaimDecision::Fail(message) => fail.push((c.id, message)),
         }
     }
 
     let claimed = start_attempts(&mut tx, req, &run).await?;
-    if !failed.is_empty() {
-        let (fail_ids, messages): (Vec<Uuid>, Vec<String>) = failed.iter().cloned().unzip();
-        sqlx::query(
+    let failed = if fail.is_empty() {
+        Vec::new()
+    } else {
+        let (ids, messages): (Vec<Uuid>, Vec<String>) = fail.into_iter().unzip();
+        // Rows another transaction holds (e.g. an API cancel in progress)
+        // are skipped, not waited for.
+        sqlx::query_as(
             "UPDATE builds b SET status = 'failed', error_message = f.message, \
              finished_at = now(), updated_at = now() \
-             FROM UNNEST($1::uuid[], $2::text[]) AS f(id, message) WHERE b.id = f.id",
+             FROM UNNEST($1::uuid[], $2::text[]) AS f(id, message) \
+             WHERE b.id = f.id AND b.id IN (SELECT id FROM builds WHERE id = ANY($1) \
+                 AND status = 'queued' AND cancel_requested_at IS NULL FOR UPDATE SKIP LOCKED) \
+             RETURNING b.id, f.message",
         )
-        .bind(&fail_ids)
+        .bind(&ids)
         .bind(&messages)
-        .execute(&mut *tx)
-        .await?;
-    }
+        .fetch_all(&mut *tx)
+        .await?
+    };
     tx.commit().await?;
     Ok(ClaimBatch {
         claimed,
@@ -217,13 +213,15 @@ async fn candidates(
 
 #[derive(FromRow)]
 struct StartedRow {
-    id: Uuid,
-    tenant_id: Uuid,
-    attempts: i32,
+    #[sqlx(flatten)]
+    execution: ExecutionRow,
     max_attempts: i32,
     timeout_seconds: i32,
 }
 
+/// Lock the chosen builds (skipping rows another transaction holds), move
+/// them to running under our lease and create their execution rows: one
+/// statement, so claiming costs few round trips.
 async fn start_attempts(
     tx: &mut Transaction<'_, Postgres>,
     req: ClaimRequest<'_>,
@@ -233,70 +231,52 @@ async fn start_attempts(
         return Ok(Vec::new());
     }
     let ids: Vec<Uuid> = run.iter().map(|(c, _)| c.id).collect();
-    let started: Vec<StartedRow> = sqlx::query_as(
-        "UPDATE builds SET status = 'running', attempts = attempts + 1, lease_owner = $2, \
-         lease_expires_at = now() + make_interval(secs => $3), \
-         started_at = COALESCE(started_at, now()), finished_at = NULL, updated_at = now() \
-         WHERE id = ANY($1) \
-         RETURNING id, tenant_id, attempts, max_attempts, timeout_seconds",
-    )
+    let exec_ids: Vec<Uuid> = run.iter().map(|_| Uuid::now_v7()).collect();
+    let kinds: Vec<&str> = run.iter().map(|(_, k)| k.as_str()).collect();
+    let providers: Vec<Option<Uuid>> = run.iter().map(|(c, _)| c.provider_id).collect();
+    let rows: Vec<StartedRow> = sqlx::query_as(&format!(
+        "WITH locked AS ( \
+             SELECT id FROM builds WHERE id = ANY($1) AND status = 'queued' \
+             AND cancel_requested_at IS NULL FOR UPDATE SKIP LOCKED \
+         ), started AS ( \
+             UPDATE builds b SET status = 'running', attempts = b.attempts + 1, lease_owner = $2, \
+                    lease_expires_at = now() + make_interval(secs => $3), \
+                    started_at = COALESCE(b.started_at, now()), finished_at = NULL, updated_at = now() \
+             FROM locked WHERE b.id = locked.id \
+             RETURNING b.id, b.tenant_id, b.attempts, b.max_attempts, b.timeout_seconds \
+         ), plan AS ( \
+             SELECT * FROM UNNEST($1::uuid[], $4::uuid[], $5::text[], $6::uuid[]) \
+                 AS p(build_id, execution_id, executor, provider_id) \
+         ), inserted AS ( \
+             INSERT INTO build_executions (id, build_id, tenant_id, attempt, executor, provider_id, dispatcher_id) \
+             SELECT p.execution_id, s.id, s.tenant_id, s.attempts, p.executor, p.provider_id, $2 \
+             FROM started s JOIN plan p ON p.build_id = s.id \
+             RETURNING {EXECUTION_COLUMNS} \
+         ) \
+         SELECT i.*, s.max_attempts, s.timeout_seconds FROM inserted i JOIN started s ON s.id = i.build_id"
+    ))
     .bind(&ids)
     .bind(req.owner)
     .bind(req.lease.as_secs_f64())
-    .fetch_all(&mut **tx)
-    .await?;
-
-    let by_id: HashMap<Uuid, &(&ClaimCandidate, ExecutorKind)> =
-        run.iter().map(|r| (r.0.id, r)).collect();
-    let mut exec_ids = Vec::with_capacity(started.len());
-    let mut build_ids = Vec::with_capacity(started.len());
-    let mut tenant_ids = Vec::with_capacity(started.len());
-    let mut attempts = Vec::with_capacity(started.len());
-    let mut kinds = Vec::with_capacity(started.len());
-    let mut providers: Vec<Option<Uuid>> = Vec::with_capacity(started.len());
-    for row in &started {
-        let (candidate, kind) = by_id[&row.id];
-        exec_ids.push(Uuid::now_v7());
-        build_ids.push(row.id);
-        tenant_ids.push(row.tenant_id);
-        attempts.push(row.attempts);
-        kinds.push(kind.as_str().to_owned());
-        providers.push(candidate.provider_id);
-    }
-    let executions: Vec<ExecutionRow> = sqlx::query_as(&format!(
-        "INSERT INTO build_executions (id, build_id, tenant_id, attempt, executor, provider_id, dispatcher_id) \
-         SELECT e.id, e.build_id, e.tenant_id, e.attempt, e.executor, e.provider_id, $7 \
-         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::uuid[]) \
-              AS e(id, build_id, tenant_id, attempt, executor, provider_id) \
-         RETURNING {EXECUTION_COLUMNS}"
-    ))
     .bind(&exec_ids)
-    .bind(&build_ids)
-    .bind(&tenant_ids)
-    .bind(&attempts)
     .bind(&kinds)
     .bind(&providers)
-    .bind(req.owner)
     .fetch_all(&mut **tx)
     .await?;
 
-    let rows: HashMap<Uuid, &StartedRow> = started.iter().map(|r| (r.id, r)).collect();
-    // Keep claim order (priority, age) for the caller.
-    let mut out: Vec<ClaimedBuild> = executions
+    let order: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let mut out: Vec<ClaimedBuild> = rows
         .into_iter()
-        .map(|execution| {
-            let row = rows[&execution.build_id];
-            ClaimedBuild {
-                build_id: row.id,
-                tenant_id: row.tenant_id,
-                max_attempts: row.max_attempts,
-                timeout_seconds: row.timeout_seconds,
-                cancel_requested: false,
-                execution,
-            }
+        .map(|r| ClaimedBuild {
+            build_id: r.execution.build_id,
+            tenant_id: r.execution.tenant_id,
+            max_attempts: r.max_attempts,
+            timeout_seconds: r.timeout_seconds,
+            cancel_requested: false,
+            execution: r.execution,
         })
         .collect();
-    let order: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    // Keep claim order (priority, age) for the caller.
     out.sort_by_key(|c| order[&c.build_id]);
     Ok(out)
 }
@@ -311,67 +291,46 @@ pub async fn take_over_expired(
     if req.limit <= 0 {
         return Ok(Vec::new());
     }
-    let mut tx = pool.begin().await?;
     #[derive(FromRow)]
     struct Row {
-        id: Uuid,
-        tenant_id: Uuid,
-        attempts: i32,
+        #[sqlx(flatten)]
+        execution: ExecutionRow,
         max_attempts: i32,
         timeout_seconds: i32,
         cancel_requested: bool,
     }
-    let rows: Vec<Row> = sqlx::query_as(
+    // A running build always has its current execution (both are written in
+    // the claim transaction), so the join loses nothing.
+    let rows: Vec<Row> = sqlx::query_as(&format!(
         "WITH expired AS ( \
              SELECT id FROM builds WHERE status = 'running' AND lease_expires_at <= now() \
-             ORDER BY lease_expires_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-         UPDATE builds b SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2), \
-                updated_at = now() \
-         FROM expired WHERE b.id = expired.id \
-         RETURNING b.id, b.tenant_id, b.attempts, b.max_attempts, b.timeout_seconds, \
-                   b.cancel_requested_at IS NOT NULL AS cancel_requested",
-    )
+             ORDER BY lease_expires_at LIMIT $3 FOR UPDATE SKIP LOCKED \
+         ), taken AS ( \
+             UPDATE builds b SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2), \
+                    updated_at = now() \
+             FROM expired WHERE b.id = expired.id \
+             RETURNING b.id AS taken_id, b.attempts, b.max_attempts, b.timeout_seconds, \
+                       b.cancel_requested_at IS NOT NULL AS cancel_requested \
+         ) \
+         SELECT {EXECUTION_COLUMNS}, t.max_attempts, t.timeout_seconds, t.cancel_requested \
+         FROM taken t JOIN build_executions e ON e.build_id = t.taken_id AND e.attempt = t.attempts"
+    ))
     .bind(req.owner)
     .bind(req.lease.as_secs_f64())
     .bind(req.limit)
-    .fetch_all(&mut *tx)
+    .fetch_all(pool)
     .await?;
-    if rows.is_empty() {
-        tx.commit().await?;
-        return Ok(Vec::new());
-    }
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
-    let attempts: Vec<i32> = rows.iter().map(|r| r.attempts).collect();
-    let executions: Vec<ExecutionRow> = sqlx::query_as(&format!(
-        "SELECT {EXECUTION_COLUMNS} FROM build_executions \
-         WHERE (build_id, attempt) IN (SELECT * FROM UNNEST($1::uuid[], $2::int[]))"
-    ))
-    .bind(&ids)
-    .bind(&attempts)
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    let mut by_build: HashMap<Uuid, ExecutionRow> =
-        executions.into_iter().map(|e| (e.build_id, e)).collect();
-    let mut out = Vec::new();
-    for r in rows {
-        // A running build always has its current execution (both are written
-        // in the claim transaction); one without is left to lease expiry again
-        // rather than guessed at.
-        let Some(execution) = by_build.remove(&r.id) else {
-            tracing::error!(build.id = %r.id, attempt = r.attempts, "running build has no execution row for its attempt");
-            continue;
-        };
-        out.push(ClaimedBuild {
-            build_id: r.id,
-            tenant_id: r.tenant_id,
+    Ok(rows
+        .into_iter()
+        .map(|r| ClaimedBuild {
+            build_id: r.execution.build_id,
+            tenant_id: r.execution.tenant_id,
             max_attempts: r.max_attempts,
             timeout_seconds: r.timeout_seconds,
             cancel_requested: r.cancel_requested,
-            execution,
-        });
-    }
-    Ok(out)
+            execution: r.execution,
+        })
+        .collect())
 }
 
 /// A held build after lease renewal: whether cancellation was requested since.
@@ -423,19 +382,23 @@ pub async fn release_leases(
     .fetch_all(&mut *tx)
     .await?;
     if !released.is_empty() {
-        notify_queued(&mut tx, None).await?;
+        notify_queued(&mut tx, RELEASED_PAYLOAD).await?;
     }
     tx.commit().await?;
     Ok(released)
 }
 
+/// Payload of the `build_queued` notification sent when leases are released:
+/// dispatchers should look for leases to take over right away.
+pub const RELEASED_PAYLOAD: &str = "released";
+
 async fn notify_queued(
     tx: &mut Transaction<'_, Postgres>,
-    build_id: Option<Uuid>,
+    payload: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_notify($1, $2)")
         .bind(CHANNEL_BUILD_QUEUED)
-        .bind(build_id.map(|id| id.to_string()).unwrap_or_default())
+        .bind(payload)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -506,7 +469,7 @@ pub async fn finish(
                 return Ok(false);
             }
             if delay.is_zero() {
-                notify_queued(&mut tx, Some(build_id)).await?;
+                notify_queued(&mut tx, &build_id.to_string()).await?;
             }
             ("failed", Some(message.clone()))
         }
