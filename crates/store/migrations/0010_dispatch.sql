@@ -10,7 +10,8 @@ ALTER TABLE build_executions ADD COLUMN reference_at timestamptz;
 -- walks each tenant with free capacity, so a full tenant never blocks others).
 CREATE INDEX builds_tenant_queue_idx ON builds (tenant_id, priority DESC, created_at, id) WHERE status = 'queued';
 -- Concurrency limits count running builds per tenant and per provider.
-CREATE INDEX builds_running_tenant_idx ON builds (tenant_id, infrastructure_provider_id) WHERE status = 'running';
+CREATE INDEX builds_running_tenant_idx ON builds (tenant_id) WHERE status = 'running';
+CREATE INDEX builds_running_provider_idx ON builds (infrastructure_provider_id) WHERE status = 'running';
 -- Lease renewal and release by owner.
 CREATE INDEX builds_lease_owner_idx ON builds (lease_owner) WHERE status = 'running';
 -- Queued builds whose cancellation was requested (swept at once).

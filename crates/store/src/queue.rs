@@ -163,25 +163,31 @@ async fn candidates(
     // they do not shadow the tenant's other builds.
     sqlx::query_as::<_, ClaimCandidate>(
         r#"
-        WITH running_tenant AS (
-            SELECT tenant_id, count(*) AS n FROM builds WHERE status = 'running' GROUP BY tenant_id
-        ), tenant_free AS (
-            SELECT t.id AS tenant_id, t.max_concurrent_builds - COALESCE(r.n, 0) AS free
-            FROM tenants t LEFT JOIN running_tenant r ON r.tenant_id = t.id
-            WHERE t.max_concurrent_builds > COALESCE(r.n, 0)
+        WITH tenant_free AS (
+            -- Running builds are counted only up to the limit (index-only
+            -- scans), and only for tenants with something claimable.
+            SELECT t.id AS tenant_id,
+                   t.max_concurrent_builds - (
+                       SELECT count(*) FROM (
+                           SELECT 1 FROM builds r WHERE r.tenant_id = t.id AND r.status = 'running'
+                           LIMIT t.max_concurrent_builds) x) AS free
+            FROM tenants t
+            WHERE EXISTS (SELECT 1 FROM builds q WHERE q.tenant_id = t.id AND q.status = 'queued'
+                          AND q.not_before <= now() AND q.cancel_requested_at IS NULL)
         ), provider_free AS (
-            SELECT p.id, p.max_concurrent_builds - COALESCE(r.n, 0) AS free
+            SELECT p.id,
+                   p.max_concurrent_builds - (
+                       SELECT count(*) FROM (
+                           SELECT 1 FROM builds r WHERE r.infrastructure_provider_id = p.id
+                           AND r.status = 'running' LIMIT p.max_concurrent_builds) x) AS free
             FROM infrastructure_providers p
-            LEFT JOIN (SELECT infrastructure_provider_id AS id, count(*) AS n FROM builds
-                       WHERE status = 'running' AND infrastructure_provider_id IS NOT NULL
-                       GROUP BY 1) r ON r.id = p.id
             WHERE p.max_concurrent_builds IS NOT NULL
         )
         SELECT c.id, c.tenant_id, c.infrastructure_type,
                p.id AS provider_id, p.provider_type, p.tekton_enabled AS provider_tekton_enabled,
                p.status AS provider_status, pf.free AS provider_free
         FROM tenant_free f
-        CROSS JOIN LATERAL (
+        JOIN LATERAL (
             SELECT b.id, b.tenant_id, b.infrastructure_type, b.infrastructure_provider_id,
                    b.priority, b.created_at
             FROM builds b
@@ -190,8 +196,8 @@ async fn candidates(
               AND (b.infrastructure_provider_id IS NULL OR b.infrastructure_provider_id NOT IN
                    (SELECT id FROM provider_free WHERE free <= 0))
             ORDER BY b.priority DESC, b.created_at, b.id
-            LIMIT LEAST(f.free, $1)
-        ) c
+            LIMIT GREATEST(LEAST(f.free, $1), 0)
+        ) c ON true
         LEFT JOIN LATERAL (
             SELECT ip.id, ip.provider_type, ip.tekton_enabled, ip.status
             FROM infrastructure_providers ip
