@@ -222,6 +222,11 @@ impl Bench {
     }
 
     async fn baseline(&self) -> f64 {
+        self.baseline_loop(BATCH).await
+    }
+
+    /// `batch` = 1 is what a pgbench job-queue script does: one row per claim.
+    async fn baseline_loop(&self, batch: usize) -> f64 {
         self.submit(BACKLOG, 0).await;
         let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
         let t0 = Instant::now();
@@ -233,7 +238,7 @@ impl Bench {
                  WHERE id IN (SELECT id FROM builds WHERE status = 'queued' AND not_before <= now() \
                               ORDER BY priority DESC, created_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)",
             )
-            .bind(BATCH as i64)
+            .bind(batch as i64)
             .execute(&mut conn)
             .await
             .unwrap()
@@ -248,7 +253,7 @@ impl Bench {
         self.reset().await;
         let rate = BACKLOG as f64 / elapsed.as_secs_f64();
         println!(
-            "baseline: raw SKIP LOCKED loop (batch {BATCH}) claimed {BACKLOG} in {:.3}s = {rate:.0}/s",
+            "baseline: raw SKIP LOCKED loop (batch {batch}) claimed {BACKLOG} in {:.3}s = {rate:.0}/s",
             elapsed.as_secs_f64()
         );
         rate
@@ -298,6 +303,12 @@ fn main() {
         let three = bench.throughput(3).await;
         let baseline = bench.baseline().await;
         bench.claim_function().await;
+        let single = bench.baseline_loop(1).await;
+        println!(
+            "against a pgbench-style one-row-per-claim baseline: ratio {:.2} (3 dispatchers: {:.2})",
+            one / single,
+            three / single
+        );
         let ratio = one / baseline;
         println!("ratio claims_per_s_1 / baseline = {ratio:.2} (3 dispatchers: {:.2})", three / baseline);
 

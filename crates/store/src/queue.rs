@@ -93,10 +93,12 @@ pub async fn claim(
     if req.limit <= 0 {
         return Ok(ClaimBatch::default());
     }
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(CLAIM_LOCK_KEY)
-        .execute(&mut *tx)
+    // BEGIN and the lock in one round trip; the lock comes before the
+    // candidate query so that query's snapshot sees every earlier claim.
+    let mut tx = pool
+        .begin_with(format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCK_KEY})"
+        ))
         .await?;
 
     let candidates = candidates(&mut tx, req.limit).await?;
