@@ -139,3 +139,121 @@ fn string_map(
             .map_err(|e| format!("stored build config field {field} is not a string map: {e}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    fn execution() -> ExecutionRow {
+        ExecutionRow {
+            id: Uuid::now_v7(),
+            build_id: Uuid::now_v7(),
+            tenant_id: Uuid::now_v7(),
+            attempt: 2,
+            executor: "tekton".into(),
+            provider_id: None,
+            cluster_namespace: None,
+            pipeline_run_name: None,
+            pipeline_run_uid: None,
+            status: "running".into(),
+            dispatcher_id: None,
+            message: None,
+            reference_at: None,
+            started_at: Utc::now(),
+            finished_at: None,
+            age_ms: 0,
+        }
+    }
+
+    fn inputs(cipher: &Cipher) -> ExecutionInputs {
+        let mut config =
+            json!({"auth_method": "token", "endpoint": "https://k8s:6443", "token": "tok-123"});
+        cipher.seal_fields(LABEL_PROVIDER_CONFIG, &mut config, &["token"]);
+        ExecutionInputs {
+            build_id: Uuid::now_v7(),
+            tenant_id: Uuid::now_v7(),
+            project_id: Uuid::now_v7(),
+            method: "kaniko".into(),
+            infrastructure_type: "kubernetes".into(),
+            git_url: "https://git.example/app.git".into(),
+            git_ref: "v1".into(),
+            image: "r.example/app:1".into(),
+            timeout_seconds: 90,
+            dockerfile: Some("Dockerfile".into()),
+            context: None,
+            build_args: Some(json!({"A": "1"})),
+            platforms: None,
+            target: None,
+            cache_enabled: None,
+            cache_repo: None,
+            labels: None,
+            packer_template: None,
+            packer_vars: None,
+            metadata: Some(json!({"registry_repo": "r.example/cache"})),
+            git_username: Some("bot".into()),
+            git_password_enc: Some(cipher.seal(LABEL_GIT_PASSWORD, b"git-pw")),
+            registry_credential_id: Some(Uuid::now_v7()),
+            registry_version: Some(3),
+            registry: Some("r.example".into()),
+            registry_username: Some("pusher".into()),
+            registry_secret_enc: Some(cipher.seal(LABEL_REGISTRY_SECRET, b"reg-pw")),
+            provider_id: Some(Uuid::now_v7()),
+            provider_name: Some("cluster-a".into()),
+            provider_tekton_enabled: Some(true),
+            provider_config_version: Some(7),
+            provider_config: Some(config),
+        }
+    }
+
+    #[test]
+    fn secrets_are_opened_with_their_labels_and_config_is_carried_over() {
+        let (cipher, _) = Cipher::random();
+        let exec = execution();
+        let ctx = build_context(inputs(&cipher), &exec, Some(&cipher)).unwrap();
+        assert_eq!(ctx.execution_id, exec.id);
+        assert_eq!(ctx.attempt, 2);
+        assert_eq!(ctx.method, BuildMethod::Kaniko);
+        assert_eq!(ctx.timeout, Duration::from_secs(90));
+        assert_eq!(
+            ctx.source.credential.as_ref().unwrap().password.expose(),
+            "git-pw"
+        );
+        let registry = ctx.registry.as_ref().unwrap();
+        assert_eq!(
+            (registry.password.expose(), registry.version),
+            ("reg-pw", 3)
+        );
+        let provider = ctx.provider.as_ref().unwrap();
+        assert_eq!(provider.config["token"], "tok-123");
+        assert_eq!(provider.config_version, 7);
+        assert_eq!(ctx.config.build_args["A"], "1");
+        assert_eq!(ctx.config.metadata["registry_repo"], "r.example/cache");
+        // Nothing secret prints.
+        let printed = format!("{ctx:?}");
+        assert!(
+            !printed.contains("git-pw")
+                && !printed.contains("reg-pw")
+                && !printed.contains("tok-123")
+        );
+    }
+
+    #[test]
+    fn undecryptable_or_keyless_secrets_fail_the_build_saying_which() {
+        let (cipher, _) = Cipher::random();
+        let (other, _) = Cipher::random();
+        let err = build_context(inputs(&cipher), &execution(), Some(&other)).unwrap_err();
+        assert!(err.contains("git password"), "{err}");
+        let err = build_context(inputs(&cipher), &execution(), None).unwrap_err();
+        assert!(err.contains("no IF_SECRET_KEY"), "{err}");
+        let mut bad = inputs(&cipher);
+        bad.build_args = Some(json!({"A": 1}));
+        assert!(
+            build_context(bad, &execution(), Some(&cipher))
+                .unwrap_err()
+                .contains("build_args")
+        );
+    }
+}
