@@ -436,63 +436,55 @@ pub async fn finish(
     execution_id: Uuid,
     finish: &Finish,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let (exec_status, exec_message) = match finish {
-        Finish::Terminal { status, message } => {
-            let updated = sqlx::query(
-                "UPDATE builds SET status = $3, error_message = $4, finished_at = now(), \
-                 lease_owner = NULL, lease_expires_at = NULL, updated_at = now() \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
-            )
-            .bind(build_id)
-            .bind(owner)
-            .bind(status.as_str())
-            .bind(match status {
+    // One statement: the build update is fenced by the lease, and the
+    // execution row changes only if it did (the CTE yields no row otherwise).
+    let (build_status, build_message, exec_status, exec_message, delay) = match finish {
+        Finish::Terminal { status, message } => (
+            status.as_str(),
+            match status {
                 BuildStatus::Succeeded => None,
                 _ => message.as_deref(),
-            })
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated == 0 {
-                return Ok(false);
-            }
-            (status.as_str(), message.clone())
-        }
-        Finish::Requeue { delay, message } => {
-            let updated = sqlx::query(
-                "UPDATE builds SET status = 'queued', error_message = $3, \
-                 not_before = now() + make_interval(secs => $4), \
-                 lease_owner = NULL, lease_expires_at = NULL, updated_at = now() \
-                 WHERE id = $1 AND lease_owner = $2 AND status = 'running'",
-            )
-            .bind(build_id)
-            .bind(owner)
-            .bind(message)
-            .bind(delay.as_secs_f64())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if updated == 0 {
-                return Ok(false);
-            }
-            if delay.is_zero() {
-                notify_queued(&mut tx, &build_id.to_string()).await?;
-            }
-            ("failed", Some(message.clone()))
-        }
+            },
+            status.as_str(),
+            message.as_deref(),
+            0.0,
+        ),
+        Finish::Requeue { delay, message } => (
+            "queued",
+            Some(message.as_str()),
+            "failed",
+            Some(message.as_str()),
+            delay.as_secs_f64(),
+        ),
     };
-    sqlx::query(
-        "UPDATE build_executions SET status = $2, message = $3, finished_at = now() \
-         WHERE id = $1 AND status = 'running'",
+    let done: Option<Uuid> = sqlx::query_scalar(
+        "WITH b AS ( \
+             UPDATE builds SET status = $3, error_message = $4, \
+                    finished_at = CASE WHEN $3 = 'queued' THEN finished_at ELSE now() END, \
+                    not_before = CASE WHEN $3 = 'queued' THEN now() + make_interval(secs => $7) ELSE not_before END, \
+                    lease_owner = NULL, lease_expires_at = NULL, updated_at = now() \
+             WHERE id = $1 AND lease_owner = $2 AND status = 'running' \
+             RETURNING id \
+         ), e AS ( \
+             UPDATE build_executions SET status = $5, message = $6, finished_at = now() \
+             WHERE id = $8 AND status = 'running' AND EXISTS (SELECT 1 FROM b) \
+         ), n AS ( \
+             SELECT pg_notify($9, b.id::text) FROM b WHERE $3 = 'queued' AND $7 = 0 \
+         ) \
+         SELECT b.id FROM b LEFT JOIN n ON true",
     )
-    .bind(execution_id)
+    .bind(build_id)
+    .bind(owner)
+    .bind(build_status)
+    .bind(build_message)
     .bind(exec_status)
     .bind(exec_message)
-    .execute(&mut *tx)
+    .bind(delay)
+    .bind(execution_id)
+    .bind(CHANNEL_BUILD_QUEUED)
+    .fetch_optional(pool)
     .await?;
-    tx.commit().await?;
-    Ok(true)
+    Ok(done.is_some())
 }
 
 /// Cancel queued builds whose cancellation was requested (the API may also

@@ -195,3 +195,69 @@ async fn kubernetes_builds_go_to_tekton_or_fail_saying_why() {
     );
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finish_is_fenced_by_the_lease_and_an_immediate_requeue_notifies() {
+    use imagefactory_domain::{BuildStatus, ExecutorKind};
+    use imagefactory_store::queue::{self, ClaimDecision, ClaimRequest, Finish};
+
+    let db = TestDb::new().await;
+    let t = tenant(&db.pool, "t", 10).await;
+    let id = submit(&db.pool, t, &[Spec::default()]).await[0];
+    let req = ClaimRequest {
+        owner: "owner-a",
+        lease: Duration::from_secs(60),
+        limit: 10,
+    };
+    let batch = queue::claim(&db.pool, req, |_| ClaimDecision::Run(ExecutorKind::Test))
+        .await
+        .unwrap();
+    let exec = batch.claimed[0].execution.id;
+
+    // Another dispatcher (lease not held) cannot finish it, and changes nothing.
+    let done = Finish::Terminal {
+        status: BuildStatus::Succeeded,
+        message: None,
+    };
+    assert!(
+        !queue::finish(&db.pool, "owner-b", id, exec, &done)
+            .await
+            .unwrap()
+    );
+    assert_eq!(status(&db.pool, id).await, "running");
+    assert_eq!(executions(&db, id).await[0].status, "running");
+
+    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool)
+        .await
+        .unwrap();
+    listener
+        .listen(imagefactory_store::CHANNEL_BUILD_QUEUED)
+        .await
+        .unwrap();
+    let requeue = Finish::Requeue {
+        delay: Duration::ZERO,
+        message: "cluster unreachable".into(),
+    };
+    assert!(
+        queue::finish(&db.pool, "owner-a", id, exec, &requeue)
+            .await
+            .unwrap()
+    );
+    let n = tokio::time::timeout(Duration::from_secs(30), listener.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(n.payload(), id.to_string());
+    assert_eq!(status(&db.pool, id).await, "queued");
+    let e = &executions(&db, id).await[0];
+    assert_eq!(
+        (e.status.as_str(), e.message.as_deref()),
+        ("failed", Some("cluster unreachable"))
+    );
+    // The requeued build is claimable at once, as attempt 2.
+    let again = queue::claim(&db.pool, req, |_| ClaimDecision::Run(ExecutorKind::Test))
+        .await
+        .unwrap();
+    assert_eq!(again.claimed[0].execution.attempt, 2);
+    db.drop_db().await;
+}
