@@ -23,3 +23,6 @@ pub mod tenants;
 pub mod tokens;
 
 pub use error::{StoreError, StoreResult};
+pub mod dispatchers;
+pub mod executions;
+pub mod queue;

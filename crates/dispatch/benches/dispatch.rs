@@ -1,0 +1,321 @@
+//! Dispatcher benchmark (`cargo bench -p imagefactory-dispatch --bench dispatch`).
+//!
+//! Against a fresh database on DATABASE_URL, with the scripted test executor:
+//! 1. submit→claimed latency with LISTEN/NOTIFY: builds submitted one at a
+//!    time (row + NOTIFY in one transaction, as the API does) to an idle
+//!    dispatcher whose poll interval is 10 s, so only notifications wake it.
+//!    Latency = execution row's `started_at` (claim transaction) − build's
+//!    `created_at` (submit transaction), both by the database clock.
+//! 2. claim throughput (builds/s) of 1 and 3 dispatchers draining a backlog:
+//!    claimed = build running with its execution row; the executor's start
+//!    (work + reference) runs concurrently on the same pools.
+//! 3. baseline in the same run: a minimal loop claiming the same backlog on
+//!    one connection with `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP
+//!    LOCKED LIMIT <same batch>)`, nothing else.
+//!
+//! Ends with one summary line:
+//! `dispatch: p50_ms=… p99_ms=… claims_per_s_1=… claims_per_s_3=… baseline_per_s=… ratio=…`
+//! where ratio = claims_per_s_1 / baseline_per_s.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imagefactory_dispatch::testing::{TestExecutor, TestScript};
+use imagefactory_dispatch::{Dispatcher, DispatcherMode, DispatcherSettings, Executors};
+use imagefactory_store::{CHANNEL_BUILD_QUEUED, MIGRATOR};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const LATENCY_SAMPLES: usize = 300;
+const BACKLOG: usize = 4000;
+const BATCH: usize = 32;
+
+fn settings() -> DispatcherSettings {
+    DispatcherSettings {
+        poll_interval: Duration::from_secs(10),
+        max_in_flight: BACKLOG,
+        claim_batch: BATCH,
+        lease: Duration::from_secs(120),
+        heartbeat_interval: Duration::from_secs(5),
+        shutdown_grace: Duration::ZERO,
+        ..DispatcherSettings::default()
+    }
+}
+
+async fn pool(url: &str, max: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max)
+        .connect(url)
+        .await
+        .expect("connect")
+}
+
+struct Bench {
+    pool: PgPool,
+    url: String,
+    tenant: Uuid,
+    project: Uuid,
+}
+
+impl Bench {
+    fn start_dispatcher(&self, pool: PgPool) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+        let executor: Arc<dyn imagefactory_exec::Executor> =
+            Arc::new(TestExecutor::new(pool.clone()));
+        let executors = Executors {
+            tekton: Some(executor.clone()),
+            local: Some(executor),
+        };
+        let d = Dispatcher::new(
+            pool,
+            settings(),
+            executors,
+            None,
+            DispatcherMode::Standalone,
+        );
+        let token = CancellationToken::new();
+        let t = token.clone();
+        (
+            token,
+            tokio::spawn(async move { d.run(t).await.expect("dispatcher") }),
+        )
+    }
+
+    /// Insert `n` queued builds in one transaction with one NOTIFY.
+    async fn submit(&self, n: usize, duration_ms: u64) {
+        let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+        let meta = TestScript {
+            duration_ms,
+            ..Default::default()
+        }
+        .to_metadata();
+        let mut tx = self.pool.begin().await.unwrap();
+        sqlx::query(
+            "INSERT INTO builds (id, tenant_id, project_id, method, infrastructure_type, git_url, git_ref, image) \
+             SELECT id, $2, $3, 'docker', 'local', 'https://git.example/a.git', 'main', 'r.example/a:1' \
+             FROM UNNEST($1::uuid[]) AS id",
+        )
+        .bind(&ids)
+        .bind(self.tenant)
+        .bind(self.project)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO build_configs (build_id, metadata) SELECT id, $2 FROM UNNEST($1::uuid[]) AS id")
+            .bind(&ids)
+            .bind(&meta)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL_BUILD_QUEUED)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
+
+    async fn reset(&self) {
+        sqlx::query("TRUNCATE builds, test_executor_work CASCADE")
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+
+    async fn wait_for(&self, sql: &str, want: i64) {
+        while self.count(sql).await < want {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn latency(&self) -> (f64, f64) {
+        let (stop, handle) = self.start_dispatcher(pool(&self.url, 8).await);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for i in 0..LATENCY_SAMPLES {
+            self.submit(1, 0).await;
+            // Wait for the claim before the next submit, so each sample is a
+            // lone submit to an idle dispatcher.
+            self.wait_for("SELECT count(*) FROM build_executions", (i + 1) as i64)
+                .await;
+        }
+        stop.cancel();
+        handle.await.unwrap();
+        let mut ms: Vec<f64> = sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM (e.started_at - b.created_at))::float8 * 1000 \
+             FROM build_executions e JOIN builds b ON b.id = e.build_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap();
+        ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        self.reset().await;
+        (percentile(&ms, 0.50), percentile(&ms, 0.99))
+    }
+
+    async fn throughput(&self, dispatchers: usize) -> f64 {
+        let mut running = Vec::new();
+        for _ in 0..dispatchers {
+            running.push(self.start_dispatcher(pool(&self.url, 8).await));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Long builds: they stay running, so the figure is claiming (and
+        // starting), not finishing.
+        let t0 = Instant::now();
+        self.submit(BACKLOG, 600_000).await;
+        self.wait_for("SELECT count(*) FROM build_executions", BACKLOG as i64)
+            .await;
+        let elapsed = t0.elapsed();
+        let started = self
+            .count("SELECT count(*) FROM build_executions WHERE reference_at IS NOT NULL")
+            .await;
+        for (stop, handle) in running {
+            stop.cancel();
+            handle.await.unwrap();
+        }
+        self.reset().await;
+        let rate = BACKLOG as f64 / elapsed.as_secs_f64();
+        println!(
+            "throughput dispatchers={dispatchers}: {BACKLOG} claimed in {:.3}s = {rate:.0}/s ({started} already started by the executor)",
+            elapsed.as_secs_f64()
+        );
+        rate
+    }
+
+    /// The store's claim function alone in a loop (no executor work): shows
+    /// what the fairness query and execution rows cost on top of the raw claim.
+    async fn claim_function(&self) -> f64 {
+        self.submit(BACKLOG, 0).await;
+        let t0 = Instant::now();
+        let mut claimed = 0;
+        loop {
+            let req = imagefactory_store::queue::ClaimRequest {
+                owner: "claim-fn",
+                lease: Duration::from_secs(60),
+                limit: BATCH as i64,
+            };
+            let batch = imagefactory_store::queue::claim(&self.pool, req, |_| {
+                imagefactory_store::queue::ClaimDecision::Run(
+                    imagefactory_domain::ExecutorKind::Test,
+                )
+            })
+            .await
+            .unwrap();
+            if batch.claimed.is_empty() {
+                break;
+            }
+            claimed += batch.claimed.len();
+        }
+        let elapsed = t0.elapsed();
+        assert_eq!(claimed, BACKLOG);
+        self.reset().await;
+        let rate = BACKLOG as f64 / elapsed.as_secs_f64();
+        println!(
+            "store claim function alone (batch {BATCH}, fairness query + execution rows): {BACKLOG} in {:.3}s = {rate:.0}/s",
+            elapsed.as_secs_f64()
+        );
+        rate
+    }
+
+    async fn baseline(&self) -> f64 {
+        self.baseline_loop(BATCH).await
+    }
+
+    /// `batch` = 1 is what a pgbench job-queue script does: one row per claim.
+    async fn baseline_loop(&self, batch: usize) -> f64 {
+        self.submit(BACKLOG, 0).await;
+        let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        let t0 = Instant::now();
+        let mut claimed = 0u64;
+        loop {
+            let n = sqlx::query(
+                "UPDATE builds SET status = 'running', lease_owner = 'baseline', \
+                 lease_expires_at = now() + interval '60 seconds', attempts = attempts + 1 \
+                 WHERE id IN (SELECT id FROM builds WHERE status = 'queued' AND not_before <= now() \
+                              ORDER BY priority DESC, created_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(batch as i64)
+            .execute(&mut conn)
+            .await
+            .unwrap()
+            .rows_affected();
+            if n == 0 {
+                break;
+            }
+            claimed += n;
+        }
+        let elapsed = t0.elapsed();
+        assert_eq!(claimed, BACKLOG as u64);
+        self.reset().await;
+        let rate = BACKLOG as f64 / elapsed.as_secs_f64();
+        println!(
+            "baseline: raw SKIP LOCKED loop (batch {batch}) claimed {BACKLOG} in {:.3}s = {rate:.0}/s",
+            elapsed.as_secs_f64()
+        );
+        rate
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let admin_url = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("if_bench_{}", Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("connect");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+        let opts: PgConnectOptions = admin_url.parse().unwrap();
+        let url = opts.database(&name).to_url_lossy().to_string();
+        let p = pool(&url, 4).await;
+        MIGRATOR.run(&p).await.unwrap();
+        TestExecutor::install(&p).await.unwrap();
+        let tenant = Uuid::now_v7();
+        let project = Uuid::now_v7();
+        sqlx::query("INSERT INTO tenants (id, name, display_name, max_concurrent_builds) VALUES ($1, 'bench', 'bench', 1000000)")
+            .bind(tenant)
+            .execute(&p)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO projects (id, tenant_id, name, git_url) VALUES ($1, $2, 'a', 'https://git.example/a.git')")
+            .bind(project)
+            .bind(tenant)
+            .execute(&p)
+            .await
+            .unwrap();
+        let bench = Bench { pool: p, url, tenant, project };
+
+        let (p50, p99) = bench.latency().await;
+        println!("latency submit→claimed over {LATENCY_SAMPLES} lone submits: p50={p50:.2}ms p99={p99:.2}ms");
+        let one = bench.throughput(1).await;
+        let three = bench.throughput(3).await;
+        let baseline = bench.baseline().await;
+        bench.claim_function().await;
+        let single = bench.baseline_loop(1).await;
+        println!(
+            "against a pgbench-style one-row-per-claim baseline: ratio {:.2} (3 dispatchers: {:.2})",
+            one / single,
+            three / single
+        );
+        let ratio = one / baseline;
+        println!("ratio claims_per_s_1 / baseline = {ratio:.2} (3 dispatchers: {:.2})", three / baseline);
+
+        bench.pool.close().await;
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+        println!(
+            "dispatch: p50_ms={p50:.1} p99_ms={p99:.1} claims_per_s_1={one:.0} claims_per_s_3={three:.0} baseline_per_s={baseline:.0} ratio={ratio:.2}"
+        );
+    });
+}

@@ -1,0 +1,259 @@
+//! Turning stored rows into an [`ExecutionContext`]: method config, git and
+//! registry credentials and provider connection, secrets decrypted.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use imagefactory_domain::{BuildMethod, MethodConfig};
+use imagefactory_exec::{
+    ExecutionContext, GitCredential, GitSource, ProviderConnection, RegistryAuth,
+};
+use imagefactory_store::crypto::Cipher;
+use imagefactory_store::executions::{ExecutionInputs, ExecutionRow};
+
+/// Associated-data labels the API seals these secrets with.
+pub const LABEL_REGISTRY_SECRET: &str = "registry_credentials.secret";
+pub const LABEL_GIT_PASSWORD: &str = "projects.git_password";
+pub const LABEL_PROVIDER_CONFIG: &str = "providers.config";
+
+/// Build the context; an `Err` is a permanent problem with the build's stored
+/// data, phrased for the user.
+pub fn build_context(
+    inputs: ExecutionInputs,
+    execution: &ExecutionRow,
+    cipher: Option<&Cipher>,
+) -> Result<ExecutionContext, String> {
+    let method: BuildMethod = inputs.method.parse().map_err(|e| format!("{e}"))?;
+    let open = |label: &str, what: &str, sealed: &[u8]| {
+        let cipher = cipher.ok_or_else(|| {
+            format!("cannot decrypt the {what}: no IF_SECRET_KEY is configured on the dispatcher")
+        })?;
+        cipher
+            .open_secret(label, sealed)
+            .map_err(|e| format!("cannot decrypt the {what}: {e}"))
+    };
+
+    let credential = match (&inputs.git_username, &inputs.git_password_enc) {
+        (Some(username), Some(sealed)) => Some(GitCredential {
+            username: username.clone(),
+            password: open(LABEL_GIT_PASSWORD, "project's git password", sealed)?,
+        }),
+        _ => None,
+    };
+    let registry = match (
+        inputs.registry_credential_id,
+        &inputs.registry_secret_enc,
+        &inputs.registry,
+        &inputs.registry_username,
+    ) {
+        (Some(id), Some(sealed), Some(registry), Some(username)) => Some(RegistryAuth {
+            credential_id: id,
+            version: inputs.registry_version.unwrap_or(1),
+            registry: registry.clone(),
+            username: username.clone(),
+            password: open(
+                LABEL_REGISTRY_SECRET,
+                "registry credential's secret",
+                sealed,
+            )?,
+        }),
+        _ => None,
+    };
+    let provider = match (inputs.provider_id, &inputs.provider_config) {
+        (Some(id), Some(config)) => {
+            let opened = match cipher {
+                Some(c) => c.open_fields(LABEL_PROVIDER_CONFIG, config).map_err(|e| {
+                    format!("cannot decrypt the infrastructure provider's configuration: {e}")
+                })?,
+                None if !has_envelope(config) => config.clone(),
+                None => {
+                    return Err(
+                        "cannot decrypt the infrastructure provider's configuration: \
+                                no IF_SECRET_KEY is configured on the dispatcher"
+                            .to_owned(),
+                    );
+                }
+            };
+            Some(ProviderConnection {
+                provider_id: id,
+                name: inputs.provider_name.clone().unwrap_or_default(),
+                tekton_enabled: inputs.provider_tekton_enabled.unwrap_or(false),
+                config_version: inputs.provider_config_version.unwrap_or(1),
+                config: opened,
+            })
+        }
+        _ => None,
+    };
+
+    let config = MethodConfig {
+        dockerfile: inputs.dockerfile,
+        context: inputs.context,
+        build_args: string_map(inputs.build_args, "build_args")?,
+        platforms: inputs.platforms.unwrap_or_default(),
+        target: inputs.target,
+        cache_enabled: inputs.cache_enabled.unwrap_or(false),
+        cache_repo: inputs.cache_repo,
+        labels: string_map(inputs.labels, "labels")?,
+        packer_template: inputs.packer_template,
+        packer_vars: string_map(inputs.packer_vars, "packer_vars")?,
+        metadata: match inputs.metadata {
+            Some(serde_json::Value::Object(map)) => map,
+            _ => Default::default(),
+        },
+    };
+
+    Ok(ExecutionContext {
+        build_id: inputs.build_id,
+        tenant_id: inputs.tenant_id,
+        project_id: inputs.project_id,
+        execution_id: execution.id,
+        attempt: execution.attempt,
+        method,
+        source: GitSource {
+            url: inputs.git_url,
+            git_ref: inputs.git_ref,
+            credential,
+        },
+        image: inputs.image,
+        config,
+        registry,
+        provider,
+        timeout: Duration::from_secs(inputs.timeout_seconds.max(1) as u64),
+    })
+}
+
+fn has_envelope(config: &serde_json::Value) -> bool {
+    config.as_object().is_some_and(|m| {
+        m.values()
+            .any(|v| imagefactory_store::crypto::envelope(v).is_some())
+    })
+}
+
+fn string_map(
+    value: Option<serde_json::Value>,
+    field: &str,
+) -> Result<BTreeMap<String, String>, String> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(BTreeMap::new()),
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| format!("stored build config field {field} is not a string map: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    fn execution() -> ExecutionRow {
+        ExecutionRow {
+            id: Uuid::now_v7(),
+            build_id: Uuid::now_v7(),
+            tenant_id: Uuid::now_v7(),
+            attempt: 2,
+            executor: "tekton".into(),
+            provider_id: None,
+            cluster_namespace: None,
+            pipeline_run_name: None,
+            pipeline_run_uid: None,
+            status: "running".into(),
+            dispatcher_id: None,
+            message: None,
+            reference_at: None,
+            started_at: Utc::now(),
+            finished_at: None,
+            age_ms: 0,
+        }
+    }
+
+    fn inputs(cipher: &Cipher) -> ExecutionInputs {
+        let mut config =
+            json!({"auth_method": "token", "endpoint": "https://k8s:6443", "token": "tok-123"});
+        cipher.seal_fields(LABEL_PROVIDER_CONFIG, &mut config, &["token"]);
+        ExecutionInputs {
+            build_id: Uuid::now_v7(),
+            tenant_id: Uuid::now_v7(),
+            project_id: Uuid::now_v7(),
+            method: "kaniko".into(),
+            infrastructure_type: "kubernetes".into(),
+            git_url: "https://git.example/app.git".into(),
+            git_ref: "v1".into(),
+            image: "r.example/app:1".into(),
+            timeout_seconds: 90,
+            dockerfile: Some("Dockerfile".into()),
+            context: None,
+            build_args: Some(json!({"A": "1"})),
+            platforms: None,
+            target: None,
+            cache_enabled: None,
+            cache_repo: None,
+            labels: None,
+            packer_template: None,
+            packer_vars: None,
+            metadata: Some(json!({"registry_repo": "r.example/cache"})),
+            git_username: Some("bot".into()),
+            git_password_enc: Some(cipher.seal(LABEL_GIT_PASSWORD, b"git-pw")),
+            registry_credential_id: Some(Uuid::now_v7()),
+            registry_version: Some(3),
+            registry: Some("r.example".into()),
+            registry_username: Some("pusher".into()),
+            registry_secret_enc: Some(cipher.seal(LABEL_REGISTRY_SECRET, b"reg-pw")),
+            provider_id: Some(Uuid::now_v7()),
+            provider_name: Some("cluster-a".into()),
+            provider_tekton_enabled: Some(true),
+            provider_config_version: Some(7),
+            provider_config: Some(config),
+        }
+    }
+
+    #[test]
+    fn secrets_are_opened_with_their_labels_and_config_is_carried_over() {
+        let (cipher, _) = Cipher::random();
+        let exec = execution();
+        let ctx = build_context(inputs(&cipher), &exec, Some(&cipher)).unwrap();
+        assert_eq!(ctx.execution_id, exec.id);
+        assert_eq!(ctx.attempt, 2);
+        assert_eq!(ctx.method, BuildMethod::Kaniko);
+        assert_eq!(ctx.timeout, Duration::from_secs(90));
+        assert_eq!(
+            ctx.source.credential.as_ref().unwrap().password.expose(),
+            "git-pw"
+        );
+        let registry = ctx.registry.as_ref().unwrap();
+        assert_eq!(
+            (registry.password.expose(), registry.version),
+            ("reg-pw", 3)
+        );
+        let provider = ctx.provider.as_ref().unwrap();
+        assert_eq!(provider.config["token"], "tok-123");
+        assert_eq!(provider.config_version, 7);
+        assert_eq!(ctx.config.build_args["A"], "1");
+        assert_eq!(ctx.config.metadata["registry_repo"], "r.example/cache");
+        // Nothing secret prints.
+        let printed = format!("{ctx:?}");
+        assert!(
+            !printed.contains("git-pw")
+                && !printed.contains("reg-pw")
+                && !printed.contains("tok-123")
+        );
+    }
+
+    #[test]
+    fn undecryptable_or_keyless_secrets_fail_the_build_saying_which() {
+        let (cipher, _) = Cipher::random();
+        let (other, _) = Cipher::random();
+        let err = build_context(inputs(&cipher), &execution(), Some(&other)).unwrap_err();
+        assert!(err.contains("git password"), "{err}");
+        let err = build_context(inputs(&cipher), &execution(), None).unwrap_err();
+        assert!(err.contains("no IF_SECRET_KEY"), "{err}");
+        let mut bad = inputs(&cipher);
+        bad.build_args = Some(json!({"A": 1}));
+        assert!(
+            build_context(bad, &execution(), Some(&cipher))
+                .unwrap_err()
+                .contains("build_args")
+        );
+    }
+}

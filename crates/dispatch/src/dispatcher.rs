@@ -1,0 +1,714 @@
+//! The dispatcher runtime: claim loop woken by LISTEN (poll as fallback),
+//! one supervising task per execution (start or re-attach, timeout, stop
+//! grace, finalize), lease/heartbeat renewal, cancel delivery and graceful
+//! shutdown with handover.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use imagefactory_domain::ExecutorKind;
+use imagefactory_exec::{ExecutionRef, Executor, Outcome, StopReason};
+use imagefactory_store::crypto::Cipher;
+use imagefactory_store::executions::{self, ExecutionRow};
+use imagefactory_store::queue::{
+    self, ClaimCandidate, ClaimDecision, ClaimRequest, ClaimedBuild, Finish,
+};
+use imagefactory_store::{CHANNEL_BUILD_CANCEL, CHANNEL_BUILD_QUEUED, dispatchers};
+use sqlx::PgPool;
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+use uuid::Uuid;
+
+use crate::context::build_context;
+use crate::policy::{self, RetryPolicy};
+use crate::select::{ProviderFacts, Slot, select_slot};
+use crate::settings::{DispatcherMode, DispatcherSettings};
+use crate::sink::StoreSink;
+
+/// The executors this dispatcher can hand builds to, by selection slot.
+#[derive(Clone, Default)]
+pub struct Executors {
+    pub tekton: Option<Arc<dyn Executor>>,
+    pub local: Option<Arc<dyn Executor>>,
+}
+
+impl Executors {
+    fn for_slot(&self, slot: Slot) -> Option<&Arc<dyn Executor>> {
+        match slot {
+            Slot::Tekton => self.tekton.as_ref(),
+            Slot::Local => self.local.as_ref(),
+        }
+    }
+
+    /// The executor that owns executions recorded with `kind` (re-attach).
+    fn by_kind(&self, kind: &str) -> Option<&Arc<dyn Executor>> {
+        [self.tekton.as_ref(), self.local.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|e| e.kind().as_str() == kind)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("dispatcher database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+pub struct Dispatcher {
+    shared: Arc<Shared>,
+}
+
+struct InFlight {
+    stop: watch::Sender<Option<StopReason>>,
+}
+
+struct Shared {
+    /// Executions (context loading, sink writes, finalization).
+    pool: PgPool,
+    /// Claiming, lease renewal and heartbeats: a separate small pool so they
+    /// never queue behind hundreds of executions' writes (a starved renewal
+    /// would lose leases under load).
+    control: PgPool,
+    settings: DispatcherSettings,
+    executors: Executors,
+    cipher: Option<Cipher>,
+    id: String,
+    mode: DispatcherMode,
+    host: String,
+    in_flight: Mutex<HashMap<Uuid, InFlight>>,
+    /// Cancel notifications for builds not (yet) held here, in case a claim
+    /// transaction was committing as they arrived.
+    pending_cancels: Mutex<HashMap<Uuid, Instant>>,
+    wake: Notify,
+    /// Look for expired or released leases in the next claim cycle. Set by
+    /// the poll tick and by release notifications, so ordinary wake-ups do
+    /// not pay for the takeover query.
+    takeover_due: AtomicBool,
+}
+
+impl Dispatcher {
+    pub fn new(
+        pool: PgPool,
+        settings: DispatcherSettings,
+        executors: Executors,
+        cipher: Option<Cipher>,
+        mode: DispatcherMode,
+    ) -> Self {
+        let host = hostname();
+        let id = format!(
+            "{host}-{}-{}",
+            std::process::id(),
+            &Uuid::new_v4().simple().to_string()[..6]
+        );
+        Self {
+            shared: Arc::new(Shared {
+                control: PgPoolOptions::new()
+                    .max_connections(2)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // The claim query's plan does not depend on its
+                            // parameters; re-planning it per claim costs more
+                            // than running it.
+                            sqlx::query("SET plan_cache_mode = force_generic_plan")
+                                .execute(conn)
+                                .await
+                                .map(|_| ())
+                        })
+                    })
+                    .connect_lazy_with((*pool.connect_options()).clone()),
+                pool,
+                settings,
+                executors,
+                cipher,
+                id,
+                mode,
+                host,
+                in_flight: Mutex::new(HashMap::new()),
+                pending_cancels: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+                takeover_due: AtomicBool::new(true),
+            }),
+        }
+    }
+
+    /// Use a given instance id (it is the lease owner and heartbeat row key).
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        Arc::get_mut(&mut self.shared)
+            .expect("with_id before run")
+            .id = id.into();
+        self
+    }
+
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// Run until `shutdown` is cancelled, then hand over in-flight executions
+    /// and return within about `shutdown_grace`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), DispatchError> {
+        let shared = self.shared;
+        let span = info_span!("dispatcher", dispatcher.id = %shared.id);
+        async move {
+            shared.beat().await?;
+            info!(mode = shared.mode.as_str(), "dispatcher started");
+            let background = CancellationToken::new();
+            let listener =
+                tokio::spawn(listen(shared.clone(), background.clone()).in_current_span());
+            let heartbeat =
+                tokio::spawn(heartbeat(shared.clone(), background.clone()).in_current_span());
+
+            let mut tasks: JoinSet<()> = JoinSet::new();
+            // An interval, not a sleep per loop: a dispatcher woken more often
+            // than the poll interval must still run the periodic checks.
+            let mut poll = tokio::time::interval(shared.settings.poll_interval);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                shared.claim_cycle(&mut tasks).await;
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => break,
+                    Some(joined) = tasks.join_next() => {
+                        if let Err(e) = joined {
+                            error!(error = %e, "execution task panicked");
+                        }
+                    }
+                    _ = shared.wake.notified() => {}
+                    _ = poll.tick() => {
+                        shared.takeover_due.store(true, Ordering::SeqCst);
+                        shared.sweep_queued_cancels().await;
+                    }
+                }
+            }
+
+            shared.shut_down(&mut tasks).await;
+            background.cancel();
+            let _ = listener.await;
+            let _ = heartbeat.await;
+            if let Err(e) = dispatchers::mark_stopped(&shared.pool, &shared.id).await {
+                warn!(error = %e, "could not mark dispatcher stopped");
+            }
+            shared.control.close().await;
+            info!("dispatcher stopped");
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+impl Shared {
+    fn in_flight_count(&self) -> usize {
+        self.in_flight.lock().unwrap().len()
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.settings.max_attempts,
+            backoff_base: self.settings.backoff_base,
+            backoff_max: self.settings.backoff_max,
+        }
+    }
+
+    async fn beat(&self) -> Result<(), sqlx::Error> {
+        dispatchers::heartbeat(
+            &self.control,
+            dispatchers::Heartbeat {
+                id: &self.id,
+                mode: self.mode.as_str(),
+                host: &self.host,
+                in_flight: self.in_flight_count() as i32,
+            },
+        )
+        .await
+    }
+
+    /// Send a stop to a held build; the first reason wins (a cancel is not
+    /// turned into a handover, nor the reverse).
+    fn stop(&self, build_id: Uuid, reason: StopReason) -> bool {
+        let map = self.in_flight.lock().unwrap();
+        match map.get(&build_id) {
+            Some(f) => {
+                f.stop.send_if_modified(|current| {
+                    if current.is_none() {
+                        *current = Some(reason);
+                        true
+                    } else {
+                        false
+                    }
+                });
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Claim (take over expired leases, then queued builds) while there is
+    /// capacity and work.
+    async fn claim_cycle(self: &Arc<Self>, tasks: &mut JoinSet<()>) {
+        loop {
+            let free = self
+                .settings
+                .max_in_flight
+                .saturating_sub(self.in_flight_count());
+            if free == 0 {
+                return;
+            }
+            let lease = self.settings.lease;
+            let request = |limit: usize| ClaimRequest {
+                owner: &self.id,
+                lease,
+                limit: limit as i64,
+            };
+            let mut free = free;
+            if self.takeover_due.swap(false, Ordering::SeqCst) {
+                let began = Instant::now();
+                let taken = match queue::take_over_expired(&self.control, request(free)).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.takeover_due.store(true, Ordering::SeqCst);
+                        warn!(error = %e, "taking over expired leases failed");
+                        return;
+                    }
+                };
+                if taken.len() == free {
+                    // Possibly more waiting: look again next cycle.
+                    self.takeover_due.store(true, Ordering::SeqCst);
+                }
+                free -= taken.len();
+                for build in taken {
+                    info!(build.id = %build.build_id, attempt = build.execution.attempt, "took over expired lease");
+                    self.spawn_execution(tasks, build, began);
+                }
+                if free == 0 {
+                    return;
+                }
+            }
+            let limit = free.min(self.settings.claim_batch);
+            let began = Instant::now();
+            let batch = match queue::claim(&self.control, request(limit), |c| self.decide(c)).await
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(error = %e, "claiming builds failed");
+                    return;
+                }
+            };
+            for (build_id, message) in &batch.failed {
+                warn!(build.id = %build_id, %message, "build failed at claim time");
+            }
+            for build in batch.claimed {
+                debug!(build.id = %build.build_id, attempt = build.execution.attempt, "claimed");
+                self.spawn_execution(tasks, build, began);
+            }
+            if batch.offered < limit {
+                return;
+            }
+        }
+    }
+
+    fn decide(&self, c: &ClaimCandidate) -> ClaimDecision {
+        let facts = c.provider_type.as_ref().map(|t| ProviderFacts {
+            provider_type: t.clone(),
+            tekton_enabled: c.provider_tekton_enabled.unwrap_or(false),
+            active: c.provider_status.as_deref() == Some("active"),
+        });
+        match select_slot(
+            c.infrastructure(),
+            facts.as_ref(),
+            self.settings.tekton_enabled,
+        ) {
+            Ok(slot) => match self.executors.for_slot(slot) {
+                Some(executor) => ClaimDecision::Run(executor.kind()),
+                None => ClaimDecision::Fail(format!(
+                    "no {} executor is configured on dispatcher {}",
+                    match slot {
+                        Slot::Tekton => "tekton",
+                        Slot::Local => "local",
+                    },
+                    self.id
+                )),
+            },
+            Err(message) => ClaimDecision::Fail(message),
+        }
+    }
+
+    /// `claim_began`: when the claim that returned `build` started; a cancel
+    /// notification older than that was already visible to the claim (which
+    /// skips cancel-requested builds), so it belongs to an earlier attempt.
+    fn spawn_execution(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<()>,
+        build: ClaimedBuild,
+        claim_began: Instant,
+    ) {
+        let (stop_tx, stop_rx) = watch::channel(None);
+        {
+            let mut pending = self.pending_cancels.lock().unwrap();
+            let raced = pending
+                .remove(&build.build_id)
+                .is_some_and(|at| at >= claim_began);
+            if raced || build.cancel_requested {
+                stop_tx.send_replace(Some(StopReason::Cancel));
+            }
+            self.in_flight
+                .lock()
+                .unwrap()
+                .insert(build.build_id, InFlight { stop: stop_tx });
+        }
+        let span = info_span!("execution", build.id = %build.build_id, tenant.id = %build.tenant_id,
+            execution.id = %build.execution.id, attempt = build.execution.attempt);
+        let shared = self.clone();
+        tasks.spawn(
+            async move {
+                let build_id = build.build_id;
+                shared.supervise(build, stop_rx).await;
+                shared.in_flight.lock().unwrap().remove(&build_id);
+                shared.wake.notify_one();
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Follow one execution to its end and record it.
+    async fn supervise(
+        self: &Arc<Self>,
+        build: ClaimedBuild,
+        stop: watch::Receiver<Option<StopReason>>,
+    ) {
+        let execution = &build.execution;
+        let outcome = match self.prepare(&build).await {
+            Ok((executor, ctx)) => {
+                let sink = Arc::new(StoreSink::new(
+                    self.pool.clone(),
+                    build.build_id,
+                    execution.id,
+                ));
+                let remaining = Duration::from_millis(
+                    (i64::from(build.timeout_seconds) * 1000 - execution.age_ms).max(0) as u64,
+                );
+                let work = match execution.reference_at {
+                    Some(_) => {
+                        debug!("re-attaching to persisted execution");
+                        executor.reattach(ctx, reference_of(execution), sink, stop.clone())
+                    }
+                    None => executor.start(ctx, sink, stop.clone()),
+                };
+                self.watch(work, build.build_id, build.timeout_seconds, remaining, stop)
+                    .await
+            }
+            Err(outcome) => outcome,
+        };
+        self.record(&build, outcome).await;
+    }
+
+    async fn prepare(
+        &self,
+        build: &ClaimedBuild,
+    ) -> Result<(Arc<dyn Executor>, imagefactory_exec::ExecutionContext), Outcome> {
+        let execution = &build.execution;
+        let Some(executor) = self.executors.by_kind(&execution.executor) else {
+            return Err(Outcome::Failed {
+                message: format!(
+                    "no {} executor is configured on dispatcher {}",
+                    execution.executor, self.id
+                ),
+            });
+        };
+        let inputs = executions::load_inputs(&self.pool, build.build_id, execution.provider_id)
+            .await
+            .map_err(|e| Outcome::Transient {
+                message: format!("loading the build's settings failed: {e}"),
+            })?
+            .ok_or_else(|| Outcome::Failed {
+                message: "the build or its project no longer exists".to_owned(),
+            })?;
+        let ctx = build_context(inputs, execution, self.cipher.as_ref())
+            .map_err(|message| Outcome::Failed { message })?;
+        Ok((executor.clone(), ctx))
+    }
+
+    /// Await the executor, enforcing the build timeout and the stop grace.
+    async fn watch(
+        &self,
+        work: impl std::future::Future<Output = Outcome>,
+        build_id: Uuid,
+        timeout_seconds: i32,
+        remaining: Duration,
+        mut stop: watch::Receiver<Option<StopReason>>,
+    ) -> Outcome {
+        tokio::pin!(work);
+        let deadline = tokio::time::sleep(remaining);
+        tokio::pin!(deadline);
+        let grace = tokio::time::sleep(Duration::MAX / 4);
+        tokio::pin!(grace);
+        let mut asked: Option<StopReason> = *stop.borrow_and_update();
+        if asked.is_some() {
+            grace
+                .as_mut()
+                .reset(tokio::time::Instant::now() + self.settings.stop_grace);
+        }
+        let mut deadline_passed = false;
+        loop {
+            tokio::select! {
+                outcome = &mut work => return outcome,
+                _ = &mut deadline, if !deadline_passed => {
+                    deadline_passed = true;
+                    info!(timeout_seconds, "build timeout reached; stopping the execution");
+                    self.stop(build_id, StopReason::Timeout);
+                }
+                changed = stop.changed(), if asked.is_none() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    asked = *stop.borrow_and_update();
+                    grace.as_mut().reset(tokio::time::Instant::now() + self.settings.stop_grace);
+                }
+                _ = &mut grace, if asked.is_some() => {
+                    let waited = self.settings.stop_grace;
+                    warn!(reason = ?asked, ?waited, "executor did not stop in time; recording the end without it");
+                    return match asked {
+                        Some(StopReason::Timeout) => Outcome::TimedOut {
+                            message: format!(
+                                "build exceeded its timeout of {timeout_seconds}s; the executor did not confirm stopping within {waited:?}"
+                            ),
+                        },
+                        Some(StopReason::Cancel) => Outcome::Cancelled {
+                            message: format!(
+                                "cancelled; the executor did not confirm stopping within {waited:?}"
+                            ),
+                        },
+                        _ => Outcome::HandedOver,
+                    };
+                }
+            }
+        }
+    }
+
+    async fn record(&self, build: &ClaimedBuild, outcome: Outcome) {
+        let execution = &build.execution;
+        let jitter: f64 = rand::random();
+        let decision = policy::decide(
+            &outcome,
+            execution.attempt,
+            build.max_attempts,
+            self.retry_policy(),
+            jitter,
+        );
+        let result = match &decision {
+            None => queue::release_leases(&self.pool, &self.id, Some(&[build.build_id]))
+                .await
+                .map(|released| !released.is_empty()),
+            Some(finish) => {
+                queue::finish(&self.pool, &self.id, build.build_id, execution.id, finish).await
+            }
+        };
+        match (result, &decision) {
+            (Ok(true), Some(Finish::Requeue { delay, message })) => {
+                info!(?delay, %message, "attempt failed transiently; requeued")
+            }
+            (Ok(true), Some(Finish::Terminal { status, message })) => {
+                info!(status = %status, message = message.as_deref().unwrap_or(""), "build finished")
+            }
+            (Ok(true), None) => info!("execution handed over; lease released"),
+            (Ok(false), _) => {
+                warn!(
+                    ?outcome,
+                    "lease was lost before the outcome could be recorded; the new holder records it"
+                )
+            }
+            // The lease expires and another dispatcher re-attaches; the
+            // execution's reference is persisted, so nothing is lost.
+            (Err(e), _) => error!(error = %e, ?outcome, "recording the outcome failed"),
+        }
+    }
+
+    async fn sweep_queued_cancels(&self) {
+        match queue::cancel_requested_queued(&self.pool).await {
+            Ok(ids) => {
+                for id in ids {
+                    info!(build.id = %id, "queued build cancelled");
+                }
+            }
+            Err(e) => warn!(error = %e, "cancelling queued builds failed"),
+        }
+    }
+
+    async fn shut_down(&self, tasks: &mut JoinSet<()>) {
+        let held: Vec<Uuid> = self.in_flight.lock().unwrap().keys().copied().collect();
+        info!(
+            in_flight = held.len(),
+            "shutting down: handing over executions"
+        );
+        for id in &held {
+            self.stop(*id, StopReason::Handover);
+        }
+        let deadline = tokio::time::sleep(self.settings.shutdown_grace);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => {
+                    warn!(left = tasks.len(), "shutdown grace over; abandoning remaining executions");
+                    break;
+                }
+                joined = tasks.join_next() => if joined.is_none() { break },
+            }
+        }
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        match queue::release_leases(&self.pool, &self.id, None).await {
+            Ok(released) if !released.is_empty() => {
+                info!(count = released.len(), "released remaining leases")
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "releasing leases failed; they expire on their own"),
+        }
+    }
+}
+
+fn reference_of(execution: &ExecutionRow) -> ExecutionRef {
+    ExecutionRef {
+        executor: execution.executor.parse().unwrap_or(ExecutorKind::Test),
+        provider_id: execution.provider_id,
+        namespace: execution.cluster_namespace.clone(),
+        name: execution.pipeline_run_name.clone(),
+        uid: execution.pipeline_run_uid.clone(),
+    }
+}
+
+/// LISTEN for queued builds (wake the claim loop) and cancel requests (stop
+/// the execution if held here). Reconnects on error; missed notifications are
+/// covered by the poll interval and lease renewal.
+async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    'connect: loop {
+        let connected = async {
+            let mut l = PgListener::connect_with(&shared.pool).await?;
+            l.listen_all([CHANNEL_BUILD_QUEUED, CHANNEL_BUILD_CANCEL])
+                .await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let mut listener = tokio::select! {
+            _ = stop.cancelled() => return,
+            l = connected => match l {
+                Ok(l) => l,
+                Err(e) => {
+                    warn!(error = %e, "LISTEN connection failed; polling until it is back");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue 'connect;
+                }
+            },
+        };
+        backoff = Duration::from_millis(100);
+        // Anything sent while we were not listening is caught by a claim cycle.
+        shared.wake.notify_one();
+        loop {
+            let received = tokio::select! {
+                _ = stop.cancelled() => return,
+                n = listener.recv() => n,
+            };
+            match received {
+                Ok(n) if n.channel() == CHANNEL_BUILD_CANCEL => {
+                    match n.payload().trim().parse::<Uuid>() {
+                        Ok(id) => on_cancel(&shared, id).await,
+                        Err(_) => warn!(
+                            payload = n.payload(),
+                            "ignoring build_cancel with a payload that is not a build id"
+                        ),
+                    }
+                }
+                Ok(n) => {
+                    if n.payload() == queue::RELEASED_PAYLOAD {
+                        shared.takeover_due.store(true, Ordering::SeqCst);
+                    }
+                    shared.wake.notify_one();
+                }
+                Err(e) => {
+                    warn!(error = %e, "LISTEN connection lost; reconnecting");
+                    shared.takeover_due.store(true, Ordering::SeqCst);
+                    shared.wake.notify_one();
+                    continue 'connect;
+                }
+            }
+        }
+    }
+}
+
+async fn on_cancel(shared: &Arc<Shared>, build_id: Uuid) {
+    {
+        // Under the pending lock, as in `spawn_execution`: a build registers
+        // either before this check (stopped here) or after (finds it pending).
+        let mut pending = shared.pending_cancels.lock().unwrap();
+        if shared.stop(build_id, StopReason::Cancel) {
+            info!(build.id = %build_id, "cancel requested; stopping the execution");
+            return;
+        }
+        pending.retain(|_, at| at.elapsed() < Duration::from_secs(10));
+        pending.insert(build_id, Instant::now());
+    }
+    // Not held here: it may be queued (cancel it now) or held elsewhere (its
+    // holder got the same notification). If a claim of ours registers it
+    // later, `spawn_execution` finds it in `pending_cancels`.
+    shared.sweep_queued_cancels().await;
+}
+
+/// Renew leases of held builds, notice lost leases and missed cancels, and
+/// refresh this dispatcher's heartbeat row.
+async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(shared.settings.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let held: Vec<Uuid> = shared.in_flight.lock().unwrap().keys().copied().collect();
+        match queue::renew_leases(&shared.control, &shared.id, &held, shared.settings.lease).await {
+            Ok(renewed) => {
+                let still: HashMap<Uuid, bool> =
+                    renewed.iter().map(|r| (r.id, r.cancel_requested)).collect();
+                for id in held {
+                    match still.get(&id) {
+                        // Finished meanwhile, or taken over after our lease
+                        // expired: stop following it (no-op if it ended).
+                        None => {
+                            if shared.stop(id, StopReason::Handover) {
+                                debug!(build.id = %id, "lease no longer held; handing over");
+                            }
+                        }
+                        Some(true) => {
+                            shared.stop(id, StopReason::Cancel);
+                        }
+                        Some(false) => {}
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "lease renewal failed"),
+        }
+        if let Err(e) = shared.beat().await {
+            warn!(error = %e, "heartbeat failed");
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_owned())
+}

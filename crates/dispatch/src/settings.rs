@@ -1,0 +1,164 @@
+//! Dispatcher settings: one typed struct, filled from `IF_*` environment
+//! variables or flags (clap), or built directly in tests.
+
+use std::time::Duration;
+
+/// How a dispatcher runs; shown in the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DispatcherMode {
+    /// Inside `imagefactory serve`.
+    Embedded,
+    /// `imagefactory dispatcher`.
+    Standalone,
+}
+
+impl DispatcherMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Embedded => "embedded",
+            Self::Standalone => "standalone",
+        }
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DispatcherSettings {
+    /// Claim cycle when no notification arrives (fallback for missed NOTIFYs).
+    #[arg(long = "dispatcher-poll-interval", env = "IF_DISPATCHER_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// At most this many executions followed by this dispatcher at once.
+    #[arg(
+        long = "dispatcher-max-in-flight",
+        env = "IF_DISPATCHER_MAX_IN_FLIGHT",
+        default_value_t = 64
+    )]
+    pub max_in_flight: usize,
+    /// Builds claimed per claim transaction.
+    #[arg(
+        long = "dispatcher-claim-batch",
+        env = "IF_DISPATCHER_CLAIM_BATCH",
+        default_value_t = 32
+    )]
+    pub claim_batch: usize,
+    /// How long a claim stays ours without renewal; a dead dispatcher's builds
+    /// are taken over after this.
+    #[arg(long = "dispatcher-lease", env = "IF_DISPATCHER_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub lease: Duration,
+    /// Lease renewal and heartbeat-row period; keep it well below `lease`.
+    #[arg(long = "dispatcher-heartbeat-interval", env = "IF_DISPATCHER_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Cap on attempts per build for transient errors (the build's own
+    /// `max_attempts` applies too; the lower wins).
+    #[arg(
+        long = "dispatcher-max-attempts",
+        env = "IF_DISPATCHER_MAX_ATTEMPTS",
+        default_value_t = 3
+    )]
+    pub max_attempts: i32,
+    /// First retry delay; doubles per attempt, with jitter.
+    #[arg(long = "dispatcher-backoff-base", env = "IF_DISPATCHER_BACKOFF_BASE", default_value = "5s", value_parser = parse_duration)]
+    pub backoff_base: Duration,
+    #[arg(long = "dispatcher-backoff-max", env = "IF_DISPATCHER_BACKOFF_MAX", default_value = "5m", value_parser = parse_duration)]
+    pub backoff_max: Duration,
+    /// On shutdown, how long in-flight executions get to hand over before
+    /// their leases are released regardless.
+    #[arg(long = "dispatcher-shutdown-grace", env = "IF_DISPATCHER_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+    /// After a cancel or timeout, how long the executor gets to confirm before
+    /// the dispatcher records the end itself.
+    #[arg(long = "dispatcher-stop-grace", env = "IF_DISPATCHER_STOP_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub stop_grace: Duration,
+    /// Run Kubernetes builds through Tekton. When false, Kubernetes builds fail
+    /// with a message saying so.
+    #[arg(long = "build-tekton-enabled", env = "IF_BUILD_TEKTON_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub tekton_enabled: bool,
+}
+
+impl Default for DispatcherSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(2),
+            max_in_flight: 64,
+            claim_batch: 32,
+            lease: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(5),
+            max_attempts: 3,
+            backoff_base: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(300),
+            shutdown_grace: Duration::from_secs(10),
+            stop_grace: Duration::from_secs(30),
+            tekton_enabled: true,
+        }
+    }
+}
+
+/// `250ms`, `2s`, `5m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 250ms, 2s, 5m, 1h"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn durations_parse_with_units_and_reject_garbage() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert!(
+            parse_duration("5 days")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
+        assert!(
+            parse_duration("fast")
+                .unwrap_err()
+                .contains("invalid duration")
+        );
+    }
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: DispatcherSettings,
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let cli = Cli::parse_from([
+            "x",
+            "--dispatcher-poll-interval",
+            "100ms",
+            "--dispatcher-max-in-flight",
+            "7",
+            "--build-tekton-enabled",
+            "false",
+        ]);
+        assert_eq!(cli.settings.poll_interval, Duration::from_millis(100));
+        assert_eq!(cli.settings.max_in_flight, 7);
+        assert!(!cli.settings.tekton_enabled);
+        assert_eq!(cli.settings.lease, DispatcherSettings::default().lease);
+    }
+}

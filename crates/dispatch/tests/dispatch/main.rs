@@ -1,0 +1,12 @@
+//! Dispatcher integration tests against real PostgreSQL with the scripted
+//! test executor. Each test makes its own database.
+
+mod helpers;
+
+mod admin;
+mod cancel;
+mod claims;
+mod crash;
+mod fairness;
+mod retry;
+mod shutdown;

@@ -1,0 +1,228 @@
+//! Build executions (one row per attempt): the persisted reference that lets
+//! another dispatcher re-attach, logs (idempotent by position), artifacts,
+//! and the raw inputs a dispatcher turns into an execution context.
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgExecutor, PgPool};
+use uuid::Uuid;
+
+/// Column list matching [`ExecutionRow`].
+pub(crate) const EXECUTION_COLUMNS: &str = "id, build_id, tenant_id, attempt, executor, provider_id, \
+     cluster_namespace, pipeline_run_name, pipeline_run_uid, status, dispatcher_id, message, \
+     reference_at, started_at, finished_at, \
+     (EXTRACT(EPOCH FROM (clock_timestamp() - started_at)) * 1000)::bigint AS age_ms";
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ExecutionRow {
+    pub id: Uuid,
+    pub build_id: Uuid,
+    pub tenant_id: Uuid,
+    pub attempt: i32,
+    pub executor: String,
+    pub provider_id: Option<Uuid>,
+    pub cluster_namespace: Option<String>,
+    pub pipeline_run_name: Option<String>,
+    pub pipeline_run_uid: Option<String>,
+    pub status: String,
+    pub dispatcher_id: Option<String>,
+    pub message: Option<String>,
+    /// Set once the executor reported where the work lives: from then on the
+    /// attempt is only ever re-attached to, never started again.
+    pub reference_at: Option<DateTime<Utc>>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Milliseconds since `started_at` by the database clock when read, so
+    /// deadlines do not depend on the dispatcher's clock.
+    pub age_ms: i64,
+}
+
+/// The reference columns of an execution (where its work lives).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReferenceColumns<'a> {
+    pub provider_id: Option<Uuid>,
+    pub namespace: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub uid: Option<&'a str>,
+}
+
+/// Persist where an execution's work lives. Takes any executor so callers can
+/// make it part of a larger transaction.
+pub async fn record_reference<'e>(
+    db: impl PgExecutor<'e>,
+    execution_id: Uuid,
+    reference: &ReferenceColumns<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE build_executions SET provider_id = COALESCE($2, provider_id), \
+         cluster_namespace = $3, pipeline_run_name = $4, pipeline_run_uid = $5, \
+         reference_at = COALESCE(reference_at, now()) WHERE id = $1",
+    )
+    .bind(execution_id)
+    .bind(reference.provider_id)
+    .bind(reference.namespace)
+    .bind(reference.name)
+    .bind(reference.uid)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A log line to store.
+#[derive(Debug, Clone)]
+pub struct NewLogLine<'a> {
+    pub source: &'a str,
+    pub position: i64,
+    pub line: &'a str,
+}
+
+/// Append log lines; a line already stored at the same (source, position) is
+/// ignored, so re-attached executors may resend. Returns how many were new.
+pub async fn append_logs(
+    pool: &PgPool,
+    build_id: Uuid,
+    execution_id: Uuid,
+    lines: &[NewLogLine<'_>],
+) -> Result<u64, sqlx::Error> {
+    if lines.is_empty() {
+        return Ok(0);
+    }
+    let sources: Vec<&str> = lines.iter().map(|l| l.source).collect();
+    let positions: Vec<i64> = lines.iter().map(|l| l.position).collect();
+    let texts: Vec<&str> = lines.iter().map(|l| l.line).collect();
+    let done = sqlx::query(
+        "INSERT INTO build_logs (build_id, execution_id, source, position, line) \
+         SELECT $1, $2, l.source, l.position, l.line \
+         FROM UNNEST($3::text[], $4::bigint[], $5::text[]) WITH ORDINALITY AS l(source, position, line, n) \
+         ORDER BY l.n \
+         ON CONFLICT (execution_id, source, position) DO NOTHING",
+    )
+    .bind(build_id)
+    .bind(execution_id)
+    .bind(&sources)
+    .bind(&positions)
+    .bind(&texts)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Store an artifact; the same name again replaces the value (idempotent).
+pub async fn put_artifact(
+    pool: &PgPool,
+    build_id: Uuid,
+    execution_id: Uuid,
+    name: &str,
+    value: &str,
+    kind: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO build_artifacts (id, build_id, execution_id, name, value, kind) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (execution_id, name) DO UPDATE SET value = EXCLUDED.value, kind = EXCLUDED.kind",
+    )
+    .bind(Uuid::now_v7())
+    .bind(build_id)
+    .bind(execution_id)
+    .bind(name)
+    .bind(value)
+    .bind(kind)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Keep the latest progress note of a running execution.
+pub async fn set_progress(
+    pool: &PgPool,
+    execution_id: Uuid,
+    message: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE build_executions SET message = $2 WHERE id = $1 AND status = 'running'")
+        .bind(execution_id)
+        .bind(message)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn list_for_build(
+    pool: &PgPool,
+    build_id: Uuid,
+) -> Result<Vec<ExecutionRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {EXECUTION_COLUMNS} FROM build_executions WHERE build_id = $1 ORDER BY attempt"
+    ))
+    .bind(build_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Everything stored about a build that an execution context is made of.
+/// Secrets are still sealed; the dispatcher opens them.
+#[derive(Debug, Clone, FromRow)]
+pub struct ExecutionInputs {
+    pub build_id: Uuid,
+    pub tenant_id: Uuid,
+    pub project_id: Uuid,
+    pub method: String,
+    pub infrastructure_type: String,
+    pub git_url: String,
+    pub git_ref: String,
+    pub image: String,
+    pub timeout_seconds: i32,
+    // build_configs (absent row → defaults)
+    pub dockerfile: Option<String>,
+    pub context: Option<String>,
+    pub build_args: Option<serde_json::Value>,
+    pub platforms: Option<Vec<String>>,
+    pub target: Option<String>,
+    pub cache_enabled: Option<bool>,
+    pub cache_repo: Option<String>,
+    pub labels: Option<serde_json::Value>,
+    pub packer_template: Option<String>,
+    pub packer_vars: Option<serde_json::Value>,
+    pub metadata: Option<serde_json::Value>,
+    // project git credential
+    pub git_username: Option<String>,
+    pub git_password_enc: Option<Vec<u8>>,
+    // registry credential
+    pub registry_credential_id: Option<Uuid>,
+    pub registry_version: Option<i32>,
+    pub registry: Option<String>,
+    pub registry_username: Option<String>,
+    pub registry_secret_enc: Option<Vec<u8>>,
+    // provider of the execution
+    pub provider_id: Option<Uuid>,
+    pub provider_name: Option<String>,
+    pub provider_tekton_enabled: Option<bool>,
+    pub provider_config_version: Option<i64>,
+    pub provider_config: Option<serde_json::Value>,
+}
+
+pub async fn load_inputs(
+    pool: &PgPool,
+    build_id: Uuid,
+    provider_id: Option<Uuid>,
+) -> Result<Option<ExecutionInputs>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT b.id AS build_id, b.tenant_id, b.project_id, b.method, b.infrastructure_type, \
+                b.git_url, b.git_ref, b.image, b.timeout_seconds, \
+                c.dockerfile, c.context, c.build_args, c.platforms, c.target, c.cache_enabled, \
+                c.cache_repo, c.labels, c.packer_template, c.packer_vars, c.metadata, \
+                pr.git_username, pr.git_password_enc, \
+                r.id AS registry_credential_id, r.version AS registry_version, r.registry, \
+                r.username AS registry_username, r.secret_enc AS registry_secret_enc, \
+                p.id AS provider_id, p.name AS provider_name, p.tekton_enabled AS provider_tekton_enabled, \
+                p.config_version AS provider_config_version, p.config AS provider_config \
+         FROM builds b \
+         JOIN projects pr ON pr.id = b.project_id AND pr.tenant_id = b.tenant_id \
+         LEFT JOIN build_configs c ON c.build_id = b.id \
+         LEFT JOIN registry_credentials r ON r.id = b.registry_credential_id AND r.tenant_id = b.tenant_id \
+         LEFT JOIN infrastructure_providers p ON p.id = $2 \
+         WHERE b.id = $1",
+    )
+    .bind(build_id)
+    .bind(provider_id)
+    .fetch_optional(pool)
+    .await
+}
