@@ -11,10 +11,10 @@ use imagefactory_exec::{
 use imagefactory_store::crypto::Cipher;
 use imagefactory_store::executions::{ExecutionInputs, ExecutionRow};
 
-/// Associated-data labels the API seals these secrets with.
-pub const LABEL_REGISTRY_SECRET: &str = "registry_credentials.secret";
-pub const LABEL_GIT_PASSWORD: &str = "projects.git_password";
-pub const LABEL_PROVIDER_CONFIG: &str = "providers.config";
+// The store's repositories own the labels each secret is sealed with.
+use imagefactory_store::projects::GIT_PASSWORD_LABEL as LABEL_GIT_PASSWORD;
+use imagefactory_store::providers::CONFIG_LABEL as LABEL_PROVIDER_CONFIG;
+use imagefactory_store::registry_credentials::SECRET_LABEL as LABEL_REGISTRY_SECRET;
 
 /// Build the context; an `Err` is a permanent problem with the build's stored
 /// data, phrased for the user.
