@@ -7,6 +7,7 @@
 //! - `local`: processes on the dispatcher's own machine.
 
 pub mod context;
+pub mod tekton;
 
 use std::sync::Arc;
 
