@@ -6,6 +6,7 @@ pub mod client;
 pub mod error;
 pub mod monitor;
 pub mod namespace;
+pub mod plan;
 pub mod render;
 pub mod secrets;
 pub mod status;
