@@ -4,15 +4,21 @@
 
 pub mod client;
 pub mod error;
+pub mod executor;
+pub mod logs;
 pub mod monitor;
 pub mod namespace;
 pub mod plan;
+pub mod preflight;
 pub mod render;
+pub mod retention;
 pub mod secrets;
 pub mod status;
 pub mod submit;
+pub mod tasks;
 pub mod validate;
 
 pub use client::{ClientCache, ClusterSettings, ConnectionReport, TektonVersion, test_connection};
 pub use error::TektonError;
+pub use executor::{TektonExecutor, TektonSettings};
 pub use render::{RenderContext, Templates};

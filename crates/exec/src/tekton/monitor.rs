@@ -75,7 +75,8 @@ impl WatchHub {
 
     /// Follow one PipelineRun. `current` seeds the state (the object as just
     /// created or read), so a run the shared watch saw before we subscribed is
-    /// not missed.
+    /// not missed; it also replaces a `Missing` state once a read confirmed
+    /// the run exists.
     pub fn subscribe(
         &self,
         resource: &ApiResource,
@@ -89,7 +90,9 @@ impl WatchHub {
             .entry(name.to_string())
             .or_insert_with(|| watch::channel(RunState::Unknown).0);
         sender.send_if_modified(|state| {
-            if matches!(state, RunState::Unknown) {
+            if matches!(state, RunState::Unknown | RunState::Missing)
+                && !matches!(current, RunState::Unknown)
+            {
                 *state = current;
                 true
             } else {
