@@ -1,0 +1,861 @@
+//! The HTTP API: authentication, routing, authorization, fault injection and
+//! the verbs (get, list, watch, create, update, patch, delete,
+//! deletecollection, pods/log) on top of [`Store`].
+
+use crate::auth::{ADMIN_GROUP, Attributes, Authenticator, User};
+use crate::cluster::EventKind;
+use crate::conversion;
+use crate::discovery;
+use crate::faults::{FaultAction, FaultRule, Faults};
+use crate::patch::{self, PatchKind};
+use crate::resources::ResourceInfo;
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::status::{ApiError, delete_success};
+use crate::store::{DeleteOutcome, Kind, Propagation, Store, Writer, decode_continue, now_rfc3339, storage_kind};
+use crate::table;
+use bytes::Bytes;
+use futures::StreamExt;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+pub struct Api {
+    pub store: Arc<Store>,
+    pub registry: Vec<ResourceInfo>,
+    pub auth: Arc<Authenticator>,
+    pub faults: Arc<Faults>,
+    pub server_address: std::sync::Mutex<String>,
+    pub bookmark_interval: Duration,
+}
+
+fn full(code: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    *r.status_mut() = code;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).expect("valid content type"));
+    r
+}
+
+pub fn json_response(code: u16, v: &Value) -> Response<Body> {
+    full(
+        StatusCode::from_u16(code).unwrap_or(StatusCode::OK),
+        "application/json",
+        serde_json::to_vec(v).expect("JSON serializes"),
+    )
+}
+
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    let mut r = json_response(e.code, &e.to_status());
+    if let Some(s) = e.retry_after {
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    r
+}
+
+/// What a request addresses once its path is parsed.
+struct Target<'a> {
+    info: &'a ResourceInfo,
+    kind: Kind,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+fn parse_query(q: Option<&str>) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.insert(percent_decode(k), percent_decode(v));
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn is_true(q: &HashMap<String, String>, k: &str) -> bool {
+    matches!(q.get(k).map(String::as_str), Some("1" | "true" | "True"))
+}
+
+fn parse_body(bytes: &[u8], content_type: &str) -> Result<Value, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) => Ok(v),
+        Err(json_err) if content_type.contains("yaml") => {
+            let text = std::str::from_utf8(bytes).map_err(|e| ApiError::bad_request(format!("body is not UTF-8: {e}")))?;
+            serde_saphyr::from_str::<Value>(text).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+                .map_err(|mut e| {
+                    e.message = format!("{}; (as JSON: {json_err})", e.message);
+                    e
+                })
+        }
+        Err(e) => Err(ApiError::bad_request(format!("error decoding JSON request body: {e}"))),
+    }
+}
+
+impl Api {
+    fn find(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceInfo> {
+        self.registry.iter().find(|r| r.gvr.group == group && r.gvr.version == version && r.gvr.plural == plural)
+    }
+
+    fn authenticate(&self, req: &Request<hyper::body::Incoming>, cert_user: Option<&User>) -> Option<User> {
+        if let Some(h) = req.headers().get(header::AUTHORIZATION) {
+            let token = h.to_str().ok()?.strip_prefix("Bearer ")?.trim();
+            return self.auth.user_for_token(token);
+        }
+        cert_user.cloned()
+    }
+
+    pub async fn handle(self: Arc<Self>, req: Request<hyper::body::Incoming>, cert_user: Option<User>) -> Response<Body> {
+        let path = req.uri().path().trim_end_matches('/').to_string();
+        if matches!(path.as_str(), "/healthz" | "/livez" | "/readyz") {
+            return full(StatusCode::OK, "text/plain", b"ok".to_vec());
+        }
+        if path == "/version" {
+            return json_response(200, &discovery::version());
+        }
+        let Some(user) = self.authenticate(&req, cert_user.as_ref()) else {
+            return error_response(&ApiError::unauthorized());
+        };
+        match self.route(req, &path, &user).await {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        }
+    }
+
+    async fn route(&self, req: Request<hyper::body::Incoming>, path: &str, user: &User) -> Result<Response<Body>, ApiError> {
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
+            ["api"] => {
+                return Ok(json_response(200, &discovery::api_versions(&self.server_address.lock().unwrap_or_else(|p| p.into_inner()))));
+            }
+            ["apis"] => return Ok(json_response(200, &discovery::api_group_list(&self.registry))),
+            ["apis", g] => {
+                return discovery::api_group(&self.registry, g).map(|d| json_response(200, &d)).ok_or_else(ApiError::path_not_found);
+            }
+            ["openapi", ..] => return Err(ApiError::path_not_found()),
+            ["kube-sim", "faults"] => return self.faults_admin(req, user).await,
+            ["api", v, rest @ ..] => ("", *v, rest),
+            ["apis", g, v, rest @ ..] => (*g, *v, rest),
+            _ => return Err(ApiError::path_not_found()),
+        };
+        if rest.is_empty() {
+            return discovery::api_resource_list(&self.registry, group, version)
+                .map(|d| json_response(200, &d))
+                .ok_or_else(ApiError::path_not_found);
+        }
+        let t = self.target(group, version, rest)?;
+        let q = parse_query(req.uri().query());
+        let method = req.method().clone();
+        let verb = match (&method, t.name.is_some()) {
+            (&Method::GET, true) => "get",
+            (&Method::GET, false) if is_true(&q, "watch") => "watch",
+            (&Method::GET, false) => "list",
+            (&Method::POST, false) => "create",
+            (&Method::PUT, true) => "update",
+            (&Method::PATCH, true) => "patch",
+            (&Method::DELETE, true) => "delete",
+            (&Method::DELETE, false) => "deletecollection",
+            _ => return Err(ApiError::method_not_allowed()),
+        };
+        let attr_ns = t.namespace.clone().or_else(|| (t.kind.gvr.plural == "namespaces").then(|| t.name.clone()).flatten());
+        let attrs = Attributes {
+            verb,
+            group: t.info.gvr.group,
+            plural: t.info.gvr.plural,
+            subresource: t.subresource.as_deref(),
+            namespace: attr_ns.as_deref(),
+        };
+        if !self.auth.allowed(user, &attrs) {
+            return Err(ApiError::forbidden(
+                &user.name,
+                verb,
+                t.info.gvr.group,
+                t.info.gvr.plural,
+                t.subresource.as_deref(),
+                attr_ns.as_deref(),
+                t.name.as_deref(),
+            ));
+        }
+        let fault_resource = match &t.subresource {
+            Some(s) => format!("{}/{s}", t.info.gvr.plural),
+            None => t.info.gvr.plural.to_string(),
+        };
+        let mut watch_faults = Vec::new();
+        for action in self.faults.take(verb, &fault_resource) {
+            match action {
+                FaultAction::Latency(d) => tokio::time::sleep(d).await,
+                FaultAction::Error { code, retry_after } => {
+                    return Err(match code {
+                        429 => ApiError::too_many_requests(retry_after.unwrap_or(1)),
+                        409 => ApiError::conflict(t.info.gvr.group, t.info.gvr.plural, t.name.as_deref().unwrap_or("")),
+                        503 => ApiError::new(503, "ServiceUnavailable", "the server is currently unable to handle the request"),
+                        c => {
+                            let mut e = ApiError::internal("injected fault");
+                            e.code = c;
+                            e
+                        }
+                    });
+                }
+                other => watch_faults.push(other),
+            }
+        }
+        let accept = req.headers().get(header::ACCEPT).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+        let content_type =
+            req.headers().get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or("application/json").to_string();
+        let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+            let collected = http_body_util::Limited::new(req.into_body(), MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| ApiError::new(413, "RequestEntityTooLarge", format!("request body too large or unreadable: {e}")))?;
+            collected.to_bytes()
+        } else {
+            Bytes::new()
+        };
+        match verb {
+            "get" if t.subresource.as_deref() == Some("log") => self.pod_log(&t, &q).await,
+            "get" => self.get(&t, &accept, &q),
+            "list" => self.list(&t, &q, &accept),
+            "watch" => self.watch(&t, &q, watch_faults),
+            "create" => self.create(&t, &body, &content_type),
+            "update" => self.update(&t, &body, &content_type),
+            "patch" => self.patch(&t, &body, &content_type, &q),
+            "delete" => self.delete(&t, &body, &q),
+            _ => self.delete_collection(&t, &q),
+        }
+    }
+
+    fn target(&self, group: &str, version: &str, rest: &[&str]) -> Result<Target<'_, >, ApiError> {
+        let (namespace, plural, name, sub) = match rest {
+            ["namespaces", ns, plural, tail @ ..] if !matches!(*plural, "status" | "finalize") || !tail.is_empty() => {
+                (Some(ns.to_string()), *plural, tail.first().map(|s| s.to_string()), tail.get(1).map(|s| s.to_string()))
+            }
+            [plural, tail @ ..] => (None, *plural, tail.first().map(|s| s.to_string()), tail.get(1).map(|s| s.to_string())),
+            [] => return Err(ApiError::path_not_found()),
+        };
+        if rest.len() > if namespace.is_some() { 5 } else { 3 } {
+            return Err(ApiError::path_not_found());
+        }
+        let info = self.find(group, version, plural).ok_or_else(ApiError::path_not_found)?;
+        if namespace.is_some() && !info.namespaced {
+            return Err(ApiError::path_not_found());
+        }
+        match sub.as_deref() {
+            None => {}
+            Some("status") if info.status_subresource => {}
+            Some("log") if info.gvr.plural == "pods" => {}
+            Some(_) => return Err(ApiError::path_not_found()),
+        }
+        let kind = storage_kind(&info.storage).ok_or_else(ApiError::path_not_found)?;
+        Ok(Target { info, kind, namespace, name, subresource: sub })
+    }
+
+    fn served(&self, t: &Target<'_>, obj: Value) -> Value {
+        conversion::from_storage(t.info.gvr.group, t.info.gvr.version, t.info.gvr.plural, obj)
+    }
+
+    fn stored(&self, t: &Target<'_>, obj: Value) -> Value {
+        conversion::to_storage(t.info.gvr.group, t.info.gvr.version, t.info.gvr.plural, obj)
+    }
+
+    fn get(&self, t: &Target<'_>, accept: &str, q: &HashMap<String, String>) -> Result<Response<Body>, ApiError> {
+        let name = t.name.as_deref().unwrap_or("");
+        let obj = self
+            .store
+            .get(&t.kind, t.namespace.as_deref(), name)
+            .ok_or_else(|| ApiError::not_found(t.info.gvr.group, t.info.gvr.plural, name))?;
+        let obj = self.served(t, obj);
+        if accept.contains("as=Table") {
+            let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
+            let include = q.get("includeObject").map(String::as_str).unwrap_or("PartialObjectMetadata");
+            return Ok(json_response(200, &table::to_table(t.info, &[obj], &rv, include)));
+        }
+        Ok(json_response(200, &obj))
+    }
+
+    fn selectors(q: &HashMap<String, String>) -> Result<(LabelSelector, FieldSelector), ApiError> {
+        let labels = LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))
+            .map_err(ApiError::bad_request)?;
+        let fields = FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""))
+            .map_err(ApiError::bad_request)?;
+        Ok((labels, fields))
+    }
+
+    fn list(&self, t: &Target<'_>, q: &HashMap<String, String>, accept: &str) -> Result<Response<Body>, ApiError> {
+        let (labels, fields) = Self::selectors(q)?;
+        let limit = match q.get("limit").map(|l| l.parse::<i64>()) {
+            None => None,
+            Some(Ok(l)) if l > 0 => Some(l as usize),
+            Some(Ok(_)) => None,
+            Some(Err(_)) => return Err(ApiError::bad_request("limit must be an integer")),
+        };
+        let start_after = match q.get("continue").filter(|c| !c.is_empty()) {
+            None => None,
+            Some(c) => {
+                let (_, ns, name) =
+                    decode_continue(c).ok_or_else(|| ApiError::bad_request("continue key is not valid: illegal base64 data"))?;
+                Some((ns, name))
+            }
+        };
+        let filter = |o: &Value| labels.matches(o) && fields.matches(o);
+        let res = self.store.list(&t.kind, t.namespace.as_deref(), &filter, limit, start_after);
+        let items: Vec<Value> = res.items.into_iter().map(|o| self.served(t, o)).collect();
+        let rv = res.resource_version.to_string();
+        if accept.contains("as=Table") {
+            let include = q.get("includeObject").map(String::as_str).unwrap_or("PartialObjectMetadata");
+            let mut tab = table::to_table(t.info, &items, &rv, include);
+            if let Some(c) = &res.continue_token {
+                tab["metadata"]["continue"] = json!(c);
+            }
+            return Ok(json_response(200, &tab));
+        }
+        let mut meta = json!({"resourceVersion": rv});
+        if let Some(c) = res.continue_token {
+            meta["continue"] = json!(c);
+            meta["remainingItemCount"] = json!(res.remaining.unwrap_or(0));
+        }
+        Ok(json_response(
+            200,
+            &json!({"kind": format!("{}List", t.info.kind), "apiVersion": t.info.api_version(), "metadata": meta, "items": items}),
+        ))
+    }
+
+    fn check_body_identity(&self, t: &Target<'_>, obj: &Value) -> Result<(), ApiError> {
+        if let Some(kind) = obj.get("kind").and_then(Value::as_str)
+            && kind != t.info.kind
+        {
+            return Err(ApiError::bad_request(format!(
+                "the server rejected our request due to an error in our request: kind {kind} does not match the requested resource {}",
+                t.info.kind
+            )));
+        }
+        Ok(())
+    }
+
+    fn create(&self, t: &Target<'_>, body: &[u8], content_type: &str) -> Result<Response<Body>, ApiError> {
+        if t.info.namespaced && t.namespace.is_none() {
+            return Err(ApiError::method_not_allowed());
+        }
+        let obj = parse_body(body, content_type)?;
+        self.check_body_identity(t, &obj)?;
+        let obj = self.stored(t, obj);
+        let created = self.store.create(&t.kind, t.namespace.as_deref(), obj, Writer::Api)?;
+        Ok(json_response(201, &self.served(t, created)))
+    }
+
+    fn update(&self, t: &Target<'_>, body: &[u8], content_type: &str) -> Result<Response<Body>, ApiError> {
+        let obj = parse_body(body, content_type)?;
+        self.check_body_identity(t, &obj)?;
+        let obj = self.stored(t, obj);
+        let status_only = t.subresource.as_deref() == Some("status");
+        let name = t.name.as_deref().unwrap_or("");
+        let updated = self.store.update(&t.kind, t.namespace.as_deref(), name, obj, status_only, Writer::Api)?;
+        Ok(json_response(200, &self.served(t, updated)))
+    }
+
+    fn patch(&self, t: &Target<'_>, body: &[u8], content_type: &str, q: &HashMap<String, String>) -> Result<Response<Body>, ApiError> {
+        let accepted = if t.info.custom {
+            "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+        } else {
+            "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml"
+        };
+        let kind = match PatchKind::from_content_type(content_type) {
+            Some(PatchKind::StrategicMerge) if t.info.custom => return Err(ApiError::unsupported_media_type(accepted)),
+            Some(k) => k,
+            None => return Err(ApiError::unsupported_media_type(accepted)),
+        };
+        let name = t.name.as_deref().unwrap_or("");
+        let manager = q.get("fieldManager").cloned().unwrap_or_default();
+        let force = q.get("force").map(|f| f == "true");
+        if kind == PatchKind::Apply && manager.is_empty() {
+            return Err(patch_options_invalid("fieldManager", "Required value: is required for apply patch"));
+        }
+        if kind != PatchKind::Apply && force.is_some() {
+            return Err(patch_options_invalid("force", "Forbidden: may not be specified for non-apply patch"));
+        }
+        let patch_doc = parse_body(body, content_type)?;
+        let status_only = t.subresource.as_deref() == Some("status");
+        // Retry like the API server's GuaranteedUpdate when a concurrent write wins.
+        for _ in 0..8 {
+            let current = self.store.get(&t.kind, t.namespace.as_deref(), name);
+            let Some(current) = current else {
+                if kind == PatchKind::Apply && !status_only {
+                    self.check_body_identity(t, &patch_doc)?;
+                    let created = patch::apply(None, &patch_doc, &manager, &t.info.api_version(), force == Some(true), &now_rfc3339())
+                        .map_err(|c| apply_conflict(t, c))?;
+                    let obj = self.stored(t, created);
+                    let created = self.store.create(&t.kind, t.namespace.as_deref(), obj, Writer::Api)?;
+                    return Ok(json_response(201, &self.served(t, created)));
+                }
+                return Err(ApiError::not_found(t.info.gvr.group, t.info.gvr.plural, name));
+            };
+            let current_rv = current.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
+            let mut obj = self.served(t, current);
+            match kind {
+                PatchKind::Merge | PatchKind::StrategicMerge => patch::merge_patch(&mut obj, &patch_doc),
+                PatchKind::Json => patch::json_patch(&mut obj, &patch_doc).map_err(|e| {
+                    ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
+                })?,
+                PatchKind::Apply => {
+                    self.check_body_identity(t, &patch_doc)?;
+                    obj = patch::apply(Some(&obj), &patch_doc, &manager, &t.info.api_version(), force == Some(true), &now_rfc3339())
+                        .map_err(|c| apply_conflict(t, c))?;
+                }
+            }
+            // A resourceVersion in the patch is a precondition; otherwise patch the current state.
+            let patched_rv = obj.pointer("/metadata/resourceVersion").cloned();
+            if patched_rv.is_none() || kind == PatchKind::Apply {
+                obj["metadata"]["resourceVersion"] = current_rv.clone();
+            }
+            let obj = self.stored(t, obj);
+            match self.store.update(&t.kind, t.namespace.as_deref(), name, obj, status_only, Writer::Api) {
+                Err(e) if e.reason == "Conflict" && (patched_rv.is_none() || patched_rv == Some(current_rv.clone())) => continue,
+                Err(e) => return Err(e),
+                Ok(updated) => return Ok(json_response(200, &self.served(t, updated))),
+            }
+        }
+        Err(ApiError::conflict(t.info.gvr.group, t.info.gvr.plural, name))
+    }
+
+    fn delete(&self, t: &Target<'_>, body: &[u8], q: &HashMap<String, String>) -> Result<Response<Body>, ApiError> {
+        let opts = if body.is_empty() { json!({}) } else { parse_body(body, "application/json")? };
+        let policy = q
+            .get("propagationPolicy")
+            .cloned()
+            .or_else(|| opts["propagationPolicy"].as_str().map(str::to_string))
+            .or_else(|| (opts["orphanDependents"] == true || q.get("orphanDependents").is_some_and(|v| v == "true")).then(|| "Orphan".to_string()));
+        let propagation = match policy.as_deref() {
+            None | Some("Background") => Propagation::Background,
+            Some("Foreground") => Propagation::Foreground,
+            Some("Orphan") => Propagation::Orphan,
+            Some(other) => {
+                return Err(ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""),
+                ));
+            }
+        };
+        let precondition = (
+            opts.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string),
+            opts.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string),
+        );
+        let name = t.name.as_deref().unwrap_or("");
+        match self.store.delete(&t.kind, t.namespace.as_deref(), name, propagation, precondition)? {
+            DeleteOutcome::Pending(obj) => Ok(json_response(202, &self.served(t, obj))),
+            DeleteOutcome::Gone(obj) if t.info.custom => {
+                let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+                Ok(json_response(200, &delete_success(t.info.gvr.group, t.info.gvr.plural, name, uid)))
+            }
+            DeleteOutcome::Gone(obj) => Ok(json_response(200, &self.served(t, obj))),
+        }
+    }
+
+    fn delete_collection(&self, t: &Target<'_>, q: &HashMap<String, String>) -> Result<Response<Body>, ApiError> {
+        let (labels, fields) = Self::selectors(q)?;
+        let filter = |o: &Value| labels.matches(o) && fields.matches(o);
+        let res = self.store.list(&t.kind, t.namespace.as_deref(), &filter, None, None);
+        let mut deleted = Vec::new();
+        for o in res.items {
+            let ns = o.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string);
+            let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+            match self.store.delete(&t.kind, ns.as_deref(), &name, Propagation::Background, (None, None)) {
+                Ok(DeleteOutcome::Gone(o) | DeleteOutcome::Pending(o)) => deleted.push(self.served(t, o)),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(json_response(
+            200,
+            &json!({"kind": format!("{}List", t.info.kind), "apiVersion": t.info.api_version(), "metadata": {"resourceVersion": self.store.current_rv().to_string()}, "items": deleted}),
+        ))
+    }
+
+    fn watch(&self, t: &Target<'_>, q: &HashMap<String, String>, faults: Vec<FaultAction>) -> Result<Response<Body>, ApiError> {
+        let (labels, fields) = Self::selectors(q)?;
+        let bookmarks = is_true(q, "allowWatchBookmarks");
+        let send_initial = is_true(q, "sendInitialEvents");
+        let rv_param = q.get("resourceVersion").filter(|s| !s.is_empty()).cloned();
+        if send_initial && (q.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") || !bookmarks) {
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                "ListOptions.meta.k8s.io \"\" is invalid: [resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan, allowWatchBookmarks: Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true]",
+            ));
+        }
+        let from_rv = match rv_param.as_deref() {
+            None | Some("0") => None,
+            Some(_) if send_initial => None,
+            Some(s) => Some(s.parse::<u64>().map_err(|_| {
+                ApiError::new(422, "Invalid", format!("ListOptions.meta.k8s.io \"\" is invalid: resourceVersion: Invalid value: \"{s}\": must be an integer"))
+            })?),
+        };
+        let timeout = q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).map(Duration::from_secs);
+        let (tx, rx) = mpsc::channel::<Bytes>(256);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, std::io::Error>(hyper::body::Frame::data(b)));
+        let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+
+        if faults.contains(&FaultAction::ExpireWatch) {
+            let rv = from_rv.unwrap_or(0);
+            let line = watch_line("ERROR", &ApiError::expired(format!("too old resource version: {rv} ({})", self.store.current_rv())).to_status());
+            let _ = tx.try_send(line);
+            return Ok(resp);
+        }
+        let (backlog, live) = match self.store.watch(&t.kind, from_rv) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = tx.try_send(watch_line("ERROR", &e.to_status()));
+                return Ok(resp);
+            }
+        };
+        let drop_after = faults.iter().find_map(|f| match f {
+            FaultAction::DropWatch { after } => Some(*after),
+            _ => None,
+        });
+        let ctx = WatchCtx {
+            store: self.store.clone(),
+            group: t.info.gvr.group,
+            version: t.info.gvr.version,
+            plural: t.info.gvr.plural,
+            kind: t.info.kind,
+            api_version: t.info.api_version(),
+            namespace: t.namespace.clone().filter(|_| t.info.namespaced),
+            labels,
+            fields,
+            bookmarks,
+            initial_events_end: send_initial,
+            bookmark_interval: self.bookmark_interval,
+            deadline: [timeout, drop_after].into_iter().flatten().min(),
+            drop_signal: self.faults.drop_signal(),
+        };
+        tokio::spawn(ctx.run(backlog, live, tx));
+        Ok(resp)
+    }
+
+    async fn pod_log(&self, t: &Target<'_>, q: &HashMap<String, String>) -> Result<Response<Body>, ApiError> {
+        let ns = t.namespace.clone().unwrap_or_default();
+        let pod_name = t.name.clone().unwrap_or_default();
+        let pod = self.store.get(&t.kind, Some(&ns), &pod_name).ok_or_else(|| ApiError::not_found("", "pods", &pod_name))?;
+        let names: Vec<String> = ["/spec/initContainers", "/spec/containers"]
+            .iter()
+            .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(str::to_string))
+            .collect();
+        let main: Vec<&String> = pod
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .map(|cs| names.iter().filter(|n| cs.iter().any(|c| c["name"] == n.as_str())).collect())
+            .unwrap_or_default();
+        let container = match q.get("container").filter(|c| !c.is_empty()) {
+            Some(c) => c.clone(),
+            None if main.len() == 1 => main[0].clone(),
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "a container name must be specified for pod {pod_name}, choose one of: [{}]",
+                    main.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+                )));
+            }
+        };
+        if !names.contains(&container) {
+            return Err(ApiError::bad_request(format!("container {container} is not valid for pod {pod_name}")));
+        }
+        if let Some(reason) = waiting_reason(&pod, &container) {
+            return Err(ApiError::bad_request(format!(
+                "container \"{container}\" in pod \"{pod_name}\" is waiting to start: {reason}"
+            )));
+        }
+        let timestamps = is_true(q, "timestamps");
+        let since = match q.get("sinceTime") {
+            Some(s) => Some(chrono::DateTime::parse_from_rfc3339(s).map_err(|e| ApiError::bad_request(format!("invalid sinceTime {s:?}: {e}")))?),
+            None => None,
+        };
+        let since_seconds = q.get("sinceSeconds").and_then(|s| s.parse::<i64>().ok());
+        let tail = q.get("tailLines").and_then(|s| s.parse::<usize>().ok());
+        let format = move |l: &crate::store::LogLine| -> Bytes {
+            if timestamps {
+                Bytes::from(format!("{} {}\n", l.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true), l.text))
+            } else {
+                Bytes::from(format!("{}\n", l.text))
+            }
+        };
+        let all = self.store.log_lines(&ns, &pod_name, &container, 0);
+        let mut seen = all.len();
+        let now = chrono::Utc::now();
+        let mut lines: Vec<_> = all
+            .into_iter()
+            .filter(|l| since.is_none_or(|s| l.time >= s))
+            .filter(|l| since_seconds.is_none_or(|s| (now - l.time).num_seconds() <= s))
+            .collect();
+        if let Some(n) = tail {
+            let skip = lines.len().saturating_sub(n);
+            lines.drain(..skip);
+        }
+        let initial: Vec<Bytes> = lines.iter().map(&format).collect();
+        if !is_true(q, "follow") {
+            let body: Vec<u8> = initial.concat();
+            return Ok(full(StatusCode::OK, "text/plain", body));
+        }
+        let (tx, rx) = mpsc::channel::<Bytes>(256);
+        let store = self.store.clone();
+        let kind = t.kind;
+        tokio::spawn(async move {
+            for b in initial {
+                if tx.send(b).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let notified = store.logs_changed();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let new = store.log_lines(&ns, &pod_name, &container, seen);
+                seen += new.len();
+                for l in &new {
+                    if tx.send(format(l)).await.is_err() {
+                        return;
+                    }
+                }
+                let terminated = match store.get(&kind, Some(&ns), &pod_name) {
+                    None => true,
+                    Some(p) => container_terminated(&p, &container),
+                };
+                if terminated && new.is_empty() {
+                    return;
+                }
+                if !new.is_empty() {
+                    continue;
+                }
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, std::io::Error>(hyper::body::Frame::data(b)));
+        let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        Ok(resp)
+    }
+
+    /// `/kube-sim/faults`: GET lists rules, POST adds one (JSON), DELETE clears;
+    /// `POST ?dropWatches=true` ends every open watch. Admins only.
+    async fn faults_admin(&self, req: Request<hyper::body::Incoming>, user: &User) -> Result<Response<Body>, ApiError> {
+        if !user.groups.iter().any(|g| g == ADMIN_GROUP) {
+            return Err(ApiError::new(403, "Forbidden", format!("User \"{}\" cannot manage faults", user.name)));
+        }
+        let q = parse_query(req.uri().query());
+        match req.method().clone() {
+            Method::GET => {
+                let rules: Vec<Value> = self.faults.list().iter().map(|(id, r)| crate::faults_json::rule_to_json(*id, r)).collect();
+                Ok(json_response(200, &json!({"rules": rules})))
+            }
+            Method::DELETE => {
+                self.faults.clear();
+                Ok(json_response(200, &json!({"rules": []})))
+            }
+            Method::POST if is_true(&q, "dropWatches") => {
+                self.faults.drop_all_watches();
+                Ok(json_response(200, &json!({"dropped": true})))
+            }
+            Method::POST => {
+                let body = http_body_util::Limited::new(req.into_body(), MAX_BODY)
+                    .collect()
+                    .await
+                    .map_err(|e| ApiError::bad_request(format!("unreadable body: {e}")))?
+                    .to_bytes();
+                let v = parse_body(&body, "application/json")?;
+                let rule: FaultRule = crate::faults_json::rule_from_json(&v).map_err(ApiError::bad_request)?;
+                let id = self.faults.add(rule);
+                Ok(json_response(201, &json!({"id": id})))
+            }
+            _ => Err(ApiError::method_not_allowed()),
+        }
+    }
+}
+
+fn patch_options_invalid(field: &str, detail: &str) -> ApiError {
+    ApiError::new(422, "Invalid", format!("PatchOptions.meta.k8s.io \"\" is invalid: {field}: {detail}")).with_details(json!({
+        "group": "meta.k8s.io",
+        "kind": "PatchOptions",
+        "causes": [{"reason": if detail.starts_with("Required") { "FieldValueRequired" } else { "FieldValueForbidden" }, "message": detail, "field": field}]
+    }))
+}
+
+fn apply_conflict(t: &Target<'_>, conflicts: Vec<patch::ApplyConflict>) -> ApiError {
+    let describe = |c: &patch::ApplyConflict| match &c.operation_api_version {
+        Some(v) => format!("conflict with \"{}\" using {v}", c.manager),
+        None => format!("conflict with \"{}\"", c.manager),
+    };
+    let message = if conflicts.len() == 1 {
+        format!("Apply failed with 1 conflict: {}: {}", describe(&conflicts[0]), conflicts[0].field)
+    } else {
+        format!(
+            "Apply failed with {} conflicts: {}",
+            conflicts.len(),
+            conflicts.iter().map(|c| format!("{}: {}", describe(c), c.field)).collect::<Vec<_>>().join("\n")
+        )
+    };
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .map(|c| json!({"reason": "FieldManagerConflict", "message": describe(c), "field": c.field}))
+        .collect();
+    let _ = t;
+    ApiError::new(409, "Conflict", message).with_details(json!({"causes": causes}))
+}
+
+fn container_status<'a>(pod: &'a Value, container: &str) -> Option<&'a Value> {
+    ["/status/initContainerStatuses", "/status/containerStatuses"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+        .flatten()
+        .find(|s| s["name"] == container)
+}
+
+fn waiting_reason(pod: &Value, container: &str) -> Option<String> {
+    match container_status(pod, container) {
+        None => Some("ContainerCreating".to_string()),
+        Some(s) => s.pointer("/state/waiting").map(|w| w["reason"].as_str().unwrap_or("ContainerCreating").to_string()),
+    }
+}
+
+fn container_terminated(pod: &Value, container: &str) -> bool {
+    container_status(pod, container).is_some_and(|s| s.pointer("/state/terminated").is_some())
+}
+
+fn watch_line(kind: &str, obj: &Value) -> Bytes {
+    let mut v = serde_json::to_vec(&json!({"type": kind, "object": obj})).expect("JSON serializes");
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+struct WatchCtx {
+    store: Arc<Store>,
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    kind: &'static str,
+    api_version: String,
+    namespace: Option<String>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+    bookmarks: bool,
+    initial_events_end: bool,
+    bookmark_interval: Duration,
+    deadline: Option<Duration>,
+    drop_signal: tokio::sync::watch::Receiver<u64>,
+}
+
+impl WatchCtx {
+    fn matches(&self, o: &Value) -> bool {
+        self.namespace.as_deref().is_none_or(|ns| o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns))
+            && self.labels.matches(o)
+            && self.fields.matches(o)
+    }
+
+    fn line(&self, ev: &crate::store::WatchEvent) -> Option<Bytes> {
+        let new_ok = self.matches(&ev.object);
+        let old_ok = ev.old.as_deref().map(|o| self.matches(o));
+        let kind = match (ev.kind, old_ok, new_ok) {
+            (EventKind::Added, _, true) => "ADDED",
+            (EventKind::Modified, Some(true), true) | (EventKind::Modified, None, true) => "MODIFIED",
+            (EventKind::Modified, Some(false), true) => "ADDED",
+            (EventKind::Modified, Some(true), false) => "DELETED",
+            (EventKind::Deleted, Some(true), _) | (EventKind::Deleted, None, true) => "DELETED",
+            _ => return None,
+        };
+        let obj = conversion::from_storage(self.group, self.version, self.plural, (*ev.object).clone());
+        Some(watch_line(kind, &obj))
+    }
+
+    fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if initial_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        watch_line("BOOKMARK", &json!({"kind": self.kind, "apiVersion": self.api_version, "metadata": meta}))
+    }
+
+    async fn run(mut self, backlog: Vec<Arc<crate::store::WatchEvent>>, mut live: broadcast::Receiver<Arc<crate::store::WatchEvent>>, tx: mpsc::Sender<Bytes>) {
+        let start_rv = self.store.current_rv();
+        for ev in &backlog {
+            if let Some(l) = self.line(ev)
+                && tx.send(l).await.is_err()
+            {
+                return;
+            }
+        }
+        if self.initial_events_end {
+            let rv = backlog.iter().map(|e| e.rv).max().unwrap_or(0).max(start_rv.min(self.store.current_rv()));
+            if tx.send(self.bookmark(rv, true)).await.is_err() {
+                return;
+            }
+        }
+        let deadline = async {
+            match self.deadline {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deadline);
+        let mut tick = tokio::time::interval(self.bookmark_interval);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                ev = live.recv() => match ev {
+                    Ok(ev) => {
+                        if let Some(l) = self.line(&ev)
+                            && tx.send(l).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    // Too slow to keep up: end the stream; the client resumes from its last version.
+                    Err(_) => return,
+                },
+                _ = tick.tick(), if self.bookmarks => {
+                    // Only when nothing is queued, so the bookmark never skips an undelivered event.
+                    let rv = self.store.current_rv();
+                    if live.is_empty() && tx.send(self.bookmark(rv, false)).await.is_err() {
+                        return;
+                    }
+                }
+                _ = &mut deadline => return,
+                _ = self.drop_signal.changed() => return,
+                _ = tx.closed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! JSON form of fault rules for the `/kube-sim/faults` admin endpoint:
+//! `{"verb": "create", "resource": "pipelineruns", "times": 2, "error": 429, "retryAfter": 3}`,
+//! or `"latencyMs": 200`, `"dropWatchAfterMs": 500`, `"expireWatch": true`.
+
+use crate::faults::{FaultAction, FaultRule};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+pub fn rule_from_json(v: &Value) -> Result<FaultRule, String> {
+    let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    let n = |k: &str| v.get(k).and_then(Value::as_u64);
+    let action = if let Some(code) = n("error") {
+        if !(400..600).contains(&code) {
+            return Err(format!("error: {code} is not an HTTP error code (400-599)"));
+        }
+        FaultAction::Error { code: code as u16, retry_after: n("retryAfter").map(|r| r as u32) }
+    } else if let Some(ms) = n("latencyMs") {
+        FaultAction::Latency(Duration::from_millis(ms))
+    } else if let Some(ms) = n("dropWatchAfterMs") {
+        FaultAction::DropWatch { after: Duration::from_millis(ms) }
+    } else if v.get("expireWatch") == Some(&json!(true)) {
+        FaultAction::ExpireWatch
+    } else {
+        return Err("a fault needs one of: error, latencyMs, dropWatchAfterMs, expireWatch".to_string());
+    };
+    Ok(FaultRule { verb: s("verb"), resource: s("resource"), action, times: n("times").map(|t| t as u32) })
+}
+
+pub fn rule_to_json(id: u64, r: &FaultRule) -> Value {
+    let mut v = json!({"id": id, "verb": r.verb, "resource": r.resource, "times": r.times});
+    match &r.action {
+        FaultAction::Error { code, retry_after } => {
+            v["error"] = json!(code);
+            v["retryAfter"] = json!(retry_after);
+        }
+        FaultAction::Latency(d) => v["latencyMs"] = json!(d.as_millis() as u64),
+        FaultAction::DropWatch { after } => v["dropWatchAfterMs"] = json!(after.as_millis() as u64),
+        FaultAction::ExpireWatch => v["expireWatch"] = json!(true),
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects() {
+        let r = rule_from_json(&json!({"verb": "create", "error": 429, "retryAfter": 3, "times": 1})).unwrap();
+        assert_eq!(r.action, FaultAction::Error { code: 429, retry_after: Some(3) });
+        assert_eq!(rule_from_json(&rule_to_json(1, &r)).unwrap(), r);
+        assert!(rule_from_json(&json!({"verb": "get"})).is_err());
+        assert!(rule_from_json(&json!({"error": 200})).is_err());
+    }
+}

@@ -1,0 +1,72 @@
+//! `kube-sim`: run the simulated Kubernetes API server standalone.
+
+use clap::Parser;
+use kube_sim::{KubeSim, KubeSimOptions};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "kube-sim", about = "A simulated Kubernetes API server for tests and the quick start")]
+struct Args {
+    /// HTTPS port (0 = pick a free one).
+    #[arg(long, env = "KUBE_SIM_PORT", default_value_t = 6443)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "KUBE_SIM_BIND", default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
+    /// Also serve plain HTTP on this port (tokens only).
+    #[arg(long, env = "KUBE_SIM_HTTP_PORT")]
+    http_port: Option<u16>,
+    /// Write an admin kubeconfig here (mode 0600).
+    #[arg(long, env = "KUBE_SIM_KUBECONFIG_OUT")]
+    kubeconfig_out: Option<PathBuf>,
+    /// Load Tekton CRDs (300-*.yaml) from this directory instead of the embedded copies.
+    #[arg(long, env = "KUBE_SIM_CRD_DIR")]
+    crd_dir: Option<PathBuf>,
+    /// Use this admin token instead of a random one.
+    #[arg(long, env = "KUBE_SIM_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Do not create a default StorageClass.
+    #[arg(long)]
+    no_default_storage_class: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    let args = Args::parse();
+    let handle = KubeSim::start(KubeSimOptions {
+        bind: args.bind,
+        port: args.port,
+        http_port: args.http_port,
+        crd_dir: args.crd_dir,
+        admin_token: args.admin_token,
+        default_storage_class: (!args.no_default_storage_class).then(|| "standard".to_string()),
+        ..KubeSimOptions::default()
+    })
+    .await?;
+    if let Some(path) = &args.kubeconfig_out {
+        write_private(path, &handle.kubeconfig_yaml())?;
+        eprintln!("kube-sim: kubeconfig written to {}", path.display());
+    }
+    eprintln!("kube-sim: serving {}", handle.endpoint());
+    if let Some(h) = handle.http_endpoint() {
+        eprintln!("kube-sim: plain HTTP on {h}");
+    }
+    tokio::signal::ctrl_c().await?;
+    handle.shutdown().await;
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot write kubeconfig {}: {e}", path.display()))?;
+    f.write_all(content.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,847 @@
+//! In-memory object storage with the API machinery's bookkeeping: uid,
+//! resourceVersion (one global counter), generation, generateName, finalizers,
+//! ownerReference cascading, a bounded per-resource event history for watch
+//! resumption, and pod logs. One lock guards everything so every write gets a
+//! unique, ordered resourceVersion; per-resource broadcast channels fan events
+//! out to watchers without per-object tasks.
+
+use crate::cluster::{Cluster, ClusterError, ClusterEvent, EventKind, Gvr, gvr};
+use crate::status::ApiError;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rand::Rng;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, broadcast};
+
+/// One change, as watchers receive it. `old` lets a filtered watch turn a
+/// change that leaves its selector into DELETED.
+#[derive(Debug)]
+pub struct WatchEvent {
+    pub kind: EventKind,
+    pub rv: u64,
+    pub object: Arc<Value>,
+    pub old: Option<Arc<Value>>,
+}
+
+/// How a resource behaves in storage (a subset of `ResourceInfo`).
+#[derive(Clone, Copy, Debug)]
+pub struct Kind {
+    pub gvr: Gvr,
+    pub kind: &'static str,
+    pub namespaced: bool,
+    pub status_subresource: bool,
+    pub custom: bool,
+}
+
+pub fn storage_kind(g: &Gvr) -> Option<Kind> {
+    let (kind, namespaced, status, custom) = match (g.group, g.plural) {
+        ("", "namespaces") => ("Namespace", false, true, false),
+        ("", "pods") => ("Pod", true, true, false),
+        ("", "secrets") => ("Secret", true, false, false),
+        ("", "configmaps") => ("ConfigMap", true, false, false),
+        ("", "serviceaccounts") => ("ServiceAccount", true, false, false),
+        ("", "persistentvolumeclaims") => ("PersistentVolumeClaim", true, true, false),
+        ("", "events") => ("Event", true, false, false),
+        ("storage.k8s.io", "storageclasses") => ("StorageClass", false, false, false),
+        ("apiextensions.k8s.io", "customresourcedefinitions") => ("CustomResourceDefinition", false, true, false),
+        ("tekton.dev", "tasks") => ("Task", true, true, true),
+        ("tekton.dev", "pipelines") => ("Pipeline", true, true, true),
+        ("tekton.dev", "pipelineruns") => ("PipelineRun", true, true, true),
+        ("tekton.dev", "taskruns") => ("TaskRun", true, true, true),
+        _ => return None,
+    };
+    let storage_version = if g.group == "tekton.dev" { "v1" } else { g.version };
+    Some(Kind { gvr: Gvr::new(g.group, storage_version, g.plural), kind, namespaced, status_subresource: status, custom })
+}
+
+pub const ALL_STORAGE: &[Gvr] = &[
+    gvr::NAMESPACES,
+    gvr::PODS,
+    gvr::SECRETS,
+    gvr::CONFIGMAPS,
+    gvr::SERVICEACCOUNTS,
+    gvr::PVCS,
+    gvr::EVENTS,
+    gvr::STORAGECLASSES,
+    gvr::CRDS,
+    gvr::TASKS,
+    gvr::PIPELINES,
+    gvr::PIPELINERUNS,
+    gvr::TASKRUNS,
+];
+
+type Key = (String, String);
+
+struct Table {
+    objects: BTreeMap<Key, Arc<Value>>,
+    history: VecDeque<Arc<WatchEvent>>,
+    /// Highest resourceVersion dropped from `history`: resuming at or below it is 410.
+    compacted: u64,
+    tx: broadcast::Sender<Arc<WatchEvent>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct LogLine {
+    pub time: DateTime<Utc>,
+    pub text: String,
+}
+
+struct State {
+    rv: u64,
+    tables: HashMap<Gvr, Table>,
+    logs: HashMap<(String, String, String), Vec<LogLine>>,
+}
+
+/// Who performs a write: API clients get status/spec separation and
+/// validation; the in-cluster controller writes what it is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writer {
+    Api,
+    Controller,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Propagation {
+    Background,
+    Foreground,
+    Orphan,
+}
+
+pub enum DeleteOutcome {
+    /// Removed; the last state of the object.
+    Gone(Value),
+    /// Finalizers pending; the object now carries a deletionTimestamp.
+    Pending(Value),
+}
+
+pub struct ListResult {
+    pub items: Vec<Value>,
+    pub resource_version: u64,
+    pub continue_token: Option<String>,
+    pub remaining: Option<u64>,
+}
+
+pub struct Store {
+    state: Mutex<State>,
+    global: broadcast::Sender<ClusterEvent>,
+    logs_changed: Notify,
+    history_limit: usize,
+}
+
+pub fn now_rfc3339() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get(field)?.as_str()
+}
+
+fn random_suffix() -> String {
+    // The alphabet the API server's name generator uses (no vowels, no confusables).
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// Everything but metadata and status: what `generation` tracks.
+fn spec_part(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("metadata");
+        m.remove("status");
+        m.remove("apiVersion");
+        m.remove("kind");
+    }
+    v
+}
+
+fn without_volatile_meta(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+        m.remove("managedFields");
+    }
+    v
+}
+
+fn kind_api_version(k: &Kind) -> String {
+    if k.gvr.group.is_empty() { k.gvr.version.to_string() } else { format!("{}/{}", k.gvr.group, k.gvr.version) }
+}
+
+fn to_cluster_error(e: ApiError) -> ClusterError {
+    match e.reason {
+        "NotFound" => ClusterError::NotFound(e.message),
+        "AlreadyExists" => ClusterError::AlreadyExists(e.message),
+        _ => ClusterError::Invalid(e.message),
+    }
+}
+
+impl Store {
+    pub fn new(history_limit: usize) -> Arc<Self> {
+        let mut tables = HashMap::new();
+        for g in ALL_STORAGE {
+            tables.insert(
+                *g,
+                Table { objects: BTreeMap::new(), history: VecDeque::new(), compacted: 0, tx: broadcast::channel(4096).0 },
+            );
+        }
+        Arc::new(Self {
+            state: Mutex::new(State { rv: 1, tables, logs: HashMap::new() }),
+            global: broadcast::channel(65536).0,
+            logs_changed: Notify::new(),
+            history_limit: history_limit.max(1),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn current_rv(&self) -> u64 {
+        self.lock().rv
+    }
+
+    fn emit(&self, st: &mut State, k: &Kind, kind: EventKind, object: Arc<Value>, old: Option<Arc<Value>>) {
+        let rv = st.rv;
+        let table = st.tables.get_mut(&k.gvr).expect("table exists");
+        let ev = Arc::new(WatchEvent { kind, rv, object: object.clone(), old });
+        table.history.push_back(ev.clone());
+        while table.history.len() > self.history_limit {
+            if let Some(dropped) = table.history.pop_front() {
+                table.compacted = dropped.rv;
+            }
+        }
+        let _ = table.tx.send(ev);
+        if self.global.receiver_count() > 0 {
+            let _ = self.global.send(ClusterEvent { kind, gvr: k.gvr, object: (*object).clone() });
+        }
+    }
+
+    fn next_rv(st: &mut State) -> u64 {
+        st.rv += 1;
+        st.rv
+    }
+
+    fn get_locked(st: &State, k: &Kind, ns: Option<&str>, name: &str) -> Option<Arc<Value>> {
+        let key = (if k.namespaced { ns.unwrap_or("").to_string() } else { String::new() }, name.to_string());
+        st.tables.get(&k.gvr)?.objects.get(&key).cloned()
+    }
+
+    pub fn get(&self, k: &Kind, ns: Option<&str>, name: &str) -> Option<Value> {
+        Self::get_locked(&self.lock(), k, ns, name).map(|a| (*a).clone())
+    }
+
+    /// A list in key order after `start_after`, filtered by `filter`, at most `limit` items.
+    pub fn list(
+        &self,
+        k: &Kind,
+        ns: Option<&str>,
+        filter: &dyn Fn(&Value) -> bool,
+        limit: Option<usize>,
+        start_after: Option<(String, String)>,
+    ) -> ListResult {
+        let st = self.lock();
+        let table = &st.tables[&k.gvr];
+        let mut items = Vec::new();
+        let lower = match &start_after {
+            Some(key) => std::ops::Bound::Excluded(key.clone()),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut iter = table.objects.range((lower, std::ops::Bound::Unbounded));
+        let mut last_key = None;
+        let mut more = false;
+        for (key, obj) in iter.by_ref() {
+            if let (true, Some(ns)) = (k.namespaced, ns)
+                && key.0 != ns
+            {
+                continue;
+            }
+            if !filter(obj) {
+                continue;
+            }
+            if limit.is_some_and(|l| items.len() >= l) {
+                more = true;
+                break;
+            }
+            items.push((**obj).clone());
+            last_key = Some(key.clone());
+        }
+        let (continue_token, remaining) = if more {
+            let remaining = 1 + iter
+                .filter(|(key, obj)| (!k.namespaced || ns.is_none_or(|n| key.0 == n)) && filter(obj))
+                .count() as u64;
+            let (kns, kname) = last_key.expect("a page before more");
+            (Some(encode_continue(st.rv, &kns, &kname)), Some(remaining))
+        } else {
+            (None, None)
+        };
+        ListResult { items, resource_version: st.rv, continue_token, remaining }
+    }
+
+    /// Events for a watch from `from_rv` (`None`: synthetic ADDED for every object),
+    /// and a receiver for everything after — taken under one lock so nothing is missed.
+    #[allow(clippy::type_complexity)]
+    pub fn watch(
+        &self,
+        k: &Kind,
+        from_rv: Option<u64>,
+    ) -> Result<(Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>), ApiError> {
+        let st = self.lock();
+        let table = &st.tables[&k.gvr];
+        let rx = table.tx.subscribe();
+        let backlog = match from_rv {
+            None => table
+                .objects
+                .values()
+                .map(|o| {
+                    let rv = meta_str(o, "resourceVersion").and_then(|s| s.parse().ok()).unwrap_or(0);
+                    Arc::new(WatchEvent { kind: EventKind::Added, rv, object: o.clone(), old: None })
+                })
+                .collect(),
+            Some(rv) => {
+                if rv < table.compacted {
+                    let oldest = table.history.front().map(|e| e.rv).unwrap_or(st.rv);
+                    return Err(ApiError::expired(format!("too old resource version: {rv} ({oldest})")));
+                }
+                table.history.iter().filter(|e| e.rv > rv).cloned().collect()
+            }
+        };
+        Ok((backlog, rx))
+    }
+
+    fn check_namespace(st: &State, k: &Kind, ns: Option<&str>) -> Result<(), ApiError> {
+        if !k.namespaced {
+            return Ok(());
+        }
+        let ns = ns.unwrap_or("");
+        let nsk = storage_kind(&gvr::NAMESPACES).expect("namespaces");
+        match Self::get_locked(st, &nsk, None, ns) {
+            None => Err(ApiError::not_found("", "namespaces", ns)),
+            Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() && k.gvr != gvr::EVENTS => Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!(
+                    "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                    crate::status::qualified(k.gvr.group, k.gvr.plural),
+                    "",
+                ),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    pub fn create(&self, k: &Kind, ns: Option<&str>, mut obj: Value, writer: Writer) -> Result<Value, ApiError> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request("the request body must be a JSON or YAML object"));
+        }
+        let mut st = self.lock();
+        let ns = if k.namespaced { ns.or_else(|| meta_str(&obj, "namespace")).map(str::to_string) } else { None };
+        if let Some(body_ns) = meta_str(&obj, "namespace")
+            && k.namespaced
+            && Some(body_ns) != ns.as_deref()
+        {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        Self::check_namespace(&st, k, ns.as_deref())?;
+        if obj.get("metadata").is_none_or(|m| !m.is_object()) {
+            obj["metadata"] = json!({});
+        }
+        let name = match (meta_str(&obj, "name"), meta_str(&obj, "generateName")) {
+            (Some(n), _) if !n.is_empty() => n.to_string(),
+            (_, Some(prefix)) if !prefix.is_empty() => {
+                // Retry on the (unlikely) collision like the server's generator would.
+                let mut name;
+                loop {
+                    name = format!("{prefix}{}", random_suffix());
+                    if Self::get_locked(&st, k, ns.as_deref(), &name).is_none() {
+                        break;
+                    }
+                }
+                name
+            }
+            _ => {
+                return Err(ApiError::required(
+                    k.kind,
+                    k.gvr.group,
+                    "",
+                    "metadata.name",
+                    "name or generateName is required",
+                ));
+            }
+        };
+        if let Err(msg) = validate_name(&name) {
+            return Err(ApiError::invalid(k.kind, k.gvr.group, &name, "metadata.name", &format!("Invalid value: \"{name}\": {msg}")));
+        }
+        if Self::get_locked(&st, k, ns.as_deref(), &name).is_some() {
+            return Err(ApiError::already_exists(k.gvr.group, k.gvr.plural, &name));
+        }
+        let rv = Self::next_rv(&mut st);
+        obj["apiVersion"] = json!(kind_api_version(k));
+        obj["kind"] = json!(k.kind);
+        if writer == Writer::Api && k.status_subresource {
+            if let Some(m) = obj.as_object_mut() {
+                m.remove("status");
+            }
+        }
+        let meta = obj["metadata"].as_object_mut().expect("metadata object");
+        meta.insert("name".into(), json!(name));
+        match &ns {
+            Some(ns) => meta.insert("namespace".into(), json!(ns)),
+            None => meta.remove("namespace"),
+        };
+        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("resourceVersion".into(), json!(rv.to_string()));
+        meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
+        meta.remove("deletionTimestamp");
+        meta.remove("deletionGracePeriodSeconds");
+        if k.status_subresource || k.custom {
+            meta.insert("generation".into(), json!(1));
+        } else {
+            meta.remove("generation");
+        }
+        apply_create_defaults(k, &mut obj);
+        let key = (ns.clone().unwrap_or_default(), name.clone());
+        let arc = Arc::new(obj);
+        st.tables.get_mut(&k.gvr).expect("table").objects.insert(key, arc.clone());
+        self.emit(&mut st, k, EventKind::Added, arc.clone(), None);
+        if k.gvr == gvr::NAMESPACES {
+            // The service-account controller gives every namespace a `default` account.
+            let sak = storage_kind(&gvr::SERVICEACCOUNTS).expect("sa");
+            drop(st);
+            let _ = self.create(&sak, Some(&name), json!({"metadata": {"name": "default"}}), Writer::Controller);
+        }
+        Ok((*arc).clone())
+    }
+
+    /// Replace an object (`status_only`: the `/status` subresource).
+    pub fn update(
+        &self,
+        k: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        mut obj: Value,
+        status_only: bool,
+        writer: Writer,
+    ) -> Result<Value, ApiError> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request("the request body must be a JSON or YAML object"));
+        }
+        if let Some(body_name) = meta_str(&obj, "name")
+            && body_name != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let mut st = self.lock();
+        let Some(old) = Self::get_locked(&st, k, ns, name) else {
+            return Err(ApiError::not_found(k.gvr.group, k.gvr.plural, name));
+        };
+        let old_rv = meta_str(&old, "resourceVersion").unwrap_or("0").to_string();
+        match meta_str(&obj, "resourceVersion") {
+            Some(rv) if !rv.is_empty() => {
+                if rv != old_rv {
+                    return Err(ApiError::conflict(k.gvr.group, k.gvr.plural, name));
+                }
+            }
+            _ if writer == Writer::Api && k.custom => {
+                return Err(ApiError::invalid(
+                    k.kind,
+                    k.gvr.group,
+                    name,
+                    "metadata.resourceVersion",
+                    "Invalid value: 0: must be specified for an update",
+                ));
+            }
+            _ => {}
+        }
+        if obj.get("metadata").is_none_or(|m| !m.is_object()) {
+            obj["metadata"] = json!({});
+        }
+        let mut new = if status_only {
+            let mut n = (*old).clone();
+            match obj.get("status") {
+                Some(s) => n["status"] = s.clone(),
+                None => {
+                    if let Some(m) = n.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+            n
+        } else {
+            if k.status_subresource && writer == Writer::Api || writer == Writer::Controller {
+                match old.get("status") {
+                    Some(s) => obj["status"] = s.clone(),
+                    None => {
+                        if let Some(m) = obj.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+            }
+            // Server-owned metadata cannot be changed by an update.
+            let om = &old["metadata"];
+            let meta = obj["metadata"].as_object_mut().expect("metadata object");
+            for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+                match om.get(f) {
+                    Some(v) => meta.insert(f.into(), v.clone()),
+                    None => meta.remove(f),
+                };
+            }
+            if om.get("deletionTimestamp").is_some() {
+                // Finalizers may only be removed, not added, once deletion started.
+                let _ = ();
+            }
+            obj["apiVersion"] = json!(kind_api_version(k));
+            obj["kind"] = json!(k.kind);
+            if (k.status_subresource || k.custom) && spec_part(&obj) != spec_part(&old) {
+                let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+                obj["metadata"]["generation"] = json!(g + 1);
+            }
+            obj
+        };
+        if without_volatile_meta(&new) == without_volatile_meta(&old) {
+            // A no-op write keeps the resourceVersion and notifies nobody.
+            return Ok((*old).clone());
+        }
+        let rv = Self::next_rv(&mut st);
+        new["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let finalize = new.pointer("/metadata/deletionTimestamp").is_some()
+            && new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
+        let arc = Arc::new(new);
+        let key = (if k.namespaced { ns.unwrap_or("").to_string() } else { String::new() }, name.to_string());
+        st.tables.get_mut(&k.gvr).expect("table").objects.insert(key, arc.clone());
+        self.emit(&mut st, k, EventKind::Modified, arc.clone(), Some(old));
+        if finalize {
+            // The last finalizer is gone: the object is removed now.
+            self.remove_locked(&mut st, k, ns, name, Propagation::Background);
+        }
+        drop(st);
+        if k.gvr == gvr::PODS {
+            self.logs_changed.notify_waiters();
+        }
+        Ok((*arc).clone())
+    }
+
+    /// Delete with `propagation`; `precondition` = (uid, resourceVersion) if given.
+    pub fn delete(
+        &self,
+        k: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        propagation: Propagation,
+        precondition: (Option<String>, Option<String>),
+    ) -> Result<DeleteOutcome, ApiError> {
+        let mut st = self.lock();
+        let Some(old) = Self::get_locked(&st, k, ns, name) else {
+            return Err(ApiError::not_found(k.gvr.group, k.gvr.plural, name));
+        };
+        if let Some(uid) = &precondition.0
+            && meta_str(&old, "uid") != Some(uid.as_str())
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    crate::status::qualified(k.gvr.group, k.gvr.plural),
+                    meta_str(&old, "uid").unwrap_or("")
+                ),
+            ));
+        }
+        if let Some(rv) = &precondition.1
+            && meta_str(&old, "resourceVersion") != Some(rv.as_str())
+        {
+            return Err(ApiError::conflict(k.gvr.group, k.gvr.plural, name));
+        }
+        let has_finalizers = old.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+        if has_finalizers {
+            if old.pointer("/metadata/deletionTimestamp").is_some() {
+                return Ok(DeleteOutcome::Pending((*old).clone()));
+            }
+            let mut new = (*old).clone();
+            let rv = Self::next_rv(&mut st);
+            new["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            new["metadata"]["resourceVersion"] = json!(rv.to_string());
+            let arc = Arc::new(new);
+            let key = (if k.namespaced { ns.unwrap_or("").to_string() } else { String::new() }, name.to_string());
+            st.tables.get_mut(&k.gvr).expect("table").objects.insert(key, arc.clone());
+            self.emit(&mut st, k, EventKind::Modified, arc.clone(), Some(old));
+            return Ok(DeleteOutcome::Pending((*arc).clone()));
+        }
+        let gone = self.remove_locked(&mut st, k, ns, name, propagation);
+        drop(st);
+        self.logs_changed.notify_waiters();
+        Ok(DeleteOutcome::Gone(gone.unwrap_or_else(|| (*old).clone())))
+    }
+
+    /// Remove an object, then its dependents (or orphan them), then, for a
+    /// namespace, everything in it.
+    fn remove_locked(&self, st: &mut State, k: &Kind, ns: Option<&str>, name: &str, propagation: Propagation) -> Option<Value> {
+        let key = (if k.namespaced { ns.unwrap_or("").to_string() } else { String::new() }, name.to_string());
+        let old = st.tables.get_mut(&k.gvr)?.objects.remove(&key)?;
+        let rv = Self::next_rv(st);
+        let mut last = (*old).clone();
+        last["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let last_arc = Arc::new(last.clone());
+        self.emit(st, k, EventKind::Deleted, last_arc, Some(old.clone()));
+        if k.gvr == gvr::PODS {
+            st.logs.retain(|(lns, pod, _), _| !(lns == ns.unwrap_or("") && pod == name));
+        }
+        let uid = meta_str(&old, "uid").unwrap_or("").to_string();
+        // Dependents: objects whose ownerReferences name this uid.
+        let mut dependents = Vec::new();
+        for g in ALL_STORAGE {
+            for (dkey, obj) in &st.tables[g].objects {
+                let owned = obj
+                    .pointer("/metadata/ownerReferences")
+                    .and_then(Value::as_array)
+                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid.as_str()));
+                if owned {
+                    dependents.push((*g, dkey.clone()));
+                }
+            }
+        }
+        for (g, (dns, dname)) in dependents {
+            let dk = storage_kind(&g).expect("known");
+            let dns_opt = if dk.namespaced { Some(dns.as_str()) } else { None };
+            if propagation == Propagation::Orphan {
+                if let Some(obj) = Self::get_locked(st, &dk, dns_opt, &dname) {
+                    let mut new = (*obj).clone();
+                    if let Some(refs) = new["metadata"]["ownerReferences"].as_array_mut() {
+                        refs.retain(|r| r["uid"] != uid.as_str());
+                    }
+                    let rv = Self::next_rv(st);
+                    new["metadata"]["resourceVersion"] = json!(rv.to_string());
+                    let arc = Arc::new(new);
+                    st.tables.get_mut(&g).expect("table").objects.insert((dns.clone(), dname.clone()), arc.clone());
+                    self.emit(st, &dk, EventKind::Modified, arc, Some(obj));
+                }
+            } else {
+                self.delete_or_mark_locked(st, &dk, dns_opt, &dname);
+            }
+        }
+        if k.gvr == gvr::NAMESPACES {
+            for g in ALL_STORAGE {
+                let dk = storage_kind(g).expect("known");
+                if !dk.namespaced {
+                    continue;
+                }
+                let names: Vec<String> =
+                    st.tables[g].objects.keys().filter(|(n, _)| n == name).map(|(_, n)| n.clone()).collect();
+                for n in names {
+                    self.delete_or_mark_locked(st, &dk, Some(name), &n);
+                }
+            }
+        }
+        Some(last)
+    }
+
+    /// Garbage-collector deletion: honours finalizers like an API delete.
+    fn delete_or_mark_locked(&self, st: &mut State, k: &Kind, ns: Option<&str>, name: &str) {
+        let Some(obj) = Self::get_locked(st, k, ns, name) else { return };
+        let has_finalizers = obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+        if !has_finalizers {
+            self.remove_locked(st, k, ns, name, Propagation::Background);
+        } else if obj.pointer("/metadata/deletionTimestamp").is_none() {
+            let mut new = (*obj).clone();
+            let rv = Self::next_rv(st);
+            new["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            new["metadata"]["resourceVersion"] = json!(rv.to_string());
+            let key = (ns.unwrap_or("").to_string(), name.to_string());
+            let arc = Arc::new(new);
+            st.tables.get_mut(&k.gvr).expect("table").objects.insert(key, arc.clone());
+            self.emit(st, k, EventKind::Modified, arc, Some(obj));
+        }
+    }
+
+    pub fn append_log(&self, ns: &str, pod: &str, container: &str, line: &str) {
+        {
+            let mut st = self.lock();
+            st.logs
+                .entry((ns.to_string(), pod.to_string(), container.to_string()))
+                .or_default()
+                .push(LogLine { time: Utc::now(), text: line.to_string() });
+        }
+        self.logs_changed.notify_waiters();
+    }
+
+    /// Log lines from index `from` on.
+    pub fn log_lines(&self, ns: &str, pod: &str, container: &str, from: usize) -> Vec<LogLine> {
+        let st = self.lock();
+        st.logs
+            .get(&(ns.to_string(), pod.to_string(), container.to_string()))
+            .map(|l| l.get(from..).unwrap_or_default().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Resolves when a log line is appended or a pod changes.
+    pub fn logs_changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.logs_changed.notified()
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), &'static str> {
+    let ok = name.len() <= 253
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+        )
+    }
+}
+
+/// Defaults the real API server fills on create.
+fn apply_create_defaults(k: &Kind, obj: &mut Value) {
+    match k.gvr.plural {
+        "namespaces" => {
+            obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            obj["status"] = json!({"phase": "Active"});
+            let name = obj["metadata"]["name"].clone();
+            let labels = &mut obj["metadata"]["labels"];
+            if !labels.is_object() {
+                *labels = json!({});
+            }
+            labels["kubernetes.io/metadata.name"] = name;
+        }
+        "pods" if obj.get("status").is_none() => {
+            obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+        }
+        "persistentvolumeclaims" if obj.get("status").is_none() => {
+            obj["status"] = json!({"phase": "Pending"});
+        }
+        "secrets" if obj.get("type").is_none() => {
+            obj["type"] = json!("Opaque");
+        }
+        _ => {}
+    }
+}
+
+pub fn encode_continue(rv: u64, ns: &str, name: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"rv": rv, "ns": ns, "name": name}).to_string())
+}
+
+pub fn decode_continue(token: &str) -> Option<(u64, String, String)> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    Some((v["rv"].as_u64()?, v["ns"].as_str()?.to_string(), v["name"].as_str()?.to_string()))
+}
+
+fn kind_of(g: &Gvr) -> Result<Kind, ClusterError> {
+    storage_kind(g).ok_or_else(|| ClusterError::Invalid(format!("unknown resource {}/{}/{}", g.group, g.version, g.plural)))
+}
+
+impl Cluster for Store {
+    fn get(&self, g: &Gvr, namespace: Option<&str>, name: &str) -> Option<Value> {
+        let k = storage_kind(g)?;
+        Store::get(self, &k, namespace, name)
+    }
+
+    fn list(&self, g: &Gvr, namespace: Option<&str>) -> Vec<Value> {
+        match storage_kind(g) {
+            Some(k) => Store::list(self, &k, namespace, &|_| true, None, None).items,
+            None => Vec::new(),
+        }
+    }
+
+    fn create(&self, g: &Gvr, namespace: Option<&str>, object: Value) -> Result<Value, ClusterError> {
+        let k = kind_of(g)?;
+        Store::create(self, &k, namespace, object, Writer::Controller).map_err(to_cluster_error)
+    }
+
+    fn update_status(&self, g: &Gvr, namespace: Option<&str>, name: &str, status: Value) -> Result<Value, ClusterError> {
+        let k = kind_of(g)?;
+        Store::update(self, &k, namespace, name, json!({ "status": status }), true, Writer::Controller)
+            .map_err(to_cluster_error)
+    }
+
+    fn update(&self, g: &Gvr, namespace: Option<&str>, mut object: Value) -> Result<Value, ClusterError> {
+        let k = kind_of(g)?;
+        let name = meta_str(&object, "name").ok_or_else(|| ClusterError::Invalid("metadata.name is required".into()))?.to_string();
+        // In-cluster writes are last-writer-wins: the controller works on fresh reads.
+        if let Some(m) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        Store::update(self, &k, namespace, &name, object, false, Writer::Controller).map_err(to_cluster_error)
+    }
+
+    fn delete(&self, g: &Gvr, namespace: Option<&str>, name: &str) -> Result<(), ClusterError> {
+        let k = kind_of(g)?;
+        Store::delete(self, &k, namespace, name, Propagation::Background, (None, None)).map(|_| ()).map_err(to_cluster_error)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
+        self.global.subscribe()
+    }
+
+    fn append_pod_log(&self, namespace: &str, pod: &str, container: &str, line: &str) {
+        self.append_log(namespace, pod, container, line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (Arc<Store>, Kind, Kind) {
+        let s = Store::new(100);
+        let nsk = storage_kind(&gvr::NAMESPACES).unwrap();
+        s.create(&nsk, None, json!({"metadata": {"name": "ns"}}), Writer::Api).unwrap();
+        (s, nsk, storage_kind(&gvr::PIPELINERUNS).unwrap())
+    }
+
+    #[test]
+    fn create_fills_metadata_and_generate_name() {
+        let (s, _, prk) = setup();
+        let o = s.create(&prk, Some("ns"), json!({"metadata": {"generateName": "build-"}, "spec": {}}), Writer::Api).unwrap();
+        let name = o["metadata"]["name"].as_str().unwrap();
+        assert!(name.starts_with("build-") && name.len() == 11, "{name}");
+        assert_eq!(o["metadata"]["generation"], 1);
+        assert!(o["metadata"]["uid"].as_str().is_some());
+        let e = s.create(&prk, Some("ghost"), json!({"metadata": {"name": "x"}}), Writer::Api).unwrap_err();
+        assert_eq!((e.code, e.message.as_str()), (404, "namespaces \"ghost\" not found"));
+        // The namespace got its default service account.
+        assert!(s.get(&storage_kind(&gvr::SERVICEACCOUNTS).unwrap(), Some("ns"), "default").is_some());
+    }
+
+    #[test]
+    fn generation_bumps_only_on_spec_change_and_noop_keeps_rv() {
+        let (s, _, prk) = setup();
+        let o = s.create(&prk, Some("ns"), json!({"metadata": {"name": "a"}, "spec": {"x": 1}}), Writer::Api).unwrap();
+        let mut o2 = o.clone();
+        o2["metadata"]["labels"] = json!({"l": "v"});
+        let o2 = s.update(&prk, Some("ns"), "a", o2, false, Writer::Api).unwrap();
+        assert_eq!(o2["metadata"]["generation"], 1);
+        let mut o3 = o2.clone();
+        o3["spec"]["x"] = json!(2);
+        let o3 = s.update(&prk, Some("ns"), "a", o3, false, Writer::Api).unwrap();
+        assert_eq!(o3["metadata"]["generation"], 2);
+        let o4 = s.update(&prk, Some("ns"), "a", o3.clone(), false, Writer::Api).unwrap();
+        assert_eq!(o4["metadata"]["resourceVersion"], o3["metadata"]["resourceVersion"]);
+    }
+
+    #[test]
+    fn watch_history_is_bounded() {
+        let s = Store::new(3);
+        let nsk = storage_kind(&gvr::NAMESPACES).unwrap();
+        for i in 0..10 {
+            s.create(&nsk, None, json!({"metadata": {"name": format!("n{i}")}}), Writer::Api).unwrap();
+        }
+        let e = s.watch(&nsk, Some(2)).unwrap_err();
+        assert_eq!(e.code, 410);
+        let rv = s.current_rv();
+        let (backlog, _) = s.watch(&nsk, Some(rv - 1)).unwrap();
+        assert!(backlog.len() <= 1);
+    }
+}

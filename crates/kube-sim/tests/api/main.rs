@@ -1,0 +1,57 @@
+//! Integration tests: kube-sim driven over real HTTPS by the kube-rs client
+//! (and by the real kubectl in `kubectl`).
+
+mod auth;
+mod crud;
+mod faults;
+mod kubectl;
+mod logs;
+mod patch;
+mod watch;
+
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube_sim::{KubeSim, KubeSimHandle, KubeSimOptions};
+use serde_json::json;
+
+pub async fn start() -> (KubeSimHandle, kube::Client) {
+    start_with(KubeSimOptions::default()).await
+}
+
+pub async fn start_with(opts: KubeSimOptions) -> (KubeSimHandle, kube::Client) {
+    let sim = KubeSim::start(opts).await.expect("kube-sim starts");
+    let client = sim.kube_client().await.expect("client");
+    (sim, client)
+}
+
+pub fn pipelinerun_resource(version: &str) -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("tekton.dev", version, "PipelineRun"), "pipelineruns")
+}
+
+pub fn pipelineruns(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), ns, &pipelinerun_resource("v1"))
+}
+
+pub fn pipelinerun(name: &str) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "tekton.dev/v1",
+        "kind": "PipelineRun",
+        "metadata": {"name": name},
+        "spec": {"pipelineRef": {"name": "build"}}
+    }))
+    .unwrap()
+}
+
+/// The `Status` a kube-rs call failed with.
+pub fn api_error<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> kube::core::Status {
+    match r {
+        Err(kube::Error::Api(s)) => *s,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+pub async fn namespace(client: &kube::Client, name: &str) {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+    api.create(&PostParams::default(), &ns).await.expect("namespace created");
+}
