@@ -20,6 +20,7 @@ pub mod server;
 pub mod status;
 pub mod store;
 pub mod table;
+pub mod tekton;
 pub mod tls;
 
 use crate::api::Api;

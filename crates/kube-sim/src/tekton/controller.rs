@@ -1,0 +1,1188 @@
+//! The driver: watches the cluster and runs one lightweight task (actor) per live
+//! PipelineRun and TaskRun. Actors sleep until their next deadline or message, so an
+//! idle run costs no CPU; nothing polls.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::pipelinerun::{self, Failure, PipelinePlan, States, Stops, TaskState};
+use super::resolve::Resolver;
+use super::script::{self, ScriptRule, StepPlan, TaskContext};
+use super::taskrun::{self, StepState, TaskRunPlan, VolumeNeed};
+use super::{admission, duration, model};
+use crate::cluster::{Cluster, ClusterError, EventKind, Gvr, gvr};
+
+/// How the simulated controller behaves.
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    /// Real time per simulated time: 1.0 runs in real time, 0.01 runs 100× faster.
+    /// Step durations, pod start delay and every timeout are multiplied by it.
+    pub time_scale: f64,
+    /// Simulated duration of a step that no rule scripts and whose script has no `sleep`.
+    pub default_step_duration: Duration,
+    /// Simulated time from pod creation to the first step running (scheduling, pulls).
+    pub pod_start_delay: Duration,
+    /// Step scripting rules (weaker than annotations); see [`super::script`].
+    pub rules: Vec<ScriptRule>,
+    /// Tasks the remote resolvers (`git`, `hub`) can fetch, e.g. the catalog Tasks.
+    pub catalog: Vec<Value>,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        ControllerOptions {
+            time_scale: 1.0,
+            default_step_duration: Duration::from_secs(2),
+            pod_start_delay: Duration::from_secs(1),
+            rules: Vec::new(),
+            catalog: Vec::new(),
+        }
+    }
+}
+
+struct Ctx {
+    cluster: Arc<dyn Cluster>,
+    opts: ControllerOptions,
+}
+
+impl Ctx {
+    /// Real time for a simulated duration.
+    fn real(&self, simulated: Duration) -> Duration {
+        simulated.mul_f64(self.opts.time_scale.max(0.0))
+    }
+
+    fn resolver(&self) -> Resolver<'_> {
+        Resolver { cluster: self.cluster.as_ref(), catalog: &self.opts.catalog }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Kind {
+    PipelineRun,
+    TaskRun,
+}
+
+type Key = (Kind, String, String);
+
+enum Msg {
+    /// The run object changed (e.g. `spec.status`).
+    Object(Value),
+    /// A child TaskRun changed (to its PipelineRun).
+    Child(Value),
+    /// Something a waiting pod needs may have appeared.
+    Recheck,
+    Deleted,
+}
+
+enum Note {
+    Finished(Key, String),
+    Waiting(Key, bool),
+}
+
+struct Actor {
+    uid: String,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+/// The simulated Tekton controller.
+pub struct Controller;
+
+impl Controller {
+    /// Start reconciling every PipelineRun and TaskRun in `cluster` (existing and future),
+    /// and binding PersistentVolumeClaims. Runs until the cluster's event stream closes
+    /// or the handle is aborted.
+    pub fn spawn(cluster: Arc<dyn Cluster>, opts: ControllerOptions) -> JoinHandle<()> {
+        let ctx = Arc::new(Ctx { cluster, opts });
+        tokio::spawn(dispatch(ctx))
+    }
+}
+
+async fn dispatch(ctx: Arc<Ctx>) {
+    let mut events = ctx.cluster.subscribe();
+    let (notes_tx, mut notes) = mpsc::unbounded_channel::<Note>();
+    let mut d = Dispatcher { ctx: ctx.clone(), actors: HashMap::new(), pr_by_uid: HashMap::new(), waiting: HashSet::new(), notes_tx };
+    d.resync();
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(ev) => d.on_event(ev.kind, ev.gvr, ev.object),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "tekton controller lagged behind cluster events; resyncing");
+                    d.resync();
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            Some(note) = notes.recv() => match note {
+                Note::Finished(key, uid) => {
+                    if d.actors.get(&key).is_some_and(|a| a.uid == uid) {
+                        d.actors.remove(&key);
+                    }
+                    d.pr_by_uid.remove(&uid);
+                    d.waiting.remove(&key);
+                }
+                Note::Waiting(key, on) => {
+                    if on { d.waiting.insert(key); } else { d.waiting.remove(&key); }
+                }
+            },
+        }
+    }
+}
+
+struct Dispatcher {
+    ctx: Arc<Ctx>,
+    actors: HashMap<Key, Actor>,
+    pr_by_uid: HashMap<String, Key>,
+    waiting: HashSet<Key>,
+    notes_tx: mpsc::UnboundedSender<Note>,
+}
+
+fn key_of(kind: Kind, obj: &Value) -> Key {
+    (kind, model::namespace(obj).to_string(), model::name(obj).to_string())
+}
+
+impl Dispatcher {
+    /// Catch up with the stored state (at start, and after missing events).
+    fn resync(&mut self) {
+        let cluster = self.ctx.cluster.clone();
+        for pr in cluster.list(&gvr::PIPELINERUNS, None) {
+            self.on_event(EventKind::Added, gvr::PIPELINERUNS, pr.clone());
+            self.on_event(EventKind::Modified, gvr::PIPELINERUNS, pr);
+        }
+        for tr in cluster.list(&gvr::TASKRUNS, None) {
+            self.on_event(EventKind::Added, gvr::TASKRUNS, tr.clone());
+            self.on_event(EventKind::Modified, gvr::TASKRUNS, tr);
+        }
+        for pvc in cluster.list(&gvr::PVCS, None) {
+            bind_claim(self.ctx.cluster.as_ref(), &pvc, false);
+        }
+        let waiting: Vec<Key> = self.waiting.iter().cloned().collect();
+        for k in waiting {
+            self.send(&k, Msg::Recheck);
+        }
+    }
+
+    fn send(&self, key: &Key, msg: Msg) {
+        if let Some(a) = self.actors.get(key) {
+            let _ = a.tx.send(msg);
+        }
+    }
+
+    fn on_event(&mut self, kind: EventKind, g: Gvr, obj: Value) {
+        if g == gvr::PIPELINERUNS {
+            self.on_run(Kind::PipelineRun, kind, obj);
+        } else if g == gvr::TASKRUNS {
+            if let Some(owner) = model::controller_owner_uid(&obj, "PipelineRun")
+                && let Some(pr_key) = self.pr_by_uid.get(owner)
+                && kind != EventKind::Deleted
+            {
+                self.send(pr_key, Msg::Child(obj.clone()));
+            }
+            self.on_run(Kind::TaskRun, kind, obj);
+        } else if g == gvr::PVCS {
+            if kind == EventKind::Added {
+                bind_claim(self.ctx.cluster.as_ref(), &obj, true);
+            }
+            self.recheck_namespace(model::namespace(&obj));
+        } else if g == gvr::STORAGECLASSES && kind != EventKind::Deleted {
+            for pvc in self.ctx.cluster.list(&gvr::PVCS, None) {
+                bind_claim(self.ctx.cluster.as_ref(), &pvc, false);
+            }
+        } else if (g == gvr::SECRETS || g == gvr::CONFIGMAPS) && kind == EventKind::Added {
+            self.recheck_namespace(model::namespace(&obj));
+        }
+    }
+
+    fn recheck_namespace(&self, ns: &str) {
+        for k in self.waiting.iter().filter(|k| k.1 == ns) {
+            self.send(k, Msg::Recheck);
+        }
+    }
+
+    fn on_run(&mut self, run_kind: Kind, kind: EventKind, obj: Value) {
+        let key = key_of(run_kind, &obj);
+        let uid = model::uid(&obj).to_string();
+        match kind {
+            EventKind::Added => {
+                if model::is_done(&obj) || self.actors.get(&key).is_some_and(|a| a.uid == uid) {
+                    return;
+                }
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.actors.insert(key.clone(), Actor { uid: uid.clone(), tx });
+                let ctx = self.ctx.clone();
+                let notes = self.notes_tx.clone();
+                match run_kind {
+                    Kind::PipelineRun => {
+                        self.pr_by_uid.insert(uid.clone(), key.clone());
+                        tokio::spawn(async move {
+                            PipelineRunActor::new(ctx, obj, rx, notes.clone()).run().await;
+                            let _ = notes.send(Note::Finished(key, uid));
+                        });
+                    }
+                    Kind::TaskRun => {
+                        tokio::spawn(async move {
+                            TaskRunActor::new(ctx, obj, rx, notes.clone(), key.clone()).run().await;
+                            let _ = notes.send(Note::Finished(key, uid));
+                        });
+                    }
+                }
+            }
+            EventKind::Modified => {
+                if self.actors.get(&key).is_some_and(|a| a.uid == uid) {
+                    self.send(&key, Msg::Object(obj));
+                }
+            }
+            EventKind::Deleted => {
+                if self.actors.get(&key).is_some_and(|a| a.uid == uid) {
+                    self.send(&key, Msg::Deleted);
+                    self.actors.remove(&key);
+                    self.pr_by_uid.remove(&uid);
+                    self.waiting.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// Bind a claim the way the PV controller with a dynamic provisioner does: to its
+/// StorageClass, or to the default one when it names none. Without either it stays
+/// Pending (and so does every pod that mounts it).
+fn bind_claim(cluster: &dyn Cluster, pvc: &Value, report: bool) {
+    if model::str_at(pvc, &["status", "phase"]) == Some("Bound") {
+        return;
+    }
+    let ns = model::namespace(pvc);
+    let name = model::name(pvc);
+    let classes = cluster.list(&gvr::STORAGECLASSES, None);
+    let class = match model::str_at(pvc, &["spec", "storageClassName"]) {
+        Some(c) if !c.is_empty() => {
+            if !classes.iter().any(|sc| model::name(sc) == c) {
+                if report {
+                    record_event(cluster, pvc, "PersistentVolumeClaim", "Warning", "ProvisioningFailed",
+                        &format!("storageclass.storage.k8s.io \"{c}\" not found"));
+                }
+                let _ = cluster.update_status(&gvr::PVCS, Some(ns), name, json!({"phase": "Pending"}));
+                return;
+            }
+            c.to_string()
+        }
+        _ => {
+            let default = classes.iter().find(|sc| {
+                model::str_at(sc, &["metadata", "annotations", "storageclass.kubernetes.io/is-default-class"]) == Some("true")
+            });
+            match default {
+                Some(sc) => model::name(sc).to_string(),
+                None => {
+                    if report {
+                        record_event(cluster, pvc, "PersistentVolumeClaim", "Normal", "FailedBinding",
+                            "no persistent volumes available for this claim and no storage class is set");
+                        let _ = cluster.update_status(&gvr::PVCS, Some(ns), name, json!({"phase": "Pending"}));
+                    }
+                    return;
+                }
+            }
+        }
+    };
+    let storage = model::at(pvc, &["spec", "resources", "requests", "storage"]).cloned().unwrap_or(json!("1Gi"));
+    let status = json!({
+        "phase": "Bound",
+        "accessModes": model::at(pvc, &["spec", "accessModes"]).cloned().unwrap_or(json!(["ReadWriteOnce"])),
+        "capacity": {"storage": storage},
+    });
+    if cluster.update_status(&gvr::PVCS, Some(ns), name, status).is_err() {
+        return;
+    }
+    if let Some(mut fresh) = cluster.get(&gvr::PVCS, Some(ns), name) {
+        fresh["spec"]["storageClassName"] = json!(class);
+        fresh["spec"]["volumeName"] = json!(format!("pvc-{}", model::uid(pvc)));
+        let _ = cluster.update(&gvr::PVCS, Some(ns), fresh);
+    }
+}
+
+fn record_event(cluster: &dyn Cluster, about: &Value, kind: &str, event_type: &str, reason: &str, message: &str) {
+    let now = model::now();
+    let ns = model::namespace(about);
+    let event = json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": format!("{}.", model::name(about)), "namespace": ns},
+        "involvedObject": {"apiVersion": about.get("apiVersion").cloned().unwrap_or(json!("v1")), "kind": kind,
+            "name": model::name(about), "namespace": ns, "uid": model::uid(about)},
+        "reason": reason,
+        "message": message,
+        "type": event_type,
+        "count": 1,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "source": {"component": if kind == "Pod" { "kubelet" } else { "persistentvolume-controller" }},
+    });
+    if let Err(e) = cluster.create(&gvr::EVENTS, Some(ns), event) {
+        tracing::debug!(error = %e, "could not record event");
+    }
+}
+
+/// Why a wait ended early.
+enum Interrupt {
+    Cancelled(String),
+    TimedOut,
+    Deleted,
+    Recheck,
+}
+
+// ---------------------------------------------------------------- PipelineRuns
+
+struct PipelineRunActor {
+    ctx: Arc<Ctx>,
+    pr: Value,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    ns: String,
+    name: String,
+    status: Value,
+    written: Value,
+}
+
+impl PipelineRunActor {
+    fn new(ctx: Arc<Ctx>, pr: Value, rx: mpsc::UnboundedReceiver<Msg>, _notes: mpsc::UnboundedSender<Note>) -> Self {
+        let ns = model::namespace(&pr).to_string();
+        let name = model::name(&pr).to_string();
+        let status = pr.get("status").cloned().unwrap_or(json!({}));
+        PipelineRunActor { ctx, pr, rx, ns, name, written: status.clone(), status }
+    }
+
+    fn spec_status(&self) -> &str {
+        model::str_at(&self.pr, &["spec", "status"]).unwrap_or("")
+    }
+
+    fn write_status(&mut self) {
+        if self.status == self.written {
+            return;
+        }
+        match self.ctx.cluster.update_status(&gvr::PIPELINERUNS, Some(&self.ns), &self.name, self.status.clone()) {
+            Ok(_) => self.written = self.status.clone(),
+            Err(e) => tracing::debug!(run = %self.name, error = %e, "pipelinerun status write failed"),
+        }
+    }
+
+    fn set_condition(&mut self, status: &str, reason: &str, message: &str) {
+        let same = model::succeeded_condition(&self.status).is_some_and(|c| {
+            model::str_at(c, &["status"]) == Some(status)
+                && model::str_at(c, &["reason"]) == Some(reason)
+                && model::str_at(c, &["message"]) == Some(message)
+        });
+        if !same {
+            self.status["conditions"] = json!([model::condition(status, reason, message)]);
+        }
+        if status != "Unknown" && self.status.get("completionTime").is_none() {
+            self.status["completionTime"] = json!(model::now());
+        }
+    }
+
+    /// Apply the mutating webhook's defaults and the `tekton.dev/pipeline` label, if missing.
+    fn update_metadata(&mut self, pipeline_name: Option<&str>) {
+        let Some(mut fresh) = self.ctx.cluster.get(&gvr::PIPELINERUNS, Some(&self.ns), &self.name) else { return };
+        let before = fresh.clone();
+        admission::apply_defaults(&gvr::PIPELINERUNS, &mut fresh);
+        if let Some(p) = pipeline_name {
+            let labels = model::obj_mut(&mut fresh, "metadata").entry("labels").or_insert_with(|| json!({}));
+            if let Some(l) = labels.as_object_mut() {
+                l.insert(model::labels::PIPELINE.into(), json!(p));
+            }
+        }
+        if fresh != before {
+            match self.ctx.cluster.update(&gvr::PIPELINERUNS, Some(&self.ns), fresh) {
+                Ok(updated) => self.pr = updated,
+                Err(e) => tracing::debug!(run = %self.name, error = %e, "pipelinerun defaulting failed"),
+            }
+        } else {
+            self.pr = fresh;
+        }
+    }
+
+    /// Wait for a message or `until`; `Ok` when the deadline passed.
+    async fn wait(&mut self, until: Option<Instant>) -> Result<Option<Msg>, Interrupt> {
+        let msg = match until {
+            Some(t) => tokio::select! {
+                m = self.rx.recv() => m,
+                _ = tokio::time::sleep_until(t) => return Ok(None),
+            },
+            None => self.rx.recv().await,
+        };
+        match msg {
+            None | Some(Msg::Deleted) => Err(Interrupt::Deleted),
+            Some(Msg::Object(o)) => {
+                self.pr = o;
+                Ok(Some(Msg::Recheck))
+            }
+            Some(m) => Ok(Some(m)),
+        }
+    }
+
+    async fn run(mut self) {
+        // Pending runs wait for spec.status to change.
+        while self.spec_status() == "PipelineRunPending" {
+            let msg = format!("PipelineRun \"{}\" is pending", self.name);
+            self.set_condition("Unknown", "PipelineRunPending", &msg);
+            self.write_status();
+            if self.wait(None).await.is_err() {
+                return;
+            }
+        }
+        if self.spec_status() == "Cancelled" && self.status.get("startTime").is_none() {
+            // Cancelled before it started: nothing ran.
+            self.status["startTime"] = json!(model::now());
+            let msg = format!("PipelineRun \"{}\" was cancelled", self.name);
+            self.set_condition("False", "Cancelled", &msg);
+            self.write_status();
+            return;
+        }
+        if self.status.get("startTime").is_none() {
+            self.status["startTime"] = json!(model::now());
+        }
+        self.set_condition("Unknown", "Started", "");
+        self.write_status();
+
+        let plan = pipelinerun::plan(&self.pr, &self.ctx.resolver());
+        let plan = match plan {
+            Ok(p) => p,
+            Err(Failure { reason, message }) => {
+                let pipeline_name = (reason != "CouldntGetPipeline")
+                    .then(|| self.ctx.resolver().pipeline(&self.pr).ok().and_then(|p| p.name))
+                    .flatten();
+                self.update_metadata(pipeline_name.as_deref());
+                if reason != "CouldntGetPipeline"
+                    && let Ok(p) = self.ctx.resolver().pipeline(&self.pr)
+                {
+                    self.status["pipelineSpec"] = p.spec;
+                }
+                self.set_condition("False", &reason, &message);
+                self.write_status();
+                return;
+            }
+        };
+        self.update_metadata(Some(&plan.pipeline_name));
+        self.status["pipelineSpec"] = plan.spec.clone();
+        if let Err(Interrupt::Deleted) = self.execute(plan).await {
+            tracing::debug!(run = %self.name, "pipelinerun deleted while running");
+        }
+    }
+
+    fn timeouts(&self) -> (Duration, Option<Duration>, Option<Duration>) {
+        let get = |k: &str| model::str_at(&self.pr, &["spec", "timeouts", k]).and_then(|s| duration::parse(s).ok());
+        let pipeline = get("pipeline").unwrap_or(Duration::from_secs(3600));
+        (pipeline, get("tasks"), get("finally"))
+    }
+
+    async fn execute(&mut self, plan: PipelinePlan) -> Result<(), Interrupt> {
+        let started = Instant::now();
+        let (pipeline_timeout, tasks_timeout, finally_timeout) = self.timeouts();
+        let ctx = self.ctx.clone();
+        let deadline = move |d: Duration| (!d.is_zero() && ctx.opts.time_scale > 0.0).then(|| started + ctx.real(d));
+        let pipeline_deadline = deadline(pipeline_timeout);
+        let tasks_deadline = tasks_timeout.and_then(&deadline);
+        let mut finally_deadline: Option<Instant> = None;
+
+        // Workspaces from volumeClaimTemplate get one PVC per run, owned by it.
+        let mut claims = BTreeMap::new();
+        for ws in model::arr(&self.pr, &["spec", "workspaces"]).to_vec() {
+            if let Some(tpl) = ws.get("volumeClaimTemplate") {
+                let ws_name = model::str_at(&ws, &["name"]).unwrap_or("");
+                let claim = pipelinerun::claim_name(tpl, ws_name, model::uid(&self.pr));
+                create_claim(self.ctx.cluster.as_ref(), &self.pr, "PipelineRun", tpl, &claim);
+                claims.insert(ws_name.to_string(), claim);
+            }
+        }
+
+        let mut states: States = HashMap::new();
+        let mut children: Vec<(String, String)> = Vec::new(); // (taskrun, pipeline task)
+        let mut stops = Stops::default();
+        let mut cancelled_children = false;
+        loop {
+            let spec_stops = Stops::from_spec_status(self.spec_status());
+            stops.cancelled |= spec_stops.cancelled;
+            stops.cancelled_run_finally |= spec_stops.cancelled_run_finally;
+            stops.stopped_run_finally |= spec_stops.stopped_run_finally;
+            let now = Instant::now();
+            if pipeline_deadline.is_some_and(|d| now >= d) {
+                stops.pipeline_timed_out = true;
+            }
+            if tasks_deadline.is_some_and(|d| now >= d) && !stops.tasks_timed_out {
+                stops.tasks_timed_out = true;
+                self.cancel_children(&plan, &states, &children, false, TIMEOUT_MESSAGE);
+            }
+            if finally_deadline.is_some_and(|d| now >= d) && !stops.finally_timed_out {
+                stops.finally_timed_out = true;
+                self.cancel_children(&plan, &states, &children, true, TIMEOUT_MESSAGE);
+            }
+            if (stops.cancelled || stops.pipeline_timed_out) && !cancelled_children {
+                let msg = if stops.pipeline_timed_out { TIMEOUT_MESSAGE } else { CANCEL_MESSAGE };
+                self.cancel_children(&plan, &states, &children, false, msg);
+                self.cancel_children(&plan, &states, &children, true, msg);
+                cancelled_children = true;
+            }
+            if stops.cancelled_run_finally && !cancelled_children {
+                self.cancel_children(&plan, &states, &children, false, CANCEL_MESSAGE);
+                cancelled_children = true;
+            }
+
+            let next = pipelinerun::next(&plan, &states, stops);
+            if let Some(f) = next.fail {
+                self.set_condition("False", &f.reason, &f.message);
+                self.write_status();
+                return Ok(());
+            }
+            for (task, skip) in next.skip {
+                states.insert(task, skip);
+            }
+            let mut started_finally = false;
+            for (task, params) in next.start {
+                let Some(t) = plan.task(&task) else { continue };
+                started_finally |= t.is_finally;
+                let timeout = self.taskrun_timeout(&plan, t, started, pipeline_timeout, tasks_timeout, finally_timeout);
+                let tr = pipelinerun::taskrun_for(&self.pr, &plan, t, params, &claims, timeout);
+                let tr_name = model::name(&tr).to_string();
+                let state = match self.ctx.cluster.create(&gvr::TASKRUNS, Some(&self.ns), tr) {
+                    Ok(_) => TaskState::Running,
+                    Err(ClusterError::AlreadyExists(_)) => self
+                        .ctx
+                        .cluster
+                        .get(&gvr::TASKRUNS, Some(&self.ns), &tr_name)
+                        .map(|o| TaskState::from_taskrun(&o))
+                        .unwrap_or(TaskState::Running),
+                    Err(e) => {
+                        let msg = format!("Failed to create TaskRun {tr_name:?}: {e}");
+                        self.set_condition("False", "CreateRunFailed", &msg);
+                        self.write_status();
+                        return Ok(());
+                    }
+                };
+                states.insert(task.clone(), state);
+                children.push((tr_name, task));
+            }
+            if started_finally && self.status.get("finallyStartTime").is_none() {
+                self.status["finallyStartTime"] = json!(model::now());
+                finally_deadline = finally_timeout.and_then(&deadline);
+            }
+
+            let (status, reason, message) =
+                pipelinerun::condition(&plan, &states, stops, &self.name, &duration::format(pipeline_timeout));
+            self.status["childReferences"] = Value::Array(
+                children
+                    .iter()
+                    .map(|(tr, task)| json!({"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "name": tr, "pipelineTaskName": task}))
+                    .collect(),
+            );
+            let skipped = pipelinerun::skipped_tasks(&plan, &states);
+            if !skipped.is_empty() {
+                self.status["skippedTasks"] = Value::Array(skipped);
+            }
+            if status != "Unknown" {
+                let results = pipelinerun::pipeline_results(&plan, &states);
+                if !results.is_empty() {
+                    self.status["results"] = Value::Array(results);
+                }
+            }
+            self.set_condition(&status, &reason, &message);
+            self.write_status();
+            if status != "Unknown" {
+                return Ok(());
+            }
+
+            // Sleep until something changes or the next timeout.
+            let until = [pipeline_deadline, tasks_deadline.filter(|_| !stops.tasks_timed_out), finally_deadline.filter(|_| !stops.finally_timed_out)]
+                .into_iter()
+                .flatten()
+                .min();
+            loop {
+                let before = self.spec_status().to_string();
+                match self.wait(until).await? {
+                    None => break,
+                    Some(Msg::Child(tr)) => {
+                        let Some(task) = model::str_at(&tr, &["metadata", "labels", model::labels::PIPELINE_TASK]) else { continue };
+                        let new = TaskState::from_taskrun(&tr);
+                        let old = states.get(task).cloned().unwrap_or(TaskState::NotStarted);
+                        if new != old && !old.is_terminal() {
+                            states.insert(task.to_string(), new);
+                            break;
+                        }
+                    }
+                    Some(_) => {
+                        if self.spec_status() != before {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn taskrun_timeout(
+        &self,
+        _plan: &PipelinePlan,
+        t: &pipelinerun::PlannedTask,
+        started: Instant,
+        pipeline: Duration,
+        tasks: Option<Duration>,
+        finally: Option<Duration>,
+    ) -> Duration {
+        let explicit = model::arr(&self.pr, &["spec", "taskRunSpecs"])
+            .iter()
+            .find(|s| s.get("pipelineTaskName").and_then(Value::as_str) == Some(&t.name))
+            .and_then(|s| s.get("timeout"))
+            .or_else(|| t.entry.get("timeout"))
+            .and_then(Value::as_str)
+            .and_then(|s| duration::parse(s).ok());
+        if let Some(d) = explicit {
+            return d;
+        }
+        let elapsed = if self.ctx.opts.time_scale > 0.0 {
+            started.elapsed().div_f64(self.ctx.opts.time_scale)
+        } else {
+            Duration::ZERO
+        };
+        let budget = if t.is_finally { finally.unwrap_or(pipeline) } else { tasks.unwrap_or(pipeline) };
+        if budget.is_zero() {
+            return Duration::ZERO;
+        }
+        let remaining = pipeline.saturating_sub(elapsed).min(budget);
+        // Whole seconds, rounded up so the PipelineRun's own timeout fires first.
+        Duration::from_secs(remaining.as_secs_f64().ceil().max(1.0) as u64)
+    }
+
+    /// Ask running child TaskRuns (DAG or finally ones) to stop.
+    fn cancel_children(&self, plan: &PipelinePlan, states: &States, children: &[(String, String)], finally: bool, message: &str) {
+        for (tr, task) in children {
+            let is_finally = plan.task(task).is_some_and(|t| t.is_finally);
+            if is_finally != finally || states.get(task).is_some_and(TaskState::is_terminal) {
+                continue;
+            }
+            if let Some(mut obj) = self.ctx.cluster.get(&gvr::TASKRUNS, Some(&self.ns), tr) {
+                if model::is_done(&obj) {
+                    continue;
+                }
+                obj["spec"]["status"] = json!("TaskRunCancelled");
+                obj["spec"]["statusMessage"] = json!(message);
+                if let Err(e) = self.ctx.cluster.update(&gvr::TASKRUNS, Some(&self.ns), obj) {
+                    tracing::debug!(taskrun = %tr, error = %e, "could not cancel taskrun");
+                }
+            }
+        }
+    }
+}
+
+use pipelinerun::{CANCEL_MESSAGE, TIMEOUT_MESSAGE};
+
+fn create_claim(cluster: &dyn Cluster, owner: &Value, owner_kind: &str, template: &Value, name: &str) {
+    let mut pvc = json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": name,
+            "namespace": model::namespace(owner),
+            "ownerReferences": [model::owner_reference(owner, owner_kind)],
+        },
+        "spec": template.get("spec").cloned().unwrap_or(json!({})),
+    });
+    if let Some(labels) = model::at(template, &["metadata", "labels"]) {
+        pvc["metadata"]["labels"] = labels.clone();
+    }
+    match cluster.create(&gvr::PVCS, Some(model::namespace(owner)), pvc) {
+        Ok(_) | Err(ClusterError::AlreadyExists(_)) => {}
+        Err(e) => tracing::debug!(claim = name, error = %e, "could not create workspace claim"),
+    }
+}
+
+// ---------------------------------------------------------------- TaskRuns
+
+struct TaskRunActor {
+    ctx: Arc<Ctx>,
+    tr: Value,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    notes: mpsc::UnboundedSender<Note>,
+    key: Key,
+    ns: String,
+    name: String,
+    status: Value,
+    written: Value,
+    timeout: Option<(Duration, Instant)>,
+}
+
+enum Outcome {
+    Finished,
+    Interrupted(Interrupt),
+}
+
+impl TaskRunActor {
+    fn new(ctx: Arc<Ctx>, tr: Value, rx: mpsc::UnboundedReceiver<Msg>, notes: mpsc::UnboundedSender<Note>, key: Key) -> Self {
+        let ns = model::namespace(&tr).to_string();
+        let name = model::name(&tr).to_string();
+        let status = tr.get("status").cloned().unwrap_or(json!({}));
+        TaskRunActor { ctx, tr, rx, notes, key, ns, name, written: status.clone(), status, timeout: None }
+    }
+
+    fn write_status(&mut self) {
+        if self.status == self.written {
+            return;
+        }
+        match self.ctx.cluster.update_status(&gvr::TASKRUNS, Some(&self.ns), &self.name, self.status.clone()) {
+            Ok(_) => self.written = self.status.clone(),
+            Err(e) => tracing::debug!(taskrun = %self.name, error = %e, "taskrun status write failed"),
+        }
+    }
+
+    fn set_condition(&mut self, status: &str, reason: &str, message: &str) {
+        let same = model::succeeded_condition(&self.status).is_some_and(|c| {
+            model::str_at(c, &["status"]) == Some(status)
+                && model::str_at(c, &["reason"]) == Some(reason)
+                && model::str_at(c, &["message"]) == Some(message)
+        });
+        if !same {
+            self.status["conditions"] = json!([model::condition(status, reason, message)]);
+        }
+        if status != "Unknown" && self.status.get("completionTime").is_none() {
+            self.status["completionTime"] = json!(model::now());
+        }
+    }
+
+    fn fail(&mut self, reason: &str, message: &str) {
+        self.set_condition("False", reason, message);
+        self.write_status();
+    }
+
+    fn cancel_request(&self) -> Option<String> {
+        (model::str_at(&self.tr, &["spec", "status"]) == Some("TaskRunCancelled"))
+            .then(|| model::str_at(&self.tr, &["spec", "statusMessage"]).unwrap_or("").to_string())
+    }
+
+    /// Wait until `until` (or forever), ending early on cancellation, timeout, deletion
+    /// or (when `recheck`) a hint that a missing volume source may exist now.
+    async fn wait(&mut self, until: Option<Instant>, recheck: bool) -> Result<(), Interrupt> {
+        loop {
+            if let Some(m) = self.cancel_request() {
+                return Err(Interrupt::Cancelled(m));
+            }
+            let timeout_at = self.timeout.map(|(_, at)| at);
+            let wake = [until, timeout_at].into_iter().flatten().min();
+            let msg = match wake {
+                Some(t) => tokio::select! {
+                    m = self.rx.recv() => m,
+                    _ = tokio::time::sleep_until(t) => {
+                        if timeout_at.is_some_and(|at| Instant::now() >= at) {
+                            return Err(Interrupt::TimedOut);
+                        }
+                        return Ok(());
+                    }
+                },
+                None => self.rx.recv().await,
+            };
+            match msg {
+                None | Some(Msg::Deleted) => return Err(Interrupt::Deleted),
+                Some(Msg::Object(o)) => self.tr = o,
+                Some(Msg::Recheck) if recheck => return Err(Interrupt::Recheck),
+                Some(_) => {}
+            }
+        }
+    }
+
+    async fn run(mut self) {
+        if let Some(m) = self.cancel_request() {
+            self.status["startTime"] = json!(model::now());
+            let msg = format!("TaskRun \"{}\" was cancelled. {m}", self.name);
+            self.fail("TaskRunCancelled", msg.trim_end());
+            return;
+        }
+        self.apply_defaults();
+        if self.status.get("startTime").is_none() {
+            self.status["startTime"] = json!(model::now());
+        }
+        let timeout = model::str_at(&self.tr, &["spec", "timeout"])
+            .and_then(|s| duration::parse(s).ok())
+            .unwrap_or(Duration::from_secs(3600));
+        if !timeout.is_zero() && self.ctx.opts.time_scale > 0.0 {
+            self.timeout = Some((timeout, Instant::now() + self.ctx.real(timeout)));
+        }
+        self.set_condition("Unknown", "Started", "");
+        self.write_status();
+
+        let plan = match taskrun::prepare(&self.tr, &self.ctx.resolver()) {
+            Ok(p) => p,
+            Err(f) => return self.fail(&f.reason, &f.message),
+        };
+        self.status["taskSpec"] = plan.task_spec.clone();
+        let steps = match self.plan_steps(&plan) {
+            Ok(s) => s,
+            Err(e) => return self.fail("TaskRunValidationFailed", &e),
+        };
+
+        // The pod is created with the TaskRun's service account, which must exist
+        // (every namespace has `default`).
+        let sa = model::str_at(&self.tr, &["spec", "serviceAccountName"]).unwrap_or("default").to_string();
+        if sa != "default" && self.ctx.cluster.get(&gvr::SERVICEACCOUNTS, Some(&self.ns), &sa).is_none() {
+            let maybe = match (model::at(&self.tr, &["spec", "taskRef"]), &plan.task.name) {
+                (Some(_), Some(t)) => format!("missing or invalid Task {}/{t}", self.ns),
+                _ => "invalid TaskSpec".to_string(),
+            };
+            let msg = format!(
+                "failed to create task run pod \"{}\": translating TaskSpec to Pod: serviceaccounts \"{sa}\" not found. Maybe {maybe}",
+                self.name
+            );
+            return self.fail("PodCreationFailed", &msg);
+        }
+
+        // A standalone TaskRun's volumeClaimTemplate workspaces get their own claims.
+        let mut tr_for_pod = self.tr.clone();
+        if let Some(wss) = tr_for_pod["spec"]["workspaces"].as_array_mut() {
+            for ws in wss.iter_mut() {
+                if let Some(tpl) = ws.get("volumeClaimTemplate").cloned() {
+                    let ws_name = model::str_at(ws, &["name"]).unwrap_or("").to_string();
+                    let claim = pipelinerun::claim_name(&tpl, &ws_name, model::uid(&self.tr));
+                    create_claim(self.ctx.cluster.as_ref(), &self.tr, "TaskRun", &tpl, &claim);
+                    if let Some(o) = ws.as_object_mut() {
+                        o.remove("volumeClaimTemplate");
+                        o.insert("persistentVolumeClaim".into(), json!({"claimName": claim}));
+                    }
+                }
+            }
+        }
+
+        let pod = taskrun::build_pod(&tr_for_pod, &plan, &steps);
+        let pod_name = model::name(&pod).to_string();
+        match self.ctx.cluster.create(&gvr::PODS, Some(&self.ns), pod.clone()) {
+            Ok(_) | Err(ClusterError::AlreadyExists(_)) => {}
+            Err(e) => {
+                let msg = format!("failed to create task run pod \"{}\": {e}. Maybe invalid TaskSpec", self.name);
+                return self.fail("PodCreationFailed", &msg);
+            }
+        }
+        self.status["podName"] = json!(pod_name);
+        let mut sim = PodSim::new(self.ctx.clone(), &pod, steps);
+        self.status["steps"] = sim.step_statuses(None);
+        self.set_condition("Unknown", "Pending", "Pending");
+        self.write_status();
+
+        let outcome = self.execute(&mut sim, &tr_for_pod, &plan).await;
+        let _ = self.notes.send(Note::Waiting(self.key.clone(), false));
+        match outcome {
+            Outcome::Finished => {}
+            Outcome::Interrupted(Interrupt::Deleted) => {}
+            Outcome::Interrupted(i) => {
+                let (reason, message) = match i {
+                    Interrupt::TimedOut => {
+                        let t = self.timeout.map(|(d, _)| duration::format(d)).unwrap_or_default();
+                        ("TaskRunTimeout", format!("TaskRun \"{}\" failed to finish within \"{t}\"", self.name))
+                    }
+                    Interrupt::Cancelled(m) => {
+                        ("TaskRunCancelled", format!("TaskRun \"{}\" was cancelled. {m}", self.name).trim_end().to_string())
+                    }
+                    _ => unreachable!("handled above"),
+                };
+                sim.stop(reason);
+                self.status["steps"] = sim.step_statuses(None);
+                self.set_condition("False", reason, &message);
+                self.write_status();
+                // Tekton deletes the pod of a cancelled or timed-out TaskRun.
+                let _ = self.ctx.cluster.delete(&gvr::PODS, Some(&self.ns), &sim.pod_name);
+            }
+        }
+    }
+
+    fn apply_defaults(&mut self) {
+        let needs = model::at(&self.tr, &["spec", "timeout"]).is_none()
+            || model::at(&self.tr, &["spec", "serviceAccountName"]).is_none();
+        if !needs {
+            return;
+        }
+        if let Some(mut fresh) = self.ctx.cluster.get(&gvr::TASKRUNS, Some(&self.ns), &self.name) {
+            admission::apply_defaults(&gvr::TASKRUNS, &mut fresh);
+            match self.ctx.cluster.update(&gvr::TASKRUNS, Some(&self.ns), fresh) {
+                Ok(o) => self.tr = o,
+                Err(e) => tracing::debug!(taskrun = %self.name, error = %e, "taskrun defaulting failed"),
+            }
+        }
+    }
+
+    fn plan_steps(&self, plan: &TaskRunPlan) -> Result<Vec<StepPlan>, String> {
+        let task_rules = script::rules_from_annotations(&json!({"metadata": {"annotations": plan.task.annotations}}))?;
+        let run_rules = script::rules_from_annotations(&self.tr)?;
+        let pipeline_task = model::str_at(&self.tr, &["metadata", "labels", model::labels::PIPELINE_TASK]);
+        let mut names: Vec<&str> = Vec::new();
+        names.extend(pipeline_task);
+        names.extend(plan.task.name.as_deref());
+        names.push(&self.name);
+        let ctx = TaskContext { names, task_spec: &plan.task_spec, params: &plan.params };
+        Ok(script::plan_steps(&ctx, &[&self.ctx.opts.rules, &task_rules, &run_rules], self.ctx.opts.default_step_duration))
+    }
+
+    async fn execute(&mut self, sim: &mut PodSim, tr_for_pod: &Value, plan: &TaskRunPlan) -> Outcome {
+        // Volumes: a missing Secret/ConfigMap keeps the pod in ContainerCreating
+        // (FailedMount), an unbound claim keeps it unschedulable.
+        let needs = taskrun::volume_needs(tr_for_pod, &plan.task_spec);
+        let mut reported = false;
+        loop {
+            let Some(problem) = volume_problem(self.ctx.cluster.as_ref(), &self.ns, &needs) else { break };
+            if !reported {
+                sim.block(&problem);
+                let pod = sim.pod.clone();
+                let (kind, reason) = if problem.unschedulable { ("Warning", "FailedScheduling") } else { ("Warning", "FailedMount") };
+                record_event(self.ctx.cluster.as_ref(), &pod, "Pod", kind, reason, &problem.message);
+                self.set_condition("Unknown", "Pending", &sim.waiting_message());
+                self.write_status();
+                let _ = self.notes.send(Note::Waiting(self.key.clone(), true));
+                reported = true;
+            }
+            match self.wait(None, true).await {
+                Ok(()) | Err(Interrupt::Recheck) => {}
+                Err(i) => return Outcome::Interrupted(i),
+            }
+        }
+        if reported {
+            let _ = self.notes.send(Note::Waiting(self.key.clone(), false));
+        }
+
+        let start_at = Instant::now() + self.ctx.real(self.ctx.opts.pod_start_delay);
+        if let Err(i) = self.wait(Some(start_at), false).await {
+            return Outcome::Interrupted(i);
+        }
+        let count = sim.steps.len();
+        for idx in 0..count {
+            sim.start_step(idx);
+            self.status["steps"] = sim.step_statuses(None);
+            if idx == 0 {
+                self.set_condition("Unknown", "Running", "Not all Steps in the Task have finished executing");
+            }
+            self.write_status();
+            let step = sim.steps[idx].clone();
+            let begin = Instant::now();
+            let real = self.ctx.real(step.duration);
+            let lines = step.logs.len().max(1) as u32;
+            for (i, line) in step.logs.iter().enumerate() {
+                let at = begin + real * i as u32 / lines;
+                if let Err(e) = self.wait(Some(at), false).await {
+                    return Outcome::Interrupted(e);
+                }
+                self.ctx.cluster.append_pod_log(&self.ns, &sim.pod_name, &format!("step-{}", step.name), line);
+            }
+            if let Err(e) = self.wait(Some(begin + real), false).await {
+                return Outcome::Interrupted(e);
+            }
+            sim.finish_step(idx);
+            if step.exit_code != 0 {
+                sim.skip_rest(idx + 1);
+                sim.finish_pod(false);
+                self.status["steps"] = sim.step_statuses(Some(idx + 1));
+                self.status["results"] = taskrun::results(&sim.steps, idx);
+                let msg = format!("\"step-{}\" exited with code {}: Error", step.name, step.exit_code);
+                self.fail("StepFailed", &msg);
+                return Outcome::Finished;
+            }
+        }
+        sim.finish_pod(true);
+        self.status["steps"] = sim.step_statuses(None);
+        let results = taskrun::results(&sim.steps, count);
+        if results.as_array().is_some_and(|r| !r.is_empty()) {
+            self.status["results"] = results;
+        }
+        self.set_condition("True", "Succeeded", "All Steps have completed executing");
+        self.write_status();
+        Outcome::Finished
+    }
+}
+
+struct VolumeProblem {
+    unschedulable: bool,
+    message: String,
+}
+
+fn volume_problem(cluster: &dyn Cluster, ns: &str, needs: &[VolumeNeed]) -> Option<VolumeProblem> {
+    for n in needs {
+        match n {
+            VolumeNeed::Claim { name, .. } => match cluster.get(&gvr::PVCS, Some(ns), name) {
+                None => {
+                    return Some(VolumeProblem {
+                        unschedulable: true,
+                        message: format!("0/1 nodes are available: persistentvolumeclaim \"{name}\" not found. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."),
+                    });
+                }
+                Some(pvc) if model::str_at(&pvc, &["status", "phase"]) != Some("Bound") => {
+                    return Some(VolumeProblem {
+                        unschedulable: true,
+                        message: "0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.".to_string(),
+                    });
+                }
+                Some(_) => {}
+            },
+            VolumeNeed::Secret { volume, name } if cluster.get(&gvr::SECRETS, Some(ns), name).is_none() => {
+                return Some(VolumeProblem {
+                    unschedulable: false,
+                    message: format!("MountVolume.SetUp failed for volume \"{volume}\" : secret \"{name}\" not found"),
+                });
+            }
+            VolumeNeed::ConfigMap { volume, name } if cluster.get(&gvr::CONFIGMAPS, Some(ns), name).is_none() => {
+                return Some(VolumeProblem {
+                    unschedulable: false,
+                    message: format!("MountVolume.SetUp failed for volume \"{volume}\" : configmap \"{name}\" not found"),
+                });
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The simulated pod of a TaskRun: container states and pod status writes.
+struct PodSim {
+    ctx: Arc<Ctx>,
+    pod: Value,
+    pod_name: String,
+    ns: String,
+    steps: Vec<StepPlan>,
+    states: Vec<StepState>,
+}
+
+impl PodSim {
+    fn new(ctx: Arc<Ctx>, pod: &Value, steps: Vec<StepPlan>) -> Self {
+        let states = vec![StepState::Waiting("PodInitializing"); steps.len()];
+        PodSim {
+            ctx,
+            pod_name: model::name(pod).to_string(),
+            ns: model::namespace(pod).to_string(),
+            pod: pod.clone(),
+            steps,
+            states,
+        }
+    }
+
+    fn step_statuses(&self, skipped_from: Option<usize>) -> Value {
+        taskrun::step_statuses(&self.steps, &self.states, skipped_from)
+    }
+
+    fn write(&mut self, status: Value) {
+        self.pod["status"] = status.clone();
+        if let Err(e) = self.ctx.cluster.update_status(&gvr::PODS, Some(&self.ns), &self.pod_name, status) {
+            tracing::debug!(pod = %self.pod_name, error = %e, "pod status write failed");
+        }
+    }
+
+    fn container_names(&self) -> String {
+        self.steps.iter().map(|s| format!("step-{}", s.name)).collect::<Vec<_>>().join(" ")
+    }
+
+    /// The pod cannot start: unschedulable, or stuck mounting a volume.
+    fn block(&mut self, problem: &VolumeProblem) {
+        let now = model::now();
+        let status = if problem.unschedulable {
+            json!({
+                "phase": "Pending",
+                "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                    "message": problem.message, "lastTransitionTime": now}],
+                "qosClass": "BestEffort",
+            })
+        } else {
+            self.states = vec![StepState::Waiting("ContainerCreating"); self.steps.len()];
+            let unready = format!("containers with unready status: [{}]", self.container_names());
+            json!({
+                "phase": "Pending",
+                "conditions": [
+                    {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                    {"type": "Ready", "status": "False", "reason": "ContainersNotReady", "message": unready, "lastTransitionTime": now},
+                    {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady", "message": unready, "lastTransitionTime": now},
+                    {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                ],
+                "hostIP": "10.0.0.1",
+                "startTime": now,
+                "containerStatuses": taskrun::container_statuses(&self.steps, &self.states),
+                "qosClass": "BestEffort",
+            })
+        };
+        self.write(status);
+    }
+
+    /// Tekton's message for a pending pod (`getWaitingMessage`).
+    fn waiting_message(&self) -> String {
+        for cs in model::arr(&self.pod, &["status", "containerStatuses"]) {
+            if let Some(m) = model::str_at(cs, &["state", "waiting", "message"]) {
+                return format!("build step \"{}\" is pending with reason \"{m}\"", model::str_at(cs, &["name"]).unwrap_or(""));
+            }
+        }
+        for c in model::arr(&self.pod, &["status", "conditions"]) {
+            if model::str_at(c, &["status"]) != Some("True") {
+                return format!(
+                    "pod status \"{}\":\"{}\"; message: \"{}\"",
+                    model::str_at(c, &["type"]).unwrap_or(""),
+                    model::str_at(c, &["status"]).unwrap_or(""),
+                    model::str_at(c, &["message"]).unwrap_or("")
+                );
+            }
+        }
+        "Pending".to_string()
+    }
+
+    fn running_status(&self, phase: &str) -> Value {
+        let now = model::now();
+        let ready = if phase == "Running" { "True" } else { "False" };
+        json!({
+            "phase": phase,
+            "conditions": [
+                {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                {"type": "Ready", "status": ready, "lastTransitionTime": now},
+                {"type": "ContainersReady", "status": ready, "lastTransitionTime": now},
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+            ],
+            "hostIP": "10.0.0.1",
+            "podIP": "10.244.0.10",
+            "startTime": model::str_at(&self.pod, &["status", "startTime"]).map(String::from).unwrap_or(now),
+            "containerStatuses": taskrun::container_statuses(&self.steps, &self.states),
+            "qosClass": "BestEffort",
+        })
+    }
+
+    fn start_step(&mut self, idx: usize) {
+        self.states[idx] = StepState::Running { started: model::now() };
+        let s = self.running_status("Running");
+        self.write(s);
+    }
+
+    fn finish_step(&mut self, idx: usize) {
+        let started = match &self.states[idx] {
+            StepState::Running { started } => started.clone(),
+            _ => model::now(),
+        };
+        let code = self.steps[idx].exit_code;
+        self.states[idx] = StepState::Terminated {
+            exit_code: code,
+            reason: if code == 0 { "Completed".into() } else { "Error".into() },
+            started,
+            finished: model::now(),
+        };
+    }
+
+    /// Steps after a failed one never run; Tekton reports them terminated and skipped.
+    fn skip_rest(&mut self, from: usize) {
+        let now = model::now();
+        for st in &mut self.states[from..] {
+            *st = StepState::Terminated { exit_code: 1, reason: "Error".into(), started: now.clone(), finished: now.clone() };
+        }
+    }
+
+    fn finish_pod(&mut self, ok: bool) {
+        let s = self.running_status(if ok { "Succeeded" } else { "Failed" });
+        self.write(s);
+    }
+
+    /// Stop every unfinished step (cancellation or timeout).
+    fn stop(&mut self, reason: &str) {
+        let now = model::now();
+        for st in &mut self.states {
+            let started = match st {
+                StepState::Terminated { .. } => continue,
+                StepState::Running { started } => started.clone(),
+                StepState::Waiting(_) => now.clone(),
+            };
+            *st = StepState::Terminated { exit_code: 1, reason: reason.to_string(), started, finished: now.clone() };
+        }
+    }
+}
