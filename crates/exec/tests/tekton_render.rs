@@ -66,14 +66,20 @@ fn full_config() -> MethodConfig {
     MethodConfig {
         dockerfile: Some("docker/Dockerfile.prod".into()),
         context: Some("app".into()),
-        build_args: BTreeMap::from([("VERSION".into(), "1.2".into()), ("MODE".into(), "release".into())]),
+        build_args: BTreeMap::from([
+            ("VERSION".into(), "1.2".into()),
+            ("MODE".into(), "release".into()),
+        ]),
         platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
         target: Some("runtime".into()),
         cache_enabled: true,
         cache_repo: Some("registry.example.com/cache".into()),
         packer_template: Some("packer/image.pkr.hcl".into()),
         packer_vars: BTreeMap::from([("region".into(), "eu".into())]),
-        metadata: serde_json::Map::from_iter([("registry_repo".into(), json!("registry.example.com/team"))]),
+        metadata: serde_json::Map::from_iter([(
+            "registry_repo".into(),
+            json!("registry.example.com/team"),
+        )]),
         ..Default::default()
     }
 }
@@ -86,8 +92,14 @@ fn each_method_renders_a_valid_run_with_its_params() {
         let name = "if-0193abcd-0a1b2c-2";
         validate(&run, &expected(*method, name)).unwrap_or_else(|e| panic!("{method}: {e}"));
         let params = run_params(&run);
-        assert_eq!(params["git-url"], "https://git.example.com/team/app.git", "{method}");
-        assert_eq!(params["git-revision"], "release/2.0", "{method}: requested ref, not main");
+        assert_eq!(
+            params["git-url"], "https://git.example.com/team/app.git",
+            "{method}"
+        );
+        assert_eq!(
+            params["git-revision"], "release/2.0",
+            "{method}: requested ref, not main"
+        );
         assert_eq!(params["image"], "registry.example.com/team/app:1.0");
         match method {
             BuildMethod::Packer => {
@@ -110,12 +122,27 @@ fn each_method_renders_a_valid_run_with_its_params() {
         }
         assert_eq!(run["metadata"]["name"], name);
         assert_eq!(run["spec"]["timeouts"]["pipeline"], "1h30m0s");
-        assert_eq!(run["metadata"]["labels"]["imagefactory.io/build-id"], ctx.build_id.to_string());
-        assert_eq!(run["metadata"]["labels"]["imagefactory.io/execution-id"], ctx.execution_id.to_string());
-        assert_eq!(run["metadata"]["labels"]["imagefactory.io/tenant-id"], ctx.tenant_id.to_string());
-        assert_eq!(run["metadata"]["labels"]["app.kubernetes.io/managed-by"], "image-factory");
+        assert_eq!(
+            run["metadata"]["labels"]["imagefactory.io/build-id"],
+            ctx.build_id.to_string()
+        );
+        assert_eq!(
+            run["metadata"]["labels"]["imagefactory.io/execution-id"],
+            ctx.execution_id.to_string()
+        );
+        assert_eq!(
+            run["metadata"]["labels"]["imagefactory.io/tenant-id"],
+            ctx.tenant_id.to_string()
+        );
+        assert_eq!(
+            run["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "image-factory"
+        );
         let tasks = run["spec"]["pipelineSpec"]["tasks"].as_array().unwrap();
-        assert_eq!(tasks[0]["taskRef"], json!({"kind": "Task", "name": "git-clone"}));
+        assert_eq!(
+            tasks[0]["taskRef"],
+            json!({"kind": "Task", "name": "git-clone"})
+        );
         assert_eq!(tasks[1]["taskRef"]["name"], build_task_name(*method));
         assert_eq!(tasks[1]["runAfter"], json!(["clone"]));
     }
@@ -134,7 +161,13 @@ const NASTY: &[&str] = &[
 /// A user value reaches the run verbatim as one param value and changes
 /// nothing else: the render with the nasty value equals the render with a
 /// plain value once that one param is swapped back.
-fn assert_only_param_changes(method: BuildMethod, param: &str, plain: &Value, nasty: &Value, nasty_value: Value) {
+fn assert_only_param_changes(
+    method: BuildMethod,
+    param: &str,
+    plain: &Value,
+    nasty: &Value,
+    nasty_value: Value,
+) {
     let params = run_params(nasty);
     assert_eq!(params[param], nasty_value, "{method} {param} verbatim");
     let mut patched = nasty.clone();
@@ -144,12 +177,19 @@ fn assert_only_param_changes(method: BuildMethod, param: &str, plain: &Value, na
             p["value"] = plain_value.clone();
         }
     }
-    assert_eq!(&patched, plain, "{method}: a {param} value changed more than its param");
+    assert_eq!(
+        &patched, plain,
+        "{method}: a {param} value changed more than its param"
+    );
 }
 
 #[test]
 fn user_values_cannot_inject_yaml_or_template_syntax() {
-    for method in [BuildMethod::Docker, BuildMethod::Buildx, BuildMethod::Kaniko] {
+    for method in [
+        BuildMethod::Docker,
+        BuildMethod::Buildx,
+        BuildMethod::Kaniko,
+    ] {
         let plain = render(&context(method, "main", full_config()));
         for nasty in NASTY {
             // branch
@@ -162,17 +202,33 @@ fn user_values_cannot_inject_yaml_or_template_syntax() {
             assert_only_param_changes(method, "dockerfile", &plain, &run, json!(nasty));
             // build arg value and key
             let mut config = full_config();
-            config.build_args.insert("VERSION".into(), nasty.to_string());
+            config
+                .build_args
+                .insert("VERSION".into(), nasty.to_string());
             let run = render(&context(method, "main", config));
-            assert_only_param_changes(method, "build-args", &plain, &run, json!(["MODE=release", format!("VERSION={nasty}")]));
+            assert_only_param_changes(
+                method,
+                "build-args",
+                &plain,
+                &run,
+                json!(["MODE=release", format!("VERSION={nasty}")]),
+            );
         }
     }
     let plain = render(&context(BuildMethod::Packer, "main", full_config()));
     for nasty in NASTY {
         let mut config = full_config();
-        config.packer_vars.insert("region".into(), nasty.to_string());
+        config
+            .packer_vars
+            .insert("region".into(), nasty.to_string());
         let run = render(&context(BuildMethod::Packer, "main", config));
-        assert_only_param_changes(BuildMethod::Packer, "packer-vars", &plain, &run, json!([format!("region={nasty}")]));
+        assert_only_param_changes(
+            BuildMethod::Packer,
+            "packer-vars",
+            &plain,
+            &run,
+            json!([format!("region={nasty}")]),
+        );
     }
 }
 
@@ -184,26 +240,49 @@ fn git_credentials_add_the_basic_auth_workspace() {
         git_basic_auth: Some("if-git-0123".into()),
     };
     let rc = render_context(&ctx, &settings(), "image-factory-aabbccdd", &with);
-    let run = Templates::embedded().render(BuildMethod::Kaniko, &rc).unwrap();
+    let run = Templates::embedded()
+        .render(BuildMethod::Kaniko, &rc)
+        .unwrap();
     let ws = run["spec"]["workspaces"].as_array().unwrap();
-    assert!(ws.iter().any(|w| w["name"] == "basic-auth" && w["secret"]["secretName"] == "if-git-0123"));
+    assert!(
+        ws.iter()
+            .any(|w| w["name"] == "basic-auth" && w["secret"]["secretName"] == "if-git-0123")
+    );
     let clone = &run["spec"]["pipelineSpec"]["tasks"][0];
-    assert!(clone["workspaces"].as_array().unwrap().iter().any(|w| w["name"] == "basic-auth"));
+    assert!(
+        clone["workspaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["name"] == "basic-auth")
+    );
     let plain = render(&ctx);
-    assert!(!plain["spec"]["workspaces"].as_array().unwrap().iter().any(|w| w["name"] == "basic-auth"));
+    assert!(
+        !plain["spec"]["workspaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["name"] == "basic-auth")
+    );
 }
 
 #[test]
 fn undefined_values_are_errors_naming_them() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tekton/templates/docker.yaml"))
-        .unwrap()
-        .replace("{{ source.revision }}", "{{ source.branch }}");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tekton/templates/docker.yaml"
+    ))
+    .unwrap()
+    .replace("{{ source.revision }}", "{{ source.branch }}");
     std::fs::write(dir.path().join("docker.yaml"), text).unwrap();
     let templates = Templates::with_overrides(dir.path()).unwrap();
     let ctx = context(BuildMethod::Docker, "main", full_config());
     let rc = render_context(&ctx, &settings(), "image-factory-aabbccdd", &secrets());
-    let err = templates.render(BuildMethod::Docker, &rc).unwrap_err().to_string();
+    let err = templates
+        .render(BuildMethod::Docker, &rc)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("`source.branch`"), "{err}");
     assert!(err.contains("docker.yaml"), "{err}");
     // Other methods still use the embedded templates.
@@ -213,9 +292,12 @@ fn undefined_values_are_errors_naming_them() {
 #[test]
 fn an_override_that_breaks_the_contract_fails_validation() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tekton/templates/kaniko.yaml"))
-        .unwrap()
-        .replace("runAfter: [clone]", "runAfter: []");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tekton/templates/kaniko.yaml"
+    ))
+    .unwrap()
+    .replace("runAfter: [clone]", "runAfter: []");
     std::fs::write(dir.path().join("kaniko.yaml"), text).unwrap();
     let templates = Templates::with_overrides(dir.path()).unwrap();
     let ctx = context(BuildMethod::Kaniko, "main", full_config());
@@ -248,9 +330,12 @@ fn tasks_namespace_uses_the_cluster_resolver() {
     .unwrap();
     let ctx = context(BuildMethod::Buildx, "main", full_config());
     let rc = render_context(&ctx, &settings, "image-factory-aabbccdd", &secrets());
-    let run = Templates::embedded().render(BuildMethod::Buildx, &rc).unwrap();
+    let run = Templates::embedded()
+        .render(BuildMethod::Buildx, &rc)
+        .unwrap();
     validate(&run, &expected(BuildMethod::Buildx, "if-0193abcd-0a1b2c-2")).unwrap();
-    let tasks = imagefactory_exec::tekton::validate::referenced_tasks(&run, "image-factory-aabbccdd");
+    let tasks =
+        imagefactory_exec::tekton::validate::referenced_tasks(&run, "image-factory-aabbccdd");
     assert_eq!(
         tasks,
         vec![
@@ -262,16 +347,29 @@ fn tasks_namespace_uses_the_cluster_resolver() {
 
 #[test]
 fn provider_config_errors_name_the_field() {
-    let err = ClusterSettings::parse(&json!({"auth_method": "token", "endpoint": "https://k"})).unwrap_err();
-    assert_eq!(err, "provider config field `token` is required for auth_method token");
+    let err = ClusterSettings::parse(&json!({"auth_method": "token", "endpoint": "https://k"}))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        "provider config field `token` is required for auth_method token"
+    );
     let err = ClusterSettings::parse(&json!({"auth_method": "magic"})).unwrap_err();
     assert!(err.contains("`auth_method`"), "{err}");
-    let err = ClusterSettings::parse(&json!({"auth_method": "client-cert", "apiServer": "https://k", "client_cert": "c"})).unwrap_err();
-    assert_eq!(err, "provider config field `client_key` is required for auth_method client-cert");
+    let err = ClusterSettings::parse(
+        &json!({"auth_method": "client-cert", "apiServer": "https://k", "client_cert": "c"}),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        "provider config field `client_key` is required for auth_method client-cert"
+    );
     let err = ClusterSettings::parse(&json!({"auth_method": "token", "endpoint": "https://k", "token": "t", "insecure_skip_tls_verify": "yes"})).unwrap_err();
     assert!(err.contains("insecure_skip_tls_verify"), "{err}");
-    let ok = ClusterSettings::parse(&json!({"auth_method": "token", "apiServer": "https://k", "token": "t",
-        "retention": {"keep_last": 5, "ttl_seconds": 3600}})).unwrap();
+    let ok = ClusterSettings::parse(
+        &json!({"auth_method": "token", "apiServer": "https://k", "token": "t",
+        "retention": {"keep_last": 5, "ttl_seconds": 3600}}),
+    )
+    .unwrap();
     assert!(!ok.insecure_skip_tls_verify);
     assert_eq!(ok.retention.unwrap().keep_last, Some(5));
 }

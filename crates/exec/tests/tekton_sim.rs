@@ -10,7 +10,7 @@ use std::time::Duration;
 use imagefactory_domain::BuildMethod;
 use imagefactory_exec::tekton::namespace::namespace_name;
 use imagefactory_exec::tekton::render::run_params;
-use imagefactory_exec::{Executor, ExecutionSink, Outcome, StopReason};
+use imagefactory_exec::{ExecutionSink, Executor, Outcome, StopReason};
 use serde_json::{Value, json};
 use tekton_support::*;
 use uuid::Uuid;
@@ -39,8 +39,20 @@ async fn wait_for<F: Fn() -> bool>(what: &str, f: F) {
 async fn each_method_succeeds_with_artifacts_params_and_ordered_logs() {
     let sim = Sim::start(SimOptions {
         rules: vec![
-            rule("clone", None, None, &["Cloning into '.'...", "HEAD is now at abc123"], None),
-            rule("build", None, None, &["step 1/3", "step 2/3", "step 3/3"], None),
+            rule(
+                "clone",
+                None,
+                None,
+                &["Cloning into '.'...", "HEAD is now at abc123"],
+                None,
+            ),
+            rule(
+                "build",
+                None,
+                None,
+                &["step 1/3", "step 2/3", "step 3/3"],
+                None,
+            ),
         ],
         ..Default::default()
     })
@@ -53,32 +65,65 @@ async fn each_method_succeeds_with_artifacts_params_and_ordered_logs() {
         let sink = MemorySink::new();
         let (_tx, stop) = no_stop();
         let outcome = executor.start(ctx.clone(), sink.clone(), stop).await;
-        assert_eq!(outcome, Outcome::Succeeded, "{method}: {}", message(&outcome));
+        assert_eq!(
+            outcome,
+            Outcome::Succeeded,
+            "{method}: {}",
+            message(&outcome)
+        );
 
         // The reference was persisted with the run's uid.
         let reference = sink.references.lock().unwrap()[0].clone();
-        assert_eq!(reference.namespace.as_deref(), Some(namespace_name(tenant).as_str()));
+        assert_eq!(
+            reference.namespace.as_deref(),
+            Some(namespace_name(tenant).as_str())
+        );
         assert!(reference.uid.is_some());
         // Image artifacts from the pipeline results, plus task results.
-        assert_eq!(sink.artifact("IMAGE_URL").as_deref(), Some("registry.example.com/team/app:1.0"), "{method}");
+        assert_eq!(
+            sink.artifact("IMAGE_URL").as_deref(),
+            Some("registry.example.com/team/app:1.0"),
+            "{method}"
+        );
         let digest = sink.artifact("IMAGE_DIGEST").unwrap();
-        assert!(digest.starts_with("sha256:") && digest.len() == 71, "{method}: {digest}");
-        assert!(sink.artifact("clone.commit").is_some(), "{method}: task results kept");
+        assert!(
+            digest.starts_with("sha256:") && digest.len() == 71,
+            "{method}: {digest}"
+        );
+        assert!(
+            sink.artifact("clone.commit").is_some(),
+            "{method}: task results kept"
+        );
         // Logs: clone before build, in order, nothing twice.
         let sources = sink.sources();
         assert!(sources[0].starts_with("clone/"), "{method}: {sources:?}");
-        assert!(sources.iter().any(|s| s.starts_with("build/")), "{method}: {sources:?}");
-        assert_eq!(sink.text("clone/clone"), vec!["Cloning into '.'...", "HEAD is now at abc123"]);
+        assert!(
+            sources.iter().any(|s| s.starts_with("build/")),
+            "{method}: {sources:?}"
+        );
+        assert_eq!(
+            sink.text("clone/clone"),
+            vec!["Cloning into '.'...", "HEAD is now at abc123"]
+        );
         let build_source = sources.iter().find(|s| s.starts_with("build/")).unwrap();
-        assert_eq!(sink.text(build_source), vec!["step 1/3", "step 2/3", "step 3/3"]);
+        assert_eq!(
+            sink.text(build_source),
+            vec!["step 1/3", "step 2/3", "step 3/3"]
+        );
         sink.assert_no_duplicates_or_gaps();
 
         // The PipelineRun in the cluster carries the right params and labels.
         let runs = sim.pipelineruns(tenant).await;
-        let run = runs.iter().find(|r| r["metadata"]["name"] == reference.name.clone().unwrap()).unwrap();
+        let run = runs
+            .iter()
+            .find(|r| r["metadata"]["name"] == reference.name.clone().unwrap())
+            .unwrap();
         let params = run_params(run);
         assert_eq!(params["git-url"], "https://git.example.com/team/app.git");
-        assert_eq!(params["git-revision"], "feature/login", "{method}: the requested ref");
+        assert_eq!(
+            params["git-revision"], "feature/login",
+            "{method}: the requested ref"
+        );
         assert_eq!(params["image"], "registry.example.com/team/app:1.0");
         if *method == BuildMethod::Packer {
             assert_eq!(params["packer-template"], "image.pkr.hcl");
@@ -90,13 +135,32 @@ async fn each_method_succeeds_with_artifacts_params_and_ordered_logs() {
         if *method == BuildMethod::Buildx {
             assert_eq!(params["platforms"], json!(["linux/amd64", "linux/arm64"]));
         }
-        assert_eq!(run["metadata"]["labels"]["imagefactory.io/build-id"], ctx.build_id.to_string());
-        assert_eq!(run["metadata"]["labels"]["imagefactory.io/execution-id"], ctx.execution_id.to_string());
+        assert_eq!(
+            run["metadata"]["labels"]["imagefactory.io/build-id"],
+            ctx.build_id.to_string()
+        );
+        assert_eq!(
+            run["metadata"]["labels"]["imagefactory.io/execution-id"],
+            ctx.execution_id.to_string()
+        );
         assert_eq!(run["spec"]["timeouts"]["pipeline"], "1h0m0s");
-        let registry_ws = run["spec"]["workspaces"].as_array().unwrap().iter().find(|w| w["name"] == "dockerconfig").unwrap();
+        let registry_ws = run["spec"]["workspaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == "dockerconfig")
+            .unwrap();
         assert_eq!(
             registry_ws["secret"]["secretName"],
-            format!("if-reg-{}-v1", &ctx.registry.as_ref().unwrap().credential_id.simple().to_string()[..8])
+            format!(
+                "if-reg-{}-v1",
+                &ctx.registry
+                    .as_ref()
+                    .unwrap()
+                    .credential_id
+                    .simple()
+                    .to_string()[..8]
+            )
         );
     }
 }
@@ -115,8 +179,14 @@ async fn missing_task_fails_before_submit() {
     let outcome = failed_message(&sim, context(BuildMethod::Kaniko, sim.provider(), tenant)).await;
     let text = message(&outcome);
     assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
-    assert!(text.contains("Tekton Task \"git-clone\" not found in namespace"), "{text}");
-    assert!(sim.pipelineruns(tenant).await.is_empty(), "nothing submitted");
+    assert!(
+        text.contains("Tekton Task \"git-clone\" not found in namespace"),
+        "{text}"
+    );
+    assert!(
+        sim.pipelineruns(tenant).await.is_empty(),
+        "nothing submitted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,8 +199,14 @@ async fn missing_docker_config_secret_fails_with_how_to_fix() {
     let outcome = failed_message(&sim, ctx).await;
     let text = message(&outcome);
     assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
-    assert!(text.contains("Secret \"docker-config\" not found"), "{text}");
-    assert!(text.contains("kubectl create secret docker-registry docker-config"), "{text}");
+    assert!(
+        text.contains("Secret \"docker-config\" not found"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kubectl create secret docker-registry docker-config"),
+        "{text}"
+    );
     assert!(sim.pipelineruns(tenant).await.is_empty());
 }
 
@@ -150,8 +226,15 @@ async fn no_default_storage_class_fails() {
     // A configured class that does not exist is named.
     let mut config = sim.config();
     config["storage_class"] = json!("fast-ssd");
-    let outcome = failed_message(&sim, context(BuildMethod::Buildx, sim.provider_with(config), tenant)).await;
-    assert!(message(&outcome).contains("StorageClass \"fast-ssd\""), "{outcome:?}");
+    let outcome = failed_message(
+        &sim,
+        context(BuildMethod::Buildx, sim.provider_with(config), tenant),
+    )
+    .await;
+    assert!(
+        message(&outcome).contains("StorageClass \"fast-ssd\""),
+        "{outcome:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,10 +244,17 @@ async fn missing_service_account_fails() {
     sim.install_tasks(tenant).await;
     let mut config = sim.config();
     config["service_account"] = json!("builder");
-    let outcome = failed_message(&sim, context(BuildMethod::Kaniko, sim.provider_with(config), tenant)).await;
+    let outcome = failed_message(
+        &sim,
+        context(BuildMethod::Kaniko, sim.provider_with(config), tenant),
+    )
+    .await;
     let text = message(&outcome);
     assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
-    assert!(text.contains("service account \"builder\" not found"), "{text}");
+    assert!(
+        text.contains("service account \"builder\" not found"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,11 +262,25 @@ async fn bad_credentials_fail_with_the_clusters_401() {
     let sim = Sim::start(SimOptions::default()).await;
     let mut config = sim.config();
     config["token"] = json!("not-a-valid-token");
-    let outcome = failed_message(&sim, context(BuildMethod::Kaniko, sim.provider_with(config), Uuid::new_v4())).await;
+    let outcome = failed_message(
+        &sim,
+        context(
+            BuildMethod::Kaniko,
+            sim.provider_with(config),
+            Uuid::new_v4(),
+        ),
+    )
+    .await;
     let text = message(&outcome);
     assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
-    assert!(text.contains("401") && text.contains("Unauthorized"), "{text}");
-    assert!(!text.contains("not-a-valid-token"), "the token never appears in messages");
+    assert!(
+        text.contains("401") && text.contains("Unauthorized"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("not-a-valid-token"),
+        "the token never appears in messages"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,12 +289,20 @@ async fn forbidden_namespace_fails_clearly() {
     let token = sim.handle.add_token_user(
         "tenant-bot",
         &[],
-        vec![kube_sim::AccessRule::new(&["somewhere-else"], &["*"], &["*"])],
+        vec![kube_sim::AccessRule::new(
+            &["somewhere-else"],
+            &["*"],
+            &["*"],
+        )],
     );
     let mut config = sim.config();
     config["token"] = json!(token);
     let tenant = Uuid::new_v4();
-    let outcome = failed_message(&sim, context(BuildMethod::Kaniko, sim.provider_with(config), tenant)).await;
+    let outcome = failed_message(
+        &sim,
+        context(BuildMethod::Kaniko, sim.provider_with(config), tenant),
+    )
+    .await;
     let text = message(&outcome);
     assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
     assert!(text.contains("403") && text.contains("Forbidden"), "{text}");
@@ -199,18 +311,36 @@ async fn forbidden_namespace_fails_clearly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_cluster_is_transient() {
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let sim = Sim::start(SimOptions::default()).await;
     let mut config = sim.config();
     config["endpoint"] = json!(format!("https://127.0.0.1:{port}"));
-    let outcome = failed_message(&sim, context(BuildMethod::Kaniko, sim.provider_with(config), Uuid::new_v4())).await;
+    let outcome = failed_message(
+        &sim,
+        context(
+            BuildMethod::Kaniko,
+            sim.provider_with(config),
+            Uuid::new_v4(),
+        ),
+    )
+    .await;
     assert!(matches!(outcome, Outcome::Transient { .. }), "{outcome:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step_failure_names_the_step_and_exit_code() {
     let sim = Sim::start(SimOptions {
-        rules: vec![rule("build", Some("build-and-push"), None, &["error: boom"], Some(3))],
+        rules: vec![rule(
+            "build",
+            Some("build-and-push"),
+            None,
+            &["error: boom"],
+            Some(3),
+        )],
         ..Default::default()
     })
     .await;
@@ -218,10 +348,20 @@ async fn step_failure_names_the_step_and_exit_code() {
     sim.install_tasks(tenant).await;
     let sink = MemorySink::new();
     let (_tx, stop) = no_stop();
-    let outcome = executor().await.start(context(BuildMethod::Kaniko, sim.provider(), tenant), sink.clone(), stop).await;
+    let outcome = executor()
+        .await
+        .start(
+            context(BuildMethod::Kaniko, sim.provider(), tenant),
+            sink.clone(),
+            stop,
+        )
+        .await;
     let text = message(&outcome);
     assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
-    assert!(text.contains("step \"build-and-push\" exited with code 3"), "{text}");
+    assert!(
+        text.contains("step \"build-and-push\" exited with code 3"),
+        "{text}"
+    );
     assert!(text.contains("task \"build\""), "{text}");
     assert_eq!(sink.text("build/build-and-push"), vec!["error: boom"]);
 }
@@ -244,7 +384,10 @@ async fn cancel_cancels_the_pipelinerun() {
         tokio::spawn(async move { executor.start(ctx, sink, stop).await })
     };
     let s = sink.clone();
-    wait_for("the build step to log", move || !s.text("build/build").is_empty()).await;
+    wait_for("the build step to log", move || {
+        !s.text("build/build").is_empty()
+    })
+    .await;
     tx.send(Some(StopReason::Cancel)).unwrap();
     let outcome = task.await.unwrap();
     assert!(matches!(outcome, Outcome::Cancelled { .. }), "{outcome:?}");
@@ -252,7 +395,10 @@ async fn cancel_cancels_the_pipelinerun() {
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["spec"]["status"], "Cancelled");
     let cond = &runs[0]["status"]["conditions"][0];
-    assert_eq!((cond["status"].as_str(), cond["reason"].as_str()), (Some("False"), Some("Cancelled")));
+    assert_eq!(
+        (cond["status"].as_str(), cond["reason"].as_str()),
+        (Some("False"), Some("Cancelled"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,7 +416,10 @@ async fn a_run_past_its_timeout_ends_timed_out() {
     let outcome = executor().await.start(ctx, MemorySink::new(), stop).await;
     assert!(matches!(outcome, Outcome::TimedOut { .. }), "{outcome:?}");
     let runs = sim.pipelineruns(tenant).await;
-    assert_eq!(runs[0]["status"]["conditions"][0]["reason"], "PipelineRunTimeout");
+    assert_eq!(
+        runs[0]["status"]["conditions"][0]["reason"],
+        "PipelineRunTimeout"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,11 +440,17 @@ async fn dispatcher_timeout_cancels_and_reports_timed_out() {
         tokio::spawn(async move { executor.start(ctx, sink, stop).await })
     };
     let s = sink.clone();
-    wait_for("the build step to log", move || !s.text("build/build-and-push").is_empty()).await;
+    wait_for("the build step to log", move || {
+        !s.text("build/build-and-push").is_empty()
+    })
+    .await;
     tx.send(Some(StopReason::Timeout)).unwrap();
     let outcome = task.await.unwrap();
     assert!(matches!(outcome, Outcome::TimedOut { .. }), "{outcome:?}");
-    assert_eq!(sim.pipelineruns(tenant).await[0]["spec"]["status"], "Cancelled");
+    assert_eq!(
+        sim.pipelineruns(tenant).await[0]["spec"]["status"],
+        "Cancelled"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,7 +458,7 @@ async fn reattach_after_losing_the_executor_mid_run() {
     let many: Vec<String> = (0..40).map(|i| format!("layer {i}")).collect();
     let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
     let sim = Sim::start(SimOptions {
-        rules: vec![rule("build", None, Some("2m"), &many_refs, None)],
+        rules: vec![rule("build", None, Some("5m"), &many_refs, None)],
         ..Default::default()
     })
     .await;
@@ -318,7 +473,10 @@ async fn reattach_after_losing_the_executor_mid_run() {
         tokio::spawn(async move { executor.start(ctx, sink, stop).await })
     };
     let s = sink.clone();
-    wait_for("some build log lines", move || s.text("build/build-and-push").len() >= 5).await;
+    wait_for("some build log lines", move || {
+        s.text("build/build-and-push").len() >= 5
+    })
+    .await;
     // The dispatcher dies: its executor is gone mid-run.
     task.abort();
     let _ = task.await;
@@ -329,11 +487,23 @@ async fn reattach_after_losing_the_executor_mid_run() {
 
     // Another dispatcher (a fresh executor, fresh clients) re-attaches.
     let (_tx, stop) = no_stop();
-    let outcome = executor().await.reattach(ctx.clone(), reference, sink.clone() as Arc<dyn ExecutionSink>, stop).await;
+    let outcome = executor()
+        .await
+        .reattach(
+            ctx.clone(),
+            reference,
+            sink.clone() as Arc<dyn ExecutionSink>,
+            stop,
+        )
+        .await;
     assert_eq!(outcome, Outcome::Succeeded, "{}", message(&outcome));
     let runs = sim.pipelineruns(tenant).await;
     assert_eq!(runs.len(), 1, "exactly one PipelineRun for the attempt");
-    assert_eq!(sink.text("build/build-and-push"), many, "all lines, in order");
+    assert_eq!(
+        sink.text("build/build-and-push"),
+        many,
+        "all lines, in order"
+    );
     sink.assert_no_duplicates_or_gaps();
     assert!(sink.artifact("IMAGE_DIGEST").is_some());
 
@@ -363,12 +533,17 @@ async fn a_run_deleted_behind_our_back_fails_the_build() {
         tokio::spawn(async move { executor.start(ctx, sink, stop).await })
     };
     let s = sink.clone();
-    wait_for("the build step to log", move || !s.text("build/build-and-push").is_empty()).await;
+    wait_for("the build step to log", move || {
+        !s.text("build/build-and-push").is_empty()
+    })
+    .await;
     let name = sink.references.lock().unwrap()[0].name.clone().unwrap();
     let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
         sim.admin().await,
         &namespace_name(tenant),
-        &imagefactory_exec::tekton::submit::pipelinerun_resource(imagefactory_exec::tekton::TektonVersion::V1),
+        &imagefactory_exec::tekton::submit::pipelinerun_resource(
+            imagefactory_exec::tekton::TektonVersion::V1,
+        ),
     );
     api.delete(&name, &Default::default()).await.unwrap();
     let outcome = task.await.unwrap();
@@ -382,7 +557,10 @@ async fn test_connection_reports_versions_and_auth() {
     let sim = Sim::start(SimOptions::default()).await;
     let report = imagefactory_exec::tekton::test_connection(&sim.provider()).await;
     assert!(report.reachable && report.authenticated, "{report:?}");
-    assert!(report.tekton_versions.contains(&"v1".to_string()), "{report:?}");
+    assert!(
+        report.tekton_versions.contains(&"v1".to_string()),
+        "{report:?}"
+    );
     assert_eq!(report.error, None);
     let mut config = sim.config();
     config["token"] = json!("wrong");
@@ -392,7 +570,8 @@ async fn test_connection_reports_versions_and_auth() {
     // Without the CA the server's certificate is not trusted: TLS is verified.
     let mut config: Value = sim.config();
     config.as_object_mut().unwrap().remove("ca_cert");
-    let report = imagefactory_exec::tekton::test_connection(&sim.provider_with(config.clone())).await;
+    let report =
+        imagefactory_exec::tekton::test_connection(&sim.provider_with(config.clone())).await;
     assert!(!report.authenticated, "{report:?}");
     assert!(report.error.is_some());
     config["insecure_skip_tls_verify"] = json!(true);

@@ -144,7 +144,9 @@ impl ClusterSettings {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
             Some(_) => {
-                return Err("provider config field `insecure_skip_tls_verify` must be a boolean".into());
+                return Err(
+                    "provider config field `insecure_skip_tls_verify` must be a boolean".into(),
+                );
             }
         };
         let retention = match obj.get("retention") {
@@ -224,7 +226,10 @@ impl ClusterSettings {
                 let mut kubeconfig = match source {
                     // Never echo the parse error's input: it holds credentials.
                     KubeconfigSource::Inline(text) => Kubeconfig::from_yaml(text.expose())
-                        .map_err(|_| "provider config field `kubeconfig` is not a valid kubeconfig document".to_string())?,
+                        .map_err(|_| {
+                            "provider config field `kubeconfig` is not a valid kubeconfig document"
+                                .to_string()
+                        })?,
                     KubeconfigSource::Path(path) => Kubeconfig::read_from(path).map_err(|e| {
                         format!("reading kubeconfig {} failed: {e}", path.display())
                     })?,
@@ -258,8 +263,12 @@ impl ClusterSettings {
         config.connect_timeout = Some(Duration::from_secs(10));
         // Requests other than watches and log streams must not hang forever.
         config.write_timeout = Some(Duration::from_secs(30));
-        kube::Client::try_from(config)
-            .map_err(|e| TektonError::Build(format!("creating the cluster client failed: {}", describe_kube_error(&e))))
+        kube::Client::try_from(config).map_err(|e| {
+            TektonError::Build(format!(
+                "creating the cluster client failed: {}",
+                describe_kube_error(&e)
+            ))
+        })
     }
 }
 
@@ -398,9 +407,8 @@ impl ClientCache {
         {
             return Ok(cluster.clone());
         }
-        let settings = ClusterSettings::parse(&provider.config).map_err(|e| {
-            TektonError::Build(format!("provider {:?}: {e}", provider.name))
-        })?;
+        let settings = ClusterSettings::parse(&provider.config)
+            .map_err(|e| TektonError::Build(format!("provider {:?}: {e}", provider.name)))?;
         let client = settings.client().await?;
         let cluster = Arc::new(Cluster::new(provider.provider_id, client, settings));
         let mut providers = self.providers.lock().unwrap();

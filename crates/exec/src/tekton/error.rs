@@ -93,7 +93,9 @@ pub fn describe_kube_error(err: &kube::Error) -> String {
     match err {
         kube::Error::Api(status) => {
             let hint = match status.code {
-                401 => " (the cluster rejected the provider's credentials; update the provider's token or certificate)",
+                401 => {
+                    " (the cluster rejected the provider's credentials; update the provider's token or certificate)"
+                }
                 403 => " (the provider's identity lacks permission; grant it RBAC access)",
                 _ => "",
             };

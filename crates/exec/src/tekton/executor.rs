@@ -20,11 +20,15 @@ use super::preflight::preflight;
 use super::render::{Templates, build_task_name};
 use super::retention::apply_retention;
 use super::secrets::{OPERATOR_DOCKER_CONFIG, ensure_secret, git_secret, registry_secret};
-use super::status::{Terminal, artifacts, child_taskruns, failed_step, pipeline_results, succeeded_condition, taskrun_results, terminal};
+use super::status::{
+    Terminal, artifacts, child_taskruns, failed_step, pipeline_results, succeeded_condition,
+    taskrun_results, terminal,
+};
 use super::submit::{create_or_adopt, pipelinerun_resource, taskrun_resource};
 use super::validate::{Expected, has_finally, to_version, validate};
 use crate::{
-    ExecutionContext, ExecutionRef, ExecutionSink, Executor, ExecutorKind, Outcome, StopReason, StopSignal,
+    ExecutionContext, ExecutionRef, ExecutionSink, Executor, ExecutorKind, Outcome, StopReason,
+    StopSignal,
 };
 
 /// Settings from `IF_BUILD_TEKTON_*`.
@@ -54,7 +58,11 @@ impl Default for TektonSettings {
 
 impl TektonSettings {
     pub fn from_env() -> Self {
-        let path = |key: &str| std::env::var_os(key).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let path = |key: &str| {
+            std::env::var_os(key)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         Self {
             templates_dir: path("IF_BUILD_TEKTON_TEMPLATES_DIR"),
             global_kubeconfig: path("IF_BUILD_TEKTON_KUBECONFIG"),
@@ -96,7 +104,9 @@ impl TektonExecutor {
         let version = cluster.tekton_version().await?;
         let namespace = ensure_namespace(&cluster.client, ctx.tenant_id).await?;
         let registry = match &ctx.registry {
-            Some(auth) => ensure_secret(&cluster.client, &namespace, &registry_secret(auth)).await?,
+            Some(auth) => {
+                ensure_secret(&cluster.client, &namespace, &registry_secret(auth)).await?
+            }
             None => OPERATOR_DOCKER_CONFIG.to_string(),
         };
         let git_basic_auth = match git_secret(&ctx.source) {
@@ -137,15 +147,21 @@ impl Executor for TektonExecutor {
         ExecutorKind::Tekton
     }
 
-    async fn start(&self, ctx: ExecutionContext, sink: Arc<dyn ExecutionSink>, stop: StopSignal) -> Outcome {
+    async fn start(
+        &self,
+        ctx: ExecutionContext,
+        sink: Arc<dyn ExecutionSink>,
+        stop: StopSignal,
+    ) -> Outcome {
         let cluster = match self.clients.cluster(ctx.provider.as_ref()).await {
             Ok(c) => c,
             Err(e) => return e.into_outcome(),
         };
-        let (version, namespace, created, finally) = match self.submit(&cluster, &ctx, sink.as_ref()).await {
-            Ok(v) => v,
-            Err(e) => return e.into_outcome(),
-        };
+        let (version, namespace, created, finally) =
+            match self.submit(&cluster, &ctx, sink.as_ref()).await {
+                Ok(v) => v,
+                Err(e) => return e.into_outcome(),
+            };
         let name = created.metadata.name.clone().unwrap_or_default();
         let reference = ExecutionRef {
             executor: ExecutorKind::Tekton,
@@ -159,11 +175,17 @@ impl Executor for TektonExecutor {
             // run rather than leave an orphan, and let the attempt be retried.
             let _ = cancel(&cluster.client, version, &namespace, &name, finally).await;
             return Outcome::Transient {
-                message: format!("PipelineRun {namespace}/{name} created but its reference could not be saved: {e}"),
+                message: format!(
+                    "PipelineRun {namespace}/{name} created but its reference could not be saved: {e}"
+                ),
             };
         }
-        let _ = sink.progress(&format!("PipelineRun {namespace}/{name} created")).await;
-        let initial = RunState::Present(Arc::new(serde_json::to_value(&created).unwrap_or(Value::Null)));
+        let _ = sink
+            .progress(&format!("PipelineRun {namespace}/{name} created"))
+            .await;
+        let initial = RunState::Present(Arc::new(
+            serde_json::to_value(&created).unwrap_or(Value::Null),
+        ));
         let follow = Follow {
             cluster,
             version,
@@ -182,9 +204,12 @@ impl Executor for TektonExecutor {
         sink: Arc<dyn ExecutionSink>,
         stop: StopSignal,
     ) -> Outcome {
-        let (Some(namespace), Some(name)) = (reference.namespace.clone(), reference.name.clone()) else {
+        let (Some(namespace), Some(name)) = (reference.namespace.clone(), reference.name.clone())
+        else {
             return Outcome::Failed {
-                message: "cannot re-attach: the execution reference has no namespace or PipelineRun name".into(),
+                message:
+                    "cannot re-attach: the execution reference has no namespace or PipelineRun name"
+                        .into(),
             };
         };
         let cluster = match self.clients.cluster(ctx.provider.as_ref()).await {
@@ -195,16 +220,24 @@ impl Executor for TektonExecutor {
             Ok(v) => v,
             Err(e) => return e.into_outcome(),
         };
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(cluster.client.clone(), &namespace, &pipelinerun_resource(version));
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            cluster.client.clone(),
+            &namespace,
+            &pipelinerun_resource(version),
+        );
         let current = match api.get_opt(&name).await {
             Ok(Some(run)) => run,
             Ok(None) => return deleted(&namespace, &name),
-            Err(e) => return TektonError::kube(format!("reading PipelineRun {namespace}/{name}"), e).into_outcome(),
+            Err(e) => {
+                return TektonError::kube(format!("reading PipelineRun {namespace}/{name}"), e)
+                    .into_outcome();
+            }
         };
         if reference.uid.is_some() && current.metadata.uid != reference.uid {
             return Outcome::Failed {
-                message: format!("PipelineRun {namespace}/{name} was deleted and replaced by another run with the same name"),
+                message: format!(
+                    "PipelineRun {namespace}/{name} was deleted and replaced by another run with the same name"
+                ),
             };
         }
         let value = serde_json::to_value(&current).unwrap_or(Value::Null);
@@ -217,7 +250,9 @@ impl Executor for TektonExecutor {
             finally,
             settings: self.settings.clone(),
         };
-        follow.run(RunState::Present(Arc::new(value)), sink, stop).await
+        follow
+            .run(RunState::Present(Arc::new(value)), sink, stop)
+            .await
     }
 }
 
@@ -235,19 +270,32 @@ pub async fn cancel(
     name: &str,
     finally: bool,
 ) -> Result<(), TektonError> {
-    let status = if finally { "CancelledRunFinally" } else { "Cancelled" };
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &pipelinerun_resource(version));
+    let status = if finally {
+        "CancelledRunFinally"
+    } else {
+        "Cancelled"
+    };
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &pipelinerun_resource(version));
     let patch = json!({ "spec": { "status": status } });
     let mut delay = Duration::from_millis(200);
     for attempt in 0..5 {
-        match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(e) if is_not_found(&e) => return Ok(()),
             Err(e) if is_transient(&e) && attempt < 4 => {
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }
-            Err(e) => return Err(TektonError::kube(format!("cancelling PipelineRun {namespace}/{name}"), e)),
+            Err(e) => {
+                return Err(TektonError::kube(
+                    format!("cancelling PipelineRun {namespace}/{name}"),
+                    e,
+                ));
+            }
         }
     }
     Ok(())
@@ -264,9 +312,17 @@ struct Follow {
 }
 
 impl Follow {
-    async fn run(self, initial: RunState, sink: Arc<dyn ExecutionSink>, mut stop: StopSignal) -> Outcome {
+    async fn run(
+        self,
+        initial: RunState,
+        sink: Arc<dyn ExecutionSink>,
+        mut stop: StopSignal,
+    ) -> Outcome {
         let resource = pipelinerun_resource(self.version);
-        let mut watch = self.cluster.hub.subscribe(&resource, &self.namespace, &self.name, initial);
+        let mut watch = self
+            .cluster
+            .hub
+            .subscribe(&resource, &self.namespace, &self.name, initial);
         let resume = sink.log_positions().await.unwrap_or_default();
         let follower = LogFollower {
             client: self.cluster.client.clone(),
@@ -275,7 +331,8 @@ impl Follow {
             sink: sink.clone(),
             resume,
         };
-        let logs: JoinHandle<Result<(), TektonError>> = tokio::spawn(follower.run(watch.state.clone()));
+        let logs: JoinHandle<Result<(), TektonError>> =
+            tokio::spawn(follower.run(watch.state.clone()));
         let logs = AbortOnDrop(Some(logs));
         let mut requested: Option<StopReason> = None;
         let mut cancel_deadline: Option<tokio::time::Instant> = None;
@@ -288,10 +345,21 @@ impl Follow {
                     StopReason::Handover => return Outcome::HandedOver,
                     StopReason::Cancel | StopReason::Timeout if requested.is_none() => {
                         requested = Some(reason);
-                        if let Err(e) = cancel(&self.cluster.client, self.version, &self.namespace, &self.name, self.finally).await {
-                            let _ = sink.progress(&format!("cancelling failed, will wait for the run: {e}")).await;
+                        if let Err(e) = cancel(
+                            &self.cluster.client,
+                            self.version,
+                            &self.namespace,
+                            &self.name,
+                            self.finally,
+                        )
+                        .await
+                        {
+                            let _ = sink
+                                .progress(&format!("cancelling failed, will wait for the run: {e}"))
+                                .await;
                         }
-                        cancel_deadline = Some(tokio::time::Instant::now() + self.settings.cancel_grace);
+                        cancel_deadline =
+                            Some(tokio::time::Instant::now() + self.settings.cancel_grace);
                     }
                     _ => {}
                 }
@@ -305,20 +373,30 @@ impl Follow {
                         }
                         if cond.reason != last_reason {
                             last_reason = cond.reason.clone();
-                            let _ = sink.progress(&format!("PipelineRun {}: {}", self.name, cond.reason)).await;
+                            let _ = sink
+                                .progress(&format!("PipelineRun {}: {}", self.name, cond.reason))
+                                .await;
                         }
                     }
                 }
                 RunState::Deleted => return deleted(&self.namespace, &self.name),
                 RunState::Missing => {
                     // Confirm: a relist may have been taken before the run existed.
-                    let api: Api<DynamicObject> =
-                        Api::namespaced_with(self.cluster.client.clone(), &self.namespace, &resource);
+                    let api: Api<DynamicObject> = Api::namespaced_with(
+                        self.cluster.client.clone(),
+                        &self.namespace,
+                        &resource,
+                    );
                     match api.get_opt(&self.name).await {
                         Ok(None) => return deleted(&self.namespace, &self.name),
                         Ok(Some(run)) => {
                             let value = Arc::new(serde_json::to_value(&run).unwrap_or(Value::Null));
-                            watch = self.cluster.hub.subscribe(&resource, &self.namespace, &self.name, RunState::Present(value));
+                            watch = self.cluster.hub.subscribe(
+                                &resource,
+                                &self.namespace,
+                                &self.name,
+                                RunState::Present(value),
+                            );
                             continue;
                         }
                         Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
@@ -374,11 +452,15 @@ impl Follow {
         if let Some(handle) = logs.0.take() {
             match tokio::time::timeout(self.settings.log_drain, handle).await {
                 Ok(Ok(Err(e))) => {
-                    let _ = sink.progress(&format!("log streaming stopped early: {e}")).await;
+                    let _ = sink
+                        .progress(&format!("log streaming stopped early: {e}"))
+                        .await;
                 }
                 Ok(_) => {}
                 Err(_) => {
-                    let _ = sink.progress("log streaming did not finish in time after the run ended").await;
+                    let _ = sink
+                        .progress("log streaming did not finish in time after the run ended")
+                        .await;
                 }
             }
         }
@@ -401,7 +483,10 @@ impl Follow {
                 if requested == Some(StopReason::Timeout) =>
             {
                 Outcome::TimedOut {
-                    message: format!("build timed out; PipelineRun {} stopped: {message}", self.name),
+                    message: format!(
+                        "build timed out; PipelineRun {} stopped: {message}",
+                        self.name
+                    ),
                 }
             }
             Terminal::Cancelled { message } => Outcome::Cancelled {
@@ -424,17 +509,29 @@ impl Follow {
             }
         };
         if let Some(retention) = &self.cluster.settings.retention
-            && let Err(e) = apply_retention(&self.cluster.client, self.version, &self.namespace, retention, &self.name).await
+            && let Err(e) = apply_retention(
+                &self.cluster.client,
+                self.version,
+                &self.namespace,
+                retention,
+                &self.name,
+            )
+            .await
         {
-            let _ = sink.progress(&format!("cleaning up old PipelineRuns failed: {e}")).await;
+            let _ = sink
+                .progress(&format!("cleaning up old PipelineRuns failed: {e}"))
+                .await;
         }
         outcome
     }
 
     /// The run's TaskRuns, by pipeline task, in status order.
     async fn taskruns(&self, run: &Value) -> Vec<(String, Value)> {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.cluster.client.clone(), &self.namespace, &taskrun_resource(self.version));
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.cluster.client.clone(),
+            &self.namespace,
+            &taskrun_resource(self.version),
+        );
         let mut out = Vec::new();
         for (task, name) in child_taskruns(run) {
             if let Ok(Some(tr)) = api.get_opt(&name).await {

@@ -9,8 +9,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::io::AsyncBufRead;
 use futures::AsyncBufReadExt;
+use futures::io::AsyncBufRead;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, LogParams};
 use serde_json::Value;
@@ -38,7 +38,10 @@ pub struct LogFollower {
 }
 
 pub fn source_name(task: &str, container: &str) -> String {
-    format!("{task}/{}", container.strip_prefix("step-").unwrap_or(container))
+    format!(
+        "{task}/{}",
+        container.strip_prefix("step-").unwrap_or(container)
+    )
 }
 
 impl LogFollower {
@@ -86,8 +89,11 @@ impl LogFollower {
     }
 
     async fn follow_task(&mut self, task: &str, taskrun_name: &str) -> Result<(), TektonError> {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &self.namespace, &taskrun_resource(self.version));
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &self.namespace,
+            &taskrun_resource(self.version),
+        );
         let mut delay = Duration::from_millis(200);
         // Wait for the pod to exist (bounded backoff on reads of the TaskRun).
         let (pod, containers) = loop {
@@ -99,10 +105,18 @@ impl LogFollower {
                     delay = (delay * 2).min(Duration::from_secs(5));
                     continue;
                 }
-                Err(e) => return Err(TektonError::kube(format!("reading TaskRun {taskrun_name}"), e)),
+                Err(e) => {
+                    return Err(TektonError::kube(
+                        format!("reading TaskRun {taskrun_name}"),
+                        e,
+                    ));
+                }
             };
             let finished = succeeded_condition(&taskrun).is_some_and(|c| c.status != "Unknown");
-            let pod = taskrun.pointer("/status/podName").and_then(Value::as_str).map(str::to_string);
+            let pod = taskrun
+                .pointer("/status/podName")
+                .and_then(Value::as_str)
+                .map(str::to_string);
             let containers = step_containers(&taskrun);
             match pod {
                 Some(pod) if !containers.is_empty() => break (pod, containers),
@@ -115,7 +129,8 @@ impl LogFollower {
         };
         for container in containers {
             let source = source_name(task, &container);
-            self.follow_container(&api, taskrun_name, &pod, &container, &source).await?;
+            self.follow_container(&api, taskrun_name, &pod, &container, &source)
+                .await?;
         }
         Ok(())
     }
@@ -148,7 +163,12 @@ impl LogFollower {
                 Err(e) if status_code(&e) == Some(404) => return Ok(()),
                 // Waiting to start (400) or a transient failure: retry below.
                 Err(e) if status_code(&e) == Some(400) || super::error::is_transient(&e) => {}
-                Err(e) => return Err(TektonError::kube(format!("reading log of {pod}/{container}"), e)),
+                Err(e) => {
+                    return Err(TektonError::kube(
+                        format!("reading log of {pod}/{container}"),
+                        e,
+                    ));
+                }
             }
             // The stream ended: is the step over, or did the connection drop?
             match taskruns.get_opt(taskrun_name).await {
@@ -158,7 +178,16 @@ impl LogFollower {
                     let step_done = step_terminated(&tr, container);
                     if step_done || finished {
                         // One last read picks up lines written just before the end.
-                        if let Ok(stream) = pods.log_stream(pod, &LogParams { follow: false, ..params.clone() }).await {
+                        if let Ok(stream) = pods
+                            .log_stream(
+                                pod,
+                                &LogParams {
+                                    follow: false,
+                                    ..params.clone()
+                                },
+                            )
+                            .await
+                        {
                             let have = self.resume.get(source).copied().unwrap_or(-1);
                             let stream: Pin<Box<dyn AsyncBufRead + Send>> = Box::pin(stream);
                             self.copy_lines(stream, source, have).await?;
@@ -168,7 +197,12 @@ impl LogFollower {
                 }
                 Ok(None) => return Ok(()),
                 Err(e) if super::error::is_transient(&e) => {}
-                Err(e) => return Err(TektonError::kube(format!("reading TaskRun {taskrun_name}"), e)),
+                Err(e) => {
+                    return Err(TektonError::kube(
+                        format!("reading TaskRun {taskrun_name}"),
+                        e,
+                    ));
+                }
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
@@ -184,10 +218,15 @@ impl LogFollower {
         let mut position: i64 = 0;
         let mut batch: Vec<LogLine> = Vec::new();
         let mut line: Vec<u8> = Vec::new();
+        // Lines go out at most BATCH_DELAY after they arrived.
+        let mut batch_started = tokio::time::Instant::now();
         loop {
-            let read = tokio::time::timeout(BATCH_DELAY, read_line(&mut stream, &mut line)).await;
-            match read {
-                // Nothing new for a while: flush what we have, keep waiting.
+            let wait = if batch.is_empty() {
+                Duration::from_secs(3600)
+            } else {
+                BATCH_DELAY.saturating_sub(batch_started.elapsed())
+            };
+            match tokio::time::timeout(wait, read_line(&mut stream, &mut line)).await {
                 Err(_) => {
                     self.flush(&mut batch, source).await?;
                     continue;
@@ -196,6 +235,9 @@ impl LogFollower {
                 Ok(Ok(true)) => {}
             }
             if position > have {
+                if batch.is_empty() {
+                    batch_started = tokio::time::Instant::now();
+                }
                 batch.push(LogLine {
                     source: source.to_string(),
                     position,
@@ -204,7 +246,9 @@ impl LogFollower {
             }
             line.clear();
             position += 1;
-            if batch.len() >= BATCH_LINES {
+            if batch.len() >= BATCH_LINES
+                || (!batch.is_empty() && batch_started.elapsed() >= BATCH_DELAY)
+            {
                 self.flush(&mut batch, source).await?;
             }
         }
@@ -212,7 +256,9 @@ impl LogFollower {
     }
 
     async fn flush(&mut self, batch: &mut Vec<LogLine>, source: &str) -> Result<(), TektonError> {
-        let Some(last) = batch.last() else { return Ok(()) };
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
         let last = last.position;
         self.sink
             .logs(batch)
@@ -228,7 +274,10 @@ impl LogFollower {
 /// [`MAX_LINE_BYTES`]. `Ok(false)` at the end of the stream. Cancel-safe
 /// enough for our use: a timeout only interrupts between buffer reads, and
 /// bytes already taken stay in `line`.
-async fn read_line(stream: &mut Pin<Box<dyn AsyncBufRead + Send>>, line: &mut Vec<u8>) -> std::io::Result<bool> {
+async fn read_line(
+    stream: &mut Pin<Box<dyn AsyncBufRead + Send>>,
+    line: &mut Vec<u8>,
+) -> std::io::Result<bool> {
     let mut any = !line.is_empty();
     loop {
         let buf = stream.fill_buf().await?;
@@ -261,7 +310,11 @@ fn step_terminated(taskrun: &Value, container: &str) -> bool {
         .flatten()
         .any(|s| {
             let name_matches = s.get("container").and_then(Value::as_str) == Some(container)
-                || s.get("name").and_then(Value::as_str).map(|n| format!("step-{n}")).as_deref() == Some(container);
+                || s.get("name")
+                    .and_then(Value::as_str)
+                    .map(|n| format!("step-{n}"))
+                    .as_deref()
+                    == Some(container);
             name_matches && s.get("terminated").is_some()
         })
 }

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject};
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
 use tokio::sync::watch;
 
@@ -116,12 +116,15 @@ impl WatchHub {
             error: watch::channel(None).0,
             task: Mutex::new(None),
         });
-        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), namespace, resource);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), namespace, resource);
         let weak = Arc::downgrade(&ns);
         let task = tokio::spawn(async move {
             // Server-side timeout 120 s: a silently dead watch is noticed by
             // the watcher's idle timeout (timeout + 5 s) and re-established.
-            let config = watcher::Config::default().labels(MANAGED_BY_SELECTOR).timeout(120);
+            let config = watcher::Config::default()
+                .labels(MANAGED_BY_SELECTOR)
+                .timeout(120);
             let mut events = watcher::watcher(api, config).default_backoff().boxed();
             let mut relisted: HashSet<String> = HashSet::new();
             while let Some(event) = events.next().await {
@@ -149,8 +152,12 @@ impl NamespaceWatch {
         let mut runs = self.runs.lock().unwrap();
         // Forget runs nobody follows any more.
         runs.retain(|_, sender| sender.receiver_count() > 0);
-        let publish = |runs: &HashMap<String, watch::Sender<RunState>>, obj: DynamicObject, state: fn(Arc<Value>) -> RunState| {
-            let Some(name) = obj.metadata.name.clone() else { return };
+        let publish = |runs: &HashMap<String, watch::Sender<RunState>>,
+                       obj: DynamicObject,
+                       state: fn(Arc<Value>) -> RunState| {
+            let Some(name) = obj.metadata.name.clone() else {
+                return;
+            };
             if let Some(sender) = runs.get(&name) {
                 let value = serde_json::to_value(&obj).unwrap_or(Value::Null);
                 sender.send_replace(state(Arc::new(value)));

@@ -29,7 +29,10 @@ pub fn namespace_object(tenant_id: Uuid) -> Namespace {
 
 /// Create the tenant namespace unless it exists. Another dispatcher creating it
 /// at the same moment (409) is fine.
-pub async fn ensure_namespace(client: &kube::Client, tenant_id: Uuid) -> Result<String, TektonError> {
+pub async fn ensure_namespace(
+    client: &kube::Client,
+    tenant_id: Uuid,
+) -> Result<String, TektonError> {
     let name = namespace_name(tenant_id);
     let api: Api<Namespace> = Api::all(client.clone());
     match api.get_opt(&name).await {
@@ -39,7 +42,10 @@ pub async fn ensure_namespace(client: &kube::Client, tenant_id: Uuid) -> Result<
         Err(e) if status_code(&e) == Some(403) => {}
         Err(e) => return Err(TektonError::kube(format!("reading namespace {name}"), e)),
     }
-    match api.create(&PostParams::default(), &namespace_object(tenant_id)).await {
+    match api
+        .create(&PostParams::default(), &namespace_object(tenant_id))
+        .await
+    {
         Ok(_) => Ok(name),
         Err(e) if is_already_exists(&e) => Ok(name),
         Err(e) if status_code(&e) == Some(403) => Err(TektonError::Build(format!(

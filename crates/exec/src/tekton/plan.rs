@@ -25,7 +25,11 @@ pub fn render_context(
     secrets: &BoundSecrets,
 ) -> RenderContext {
     let config = &ctx.config;
-    let text = |v: &Option<String>, default: &str| v.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| default.to_string());
+    let text = |v: &Option<String>, default: &str| {
+        v.clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| default.to_string())
+    };
     let registry_repo = config
         .metadata
         .get("registry_repo")
@@ -47,8 +51,16 @@ pub fn render_context(
             namespace: namespace.to_string(),
         },
         provider: ProviderValues {
-            id: ctx.provider.as_ref().map(|p| p.provider_id.to_string()).unwrap_or_default(),
-            name: ctx.provider.as_ref().map(|p| p.name.clone()).unwrap_or_default(),
+            id: ctx
+                .provider
+                .as_ref()
+                .map(|p| p.provider_id.to_string())
+                .unwrap_or_default(),
+            name: ctx
+                .provider
+                .as_ref()
+                .map(|p| p.name.clone())
+                .unwrap_or_default(),
             service_account: settings.service_account.clone(),
             storage_class: settings.storage_class.clone().unwrap_or_default(),
             workspace_size: settings.workspace_size.clone(),
@@ -68,7 +80,14 @@ pub fn render_context(
             cache: config.cache_enabled.to_string(),
             cache_repo: text(&config.cache_repo, ""),
             labels: key_values(&config.labels),
-            packer_template: text(&config.packer_template, if ctx.method == BuildMethod::Packer { "template.pkr.hcl" } else { "" }),
+            packer_template: text(
+                &config.packer_template,
+                if ctx.method == BuildMethod::Packer {
+                    "template.pkr.hcl"
+                } else {
+                    ""
+                },
+            ),
             packer_vars: key_values(&config.packer_vars),
             registry_repo,
         },

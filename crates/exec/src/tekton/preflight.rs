@@ -53,8 +53,11 @@ async fn check_tasks(
     run: &Value,
 ) -> Result<(), TektonError> {
     for (task_ns, name) in referenced_tasks(run, namespace) {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), &task_ns, &tekton_resource(version, "Task", "tasks"));
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &task_ns,
+            &tekton_resource(version, "Task", "tasks"),
+        );
         match api.get_metadata_opt(&name).await {
             Ok(Some(_)) => {}
             Ok(None) => {
@@ -65,13 +68,22 @@ async fn check_tasks(
             Err(e) if status_code(&e) == Some(403) => {
                 return Err(forbidden(&format!("Task {task_ns}/{name}"), &e));
             }
-            Err(e) => return Err(TektonError::kube(format!("reading Task {task_ns}/{name}"), e)),
+            Err(e) => {
+                return Err(TektonError::kube(
+                    format!("reading Task {task_ns}/{name}"),
+                    e,
+                ));
+            }
         }
     }
     Ok(())
 }
 
-async fn check_secrets(client: &kube::Client, namespace: &str, run: &Value) -> Result<(), TektonError> {
+async fn check_secrets(
+    client: &kube::Client,
+    namespace: &str,
+    run: &Value,
+) -> Result<(), TektonError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     for name in bound_secrets(run) {
         match api.get_metadata_opt(&name).await {
@@ -89,13 +101,22 @@ async fn check_secrets(client: &kube::Client, namespace: &str, run: &Value) -> R
             Err(e) if status_code(&e) == Some(403) => {
                 return Err(forbidden(&format!("Secret {namespace}/{name}"), &e));
             }
-            Err(e) => return Err(TektonError::kube(format!("reading Secret {namespace}/{name}"), e)),
+            Err(e) => {
+                return Err(TektonError::kube(
+                    format!("reading Secret {namespace}/{name}"),
+                    e,
+                ));
+            }
         }
     }
     Ok(())
 }
 
-async fn check_storage(client: &kube::Client, run: &Value, report: &mut Preflight) -> Result<(), TektonError> {
+async fn check_storage(
+    client: &kube::Client,
+    run: &Value,
+    report: &mut Preflight,
+) -> Result<(), TektonError> {
     let claims: Vec<&Value> = run
         .pointer("/spec/workspaces")
         .and_then(Value::as_array)
@@ -108,7 +129,10 @@ async fn check_storage(client: &kube::Client, run: &Value, report: &mut Prefligh
     }
     let api: Api<StorageClass> = Api::all(client.clone());
     for claim in claims {
-        match claim.pointer("/spec/storageClassName").and_then(Value::as_str) {
+        match claim
+            .pointer("/spec/storageClassName")
+            .and_then(Value::as_str)
+        {
             Some(class) => match api.get_metadata_opt(class).await {
                 Ok(Some(_)) => {}
                 Ok(None) => {
@@ -119,13 +143,21 @@ async fn check_storage(client: &kube::Client, run: &Value, report: &mut Prefligh
                 Err(e) if status_code(&e) == Some(403) => {
                     report.notes.push(format!("could not verify StorageClass {class:?}: no permission to read StorageClasses"));
                 }
-                Err(e) => return Err(TektonError::kube(format!("reading StorageClass {class}"), e)),
+                Err(e) => {
+                    return Err(TektonError::kube(
+                        format!("reading StorageClass {class}"),
+                        e,
+                    ));
+                }
             },
             None => match api.list_metadata(&ListParams::default()).await {
                 Ok(list) => {
                     let has_default = list.items.iter().any(|c| {
                         c.metadata.annotations.as_ref().is_some_and(|a| {
-                            a.get(DEFAULT_CLASS).or_else(|| a.get(DEFAULT_CLASS_BETA)).map(String::as_str) == Some("true")
+                            a.get(DEFAULT_CLASS)
+                                .or_else(|| a.get(DEFAULT_CLASS_BETA))
+                                .map(String::as_str)
+                                == Some("true")
                         })
                     });
                     if !has_default {
@@ -144,7 +176,11 @@ async fn check_storage(client: &kube::Client, run: &Value, report: &mut Prefligh
     Ok(())
 }
 
-async fn check_service_account(client: &kube::Client, namespace: &str, run: &Value) -> Result<(), TektonError> {
+async fn check_service_account(
+    client: &kube::Client,
+    namespace: &str,
+    run: &Value,
+) -> Result<(), TektonError> {
     let name = run
         .pointer("/spec/taskRunTemplate/serviceAccountName")
         .or_else(|| run.pointer("/spec/serviceAccountName"))
@@ -157,12 +193,19 @@ async fn check_service_account(client: &kube::Client, namespace: &str, run: &Val
     for attempt in 0..attempts {
         match api.get_metadata_opt(name).await {
             Ok(Some(_)) => return Ok(()),
-            Ok(None) if attempt + 1 < attempts => tokio::time::sleep(Duration::from_millis(500)).await,
+            Ok(None) if attempt + 1 < attempts => {
+                tokio::time::sleep(Duration::from_millis(500)).await
+            }
             Ok(None) => break,
             Err(e) if status_code(&e) == Some(403) => {
                 return Err(forbidden(&format!("ServiceAccount {namespace}/{name}"), &e));
             }
-            Err(e) => return Err(TektonError::kube(format!("reading ServiceAccount {namespace}/{name}"), e)),
+            Err(e) => {
+                return Err(TektonError::kube(
+                    format!("reading ServiceAccount {namespace}/{name}"),
+                    e,
+                ));
+            }
         }
     }
     Err(TektonError::Build(format!(

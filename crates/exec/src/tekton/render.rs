@@ -16,10 +16,22 @@ use serde_json::{Value, json};
 
 /// The templates shipped with Image Factory.
 const EMBEDDED: [(BuildMethod, &str); 4] = [
-    (BuildMethod::Docker, include_str!("../../../../tekton/templates/docker.yaml")),
-    (BuildMethod::Buildx, include_str!("../../../../tekton/templates/buildx.yaml")),
-    (BuildMethod::Kaniko, include_str!("../../../../tekton/templates/kaniko.yaml")),
-    (BuildMethod::Packer, include_str!("../../../../tekton/templates/packer.yaml")),
+    (
+        BuildMethod::Docker,
+        include_str!("../../../../tekton/templates/docker.yaml"),
+    ),
+    (
+        BuildMethod::Buildx,
+        include_str!("../../../../tekton/templates/buildx.yaml"),
+    ),
+    (
+        BuildMethod::Kaniko,
+        include_str!("../../../../tekton/templates/kaniko.yaml"),
+    ),
+    (
+        BuildMethod::Packer,
+        include_str!("../../../../tekton/templates/packer.yaml"),
+    ),
 ];
 
 /// The Task a method's `build` step runs.
@@ -212,8 +224,9 @@ impl Templates {
                     "undefined value",
                 ));
             }
-            out.write_str(&yaml_flow(&json))
-                .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string()))
+            out.write_str(&yaml_flow(&json)).map_err(|e| {
+                minijinja::Error::new(minijinja::ErrorKind::WriteFailure, e.to_string())
+            })
         });
         let template = env
             .template_from_named_str(name, source)
@@ -290,6 +303,11 @@ pub fn run_params(run: &Value) -> BTreeMap<String, Value> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter_map(|p| Some((p.get("name")?.as_str()?.to_string(), p.get("value")?.clone())))
+        .filter_map(|p| {
+            Some((
+                p.get("name")?.as_str()?.to_string(),
+                p.get("value")?.clone(),
+            ))
+        })
         .collect()
 }

@@ -91,7 +91,12 @@ pub async fn apply_retention(
         match api.delete(name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(TektonError::kube(format!("deleting PipelineRun {namespace}/{name}"), e)),
+            Err(e) => {
+                return Err(TektonError::kube(
+                    format!("deleting PipelineRun {namespace}/{name}"),
+                    e,
+                ));
+            }
         }
     }
     Ok(doomed)
@@ -111,14 +116,28 @@ mod tests {
     #[test]
     fn keeps_the_newest_and_drops_the_expired() {
         let now = Utc::now();
-        let runs = vec![run("a", 100, now), run("b", 50, now), run("c", 10, now), run("d", 0, now)];
-        let keep2 = Retention { keep_last: Some(2), ttl: None };
+        let runs = vec![
+            run("a", 100, now),
+            run("b", 50, now),
+            run("c", 10, now),
+            run("d", 0, now),
+        ];
+        let keep2 = Retention {
+            keep_last: Some(2),
+            ttl: None,
+        };
         assert_eq!(select_for_deletion(&runs, &keep2, now, "d"), vec!["b", "a"]);
-        let ttl = Retention { keep_last: None, ttl: Some(Duration::from_secs(60 * 60)) };
+        let ttl = Retention {
+            keep_last: None,
+            ttl: Some(Duration::from_secs(60 * 60)),
+        };
         assert_eq!(select_for_deletion(&runs, &ttl, now, "d"), vec!["a"]);
         // keep_last 0: the own run goes at once, a run just finished by
         // someone else waits out the grace period.
-        let none = Retention { keep_last: Some(0), ttl: None };
+        let none = Retention {
+            keep_last: Some(0),
+            ttl: None,
+        };
         let runs = vec![run("own", 0, now), run("other", 0, now)];
         assert_eq!(select_for_deletion(&runs, &none, now, "own"), vec!["own"]);
         assert!(select_for_deletion(&runs, &Retention::default(), now, "own").is_empty());

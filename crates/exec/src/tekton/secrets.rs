@@ -27,7 +27,10 @@ pub fn registry_secret_name(auth: &RegistryAuth) -> String {
 
 fn labels(kind: &str) -> BTreeMap<String, String> {
     [
-        ("app.kubernetes.io/managed-by".to_string(), "image-factory".to_string()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "image-factory".to_string(),
+        ),
         ("imagefactory.io/secret-kind".to_string(), kind.to_string()),
     ]
     .into()
@@ -35,8 +38,11 @@ fn labels(kind: &str) -> BTreeMap<String, String> {
 
 /// `{"auths": {"<registry>": {"username", "password", "auth"}}}` as bytes.
 pub fn docker_config_json(auth: &RegistryAuth) -> Vec<u8> {
-    let basic = base64::engine::general_purpose::STANDARD
-        .encode(format!("{}:{}", auth.username, auth.password.expose()));
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        auth.username,
+        auth.password.expose()
+    ));
     serde_json::to_vec(&json!({
         "auths": {
             auth.registry.clone(): {
@@ -76,7 +82,11 @@ pub fn registry_secret(auth: &RegistryAuth) -> KubeSecret {
 pub fn git_secret(source: &GitSource) -> Option<KubeSecret> {
     let credential = source.credential.as_ref()?;
     let host = git_host(&source.url)?;
-    let scheme = if source.url.starts_with("http://") { "http" } else { "https" };
+    let scheme = if source.url.starts_with("http://") {
+        "http"
+    } else {
+        "https"
+    };
     let user = percent_encode(&credential.username);
     let pass = percent_encode(credential.password.expose());
     let credentials = format!("{scheme}://{user}:{pass}@{host}\n");
@@ -93,7 +103,10 @@ pub fn git_secret(source: &GitSource) -> Option<KubeSecret> {
         type_: Some("Opaque".into()),
         data: Some(
             [
-                (".git-credentials".to_string(), ByteString(credentials.into_bytes())),
+                (
+                    ".git-credentials".to_string(),
+                    ByteString(credentials.into_bytes()),
+                ),
                 (".gitconfig".to_string(), ByteString(gitconfig.into_bytes())),
             ]
             .into(),
@@ -137,7 +150,10 @@ pub async fn ensure_secret(
             "the provider's credentials may not create Secret {name} in namespace {namespace}: {}",
             describe_kube_error(&e)
         ))),
-        Err(e) => Err(TektonError::kube(format!("creating Secret {namespace}/{name}"), e)),
+        Err(e) => Err(TektonError::kube(
+            format!("creating Secret {namespace}/{name}"),
+            e,
+        )),
     }
 }
 
@@ -166,14 +182,20 @@ mod tests {
     #[test]
     fn registry_secret_holds_exactly_that_credential_under_both_keys() {
         let secret = registry_secret(&auth(3));
-        assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
+        assert_eq!(
+            secret.type_.as_deref(),
+            Some("kubernetes.io/dockerconfigjson")
+        );
         let data = secret.data.unwrap();
         assert_eq!(data[".dockerconfigjson"], data["config.json"]);
         let config: serde_json::Value = serde_json::from_slice(&data["config.json"].0).unwrap();
         let entry = &config["auths"]["registry.example.com"];
         assert_eq!(entry["username"], "bot");
         assert_eq!(entry["password"], "s3cret");
-        assert_eq!(entry["auth"], base64::engine::general_purpose::STANDARD.encode("bot:s3cret"));
+        assert_eq!(
+            entry["auth"],
+            base64::engine::general_purpose::STANDARD.encode("bot:s3cret")
+        );
         assert_eq!(config["auths"].as_object().unwrap().len(), 1);
     }
 

@@ -100,7 +100,12 @@ pub fn pipeline_task_order(run: &Value) -> Vec<String> {
     let Some(spec) = spec else { return Vec::new() };
     ["tasks", "finally"]
         .iter()
-        .flat_map(|k| spec.get(k).and_then(Value::as_array).cloned().unwrap_or_default())
+        .flat_map(|k| {
+            spec.get(k)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        })
         .filter_map(|t| t.get("name").and_then(Value::as_str).map(str::to_string))
         .collect()
 }
@@ -120,9 +125,18 @@ pub fn failed_step(task: &str, taskrun: &Value) -> Option<String> {
             return None;
         }
         let name = s.get("name").and_then(Value::as_str).unwrap_or("?");
-        let reason = terminated.get("reason").and_then(Value::as_str).unwrap_or("");
-        let reason = if reason.is_empty() { String::new() } else { format!(" ({reason})") };
-        Some(format!("task {task:?} step {name:?} exited with code {code}{reason}"))
+        let reason = terminated
+            .get("reason")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let reason = if reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({reason})")
+        };
+        Some(format!(
+            "task {task:?} step {name:?} exited with code {code}{reason}"
+        ))
     })
 }
 
@@ -137,7 +151,11 @@ pub fn step_containers(taskrun: &Value) -> Vec<String> {
             s.get("container")
                 .and_then(Value::as_str)
                 .map(str::to_string)
-                .or_else(|| s.get("name").and_then(Value::as_str).map(|n| format!("step-{n}")))
+                .or_else(|| {
+                    s.get("name")
+                        .and_then(Value::as_str)
+                        .map(|n| format!("step-{n}"))
+                })
         })
         .collect();
     if !from_status.is_empty() {
@@ -253,7 +271,8 @@ mod tests {
             pipeline_results(&run),
             vec![(
                 "IMAGE_DIGEST".to_string(),
-                "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".to_string()
+                "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+                    .to_string()
             )]
         );
         assert_eq!(
@@ -273,7 +292,10 @@ mod tests {
         match terminal(&cond) {
             Some(Terminal::Failed { reason, message }) => {
                 assert_eq!(reason, "CouldntGetTask");
-                assert!(message.contains("tasks.tekton.dev \"kaniko\" not found"), "{message}");
+                assert!(
+                    message.contains("tasks.tekton.dev \"kaniko\" not found"),
+                    "{message}"
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -286,15 +308,24 @@ mod tests {
             failed_step("build", &tr).unwrap(),
             "task \"build\" step \"build-and-push\" exited with code 1 (Error)"
         );
-        assert_eq!(step_containers(&tr), vec!["step-build-and-push", "step-write-url"]);
+        assert_eq!(
+            step_containers(&tr),
+            vec!["step-build-and-push", "step-write-url"]
+        );
         let cond = succeeded_condition(&tr).unwrap();
-        assert!(matches!(terminal(&cond), Some(Terminal::Failed { reason, .. }) if reason == "StepFailed"));
+        assert!(
+            matches!(terminal(&cond), Some(Terminal::Failed { reason, .. }) if reason == "StepFailed")
+        );
     }
 
     #[test]
     fn cancel_timeout_and_running_conditions() {
         assert!(matches!(
-            terminal(&with_condition("False", "Cancelled", "PipelineRun \"x\" was cancelled")),
+            terminal(&with_condition(
+                "False",
+                "Cancelled",
+                "PipelineRun \"x\" was cancelled"
+            )),
             Some(Terminal::Cancelled { .. })
         ));
         assert!(matches!(
@@ -326,12 +357,16 @@ mod tests {
             {"name": "extra", "value": ["a", "b"]}
         ]}});
         assert_eq!(pipeline_results(&v1), pipeline_results(&v1beta1));
-        let tr_v1beta1 = serde_json::json!({"status": {"taskResults": [{"name": "commit", "value": "abc"}]}});
+        let tr_v1beta1 =
+            serde_json::json!({"status": {"taskResults": [{"name": "commit", "value": "abc"}]}});
         let tasks = vec![("clone".to_string(), taskrun_results(&tr_v1beta1))];
         let arts = artifacts(&pipeline_results(&v1beta1), &tasks);
         assert_eq!(arts[0].kind, ArtifactKind::ImageUrl);
         assert_eq!(arts[1].kind, ArtifactKind::ImageDigest);
-        assert_eq!((arts[2].name.as_str(), arts[2].value.as_str()), ("extra", "[\"a\",\"b\"]"));
+        assert_eq!(
+            (arts[2].name.as_str(), arts[2].value.as_str()),
+            ("extra", "[\"a\",\"b\"]")
+        );
         assert_eq!(
             (arts[3].name.as_str(), arts[3].value.as_str(), arts[3].kind),
             ("clone.commit", "abc", ArtifactKind::Result)

@@ -68,19 +68,31 @@ pub async fn create_or_adopt(
     version: TektonVersion,
     run: &Value,
 ) -> Result<DynamicObject, TektonError> {
-    let namespace = run.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
-    let name = run.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-    let object: DynamicObject = serde_json::from_value(run.clone())
-        .map_err(|e| TektonError::Build(format!("rendered PipelineRun is not a Kubernetes object: {e}")))?;
+    let namespace = run
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let name = run
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let object: DynamicObject = serde_json::from_value(run.clone()).map_err(|e| {
+        TektonError::Build(format!(
+            "rendered PipelineRun is not a Kubernetes object: {e}"
+        ))
+    })?;
     let ours = object.metadata.labels.clone().unwrap_or_default();
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &pipelinerun_resource(version));
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &pipelinerun_resource(version));
     match api.create(&PostParams::default(), &object).await {
         Ok(created) => Ok(created),
         Err(e) if is_already_exists(&e) => {
-            let existing = api
-                .get(name)
-                .await
-                .map_err(|e| TektonError::kube(format!("reading existing PipelineRun {namespace}/{name}"), e))?;
+            let existing = api.get(name).await.map_err(|e| {
+                TektonError::kube(
+                    format!("reading existing PipelineRun {namespace}/{name}"),
+                    e,
+                )
+            })?;
             let labels = existing.metadata.labels.clone().unwrap_or_default();
             if labels_match(&labels, &ours) {
                 Ok(existing)
@@ -98,7 +110,10 @@ pub async fn create_or_adopt(
             "the provider's credentials may not create PipelineRuns in namespace {namespace}: {}",
             describe_kube_error(&e)
         ))),
-        Err(e) => Err(TektonError::kube(format!("creating PipelineRun {namespace}/{name}"), e)),
+        Err(e) => Err(TektonError::kube(
+            format!("creating PipelineRun {namespace}/{name}"),
+            e,
+        )),
     }
 }
 

@@ -12,11 +12,26 @@ pub const FIELD_MANAGER: &str = "image-factory";
 
 /// `(name, YAML)` of every shipped Task.
 pub const TASKS: [(&str, &str); 5] = [
-    ("git-clone", include_str!("../../../../tekton/tasks/git-clone.yaml")),
-    ("docker-build", include_str!("../../../../tekton/tasks/docker-build.yaml")),
-    ("buildx", include_str!("../../../../tekton/tasks/buildx.yaml")),
-    ("kaniko", include_str!("../../../../tekton/tasks/kaniko.yaml")),
-    ("packer", include_str!("../../../../tekton/tasks/packer.yaml")),
+    (
+        "git-clone",
+        include_str!("../../../../tekton/tasks/git-clone.yaml"),
+    ),
+    (
+        "docker-build",
+        include_str!("../../../../tekton/tasks/docker-build.yaml"),
+    ),
+    (
+        "buildx",
+        include_str!("../../../../tekton/tasks/buildx.yaml"),
+    ),
+    (
+        "kaniko",
+        include_str!("../../../../tekton/tasks/kaniko.yaml"),
+    ),
+    (
+        "packer",
+        include_str!("../../../../tekton/tasks/packer.yaml"),
+    ),
 ];
 
 /// The shipped Tasks parsed, in the API version the cluster serves.
@@ -42,12 +57,18 @@ pub async fn install_tasks(
     version: TektonVersion,
     namespace: &str,
 ) -> Result<Vec<String>, TektonError> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), namespace, &tekton_resource(version, "Task", "tasks"));
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &tekton_resource(version, "Task", "tasks"),
+    );
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut installed = Vec::new();
     for mut task in task_objects(version).map_err(TektonError::Build)? {
-        let name = task["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let name = task["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         task["metadata"]["namespace"] = Value::from(namespace);
         match api.patch(&name, &params, &Patch::Apply(&task)).await {
             Ok(_) => installed.push(name),
@@ -57,7 +78,12 @@ pub async fn install_tasks(
                     describe_kube_error(&e)
                 )));
             }
-            Err(e) => return Err(TektonError::kube(format!("installing Task {namespace}/{name}"), e)),
+            Err(e) => {
+                return Err(TektonError::kube(
+                    format!("installing Task {namespace}/{name}"),
+                    e,
+                ));
+            }
         }
     }
     Ok(installed)
@@ -82,9 +108,15 @@ mod tests {
             if name == "git-clone" {
                 assert_eq!(results, ["commit", "url"]);
             } else {
-                assert!(results.contains(&"IMAGE_URL") && results.contains(&"IMAGE_DIGEST"), "{name}");
+                assert!(
+                    results.contains(&"IMAGE_URL") && results.contains(&"IMAGE_DIGEST"),
+                    "{name}"
+                );
             }
-            assert!(!task["spec"]["steps"].as_array().unwrap().is_empty(), "{name}");
+            assert!(
+                !task["spec"]["steps"].as_array().unwrap().is_empty(),
+                "{name}"
+            );
         }
     }
 
@@ -94,8 +126,16 @@ mod tests {
         use imagefactory_domain::BuildMethod;
         let tasks = task_objects(TektonVersion::V1).unwrap();
         let declared = |task: &str| -> Vec<String> {
-            let t = tasks.iter().find(|t| t["metadata"]["name"] == task).unwrap();
-            t["spec"]["params"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect()
+            let t = tasks
+                .iter()
+                .find(|t| t["metadata"]["name"] == task)
+                .unwrap();
+            t["spec"]["params"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_string())
+                .collect()
         };
         let _ = Templates::embedded();
         for method in BuildMethod::ALL {

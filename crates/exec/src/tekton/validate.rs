@@ -20,16 +20,25 @@ pub fn validate(run: &Value, expected: &Expected<'_>) -> Result<(), String> {
     let field = |path: &str| run.pointer(path);
     let text = |path: &str| field(path).and_then(Value::as_str);
     if text("/apiVersion") != Some("tekton.dev/v1") {
-        return Err(format!("apiVersion must be tekton.dev/v1, found {:?}", field("/apiVersion")));
+        return Err(format!(
+            "apiVersion must be tekton.dev/v1, found {:?}",
+            field("/apiVersion")
+        ));
     }
     if text("/kind") != Some("PipelineRun") {
-        return Err(format!("kind must be PipelineRun, found {:?}", field("/kind")));
+        return Err(format!(
+            "kind must be PipelineRun, found {:?}",
+            field("/kind")
+        ));
     }
     if text("/metadata/name") != Some(expected.run_name) {
         return Err(format!("metadata.name must be {:?}", expected.run_name));
     }
     if text("/metadata/namespace") != Some(expected.namespace) {
-        return Err(format!("metadata.namespace must be {:?}", expected.namespace));
+        return Err(format!(
+            "metadata.namespace must be {:?}",
+            expected.namespace
+        ));
     }
     if text("/spec/timeouts/pipeline").is_none() {
         return Err("spec.timeouts.pipeline must be set to the build's timeout".into());
@@ -57,7 +66,10 @@ pub fn validate(run: &Value, expected: &Expected<'_>) -> Result<(), String> {
     let workspaces = field("/spec/workspaces")
         .and_then(Value::as_array)
         .ok_or("spec.workspaces must be a list")?;
-    if !workspaces.iter().any(|w| w.get("volumeClaimTemplate").is_some()) {
+    if !workspaces
+        .iter()
+        .any(|w| w.get("volumeClaimTemplate").is_some())
+    {
         return Err("spec.workspaces must include a workspace from a volumeClaimTemplate".into());
     }
     let binds_secret = workspaces.iter().any(|w| {
@@ -75,13 +87,19 @@ pub fn validate(run: &Value, expected: &Expected<'_>) -> Result<(), String> {
         .flatten()
         .filter_map(|p| p.get("name").and_then(Value::as_str))
         .collect();
-    for param in field("/spec/params").and_then(Value::as_array).into_iter().flatten() {
+    for param in field("/spec/params")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let name = param
             .get("name")
             .and_then(Value::as_str)
             .ok_or("every spec.params item needs a name")?;
         if !declared.contains(&name) {
-            return Err(format!("spec.params {name:?} is not declared in spec.pipelineSpec.params"));
+            return Err(format!(
+                "spec.params {name:?} is not declared in spec.pipelineSpec.params"
+            ));
         }
         let ok = match param.get("value") {
             Some(Value::String(_)) => true,
@@ -89,7 +107,9 @@ pub fn validate(run: &Value, expected: &Expected<'_>) -> Result<(), String> {
             _ => false,
         };
         if !ok {
-            return Err(format!("spec.params {name:?} must have a string or list-of-strings value"));
+            return Err(format!(
+                "spec.params {name:?} must have a string or list-of-strings value"
+            ));
         }
     }
     Ok(())
@@ -103,7 +123,10 @@ fn check_task_ref(task: &Value, name: &str, want: &str) -> Result<(), String> {
     let by_resolver = task_ref
         .get("params")
         .and_then(Value::as_array)
-        .and_then(|ps| ps.iter().find(|p| p.get("name").and_then(Value::as_str) == Some("name")))
+        .and_then(|ps| {
+            ps.iter()
+                .find(|p| p.get("name").and_then(Value::as_str) == Some("name"))
+        })
         .and_then(|p| p.get("value"))
         .and_then(Value::as_str);
     if by_name.or(by_resolver) != Some(want) {
@@ -138,8 +161,15 @@ pub fn referenced_tasks(run: &Value, run_namespace: &str) -> Vec<(String, String
     let mut out = Vec::new();
     let tasks = ["/spec/pipelineSpec/tasks", "/spec/pipelineSpec/finally"];
     for path in tasks {
-        for task in run.pointer(path).and_then(Value::as_array).into_iter().flatten() {
-            let Some(task_ref) = task.get("taskRef") else { continue };
+        for task in run
+            .pointer(path)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(task_ref) = task.get("taskRef") else {
+                continue;
+            };
             if let Some(name) = task_ref.get("name").and_then(Value::as_str) {
                 out.push((run_namespace.to_string(), name.to_string()));
             } else if task_ref.get("resolver").and_then(Value::as_str) == Some("cluster") {
@@ -147,13 +177,19 @@ pub fn referenced_tasks(run: &Value, run_namespace: &str) -> Vec<(String, String
                     task_ref
                         .get("params")
                         .and_then(Value::as_array)
-                        .and_then(|ps| ps.iter().find(|p| p.get("name").and_then(Value::as_str) == Some(n)))
+                        .and_then(|ps| {
+                            ps.iter()
+                                .find(|p| p.get("name").and_then(Value::as_str) == Some(n))
+                        })
                         .and_then(|p| p.get("value"))
                         .and_then(Value::as_str)
                         .map(str::to_string)
                 };
                 if let Some(name) = param("name") {
-                    out.push((param("namespace").unwrap_or_else(|| run_namespace.to_string()), name));
+                    out.push((
+                        param("namespace").unwrap_or_else(|| run_namespace.to_string()),
+                        name,
+                    ));
                 }
             }
         }

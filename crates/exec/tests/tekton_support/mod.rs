@@ -13,8 +13,8 @@ use imagefactory_exec::tekton::namespace::namespace_name;
 use imagefactory_exec::tekton::tasks::install_tasks;
 use imagefactory_exec::tekton::{TektonExecutor, TektonSettings, TektonVersion};
 use imagefactory_exec::{
-    Artifact, ExecutionContext, ExecutionRef, ExecutionSink, GitSource, LogLine, ProviderConnection, RegistryAuth,
-    SinkError,
+    Artifact, ExecutionContext, ExecutionRef, ExecutionSink, GitSource, LogLine,
+    ProviderConnection, RegistryAuth, SinkError,
 };
 use kube_sim::tekton::{Controller, ControllerOptions, ScriptRule};
 use kube_sim::{KubeSim, KubeSimHandle, KubeSimOptions};
@@ -97,15 +97,20 @@ impl Sim {
     pub async fn install_tasks(&self, tenant: Uuid) {
         let settings = ClusterSettings::parse(&self.config()).unwrap();
         let client = settings.client().await.unwrap();
-        imagefactory_exec::tekton::namespace::ensure_namespace(&client, tenant).await.unwrap();
-        install_tasks(&client, TektonVersion::V1, &namespace_name(tenant)).await.unwrap();
+        imagefactory_exec::tekton::namespace::ensure_namespace(&client, tenant)
+            .await
+            .unwrap();
+        install_tasks(&client, TektonVersion::V1, &namespace_name(tenant))
+            .await
+            .unwrap();
     }
 
     /// Every PipelineRun in the tenant namespace, as JSON (v1).
     pub async fn pipelineruns(&self, tenant: Uuid) -> Vec<Value> {
         let client = self.admin().await;
         let ar = imagefactory_exec::tekton::submit::pipelinerun_resource(TektonVersion::V1);
-        let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(client, &namespace_name(tenant), &ar);
+        let api: kube::Api<kube::api::DynamicObject> =
+            kube::Api::namespaced_with(client, &namespace_name(tenant), &ar);
         api.list(&Default::default())
             .await
             .unwrap()
@@ -126,7 +131,11 @@ pub async fn executor() -> TektonExecutor {
     .unwrap()
 }
 
-pub fn context(method: BuildMethod, provider: ProviderConnection, tenant: Uuid) -> ExecutionContext {
+pub fn context(
+    method: BuildMethod,
+    provider: ProviderConnection,
+    tenant: Uuid,
+) -> ExecutionContext {
     let config = MethodConfig {
         dockerfile: Some("build/Dockerfile".into()),
         context: Some(".".into()),
@@ -178,7 +187,12 @@ impl MemorySink {
     }
 
     pub fn artifact(&self, name: &str) -> Option<String> {
-        self.artifacts.lock().unwrap().iter().find(|a| a.name == name).map(|a| a.value.clone())
+        self.artifacts
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.value.clone())
     }
 
     /// Sources in the order their first line arrived.
@@ -196,7 +210,10 @@ impl MemorySink {
     pub fn assert_no_duplicates_or_gaps(&self) {
         let mut by_source: HashMap<String, Vec<i64>> = HashMap::new();
         for l in self.lines.lock().unwrap().iter() {
-            by_source.entry(l.source.clone()).or_default().push(l.position);
+            by_source
+                .entry(l.source.clone())
+                .or_default()
+                .push(l.position);
         }
         for (source, positions) in by_source {
             let expected: Vec<i64> = (0..positions.len() as i64).collect();
@@ -205,7 +222,13 @@ impl MemorySink {
     }
 
     pub fn text(&self, source: &str) -> Vec<String> {
-        self.lines.lock().unwrap().iter().filter(|l| l.source == source).map(|l| l.line.clone()).collect()
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.source == source)
+            .map(|l| l.line.clone())
+            .collect()
     }
 }
 
@@ -237,11 +260,20 @@ impl ExecutionSink for MemorySink {
     }
 }
 
-pub fn no_stop() -> (tokio::sync::watch::Sender<Option<imagefactory_exec::StopReason>>, imagefactory_exec::StopSignal) {
+pub fn no_stop() -> (
+    tokio::sync::watch::Sender<Option<imagefactory_exec::StopReason>>,
+    imagefactory_exec::StopSignal,
+) {
     tokio::sync::watch::channel(None)
 }
 
-pub fn rule(task: &str, step: Option<&str>, duration: Option<&str>, logs: &[&str], exit_code: Option<i32>) -> ScriptRule {
+pub fn rule(
+    task: &str,
+    step: Option<&str>,
+    duration: Option<&str>,
+    logs: &[&str],
+    exit_code: Option<i32>,
+) -> ScriptRule {
     ScriptRule {
         task: Some(task.into()),
         step: step.map(str::to_string),
