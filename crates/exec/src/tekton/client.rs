@@ -68,6 +68,8 @@ pub struct ClusterSettings {
     /// instead of the tenant namespace.
     pub tasks_namespace: Option<String>,
     pub retention: Option<Retention>,
+    /// Pin the Tekton API version instead of preferring v1 (`tekton_api_version`).
+    pub tekton_version: Option<TektonVersion>,
 }
 
 impl ClusterSettings {
@@ -167,8 +169,19 @@ impl ClusterSettings {
             }
             Some(_) => return Err("provider config field `retention` must be an object".into()),
         };
+        let tekton_version = match text("tekton_api_version")?.as_deref() {
+            None => None,
+            Some("v1") => Some(TektonVersion::V1),
+            Some("v1beta1") => Some(TektonVersion::V1beta1),
+            Some(other) => {
+                return Err(format!(
+                    "provider config field `tekton_api_version` is {other:?}; expected v1 or v1beta1"
+                ));
+            }
+        };
         Ok(Self {
             auth,
+            tekton_version,
             ca_cert: text("ca_cert")?,
             insecure_skip_tls_verify,
             service_account: text("service_account")?.unwrap_or_else(|| "default".into()),
@@ -347,6 +360,16 @@ impl Cluster {
                 let served = tekton_versions(&self.client)
                     .await
                     .map_err(|e| TektonError::kube("discovering the Tekton API", e))?;
+                if let Some(pinned) = self.settings.tekton_version {
+                    return if served.iter().any(|v| v == pinned.as_str()) {
+                        Ok(pinned)
+                    } else {
+                        Err(TektonError::Build(format!(
+                            "the provider pins tekton_api_version {} but the cluster serves tekton.dev {served:?}",
+                            pinned.as_str()
+                        )))
+                    };
+                }
                 TektonVersion::choose(&served).ok_or_else(|| {
                     TektonError::Build(
                         "Tekton Pipelines is not installed on the cluster: the API group tekton.dev (v1 or v1beta1) is not served; install Tekton Pipelines first".into(),
@@ -384,6 +407,7 @@ impl ClientCache {
             workspace_size: "1Gi".into(),
             tasks_namespace: None,
             retention: None,
+            tekton_version: None,
         };
         let client = settings.client().await?;
         self.global = Some(Arc::new(Cluster::new(Uuid::nil(), client, settings)));

@@ -18,7 +18,7 @@ use super::namespace::ensure_namespace;
 use super::plan::{BoundSecrets, render_context};
 use super::preflight::preflight;
 use super::render::{Templates, build_task_name};
-use super::retention::apply_retention;
+use super::retention::{apply_retention, mark_persisted};
 use super::secrets::{OPERATOR_DOCKER_CONFIG, ensure_secret, git_secret, registry_secret};
 use super::status::{
     Terminal, artifacts, child_taskruns, failed_step, pipeline_results, succeeded_condition,
@@ -43,6 +43,9 @@ pub struct TektonSettings {
     pub log_drain: Duration,
     /// How long to wait for Tekton to confirm a cancellation.
     pub cancel_grace: Duration,
+    /// Retries of the (idempotent) submit sequence on transient errors before
+    /// the attempt ends `Transient`; backoff doubles from 500 ms.
+    pub submit_retries: u32,
 }
 
 impl Default for TektonSettings {
@@ -52,6 +55,7 @@ impl Default for TektonSettings {
             global_kubeconfig: None,
             log_drain: Duration::from_secs(30),
             cancel_grace: Duration::from_secs(300),
+            submit_retries: 4,
         }
     }
 }
@@ -157,11 +161,25 @@ impl Executor for TektonExecutor {
             Ok(c) => c,
             Err(e) => return e.into_outcome(),
         };
-        let (version, namespace, created, finally) =
+        // Every step of submit is idempotent (create-if-missing, 409 → adopt),
+        // so a 5xx/429/connection error is retried here: a create whose
+        // answer was lost is adopted on the next try instead of leaking a run.
+        let mut delay = Duration::from_millis(500);
+        let mut retries = 0;
+        let (version, namespace, created, finally) = loop {
             match self.submit(&cluster, &ctx, sink.as_ref()).await {
-                Ok(v) => v,
+                Ok(v) => break v,
+                Err(e) if e.is_transient() && retries < self.settings.submit_retries => {
+                    retries += 1;
+                    let _ = sink
+                        .progress(&format!("retrying after a transient error: {e}"))
+                        .await;
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
                 Err(e) => return e.into_outcome(),
-            };
+            }
+        };
         let name = created.metadata.name.clone().unwrap_or_default();
         let reference = ExecutionRef {
             executor: ExecutorKind::Tekton,
@@ -508,19 +526,17 @@ impl Follow {
                 Outcome::Failed { message: text }
             }
         };
-        if let Some(retention) = &self.cluster.settings.retention
-            && let Err(e) = apply_retention(
-                &self.cluster.client,
-                self.version,
-                &self.namespace,
-                retention,
-                &self.name,
-            )
-            .await
-        {
-            let _ = sink
-                .progress(&format!("cleaning up old PipelineRuns failed: {e}"))
-                .await;
+        if let Some(retention) = &self.cluster.settings.retention {
+            let client = &self.cluster.client;
+            let cleanup = async {
+                mark_persisted(client, self.version, &self.namespace, &self.name).await?;
+                apply_retention(client, self.version, &self.namespace, retention).await
+            };
+            if let Err(e) = cleanup.await {
+                let _ = sink
+                    .progress(&format!("cleaning up old PipelineRuns failed: {e}"))
+                    .await;
+            }
         }
         outcome
     }

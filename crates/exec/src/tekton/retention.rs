@@ -1,10 +1,8 @@
 //! Deleting finished PipelineRuns per provider retention, after their logs
 //! and artifacts are persisted, so clusters do not fill with old runs.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::Value;
 
 use super::client::{Retention, TektonVersion};
@@ -12,11 +10,11 @@ use super::error::{TektonError, is_not_found};
 use super::status::succeeded_condition;
 use super::submit::{MANAGED_BY_SELECTOR, pipelinerun_resource};
 
-/// Runs that finished this recently are left alone (except the caller's own),
-/// so another dispatcher still draining their logs is not cut short.
-pub const GRACE: Duration = Duration::from_secs(120);
+/// Set on a run once its logs and artifacts are in the database; only such
+/// runs are ever deleted, so a run another dispatcher is still draining stays.
+pub const PERSISTED: &str = "imagefactory.io/persisted";
 
-/// A finished run: name and completion time.
+/// A finished run whose logs and artifacts are persisted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FinishedRun {
     pub name: String,
@@ -24,16 +22,14 @@ pub struct FinishedRun {
 }
 
 /// Which finished runs to delete: beyond the newest `keep_last`, or older
-/// than `ttl`. `own` (the run just persisted) skips the grace period.
+/// than `ttl`.
 pub fn select_for_deletion(
     runs: &[FinishedRun],
     retention: &Retention,
     now: DateTime<Utc>,
-    own: &str,
 ) -> Vec<String> {
     let mut sorted: Vec<&FinishedRun> = runs.iter().collect();
     sorted.sort_by(|a, b| b.completed.cmp(&a.completed).then(a.name.cmp(&b.name)));
-    let grace = chrono::Duration::from_std(GRACE).unwrap_or_default();
     sorted
         .iter()
         .enumerate()
@@ -43,16 +39,43 @@ pub fn select_for_deletion(
                 .ttl
                 .and_then(|ttl| chrono::Duration::from_std(ttl).ok())
                 .is_some_and(|ttl| now - run.completed > ttl);
-            let settled = run.name == own || now - run.completed > grace;
-            (beyond_count || expired) && settled
+            beyond_count || expired
         })
         .map(|(_, run)| run.name.clone())
         .collect()
 }
 
+/// Mark a run as persisted (merge-patch of an annotation).
+pub async fn mark_persisted(
+    client: &kube::Client,
+    version: TektonVersion,
+    namespace: &str,
+    name: &str,
+) -> Result<(), TektonError> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &pipelinerun_resource(version));
+    let patch = serde_json::json!({ "metadata": { "annotations": { PERSISTED: "true" } } });
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(TektonError::kube(
+            format!("marking PipelineRun {namespace}/{name} persisted"),
+            e,
+        )),
+    }
+}
+
 fn finished(run: &Value) -> Option<FinishedRun> {
     let condition = succeeded_condition(run)?;
-    if condition.status == "Unknown" {
+    let persisted = run
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(PERSISTED))
+        .and_then(Value::as_str)
+        == Some("true");
+    if condition.status == "Unknown" || !persisted {
         return None;
     }
     let completed = run
@@ -72,7 +95,6 @@ pub async fn apply_retention(
     version: TektonVersion,
     namespace: &str,
     retention: &Retention,
-    own: &str,
 ) -> Result<Vec<String>, TektonError> {
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &pipelinerun_resource(version));
@@ -86,7 +108,7 @@ pub async fn apply_retention(
         .filter_map(|r| serde_json::to_value(r).ok())
         .filter_map(|r| finished(&r))
         .collect();
-    let doomed = select_for_deletion(&runs, retention, Utc::now(), own);
+    let doomed = select_for_deletion(&runs, retention, Utc::now());
     for name in &doomed {
         match api.delete(name, &DeleteParams::background()).await {
             Ok(_) => {}
@@ -104,6 +126,8 @@ pub async fn apply_retention(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn run(name: &str, minutes_ago: i64, now: DateTime<Utc>) -> FinishedRun {
@@ -126,20 +150,33 @@ mod tests {
             keep_last: Some(2),
             ttl: None,
         };
-        assert_eq!(select_for_deletion(&runs, &keep2, now, "d"), vec!["b", "a"]);
+        assert_eq!(select_for_deletion(&runs, &keep2, now), vec!["b", "a"]);
         let ttl = Retention {
             keep_last: None,
             ttl: Some(Duration::from_secs(60 * 60)),
         };
-        assert_eq!(select_for_deletion(&runs, &ttl, now, "d"), vec!["a"]);
-        // keep_last 0: the own run goes at once, a run just finished by
-        // someone else waits out the grace period.
-        let none = Retention {
-            keep_last: Some(0),
-            ttl: None,
+        assert_eq!(select_for_deletion(&runs, &ttl, now), vec!["a"]);
+        let both = Retention {
+            keep_last: Some(3),
+            ttl: Some(Duration::from_secs(30 * 60)),
         };
-        let runs = vec![run("own", 0, now), run("other", 0, now)];
-        assert_eq!(select_for_deletion(&runs, &none, now, "own"), vec!["own"]);
-        assert!(select_for_deletion(&runs, &Retention::default(), now, "own").is_empty());
+        assert_eq!(select_for_deletion(&runs, &both, now), vec!["b", "a"]);
+        assert!(select_for_deletion(&runs, &Retention::default(), now).is_empty());
+    }
+
+    #[test]
+    fn only_finished_and_persisted_runs_are_candidates() {
+        let base = serde_json::json!({
+            "metadata": {"name": "r", "annotations": {PERSISTED: "true"}},
+            "status": {"completionTime": "2026-01-01T00:00:00Z",
+                       "conditions": [{"type": "Succeeded", "status": "True", "reason": "Succeeded"}]}
+        });
+        assert!(finished(&base).is_some());
+        let mut unpersisted = base.clone();
+        unpersisted["metadata"]["annotations"] = serde_json::json!({});
+        assert!(finished(&unpersisted).is_none());
+        let mut running = base.clone();
+        running["status"]["conditions"][0]["status"] = "Unknown".into();
+        assert!(finished(&running).is_none());
     }
 }
