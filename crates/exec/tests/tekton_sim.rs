@@ -578,3 +578,94 @@ async fn test_connection_reports_versions_and_auth() {
     let report = imagefactory_exec::tekton::test_connection(&sim.provider_with(config)).await;
     assert!(report.authenticated, "explicit opt-out works: {report:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handover_leaves_the_run_going_and_another_executor_finishes_it() {
+    let lines: Vec<String> = (0..30).map(|i| format!("progress {i}")).collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let sim = Sim::start(SimOptions {
+        rules: vec![rule("build", None, Some("3m"), &refs, None)],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let sink = MemorySink::new();
+    let (tx, stop) = no_stop();
+    let ctx = context(BuildMethod::Buildx, sim.provider(), tenant);
+    let executor = Arc::new(executor().await);
+    let task = {
+        let (executor, sink, ctx) = (executor.clone(), sink.clone(), ctx.clone());
+        tokio::spawn(async move { executor.start(ctx, sink, stop).await })
+    };
+    let s = sink.clone();
+    wait_for("build logs", move || {
+        s.text("build/build-and-push").len() >= 3
+    })
+    .await;
+    tx.send(Some(StopReason::Handover)).unwrap();
+    assert_eq!(task.await.unwrap(), Outcome::HandedOver);
+    let runs = sim.pipelineruns(tenant).await;
+    assert_eq!(runs.len(), 1);
+    assert!(
+        runs[0]["spec"].get("status").is_none(),
+        "handover does not cancel"
+    );
+    assert_eq!(
+        runs[0]["status"]["conditions"][0]["status"], "Unknown",
+        "still running"
+    );
+
+    let reference = sink.references.lock().unwrap()[0].clone();
+    let (_tx, stop) = no_stop();
+    let outcome = executor.reattach(ctx, reference, sink.clone(), stop).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{}", message(&outcome));
+    assert_eq!(sink.text("build/build-and-push"), lines);
+    sink.assert_no_duplicates_or_gaps();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reattach_to_a_deleted_run_fails_saying_so() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    let reference = imagefactory_exec::ExecutionRef {
+        executor: imagefactory_exec::ExecutorKind::Tekton,
+        provider_id: ctx.provider.as_ref().map(|p| p.provider_id),
+        namespace: Some(namespace_name(tenant)),
+        name: Some("if-gone-1".into()),
+        uid: Some("00000000-0000-0000-0000-000000000001".into()),
+    };
+    let (_tx, stop) = no_stop();
+    let outcome = executor()
+        .await
+        .reattach(ctx, reference, MemorySink::new(), stop)
+        .await;
+    assert!(
+        message(&outcome).contains("PipelineRun") && message(&outcome).contains("was deleted"),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_namespace_is_never_used() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let tenant = Uuid::parse_str("5eed0001-0000-4000-8000-000000000001").unwrap();
+    let other = Uuid::parse_str("5eed0001-ffff-4000-8000-000000000002").unwrap();
+    sim.install_tasks(other).await;
+    let (_tx, stop) = no_stop();
+    let outcome = executor()
+        .await
+        .start(
+            context(BuildMethod::Kaniko, sim.provider(), tenant),
+            MemorySink::new(),
+            stop,
+        )
+        .await;
+    assert!(
+        message(&outcome).contains("belongs to another tenant"),
+        "{outcome:?}"
+    );
+    assert!(sim.pipelineruns(other).await.is_empty());
+}

@@ -157,6 +157,21 @@ impl Executor for TektonExecutor {
         sink: Arc<dyn ExecutionSink>,
         stop: StopSignal,
     ) -> Outcome {
+        // Stopped before anything exists: nothing to cancel on the cluster.
+        match *stop.borrow() {
+            Some(StopReason::Cancel) => {
+                return Outcome::Cancelled {
+                    message: "cancelled before the PipelineRun was created".into(),
+                };
+            }
+            Some(StopReason::Timeout) => {
+                return Outcome::TimedOut {
+                    message: "timed out before the PipelineRun was created".into(),
+                };
+            }
+            Some(StopReason::Handover) => return Outcome::HandedOver,
+            None => {}
+        }
         let cluster = match self.clients.cluster(ctx.provider.as_ref()).await {
             Ok(c) => c,
             Err(e) => return e.into_outcome(),

@@ -36,7 +36,7 @@ pub async fn ensure_namespace(
     let name = namespace_name(tenant_id);
     let api: Api<Namespace> = Api::all(client.clone());
     match api.get_opt(&name).await {
-        Ok(Some(_)) => return Ok(name),
+        Ok(Some(existing)) => return check_owner(existing, &name, tenant_id),
         Ok(None) => {}
         // Tenant-scoped credentials may not read namespaces; try creating.
         Err(e) if status_code(&e) == Some(403) => {}
@@ -56,6 +56,22 @@ pub async fn ensure_namespace(
     }
 }
 
+/// Namespaces are walls between tenants: one labelled for another tenant
+/// (two tenant ids sharing their first 8 characters) is never used.
+fn check_owner(existing: Namespace, name: &str, tenant_id: Uuid) -> Result<String, TektonError> {
+    let owner = existing
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("tenant-id"));
+    match owner {
+        Some(owner) if *owner != tenant_id.to_string() => Err(TektonError::Build(format!(
+            "namespace {name} belongs to another tenant (label tenant-id={owner}); builds of tenant {tenant_id} cannot use it"
+        ))),
+        _ => Ok(name.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +84,21 @@ mod tests {
         let labels = ns.metadata.labels.unwrap();
         assert_eq!(labels["tenant-id"], tenant.to_string());
         assert_eq!(labels["app"], "image-factory");
+    }
+
+    #[test]
+    fn another_tenants_namespace_is_refused() {
+        let tenant = Uuid::parse_str("0123abcd-ef01-2345-6789-abcdefabcdef").unwrap();
+        let other = Uuid::parse_str("0123abcd-0000-0000-0000-000000000000").unwrap();
+        assert_eq!(namespace_name(tenant), namespace_name(other));
+        let err =
+            check_owner(namespace_object(other), &namespace_name(tenant), tenant).unwrap_err();
+        assert!(
+            err.to_string().contains("belongs to another tenant"),
+            "{err}"
+        );
+        check_owner(namespace_object(tenant), &namespace_name(tenant), tenant).unwrap();
+        // A namespace an operator created by hand (no label) is used.
+        check_owner(Namespace::default(), &namespace_name(tenant), tenant).unwrap();
     }
 }
