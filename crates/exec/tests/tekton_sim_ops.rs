@@ -419,3 +419,70 @@ async fn installing_tasks_twice_is_idempotent() {
     assert_eq!(labels["tenant-id"], tenant.to_string());
     assert_eq!(labels["app"], "image-factory");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_state_builds_skip_checks_that_passed_recently() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let executor = executor().await;
+    let provider = sim.provider();
+    let (_tx, stop) = no_stop();
+    assert_eq!(
+        executor
+            .start(
+                context(BuildMethod::Kaniko, provider.clone(), tenant),
+                MemorySink::new(),
+                stop
+            )
+            .await,
+        Outcome::Succeeded
+    );
+    // Count what the second build asks: a zero-latency fault rule with a budget.
+    let faults = sim.handle.faults();
+    let counters: Vec<(&str, &str, u64)> = [
+        ("get", "tasks"),
+        ("list", "storageclasses"),
+        ("get", "serviceaccounts"),
+        ("get", "namespaces"),
+        ("create", "pipelineruns"),
+    ]
+    .into_iter()
+    .map(|(verb, resource)| {
+        (
+            verb,
+            resource,
+            faults.add(
+                FaultRule::new(
+                    Some(verb),
+                    Some(resource),
+                    FaultAction::Latency(Duration::ZERO),
+                )
+                .times(1000),
+            ),
+        )
+    })
+    .collect();
+    let mut ctx = context(BuildMethod::Kaniko, provider, tenant);
+    ctx.registry = ctx.registry.map(|mut r| {
+        r.credential_id = Uuid::nil();
+        r
+    });
+    let (_tx, stop) = no_stop();
+    assert_eq!(
+        executor.start(ctx, MemorySink::new(), stop).await,
+        Outcome::Succeeded
+    );
+    let used = |id: u64| {
+        1000 - faults
+            .list()
+            .iter()
+            .find(|(i, _)| *i == id)
+            .and_then(|(_, r)| r.times)
+            .unwrap_or(0)
+    };
+    for (verb, resource, id) in counters {
+        let expected = if resource == "pipelineruns" { 1 } else { 0 };
+        assert_eq!(used(id), expected, "{verb} {resource}");
+    }
+}

@@ -339,7 +339,14 @@ pub struct Cluster {
     pub settings: ClusterSettings,
     version: tokio::sync::OnceCell<TektonVersion>,
     pub hub: WatchHub,
+    /// Checks that passed recently (namespace exists, Secret created,
+    /// preflight passed for a shape of run), so steady-state builds do not
+    /// repeat them; see [`Cluster::recently_checked`].
+    checked: Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How long a passed check is trusted.
+pub const CHECK_TTL: Duration = Duration::from_secs(60);
 
 impl Cluster {
     pub fn new(provider_id: Uuid, client: kube::Client, settings: ClusterSettings) -> Self {
@@ -350,7 +357,23 @@ impl Cluster {
             settings,
             version: tokio::sync::OnceCell::new(),
             hub,
+            checked: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether `key` passed within [`CHECK_TTL`]. A Task or Secret deleted
+    /// in that window still ends the build with Tekton's own clear reason.
+    pub fn recently_checked(&self, key: &str) -> bool {
+        let checked = self.checked.lock().unwrap();
+        checked.get(key).is_some_and(|at| at.elapsed() < CHECK_TTL)
+    }
+
+    pub fn remember_check(&self, key: String) {
+        let mut checked = self.checked.lock().unwrap();
+        if checked.len() > 10_000 {
+            checked.retain(|_, at| at.elapsed() < CHECK_TTL);
+        }
+        checked.insert(key, std::time::Instant::now());
     }
 
     /// The Tekton API version to talk, discovered from the API groups once.

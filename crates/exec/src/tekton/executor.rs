@@ -14,7 +14,7 @@ use super::client::{ClientCache, Cluster, TektonVersion};
 use super::error::{TektonError, is_not_found, is_transient};
 use super::logs::LogFollower;
 use super::monitor::RunState;
-use super::namespace::ensure_namespace;
+use super::namespace::{ensure_namespace, namespace_name};
 use super::plan::{BoundSecrets, render_context};
 use super::preflight::preflight;
 use super::render::{Templates, build_task_name};
@@ -25,7 +25,9 @@ use super::status::{
     taskrun_results, terminal,
 };
 use super::submit::{create_or_adopt, pipelinerun_resource, taskrun_resource};
-use super::validate::{Expected, has_finally, to_version, validate};
+use super::validate::{
+    Expected, bound_secrets, has_finally, referenced_tasks, to_version, validate,
+};
 use crate::{
     ExecutionContext, ExecutionRef, ExecutionSink, Executor, ExecutorKind, Outcome, StopReason,
     StopSignal,
@@ -106,15 +108,18 @@ impl TektonExecutor {
         sink: &dyn ExecutionSink,
     ) -> Result<(TektonVersion, String, DynamicObject, bool), TektonError> {
         let version = cluster.tekton_version().await?;
-        let namespace = ensure_namespace(&cluster.client, ctx.tenant_id).await?;
+        let namespace = namespace_name(ctx.tenant_id);
+        let ns_key = format!("namespace:{namespace}");
+        if !cluster.recently_checked(&ns_key) {
+            ensure_namespace(&cluster.client, ctx.tenant_id).await?;
+            cluster.remember_check(ns_key);
+        }
         let registry = match &ctx.registry {
-            Some(auth) => {
-                ensure_secret(&cluster.client, &namespace, &registry_secret(auth)).await?
-            }
+            Some(auth) => ensure_cached(cluster, &namespace, &registry_secret(auth)).await?,
             None => OPERATOR_DOCKER_CONFIG.to_string(),
         };
         let git_basic_auth = match git_secret(&ctx.source) {
-            Some(secret) => Some(ensure_secret(&cluster.client, &namespace, &secret).await?),
+            Some(secret) => Some(ensure_cached(cluster, &namespace, &secret).await?),
             None => None,
         };
         let bound = BoundSecrets {
@@ -136,9 +141,20 @@ impl TektonExecutor {
             .map_err(|e| TektonError::Build(format!("rendered PipelineRun is invalid: {e}")))?;
         let finally = has_finally(&run);
         let run = to_version(run, version);
-        let report = preflight(&cluster.client, version, &namespace, &run).await?;
-        for note in report.notes {
-            let _ = sink.progress(&note).await;
+        let created: Vec<String> = ctx
+            .registry
+            .as_ref()
+            .map(|_| registry.clone())
+            .into_iter()
+            .chain(bound.git_basic_auth.clone())
+            .collect();
+        let preflight_key = format!("preflight:{namespace}:{}", preflight_shape(&run, &created));
+        if !cluster.recently_checked(&preflight_key) {
+            let report = preflight(&cluster.client, version, &namespace, &run, &created).await?;
+            for note in report.notes {
+                let _ = sink.progress(&note).await;
+            }
+            cluster.remember_check(preflight_key);
         }
         let created = create_or_adopt(&cluster.client, version, &run).await?;
         Ok((version, namespace, created, finally))
@@ -287,6 +303,53 @@ impl Executor for TektonExecutor {
             .run(RunState::Present(Arc::new(value)), sink, stop)
             .await
     }
+}
+
+/// Create a Secret unless this cluster created it recently (names are
+/// unique per content version, so an existing one is right).
+async fn ensure_cached(
+    cluster: &Cluster,
+    namespace: &str,
+    secret: &k8s_openapi::api::core::v1::Secret,
+) -> Result<String, TektonError> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let key = format!("secret:{namespace}/{name}");
+    if cluster.recently_checked(&key) {
+        return Ok(name);
+    }
+    let name = ensure_secret(&cluster.client, namespace, secret).await?;
+    cluster.remember_check(key);
+    Ok(name)
+}
+
+/// What preflight depends on in a run: its Tasks, Secrets, claim classes and
+/// service account. Runs of the same shape share one recent preflight.
+fn preflight_shape(run: &Value, created_secrets: &[String]) -> String {
+    let classes: Vec<&str> = run
+        .pointer("/spec/workspaces")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|w| w.get("volumeClaimTemplate"))
+        .map(|c| {
+            c.pointer("/spec/storageClassName")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        })
+        .collect();
+    let account = run
+        .pointer("/spec/taskRunTemplate/serviceAccountName")
+        .or_else(|| run.pointer("/spec/serviceAccountName"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    format!(
+        "{:?}|{:?}|{classes:?}|{account}",
+        referenced_tasks(run, ""),
+        bound_secrets(run)
+            .into_iter()
+            .filter(|s| !created_secrets.contains(s))
+            .collect::<Vec<_>>()
+    )
 }
 
 fn deleted(namespace: &str, name: &str) -> Outcome {

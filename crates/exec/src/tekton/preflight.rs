@@ -30,10 +30,11 @@ pub async fn preflight(
     version: TektonVersion,
     namespace: &str,
     run: &Value,
+    created_secrets: &[String],
 ) -> Result<Preflight, TektonError> {
     let mut report = Preflight::default();
     check_tasks(client, version, namespace, run).await?;
-    check_secrets(client, namespace, run).await?;
+    check_secrets(client, namespace, run, created_secrets).await?;
     check_storage(client, run, &mut report).await?;
     check_service_account(client, namespace, run).await?;
     Ok(report)
@@ -83,9 +84,14 @@ async fn check_secrets(
     client: &kube::Client,
     namespace: &str,
     run: &Value,
+    created_secrets: &[String],
 ) -> Result<(), TektonError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    for name in bound_secrets(run) {
+    // Secrets this submit just created (or found) need no second look.
+    for name in bound_secrets(run)
+        .into_iter()
+        .filter(|s| !created_secrets.contains(s))
+    {
         match api.get_metadata_opt(&name).await {
             Ok(Some(_)) => {}
             Ok(None) if name == OPERATOR_DOCKER_CONFIG => {
