@@ -426,6 +426,7 @@ impl Follow {
             namespace: self.namespace.clone(),
             sink: sink.clone(),
             resume,
+            run_state: None,
         };
         let logs: JoinHandle<Result<(), TektonError>> =
             tokio::spawn(follower.run(watch.state.clone()));

@@ -35,6 +35,8 @@ pub struct LogFollower {
     pub sink: Arc<dyn ExecutionSink>,
     /// Last position the sink holds per source.
     pub resume: HashMap<String, i64>,
+    /// The run as the shared watch sees it; set by [`LogFollower::run`].
+    pub run_state: Option<watch::Receiver<RunState>>,
 }
 
 pub fn source_name(task: &str, container: &str) -> String {
@@ -47,6 +49,7 @@ pub fn source_name(task: &str, container: &str) -> String {
 impl LogFollower {
     /// Follow every task's steps until the run ends and its logs are read.
     pub async fn run(mut self, mut run: watch::Receiver<RunState>) -> Result<(), TektonError> {
+        self.run_state = Some(run.clone());
         let mut done: Vec<String> = Vec::new();
         loop {
             let (object, finished) = match &*run.borrow_and_update() {
@@ -122,7 +125,7 @@ impl LogFollower {
                 Some(pod) if !containers.is_empty() => break (pod, containers),
                 _ if finished => return Ok(()),
                 _ => {
-                    tokio::time::sleep(delay).await;
+                    self.pause(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
             }
@@ -154,10 +157,11 @@ impl LogFollower {
         let mut delay = Duration::from_millis(200);
         loop {
             let have = self.resume.get(source).copied().unwrap_or(-1);
+            let mut ended_cleanly = false;
             match pods.log_stream(pod, &params).await {
                 Ok(stream) => {
                     let stream: Pin<Box<dyn AsyncBufRead + Send>> = Box::pin(stream);
-                    self.copy_lines(stream, source, have).await?;
+                    ended_cleanly = self.copy_lines(stream, source, have).await?;
                 }
                 // Pod gone (run deleted or pruned): nothing more to read.
                 Err(e) if status_code(&e) == Some(404) => return Ok(()),
@@ -171,41 +175,82 @@ impl LogFollower {
                 }
             }
             // The stream ended: is the step over, or did the connection drop?
-            match taskruns.get_opt(taskrun_name).await {
+            let over = match taskruns.get_opt(taskrun_name).await {
                 Ok(Some(tr)) => {
                     let tr = serde_json::to_value(tr).unwrap_or(Value::Null);
                     let finished = succeeded_condition(&tr).is_some_and(|c| c.status != "Unknown");
-                    let step_done = step_terminated(&tr, container);
-                    if step_done || finished {
-                        // One last read picks up lines written just before the end.
-                        if let Ok(stream) = pods
-                            .log_stream(
-                                pod,
-                                &LogParams {
-                                    follow: false,
-                                    ..params.clone()
-                                },
-                            )
-                            .await
-                        {
-                            let have = self.resume.get(source).copied().unwrap_or(-1);
-                            let stream: Pin<Box<dyn AsyncBufRead + Send>> = Box::pin(stream);
-                            self.copy_lines(stream, source, have).await?;
-                        }
-                        return Ok(());
-                    }
+                    finished || step_terminated(&tr, container)
                 }
                 Ok(None) => return Ok(()),
-                Err(e) if super::error::is_transient(&e) => {}
+                Err(e) if super::error::is_transient(&e) => false,
                 Err(e) => {
                     return Err(TektonError::kube(
                         format!("reading TaskRun {taskrun_name}"),
                         e,
                     ));
                 }
+            };
+            // A follow stream that ended cleanly usually means the container
+            // just exited and the status is catching up: look again soon.
+            let wait = if ended_cleanly {
+                Duration::from_millis(100)
+            } else {
+                delay
+            };
+            if over && ended_cleanly {
+                // The follow stream ran to the container's end: nothing left.
+                return Ok(());
             }
+            if over || self.pause(wait).await {
+                // One last read picks up lines written just before the end.
+                let last = LogParams {
+                    follow: false,
+                    ..params.clone()
+                };
+                if let Ok(stream) = pods.log_stream(pod, &last).await {
+                    let have = self.resume.get(source).copied().unwrap_or(-1);
+                    let stream: Pin<Box<dyn AsyncBufRead + Send>> = Box::pin(stream);
+                    self.copy_lines(stream, source, have).await?;
+                }
+                return Ok(());
+            }
+            if !ended_cleanly {
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// Sleep, waking early when the run ends; true if it has ended.
+    async fn pause(&mut self, delay: Duration) -> bool {
+        let Some(run) = self.run_state.as_mut() else {
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+            return false;
+        };
+        let ended = |state: &RunState| match state {
+            RunState::Present(obj) => {
+                succeeded_condition(obj).is_some_and(|c| c.status != "Unknown")
+            }
+            RunState::Deleted => true,
+            _ => false,
+        };
+        if ended(&run.borrow()) {
+            return true;
+        }
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return ended(&run.borrow()),
+                changed = run.changed() => {
+                    if changed.is_err() {
+                        sleep.as_mut().await;
+                        return false;
+                    }
+                    if ended(&run.borrow_and_update()) {
+                        return true;
+                    }
+                }
+            }
         }
     }
 
@@ -214,12 +259,13 @@ impl LogFollower {
         mut stream: Pin<Box<dyn AsyncBufRead + Send>>,
         source: &str,
         have: i64,
-    ) -> Result<(), TektonError> {
+    ) -> Result<bool, TektonError> {
         let mut position: i64 = 0;
         let mut batch: Vec<LogLine> = Vec::new();
         let mut line: Vec<u8> = Vec::new();
         // Lines go out at most BATCH_DELAY after they arrived.
         let mut batch_started = tokio::time::Instant::now();
+        let mut clean = true;
         loop {
             let wait = if batch.is_empty() {
                 Duration::from_secs(3600)
@@ -231,7 +277,11 @@ impl LogFollower {
                     self.flush(&mut batch, source).await?;
                     continue;
                 }
-                Ok(Err(_)) | Ok(Ok(false)) => break,
+                Ok(Err(_)) => {
+                    clean = false;
+                    break;
+                }
+                Ok(Ok(false)) => break,
                 Ok(Ok(true)) => {}
             }
             if position > have {
@@ -252,7 +302,8 @@ impl LogFollower {
                 self.flush(&mut batch, source).await?;
             }
         }
-        self.flush(&mut batch, source).await
+        self.flush(&mut batch, source).await?;
+        Ok(clean)
     }
 
     async fn flush(&mut self, batch: &mut Vec<LogLine>, source: &str) -> Result<(), TektonError> {
