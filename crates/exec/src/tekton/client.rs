@@ -192,6 +192,21 @@ impl ClusterSettings {
         })
     }
 
+    /// Defaults for the global cluster, which has no provider config.
+    fn global(auth: ClusterAuth) -> Self {
+        Self {
+            auth,
+            ca_cert: None,
+            insecure_skip_tls_verify: false,
+            service_account: "default".into(),
+            storage_class: None,
+            workspace_size: "1Gi".into(),
+            tasks_namespace: None,
+            retention: None,
+            tekton_version: None,
+        }
+    }
+
     /// The kubeconfig this provider amounts to, and the context to use.
     fn to_kubeconfig(&self) -> Result<(Kubeconfig, Option<String>), String> {
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
@@ -417,24 +432,42 @@ impl ClientCache {
     }
 
     /// Add the global fallback cluster, used for builds without a provider.
-    pub async fn with_global_kubeconfig(mut self, path: PathBuf) -> Result<Self, TektonError> {
-        let settings = ClusterSettings {
-            auth: ClusterAuth::Kubeconfig {
-                source: KubeconfigSource::Path(path),
-                context: None,
-            },
-            ca_cert: None,
-            insecure_skip_tls_verify: false,
-            service_account: "default".into(),
-            storage_class: None,
-            workspace_size: "1Gi".into(),
-            tasks_namespace: None,
-            retention: None,
-            tekton_version: None,
-        };
+    pub async fn with_global_kubeconfig(self, path: PathBuf) -> Result<Self, TektonError> {
+        let settings = ClusterSettings::global(ClusterAuth::Kubeconfig {
+            source: KubeconfigSource::Path(path),
+            context: None,
+        });
         let client = settings.client().await?;
+        Ok(self.with_global(client, settings))
+    }
+
+    /// Use the pod's own service account as the global cluster (in-cluster
+    /// config), for dispatchers running inside the build cluster.
+    pub fn with_global_in_cluster(self) -> Result<Self, TektonError> {
+        let config = kube::Config::incluster().map_err(|e| {
+            TektonError::Build(format!(
+                "in-cluster Kubernetes configuration unavailable: {e}"
+            ))
+        })?;
+        let client = kube::Client::try_from(config).map_err(|e| {
+            TektonError::Build(format!(
+                "creating the in-cluster client failed: {}",
+                describe_kube_error(&e)
+            ))
+        })?;
+        // The settings only carry defaults here; the client above is what is used.
+        let settings = ClusterSettings::global(ClusterAuth::Kubeconfig {
+            source: KubeconfigSource::Path(PathBuf::from(
+                "/var/run/secrets/kubernetes.io/serviceaccount",
+            )),
+            context: None,
+        });
+        Ok(self.with_global(client, settings))
+    }
+
+    fn with_global(mut self, client: kube::Client, settings: ClusterSettings) -> Self {
         self.global = Some(Arc::new(Cluster::new(Uuid::nil(), client, settings)));
-        Ok(self)
+        self
     }
 
     /// The cluster of a provider (or the global one when there is none).

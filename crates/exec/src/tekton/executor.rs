@@ -41,6 +41,9 @@ pub struct TektonSettings {
     pub templates_dir: Option<PathBuf>,
     /// `IF_BUILD_TEKTON_KUBECONFIG`: the global cluster for builds without a provider.
     pub global_kubeconfig: Option<PathBuf>,
+    /// `IF_BUILD_TEKTON_IN_CLUSTER=true`: the global cluster is the one this
+    /// process runs in (service account), when no kubeconfig is given.
+    pub global_in_cluster: bool,
     /// How long to keep reading logs after the run ended.
     pub log_drain: Duration,
     /// How long to wait for Tekton to confirm a cancellation.
@@ -55,6 +58,7 @@ impl Default for TektonSettings {
         Self {
             templates_dir: None,
             global_kubeconfig: None,
+            global_in_cluster: false,
             log_drain: Duration::from_secs(30),
             cancel_grace: Duration::from_secs(300),
             submit_retries: 4,
@@ -72,6 +76,8 @@ impl TektonSettings {
         Self {
             templates_dir: path("IF_BUILD_TEKTON_TEMPLATES_DIR"),
             global_kubeconfig: path("IF_BUILD_TEKTON_KUBECONFIG"),
+            global_in_cluster: std::env::var("IF_BUILD_TEKTON_IN_CLUSTER")
+                .is_ok_and(|v| v == "true" || v == "1"),
             ..Self::default()
         }
     }
@@ -92,6 +98,8 @@ impl TektonExecutor {
         let mut clients = ClientCache::new();
         if let Some(path) = &settings.global_kubeconfig {
             clients = clients.with_global_kubeconfig(path.clone()).await?;
+        } else if settings.global_in_cluster {
+            clients = clients.with_global_in_cluster()?;
         }
         Ok(Self {
             clients,
