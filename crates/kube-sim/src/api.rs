@@ -11,7 +11,9 @@ use crate::patch::{self, PatchKind};
 use crate::resources::ResourceInfo;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, delete_success};
-use crate::store::{DeleteOutcome, Kind, Propagation, Store, Writer, decode_continue, now_rfc3339, storage_kind};
+use crate::store::{
+    DeleteOutcome, Kind, Propagation, Store, Writer, decode_continue, now_rfc3339, storage_kind,
+};
 use crate::table;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -37,9 +39,16 @@ pub struct Api {
 }
 
 fn full(code: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *r.status_mut() = code;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_str(content_type).expect("valid content type"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).expect("valid content type"),
+    );
     r
 }
 
@@ -54,7 +63,8 @@ pub fn json_response(code: u16, v: &Value) -> Response<Body> {
 pub fn error_response(e: &ApiError) -> Response<Body> {
     let mut r = json_response(e.code, &e.to_status());
     if let Some(s) = e.retry_after {
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
     }
     r
 }
@@ -84,15 +94,13 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 2;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -105,29 +113,45 @@ fn is_true(q: &HashMap<String, String>, k: &str) -> bool {
 }
 
 fn parse_body(bytes: &[u8], content_type: &str) -> Result<Value, ApiError> {
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        // Only JSON/YAML are spoken; client-go falls back to JSON on 415.
+        return Err(ApiError::unsupported_media_type(
+            "application/json, application/yaml",
+        ));
+    }
     if bytes.is_empty() {
         return Err(ApiError::bad_request("the request body is empty"));
     }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(v) => Ok(v),
         Err(json_err) if content_type.contains("yaml") => {
-            let text = std::str::from_utf8(bytes).map_err(|e| ApiError::bad_request(format!("body is not UTF-8: {e}")))?;
-            serde_saphyr::from_str::<Value>(text).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
+            let text = std::str::from_utf8(bytes)
+                .map_err(|e| ApiError::bad_request(format!("body is not UTF-8: {e}")))?;
+            serde_saphyr::from_str::<Value>(text)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
                 .map_err(|mut e| {
                     e.message = format!("{}; (as JSON: {json_err})", e.message);
                     e
                 })
         }
-        Err(e) => Err(ApiError::bad_request(format!("error decoding JSON request body: {e}"))),
+        Err(e) => Err(ApiError::bad_request(format!(
+            "error decoding JSON request body: {e}"
+        ))),
     }
 }
 
 impl Api {
     fn find(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceInfo> {
-        self.registry.iter().find(|r| r.gvr.group == group && r.gvr.version == version && r.gvr.plural == plural)
+        self.registry
+            .iter()
+            .find(|r| r.gvr.group == group && r.gvr.version == version && r.gvr.plural == plural)
     }
 
-    fn authenticate(&self, req: &Request<hyper::body::Incoming>, cert_user: Option<&User>) -> Option<User> {
+    fn authenticate(
+        &self,
+        req: &Request<hyper::body::Incoming>,
+        cert_user: Option<&User>,
+    ) -> Option<User> {
         if let Some(h) = req.headers().get(header::AUTHORIZATION) {
             let token = h.to_str().ok()?.strip_prefix("Bearer ")?.trim();
             return self.auth.user_for_token(token);
@@ -135,7 +159,11 @@ impl Api {
         cert_user.cloned()
     }
 
-    pub async fn handle(self: Arc<Self>, req: Request<hyper::body::Incoming>, cert_user: Option<User>) -> Response<Body> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<hyper::body::Incoming>,
+        cert_user: Option<User>,
+    ) -> Response<Body> {
         let path = req.uri().path().trim_end_matches('/').to_string();
         if matches!(path.as_str(), "/healthz" | "/livez" | "/readyz") {
             return full(StatusCode::OK, "text/plain", b"ok".to_vec());
@@ -152,15 +180,43 @@ impl Api {
         }
     }
 
-    async fn route(&self, req: Request<hyper::body::Incoming>, path: &str, user: &User) -> Result<Response<Body>, ApiError> {
+    async fn route(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        path: &str,
+        user: &User,
+    ) -> Result<Response<Body>, ApiError> {
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
             ["api"] => {
-                return Ok(json_response(200, &discovery::api_versions(&self.server_address.lock().unwrap_or_else(|p| p.into_inner()))));
+                return Ok(json_response(
+                    200,
+                    &discovery::api_versions(
+                        &self
+                            .server_address
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner()),
+                    ),
+                ));
             }
-            ["apis"] => return Ok(json_response(200, &discovery::api_group_list(&self.registry))),
+            ["apis"] => {
+                return Ok(json_response(
+                    200,
+                    &discovery::api_group_list(&self.registry),
+                ));
+            }
             ["apis", g] => {
-                return discovery::api_group(&self.registry, g).map(|d| json_response(200, &d)).ok_or_else(ApiError::path_not_found);
+                return discovery::api_group(&self.registry, g)
+                    .map(|d| json_response(200, &d))
+                    .ok_or_else(ApiError::path_not_found);
+            }
+            ["openapi", "v3"] => {
+                return Ok(json_response(200, &crate::openapi::root(&self.registry)));
+            }
+            ["openapi", "v3", gv @ ..] => {
+                return crate::openapi::group_version(&self.registry, &gv.join("/"))
+                    .map(|d| json_response(200, &d))
+                    .ok_or_else(ApiError::path_not_found);
             }
             ["openapi", ..] => return Err(ApiError::path_not_found()),
             ["kube-sim", "faults"] => return self.faults_admin(req, user).await,
@@ -187,7 +243,11 @@ impl Api {
             (&Method::DELETE, false) => "deletecollection",
             _ => return Err(ApiError::method_not_allowed()),
         };
-        let attr_ns = t.namespace.clone().or_else(|| (t.kind.gvr.plural == "namespaces").then(|| t.name.clone()).flatten());
+        let attr_ns = t.namespace.clone().or_else(|| {
+            (t.kind.gvr.plural == "namespaces")
+                .then(|| t.name.clone())
+                .flatten()
+        });
         let attrs = Attributes {
             verb,
             group: t.info.gvr.group,
@@ -217,8 +277,16 @@ impl Api {
                 FaultAction::Error { code, retry_after } => {
                     return Err(match code {
                         429 => ApiError::too_many_requests(retry_after.unwrap_or(1)),
-                        409 => ApiError::conflict(t.info.gvr.group, t.info.gvr.plural, t.name.as_deref().unwrap_or("")),
-                        503 => ApiError::new(503, "ServiceUnavailable", "the server is currently unable to handle the request"),
+                        409 => ApiError::conflict(
+                            t.info.gvr.group,
+                            t.info.gvr.plural,
+                            t.name.as_deref().unwrap_or(""),
+                        ),
+                        503 => ApiError::new(
+                            503,
+                            "ServiceUnavailable",
+                            "the server is currently unable to handle the request",
+                        ),
                         c => {
                             let mut e = ApiError::internal("injected fault");
                             e.code = c;
@@ -229,14 +297,41 @@ impl Api {
                 other => watch_faults.push(other),
             }
         }
-        let accept = req.headers().get(header::ACCEPT).and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
-        let content_type =
-            req.headers().get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or("application/json").to_string();
-        let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
+        if q.contains_key("dryRun")
+            && matches!(
+                verb,
+                "create" | "update" | "patch" | "delete" | "deletecollection"
+            )
+        {
+            // Better a visible refusal than a "dry run" that writes.
+            return Err(ApiError::bad_request("dryRun is not supported by kube-sim"));
+        }
+        let accept = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("application/json")
+            .to_string();
+        let body = if matches!(
+            method,
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        ) {
             let collected = http_body_util::Limited::new(req.into_body(), MAX_BODY)
                 .collect()
                 .await
-                .map_err(|e| ApiError::new(413, "RequestEntityTooLarge", format!("request body too large or unreadable: {e}")))?;
+                .map_err(|e| {
+                    ApiError::new(
+                        413,
+                        "RequestEntityTooLarge",
+                        format!("request body too large or unreadable: {e}"),
+                    )
+                })?;
             collected.to_bytes()
         } else {
             Bytes::new()
@@ -245,7 +340,7 @@ impl Api {
             "get" if t.subresource.as_deref() == Some("log") => self.pod_log(&t, &q).await,
             "get" => self.get(&t, &accept, &q),
             "list" => self.list(&t, &q, &accept),
-            "watch" => self.watch(&t, &q, watch_faults),
+            "watch" => self.watch(&t, &q, &accept, watch_faults),
             "create" => self.create(&t, &body, &content_type),
             "update" => self.update(&t, &body, &content_type),
             "patch" => self.patch(&t, &body, &content_type, &q),
@@ -254,18 +349,32 @@ impl Api {
         }
     }
 
-    fn target(&self, group: &str, version: &str, rest: &[&str]) -> Result<Target<'_, >, ApiError> {
+    fn target(&self, group: &str, version: &str, rest: &[&str]) -> Result<Target<'_>, ApiError> {
         let (namespace, plural, name, sub) = match rest {
-            ["namespaces", ns, plural, tail @ ..] if !matches!(*plural, "status" | "finalize") || !tail.is_empty() => {
-                (Some(ns.to_string()), *plural, tail.first().map(|s| s.to_string()), tail.get(1).map(|s| s.to_string()))
+            ["namespaces", ns, plural, tail @ ..]
+                if !matches!(*plural, "status" | "finalize") || !tail.is_empty() =>
+            {
+                (
+                    Some(ns.to_string()),
+                    *plural,
+                    tail.first().map(|s| s.to_string()),
+                    tail.get(1).map(|s| s.to_string()),
+                )
             }
-            [plural, tail @ ..] => (None, *plural, tail.first().map(|s| s.to_string()), tail.get(1).map(|s| s.to_string())),
+            [plural, tail @ ..] => (
+                None,
+                *plural,
+                tail.first().map(|s| s.to_string()),
+                tail.get(1).map(|s| s.to_string()),
+            ),
             [] => return Err(ApiError::path_not_found()),
         };
         if rest.len() > if namespace.is_some() { 5 } else { 3 } {
             return Err(ApiError::path_not_found());
         }
-        let info = self.find(group, version, plural).ok_or_else(ApiError::path_not_found)?;
+        let info = self
+            .find(group, version, plural)
+            .ok_or_else(ApiError::path_not_found)?;
         if namespace.is_some() && !info.namespaced {
             return Err(ApiError::path_not_found());
         }
@@ -276,7 +385,13 @@ impl Api {
             Some(_) => return Err(ApiError::path_not_found()),
         }
         let kind = storage_kind(&info.storage).ok_or_else(ApiError::path_not_found)?;
-        Ok(Target { info, kind, namespace, name, subresource: sub })
+        Ok(Target {
+            info,
+            kind,
+            namespace,
+            name,
+            subresource: sub,
+        })
     }
 
     fn served(&self, t: &Target<'_>, obj: Value) -> Value {
@@ -287,7 +402,12 @@ impl Api {
         conversion::to_storage(t.info.gvr.group, t.info.gvr.version, t.info.gvr.plural, obj)
     }
 
-    fn get(&self, t: &Target<'_>, accept: &str, q: &HashMap<String, String>) -> Result<Response<Body>, ApiError> {
+    fn get(
+        &self,
+        t: &Target<'_>,
+        accept: &str,
+        q: &HashMap<String, String>,
+    ) -> Result<Response<Body>, ApiError> {
         let name = t.name.as_deref().unwrap_or("");
         let obj = self
             .store
@@ -295,9 +415,19 @@ impl Api {
             .ok_or_else(|| ApiError::not_found(t.info.gvr.group, t.info.gvr.plural, name))?;
         let obj = self.served(t, obj);
         if accept.contains("as=Table") {
-            let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("").to_string();
-            let include = q.get("includeObject").map(String::as_str).unwrap_or("PartialObjectMetadata");
-            return Ok(json_response(200, &table::to_table(t.info, &[obj], &rv, include)));
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let include = q
+                .get("includeObject")
+                .map(String::as_str)
+                .unwrap_or("PartialObjectMetadata");
+            return Ok(json_response(
+                200,
+                &table::to_table(t.info, &[obj], &rv, include),
+            ));
         }
         Ok(json_response(200, &obj))
     }
@@ -310,7 +440,12 @@ impl Api {
         Ok((labels, fields))
     }
 
-    fn list(&self, t: &Target<'_>, q: &HashMap<String, String>, accept: &str) -> Result<Response<Body>, ApiError> {
+    fn list(
+        &self,
+        t: &Target<'_>,
+        q: &HashMap<String, String>,
+        accept: &str,
+    ) -> Result<Response<Body>, ApiError> {
         let (labels, fields) = Self::selectors(q)?;
         let limit = match q.get("limit").map(|l| l.parse::<i64>()) {
             None => None,
@@ -321,17 +456,23 @@ impl Api {
         let start_after = match q.get("continue").filter(|c| !c.is_empty()) {
             None => None,
             Some(c) => {
-                let (_, ns, name) =
-                    decode_continue(c).ok_or_else(|| ApiError::bad_request("continue key is not valid: illegal base64 data"))?;
+                let (_, ns, name) = decode_continue(c).ok_or_else(|| {
+                    ApiError::bad_request("continue key is not valid: illegal base64 data")
+                })?;
                 Some((ns, name))
             }
         };
         let filter = |o: &Value| labels.matches(o) && fields.matches(o);
-        let res = self.store.list(&t.kind, t.namespace.as_deref(), &filter, limit, start_after);
+        let res = self
+            .store
+            .list(&t.kind, t.namespace.as_deref(), &filter, limit, start_after);
         let items: Vec<Value> = res.items.into_iter().map(|o| self.served(t, o)).collect();
         let rv = res.resource_version.to_string();
         if accept.contains("as=Table") {
-            let include = q.get("includeObject").map(String::as_str).unwrap_or("PartialObjectMetadata");
+            let include = q
+                .get("includeObject")
+                .map(String::as_str)
+                .unwrap_or("PartialObjectMetadata");
             let mut tab = table::to_table(t.info, &items, &rv, include);
             if let Some(c) = &res.continue_token {
                 tab["metadata"]["continue"] = json!(c);
@@ -361,35 +502,62 @@ impl Api {
         Ok(())
     }
 
-    fn create(&self, t: &Target<'_>, body: &[u8], content_type: &str) -> Result<Response<Body>, ApiError> {
+    fn create(
+        &self,
+        t: &Target<'_>,
+        body: &[u8],
+        content_type: &str,
+    ) -> Result<Response<Body>, ApiError> {
         if t.info.namespaced && t.namespace.is_none() {
             return Err(ApiError::method_not_allowed());
         }
         let obj = parse_body(body, content_type)?;
         self.check_body_identity(t, &obj)?;
         let obj = self.stored(t, obj);
-        let created = self.store.create(&t.kind, t.namespace.as_deref(), obj, Writer::Api)?;
+        let created = self
+            .store
+            .create(&t.kind, t.namespace.as_deref(), obj, Writer::Api)?;
         Ok(json_response(201, &self.served(t, created)))
     }
 
-    fn update(&self, t: &Target<'_>, body: &[u8], content_type: &str) -> Result<Response<Body>, ApiError> {
+    fn update(
+        &self,
+        t: &Target<'_>,
+        body: &[u8],
+        content_type: &str,
+    ) -> Result<Response<Body>, ApiError> {
         let obj = parse_body(body, content_type)?;
         self.check_body_identity(t, &obj)?;
         let obj = self.stored(t, obj);
         let status_only = t.subresource.as_deref() == Some("status");
         let name = t.name.as_deref().unwrap_or("");
-        let updated = self.store.update(&t.kind, t.namespace.as_deref(), name, obj, status_only, Writer::Api)?;
+        let updated = self.store.update(
+            &t.kind,
+            t.namespace.as_deref(),
+            name,
+            obj,
+            status_only,
+            Writer::Api,
+        )?;
         Ok(json_response(200, &self.served(t, updated)))
     }
 
-    fn patch(&self, t: &Target<'_>, body: &[u8], content_type: &str, q: &HashMap<String, String>) -> Result<Response<Body>, ApiError> {
+    fn patch(
+        &self,
+        t: &Target<'_>,
+        body: &[u8],
+        content_type: &str,
+        q: &HashMap<String, String>,
+    ) -> Result<Response<Body>, ApiError> {
         let accepted = if t.info.custom {
             "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
         } else {
             "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml"
         };
         let kind = match PatchKind::from_content_type(content_type) {
-            Some(PatchKind::StrategicMerge) if t.info.custom => return Err(ApiError::unsupported_media_type(accepted)),
+            Some(PatchKind::StrategicMerge) if t.info.custom => {
+                return Err(ApiError::unsupported_media_type(accepted));
+            }
             Some(k) => k,
             None => return Err(ApiError::unsupported_media_type(accepted)),
         };
@@ -397,10 +565,16 @@ impl Api {
         let manager = q.get("fieldManager").cloned().unwrap_or_default();
         let force = q.get("force").map(|f| f == "true");
         if kind == PatchKind::Apply && manager.is_empty() {
-            return Err(patch_options_invalid("fieldManager", "Required value: is required for apply patch"));
+            return Err(patch_options_invalid(
+                "fieldManager",
+                "Required value: is required for apply patch",
+            ));
         }
         if kind != PatchKind::Apply && force.is_some() {
-            return Err(patch_options_invalid("force", "Forbidden: may not be specified for non-apply patch"));
+            return Err(patch_options_invalid(
+                "force",
+                "Forbidden: may not be specified for non-apply patch",
+            ));
         }
         let patch_doc = parse_body(body, content_type)?;
         let status_only = t.subresource.as_deref() == Some("status");
@@ -410,25 +584,55 @@ impl Api {
             let Some(current) = current else {
                 if kind == PatchKind::Apply && !status_only {
                     self.check_body_identity(t, &patch_doc)?;
-                    let created = patch::apply(None, &patch_doc, &manager, &t.info.api_version(), force == Some(true), &now_rfc3339())
-                        .map_err(|c| apply_conflict(t, c))?;
+                    let created = patch::apply(
+                        None,
+                        &patch_doc,
+                        &manager,
+                        &t.info.api_version(),
+                        force == Some(true),
+                        &now_rfc3339(),
+                    )
+                    .map_err(|c| apply_conflict(t, c))?;
                     let obj = self.stored(t, created);
-                    let created = self.store.create(&t.kind, t.namespace.as_deref(), obj, Writer::Api)?;
+                    let created =
+                        self.store
+                            .create(&t.kind, t.namespace.as_deref(), obj, Writer::Api)?;
                     return Ok(json_response(201, &self.served(t, created)));
                 }
-                return Err(ApiError::not_found(t.info.gvr.group, t.info.gvr.plural, name));
+                return Err(ApiError::not_found(
+                    t.info.gvr.group,
+                    t.info.gvr.plural,
+                    name,
+                ));
             };
-            let current_rv = current.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
+            let current_rv = current
+                .pointer("/metadata/resourceVersion")
+                .cloned()
+                .unwrap_or(json!(""));
             let mut obj = self.served(t, current);
             match kind {
-                PatchKind::Merge | PatchKind::StrategicMerge => patch::merge_patch(&mut obj, &patch_doc),
+                PatchKind::Merge => patch::merge_patch(&mut obj, &patch_doc),
+                PatchKind::StrategicMerge => patch::strategic_merge(&mut obj, &patch_doc),
                 PatchKind::Json => patch::json_patch(&mut obj, &patch_doc).map_err(|e| {
-                    ApiError::new(422, "Invalid", format!("the server rejected our request due to an error in our request: {e}"))
+                    ApiError::new(
+                        422,
+                        "Invalid",
+                        format!(
+                            "the server rejected our request due to an error in our request: {e}"
+                        ),
+                    )
                 })?,
                 PatchKind::Apply => {
                     self.check_body_identity(t, &patch_doc)?;
-                    obj = patch::apply(Some(&obj), &patch_doc, &manager, &t.info.api_version(), force == Some(true), &now_rfc3339())
-                        .map_err(|c| apply_conflict(t, c))?;
+                    obj = patch::apply(
+                        Some(&obj),
+                        &patch_doc,
+                        &manager,
+                        &t.info.api_version(),
+                        force == Some(true),
+                        &now_rfc3339(),
+                    )
+                    .map_err(|c| apply_conflict(t, c))?;
                 }
             }
             // A resourceVersion in the patch is a precondition; otherwise patch the current state.
@@ -437,22 +641,51 @@ impl Api {
                 obj["metadata"]["resourceVersion"] = current_rv.clone();
             }
             let obj = self.stored(t, obj);
-            match self.store.update(&t.kind, t.namespace.as_deref(), name, obj, status_only, Writer::Api) {
-                Err(e) if e.reason == "Conflict" && (patched_rv.is_none() || patched_rv == Some(current_rv.clone())) => continue,
+            match self.store.update(
+                &t.kind,
+                t.namespace.as_deref(),
+                name,
+                obj,
+                status_only,
+                Writer::Api,
+            ) {
+                Err(e)
+                    if e.reason == "Conflict"
+                        && (patched_rv.is_none() || patched_rv == Some(current_rv.clone())) =>
+                {
+                    continue;
+                }
                 Err(e) => return Err(e),
                 Ok(updated) => return Ok(json_response(200, &self.served(t, updated))),
             }
         }
-        Err(ApiError::conflict(t.info.gvr.group, t.info.gvr.plural, name))
+        Err(ApiError::conflict(
+            t.info.gvr.group,
+            t.info.gvr.plural,
+            name,
+        ))
     }
 
-    fn delete(&self, t: &Target<'_>, body: &[u8], q: &HashMap<String, String>) -> Result<Response<Body>, ApiError> {
-        let opts = if body.is_empty() { json!({}) } else { parse_body(body, "application/json")? };
+    fn delete(
+        &self,
+        t: &Target<'_>,
+        body: &[u8],
+        q: &HashMap<String, String>,
+    ) -> Result<Response<Body>, ApiError> {
+        let opts = if body.is_empty() {
+            json!({})
+        } else {
+            parse_body(body, "application/json")?
+        };
         let policy = q
             .get("propagationPolicy")
             .cloned()
             .or_else(|| opts["propagationPolicy"].as_str().map(str::to_string))
-            .or_else(|| (opts["orphanDependents"] == true || q.get("orphanDependents").is_some_and(|v| v == "true")).then(|| "Orphan".to_string()));
+            .or_else(|| {
+                (opts["orphanDependents"] == true
+                    || q.get("orphanDependents").is_some_and(|v| v == "true"))
+                .then(|| "Orphan".to_string())
+            });
         let propagation = match policy.as_deref() {
             None | Some("Background") => Propagation::Background,
             Some("Foreground") => Propagation::Foreground,
@@ -461,35 +694,74 @@ impl Api {
                 return Err(ApiError::new(
                     422,
                     "Invalid",
-                    format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""),
+                    format!(
+                        "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+                    ),
                 ));
             }
         };
         let precondition = (
-            opts.pointer("/preconditions/uid").and_then(Value::as_str).map(str::to_string),
-            opts.pointer("/preconditions/resourceVersion").and_then(Value::as_str).map(str::to_string),
+            opts.pointer("/preconditions/uid")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            opts.pointer("/preconditions/resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         );
         let name = t.name.as_deref().unwrap_or("");
-        match self.store.delete(&t.kind, t.namespace.as_deref(), name, propagation, precondition)? {
+        match self.store.delete(
+            &t.kind,
+            t.namespace.as_deref(),
+            name,
+            propagation,
+            precondition,
+        )? {
             DeleteOutcome::Pending(obj) => Ok(json_response(202, &self.served(t, obj))),
             DeleteOutcome::Gone(obj) if t.info.custom => {
-                let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
-                Ok(json_response(200, &delete_success(t.info.gvr.group, t.info.gvr.plural, name, uid)))
+                let uid = obj
+                    .pointer("/metadata/uid")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                Ok(json_response(
+                    200,
+                    &delete_success(t.info.gvr.group, t.info.gvr.plural, name, uid),
+                ))
             }
             DeleteOutcome::Gone(obj) => Ok(json_response(200, &self.served(t, obj))),
         }
     }
 
-    fn delete_collection(&self, t: &Target<'_>, q: &HashMap<String, String>) -> Result<Response<Body>, ApiError> {
+    fn delete_collection(
+        &self,
+        t: &Target<'_>,
+        q: &HashMap<String, String>,
+    ) -> Result<Response<Body>, ApiError> {
         let (labels, fields) = Self::selectors(q)?;
         let filter = |o: &Value| labels.matches(o) && fields.matches(o);
-        let res = self.store.list(&t.kind, t.namespace.as_deref(), &filter, None, None);
+        let res = self
+            .store
+            .list(&t.kind, t.namespace.as_deref(), &filter, None, None);
         let mut deleted = Vec::new();
         for o in res.items {
-            let ns = o.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_string);
-            let name = o.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-            match self.store.delete(&t.kind, ns.as_deref(), &name, Propagation::Background, (None, None)) {
-                Ok(DeleteOutcome::Gone(o) | DeleteOutcome::Pending(o)) => deleted.push(self.served(t, o)),
+            let ns = o
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let name = o
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            match self.store.delete(
+                &t.kind,
+                ns.as_deref(),
+                &name,
+                Propagation::Background,
+                (None, None),
+            ) {
+                Ok(DeleteOutcome::Gone(o) | DeleteOutcome::Pending(o)) => {
+                    deleted.push(self.served(t, o))
+                }
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),
             }
@@ -500,12 +772,21 @@ impl Api {
         ))
     }
 
-    fn watch(&self, t: &Target<'_>, q: &HashMap<String, String>, faults: Vec<FaultAction>) -> Result<Response<Body>, ApiError> {
+    fn watch(
+        &self,
+        t: &Target<'_>,
+        q: &HashMap<String, String>,
+        accept: &str,
+        faults: Vec<FaultAction>,
+    ) -> Result<Response<Body>, ApiError> {
         let (labels, fields) = Self::selectors(q)?;
         let bookmarks = is_true(q, "allowWatchBookmarks");
         let send_initial = is_true(q, "sendInitialEvents");
         let rv_param = q.get("resourceVersion").filter(|s| !s.is_empty()).cloned();
-        if send_initial && (q.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") || !bookmarks) {
+        if send_initial
+            && (q.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan")
+                || !bookmarks)
+        {
             return Err(ApiError::new(
                 422,
                 "Invalid",
@@ -519,16 +800,33 @@ impl Api {
                 ApiError::new(422, "Invalid", format!("ListOptions.meta.k8s.io \"\" is invalid: resourceVersion: Invalid value: \"{s}\": must be an integer"))
             })?),
         };
-        let timeout = q.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).map(Duration::from_secs);
+        let timeout = q
+            .get("timeoutSeconds")
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(Duration::from_secs);
         let (tx, rx) = mpsc::channel::<Bytes>(256);
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, std::io::Error>(hyper::body::Frame::data(b)));
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(|b| Ok::<_, std::io::Error>(hyper::body::Frame::data(b)));
         let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, private"),
+        );
 
         if faults.contains(&FaultAction::ExpireWatch) {
             let rv = from_rv.unwrap_or(0);
-            let line = watch_line("ERROR", &ApiError::expired(format!("too old resource version: {rv} ({})", self.store.current_rv())).to_status());
+            let line = watch_line(
+                "ERROR",
+                &ApiError::expired(format!(
+                    "too old resource version: {rv} ({})",
+                    self.store.current_rv()
+                ))
+                .to_status(),
+            );
             let _ = tx.try_send(line);
             return Ok(resp);
         }
@@ -558,15 +856,30 @@ impl Api {
             bookmark_interval: self.bookmark_interval,
             deadline: [timeout, drop_after].into_iter().flatten().min(),
             drop_signal: self.faults.drop_signal(),
+            table: accept.contains("as=Table").then(|| {
+                let include = q
+                    .get("includeObject")
+                    .cloned()
+                    .unwrap_or_else(|| "PartialObjectMetadata".into());
+                (t.info.clone(), include)
+            }),
+            table_header_sent: std::cell::Cell::new(false),
         };
         tokio::spawn(ctx.run(backlog, live, tx));
         Ok(resp)
     }
 
-    async fn pod_log(&self, t: &Target<'_>, q: &HashMap<String, String>) -> Result<Response<Body>, ApiError> {
+    async fn pod_log(
+        &self,
+        t: &Target<'_>,
+        q: &HashMap<String, String>,
+    ) -> Result<Response<Body>, ApiError> {
         let ns = t.namespace.clone().unwrap_or_default();
         let pod_name = t.name.clone().unwrap_or_default();
-        let pod = self.store.get(&t.kind, Some(&ns), &pod_name).ok_or_else(|| ApiError::not_found("", "pods", &pod_name))?;
+        let pod = self
+            .store
+            .get(&t.kind, Some(&ns), &pod_name)
+            .ok_or_else(|| ApiError::not_found("", "pods", &pod_name))?;
         let names: Vec<String> = ["/spec/initContainers", "/spec/containers"]
             .iter()
             .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
@@ -576,7 +889,12 @@ impl Api {
         let main: Vec<&String> = pod
             .pointer("/spec/containers")
             .and_then(Value::as_array)
-            .map(|cs| names.iter().filter(|n| cs.iter().any(|c| c["name"] == n.as_str())).collect())
+            .map(|cs| {
+                names
+                    .iter()
+                    .filter(|n| cs.iter().any(|c| c["name"] == n.as_str()))
+                    .collect()
+            })
             .unwrap_or_default();
         let container = match q.get("container").filter(|c| !c.is_empty()) {
             Some(c) => c.clone(),
@@ -584,12 +902,17 @@ impl Api {
             None => {
                 return Err(ApiError::bad_request(format!(
                     "a container name must be specified for pod {pod_name}, choose one of: [{}]",
-                    main.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+                    main.iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 )));
             }
         };
         if !names.contains(&container) {
-            return Err(ApiError::bad_request(format!("container {container} is not valid for pod {pod_name}")));
+            return Err(ApiError::bad_request(format!(
+                "container {container} is not valid for pod {pod_name}"
+            )));
         }
         if let Some(reason) = waiting_reason(&pod, &container) {
             return Err(ApiError::bad_request(format!(
@@ -598,14 +921,21 @@ impl Api {
         }
         let timestamps = is_true(q, "timestamps");
         let since = match q.get("sinceTime") {
-            Some(s) => Some(chrono::DateTime::parse_from_rfc3339(s).map_err(|e| ApiError::bad_request(format!("invalid sinceTime {s:?}: {e}")))?),
+            Some(s) => Some(
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .map_err(|e| ApiError::bad_request(format!("invalid sinceTime {s:?}: {e}")))?,
+            ),
             None => None,
         };
         let since_seconds = q.get("sinceSeconds").and_then(|s| s.parse::<i64>().ok());
         let tail = q.get("tailLines").and_then(|s| s.parse::<usize>().ok());
         let format = move |l: &crate::store::LogLine| -> Bytes {
             if timestamps {
-                Bytes::from(format!("{} {}\n", l.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true), l.text))
+                Bytes::from(format!(
+                    "{} {}\n",
+                    l.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                    l.text
+                ))
             } else {
                 Bytes::from(format!("{}\n", l.text))
             }
@@ -664,22 +994,37 @@ impl Api {
                 }
             }
         });
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|b| Ok::<_, std::io::Error>(hyper::body::Frame::data(b)));
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(|b| Ok::<_, std::io::Error>(hyper::body::Frame::data(b)));
         let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         Ok(resp)
     }
 
     /// `/kube-sim/faults`: GET lists rules, POST adds one (JSON), DELETE clears;
     /// `POST ?dropWatches=true` ends every open watch. Admins only.
-    async fn faults_admin(&self, req: Request<hyper::body::Incoming>, user: &User) -> Result<Response<Body>, ApiError> {
+    async fn faults_admin(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        user: &User,
+    ) -> Result<Response<Body>, ApiError> {
         if !user.groups.iter().any(|g| g == ADMIN_GROUP) {
-            return Err(ApiError::new(403, "Forbidden", format!("User \"{}\" cannot manage faults", user.name)));
+            return Err(ApiError::new(
+                403,
+                "Forbidden",
+                format!("User \"{}\" cannot manage faults", user.name),
+            ));
         }
         let q = parse_query(req.uri().query());
         match req.method().clone() {
             Method::GET => {
-                let rules: Vec<Value> = self.faults.list().iter().map(|(id, r)| crate::faults_json::rule_to_json(*id, r)).collect();
+                let rules: Vec<Value> = self
+                    .faults
+                    .list()
+                    .iter()
+                    .map(|(id, r)| crate::faults_json::rule_to_json(*id, r))
+                    .collect();
                 Ok(json_response(200, &json!({"rules": rules})))
             }
             Method::DELETE => {
@@ -697,7 +1042,8 @@ impl Api {
                     .map_err(|e| ApiError::bad_request(format!("unreadable body: {e}")))?
                     .to_bytes();
                 let v = parse_body(&body, "application/json")?;
-                let rule: FaultRule = crate::faults_json::rule_from_json(&v).map_err(ApiError::bad_request)?;
+                let rule: FaultRule =
+                    crate::faults_json::rule_from_json(&v).map_err(ApiError::bad_request)?;
                 let id = self.faults.add(rule);
                 Ok(json_response(201, &json!({"id": id})))
             }
@@ -720,17 +1066,27 @@ fn apply_conflict(t: &Target<'_>, conflicts: Vec<patch::ApplyConflict>) -> ApiEr
         None => format!("conflict with \"{}\"", c.manager),
     };
     let message = if conflicts.len() == 1 {
-        format!("Apply failed with 1 conflict: {}: {}", describe(&conflicts[0]), conflicts[0].field)
+        format!(
+            "Apply failed with 1 conflict: {}: {}",
+            describe(&conflicts[0]),
+            conflicts[0].field
+        )
     } else {
         format!(
             "Apply failed with {} conflicts: {}",
             conflicts.len(),
-            conflicts.iter().map(|c| format!("{}: {}", describe(c), c.field)).collect::<Vec<_>>().join("\n")
+            conflicts
+                .iter()
+                .map(|c| format!("{}: {}", describe(c), c.field))
+                .collect::<Vec<_>>()
+                .join("\n")
         )
     };
     let causes: Vec<Value> = conflicts
         .iter()
-        .map(|c| json!({"reason": "FieldManagerConflict", "message": describe(c), "field": c.field}))
+        .map(
+            |c| json!({"reason": "FieldManagerConflict", "message": describe(c), "field": c.field}),
+        )
         .collect();
     let _ = t;
     ApiError::new(409, "Conflict", message).with_details(json!({"causes": causes}))
@@ -747,7 +1103,12 @@ fn container_status<'a>(pod: &'a Value, container: &str) -> Option<&'a Value> {
 fn waiting_reason(pod: &Value, container: &str) -> Option<String> {
     match container_status(pod, container) {
         None => Some("ContainerCreating".to_string()),
-        Some(s) => s.pointer("/state/waiting").map(|w| w["reason"].as_str().unwrap_or("ContainerCreating").to_string()),
+        Some(s) => s.pointer("/state/waiting").map(|w| {
+            w["reason"]
+                .as_str()
+                .unwrap_or("ContainerCreating")
+                .to_string()
+        }),
     }
 }
 
@@ -776,11 +1137,16 @@ struct WatchCtx {
     bookmark_interval: Duration,
     deadline: Option<Duration>,
     drop_signal: tokio::sync::watch::Receiver<u64>,
+    /// `kubectl get -w` asks for Table objects in watch events.
+    table: Option<(ResourceInfo, String)>,
+    table_header_sent: std::cell::Cell<bool>,
 }
 
 impl WatchCtx {
     fn matches(&self, o: &Value) -> bool {
-        self.namespace.as_deref().is_none_or(|ns| o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns))
+        self.namespace
+            .as_deref()
+            .is_none_or(|ns| o.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns))
             && self.labels.matches(o)
             && self.fields.matches(o)
     }
@@ -790,13 +1156,53 @@ impl WatchCtx {
         let old_ok = ev.old.as_deref().map(|o| self.matches(o));
         let kind = match (ev.kind, old_ok, new_ok) {
             (EventKind::Added, _, true) => "ADDED",
-            (EventKind::Modified, Some(true), true) | (EventKind::Modified, None, true) => "MODIFIED",
+            (EventKind::Modified, Some(true), true) | (EventKind::Modified, None, true) => {
+                "MODIFIED"
+            }
             (EventKind::Modified, Some(false), true) => "ADDED",
             (EventKind::Modified, Some(true), false) => "DELETED",
             (EventKind::Deleted, Some(true), _) | (EventKind::Deleted, None, true) => "DELETED",
             _ => return None,
         };
-        let obj = conversion::from_storage(self.group, self.version, self.plural, (*ev.object).clone());
+        if let Some((info, include)) = &self.table {
+            let obj = conversion::from_storage(
+                self.group,
+                self.version,
+                self.plural,
+                (*ev.object).clone(),
+            );
+            let mut tab = table::to_table(
+                info,
+                std::slice::from_ref(&obj),
+                &ev.rv.to_string(),
+                include,
+            );
+            // Like the API server: column definitions only in the first event.
+            if self.table_header_sent.replace(true)
+                && let Some(m) = tab.as_object_mut()
+            {
+                m["columnDefinitions"] = json!([]);
+            }
+            return Some(watch_line(kind, &tab));
+        }
+        if self.version
+            == ev
+                .object
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .and_then(|a| a.rsplit('/').next())
+                .unwrap_or("")
+        {
+            let mut line = Vec::with_capacity(ev.object_json().len() + 32);
+            line.extend_from_slice(b"{\"type\":\"");
+            line.extend_from_slice(kind.as_bytes());
+            line.extend_from_slice(b"\",\"object\":");
+            line.extend_from_slice(ev.object_json());
+            line.extend_from_slice(b"}\n");
+            return Some(Bytes::from(line));
+        }
+        let obj =
+            conversion::from_storage(self.group, self.version, self.plural, (*ev.object).clone());
         Some(watch_line(kind, &obj))
     }
 
@@ -805,10 +1211,18 @@ impl WatchCtx {
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        watch_line("BOOKMARK", &json!({"kind": self.kind, "apiVersion": self.api_version, "metadata": meta}))
+        watch_line(
+            "BOOKMARK",
+            &json!({"kind": self.kind, "apiVersion": self.api_version, "metadata": meta}),
+        )
     }
 
-    async fn run(mut self, backlog: Vec<Arc<crate::store::WatchEvent>>, mut live: broadcast::Receiver<Arc<crate::store::WatchEvent>>, tx: mpsc::Sender<Bytes>) {
+    async fn run(
+        mut self,
+        backlog: Vec<Arc<crate::store::WatchEvent>>,
+        mut live: broadcast::Receiver<Arc<crate::store::WatchEvent>>,
+        tx: mpsc::Sender<Bytes>,
+    ) {
         let start_rv = self.store.current_rv();
         for ev in &backlog {
             if let Some(l) = self.line(ev)
@@ -818,7 +1232,12 @@ impl WatchCtx {
             }
         }
         if self.initial_events_end {
-            let rv = backlog.iter().map(|e| e.rv).max().unwrap_or(0).max(start_rv.min(self.store.current_rv()));
+            let rv = backlog
+                .iter()
+                .map(|e| e.rv)
+                .max()
+                .unwrap_or(0)
+                .max(start_rv.min(self.store.current_rv()));
             if tx.send(self.bookmark(rv, true)).await.is_err() {
                 return;
             }

@@ -20,7 +20,11 @@ pub struct Gvr {
 
 impl Gvr {
     pub const fn new(group: &'static str, version: &'static str, plural: &'static str) -> Self {
-        Self { group, version, plural }
+        Self {
+            group,
+            version,
+            plural,
+        }
     }
 }
 
@@ -74,11 +78,27 @@ pub trait Cluster: Send + Sync + 'static {
     fn list(&self, gvr: &Gvr, namespace: Option<&str>) -> Vec<Value>;
     /// Create; the server fills uid, resourceVersion, creationTimestamp,
     /// generateName. Fails if it exists or its namespace does not.
-    fn create(&self, gvr: &Gvr, namespace: Option<&str>, object: Value) -> Result<Value, ClusterError>;
+    fn create(
+        &self,
+        gvr: &Gvr,
+        namespace: Option<&str>,
+        object: Value,
+    ) -> Result<Value, ClusterError>;
     /// Replace `.status` only (status-subresource semantics); bumps resourceVersion.
-    fn update_status(&self, gvr: &Gvr, namespace: Option<&str>, name: &str, status: Value) -> Result<Value, ClusterError>;
+    fn update_status(
+        &self,
+        gvr: &Gvr,
+        namespace: Option<&str>,
+        name: &str,
+        status: Value,
+    ) -> Result<Value, ClusterError>;
     /// Replace the whole object except `.status` (metadata/spec); bumps resourceVersion.
-    fn update(&self, gvr: &Gvr, namespace: Option<&str>, object: Value) -> Result<Value, ClusterError>;
+    fn update(
+        &self,
+        gvr: &Gvr,
+        namespace: Option<&str>,
+        object: Value,
+    ) -> Result<Value, ClusterError>;
     /// Delete with background cascading to owner-referenced dependents.
     fn delete(&self, gvr: &Gvr, namespace: Option<&str>, name: &str) -> Result<(), ClusterError>;
     /// Every change from now on, in order.

@@ -60,7 +60,12 @@ mod tests {
         assert_eq!(b["status"]["pipelineResults"][0]["name"], "a");
         assert!(b["status"].get("results").is_none());
         assert_eq!(to_storage("tekton.dev", "v1beta1", "pipelineruns", b), v1);
-        let tr = from_storage("tekton.dev", "v1beta1", "taskruns", json!({"status": {"results": []}}));
+        let tr = from_storage(
+            "tekton.dev",
+            "v1beta1",
+            "taskruns",
+            json!({"status": {"results": []}}),
+        );
         assert!(tr["status"].get("taskResults").is_some());
     }
 }

@@ -45,13 +45,18 @@ fn groups(registry: &[ResourceInfo]) -> Vec<(String, Vec<String>)> {
 }
 
 fn group_doc(name: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> =
-        versions.iter().map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v})).collect();
+    let vs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+        .collect();
     json!({"name": name, "versions": vs, "preferredVersion": vs[0].clone()})
 }
 
 pub fn api_group_list(registry: &[ResourceInfo]) -> Value {
-    let gs: Vec<Value> = groups(registry).iter().map(|(g, vs)| group_doc(g, vs)).collect();
+    let gs: Vec<Value> = groups(registry)
+        .iter()
+        .map(|(g, vs)| group_doc(g, vs))
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": gs})
 }
 
@@ -66,7 +71,10 @@ pub fn api_group(registry: &[ResourceInfo], group: &str) -> Option<Value> {
 
 pub fn api_resource_list(registry: &[ResourceInfo], group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
-    for r in registry.iter().filter(|r| r.gvr.group == group && r.gvr.version == version) {
+    for r in registry
+        .iter()
+        .filter(|r| r.gvr.group == group && r.gvr.version == version)
+    {
         let mut doc = json!({
             "name": r.gvr.plural,
             "singularName": r.singular,
@@ -99,8 +107,14 @@ pub fn api_resource_list(registry: &[ResourceInfo], group: &str, version: &str) 
     if resources.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 #[cfg(test)]
@@ -111,10 +125,20 @@ mod tests {
     fn tekton_group_prefers_v1_and_lists_status() {
         let reg = crate::resources::registry(&[]);
         let apis = api_group_list(&reg);
-        let tekton = apis["groups"].as_array().unwrap().iter().find(|g| g["name"] == "tekton.dev").unwrap();
+        let tekton = apis["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == "tekton.dev")
+            .unwrap();
         assert_eq!(tekton["preferredVersion"]["version"], "v1");
         let list = api_resource_list(&reg, "tekton.dev", "v1beta1").unwrap();
-        let names: Vec<&str> = list["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = list["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
         assert!(names.contains(&"pipelineruns/status"), "{names:?}");
         assert!(api_resource_list(&reg, "nope", "v1").is_none());
     }

@@ -31,7 +31,12 @@ pub struct FaultRule {
 
 impl FaultRule {
     pub fn new(verb: Option<&str>, resource: Option<&str>, action: FaultAction) -> Self {
-        Self { verb: verb.map(str::to_string), resource: resource.map(str::to_string), action, times: None }
+        Self {
+            verb: verb.map(str::to_string),
+            resource: resource.map(str::to_string),
+            action,
+            times: None,
+        }
     }
 
     pub fn times(mut self, n: u32) -> Self {
@@ -49,7 +54,11 @@ pub struct Faults {
 
 impl Default for Faults {
     fn default() -> Self {
-        Self { rules: Mutex::new(Vec::new()), next_id: Mutex::new(1), drop_generation: watch::channel(0).0 }
+        Self {
+            rules: Mutex::new(Vec::new()),
+            next_id: Mutex::new(1),
+            drop_generation: watch::channel(0).0,
+        }
     }
 }
 
@@ -58,12 +67,18 @@ impl Faults {
     pub fn add(&self, rule: FaultRule) -> u64 {
         let mut id = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
         *id += 1;
-        self.rules.lock().unwrap_or_else(|p| p.into_inner()).push((*id, rule));
+        self.rules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((*id, rule));
         *id
     }
 
     pub fn remove(&self, id: u64) {
-        self.rules.lock().unwrap_or_else(|p| p.into_inner()).retain(|(i, _)| *i != id);
+        self.rules
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(i, _)| *i != id);
     }
 
     pub fn clear(&self) {
@@ -109,7 +124,17 @@ mod tests {
     #[test]
     fn counted_rules_expire_and_match_filters() {
         let f = Faults::default();
-        f.add(FaultRule::new(Some("create"), Some("pods"), FaultAction::Error { code: 500, retry_after: None }).times(1));
+        f.add(
+            FaultRule::new(
+                Some("create"),
+                Some("pods"),
+                FaultAction::Error {
+                    code: 500,
+                    retry_after: None,
+                },
+            )
+            .times(1),
+        );
         assert!(f.take("get", "pods").is_empty());
         assert!(f.take("create", "secrets").is_empty());
         assert_eq!(f.take("create", "pods").len(), 1);

@@ -13,17 +13,29 @@ pub fn rule_from_json(v: &Value) -> Result<FaultRule, String> {
         if !(400..600).contains(&code) {
             return Err(format!("error: {code} is not an HTTP error code (400-599)"));
         }
-        FaultAction::Error { code: code as u16, retry_after: n("retryAfter").map(|r| r as u32) }
+        FaultAction::Error {
+            code: code as u16,
+            retry_after: n("retryAfter").map(|r| r as u32),
+        }
     } else if let Some(ms) = n("latencyMs") {
         FaultAction::Latency(Duration::from_millis(ms))
     } else if let Some(ms) = n("dropWatchAfterMs") {
-        FaultAction::DropWatch { after: Duration::from_millis(ms) }
+        FaultAction::DropWatch {
+            after: Duration::from_millis(ms),
+        }
     } else if v.get("expireWatch") == Some(&json!(true)) {
         FaultAction::ExpireWatch
     } else {
-        return Err("a fault needs one of: error, latencyMs, dropWatchAfterMs, expireWatch".to_string());
+        return Err(
+            "a fault needs one of: error, latencyMs, dropWatchAfterMs, expireWatch".to_string(),
+        );
     };
-    Ok(FaultRule { verb: s("verb"), resource: s("resource"), action, times: n("times").map(|t| t as u32) })
+    Ok(FaultRule {
+        verb: s("verb"),
+        resource: s("resource"),
+        action,
+        times: n("times").map(|t| t as u32),
+    })
 }
 
 pub fn rule_to_json(id: u64, r: &FaultRule) -> Value {
@@ -46,8 +58,16 @@ mod tests {
 
     #[test]
     fn parses_and_rejects() {
-        let r = rule_from_json(&json!({"verb": "create", "error": 429, "retryAfter": 3, "times": 1})).unwrap();
-        assert_eq!(r.action, FaultAction::Error { code: 429, retry_after: Some(3) });
+        let r =
+            rule_from_json(&json!({"verb": "create", "error": 429, "retryAfter": 3, "times": 1}))
+                .unwrap();
+        assert_eq!(
+            r.action,
+            FaultAction::Error {
+                code: 429,
+                retry_after: Some(3)
+            }
+        );
         assert_eq!(rule_from_json(&rule_to_json(1, &r)).unwrap(), r);
         assert!(rule_from_json(&json!({"verb": "get"})).is_err());
         assert!(rule_from_json(&json!({"error": 200})).is_err());

@@ -13,6 +13,7 @@ pub mod conversion;
 pub mod discovery;
 pub mod faults;
 pub mod faults_json;
+pub mod openapi;
 pub mod patch;
 pub mod resources;
 pub mod selector;
@@ -103,7 +104,12 @@ fn random_token() -> String {
 fn seed(store: &Store, crds: &[Value], default_sc: Option<&str>) {
     let nsk = storage_kind(&gvr::NAMESPACES).expect("namespaces");
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        let _ = store.create(&nsk, None, json!({"metadata": {"name": ns}}), Writer::Controller);
+        let _ = store.create(
+            &nsk,
+            None,
+            json!({"metadata": {"name": ns}}),
+            Writer::Controller,
+        );
     }
     if let Some(sc) = default_sc {
         let sck = storage_kind(&gvr::STORAGECLASSES).expect("storageclasses");
@@ -144,7 +150,13 @@ impl KubeSim {
         seed(&store, &crds, opts.default_storage_class.as_deref());
         let auth = Arc::new(Authenticator::default());
         let admin_token = opts.admin_token.clone().unwrap_or_else(random_token);
-        auth.add_token(&admin_token, User { name: ADMIN_USER.to_string(), groups: vec![ADMIN_GROUP.to_string()] });
+        auth.add_token(
+            &admin_token,
+            User {
+                name: ADMIN_USER.to_string(),
+                groups: vec![ADMIN_GROUP.to_string()],
+            },
+        );
         let pki = Arc::new(Pki::generate()?);
         let admin_cert = pki.client_cert(ADMIN_USER, &[ADMIN_GROUP])?;
         let api = Arc::new(Api {
@@ -228,15 +240,24 @@ impl KubeSimHandle {
     /// Add a user authenticated by a new random bearer token, with these rules. Returns the token.
     pub fn add_token_user(&self, user: &str, groups: &[&str], rules: Vec<Rule>) -> String {
         let token = random_token();
-        self.api
-            .auth
-            .add_token(&token, User { name: user.to_string(), groups: groups.iter().map(|g| g.to_string()).collect() });
+        self.api.auth.add_token(
+            &token,
+            User {
+                name: user.to_string(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+            },
+        );
         self.api.auth.set_rules(user, rules);
         token
     }
 
     /// Add a user authenticated by a client certificate (CN=user, O=groups) signed by the CA.
-    pub fn add_cert_user(&self, user: &str, groups: &[&str], rules: Vec<Rule>) -> anyhow::Result<ClientCert> {
+    pub fn add_cert_user(
+        &self,
+        user: &str,
+        groups: &[&str],
+        rules: Vec<Rule>,
+    ) -> anyhow::Result<ClientCert> {
         let cert = self.pki.client_cert(user, groups)?;
         self.api.auth.set_rules(user, rules);
         Ok(cert)
@@ -271,12 +292,16 @@ impl KubeSimHandle {
 
     /// A kube-rs config for the admin.
     pub async fn kube_config(&self) -> anyhow::Result<kube::Config> {
-        self.kube_config_for(Credentials::Token(&self.admin_token)).await
+        self.kube_config_for(Credentials::Token(&self.admin_token))
+            .await
     }
 
     pub async fn kube_config_for(&self, creds: Credentials<'_>) -> anyhow::Result<kube::Config> {
         let kc = kube::config::Kubeconfig::from_yaml(&self.kubeconfig_yaml_for(creds, "default"))?;
-        Ok(kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?)
+        Ok(
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?,
+        )
     }
 
     pub async fn kube_client(&self) -> anyhow::Result<kube::Client> {
@@ -297,7 +322,11 @@ impl KubeSimHandle {
         if !ls.is_empty() {
             return Ok(());
         }
-        ls.push(server::spawn(server::bind(self.https_addr)?, Some(self.tls.clone()), self.api.clone())?);
+        ls.push(server::spawn(
+            server::bind(self.https_addr)?,
+            Some(self.tls.clone()),
+            self.api.clone(),
+        )?);
         if let Some(a) = self.http_addr {
             ls.push(server::spawn(server::bind(a)?, None, self.api.clone())?);
         }

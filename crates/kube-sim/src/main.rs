@@ -5,7 +5,10 @@ use kube_sim::{KubeSim, KubeSimOptions};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "kube-sim", about = "A simulated Kubernetes API server for tests and the quick start")]
+#[command(
+    name = "kube-sim",
+    about = "A simulated Kubernetes API server for tests and the quick start"
+)]
 struct Args {
     /// HTTPS port (0 = pick a free one).
     #[arg(long, env = "KUBE_SIM_PORT", default_value_t = 6443)]
@@ -32,7 +35,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let args = Args::parse();
     let handle = KubeSim::start(KubeSimOptions {
         bind: args.bind,

@@ -1,6 +1,8 @@
 //! Patch kinds: JSON merge patch (RFC 7386), JSON patch (RFC 6902),
-//! strategic merge (approximated by merge patch: lists are replaced, not
-//! merged by key) and server-side apply with per-manager field ownership.
+//! strategic merge for core kinds (lists merged by the Kubernetes merge keys
+//! of the fields kube-sim serves, `$patch`/`$setElementOrder`/
+//! `$deleteFromPrimitiveList`/`$retainKeys` directives) and server-side apply
+//! with per-manager field ownership.
 
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
@@ -29,8 +31,139 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     json_patch::merge(target, patch);
 }
 
+/// The merge key of list fields that strategic merge patch merges element-wise
+/// (from the core/v1 types' `patchMergeKey` tags); other lists are replaced.
+fn merge_key(field: &str) -> Option<&'static str> {
+    match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
+        | "hostAliases"
+        | "readinessGates"
+        | "secrets" => Some(match field {
+            "hostAliases" => "ip",
+            "readinessGates" => "conditionType",
+            _ => "name",
+        }),
+        "volumeMounts" => Some("mountPath"),
+        "volumeDevices" => Some("devicePath"),
+        "ports" => Some("containerPort"),
+        "ownerReferences" => Some("uid"),
+        "conditions" => Some("type"),
+        "finalizers" => Some(""),
+        _ => None,
+    }
+}
+
+/// Strategic merge patch of `patch` into `target`.
+pub fn strategic_merge(target: &mut Value, patch: &Value) {
+    let Some(p) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    match p.get("$patch").and_then(Value::as_str) {
+        Some("delete") => {
+            *target = Value::Null;
+            return;
+        }
+        Some("replace") => {
+            let mut replaced = patch.clone();
+            strip_directives(&mut replaced);
+            *target = replaced;
+            return;
+        }
+        _ => {}
+    }
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let t = target.as_object_mut().expect("object");
+    for (k, v) in p {
+        if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
+            if let (Some(list), Some(remove)) =
+                (t.get_mut(field).and_then(Value::as_array_mut), v.as_array())
+            {
+                list.retain(|x| !remove.contains(x));
+            }
+            continue;
+        }
+        if k.starts_with('$') {
+            continue; // $setElementOrder/…, $retainKeys: ordering and pruning hints
+        }
+        if v.is_null() {
+            t.remove(k);
+            continue;
+        }
+        match (merge_key(k), v) {
+            (Some(key), Value::Array(items)) => {
+                let existing = t.entry(k.clone()).or_insert_with(|| json!([]));
+                if !existing.is_array() {
+                    *existing = json!([]);
+                }
+                merge_list(existing.as_array_mut().expect("array"), items, key);
+            }
+            (_, Value::Object(_)) => {
+                let entry = t.entry(k.clone()).or_insert(Value::Null);
+                strategic_merge(entry, v);
+                if entry.is_null() {
+                    t.remove(k);
+                }
+            }
+            _ => {
+                let mut v = v.clone();
+                strip_directives(&mut v);
+                t.insert(k.clone(), v);
+            }
+        }
+    }
+}
+
+fn merge_list(existing: &mut Vec<Value>, items: &[Value], key: &str) {
+    for item in items {
+        if key.is_empty() || !item.is_object() {
+            // Primitive lists with a merge strategy are unions.
+            if !existing.contains(item) {
+                existing.push(item.clone());
+            }
+            continue;
+        }
+        let id = item.get(key).cloned();
+        let pos = existing
+            .iter()
+            .position(|e| id.is_some() && e.get(key) == id.as_ref());
+        let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+        match (pos, delete) {
+            (Some(i), true) => {
+                existing.remove(i);
+            }
+            (None, true) => {}
+            (Some(i), false) => strategic_merge(&mut existing[i], item),
+            (None, false) => {
+                let mut v = item.clone();
+                strip_directives(&mut v);
+                existing.push(v);
+            }
+        }
+    }
+}
+
+fn strip_directives(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|k, _| !k.starts_with('$'));
+            m.values_mut().for_each(strip_directives);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_directives),
+        _ => {}
+    }
+}
+
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
-    let p: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
+    let p: json_patch::Patch =
+        serde_json::from_value(patch.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
     json_patch::patch(target, &p).map_err(|e| e.to_string())
 }
 
@@ -57,11 +190,21 @@ pub fn leaf_paths(v: &Value) -> BTreeSet<Vec<String>> {
         m.remove("apiVersion");
         m.remove("kind");
         if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
-            for f in ["name", "namespace", "resourceVersion", "uid", "managedFields", "creationTimestamp"] {
+            for f in [
+                "name",
+                "namespace",
+                "resourceVersion",
+                "uid",
+                "managedFields",
+                "creationTimestamp",
+            ] {
                 meta.remove(f);
             }
         }
-        if m.get("metadata").and_then(Value::as_object).is_some_and(|meta| meta.is_empty()) {
+        if m.get("metadata")
+            .and_then(Value::as_object)
+            .is_some_and(|meta| meta.is_empty())
+        {
             m.remove("metadata");
         }
     }
@@ -91,7 +234,9 @@ pub fn from_fields_v1(v: &Value) -> BTreeSet<Vec<String>> {
         match v.as_object() {
             Some(m) if !m.is_empty() => {
                 for (k, child) in m {
-                    let Some(seg) = k.strip_prefix("f:") else { continue };
+                    let Some(seg) = k.strip_prefix("f:") else {
+                        continue;
+                    };
                     prefix.push(seg.to_string());
                     walk(child, prefix, out);
                     prefix.pop();
@@ -114,7 +259,9 @@ fn get_path<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
 }
 
 fn remove_path(v: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut cur = v;
     for seg in parents {
         match cur.get_mut(seg) {
@@ -148,8 +295,11 @@ pub fn apply(
 ) -> Result<Value, Vec<ApplyConflict>> {
     let mine = leaf_paths(config);
     let mut obj = current.cloned().unwrap_or_else(|| json!({}));
-    let mut entries: Vec<Value> =
-        obj.pointer("/metadata/managedFields").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut entries: Vec<Value> = obj
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mut previously_mine = BTreeSet::new();
     let mut others_owned = BTreeSet::new();
     let mut conflicts = Vec::new();
@@ -194,7 +344,10 @@ pub fn apply(
         meta.remove("resourceVersion");
     }
     merge_patch(&mut obj, &patch);
-    entries.retain(|e| !(e["manager"] == manager && e["operation"] == "Apply") && !from_fields_v1(&e["fieldsV1"]).is_empty());
+    entries.retain(|e| {
+        let mine = e["manager"] == manager && e["operation"] == "Apply";
+        !mine && !from_fields_v1(&e["fieldsV1"]).is_empty()
+    });
     entries.push(json!({
         "manager": manager,
         "operation": "Apply",
@@ -229,7 +382,14 @@ mod tests {
         assert_eq!(o["spec"], json!({"x": 1, "y": 1}));
         let cfg_b = json!({"metadata": {"name": "x"}, "spec": {"x": 2}});
         let c = apply(Some(&o), &cfg_b, "b", "v1", false, "t").unwrap_err();
-        assert_eq!(c, vec![ApplyConflict { manager: "a".into(), operation_api_version: None, field: ".spec.x".into() }]);
+        assert_eq!(
+            c,
+            vec![ApplyConflict {
+                manager: "a".into(),
+                operation_api_version: None,
+                field: ".spec.x".into()
+            }]
+        );
         // Same value is shared ownership, not a conflict.
         let same = json!({"metadata": {"name": "x"}, "spec": {"x": 1}});
         assert!(apply(Some(&o), &same, "b", "v1", false, "t").is_ok());
@@ -242,8 +402,54 @@ mod tests {
     }
 
     #[test]
+    fn strategic_merge_merges_named_lists_and_honours_directives() {
+        let mut pod = json!({"metadata": {"finalizers": ["a", "b"], "labels": {"x": "1"}}, "spec": {"containers": [
+            {"name": "one", "image": "i1", "env": [{"name": "A", "value": "1"}]},
+            {"name": "two", "image": "i2"}
+        ], "tolerations": [{"key": "k"}]}});
+        strategic_merge(
+            &mut pod,
+            &json!({
+                "metadata": {"$deleteFromPrimitiveList/finalizers": ["a"], "labels": {"x": null, "y": "2"}},
+                "spec": {
+                    "$setElementOrder/containers": [{"name": "one"}, {"name": "two"}, {"name": "three"}],
+                    "containers": [
+                        {"name": "one", "image": "i1b", "env": [{"name": "B", "value": "2"}]},
+                        {"name": "two", "$patch": "delete"},
+                        {"name": "three", "image": "i3"}
+                    ],
+                    "tolerations": [{"key": "new"}]
+                }
+            }),
+        );
+        assert_eq!(
+            pod["metadata"],
+            json!({"finalizers": ["b"], "labels": {"y": "2"}})
+        );
+        assert_eq!(
+            pod["spec"]["containers"],
+            json!([
+                {"name": "one", "image": "i1b", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+                {"name": "three", "image": "i3"}
+            ])
+        );
+        assert_eq!(
+            pod["spec"]["tolerations"],
+            json!([{"key": "new"}]),
+            "lists without a merge key are replaced"
+        );
+        strategic_merge(
+            &mut pod,
+            &json!({"spec": {"$patch": "replace", "containers": []}}),
+        );
+        assert_eq!(pod["spec"], json!({"containers": []}));
+    }
+
+    #[test]
     fn fields_v1_round_trip() {
-        let paths = leaf_paths(&json!({"spec": {"a": {"b": 1}, "c": [1]}, "metadata": {"labels": {"l": "v"}}}));
+        let paths = leaf_paths(
+            &json!({"spec": {"a": {"b": 1}, "c": [1]}, "metadata": {"labels": {"l": "v"}}}),
+        );
         assert_eq!(from_fields_v1(&to_fields_v1(&paths)), paths);
     }
 }

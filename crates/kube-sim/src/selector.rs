@@ -37,7 +37,9 @@ fn split_top_level(s: &str) -> Vec<&str> {
 }
 
 fn valid_key(k: &str) -> bool {
-    !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+    !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
 }
 
 fn parse_set(s: &str) -> Result<BTreeSet<String>, String> {
@@ -45,8 +47,14 @@ fn parse_set(s: &str) -> Result<BTreeSet<String>, String> {
     let inner = s
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| format!("unable to parse requirement: expected a set in parentheses, found '{s}'"))?;
-    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+        .ok_or_else(|| {
+            format!("unable to parse requirement: expected a set in parentheses, found '{s}'")
+        })?;
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
 }
 
 impl LabelSelector {
@@ -81,7 +89,9 @@ impl LabelSelector {
                 | Requirement::DoesNotExist(k) => k,
             };
             if !valid_key(key) {
-                return Err(format!("unable to parse requirement: invalid label key \"{key}\""));
+                return Err(format!(
+                    "unable to parse requirement: invalid label key \"{key}\""
+                ));
             }
             reqs.push(req);
         }
@@ -146,7 +156,10 @@ impl FieldSelector {
 
     /// The name this selector pins, if any (lets a list skip the scan).
     pub fn pinned_name(&self) -> Option<&str> {
-        self.0.iter().find(|(f, eq, _)| f == "metadata.name" && *eq).map(|(_, _, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(f, eq, _)| f == "metadata.name" && *eq)
+            .map(|(_, _, v)| v.as_str())
     }
 }
 
@@ -182,8 +195,17 @@ mod tests {
     fn field_selector() {
         let o = obj(json!({}));
         assert!(FieldSelector::parse("metadata.name=a").unwrap().matches(&o));
-        assert!(!FieldSelector::parse("metadata.namespace!=ns").unwrap().matches(&o));
-        assert_eq!(FieldSelector::parse("metadata.name==a").unwrap().pinned_name(), Some("a"));
+        assert!(
+            !FieldSelector::parse("metadata.namespace!=ns")
+                .unwrap()
+                .matches(&o)
+        );
+        assert_eq!(
+            FieldSelector::parse("metadata.name==a")
+                .unwrap()
+                .pinned_name(),
+            Some("a")
+        );
         assert!(FieldSelector::parse("spec.x=1").is_err());
     }
 }

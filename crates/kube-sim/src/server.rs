@@ -28,14 +28,22 @@ impl RunningListener {
 }
 
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     // Restarting on the same port must not wait for TIME_WAIT sockets.
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(4096)
 }
 
-pub fn spawn(listener: TcpListener, tls: Option<TlsAcceptor>, api: Arc<Api>) -> std::io::Result<RunningListener> {
+pub fn spawn(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    api: Arc<Api>,
+) -> std::io::Result<RunningListener> {
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
@@ -46,7 +54,9 @@ pub fn spawn(listener: TcpListener, tls: Option<TlsAcceptor>, api: Arc<Api>) -> 
                 a = listener.accept() => a,
                 _ = token.cancelled() => break,
             };
-            let Ok((stream, _peer)) = accepted else { continue };
+            let Ok((stream, _peer)) = accepted else {
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let (api, tls, token) = (api.clone(), tls.clone(), token.clone());
             connections.spawn(async move {
@@ -60,7 +70,11 @@ pub fn spawn(listener: TcpListener, tls: Option<TlsAcceptor>, api: Arc<Api>) -> 
         connections.close();
         connections.wait().await;
     });
-    Ok(RunningListener { addr, shutdown, task })
+    Ok(RunningListener {
+        addr,
+        shutdown,
+        task,
+    })
 }
 
 async fn serve_connection(stream: tokio::net::TcpStream, tls: Option<TlsAcceptor>, api: Arc<Api>) {
@@ -68,7 +82,9 @@ async fn serve_connection(stream: tokio::net::TcpStream, tls: Option<TlsAcceptor
     builder.http2().max_concurrent_streams(100_000);
     match tls {
         Some(acceptor) => {
-            let Ok(tls_stream) = acceptor.accept(stream).await else { return };
+            let Ok(tls_stream) = acceptor.accept(stream).await else {
+                return;
+            };
             let user = tls_stream
                 .get_ref()
                 .1
@@ -80,7 +96,9 @@ async fn serve_connection(stream: tokio::net::TcpStream, tls: Option<TlsAcceptor
                 let (api, user) = (api.clone(), user.clone());
                 async move { Ok::<_, std::convert::Infallible>(api.handle(req, user).await) }
             });
-            let _ = builder.serve_connection(TokioIo::new(tls_stream), svc).await;
+            let _ = builder
+                .serve_connection(TokioIo::new(tls_stream), svc)
+                .await;
         }
         None => {
             let svc = service_fn(move |req| {

@@ -16,7 +16,11 @@ pub struct ApiError {
 
 /// How a resource is named in messages: `pipelineruns.tekton.dev` or `pods`.
 pub fn qualified(group: &str, plural: &str) -> String {
-    if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") }
+    if group.is_empty() {
+        plural.to_string()
+    } else {
+        format!("{plural}.{group}")
+    }
 }
 
 fn details(group: &str, plural: &str, name: Option<&str>) -> Value {
@@ -33,7 +37,13 @@ fn details(group: &str, plural: &str, name: Option<&str>) -> Value {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { code, reason, message: message.into(), details: None, retry_after: None }
+        Self {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -42,13 +52,21 @@ impl ApiError {
     }
 
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
-        Self::new(404, "NotFound", format!("{} \"{name}\" not found", qualified(group, plural)))
-            .with_details(details(group, plural, Some(name)))
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", qualified(group, plural)),
+        )
+        .with_details(details(group, plural, Some(name)))
     }
 
     pub fn already_exists(group: &str, plural: &str, name: &str) -> Self {
-        Self::new(409, "AlreadyExists", format!("{} \"{name}\" already exists", qualified(group, plural)))
-            .with_details(details(group, plural, Some(name)))
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", qualified(group, plural)),
+        )
+        .with_details(details(group, plural, Some(name)))
     }
 
     pub fn conflict(group: &str, plural: &str, name: &str) -> Self {
@@ -66,22 +84,43 @@ impl ApiError {
     /// 422 `Invalid` for one field, as the validation layer reports it.
     /// `kind_group` is e.g. `PipelineRun.tekton.dev` or `Pod`.
     pub fn invalid(kind: &str, group: &str, name: &str, field: &str, detail: &str) -> Self {
-        let kind_group = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let kind_group = if group.is_empty() {
+            kind.to_string()
+        } else {
+            format!("{kind}.{group}")
+        };
         let mut d = serde_json::Map::new();
         d.insert("name".into(), json!(name));
         if !group.is_empty() {
             d.insert("group".into(), json!(group));
         }
         d.insert("kind".into(), json!(kind));
-        d.insert("causes".into(), json!([{ "reason": "FieldValueInvalid", "message": detail, "field": field }]));
-        Self::new(422, "Invalid", format!("{kind_group} \"{name}\" is invalid: {field}: {detail}"))
-            .with_details(Value::Object(d))
+        d.insert(
+            "causes".into(),
+            json!([{ "reason": "FieldValueInvalid", "message": detail, "field": field }]),
+        );
+        Self::new(
+            422,
+            "Invalid",
+            format!("{kind_group} \"{name}\" is invalid: {field}: {detail}"),
+        )
+        .with_details(Value::Object(d))
     }
 
     /// 422 for a missing required value (`Required value: ...`).
     pub fn required(kind: &str, group: &str, name: &str, field: &str, detail: &str) -> Self {
-        let mut e = Self::invalid(kind, group, name, field, &format!("Required value: {detail}"));
-        if let Some(c) = e.details.as_mut().and_then(|d| d["causes"][0].as_object_mut()) {
+        let mut e = Self::invalid(
+            kind,
+            group,
+            name,
+            field,
+            &format!("Required value: {detail}"),
+        );
+        if let Some(c) = e
+            .details
+            .as_mut()
+            .and_then(|d| d["causes"][0].as_object_mut())
+        {
             c.insert("reason".into(), json!("FieldValueRequired"));
         }
         e
@@ -96,7 +135,15 @@ impl ApiError {
     }
 
     /// 403 with the RBAC authorizer's message shape.
-    pub fn forbidden(user: &str, verb: &str, group: &str, plural: &str, subresource: Option<&str>, namespace: Option<&str>, name: Option<&str>) -> Self {
+    pub fn forbidden(
+        user: &str,
+        verb: &str,
+        group: &str,
+        plural: &str,
+        subresource: Option<&str>,
+        namespace: Option<&str>,
+        name: Option<&str>,
+    ) -> Self {
         let what = match name {
             Some(n) => format!("{} \"{n}\"", qualified(group, plural)),
             None => qualified(group, plural),
@@ -118,14 +165,20 @@ impl ApiError {
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
     }
 
     pub fn unsupported_media_type(accepted: &str) -> Self {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: {accepted}"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: {accepted}"
+            ),
         )
     }
 
@@ -134,18 +187,30 @@ impl ApiError {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "InternalError", format!("Internal error occurred: {}", message.into()))
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
     }
 
     pub fn too_many_requests(retry_after: u32) -> Self {
-        let mut e = Self::new(429, "TooManyRequests", "Too many requests, please try again later.");
+        let mut e = Self::new(
+            429,
+            "TooManyRequests",
+            "Too many requests, please try again later.",
+        );
         e.details = Some(json!({ "retryAfterSeconds": retry_after }));
         e.retry_after = Some(retry_after);
         e
     }
 
     pub fn path_not_found() -> Self {
-        Self::new(404, "NotFound", "the server could not find the requested resource")
+        Self::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
     }
 
     pub fn to_status(&self) -> Value {
@@ -178,12 +243,28 @@ mod tests {
 
     #[test]
     fn forbidden_message_matches_rbac_shape() {
-        let e = ApiError::forbidden("u", "get", "tekton.dev", "pipelineruns", None, Some("ns"), Some("x"));
+        let e = ApiError::forbidden(
+            "u",
+            "get",
+            "tekton.dev",
+            "pipelineruns",
+            None,
+            Some("ns"),
+            Some("x"),
+        );
         assert_eq!(
             e.message,
             "pipelineruns.tekton.dev \"x\" is forbidden: User \"u\" cannot get resource \"pipelineruns\" in API group \"tekton.dev\" in the namespace \"ns\""
         );
-        let e = ApiError::forbidden("system:serviceaccount:ci:builder", "list", "tekton.dev", "pipelineruns", None, Some("ci"), None);
+        let e = ApiError::forbidden(
+            "system:serviceaccount:ci:builder",
+            "list",
+            "tekton.dev",
+            "pipelineruns",
+            None,
+            Some("ci"),
+            None,
+        );
         assert_eq!(
             e.to_status(),
             serde_json::json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"pipelineruns.tekton.dev is forbidden: User \"system:serviceaccount:ci:builder\" cannot list resource \"pipelineruns\" in API group \"tekton.dev\" in the namespace \"ci\"","reason":"Forbidden","details":{"group":"tekton.dev","kind":"pipelineruns"},"code":403})
@@ -201,7 +282,13 @@ mod tests {
 
     #[test]
     fn invalid_put_without_resource_version() {
-        let e = ApiError::invalid("PipelineRun", "tekton.dev", "build-1", "metadata.resourceVersion", "Invalid value: 0: must be specified for an update");
+        let e = ApiError::invalid(
+            "PipelineRun",
+            "tekton.dev",
+            "build-1",
+            "metadata.resourceVersion",
+            "Invalid value: 0: must be specified for an update",
+        );
         assert_eq!(
             e.to_status(),
             serde_json::json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"PipelineRun.tekton.dev \"build-1\" is invalid: metadata.resourceVersion: Invalid value: 0: must be specified for an update","reason":"Invalid","details":{"name":"build-1","group":"tekton.dev","kind":"PipelineRun","causes":[{"reason":"FieldValueInvalid","message":"Invalid value: 0: must be specified for an update","field":"metadata.resourceVersion"}]},"code":422})

@@ -22,6 +22,29 @@ pub struct WatchEvent {
     pub rv: u64,
     pub object: Arc<Value>,
     pub old: Option<Arc<Value>>,
+    /// The object serialized once for all storage-version watchers (fan-out to
+    /// thousands of watches must not serialize thousands of times).
+    pub json: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl WatchEvent {
+    pub fn new(kind: EventKind, rv: u64, object: Arc<Value>, old: Option<Arc<Value>>) -> Self {
+        Self {
+            kind,
+            rv,
+            object,
+            old,
+            json: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn object_json(&self) -> &bytes::Bytes {
+        self.json.get_or_init(|| {
+            serde_json::to_vec(&*self.object)
+                .expect("JSON serializes")
+                .into()
+        })
+    }
 }
 
 /// How a resource behaves in storage (a subset of `ResourceInfo`).
@@ -44,15 +67,33 @@ pub fn storage_kind(g: &Gvr) -> Option<Kind> {
         ("", "persistentvolumeclaims") => ("PersistentVolumeClaim", true, true, false),
         ("", "events") => ("Event", true, false, false),
         ("storage.k8s.io", "storageclasses") => ("StorageClass", false, false, false),
-        ("apiextensions.k8s.io", "customresourcedefinitions") => ("CustomResourceDefinition", false, true, false),
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            ("CustomResourceDefinition", false, true, false)
+        }
+        ("rbac.authorization.k8s.io", "roles") => ("Role", true, false, false),
+        ("rbac.authorization.k8s.io", "rolebindings") => ("RoleBinding", true, false, false),
+        ("rbac.authorization.k8s.io", "clusterroles") => ("ClusterRole", false, false, false),
+        ("rbac.authorization.k8s.io", "clusterrolebindings") => {
+            ("ClusterRoleBinding", false, false, false)
+        }
         ("tekton.dev", "tasks") => ("Task", true, true, true),
         ("tekton.dev", "pipelines") => ("Pipeline", true, true, true),
         ("tekton.dev", "pipelineruns") => ("PipelineRun", true, true, true),
         ("tekton.dev", "taskruns") => ("TaskRun", true, true, true),
         _ => return None,
     };
-    let storage_version = if g.group == "tekton.dev" { "v1" } else { g.version };
-    Some(Kind { gvr: Gvr::new(g.group, storage_version, g.plural), kind, namespaced, status_subresource: status, custom })
+    let storage_version = if g.group == "tekton.dev" {
+        "v1"
+    } else {
+        g.version
+    };
+    Some(Kind {
+        gvr: Gvr::new(g.group, storage_version, g.plural),
+        kind,
+        namespaced,
+        status_subresource: status,
+        custom,
+    })
 }
 
 pub const ALL_STORAGE: &[Gvr] = &[
@@ -65,6 +106,10 @@ pub const ALL_STORAGE: &[Gvr] = &[
     gvr::EVENTS,
     gvr::STORAGECLASSES,
     gvr::CRDS,
+    crate::resources::RBAC_ROLES,
+    crate::resources::RBAC_ROLEBINDINGS,
+    crate::resources::RBAC_CLUSTERROLES,
+    crate::resources::RBAC_CLUSTERROLEBINDINGS,
     gvr::TASKS,
     gvr::PIPELINES,
     gvr::PIPELINERUNS,
@@ -91,6 +136,31 @@ struct State {
     rv: u64,
     tables: HashMap<Gvr, Table>,
     logs: HashMap<(String, String, String), Vec<LogLine>>,
+    /// owner uid → dependents, so cascading deletion does not scan every object.
+    owners: HashMap<String, std::collections::HashSet<(Gvr, Key)>>,
+}
+
+fn owner_uids(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r["uid"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn key_of(k: &Kind, obj: &Value) -> Key {
+    let ns = if k.namespaced {
+        meta_str(obj, "namespace").unwrap_or("")
+    } else {
+        ""
+    };
+    (
+        ns.to_string(),
+        meta_str(obj, "name").unwrap_or("").to_string(),
+    )
 }
 
 /// Who performs a write: API clients get status/spec separation and
@@ -137,11 +207,20 @@ fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
     obj.get("metadata")?.get(field)?.as_str()
 }
 
+/// A v4 UUID from the thread-local RNG (no syscall per object).
+fn new_uid() -> String {
+    uuid::Builder::from_random_bytes(rand::rng().random())
+        .into_uuid()
+        .to_string()
+}
+
 fn random_suffix() -> String {
     // The alphabet the API server's name generator uses (no vowels, no confusables).
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// Everything but metadata and status: what `generation` tracks.
@@ -166,7 +245,11 @@ fn without_volatile_meta(obj: &Value) -> Value {
 }
 
 fn kind_api_version(k: &Kind) -> String {
-    if k.gvr.group.is_empty() { k.gvr.version.to_string() } else { format!("{}/{}", k.gvr.group, k.gvr.version) }
+    if k.gvr.group.is_empty() {
+        k.gvr.version.to_string()
+    } else {
+        format!("{}/{}", k.gvr.group, k.gvr.version)
+    }
 }
 
 fn to_cluster_error(e: ApiError) -> ClusterError {
@@ -183,11 +266,21 @@ impl Store {
         for g in ALL_STORAGE {
             tables.insert(
                 *g,
-                Table { objects: BTreeMap::new(), history: VecDeque::new(), compacted: 0, tx: broadcast::channel(4096).0 },
+                Table {
+                    objects: BTreeMap::new(),
+                    history: VecDeque::new(),
+                    compacted: 0,
+                    tx: broadcast::channel(4096).0,
+                },
             );
         }
         Arc::new(Self {
-            state: Mutex::new(State { rv: 1, tables, logs: HashMap::new() }),
+            state: Mutex::new(State {
+                rv: 1,
+                tables,
+                logs: HashMap::new(),
+                owners: HashMap::new(),
+            }),
             global: broadcast::channel(65536).0,
             logs_changed: Notify::new(),
             history_limit: history_limit.max(1),
@@ -202,10 +295,37 @@ impl Store {
         self.lock().rv
     }
 
-    fn emit(&self, st: &mut State, k: &Kind, kind: EventKind, object: Arc<Value>, old: Option<Arc<Value>>) {
+    fn emit(
+        &self,
+        st: &mut State,
+        k: &Kind,
+        kind: EventKind,
+        object: Arc<Value>,
+        old: Option<Arc<Value>>,
+    ) {
         let rv = st.rv;
+        // Keep the owner index in step with every change.
+        let key = key_of(k, &object);
+        if let Some(o) = &old {
+            for uid in owner_uids(o) {
+                if let Some(set) = st.owners.get_mut(&uid) {
+                    set.remove(&(k.gvr, key.clone()));
+                    if set.is_empty() {
+                        st.owners.remove(&uid);
+                    }
+                }
+            }
+        }
+        if kind != EventKind::Deleted {
+            for uid in owner_uids(&object) {
+                st.owners
+                    .entry(uid)
+                    .or_default()
+                    .insert((k.gvr, key.clone()));
+            }
+        }
         let table = st.tables.get_mut(&k.gvr).expect("table exists");
-        let ev = Arc::new(WatchEvent { kind, rv, object: object.clone(), old });
+        let ev = Arc::new(WatchEvent::new(kind, rv, object.clone(), old));
         table.history.push_back(ev.clone());
         while table.history.len() > self.history_limit {
             if let Some(dropped) = table.history.pop_front() {
@@ -214,7 +334,11 @@ impl Store {
         }
         let _ = table.tx.send(ev);
         if self.global.receiver_count() > 0 {
-            let _ = self.global.send(ClusterEvent { kind, gvr: k.gvr, object: (*object).clone() });
+            let _ = self.global.send(ClusterEvent {
+                kind,
+                gvr: k.gvr,
+                object: (*object).clone(),
+            });
         }
     }
 
@@ -224,7 +348,14 @@ impl Store {
     }
 
     fn get_locked(st: &State, k: &Kind, ns: Option<&str>, name: &str) -> Option<Arc<Value>> {
-        let key = (if k.namespaced { ns.unwrap_or("").to_string() } else { String::new() }, name.to_string());
+        let key = (
+            if k.namespaced {
+                ns.unwrap_or("").to_string()
+            } else {
+                String::new()
+            },
+            name.to_string(),
+        );
         st.tables.get(&k.gvr)?.objects.get(&key).cloned()
     }
 
@@ -269,14 +400,31 @@ impl Store {
         }
         let (continue_token, remaining) = if more {
             let remaining = 1 + iter
-                .filter(|(key, obj)| (!k.namespaced || ns.is_none_or(|n| key.0 == n)) && filter(obj))
+                .filter(|(key, obj)| {
+                    (!k.namespaced || ns.is_none_or(|n| key.0 == n)) && filter(obj)
+                })
                 .count() as u64;
             let (kns, kname) = last_key.expect("a page before more");
             (Some(encode_continue(st.rv, &kns, &kname)), Some(remaining))
         } else {
             (None, None)
         };
-        ListResult { items, resource_version: st.rv, continue_token, remaining }
+        ListResult {
+            items,
+            resource_version: st.rv,
+            continue_token,
+            remaining,
+        }
+    }
+
+    /// How many objects match `filter`, without copying them.
+    pub fn count(&self, k: &Kind, ns: Option<&str>, filter: &dyn Fn(&Value) -> bool) -> usize {
+        let st = self.lock();
+        st.tables[&k.gvr]
+            .objects
+            .iter()
+            .filter(|(key, obj)| (!k.namespaced || ns.is_none_or(|n| key.0 == n)) && filter(obj))
+            .count()
     }
 
     /// Events for a watch from `from_rv` (`None`: synthetic ADDED for every object),
@@ -295,16 +443,25 @@ impl Store {
                 .objects
                 .values()
                 .map(|o| {
-                    let rv = meta_str(o, "resourceVersion").and_then(|s| s.parse().ok()).unwrap_or(0);
-                    Arc::new(WatchEvent { kind: EventKind::Added, rv, object: o.clone(), old: None })
+                    let rv = meta_str(o, "resourceVersion")
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    Arc::new(WatchEvent::new(EventKind::Added, rv, o.clone(), None))
                 })
                 .collect(),
             Some(rv) => {
                 if rv < table.compacted {
                     let oldest = table.history.front().map(|e| e.rv).unwrap_or(st.rv);
-                    return Err(ApiError::expired(format!("too old resource version: {rv} ({oldest})")));
+                    return Err(ApiError::expired(format!(
+                        "too old resource version: {rv} ({oldest})"
+                    )));
                 }
-                table.history.iter().filter(|e| e.rv > rv).cloned().collect()
+                table
+                    .history
+                    .iter()
+                    .filter(|e| e.rv > rv)
+                    .cloned()
+                    .collect()
             }
         };
         Ok((backlog, rx))
@@ -318,25 +475,42 @@ impl Store {
         let nsk = storage_kind(&gvr::NAMESPACES).expect("namespaces");
         match Self::get_locked(st, &nsk, None, ns) {
             None => Err(ApiError::not_found("", "namespaces", ns)),
-            Some(n) if n.pointer("/metadata/deletionTimestamp").is_some() && k.gvr != gvr::EVENTS => Err(ApiError::new(
-                403,
-                "Forbidden",
-                format!(
-                    "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                    crate::status::qualified(k.gvr.group, k.gvr.plural),
-                    "",
-                ),
-            )),
+            Some(n)
+                if n.pointer("/metadata/deletionTimestamp").is_some() && k.gvr != gvr::EVENTS =>
+            {
+                Err(ApiError::new(
+                    403,
+                    "Forbidden",
+                    format!(
+                        "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                        crate::status::qualified(k.gvr.group, k.gvr.plural),
+                        "",
+                    ),
+                ))
+            }
             Some(_) => Ok(()),
         }
     }
 
-    pub fn create(&self, k: &Kind, ns: Option<&str>, mut obj: Value, writer: Writer) -> Result<Value, ApiError> {
+    pub fn create(
+        &self,
+        k: &Kind,
+        ns: Option<&str>,
+        mut obj: Value,
+        writer: Writer,
+    ) -> Result<Value, ApiError> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the request body must be a JSON or YAML object"));
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON or YAML object",
+            ));
         }
         let mut st = self.lock();
-        let ns = if k.namespaced { ns.or_else(|| meta_str(&obj, "namespace")).map(str::to_string) } else { None };
+        let ns = if k.namespaced {
+            ns.or_else(|| meta_str(&obj, "namespace"))
+                .map(str::to_string)
+        } else {
+            None
+        };
         if let Some(body_ns) = meta_str(&obj, "namespace")
             && k.namespaced
             && Some(body_ns) != ns.as_deref()
@@ -373,7 +547,13 @@ impl Store {
             }
         };
         if let Err(msg) = validate_name(&name) {
-            return Err(ApiError::invalid(k.kind, k.gvr.group, &name, "metadata.name", &format!("Invalid value: \"{name}\": {msg}")));
+            return Err(ApiError::invalid(
+                k.kind,
+                k.gvr.group,
+                &name,
+                "metadata.name",
+                &format!("Invalid value: \"{name}\": {msg}"),
+            ));
         }
         if Self::get_locked(&st, k, ns.as_deref(), &name).is_some() {
             return Err(ApiError::already_exists(k.gvr.group, k.gvr.plural, &name));
@@ -381,10 +561,11 @@ impl Store {
         let rv = Self::next_rv(&mut st);
         obj["apiVersion"] = json!(kind_api_version(k));
         obj["kind"] = json!(k.kind);
-        if writer == Writer::Api && k.status_subresource {
-            if let Some(m) = obj.as_object_mut() {
-                m.remove("status");
-            }
+        if writer == Writer::Api
+            && k.status_subresource
+            && let Some(m) = obj.as_object_mut()
+        {
+            m.remove("status");
         }
         let meta = obj["metadata"].as_object_mut().expect("metadata object");
         meta.insert("name".into(), json!(name));
@@ -392,7 +573,7 @@ impl Store {
             Some(ns) => meta.insert("namespace".into(), json!(ns)),
             None => meta.remove("namespace"),
         };
-        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("uid".into(), json!(new_uid()));
         meta.insert("resourceVersion".into(), json!(rv.to_string()));
         meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
         meta.remove("deletionTimestamp");
@@ -405,13 +586,22 @@ impl Store {
         apply_create_defaults(k, &mut obj);
         let key = (ns.clone().unwrap_or_default(), name.clone());
         let arc = Arc::new(obj);
-        st.tables.get_mut(&k.gvr).expect("table").objects.insert(key, arc.clone());
+        st.tables
+            .get_mut(&k.gvr)
+            .expect("table")
+            .objects
+            .insert(key, arc.clone());
         self.emit(&mut st, k, EventKind::Added, arc.clone(), None);
         if k.gvr == gvr::NAMESPACES {
             // The service-account controller gives every namespace a `default` account.
             let sak = storage_kind(&gvr::SERVICEACCOUNTS).expect("sa");
             drop(st);
-            let _ = self.create(&sak, Some(&name), json!({"metadata": {"name": "default"}}), Writer::Controller);
+            let _ = self.create(
+                &sak,
+                Some(&name),
+                json!({"metadata": {"name": "default"}}),
+                Writer::Controller,
+            );
         }
         Ok((*arc).clone())
     }
@@ -427,7 +617,9 @@ impl Store {
         writer: Writer,
     ) -> Result<Value, ApiError> {
         if !obj.is_object() {
-            return Err(ApiError::bad_request("the request body must be a JSON or YAML object"));
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON or YAML object",
+            ));
         }
         if let Some(body_name) = meta_str(&obj, "name")
             && body_name != name
@@ -442,11 +634,10 @@ impl Store {
         };
         let old_rv = meta_str(&old, "resourceVersion").unwrap_or("0").to_string();
         match meta_str(&obj, "resourceVersion") {
-            Some(rv) if !rv.is_empty() => {
-                if rv != old_rv {
-                    return Err(ApiError::conflict(k.gvr.group, k.gvr.plural, name));
-                }
+            Some(rv) if !rv.is_empty() && rv != old_rv => {
+                return Err(ApiError::conflict(k.gvr.group, k.gvr.plural, name));
             }
+            Some(rv) if !rv.is_empty() => {}
             _ if writer == Writer::Api && k.custom => {
                 return Err(ApiError::invalid(
                     k.kind,
@@ -486,7 +677,15 @@ impl Store {
             // Server-owned metadata cannot be changed by an update.
             let om = &old["metadata"];
             let meta = obj["metadata"].as_object_mut().expect("metadata object");
-            for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+            for f in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "namespace",
+                "name",
+            ] {
                 match om.get(f) {
                     Some(v) => meta.insert(f.into(), v.clone()),
                     None => meta.remove(f),
@@ -499,7 +698,10 @@ impl Store {
             obj["apiVersion"] = json!(kind_api_version(k));
             obj["kind"] = json!(k.kind);
             if (k.status_subresource || k.custom) && spec_part(&obj) != spec_part(&old) {
-                let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+                let g = old
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1);
                 obj["metadata"]["generation"] = json!(g + 1);
             }
             obj
@@ -511,10 +713,24 @@ impl Store {
         let rv = Self::next_rv(&mut st);
         new["metadata"]["resourceVersion"] = json!(rv.to_string());
         let finalize = new.pointer("/metadata/deletionTimestamp").is_some()
-            && new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
+            && new
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_none_or(|f| f.is_empty());
         let arc = Arc::new(new);
-        let key = (if k.namespaced { ns.unwrap_or("").to_string() } else { String::new() }, name.to_string());
-        st.tables.get_mut(&k.gvr).expect("table").objects.insert(key, arc.clone());
+        let key = (
+            if k.namespaced {
+                ns.unwrap_or("").to_string()
+            } else {
+                String::new()
+            },
+            name.to_string(),
+        );
+        st.tables
+            .get_mut(&k.gvr)
+            .expect("table")
+            .objects
+            .insert(key, arc.clone());
         self.emit(&mut st, k, EventKind::Modified, arc.clone(), Some(old));
         if finalize {
             // The last finalizer is gone: the object is removed now.
@@ -558,7 +774,10 @@ impl Store {
         {
             return Err(ApiError::conflict(k.gvr.group, k.gvr.plural, name));
         }
-        let has_finalizers = old.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+        let has_finalizers = old
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
         if has_finalizers {
             if old.pointer("/metadata/deletionTimestamp").is_some() {
                 return Ok(DeleteOutcome::Pending((*old).clone()));
@@ -569,8 +788,19 @@ impl Store {
             new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             new["metadata"]["resourceVersion"] = json!(rv.to_string());
             let arc = Arc::new(new);
-            let key = (if k.namespaced { ns.unwrap_or("").to_string() } else { String::new() }, name.to_string());
-            st.tables.get_mut(&k.gvr).expect("table").objects.insert(key, arc.clone());
+            let key = (
+                if k.namespaced {
+                    ns.unwrap_or("").to_string()
+                } else {
+                    String::new()
+                },
+                name.to_string(),
+            );
+            st.tables
+                .get_mut(&k.gvr)
+                .expect("table")
+                .objects
+                .insert(key, arc.clone());
             self.emit(&mut st, k, EventKind::Modified, arc.clone(), Some(old));
             return Ok(DeleteOutcome::Pending((*arc).clone()));
         }
@@ -582,8 +812,22 @@ impl Store {
 
     /// Remove an object, then its dependents (or orphan them), then, for a
     /// namespace, everything in it.
-    fn remove_locked(&self, st: &mut State, k: &Kind, ns: Option<&str>, name: &str, propagation: Propagation) -> Option<Value> {
-        let key = (if k.namespaced { ns.unwrap_or("").to_string() } else { String::new() }, name.to_string());
+    fn remove_locked(
+        &self,
+        st: &mut State,
+        k: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        propagation: Propagation,
+    ) -> Option<Value> {
+        let key = (
+            if k.namespaced {
+                ns.unwrap_or("").to_string()
+            } else {
+                String::new()
+            },
+            name.to_string(),
+        );
         let old = st.tables.get_mut(&k.gvr)?.objects.remove(&key)?;
         let rv = Self::next_rv(st);
         let mut last = (*old).clone();
@@ -591,25 +835,23 @@ impl Store {
         let last_arc = Arc::new(last.clone());
         self.emit(st, k, EventKind::Deleted, last_arc, Some(old.clone()));
         if k.gvr == gvr::PODS {
-            st.logs.retain(|(lns, pod, _), _| !(lns == ns.unwrap_or("") && pod == name));
+            st.logs
+                .retain(|(lns, pod, _), _| !(lns == ns.unwrap_or("") && pod == name));
         }
         let uid = meta_str(&old, "uid").unwrap_or("").to_string();
         // Dependents: objects whose ownerReferences name this uid.
-        let mut dependents = Vec::new();
-        for g in ALL_STORAGE {
-            for (dkey, obj) in &st.tables[g].objects {
-                let owned = obj
-                    .pointer("/metadata/ownerReferences")
-                    .and_then(Value::as_array)
-                    .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid.as_str()));
-                if owned {
-                    dependents.push((*g, dkey.clone()));
-                }
-            }
-        }
+        let dependents: Vec<(Gvr, Key)> = st
+            .owners
+            .get(&uid)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default();
         for (g, (dns, dname)) in dependents {
             let dk = storage_kind(&g).expect("known");
-            let dns_opt = if dk.namespaced { Some(dns.as_str()) } else { None };
+            let dns_opt = if dk.namespaced {
+                Some(dns.as_str())
+            } else {
+                None
+            };
             if propagation == Propagation::Orphan {
                 if let Some(obj) = Self::get_locked(st, &dk, dns_opt, &dname) {
                     let mut new = (*obj).clone();
@@ -619,7 +861,11 @@ impl Store {
                     let rv = Self::next_rv(st);
                     new["metadata"]["resourceVersion"] = json!(rv.to_string());
                     let arc = Arc::new(new);
-                    st.tables.get_mut(&g).expect("table").objects.insert((dns.clone(), dname.clone()), arc.clone());
+                    st.tables
+                        .get_mut(&g)
+                        .expect("table")
+                        .objects
+                        .insert((dns.clone(), dname.clone()), arc.clone());
                     self.emit(st, &dk, EventKind::Modified, arc, Some(obj));
                 }
             } else {
@@ -632,8 +878,12 @@ impl Store {
                 if !dk.namespaced {
                     continue;
                 }
-                let names: Vec<String> =
-                    st.tables[g].objects.keys().filter(|(n, _)| n == name).map(|(_, n)| n.clone()).collect();
+                let names: Vec<String> = st.tables[g]
+                    .objects
+                    .keys()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, n)| n.clone())
+                    .collect();
                 for n in names {
                     self.delete_or_mark_locked(st, &dk, Some(name), &n);
                 }
@@ -644,8 +894,13 @@ impl Store {
 
     /// Garbage-collector deletion: honours finalizers like an API delete.
     fn delete_or_mark_locked(&self, st: &mut State, k: &Kind, ns: Option<&str>, name: &str) {
-        let Some(obj) = Self::get_locked(st, k, ns, name) else { return };
-        let has_finalizers = obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+        let Some(obj) = Self::get_locked(st, k, ns, name) else {
+            return;
+        };
+        let has_finalizers = obj
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
         if !has_finalizers {
             self.remove_locked(st, k, ns, name, Propagation::Background);
         } else if obj.pointer("/metadata/deletionTimestamp").is_none() {
@@ -655,7 +910,11 @@ impl Store {
             new["metadata"]["resourceVersion"] = json!(rv.to_string());
             let key = (ns.unwrap_or("").to_string(), name.to_string());
             let arc = Arc::new(new);
-            st.tables.get_mut(&k.gvr).expect("table").objects.insert(key, arc.clone());
+            st.tables
+                .get_mut(&k.gvr)
+                .expect("table")
+                .objects
+                .insert(key, arc.clone());
             self.emit(st, k, EventKind::Modified, arc, Some(obj));
         }
     }
@@ -666,7 +925,10 @@ impl Store {
             st.logs
                 .entry((ns.to_string(), pod.to_string(), container.to_string()))
                 .or_default()
-                .push(LogLine { time: Utc::now(), text: line.to_string() });
+                .push(LogLine {
+                    time: Utc::now(),
+                    text: line.to_string(),
+                });
         }
         self.logs_changed.notify_waiters();
     }
@@ -688,9 +950,17 @@ impl Store {
 
 fn validate_name(name: &str) -> Result<(), &'static str> {
     let ok = name.len() <= 253
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric());
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
     if ok {
         Ok(())
     } else {
@@ -728,18 +998,30 @@ fn apply_create_defaults(k: &Kind, obj: &mut Value) {
 
 pub fn encode_continue(rv: u64, ns: &str, name: &str) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!({"rv": rv, "ns": ns, "name": name}).to_string())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"rv": rv, "ns": ns, "name": name}).to_string())
 }
 
 pub fn decode_continue(token: &str) -> Option<(u64, String, String)> {
     use base64::Engine;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()?;
     let v: Value = serde_json::from_slice(&bytes).ok()?;
-    Some((v["rv"].as_u64()?, v["ns"].as_str()?.to_string(), v["name"].as_str()?.to_string()))
+    Some((
+        v["rv"].as_u64()?,
+        v["ns"].as_str()?.to_string(),
+        v["name"].as_str()?.to_string(),
+    ))
 }
 
 fn kind_of(g: &Gvr) -> Result<Kind, ClusterError> {
-    storage_kind(g).ok_or_else(|| ClusterError::Invalid(format!("unknown resource {}/{}/{}", g.group, g.version, g.plural)))
+    storage_kind(g).ok_or_else(|| {
+        ClusterError::Invalid(format!(
+            "unknown resource {}/{}/{}",
+            g.group, g.version, g.plural
+        ))
+    })
 }
 
 impl Cluster for Store {
@@ -755,30 +1037,74 @@ impl Cluster for Store {
         }
     }
 
-    fn create(&self, g: &Gvr, namespace: Option<&str>, object: Value) -> Result<Value, ClusterError> {
+    fn create(
+        &self,
+        g: &Gvr,
+        namespace: Option<&str>,
+        object: Value,
+    ) -> Result<Value, ClusterError> {
         let k = kind_of(g)?;
         Store::create(self, &k, namespace, object, Writer::Controller).map_err(to_cluster_error)
     }
 
-    fn update_status(&self, g: &Gvr, namespace: Option<&str>, name: &str, status: Value) -> Result<Value, ClusterError> {
+    fn update_status(
+        &self,
+        g: &Gvr,
+        namespace: Option<&str>,
+        name: &str,
+        status: Value,
+    ) -> Result<Value, ClusterError> {
         let k = kind_of(g)?;
-        Store::update(self, &k, namespace, name, json!({ "status": status }), true, Writer::Controller)
-            .map_err(to_cluster_error)
+        Store::update(
+            self,
+            &k,
+            namespace,
+            name,
+            json!({ "status": status }),
+            true,
+            Writer::Controller,
+        )
+        .map_err(to_cluster_error)
     }
 
-    fn update(&self, g: &Gvr, namespace: Option<&str>, mut object: Value) -> Result<Value, ClusterError> {
+    fn update(
+        &self,
+        g: &Gvr,
+        namespace: Option<&str>,
+        mut object: Value,
+    ) -> Result<Value, ClusterError> {
         let k = kind_of(g)?;
-        let name = meta_str(&object, "name").ok_or_else(|| ClusterError::Invalid("metadata.name is required".into()))?.to_string();
+        let name = meta_str(&object, "name")
+            .ok_or_else(|| ClusterError::Invalid("metadata.name is required".into()))?
+            .to_string();
         // In-cluster writes are last-writer-wins: the controller works on fresh reads.
         if let Some(m) = object.get_mut("metadata").and_then(Value::as_object_mut) {
             m.remove("resourceVersion");
         }
-        Store::update(self, &k, namespace, &name, object, false, Writer::Controller).map_err(to_cluster_error)
+        Store::update(
+            self,
+            &k,
+            namespace,
+            &name,
+            object,
+            false,
+            Writer::Controller,
+        )
+        .map_err(to_cluster_error)
     }
 
     fn delete(&self, g: &Gvr, namespace: Option<&str>, name: &str) -> Result<(), ClusterError> {
         let k = kind_of(g)?;
-        Store::delete(self, &k, namespace, name, Propagation::Background, (None, None)).map(|_| ()).map_err(to_cluster_error)
+        Store::delete(
+            self,
+            &k,
+            namespace,
+            name,
+            Propagation::Background,
+            (None, None),
+        )
+        .map(|_| ())
+        .map_err(to_cluster_error)
     }
 
     fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
@@ -797,38 +1123,79 @@ mod tests {
     fn setup() -> (Arc<Store>, Kind, Kind) {
         let s = Store::new(100);
         let nsk = storage_kind(&gvr::NAMESPACES).unwrap();
-        s.create(&nsk, None, json!({"metadata": {"name": "ns"}}), Writer::Api).unwrap();
+        s.create(&nsk, None, json!({"metadata": {"name": "ns"}}), Writer::Api)
+            .unwrap();
         (s, nsk, storage_kind(&gvr::PIPELINERUNS).unwrap())
     }
 
     #[test]
     fn create_fills_metadata_and_generate_name() {
         let (s, _, prk) = setup();
-        let o = s.create(&prk, Some("ns"), json!({"metadata": {"generateName": "build-"}, "spec": {}}), Writer::Api).unwrap();
+        let o = s
+            .create(
+                &prk,
+                Some("ns"),
+                json!({"metadata": {"generateName": "build-"}, "spec": {}}),
+                Writer::Api,
+            )
+            .unwrap();
         let name = o["metadata"]["name"].as_str().unwrap();
         assert!(name.starts_with("build-") && name.len() == 11, "{name}");
         assert_eq!(o["metadata"]["generation"], 1);
         assert!(o["metadata"]["uid"].as_str().is_some());
-        let e = s.create(&prk, Some("ghost"), json!({"metadata": {"name": "x"}}), Writer::Api).unwrap_err();
-        assert_eq!((e.code, e.message.as_str()), (404, "namespaces \"ghost\" not found"));
+        let e = s
+            .create(
+                &prk,
+                Some("ghost"),
+                json!({"metadata": {"name": "x"}}),
+                Writer::Api,
+            )
+            .unwrap_err();
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (404, "namespaces \"ghost\" not found")
+        );
         // The namespace got its default service account.
-        assert!(s.get(&storage_kind(&gvr::SERVICEACCOUNTS).unwrap(), Some("ns"), "default").is_some());
+        assert!(
+            s.get(
+                &storage_kind(&gvr::SERVICEACCOUNTS).unwrap(),
+                Some("ns"),
+                "default"
+            )
+            .is_some()
+        );
     }
 
     #[test]
     fn generation_bumps_only_on_spec_change_and_noop_keeps_rv() {
         let (s, _, prk) = setup();
-        let o = s.create(&prk, Some("ns"), json!({"metadata": {"name": "a"}, "spec": {"x": 1}}), Writer::Api).unwrap();
+        let o = s
+            .create(
+                &prk,
+                Some("ns"),
+                json!({"metadata": {"name": "a"}, "spec": {"x": 1}}),
+                Writer::Api,
+            )
+            .unwrap();
         let mut o2 = o.clone();
         o2["metadata"]["labels"] = json!({"l": "v"});
-        let o2 = s.update(&prk, Some("ns"), "a", o2, false, Writer::Api).unwrap();
+        let o2 = s
+            .update(&prk, Some("ns"), "a", o2, false, Writer::Api)
+            .unwrap();
         assert_eq!(o2["metadata"]["generation"], 1);
         let mut o3 = o2.clone();
         o3["spec"]["x"] = json!(2);
-        let o3 = s.update(&prk, Some("ns"), "a", o3, false, Writer::Api).unwrap();
+        let o3 = s
+            .update(&prk, Some("ns"), "a", o3, false, Writer::Api)
+            .unwrap();
         assert_eq!(o3["metadata"]["generation"], 2);
-        let o4 = s.update(&prk, Some("ns"), "a", o3.clone(), false, Writer::Api).unwrap();
-        assert_eq!(o4["metadata"]["resourceVersion"], o3["metadata"]["resourceVersion"]);
+        let o4 = s
+            .update(&prk, Some("ns"), "a", o3.clone(), false, Writer::Api)
+            .unwrap();
+        assert_eq!(
+            o4["metadata"]["resourceVersion"],
+            o3["metadata"]["resourceVersion"]
+        );
     }
 
     #[test]
@@ -836,12 +1203,78 @@ mod tests {
         let s = Store::new(3);
         let nsk = storage_kind(&gvr::NAMESPACES).unwrap();
         for i in 0..10 {
-            s.create(&nsk, None, json!({"metadata": {"name": format!("n{i}")}}), Writer::Api).unwrap();
+            s.create(
+                &nsk,
+                None,
+                json!({"metadata": {"name": format!("n{i}")}}),
+                Writer::Api,
+            )
+            .unwrap();
         }
         let e = s.watch(&nsk, Some(2)).unwrap_err();
         assert_eq!(e.code, 410);
         let rv = s.current_rv();
         let (backlog, _) = s.watch(&nsk, Some(rv - 1)).unwrap();
         assert!(backlog.len() <= 1);
+    }
+
+    #[test]
+    fn cascade_follows_owner_chains_and_honours_finalizers() {
+        let (s, _, prk) = setup();
+        let trk = storage_kind(&gvr::TASKRUNS).unwrap();
+        let podk = storage_kind(&gvr::PODS).unwrap();
+        let owned_by = |o: &Value| json!([{"uid": o["metadata"]["uid"], "name": o["metadata"]["name"], "kind": "x", "apiVersion": "v1"}]);
+        let pr = s
+            .create(
+                &prk,
+                Some("ns"),
+                json!({"metadata": {"name": "pr"}}),
+                Writer::Api,
+            )
+            .unwrap();
+        let tr = s
+            .create(
+                &trk,
+                Some("ns"),
+                json!({"metadata": {"name": "tr", "ownerReferences": owned_by(&pr)}}),
+                Writer::Controller,
+            )
+            .unwrap();
+        s.create(
+            &podk,
+            Some("ns"),
+            json!({"metadata": {"name": "pod", "ownerReferences": owned_by(&tr)}}),
+            Writer::Controller,
+        )
+        .unwrap();
+        s.create(
+            &podk,
+            Some("ns"),
+            json!({"metadata": {"name": "held", "finalizers": ["x/y"], "ownerReferences": owned_by(&tr)}}),
+            Writer::Controller,
+        )
+        .unwrap();
+        let mut events = s.subscribe();
+        Store::delete(
+            &s,
+            &prk,
+            Some("ns"),
+            "pr",
+            Propagation::Background,
+            (None, None),
+        )
+        .unwrap();
+        assert!(s.get(&trk, Some("ns"), "tr").is_none());
+        assert!(s.get(&podk, Some("ns"), "pod").is_none());
+        let held = s
+            .get(&podk, Some("ns"), "held")
+            .expect("finalizer keeps it");
+        assert!(held.pointer("/metadata/deletionTimestamp").is_some());
+        // The owner's DELETED comes first, like background deletion.
+        let first = events.try_recv().unwrap();
+        assert_eq!(
+            (first.kind, first.gvr),
+            (EventKind::Deleted, gvr::PIPELINERUNS)
+        );
     }
 }

@@ -37,7 +37,11 @@ fn age(ts: Option<&str>, now: DateTime<Utc>) -> String {
 /// Evaluate the JSONPath subset CRDs use: `.a.b`, `.a[0]`, `.a[?(@.k=="v")].b`.
 pub fn json_path(obj: &Value, path: &str) -> Option<Value> {
     let mut current = vec![obj.clone()];
-    let mut rest = path.trim().trim_start_matches('{').trim_end_matches('}').trim_start_matches('.');
+    let mut rest = path
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim_start_matches('.');
     while !rest.is_empty() {
         let (segment, tail) = split_segment(rest);
         rest = tail.trim_start_matches('.');
@@ -46,7 +50,10 @@ pub fn json_path(obj: &Value, path: &str) -> Option<Value> {
             None => (segment, None),
         };
         if !name.is_empty() {
-            current = current.iter().filter_map(|v| v.get(name).cloned()).collect();
+            current = current
+                .iter()
+                .filter_map(|v| v.get(name).cloned())
+                .collect();
         }
         if let Some(sel) = selector {
             let mut next = Vec::new();
@@ -55,7 +62,12 @@ pub fn json_path(obj: &Value, path: &str) -> Option<Value> {
                 if let Some(filter) = sel.strip_prefix("?(@.").and_then(|f| f.strip_suffix(')')) {
                     let (k, want) = filter.split_once("==")?;
                     let want = want.trim().trim_matches('"').trim_matches('\'');
-                    next.extend(items.iter().filter(|i| i.get(k.trim()).and_then(Value::as_str) == Some(want)).cloned());
+                    next.extend(
+                        items
+                            .iter()
+                            .filter(|i| i.get(k.trim()).and_then(Value::as_str) == Some(want))
+                            .cloned(),
+                    );
                 } else if let Ok(idx) = sel.parse::<usize>() {
                     next.extend(items.get(idx).cloned());
                 } else if sel == "*" {
@@ -95,43 +107,73 @@ fn col(name: &str, kind: &str, format: &str) -> Value {
 }
 
 fn pod_cells(o: &Value) -> Vec<Value> {
-    let total = o.pointer("/spec/containers").and_then(Value::as_array).map_or(0, Vec::len);
-    let statuses = o.pointer("/status/containerStatuses").and_then(Value::as_array).cloned().unwrap_or_default();
+    let total = o
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let statuses = o
+        .pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let ready = statuses.iter().filter(|s| s["ready"] == true).count();
-    let restarts: i64 = statuses.iter().filter_map(|s| s["restartCount"].as_i64()).sum();
+    let restarts: i64 = statuses
+        .iter()
+        .filter_map(|s| s["restartCount"].as_i64())
+        .sum();
     let reason = statuses
         .iter()
-        .find_map(|s| s.pointer("/state/waiting/reason").or(s.pointer("/state/terminated/reason")).and_then(Value::as_str))
+        .find_map(|s| {
+            s.pointer("/state/waiting/reason")
+                .or(s.pointer("/state/terminated/reason"))
+                .and_then(Value::as_str)
+        })
         .or(o.pointer("/status/phase").and_then(Value::as_str))
         .unwrap_or("Unknown");
-    vec![json!(format!("{ready}/{total}")), json!(reason), json!(restarts)]
+    vec![
+        json!(format!("{ready}/{total}")),
+        json!(reason),
+        json!(restarts),
+    ]
 }
 
 /// The Table for `objects` of resource `info`.
-pub fn to_table(info: &ResourceInfo, objects: &[Value], resource_version: &str, include_object: &str) -> Value {
+pub fn to_table(
+    info: &ResourceInfo,
+    objects: &[Value],
+    resource_version: &str,
+    include_object: &str,
+) -> Value {
     let now = Utc::now();
-    let mut columns = vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0})];
-    let extra: Vec<(Value, Box<dyn Fn(&Value) -> Vec<Value>>)> = match info.gvr.plural {
-        "namespaces" => vec![(col("Status", "string", ""), Box::new(|o: &Value| vec![o.pointer("/status/phase").cloned().unwrap_or(json!(""))]))],
-        "pods" => vec![
-            (col("Ready", "string", ""), Box::new(|_: &Value| Vec::new())),
-            (col("Status", "string", ""), Box::new(|_: &Value| Vec::new())),
-            (col("Restarts", "string", ""), Box::new(|o: &Value| pod_cells(o))),
-        ],
-        _ => info
-            .printer_columns
-            .iter()
-            .map(|c| {
-                let path = c.json_path.clone();
-                let kind = c.kind.clone();
-                (col(&c.name, &c.kind, if c.kind == "date" { "" } else { "" }), Box::new(move |o: &Value| vec![cell(json_path(o, &path), &kind, now)]) as Box<dyn Fn(&Value) -> Vec<Value>>)
-            })
-            .collect(),
-    };
-    for (c, _) in &extra {
-        columns.push(c.clone());
+    let mut columns = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
+    ];
+    match info.gvr.plural {
+        "namespaces" => columns.push(col("Status", "string", "")),
+        "pods" => {
+            for c in ["Ready", "Status", "Restarts"] {
+                columns.push(col(c, "string", ""));
+            }
+        }
+        _ => columns.extend(
+            info.printer_columns
+                .iter()
+                .map(|c| col(&c.name, &c.kind, "")),
+        ),
     }
-    let has_age = !info.printer_columns.iter().any(|c| c.name == "Age");
+    let extra = |o: &Value| -> Vec<Value> {
+        match info.gvr.plural {
+            "namespaces" => vec![o.pointer("/status/phase").cloned().unwrap_or(json!(""))],
+            "pods" => pod_cells(o),
+            _ => info
+                .printer_columns
+                .iter()
+                .map(|c| cell(json_path(o, &c.json_path), &c.kind, now))
+                .collect(),
+        }
+    };
+    // Custom resources with additionalPrinterColumns show exactly those (after Name).
+    let has_age = !info.custom || info.printer_columns.is_empty();
     if has_age {
         columns.push(col("Age", "string", ""));
     }
@@ -139,11 +181,13 @@ pub fn to_table(info: &ResourceInfo, objects: &[Value], resource_version: &str, 
         .iter()
         .map(|o| {
             let mut cells = vec![o.pointer("/metadata/name").cloned().unwrap_or(json!(""))];
-            for (_, f) in &extra {
-                cells.extend(f(o));
-            }
+            cells.extend(extra(o));
             if has_age {
-                cells.push(json!(age(o.pointer("/metadata/creationTimestamp").and_then(Value::as_str), now)));
+                cells.push(json!(age(
+                    o.pointer("/metadata/creationTimestamp")
+                        .and_then(Value::as_str),
+                    now
+                )));
             }
             let mut row = json!({"cells": cells});
             match include_object {
@@ -176,9 +220,18 @@ mod tests {
     #[test]
     fn jsonpath_filters_conditions() {
         let o = json!({"status": {"conditions": [{"type": "Ready", "status": "x"}, {"type": "Succeeded", "status": "True", "reason": "Succeeded"}], "startTime": "2026-01-01T00:00:00Z"}});
-        assert_eq!(json_path(&o, ".status.conditions[?(@.type==\"Succeeded\")].status"), Some(json!("True")));
-        assert_eq!(json_path(&o, ".status.startTime"), Some(json!("2026-01-01T00:00:00Z")));
-        assert_eq!(json_path(&o, ".status.conditions[0].type"), Some(json!("Ready")));
+        assert_eq!(
+            json_path(&o, ".status.conditions[?(@.type==\"Succeeded\")].status"),
+            Some(json!("True"))
+        );
+        assert_eq!(
+            json_path(&o, ".status.startTime"),
+            Some(json!("2026-01-01T00:00:00Z"))
+        );
+        assert_eq!(
+            json_path(&o, ".status.conditions[0].type"),
+            Some(json!("Ready"))
+        );
         assert_eq!(json_path(&o, ".status.completionTime"), None);
     }
 

@@ -3,8 +3,8 @@
 //! rustls server config that asks for (but does not require) client certs.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -26,7 +26,9 @@ pub struct ClientCert {
 
 impl std::fmt::Debug for ClientCert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientCert").field("key_pem", &"<redacted>").finish_non_exhaustive()
+        f.debug_struct("ClientCert")
+            .field("key_pem", &"<redacted>")
+            .finish_non_exhaustive()
     }
 }
 
@@ -39,18 +41,32 @@ impl Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, "kube-sim-ca");
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().map_err(err)?).map_err(err)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "kube-sim-ca");
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca =
+            CertifiedIssuer::self_signed(params, KeyPair::generate().map_err(err)?).map_err(err)?;
         let ca_pem = ca.pem();
 
-        let mut sp = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).map_err(err)?;
+        let mut sp = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .map_err(err)?;
         sp.distinguished_name = DistinguishedName::new();
-        sp.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+        sp.distinguished_name
+            .push(DnType::CommonName, "kube-apiserver");
         sp.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let server_key = KeyPair::generate().map_err(err)?;
         let server_cert = sp.signed_by(&server_key, &ca).map_err(err)?;
-        Ok(Self { ca, ca_pem, server_cert: server_cert.der().clone(), server_key_der: server_key.serialize_der() })
+        Ok(Self {
+            ca,
+            ca_pem,
+            server_cert: server_cert.der().clone(),
+            server_key_der: server_key.serialize_der(),
+        })
     }
 
     /// A client certificate for `user` in `groups`, signed by the CA.
@@ -65,23 +81,31 @@ impl Pki {
             [a] => p.distinguished_name.push(DnType::OrganizationName, *a),
             [a, b] => {
                 p.distinguished_name.push(DnType::OrganizationName, *a);
-                p.distinguished_name.push(DnType::CustomDnType(vec![2, 5, 4, 10]), *b);
+                p.distinguished_name
+                    .push(DnType::CustomDnType(vec![2, 5, 4, 10]), *b);
             }
-            _ => anyhow::bail!("a generated client certificate carries at most 2 groups (O), got {}", groups.len()),
+            _ => anyhow::bail!(
+                "a generated client certificate carries at most 2 groups (O), got {}",
+                groups.len()
+            ),
         }
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let key = KeyPair::generate().map_err(err)?;
         let cert = p.signed_by(&key, &self.ca).map_err(err)?;
-        Ok(ClientCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(ClientCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 
     pub fn server_config(&self) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca.der().clone())?;
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
+                .build()?;
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
@@ -98,8 +122,16 @@ impl Pki {
 pub fn identity_from_cert(der: &[u8]) -> Option<(String, Vec<String>)> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
-    let user = subject.iter_common_name().next()?.as_str().ok()?.to_string();
-    let groups = subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
+    let user = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_string))
+        .collect();
     Some((user, groups))
 }
 
@@ -114,7 +146,10 @@ mod tests {
         let der = rustls_pki_types::pem::PemObject::from_pem_slice(c.cert_pem.as_bytes())
             .map(|d: CertificateDer<'static>| d)
             .unwrap();
-        assert_eq!(identity_from_cert(&der), Some(("alice".into(), vec!["devs".into(), "ops".into()])));
+        assert_eq!(
+            identity_from_cert(&der),
+            Some(("alice".into(), vec!["devs".into(), "ops".into()]))
+        );
         assert!(pki.server_config().is_ok());
     }
 }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod crud;
+mod examples;
 mod faults;
 mod kubectl;
 mod logs;
@@ -25,7 +26,10 @@ pub async fn start_with(opts: KubeSimOptions) -> (KubeSimHandle, kube::Client) {
 }
 
 pub fn pipelinerun_resource(version: &str) -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("tekton.dev", version, "PipelineRun"), "pipelineruns")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("tekton.dev", version, "PipelineRun"),
+        "pipelineruns",
+    )
 }
 
 pub fn pipelineruns(client: &kube::Client, ns: &str) -> Api<DynamicObject> {
@@ -53,5 +57,7 @@ pub fn api_error<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> kube::core::S
 pub async fn namespace(client: &kube::Client, name: &str) {
     let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     let ns = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
-    api.create(&PostParams::default(), &ns).await.expect("namespace created");
+    api.create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace created");
 }
