@@ -25,9 +25,15 @@ fn env_with(opts: ControllerOptions) -> Env {
 #[tokio::test]
 async fn missing_task_fails_with_couldnt_get_task() {
     let env = env_with(fast_options());
-    env.create(Some("ci"), pipelinerun("build-abc12", json!({"pipelineSpec": {"tasks": [
-        {"name": "build", "taskRef": {"kind": "Task", "name": "kaniko"}}
-    ]}})));
+    env.create(
+        Some("ci"),
+        pipelinerun(
+            "build-abc12",
+            json!({"pipelineSpec": {"tasks": [
+                {"name": "build", "taskRef": {"kind": "Task", "name": "kaniko"}}
+            ]}}),
+        ),
+    );
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "build-abc12").await;
     assert_eq!(
         condition(&pr),
@@ -37,7 +43,10 @@ async fn missing_task_fails_with_couldnt_get_task() {
             "Pipeline ci/build-abc12 can't be Run; it contains Tasks that don't exist: Couldn't retrieve Task \"kaniko\": tasks.tekton.dev \"kaniko\" not found".into()
         )
     );
-    assert!(pr["status"]["pipelineSpec"]["tasks"].is_array(), "spec stored before task resolution");
+    assert!(
+        pr["status"]["pipelineSpec"]["tasks"].is_array(),
+        "spec stored before task resolution"
+    );
     assert!(pr["status"]["completionTime"].is_string());
     assert!(env.cluster.list(&gvr::TASKRUNS, Some("ci")).is_empty());
 }
@@ -45,20 +54,32 @@ async fn missing_task_fails_with_couldnt_get_task() {
 #[tokio::test]
 async fn missing_pipeline_fails_with_couldnt_get_pipeline() {
     let env = env_with(fast_options());
-    env.create(Some("ci"), pipelinerun("r", json!({"pipelineRef": {"name": "nope"}})));
+    env.create(
+        Some("ci"),
+        pipelinerun("r", json!({"pipelineRef": {"name": "nope"}})),
+    );
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(condition(&pr).1, "CouldntGetPipeline");
-    assert_eq!(condition(&pr).2, "Error retrieving pipeline for pipelinerun ci/r: pipelines.tekton.dev \"nope\" not found");
+    assert_eq!(
+        condition(&pr).2,
+        "Error retrieving pipeline for pipelinerun ci/r: pipelines.tekton.dev \"nope\" not found"
+    );
 }
 
 #[tokio::test]
 async fn missing_param_fails_with_parameter_missing() {
     let env = env_with(fast_options());
     env.create(Some("ci"), step_task("t"));
-    env.create(Some("ci"), pipelinerun("r", json!({"pipelineSpec": {
-        "params": [{"name": "url", "type": "string"}, {"name": "rev", "default": "main"}],
-        "tasks": [{"name": "a", "taskRef": {"name": "t"}}]
-    }})));
+    env.create(
+        Some("ci"),
+        pipelinerun(
+            "r",
+            json!({"pipelineSpec": {
+                "params": [{"name": "url", "type": "string"}, {"name": "rev", "default": "main"}],
+                "tasks": [{"name": "a", "taskRef": {"name": "t"}}]
+            }}),
+        ),
+    );
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(
         condition(&pr),
@@ -89,49 +110,99 @@ async fn unbound_workspace_fails_with_invalid_workspace_bindings() {
 #[tokio::test]
 async fn task_param_not_given_fails_validation() {
     let env = env_with(fast_options());
-    env.create(Some("ci"), json!({"apiVersion": "tekton.dev/v1", "kind": "Task", "metadata": {"name": "needs"},
-        "spec": {"params": [{"name": "IMAGE"}], "steps": [{"name": "s", "image": "busybox"}]}}));
-    env.create(Some("ci"), pipelinerun("r", json!({"pipelineSpec": {"tasks": [{"name": "a", "taskRef": {"name": "needs"}}]}})));
+    env.create(
+        Some("ci"),
+        json!({"apiVersion": "tekton.dev/v1", "kind": "Task", "metadata": {"name": "needs"},
+        "spec": {"params": [{"name": "IMAGE"}], "steps": [{"name": "s", "image": "busybox"}]}}),
+    );
+    env.create(
+        Some("ci"),
+        pipelinerun(
+            "r",
+            json!({"pipelineSpec": {"tasks": [{"name": "a", "taskRef": {"name": "needs"}}]}}),
+        ),
+    );
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(condition(&pr).1, "PipelineValidationFailed");
-    assert_eq!(condition(&pr).2, "invalid input params for task needs: missing parameters: [IMAGE]");
+    assert_eq!(
+        condition(&pr).2,
+        "invalid input params for task needs: missing parameters: [IMAGE]"
+    );
 }
 
 /// A workspace Secret that does not exist: the pod stays Pending (FailedMount event)
 /// and the run ends only by its timeout.
 #[tokio::test]
 async fn missing_workspace_secret_keeps_pod_pending_until_timeout() {
-    let env = env_with(ControllerOptions { time_scale: 0.01, ..fast_options() });
+    let env = env_with(ControllerOptions {
+        time_scale: 0.01,
+        ..fast_options()
+    });
     env.create(Some("ci"), step_task("t"));
     env.create(Some("ci"), pipelinerun("r", json!({
-        "timeouts": {"pipeline": "30s"},
+        "timeouts": {"pipeline": "2m"},
         "workspaces": [{"name": "docker", "secret": {"secretName": "docker-config"}}],
         "pipelineSpec": {"workspaces": [{"name": "docker"}], "tasks": [
             {"name": "build", "taskRef": {"name": "t"}, "workspaces": [{"name": "source", "workspace": "docker"}]}
         ]}
     })));
     let tr = env
-        .wait_for(&gvr::TASKRUNS, "ci", "r-build", "pending on its pod", |o| condition(o).1 == "Pending" && condition(o).2 != "Pending")
+        .wait_for(&gvr::TASKRUNS, "ci", "r-build", "pending on its pod", |o| {
+            condition(o).1 == "Pending" && condition(o).2 != "Pending"
+        })
         .await;
-    assert_eq!(condition(&tr).2, "pod status \"Ready\":\"False\"; message: \"containers with unready status: [step-build]\"");
+    assert_eq!(
+        condition(&tr).2,
+        "pod status \"Ready\":\"False\"; message: \"containers with unready status: [step-build]\""
+    );
     let pod = env.get(&gvr::PODS, "ci", "r-build-pod").unwrap();
     assert_eq!(pod["status"]["phase"], "Pending");
-    assert_eq!(pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "ContainerCreating");
+    assert_eq!(
+        pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "ContainerCreating"
+    );
     let events = env.cluster.list(&gvr::EVENTS, Some("ci"));
-    let mount = events.iter().find(|e| e["reason"] == "FailedMount").expect("FailedMount event");
+    let mount = events
+        .iter()
+        .find(|e| e["reason"] == "FailedMount")
+        .expect("FailedMount event");
     assert_eq!(mount["involvedObject"]["name"], "r-build-pod");
     let msg = mount["message"].as_str().unwrap();
-    assert!(msg.starts_with("MountVolume.SetUp failed for volume \"ws-") && msg.ends_with(": secret \"docker-config\" not found"), "{msg}");
-    assert!(!model::is_done(&env.get(&gvr::PIPELINERUNS, "ci", "r").unwrap()), "does not fail fast");
+    assert!(
+        msg.starts_with("MountVolume.SetUp failed for volume \"ws-")
+            && msg.ends_with(": secret \"docker-config\" not found"),
+        "{msg}"
+    );
+    assert!(
+        !model::is_done(&env.get(&gvr::PIPELINERUNS, "ci", "r").unwrap()),
+        "does not fail fast"
+    );
 
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(
         condition(&pr),
-        ("False".into(), "PipelineRunTimeout".into(), "PipelineRun \"r\" failed to finish within \"30s\"".into())
+        (
+            "False".into(),
+            "PipelineRunTimeout".into(),
+            "PipelineRun \"r\" failed to finish within \"2m0s\"".into()
+        )
     );
+    // The TaskRun's own timeout is the run's remaining time, so (as in Tekton) it is
+    // either cancelled by the PipelineRun or times out at the same moment.
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-build").await;
-    assert_eq!(tr["spec"]["statusMessage"], "TaskRun cancelled as the PipelineRun it belongs to has timed out.");
-    assert_eq!(condition(&tr).1, "TaskRunCancelled");
+    match condition(&tr).1.as_str() {
+        "TaskRunCancelled" => {
+            assert_eq!(
+                tr["spec"]["statusMessage"],
+                "TaskRun cancelled as the PipelineRun it belongs to has timed out."
+            )
+        }
+        "TaskRunTimeout" => assert_eq!(
+            condition(&tr).2,
+            "TaskRun \"r-build\" failed to finish within \"2m0s\""
+        ),
+        other => panic!("unexpected TaskRun reason {other}"),
+    }
 }
 
 #[tokio::test]
@@ -144,7 +215,10 @@ async fn secret_created_later_lets_the_pod_start() {
             {"name": "build", "taskRef": {"name": "t"}, "workspaces": [{"name": "source", "workspace": "docker"}]}
         ]}
     })));
-    env.wait_for(&gvr::TASKRUNS, "ci", "r-build", "pending", |o| condition(o).2.starts_with("pod status")).await;
+    env.wait_for(&gvr::TASKRUNS, "ci", "r-build", "pending", |o| {
+        condition(o).2.starts_with("pod status")
+    })
+    .await;
     env.create(Some("ci"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "docker-config"}, "data": {}}));
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(condition(&pr).1, "Succeeded");
@@ -154,16 +228,23 @@ async fn secret_created_later_lets_the_pod_start() {
 /// binds, the pod is unschedulable, and the run times out.
 #[tokio::test]
 async fn claim_without_default_storage_class_never_binds() {
-    let env = env_with(ControllerOptions { time_scale: 0.01, ..fast_options() });
+    let env = env_with(ControllerOptions {
+        time_scale: 0.01,
+        ..fast_options()
+    });
     env.create(Some("ci"), step_task("t"));
     let pr = env.create(Some("ci"), pipelinerun("r", json!({
-        "timeouts": {"pipeline": "30s"},
+        "timeouts": {"pipeline": "2m"},
         "workspaces": [{"name": "src", "volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}],
         "pipelineSpec": {"workspaces": [{"name": "src"}], "tasks": [
             {"name": "build", "taskRef": {"name": "t"}, "workspaces": [{"name": "source", "workspace": "src"}]}
         ]}
     })));
-    let tr = env.wait_for(&gvr::TASKRUNS, "ci", "r-build", "unschedulable", |o| condition(o).2.starts_with("pod status")).await;
+    let tr = env
+        .wait_for(&gvr::TASKRUNS, "ci", "r-build", "unschedulable", |o| {
+            condition(o).2.starts_with("pod status")
+        })
+        .await;
     assert_eq!(
         condition(&tr).2,
         "pod status \"PodScheduled\":\"False\"; message: \"0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.\""
@@ -171,12 +252,19 @@ async fn claim_without_default_storage_class_never_binds() {
     let pvcs = env.cluster.list(&gvr::PVCS, Some("ci"));
     assert_eq!(pvcs.len(), 1);
     assert_eq!(pvcs[0]["status"]["phase"], "Pending");
-    assert_eq!(pvcs[0]["metadata"]["ownerReferences"][0]["uid"], pr["metadata"]["uid"]);
+    assert_eq!(
+        pvcs[0]["metadata"]["ownerReferences"][0]["uid"],
+        pr["metadata"]["uid"]
+    );
     let claim = pvcs[0]["metadata"]["name"].as_str().unwrap();
-    assert_eq!(tr["spec"]["workspaces"][0]["persistentVolumeClaim"]["claimName"], claim);
+    assert_eq!(
+        tr["spec"]["workspaces"][0]["persistentVolumeClaim"]["claimName"],
+        claim
+    );
     let events = env.cluster.list(&gvr::EVENTS, Some("ci"));
     assert!(events.iter().any(|e| e["reason"] == "FailedBinding"
-        && e["message"] == "no persistent volumes available for this claim and no storage class is set"));
+        && e["message"]
+            == "no persistent volumes available for this claim and no storage class is set"));
     assert!(events.iter().any(|e| e["reason"] == "FailedScheduling"));
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(condition(&pr).1, "PipelineRunTimeout");
@@ -204,13 +292,19 @@ async fn claim_binds_with_a_default_storage_class() {
 async fn missing_service_account_fails_pod_creation() {
     let env = env_with(fast_options());
     env.create(Some("ci"), step_task("t"));
-    env.create(Some("ci"), pipelinerun("r", json!({
-        "taskRunTemplate": {"serviceAccountName": "builder"},
-        "pipelineSpec": {"tasks": [
-            {"name": "build", "taskRef": {"name": "t"}},
-            {"name": "push", "taskRef": {"name": "t"}, "runAfter": ["build"]}
-        ]}
-    })));
+    env.create(
+        Some("ci"),
+        pipelinerun(
+            "r",
+            json!({
+                "taskRunTemplate": {"serviceAccountName": "builder"},
+                "pipelineSpec": {"tasks": [
+                    {"name": "build", "taskRef": {"name": "t"}},
+                    {"name": "push", "taskRef": {"name": "t"}, "runAfter": ["build"]}
+                ]}
+            }),
+        ),
+    );
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-build").await;
     assert_eq!(
         condition(&tr),
@@ -222,16 +316,38 @@ async fn missing_service_account_fails_pod_creation() {
     );
     assert!(env.get(&gvr::PODS, "ci", "r-build-pod").is_none());
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
-    assert_eq!(condition(&pr), ("False".into(), "Failed".into(), "Tasks Completed: 1 (Failed: 1, Cancelled 0), Skipped: 1".into()));
-    assert_eq!(pr["status"]["skippedTasks"][0], json!({"name": "push", "reason": "PipelineRun was stopping"}));
+    assert_eq!(
+        condition(&pr),
+        (
+            "False".into(),
+            "Failed".into(),
+            "Tasks Completed: 1 (Failed: 1, Cancelled 0), Skipped: 1".into()
+        )
+    );
+    assert_eq!(
+        pr["status"]["skippedTasks"][0],
+        json!({"name": "push", "reason": "PipelineRun was stopping"})
+    );
 
     // With the service account present the same run succeeds.
-    env.create(Some("ci"), json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "builder"}}));
-    env.create(Some("ci"), pipelinerun("r2", json!({
-        "taskRunTemplate": {"serviceAccountName": "builder"},
-        "pipelineSpec": {"tasks": [{"name": "build", "taskRef": {"name": "t"}}]}
-    })));
-    assert_eq!(condition(&env.wait_done(&gvr::PIPELINERUNS, "ci", "r2").await).1, "Succeeded");
+    env.create(
+        Some("ci"),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "builder"}}),
+    );
+    env.create(
+        Some("ci"),
+        pipelinerun(
+            "r2",
+            json!({
+                "taskRunTemplate": {"serviceAccountName": "builder"},
+                "pipelineSpec": {"tasks": [{"name": "build", "taskRef": {"name": "t"}}]}
+            }),
+        ),
+    );
+    assert_eq!(
+        condition(&env.wait_done(&gvr::PIPELINERUNS, "ci", "r2").await).1,
+        "Succeeded"
+    );
 }
 
 #[tokio::test]
@@ -240,30 +356,56 @@ async fn failing_step_fails_taskrun_and_run_but_finally_runs() {
     for f in ["kaniko-0.7.yaml", "git-clone-0.9.yaml"] {
         env.apply("ci", &load_yaml(&tekton_dir().join("catalog").join(f)));
     }
-    let mut pr = pipelinerun("r", json!({
-        "workspaces": [{"name": "src", "emptyDir": {}}],
-        "pipelineSpec": {
-            "workspaces": [{"name": "src"}],
-            "tasks": [
-                {"name": "clone", "taskRef": {"name": "git-clone"}, "params": [{"name": "url", "value": "https://git.example/app.git"}],
-                 "workspaces": [{"name": "output", "workspace": "src"}]},
-                {"name": "build", "taskRef": {"name": "kaniko"}, "runAfter": ["clone"], "params": [{"name": "IMAGE", "value": "registry.local/app:1"}],
-                 "workspaces": [{"name": "source", "workspace": "src"}]}
-            ],
-            "finally": [{"name": "report", "taskSpec": {"steps": [{"name": "say", "image": "busybox", "script": "echo reported"}]}}]
-        }
-    }));
+    let mut pr = pipelinerun(
+        "r",
+        json!({
+            "workspaces": [{"name": "src", "emptyDir": {}}],
+            "pipelineSpec": {
+                "workspaces": [{"name": "src"}],
+                "tasks": [
+                    {"name": "clone", "taskRef": {"name": "git-clone"}, "params": [{"name": "url", "value": "https://git.example/app.git"}],
+                     "workspaces": [{"name": "output", "workspace": "src"}]},
+                    {"name": "build", "taskRef": {"name": "kaniko"}, "runAfter": ["clone"], "params": [{"name": "IMAGE", "value": "registry.local/app:1"}],
+                     "workspaces": [{"name": "source", "workspace": "src"}]}
+                ],
+                "finally": [{"name": "report", "taskSpec": {"steps": [{"name": "say", "image": "busybox", "script": "echo reported"}]}}]
+            }
+        }),
+    );
     pr["metadata"]["annotations"] = json!({"sim.imagefactory.io/script":
         r#"[{"task": "build", "step": "build-and-push", "exitCode": 1, "logs": ["error building image: exit status 1"]}]"#});
     env.create(Some("ci"), pr);
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-build").await;
-    assert_eq!(condition(&tr), ("False".into(), "StepFailed".into(), "\"step-build-and-push\" exited with code 1: Error".into()));
+    assert_eq!(
+        condition(&tr),
+        (
+            "False".into(),
+            "StepFailed".into(),
+            "\"step-build-and-push\" exited with code 1: Error".into()
+        )
+    );
     assert_eq!(tr["status"]["steps"][0]["terminated"]["exitCode"], 1);
     assert_eq!(tr["status"]["steps"][0]["terminationReason"], "Error");
     assert_eq!(tr["status"]["steps"][1]["terminationReason"], "Skipped");
-    assert_eq!(env.cluster.logs("ci", "r-build-pod", "step-build-and-push"), vec!["error building image: exit status 1"]);
-    assert_eq!(env.get(&gvr::PODS, "ci", "r-build-pod").unwrap()["status"]["phase"], "Failed");
+    assert_eq!(
+        env.cluster.logs("ci", "r-build-pod", "step-build-and-push"),
+        vec!["error building image: exit status 1"]
+    );
+    assert_eq!(
+        env.get(&gvr::PODS, "ci", "r-build-pod").unwrap()["status"]["phase"],
+        "Failed"
+    );
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
-    assert_eq!(condition(&pr), ("False".into(), "Failed".into(), "Tasks Completed: 3 (Failed: 1, Cancelled 0), Skipped: 0".into()));
-    assert_eq!(condition(&env.get(&gvr::TASKRUNS, "ci", "r-report").unwrap()).1, "Succeeded");
+    assert_eq!(
+        condition(&pr),
+        (
+            "False".into(),
+            "Failed".into(),
+            "Tasks Completed: 3 (Failed: 1, Cancelled 0), Skipped: 0".into()
+        )
+    );
+    assert_eq!(
+        condition(&env.get(&gvr::TASKRUNS, "ci", "r-report").unwrap()).1,
+        "Succeeded"
+    );
 }

@@ -16,11 +16,18 @@ use crate::cluster::Gvr;
 pub const DEFAULT_TIMEOUT: &str = "1h0m0s";
 pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 
-const PR_SPEC_STATUSES: [&str; 4] = ["Cancelled", "CancelledRunFinally", "StoppedRunFinally", "PipelineRunPending"];
+const PR_SPEC_STATUSES: [&str; 4] = [
+    "Cancelled",
+    "CancelledRunFinally",
+    "StoppedRunFinally",
+    "PipelineRunPending",
+];
 
 /// The full Status message the API server returns for a rejected object.
 pub fn webhook_denial(err: &str) -> String {
-    format!("admission webhook \"validation.webhook.pipeline.tekton.dev\" denied the request: {err}")
+    format!(
+        "admission webhook \"validation.webhook.pipeline.tekton.dev\" denied the request: {err}"
+    )
 }
 
 /// Mutating-webhook defaults: `timeouts.pipeline` / `timeout` 1h, service account `default`,
@@ -38,22 +45,32 @@ pub fn apply_defaults(gvr: &Gvr, obj: &mut Value) {
                 *timeouts = json!({});
             }
             let legacy = spec.get("timeout").cloned();
-            let timeouts = spec.get_mut("timeouts").and_then(Value::as_object_mut).expect("object");
+            let timeouts = spec
+                .get_mut("timeouts")
+                .and_then(Value::as_object_mut)
+                .expect("object");
             if !timeouts.contains_key("pipeline") {
-                timeouts.insert("pipeline".into(), legacy.unwrap_or_else(|| json!(DEFAULT_TIMEOUT)));
+                timeouts.insert(
+                    "pipeline".into(),
+                    legacy.unwrap_or_else(|| json!(DEFAULT_TIMEOUT)),
+                );
             }
             if is_v1beta1 {
-                spec.entry("serviceAccountName").or_insert_with(|| json!(DEFAULT_SERVICE_ACCOUNT));
+                spec.entry("serviceAccountName")
+                    .or_insert_with(|| json!(DEFAULT_SERVICE_ACCOUNT));
             } else {
                 let tpl = spec.entry("taskRunTemplate").or_insert_with(|| json!({}));
                 if let Some(tpl) = tpl.as_object_mut() {
-                    tpl.entry("serviceAccountName").or_insert_with(|| json!(DEFAULT_SERVICE_ACCOUNT));
+                    tpl.entry("serviceAccountName")
+                        .or_insert_with(|| json!(DEFAULT_SERVICE_ACCOUNT));
                 }
             }
         }
         "taskruns" => {
-            spec.entry("timeout").or_insert_with(|| json!(DEFAULT_TIMEOUT));
-            spec.entry("serviceAccountName").or_insert_with(|| json!(DEFAULT_SERVICE_ACCOUNT));
+            spec.entry("timeout")
+                .or_insert_with(|| json!(DEFAULT_TIMEOUT));
+            spec.entry("serviceAccountName")
+                .or_insert_with(|| json!(DEFAULT_SERVICE_ACCOUNT));
         }
         _ => {}
     }
@@ -64,7 +81,11 @@ pub fn validate_create(gvr: &Gvr, obj: &Value) -> Result<(), String> {
     if gvr.group != model::GROUP {
         return Ok(());
     }
-    let obj = if gvr.version == "v1beta1" { convert::to_v1(obj) } else { obj.clone() };
+    let obj = if gvr.version == "v1beta1" {
+        convert::to_v1(obj)
+    } else {
+        obj.clone()
+    };
     let null = Value::Null;
     let spec = obj.get("spec").unwrap_or(&null);
     let errs = match gvr.plural {
@@ -101,7 +122,9 @@ pub fn validate_update(gvr: &Gvr, old: &Value, new: &Value) -> Result<(), String
     let new_spec = new.get("spec").unwrap_or(&null);
     if done {
         if old_spec != new_spec {
-            return result(vec![format!("invalid value: Once the {kind} is complete, no updates are allowed")]);
+            return result(vec![format!(
+                "invalid value: Once the {kind} is complete, no updates are allowed"
+            )]);
         }
         return Ok(());
     }
@@ -118,24 +141,43 @@ pub fn validate_update(gvr: &Gvr, old: &Value, new: &Value) -> Result<(), String
         s
     };
     if strip(old_spec) != strip(new_spec) {
-        let what = if kind == "TaskRun" { "only status and statusMessage updates are allowed" } else { "only status updates are allowed" };
-        return result(vec![format!("invalid value: Once the {kind} has started, {what}")]);
+        let what = if kind == "TaskRun" {
+            "only status and statusMessage updates are allowed"
+        } else {
+            "only status updates are allowed"
+        };
+        return result(vec![format!(
+            "invalid value: Once the {kind} has started, {what}"
+        )]);
     }
-    if kind == "PipelineRun" && new_spec.get("status").and_then(Value::as_str) == Some("PipelineRunPending") {
-        return result(vec!["invalid value: PipelineRun cannot be Pending after it is started: spec.status".to_string()]);
+    if kind == "PipelineRun"
+        && new_spec.get("status").and_then(Value::as_str) == Some("PipelineRunPending")
+    {
+        return result(vec![
+            "invalid value: PipelineRun cannot be Pending after it is started: spec.status"
+                .to_string(),
+        ]);
     }
     Ok(())
 }
 
 fn result(errs: Vec<String>) -> Result<(), String> {
-    if errs.is_empty() { Ok(()) } else { Err(format!("validation failed: {}", errs.join("\n"))) }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("validation failed: {}", errs.join("\n")))
+    }
 }
 
 fn pipelinerun_errors(spec: &Value) -> Vec<String> {
     let mut errs = Vec::new();
     match (spec.get("pipelineRef"), spec.get("pipelineSpec")) {
-        (Some(_), Some(_)) => errs.push("expected exactly one, got both: spec.pipelineRef, spec.pipelineSpec".to_string()),
-        (None, None) => errs.push("expected exactly one, got neither: spec.pipelineRef, spec.pipelineSpec".to_string()),
+        (Some(_), Some(_)) => errs.push(
+            "expected exactly one, got both: spec.pipelineRef, spec.pipelineSpec".to_string(),
+        ),
+        (None, None) => errs.push(
+            "expected exactly one, got neither: spec.pipelineRef, spec.pipelineSpec".to_string(),
+        ),
         (Some(r), None) => errs.extend(ref_errors(r, "spec.pipelineRef")),
         (None, Some(ps)) => errs.extend(pipeline_spec_errors(ps, "spec.pipelineSpec")),
     }
@@ -146,7 +188,11 @@ fn pipelinerun_errors(spec: &Value) -> Vec<String> {
         errs.push(format!("invalid value: {status}: spec.status"));
     }
     errs.extend(param_values_errors(spec, "spec"));
-    errs.extend(duplicate_names(model::arr(spec, &["workspaces"]), "spec.workspaces", "workspace binding"));
+    errs.extend(duplicate_names(
+        model::arr(spec, &["workspaces"]),
+        "spec.workspaces",
+        "workspace binding",
+    ));
     if let Some(t) = spec.get("timeouts") {
         errs.extend(timeouts_errors(t));
     }
@@ -174,12 +220,18 @@ fn timeouts_errors(t: &Value) -> Vec<String> {
         if let Some(tk) = tasks
             && tk > pipeline
         {
-            errs.push(format!("invalid value: {} should be <= pipeline duration: spec.timeouts.tasks", duration::format(tk)));
+            errs.push(format!(
+                "invalid value: {} should be <= pipeline duration: spec.timeouts.tasks",
+                duration::format(tk)
+            ));
         }
         if let Some(f) = finally
             && f > pipeline
         {
-            errs.push(format!("invalid value: {} should be <= pipeline duration: spec.timeouts.finally", duration::format(f)));
+            errs.push(format!(
+                "invalid value: {} should be <= pipeline duration: spec.timeouts.finally",
+                duration::format(f)
+            ));
         }
         if let (Some(tk), Some(f)) = (tasks, finally)
             && tk + f > pipeline
@@ -197,8 +249,12 @@ fn timeouts_errors(t: &Value) -> Vec<String> {
 fn taskrun_errors(spec: &Value) -> Vec<String> {
     let mut errs = Vec::new();
     match (spec.get("taskRef"), spec.get("taskSpec")) {
-        (Some(_), Some(_)) => errs.push("expected exactly one, got both: spec.taskRef, spec.taskSpec".to_string()),
-        (None, None) => errs.push("expected exactly one, got neither: spec.taskRef, spec.taskSpec".to_string()),
+        (Some(_), Some(_)) => {
+            errs.push("expected exactly one, got both: spec.taskRef, spec.taskSpec".to_string())
+        }
+        (None, None) => {
+            errs.push("expected exactly one, got neither: spec.taskRef, spec.taskSpec".to_string())
+        }
         (Some(r), None) => errs.extend(ref_errors(r, "spec.taskRef")),
         (None, Some(ts)) => errs.extend(task_spec_errors(ts, "spec.taskSpec")),
     }
@@ -214,7 +270,11 @@ fn taskrun_errors(spec: &Value) -> Vec<String> {
         errs.push(format!("invalid value: {e}: spec.timeout"));
     }
     errs.extend(param_values_errors(spec, "spec"));
-    errs.extend(duplicate_names(model::arr(spec, &["workspaces"]), "spec.workspaces", "workspace binding"));
+    errs.extend(duplicate_names(
+        model::arr(spec, &["workspaces"]),
+        "spec.workspaces",
+        "workspace binding",
+    ));
     errs
 }
 
@@ -224,13 +284,19 @@ fn ref_errors(r: &Value, path: &str) -> Vec<String> {
     let resolver = r.get("resolver").and_then(Value::as_str).unwrap_or("");
     match (name.is_empty(), resolver.is_empty()) {
         (true, true) => vec![format!("missing field(s): {path}.name")],
-        (false, false) => vec![format!("expected exactly one, got both: {path}.name, {path}.resolver")],
+        (false, false) => vec![format!(
+            "expected exactly one, got both: {path}.name, {path}.resolver"
+        )],
         _ => Vec::new(),
     }
 }
 
 fn param_values_errors(spec: &Value, path: &str) -> Vec<String> {
-    let mut errs = duplicate_names(model::arr(spec, &["params"]), &format!("{path}.params"), "parameter");
+    let mut errs = duplicate_names(
+        model::arr(spec, &["params"]),
+        &format!("{path}.params"),
+        "parameter",
+    );
     for (i, p) in model::arr(spec, &["params"]).iter().enumerate() {
         if p.get("value").is_none() {
             errs.push(format!("missing field(s): {path}.params[{i}].value"));
@@ -256,7 +322,8 @@ fn duplicate_names(items: &[Value], path: &str, what: &str) -> Vec<String> {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -270,7 +337,13 @@ pub(crate) fn task_spec_errors(spec: &Value, path: &str) -> Vec<String> {
     let mut step_names = HashSet::new();
     for (i, step) in steps.iter().enumerate() {
         let has_ref = step.get("ref").is_some();
-        if !has_ref && step.get("image").and_then(Value::as_str).unwrap_or("").is_empty() {
+        if !has_ref
+            && step
+                .get("image")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .is_empty()
+        {
             errs.push(format!("missing field(s): {path}.steps[{i}].image"));
         }
         if let Some(n) = step.get("name").and_then(Value::as_str) {
@@ -279,21 +352,40 @@ pub(crate) fn task_spec_errors(spec: &Value, path: &str) -> Vec<String> {
                     "invalid value \"{n}\": {path}.steps[{i}].name\nTask step name must be a valid DNS Label, For more info refer to https://kubernetes.io/docs/concepts/overview/working-with-objects/names/#names"
                 ));
             } else if !step_names.insert(n) {
-                errs.push(format!("invalid value \"{n}\": {path}.steps[{i}].name\nTask step name must be unique"));
+                errs.push(format!(
+                    "invalid value \"{n}\": {path}.steps[{i}].name\nTask step name must be unique"
+                ));
             }
         }
         if step.get("script").is_some() && step.get("command").is_some() {
             errs.push(format!("expected exactly one, got both: {path}.steps[{i}].command, {path}.steps[{i}].script"));
         }
     }
-    errs.extend(duplicate_names(model::arr(spec, &["params"]), &format!("{path}.params"), "parameter"));
-    errs.extend(duplicate_names(model::arr(spec, &["results"]), &format!("{path}.results"), "result"));
-    errs.extend(duplicate_names(model::arr(spec, &["workspaces"]), &format!("{path}.workspaces"), "workspace"));
+    errs.extend(duplicate_names(
+        model::arr(spec, &["params"]),
+        &format!("{path}.params"),
+        "parameter",
+    ));
+    errs.extend(duplicate_names(
+        model::arr(spec, &["results"]),
+        &format!("{path}.results"),
+        "result",
+    ));
+    errs.extend(duplicate_names(
+        model::arr(spec, &["workspaces"]),
+        &format!("{path}.workspaces"),
+        "workspace",
+    ));
     for (i, p) in model::arr(spec, &["params"]).iter().enumerate() {
         if let Some(t) = p.get("type").and_then(Value::as_str)
             && !["string", "array", "object"].contains(&t)
         {
-            errs.push(format!("invalid value: {t}: {path}.params.{}.type", p.get("name").and_then(Value::as_str).unwrap_or(&i.to_string())));
+            errs.push(format!(
+                "invalid value: {t}: {path}.params.{}.type",
+                p.get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or(&i.to_string())
+            ));
         }
     }
     errs
@@ -304,7 +396,9 @@ pub(crate) fn pipeline_spec_errors(spec: &Value, path: &str) -> Vec<String> {
     let tasks = model::arr(spec, &["tasks"]);
     let finally = model::arr(spec, &["finally"]);
     if tasks.is_empty() && !finally.is_empty() {
-        errs.push(format!("invalid value: spec.tasks is empty but spec.finally has 1 tasks: {path}.finally"));
+        errs.push(format!(
+            "invalid value: spec.tasks is empty but spec.finally has 1 tasks: {path}.finally"
+        ));
     }
     let mut names = HashSet::new();
     for (section, list) in [("tasks", tasks), ("finally", finally)] {
@@ -318,9 +412,17 @@ pub(crate) fn pipeline_spec_errors(spec: &Value, path: &str) -> Vec<String> {
             } else if !names.insert(name) {
                 errs.push(format!("expected exactly one, got multiple: {p}.name"));
             }
-            match (t.get("taskRef"), t.get("taskSpec"), t.get("pipelineRef").or(t.get("pipelineSpec"))) {
-                (Some(_), Some(_), _) => errs.push(format!("expected exactly one, got multiple: {p}.taskRef, {p}.taskSpec")),
-                (None, None, None) => errs.push(format!("expected exactly one, got neither: {p}.taskRef, {p}.taskSpec")),
+            match (
+                t.get("taskRef"),
+                t.get("taskSpec"),
+                t.get("pipelineRef").or(t.get("pipelineSpec")),
+            ) {
+                (Some(_), Some(_), _) => errs.push(format!(
+                    "expected exactly one, got multiple: {p}.taskRef, {p}.taskSpec"
+                )),
+                (None, None, None) => errs.push(format!(
+                    "expected exactly one, got neither: {p}.taskRef, {p}.taskSpec"
+                )),
                 (Some(r), None, _) => errs.extend(ref_errors(r, &format!("{p}.taskRef"))),
                 (None, Some(ts), _) => errs.extend(task_spec_errors(ts, &format!("{p}.taskSpec"))),
                 _ => {}
@@ -336,8 +438,16 @@ pub(crate) fn pipeline_spec_errors(spec: &Value, path: &str) -> Vec<String> {
     {
         errs.push(format!("invalid value: {e}: {path}.tasks"));
     }
-    errs.extend(duplicate_names(model::arr(spec, &["params"]), &format!("{path}.params"), "parameter"));
-    errs.extend(duplicate_names(model::arr(spec, &["workspaces"]), &format!("{path}.workspaces"), "workspace"));
+    errs.extend(duplicate_names(
+        model::arr(spec, &["params"]),
+        &format!("{path}.params"),
+        "parameter",
+    ));
+    errs.extend(duplicate_names(
+        model::arr(spec, &["workspaces"]),
+        &format!("{path}.workspaces"),
+        "workspace",
+    ));
     errs
 }
 
@@ -350,9 +460,16 @@ mod tests {
     fn pipelinerun_needs_exactly_one_of_ref_and_spec() {
         let both = json!({"spec": {"pipelineRef": {"name": "p"}, "pipelineSpec": {"tasks": []}}});
         let err = validate_create(&gvr::PIPELINERUNS, &both).unwrap_err();
-        assert_eq!(err, "validation failed: expected exactly one, got both: spec.pipelineRef, spec.pipelineSpec");
+        assert_eq!(
+            err,
+            "validation failed: expected exactly one, got both: spec.pipelineRef, spec.pipelineSpec"
+        );
         let neither = json!({"spec": {}});
-        assert!(validate_create(&gvr::PIPELINERUNS, &neither).unwrap_err().contains("got neither"));
+        assert!(
+            validate_create(&gvr::PIPELINERUNS, &neither)
+                .unwrap_err()
+                .contains("got neither")
+        );
     }
 
     #[test]
@@ -366,7 +483,10 @@ mod tests {
         let pr = json!({"spec": {"pipelineRef": {"name": "p"}, "status": "Stop", "timeouts": {"pipeline": "1h", "tasks": "2h"}}});
         let err = validate_create(&gvr::PIPELINERUNS, &pr).unwrap_err();
         assert!(err.contains("invalid value: Stop: spec.status"), "{err}");
-        assert!(err.contains("2h0m0s should be <= pipeline duration: spec.timeouts.tasks"), "{err}");
+        assert!(
+            err.contains("2h0m0s should be <= pipeline duration: spec.timeouts.tasks"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -375,9 +495,17 @@ mod tests {
             {"name": "a", "taskRef": {"name": "t"}, "runAfter": ["b"]},
             {"name": "b", "taskRef": {"name": "t"}, "runAfter": ["a"]}
         ]}});
-        assert!(validate_create(&gvr::PIPELINES, &p).unwrap_err().contains("cycle detected"));
+        assert!(
+            validate_create(&gvr::PIPELINES, &p)
+                .unwrap_err()
+                .contains("cycle detected")
+        );
         let p = json!({"spec": {"tasks": [{"name": "a", "taskRef": {"name": "t"}, "runAfter": ["zz"]}]}});
-        assert!(validate_create(&gvr::PIPELINES, &p).unwrap_err().contains("wasn't present in Pipeline"));
+        assert!(
+            validate_create(&gvr::PIPELINES, &p)
+                .unwrap_err()
+                .contains("wasn't present in Pipeline")
+        );
     }
 
     #[test]
@@ -394,7 +522,11 @@ mod tests {
         );
         let mut done = old.clone();
         done["status"]["conditions"] = json!([{"type": "Succeeded", "status": "True"}]);
-        assert!(validate_update(&gvr::PIPELINERUNS, &done, &cancel).unwrap_err().contains("is complete"));
+        assert!(
+            validate_update(&gvr::PIPELINERUNS, &done, &cancel)
+                .unwrap_err()
+                .contains("is complete")
+        );
         let mut pending = old.clone();
         pending["spec"]["status"] = json!("PipelineRunPending");
         assert!(validate_update(&gvr::PIPELINERUNS, &old, &pending).is_err());
@@ -405,7 +537,10 @@ mod tests {
         let mut pr = json!({"spec": {"pipelineRef": {"name": "p"}}});
         apply_defaults(&gvr::PIPELINERUNS, &mut pr);
         assert_eq!(pr["spec"]["timeouts"]["pipeline"], "1h0m0s");
-        assert_eq!(pr["spec"]["taskRunTemplate"]["serviceAccountName"], "default");
+        assert_eq!(
+            pr["spec"]["taskRunTemplate"]["serviceAccountName"],
+            "default"
+        );
         let mut tr = json!({"spec": {"taskRef": {"name": "t"}, "timeout": "5m"}});
         apply_defaults(&gvr::TASKRUNS, &mut tr);
         assert_eq!(tr["spec"]["timeout"], "5m");

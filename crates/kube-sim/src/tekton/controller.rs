@@ -58,7 +58,10 @@ impl Ctx {
     }
 
     fn resolver(&self) -> Resolver<'_> {
-        Resolver { cluster: self.cluster.as_ref(), catalog: &self.opts.catalog }
+        Resolver {
+            cluster: self.cluster.as_ref(),
+            catalog: &self.opts.catalog,
+        }
     }
 }
 
@@ -88,6 +91,13 @@ enum Note {
 struct Actor {
     uid: String,
     tx: mpsc::UnboundedSender<Msg>,
+    /// `metadata.generation` last sent: actors only care about spec changes (their
+    /// own status writes do not bump it), so other updates are not forwarded.
+    generation: Option<i64>,
+}
+
+fn generation(obj: &Value) -> Option<i64> {
+    model::at(obj, &["metadata", "generation"]).and_then(Value::as_i64)
 }
 
 /// The simulated Tekton controller.
@@ -106,7 +116,13 @@ impl Controller {
 async fn dispatch(ctx: Arc<Ctx>) {
     let mut events = ctx.cluster.subscribe();
     let (notes_tx, mut notes) = mpsc::unbounded_channel::<Note>();
-    let mut d = Dispatcher { ctx: ctx.clone(), actors: HashMap::new(), pr_by_uid: HashMap::new(), waiting: HashSet::new(), notes_tx };
+    let mut d = Dispatcher {
+        ctx: ctx.clone(),
+        actors: HashMap::new(),
+        pr_by_uid: HashMap::new(),
+        waiting: HashSet::new(),
+        notes_tx,
+    };
     d.resync();
     loop {
         tokio::select! {
@@ -143,7 +159,11 @@ struct Dispatcher {
 }
 
 fn key_of(kind: Kind, obj: &Value) -> Key {
-    (kind, model::namespace(obj).to_string(), model::name(obj).to_string())
+    (
+        kind,
+        model::namespace(obj).to_string(),
+        model::name(obj).to_string(),
+    )
 }
 
 impl Dispatcher {
@@ -177,9 +197,11 @@ impl Dispatcher {
         if g == gvr::PIPELINERUNS {
             self.on_run(Kind::PipelineRun, kind, obj);
         } else if g == gvr::TASKRUNS {
+            // A PipelineRun only needs to hear about children that finished.
             if let Some(owner) = model::controller_owner_uid(&obj, "PipelineRun")
                 && let Some(pr_key) = self.pr_by_uid.get(owner)
                 && kind != EventKind::Deleted
+                && model::is_done(&obj)
             {
                 self.send(pr_key, Msg::Child(obj.clone()));
             }
@@ -213,28 +235,45 @@ impl Dispatcher {
                     return;
                 }
                 let (tx, rx) = mpsc::unbounded_channel();
-                self.actors.insert(key.clone(), Actor { uid: uid.clone(), tx });
+                self.actors.insert(
+                    key.clone(),
+                    Actor {
+                        uid: uid.clone(),
+                        tx,
+                        generation: generation(&obj),
+                    },
+                );
                 let ctx = self.ctx.clone();
                 let notes = self.notes_tx.clone();
                 match run_kind {
                     Kind::PipelineRun => {
                         self.pr_by_uid.insert(uid.clone(), key.clone());
                         tokio::spawn(async move {
-                            PipelineRunActor::new(ctx, obj, rx, notes.clone()).run().await;
+                            PipelineRunActor::new(ctx, obj, rx, notes.clone())
+                                .run()
+                                .await;
                             let _ = notes.send(Note::Finished(key, uid));
                         });
                     }
                     Kind::TaskRun => {
                         tokio::spawn(async move {
-                            TaskRunActor::new(ctx, obj, rx, notes.clone(), key.clone()).run().await;
+                            TaskRunActor::new(ctx, obj, rx, notes.clone(), key.clone())
+                                .run()
+                                .await;
                             let _ = notes.send(Note::Finished(key, uid));
                         });
                     }
                 }
             }
             EventKind::Modified => {
-                if self.actors.get(&key).is_some_and(|a| a.uid == uid) {
-                    self.send(&key, Msg::Object(obj));
+                if let Some(a) = self.actors.get_mut(&key)
+                    && a.uid == uid
+                {
+                    let g = generation(&obj);
+                    if g.is_none() || g != a.generation {
+                        a.generation = g;
+                        let _ = a.tx.send(Msg::Object(obj));
+                    }
                 }
             }
             EventKind::Deleted => {
@@ -263,38 +302,68 @@ fn bind_claim(cluster: &dyn Cluster, pvc: &Value, report: bool) {
         Some(c) if !c.is_empty() => {
             if !classes.iter().any(|sc| model::name(sc) == c) {
                 if report {
-                    record_event(cluster, pvc, "PersistentVolumeClaim", "Warning", "ProvisioningFailed",
-                        &format!("storageclass.storage.k8s.io \"{c}\" not found"));
+                    record_event(
+                        cluster,
+                        pvc,
+                        "PersistentVolumeClaim",
+                        "Warning",
+                        "ProvisioningFailed",
+                        &format!("storageclass.storage.k8s.io \"{c}\" not found"),
+                    );
                 }
-                let _ = cluster.update_status(&gvr::PVCS, Some(ns), name, json!({"phase": "Pending"}));
+                let _ =
+                    cluster.update_status(&gvr::PVCS, Some(ns), name, json!({"phase": "Pending"}));
                 return;
             }
             c.to_string()
         }
         _ => {
             let default = classes.iter().find(|sc| {
-                model::str_at(sc, &["metadata", "annotations", "storageclass.kubernetes.io/is-default-class"]) == Some("true")
+                model::str_at(
+                    sc,
+                    &[
+                        "metadata",
+                        "annotations",
+                        "storageclass.kubernetes.io/is-default-class",
+                    ],
+                ) == Some("true")
             });
             match default {
                 Some(sc) => model::name(sc).to_string(),
                 None => {
                     if report {
-                        record_event(cluster, pvc, "PersistentVolumeClaim", "Normal", "FailedBinding",
-                            "no persistent volumes available for this claim and no storage class is set");
-                        let _ = cluster.update_status(&gvr::PVCS, Some(ns), name, json!({"phase": "Pending"}));
+                        record_event(
+                            cluster,
+                            pvc,
+                            "PersistentVolumeClaim",
+                            "Normal",
+                            "FailedBinding",
+                            "no persistent volumes available for this claim and no storage class is set",
+                        );
+                        let _ = cluster.update_status(
+                            &gvr::PVCS,
+                            Some(ns),
+                            name,
+                            json!({"phase": "Pending"}),
+                        );
                     }
                     return;
                 }
             }
         }
     };
-    let storage = model::at(pvc, &["spec", "resources", "requests", "storage"]).cloned().unwrap_or(json!("1Gi"));
+    let storage = model::at(pvc, &["spec", "resources", "requests", "storage"])
+        .cloned()
+        .unwrap_or(json!("1Gi"));
     let status = json!({
         "phase": "Bound",
         "accessModes": model::at(pvc, &["spec", "accessModes"]).cloned().unwrap_or(json!(["ReadWriteOnce"])),
         "capacity": {"storage": storage},
     });
-    if cluster.update_status(&gvr::PVCS, Some(ns), name, status).is_err() {
+    if cluster
+        .update_status(&gvr::PVCS, Some(ns), name, status)
+        .is_err()
+    {
         return;
     }
     if let Some(mut fresh) = cluster.get(&gvr::PVCS, Some(ns), name) {
@@ -304,7 +373,14 @@ fn bind_claim(cluster: &dyn Cluster, pvc: &Value, report: bool) {
     }
 }
 
-fn record_event(cluster: &dyn Cluster, about: &Value, kind: &str, event_type: &str, reason: &str, message: &str) {
+fn record_event(
+    cluster: &dyn Cluster,
+    about: &Value,
+    kind: &str,
+    event_type: &str,
+    reason: &str,
+    message: &str,
+) {
     let now = model::now();
     let ns = model::namespace(about);
     let event = json!({
@@ -347,11 +423,24 @@ struct PipelineRunActor {
 }
 
 impl PipelineRunActor {
-    fn new(ctx: Arc<Ctx>, pr: Value, rx: mpsc::UnboundedReceiver<Msg>, _notes: mpsc::UnboundedSender<Note>) -> Self {
+    fn new(
+        ctx: Arc<Ctx>,
+        pr: Value,
+        rx: mpsc::UnboundedReceiver<Msg>,
+        _notes: mpsc::UnboundedSender<Note>,
+    ) -> Self {
         let ns = model::namespace(&pr).to_string();
         let name = model::name(&pr).to_string();
         let status = pr.get("status").cloned().unwrap_or(json!({}));
-        PipelineRunActor { ctx, pr, rx, ns, name, written: status.clone(), status }
+        PipelineRunActor {
+            ctx,
+            pr,
+            rx,
+            ns,
+            name,
+            written: status.clone(),
+            status,
+        }
     }
 
     fn spec_status(&self) -> &str {
@@ -362,9 +451,16 @@ impl PipelineRunActor {
         if self.status == self.written {
             return;
         }
-        match self.ctx.cluster.update_status(&gvr::PIPELINERUNS, Some(&self.ns), &self.name, self.status.clone()) {
-            Ok(_) => self.written = self.status.clone(),
-            Err(e) => tracing::debug!(run = %self.name, error = %e, "pipelinerun status write failed"),
+        match self.ctx.cluster.update_status(
+            &gvr::PIPELINERUNS,
+            Some(&self.ns),
+            &self.name,
+            self.status.clone(),
+        ) {
+            Ok(mut stored) => self.written = stored["status"].take(),
+            Err(e) => {
+                tracing::debug!(run = %self.name, error = %e, "pipelinerun status write failed")
+            }
         }
     }
 
@@ -384,19 +480,33 @@ impl PipelineRunActor {
 
     /// Apply the mutating webhook's defaults and the `tekton.dev/pipeline` label, if missing.
     fn update_metadata(&mut self, pipeline_name: Option<&str>) {
-        let Some(mut fresh) = self.ctx.cluster.get(&gvr::PIPELINERUNS, Some(&self.ns), &self.name) else { return };
+        let Some(mut fresh) = self
+            .ctx
+            .cluster
+            .get(&gvr::PIPELINERUNS, Some(&self.ns), &self.name)
+        else {
+            return;
+        };
         let before = fresh.clone();
         admission::apply_defaults(&gvr::PIPELINERUNS, &mut fresh);
         if let Some(p) = pipeline_name {
-            let labels = model::obj_mut(&mut fresh, "metadata").entry("labels").or_insert_with(|| json!({}));
+            let labels = model::obj_mut(&mut fresh, "metadata")
+                .entry("labels")
+                .or_insert_with(|| json!({}));
             if let Some(l) = labels.as_object_mut() {
                 l.insert(model::labels::PIPELINE.into(), json!(p));
             }
         }
         if fresh != before {
-            match self.ctx.cluster.update(&gvr::PIPELINERUNS, Some(&self.ns), fresh) {
+            match self
+                .ctx
+                .cluster
+                .update(&gvr::PIPELINERUNS, Some(&self.ns), fresh)
+            {
                 Ok(updated) => self.pr = updated,
-                Err(e) => tracing::debug!(run = %self.name, error = %e, "pipelinerun defaulting failed"),
+                Err(e) => {
+                    tracing::debug!(run = %self.name, error = %e, "pipelinerun defaulting failed")
+                }
             }
         } else {
             self.pr = fresh;
@@ -451,7 +561,13 @@ impl PipelineRunActor {
             Ok(p) => p,
             Err(Failure { reason, message }) => {
                 let pipeline_name = (reason != "CouldntGetPipeline")
-                    .then(|| self.ctx.resolver().pipeline(&self.pr).ok().and_then(|p| p.name))
+                    .then(|| {
+                        self.ctx
+                            .resolver()
+                            .pipeline(&self.pr)
+                            .ok()
+                            .and_then(|p| p.name)
+                    })
                     .flatten();
                 self.update_metadata(pipeline_name.as_deref());
                 if reason != "CouldntGetPipeline"
@@ -472,7 +588,9 @@ impl PipelineRunActor {
     }
 
     fn timeouts(&self) -> (Duration, Option<Duration>, Option<Duration>) {
-        let get = |k: &str| model::str_at(&self.pr, &["spec", "timeouts", k]).and_then(|s| duration::parse(s).ok());
+        let get = |k: &str| {
+            model::str_at(&self.pr, &["spec", "timeouts", k]).and_then(|s| duration::parse(s).ok())
+        };
         let pipeline = get("pipeline").unwrap_or(Duration::from_secs(3600));
         (pipeline, get("tasks"), get("finally"))
     }
@@ -481,7 +599,9 @@ impl PipelineRunActor {
         let started = Instant::now();
         let (pipeline_timeout, tasks_timeout, finally_timeout) = self.timeouts();
         let ctx = self.ctx.clone();
-        let deadline = move |d: Duration| (!d.is_zero() && ctx.opts.time_scale > 0.0).then(|| started + ctx.real(d));
+        let deadline = move |d: Duration| {
+            (!d.is_zero() && ctx.opts.time_scale > 0.0).then(|| started + ctx.real(d))
+        };
         let pipeline_deadline = deadline(pipeline_timeout);
         let tasks_deadline = tasks_timeout.and_then(&deadline);
         let mut finally_deadline: Option<Instant> = None;
@@ -492,7 +612,13 @@ impl PipelineRunActor {
             if let Some(tpl) = ws.get("volumeClaimTemplate") {
                 let ws_name = model::str_at(&ws, &["name"]).unwrap_or("");
                 let claim = pipelinerun::claim_name(tpl, ws_name, model::uid(&self.pr));
-                create_claim(self.ctx.cluster.as_ref(), &self.pr, "PipelineRun", tpl, &claim);
+                create_claim(
+                    self.ctx.cluster.as_ref(),
+                    &self.pr,
+                    "PipelineRun",
+                    tpl,
+                    &claim,
+                );
                 claims.insert(ws_name.to_string(), claim);
             }
         }
@@ -519,7 +645,11 @@ impl PipelineRunActor {
                 self.cancel_children(&plan, &states, &children, true, TIMEOUT_MESSAGE);
             }
             if (stops.cancelled || stops.pipeline_timed_out) && !cancelled_children {
-                let msg = if stops.pipeline_timed_out { TIMEOUT_MESSAGE } else { CANCEL_MESSAGE };
+                let msg = if stops.pipeline_timed_out {
+                    TIMEOUT_MESSAGE
+                } else {
+                    CANCEL_MESSAGE
+                };
                 self.cancel_children(&plan, &states, &children, false, msg);
                 self.cancel_children(&plan, &states, &children, true, msg);
                 cancelled_children = true;
@@ -542,7 +672,14 @@ impl PipelineRunActor {
             for (task, params) in next.start {
                 let Some(t) = plan.task(&task) else { continue };
                 started_finally |= t.is_finally;
-                let timeout = self.taskrun_timeout(&plan, t, started, pipeline_timeout, tasks_timeout, finally_timeout);
+                let timeout = self.taskrun_timeout(
+                    &plan,
+                    t,
+                    started,
+                    pipeline_timeout,
+                    tasks_timeout,
+                    finally_timeout,
+                );
                 let tr = pipelinerun::taskrun_for(&self.pr, &plan, t, params, &claims, timeout);
                 let tr_name = model::name(&tr).to_string();
                 let state = match self.ctx.cluster.create(&gvr::TASKRUNS, Some(&self.ns), tr) {
@@ -568,8 +705,13 @@ impl PipelineRunActor {
                 finally_deadline = finally_timeout.and_then(&deadline);
             }
 
-            let (status, reason, message) =
-                pipelinerun::condition(&plan, &states, stops, &self.name, &duration::format(pipeline_timeout));
+            let (status, reason, message) = pipelinerun::condition(
+                &plan,
+                &states,
+                stops,
+                &self.name,
+                &duration::format(pipeline_timeout),
+            );
             self.status["childReferences"] = Value::Array(
                 children
                     .iter()
@@ -593,16 +735,25 @@ impl PipelineRunActor {
             }
 
             // Sleep until something changes or the next timeout.
-            let until = [pipeline_deadline, tasks_deadline.filter(|_| !stops.tasks_timed_out), finally_deadline.filter(|_| !stops.finally_timed_out)]
-                .into_iter()
-                .flatten()
-                .min();
+            let until = [
+                pipeline_deadline,
+                tasks_deadline.filter(|_| !stops.tasks_timed_out),
+                finally_deadline.filter(|_| !stops.finally_timed_out),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             loop {
                 let before = self.spec_status().to_string();
                 match self.wait(until).await? {
                     None => break,
                     Some(Msg::Child(tr)) => {
-                        let Some(task) = model::str_at(&tr, &["metadata", "labels", model::labels::PIPELINE_TASK]) else { continue };
+                        let Some(task) = model::str_at(
+                            &tr,
+                            &["metadata", "labels", model::labels::PIPELINE_TASK],
+                        ) else {
+                            continue;
+                        };
                         let new = TaskState::from_taskrun(&tr);
                         let old = states.get(task).cloned().unwrap_or(TaskState::NotStarted);
                         if new != old && !old.is_terminal() {
@@ -644,7 +795,11 @@ impl PipelineRunActor {
         } else {
             Duration::ZERO
         };
-        let budget = if t.is_finally { finally.unwrap_or(pipeline) } else { tasks.unwrap_or(pipeline) };
+        let budget = if t.is_finally {
+            finally.unwrap_or(pipeline)
+        } else {
+            tasks.unwrap_or(pipeline)
+        };
         if budget.is_zero() {
             return Duration::ZERO;
         }
@@ -654,7 +809,14 @@ impl PipelineRunActor {
     }
 
     /// Ask running child TaskRuns (DAG or finally ones) to stop.
-    fn cancel_children(&self, plan: &PipelinePlan, states: &States, children: &[(String, String)], finally: bool, message: &str) {
+    fn cancel_children(
+        &self,
+        plan: &PipelinePlan,
+        states: &States,
+        children: &[(String, String)],
+        finally: bool,
+        message: &str,
+    ) {
         for (tr, task) in children {
             let is_finally = plan.task(task).is_some_and(|t| t.is_finally);
             if is_finally != finally || states.get(task).is_some_and(TaskState::is_terminal) {
@@ -676,7 +838,13 @@ impl PipelineRunActor {
 
 use pipelinerun::{CANCEL_MESSAGE, TIMEOUT_MESSAGE};
 
-fn create_claim(cluster: &dyn Cluster, owner: &Value, owner_kind: &str, template: &Value, name: &str) {
+fn create_claim(
+    cluster: &dyn Cluster,
+    owner: &Value,
+    owner_kind: &str,
+    template: &Value,
+    name: &str,
+) {
     let mut pvc = json!({
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
@@ -717,20 +885,44 @@ enum Outcome {
 }
 
 impl TaskRunActor {
-    fn new(ctx: Arc<Ctx>, tr: Value, rx: mpsc::UnboundedReceiver<Msg>, notes: mpsc::UnboundedSender<Note>, key: Key) -> Self {
+    fn new(
+        ctx: Arc<Ctx>,
+        tr: Value,
+        rx: mpsc::UnboundedReceiver<Msg>,
+        notes: mpsc::UnboundedSender<Note>,
+        key: Key,
+    ) -> Self {
         let ns = model::namespace(&tr).to_string();
         let name = model::name(&tr).to_string();
         let status = tr.get("status").cloned().unwrap_or(json!({}));
-        TaskRunActor { ctx, tr, rx, notes, key, ns, name, written: status.clone(), status, timeout: None }
+        TaskRunActor {
+            ctx,
+            tr,
+            rx,
+            notes,
+            key,
+            ns,
+            name,
+            written: status.clone(),
+            status,
+            timeout: None,
+        }
     }
 
     fn write_status(&mut self) {
         if self.status == self.written {
             return;
         }
-        match self.ctx.cluster.update_status(&gvr::TASKRUNS, Some(&self.ns), &self.name, self.status.clone()) {
-            Ok(_) => self.written = self.status.clone(),
-            Err(e) => tracing::debug!(taskrun = %self.name, error = %e, "taskrun status write failed"),
+        match self.ctx.cluster.update_status(
+            &gvr::TASKRUNS,
+            Some(&self.ns),
+            &self.name,
+            self.status.clone(),
+        ) {
+            Ok(mut stored) => self.written = stored["status"].take(),
+            Err(e) => {
+                tracing::debug!(taskrun = %self.name, error = %e, "taskrun status write failed")
+            }
         }
     }
 
@@ -754,37 +946,53 @@ impl TaskRunActor {
     }
 
     fn cancel_request(&self) -> Option<String> {
-        (model::str_at(&self.tr, &["spec", "status"]) == Some("TaskRunCancelled"))
-            .then(|| model::str_at(&self.tr, &["spec", "statusMessage"]).unwrap_or("").to_string())
+        (model::str_at(&self.tr, &["spec", "status"]) == Some("TaskRunCancelled")).then(|| {
+            model::str_at(&self.tr, &["spec", "statusMessage"])
+                .unwrap_or("")
+                .to_string()
+        })
     }
 
     /// Wait until `until` (or forever), ending early on cancellation, timeout, deletion
     /// or (when `recheck`) a hint that a missing volume source may exist now.
     async fn wait(&mut self, until: Option<Instant>, recheck: bool) -> Result<(), Interrupt> {
         loop {
+            // Take what is queued first, so a deadline already passed costs no timer.
+            while let Ok(m) = self.rx.try_recv() {
+                self.take(Some(m), recheck)?;
+            }
             if let Some(m) = self.cancel_request() {
                 return Err(Interrupt::Cancelled(m));
             }
             let timeout_at = self.timeout.map(|(_, at)| at);
+            let now = Instant::now();
+            if timeout_at.is_some_and(|at| now >= at) {
+                return Err(Interrupt::TimedOut);
+            }
+            if until.is_some_and(|t| now >= t) {
+                return Ok(());
+            }
             let wake = [until, timeout_at].into_iter().flatten().min();
             let msg = match wake {
                 Some(t) => tokio::select! {
                     m = self.rx.recv() => m,
-                    _ = tokio::time::sleep_until(t) => {
-                        if timeout_at.is_some_and(|at| Instant::now() >= at) {
-                            return Err(Interrupt::TimedOut);
-                        }
-                        return Ok(());
-                    }
+                    _ = tokio::time::sleep_until(t) => continue,
                 },
                 None => self.rx.recv().await,
             };
-            match msg {
-                None | Some(Msg::Deleted) => return Err(Interrupt::Deleted),
-                Some(Msg::Object(o)) => self.tr = o,
-                Some(Msg::Recheck) if recheck => return Err(Interrupt::Recheck),
-                Some(_) => {}
+            self.take(msg, recheck)?;
+        }
+    }
+
+    fn take(&mut self, msg: Option<Msg>, recheck: bool) -> Result<(), Interrupt> {
+        match msg {
+            None | Some(Msg::Deleted) => Err(Interrupt::Deleted),
+            Some(Msg::Object(o)) => {
+                self.tr = o;
+                Ok(())
             }
+            Some(Msg::Recheck) if recheck => Err(Interrupt::Recheck),
+            Some(_) => Ok(()),
         }
     }
 
@@ -806,7 +1014,7 @@ impl TaskRunActor {
             self.timeout = Some((timeout, Instant::now() + self.ctx.real(timeout)));
         }
         self.set_condition("Unknown", "Started", "");
-        self.write_status();
+        // Like Tekton, the first status written is the one after the pod exists.
 
         let plan = match taskrun::prepare(&self.tr, &self.ctx.resolver()) {
             Ok(p) => p,
@@ -820,8 +1028,16 @@ impl TaskRunActor {
 
         // The pod is created with the TaskRun's service account, which must exist
         // (every namespace has `default`).
-        let sa = model::str_at(&self.tr, &["spec", "serviceAccountName"]).unwrap_or("default").to_string();
-        if sa != "default" && self.ctx.cluster.get(&gvr::SERVICEACCOUNTS, Some(&self.ns), &sa).is_none() {
+        let sa = model::str_at(&self.tr, &["spec", "serviceAccountName"])
+            .unwrap_or("default")
+            .to_string();
+        if sa != "default"
+            && self
+                .ctx
+                .cluster
+                .get(&gvr::SERVICEACCOUNTS, Some(&self.ns), &sa)
+                .is_none()
+        {
             let maybe = match (model::at(&self.tr, &["spec", "taskRef"]), &plan.task.name) {
                 (Some(_), Some(t)) => format!("missing or invalid Task {}/{t}", self.ns),
                 _ => "invalid TaskSpec".to_string(),
@@ -851,10 +1067,17 @@ impl TaskRunActor {
 
         let pod = taskrun::build_pod(&tr_for_pod, &plan, &steps);
         let pod_name = model::name(&pod).to_string();
-        match self.ctx.cluster.create(&gvr::PODS, Some(&self.ns), pod.clone()) {
+        match self
+            .ctx
+            .cluster
+            .create(&gvr::PODS, Some(&self.ns), pod.clone())
+        {
             Ok(_) | Err(ClusterError::AlreadyExists(_)) => {}
             Err(e) => {
-                let msg = format!("failed to create task run pod \"{}\": {e}. Maybe invalid TaskSpec", self.name);
+                let msg = format!(
+                    "failed to create task run pod \"{}\": {e}. Maybe invalid TaskSpec",
+                    self.name
+                );
                 return self.fail("PodCreationFailed", &msg);
             }
         }
@@ -872,12 +1095,21 @@ impl TaskRunActor {
             Outcome::Interrupted(i) => {
                 let (reason, message) = match i {
                     Interrupt::TimedOut => {
-                        let t = self.timeout.map(|(d, _)| duration::format(d)).unwrap_or_default();
-                        ("TaskRunTimeout", format!("TaskRun \"{}\" failed to finish within \"{t}\"", self.name))
+                        let t = self
+                            .timeout
+                            .map(|(d, _)| duration::format(d))
+                            .unwrap_or_default();
+                        (
+                            "TaskRunTimeout",
+                            format!("TaskRun \"{}\" failed to finish within \"{t}\"", self.name),
+                        )
                     }
-                    Interrupt::Cancelled(m) => {
-                        ("TaskRunCancelled", format!("TaskRun \"{}\" was cancelled. {m}", self.name).trim_end().to_string())
-                    }
+                    Interrupt::Cancelled(m) => (
+                        "TaskRunCancelled",
+                        format!("TaskRun \"{}\" was cancelled. {m}", self.name)
+                            .trim_end()
+                            .to_string(),
+                    ),
                     _ => unreachable!("handled above"),
                 };
                 sim.stop(reason);
@@ -885,7 +1117,10 @@ impl TaskRunActor {
                 self.set_condition("False", reason, &message);
                 self.write_status();
                 // Tekton deletes the pod of a cancelled or timed-out TaskRun.
-                let _ = self.ctx.cluster.delete(&gvr::PODS, Some(&self.ns), &sim.pod_name);
+                let _ = self
+                    .ctx
+                    .cluster
+                    .delete(&gvr::PODS, Some(&self.ns), &sim.pod_name);
             }
         }
     }
@@ -896,39 +1131,77 @@ impl TaskRunActor {
         if !needs {
             return;
         }
-        if let Some(mut fresh) = self.ctx.cluster.get(&gvr::TASKRUNS, Some(&self.ns), &self.name) {
+        if let Some(mut fresh) = self
+            .ctx
+            .cluster
+            .get(&gvr::TASKRUNS, Some(&self.ns), &self.name)
+        {
             admission::apply_defaults(&gvr::TASKRUNS, &mut fresh);
-            match self.ctx.cluster.update(&gvr::TASKRUNS, Some(&self.ns), fresh) {
+            match self
+                .ctx
+                .cluster
+                .update(&gvr::TASKRUNS, Some(&self.ns), fresh)
+            {
                 Ok(o) => self.tr = o,
-                Err(e) => tracing::debug!(taskrun = %self.name, error = %e, "taskrun defaulting failed"),
+                Err(e) => {
+                    tracing::debug!(taskrun = %self.name, error = %e, "taskrun defaulting failed")
+                }
             }
         }
     }
 
     fn plan_steps(&self, plan: &TaskRunPlan) -> Result<Vec<StepPlan>, String> {
-        let task_rules = script::rules_from_annotations(&json!({"metadata": {"annotations": plan.task.annotations}}))?;
+        let task_rules = script::rules_from_annotations(
+            &json!({"metadata": {"annotations": plan.task.annotations}}),
+        )?;
         let run_rules = script::rules_from_annotations(&self.tr)?;
-        let pipeline_task = model::str_at(&self.tr, &["metadata", "labels", model::labels::PIPELINE_TASK]);
+        let pipeline_task = model::str_at(
+            &self.tr,
+            &["metadata", "labels", model::labels::PIPELINE_TASK],
+        );
         let mut names: Vec<&str> = Vec::new();
         names.extend(pipeline_task);
         names.extend(plan.task.name.as_deref());
         names.push(&self.name);
-        let ctx = TaskContext { names, task_spec: &plan.task_spec, params: &plan.params };
-        Ok(script::plan_steps(&ctx, &[&self.ctx.opts.rules, &task_rules, &run_rules], self.ctx.opts.default_step_duration))
+        let ctx = TaskContext {
+            names,
+            task_spec: &plan.task_spec,
+            params: &plan.params,
+        };
+        Ok(script::plan_steps(
+            &ctx,
+            &[&self.ctx.opts.rules, &task_rules, &run_rules],
+            self.ctx.opts.default_step_duration,
+        ))
     }
 
-    async fn execute(&mut self, sim: &mut PodSim, tr_for_pod: &Value, plan: &TaskRunPlan) -> Outcome {
+    async fn execute(
+        &mut self,
+        sim: &mut PodSim,
+        tr_for_pod: &Value,
+        plan: &TaskRunPlan,
+    ) -> Outcome {
         // Volumes: a missing Secret/ConfigMap keeps the pod in ContainerCreating
         // (FailedMount), an unbound claim keeps it unschedulable.
         let needs = taskrun::volume_needs(tr_for_pod, &plan.task_spec);
         let mut reported = false;
-        loop {
-            let Some(problem) = volume_problem(self.ctx.cluster.as_ref(), &self.ns, &needs) else { break };
+        while let Some(problem) = volume_problem(self.ctx.cluster.as_ref(), &self.ns, &needs) {
             if !reported {
                 sim.block(&problem);
                 let pod = sim.pod.clone();
-                let (kind, reason) = if problem.unschedulable { ("Warning", "FailedScheduling") } else { ("Warning", "FailedMount") };
-                record_event(self.ctx.cluster.as_ref(), &pod, "Pod", kind, reason, &problem.message);
+                let (kind, reason) = if problem.unschedulable {
+                    ("Warning", "FailedScheduling")
+                } else {
+                    ("Warning", "FailedMount")
+                };
+                record_event(
+                    self.ctx.cluster.as_ref(),
+                    &pod,
+                    "Pod",
+                    kind,
+                    reason,
+                    &problem.message,
+                );
                 self.set_condition("Unknown", "Pending", &sim.waiting_message());
                 self.write_status();
                 let _ = self.notes.send(Note::Waiting(self.key.clone(), true));
@@ -952,7 +1225,11 @@ impl TaskRunActor {
             sim.start_step(idx);
             self.status["steps"] = sim.step_statuses(None);
             if idx == 0 {
-                self.set_condition("Unknown", "Running", "Not all Steps in the Task have finished executing");
+                self.set_condition(
+                    "Unknown",
+                    "Running",
+                    "Not all Steps in the Task have finished executing",
+                );
             }
             self.write_status();
             let step = sim.steps[idx].clone();
@@ -964,7 +1241,12 @@ impl TaskRunActor {
                 if let Err(e) = self.wait(Some(at), false).await {
                     return Outcome::Interrupted(e);
                 }
-                self.ctx.cluster.append_pod_log(&self.ns, &sim.pod_name, &format!("step-{}", step.name), line);
+                self.ctx.cluster.append_pod_log(
+                    &self.ns,
+                    &sim.pod_name,
+                    &format!("step-{}", step.name),
+                    line,
+                );
             }
             if let Err(e) = self.wait(Some(begin + real), false).await {
                 return Outcome::Interrupted(e);
@@ -975,7 +1257,10 @@ impl TaskRunActor {
                 sim.finish_pod(false);
                 self.status["steps"] = sim.step_statuses(Some(idx + 1));
                 self.status["results"] = taskrun::results(&sim.steps, idx);
-                let msg = format!("\"step-{}\" exited with code {}: Error", step.name, step.exit_code);
+                let msg = format!(
+                    "\"step-{}\" exited with code {}: Error",
+                    step.name, step.exit_code
+                );
                 self.fail("StepFailed", &msg);
                 return Outcome::Finished;
             }
@@ -1004,7 +1289,9 @@ fn volume_problem(cluster: &dyn Cluster, ns: &str, needs: &[VolumeNeed]) -> Opti
                 None => {
                     return Some(VolumeProblem {
                         unschedulable: true,
-                        message: format!("0/1 nodes are available: persistentvolumeclaim \"{name}\" not found. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."),
+                        message: format!(
+                            "0/1 nodes are available: persistentvolumeclaim \"{name}\" not found. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
+                        ),
                     });
                 }
                 Some(pvc) if model::str_at(&pvc, &["status", "phase"]) != Some("Bound") => {
@@ -1015,16 +1302,24 @@ fn volume_problem(cluster: &dyn Cluster, ns: &str, needs: &[VolumeNeed]) -> Opti
                 }
                 Some(_) => {}
             },
-            VolumeNeed::Secret { volume, name } if cluster.get(&gvr::SECRETS, Some(ns), name).is_none() => {
+            VolumeNeed::Secret { volume, name }
+                if cluster.get(&gvr::SECRETS, Some(ns), name).is_none() =>
+            {
                 return Some(VolumeProblem {
                     unschedulable: false,
-                    message: format!("MountVolume.SetUp failed for volume \"{volume}\" : secret \"{name}\" not found"),
+                    message: format!(
+                        "MountVolume.SetUp failed for volume \"{volume}\" : secret \"{name}\" not found"
+                    ),
                 });
             }
-            VolumeNeed::ConfigMap { volume, name } if cluster.get(&gvr::CONFIGMAPS, Some(ns), name).is_none() => {
+            VolumeNeed::ConfigMap { volume, name }
+                if cluster.get(&gvr::CONFIGMAPS, Some(ns), name).is_none() =>
+            {
                 return Some(VolumeProblem {
                     unschedulable: false,
-                    message: format!("MountVolume.SetUp failed for volume \"{volume}\" : configmap \"{name}\" not found"),
+                    message: format!(
+                        "MountVolume.SetUp failed for volume \"{volume}\" : configmap \"{name}\" not found"
+                    ),
                 });
             }
             _ => {}
@@ -1062,13 +1357,21 @@ impl PodSim {
 
     fn write(&mut self, status: Value) {
         self.pod["status"] = status.clone();
-        if let Err(e) = self.ctx.cluster.update_status(&gvr::PODS, Some(&self.ns), &self.pod_name, status) {
+        if let Err(e) =
+            self.ctx
+                .cluster
+                .update_status(&gvr::PODS, Some(&self.ns), &self.pod_name, status)
+        {
             tracing::debug!(pod = %self.pod_name, error = %e, "pod status write failed");
         }
     }
 
     fn container_names(&self) -> String {
-        self.steps.iter().map(|s| format!("step-{}", s.name)).collect::<Vec<_>>().join(" ")
+        self.steps
+            .iter()
+            .map(|s| format!("step-{}", s.name))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// The pod cannot start: unschedulable, or stuck mounting a volume.
@@ -1083,7 +1386,10 @@ impl PodSim {
             })
         } else {
             self.states = vec![StepState::Waiting("ContainerCreating"); self.steps.len()];
-            let unready = format!("containers with unready status: [{}]", self.container_names());
+            let unready = format!(
+                "containers with unready status: [{}]",
+                self.container_names()
+            );
             json!({
                 "phase": "Pending",
                 "conditions": [
@@ -1105,7 +1411,10 @@ impl PodSim {
     fn waiting_message(&self) -> String {
         for cs in model::arr(&self.pod, &["status", "containerStatuses"]) {
             if let Some(m) = model::str_at(cs, &["state", "waiting", "message"]) {
-                return format!("build step \"{}\" is pending with reason \"{m}\"", model::str_at(cs, &["name"]).unwrap_or(""));
+                return format!(
+                    "build step \"{}\" is pending with reason \"{m}\"",
+                    model::str_at(cs, &["name"]).unwrap_or("")
+                );
             }
         }
         for c in model::arr(&self.pod, &["status", "conditions"]) {
@@ -1141,7 +1450,9 @@ impl PodSim {
     }
 
     fn start_step(&mut self, idx: usize) {
-        self.states[idx] = StepState::Running { started: model::now() };
+        self.states[idx] = StepState::Running {
+            started: model::now(),
+        };
         let s = self.running_status("Running");
         self.write(s);
     }
@@ -1154,7 +1465,11 @@ impl PodSim {
         let code = self.steps[idx].exit_code;
         self.states[idx] = StepState::Terminated {
             exit_code: code,
-            reason: if code == 0 { "Completed".into() } else { "Error".into() },
+            reason: if code == 0 {
+                "Completed".into()
+            } else {
+                "Error".into()
+            },
             started,
             finished: model::now(),
         };
@@ -1164,7 +1479,12 @@ impl PodSim {
     fn skip_rest(&mut self, from: usize) {
         let now = model::now();
         for st in &mut self.states[from..] {
-            *st = StepState::Terminated { exit_code: 1, reason: "Error".into(), started: now.clone(), finished: now.clone() };
+            *st = StepState::Terminated {
+                exit_code: 1,
+                reason: "Error".into(),
+                started: now.clone(),
+                finished: now.clone(),
+            };
         }
     }
 
@@ -1182,7 +1502,12 @@ impl PodSim {
                 StepState::Running { started } => started.clone(),
                 StepState::Waiting(_) => now.clone(),
             };
-            *st = StepState::Terminated { exit_code: 1, reason: reason.to_string(), started, finished: now.clone() };
+            *st = StepState::Terminated {
+                exit_code: 1,
+                reason: reason.to_string(),
+                started,
+                finished: now.clone(),
+            };
         }
     }
 }

@@ -76,14 +76,18 @@ pub fn to_v1(v1beta1: &Value) -> Value {
                 move_key(spec, "serviceAccountName", &mut tpl, "serviceAccountName");
                 move_key(spec, "podTemplate", &mut tpl, "podTemplate");
                 if !tpl.is_empty() {
-                    let entry = spec.entry("taskRunTemplate").or_insert_with(|| Value::Object(Map::new()));
+                    let entry = spec
+                        .entry("taskRunTemplate")
+                        .or_insert_with(|| Value::Object(Map::new()));
                     if let Some(existing) = entry.as_object_mut() {
                         existing.extend(tpl);
                     }
                 }
                 // v1beta1 `timeout` (deprecated) is v1 `timeouts.pipeline`.
                 if let Some(t) = spec.remove("timeout") {
-                    let entry = spec.entry("timeouts").or_insert_with(|| Value::Object(Map::new()));
+                    let entry = spec
+                        .entry("timeouts")
+                        .or_insert_with(|| Value::Object(Map::new()));
                     if let Some(m) = entry.as_object_mut() {
                         m.entry("pipeline").or_insert(t);
                     }
@@ -169,7 +173,10 @@ fn task_spec_to_v1(ts: &mut Value) {
 }
 
 fn kind(v: &Value) -> String {
-    v.get("kind").and_then(Value::as_str).unwrap_or("").to_string()
+    v.get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string()
 }
 
 fn set_api_version(v: &mut Value, api_version: &str) {
@@ -181,7 +188,10 @@ fn set_api_version(v: &mut Value, api_version: &str) {
 }
 
 fn array_items(v: Option<&mut Value>) -> impl Iterator<Item = &mut Map<String, Value>> {
-    v.and_then(Value::as_array_mut).into_iter().flatten().filter_map(Value::as_object_mut)
+    v.and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
 }
 
 fn rename(m: &mut Map<String, Value>, from: &str, to: &str) {
@@ -190,7 +200,12 @@ fn rename(m: &mut Map<String, Value>, from: &str, to: &str) {
     }
 }
 
-fn move_key(from: &mut Map<String, Value>, from_key: &str, to: &mut Map<String, Value>, to_key: &str) {
+fn move_key(
+    from: &mut Map<String, Value>,
+    from_key: &str,
+    to: &mut Map<String, Value>,
+    to_key: &str,
+) {
     if let Some(v) = from.remove(from_key) {
         to.insert(to_key.to_string(), v);
     }
@@ -224,7 +239,10 @@ mod tests {
         assert_eq!(b["spec"]["serviceAccountName"], "builder");
         assert_eq!(b["spec"]["podTemplate"]["nodeSelector"]["a"], "b");
         assert!(b["spec"].get("taskRunTemplate").is_none());
-        assert_eq!(b["spec"]["taskRunSpecs"][0]["taskServiceAccountName"], "sa2");
+        assert_eq!(
+            b["spec"]["taskRunSpecs"][0]["taskServiceAccountName"],
+            "sa2"
+        );
     }
 
     #[test]
@@ -249,7 +267,10 @@ mod tests {
         let b = to_v1beta1(&v1);
         assert_eq!(b["status"]["taskResults"][0]["value"], "r/i");
         assert!(b["status"].get("results").is_none());
-        assert_eq!(b["spec"]["taskSpec"]["steps"][0]["resources"]["limits"]["cpu"], "1");
+        assert_eq!(
+            b["spec"]["taskSpec"]["steps"][0]["resources"]["limits"]["cpu"],
+            "1"
+        );
         assert_eq!(to_v1(&b), v1);
     }
 }

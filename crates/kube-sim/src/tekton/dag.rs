@@ -12,8 +12,11 @@ pub type Deps = BTreeMap<String, BTreeSet<String>>;
 /// Dependencies of one pipeline task: `runAfter`, and every task whose results its
 /// params or `when` expressions reference.
 pub fn task_deps(task: &Value) -> BTreeSet<String> {
-    let mut deps: BTreeSet<String> =
-        model::arr(task, &["runAfter"]).iter().filter_map(Value::as_str).map(String::from).collect();
+    let mut deps: BTreeSet<String> = model::arr(task, &["runAfter"])
+        .iter()
+        .filter_map(Value::as_str)
+        .map(String::from)
+        .collect();
     for key in ["params", "when", "matrix"] {
         if let Some(v) = task.get(key) {
             deps.extend(subst::result_refs(v).into_iter().map(|(t, _)| t));
@@ -24,7 +27,10 @@ pub fn task_deps(task: &Value) -> BTreeSet<String> {
 
 /// Build the graph of `tasks`, rejecting unknown dependencies and cycles with Tekton's wording.
 pub fn build(tasks: &[Value]) -> Result<Deps, String> {
-    let names: BTreeSet<&str> = tasks.iter().filter_map(|t| t.get("name").and_then(Value::as_str)).collect();
+    let names: BTreeSet<&str> = tasks
+        .iter()
+        .filter_map(|t| t.get("name").and_then(Value::as_str))
+        .collect();
     let mut deps = Deps::new();
     for t in tasks {
         let name = model::str_at(t, &["name"]).unwrap_or("");
@@ -48,7 +54,9 @@ pub fn build(tasks: &[Value]) -> Result<Deps, String> {
         marks.insert(n.to_string(), Mark::Visiting);
         for d in deps.get(n).into_iter().flatten() {
             match marks.get(d.as_str()) {
-                Some(Mark::Visiting) => return Err(format!("cycle detected; task \"{n}\" depends on \"{d}\"")),
+                Some(Mark::Visiting) => {
+                    return Err(format!("cycle detected; task \"{n}\" depends on \"{d}\""));
+                }
                 Some(Mark::Done) => {}
                 None => visit(d, deps, marks)?,
             }

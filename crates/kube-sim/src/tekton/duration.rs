@@ -15,13 +15,17 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         if num_len == 0 {
             return Err(bad());
         }
         let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let seconds_per_unit = match &rest[..unit_len] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -44,7 +48,7 @@ pub fn format(d: Duration) -> String {
     }
     if d < Duration::from_secs(1) {
         let micros = d.as_micros();
-        if micros >= 1000 && micros % 1000 == 0 {
+        if micros >= 1000 && micros.is_multiple_of(1000) {
             return format!("{}ms", micros / 1000);
         }
         if d.as_nanos() < 1000 {
@@ -57,7 +61,11 @@ pub fn format(d: Duration) -> String {
     let m = (total_secs % 3600) / 60;
     let s = total_secs % 60;
     let frac = d.subsec_nanos();
-    let secs = if frac == 0 { s.to_string() } else { trim_float(s as f64 + frac as f64 / 1e9) };
+    let secs = if frac == 0 {
+        s.to_string()
+    } else {
+        trim_float(s as f64 + frac as f64 / 1e9)
+    };
     if h > 0 {
         format!("{h}h{m}m{secs}s")
     } else if m > 0 {

@@ -28,7 +28,10 @@ pub fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
 }
 
 pub fn arr<'a>(v: &'a Value, path: &[&str]) -> &'a [Value] {
-    at(v, path).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    at(v, path)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 pub fn name(v: &Value) -> &str {
@@ -95,7 +98,11 @@ pub fn now() -> String {
 pub fn param_value_to_string(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        Value::Array(items) => items.iter().map(param_value_to_string).collect::<Vec<_>>().join(" "),
+        Value::Array(items) => items
+            .iter()
+            .map(param_value_to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
         Value::Null => String::new(),
         other => other.to_string(),
     }

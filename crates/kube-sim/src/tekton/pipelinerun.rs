@@ -12,9 +12,11 @@ use super::resolve::{Resolved, Resolver};
 use super::{admission, model, subst};
 
 /// `spec.statusMessage` of TaskRuns cancelled by their PipelineRun.
-pub const CANCEL_MESSAGE: &str = "TaskRun cancelled as the PipelineRun it belongs to has been cancelled.";
+pub const CANCEL_MESSAGE: &str =
+    "TaskRun cancelled as the PipelineRun it belongs to has been cancelled.";
 /// `spec.statusMessage` of TaskRuns stopped because the PipelineRun timed out.
-pub const TIMEOUT_MESSAGE: &str = "TaskRun cancelled as the PipelineRun it belongs to has timed out.";
+pub const TIMEOUT_MESSAGE: &str =
+    "TaskRun cancelled as the PipelineRun it belongs to has timed out.";
 
 /// A terminal failure before any task ran: condition reason and message.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,7 +26,10 @@ pub struct Failure {
 }
 
 fn failure(reason: &str, message: String) -> Failure {
-    Failure { reason: reason.to_string(), message }
+    Failure {
+        reason: reason.to_string(),
+        message,
+    }
 }
 
 /// A pipeline task with its resolved Task.
@@ -61,7 +66,10 @@ pub fn plan(pr: &Value, resolver: &Resolver) -> Result<PipelinePlan, Failure> {
     let ns = model::namespace(pr);
     let name = model::name(pr);
     let pipeline = resolver.pipeline(pr).map_err(|e| {
-        failure("CouldntGetPipeline", format!("Error retrieving pipeline for pipelinerun {ns}/{name}: {e}"))
+        failure(
+            "CouldntGetPipeline",
+            format!("Error retrieving pipeline for pipelinerun {ns}/{name}: {e}"),
+        )
     })?;
     let pipeline_name = pipeline.name.clone().unwrap_or_else(|| name.to_string());
     let pipeline_ns = pipeline.namespace.clone().unwrap_or_else(|| ns.to_string());
@@ -69,19 +77,27 @@ pub fn plan(pr: &Value, resolver: &Resolver) -> Result<PipelinePlan, Failure> {
 
     let tasks = model::arr(spec, &["tasks"]);
     let deps = dag::build(tasks).map_err(|e| {
-        failure("PipelineInvalidGraph", format!("PipelineRun {ns}/{name}'s Pipeline DAG is invalid: {e}"))
+        failure(
+            "PipelineInvalidGraph",
+            format!("PipelineRun {ns}/{name}'s Pipeline DAG is invalid: {e}"),
+        )
     })?;
     let errs = admission::pipeline_spec_errors(spec, "spec");
     if !errs.is_empty() {
         return Err(failure(
             "PipelineValidationFailed",
-            format!("Pipeline {pipeline_ns}/{pipeline_name} can't be Run; it has an invalid spec: {}", errs.join("\n")),
+            format!(
+                "Pipeline {pipeline_ns}/{pipeline_name} can't be Run; it has an invalid spec: {}",
+                errs.join("\n")
+            ),
         ));
     }
 
     // Parameters: every pipeline param without a default must be given.
-    let provided: Vec<&str> =
-        model::arr(pr, &["spec", "params"]).iter().filter_map(|p| p.get("name").and_then(Value::as_str)).collect();
+    let provided: Vec<&str> = model::arr(pr, &["spec", "params"])
+        .iter()
+        .filter_map(|p| p.get("name").and_then(Value::as_str))
+        .collect();
     let missing: Vec<&str> = model::arr(spec, &["params"])
         .iter()
         .filter(|p| p.get("default").is_none())
@@ -99,8 +115,10 @@ pub fn plan(pr: &Value, resolver: &Resolver) -> Result<PipelinePlan, Failure> {
     }
 
     // Workspaces: every non-optional pipeline workspace must be bound.
-    let bound: Vec<&str> =
-        model::arr(pr, &["spec", "workspaces"]).iter().filter_map(|w| w.get("name").and_then(Value::as_str)).collect();
+    let bound: Vec<&str> = model::arr(pr, &["spec", "workspaces"])
+        .iter()
+        .filter_map(|w| w.get("name").and_then(Value::as_str))
+        .collect();
     for ws in model::arr(spec, &["workspaces"]) {
         let ws_name = ws.get("name").and_then(Value::as_str).unwrap_or("");
         let optional = ws.get("optional").and_then(Value::as_bool).unwrap_or(false);
@@ -134,7 +152,9 @@ pub fn plan(pr: &Value, resolver: &Resolver) -> Result<PipelinePlan, Failure> {
     ]
     .into();
     let lookup = |expr: &str| {
-        subst::param_name(expr).and_then(|n| params.get(n).cloned()).or_else(|| ctx_vars.get(expr).cloned())
+        subst::param_name(expr)
+            .and_then(|n| params.get(n).cloned())
+            .or_else(|| ctx_vars.get(expr).cloned())
     };
     let mut resolved_spec = spec.clone();
     for key in ["tasks", "finally", "results"] {
@@ -162,8 +182,10 @@ pub fn plan(pr: &Value, resolver: &Resolver) -> Result<PipelinePlan, Failure> {
         }
     }
     for t in &planned {
-        let given: Vec<&str> =
-            model::arr(&t.entry, &["params"]).iter().filter_map(|p| p.get("name").and_then(Value::as_str)).collect();
+        let given: Vec<&str> = model::arr(&t.entry, &["params"])
+            .iter()
+            .filter_map(|p| p.get("name").and_then(Value::as_str))
+            .collect();
         let missing: Vec<&str> = model::arr(&t.task.spec, &["params"])
             .iter()
             .filter(|p| p.get("default").is_none())
@@ -174,7 +196,10 @@ pub fn plan(pr: &Value, resolver: &Resolver) -> Result<PipelinePlan, Failure> {
             let task_name = t.task.name.as_deref().unwrap_or(&t.name);
             return Err(failure(
                 "PipelineValidationFailed",
-                format!("invalid input params for task {task_name}: missing parameters: [{}]", missing.join(" ")),
+                format!(
+                    "invalid input params for task {task_name}: missing parameters: [{}]",
+                    missing.join(" ")
+                ),
             ));
         }
     }
@@ -197,7 +222,10 @@ pub enum TaskState {
     Succeeded(BTreeMap<String, String>),
     Failed,
     Cancelled,
-    Skipped { reason: &'static str, when: Option<Value> },
+    Skipped {
+        reason: &'static str,
+        when: Option<Value>,
+    },
 }
 
 impl TaskState {
@@ -212,14 +240,22 @@ impl TaskState {
             Some(true) => TaskState::Succeeded(
                 model::arr(tr, &["status", "results"])
                     .iter()
-                    .filter_map(|r| Some((r.get("name")?.as_str()?.to_string(), model::param_value_to_string(r.get("value")?))))
+                    .filter_map(|r| {
+                        Some((
+                            r.get("name")?.as_str()?.to_string(),
+                            model::param_value_to_string(r.get("value")?),
+                        ))
+                    })
                     .collect(),
             ),
             Some(false) => {
-                let cancelled = model::str_at(model::succeeded_condition(tr).unwrap_or(&Value::Null), &["reason"])
-                    == Some("TaskRunCancelled");
+                let cancelled = model::str_at(
+                    model::succeeded_condition(tr).unwrap_or(&Value::Null),
+                    &["reason"],
+                ) == Some("TaskRunCancelled");
                 // A TaskRun stopped because the PipelineRun's timeouts ran out counts as failed.
-                let for_timeout = model::str_at(tr, &["spec", "statusMessage"]) == Some(TIMEOUT_MESSAGE);
+                let for_timeout =
+                    model::str_at(tr, &["spec", "statusMessage"]) == Some(TIMEOUT_MESSAGE);
                 if cancelled && !for_timeout {
                     TaskState::Cancelled
                 } else {
@@ -296,7 +332,10 @@ fn when_passes(when: &Value) -> bool {
         let Some(input) = w.get("input").and_then(Value::as_str) else {
             return true; // CEL expressions are not evaluated by the simulator.
         };
-        let values: Vec<&str> = model::arr(w, &["values"]).iter().filter_map(Value::as_str).collect();
+        let values: Vec<&str> = model::arr(w, &["values"])
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         match w.get("operator").and_then(Value::as_str).unwrap_or("in") {
             "notin" => !values.contains(&input),
             _ => values.contains(&input),
@@ -314,7 +353,9 @@ pub fn next(plan: &PipelinePlan, states: &States, stops: Stops) -> Next {
     let dag_stopping = stops.cancelled_run_finally
         || stops.stopped_run_finally
         || stops.tasks_timed_out
-        || plan.tasks.iter().any(|t| !t.is_finally && matches!(state(&t.name), TaskState::Failed | TaskState::Cancelled));
+        || plan.tasks.iter().any(|t| {
+            !t.is_finally && matches!(state(&t.name), TaskState::Failed | TaskState::Cancelled)
+        });
     let stop_reason = if stops.tasks_timed_out {
         "PipelineRun Tasks timeout has been reached"
     } else if stops.cancelled_run_finally {
@@ -330,21 +371,33 @@ pub fn next(plan: &PipelinePlan, states: &States, stops: Stops) -> Next {
             continue;
         }
         if dag_stopping {
-            let s = TaskState::Skipped { reason: stop_reason, when: None };
+            let s = TaskState::Skipped {
+                reason: stop_reason,
+                when: None,
+            };
             simulated.insert(t.name.clone(), s.clone());
             out.skip.push((t.name.clone(), s));
             continue;
         }
         let deps = plan.deps.get(&t.name).cloned().unwrap_or_default();
-        let dep_states: Vec<TaskState> = deps.iter().map(|d| simulated.get(d).cloned().unwrap_or(TaskState::NotStarted)).collect();
-        if !dep_states.iter().all(|s| matches!(s, TaskState::Succeeded(_) | TaskState::Skipped { .. })) {
+        let dep_states: Vec<TaskState> = deps
+            .iter()
+            .map(|d| simulated.get(d).cloned().unwrap_or(TaskState::NotStarted))
+            .collect();
+        if !dep_states
+            .iter()
+            .all(|s| matches!(s, TaskState::Succeeded(_) | TaskState::Skipped { .. }))
+        {
             continue;
         }
-        let uses_skipped_results = subst::result_refs(&t.entry).iter().any(|(d, _)| {
-            matches!(simulated.get(d), Some(TaskState::Skipped { .. }))
-        });
+        let uses_skipped_results = subst::result_refs(&t.entry)
+            .iter()
+            .any(|(d, _)| matches!(simulated.get(d), Some(TaskState::Skipped { .. })));
         let skip = if uses_skipped_results {
-            Some(TaskState::Skipped { reason: "Results were missing", when: None })
+            Some(TaskState::Skipped {
+                reason: "Results were missing",
+                when: None,
+            })
         } else {
             match check_start(t, &simulated) {
                 Ok(Some(s)) => Some(s),
@@ -352,7 +405,9 @@ pub fn next(plan: &PipelinePlan, states: &States, stops: Stops) -> Next {
                 Err((task, result)) => {
                     out.fail = Some(failure(
                         "InvalidTaskResultReference",
-                        format!("Invalid task result reference: Could not find result with name {result} for task {task}"),
+                        format!(
+                            "Invalid task result reference: Could not find result with name {result} for task {task}"
+                        ),
                     ));
                     return out;
                 }
@@ -364,29 +419,49 @@ pub fn next(plan: &PipelinePlan, states: &States, stops: Stops) -> Next {
                 out.skip.push((t.name.clone(), s));
             }
             None => {
-                let params = substitute_results(t.entry.get("params").unwrap_or(&json!([])), &simulated).unwrap_or_default();
+                let params =
+                    substitute_results(t.entry.get("params").unwrap_or(&json!([])), &simulated)
+                        .unwrap_or_default();
                 simulated.insert(t.name.clone(), TaskState::Running);
                 out.start.push((t.name.clone(), params));
             }
         }
     }
-    let dag_done = plan.tasks.iter().filter(|t| !t.is_finally).all(|t| simulated.get(&t.name).is_some_and(TaskState::is_terminal));
+    let dag_done = plan
+        .tasks
+        .iter()
+        .filter(|t| !t.is_finally)
+        .all(|t| simulated.get(&t.name).is_some_and(TaskState::is_terminal));
     if dag_done {
         for t in plan.tasks.iter().filter(|t| t.is_finally) {
             if state(&t.name) != TaskState::NotStarted {
                 continue;
             }
             if stops.finally_timed_out {
-                out.skip.push((t.name.clone(), TaskState::Skipped { reason: "PipelineRun Finally timeout has been reached", when: None }));
+                out.skip.push((
+                    t.name.clone(),
+                    TaskState::Skipped {
+                        reason: "PipelineRun Finally timeout has been reached",
+                        when: None,
+                    },
+                ));
                 continue;
             }
             match check_start(t, &simulated) {
                 Ok(Some(s)) => out.skip.push((t.name.clone(), s)),
                 Ok(None) => {
-                    let params = substitute_results(t.entry.get("params").unwrap_or(&json!([])), &simulated).unwrap_or_default();
+                    let params =
+                        substitute_results(t.entry.get("params").unwrap_or(&json!([])), &simulated)
+                            .unwrap_or_default();
                     out.start.push((t.name.clone(), params));
                 }
-                Err(_) => out.skip.push((t.name.clone(), TaskState::Skipped { reason: "Results were missing", when: None })),
+                Err(_) => out.skip.push((
+                    t.name.clone(),
+                    TaskState::Skipped {
+                        reason: "Results were missing",
+                        when: None,
+                    },
+                )),
             }
         }
     }
@@ -400,22 +475,46 @@ fn check_start(t: &PlannedTask, states: &States) -> Result<Option<TaskState>, (S
     if let Some(when) = t.entry.get("when") {
         let when = substitute_results(when, states)?;
         if !when_passes(&when) {
-            return Ok(Some(TaskState::Skipped { reason: "When Expressions evaluated to false", when: Some(when) }));
+            return Ok(Some(TaskState::Skipped {
+                reason: "When Expressions evaluated to false",
+                when: Some(when),
+            }));
         }
     }
     Ok(None)
 }
 
 /// The `Succeeded` condition (status, reason, message) from the task states.
-pub fn condition(plan: &PipelinePlan, states: &States, stops: Stops, pr_name: &str, pipeline_timeout: &str) -> (String, String, String) {
+pub fn condition(
+    plan: &PipelinePlan,
+    states: &States,
+    stops: Stops,
+    pr_name: &str,
+    pipeline_timeout: &str,
+) -> (String, String, String) {
     let c = |s: &str, r: &str, m: String| (s.to_string(), r.to_string(), m);
     if stops.pipeline_timed_out {
-        return c("False", "PipelineRunTimeout", format!("PipelineRun \"{pr_name}\" failed to finish within \"{pipeline_timeout}\""));
+        return c(
+            "False",
+            "PipelineRunTimeout",
+            format!("PipelineRun \"{pr_name}\" failed to finish within \"{pipeline_timeout}\""),
+        );
     }
     if stops.cancelled {
-        return c("False", "Cancelled", format!("PipelineRun \"{pr_name}\" was cancelled"));
+        return c(
+            "False",
+            "Cancelled",
+            format!("PipelineRun \"{pr_name}\" was cancelled"),
+        );
     }
-    let (mut succeeded, mut failed, mut cancelled, mut skipped, mut incomplete, mut skipped_by_timeout) = (0, 0, 0, 0, 0, 0);
+    let (
+        mut succeeded,
+        mut failed,
+        mut cancelled,
+        mut skipped,
+        mut incomplete,
+        mut skipped_by_timeout,
+    ) = (0, 0, 0, 0, 0, 0);
     for t in &plan.tasks {
         match states.get(&t.name).unwrap_or(&TaskState::NotStarted) {
             TaskState::NotStarted | TaskState::Running => incomplete += 1,
@@ -432,11 +531,17 @@ pub fn condition(plan: &PipelinePlan, states: &States, stops: Stops, pr_name: &s
     }
     let completed = succeeded + failed + cancelled;
     if incomplete == 0 {
-        let msg = format!("Tasks Completed: {completed} (Failed: {failed}, Cancelled {cancelled}), Skipped: {skipped}");
+        let msg = format!(
+            "Tasks Completed: {completed} (Failed: {failed}, Cancelled {cancelled}), Skipped: {skipped}"
+        );
         return if failed > 0 || skipped_by_timeout > 0 {
             c("False", "Failed", msg)
         } else if stops.cancelled_run_finally || stops.stopped_run_finally {
-            c("False", "Cancelled", format!("PipelineRun \"{pr_name}\" was cancelled"))
+            c(
+                "False",
+                "Cancelled",
+                format!("PipelineRun \"{pr_name}\" was cancelled"),
+            )
         } else if cancelled > 0 {
             c("False", "Cancelled", msg)
         } else if skipped > 0 {
@@ -445,12 +550,22 @@ pub fn condition(plan: &PipelinePlan, states: &States, stops: Stops, pr_name: &s
             c("True", "Succeeded", msg)
         };
     }
-    let finally_done = plan.tasks.iter().filter(|t| t.is_finally).all(|t| states.get(&t.name).is_some_and(TaskState::is_terminal));
-    let reason = if cancelled > 0 || (failed > 0 && finally_done) { "Stopping" } else { "Running" };
+    let finally_done = plan
+        .tasks
+        .iter()
+        .filter(|t| t.is_finally)
+        .all(|t| states.get(&t.name).is_some_and(TaskState::is_terminal));
+    let reason = if cancelled > 0 || (failed > 0 && finally_done) {
+        "Stopping"
+    } else {
+        "Running"
+    };
     c(
         "Unknown",
         reason,
-        format!("Tasks Completed: {completed} (Failed: {failed}, Cancelled {cancelled}), Incomplete: {incomplete}, Skipped: {skipped}"),
+        format!(
+            "Tasks Completed: {completed} (Failed: {failed}, Cancelled {cancelled}), Incomplete: {incomplete}, Skipped: {skipped}"
+        ),
     )
 }
 
@@ -493,7 +608,11 @@ pub fn child_name(parent: &str, suffix: &str) -> String {
     use sha2::{Digest, Sha256};
     let hash = hex::encode(Sha256::digest(parent.as_bytes()));
     let keep = 63usize.saturating_sub(suffix.len() + 1 + 32);
-    format!("{}{}-{suffix}", &parent[..keep.min(parent.len())], &hash[..32])
+    format!(
+        "{}{}-{suffix}",
+        &parent[..keep.min(parent.len())],
+        &hash[..32]
+    )
 }
 
 /// The TaskRun Tekton creates for pipeline task `t` of `pr`.
@@ -513,7 +632,10 @@ pub fn taskrun_for(
     labels.insert(model::labels::PIPELINE.into(), json!(plan.pipeline_name));
     labels.insert(model::labels::PIPELINE_RUN.into(), json!(pr_name));
     labels.insert(model::labels::PIPELINE_TASK.into(), json!(t.name));
-    labels.insert(model::labels::MEMBER_OF.into(), json!(if t.is_finally { "finally" } else { "tasks" }));
+    labels.insert(
+        model::labels::MEMBER_OF.into(),
+        json!(if t.is_finally { "finally" } else { "tasks" }),
+    );
     labels.insert(model::labels::MANAGED_BY.into(), json!("tekton-pipelines"));
     if let Some(task_name) = &t.task.name {
         labels.insert(model::labels::TASK.into(), json!(task_name));
@@ -562,7 +684,10 @@ pub fn taskrun_for(
     for w in model::arr(&t.entry, &["workspaces"]) {
         let task_ws = model::str_at(w, &["name"]).unwrap_or("");
         let pipeline_ws = model::str_at(w, &["workspace"]).unwrap_or(task_ws);
-        let Some(b) = bindings.iter().find(|b| b.get("name").and_then(Value::as_str) == Some(pipeline_ws)) else {
+        let Some(b) = bindings
+            .iter()
+            .find(|b| b.get("name").and_then(Value::as_str) == Some(pipeline_ws))
+        else {
             continue;
         };
         let mut binding = b.clone();

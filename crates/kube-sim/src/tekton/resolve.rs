@@ -20,7 +20,12 @@ pub struct Resolved {
 
 impl Resolved {
     fn from_object(obj: &Value) -> Self {
-        let meta = |k: &str| model::at(obj, &["metadata", k]).and_then(Value::as_object).cloned().unwrap_or_default();
+        let meta = |k: &str| {
+            model::at(obj, &["metadata", k])
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default()
+        };
         Resolved {
             name: Some(model::name(obj).to_string()),
             namespace: model::str_at(obj, &["metadata", "namespace"]).map(String::from),
@@ -31,7 +36,13 @@ impl Resolved {
     }
 
     pub fn inline(spec: &Value) -> Self {
-        Resolved { name: None, namespace: None, spec: spec.clone(), labels: Map::new(), annotations: Map::new() }
+        Resolved {
+            name: None,
+            namespace: None,
+            spec: spec.clone(),
+            labels: Map::new(),
+            annotations: Map::new(),
+        }
     }
 }
 
@@ -53,7 +64,12 @@ fn ref_param<'a>(r: &'a Value, key: &str) -> Option<&'a str> {
 impl Resolver<'_> {
     /// Resolve a `taskRef` (or take an inline `taskSpec`). The error is the text of
     /// Tekton's `TaskNotFoundError`: `Couldn't retrieve Task "<name>": <cause>`.
-    pub fn task(&self, namespace: &str, task_ref: Option<&Value>, task_spec: Option<&Value>) -> Result<Resolved, String> {
+    pub fn task(
+        &self,
+        namespace: &str,
+        task_ref: Option<&Value>,
+        task_spec: Option<&Value>,
+    ) -> Result<Resolved, String> {
         if let Some(spec) = task_spec {
             return Ok(Resolved::inline(spec));
         }
@@ -64,9 +80,15 @@ impl Resolver<'_> {
         let fail = |cause: String| format!("Couldn't retrieve Task \"{name}\": {cause}");
         match model::str_at(r, &["resolver"]) {
             None => match model::str_at(r, &["kind"]).unwrap_or("Task") {
-                "Task" => self.get(&gvr::TASKS, namespace, name, "tasks").map_err(fail),
-                "ClusterTask" => Err(fail(format!("clustertasks.tekton.dev \"{name}\" not found"))),
-                other => Err(fail(format!("kind {other:?} is not a Task kind the simulator runs"))),
+                "Task" => self
+                    .get(&gvr::TASKS, namespace, name, "tasks")
+                    .map_err(fail),
+                "ClusterTask" => Err(fail(format!(
+                    "clustertasks.tekton.dev \"{name}\" not found"
+                ))),
+                other => Err(fail(format!(
+                    "kind {other:?} is not a Task kind the simulator runs"
+                ))),
             },
             Some(resolver) => self.remote(resolver, r, namespace, "task").map_err(fail),
         }
@@ -86,7 +108,12 @@ impl Resolver<'_> {
             return Err("no pipelineRef or pipelineSpec".to_string());
         };
         match model::str_at(r, &["resolver"]) {
-            None => self.get(&gvr::PIPELINES, ns, model::str_at(r, &["name"]).unwrap_or(""), "pipelines"),
+            None => self.get(
+                &gvr::PIPELINES,
+                ns,
+                model::str_at(r, &["name"]).unwrap_or(""),
+                "pipelines",
+            ),
             Some(resolver) => self.remote(resolver, r, ns, "pipeline"),
         }
     }
@@ -98,18 +125,35 @@ impl Resolver<'_> {
             .ok_or_else(|| format!("{plural}.tekton.dev \"{name}\" not found"))
     }
 
-    fn remote(&self, resolver: &str, r: &Value, namespace: &str, want_kind: &str) -> Result<Resolved, String> {
-        let plural = if want_kind == "task" { "tasks" } else { "pipelines" };
+    fn remote(
+        &self,
+        resolver: &str,
+        r: &Value,
+        namespace: &str,
+        want_kind: &str,
+    ) -> Result<Resolved, String> {
+        let plural = if want_kind == "task" {
+            "tasks"
+        } else {
+            "pipelines"
+        };
         match resolver {
             "cluster" => {
                 let kind = ref_param(r, "kind").unwrap_or("task");
                 if kind != want_kind {
-                    return Err(format!("error requesting remote resource: resolved kind {kind:?} is not a {want_kind}"));
+                    return Err(format!(
+                        "error requesting remote resource: resolved kind {kind:?} is not a {want_kind}"
+                    ));
                 }
                 let name = ref_param(r, "name").unwrap_or("");
                 let ns = ref_param(r, "namespace").unwrap_or(namespace);
-                let g = if want_kind == "task" { gvr::TASKS } else { gvr::PIPELINES };
-                self.get(&g, ns, name, plural).map_err(|e| format!("error requesting remote resource: {e}"))
+                let g = if want_kind == "task" {
+                    gvr::TASKS
+                } else {
+                    gvr::PIPELINES
+                };
+                self.get(&g, ns, name, plural)
+                    .map_err(|e| format!("error requesting remote resource: {e}"))
             }
             "git" | "hub" | "bundles" | "http" => {
                 // The catalog stands in for the network: git paths look like
@@ -119,11 +163,16 @@ impl Resolver<'_> {
                         let path = ref_param(r, "pathInRepo").unwrap_or("");
                         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
                         match parts.as_slice() {
-                            [k, n, v, _] if k.starts_with(want_kind) => (n.to_string(), Some(v.to_string())),
+                            [k, n, v, _] if k.starts_with(want_kind) => {
+                                (n.to_string(), Some(v.to_string()))
+                            }
                             _ => (String::new(), None),
                         }
                     }
-                    "hub" => (ref_param(r, "name").unwrap_or("").to_string(), ref_param(r, "version").map(String::from)),
+                    "hub" => (
+                        ref_param(r, "name").unwrap_or("").to_string(),
+                        ref_param(r, "version").map(String::from),
+                    ),
                     _ => (String::new(), None),
                 };
                 let found = (want_kind == "task")
@@ -131,7 +180,10 @@ impl Resolver<'_> {
                         self.catalog.iter().find(|t| {
                             model::name(t) == name
                                 && version.as_deref().is_none_or(|v| {
-                                    model::str_at(t, &["metadata", "labels", "app.kubernetes.io/version"]) == Some(v)
+                                    model::str_at(
+                                        t,
+                                        &["metadata", "labels", "app.kubernetes.io/version"],
+                                    ) == Some(v)
                                 })
                         })
                     })
@@ -144,7 +196,9 @@ impl Resolver<'_> {
                     )),
                 }
             }
-            other => Err(format!("error requesting remote resource: no resolver {other:?}")),
+            other => Err(format!(
+                "error requesting remote resource: no resolver {other:?}"
+            )),
         }
     }
 }

@@ -76,7 +76,11 @@ pub struct TaskContext<'a> {
 }
 
 /// Plan every step of a task: defaults overlaid by `layers` (weakest first).
-pub fn plan_steps(ctx: &TaskContext, layers: &[&[ScriptRule]], default_step: Duration) -> Vec<StepPlan> {
+pub fn plan_steps(
+    ctx: &TaskContext,
+    layers: &[&[ScriptRule]],
+    default_step: Duration,
+) -> Vec<StepPlan> {
     let steps = model::arr(ctx.task_spec, &["steps"]);
     let names = model::step_names(ctx.task_spec);
     let declared: Vec<String> = model::arr(ctx.task_spec, &["results"])
@@ -89,7 +93,10 @@ pub fn plan_steps(ctx: &TaskContext, layers: &[&[ScriptRule]], default_step: Dur
         .map(|(step, name)| {
             let mut merged = ScriptRule::default();
             for rule in layers.iter().flat_map(|l| l.iter()) {
-                let task_ok = rule.task.as_deref().is_none_or(|t| t == "*" || ctx.names.contains(&t));
+                let task_ok = rule
+                    .task
+                    .as_deref()
+                    .is_none_or(|t| t == "*" || ctx.names.contains(&t));
                 let step_ok = rule.step.as_deref().is_none_or(|s| s == "*" || s == name);
                 if task_ok && step_ok {
                     overlay(&mut merged, rule);
@@ -104,18 +111,24 @@ pub fn plan_steps(ctx: &TaskContext, layers: &[&[ScriptRule]], default_step: Dur
                 name: name.clone(),
                 image: model::str_at(step, &["image"]).unwrap_or("").to_string(),
                 duration,
-                logs: merged.logs.unwrap_or_else(|| default_logs(step, name, ctx.params)),
+                logs: merged
+                    .logs
+                    .unwrap_or_else(|| default_logs(step, name, ctx.params)),
                 exit_code: merged.exit_code.unwrap_or(0),
                 results: merged.results.into_iter().collect(),
             }
         })
         .collect();
     // Declared results no rule writes are written by the last step.
-    let written: Vec<String> = plans.iter().flat_map(|p| p.results.iter().map(|(n, _)| n.clone())).collect();
+    let written: Vec<String> = plans
+        .iter()
+        .flat_map(|p| p.results.iter().map(|(n, _)| n.clone()))
+        .collect();
     let task_name = ctx.names.first().copied().unwrap_or("");
     if let Some(last) = plans.last_mut() {
         for r in declared.iter().filter(|r| !written.contains(r)) {
-            last.results.push((r.clone(), default_result(r, task_name, ctx.params)));
+            last.results
+                .push((r.clone(), default_result(r, task_name, ctx.params)));
         }
     }
     plans
@@ -131,7 +144,8 @@ fn overlay(into: &mut ScriptRule, from: &ScriptRule) {
     if from.exit_code.is_some() {
         into.exit_code = from.exit_code;
     }
-    into.results.extend(from.results.iter().map(|(k, v)| (k.clone(), v.clone())));
+    into.results
+        .extend(from.results.iter().map(|(k, v)| (k.clone(), v.clone())));
 }
 
 /// Sum of `sleep N` commands in the step's script (simulated seconds).
@@ -166,7 +180,10 @@ fn default_logs(step: &Value, name: &str, params: &BTreeMap<String, String>) -> 
             format!("STEP 1/2: FROM {}", "scratch"),
             "STEP 2/2: COPY . /".to_string(),
             format!("COMMIT {target}"),
-            format!("Successfully pushed {target}@{}", default_result("IMAGE_DIGEST", "", params)),
+            format!(
+                "Successfully pushed {target}@{}",
+                default_result("IMAGE_DIGEST", "", params)
+            ),
         ];
     }
     let script = step.get("script").and_then(Value::as_str).unwrap_or("");
@@ -176,9 +193,18 @@ fn default_logs(step: &Value, name: &str, params: &BTreeMap<String, String>) -> 
         .map(|l| l.trim_start_matches("-n ").trim_matches('"').to_string())
         .collect();
     if lines.is_empty() && step.get("command").is_some() {
-        let cmd = model::arr(step, &["command"]).iter().filter_map(Value::as_str).collect::<Vec<_>>();
+        let cmd = model::arr(step, &["command"])
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>();
         if cmd.first() == Some(&"echo") {
-            lines.push(model::arr(step, &["args"]).iter().map(model::param_value_to_string).collect::<Vec<_>>().join(" "));
+            lines.push(
+                model::arr(step, &["args"])
+                    .iter()
+                    .map(model::param_value_to_string)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
         }
     }
     if lines.is_empty() {
@@ -206,7 +232,11 @@ fn default_result(result: &str, task: &str, params: &BTreeMap<String, String>) -
         "IMAGE_DIGEST" => image_digest("", params),
         "IMAGE_URL" => params.get("IMAGE").cloned().unwrap_or_default(),
         "commit" => {
-            let seed = format!("{}\0{}", params.get("url").map(String::as_str).unwrap_or(""), params.get("revision").map(String::as_str).unwrap_or(""));
+            let seed = format!(
+                "{}\0{}",
+                params.get("url").map(String::as_str).unwrap_or(""),
+                params.get("revision").map(String::as_str).unwrap_or("")
+            );
             hex::encode(Sha256::digest(seed.as_bytes()))[..40].to_string()
         }
         "url" => params.get("url").cloned().unwrap_or_default(),
@@ -214,7 +244,10 @@ fn default_result(result: &str, task: &str, params: &BTreeMap<String, String>) -
             Some(v) => v.clone(),
             None => {
                 let seed = format!("{task}\0{other}\0{params:?}");
-                format!("{other}-{}", &hex::encode(Sha256::digest(seed.as_bytes()))[..8])
+                format!(
+                    "{other}-{}",
+                    &hex::encode(Sha256::digest(seed.as_bytes()))[..8]
+                )
             }
         },
     }
@@ -243,19 +276,36 @@ mod tests {
     fn defaults_write_every_declared_result() {
         let spec = kaniko_spec();
         let p = params();
-        let ctx = TaskContext { names: vec!["build", "kaniko"], task_spec: &spec, params: &p };
+        let ctx = TaskContext {
+            names: vec!["build", "kaniko"],
+            task_spec: &spec,
+            params: &p,
+        };
         let plans = plan_steps(&ctx, &[], Duration::from_secs(2));
         assert_eq!(plans.len(), 2);
         assert_eq!(plans[0].duration, Duration::from_secs(2));
-        assert_eq!(plans[1].duration, Duration::from_secs(3), "sleep 3 in the script");
+        assert_eq!(
+            plans[1].duration,
+            Duration::from_secs(3),
+            "sleep 3 in the script"
+        );
         let results: BTreeMap<_, _> = plans[1].results.iter().cloned().collect();
         assert_eq!(results["IMAGE_URL"], "registry.local/app:1");
         let digest = &results["IMAGE_DIGEST"];
-        assert!(digest.starts_with("sha256:") && digest.len() == 71, "{digest}");
+        assert!(
+            digest.starts_with("sha256:") && digest.len() == 71,
+            "{digest}"
+        );
         assert_eq!(digest, &image_digest("", &p), "deterministic");
-        let other: BTreeMap<String, String> = [("IMAGE".to_string(), "registry.local/app:2".to_string())].into();
+        let other: BTreeMap<String, String> =
+            [("IMAGE".to_string(), "registry.local/app:2".to_string())].into();
         assert_ne!(digest, &image_digest("", &other));
-        assert!(plans[0].logs.iter().any(|l| l.contains("registry.local/app:1")));
+        assert!(
+            plans[0]
+                .logs
+                .iter()
+                .any(|l| l.contains("registry.local/app:1"))
+        );
         assert_eq!(plans[1].logs, vec!["done"]);
     }
 
@@ -263,8 +313,16 @@ mod tests {
     fn rules_override_in_layer_order() {
         let spec = kaniko_spec();
         let p = params();
-        let ctx = TaskContext { names: vec!["build", "kaniko"], task_spec: &spec, params: &p };
-        let opts = vec![ScriptRule { task: Some("kaniko".into()), exit_code: Some(2), ..Default::default() }];
+        let ctx = TaskContext {
+            names: vec!["build", "kaniko"],
+            task_spec: &spec,
+            params: &p,
+        };
+        let opts = vec![ScriptRule {
+            task: Some("kaniko".into()),
+            exit_code: Some(2),
+            ..Default::default()
+        }];
         let ann: Vec<ScriptRule> = serde_json::from_str(
             r#"[{"task": "build", "step": "build-and-push", "exitCode": 1, "logs": ["boom"], "duration": "1m", "results": {"IMAGE_DIGEST": "sha256:feed"}}]"#,
         )
@@ -273,14 +331,27 @@ mod tests {
         assert_eq!(plans[0].exit_code, 1);
         assert_eq!(plans[0].logs, vec!["boom"]);
         assert_eq!(plans[0].duration, Duration::from_secs(60));
-        assert_eq!(plans[1].exit_code, 2, "options rule still applies to the other step");
-        assert_eq!(plans[0].results, vec![("IMAGE_DIGEST".to_string(), "sha256:feed".to_string())]);
-        assert!(plans[1].results.iter().all(|(n, _)| n != "IMAGE_DIGEST"), "scripted on an earlier step");
+        assert_eq!(
+            plans[1].exit_code, 2,
+            "options rule still applies to the other step"
+        );
+        assert_eq!(
+            plans[0].results,
+            vec![("IMAGE_DIGEST".to_string(), "sha256:feed".to_string())]
+        );
+        assert!(
+            plans[1].results.iter().all(|(n, _)| n != "IMAGE_DIGEST"),
+            "scripted on an earlier step"
+        );
     }
 
     #[test]
     fn bad_annotation_is_an_error() {
         let obj = json!({"metadata": {"annotations": {ANNOTATION: "[{\"exitcode\": 1}]"}}});
-        assert!(rules_from_annotations(&obj).unwrap_err().contains("exitcode"));
+        assert!(
+            rules_from_annotations(&obj)
+                .unwrap_err()
+                .contains("exitcode")
+        );
     }
 }

@@ -44,7 +44,9 @@ pub fn replace_in_value(v: &mut Value, lookup: &dyn Fn(&str) -> Option<String>) 
 /// The parameter named by `expr` if it is a parameter reference:
 /// `params.x`, `params["x"]`, `params['x']`, `inputs.params.x` (legacy), `params.x[*]`.
 pub fn param_name(expr: &str) -> Option<&str> {
-    let rest = expr.strip_prefix("params").or_else(|| expr.strip_prefix("inputs.params"))?;
+    let rest = expr
+        .strip_prefix("params")
+        .or_else(|| expr.strip_prefix("inputs.params"))?;
     let name = if let Some(n) = rest.strip_prefix('.') {
         n.strip_suffix("[*]").unwrap_or(n)
     } else {
@@ -103,9 +105,18 @@ mod tests {
     fn replaces_known_variables_only() {
         let params: BTreeMap<String, String> = [("x".to_string(), "1".to_string())].into();
         let f = params_lookup(&params);
-        assert_eq!(replace_vars("a $(params.x) $(params.y) $(params['x'])", &f), "a 1 $(params.y) 1");
-        assert_eq!(replace_vars("$(inputs.params.x)+$(params[\"x\"])", &f), "1+1");
-        assert_eq!(replace_vars("unterminated $(params.x", &f), "unterminated $(params.x");
+        assert_eq!(
+            replace_vars("a $(params.x) $(params.y) $(params['x'])", &f),
+            "a 1 $(params.y) 1"
+        );
+        assert_eq!(
+            replace_vars("$(inputs.params.x)+$(params[\"x\"])", &f),
+            "1+1"
+        );
+        assert_eq!(
+            replace_vars("unterminated $(params.x", &f),
+            "unterminated $(params.x"
+        );
     }
 
     #[test]
@@ -113,7 +124,10 @@ mod tests {
         let v = json!({"a": ["$(tasks.build.results.IMAGE_DIGEST)-$(tasks.c.results.sum)"], "b": "$(params.x)"});
         assert_eq!(
             result_refs(&v),
-            vec![("build".to_string(), "IMAGE_DIGEST".to_string()), ("c".to_string(), "sum".to_string())]
+            vec![
+                ("build".to_string(), "IMAGE_DIGEST".to_string()),
+                ("c".to_string(), "sum".to_string())
+            ]
         );
     }
 }

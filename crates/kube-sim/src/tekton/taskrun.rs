@@ -33,8 +33,14 @@ pub fn prepare(tr: &Value, resolver: &Resolver) -> Result<TaskRunPlan, Failure> 
     let spec = tr.get("spec").cloned().unwrap_or(Value::Null);
     let task = resolver
         .task(ns, spec.get("taskRef"), spec.get("taskSpec"))
-        .map_err(|e| Failure { reason: "CouldntGetTask".into(), message: e })?;
-    let task_name = task.name.clone().unwrap_or_else(|| model::name(tr).to_string());
+        .map_err(|e| Failure {
+            reason: "CouldntGetTask".into(),
+            message: e,
+        })?;
+    let task_name = task
+        .name
+        .clone()
+        .unwrap_or_else(|| model::name(tr).to_string());
 
     let mut params = BTreeMap::new();
     for p in model::arr(&task.spec, &["params"]) {
@@ -55,11 +61,16 @@ pub fn prepare(tr: &Value, resolver: &Resolver) -> Result<TaskRunPlan, Failure> 
     if !missing.is_empty() {
         return Err(Failure {
             reason: "TaskRunValidationFailed".into(),
-            message: format!("invalid input params for task {task_name}: missing parameters: [{}]", missing.join(" ")),
+            message: format!(
+                "invalid input params for task {task_name}: missing parameters: [{}]",
+                missing.join(" ")
+            ),
         });
     }
-    let bound: Vec<&str> =
-        model::arr(&spec, &["workspaces"]).iter().filter_map(|w| w.get("name").and_then(Value::as_str)).collect();
+    let bound: Vec<&str> = model::arr(&spec, &["workspaces"])
+        .iter()
+        .filter_map(|w| w.get("name").and_then(Value::as_str))
+        .collect();
     let unbound: Vec<&str> = model::arr(&task.spec, &["workspaces"])
         .iter()
         .filter(|w| !w.get("optional").and_then(Value::as_bool).unwrap_or(false))
@@ -89,29 +100,46 @@ pub fn prepare(tr: &Value, resolver: &Resolver) -> Result<TaskRunPlan, Failure> 
     }
     for w in model::arr(&task.spec, &["workspaces"]) {
         if let Some(n) = w.get("name").and_then(Value::as_str) {
-            let path = model::str_at(w, &["mountPath"]).map(String::from).unwrap_or_else(|| format!("/workspace/{n}"));
+            let path = model::str_at(w, &["mountPath"])
+                .map(String::from)
+                .unwrap_or_else(|| format!("/workspace/{n}"));
             vars.insert(format!("workspaces.{n}.path"), path);
-            vars.insert(format!("workspaces.{n}.bound"), bound.contains(&n).to_string());
+            vars.insert(
+                format!("workspaces.{n}.bound"),
+                bound.contains(&n).to_string(),
+            );
             let claim = model::arr(&spec, &["workspaces"])
                 .iter()
                 .find(|b| b.get("name").and_then(Value::as_str) == Some(n))
                 .and_then(|b| model::str_at(b, &["persistentVolumeClaim", "claimName"]))
                 .unwrap_or("");
             vars.insert(format!("workspaces.{n}.claim"), claim.into());
-            vars.insert(format!("workspaces.{n}.volume"), volume_name(n, model::uid(tr)));
+            vars.insert(
+                format!("workspaces.{n}.volume"),
+                volume_name(n, model::uid(tr)),
+            );
         }
     }
     let mut task_spec = task.spec.clone();
     subst::replace_in_value(&mut task_spec, &|expr| {
-        subst::param_name(expr).and_then(|n| params.get(n).cloned()).or_else(|| vars.get(expr).cloned())
+        subst::param_name(expr)
+            .and_then(|n| params.get(n).cloned())
+            .or_else(|| vars.get(expr).cloned())
     });
-    Ok(TaskRunPlan { task, task_spec, params })
+    Ok(TaskRunPlan {
+        task,
+        task_spec,
+        params,
+    })
 }
 
 /// Tekton names workspace volumes `ws-<random>`; ours are derived from the TaskRun uid.
 fn volume_name(workspace: &str, uid: &str) -> String {
     use sha2::{Digest, Sha256};
-    format!("ws-{}", &hex::encode(Sha256::digest(format!("{workspace}{uid}").as_bytes()))[..5])
+    format!(
+        "ws-{}",
+        &hex::encode(Sha256::digest(format!("{workspace}{uid}").as_bytes()))[..5]
+    )
 }
 
 /// Volumes the pod mounts that must exist (and, for claims, be bound) before it starts.
@@ -134,7 +162,10 @@ pub fn volume_needs(tr: &Value, task_spec: &Value) -> Vec<VolumeNeed> {
         }
     };
     for w in model::arr(tr, &["spec", "workspaces"]) {
-        add(volume_name(model::str_at(w, &["name"]).unwrap_or(""), model::uid(tr)), w);
+        add(
+            volume_name(model::str_at(w, &["name"]).unwrap_or(""), model::uid(tr)),
+            w,
+        );
     }
     for v in model::arr(task_spec, &["volumes"]) {
         add(model::str_at(v, &["name"]).unwrap_or("").to_string(), v);
@@ -148,17 +179,30 @@ pub fn pod_name(tr: &Value) -> String {
 
 /// The pod for a TaskRun: one `step-<name>` container per step, all waiting.
 pub fn build_pod(tr: &Value, plan: &TaskRunPlan, steps: &[StepPlan]) -> Value {
-    let mut labels = model::at(tr, &["metadata", "labels"]).and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut labels = model::at(tr, &["metadata", "labels"])
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     labels.insert(model::labels::TASK_RUN.into(), json!(model::name(tr)));
     labels.insert(model::labels::MANAGED_BY.into(), json!("tekton-pipelines"));
-    labels.insert("app.kubernetes.io/managed-by".into(), json!("tekton-pipelines"));
+    labels.insert(
+        "app.kubernetes.io/managed-by".into(),
+        json!("tekton-pipelines"),
+    );
     let task_steps = model::arr(&plan.task_spec, &["steps"]);
     let containers: Vec<Value> = steps
         .iter()
         .zip(task_steps)
         .map(|(s, ts)| {
             let mut c = json!({"name": format!("step-{}", s.name), "image": s.image});
-            for key in ["command", "args", "env", "workingDir", "securityContext", "volumeMounts"] {
+            for key in [
+                "command",
+                "args",
+                "env",
+                "workingDir",
+                "securityContext",
+                "volumeMounts",
+            ] {
                 if let Some(v) = ts.get(key) {
                     c[key] = v.clone();
                 }
@@ -171,7 +215,13 @@ pub fn build_pod(tr: &Value, plan: &TaskRunPlan, steps: &[StepPlan]) -> Value {
         let mut v = w.clone();
         if let Some(o) = v.as_object_mut() {
             o.remove("subPath");
-            o.insert("name".into(), json!(volume_name(model::str_at(w, &["name"]).unwrap_or(""), model::uid(tr))));
+            o.insert(
+                "name".into(),
+                json!(volume_name(
+                    model::str_at(w, &["name"]).unwrap_or(""),
+                    model::uid(tr)
+                )),
+            );
         }
         volumes.push(v);
     }
@@ -201,8 +251,15 @@ pub fn build_pod(tr: &Value, plan: &TaskRunPlan, steps: &[StepPlan]) -> Value {
 #[derive(Clone, Debug, PartialEq)]
 pub enum StepState {
     Waiting(&'static str),
-    Running { started: String },
-    Terminated { exit_code: i32, reason: String, started: String, finished: String },
+    Running {
+        started: String,
+    },
+    Terminated {
+        exit_code: i32,
+        reason: String,
+        started: String,
+        finished: String,
+    },
 }
 
 impl StepState {
@@ -210,7 +267,12 @@ impl StepState {
         match self {
             StepState::Waiting(reason) => json!({"waiting": {"reason": reason}}),
             StepState::Running { started } => json!({"running": {"startedAt": started}}),
-            StepState::Terminated { exit_code, reason, started, finished } => json!({"terminated": {
+            StepState::Terminated {
+                exit_code,
+                reason,
+                started,
+                finished,
+            } => json!({"terminated": {
                 "exitCode": exit_code, "reason": reason, "startedAt": started, "finishedAt": finished,
                 "containerID": "containerd://simulated",
             }}),
@@ -221,7 +283,10 @@ impl StepState {
 fn image_id(image: &str) -> String {
     use sha2::{Digest, Sha256};
     let base = image.split('@').next().unwrap_or(image);
-    format!("{base}@sha256:{}", hex::encode(Sha256::digest(image.as_bytes())))
+    format!(
+        "{base}@sha256:{}",
+        hex::encode(Sha256::digest(image.as_bytes()))
+    )
 }
 
 /// Pod `containerStatuses`.
@@ -247,7 +312,11 @@ pub fn container_statuses(steps: &[StepPlan], states: &[StepState]) -> Value {
 }
 
 /// TaskRun `status.steps`; `skipped` marks steps not run after an earlier failure.
-pub fn step_statuses(steps: &[StepPlan], states: &[StepState], skipped_from: Option<usize>) -> Value {
+pub fn step_statuses(
+    steps: &[StepPlan],
+    states: &[StepState],
+    skipped_from: Option<usize>,
+) -> Value {
     Value::Array(
         steps
             .iter()
@@ -259,7 +328,11 @@ pub fn step_statuses(steps: &[StepPlan], states: &[StepState], skipped_from: Opt
                 v["container"] = json!(format!("step-{}", s.name));
                 v["imageID"] = json!(image_id(&s.image));
                 if let StepState::Terminated { reason, .. } = st {
-                    let tr = if skipped_from.is_some_and(|k| i >= k) { "Skipped" } else { reason.as_str() };
+                    let tr = if skipped_from.is_some_and(|k| i >= k) {
+                        "Skipped"
+                    } else {
+                        reason.as_str()
+                    };
                     v["terminationReason"] = json!(tr);
                 }
                 v

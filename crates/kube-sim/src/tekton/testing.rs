@@ -31,7 +31,11 @@ fn cluster_scoped(g: &Gvr) -> bool {
 }
 
 fn plural_name(g: &Gvr) -> String {
-    if g.group.is_empty() { g.plural.to_string() } else { format!("{}.{}", g.plural, g.group) }
+    if g.group.is_empty() {
+        g.plural.to_string()
+    } else {
+        format!("{}.{}", g.plural, g.group)
+    }
 }
 
 impl Default for MemCluster {
@@ -43,18 +47,28 @@ impl Default for MemCluster {
 impl MemCluster {
     pub fn new() -> Self {
         let (events, _) = broadcast::channel(1 << 16);
-        MemCluster { state: Mutex::new(State::default()), events }
+        MemCluster {
+            state: Mutex::new(State::default()),
+            events,
+        }
     }
 
     /// Create a namespace (tests call this before creating objects in it).
     pub fn add_namespace(&self, ns: &str) {
-        let _ = self.create(&gvr::NAMESPACES, None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}));
+        let _ = self.create(
+            &gvr::NAMESPACES,
+            None,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        );
     }
 
     /// Every line appended to a container's log.
     pub fn logs(&self, ns: &str, pod: &str, container: &str) -> Vec<String> {
         let st = self.state.lock().expect("lock");
-        st.logs.get(&(ns.to_string(), pod.to_string(), container.to_string())).cloned().unwrap_or_default()
+        st.logs
+            .get(&(ns.to_string(), pod.to_string(), container.to_string()))
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn emit(&self, kind: EventKind, gvr: Gvr, object: Value) {
@@ -62,13 +76,26 @@ impl MemCluster {
     }
 
     fn key(g: &Gvr, ns: Option<&str>, name: &str) -> Key {
-        (*g, if cluster_scoped(g) { String::new() } else { ns.unwrap_or("default").to_string() }, name.to_string())
+        (
+            *g,
+            if cluster_scoped(g) {
+                String::new()
+            } else {
+                ns.unwrap_or("default").to_string()
+            },
+            name.to_string(),
+        )
     }
 }
 
 impl Cluster for MemCluster {
     fn get(&self, g: &Gvr, ns: Option<&str>, name: &str) -> Option<Value> {
-        self.state.lock().expect("lock").objects.get(&Self::key(g, ns, name)).cloned()
+        self.state
+            .lock()
+            .expect("lock")
+            .objects
+            .get(&Self::key(g, ns, name))
+            .cloned()
     }
 
     fn list(&self, g: &Gvr, ns: Option<&str>) -> Vec<Value> {
@@ -82,25 +109,47 @@ impl Cluster for MemCluster {
 
     fn create(&self, g: &Gvr, ns: Option<&str>, mut object: Value) -> Result<Value, ClusterError> {
         let mut st = self.state.lock().expect("lock");
-        let ns_name = if cluster_scoped(g) { None } else { Some(ns.unwrap_or("default").to_string()) };
+        let ns_name = if cluster_scoped(g) {
+            None
+        } else {
+            Some(ns.unwrap_or("default").to_string())
+        };
         if let Some(n) = &ns_name
-            && !st.objects.contains_key(&(gvr::NAMESPACES, String::new(), n.clone()))
+            && !st
+                .objects
+                .contains_key(&(gvr::NAMESPACES, String::new(), n.clone()))
         {
             return Err(ClusterError::NotFound(format!("namespaces \"{n}\"")));
         }
         let mut name = model::name(&object).to_string();
         if name.is_empty() {
-            let prefix = model::str_at(&object, &["metadata", "generateName"]).unwrap_or("").to_string();
+            let prefix = model::str_at(&object, &["metadata", "generateName"])
+                .unwrap_or("")
+                .to_string();
             if prefix.is_empty() {
-                return Err(ClusterError::Invalid("metadata.name: Required value: name or generateName is required".into()));
+                return Err(ClusterError::Invalid(
+                    "metadata.name: Required value: name or generateName is required".into(),
+                ));
             }
             st.names += 1;
-            let suffix: String = format!("{:05x}", (st.names * 7919) % 0xfffff).chars().map(|c| if c.is_ascii_digit() { (b'a' + c as u8 - b'0') as char } else { c }).collect();
+            let suffix: String = format!("{:05x}", (st.names * 7919) % 0xfffff)
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_digit() {
+                        (b'a' + c as u8 - b'0') as char
+                    } else {
+                        c
+                    }
+                })
+                .collect();
             name = format!("{prefix}{suffix}");
         }
         let key = Self::key(g, ns, &name);
         if st.objects.contains_key(&key) {
-            return Err(ClusterError::AlreadyExists(format!("{} \"{name}\"", plural_name(g))));
+            return Err(ClusterError::AlreadyExists(format!(
+                "{} \"{name}\"",
+                plural_name(g)
+            )));
         }
         st.rv += 1;
         let meta = model::obj_mut(&mut object, "metadata");
@@ -118,7 +167,13 @@ impl Cluster for MemCluster {
         Ok(object)
     }
 
-    fn update_status(&self, g: &Gvr, ns: Option<&str>, name: &str, status: Value) -> Result<Value, ClusterError> {
+    fn update_status(
+        &self,
+        g: &Gvr,
+        ns: Option<&str>,
+        name: &str,
+        status: Value,
+    ) -> Result<Value, ClusterError> {
         let mut st = self.state.lock().expect("lock");
         st.rv += 1;
         let rv = st.rv;
@@ -151,7 +206,8 @@ impl Cluster for MemCluster {
         for k in ["uid", "creationTimestamp", "namespace"] {
             object["metadata"][k] = obj["metadata"][k].clone();
         }
-        let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1) + i64::from(obj.get("spec") != object.get("spec"));
+        let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1)
+            + i64::from(obj.get("spec") != object.get("spec"));
         object["metadata"]["generation"] = json!(generation);
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         *obj = object.clone();
@@ -163,7 +219,9 @@ impl Cluster for MemCluster {
     fn delete(&self, g: &Gvr, ns: Option<&str>, name: &str) -> Result<(), ClusterError> {
         let removed = {
             let mut st = self.state.lock().expect("lock");
-            st.objects.remove(&Self::key(g, ns, name)).ok_or_else(|| ClusterError::NotFound(format!("{} \"{name}\"", plural_name(g))))?
+            st.objects
+                .remove(&Self::key(g, ns, name))
+                .ok_or_else(|| ClusterError::NotFound(format!("{} \"{name}\"", plural_name(g))))?
         };
         self.emit(EventKind::Deleted, *g, removed.clone());
         // Background cascading deletion of owned objects.
@@ -172,7 +230,11 @@ impl Cluster for MemCluster {
             let st = self.state.lock().expect("lock");
             st.objects
                 .iter()
-                .filter(|(_, v)| model::arr(v, &["metadata", "ownerReferences"]).iter().any(|o| model::str_at(o, &["uid"]) == Some(&uid)))
+                .filter(|(_, v)| {
+                    model::arr(v, &["metadata", "ownerReferences"])
+                        .iter()
+                        .any(|o| model::str_at(o, &["uid"]) == Some(&uid))
+                })
                 .map(|(k, _)| k.clone())
                 .collect()
         };
@@ -188,6 +250,9 @@ impl Cluster for MemCluster {
 
     fn append_pod_log(&self, ns: &str, pod: &str, container: &str, line: &str) {
         let mut st = self.state.lock().expect("lock");
-        st.logs.entry((ns.to_string(), pod.to_string(), container.to_string())).or_default().push(line.to_string());
+        st.logs
+            .entry((ns.to_string(), pod.to_string(), container.to_string()))
+            .or_default()
+            .push(line.to_string());
     }
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube_sim::cluster::{Cluster, Gvr, gvr};
 pub use kube_sim::cluster::Cluster as _;
+use kube_sim::cluster::{Cluster, Gvr, gvr};
 use kube_sim::tekton::testing::MemCluster;
 use kube_sim::tekton::{Controller, ControllerOptions, admission, model};
 use serde_json::{Value, json};
@@ -33,13 +33,17 @@ pub fn tekton_dir() -> PathBuf {
 
 pub fn load_yaml(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     docs.into_iter().filter(|d| d.is_object()).collect()
 }
 
 pub fn catalog() -> Vec<Value> {
     let mut out = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(tekton_dir().join("catalog")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(tekton_dir().join("catalog"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     for f in files {
         out.extend(load_yaml(&f));
@@ -62,9 +66,13 @@ pub fn gvr_of(kind: &str) -> Option<Gvr> {
     })
 }
 
-/// Options that make simulated time run 1000× faster.
+/// Options that make simulated time run 100× faster.
 pub fn fast_options() -> ControllerOptions {
-    ControllerOptions { time_scale: 0.001, catalog: catalog(), ..ControllerOptions::default() }
+    ControllerOptions {
+        time_scale: 0.01,
+        catalog: catalog(),
+        ..ControllerOptions::default()
+    }
 }
 
 pub struct Env {
@@ -83,7 +91,10 @@ impl Env {
         let cluster = Arc::new(MemCluster::new());
         let dyn_cluster: Arc<dyn Cluster> = cluster.clone();
         let controller = Controller::spawn(dyn_cluster, opts);
-        Env { cluster, controller }
+        Env {
+            cluster,
+            controller,
+        }
     }
 
     pub fn namespace(&self, ns: &str) -> &Self {
@@ -110,7 +121,9 @@ impl Env {
                 panic!("{kind} {} rejected: {e}", model::name(&obj));
             }
         }
-        self.cluster.create(&g, ns, obj).unwrap_or_else(|e| panic!("create {kind}: {e}"))
+        self.cluster
+            .create(&g, ns, obj)
+            .unwrap_or_else(|e| panic!("create {kind}: {e}"))
     }
 
     /// Create every document the simulator knows (others, like RBAC, are skipped);
@@ -135,7 +148,14 @@ impl Env {
     }
 
     /// Wait (up to 20 s real time) for `check` to hold on the object.
-    pub async fn wait_for(&self, g: &Gvr, ns: &str, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_for(
+        &self,
+        g: &Gvr,
+        ns: &str,
+        name: &str,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(o) = self.get(g, ns, name)
@@ -144,8 +164,24 @@ impl Env {
                 return o;
             }
             if tokio::time::Instant::now() > deadline {
-                panic!("timed out waiting for {} {ns}/{name} to be {what}: {:#}", g.plural, self.get(g, ns, name).unwrap_or(Value::Null));
+                panic!(
+                    "timed out waiting for {} {ns}/{name} to be {what}: {:#}",
+                    g.plural,
+                    self.get(g, ns, name).unwrap_or(Value::Null)
+                );
             }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub async fn wait_gone(&self, g: &Gvr, ns: &str, name: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self.get(g, ns, name).is_some() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} {ns}/{name} was not deleted",
+                g.plural
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -155,13 +191,16 @@ impl Env {
     }
 
     pub async fn wait_reason(&self, g: &Gvr, ns: &str, name: &str, reason: &str) -> Value {
-        self.wait_for(g, ns, name, reason, |o| condition(o).1 == reason).await
+        self.wait_for(g, ns, name, reason, |o| condition(o).1 == reason)
+            .await
     }
 }
 
 /// (status, reason, message) of the `Succeeded` condition.
 pub fn condition(run: &Value) -> (String, String, String) {
-    let c = model::succeeded_condition(run).cloned().unwrap_or(Value::Null);
+    let c = model::succeeded_condition(run)
+        .cloned()
+        .unwrap_or(Value::Null);
     let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     (s("status"), s("reason"), s("message"))
 }

@@ -1,0 +1,537 @@
+//! Run lifecycle: condition progression, cancellation, pending, timeouts, `when`,
+//! scripting of steps and v1beta1 conversion of finished runs.
+
+mod tekton_support;
+
+use kube_sim::cluster::{Cluster, gvr};
+use kube_sim::tekton::{ControllerOptions, ScriptRule, admission, convert, model};
+use serde_json::{Value, json};
+use tekton_support::*;
+
+fn pipelinerun(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": name}, "spec": spec})
+}
+
+fn inline_task(name: &str, step: &str) -> Value {
+    json!({"name": name, "taskSpec": {"steps": [{"name": step, "image": "busybox", "script": "echo hi"}]}})
+}
+
+/// A step scripted to take an hour of simulated time.
+fn slow(task: &str) -> ScriptRule {
+    ScriptRule {
+        task: Some(task.into()),
+        duration: Some("1h".into()),
+        ..Default::default()
+    }
+}
+
+fn env_with(opts: ControllerOptions) -> Env {
+    let env = Env::start(opts);
+    env.namespace("ci");
+    env
+}
+
+/// Set `spec.status` the way a client's merge patch does, checking admission allows it.
+fn set_spec_status(env: &Env, name: &str, value: &str) {
+    let old = env.get(&gvr::PIPELINERUNS, "ci", name).unwrap();
+    let mut new = old.clone();
+    new["spec"]["status"] = json!(value);
+    admission::validate_update(&gvr::PIPELINERUNS, &old, &new).expect("spec.status change allowed");
+    env.cluster
+        .update(&gvr::PIPELINERUNS, Some("ci"), new)
+        .unwrap();
+}
+
+async fn wait_running(env: &Env, g: &kube_sim::cluster::Gvr, name: &str) -> Value {
+    env.wait_reason(g, "ci", name, "Running").await
+}
+
+#[tokio::test]
+async fn conditions_go_started_running_succeeded() {
+    let env = env_with(fast_options());
+    let mut events = env.cluster.subscribe();
+    env.create(
+        Some("ci"),
+        pipelinerun(
+            "r",
+            json!({"pipelineSpec": {"tasks": [inline_task("a", "s"), inline_task("b", "s")]}}),
+        ),
+    );
+    env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    let mut seen: Vec<(String, String, String)> = Vec::new();
+    while let Ok(ev) = events.try_recv() {
+        if ev.gvr == gvr::PIPELINERUNS && model::succeeded_condition(&ev.object).is_some() {
+            let c = condition(&ev.object);
+            if seen.last() != Some(&c) {
+                seen.push(c);
+            }
+        }
+    }
+    let reasons: Vec<&str> = seen.iter().map(|c| c.1.as_str()).collect();
+    assert_eq!(reasons.first(), Some(&"Started"));
+    assert_eq!(reasons.last(), Some(&"Succeeded"));
+    assert!(seen.contains(&(
+        "Unknown".into(),
+        "Running".into(),
+        "Tasks Completed: 0 (Failed: 0, Cancelled 0), Incomplete: 2, Skipped: 0".into()
+    )));
+    assert_eq!(
+        seen.last().unwrap().2,
+        "Tasks Completed: 2 (Failed: 0, Cancelled 0), Skipped: 0"
+    );
+}
+
+#[tokio::test]
+async fn cancelled_stops_tasks_and_skips_finally() {
+    let env = env_with(ControllerOptions {
+        rules: vec![slow("a")],
+        ..fast_options()
+    });
+    env.create(Some("ci"), pipelinerun("r", json!({"pipelineSpec": {
+        "tasks": [inline_task("a", "s"), {"name": "b", "runAfter": ["a"], "taskSpec": {"steps": [{"name": "s", "image": "busybox"}]}}],
+        "finally": [inline_task("f", "s")]
+    }})));
+    wait_running(&env, &gvr::TASKRUNS, "r-a").await;
+    set_spec_status(&env, "r", "Cancelled");
+    let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    assert_eq!(
+        condition(&pr),
+        (
+            "False".into(),
+            "Cancelled".into(),
+            "PipelineRun \"r\" was cancelled".into()
+        )
+    );
+    let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-a").await;
+    assert_eq!(
+        condition(&tr),
+        (
+            "False".into(),
+            "TaskRunCancelled".into(),
+            "TaskRun \"r-a\" was cancelled. TaskRun cancelled as the PipelineRun it belongs to has been cancelled.".into()
+        )
+    );
+    assert_eq!(
+        tr["status"]["steps"][0]["terminated"]["reason"],
+        "TaskRunCancelled"
+    );
+    assert!(
+        env.get(&gvr::TASKRUNS, "ci", "r-f").is_none(),
+        "finally does not run"
+    );
+    env.wait_gone(&gvr::PODS, "ci", "r-a-pod").await;
+}
+
+#[tokio::test]
+async fn cancelled_run_finally_cancels_tasks_then_runs_finally() {
+    let env = env_with(ControllerOptions {
+        rules: vec![slow("a")],
+        ..fast_options()
+    });
+    env.create(
+        Some("ci"),
+        pipelinerun(
+            "r",
+            json!({"pipelineSpec": {
+                "tasks": [inline_task("a", "s")],
+                "finally": [inline_task("f", "s")]
+            }}),
+        ),
+    );
+    wait_running(&env, &gvr::TASKRUNS, "r-a").await;
+    set_spec_status(&env, "r", "CancelledRunFinally");
+    let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    assert_eq!(
+        condition(&pr),
+        (
+            "False".into(),
+            "Cancelled".into(),
+            "PipelineRun \"r\" was cancelled".into()
+        )
+    );
+    assert_eq!(
+        condition(&env.get(&gvr::TASKRUNS, "ci", "r-a").unwrap()).1,
+        "TaskRunCancelled"
+    );
+    assert_eq!(
+        condition(&env.get(&gvr::TASKRUNS, "ci", "r-f").unwrap()).1,
+        "Succeeded"
+    );
+}
+
+#[tokio::test]
+async fn stopped_run_finally_lets_running_tasks_finish() {
+    let rule = ScriptRule {
+        task: Some("a".into()),
+        duration: Some("10m".into()),
+        ..Default::default()
+    };
+    let env = env_with(ControllerOptions {
+        time_scale: 0.002,
+        rules: vec![rule],
+        ..fast_options()
+    });
+    env.create(Some("ci"), pipelinerun("r", json!({"pipelineSpec": {
+        "tasks": [inline_task("a", "s"), {"name": "b", "runAfter": ["a"], "taskSpec": {"steps": [{"name": "s", "image": "busybox"}]}}],
+        "finally": [inline_task("f", "s")]
+    }})));
+    wait_running(&env, &gvr::TASKRUNS, "r-a").await;
+    set_spec_status(&env, "r", "StoppedRunFinally");
+    let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    assert_eq!(
+        condition(&pr),
+        (
+            "False".into(),
+            "Cancelled".into(),
+            "PipelineRun \"r\" was cancelled".into()
+        )
+    );
+    assert_eq!(
+        condition(&env.get(&gvr::TASKRUNS, "ci", "r-a").unwrap()).1,
+        "Succeeded",
+        "running task completes"
+    );
+    assert!(
+        env.get(&gvr::TASKRUNS, "ci", "r-b").is_none(),
+        "no new DAG task starts"
+    );
+    assert_eq!(
+        pr["status"]["skippedTasks"][0],
+        json!({"name": "b", "reason": "PipelineRun was gracefully stopped"})
+    );
+    assert_eq!(
+        condition(&env.get(&gvr::TASKRUNS, "ci", "r-f").unwrap()).1,
+        "Succeeded"
+    );
+}
+
+#[tokio::test]
+async fn pending_run_waits_until_released() {
+    let env = env_with(fast_options());
+    env.create(Some("ci"), pipelinerun("r", json!({"status": "PipelineRunPending", "pipelineSpec": {"tasks": [inline_task("a", "s")]}})));
+    let pr = env
+        .wait_reason(&gvr::PIPELINERUNS, "ci", "r", "PipelineRunPending")
+        .await;
+    assert_eq!(
+        condition(&pr),
+        (
+            "Unknown".into(),
+            "PipelineRunPending".into(),
+            "PipelineRun \"r\" is pending".into()
+        )
+    );
+    assert!(pr["status"].get("startTime").is_none());
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(
+        env.cluster.list(&gvr::TASKRUNS, Some("ci")).is_empty(),
+        "nothing runs while pending"
+    );
+    set_spec_status(&env, "r", "");
+    let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    assert_eq!(condition(&pr).1, "Succeeded");
+}
+
+#[tokio::test]
+async fn pipeline_timeout_ends_run_with_pipelinerun_timeout() {
+    let env = env_with(ControllerOptions {
+        rules: vec![slow("a")],
+        ..fast_options()
+    });
+    env.create(Some("ci"), pipelinerun("r", json!({
+        "timeouts": {"pipeline": "30s"},
+        "pipelineSpec": {"tasks": [inline_task("a", "s")], "finally": [inline_task("f", "s")]}
+    })));
+    let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    assert_eq!(
+        condition(&pr),
+        (
+            "False".into(),
+            "PipelineRunTimeout".into(),
+            "PipelineRun \"r\" failed to finish within \"30s\"".into()
+        )
+    );
+    assert!(
+        env.get(&gvr::TASKRUNS, "ci", "r-f").is_none(),
+        "finally is not started after the pipeline timeout"
+    );
+    let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-a").await;
+    assert!(["TaskRunCancelled", "TaskRunTimeout"].contains(&condition(&tr).1.as_str()));
+}
+
+#[tokio::test]
+async fn tasks_timeout_stops_dag_then_runs_finally() {
+    let env = env_with(ControllerOptions {
+        rules: vec![slow("a")],
+        ..fast_options()
+    });
+    env.create(Some("ci"), pipelinerun("r", json!({
+        "timeouts": {"pipeline": "1h", "tasks": "30s"},
+        "pipelineSpec": {"tasks": [inline_task("a", "s")], "finally": [inline_task("f", "s")]}
+    })));
+    let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    assert_eq!(
+        condition(&pr),
+        (
+            "False".into(),
+            "Failed".into(),
+            "Tasks Completed: 2 (Failed: 1, Cancelled 0), Skipped: 0".into()
+        )
+    );
+    let tr = env.get(&gvr::TASKRUNS, "ci", "r-a").unwrap();
+    assert_eq!(
+        tr["spec"]["statusMessage"],
+        "TaskRun cancelled as the PipelineRun it belongs to has timed out."
+    );
+    assert_eq!(
+        condition(&env.get(&gvr::TASKRUNS, "ci", "r-f").unwrap()).1,
+        "Succeeded"
+    );
+}
+
+#[tokio::test]
+async fn taskrun_timeout_fails_the_taskrun() {
+    let env = env_with(ControllerOptions {
+        rules: vec![slow("a")],
+        ..fast_options()
+    });
+    env.create(Some("ci"), pipelinerun("r", json!({
+        "pipelineSpec": {"tasks": [{"name": "a", "timeout": "20s", "taskSpec": {"steps": [{"name": "s", "image": "busybox"}]}}]}
+    })));
+    let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-a").await;
+    assert_eq!(
+        condition(&tr),
+        (
+            "False".into(),
+            "TaskRunTimeout".into(),
+            "TaskRun \"r-a\" failed to finish within \"20s\"".into()
+        )
+    );
+    let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    assert_eq!(condition(&pr).1, "Failed");
+}
+
+#[tokio::test]
+async fn when_expressions_skip_tasks() {
+    let env = env_with(fast_options());
+    let mut b = inline_task("b", "s");
+    b["when"] = json!([{"input": "$(params.deploy)", "operator": "in", "values": ["yes"]}]);
+    env.create(Some("ci"), pipelinerun("r", json!({
+        "params": [{"name": "deploy", "value": "no"}],
+        "pipelineSpec": {"params": [{"name": "deploy"}], "tasks": [inline_task("a", "s"), b]}
+    })));
+    let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    assert_eq!(
+        condition(&pr),
+        (
+            "True".into(),
+            "Completed".into(),
+            "Tasks Completed: 1 (Failed: 0, Cancelled 0), Skipped: 1".into()
+        )
+    );
+    assert_eq!(
+        pr["status"]["skippedTasks"][0]["reason"],
+        "When Expressions evaluated to false"
+    );
+    assert_eq!(
+        pr["status"]["skippedTasks"][0]["whenExpressions"][0]["input"],
+        "no"
+    );
+    assert!(env.get(&gvr::TASKRUNS, "ci", "r-b").is_none());
+}
+
+/// The Image Factory shape: clone then kaniko, results IMAGE_DIGEST/IMAGE_URL.
+fn build_run(name: &str, image: &str) -> Value {
+    pipelinerun(
+        name,
+        json!({
+            "params": [{"name": "image", "value": image}],
+            "workspaces": [{"name": "src", "emptyDir": {}}],
+            "pipelineSpec": {
+                "params": [{"name": "image"}],
+                "workspaces": [{"name": "src"}],
+                "tasks": [
+                    {"name": "clone", "taskRef": {"name": "git-clone"}, "params": [{"name": "url", "value": "https://git.example/app.git"}],
+                     "workspaces": [{"name": "output", "workspace": "src"}]},
+                    {"name": "build", "taskRef": {"name": "kaniko"}, "runAfter": ["clone"], "params": [{"name": "IMAGE", "value": "$(params.image)"}],
+                     "workspaces": [{"name": "source", "workspace": "src"}]}
+                ],
+                "results": [
+                    {"name": "IMAGE_DIGEST", "value": "$(tasks.build.results.IMAGE_DIGEST)"},
+                    {"name": "IMAGE_URL", "value": "$(tasks.build.results.IMAGE_URL)"}
+                ]
+            }
+        }),
+    )
+}
+
+#[tokio::test]
+async fn catalog_build_writes_deterministic_digest_and_url() {
+    let env = env_with(fast_options());
+    for f in ["kaniko-0.7.yaml", "git-clone-0.9.yaml"] {
+        env.apply("ci", &load_yaml(&tekton_dir().join("catalog").join(f)));
+    }
+    env.create(Some("ci"), build_run("one", "registry.local/app:1"));
+    env.create(Some("ci"), build_run("two", "registry.local/app:1"));
+    env.create(Some("ci"), build_run("three", "registry.local/app:2"));
+    let one = env.wait_done(&gvr::PIPELINERUNS, "ci", "one").await;
+    let two = env.wait_done(&gvr::PIPELINERUNS, "ci", "two").await;
+    let three = env.wait_done(&gvr::PIPELINERUNS, "ci", "three").await;
+    assert_eq!(condition(&one).1, "Succeeded");
+    let digest = result(&one, "IMAGE_DIGEST").unwrap();
+    assert!(
+        digest.starts_with("sha256:")
+            && digest.len() == 71
+            && digest[7..].chars().all(|c| c.is_ascii_hexdigit()),
+        "{digest}"
+    );
+    assert_eq!(
+        result(&two, "IMAGE_DIGEST").unwrap(),
+        digest,
+        "same inputs, same digest"
+    );
+    assert_ne!(
+        result(&three, "IMAGE_DIGEST").unwrap(),
+        digest,
+        "other inputs, other digest"
+    );
+    assert_eq!(result(&one, "IMAGE_URL").unwrap(), "registry.local/app:1");
+    let logs = env
+        .cluster
+        .logs("ci", "one-build-pod", "step-build-and-push");
+    assert!(
+        logs.iter().any(|l| l.contains("registry.local/app:1")),
+        "{logs:?}"
+    );
+    let clone_logs = env.cluster.logs("ci", "one-clone-pod", "step-clone");
+    assert!(
+        clone_logs
+            .iter()
+            .any(|l| l.contains("https://git.example/app.git")),
+        "{clone_logs:?}"
+    );
+
+    // The same run read as v1beta1 carries pipelineResults / taskResults.
+    let beta = convert::to_v1beta1(&one);
+    assert_eq!(beta["apiVersion"], "tekton.dev/v1beta1");
+    assert_eq!(
+        beta["status"]["pipelineResults"][0]["value"],
+        digest.as_str()
+    );
+    assert!(beta["status"].get("results").is_none());
+    assert_eq!(beta["spec"]["serviceAccountName"], "default");
+    let tr = convert::to_v1beta1(&env.get(&gvr::TASKRUNS, "ci", "one-build").unwrap());
+    assert!(
+        model::arr(&tr, &["status", "taskResults"])
+            .iter()
+            .any(|r| r["name"] == "IMAGE_URL")
+    );
+}
+
+#[tokio::test]
+async fn options_rules_script_steps() {
+    let rules = vec![ScriptRule {
+        task: Some("a".into()),
+        step: Some("s".into()),
+        logs: Some(vec!["line one".into(), "line two".into()]),
+        exit_code: Some(3),
+        ..Default::default()
+    }];
+    let env = env_with(ControllerOptions {
+        rules,
+        ..fast_options()
+    });
+    env.create(
+        Some("ci"),
+        pipelinerun(
+            "r",
+            json!({"pipelineSpec": {"tasks": [inline_task("a", "s")]}}),
+        ),
+    );
+    let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-a").await;
+    assert_eq!(condition(&tr).2, "\"step-s\" exited with code 3: Error");
+    assert_eq!(
+        env.cluster.logs("ci", "r-a-pod", "step-s"),
+        vec!["line one", "line two"]
+    );
+}
+
+#[tokio::test]
+async fn invalid_script_annotation_fails_the_taskrun_with_the_reason() {
+    let env = env_with(fast_options());
+    let mut pr = pipelinerun(
+        "r",
+        json!({"pipelineSpec": {"tasks": [inline_task("a", "s")]}}),
+    );
+    pr["metadata"]["annotations"] = json!({"sim.imagefactory.io/script": "[{\"exitcode\": 1}]"});
+    env.create(Some("ci"), pr);
+    let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-a").await;
+    assert_eq!(condition(&tr).1, "TaskRunValidationFailed");
+    assert!(
+        condition(&tr).2.contains("sim.imagefactory.io/script"),
+        "{}",
+        condition(&tr).2
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_run_cascades_and_stops_it() {
+    let env = env_with(ControllerOptions {
+        rules: vec![slow("a")],
+        ..fast_options()
+    });
+    env.create(
+        Some("ci"),
+        pipelinerun(
+            "r",
+            json!({"pipelineSpec": {"tasks": [inline_task("a", "s")]}}),
+        ),
+    );
+    wait_running(&env, &gvr::TASKRUNS, "r-a").await;
+    env.cluster
+        .delete(&gvr::PIPELINERUNS, Some("ci"), "r")
+        .unwrap();
+    assert!(env.get(&gvr::TASKRUNS, "ci", "r-a").is_none());
+    assert!(env.get(&gvr::PODS, "ci", "r-a-pod").is_none());
+    // A new run with the same name starts from scratch.
+    env.create(
+        Some("ci"),
+        pipelinerun(
+            "r",
+            json!({"pipelineSpec": {"tasks": [inline_task("b", "s")]}}),
+        ),
+    );
+    assert_eq!(
+        condition(&env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await).1,
+        "Succeeded"
+    );
+}
+
+#[tokio::test]
+async fn standalone_taskrun_cancel() {
+    let env = env_with(ControllerOptions {
+        rules: vec![slow("t")],
+        ..fast_options()
+    });
+    env.create(
+        Some("ci"),
+        json!({"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "metadata": {"name": "t"},
+        "spec": {"taskSpec": {"steps": [{"name": "s", "image": "busybox"}]}}}),
+    );
+    let tr = wait_running(&env, &gvr::TASKRUNS, "t").await;
+    assert_eq!(tr["spec"]["timeout"], "1h0m0s");
+    let mut cancel = tr.clone();
+    cancel["spec"]["status"] = json!("TaskRunCancelled");
+    admission::validate_update(&gvr::TASKRUNS, &tr, &cancel).unwrap();
+    env.cluster
+        .update(&gvr::TASKRUNS, Some("ci"), cancel)
+        .unwrap();
+    let tr = env.wait_done(&gvr::TASKRUNS, "ci", "t").await;
+    assert_eq!(
+        condition(&tr),
+        (
+            "False".into(),
+            "TaskRunCancelled".into(),
+            "TaskRun \"t\" was cancelled.".into()
+        )
+    );
+}
