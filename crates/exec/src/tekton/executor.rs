@@ -1,8 +1,10 @@
 //! The Tekton [`Executor`]: namespace → secrets → render → validate →
 //! preflight → create (or adopt) → persist reference → watch, logs, results.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -428,6 +430,7 @@ impl Follow {
             .hub
             .subscribe(&resource, &self.namespace, &self.name, initial);
         let resume = sink.log_positions().await.unwrap_or_default();
+        let finished_taskruns: Arc<std::sync::Mutex<HashMap<String, Value>>> = Arc::default();
         let follower = LogFollower {
             client: self.cluster.client.clone(),
             version: self.version,
@@ -435,6 +438,7 @@ impl Follow {
             sink: sink.clone(),
             resume,
             run_state: None,
+            finished_taskruns: finished_taskruns.clone(),
         };
         let logs: JoinHandle<Result<(), TektonError>> =
             tokio::spawn(follower.run(watch.state.clone()));
@@ -474,7 +478,16 @@ impl Follow {
                 RunState::Present(run) => {
                     if let Some(cond) = succeeded_condition(&run) {
                         if let Some(end) = terminal(&cond) {
-                            return self.finish(&run, end, requested, logs, sink.as_ref()).await;
+                            return self
+                                .finish(
+                                    &run,
+                                    end,
+                                    requested,
+                                    logs,
+                                    &finished_taskruns,
+                                    sink.as_ref(),
+                                )
+                                .await;
                         }
                         if cond.reason != last_reason {
                             last_reason = cond.reason.clone();
@@ -551,6 +564,7 @@ impl Follow {
         end: Terminal,
         requested: Option<StopReason>,
         mut logs: AbortOnDrop,
+        seen: &Mutex<HashMap<String, Value>>,
         sink: &dyn ExecutionSink,
     ) -> Outcome {
         // Let the log follower read the last lines.
@@ -569,7 +583,7 @@ impl Follow {
                 }
             }
         }
-        let taskruns = self.taskruns(run).await;
+        let taskruns = self.taskruns(run, seen).await;
         let task_results: Vec<(String, Vec<(String, String)>)> = taskruns
             .iter()
             .map(|(task, tr)| (task.clone(), taskrun_results(tr)))
@@ -629,7 +643,11 @@ impl Follow {
     }
 
     /// The run's TaskRuns, by pipeline task, in status order.
-    async fn taskruns(&self, run: &Value) -> Vec<(String, Value)> {
+    async fn taskruns(
+        &self,
+        run: &Value,
+        seen: &Mutex<HashMap<String, Value>>,
+    ) -> Vec<(String, Value)> {
         let api: Api<DynamicObject> = Api::namespaced_with(
             self.cluster.client.clone(),
             &self.namespace,
@@ -637,7 +655,10 @@ impl Follow {
         );
         let mut out = Vec::new();
         for (task, name) in child_taskruns(run) {
-            if let Ok(Some(tr)) = api.get_opt(&name).await {
+            let known = seen.lock().unwrap().remove(&name);
+            if let Some(tr) = known {
+                out.push((task, tr));
+            } else if let Ok(Some(tr)) = api.get_opt(&name).await {
                 out.push((task, serde_json::to_value(tr).unwrap_or(Value::Null)));
             }
         }

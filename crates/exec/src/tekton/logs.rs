@@ -37,6 +37,9 @@ pub struct LogFollower {
     pub resume: HashMap<String, i64>,
     /// The run as the shared watch sees it; set by [`LogFollower::run`].
     pub run_state: Option<watch::Receiver<RunState>>,
+    /// TaskRuns seen finished while following, by name: their results and
+    /// step states are final, so the executor need not read them again.
+    pub finished_taskruns: Arc<std::sync::Mutex<HashMap<String, Value>>>,
 }
 
 pub fn source_name(task: &str, container: &str) -> String {
@@ -179,7 +182,14 @@ impl LogFollower {
                 Ok(Some(tr)) => {
                     let tr = serde_json::to_value(tr).unwrap_or(Value::Null);
                     let finished = succeeded_condition(&tr).is_some_and(|c| c.status != "Unknown");
-                    finished || step_terminated(&tr, container)
+                    let over = finished || step_terminated(&tr, container);
+                    if finished {
+                        self.finished_taskruns
+                            .lock()
+                            .unwrap()
+                            .insert(taskrun_name.to_string(), tr);
+                    }
+                    over
                 }
                 Ok(None) => return Ok(()),
                 Err(e) if super::error::is_transient(&e) => false,
