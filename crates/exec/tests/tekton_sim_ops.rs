@@ -486,3 +486,40 @@ async fn steady_state_builds_skip_checks_that_passed_recently() {
         assert_eq!(used(id), expected, "{verb} {resource}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_that_may_not_watch_runs_fails_the_build_clearly() {
+    let sim = Sim::start(SimOptions {
+        rules: vec![rule("build", None, Some("10m"), &[], None)],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let token = sim.handle.add_token_user(
+        "no-watch",
+        &[],
+        vec![kube_sim::AccessRule::new(
+            &["*"],
+            &["get", "create", "patch", "update", "delete"],
+            &["*"],
+        )],
+    );
+    let mut config = sim.config();
+    config["token"] = json!(token);
+    let (_tx, stop) = no_stop();
+    let outcome = executor()
+        .await
+        .start(
+            context(BuildMethod::Kaniko, sim.provider_with(config), tenant),
+            MemorySink::new(),
+            stop,
+        )
+        .await;
+    let text = message(&outcome);
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    assert!(
+        text.contains("cannot watch PipelineRuns") && text.contains("403"),
+        "{text}"
+    );
+}

@@ -543,8 +543,17 @@ impl Follow {
                     }
                 }
                 _ = watch.watch_error.changed() => {
-                    if let Some(err) = watch.watch_error.borrow_and_update().clone() {
-                        tracing::debug!(run = %self.name, error = %err, "watch trouble");
+                    let trouble = watch.watch_error.borrow_and_update().clone();
+                    if let Some(trouble) = trouble {
+                        if trouble.is_permanent() {
+                            return Outcome::Failed {
+                                message: format!(
+                                    "cannot watch PipelineRuns in namespace {}: {}; grant the provider's identity list and watch on pipelineruns",
+                                    self.namespace, trouble.message
+                                ),
+                            };
+                        }
+                        tracing::debug!(run = %self.name, error = %trouble.message, "watch trouble; retrying");
                     }
                 }
                 _ = cancel_timer => {

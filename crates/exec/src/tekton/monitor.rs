@@ -36,8 +36,8 @@ pub struct WatchHub {
 
 struct NamespaceWatch {
     runs: Mutex<HashMap<String, watch::Sender<RunState>>>,
-    /// The last watch error, cleared by the next event; for progress notes.
-    error: watch::Sender<Option<String>>,
+    /// The last watch error, cleared by the next event.
+    error: watch::Sender<Option<WatchTrouble>>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -62,7 +62,40 @@ impl Drop for WatchHub {
 /// A subscriber's view of one run.
 pub struct RunWatch {
     pub state: watch::Receiver<RunState>,
-    pub watch_error: watch::Receiver<Option<String>>,
+    pub watch_error: watch::Receiver<Option<WatchTrouble>>,
+}
+
+/// Why the shared watch is failing (it keeps retrying with backoff).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchTrouble {
+    pub message: String,
+    /// HTTP status of the API's answer, when it answered.
+    pub code: Option<u16>,
+}
+
+impl WatchTrouble {
+    fn from_error(e: &watcher::Error) -> Self {
+        let code = match e {
+            watcher::Error::InitialListFailed(k)
+            | watcher::Error::WatchStartFailed(k)
+            | watcher::Error::WatchFailed(k) => super::error::status_code(k),
+            watcher::Error::WatchError(status) => Some(status.code),
+            watcher::Error::NoResourceVersion => None,
+        };
+        let message = match e {
+            watcher::Error::InitialListFailed(k)
+            | watcher::Error::WatchStartFailed(k)
+            | watcher::Error::WatchFailed(k) => super::error::describe_kube_error(k),
+            other => other.to_string(),
+        };
+        Self { message, code }
+    }
+
+    /// The provider's identity may not list/watch PipelineRuns: retrying
+    /// will not help, the build cannot be followed.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self.code, Some(401 | 403))
+    }
 }
 
 impl WatchHub {
@@ -136,7 +169,7 @@ impl WatchHub {
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "PipelineRun watch error; retrying with backoff");
-                        ns.error.send_replace(Some(e.to_string()));
+                        ns.error.send_replace(Some(WatchTrouble::from_error(&e)));
                     }
                 }
             }
