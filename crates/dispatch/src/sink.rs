@@ -74,4 +74,10 @@ impl ExecutionSink for StoreSink {
             .await
             .map_err(|e| err("storing progress", e))
     }
+
+    async fn log_positions(&self) -> Result<std::collections::HashMap<String, i64>, SinkError> {
+        executions::last_log_positions(&self.pool, self.execution_id)
+            .await
+            .map_err(|e| err("reading stored log positions", e))
+    }
 }

@@ -106,6 +106,21 @@ pub async fn append_logs(
     Ok(done.rows_affected())
 }
 
+/// The highest stored log position per source of an execution, so a
+/// re-attached executor resumes its log streams where the last one stopped.
+pub async fn last_log_positions(
+    pool: &PgPool,
+    execution_id: Uuid,
+) -> Result<std::collections::HashMap<String, i64>, sqlx::Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT source, max(position) FROM build_logs WHERE execution_id = $1 GROUP BY source",
+    )
+    .bind(execution_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
 /// Store an artifact; the same name again replaces the value (idempotent).
 pub async fn put_artifact(
     pool: &PgPool,

@@ -10,3 +10,4 @@ mod crash;
 mod fairness;
 mod retry;
 mod shutdown;
+mod sink;

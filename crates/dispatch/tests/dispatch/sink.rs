@@ -1,0 +1,59 @@
+//! The store-backed sink: idempotent log lines and resume positions for
+//! re-attached executors.
+
+use imagefactory_dispatch::sink::StoreSink;
+use imagefactory_exec::{ExecutionSink, LogLine};
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+fn line(source: &str, position: i64) -> LogLine {
+    LogLine {
+        source: source.into(),
+        position,
+        line: format!("{source} line {position}"),
+    }
+}
+
+#[tokio::test]
+async fn log_positions_report_the_last_stored_line_per_source() {
+    let db = TestDb::new().await;
+    let t = tenant(&db.pool, "sinky", 1).await;
+    let build = submit(&db.pool, t, &[Spec::lasting(1)]).await[0];
+    let execution = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO build_executions (id, build_id, tenant_id, attempt, executor) VALUES ($1, $2, $3, 1, 'test')",
+    )
+    .bind(execution)
+    .bind(build)
+    .bind(t.0)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let sink = StoreSink::new(db.pool.clone(), build, execution);
+
+    assert!(sink.log_positions().await.unwrap().is_empty());
+    sink.logs(&[
+        line("clone/step-clone", 0),
+        line("clone/step-clone", 1),
+        line("build/step-build", 0),
+    ])
+    .await
+    .unwrap();
+    // A re-attached executor resending an overlapping window adds only the new line.
+    sink.logs(&[line("clone/step-clone", 1), line("clone/step-clone", 2)])
+        .await
+        .unwrap();
+
+    let positions = sink.log_positions().await.unwrap();
+    assert_eq!(positions.get("clone/step-clone"), Some(&2));
+    assert_eq!(positions.get("build/step-build"), Some(&0));
+    assert_eq!(positions.len(), 2);
+    let stored = count(
+        &db.pool,
+        &format!("SELECT count(*) FROM build_logs WHERE execution_id = '{execution}'"),
+    )
+    .await;
+    assert_eq!(stored, 4);
+    db.drop_db().await;
+}
