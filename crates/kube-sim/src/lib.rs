@@ -9,7 +9,6 @@
 pub mod api;
 pub mod auth;
 pub mod cluster;
-pub mod conversion;
 pub mod discovery;
 pub mod faults;
 pub mod faults_json;
