@@ -5,9 +5,12 @@ mod tekton_support;
 
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{WatchEvent, WatchParams};
-use kube_sim::cluster::gvr;
+use kube_sim::cluster::{Gvr, gvr};
+
+const V1BETA1_PIPELINERUNS: Gvr = Gvr::new("tekton.dev", "v1beta1", "pipelineruns");
+const V1BETA1_TASKRUNS: Gvr = Gvr::new("tekton.dev", "v1beta1", "taskruns");
 use std::time::Duration;
-use kube_sim::tekton::{ControllerOptions, ScriptRule, convert, model};
+use kube_sim::tekton::{ControllerOptions, ScriptRule, model};
 use serde_json::{Value, json};
 use tekton_support::*;
 
@@ -114,8 +117,23 @@ async fn cancelled_stops_tasks_and_skips_finally() {
         "finally": [inline_task("f", "s")]
     }}))).await;
     wait_running(&env, &gvr::TASKRUNS, "r-a").await;
+    // Once started, Tekton's webhook refuses any other spec change, in v1 and v1beta1.
+    for g in [gvr::PIPELINERUNS, V1BETA1_PIPELINERUNS] {
+        let denied = env
+            .merge_patch(&g, "ci", "r", json!({"spec": {"timeouts": {"pipeline": "2h"}}}))
+            .await;
+        let Err(kube::Error::Api(status)) = denied else {
+            panic!("spec change on a started run was accepted: {denied:?}");
+        };
+        assert_eq!((status.code, status.reason.as_str()), (400, "BadRequest"));
+        assert_eq!(
+            status.message,
+            "admission webhook \"validation.webhook.pipeline.tekton.dev\" denied the request: validation failed: invalid value: Once the PipelineRun has started, only status updates are allowed"
+        );
+    }
     set_spec_status(&env, "r", "Cancelled").await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    assert_eq!(pr["spec"]["timeouts"]["pipeline"], "1h0m0s");
     assert_eq!(
         condition(&pr),
         (
@@ -432,8 +450,11 @@ async fn catalog_build_writes_deterministic_digest_and_url() {
         "{clone_logs:?}"
     );
 
-    // The same run read as v1beta1 carries pipelineResults / taskResults.
-    let beta = convert::to_v1beta1(&one);
+    // The same run read through the API as v1beta1 carries pipelineResults / taskResults.
+    let beta = env
+        .get(&V1BETA1_PIPELINERUNS, "ci", model::name(&one))
+        .await
+        .unwrap();
     assert_eq!(beta["apiVersion"], "tekton.dev/v1beta1");
     assert_eq!(
         beta["status"]["pipelineResults"][0]["value"],
@@ -441,7 +462,11 @@ async fn catalog_build_writes_deterministic_digest_and_url() {
     );
     assert!(beta["status"].get("results").is_none());
     assert_eq!(beta["spec"]["serviceAccountName"], "default");
-    let tr = convert::to_v1beta1(&env.get(&gvr::TASKRUNS, "ci", "one-build").await.unwrap());
+    let tr = env
+        .get(&V1BETA1_TASKRUNS, "ci", "one-build")
+        .await
+        .unwrap();
+    assert_eq!(tr["apiVersion"], "tekton.dev/v1beta1");
     assert!(
         model::arr(&tr, &["status", "taskResults"])
             .iter()
