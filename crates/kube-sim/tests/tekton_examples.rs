@@ -7,7 +7,7 @@ use kube_sim::cluster::gvr;
 use kube_sim::tekton::{admission, model};
 use tekton_support::*;
 
-/// (example file, expected run outcomes as (status, reason)), documented in README-tekton.md.
+/// (example file, expected run outcomes as (status, reason)), documented in README.md (Example outcomes).
 const EXPECTED: &[(&str, &str, &str)] = &[
     ("pipelineruns__beta_git-resolver.yaml", "True", "Succeeded"),
     (
