@@ -119,9 +119,12 @@ async fn create_throughput(
         .map(|i| {
             let api = apis[i % apis.len()].clone();
             async move {
-                api.create(&PostParams::default(), &pipelinerun(&format!("run-{i}"), false))
-                    .await
-                    .is_ok()
+                api.create(
+                    &PostParams::default(),
+                    &pipelinerun(&format!("run-{i}"), false),
+                )
+                .await
+                .is_ok()
             }
         })
         .buffer_unordered(concurrency)
@@ -305,9 +308,12 @@ async fn concurrent_watches(sim: &KubeSimHandle, count: usize, events: usize) ->
     let api = Api::<DynamicObject>::namespaced_with(client, "watch-bench", &ar);
     let fan_out = Instant::now();
     for i in 0..events {
-        api.create(&PostParams::default(), &pipelinerun(&format!("w-{i}"), true))
-            .await
-            .unwrap();
+        api.create(
+            &PostParams::default(),
+            &pipelinerun(&format!("w-{i}"), true),
+        )
+        .await
+        .unwrap();
     }
     while complete.load(Ordering::Relaxed) < count
         && Instant::now() < deadline + Duration::from_secs(60)

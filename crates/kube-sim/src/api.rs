@@ -415,10 +415,7 @@ impl Api {
     /// The webhooks on update/patch of the main resource (status writes are not admitted,
     /// like Tekton's webhook, which is not registered for the status subresource).
     fn admit_update(&self, t: &Target<'_>, old: &Value, new: &mut Value) -> Result<(), ApiError> {
-        if t.info.storage.group != "tekton.dev"
-            || t.subresource.is_some()
-            || !new.is_object()
-        {
+        if t.info.storage.group != "tekton.dev" || t.subresource.is_some() || !new.is_object() {
             return Ok(());
         }
         admission::apply_defaults(&t.info.storage, new);

@@ -62,7 +62,10 @@ async fn binary_writes_a_working_kubeconfig() {
         if reason == "Succeeded" {
             break;
         }
-        assert!(Instant::now() < deadline, "run not Succeeded within 60s: {reason}");
+        assert!(
+            Instant::now() < deadline,
+            "run not Succeeded within 60s: {reason}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     child.kill().await.unwrap();

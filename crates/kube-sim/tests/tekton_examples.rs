@@ -140,7 +140,8 @@ async fn example_details_match_tekton() {
     let ex = |f: &str| load_yaml(&tekton_dir().join("examples").join(f));
 
     // Results: $(tasks.X.results.Y) resolved into the pipeline results.
-    env.apply("ci", &ex("pipelineruns__pipelinerun-results.yaml")).await;
+    env.apply("ci", &ex("pipelineruns__pipelinerun-results.yaml"))
+        .await;
     let pr = env
         .wait_done(&gvr::PIPELINERUNS, "ci", "sum-three-pipeline-run")
         .await;
@@ -203,7 +204,8 @@ async fn example_details_match_tekton() {
     env.apply(
         "ci",
         &ex("pipelineruns__pipelinerun-with-pipelinespec.yaml"),
-    ).await;
+    )
+    .await;
     env.wait_reason(
         &gvr::PIPELINERUNS,
         "ci",
@@ -211,18 +213,21 @@ async fn example_details_match_tekton() {
         "Succeeded",
     )
     .await;
-    let logs = env.logs(
-        "ci",
-        "pipelinerun-echo-greetings-echo-good-morning-pod",
-        "step-echo",
-    ).await;
+    let logs = env
+        .logs(
+            "ci",
+            "pipelinerun-echo-greetings-echo-good-morning-pod",
+            "step-echo",
+        )
+        .await;
     assert_eq!(logs, vec!["Good Morning, Bob!"]);
 
     // taskRunSpecs timeout overrides the pipeline task's.
     env.apply(
         "ci",
         &ex("pipelineruns__pipelinerun-with-task-timeout-override.yaml"),
-    ).await;
+    )
+    .await;
     env.wait_reason(
         &gvr::PIPELINERUNS,
         "ci",
@@ -241,7 +246,8 @@ async fn example_details_match_tekton() {
     assert_eq!(tr["spec"]["timeout"], "40s");
 
     // Finally tasks run after the DAG and see its results.
-    env.apply("ci", &ex("pipelineruns__pipelinerun-with-final-tasks.yaml")).await;
+    env.apply("ci", &ex("pipelineruns__pipelinerun-with-final-tasks.yaml"))
+        .await;
     let pr = env
         .wait_reason(
             &gvr::PIPELINERUNS,
@@ -272,7 +278,8 @@ async fn example_details_match_tekton() {
             &gvr::TASKRUNS,
             "ci",
             "write-and-cleanup-workspace-clone-app-repo",
-        ).await
+        )
+        .await
         .unwrap(),
         "commit",
     )
@@ -288,10 +295,12 @@ async fn example_details_match_tekton() {
     assert_eq!(condition(&tr).2, "All Steps have completed executing");
 
     // A standalone TaskRun's volumeClaimTemplate becomes a bound PVC it owns.
-    let runs = env.apply(
-        "ci",
-        &ex("taskruns__workspace-with-volumeClaimTemplate.yaml"),
-    ).await;
+    let runs = env
+        .apply(
+            "ci",
+            &ex("taskruns__workspace-with-volumeClaimTemplate.yaml"),
+        )
+        .await;
     let tr = env
         .wait_reason(&gvr::TASKRUNS, "ci", model::name(&runs[0]), "Succeeded")
         .await;

@@ -33,7 +33,8 @@ async fn missing_task_fails_with_couldnt_get_task() {
                 {"name": "build", "taskRef": {"kind": "Task", "name": "kaniko"}}
             ]}}),
         ),
-    ).await;
+    )
+    .await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "build-abc12").await;
     assert_eq!(
         condition(&pr),
@@ -57,7 +58,8 @@ async fn missing_pipeline_fails_with_couldnt_get_pipeline() {
     env.create(
         Some("ci"),
         pipelinerun("r", json!({"pipelineRef": {"name": "nope"}})),
-    ).await;
+    )
+    .await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(condition(&pr).1, "CouldntGetPipeline");
     assert_eq!(
@@ -79,7 +81,8 @@ async fn missing_param_fails_with_parameter_missing() {
                 "tasks": [{"name": "a", "taskRef": {"name": "t"}}]
             }}),
         ),
-    ).await;
+    )
+    .await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(
         condition(&pr),
@@ -114,14 +117,16 @@ async fn task_param_not_given_fails_validation() {
         Some("ci"),
         json!({"apiVersion": "tekton.dev/v1", "kind": "Task", "metadata": {"name": "needs"},
         "spec": {"params": [{"name": "IMAGE"}], "steps": [{"name": "s", "image": "busybox"}]}}),
-    ).await;
+    )
+    .await;
     env.create(
         Some("ci"),
         pipelinerun(
             "r",
             json!({"pipelineSpec": {"tasks": [{"name": "a", "taskRef": {"name": "needs"}}]}}),
         ),
-    ).await;
+    )
+    .await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(condition(&pr).1, "PipelineValidationFailed");
     assert_eq!(
@@ -137,7 +142,8 @@ async fn missing_workspace_secret_keeps_pod_pending_until_timeout() {
     let env = env_with(ControllerOptions {
         time_scale: 0.01,
         ..fast_options()
-    }).await;
+    })
+    .await;
     env.create(Some("ci"), step_task("t")).await;
     env.create(Some("ci"), pipelinerun("r", json!({
         "timeouts": {"pipeline": "2m"},
@@ -231,7 +237,8 @@ async fn claim_without_default_storage_class_never_binds() {
     let env = env_with(ControllerOptions {
         time_scale: 0.01,
         ..fast_options()
-    }).await;
+    })
+    .await;
     env.create(Some("ci"), step_task("t")).await;
     let pr = env.create(Some("ci"), pipelinerun("r", json!({
         "timeouts": {"pipeline": "2m"},
@@ -304,7 +311,8 @@ async fn missing_service_account_fails_pod_creation() {
                 ]}
             }),
         ),
-    ).await;
+    )
+    .await;
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-build").await;
     assert_eq!(
         condition(&tr),
@@ -333,7 +341,8 @@ async fn missing_service_account_fails_pod_creation() {
     env.create(
         Some("ci"),
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "builder"}}),
-    ).await;
+    )
+    .await;
     env.create(
         Some("ci"),
         pipelinerun(
@@ -343,7 +352,8 @@ async fn missing_service_account_fails_pod_creation() {
                 "pipelineSpec": {"tasks": [{"name": "build", "taskRef": {"name": "t"}}]}
             }),
         ),
-    ).await;
+    )
+    .await;
     assert_eq!(
         condition(&env.wait_done(&gvr::PIPELINERUNS, "ci", "r2").await).1,
         "Succeeded"
@@ -354,7 +364,8 @@ async fn missing_service_account_fails_pod_creation() {
 async fn failing_step_fails_taskrun_and_run_but_finally_runs() {
     let env = env_with(fast_options()).await;
     for f in ["kaniko-0.7.yaml", "git-clone-0.9.yaml"] {
-        env.apply("ci", &load_yaml(&tekton_dir().join("catalog").join(f))).await;
+        env.apply("ci", &load_yaml(&tekton_dir().join("catalog").join(f)))
+            .await;
     }
     let mut pr = pipelinerun(
         "r",

@@ -9,9 +9,9 @@ use kube_sim::cluster::{Gvr, gvr};
 
 const V1BETA1_PIPELINERUNS: Gvr = Gvr::new("tekton.dev", "v1beta1", "pipelineruns");
 const V1BETA1_TASKRUNS: Gvr = Gvr::new("tekton.dev", "v1beta1", "taskruns");
-use std::time::Duration;
 use kube_sim::tekton::{ControllerOptions, ScriptRule, model};
 use serde_json::{Value, json};
+use std::time::Duration;
 use tekton_support::*;
 
 fn pipelinerun(name: &str, spec: Value) -> Value {
@@ -111,7 +111,8 @@ async fn cancelled_stops_tasks_and_skips_finally() {
     let env = env_with(ControllerOptions {
         rules: vec![slow("a")],
         ..fast_options()
-    }).await;
+    })
+    .await;
     env.create(Some("ci"), pipelinerun("r", json!({"pipelineSpec": {
         "tasks": [inline_task("a", "s"), {"name": "b", "runAfter": ["a"], "taskSpec": {"steps": [{"name": "s", "image": "busybox"}]}}],
         "finally": [inline_task("f", "s")]
@@ -120,7 +121,12 @@ async fn cancelled_stops_tasks_and_skips_finally() {
     // Once started, Tekton's webhook refuses any other spec change, in v1 and v1beta1.
     for g in [gvr::PIPELINERUNS, V1BETA1_PIPELINERUNS] {
         let denied = env
-            .merge_patch(&g, "ci", "r", json!({"spec": {"timeouts": {"pipeline": "2h"}}}))
+            .merge_patch(
+                &g,
+                "ci",
+                "r",
+                json!({"spec": {"timeouts": {"pipeline": "2h"}}}),
+            )
             .await;
         let Err(kube::Error::Api(status)) = denied else {
             panic!("spec change on a started run was accepted: {denied:?}");
@@ -167,7 +173,8 @@ async fn cancelled_run_finally_cancels_tasks_then_runs_finally() {
     let env = env_with(ControllerOptions {
         rules: vec![slow("a")],
         ..fast_options()
-    }).await;
+    })
+    .await;
     env.create(
         Some("ci"),
         pipelinerun(
@@ -177,7 +184,8 @@ async fn cancelled_run_finally_cancels_tasks_then_runs_finally() {
                 "finally": [inline_task("f", "s")]
             }}),
         ),
-    ).await;
+    )
+    .await;
     wait_running(&env, &gvr::TASKRUNS, "r-a").await;
     set_spec_status(&env, "r", "CancelledRunFinally").await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
@@ -210,7 +218,8 @@ async fn stopped_run_finally_lets_running_tasks_finish() {
         time_scale: 0.002,
         rules: vec![rule],
         ..fast_options()
-    }).await;
+    })
+    .await;
     env.create(Some("ci"), pipelinerun("r", json!({"pipelineSpec": {
         "tasks": [inline_task("a", "s"), {"name": "b", "runAfter": ["a"], "taskSpec": {"steps": [{"name": "s", "image": "busybox"}]}}],
         "finally": [inline_task("f", "s")]
@@ -276,7 +285,8 @@ async fn pipeline_timeout_ends_run_with_pipelinerun_timeout() {
     let env = env_with(ControllerOptions {
         rules: vec![slow("a")],
         ..fast_options()
-    }).await;
+    })
+    .await;
     env.create(Some("ci"), pipelinerun("r", json!({
         "timeouts": {"pipeline": "30s"},
         "pipelineSpec": {"tasks": [inline_task("a", "s")], "finally": [inline_task("f", "s")]}
@@ -303,7 +313,8 @@ async fn tasks_timeout_stops_dag_then_runs_finally() {
     let env = env_with(ControllerOptions {
         rules: vec![slow("a")],
         ..fast_options()
-    }).await;
+    })
+    .await;
     env.create(Some("ci"), pipelinerun("r", json!({
         "timeouts": {"pipeline": "1h", "tasks": "30s"},
         "pipelineSpec": {"tasks": [inline_task("a", "s")], "finally": [inline_task("f", "s")]}
@@ -333,7 +344,8 @@ async fn taskrun_timeout_fails_the_taskrun() {
     let env = env_with(ControllerOptions {
         rules: vec![slow("a")],
         ..fast_options()
-    }).await;
+    })
+    .await;
     env.create(Some("ci"), pipelinerun("r", json!({
         "pipelineSpec": {"tasks": [{"name": "a", "timeout": "20s", "taskSpec": {"steps": [{"name": "s", "image": "busybox"}]}}]}
     }))).await;
@@ -408,11 +420,15 @@ fn build_run(name: &str, image: &str) -> Value {
 async fn catalog_build_writes_deterministic_digest_and_url() {
     let env = env_with(fast_options()).await;
     for f in ["kaniko-0.7.yaml", "git-clone-0.9.yaml"] {
-        env.apply("ci", &load_yaml(&tekton_dir().join("catalog").join(f))).await;
+        env.apply("ci", &load_yaml(&tekton_dir().join("catalog").join(f)))
+            .await;
     }
-    env.create(Some("ci"), build_run("one", "registry.local/app:1")).await;
-    env.create(Some("ci"), build_run("two", "registry.local/app:1")).await;
-    env.create(Some("ci"), build_run("three", "registry.local/app:2")).await;
+    env.create(Some("ci"), build_run("one", "registry.local/app:1"))
+        .await;
+    env.create(Some("ci"), build_run("two", "registry.local/app:1"))
+        .await;
+    env.create(Some("ci"), build_run("three", "registry.local/app:2"))
+        .await;
     let one = env.wait_done(&gvr::PIPELINERUNS, "ci", "one").await;
     let two = env.wait_done(&gvr::PIPELINERUNS, "ci", "two").await;
     let three = env.wait_done(&gvr::PIPELINERUNS, "ci", "three").await;
@@ -435,9 +451,7 @@ async fn catalog_build_writes_deterministic_digest_and_url() {
         "other inputs, other digest"
     );
     assert_eq!(result(&one, "IMAGE_URL").unwrap(), "registry.local/app:1");
-    let logs = env
-        .logs("ci", "one-build-pod", "step-build-and-push")
-        .await;
+    let logs = env.logs("ci", "one-build-pod", "step-build-and-push").await;
     assert!(
         logs.iter().any(|l| l.contains("registry.local/app:1")),
         "{logs:?}"
@@ -462,10 +476,7 @@ async fn catalog_build_writes_deterministic_digest_and_url() {
     );
     assert!(beta["status"].get("results").is_none());
     assert_eq!(beta["spec"]["serviceAccountName"], "default");
-    let tr = env
-        .get(&V1BETA1_TASKRUNS, "ci", "one-build")
-        .await
-        .unwrap();
+    let tr = env.get(&V1BETA1_TASKRUNS, "ci", "one-build").await.unwrap();
     assert_eq!(tr["apiVersion"], "tekton.dev/v1beta1");
     assert!(
         model::arr(&tr, &["status", "taskResults"])
@@ -486,14 +497,16 @@ async fn options_rules_script_steps() {
     let env = env_with(ControllerOptions {
         rules,
         ..fast_options()
-    }).await;
+    })
+    .await;
     env.create(
         Some("ci"),
         pipelinerun(
             "r",
             json!({"pipelineSpec": {"tasks": [inline_task("a", "s")]}}),
         ),
-    ).await;
+    )
+    .await;
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-a").await;
     assert_eq!(condition(&tr).2, "\"step-s\" exited with code 3: Error");
     assert_eq!(
@@ -525,14 +538,16 @@ async fn deleting_a_run_cascades_and_stops_it() {
     let env = env_with(ControllerOptions {
         rules: vec![slow("a")],
         ..fast_options()
-    }).await;
+    })
+    .await;
     env.create(
         Some("ci"),
         pipelinerun(
             "r",
             json!({"pipelineSpec": {"tasks": [inline_task("a", "s")]}}),
         ),
-    ).await;
+    )
+    .await;
     wait_running(&env, &gvr::TASKRUNS, "r-a").await;
     env.delete(&gvr::PIPELINERUNS, "ci", "r").await;
     env.wait_gone(&gvr::PIPELINERUNS, "ci", "r").await;
@@ -545,7 +560,8 @@ async fn deleting_a_run_cascades_and_stops_it() {
             "r",
             json!({"pipelineSpec": {"tasks": [inline_task("b", "s")]}}),
         ),
-    ).await;
+    )
+    .await;
     assert_eq!(
         condition(&env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await).1,
         "Succeeded"
@@ -557,12 +573,14 @@ async fn standalone_taskrun_cancel() {
     let env = env_with(ControllerOptions {
         rules: vec![slow("t")],
         ..fast_options()
-    }).await;
+    })
+    .await;
     env.create(
         Some("ci"),
         json!({"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "metadata": {"name": "t"},
         "spec": {"taskSpec": {"steps": [{"name": "s", "image": "busybox"}]}}}),
-    ).await;
+    )
+    .await;
     let tr = wait_running(&env, &gvr::TASKRUNS, "t").await;
     assert_eq!(tr["spec"]["timeout"], "1h0m0s");
     env.merge_patch(

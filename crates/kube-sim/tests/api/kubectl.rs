@@ -5,9 +5,9 @@ use kube::api::{DynamicObject, PostParams};
 use kube_sim::KubeSimOptions;
 use kube_sim::cluster::gvr;
 use kube_sim::tekton::ControllerOptions;
-use std::time::Duration;
 use serde_json::{Value, json};
 use std::path::Path;
+use std::time::Duration;
 
 struct Kubectl {
     dir: tempfile::TempDir,

@@ -146,8 +146,11 @@ impl Env {
     }
 
     pub async fn namespace(&self, ns: &str) -> &Self {
-        self.create(None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
-            .await;
+        self.create(
+            None,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await;
         self
     }
 
@@ -178,7 +181,10 @@ impl Env {
             obj["metadata"] = json!({});
         }
         let dynobj: DynamicObject = serde_json::from_value(obj).expect("object shape");
-        let created = self.api(&g, ns).create(&PostParams::default(), &dynobj).await?;
+        let created = self
+            .api(&g, ns)
+            .create(&PostParams::default(), &dynobj)
+            .await?;
         Ok(serde_json::to_value(created).unwrap())
     }
 
