@@ -11,7 +11,7 @@
 //! Ends with one summary line: `kube-sim: creates_per_s=<n> inflight=<n> watches=<n>`
 //! (`creates_per_s`: kube-rs creates per second while the controller runs them).
 //!
-//! Sizes: KUBE_SIM_BENCH_CREATES (default 10000), KUBE_SIM_BENCH_INFLIGHT (10000),
+//! Sizes: KUBE_SIM_BENCH_CREATES (default 5000), KUBE_SIM_BENCH_INFLIGHT (10000),
 //! KUBE_SIM_BENCH_WATCHES (10000), KUBE_SIM_BENCH_CONCURRENCY (64).
 
 use bytes::Bytes;
@@ -360,7 +360,7 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let creates = env_usize("KUBE_SIM_BENCH_CREATES", 10_000);
+        let creates = env_usize("KUBE_SIM_BENCH_CREATES", 5_000);
         let inflight_runs = env_usize("KUBE_SIM_BENCH_INFLIGHT", 10_000);
         let watches = env_usize("KUBE_SIM_BENCH_WATCHES", 10_000);
         let concurrency = env_usize("KUBE_SIM_BENCH_CONCURRENCY", 64);
