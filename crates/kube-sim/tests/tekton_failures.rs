@@ -146,7 +146,7 @@ async fn missing_workspace_secret_keeps_pod_pending_until_timeout() {
     .await;
     env.create(Some("ci"), step_task("t")).await;
     env.create(Some("ci"), pipelinerun("r", json!({
-        "timeouts": {"pipeline": "2m"},
+        "timeouts": {"pipeline": "10m"},
         "workspaces": [{"name": "docker", "secret": {"secretName": "docker-config"}}],
         "pipelineSpec": {"workspaces": [{"name": "docker"}], "tasks": [
             {"name": "build", "taskRef": {"name": "t"}, "workspaces": [{"name": "source", "workspace": "docker"}]}
@@ -190,7 +190,7 @@ async fn missing_workspace_secret_keeps_pod_pending_until_timeout() {
         (
             "False".into(),
             "PipelineRunTimeout".into(),
-            "PipelineRun \"r\" failed to finish within \"2m0s\"".into()
+            "PipelineRun \"r\" failed to finish within \"10m0s\"".into()
         )
     );
     // The TaskRun's own timeout is the run's remaining time, so (as in Tekton) it is
@@ -205,7 +205,7 @@ async fn missing_workspace_secret_keeps_pod_pending_until_timeout() {
         }
         "TaskRunTimeout" => assert_eq!(
             condition(&tr).2,
-            "TaskRun \"r-build\" failed to finish within \"2m0s\""
+            "TaskRun \"r-build\" failed to finish within \"10m0s\""
         ),
         other => panic!("unexpected TaskRun reason {other}"),
     }
@@ -241,7 +241,7 @@ async fn claim_without_default_storage_class_never_binds() {
     .await;
     env.create(Some("ci"), step_task("t")).await;
     let pr = env.create(Some("ci"), pipelinerun("r", json!({
-        "timeouts": {"pipeline": "2m"},
+        "timeouts": {"pipeline": "10m"},
         "workspaces": [{"name": "src", "volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}],
         "pipelineSpec": {"workspaces": [{"name": "src"}], "tasks": [
             {"name": "build", "taskRef": {"name": "t"}, "workspaces": [{"name": "source", "workspace": "src"}]}
