@@ -1,13 +1,18 @@
-//! kube-sim benchmark: raw create throughput over HTTPS (kube-rs client) and
-//! the number of concurrent watches the server sustains (HTTP/2 streams, each
-//! checked to receive every event). Ends with one summary line:
-//! `kube-sim: creates_per_s=<n> inflight=<n> watches=<n>`.
+//! kube-sim benchmark, with the Tekton controller plugged in as in the quick start:
 //!
-//! `inflight` is the peak number of PipelineRuns a controller had started and
-//! not finished while creates ran (0 without a controller plugged in).
+//! - raw create throughput over HTTPS/HTTP2 with pre-serialized bodies (pending
+//!   PipelineRuns, so the controller only marks them pending);
+//! - PipelineRun create→terminal throughput through kube-rs over HTTPS: runs with
+//!   one instant step, created as fast as the client goes, until every one is terminal;
+//! - peak concurrent in-flight runs: runs whose step lasts an hour, created through
+//!   kube-rs; counts runs started and not finished;
+//! - concurrent watches (HTTP/2 streams, each checked to receive every event).
 //!
-//! Sizes: KUBE_SIM_BENCH_CREATES (default 20000), KUBE_SIM_BENCH_WATCHES (10000),
-//! KUBE_SIM_BENCH_CONCURRENCY (64).
+//! Ends with one summary line: `kube-sim: creates_per_s=<n> inflight=<n> watches=<n>`
+//! (`creates_per_s`: kube-rs creates per second while the controller runs them).
+//!
+//! Sizes: KUBE_SIM_BENCH_CREATES (default 5000), KUBE_SIM_BENCH_INFLIGHT (10000),
+//! KUBE_SIM_BENCH_WATCHES (10000), KUBE_SIM_BENCH_CONCURRENCY (64).
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -17,6 +22,7 @@ use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube_sim::cluster::gvr;
 use kube_sim::store::{Store, storage_kind};
+use kube_sim::tekton::ControllerOptions;
 use kube_sim::{KubeSim, KubeSimHandle, KubeSimOptions};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -42,13 +48,31 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn pipelinerun(name: &str) -> DynamicObject {
-    serde_json::from_value(json!({
+/// A run of one task with one step (its duration is the controller's default);
+/// `pending` ones are not started by the controller.
+fn pipelinerun(name: &str, pending: bool) -> DynamicObject {
+    let mut pr = json!({
         "apiVersion": "tekton.dev/v1", "kind": "PipelineRun",
         "metadata": {"name": name, "labels": {"bench": "true"}},
-        "spec": {"pipelineRef": {"name": "build"}, "params": [{"name": "image", "value": "registry.local/app:1"}]}
-    }))
-    .unwrap()
+        "spec": {
+            "params": [{"name": "image", "value": "registry.local/app:1"}],
+            "pipelineSpec": {
+                "params": [{"name": "image"}],
+                "tasks": [{"name": "build", "taskSpec": {"steps": [{"name": "build", "image": "busybox"}]}}]
+            }
+        }
+    });
+    if pending {
+        pr["spec"]["status"] = json!("PipelineRunPending");
+    }
+    serde_json::from_value(pr).unwrap()
+}
+
+fn terminal(store: &Store, ns: &str) -> usize {
+    let kind = storage_kind(&gvr::PIPELINERUNS).expect("pipelineruns");
+    store.count(&kind, Some(ns), &|pr: &Value| {
+        pr.pointer("/status/completionTime").is_some()
+    })
 }
 
 fn in_flight(store: &Store) -> usize {
@@ -56,13 +80,17 @@ fn in_flight(store: &Store) -> usize {
         pr.pointer("/status/startTime").is_some() && pr.pointer("/status/completionTime").is_none()
     };
     let kind = storage_kind(&gvr::PIPELINERUNS).expect("pipelineruns");
-    store.count(&kind, Some("bench"), &running)
+    store.count(&kind, Some("inflight"), &running)
 }
 
+/// Create `creates` runs in `ns` through kube-rs; returns creates/s and the peak of
+/// runs in flight (sampled every 250 ms while creating and for `hold` after).
 async fn create_throughput(
     sim: &KubeSimHandle,
+    ns: &str,
     creates: usize,
     concurrency: usize,
+    hold: Duration,
 ) -> (f64, usize) {
     let ar = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("tekton.dev", "v1", "PipelineRun"),
@@ -72,7 +100,7 @@ async fn create_throughput(
     let mut apis = Vec::new();
     for _ in 0..4 {
         let client = sim.kube_client().await.expect("client");
-        apis.push(Api::<DynamicObject>::namespaced_with(client, "bench", &ar));
+        apis.push(Api::<DynamicObject>::namespaced_with(client, ns, &ar));
     }
     let cluster = sim.store().clone();
     let peak = Arc::new(AtomicUsize::new(0));
@@ -91,21 +119,29 @@ async fn create_throughput(
         .map(|i| {
             let api = apis[i % apis.len()].clone();
             async move {
-                api.create(&PostParams::default(), &pipelinerun(&format!("run-{i}")))
-                    .await
-                    .is_ok()
+                api.create(
+                    &PostParams::default(),
+                    &pipelinerun(&format!("run-{i}"), false),
+                )
+                .await
+                .is_ok()
             }
         })
         .buffer_unordered(concurrency)
         .collect()
         .await;
     let elapsed = start.elapsed();
+    let ok = results.iter().filter(|r| **r).count();
+    // Runs still being started by the controller count once started.
+    let held = Instant::now();
+    while held.elapsed() < hold && peak.load(Ordering::Relaxed) < ok {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     sampler.abort();
     peak.fetch_max(in_flight(&cluster), Ordering::Relaxed);
-    let ok = results.iter().filter(|r| **r).count();
     let cpu = cpu_seconds() - cpu_start;
     println!(
-        "creates: {ok}/{creates} PipelineRuns in {:.2}s with {concurrency} in parallel, using {cpu:.1} CPU-s (client and server in this process; {:.0} creates per CPU-second)",
+        "creates ({ns}): {ok}/{creates} PipelineRuns through kube-rs in {:.2}s with {concurrency} in parallel, using {cpu:.1} CPU-s (client and server in this process; {:.0} creates per CPU-second)",
         elapsed.as_secs_f64(),
         ok as f64 / cpu.max(0.01)
     );
@@ -127,14 +163,14 @@ async fn raw_create_throughput(sim: &KubeSimHandle, creates: usize, concurrency:
     }
     let token = format!("Bearer {}", sim.admin_token());
     let uri = format!(
-        "{}/apis/tekton.dev/v1/namespaces/bench/pipelineruns",
+        "{}/apis/tekton.dev/v1/namespaces/raw/pipelineruns",
         sim.endpoint()
     );
     let start = Instant::now();
     let ok: usize = futures::stream::iter(0..creates)
         .map(|i| {
             let mut sender = conns[i % conns.len()].clone();
-            let body = serde_json::to_vec(&pipelinerun(&format!("raw-{i}"))).unwrap();
+            let body = serde_json::to_vec(&pipelinerun(&format!("raw-{i}"), true)).unwrap();
             let req = http::Request::post(&uri)
                 .header("authorization", &token)
                 .header("content-type", "application/json")
@@ -272,9 +308,12 @@ async fn concurrent_watches(sim: &KubeSimHandle, count: usize, events: usize) ->
     let api = Api::<DynamicObject>::namespaced_with(client, "watch-bench", &ar);
     let fan_out = Instant::now();
     for i in 0..events {
-        api.create(&PostParams::default(), &pipelinerun(&format!("w-{i}")))
-            .await
-            .unwrap();
+        api.create(
+            &PostParams::default(),
+            &pipelinerun(&format!("w-{i}"), true),
+        )
+        .await
+        .unwrap();
     }
     while complete.load(Ordering::Relaxed) < count
         && Instant::now() < deadline + Duration::from_secs(60)
@@ -290,34 +329,81 @@ async fn concurrent_watches(sim: &KubeSimHandle, count: usize, events: usize) ->
     done
 }
 
+async fn start_sim(step: Duration, namespaces: &[&str]) -> KubeSimHandle {
+    let sim = KubeSim::start(KubeSimOptions {
+        tekton: Some(ControllerOptions {
+            time_scale: 1.0,
+            pod_start_delay: Duration::ZERO,
+            default_step_duration: step,
+            ..ControllerOptions::default()
+        }),
+        ..KubeSimOptions::default()
+    })
+    .await
+    .expect("kube-sim starts");
+    let client = sim.kube_client().await.unwrap();
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
+    for ns in namespaces {
+        api.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    }
+    sim
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let creates = env_usize("KUBE_SIM_BENCH_CREATES", 20_000);
+        let creates = env_usize("KUBE_SIM_BENCH_CREATES", 5_000);
+        let inflight_runs = env_usize("KUBE_SIM_BENCH_INFLIGHT", 10_000);
         let watches = env_usize("KUBE_SIM_BENCH_WATCHES", 10_000);
         let concurrency = env_usize("KUBE_SIM_BENCH_CONCURRENCY", 64);
-        let sim = KubeSim::start(KubeSimOptions::default())
-            .await
-            .expect("kube-sim starts");
-        let client = sim.kube_client().await.unwrap();
-        let ns: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
-        ns.create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": "bench"}})).unwrap(),
-        )
-        .await
-        .unwrap();
+
+        // Instant steps: create→terminal throughput.
+        let sim = start_sim(Duration::ZERO, &["raw", "bench"]).await;
         let raw_per_s = raw_create_throughput(&sim, creates, concurrency).await;
-        let (kube_per_s, inflight) = create_throughput(&sim, creates, concurrency).await;
-        println!("creates/s: {kube_per_s:.0} through kube-rs over HTTPS/1.1, {raw_per_s:.0} over one-stream-per-request HTTP/2");
+        let start = Instant::now();
+        let (kube_per_s, _) =
+            create_throughput(&sim, "bench", creates, concurrency, Duration::ZERO).await;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut done = terminal(sim.store(), "bench");
+        while done < creates && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            done = terminal(sim.store(), "bench");
+        }
+        let total = start.elapsed().as_secs_f64();
+        println!(
+            "create→terminal: {done}/{creates} PipelineRuns terminal {total:.2}s after the first create ({:.0} runs/s end to end)",
+            done as f64 / total
+        );
+        println!(
+            "creates/s: {kube_per_s:.0} through kube-rs over HTTPS/1.1 (controller running them), {raw_per_s:.0} over one-stream-per-request HTTP/2"
+        );
         let watches_ok = concurrent_watches(&sim, watches, 5).await;
+        sim.shutdown().await;
+
+        // Hour-long steps: every run stays in flight once started.
+        let sim = start_sim(Duration::from_secs(3600), &["inflight"]).await;
+        let (_, inflight) = create_throughput(
+            &sim,
+            "inflight",
+            inflight_runs,
+            concurrency,
+            Duration::from_secs(60),
+        )
+        .await;
+        println!("in flight: peak {inflight} of {inflight_runs} runs started and not finished");
+        sim.shutdown().await;
+
         println!(
             "kube-sim: creates_per_s={} inflight={inflight} watches={watches_ok}",
             kube_per_s.round() as u64
         );
-        sim.shutdown().await;
     });
 }

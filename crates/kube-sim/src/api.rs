@@ -4,7 +4,6 @@
 
 use crate::auth::{ADMIN_GROUP, Attributes, Authenticator, User};
 use crate::cluster::EventKind;
-use crate::conversion;
 use crate::discovery;
 use crate::faults::{FaultAction, FaultRule, Faults};
 use crate::patch::{self, PatchKind};
@@ -15,6 +14,7 @@ use crate::store::{
     DeleteOutcome, Kind, Propagation, Store, Writer, decode_continue, now_rfc3339, storage_kind,
 };
 use crate::table;
+use crate::tekton::{admission, convert};
 use bytes::Bytes;
 use futures::StreamExt;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -395,11 +395,32 @@ impl Api {
     }
 
     fn served(&self, t: &Target<'_>, obj: Value) -> Value {
-        conversion::from_storage(t.info.gvr.group, t.info.gvr.version, t.info.gvr.plural, obj)
+        convert::from_storage(t.info.gvr.group, t.info.gvr.version, obj)
     }
 
     fn stored(&self, t: &Target<'_>, obj: Value) -> Value {
-        conversion::to_storage(t.info.gvr.group, t.info.gvr.version, t.info.gvr.plural, obj)
+        convert::to_storage(t.info.gvr.group, t.info.gvr.version, t.info.kind, obj)
+    }
+
+    /// Tekton's mutating and validating webhooks on create, run on the v1 (storage) shape.
+    fn admit_create(&self, t: &Target<'_>, obj: &mut Value) -> Result<(), ApiError> {
+        if t.info.storage.group != "tekton.dev" || !obj.is_object() {
+            return Ok(());
+        }
+        admission::apply_defaults(&t.info.storage, obj);
+        admission::validate_create(&t.info.storage, obj)
+            .map_err(|e| ApiError::bad_request(admission::webhook_denial(&e)))
+    }
+
+    /// The webhooks on update/patch of the main resource (status writes are not admitted,
+    /// like Tekton's webhook, which is not registered for the status subresource).
+    fn admit_update(&self, t: &Target<'_>, old: &Value, new: &mut Value) -> Result<(), ApiError> {
+        if t.info.storage.group != "tekton.dev" || t.subresource.is_some() || !new.is_object() {
+            return Ok(());
+        }
+        admission::apply_defaults(&t.info.storage, new);
+        admission::validate_update(&t.info.storage, old, new)
+            .map_err(|e| ApiError::bad_request(admission::webhook_denial(&e)))
     }
 
     fn get(
@@ -513,7 +534,8 @@ impl Api {
         }
         let obj = parse_body(body, content_type)?;
         self.check_body_identity(t, &obj)?;
-        let obj = self.stored(t, obj);
+        let mut obj = self.stored(t, obj);
+        self.admit_create(t, &mut obj)?;
         let created = self
             .store
             .create(&t.kind, t.namespace.as_deref(), obj, Writer::Api)?;
@@ -528,9 +550,12 @@ impl Api {
     ) -> Result<Response<Body>, ApiError> {
         let obj = parse_body(body, content_type)?;
         self.check_body_identity(t, &obj)?;
-        let obj = self.stored(t, obj);
+        let mut obj = self.stored(t, obj);
         let status_only = t.subresource.as_deref() == Some("status");
         let name = t.name.as_deref().unwrap_or("");
+        if let Some(old) = self.store.get(&t.kind, t.namespace.as_deref(), name) {
+            self.admit_update(t, &old, &mut obj)?;
+        }
         let updated = self.store.update(
             &t.kind,
             t.namespace.as_deref(),
@@ -593,7 +618,8 @@ impl Api {
                         &now_rfc3339(),
                     )
                     .map_err(|c| apply_conflict(t, c))?;
-                    let obj = self.stored(t, created);
+                    let mut obj = self.stored(t, created);
+                    self.admit_create(t, &mut obj)?;
                     let created =
                         self.store
                             .create(&t.kind, t.namespace.as_deref(), obj, Writer::Api)?;
@@ -609,7 +635,7 @@ impl Api {
                 .pointer("/metadata/resourceVersion")
                 .cloned()
                 .unwrap_or(json!(""));
-            let mut obj = self.served(t, current);
+            let mut obj = self.served(t, current.clone());
             match kind {
                 PatchKind::Merge => patch::merge_patch(&mut obj, &patch_doc),
                 PatchKind::StrategicMerge => patch::strategic_merge(&mut obj, &patch_doc),
@@ -640,7 +666,8 @@ impl Api {
             if patched_rv.is_none() || kind == PatchKind::Apply {
                 obj["metadata"]["resourceVersion"] = current_rv.clone();
             }
-            let obj = self.stored(t, obj);
+            let mut obj = self.stored(t, obj);
+            self.admit_update(t, &current, &mut obj)?;
             match self.store.update(
                 &t.kind,
                 t.namespace.as_deref(),
@@ -845,7 +872,6 @@ impl Api {
             store: self.store.clone(),
             group: t.info.gvr.group,
             version: t.info.gvr.version,
-            plural: t.info.gvr.plural,
             kind: t.info.kind,
             api_version: t.info.api_version(),
             namespace: t.namespace.clone().filter(|_| t.info.namespaced),
@@ -1126,7 +1152,6 @@ struct WatchCtx {
     store: Arc<Store>,
     group: &'static str,
     version: &'static str,
-    plural: &'static str,
     kind: &'static str,
     api_version: String,
     namespace: Option<String>,
@@ -1165,12 +1190,7 @@ impl WatchCtx {
             _ => return None,
         };
         if let Some((info, include)) = &self.table {
-            let obj = conversion::from_storage(
-                self.group,
-                self.version,
-                self.plural,
-                (*ev.object).clone(),
-            );
+            let obj = convert::from_storage(self.group, self.version, (*ev.object).clone());
             let mut tab = table::to_table(
                 info,
                 std::slice::from_ref(&obj),
@@ -1201,8 +1221,7 @@ impl WatchCtx {
             line.extend_from_slice(b"}\n");
             return Some(Bytes::from(line));
         }
-        let obj =
-            conversion::from_storage(self.group, self.version, self.plural, (*ev.object).clone());
+        let obj = convert::from_storage(self.group, self.version, (*ev.object).clone());
         Some(watch_line(kind, &obj))
     }
 

@@ -52,12 +52,13 @@ pub enum EventKind {
     Deleted,
 }
 
-/// A change to any stored object, in commit order.
+/// A change to any stored object, in commit order. The object is shared (the
+/// broadcast clones the event once per subscriber; an `Arc` keeps that cheap).
 #[derive(Clone, Debug)]
 pub struct ClusterEvent {
     pub kind: EventKind,
     pub gvr: Gvr,
-    pub object: Value,
+    pub object: std::sync::Arc<Value>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -9,7 +9,6 @@
 pub mod api;
 pub mod auth;
 pub mod cluster;
-pub mod conversion;
 pub mod discovery;
 pub mod faults;
 pub mod faults_json;
@@ -62,6 +61,10 @@ pub struct KubeSimOptions {
     pub default_storage_class: Option<String>,
     /// Fixed admin token (random if `None`).
     pub admin_token: Option<String>,
+    /// Run the Tekton controller simulation with these options (`None`: no controller;
+    /// PipelineRuns are then stored but never run).
+    pub tekton: Option<tekton::ControllerOptions>,
+    /// Further controllers, started after the Tekton one.
     pub controllers: Vec<Controller>,
 }
 
@@ -76,6 +79,7 @@ impl Default for KubeSimOptions {
             bookmark_interval: Duration::from_secs(5),
             default_storage_class: Some("standard".to_string()),
             admin_token: None,
+            tekton: None,
             controllers: Vec::new(),
         }
     }
@@ -177,6 +181,9 @@ impl KubeSim {
             let l = server::bind(SocketAddr::new(opts.bind, port))?;
             http_addr = Some(l.local_addr()?);
             listeners.push(server::spawn(l, None, api.clone())?);
+        }
+        if let Some(topts) = opts.tekton {
+            tekton::Controller::spawn(store.clone() as Arc<dyn Cluster>, topts);
         }
         for c in opts.controllers {
             c(store.clone() as Arc<dyn Cluster>);

@@ -1,6 +1,7 @@
 //! `kube-sim`: run the simulated Kubernetes API server standalone.
 
 use clap::Parser;
+use kube_sim::tekton::ControllerOptions;
 use kube_sim::{KubeSim, KubeSimOptions};
 use std::path::PathBuf;
 
@@ -31,6 +32,23 @@ struct Args {
     /// Do not create a default StorageClass.
     #[arg(long)]
     no_default_storage_class: bool,
+    /// Do not run the Tekton controller simulation (PipelineRuns are stored, never run).
+    #[arg(long)]
+    no_tekton: bool,
+    /// Real time per simulated time for the Tekton simulation (0.01 = 100x faster).
+    #[arg(long, env = "KUBE_SIM_TIME_SCALE", default_value_t = 1.0, value_parser = parse_time_scale)]
+    time_scale: f64,
+}
+
+fn parse_time_scale(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("--time-scale: `{s}` is not a number"))?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("--time-scale: must be a positive number, got {s}"))
+    }
 }
 
 #[tokio::main]
@@ -46,6 +64,10 @@ async fn main() -> anyhow::Result<()> {
         crd_dir: args.crd_dir,
         admin_token: args.admin_token,
         default_storage_class: (!args.no_default_storage_class).then(|| "standard".to_string()),
+        tekton: (!args.no_tekton).then(|| ControllerOptions {
+            time_scale: args.time_scale,
+            ..ControllerOptions::default()
+        }),
         ..KubeSimOptions::default()
     })
     .await?;

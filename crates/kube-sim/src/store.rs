@@ -339,7 +339,7 @@ impl Store {
             let _ = self.global.send(ClusterEvent {
                 kind,
                 gvr: k.gvr,
-                object: (*object).clone(),
+                object: object.clone(),
             });
         }
     }

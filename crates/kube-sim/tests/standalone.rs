@@ -1,7 +1,8 @@
 //! The standalone `kube-sim` binary: starts, writes a kubeconfig, serves kube-rs.
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
+use kube::core::GroupVersionKind;
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -9,7 +10,7 @@ async fn binary_writes_a_working_kubeconfig() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-sim"))
-        .args(["--port", "0", "--kubeconfig-out"])
+        .args(["--port", "0", "--time-scale", "0.01", "--kubeconfig-out"])
         .arg(&kubeconfig)
         .kill_on_drop(true)
         .spawn()
@@ -32,7 +33,7 @@ async fn binary_writes_a_working_kubeconfig() {
         .await
         .unwrap();
     let client = kube::Client::try_from(config).unwrap();
-    let names: Vec<String> = Api::<Namespace>::all(client)
+    let names: Vec<String> = Api::<Namespace>::all(client.clone())
         .list(&ListParams::default())
         .await
         .unwrap()
@@ -41,5 +42,31 @@ async fn binary_writes_a_working_kubeconfig() {
         .filter_map(|n| n.metadata.name)
         .collect();
     assert!(names.contains(&"default".to_string()), "{names:?}");
+
+    // The binary runs the Tekton controller by default: a PipelineRun finishes.
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("tekton.dev", "v1", "PipelineRun"),
+        "pipelineruns",
+    );
+    let prs: Api<DynamicObject> = Api::namespaced_with(client, "default", &ar);
+    let pr: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": "hello"},
+        "spec": {"pipelineSpec": {"tasks": [{"name": "t", "taskSpec": {"steps": [{"name": "s", "image": "busybox", "script": "echo hi"}]}}]}}
+    }))
+    .unwrap();
+    prs.create(&PostParams::default(), &pr).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pr = prs.get("hello").await.unwrap();
+        let reason = pr.data["status"]["conditions"][0]["reason"].clone();
+        if reason == "Succeeded" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run not Succeeded within 60s: {reason}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     child.kill().await.unwrap();
 }

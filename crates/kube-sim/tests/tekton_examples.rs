@@ -7,7 +7,7 @@ use kube_sim::cluster::gvr;
 use kube_sim::tekton::{admission, model};
 use tekton_support::*;
 
-/// (example file, expected run outcomes as (status, reason)), documented in README-tekton.md.
+/// (example file, expected run outcomes as (status, reason)), documented in README.md (Example outcomes).
 const EXPECTED: &[(&str, &str, &str)] = &[
     ("pipelineruns__beta_git-resolver.yaml", "True", "Succeeded"),
     (
@@ -103,14 +103,14 @@ fn every_example_file_is_listed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_run_reaches_the_condition_tekton_gives_it() {
-    let env = Env::start(fast_options());
-    env.default_storage_class();
+    let env = Env::start(fast_options()).await;
+    env.default_storage_class().await;
     let mut runs = Vec::new();
     for (i, (file, status, reason)) in EXPECTED.iter().enumerate() {
         let ns = format!("ex{i}");
-        env.namespace(&ns);
+        env.namespace(&ns).await;
         let docs = load_yaml(&tekton_dir().join("examples").join(file));
-        let created = env.apply(&ns, &docs);
+        let created = env.apply(&ns, &docs).await;
         assert!(!created.is_empty(), "{file} has no runs");
         for run in created {
             runs.push((file, ns.clone(), run, *status, *reason));
@@ -134,13 +134,14 @@ async fn every_example_run_reaches_the_condition_tekton_gives_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn example_details_match_tekton() {
-    let env = Env::start(fast_options());
-    env.default_storage_class();
-    env.namespace("ci");
+    let env = Env::start(fast_options()).await;
+    env.default_storage_class().await;
+    env.namespace("ci").await;
     let ex = |f: &str| load_yaml(&tekton_dir().join("examples").join(f));
 
     // Results: $(tasks.X.results.Y) resolved into the pipeline results.
-    env.apply("ci", &ex("pipelineruns__pipelinerun-results.yaml"));
+    env.apply("ci", &ex("pipelineruns__pipelinerun-results.yaml"))
+        .await;
     let pr = env
         .wait_done(&gvr::PIPELINERUNS, "ci", "sum-three-pipeline-run")
         .await;
@@ -165,6 +166,7 @@ async fn example_details_match_tekton() {
     assert_eq!(children[0]["name"], "sum-three-pipeline-run-first-add");
     let second = env
         .get(&gvr::TASKRUNS, "ci", "sum-three-pipeline-run-second-add")
+        .await
         .unwrap();
     assert_eq!(
         second["spec"]["params"][0]["value"],
@@ -192,6 +194,7 @@ async fn example_details_match_tekton() {
     assert_eq!(second["status"]["steps"][0]["terminated"]["exitCode"], 0);
     let pod = env
         .get(&gvr::PODS, "ci", "sum-three-pipeline-run-second-add-pod")
+        .await
         .unwrap();
     assert_eq!(pod["status"]["phase"], "Succeeded");
     assert_eq!(pod["spec"]["containers"][0]["name"], "step-add");
@@ -201,7 +204,8 @@ async fn example_details_match_tekton() {
     env.apply(
         "ci",
         &ex("pipelineruns__pipelinerun-with-pipelinespec.yaml"),
-    );
+    )
+    .await;
     env.wait_reason(
         &gvr::PIPELINERUNS,
         "ci",
@@ -209,18 +213,21 @@ async fn example_details_match_tekton() {
         "Succeeded",
     )
     .await;
-    let logs = env.cluster.logs(
-        "ci",
-        "pipelinerun-echo-greetings-echo-good-morning-pod",
-        "step-echo",
-    );
+    let logs = env
+        .logs(
+            "ci",
+            "pipelinerun-echo-greetings-echo-good-morning-pod",
+            "step-echo",
+        )
+        .await;
     assert_eq!(logs, vec!["Good Morning, Bob!"]);
 
     // taskRunSpecs timeout overrides the pipeline task's.
     env.apply(
         "ci",
         &ex("pipelineruns__pipelinerun-with-task-timeout-override.yaml"),
-    );
+    )
+    .await;
     env.wait_reason(
         &gvr::PIPELINERUNS,
         "ci",
@@ -234,11 +241,13 @@ async fn example_details_match_tekton() {
             "ci",
             "taskrun-timeout-override-long-running-task",
         )
+        .await
         .unwrap();
     assert_eq!(tr["spec"]["timeout"], "40s");
 
     // Finally tasks run after the DAG and see its results.
-    env.apply("ci", &ex("pipelineruns__pipelinerun-with-final-tasks.yaml"));
+    env.apply("ci", &ex("pipelineruns__pipelinerun-with-final-tasks.yaml"))
+        .await;
     let pr = env
         .wait_reason(
             &gvr::PIPELINERUNS,
@@ -258,6 +267,7 @@ async fn example_details_match_tekton() {
             "ci",
             "write-and-cleanup-workspace-check-git-commit",
         )
+        .await
         .unwrap();
     assert_eq!(
         check["metadata"]["labels"]["tekton.dev/memberOf"],
@@ -269,6 +279,7 @@ async fn example_details_match_tekton() {
             "ci",
             "write-and-cleanup-workspace-clone-app-repo",
         )
+        .await
         .unwrap(),
         "commit",
     )
@@ -276,7 +287,7 @@ async fn example_details_match_tekton() {
     assert_eq!(check["spec"]["params"][0]["value"], commit.as_str());
 
     // Unnamed steps get Tekton's names.
-    let runs = env.apply("ci", &ex("taskruns__unnamed-steps.yaml"));
+    let runs = env.apply("ci", &ex("taskruns__unnamed-steps.yaml")).await;
     let tr = env
         .wait_reason(&gvr::TASKRUNS, "ci", model::name(&runs[0]), "Succeeded")
         .await;
@@ -284,16 +295,18 @@ async fn example_details_match_tekton() {
     assert_eq!(condition(&tr).2, "All Steps have completed executing");
 
     // A standalone TaskRun's volumeClaimTemplate becomes a bound PVC it owns.
-    let runs = env.apply(
-        "ci",
-        &ex("taskruns__workspace-with-volumeClaimTemplate.yaml"),
-    );
+    let runs = env
+        .apply(
+            "ci",
+            &ex("taskruns__workspace-with-volumeClaimTemplate.yaml"),
+        )
+        .await;
     let tr = env
         .wait_reason(&gvr::TASKRUNS, "ci", model::name(&runs[0]), "Succeeded")
         .await;
     let pvcs: Vec<_> = env
-        .cluster
-        .list(&gvr::PVCS, Some("ci"))
+        .list(&gvr::PVCS, "ci")
+        .await
         .into_iter()
         .filter(|p| p["metadata"]["ownerReferences"][0]["uid"] == tr["metadata"]["uid"])
         .collect();

@@ -2,7 +2,7 @@
 
 mod tekton_support;
 
-use kube_sim::cluster::{Cluster, gvr};
+use kube_sim::cluster::gvr;
 use kube_sim::tekton::{ControllerOptions, model};
 use serde_json::{Value, json};
 use tekton_support::*;
@@ -16,15 +16,15 @@ fn step_task(name: &str) -> Value {
         "spec": {"workspaces": [{"name": "source", "optional": true}], "steps": [{"name": "build", "image": "busybox", "script": "echo hi"}]}})
 }
 
-fn env_with(opts: ControllerOptions) -> Env {
-    let env = Env::start(opts);
-    env.namespace("ci");
+async fn env_with(opts: ControllerOptions) -> Env {
+    let env = Env::start(opts).await;
+    env.namespace("ci").await;
     env
 }
 
 #[tokio::test]
 async fn missing_task_fails_with_couldnt_get_task() {
-    let env = env_with(fast_options());
+    let env = env_with(fast_options()).await;
     env.create(
         Some("ci"),
         pipelinerun(
@@ -33,7 +33,8 @@ async fn missing_task_fails_with_couldnt_get_task() {
                 {"name": "build", "taskRef": {"kind": "Task", "name": "kaniko"}}
             ]}}),
         ),
-    );
+    )
+    .await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "build-abc12").await;
     assert_eq!(
         condition(&pr),
@@ -48,16 +49,17 @@ async fn missing_task_fails_with_couldnt_get_task() {
         "spec stored before task resolution"
     );
     assert!(pr["status"]["completionTime"].is_string());
-    assert!(env.cluster.list(&gvr::TASKRUNS, Some("ci")).is_empty());
+    assert!(env.list(&gvr::TASKRUNS, "ci").await.is_empty());
 }
 
 #[tokio::test]
 async fn missing_pipeline_fails_with_couldnt_get_pipeline() {
-    let env = env_with(fast_options());
+    let env = env_with(fast_options()).await;
     env.create(
         Some("ci"),
         pipelinerun("r", json!({"pipelineRef": {"name": "nope"}})),
-    );
+    )
+    .await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(condition(&pr).1, "CouldntGetPipeline");
     assert_eq!(
@@ -68,8 +70,8 @@ async fn missing_pipeline_fails_with_couldnt_get_pipeline() {
 
 #[tokio::test]
 async fn missing_param_fails_with_parameter_missing() {
-    let env = env_with(fast_options());
-    env.create(Some("ci"), step_task("t"));
+    let env = env_with(fast_options()).await;
+    env.create(Some("ci"), step_task("t")).await;
     env.create(
         Some("ci"),
         pipelinerun(
@@ -79,7 +81,8 @@ async fn missing_param_fails_with_parameter_missing() {
                 "tasks": [{"name": "a", "taskRef": {"name": "t"}}]
             }}),
         ),
-    );
+    )
+    .await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(
         condition(&pr),
@@ -93,12 +96,12 @@ async fn missing_param_fails_with_parameter_missing() {
 
 #[tokio::test]
 async fn unbound_workspace_fails_with_invalid_workspace_bindings() {
-    let env = env_with(fast_options());
-    env.create(Some("ci"), step_task("t"));
+    let env = env_with(fast_options()).await;
+    env.create(Some("ci"), step_task("t")).await;
     env.create(Some("ci"), pipelinerun("r", json!({"pipelineSpec": {
         "workspaces": [{"name": "src"}],
         "tasks": [{"name": "a", "taskRef": {"name": "t"}, "workspaces": [{"name": "source", "workspace": "src"}]}]
-    }})));
+    }}))).await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(condition(&pr).1, "InvalidWorkspaceBindings");
     assert_eq!(
@@ -109,19 +112,21 @@ async fn unbound_workspace_fails_with_invalid_workspace_bindings() {
 
 #[tokio::test]
 async fn task_param_not_given_fails_validation() {
-    let env = env_with(fast_options());
+    let env = env_with(fast_options()).await;
     env.create(
         Some("ci"),
         json!({"apiVersion": "tekton.dev/v1", "kind": "Task", "metadata": {"name": "needs"},
         "spec": {"params": [{"name": "IMAGE"}], "steps": [{"name": "s", "image": "busybox"}]}}),
-    );
+    )
+    .await;
     env.create(
         Some("ci"),
         pipelinerun(
             "r",
             json!({"pipelineSpec": {"tasks": [{"name": "a", "taskRef": {"name": "needs"}}]}}),
         ),
-    );
+    )
+    .await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(condition(&pr).1, "PipelineValidationFailed");
     assert_eq!(
@@ -137,15 +142,16 @@ async fn missing_workspace_secret_keeps_pod_pending_until_timeout() {
     let env = env_with(ControllerOptions {
         time_scale: 0.01,
         ..fast_options()
-    });
-    env.create(Some("ci"), step_task("t"));
+    })
+    .await;
+    env.create(Some("ci"), step_task("t")).await;
     env.create(Some("ci"), pipelinerun("r", json!({
-        "timeouts": {"pipeline": "2m"},
+        "timeouts": {"pipeline": "10m"},
         "workspaces": [{"name": "docker", "secret": {"secretName": "docker-config"}}],
         "pipelineSpec": {"workspaces": [{"name": "docker"}], "tasks": [
             {"name": "build", "taskRef": {"name": "t"}, "workspaces": [{"name": "source", "workspace": "docker"}]}
         ]}
-    })));
+    }))).await;
     let tr = env
         .wait_for(&gvr::TASKRUNS, "ci", "r-build", "pending on its pod", |o| {
             condition(o).1 == "Pending" && condition(o).2 != "Pending"
@@ -155,13 +161,13 @@ async fn missing_workspace_secret_keeps_pod_pending_until_timeout() {
         condition(&tr).2,
         "pod status \"Ready\":\"False\"; message: \"containers with unready status: [step-build]\""
     );
-    let pod = env.get(&gvr::PODS, "ci", "r-build-pod").unwrap();
+    let pod = env.get(&gvr::PODS, "ci", "r-build-pod").await.unwrap();
     assert_eq!(pod["status"]["phase"], "Pending");
     assert_eq!(
         pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
         "ContainerCreating"
     );
-    let events = env.cluster.list(&gvr::EVENTS, Some("ci"));
+    let events = env.list(&gvr::EVENTS, "ci").await;
     let mount = events
         .iter()
         .find(|e| e["reason"] == "FailedMount")
@@ -174,7 +180,7 @@ async fn missing_workspace_secret_keeps_pod_pending_until_timeout() {
         "{msg}"
     );
     assert!(
-        !model::is_done(&env.get(&gvr::PIPELINERUNS, "ci", "r").unwrap()),
+        !model::is_done(&env.get(&gvr::PIPELINERUNS, "ci", "r").await.unwrap()),
         "does not fail fast"
     );
 
@@ -184,7 +190,7 @@ async fn missing_workspace_secret_keeps_pod_pending_until_timeout() {
         (
             "False".into(),
             "PipelineRunTimeout".into(),
-            "PipelineRun \"r\" failed to finish within \"2m0s\"".into()
+            "PipelineRun \"r\" failed to finish within \"10m0s\"".into()
         )
     );
     // The TaskRun's own timeout is the run's remaining time, so (as in Tekton) it is
@@ -199,7 +205,7 @@ async fn missing_workspace_secret_keeps_pod_pending_until_timeout() {
         }
         "TaskRunTimeout" => assert_eq!(
             condition(&tr).2,
-            "TaskRun \"r-build\" failed to finish within \"2m0s\""
+            "TaskRun \"r-build\" failed to finish within \"10m0s\""
         ),
         other => panic!("unexpected TaskRun reason {other}"),
     }
@@ -207,19 +213,19 @@ async fn missing_workspace_secret_keeps_pod_pending_until_timeout() {
 
 #[tokio::test]
 async fn secret_created_later_lets_the_pod_start() {
-    let env = env_with(fast_options());
-    env.create(Some("ci"), step_task("t"));
+    let env = env_with(fast_options()).await;
+    env.create(Some("ci"), step_task("t")).await;
     env.create(Some("ci"), pipelinerun("r", json!({
         "workspaces": [{"name": "docker", "secret": {"secretName": "docker-config"}}],
         "pipelineSpec": {"workspaces": [{"name": "docker"}], "tasks": [
             {"name": "build", "taskRef": {"name": "t"}, "workspaces": [{"name": "source", "workspace": "docker"}]}
         ]}
-    })));
+    }))).await;
     env.wait_for(&gvr::TASKRUNS, "ci", "r-build", "pending", |o| {
         condition(o).2.starts_with("pod status")
     })
     .await;
-    env.create(Some("ci"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "docker-config"}, "data": {}}));
+    env.create(Some("ci"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "docker-config"}, "data": {}})).await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(condition(&pr).1, "Succeeded");
 }
@@ -231,15 +237,16 @@ async fn claim_without_default_storage_class_never_binds() {
     let env = env_with(ControllerOptions {
         time_scale: 0.01,
         ..fast_options()
-    });
-    env.create(Some("ci"), step_task("t"));
+    })
+    .await;
+    env.create(Some("ci"), step_task("t")).await;
     let pr = env.create(Some("ci"), pipelinerun("r", json!({
-        "timeouts": {"pipeline": "2m"},
+        "timeouts": {"pipeline": "10m"},
         "workspaces": [{"name": "src", "volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}],
         "pipelineSpec": {"workspaces": [{"name": "src"}], "tasks": [
             {"name": "build", "taskRef": {"name": "t"}, "workspaces": [{"name": "source", "workspace": "src"}]}
         ]}
-    })));
+    }))).await;
     let tr = env
         .wait_for(&gvr::TASKRUNS, "ci", "r-build", "unschedulable", |o| {
             condition(o).2.starts_with("pod status")
@@ -249,7 +256,7 @@ async fn claim_without_default_storage_class_never_binds() {
         condition(&tr).2,
         "pod status \"PodScheduled\":\"False\"; message: \"0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.\""
     );
-    let pvcs = env.cluster.list(&gvr::PVCS, Some("ci"));
+    let pvcs = env.list(&gvr::PVCS, "ci").await;
     assert_eq!(pvcs.len(), 1);
     assert_eq!(pvcs[0]["status"]["phase"], "Pending");
     assert_eq!(
@@ -261,7 +268,7 @@ async fn claim_without_default_storage_class_never_binds() {
         tr["spec"]["workspaces"][0]["persistentVolumeClaim"]["claimName"],
         claim
     );
-    let events = env.cluster.list(&gvr::EVENTS, Some("ci"));
+    let events = env.list(&gvr::EVENTS, "ci").await;
     assert!(events.iter().any(|e| e["reason"] == "FailedBinding"
         && e["message"]
             == "no persistent volumes available for this claim and no storage class is set"));
@@ -272,26 +279,26 @@ async fn claim_without_default_storage_class_never_binds() {
 
 #[tokio::test]
 async fn claim_binds_with_a_default_storage_class() {
-    let env = env_with(fast_options());
-    env.default_storage_class();
-    env.create(Some("ci"), step_task("t"));
+    let env = env_with(fast_options()).await;
+    env.default_storage_class().await;
+    env.create(Some("ci"), step_task("t")).await;
     env.create(Some("ci"), pipelinerun("r", json!({
         "workspaces": [{"name": "src", "volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}],
         "pipelineSpec": {"workspaces": [{"name": "src"}], "tasks": [
             {"name": "build", "taskRef": {"name": "t"}, "workspaces": [{"name": "source", "workspace": "src"}]}
         ]}
-    })));
+    }))).await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(condition(&pr).1, "Succeeded");
-    let pvcs = env.cluster.list(&gvr::PVCS, Some("ci"));
+    let pvcs = env.list(&gvr::PVCS, "ci").await;
     assert_eq!(pvcs[0]["status"]["phase"], "Bound");
     assert_eq!(pvcs[0]["status"]["capacity"]["storage"], "1Gi");
 }
 
 #[tokio::test]
 async fn missing_service_account_fails_pod_creation() {
-    let env = env_with(fast_options());
-    env.create(Some("ci"), step_task("t"));
+    let env = env_with(fast_options()).await;
+    env.create(Some("ci"), step_task("t")).await;
     env.create(
         Some("ci"),
         pipelinerun(
@@ -304,7 +311,8 @@ async fn missing_service_account_fails_pod_creation() {
                 ]}
             }),
         ),
-    );
+    )
+    .await;
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-build").await;
     assert_eq!(
         condition(&tr),
@@ -314,7 +322,7 @@ async fn missing_service_account_fails_pod_creation() {
             "failed to create task run pod \"r-build\": translating TaskSpec to Pod: serviceaccounts \"builder\" not found. Maybe missing or invalid Task ci/t".into()
         )
     );
-    assert!(env.get(&gvr::PODS, "ci", "r-build-pod").is_none());
+    assert!(env.get(&gvr::PODS, "ci", "r-build-pod").await.is_none());
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(
         condition(&pr),
@@ -333,7 +341,8 @@ async fn missing_service_account_fails_pod_creation() {
     env.create(
         Some("ci"),
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "builder"}}),
-    );
+    )
+    .await;
     env.create(
         Some("ci"),
         pipelinerun(
@@ -343,7 +352,8 @@ async fn missing_service_account_fails_pod_creation() {
                 "pipelineSpec": {"tasks": [{"name": "build", "taskRef": {"name": "t"}}]}
             }),
         ),
-    );
+    )
+    .await;
     assert_eq!(
         condition(&env.wait_done(&gvr::PIPELINERUNS, "ci", "r2").await).1,
         "Succeeded"
@@ -352,9 +362,10 @@ async fn missing_service_account_fails_pod_creation() {
 
 #[tokio::test]
 async fn failing_step_fails_taskrun_and_run_but_finally_runs() {
-    let env = env_with(fast_options());
+    let env = env_with(fast_options()).await;
     for f in ["kaniko-0.7.yaml", "git-clone-0.9.yaml"] {
-        env.apply("ci", &load_yaml(&tekton_dir().join("catalog").join(f)));
+        env.apply("ci", &load_yaml(&tekton_dir().join("catalog").join(f)))
+            .await;
     }
     let mut pr = pipelinerun(
         "r",
@@ -374,7 +385,7 @@ async fn failing_step_fails_taskrun_and_run_but_finally_runs() {
     );
     pr["metadata"]["annotations"] = json!({"sim.imagefactory.io/script":
         r#"[{"task": "build", "step": "build-and-push", "exitCode": 1, "logs": ["error building image: exit status 1"]}]"#});
-    env.create(Some("ci"), pr);
+    env.create(Some("ci"), pr).await;
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-build").await;
     assert_eq!(
         condition(&tr),
@@ -388,11 +399,11 @@ async fn failing_step_fails_taskrun_and_run_but_finally_runs() {
     assert_eq!(tr["status"]["steps"][0]["terminationReason"], "Error");
     assert_eq!(tr["status"]["steps"][1]["terminationReason"], "Skipped");
     assert_eq!(
-        env.cluster.logs("ci", "r-build-pod", "step-build-and-push"),
+        env.logs("ci", "r-build-pod", "step-build-and-push").await,
         vec!["error building image: exit status 1"]
     );
     assert_eq!(
-        env.get(&gvr::PODS, "ci", "r-build-pod").unwrap()["status"]["phase"],
+        env.get(&gvr::PODS, "ci", "r-build-pod").await.unwrap()["status"]["phase"],
         "Failed"
     );
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
@@ -405,7 +416,7 @@ async fn failing_step_fails_taskrun_and_run_but_finally_runs() {
         )
     );
     assert_eq!(
-        condition(&env.get(&gvr::TASKRUNS, "ci", "r-report").unwrap()).1,
+        condition(&env.get(&gvr::TASKRUNS, "ci", "r-report").await.unwrap()).1,
         "Succeeded"
     );
 }

@@ -3,9 +3,15 @@
 
 mod tekton_support;
 
-use kube_sim::cluster::{Cluster, gvr};
-use kube_sim::tekton::{ControllerOptions, ScriptRule, admission, convert, model};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{WatchEvent, WatchParams};
+use kube_sim::cluster::{Gvr, gvr};
+
+const V1BETA1_PIPELINERUNS: Gvr = Gvr::new("tekton.dev", "v1beta1", "pipelineruns");
+const V1BETA1_TASKRUNS: Gvr = Gvr::new("tekton.dev", "v1beta1", "taskruns");
+use kube_sim::tekton::{ControllerOptions, ScriptRule, model};
 use serde_json::{Value, json};
+use std::time::Duration;
 use tekton_support::*;
 
 fn pipelinerun(name: &str, spec: Value) -> Value {
@@ -25,21 +31,22 @@ fn slow(task: &str) -> ScriptRule {
     }
 }
 
-fn env_with(opts: ControllerOptions) -> Env {
-    let env = Env::start(opts);
-    env.namespace("ci");
+async fn env_with(opts: ControllerOptions) -> Env {
+    let env = Env::start(opts).await;
+    env.namespace("ci").await;
     env
 }
 
-/// Set `spec.status` the way a client's merge patch does, checking admission allows it.
-fn set_spec_status(env: &Env, name: &str, value: &str) {
-    let old = env.get(&gvr::PIPELINERUNS, "ci", name).unwrap();
-    let mut new = old.clone();
-    new["spec"]["status"] = json!(value);
-    admission::validate_update(&gvr::PIPELINERUNS, &old, &new).expect("spec.status change allowed");
-    env.cluster
-        .update(&gvr::PIPELINERUNS, Some("ci"), new)
-        .unwrap();
+/// Set `spec.status` with a client's merge patch (the server's admission must allow it).
+async fn set_spec_status(env: &Env, name: &str, value: &str) {
+    env.merge_patch(
+        &gvr::PIPELINERUNS,
+        "ci",
+        name,
+        json!({"spec": {"status": value}}),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("merge-patch spec.status={value}: {e}"));
 }
 
 async fn wait_running(env: &Env, g: &kube_sim::cluster::Gvr, name: &str) -> Value {
@@ -48,23 +55,41 @@ async fn wait_running(env: &Env, g: &kube_sim::cluster::Gvr, name: &str) -> Valu
 
 #[tokio::test]
 async fn conditions_go_started_running_succeeded() {
-    let env = env_with(fast_options());
-    let mut events = env.cluster.subscribe();
+    let env = env_with(fast_options()).await;
+    // Watch through the API like a client would, from before the run exists.
+    let mut events = env
+        .api(&gvr::PIPELINERUNS, Some("ci"))
+        .watch(&WatchParams::default(), "0")
+        .await
+        .unwrap()
+        .boxed();
     env.create(
         Some("ci"),
         pipelinerun(
             "r",
             json!({"pipelineSpec": {"tasks": [inline_task("a", "s"), inline_task("b", "s")]}}),
         ),
-    );
-    env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    )
+    .await;
     let mut seen: Vec<(String, String, String)> = Vec::new();
-    while let Ok(ev) = events.try_recv() {
-        if ev.gvr == gvr::PIPELINERUNS && model::succeeded_condition(&ev.object).is_some() {
-            let c = condition(&ev.object);
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(60), events.try_next())
+            .await
+            .expect("a watch event within 60s")
+            .expect("watch stream ok")
+            .expect("watch stream open");
+        let (WatchEvent::Added(o) | WatchEvent::Modified(o)) = ev else {
+            continue;
+        };
+        let o = serde_json::to_value(o).unwrap();
+        if model::succeeded_condition(&o).is_some() {
+            let c = condition(&o);
             if seen.last() != Some(&c) {
                 seen.push(c);
             }
+        }
+        if model::is_done(&o) {
+            break;
         }
     }
     let reasons: Vec<&str> = seen.iter().map(|c| c.1.as_str()).collect();
@@ -86,14 +111,35 @@ async fn cancelled_stops_tasks_and_skips_finally() {
     let env = env_with(ControllerOptions {
         rules: vec![slow("a")],
         ..fast_options()
-    });
+    })
+    .await;
     env.create(Some("ci"), pipelinerun("r", json!({"pipelineSpec": {
         "tasks": [inline_task("a", "s"), {"name": "b", "runAfter": ["a"], "taskSpec": {"steps": [{"name": "s", "image": "busybox"}]}}],
         "finally": [inline_task("f", "s")]
-    }})));
+    }}))).await;
     wait_running(&env, &gvr::TASKRUNS, "r-a").await;
-    set_spec_status(&env, "r", "Cancelled");
+    // Once started, Tekton's webhook refuses any other spec change, in v1 and v1beta1.
+    for g in [gvr::PIPELINERUNS, V1BETA1_PIPELINERUNS] {
+        let denied = env
+            .merge_patch(
+                &g,
+                "ci",
+                "r",
+                json!({"spec": {"timeouts": {"pipeline": "2h"}}}),
+            )
+            .await;
+        let Err(kube::Error::Api(status)) = denied else {
+            panic!("spec change on a started run was accepted: {denied:?}");
+        };
+        assert_eq!((status.code, status.reason.as_str()), (400, "BadRequest"));
+        assert_eq!(
+            status.message,
+            "admission webhook \"validation.webhook.pipeline.tekton.dev\" denied the request: validation failed: invalid value: Once the PipelineRun has started, only status updates are allowed"
+        );
+    }
+    set_spec_status(&env, "r", "Cancelled").await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    assert_eq!(pr["spec"]["timeouts"]["pipeline"], "1h0m0s");
     assert_eq!(
         condition(&pr),
         (
@@ -116,7 +162,7 @@ async fn cancelled_stops_tasks_and_skips_finally() {
         "TaskRunCancelled"
     );
     assert!(
-        env.get(&gvr::TASKRUNS, "ci", "r-f").is_none(),
+        env.get(&gvr::TASKRUNS, "ci", "r-f").await.is_none(),
         "finally does not run"
     );
     env.wait_gone(&gvr::PODS, "ci", "r-a-pod").await;
@@ -127,7 +173,8 @@ async fn cancelled_run_finally_cancels_tasks_then_runs_finally() {
     let env = env_with(ControllerOptions {
         rules: vec![slow("a")],
         ..fast_options()
-    });
+    })
+    .await;
     env.create(
         Some("ci"),
         pipelinerun(
@@ -137,9 +184,10 @@ async fn cancelled_run_finally_cancels_tasks_then_runs_finally() {
                 "finally": [inline_task("f", "s")]
             }}),
         ),
-    );
+    )
+    .await;
     wait_running(&env, &gvr::TASKRUNS, "r-a").await;
-    set_spec_status(&env, "r", "CancelledRunFinally");
+    set_spec_status(&env, "r", "CancelledRunFinally").await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(
         condition(&pr),
@@ -150,11 +198,11 @@ async fn cancelled_run_finally_cancels_tasks_then_runs_finally() {
         )
     );
     assert_eq!(
-        condition(&env.get(&gvr::TASKRUNS, "ci", "r-a").unwrap()).1,
+        condition(&env.get(&gvr::TASKRUNS, "ci", "r-a").await.unwrap()).1,
         "TaskRunCancelled"
     );
     assert_eq!(
-        condition(&env.get(&gvr::TASKRUNS, "ci", "r-f").unwrap()).1,
+        condition(&env.get(&gvr::TASKRUNS, "ci", "r-f").await.unwrap()).1,
         "Succeeded"
     );
 }
@@ -170,13 +218,14 @@ async fn stopped_run_finally_lets_running_tasks_finish() {
         time_scale: 0.002,
         rules: vec![rule],
         ..fast_options()
-    });
+    })
+    .await;
     env.create(Some("ci"), pipelinerun("r", json!({"pipelineSpec": {
         "tasks": [inline_task("a", "s"), {"name": "b", "runAfter": ["a"], "taskSpec": {"steps": [{"name": "s", "image": "busybox"}]}}],
         "finally": [inline_task("f", "s")]
-    }})));
+    }}))).await;
     wait_running(&env, &gvr::TASKRUNS, "r-a").await;
-    set_spec_status(&env, "r", "StoppedRunFinally");
+    set_spec_status(&env, "r", "StoppedRunFinally").await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(
         condition(&pr),
@@ -187,12 +236,12 @@ async fn stopped_run_finally_lets_running_tasks_finish() {
         )
     );
     assert_eq!(
-        condition(&env.get(&gvr::TASKRUNS, "ci", "r-a").unwrap()).1,
+        condition(&env.get(&gvr::TASKRUNS, "ci", "r-a").await.unwrap()).1,
         "Succeeded",
         "running task completes"
     );
     assert!(
-        env.get(&gvr::TASKRUNS, "ci", "r-b").is_none(),
+        env.get(&gvr::TASKRUNS, "ci", "r-b").await.is_none(),
         "no new DAG task starts"
     );
     assert_eq!(
@@ -200,15 +249,15 @@ async fn stopped_run_finally_lets_running_tasks_finish() {
         json!({"name": "b", "reason": "PipelineRun was gracefully stopped"})
     );
     assert_eq!(
-        condition(&env.get(&gvr::TASKRUNS, "ci", "r-f").unwrap()).1,
+        condition(&env.get(&gvr::TASKRUNS, "ci", "r-f").await.unwrap()).1,
         "Succeeded"
     );
 }
 
 #[tokio::test]
 async fn pending_run_waits_until_released() {
-    let env = env_with(fast_options());
-    env.create(Some("ci"), pipelinerun("r", json!({"status": "PipelineRunPending", "pipelineSpec": {"tasks": [inline_task("a", "s")]}})));
+    let env = env_with(fast_options()).await;
+    env.create(Some("ci"), pipelinerun("r", json!({"status": "PipelineRunPending", "pipelineSpec": {"tasks": [inline_task("a", "s")]}}))).await;
     let pr = env
         .wait_reason(&gvr::PIPELINERUNS, "ci", "r", "PipelineRunPending")
         .await;
@@ -223,10 +272,10 @@ async fn pending_run_waits_until_released() {
     assert!(pr["status"].get("startTime").is_none());
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert!(
-        env.cluster.list(&gvr::TASKRUNS, Some("ci")).is_empty(),
+        env.list(&gvr::TASKRUNS, "ci").await.is_empty(),
         "nothing runs while pending"
     );
-    set_spec_status(&env, "r", "");
+    set_spec_status(&env, "r", "").await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(condition(&pr).1, "Succeeded");
 }
@@ -236,11 +285,12 @@ async fn pipeline_timeout_ends_run_with_pipelinerun_timeout() {
     let env = env_with(ControllerOptions {
         rules: vec![slow("a")],
         ..fast_options()
-    });
+    })
+    .await;
     env.create(Some("ci"), pipelinerun("r", json!({
         "timeouts": {"pipeline": "30s"},
         "pipelineSpec": {"tasks": [inline_task("a", "s")], "finally": [inline_task("f", "s")]}
-    })));
+    }))).await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(
         condition(&pr),
@@ -251,7 +301,7 @@ async fn pipeline_timeout_ends_run_with_pipelinerun_timeout() {
         )
     );
     assert!(
-        env.get(&gvr::TASKRUNS, "ci", "r-f").is_none(),
+        env.get(&gvr::TASKRUNS, "ci", "r-f").await.is_none(),
         "finally is not started after the pipeline timeout"
     );
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-a").await;
@@ -263,11 +313,12 @@ async fn tasks_timeout_stops_dag_then_runs_finally() {
     let env = env_with(ControllerOptions {
         rules: vec![slow("a")],
         ..fast_options()
-    });
+    })
+    .await;
     env.create(Some("ci"), pipelinerun("r", json!({
         "timeouts": {"pipeline": "1h", "tasks": "30s"},
         "pipelineSpec": {"tasks": [inline_task("a", "s")], "finally": [inline_task("f", "s")]}
-    })));
+    }))).await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(
         condition(&pr),
@@ -277,13 +328,13 @@ async fn tasks_timeout_stops_dag_then_runs_finally() {
             "Tasks Completed: 2 (Failed: 1, Cancelled 0), Skipped: 0".into()
         )
     );
-    let tr = env.get(&gvr::TASKRUNS, "ci", "r-a").unwrap();
+    let tr = env.get(&gvr::TASKRUNS, "ci", "r-a").await.unwrap();
     assert_eq!(
         tr["spec"]["statusMessage"],
         "TaskRun cancelled as the PipelineRun it belongs to has timed out."
     );
     assert_eq!(
-        condition(&env.get(&gvr::TASKRUNS, "ci", "r-f").unwrap()).1,
+        condition(&env.get(&gvr::TASKRUNS, "ci", "r-f").await.unwrap()).1,
         "Succeeded"
     );
 }
@@ -293,10 +344,11 @@ async fn taskrun_timeout_fails_the_taskrun() {
     let env = env_with(ControllerOptions {
         rules: vec![slow("a")],
         ..fast_options()
-    });
+    })
+    .await;
     env.create(Some("ci"), pipelinerun("r", json!({
         "pipelineSpec": {"tasks": [{"name": "a", "timeout": "20s", "taskSpec": {"steps": [{"name": "s", "image": "busybox"}]}}]}
-    })));
+    }))).await;
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-a").await;
     assert_eq!(
         condition(&tr),
@@ -312,13 +364,13 @@ async fn taskrun_timeout_fails_the_taskrun() {
 
 #[tokio::test]
 async fn when_expressions_skip_tasks() {
-    let env = env_with(fast_options());
+    let env = env_with(fast_options()).await;
     let mut b = inline_task("b", "s");
     b["when"] = json!([{"input": "$(params.deploy)", "operator": "in", "values": ["yes"]}]);
     env.create(Some("ci"), pipelinerun("r", json!({
         "params": [{"name": "deploy", "value": "no"}],
         "pipelineSpec": {"params": [{"name": "deploy"}], "tasks": [inline_task("a", "s"), b]}
-    })));
+    }))).await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(
         condition(&pr),
@@ -336,7 +388,7 @@ async fn when_expressions_skip_tasks() {
         pr["status"]["skippedTasks"][0]["whenExpressions"][0]["input"],
         "no"
     );
-    assert!(env.get(&gvr::TASKRUNS, "ci", "r-b").is_none());
+    assert!(env.get(&gvr::TASKRUNS, "ci", "r-b").await.is_none());
 }
 
 /// The Image Factory shape: clone then kaniko, results IMAGE_DIGEST/IMAGE_URL.
@@ -366,13 +418,17 @@ fn build_run(name: &str, image: &str) -> Value {
 
 #[tokio::test]
 async fn catalog_build_writes_deterministic_digest_and_url() {
-    let env = env_with(fast_options());
+    let env = env_with(fast_options()).await;
     for f in ["kaniko-0.7.yaml", "git-clone-0.9.yaml"] {
-        env.apply("ci", &load_yaml(&tekton_dir().join("catalog").join(f)));
+        env.apply("ci", &load_yaml(&tekton_dir().join("catalog").join(f)))
+            .await;
     }
-    env.create(Some("ci"), build_run("one", "registry.local/app:1"));
-    env.create(Some("ci"), build_run("two", "registry.local/app:1"));
-    env.create(Some("ci"), build_run("three", "registry.local/app:2"));
+    env.create(Some("ci"), build_run("one", "registry.local/app:1"))
+        .await;
+    env.create(Some("ci"), build_run("two", "registry.local/app:1"))
+        .await;
+    env.create(Some("ci"), build_run("three", "registry.local/app:2"))
+        .await;
     let one = env.wait_done(&gvr::PIPELINERUNS, "ci", "one").await;
     let two = env.wait_done(&gvr::PIPELINERUNS, "ci", "two").await;
     let three = env.wait_done(&gvr::PIPELINERUNS, "ci", "three").await;
@@ -395,14 +451,12 @@ async fn catalog_build_writes_deterministic_digest_and_url() {
         "other inputs, other digest"
     );
     assert_eq!(result(&one, "IMAGE_URL").unwrap(), "registry.local/app:1");
-    let logs = env
-        .cluster
-        .logs("ci", "one-build-pod", "step-build-and-push");
+    let logs = env.logs("ci", "one-build-pod", "step-build-and-push").await;
     assert!(
         logs.iter().any(|l| l.contains("registry.local/app:1")),
         "{logs:?}"
     );
-    let clone_logs = env.cluster.logs("ci", "one-clone-pod", "step-clone");
+    let clone_logs = env.logs("ci", "one-clone-pod", "step-clone").await;
     assert!(
         clone_logs
             .iter()
@@ -410,8 +464,11 @@ async fn catalog_build_writes_deterministic_digest_and_url() {
         "{clone_logs:?}"
     );
 
-    // The same run read as v1beta1 carries pipelineResults / taskResults.
-    let beta = convert::to_v1beta1(&one);
+    // The same run read through the API as v1beta1 carries pipelineResults / taskResults.
+    let beta = env
+        .get(&V1BETA1_PIPELINERUNS, "ci", model::name(&one))
+        .await
+        .unwrap();
     assert_eq!(beta["apiVersion"], "tekton.dev/v1beta1");
     assert_eq!(
         beta["status"]["pipelineResults"][0]["value"],
@@ -419,7 +476,8 @@ async fn catalog_build_writes_deterministic_digest_and_url() {
     );
     assert!(beta["status"].get("results").is_none());
     assert_eq!(beta["spec"]["serviceAccountName"], "default");
-    let tr = convert::to_v1beta1(&env.get(&gvr::TASKRUNS, "ci", "one-build").unwrap());
+    let tr = env.get(&V1BETA1_TASKRUNS, "ci", "one-build").await.unwrap();
+    assert_eq!(tr["apiVersion"], "tekton.dev/v1beta1");
     assert!(
         model::arr(&tr, &["status", "taskResults"])
             .iter()
@@ -439,31 +497,33 @@ async fn options_rules_script_steps() {
     let env = env_with(ControllerOptions {
         rules,
         ..fast_options()
-    });
+    })
+    .await;
     env.create(
         Some("ci"),
         pipelinerun(
             "r",
             json!({"pipelineSpec": {"tasks": [inline_task("a", "s")]}}),
         ),
-    );
+    )
+    .await;
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-a").await;
     assert_eq!(condition(&tr).2, "\"step-s\" exited with code 3: Error");
     assert_eq!(
-        env.cluster.logs("ci", "r-a-pod", "step-s"),
+        env.logs("ci", "r-a-pod", "step-s").await,
         vec!["line one", "line two"]
     );
 }
 
 #[tokio::test]
 async fn invalid_script_annotation_fails_the_taskrun_with_the_reason() {
-    let env = env_with(fast_options());
+    let env = env_with(fast_options()).await;
     let mut pr = pipelinerun(
         "r",
         json!({"pipelineSpec": {"tasks": [inline_task("a", "s")]}}),
     );
     pr["metadata"]["annotations"] = json!({"sim.imagefactory.io/script": "[{\"exitcode\": 1}]"});
-    env.create(Some("ci"), pr);
+    env.create(Some("ci"), pr).await;
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-a").await;
     assert_eq!(condition(&tr).1, "TaskRunValidationFailed");
     assert!(
@@ -478,20 +538,21 @@ async fn deleting_a_run_cascades_and_stops_it() {
     let env = env_with(ControllerOptions {
         rules: vec![slow("a")],
         ..fast_options()
-    });
+    })
+    .await;
     env.create(
         Some("ci"),
         pipelinerun(
             "r",
             json!({"pipelineSpec": {"tasks": [inline_task("a", "s")]}}),
         ),
-    );
+    )
+    .await;
     wait_running(&env, &gvr::TASKRUNS, "r-a").await;
-    env.cluster
-        .delete(&gvr::PIPELINERUNS, Some("ci"), "r")
-        .unwrap();
-    assert!(env.get(&gvr::TASKRUNS, "ci", "r-a").is_none());
-    assert!(env.get(&gvr::PODS, "ci", "r-a-pod").is_none());
+    env.delete(&gvr::PIPELINERUNS, "ci", "r").await;
+    env.wait_gone(&gvr::PIPELINERUNS, "ci", "r").await;
+    env.wait_gone(&gvr::TASKRUNS, "ci", "r-a").await;
+    env.wait_gone(&gvr::PODS, "ci", "r-a-pod").await;
     // A new run with the same name starts from scratch.
     env.create(
         Some("ci"),
@@ -499,7 +560,8 @@ async fn deleting_a_run_cascades_and_stops_it() {
             "r",
             json!({"pipelineSpec": {"tasks": [inline_task("b", "s")]}}),
         ),
-    );
+    )
+    .await;
     assert_eq!(
         condition(&env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await).1,
         "Succeeded"
@@ -511,20 +573,24 @@ async fn standalone_taskrun_cancel() {
     let env = env_with(ControllerOptions {
         rules: vec![slow("t")],
         ..fast_options()
-    });
+    })
+    .await;
     env.create(
         Some("ci"),
         json!({"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "metadata": {"name": "t"},
         "spec": {"taskSpec": {"steps": [{"name": "s", "image": "busybox"}]}}}),
-    );
+    )
+    .await;
     let tr = wait_running(&env, &gvr::TASKRUNS, "t").await;
     assert_eq!(tr["spec"]["timeout"], "1h0m0s");
-    let mut cancel = tr.clone();
-    cancel["spec"]["status"] = json!("TaskRunCancelled");
-    admission::validate_update(&gvr::TASKRUNS, &tr, &cancel).unwrap();
-    env.cluster
-        .update(&gvr::TASKRUNS, Some("ci"), cancel)
-        .unwrap();
+    env.merge_patch(
+        &gvr::TASKRUNS,
+        "ci",
+        "t",
+        json!({"spec": {"status": "TaskRunCancelled"}}),
+    )
+    .await
+    .unwrap();
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "t").await;
     assert_eq!(
         condition(&tr),

@@ -127,7 +127,7 @@ async fn dispatch(ctx: Arc<Ctx>) {
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
-                Ok(ev) => d.on_event(ev.kind, ev.gvr, ev.object),
+                Ok(ev) => d.on_event(ev.kind, ev.gvr, Arc::unwrap_or_clone(ev.object)),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "tekton controller lagged behind cluster events; resyncing");
                     // Drop the stale backlog: subscribe afresh, then list (list+watch).

@@ -10,6 +10,27 @@ use serde_json::{Map, Value};
 pub const V1: &str = "tekton.dev/v1";
 pub const V1BETA1: &str = "tekton.dev/v1beta1";
 
+/// A stored (v1) object as served in `group/version`: only `tekton.dev/v1beta1`
+/// differs; everything else is returned as is.
+pub fn from_storage(group: &str, version: &str, obj: Value) -> Value {
+    if group != "tekton.dev" || version == "v1" || !obj.is_object() {
+        return obj;
+    }
+    to_v1beta1(&obj)
+}
+
+/// An object a client sent in `group/version` → the v1 storage shape. `kind` fills a
+/// missing `kind` so the conversion knows what it is converting.
+pub fn to_storage(group: &str, version: &str, kind: &str, mut obj: Value) -> Value {
+    if group != "tekton.dev" || version == "v1" || !obj.is_object() {
+        return obj;
+    }
+    if obj.get("kind").is_none() {
+        obj["kind"] = Value::String(kind.to_string());
+    }
+    to_v1(&obj)
+}
+
 /// Convert a v1 object of the given kind (`PipelineRun`, `TaskRun`, `Task`, `Pipeline`)
 /// to v1beta1. Other kinds only get their apiVersion changed.
 pub fn to_v1beta1(v1: &Value) -> Value {

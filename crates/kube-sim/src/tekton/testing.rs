@@ -3,7 +3,7 @@
 //! namespaces, status-only writes, cascading delete, events, logs) and nothing else.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -72,7 +72,11 @@ impl MemCluster {
     }
 
     fn emit(&self, kind: EventKind, gvr: Gvr, object: Value) {
-        let _ = self.events.send(ClusterEvent { kind, gvr, object });
+        let _ = self.events.send(ClusterEvent {
+            kind,
+            gvr,
+            object: Arc::new(object),
+        });
     }
 
     fn key(g: &Gvr, ns: Option<&str>, name: &str) -> Key {

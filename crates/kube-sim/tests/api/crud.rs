@@ -260,9 +260,19 @@ async fn status_subresource_separates_spec_and_status() {
     );
     assert_eq!(s.metadata.generation, Some(1));
 
+    // The run has started (status.startTime): Tekton's webhook then allows only spec.status.
+    let mut denied = s.clone();
+    denied.data["spec"]["timeouts"] = json!({"pipeline": "2h"});
+    let e = api_error(prs.replace("run", &PostParams::default(), &denied).await);
+    assert_eq!((e.code, e.reason.as_str()), (400, "BadRequest"));
+    assert_eq!(
+        e.message,
+        "admission webhook \"validation.webhook.pipeline.tekton.dev\" denied the request: validation failed: invalid value: Once the PipelineRun has started, only status updates are allowed"
+    );
+
     let mut main = s.clone();
     main.data["status"] = json!({"startTime": "changed"});
-    main.data["spec"]["timeouts"] = json!({"pipeline": "1h"});
+    main.data["spec"]["status"] = json!("Cancelled");
     let m = prs
         .replace("run", &PostParams::default(), &main)
         .await
@@ -271,7 +281,7 @@ async fn status_subresource_separates_spec_and_status() {
         m.data["status"]["startTime"], "2026-01-01T00:00:00Z",
         "main write drops status"
     );
-    assert_eq!(m.data["spec"]["timeouts"]["pipeline"], "1h");
+    assert_eq!(m.data["spec"]["status"], "Cancelled");
     assert_eq!(m.metadata.generation, Some(2));
 }
 

@@ -1,11 +1,13 @@
 //! The real kubectl against kube-sim with a generated kubeconfig.
 
 use crate::*;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, PostParams};
+use kube::api::{DynamicObject, PostParams};
+use kube_sim::KubeSimOptions;
 use kube_sim::cluster::gvr;
+use kube_sim::tekton::ControllerOptions;
 use serde_json::{Value, json};
 use std::path::Path;
+use std::time::Duration;
 
 struct Kubectl {
     dir: tempfile::TempDir,
@@ -60,7 +62,14 @@ async fn kubectl_commands_work_against_kube_sim() {
         eprintln!("SKIPPED kubectl_commands_work_against_kube_sim: kubectl is not installed");
         return;
     }
-    let (sim, client) = start().await;
+    let (sim, client) = start_with(KubeSimOptions {
+        tekton: Some(ControllerOptions {
+            time_scale: 0.01,
+            ..ControllerOptions::default()
+        }),
+        ..KubeSimOptions::default()
+    })
+    .await;
     let k = Kubectl {
         dir: tempfile::tempdir().unwrap(),
     };
@@ -97,39 +106,27 @@ async fn kubectl_commands_work_against_kube_sim() {
     assert_eq!(task["spec"]["steps"][0]["script"], "echo bye");
     assert_eq!(task["metadata"]["generation"], 2);
 
-    // A PipelineRun with a pod whose step ran, as the controller would leave them.
+    // A PipelineRun the Tekton controller runs to completion, using the applied Task.
     let prs = pipelineruns(&client, "ci");
-    let pr = prs
-        .create(&PostParams::default(), &pipelinerun("build-1"))
-        .await
-        .unwrap();
-    sim.cluster()
-        .update_status(&gvr::PIPELINERUNS, Some("ci"), "build-1", json!({
-            "conditions": [{"type": "Succeeded", "status": "True", "reason": "Succeeded", "message": "Tasks Completed: 1"}],
-            "startTime": "2026-01-01T00:00:00Z", "completionTime": "2026-01-01T00:01:00Z"
-        }))
-        .unwrap();
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "ci");
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "build-1-build-pod", "ownerReferences": [{"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "name": "build-1", "uid": pr.metadata.uid.unwrap()}]},
-        "spec": {"containers": [{"name": "step-build", "image": "alpine"}, {"name": "step-push", "image": "alpine"}]}
+    let pr: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": "build-1"},
+        "spec": {"pipelineSpec": {"tasks": [{"name": "build", "taskRef": {"name": "hello"}}]}}
     }))
     .unwrap();
-    pods.create(&PostParams::default(), &pod).await.unwrap();
-    sim.cluster()
-        .update_status(&gvr::PODS, Some("ci"), "build-1-build-pod", json!({"phase": "Succeeded", "containerStatuses": [
-            {"name": "step-build", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}},
-            {"name": "step-push", "ready": false, "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
-        ]}))
-        .unwrap();
-    sim.cluster().append_pod_log(
-        "ci",
-        "build-1-build-pod",
-        "step-build",
-        "STEP 1/2: FROM alpine",
-    );
-    sim.cluster()
-        .append_pod_log("ci", "build-1-build-pod", "step-build", "COMMIT done");
+    prs.create(&PostParams::default(), &pr).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let pr = prs.get("build-1").await.unwrap();
+        if pr.data["status"]["completionTime"].is_string() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "build-1 not done within 60s: {:?}",
+            pr.data["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // kubectl get pipelineruns -n ci
     let out = k.ok(&["get", "pipelineruns", "-n", "ci"]).await;
@@ -152,12 +149,14 @@ async fn kubectl_commands_work_against_kube_sim() {
     assert_eq!(v["apiVersion"], "tekton.dev/v1");
     assert_eq!(v["metadata"]["name"], "build-1");
     assert_eq!(v["status"]["conditions"][0]["reason"], "Succeeded");
+    assert_eq!(v["status"]["childReferences"][0]["name"], "build-1-build");
+    assert!(v["status"]["completionTime"].is_string(), "{out}");
 
     // kubectl logs POD -c step-build
     let out = k
         .ok(&["logs", "build-1-build-pod", "-n", "ci", "-c", "step-build"])
         .await;
-    assert_eq!(out, "STEP 1/2: FROM alpine\nCOMMIT done\n");
+    assert_eq!(out, "bye\n");
 
     // kubectl delete pipelinerun NAME (dependents go with it)
     let out = k

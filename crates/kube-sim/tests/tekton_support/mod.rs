@@ -1,16 +1,20 @@
-//! Shared helpers for the Tekton simulation tests: an in-memory cluster with the
-//! controller running, YAML loading and waiting for runs to finish.
+//! Shared helpers for the Tekton simulation tests: a real kube-sim (HTTPS API server
+//! with the controller plugged in) driven through kube-rs, YAML loading and waiting
+//! for runs to finish.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-pub use kube_sim::cluster::Cluster as _;
-use kube_sim::cluster::{Cluster, Gvr, gvr};
-use kube_sim::tekton::testing::MemCluster;
-use kube_sim::tekton::{Controller, ControllerOptions, admission, model};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams,
+    PostParams,
+};
+use kube_sim::cluster::{Gvr, gvr};
+use kube_sim::tekton::{ControllerOptions, model};
+use kube_sim::{KubeSim, KubeSimHandle, KubeSimOptions};
 use serde_json::{Value, json};
 
 /// The project's copy of the Tekton reference data (CRDs, examples, catalog).
@@ -75,67 +79,125 @@ pub fn fast_options() -> ControllerOptions {
     }
 }
 
+/// A real simulator (API server over HTTPS with the Tekton controller plugged in) and
+/// an admin kube-rs client. Tests create, read and patch through the client, so
+/// admission, conversion and storage are the server's own.
 pub struct Env {
-    pub cluster: Arc<MemCluster>,
-    controller: tokio::task::JoinHandle<()>,
+    pub sim: KubeSimHandle,
+    pub client: kube::Client,
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.controller.abort();
+/// How long a run may take in real time on a loaded 2-core machine.
+const WAIT: Duration = Duration::from_secs(60);
+
+pub fn kind_of(g: &Gvr) -> &'static str {
+    match g.plural {
+        "tasks" => "Task",
+        "pipelines" => "Pipeline",
+        "pipelineruns" => "PipelineRun",
+        "taskruns" => "TaskRun",
+        "secrets" => "Secret",
+        "configmaps" => "ConfigMap",
+        "persistentvolumeclaims" => "PersistentVolumeClaim",
+        "serviceaccounts" => "ServiceAccount",
+        "storageclasses" => "StorageClass",
+        "pods" => "Pod",
+        "events" => "Event",
+        "namespaces" => "Namespace",
+        p => panic!("no kind known for {p}"),
+    }
+}
+
+fn api_resource(g: &Gvr) -> ApiResource {
+    let api_version = if g.group.is_empty() {
+        g.version.to_string()
+    } else {
+        format!("{}/{}", g.group, g.version)
+    };
+    ApiResource {
+        group: g.group.to_string(),
+        version: g.version.to_string(),
+        api_version,
+        kind: kind_of(g).to_string(),
+        plural: g.plural.to_string(),
     }
 }
 
 impl Env {
-    pub fn start(opts: ControllerOptions) -> Env {
-        let cluster = Arc::new(MemCluster::new());
-        let dyn_cluster: Arc<dyn Cluster> = cluster.clone();
-        let controller = Controller::spawn(dyn_cluster, opts);
-        Env {
-            cluster,
-            controller,
+    pub async fn start(opts: ControllerOptions) -> Env {
+        let sim = KubeSim::start(KubeSimOptions {
+            default_storage_class: None,
+            tekton: Some(opts),
+            ..KubeSimOptions::default()
+        })
+        .await
+        .expect("kube-sim starts");
+        let client = sim.kube_client().await.expect("kube-rs client");
+        Env { sim, client }
+    }
+
+    /// A dynamic kube-rs API for `g` (`ns` `None`: cluster-scoped or all namespaces).
+    pub fn api(&self, g: &Gvr, ns: Option<&str>) -> Api<DynamicObject> {
+        let ar = api_resource(g);
+        match ns {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
+            None => Api::all_with(self.client.clone(), &ar),
         }
     }
 
-    pub fn namespace(&self, ns: &str) -> &Self {
-        self.cluster.add_namespace(ns);
+    pub async fn namespace(&self, ns: &str) -> &Self {
+        self.create(
+            None,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await;
         self
     }
 
-    pub fn default_storage_class(&self) {
+    pub async fn default_storage_class(&self) {
         self.create(None, json!({
             "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
             "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
             "provisioner": "rancher.io/local-path",
-        }));
+        }))
+        .await;
     }
 
-    /// Create like the API server does: webhook defaulting and validation for Tekton
-    /// kinds (which must accept the object). Returns the stored object.
-    pub fn create(&self, ns: Option<&str>, mut obj: Value) -> Value {
+    /// Create through the API (admission included); the object must be accepted.
+    pub async fn create(&self, ns: Option<&str>, obj: Value) -> Value {
         let kind = obj["kind"].as_str().unwrap_or("").to_string();
-        let g = gvr_of(&kind).unwrap_or_else(|| panic!("unsupported kind {kind}"));
-        if g.group == "tekton.dev" {
-            admission::apply_defaults(&g, &mut obj);
-            if let Err(e) = admission::validate_create(&g, &obj) {
-                panic!("{kind} {} rejected: {e}", model::name(&obj));
-            }
+        let name = model::name(&obj).to_string();
+        self.try_create(ns, obj)
+            .await
+            .unwrap_or_else(|e| panic!("create {kind} {name}: {e}"))
+    }
+
+    pub async fn try_create(&self, ns: Option<&str>, mut obj: Value) -> Result<Value, kube::Error> {
+        let kind = obj["kind"].as_str().unwrap_or("").to_string();
+        let g = gvr_of(&kind)
+            .or((kind == "Namespace").then_some(gvr::NAMESPACES))
+            .unwrap_or_else(|| panic!("unsupported kind {kind}"));
+        if obj.get("metadata").is_none() {
+            obj["metadata"] = json!({});
         }
-        self.cluster
-            .create(&g, ns, obj)
-            .unwrap_or_else(|e| panic!("create {kind}: {e}"))
+        let dynobj: DynamicObject = serde_json::from_value(obj).expect("object shape");
+        let created = self
+            .api(&g, ns)
+            .create(&PostParams::default(), &dynobj)
+            .await?;
+        Ok(serde_json::to_value(created).unwrap())
     }
 
     /// Create every document the simulator knows (others, like RBAC, are skipped);
     /// returns the created runs.
-    pub fn apply(&self, ns: &str, docs: &[Value]) -> Vec<Value> {
+    pub async fn apply(&self, ns: &str, docs: &[Value]) -> Vec<Value> {
         let mut runs = Vec::new();
         for d in docs {
             let kind = d["kind"].as_str().unwrap_or("");
             if gvr_of(kind).is_none() {
                 continue;
             }
-            let created = self.create(Some(ns), d.clone());
+            let created = self.create(Some(ns), d.clone()).await;
             if kind == "PipelineRun" || kind == "TaskRun" {
                 runs.push(created);
             }
@@ -143,11 +205,64 @@ impl Env {
         runs
     }
 
-    pub fn get(&self, g: &Gvr, ns: &str, name: &str) -> Option<Value> {
-        self.cluster.get(g, Some(ns), name)
+    pub async fn get(&self, g: &Gvr, ns: &str, name: &str) -> Option<Value> {
+        self.api(g, Some(ns))
+            .get_opt(name)
+            .await
+            .unwrap_or_else(|e| panic!("get {} {ns}/{name}: {e}", g.plural))
+            .map(|o| serde_json::to_value(o).unwrap())
     }
 
-    /// Wait (up to 20 s real time) for `check` to hold on the object.
+    pub async fn list(&self, g: &Gvr, ns: &str) -> Vec<Value> {
+        self.api(g, Some(ns))
+            .list(&ListParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("list {} in {ns}: {e}", g.plural))
+            .items
+            .into_iter()
+            .map(|o| serde_json::to_value(o).unwrap())
+            .collect()
+    }
+
+    /// `application/merge-patch+json` through the API (admission included).
+    pub async fn merge_patch(
+        &self,
+        g: &Gvr,
+        ns: &str,
+        name: &str,
+        patch: Value,
+    ) -> Result<Value, kube::Error> {
+        let o = self
+            .api(g, Some(ns))
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        Ok(serde_json::to_value(o).unwrap())
+    }
+
+    pub async fn delete(&self, g: &Gvr, ns: &str, name: &str) {
+        self.api(g, Some(ns))
+            .delete(name, &DeleteParams::background())
+            .await
+            .unwrap_or_else(|e| panic!("delete {} {ns}/{name}: {e}", g.plural));
+    }
+
+    /// A container's log lines, read through `pods/{name}/log`.
+    pub async fn logs(&self, ns: &str, pod: &str, container: &str) -> Vec<String> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ns);
+        let text = pods
+            .logs(
+                pod,
+                &LogParams {
+                    container: Some(container.to_string()),
+                    ..LogParams::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("logs {ns}/{pod} -c {container}: {e}"));
+        text.lines().map(str::to_string).collect()
+    }
+
+    /// Wait (up to 60 s real time) for `check` to hold on the object, polling the API.
     pub async fn wait_for(
         &self,
         g: &Gvr,
@@ -156,33 +271,34 @@ impl Env {
         what: &str,
         check: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            if let Some(o) = self.get(g, ns, name)
-                && check(&o)
+            let current = self.get(g, ns, name).await;
+            if let Some(o) = &current
+                && check(o)
             {
-                return o;
+                return o.clone();
             }
             if tokio::time::Instant::now() > deadline {
                 panic!(
                     "timed out waiting for {} {ns}/{name} to be {what}: {:#}",
                     g.plural,
-                    self.get(g, ns, name).unwrap_or(Value::Null)
+                    current.unwrap_or(Value::Null)
                 );
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     pub async fn wait_gone(&self, g: &Gvr, ns: &str, name: &str) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while self.get(g, ns, name).is_some() {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.get(g, ns, name).await.is_some() {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "{} {ns}/{name} was not deleted",
                 g.plural
             );
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
