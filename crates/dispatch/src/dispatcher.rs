@@ -110,6 +110,10 @@ impl Dispatcher {
             shared: Arc::new(Shared {
                 control: PgPoolOptions::new()
                     .max_connections(2)
+                    // No ping round trip before every claim: a dead
+                    // connection fails the claim, which is logged, the
+                    // connection dropped, and the claim retried next cycle.
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             // The claim query's plan does not depend on its
