@@ -13,9 +13,11 @@
 //!    one connection with `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP
 //!    LOCKED LIMIT <same batch>)`, nothing else.
 //!
-//! Ends with one summary line:
+//! Throughput and the baseline run in 3 interleaved rounds; the summary
+//! gives the medians. Ends with one summary line:
 //! `dispatch: p50_ms=… p99_ms=… claims_per_s_1=… claims_per_s_3=… baseline_per_s=… ratio=…`
-//! where ratio = claims_per_s_1 / baseline_per_s.
+//! where ratio = claims_per_s_1 / baseline_per_s (the baseline with the
+//! dispatchers' batch size, 32; the one-row baseline is printed separately).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +33,7 @@ use uuid::Uuid;
 const LATENCY_SAMPLES: usize = 300;
 const BACKLOG: usize = 4000;
 const BATCH: usize = 32;
+const ROUNDS: usize = 3;
 
 fn settings() -> DispatcherSettings {
     DispatcherSettings {
@@ -190,6 +193,13 @@ impl Bench {
     /// what the fairness query and execution rows cost on top of the raw claim.
     async fn claim_function(&self) -> f64 {
         self.submit(BACKLOG, 0).await;
+        // Like the dispatcher's control pool: no ping before each claim.
+        let control = PgPoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
+            .connect(&self.url)
+            .await
+            .expect("connect");
         let t0 = Instant::now();
         let mut claimed = 0;
         loop {
@@ -198,7 +208,7 @@ impl Bench {
                 lease: Duration::from_secs(60),
                 limit: BATCH as i64,
             };
-            let batch = imagefactory_store::queue::claim(&self.pool, req, |_| {
+            let batch = imagefactory_store::queue::claim(&control, req, |_| {
                 imagefactory_store::queue::ClaimDecision::Run(
                     imagefactory_domain::ExecutorKind::Test,
                 )
@@ -211,6 +221,7 @@ impl Bench {
             claimed += batch.claimed.len();
         }
         let elapsed = t0.elapsed();
+        control.close().await;
         assert_eq!(claimed, BACKLOG);
         self.reset().await;
         let rate = BACKLOG as f64 / elapsed.as_secs_f64();
@@ -260,6 +271,20 @@ impl Bench {
     }
 }
 
+/// The machine's 1-minute load average: figures from runs far apart in load
+/// are not comparable on a shared machine.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
@@ -297,11 +322,21 @@ fn main() {
             .unwrap();
         let bench = Bench { pool: p, url, tenant, project };
 
+        println!("load average at start: {}", load_average());
         let (p50, p99) = bench.latency().await;
         println!("latency submit→claimed over {LATENCY_SAMPLES} lone submits: p50={p50:.2}ms p99={p99:.2}ms");
-        let one = bench.throughput(1).await;
-        let three = bench.throughput(3).await;
-        let baseline = bench.baseline().await;
+        // Interleaved rounds, medians reported: the machine's load drifts
+        // during a run and hits the dispatchers and the baseline alike.
+        let (mut ones, mut threes, mut baselines) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            ones.push(bench.throughput(1).await);
+            threes.push(bench.throughput(3).await);
+            baselines.push(bench.baseline().await);
+        }
+        let (one, three, baseline) = (median(ones), median(threes), median(baselines));
+        println!(
+            "medians of {ROUNDS} rounds: claims_per_s_1={one:.0} claims_per_s_3={three:.0} baseline (batch {BATCH})={baseline:.0}"
+        );
         bench.claim_function().await;
         let single = bench.baseline_loop(1).await;
         println!(
@@ -311,6 +346,7 @@ fn main() {
         );
         let ratio = one / baseline;
         println!("ratio claims_per_s_1 / baseline = {ratio:.2} (3 dispatchers: {:.2})", three / baseline);
+        println!("load average at end: {}", load_average());
 
         bench.pool.close().await;
         let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use imagefactory_domain::ExecutorKind;
 use imagefactory_exec::{ExecutionRef, Executor, Outcome, StopReason};
 use imagefactory_store::crypto::Cipher;
-use imagefactory_store::executions::{self, ExecutionRow};
+use imagefactory_store::executions::{self, ExecutionInputs, ExecutionRow};
 use imagefactory_store::queue::{
     self, ClaimCandidate, ClaimDecision, ClaimRequest, ClaimedBuild, Finish,
 };
@@ -110,6 +110,10 @@ impl Dispatcher {
             shared: Arc::new(Shared {
                 control: PgPoolOptions::new()
                     .max_connections(2)
+                    // No ping round trip before every claim: a dead
+                    // connection fails the claim, which is logged, the
+                    // connection dropped, and the claim retried next cycle.
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             // The claim query's plan does not depend on its
@@ -281,9 +285,10 @@ impl Shared {
                     self.takeover_due.store(true, Ordering::SeqCst);
                 }
                 free -= taken.len();
+                let inputs = BatchInputs::new(&taken);
                 for build in taken {
                     info!(build.id = %build.build_id, attempt = build.execution.attempt, "took over expired lease");
-                    self.spawn_execution(tasks, build, began);
+                    self.spawn_execution(tasks, build, began, inputs.clone());
                 }
                 if free == 0 {
                     return;
@@ -302,9 +307,10 @@ impl Shared {
             for (build_id, message) in &batch.failed {
                 warn!(build.id = %build_id, %message, "build failed at claim time");
             }
+            let inputs = BatchInputs::new(&batch.claimed);
             for build in batch.claimed {
                 debug!(build.id = %build.build_id, attempt = build.execution.attempt, "claimed");
-                self.spawn_execution(tasks, build, began);
+                self.spawn_execution(tasks, build, began, inputs.clone());
             }
             if batch.offered < limit {
                 return;
@@ -346,6 +352,7 @@ impl Shared {
         tasks: &mut JoinSet<()>,
         build: ClaimedBuild,
         claim_began: Instant,
+        inputs: Arc<BatchInputs>,
     ) {
         let (stop_tx, stop_rx) = watch::channel(None);
         {
@@ -367,7 +374,7 @@ impl Shared {
         tasks.spawn(
             async move {
                 let build_id = build.build_id;
-                shared.supervise(build, stop_rx).await;
+                shared.supervise(build, stop_rx, &inputs).await;
                 shared.in_flight.lock().unwrap().remove(&build_id);
                 shared.wake.notify_one();
             }
@@ -380,9 +387,10 @@ impl Shared {
         self: &Arc<Self>,
         build: ClaimedBuild,
         stop: watch::Receiver<Option<StopReason>>,
+        inputs: &BatchInputs,
     ) {
         let execution = &build.execution;
-        let outcome = match self.prepare(&build).await {
+        let outcome = match self.prepare(&build, inputs).await {
             Ok((executor, ctx)) => {
                 let sink = Arc::new(StoreSink::new(
                     self.pool.clone(),
@@ -410,6 +418,7 @@ impl Shared {
     async fn prepare(
         &self,
         build: &ClaimedBuild,
+        batch: &BatchInputs,
     ) -> Result<(Arc<dyn Executor>, imagefactory_exec::ExecutionContext), Outcome> {
         let execution = &build.execution;
         let Some(executor) = self.executors.by_kind(&execution.executor) else {
@@ -420,8 +429,16 @@ impl Shared {
                 ),
             });
         };
-        let inputs = executions::load_inputs(&self.pool, build.build_id, execution.provider_id)
-            .await
+        let preloaded = batch.take(&self.pool, build.build_id).await;
+        let inputs = match preloaded {
+            Some(inputs) => Ok(Some(inputs)),
+            // Not in the batch's result (load failed, build gone): ask
+            // again for this build alone, so the error says what happened.
+            None => {
+                executions::load_inputs(&self.pool, build.build_id, execution.provider_id).await
+            }
+        };
+        let inputs = inputs
             .map_err(|e| Outcome::Transient {
                 message: format!("loading the build's settings failed: {e}"),
             })?
@@ -568,6 +585,44 @@ impl Shared {
             Ok(_) => {}
             Err(e) => warn!(error = %e, "releasing leases failed; they expire on their own"),
         }
+    }
+}
+
+/// The execution inputs of one claimed batch, loaded with one query by
+/// whichever of its executions asks first (instead of one query per build),
+/// so the claim loop never waits for it.
+struct BatchInputs {
+    keys: Vec<(Uuid, Option<Uuid>)>,
+    loaded: tokio::sync::OnceCell<Mutex<HashMap<Uuid, ExecutionInputs>>>,
+}
+
+impl BatchInputs {
+    fn new(builds: &[ClaimedBuild]) -> Arc<Self> {
+        Arc::new(Self {
+            keys: builds
+                .iter()
+                .map(|b| (b.build_id, b.execution.provider_id))
+                .collect(),
+            loaded: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// This build's inputs, or `None` if the batch query failed or did not
+    /// return it (the caller then loads it alone).
+    async fn take(&self, pool: &PgPool, build_id: Uuid) -> Option<ExecutionInputs> {
+        let loaded = self
+            .loaded
+            .get_or_init(|| async {
+                let rows = executions::load_inputs_many(pool, &self.keys)
+                    .await
+                    .unwrap_or_else(|e| {
+                        warn!(error = %e, "loading a batch's settings failed; loading one by one");
+                        Vec::new()
+                    });
+                Mutex::new(rows.into_iter().map(|i| (i.build_id, i)).collect())
+            })
+            .await;
+        loaded.lock().unwrap().remove(&build_id)
     }
 }
 

@@ -46,7 +46,9 @@ pub struct ReferenceColumns<'a> {
 }
 
 /// Persist where an execution's work lives. Takes any executor so callers can
-/// make it part of a larger transaction.
+/// make it part of a larger transaction. Reporting the reference already
+/// stored writes nothing (no row version, no WAL flush at commit): executors
+/// report it again on every start and re-attach.
 pub async fn record_reference<'e>(
     db: impl PgExecutor<'e>,
     execution_id: Uuid,
@@ -55,7 +57,11 @@ pub async fn record_reference<'e>(
     sqlx::query(
         "UPDATE build_executions SET provider_id = COALESCE($2, provider_id), \
          cluster_namespace = $3, pipeline_run_name = $4, pipeline_run_uid = $5, \
-         reference_at = COALESCE(reference_at, now()) WHERE id = $1",
+         reference_at = COALESCE(reference_at, now()) \
+         WHERE id = $1 AND (reference_at IS NULL \
+               OR provider_id IS DISTINCT FROM COALESCE($2, provider_id) \
+               OR cluster_namespace IS DISTINCT FROM $3 OR pipeline_run_name IS DISTINCT FROM $4 \
+               OR pipeline_run_uid IS DISTINCT FROM $5)",
     )
     .bind(execution_id)
     .bind(reference.provider_id)
@@ -214,28 +220,54 @@ pub struct ExecutionInputs {
     pub provider_config: Option<serde_json::Value>,
 }
 
+/// The inputs of many builds at once (a claimed batch): one query instead
+/// of one per build. `keys` pairs each build with its execution's provider.
+/// Builds that no longer exist are missing from the result.
+pub async fn load_inputs_many(
+    pool: &PgPool,
+    keys: &[(Uuid, Option<Uuid>)],
+) -> Result<Vec<ExecutionInputs>, sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let builds: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+    let providers: Vec<Option<Uuid>> = keys.iter().map(|k| k.1).collect();
+    sqlx::query_as(&format!(
+        "SELECT {INPUT_COLUMNS} \
+         FROM UNNEST($1::uuid[], $2::uuid[]) AS k(build_id, provider_id) \
+         JOIN builds b ON b.id = k.build_id {INPUT_JOINS} ON p.id = k.provider_id"
+    ))
+    .bind(&builds)
+    .bind(&providers)
+    .fetch_all(pool)
+    .await
+}
+
+/// Columns matching [`ExecutionInputs`] (tables `b`, `c`, `pr`, `r`, `p`).
+const INPUT_COLUMNS: &str = "b.id AS build_id, b.tenant_id, b.project_id, b.method, b.infrastructure_type, \
+     b.git_url, b.git_ref, b.image, b.timeout_seconds, \
+     c.dockerfile, c.context, c.build_args, c.platforms, c.target, c.cache_enabled, \
+     c.cache_repo, c.labels, c.packer_template, c.packer_vars, c.metadata, \
+     pr.git_username, pr.git_password_enc, \
+     r.id AS registry_credential_id, r.version AS registry_version, r.registry, \
+     r.username AS registry_username, r.secret_enc AS registry_secret_enc, \
+     p.id AS provider_id, p.name AS provider_name, p.tekton_enabled AS provider_tekton_enabled, \
+     p.config_version AS provider_config_version, p.config AS provider_config";
+
+/// Joins after `builds b`, ending with the provider join's table (`ON` follows).
+const INPUT_JOINS: &str = "JOIN projects pr ON pr.id = b.project_id AND pr.tenant_id = b.tenant_id \
+     LEFT JOIN build_configs c ON c.build_id = b.id \
+     LEFT JOIN registry_credentials r ON r.id = b.registry_credential_id AND r.tenant_id = b.tenant_id \
+     LEFT JOIN infrastructure_providers p";
+
 pub async fn load_inputs(
     pool: &PgPool,
     build_id: Uuid,
     provider_id: Option<Uuid>,
 ) -> Result<Option<ExecutionInputs>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT b.id AS build_id, b.tenant_id, b.project_id, b.method, b.infrastructure_type, \
-                b.git_url, b.git_ref, b.image, b.timeout_seconds, \
-                c.dockerfile, c.context, c.build_args, c.platforms, c.target, c.cache_enabled, \
-                c.cache_repo, c.labels, c.packer_template, c.packer_vars, c.metadata, \
-                pr.git_username, pr.git_password_enc, \
-                r.id AS registry_credential_id, r.version AS registry_version, r.registry, \
-                r.username AS registry_username, r.secret_enc AS registry_secret_enc, \
-                p.id AS provider_id, p.name AS provider_name, p.tekton_enabled AS provider_tekton_enabled, \
-                p.config_version AS provider_config_version, p.config AS provider_config \
-         FROM builds b \
-         JOIN projects pr ON pr.id = b.project_id AND pr.tenant_id = b.tenant_id \
-         LEFT JOIN build_configs c ON c.build_id = b.id \
-         LEFT JOIN registry_credentials r ON r.id = b.registry_credential_id AND r.tenant_id = b.tenant_id \
-         LEFT JOIN infrastructure_providers p ON p.id = $2 \
-         WHERE b.id = $1",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {INPUT_COLUMNS} FROM builds b {INPUT_JOINS} ON p.id = $2 WHERE b.id = $1"
+    ))
     .bind(build_id)
     .bind(provider_id)
     .fetch_optional(pool)
