@@ -37,6 +37,10 @@ pub struct AppState {
     pub admin_token: Option<Secret>,
     /// How often a followed log stream checks for new lines.
     pub log_poll_interval: Duration,
+    /// A dispatcher not seen for this long shows as `stale` in
+    /// `GET /admin/dispatchers`; the binary derives it from the dispatcher
+    /// settings (`imagefactory_dispatch::admin::stale_after`).
+    pub dispatcher_stale_after: Duration,
 }
 
 impl AppState {
@@ -46,6 +50,8 @@ impl AppState {
             cipher,
             admin_token,
             log_poll_interval: Duration::from_millis(500),
+            // Three missed heartbeats at the dispatcher's default 5 s.
+            dispatcher_stale_after: Duration::from_secs(15),
         }
     }
 }

@@ -100,7 +100,9 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         tracing::info!("embedded dispatcher disabled (IF_DISPATCHER_ENABLED=false)");
         None
     };
-    let state = AppState::new(pool.clone(), cipher, settings.admin_token.clone());
+    let mut state = AppState::new(pool.clone(), cipher, settings.admin_token.clone());
+    state.dispatcher_stale_after =
+        imagefactory_dispatch::admin::stale_after(&settings.executors.dispatcher);
     let app = imagefactory_api::router(state);
     let listener = match tokio::net::TcpListener::bind(settings.listen_addr).await {
         Ok(l) => l,
