@@ -1,10 +1,12 @@
 //! `imagefactory`: the service binary. Subcommands `serve` (API + embedded
 //! dispatcher), `dispatcher` (standalone) and `migrate`.
 
+mod connection;
 mod database;
 mod executors;
 mod local_args;
 mod settings;
+mod tekton_args;
 mod telemetry;
 
 use anyhow::Context;
@@ -103,6 +105,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     let mut state = AppState::new(pool.clone(), cipher, settings.admin_token.clone());
     state.dispatcher_stale_after =
         imagefactory_dispatch::admin::stale_after(&settings.executors.dispatcher);
+    state.connection_tester = Some(std::sync::Arc::new(connection::TektonConnectionTester));
     let app = imagefactory_api::router(state);
     let listener = match tokio::net::TcpListener::bind(settings.listen_addr).await {
         Ok(l) => l,

@@ -8,6 +8,7 @@ use imagefactory_dispatch::DispatcherSettings;
 use imagefactory_domain::Secret;
 
 use crate::local_args::LocalArgs;
+use crate::tekton_args::TektonArgs;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/imagefactory";
 
@@ -112,6 +113,8 @@ pub struct ExecutorSettings {
     pub dispatcher: DispatcherSettings,
     #[command(flatten)]
     pub local: LocalArgs,
+    #[command(flatten)]
+    pub tekton: TektonArgs,
 }
 
 #[derive(Debug, Args)]
