@@ -137,15 +137,13 @@ impl Http {
     pub async fn wait_ready(&self, proc: &mut Proc, bound: Duration) {
         let deadline = Instant::now() + bound;
         loop {
-            if let Ok(r) = self
+            let answer = self
                 .client
                 .get(format!("{}/readyz", self.base))
                 .send()
-                .await
-            {
-                if r.status() == 200 {
-                    return;
-                }
+                .await;
+            if answer.is_ok_and(|r| r.status() == 200) {
+                return;
             }
             if let Some(status) = proc.child.try_wait().unwrap() {
                 panic!("imagefactory exited early ({status}):\n{}", proc.output());
