@@ -6,6 +6,7 @@
 //! `imagefactory_api::router(AppState::new(pool, cipher, admin_token))`.
 
 pub mod auth;
+pub mod connection;
 pub mod error;
 pub mod extract;
 mod openapi;
@@ -22,6 +23,7 @@ use imagefactory_store::crypto::Cipher;
 use sqlx::PgPool;
 use tower_http::trace::TraceLayer;
 
+pub use connection::{ConnectionReport, ConnectionTarget, ConnectionTester};
 pub use error::{ApiError, Problem};
 pub use openapi::openapi;
 
@@ -37,6 +39,13 @@ pub struct AppState {
     pub admin_token: Option<Secret>,
     /// How often a followed log stream checks for new lines.
     pub log_poll_interval: Duration,
+    /// A dispatcher not seen for this long shows as `stale` in
+    /// `GET /admin/dispatchers`; the binary derives it from the dispatcher
+    /// settings (`imagefactory_dispatch::admin::stale_after`).
+    pub dispatcher_stale_after: Duration,
+    /// Answers `POST .../providers/{id}/test-connection`; `None` (e.g. a
+    /// build of the API without cluster support) answers 503.
+    pub connection_tester: Option<Arc<dyn ConnectionTester>>,
 }
 
 impl AppState {
@@ -46,6 +55,9 @@ impl AppState {
             cipher,
             admin_token,
             log_poll_interval: Duration::from_millis(500),
+            // Three missed heartbeats at the dispatcher's default 5 s.
+            dispatcher_stale_after: Duration::from_secs(15),
+            connection_tester: None,
         }
     }
 }

@@ -4,7 +4,11 @@
 use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use imagefactory_dispatch::DispatcherSettings;
 use imagefactory_domain::Secret;
+
+use crate::local_args::LocalArgs;
+use crate::tekton_args::TektonArgs;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/imagefactory";
 
@@ -23,8 +27,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the REST API (and, later, an embedded dispatcher).
+    /// Run the REST API and, unless IF_DISPATCHER_ENABLED=false, an embedded dispatcher.
     Serve(ServeSettings),
+    /// Run a standalone dispatcher (no HTTP API); any number may run at once.
+    Dispatcher(DispatcherCommandSettings),
     /// Create the database if missing and apply the schema migrations.
     Migrate(DatabaseSettings),
 }
@@ -73,6 +79,22 @@ pub struct ServeSettings {
     /// Without it the admin API answers 401.
     #[arg(long, env = "IF_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_secret)]
     pub admin_token: Option<Secret>,
+    #[command(flatten)]
+    pub key: KeySettings,
+    /// Apply pending migrations at startup.
+    #[arg(long, env = "IF_AUTO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_migrate: bool,
+    /// Run a dispatcher inside this process (sharing its database pool and
+    /// shutdown signal).
+    #[arg(long, env = "IF_DISPATCHER_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub dispatcher_enabled: bool,
+    #[command(flatten)]
+    pub executors: ExecutorSettings,
+}
+
+/// The key encrypting secrets at rest (provider credentials, registry passwords).
+#[derive(Debug, Args, Clone)]
+pub struct KeySettings {
     /// 32-byte key (64 hex characters) encrypting secrets at rest. Required
     /// unless --dev-insecure-key.
     #[arg(long, env = "IF_SECRET_KEY", hide_env_values = true, value_parser = parse_secret)]
@@ -81,9 +103,31 @@ pub struct ServeSettings {
     /// (secrets stored in this run cannot be read after a restart).
     #[arg(long = "dev-insecure-key", env = "IF_DEV_MODE")]
     pub dev_mode: bool,
+}
+
+/// What a dispatcher needs besides the database: its own settings
+/// (IF_DISPATCHER_*, IF_BUILD_TEKTON_ENABLED) and its executors'.
+#[derive(Debug, Args, Clone)]
+pub struct ExecutorSettings {
+    #[command(flatten)]
+    pub dispatcher: DispatcherSettings,
+    #[command(flatten)]
+    pub local: LocalArgs,
+    #[command(flatten)]
+    pub tekton: TektonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DispatcherCommandSettings {
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    #[command(flatten)]
+    pub key: KeySettings,
     /// Apply pending migrations at startup.
     #[arg(long, env = "IF_AUTO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_migrate: bool,
+    #[command(flatten)]
+    pub executors: ExecutorSettings,
 }
 
 fn parse_secret(s: &str) -> Result<Secret, String> {
@@ -123,8 +167,38 @@ mod tests {
         assert_eq!(s.listen_addr.port(), 9000);
         assert_eq!(s.admin_token.as_ref().unwrap().expose(), "adm1n");
         assert!(s.auto_migrate);
+        assert!(s.dispatcher_enabled);
         let printed = format!("{s:?}");
         assert!(!printed.contains("adm1n"), "{printed}");
+    }
+
+    #[test]
+    fn dispatcher_and_local_flags_parse() {
+        let cli = parse(&[
+            "serve",
+            "--dispatcher-enabled",
+            "false",
+            "--dispatcher-max-in-flight",
+            "3",
+            "--local-container-cli",
+            "buildah",
+            "--local-insecure-registries",
+            "127.0.0.1:5000,reg:5001",
+        ])
+        .unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("not serve")
+        };
+        assert!(!s.dispatcher_enabled);
+        assert_eq!(s.executors.dispatcher.max_in_flight, 3);
+        let local = s.executors.local.settings();
+        assert_eq!(local.container_cli.as_str(), "buildah");
+        assert_eq!(local.insecure_registries, ["127.0.0.1:5000", "reg:5001"]);
+        assert_eq!(local.git_protocols, ["https", "ssh", "git", "http"]);
+
+        let cli = parse(&["dispatcher", "--local-container-cli", "nerdctl"]);
+        let err = cli.unwrap_err().to_string();
+        assert!(err.contains("nerdctl"), "{err}");
     }
 
     #[test]

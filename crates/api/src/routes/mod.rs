@@ -3,6 +3,7 @@
 //! `Result<_, ApiError>`.
 
 pub mod builds;
+pub mod dispatchers;
 pub mod health;
 pub mod logs;
 pub mod projects;
@@ -27,6 +28,7 @@ pub(crate) fn v1() -> OpenApiRouter<AppState> {
         .merge(providers::routes())
         .merge(builds::routes())
         .merge(logs::routes())
+        .merge(dispatchers::routes())
 }
 
 /// For PATCH fields where `null` (remove) differs from absent (keep):

@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::{AdminAuth, TenantAuth};
+use crate::connection::{ConnectionReport, ConnectionTarget};
 use crate::error::{ApiError, ApiResult, OrNotFound, Problem};
 use crate::extract::{PathIds, ValidJson};
 
@@ -33,6 +34,72 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
             update_global_provider,
             delete_global_provider
         ))
+        .routes(routes!(test_connection))
+        .routes(routes!(test_global_connection))
+}
+
+/// Connect to the provider's cluster with its credentials: reachability,
+/// authentication, Tekton API versions, or the cluster's own error text.
+#[utoipa::path(post, path = "/providers/{provider_id}/test-connection", tag = "providers", security(("tenant_token" = [])),
+    params(("provider_id" = Uuid, Path)),
+    responses((status = 200, body = ConnectionReport), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn test_connection(
+    auth: TenantAuth,
+    State(state): State<AppState>,
+    path: PathIds,
+) -> ApiResult<Json<ConnectionReport>> {
+    auth.require(Role::Admin)?;
+    let found = providers::get_owned(
+        &state.pool,
+        Owner::Tenant(auth.tenant_id),
+        path.id("provider_id")?,
+    )
+    .await
+    .or_not_found("provider")?;
+    run_connection_test(&state, found).await
+}
+
+#[utoipa::path(post, path = "/admin/providers/{provider_id}/test-connection", tag = "admin", security(("admin_token" = [])),
+    params(("provider_id" = Uuid, Path)),
+    responses((status = 200, body = ConnectionReport), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn test_global_connection(
+    _: AdminAuth,
+    State(state): State<AppState>,
+    path: PathIds,
+) -> ApiResult<Json<ConnectionReport>> {
+    let found = providers::get_owned(&state.pool, Owner::Global, path.id("provider_id")?)
+        .await
+        .or_not_found("provider")?;
+    run_connection_test(&state, found).await
+}
+
+async fn run_connection_test(
+    state: &AppState,
+    provider: Provider,
+) -> ApiResult<Json<ConnectionReport>> {
+    if provider.provider_type != "kubernetes" {
+        return Err(ApiError::InvalidState(format!(
+            "provider {:?} is of type {}; only kubernetes providers have a connection to test",
+            provider.name, provider.provider_type
+        )));
+    }
+    let Some(tester) = state.connection_tester.clone() else {
+        return Err(ApiError::Unavailable(
+            "this server has no cluster support configured to test connections".into(),
+        ));
+    };
+    let config = providers::open_config(&state.cipher, &provider)
+        .map_err(|e| ApiError::Internal(format!("opening provider {} config: {e}", provider.id)))?;
+    let report = tester
+        .test(ConnectionTarget {
+            provider_id: provider.id,
+            name: provider.name,
+            tekton_enabled: provider.tekton_enabled,
+            config_version: provider.config_version,
+            config,
+        })
+        .await;
+    Ok(Json(report))
 }
 
 #[derive(Deserialize, ToSchema)]

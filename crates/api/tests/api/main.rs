@@ -2,6 +2,7 @@
 //! (a fresh database per test via `#[sqlx::test]`).
 
 mod bad_inputs;
+mod dispatchers;
 mod helpers;
 mod isolation;
 mod logs_and_artifacts;

@@ -1,0 +1,32 @@
+//! Fills the API's test-connection seam with the Tekton executor's client code.
+
+use imagefactory_api::{ConnectionReport, ConnectionTarget, ConnectionTester};
+use imagefactory_exec::ProviderConnection;
+use imagefactory_exec::tekton::test_connection;
+
+pub struct TektonConnectionTester;
+
+impl ConnectionTester for TektonConnectionTester {
+    fn test(
+        &self,
+        target: ConnectionTarget,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ConnectionReport> + Send>> {
+        Box::pin(async move {
+            let provider = ProviderConnection {
+                provider_id: target.provider_id,
+                name: target.name,
+                tekton_enabled: target.tekton_enabled,
+                config_version: target.config_version,
+                config: target.config,
+            };
+            let r = test_connection(&provider).await;
+            ConnectionReport {
+                reachable: r.reachable,
+                authenticated: r.authenticated,
+                server_version: r.server_version,
+                tekton_versions: r.tekton_versions,
+                error: r.error,
+            }
+        })
+    }
+}

@@ -1,0 +1,118 @@
+//! `imagefactory serve` as a process: the embedded dispatcher claims a build
+//! submitted over HTTP and the local executor runs it; SIGTERM stops both.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{ADMIN_TOKEN, Http, Proc, SECRET_KEY, drop_database, free_port, fresh_database_url};
+use serde_json::json;
+
+#[tokio::test]
+async fn embedded_dispatcher_runs_a_local_build_and_sigterm_exits_cleanly() {
+    let db = fresh_database_url("serve");
+    let port = free_port();
+    let workdir = tempfile::tempdir().unwrap();
+    let mut proc = Proc::spawn(
+        &["serve"],
+        &[
+            ("IF_DATABASE_URL", db.clone()),
+            ("IF_LISTEN_ADDR", format!("127.0.0.1:{port}")),
+            ("IF_ADMIN_TOKEN", ADMIN_TOKEN.into()),
+            ("IF_SECRET_KEY", SECRET_KEY.into()),
+            ("IF_DISPATCHER_POLL_INTERVAL", "500ms".into()),
+            ("IF_DISPATCHER_SHUTDOWN_GRACE", "3s".into()),
+            ("IF_LOCAL_WORKDIR", workdir.path().display().to_string()),
+            ("IF_LOG", "info".into()),
+        ],
+    );
+    let http = Http::new(port);
+    http.wait_ready(&mut proc, Duration::from_secs(60)).await;
+
+    let tenant = http
+        .created(
+            "/api/v1/tenants",
+            ADMIN_TOKEN,
+            json!({"name": "serve-test"}),
+        )
+        .await;
+    let tenant_id = tenant["id"].as_str().unwrap();
+    let token = http
+        .created(
+            &format!("/api/v1/tenants/{tenant_id}/tokens"),
+            ADMIN_TOKEN,
+            json!({"name": "ci", "role": "admin"}),
+        )
+        .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Nothing listens on port 1: `git clone` fails at once, no network or
+    // container tools involved.
+    let project = http
+        .created(
+            "/api/v1/projects",
+            &token,
+            json!({"name": "web", "git_url": "https://127.0.0.1:1/team/web.git"}),
+        )
+        .await;
+    let build = http
+        .created(
+            "/api/v1/builds",
+            &token,
+            json!({"project_id": project["id"], "method": "docker", "infrastructure_type": "local",
+                   "image": "127.0.0.1:5000/team/web:dev"}),
+        )
+        .await;
+    let build_id = build["id"].as_str().unwrap().to_owned();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ended = loop {
+        let (status, b) = http
+            .get(&format!("/api/v1/builds/{build_id}"), &token)
+            .await;
+        assert_eq!(status, 200, "{b}");
+        if ["succeeded", "failed", "cancelled", "timed_out"]
+            .contains(&b["status"].as_str().unwrap())
+        {
+            break b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "build did not end: {b}\n{}",
+            proc.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(ended["status"], "failed", "{ended}");
+    let message = ended["error_message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("git") && message.contains("127.0.0.1"),
+        "message should name the git error: {ended}"
+    );
+
+    // The embedded dispatcher ran it: one execution by the local executor.
+    let (status, executions) = http
+        .get(&format!("/api/v1/builds/{build_id}/executions"), &token)
+        .await;
+    assert_eq!(status, 200, "{executions}");
+    let executions = executions.as_array().cloned().unwrap_or_else(|| {
+        executions["items"]
+            .as_array()
+            .cloned()
+            .expect("executions list")
+    });
+    assert_eq!(executions.len(), 1, "{executions:?}");
+    assert_eq!(executions[0]["executor"], "local", "{executions:?}");
+    assert_eq!(executions[0]["status"], "failed", "{executions:?}");
+
+    proc.signal(libc::SIGTERM);
+    let status = proc.wait_for_exit(Duration::from_secs(30));
+    let status =
+        status.unwrap_or_else(|| panic!("no exit within 30s after SIGTERM:\n{}", proc.output()));
+    assert!(status.success(), "exit {status}:\n{}", proc.output());
+    let output = proc.output();
+    assert!(output.contains("dispatcher started"), "{output}");
+    assert!(output.contains("SIGTERM received"), "{output}");
+    drop_database(&db).await;
+}
