@@ -8,6 +8,7 @@
 
 pub mod context;
 pub mod local;
+pub mod tekton;
 
 use std::sync::Arc;
 
@@ -96,6 +97,13 @@ pub trait ExecutionSink: Send + Sync {
     async fn artifact(&self, artifact: &Artifact) -> Result<(), SinkError>;
     /// A human-readable progress note (e.g. "PipelineRun Running"), optional.
     async fn progress(&self, message: &str) -> Result<(), SinkError>;
+    /// The last position already recorded for each log source, so a
+    /// re-attached executor resumes without duplicates or gaps. The default
+    /// (nothing recorded) makes it resend from the start, which `logs`
+    /// tolerates because positions make lines idempotent.
+    async fn log_positions(&self) -> Result<std::collections::HashMap<String, i64>, SinkError> {
+        Ok(std::collections::HashMap::new())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,570 @@
+//! Kubernetes clients per provider: parse the provider's `config` (pure), build
+//! a verified kube client from it, cache it per provider and config version,
+//! and report whether a connection works.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use imagefactory_domain::Secret;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde::Serialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::error::{TektonError, describe_kube_error};
+use super::monitor::WatchHub;
+use crate::ProviderConnection;
+
+/// How Image Factory authenticates to one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterAuth {
+    Token {
+        endpoint: String,
+        token: Secret,
+    },
+    ClientCert {
+        endpoint: String,
+        client_cert: Secret,
+        client_key: Secret,
+    },
+    Kubeconfig {
+        source: KubeconfigSource,
+        context: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KubeconfigSource {
+    Inline(Secret),
+    Path(PathBuf),
+}
+
+/// How long finished PipelineRuns are kept on the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Keep at most this many finished runs per namespace.
+    pub keep_last: Option<usize>,
+    /// Delete finished runs older than this.
+    pub ttl: Option<Duration>,
+}
+
+/// A provider's cluster settings, parsed from its `config` object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    pub auth: ClusterAuth,
+    /// PEM CA bundle the API server's certificate must chain to.
+    pub ca_cert: Option<String>,
+    pub insecure_skip_tls_verify: bool,
+    /// Service account the build's pods run as (default `default`).
+    pub service_account: String,
+    /// StorageClass for the source workspace claim; `None` uses the default class.
+    pub storage_class: Option<String>,
+    /// Size of the source workspace claim.
+    pub workspace_size: String,
+    /// When set, Tasks are resolved with the cluster resolver from this namespace
+    /// instead of the tenant namespace.
+    pub tasks_namespace: Option<String>,
+    pub retention: Option<Retention>,
+    /// Pin the Tekton API version instead of preferring v1 (`tekton_api_version`).
+    pub tekton_version: Option<TektonVersion>,
+}
+
+impl ClusterSettings {
+    /// Parse a provider's `config` object. Errors name the field and why.
+    pub fn parse(config: &Value) -> Result<Self, String> {
+        let obj = config
+            .as_object()
+            .ok_or("provider config must be a JSON object")?;
+        let text = |key: &str| -> Result<Option<String>, String> {
+            match obj.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(format!("provider config field `{key}` must be a string")),
+            }
+        };
+        let required = |key: &str, method: &str| -> Result<String, String> {
+            text(key)?.ok_or_else(|| {
+                format!("provider config field `{key}` is required for auth_method {method}")
+            })
+        };
+        let endpoint = |method: &str| -> Result<String, String> {
+            let endpoint = match text("endpoint")? {
+                Some(e) => e,
+                None => text("apiServer")?.ok_or_else(|| {
+                    format!("provider config field `endpoint` (or `apiServer`) is required for auth_method {method}")
+                })?,
+            };
+            endpoint.parse::<http::Uri>().map_err(|e| {
+                format!("provider config field `endpoint` is not a valid URL ({endpoint:?}): {e}")
+            })?;
+            Ok(endpoint)
+        };
+        let method = text("auth_method")?.unwrap_or_else(|| {
+            // Older provider rows have no auth_method: infer it from what is there.
+            if obj.contains_key("kubeconfig") || obj.contains_key("kubeconfig_path") {
+                "kubeconfig".into()
+            } else if obj.contains_key("client_cert") {
+                "client-cert".into()
+            } else {
+                "token".into()
+            }
+        });
+        let auth = match method.as_str() {
+            "token" => ClusterAuth::Token {
+                endpoint: endpoint("token")?,
+                token: Secret::new(required("token", "token")?),
+            },
+            "client-cert" | "client_cert" => ClusterAuth::ClientCert {
+                endpoint: endpoint("client-cert")?,
+                client_cert: Secret::new(required("client_cert", "client-cert")?),
+                client_key: Secret::new(required("client_key", "client-cert")?),
+            },
+            "kubeconfig" => {
+                let source = match (text("kubeconfig")?, text("kubeconfig_path")?) {
+                    (Some(inline), _) => KubeconfigSource::Inline(Secret::new(inline)),
+                    (None, Some(path)) => KubeconfigSource::Path(PathBuf::from(path)),
+                    (None, None) => {
+                        return Err("provider config needs `kubeconfig` (inline) or `kubeconfig_path` for auth_method kubeconfig".into());
+                    }
+                };
+                ClusterAuth::Kubeconfig {
+                    source,
+                    context: text("context")?,
+                }
+            }
+            other => {
+                return Err(format!(
+                    "provider config field `auth_method` is {other:?}; expected one of: token, client-cert, kubeconfig"
+                ));
+            }
+        };
+        let insecure_skip_tls_verify = match obj.get("insecure_skip_tls_verify") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                return Err(
+                    "provider config field `insecure_skip_tls_verify` must be a boolean".into(),
+                );
+            }
+        };
+        let retention = match obj.get("retention") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(r)) => {
+                let number = |key: &str| -> Result<Option<u64>, String> {
+                    match r.get(key) {
+                        None | Some(Value::Null) => Ok(None),
+                        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                            format!("provider config field `retention.{key}` must be a non-negative integer")
+                        }),
+                    }
+                };
+                Some(Retention {
+                    keep_last: number("keep_last")?.map(|n| n as usize),
+                    ttl: number("ttl_seconds")?.map(Duration::from_secs),
+                })
+            }
+            Some(_) => return Err("provider config field `retention` must be an object".into()),
+        };
+        let tekton_version = match text("tekton_api_version")?.as_deref() {
+            None => None,
+            Some("v1") => Some(TektonVersion::V1),
+            Some("v1beta1") => Some(TektonVersion::V1beta1),
+            Some(other) => {
+                return Err(format!(
+                    "provider config field `tekton_api_version` is {other:?}; expected v1 or v1beta1"
+                ));
+            }
+        };
+        Ok(Self {
+            auth,
+            tekton_version,
+            ca_cert: text("ca_cert")?,
+            insecure_skip_tls_verify,
+            service_account: text("service_account")?.unwrap_or_else(|| "default".into()),
+            storage_class: text("storage_class")?,
+            workspace_size: text("workspace_size")?.unwrap_or_else(|| "1Gi".into()),
+            tasks_namespace: text("tasks_namespace")?,
+            retention,
+        })
+    }
+
+    /// Defaults for the global cluster, which has no provider config.
+    fn global(auth: ClusterAuth) -> Self {
+        Self {
+            auth,
+            ca_cert: None,
+            insecure_skip_tls_verify: false,
+            service_account: "default".into(),
+            storage_class: None,
+            workspace_size: "1Gi".into(),
+            tasks_namespace: None,
+            retention: None,
+            tekton_version: None,
+        }
+    }
+
+    /// The kubeconfig this provider amounts to, and the context to use.
+    fn to_kubeconfig(&self) -> Result<(Kubeconfig, Option<String>), String> {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+        let cluster = |endpoint: &str| {
+            let mut cluster = json!({ "server": endpoint });
+            if let Some(ca) = &self.ca_cert {
+                cluster["certificate-authority-data"] = json!(b64(ca));
+            }
+            if self.insecure_skip_tls_verify {
+                cluster["insecure-skip-tls-verify"] = json!(true);
+            }
+            cluster
+        };
+        let single = |cluster: Value, user: Value| {
+            serde_json::from_value::<Kubeconfig>(json!({
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{ "name": "provider", "cluster": cluster }],
+                "users": [{ "name": "provider", "user": user }],
+                "contexts": [{ "name": "provider", "context": { "cluster": "provider", "user": "provider" } }],
+                "current-context": "provider",
+            }))
+            .map_err(|e| format!("building the provider's client configuration failed: {e}"))
+        };
+        match &self.auth {
+            ClusterAuth::Token { endpoint, token } => Ok((
+                single(cluster(endpoint), json!({ "token": token.expose() }))?,
+                None,
+            )),
+            ClusterAuth::ClientCert {
+                endpoint,
+                client_cert,
+                client_key,
+            } => Ok((
+                single(
+                    cluster(endpoint),
+                    json!({
+                        "client-certificate-data": b64(client_cert.expose()),
+                        "client-key-data": b64(client_key.expose()),
+                    }),
+                )?,
+                None,
+            )),
+            ClusterAuth::Kubeconfig { source, context } => {
+                let mut kubeconfig = match source {
+                    // Never echo the parse error's input: it holds credentials.
+                    KubeconfigSource::Inline(text) => Kubeconfig::from_yaml(text.expose())
+                        .map_err(|_| {
+                            "provider config field `kubeconfig` is not a valid kubeconfig document"
+                                .to_string()
+                        })?,
+                    KubeconfigSource::Path(path) => Kubeconfig::read_from(path).map_err(|e| {
+                        format!("reading kubeconfig {} failed: {e}", path.display())
+                    })?,
+                };
+                for named in &mut kubeconfig.clusters {
+                    if let Some(cluster) = named.cluster.as_mut() {
+                        if let Some(ca) = &self.ca_cert {
+                            cluster.certificate_authority_data = Some(b64(ca));
+                        }
+                        if self.insecure_skip_tls_verify {
+                            cluster.insecure_skip_tls_verify = Some(true);
+                        }
+                    }
+                }
+                Ok((kubeconfig, context.clone()))
+            }
+        }
+    }
+
+    /// A kube client for these settings. TLS is verified unless the provider
+    /// explicitly says `insecure_skip_tls_verify: true`.
+    pub async fn client(&self) -> Result<kube::Client, TektonError> {
+        let (kubeconfig, context) = self.to_kubeconfig().map_err(TektonError::Build)?;
+        let options = KubeConfigOptions {
+            context,
+            ..Default::default()
+        };
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .map_err(|e| TektonError::Build(format!("invalid cluster configuration: {e}")))?;
+        config.connect_timeout = Some(Duration::from_secs(10));
+        // Requests other than watches and log streams must not hang forever.
+        config.write_timeout = Some(Duration::from_secs(30));
+        kube::Client::try_from(config).map_err(|e| {
+            TektonError::Build(format!(
+                "creating the cluster client failed: {}",
+                describe_kube_error(&e)
+            ))
+        })
+    }
+}
+
+/// Which Tekton API version the cluster serves for our objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TektonVersion {
+    V1,
+    V1beta1,
+}
+
+impl TektonVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V1 => "v1",
+            Self::V1beta1 => "v1beta1",
+        }
+    }
+
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Self::V1 => "tekton.dev/v1",
+            Self::V1beta1 => "tekton.dev/v1beta1",
+        }
+    }
+
+    /// Pick the version to use from the versions the cluster serves.
+    pub fn choose(served: &[String]) -> Option<Self> {
+        if served.iter().any(|v| v == "v1") {
+            Some(Self::V1)
+        } else if served.iter().any(|v| v == "v1beta1") {
+            Some(Self::V1beta1)
+        } else {
+            None
+        }
+    }
+}
+
+/// Versions of the `tekton.dev` API group the cluster serves.
+pub async fn tekton_versions(client: &kube::Client) -> Result<Vec<String>, kube::Error> {
+    let groups = client.list_api_groups().await?;
+    Ok(groups
+        .groups
+        .iter()
+        .filter(|g| g.name == "tekton.dev")
+        .flat_map(|g| g.versions.iter().map(|v| v.version.clone()))
+        .collect())
+}
+
+/// One cluster as the executor uses it: the client, its settings, the Tekton
+/// version it serves (discovered once) and its shared watches.
+pub struct Cluster {
+    /// The provider's id, or nil for the global fallback cluster.
+    pub provider_id: Uuid,
+    pub client: kube::Client,
+    pub settings: ClusterSettings,
+    version: tokio::sync::OnceCell<TektonVersion>,
+    pub hub: WatchHub,
+    /// Checks that passed recently (namespace exists, Secret created,
+    /// preflight passed for a shape of run), so steady-state builds do not
+    /// repeat them; see [`Cluster::recently_checked`].
+    checked: Mutex<HashMap<String, std::time::Instant>>,
+}
+
+/// How long a passed check is trusted.
+pub const CHECK_TTL: Duration = Duration::from_secs(60);
+
+impl Cluster {
+    pub fn new(provider_id: Uuid, client: kube::Client, settings: ClusterSettings) -> Self {
+        let hub = WatchHub::new(client.clone());
+        Self {
+            provider_id,
+            client,
+            settings,
+            version: tokio::sync::OnceCell::new(),
+            hub,
+            checked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `key` passed within [`CHECK_TTL`]. A Task or Secret deleted
+    /// in that window still ends the build with Tekton's own clear reason.
+    pub fn recently_checked(&self, key: &str) -> bool {
+        let checked = self.checked.lock().unwrap();
+        checked.get(key).is_some_and(|at| at.elapsed() < CHECK_TTL)
+    }
+
+    pub fn remember_check(&self, key: String) {
+        let mut checked = self.checked.lock().unwrap();
+        if checked.len() > 10_000 {
+            checked.retain(|_, at| at.elapsed() < CHECK_TTL);
+        }
+        checked.insert(key, std::time::Instant::now());
+    }
+
+    /// The Tekton API version to talk, discovered from the API groups once.
+    pub async fn tekton_version(&self) -> Result<TektonVersion, TektonError> {
+        self.version
+            .get_or_try_init(|| async {
+                let served = tekton_versions(&self.client)
+                    .await
+                    .map_err(|e| TektonError::kube("discovering the Tekton API", e))?;
+                if let Some(pinned) = self.settings.tekton_version {
+                    return if served.iter().any(|v| v == pinned.as_str()) {
+                        Ok(pinned)
+                    } else {
+                        Err(TektonError::Build(format!(
+                            "the provider pins tekton_api_version {} but the cluster serves tekton.dev {served:?}",
+                            pinned.as_str()
+                        )))
+                    };
+                }
+                TektonVersion::choose(&served).ok_or_else(|| {
+                    TektonError::Build(
+                        "Tekton Pipelines is not installed on the cluster: the API group tekton.dev (v1 or v1beta1) is not served; install Tekton Pipelines first".into(),
+                    )
+                })
+            })
+            .await
+            .copied()
+    }
+}
+
+/// Clients cached per provider, rebuilt when the provider's config changes.
+#[derive(Default)]
+pub struct ClientCache {
+    providers: Mutex<HashMap<Uuid, (i64, Arc<Cluster>)>>,
+    global: Option<Arc<Cluster>>,
+}
+
+impl ClientCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add the global fallback cluster, used for builds without a provider.
+    pub async fn with_global_kubeconfig(self, path: PathBuf) -> Result<Self, TektonError> {
+        let settings = ClusterSettings::global(ClusterAuth::Kubeconfig {
+            source: KubeconfigSource::Path(path),
+            context: None,
+        });
+        let client = settings.client().await?;
+        Ok(self.with_global(client, settings))
+    }
+
+    /// Use the pod's own service account as the global cluster (in-cluster
+    /// config), for dispatchers running inside the build cluster.
+    pub fn with_global_in_cluster(self) -> Result<Self, TektonError> {
+        let config = kube::Config::incluster().map_err(|e| {
+            TektonError::Build(format!(
+                "in-cluster Kubernetes configuration unavailable: {e}"
+            ))
+        })?;
+        let client = kube::Client::try_from(config).map_err(|e| {
+            TektonError::Build(format!(
+                "creating the in-cluster client failed: {}",
+                describe_kube_error(&e)
+            ))
+        })?;
+        // The settings only carry defaults here; the client above is what is used.
+        let settings = ClusterSettings::global(ClusterAuth::Kubeconfig {
+            source: KubeconfigSource::Path(PathBuf::from(
+                "/var/run/secrets/kubernetes.io/serviceaccount",
+            )),
+            context: None,
+        });
+        Ok(self.with_global(client, settings))
+    }
+
+    fn with_global(mut self, client: kube::Client, settings: ClusterSettings) -> Self {
+        self.global = Some(Arc::new(Cluster::new(Uuid::nil(), client, settings)));
+        self
+    }
+
+    /// The cluster of a provider (or the global one when there is none).
+    pub async fn cluster(
+        &self,
+        provider: Option<&ProviderConnection>,
+    ) -> Result<Arc<Cluster>, TektonError> {
+        let Some(provider) = provider else {
+            return self.global.clone().ok_or_else(|| {
+                TektonError::Build(
+                    "the build has no Kubernetes provider and no global cluster is configured (IF_BUILD_TEKTON_KUBECONFIG)".into(),
+                )
+            });
+        };
+        if let Some((version, cluster)) = self.providers.lock().unwrap().get(&provider.provider_id)
+            && *version == provider.config_version
+        {
+            return Ok(cluster.clone());
+        }
+        let settings = ClusterSettings::parse(&provider.config)
+            .map_err(|e| TektonError::Build(format!("provider {:?}: {e}", provider.name)))?;
+        let client = settings.client().await?;
+        let cluster = Arc::new(Cluster::new(provider.provider_id, client, settings));
+        let mut providers = self.providers.lock().unwrap();
+        // Another build may have raced us to it; keep one client per version.
+        match providers.get(&provider.provider_id) {
+            Some((version, existing)) if *version == provider.config_version => {
+                Ok(existing.clone())
+            }
+            _ => {
+                providers.insert(
+                    provider.provider_id,
+                    (provider.config_version, cluster.clone()),
+                );
+                Ok(cluster)
+            }
+        }
+    }
+}
+
+/// What a connection test found, for the API's test-connection endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct ConnectionReport {
+    /// The API server answered at all.
+    pub reachable: bool,
+    /// It accepted our credentials.
+    pub authenticated: bool,
+    pub server_version: Option<String>,
+    /// `tekton.dev` versions served, e.g. `["v1", "v1beta1"]`.
+    pub tekton_versions: Vec<String>,
+    /// The configuration problem or the cluster's own error text.
+    pub error: Option<String>,
+}
+
+/// Check a provider's connection: configuration, reachability, credentials and
+/// the Tekton API. Never returns secrets.
+pub async fn test_connection(provider: &ProviderConnection) -> ConnectionReport {
+    let mut report = ConnectionReport::default();
+    let settings = match ClusterSettings::parse(&provider.config) {
+        Ok(s) => s,
+        Err(e) => {
+            report.error = Some(e);
+            return report;
+        }
+    };
+    let client = match settings.client().await {
+        Ok(c) => c,
+        Err(e) => {
+            report.error = Some(e.to_string());
+            return report;
+        }
+    };
+    match tekton_versions(&client).await {
+        Ok(versions) => {
+            report.reachable = true;
+            report.authenticated = true;
+            if versions.is_empty() {
+                report.error = Some(
+                    "Tekton Pipelines is not installed: the API group tekton.dev is not served"
+                        .into(),
+                );
+            }
+            report.tekton_versions = versions;
+        }
+        Err(kube::Error::Api(status)) => {
+            report.reachable = true;
+            report.authenticated = status.code != 401;
+            report.error = Some(describe_kube_error(&kube::Error::Api(status)));
+            return report;
+        }
+        Err(e) => {
+            report.error = Some(describe_kube_error(&e));
+            return report;
+        }
+    }
+    if let Ok(info) = client.apiserver_version().await {
+        report.server_version = Some(info.git_version);
+    }
+    report
+}

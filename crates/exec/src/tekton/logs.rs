@@ -1,0 +1,381 @@
+//! Step logs into the sink as they arrive: childReferences → TaskRun →
+//! status.podName → step containers (`follow=true`), in task and step order.
+//! Each line's position is its 0-based line number within its source
+//! (`<task>/<step>`), so a re-attached follower skips what the sink already
+//! holds. Memory per run is bounded: a small batch and one line at a time.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::AsyncBufReadExt;
+use futures::io::AsyncBufRead;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DynamicObject, LogParams};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::client::TektonVersion;
+use super::error::{TektonError, status_code};
+use super::monitor::RunState;
+use super::status::{child_taskruns, pipeline_task_order, step_containers, succeeded_condition};
+use super::submit::taskrun_resource;
+use crate::{ExecutionSink, LogLine};
+
+/// Longest line kept; the rest of a longer line is dropped.
+const MAX_LINE_BYTES: usize = 16 * 1024;
+const BATCH_LINES: usize = 64;
+const BATCH_DELAY: Duration = Duration::from_millis(200);
+
+pub struct LogFollower {
+    pub client: kube::Client,
+    pub version: TektonVersion,
+    pub namespace: String,
+    pub sink: Arc<dyn ExecutionSink>,
+    /// Last position the sink holds per source.
+    pub resume: HashMap<String, i64>,
+    /// The run as the shared watch sees it; set by [`LogFollower::run`].
+    pub run_state: Option<watch::Receiver<RunState>>,
+    /// TaskRuns seen finished while following, by name: their results and
+    /// step states are final, so the executor need not read them again.
+    pub finished_taskruns: Arc<std::sync::Mutex<HashMap<String, Value>>>,
+}
+
+pub fn source_name(task: &str, container: &str) -> String {
+    format!(
+        "{task}/{}",
+        container.strip_prefix("step-").unwrap_or(container)
+    )
+}
+
+impl LogFollower {
+    /// Follow every task's steps until the run ends and its logs are read.
+    pub async fn run(mut self, mut run: watch::Receiver<RunState>) -> Result<(), TektonError> {
+        self.run_state = Some(run.clone());
+        let mut done: Vec<String> = Vec::new();
+        loop {
+            let (object, finished) = match &*run.borrow_and_update() {
+                RunState::Present(obj) => {
+                    let finished = succeeded_condition(obj).is_some_and(|c| c.status != "Unknown");
+                    (obj.clone(), finished)
+                }
+                RunState::Deleted => return Ok(()),
+                RunState::Unknown | RunState::Missing => (Arc::new(Value::Null), false),
+            };
+            let children = child_taskruns(&object);
+            let order = pipeline_task_order(&object);
+            // Next task in declaration order not yet followed.
+            let next = order.iter().find(|t| !done.contains(t));
+            match next {
+                None if !order.is_empty() => return Ok(()),
+                Some(task) => {
+                    if let Some((_, taskrun)) = children.iter().find(|(t, _)| t == task) {
+                        let task = task.clone();
+                        self.follow_task(&task, taskrun).await?;
+                        done.push(task);
+                        continue;
+                    }
+                    if finished {
+                        // Never started (skipped or the run failed first).
+                        done.push(task.clone());
+                        continue;
+                    }
+                }
+                None => {
+                    if finished {
+                        return Ok(());
+                    }
+                }
+            }
+            if run.changed().await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn follow_task(&mut self, task: &str, taskrun_name: &str) -> Result<(), TektonError> {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &self.namespace,
+            &taskrun_resource(self.version),
+        );
+        let mut delay = Duration::from_millis(200);
+        // Wait for the pod to exist (bounded backoff on reads of the TaskRun).
+        let (pod, containers) = loop {
+            let taskrun = match api.get_opt(taskrun_name).await {
+                Ok(Some(tr)) => serde_json::to_value(tr).unwrap_or(Value::Null),
+                Ok(None) => return Ok(()),
+                Err(e) if super::error::is_transient(&e) => {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Err(e) => {
+                    return Err(TektonError::kube(
+                        format!("reading TaskRun {taskrun_name}"),
+                        e,
+                    ));
+                }
+            };
+            let finished = succeeded_condition(&taskrun).is_some_and(|c| c.status != "Unknown");
+            let pod = taskrun
+                .pointer("/status/podName")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let containers = step_containers(&taskrun);
+            match pod {
+                Some(pod) if !containers.is_empty() => break (pod, containers),
+                _ if finished => return Ok(()),
+                _ => {
+                    self.pause(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        for container in containers {
+            let source = source_name(task, &container);
+            self.follow_container(&api, taskrun_name, &pod, &container, &source)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Stream one container's log, reopening it if the stream ends before the
+    /// step did, and skipping lines the sink already has.
+    async fn follow_container(
+        &mut self,
+        taskruns: &Api<DynamicObject>,
+        taskrun_name: &str,
+        pod: &str,
+        container: &str,
+        source: &str,
+    ) -> Result<(), TektonError> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let params = LogParams {
+            container: Some(container.to_string()),
+            follow: true,
+            ..Default::default()
+        };
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let have = self.resume.get(source).copied().unwrap_or(-1);
+            let mut ended_cleanly = false;
+            match pods.log_stream(pod, &params).await {
+                Ok(stream) => {
+                    let stream: Pin<Box<dyn AsyncBufRead + Send>> = Box::pin(stream);
+                    ended_cleanly = self.copy_lines(stream, source, have).await?;
+                }
+                // Pod gone (run deleted or pruned): nothing more to read.
+                Err(e) if status_code(&e) == Some(404) => return Ok(()),
+                // Waiting to start (400) or a transient failure: retry below.
+                Err(e) if status_code(&e) == Some(400) || super::error::is_transient(&e) => {}
+                Err(e) => {
+                    return Err(TektonError::kube(
+                        format!("reading log of {pod}/{container}"),
+                        e,
+                    ));
+                }
+            }
+            // The stream ended: is the step over, or did the connection drop?
+            let over = match taskruns.get_opt(taskrun_name).await {
+                Ok(Some(tr)) => {
+                    let tr = serde_json::to_value(tr).unwrap_or(Value::Null);
+                    let finished = succeeded_condition(&tr).is_some_and(|c| c.status != "Unknown");
+                    let over = finished || step_terminated(&tr, container);
+                    if finished {
+                        self.finished_taskruns
+                            .lock()
+                            .unwrap()
+                            .insert(taskrun_name.to_string(), tr);
+                    }
+                    over
+                }
+                Ok(None) => return Ok(()),
+                Err(e) if super::error::is_transient(&e) => false,
+                Err(e) => {
+                    return Err(TektonError::kube(
+                        format!("reading TaskRun {taskrun_name}"),
+                        e,
+                    ));
+                }
+            };
+            // A follow stream that ended cleanly usually means the container
+            // just exited and the status is catching up: look again soon.
+            let wait = if ended_cleanly {
+                Duration::from_millis(100)
+            } else {
+                delay
+            };
+            if over && ended_cleanly {
+                // The follow stream ran to the container's end: nothing left.
+                return Ok(());
+            }
+            if over || self.pause(wait).await {
+                // One last read picks up lines written just before the end.
+                let last = LogParams {
+                    follow: false,
+                    ..params.clone()
+                };
+                if let Ok(stream) = pods.log_stream(pod, &last).await {
+                    let have = self.resume.get(source).copied().unwrap_or(-1);
+                    let stream: Pin<Box<dyn AsyncBufRead + Send>> = Box::pin(stream);
+                    self.copy_lines(stream, source, have).await?;
+                }
+                return Ok(());
+            }
+            if !ended_cleanly {
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// Sleep, waking early when the run ends; true if it has ended.
+    async fn pause(&mut self, delay: Duration) -> bool {
+        let Some(run) = self.run_state.as_mut() else {
+            tokio::time::sleep(delay).await;
+            return false;
+        };
+        let ended = |state: &RunState| match state {
+            RunState::Present(obj) => {
+                succeeded_condition(obj).is_some_and(|c| c.status != "Unknown")
+            }
+            RunState::Deleted => true,
+            _ => false,
+        };
+        if ended(&run.borrow()) {
+            return true;
+        }
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return ended(&run.borrow()),
+                changed = run.changed() => {
+                    if changed.is_err() {
+                        sleep.as_mut().await;
+                        return false;
+                    }
+                    if ended(&run.borrow_and_update()) {
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn copy_lines(
+        &mut self,
+        mut stream: Pin<Box<dyn AsyncBufRead + Send>>,
+        source: &str,
+        have: i64,
+    ) -> Result<bool, TektonError> {
+        let mut position: i64 = 0;
+        let mut batch: Vec<LogLine> = Vec::new();
+        let mut line: Vec<u8> = Vec::new();
+        // Lines go out at most BATCH_DELAY after they arrived.
+        let mut batch_started = tokio::time::Instant::now();
+        let mut clean = true;
+        loop {
+            let wait = if batch.is_empty() {
+                Duration::from_secs(3600)
+            } else {
+                BATCH_DELAY.saturating_sub(batch_started.elapsed())
+            };
+            match tokio::time::timeout(wait, read_line(&mut stream, &mut line)).await {
+                Err(_) => {
+                    self.flush(&mut batch, source).await?;
+                    continue;
+                }
+                Ok(Err(_)) => {
+                    clean = false;
+                    break;
+                }
+                Ok(Ok(false)) => break,
+                Ok(Ok(true)) => {}
+            }
+            if position > have {
+                if batch.is_empty() {
+                    batch_started = tokio::time::Instant::now();
+                }
+                batch.push(LogLine {
+                    source: source.to_string(),
+                    position,
+                    line: String::from_utf8_lossy(&line).into_owned(),
+                });
+            }
+            line.clear();
+            position += 1;
+            if batch.len() >= BATCH_LINES
+                || (!batch.is_empty() && batch_started.elapsed() >= BATCH_DELAY)
+            {
+                self.flush(&mut batch, source).await?;
+            }
+        }
+        self.flush(&mut batch, source).await?;
+        Ok(clean)
+    }
+
+    async fn flush(&mut self, batch: &mut Vec<LogLine>, source: &str) -> Result<(), TektonError> {
+        let Some(last) = batch.last() else {
+            return Ok(());
+        };
+        let last = last.position;
+        self.sink
+            .logs(batch)
+            .await
+            .map_err(|e| TektonError::Transient(e.to_string()))?;
+        self.resume.insert(source.to_string(), last);
+        batch.clear();
+        Ok(())
+    }
+}
+
+/// Read one line (without its newline) into `line`, keeping at most
+/// [`MAX_LINE_BYTES`]. `Ok(false)` at the end of the stream. Cancel-safe
+/// enough for our use: a timeout only interrupts between buffer reads, and
+/// bytes already taken stay in `line`.
+async fn read_line(
+    stream: &mut Pin<Box<dyn AsyncBufRead + Send>>,
+    line: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    let mut any = !line.is_empty();
+    loop {
+        let buf = stream.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(any);
+        }
+        any = true;
+        let (chunk, found) = match buf.iter().position(|b| *b == b'\n') {
+            Some(i) => (&buf[..i], Some(i + 1)),
+            None => (buf, None),
+        };
+        let room = MAX_LINE_BYTES.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let consumed = found.unwrap_or(buf.len());
+        stream.as_mut().consume(consumed);
+        if found.is_some() {
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(true);
+        }
+    }
+}
+
+fn step_terminated(taskrun: &Value, container: &str) -> bool {
+    taskrun
+        .pointer("/status/steps")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|s| {
+            let name_matches = s.get("container").and_then(Value::as_str) == Some(container)
+                || s.get("name")
+                    .and_then(Value::as_str)
+                    .map(|n| format!("step-{n}"))
+                    .as_deref()
+                    == Some(container);
+            name_matches && s.get("terminated").is_some()
+        })
+}

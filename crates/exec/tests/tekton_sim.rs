@@ -1,0 +1,671 @@
+//! The Tekton executor against kube-sim (HTTPS, kube-rs, simulated Tekton
+//! controller): success per method, each failure mode, cancel, timeout and
+//! re-attach.
+
+mod tekton_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use imagefactory_domain::BuildMethod;
+use imagefactory_exec::tekton::namespace::namespace_name;
+use imagefactory_exec::tekton::render::run_params;
+use imagefactory_exec::{ExecutionSink, Executor, Outcome, StopReason};
+use serde_json::{Value, json};
+use tekton_support::*;
+use uuid::Uuid;
+
+fn message(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Failed { message }
+        | Outcome::Cancelled { message }
+        | Outcome::TimedOut { message }
+        | Outcome::Transient { message } => message.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+async fn wait_for<F: Fn() -> bool>(what: &str, f: F) {
+    for _ in 0..400 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_method_succeeds_with_artifacts_params_and_ordered_logs() {
+    let sim = Sim::start(SimOptions {
+        rules: vec![
+            rule(
+                "clone",
+                None,
+                None,
+                &["Cloning into '.'...", "HEAD is now at abc123"],
+                None,
+            ),
+            rule(
+                "build",
+                None,
+                None,
+                &["step 1/3", "step 2/3", "step 3/3"],
+                None,
+            ),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let executor = executor().await;
+    for method in BuildMethod::ALL {
+        let ctx = context(*method, sim.provider(), tenant);
+        let sink = MemorySink::new();
+        let (_tx, stop) = no_stop();
+        let outcome = executor.start(ctx.clone(), sink.clone(), stop).await;
+        assert_eq!(
+            outcome,
+            Outcome::Succeeded,
+            "{method}: {}",
+            message(&outcome)
+        );
+
+        // The reference was persisted with the run's uid.
+        let reference = sink.references.lock().unwrap()[0].clone();
+        assert_eq!(
+            reference.namespace.as_deref(),
+            Some(namespace_name(tenant).as_str())
+        );
+        assert!(reference.uid.is_some());
+        // Image artifacts from the pipeline results, plus task results.
+        assert_eq!(
+            sink.artifact("IMAGE_URL").as_deref(),
+            Some("registry.example.com/team/app:1.0"),
+            "{method}"
+        );
+        let digest = sink.artifact("IMAGE_DIGEST").unwrap();
+        assert!(
+            digest.starts_with("sha256:") && digest.len() == 71,
+            "{method}: {digest}"
+        );
+        assert!(
+            sink.artifact("clone.commit").is_some(),
+            "{method}: task results kept"
+        );
+        // Logs: clone before build, in order, nothing twice.
+        let sources = sink.sources();
+        assert!(sources[0].starts_with("clone/"), "{method}: {sources:?}");
+        assert!(
+            sources.iter().any(|s| s.starts_with("build/")),
+            "{method}: {sources:?}"
+        );
+        assert_eq!(
+            sink.text("clone/clone"),
+            vec!["Cloning into '.'...", "HEAD is now at abc123"]
+        );
+        let build_source = sources.iter().find(|s| s.starts_with("build/")).unwrap();
+        assert_eq!(
+            sink.text(build_source),
+            vec!["step 1/3", "step 2/3", "step 3/3"]
+        );
+        sink.assert_no_duplicates_or_gaps();
+
+        // The PipelineRun in the cluster carries the right params and labels.
+        let runs = sim.pipelineruns(tenant).await;
+        let run = runs
+            .iter()
+            .find(|r| r["metadata"]["name"] == reference.name.clone().unwrap())
+            .unwrap();
+        let params = run_params(run);
+        assert_eq!(params["git-url"], "https://git.example.com/team/app.git");
+        assert_eq!(
+            params["git-revision"], "feature/login",
+            "{method}: the requested ref"
+        );
+        assert_eq!(params["image"], "registry.example.com/team/app:1.0");
+        if *method == BuildMethod::Packer {
+            assert_eq!(params["packer-template"], "image.pkr.hcl");
+            assert_eq!(params["packer-vars"], json!(["region=eu"]));
+        } else {
+            assert_eq!(params["dockerfile"], "build/Dockerfile");
+            assert_eq!(params["build-args"], json!(["VERSION=1.0"]));
+        }
+        if *method == BuildMethod::Buildx {
+            assert_eq!(params["platforms"], json!(["linux/amd64", "linux/arm64"]));
+        }
+        assert_eq!(
+            run["metadata"]["labels"]["imagefactory.io/build-id"],
+            ctx.build_id.to_string()
+        );
+        assert_eq!(
+            run["metadata"]["labels"]["imagefactory.io/execution-id"],
+            ctx.execution_id.to_string()
+        );
+        assert_eq!(run["spec"]["timeouts"]["pipeline"], "1h0m0s");
+        let registry_ws = run["spec"]["workspaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == "dockerconfig")
+            .unwrap();
+        assert_eq!(
+            registry_ws["secret"]["secretName"],
+            format!(
+                "if-reg-{}-v1",
+                &ctx.registry
+                    .as_ref()
+                    .unwrap()
+                    .credential_id
+                    .simple()
+                    .to_string()[..8]
+            )
+        );
+    }
+}
+
+async fn failed_message(sim: &Sim, ctx: imagefactory_exec::ExecutionContext) -> Outcome {
+    let _ = sim;
+    let executor = executor().await;
+    let (_tx, stop) = no_stop();
+    executor.start(ctx, MemorySink::new(), stop).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_task_fails_before_submit() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let tenant = Uuid::new_v4();
+    let outcome = failed_message(&sim, context(BuildMethod::Kaniko, sim.provider(), tenant)).await;
+    let text = message(&outcome);
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    assert!(
+        text.contains("Tekton Task \"git-clone\" not found in namespace"),
+        "{text}"
+    );
+    assert!(
+        sim.pipelineruns(tenant).await.is_empty(),
+        "nothing submitted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_docker_config_secret_fails_with_how_to_fix() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let mut ctx = context(BuildMethod::Docker, sim.provider(), tenant);
+    ctx.registry = None;
+    let outcome = failed_message(&sim, ctx).await;
+    let text = message(&outcome);
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    assert!(
+        text.contains("Secret \"docker-config\" not found"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kubectl create secret docker-registry docker-config"),
+        "{text}"
+    );
+    assert!(sim.pipelineruns(tenant).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_default_storage_class_fails() {
+    let sim = Sim::start(SimOptions {
+        default_storage_class: None,
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let outcome = failed_message(&sim, context(BuildMethod::Buildx, sim.provider(), tenant)).await;
+    let text = message(&outcome);
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    assert!(text.contains("no default StorageClass"), "{text}");
+    // A configured class that does not exist is named.
+    let mut config = sim.config();
+    config["storage_class"] = json!("fast-ssd");
+    let outcome = failed_message(
+        &sim,
+        context(BuildMethod::Buildx, sim.provider_with(config), tenant),
+    )
+    .await;
+    assert!(
+        message(&outcome).contains("StorageClass \"fast-ssd\""),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_service_account_fails() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let mut config = sim.config();
+    config["service_account"] = json!("builder");
+    let outcome = failed_message(
+        &sim,
+        context(BuildMethod::Kaniko, sim.provider_with(config), tenant),
+    )
+    .await;
+    let text = message(&outcome);
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    assert!(
+        text.contains("service account \"builder\" not found"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_fail_with_the_clusters_401() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let mut config = sim.config();
+    config["token"] = json!("not-a-valid-token");
+    let outcome = failed_message(
+        &sim,
+        context(
+            BuildMethod::Kaniko,
+            sim.provider_with(config),
+            Uuid::new_v4(),
+        ),
+    )
+    .await;
+    let text = message(&outcome);
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    assert!(
+        text.contains("401") && text.contains("Unauthorized"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("not-a-valid-token"),
+        "the token never appears in messages"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_namespace_fails_clearly() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let token = sim.handle.add_token_user(
+        "tenant-bot",
+        &[],
+        vec![kube_sim::AccessRule::new(
+            &["somewhere-else"],
+            &["*"],
+            &["*"],
+        )],
+    );
+    let mut config = sim.config();
+    config["token"] = json!(token);
+    let tenant = Uuid::new_v4();
+    let outcome = failed_message(
+        &sim,
+        context(BuildMethod::Kaniko, sim.provider_with(config), tenant),
+    )
+    .await;
+    let text = message(&outcome);
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    assert!(text.contains("403") && text.contains("Forbidden"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_cluster_is_transient() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sim = Sim::start(SimOptions::default()).await;
+    let mut config = sim.config();
+    config["endpoint"] = json!(format!("https://127.0.0.1:{port}"));
+    let outcome = failed_message(
+        &sim,
+        context(
+            BuildMethod::Kaniko,
+            sim.provider_with(config),
+            Uuid::new_v4(),
+        ),
+    )
+    .await;
+    assert!(matches!(outcome, Outcome::Transient { .. }), "{outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_failure_names_the_step_and_exit_code() {
+    let sim = Sim::start(SimOptions {
+        rules: vec![rule(
+            "build",
+            Some("build-and-push"),
+            None,
+            &["error: boom"],
+            Some(3),
+        )],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let sink = MemorySink::new();
+    let (_tx, stop) = no_stop();
+    let outcome = executor()
+        .await
+        .start(
+            context(BuildMethod::Kaniko, sim.provider(), tenant),
+            sink.clone(),
+            stop,
+        )
+        .await;
+    let text = message(&outcome);
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    assert!(
+        text.contains("step \"build-and-push\" exited with code 3"),
+        "{text}"
+    );
+    assert!(text.contains("task \"build\""), "{text}");
+    assert_eq!(sink.text("build/build-and-push"), vec!["error: boom"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_cancels_the_pipelinerun() {
+    let sim = Sim::start(SimOptions {
+        rules: vec![rule("build", None, Some("1h"), &["building..."], None)],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let sink = MemorySink::new();
+    let (tx, stop) = no_stop();
+    let ctx = context(BuildMethod::Docker, sim.provider(), tenant);
+    let executor = Arc::new(executor().await);
+    let task = {
+        let (executor, sink) = (executor.clone(), sink.clone());
+        tokio::spawn(async move { executor.start(ctx, sink, stop).await })
+    };
+    let s = sink.clone();
+    wait_for("the build step to log", move || {
+        !s.text("build/build").is_empty()
+    })
+    .await;
+    tx.send(Some(StopReason::Cancel)).unwrap();
+    let outcome = task.await.unwrap();
+    assert!(matches!(outcome, Outcome::Cancelled { .. }), "{outcome:?}");
+    let runs = sim.pipelineruns(tenant).await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["spec"]["status"], "Cancelled");
+    let cond = &runs[0]["status"]["conditions"][0];
+    assert_eq!(
+        (cond["status"].as_str(), cond["reason"].as_str()),
+        (Some("False"), Some("Cancelled"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_past_its_timeout_ends_timed_out() {
+    let sim = Sim::start(SimOptions {
+        rules: vec![rule("build", None, Some("1h"), &[], None)],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let mut ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    ctx.timeout = Duration::from_secs(60);
+    let (_tx, stop) = no_stop();
+    let outcome = executor().await.start(ctx, MemorySink::new(), stop).await;
+    assert!(matches!(outcome, Outcome::TimedOut { .. }), "{outcome:?}");
+    let runs = sim.pipelineruns(tenant).await;
+    assert_eq!(
+        runs[0]["status"]["conditions"][0]["reason"],
+        "PipelineRunTimeout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dispatcher_timeout_cancels_and_reports_timed_out() {
+    let sim = Sim::start(SimOptions {
+        rules: vec![rule("build", None, Some("1h"), &["building..."], None)],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let sink = MemorySink::new();
+    let (tx, stop) = no_stop();
+    let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    let executor = Arc::new(executor().await);
+    let task = {
+        let (executor, sink) = (executor.clone(), sink.clone());
+        tokio::spawn(async move { executor.start(ctx, sink, stop).await })
+    };
+    let s = sink.clone();
+    wait_for("the build step to log", move || {
+        !s.text("build/build-and-push").is_empty()
+    })
+    .await;
+    tx.send(Some(StopReason::Timeout)).unwrap();
+    let outcome = task.await.unwrap();
+    assert!(matches!(outcome, Outcome::TimedOut { .. }), "{outcome:?}");
+    assert_eq!(
+        sim.pipelineruns(tenant).await[0]["spec"]["status"],
+        "Cancelled"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reattach_after_losing_the_executor_mid_run() {
+    let many: Vec<String> = (0..40).map(|i| format!("layer {i}")).collect();
+    let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    let sim = Sim::start(SimOptions {
+        rules: vec![rule("build", None, Some("5m"), &many_refs, None)],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let sink = MemorySink::new();
+    let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    let first = Arc::new(executor().await);
+    let (_tx, stop) = no_stop();
+    let task = {
+        let (executor, sink, ctx) = (first.clone(), sink.clone(), ctx.clone());
+        tokio::spawn(async move { executor.start(ctx, sink, stop).await })
+    };
+    let s = sink.clone();
+    wait_for("some build log lines", move || {
+        s.text("build/build-and-push").len() >= 5
+    })
+    .await;
+    // The dispatcher dies: its executor is gone mid-run.
+    task.abort();
+    let _ = task.await;
+    drop(first);
+    let reference = sink.references.lock().unwrap()[0].clone();
+    let before = sink.text("build/build-and-push").len();
+    assert!(before < 40, "the run was still going ({before} lines)");
+
+    // Another dispatcher (a fresh executor, fresh clients) re-attaches.
+    let (_tx, stop) = no_stop();
+    let outcome = executor()
+        .await
+        .reattach(
+            ctx.clone(),
+            reference,
+            sink.clone() as Arc<dyn ExecutionSink>,
+            stop,
+        )
+        .await;
+    assert_eq!(outcome, Outcome::Succeeded, "{}", message(&outcome));
+    let runs = sim.pipelineruns(tenant).await;
+    assert_eq!(runs.len(), 1, "exactly one PipelineRun for the attempt");
+    assert_eq!(
+        sink.text("build/build-and-push"),
+        many,
+        "all lines, in order"
+    );
+    sink.assert_no_duplicates_or_gaps();
+    assert!(sink.artifact("IMAGE_DIGEST").is_some());
+
+    // Starting the same execution again adopts the run instead of creating another.
+    let (_tx, stop) = no_stop();
+    let again = MemorySink::new();
+    let outcome = executor().await.start(ctx, again.clone(), stop).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{}", message(&outcome));
+    assert_eq!(sim.pipelineruns(tenant).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_deleted_behind_our_back_fails_the_build() {
+    let sim = Sim::start(SimOptions {
+        rules: vec![rule("build", None, Some("1h"), &["building..."], None)],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let sink = MemorySink::new();
+    let (_tx, stop) = no_stop();
+    let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    let executor = Arc::new(executor().await);
+    let task = {
+        let (executor, sink) = (executor.clone(), sink.clone());
+        tokio::spawn(async move { executor.start(ctx, sink, stop).await })
+    };
+    let s = sink.clone();
+    wait_for("the build step to log", move || {
+        !s.text("build/build-and-push").is_empty()
+    })
+    .await;
+    let name = sink.references.lock().unwrap()[0].name.clone().unwrap();
+    let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        sim.admin().await,
+        &namespace_name(tenant),
+        &imagefactory_exec::tekton::submit::pipelinerun_resource(
+            imagefactory_exec::tekton::TektonVersion::V1,
+        ),
+    );
+    api.delete(&name, &Default::default()).await.unwrap();
+    let outcome = task.await.unwrap();
+    let text = message(&outcome);
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    assert!(text.contains("was deleted"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_connection_reports_versions_and_auth() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let report = imagefactory_exec::tekton::test_connection(&sim.provider()).await;
+    assert!(report.reachable && report.authenticated, "{report:?}");
+    assert!(
+        report.tekton_versions.contains(&"v1".to_string()),
+        "{report:?}"
+    );
+    assert_eq!(report.error, None);
+    let mut config = sim.config();
+    config["token"] = json!("wrong");
+    let report = imagefactory_exec::tekton::test_connection(&sim.provider_with(config)).await;
+    assert!(report.reachable && !report.authenticated, "{report:?}");
+    assert!(report.error.unwrap().contains("401"));
+    // Without the CA the server's certificate is not trusted: TLS is verified.
+    let mut config: Value = sim.config();
+    config.as_object_mut().unwrap().remove("ca_cert");
+    let report =
+        imagefactory_exec::tekton::test_connection(&sim.provider_with(config.clone())).await;
+    assert!(!report.authenticated, "{report:?}");
+    assert!(report.error.is_some());
+    config["insecure_skip_tls_verify"] = json!(true);
+    let report = imagefactory_exec::tekton::test_connection(&sim.provider_with(config)).await;
+    assert!(report.authenticated, "explicit opt-out works: {report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handover_leaves_the_run_going_and_another_executor_finishes_it() {
+    let lines: Vec<String> = (0..30).map(|i| format!("progress {i}")).collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let sim = Sim::start(SimOptions {
+        rules: vec![rule("build", None, Some("3m"), &refs, None)],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let sink = MemorySink::new();
+    let (tx, stop) = no_stop();
+    let ctx = context(BuildMethod::Buildx, sim.provider(), tenant);
+    let executor = Arc::new(executor().await);
+    let task = {
+        let (executor, sink, ctx) = (executor.clone(), sink.clone(), ctx.clone());
+        tokio::spawn(async move { executor.start(ctx, sink, stop).await })
+    };
+    let s = sink.clone();
+    wait_for("build logs", move || {
+        s.text("build/build-and-push").len() >= 3
+    })
+    .await;
+    tx.send(Some(StopReason::Handover)).unwrap();
+    assert_eq!(task.await.unwrap(), Outcome::HandedOver);
+    let runs = sim.pipelineruns(tenant).await;
+    assert_eq!(runs.len(), 1);
+    assert!(
+        runs[0]["spec"].get("status").is_none(),
+        "handover does not cancel"
+    );
+    assert_eq!(
+        runs[0]["status"]["conditions"][0]["status"], "Unknown",
+        "still running"
+    );
+
+    let reference = sink.references.lock().unwrap()[0].clone();
+    let (_tx, stop) = no_stop();
+    let outcome = executor.reattach(ctx, reference, sink.clone(), stop).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{}", message(&outcome));
+    assert_eq!(sink.text("build/build-and-push"), lines);
+    sink.assert_no_duplicates_or_gaps();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reattach_to_a_deleted_run_fails_saying_so() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    let reference = imagefactory_exec::ExecutionRef {
+        executor: imagefactory_exec::ExecutorKind::Tekton,
+        provider_id: ctx.provider.as_ref().map(|p| p.provider_id),
+        namespace: Some(namespace_name(tenant)),
+        name: Some("if-gone-1".into()),
+        uid: Some("00000000-0000-0000-0000-000000000001".into()),
+    };
+    let (_tx, stop) = no_stop();
+    let outcome = executor()
+        .await
+        .reattach(ctx, reference, MemorySink::new(), stop)
+        .await;
+    assert!(
+        message(&outcome).contains("PipelineRun") && message(&outcome).contains("was deleted"),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_namespace_is_never_used() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let tenant = Uuid::parse_str("5eed0001-0000-4000-8000-000000000001").unwrap();
+    let other = Uuid::parse_str("5eed0001-ffff-4000-8000-000000000002").unwrap();
+    sim.install_tasks(other).await;
+    let (_tx, stop) = no_stop();
+    let outcome = executor()
+        .await
+        .start(
+            context(BuildMethod::Kaniko, sim.provider(), tenant),
+            MemorySink::new(),
+            stop,
+        )
+        .await;
+    assert!(
+        message(&outcome).contains("belongs to another tenant"),
+        "{outcome:?}"
+    );
+    assert!(sim.pipelineruns(other).await.is_empty());
+}

@@ -1,0 +1,525 @@
+//! The Tekton executor against kube-sim, continued: v1beta1 clusters,
+//! retention, fault injection, each auth mode, the global fallback cluster,
+//! client caching, per-version registry Secrets and Task installation.
+
+mod tekton_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use imagefactory_domain::{BuildMethod, Secret};
+use imagefactory_exec::tekton::client::{ClientCache, ClusterSettings};
+use imagefactory_exec::tekton::namespace::namespace_name;
+use imagefactory_exec::tekton::tasks::install_tasks;
+use imagefactory_exec::tekton::{TektonExecutor, TektonSettings, TektonVersion, test_connection};
+use imagefactory_exec::{Executor, GitCredential, Outcome};
+use k8s_openapi::api::core::v1::Secret as KubeSecret;
+use kube_sim::{Credentials, FaultAction, FaultRule};
+use serde_json::json;
+use tekton_support::*;
+use uuid::Uuid;
+
+fn message(outcome: &Outcome) -> String {
+    format!("{outcome:?}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1beta1_run_succeeds_with_pipeline_results() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let mut config = sim.config();
+    config["tekton_api_version"] = json!("v1beta1");
+    let sink = MemorySink::new();
+    let (_tx, stop) = no_stop();
+    let ctx = context(BuildMethod::Kaniko, sim.provider_with(config), tenant);
+    let outcome = executor().await.start(ctx, sink.clone(), stop).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{}", message(&outcome));
+    assert_eq!(
+        sink.artifact("IMAGE_URL").as_deref(),
+        Some("registry.example.com/team/app:1.0")
+    );
+    assert!(
+        sink.artifact("IMAGE_DIGEST")
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert!(sink.artifact("clone.commit").is_some(), "taskResults read");
+    sink.assert_no_duplicates_or_gaps();
+    assert!(!sink.sources().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_persisted_runs_beyond_keep_last() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let mut config = sim.config();
+    config["retention"] = json!({"keep_last": 2});
+    let provider = sim.provider_with(config);
+    let executor = executor().await;
+    let mut names = Vec::new();
+    for _ in 0..4 {
+        let sink = MemorySink::new();
+        let (_tx, stop) = no_stop();
+        let outcome = executor
+            .start(
+                context(BuildMethod::Docker, provider.clone(), tenant),
+                sink.clone(),
+                stop,
+            )
+            .await;
+        assert_eq!(outcome, Outcome::Succeeded, "{}", message(&outcome));
+        names.push(sink.references.lock().unwrap()[0].name.clone().unwrap());
+        // completionTime has second resolution; keep runs apart.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    let mut left: Vec<String> = sim
+        .pipelineruns(tenant)
+        .await
+        .iter()
+        .map(|r| r["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    left.sort();
+    let mut newest = names[2..].to_vec();
+    newest.sort();
+    assert_eq!(left, newest, "the two newest runs are kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_survive_api_faults_without_duplicates() {
+    let lines: Vec<String> = (0..20).map(|i| format!("line {i}")).collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let sim = Sim::start(SimOptions {
+        rules: vec![rule("build", None, Some("1m"), &refs, None)],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let faults = sim.handle.faults();
+    // Watches: forced 410 Expired (relist) and dropped connections.
+    faults.add(
+        FaultRule::new(
+            Some("watch"),
+            Some("pipelineruns"),
+            FaultAction::ExpireWatch,
+        )
+        .times(3),
+    );
+    faults.add(FaultRule::new(
+        Some("watch"),
+        Some("pipelineruns"),
+        FaultAction::DropWatch {
+            after: Duration::from_millis(300),
+        },
+    ));
+    // Errors on submit and on reads: 500s and 429s.
+    faults.add(
+        FaultRule::new(
+            Some("create"),
+            Some("pipelineruns"),
+            FaultAction::Error {
+                code: 500,
+                retry_after: None,
+            },
+        )
+        .times(1),
+    );
+    faults.add(
+        FaultRule::new(
+            Some("get"),
+            Some("taskruns"),
+            FaultAction::Error {
+                code: 500,
+                retry_after: None,
+            },
+        )
+        .times(2),
+    );
+    faults.add(
+        FaultRule::new(
+            Some("get"),
+            Some("pods/log"),
+            FaultAction::Error {
+                code: 429,
+                retry_after: Some(1),
+            },
+        )
+        .times(2),
+    );
+    // Log streams cut mid-way must resume without duplicates or gaps.
+    faults.add(FaultRule::new(
+        Some("get"),
+        Some("pods/log"),
+        FaultAction::DropWatch {
+            after: Duration::from_millis(250),
+        },
+    ));
+    let executor = executor().await;
+    let mut sinks = Vec::new();
+    let mut tasks = Vec::new();
+    let executor = Arc::new(executor);
+    for method in BuildMethod::ALL {
+        let sink = MemorySink::new();
+        sinks.push(sink.clone());
+        let ctx = context(*method, sim.provider(), tenant);
+        let executor = executor.clone();
+        tasks.push(tokio::spawn(async move {
+            let (_tx, stop) = no_stop();
+            executor.start(ctx, sink, stop).await
+        }));
+    }
+    for (task, sink) in tasks.into_iter().zip(&sinks) {
+        let outcome = task.await.unwrap();
+        assert_eq!(outcome, Outcome::Succeeded, "{}", message(&outcome));
+        sink.assert_no_duplicates_or_gaps();
+        let build = sink
+            .sources()
+            .into_iter()
+            .find(|s| s.starts_with("build/"))
+            .unwrap();
+        assert_eq!(sink.text(&build), lines, "{build}");
+    }
+    assert_eq!(
+        sim.pipelineruns(tenant).await.len(),
+        4,
+        "one run per build, none duplicated"
+    );
+    // Every counted fault was hit (only the unlimited ones remain), and the
+    // failed create was retried.
+    let left: Vec<FaultAction> = faults.list().into_iter().map(|(_, r)| r.action).collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.iter()
+            .all(|a| matches!(a, FaultAction::DropWatch { .. })),
+        "{left:?}"
+    );
+    let retried = sinks.iter().any(|s| {
+        s.progress
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| p.starts_with("retrying after a transient error"))
+    });
+    assert!(retried);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_cert_and_kubeconfig_auth_work_and_tls_is_verified() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let cert = sim
+        .handle
+        .add_cert_user("ci-bot", &["builders"], vec![kube_sim::AccessRule::all()])
+        .unwrap();
+    let provider = sim.provider_with(json!({
+        "auth_method": "client-cert",
+        "apiServer": sim.handle.endpoint(),
+        "client_cert": cert.cert_pem,
+        "client_key": cert.key_pem,
+        "ca_cert": sim.handle.ca_pem(),
+    }));
+    let report = test_connection(&provider).await;
+    assert!(
+        report.authenticated && report.tekton_versions.contains(&"v1".to_string()),
+        "{report:?}"
+    );
+
+    let inline = sim.provider_with(
+        json!({"auth_method": "kubeconfig", "kubeconfig": sim.handle.kubeconfig_yaml()}),
+    );
+    let report = test_connection(&inline).await;
+    assert!(report.authenticated, "{report:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config");
+    std::fs::write(
+        &path,
+        sim.handle
+            .kubeconfig_yaml_for(Credentials::ClientCert(&cert), "default"),
+    )
+    .unwrap();
+    let by_path = sim.provider_with(
+        json!({"auth_method": "kubeconfig", "kubeconfig_path": path, "context": "kube-sim"}),
+    );
+    let report = test_connection(&by_path).await;
+    assert!(report.authenticated, "{report:?}");
+    let wrong_context = sim.provider_with(
+        json!({"auth_method": "kubeconfig", "kubeconfig_path": path, "context": "nope"}),
+    );
+    let report = test_connection(&wrong_context).await;
+    assert!(!report.reachable && report.error.is_some(), "{report:?}");
+
+    // A CA that did not sign the server's certificate is refused.
+    let other = Sim::start(SimOptions::default()).await;
+    let mut config = sim.config();
+    config["ca_cert"] = json!(other.handle.ca_pem());
+    let report = test_connection(&sim.provider_with(config.clone())).await;
+    assert!(
+        !report.authenticated && report.error.is_some(),
+        "{report:?}"
+    );
+    // ...and a build against it fails (not transient: the config is wrong).
+    let (_tx, stop) = no_stop();
+    let outcome = executor()
+        .await
+        .start(
+            context(
+                BuildMethod::Kaniko,
+                sim.provider_with(config),
+                Uuid::new_v4(),
+            ),
+            MemorySink::new(),
+            stop,
+        )
+        .await;
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_without_a_provider_use_the_global_cluster_only_when_configured() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let mut ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    ctx.provider = None;
+    let (_tx, stop) = no_stop();
+    let outcome = executor()
+        .await
+        .start(ctx.clone(), MemorySink::new(), stop)
+        .await;
+    assert!(
+        message(&outcome).contains("no global cluster is configured"),
+        "{outcome:?}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config");
+    std::fs::write(&path, sim.handle.kubeconfig_yaml()).unwrap();
+    let executor = TektonExecutor::new(TektonSettings {
+        global_kubeconfig: Some(path),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (_tx, stop) = no_stop();
+    let outcome = executor.start(ctx, MemorySink::new(), stop).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{}", message(&outcome));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_are_cached_per_provider_and_rebuilt_on_config_change() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let cache = ClientCache::new();
+    let mut provider = sim.provider();
+    let a = cache.cluster(Some(&provider)).await.unwrap();
+    let b = cache.cluster(Some(&provider)).await.unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    provider.config_version += 1;
+    provider.config["tekton_api_version"] = json!("v1beta1");
+    let c = cache.cluster(Some(&provider)).await.unwrap();
+    assert!(!Arc::ptr_eq(&a, &c));
+    assert_eq!(c.tekton_version().await.unwrap(), TektonVersion::V1beta1);
+    assert_eq!(a.tekton_version().await.unwrap(), TektonVersion::V1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_secrets_are_per_credential_version_and_git_credentials_bind_basic_auth() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let executor = executor().await;
+    let mut ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    ctx.source.credential = Some(GitCredential {
+        username: "me".into(),
+        password: Secret::new("git-pass"),
+    });
+    let (_tx, stop) = no_stop();
+    let sink = MemorySink::new();
+    assert_eq!(
+        executor.start(ctx.clone(), sink.clone(), stop).await,
+        Outcome::Succeeded
+    );
+    // Same credential, new version (password changed): a second Secret; the first is untouched.
+    let mut ctx2 = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    let mut auth = ctx.registry.clone().unwrap();
+    auth.version = 2;
+    auth.password = Secret::new("rotated");
+    ctx2.registry = Some(auth.clone());
+    let (_tx, stop) = no_stop();
+    assert_eq!(
+        executor.start(ctx2, MemorySink::new(), stop).await,
+        Outcome::Succeeded
+    );
+
+    let secrets: kube::Api<KubeSecret> =
+        kube::Api::namespaced(sim.admin().await, &namespace_name(tenant));
+    let id8 = &auth.credential_id.simple().to_string()[..8];
+    let v1 = secrets.get(&format!("if-reg-{id8}-v1")).await.unwrap();
+    let v2 = secrets.get(&format!("if-reg-{id8}-v2")).await.unwrap();
+    let password = |s: &KubeSecret| {
+        let config: serde_json::Value =
+            serde_json::from_slice(&s.data.as_ref().unwrap()[".dockerconfigjson"].0).unwrap();
+        config["auths"]["registry.example.com"]["password"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(password(&v1), "s3cret");
+    assert_eq!(password(&v2), "rotated");
+    assert_eq!(v1.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
+
+    let run = &sim
+        .pipelineruns(tenant)
+        .await
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == sink.references.lock().unwrap()[0].name.clone().unwrap())
+        .unwrap();
+    let ws = run["spec"]["workspaces"].as_array().unwrap();
+    let basic = ws
+        .iter()
+        .find(|w| w["name"] == "basic-auth")
+        .expect("basic-auth workspace");
+    let git = secrets
+        .get(basic["secret"]["secretName"].as_str().unwrap())
+        .await
+        .unwrap();
+    let creds = String::from_utf8(git.data.unwrap()[".git-credentials"].0.clone()).unwrap();
+    assert_eq!(creds, "https://me:git-pass@git.example.com\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installing_tasks_twice_is_idempotent() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let settings = ClusterSettings::parse(&sim.config()).unwrap();
+    let client = settings.client().await.unwrap();
+    let tenant = Uuid::new_v4();
+    imagefactory_exec::tekton::namespace::ensure_namespace(&client, tenant)
+        .await
+        .unwrap();
+    // Concurrent creation of the namespace is fine too.
+    imagefactory_exec::tekton::namespace::ensure_namespace(&client, tenant)
+        .await
+        .unwrap();
+    let ns = namespace_name(tenant);
+    let first = install_tasks(&client, TektonVersion::V1, &ns)
+        .await
+        .unwrap();
+    let second = install_tasks(&client, TektonVersion::V1, &ns)
+        .await
+        .unwrap();
+    assert_eq!(
+        first,
+        vec!["git-clone", "docker-build", "buildx", "kaniko", "packer"]
+    );
+    assert_eq!(first, second);
+    let ns_obj: k8s_openapi::api::core::v1::Namespace =
+        kube::Api::all(client.clone()).get(&ns).await.unwrap();
+    let labels = ns_obj.metadata.labels.unwrap();
+    assert_eq!(labels["tenant-id"], tenant.to_string());
+    assert_eq!(labels["app"], "image-factory");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_state_builds_skip_checks_that_passed_recently() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let executor = executor().await;
+    let provider = sim.provider();
+    let (_tx, stop) = no_stop();
+    assert_eq!(
+        executor
+            .start(
+                context(BuildMethod::Kaniko, provider.clone(), tenant),
+                MemorySink::new(),
+                stop
+            )
+            .await,
+        Outcome::Succeeded
+    );
+    // Count what the second build asks: a zero-latency fault rule with a budget.
+    let faults = sim.handle.faults();
+    let counters: Vec<(&str, &str, u64)> = [
+        ("get", "tasks"),
+        ("list", "storageclasses"),
+        ("get", "serviceaccounts"),
+        ("get", "namespaces"),
+        ("create", "pipelineruns"),
+    ]
+    .into_iter()
+    .map(|(verb, resource)| {
+        (
+            verb,
+            resource,
+            faults.add(
+                FaultRule::new(
+                    Some(verb),
+                    Some(resource),
+                    FaultAction::Latency(Duration::ZERO),
+                )
+                .times(1000),
+            ),
+        )
+    })
+    .collect();
+    let mut ctx = context(BuildMethod::Kaniko, provider, tenant);
+    ctx.registry = ctx.registry.map(|mut r| {
+        r.credential_id = Uuid::nil();
+        r
+    });
+    let (_tx, stop) = no_stop();
+    assert_eq!(
+        executor.start(ctx, MemorySink::new(), stop).await,
+        Outcome::Succeeded
+    );
+    let used = |id: u64| {
+        1000 - faults
+            .list()
+            .iter()
+            .find(|(i, _)| *i == id)
+            .and_then(|(_, r)| r.times)
+            .unwrap_or(0)
+    };
+    for (verb, resource, id) in counters {
+        let expected = if resource == "pipelineruns" { 1 } else { 0 };
+        assert_eq!(used(id), expected, "{verb} {resource}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_that_may_not_watch_runs_fails_the_build_clearly() {
+    let sim = Sim::start(SimOptions {
+        rules: vec![rule("build", None, Some("10m"), &[], None)],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let token = sim.handle.add_token_user(
+        "no-watch",
+        &[],
+        vec![kube_sim::AccessRule::new(
+            &["*"],
+            &["get", "create", "patch", "update", "delete"],
+            &["*"],
+        )],
+    );
+    let mut config = sim.config();
+    config["token"] = json!(token);
+    let (_tx, stop) = no_stop();
+    let outcome = executor()
+        .await
+        .start(
+            context(BuildMethod::Kaniko, sim.provider_with(config), tenant),
+            MemorySink::new(),
+            stop,
+        )
+        .await;
+    let text = message(&outcome);
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    assert!(
+        text.contains("cannot watch PipelineRuns") && text.contains("403"),
+        "{text}"
+    );
+}
