@@ -1,0 +1,5 @@
+//! End-to-end tests: HTTP API → PostgreSQL → dispatchers → Tekton executor →
+//! kube-sim, asserting what a user sees through the API and what the cluster holds.
+
+mod harness;
+mod methods;
