@@ -1,5 +1,6 @@
 //! End-to-end tests: HTTP API → PostgreSQL → dispatchers → Tekton executor →
 //! kube-sim, asserting what a user sees through the API and what the cluster holds.
 
+mod failures;
 mod harness;
 mod methods;
