@@ -246,6 +246,10 @@ async fn a_build_over_its_timeout_ends_timed_out() {
     assert_eq!(build["status"], "timed_out", "{build}");
     let runs = app.pipelineruns(Some(id)).await;
     assert_eq!(runs.len(), 1);
-    assert_eq!(runs[0]["spec"]["timeouts"]["pipeline"], "0h0m2s", "{}", runs[0]);
+    assert_eq!(
+        runs[0]["spec"]["timeouts"]["pipeline"], "0h0m2s",
+        "{}",
+        runs[0]
+    );
     app.finish().await;
 }

@@ -86,6 +86,7 @@ pub struct TestApp {
     pub credential: Uuid,
     pub settings: DispatcherSettings,
     pub dispatchers: Vec<RunningDispatcher>,
+    db_url: String,
     db_name: String,
     admin_url: String,
 }
@@ -95,7 +96,8 @@ fn base_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-async fn fresh_database() -> (PgPool, String, String) {
+/// Database pool, its URL, its name, and the server's admin URL.
+async fn fresh_database() -> (PgPool, String, String, String) {
     let admin_url = base_url();
     let name = format!("if_e2e_{}", Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(&admin_url)
@@ -114,7 +116,7 @@ async fn fresh_database() -> (PgPool, String, String) {
         .await
         .expect("connect test database");
     MIGRATOR.run(&pool).await.expect("migrations");
-    (pool, name, admin_url)
+    (pool, url, name, admin_url)
 }
 
 async fn start_sim(rules: Vec<ScriptRule>) -> KubeSimHandle {
@@ -142,7 +144,7 @@ async fn start_sim(rules: Vec<ScriptRule>) -> KubeSimHandle {
 
 impl TestApp {
     pub async fn start(options: Options) -> TestApp {
-        let (pool, db_name, admin_url) = fresh_database().await;
+        let (pool, db_url, db_name, admin_url) = fresh_database().await;
         let sim = start_sim(options.rules).await;
         let (cipher, _) = Cipher::random();
         let mut state = AppState::new(pool.clone(), cipher.clone(), Some(Secret::new(ADMIN_TOKEN)));
@@ -164,6 +166,7 @@ impl TestApp {
             credential: Uuid::nil(),
             settings: options.settings,
             dispatchers: Vec::new(),
+            db_url,
             db_name,
             admin_url,
         };
@@ -207,23 +210,12 @@ impl TestApp {
     }
 
     pub async fn start_dispatcher(&mut self) -> String {
-        let executor = TektonExecutor::new(TektonSettings {
-            log_drain: Duration::from_secs(20),
-            cancel_grace: Duration::from_secs(30),
-            ..Default::default()
-        })
-        .await
-        .expect("tekton executor");
-        let dispatcher = Dispatcher::new(
+        let dispatcher = new_dispatcher(
             self.pool.clone(),
             self.settings.clone(),
-            Executors {
-                tekton: Some(Arc::new(executor)),
-                local: None,
-            },
-            Some(self.cipher.clone()),
-            DispatcherMode::Embedded,
-        );
+            self.cipher.clone(),
+        )
+        .await;
         let id = dispatcher.id().to_owned();
         let token = CancellationToken::new();
         let run_token = token.clone();
@@ -236,6 +228,37 @@ impl TestApp {
             task,
         });
         id
+    }
+
+    /// A dispatcher on a runtime of its own, so that [`CrashableDispatcher::crash`]
+    /// ends every task it started at once (claim loop, heartbeat, watches, log
+    /// streams) without handing anything over: a process crash, in process.
+    pub fn start_crashable_dispatcher(&self) -> CrashableDispatcher {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (url, settings, cipher) = (
+            self.db_url.clone(),
+            self.settings.clone(),
+            self.cipher.clone(),
+        );
+        let dispatcher_id = format!("crashable-{}", Uuid::new_v4().simple());
+        let id = dispatcher_id.clone();
+        runtime.spawn(async move {
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .connect(&url)
+                .await
+                .unwrap();
+            let dispatcher = new_dispatcher(pool, settings, cipher).await.with_id(id);
+            let _ = dispatcher.run(CancellationToken::new()).await;
+        });
+        CrashableDispatcher {
+            id: dispatcher_id,
+            runtime: Some(runtime),
+        }
     }
 
     /// Drop the whole database after the test; kube-sim ends with the handle.
@@ -465,6 +488,46 @@ impl TestApp {
             .into_iter()
             .map(|o| serde_json::to_value(o).unwrap())
             .collect()
+    }
+}
+
+async fn new_dispatcher(pool: PgPool, settings: DispatcherSettings, cipher: Cipher) -> Dispatcher {
+    let executor = TektonExecutor::new(TektonSettings {
+        log_drain: Duration::from_secs(20),
+        cancel_grace: Duration::from_secs(30),
+        ..Default::default()
+    })
+    .await
+    .expect("tekton executor");
+    Dispatcher::new(
+        pool,
+        settings,
+        Executors {
+            tekton: Some(Arc::new(executor)),
+            local: None,
+        },
+        Some(cipher),
+        DispatcherMode::Embedded,
+    )
+}
+
+pub struct CrashableDispatcher {
+    pub id: String,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl CrashableDispatcher {
+    /// Stop every task of this dispatcher where it stands.
+    pub fn crash(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for CrashableDispatcher {
+    fn drop(&mut self) {
+        self.crash();
     }
 }
 
