@@ -3,5 +3,6 @@
 
 mod failures;
 mod harness;
+mod load;
 mod methods;
 mod reattach;
