@@ -31,7 +31,7 @@ use uuid::Uuid;
 pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 
 /// Guard against hangs only; no assertion depends on how long anything takes.
-pub const PATIENCE: Duration = Duration::from_secs(240);
+pub const PATIENCE: Duration = Duration::from_secs(150);
 
 pub const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "timed_out"];
 
@@ -68,7 +68,6 @@ pub fn fast_settings() -> DispatcherSettings {
 }
 
 pub struct RunningDispatcher {
-    pub id: String,
     pub token: CancellationToken,
     pub task: JoinHandle<()>,
 }
@@ -222,11 +221,7 @@ impl TestApp {
         let task = tokio::spawn(async move {
             dispatcher.run(run_token).await.expect("dispatcher runs");
         });
-        self.dispatchers.push(RunningDispatcher {
-            id: id.clone(),
-            token,
-            task,
-        });
+        self.dispatchers.push(RunningDispatcher { token, task });
         id
     }
 
@@ -423,10 +418,18 @@ impl TestApp {
             if wanted.contains(&b["status"].as_str().unwrap()) {
                 return b;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "build {id} never reached {wanted:?}: {b}"
-            );
+            if tokio::time::Instant::now() >= deadline {
+                let executions = self.executions(id).await;
+                let runs: Vec<Value> = self
+                    .pipelineruns(Some(id))
+                    .await
+                    .into_iter()
+                    .map(|r| json!({"name": r["metadata"]["name"], "spec.status": r["spec"]["status"], "status": r["status"]["conditions"]}))
+                    .collect();
+                panic!(
+                    "build {id} never reached {wanted:?}: {b}\nexecutions: {executions:?}\nPipelineRuns: {runs:?}"
+                );
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
