@@ -224,7 +224,8 @@ async fn two_hundred_builds_survive_injected_cluster_faults() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "exec bug: with 3 dispatchers x 300 builds, some builds stay `running` forever although \
 their PipelineRun reached Succeeded=True in kube-sim (seen 2 of 2 runs; the executor never \
-reports the end; execution message stays `PipelineRun ... created`)"]
+reports the end; execution message stays `PipelineRun ... created`); the same test with 1 \
+dispatcher passes (300/300), so it needs several executors on one namespace"]
 async fn three_dispatchers_claim_each_build_exactly_once() {
     let app = TestApp::start(Options {
         dispatchers: 3,
