@@ -1,0 +1,570 @@
+//! `TestApp`: the real pieces in one process — a fresh migrated PostgreSQL
+//! database, kube-sim over HTTPS with the simulated Tekton controller and the
+//! project's Tasks, the API router on 127.0.0.1:0 and in-process dispatchers
+//! with the real `TektonExecutor` — plus typed HTTP helpers.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use imagefactory_api::{AppState, router};
+use imagefactory_dispatch::{Dispatcher, DispatcherMode, DispatcherSettings, Executors};
+use imagefactory_domain::Secret;
+use imagefactory_exec::tekton::client::ClusterSettings;
+use imagefactory_exec::tekton::namespace::{ensure_namespace, namespace_name};
+use imagefactory_exec::tekton::submit::pipelinerun_resource;
+use imagefactory_exec::tekton::tasks::install_tasks;
+use imagefactory_exec::tekton::{TektonExecutor, TektonSettings, TektonVersion};
+use imagefactory_store::MIGRATOR;
+use imagefactory_store::crypto::Cipher;
+use kube::api::{DynamicObject, ListParams};
+use kube_sim::tekton::{Controller, ControllerOptions, ScriptRule};
+use kube_sim::{KubeSim, KubeSimHandle, KubeSimOptions};
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+
+/// Guard against hangs only; no assertion depends on how long anything takes.
+pub const PATIENCE: Duration = Duration::from_secs(150);
+
+pub const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "timed_out"];
+
+pub struct Options {
+    /// Step scripting rules for the simulated Tekton controller.
+    pub rules: Vec<ScriptRule>,
+    pub dispatchers: usize,
+    pub settings: DispatcherSettings,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            dispatchers: 1,
+            settings: fast_settings(),
+        }
+    }
+}
+
+/// Short leases and polls so takeovers and retries happen quickly.
+pub fn fast_settings() -> DispatcherSettings {
+    DispatcherSettings {
+        poll_interval: Duration::from_millis(250),
+        lease: Duration::from_secs(3),
+        heartbeat_interval: Duration::from_millis(500),
+        backoff_base: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(2),
+        shutdown_grace: Duration::from_secs(2),
+        stop_grace: Duration::from_secs(20),
+        max_attempts: 5,
+        ..Default::default()
+    }
+}
+
+pub struct RunningDispatcher {
+    pub token: CancellationToken,
+    pub task: JoinHandle<()>,
+}
+
+pub struct TestApp {
+    pub pool: PgPool,
+    pub cipher: Cipher,
+    pub sim: KubeSimHandle,
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub tenant: Uuid,
+    pub token: String,
+    pub provider: Uuid,
+    pub project: Uuid,
+    pub credential: Uuid,
+    pub settings: DispatcherSettings,
+    pub dispatchers: Vec<RunningDispatcher>,
+    db_url: String,
+    db_name: String,
+    admin_url: String,
+}
+
+fn base_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Database pool, its URL, its name, and the server's admin URL.
+async fn fresh_database() -> (PgPool, String, String, String) {
+    let admin_url = base_url();
+    let name = format!("if_e2e_{}", Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .expect("connect to PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let opts: PgConnectOptions = admin_url.parse().unwrap();
+    let url = opts.database(&name).to_url_lossy().to_string();
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(60))
+        .connect(&url)
+        .await
+        .expect("connect test database");
+    MIGRATOR.run(&pool).await.expect("migrations");
+    (pool, url, name, admin_url)
+}
+
+async fn start_sim(rules: Vec<ScriptRule>) -> KubeSimHandle {
+    let controller: kube_sim::Controller = Box::new(move |cluster| {
+        Controller::spawn(
+            cluster,
+            ControllerOptions {
+                // 1 simulated second = 10 ms.
+                time_scale: 0.01,
+                default_step_duration: Duration::from_secs(2),
+                pod_start_delay: Duration::from_secs(1),
+                rules,
+                catalog: Vec::new(),
+            },
+        );
+    });
+    KubeSim::start(KubeSimOptions {
+        default_storage_class: Some("standard".into()),
+        controllers: vec![controller],
+        ..Default::default()
+    })
+    .await
+    .expect("kube-sim starts")
+}
+
+impl TestApp {
+    pub async fn start(options: Options) -> TestApp {
+        let (pool, db_url, db_name, admin_url) = fresh_database().await;
+        let sim = start_sim(options.rules).await;
+        let (cipher, _) = Cipher::random();
+        let mut state = AppState::new(pool.clone(), cipher.clone(), Some(Secret::new(ADMIN_TOKEN)));
+        state.log_poll_interval = Duration::from_millis(50);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+
+        let mut app = TestApp {
+            pool,
+            cipher,
+            sim,
+            addr,
+            client: reqwest::Client::new(),
+            tenant: Uuid::nil(),
+            token: String::new(),
+            provider: Uuid::nil(),
+            project: Uuid::nil(),
+            credential: Uuid::nil(),
+            settings: options.settings,
+            dispatchers: Vec::new(),
+            db_url,
+            db_name,
+            admin_url,
+        };
+        app.tenant = app.create_tenant("team-e2e").await;
+        app.token = app.create_token(app.tenant, "admin").await;
+        app.install_tasks().await;
+        let config = app.sim_config();
+        app.provider = app.create_global_provider("kube-sim", config).await;
+        app.project = app.create_project("web").await;
+        app.credential = app.create_credential("registry.example.com").await;
+        for _ in 0..options.dispatchers {
+            app.start_dispatcher().await;
+        }
+        app
+    }
+
+    /// Provider config reaching kube-sim as its admin, TLS verified against its CA.
+    pub fn sim_config(&self) -> Value {
+        json!({
+            "auth_method": "token",
+            "endpoint": self.sim.endpoint(),
+            "token": self.sim.admin_token(),
+            "ca_cert": self.sim.ca_pem(),
+        })
+    }
+
+    pub fn namespace(&self) -> String {
+        namespace_name(self.tenant)
+    }
+
+    async fn install_tasks(&self) {
+        let client = ClusterSettings::parse(&self.sim_config())
+            .unwrap()
+            .client()
+            .await
+            .unwrap();
+        ensure_namespace(&client, self.tenant).await.unwrap();
+        install_tasks(&client, TektonVersion::V1, &self.namespace())
+            .await
+            .unwrap();
+    }
+
+    pub async fn start_dispatcher(&mut self) -> String {
+        let dispatcher = new_dispatcher(
+            self.pool.clone(),
+            self.settings.clone(),
+            self.cipher.clone(),
+        )
+        .await;
+        let id = dispatcher.id().to_owned();
+        let token = CancellationToken::new();
+        let run_token = token.clone();
+        let task = tokio::spawn(async move {
+            dispatcher.run(run_token).await.expect("dispatcher runs");
+        });
+        self.dispatchers.push(RunningDispatcher { token, task });
+        id
+    }
+
+    /// A dispatcher on a runtime of its own, so that [`CrashableDispatcher::crash`]
+    /// ends every task it started at once (claim loop, heartbeat, watches, log
+    /// streams) without handing anything over: a process crash, in process.
+    pub fn start_crashable_dispatcher(&self) -> CrashableDispatcher {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (url, settings, cipher) = (
+            self.db_url.clone(),
+            self.settings.clone(),
+            self.cipher.clone(),
+        );
+        let dispatcher_id = format!("crashable-{}", Uuid::new_v4().simple());
+        let id = dispatcher_id.clone();
+        runtime.spawn(async move {
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .connect(&url)
+                .await
+                .unwrap();
+            let dispatcher = new_dispatcher(pool, settings, cipher).await.with_id(id);
+            let _ = dispatcher.run(CancellationToken::new()).await;
+        });
+        CrashableDispatcher {
+            id: dispatcher_id,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// Drop the whole database after the test; kube-sim ends with the handle.
+    pub async fn finish(self) {
+        for d in &self.dispatchers {
+            d.token.cancel();
+        }
+        for d in self.dispatchers {
+            let _ = tokio::time::timeout(Duration::from_secs(10), d.task).await;
+        }
+        self.pool.close().await;
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.db_name
+            ))
+            .execute(&mut admin)
+            .await;
+        }
+        self.sim.shutdown().await;
+    }
+
+    // ---- HTTP ----
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}/api/v1{}", self.addr, path)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, String) {
+        let res = req.send().await.expect("request sent");
+        let status = res.status().as_u16();
+        (status, res.text().await.unwrap())
+    }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        self.send(self.client.get(self.url(path)).bearer_auth(&self.token))
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let (status, text) = self.get_text(path).await;
+        assert_eq!(status, 200, "GET {path}: {text}");
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// POST as `token`; panics unless the status is `expect`.
+    pub async fn post_as(
+        &self,
+        token: &str,
+        path: &str,
+        body: Option<Value>,
+        expect: u16,
+    ) -> Value {
+        let mut req = self.client.post(self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let (status, text) = self.send(req).await;
+        assert_eq!(status, expect, "POST {path}: {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    pub async fn post(&self, path: &str, body: Option<Value>, expect: u16) -> Value {
+        self.post_as(&self.token.clone(), path, body, expect).await
+    }
+
+    async fn create_tenant(&self, name: &str) -> Uuid {
+        id_of(
+            &self
+                .post_as(ADMIN_TOKEN, "/tenants", Some(json!({"name": name})), 201)
+                .await,
+        )
+    }
+
+    async fn create_token(&self, tenant: Uuid, role: &str) -> String {
+        let body = self
+            .post_as(
+                ADMIN_TOKEN,
+                &format!("/tenants/{tenant}/tokens"),
+                Some(json!({"name": role, "role": role})),
+                201,
+            )
+            .await;
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn create_global_provider(&self, name: &str, config: Value) -> Uuid {
+        id_of(
+            &self
+                .post_as(
+                    ADMIN_TOKEN,
+                    "/admin/providers",
+                    Some(json!({"name": name, "provider_type": "kubernetes", "config": config})),
+                    201,
+                )
+                .await,
+        )
+    }
+
+    /// A provider of the tenant's own.
+    pub async fn create_tenant_provider(&self, name: &str, config: Value) -> Uuid {
+        id_of(
+            &self
+                .post(
+                    "/providers",
+                    Some(json!({"name": name, "provider_type": "kubernetes", "config": config})),
+                    201,
+                )
+                .await,
+        )
+    }
+
+    async fn create_project(&self, name: &str) -> Uuid {
+        id_of(
+            &self
+                .post(
+                    "/projects",
+                    Some(json!({"name": name, "git_url": "https://git.example.com/team/app.git"})),
+                    201,
+                )
+                .await,
+        )
+    }
+
+    async fn create_credential(&self, registry: &str) -> Uuid {
+        id_of(
+            &self
+                .post(
+                    "/registry-credentials",
+                    Some(json!({"name": "push", "registry": registry,
+                                "username": "bot", "password": "registry-pw-e2e"})),
+                    201,
+                )
+                .await,
+        )
+    }
+
+    /// Submit a build on the sim provider with the registry credential;
+    /// `extra` fields (method, git_ref, config, ...) override the defaults.
+    pub async fn submit(&self, extra: Value) -> Uuid {
+        let mut body = json!({
+            "project_id": self.project,
+            "method": "docker",
+            "infrastructure_provider_id": self.provider,
+            "registry_credential_id": self.credential,
+            "image": "registry.example.com/team/app:1.0",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        id_of(&self.post("/builds", Some(body), 201).await)
+    }
+
+    pub async fn build(&self, id: Uuid) -> Value {
+        self.get(&format!("/builds/{id}")).await
+    }
+
+    pub async fn wait_status(&self, id: Uuid, wanted: &[&str]) -> Value {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let b = self.build(id).await;
+            if wanted.contains(&b["status"].as_str().unwrap()) {
+                return b;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let executions = self.executions(id).await;
+                let runs: Vec<Value> = self
+                    .pipelineruns(Some(id))
+                    .await
+                    .into_iter()
+                    .map(|r| json!({"name": r["metadata"]["name"], "spec.status": r["spec"]["status"], "status": r["status"]["conditions"]}))
+                    .collect();
+                panic!(
+                    "build {id} never reached {wanted:?}: {b}\nexecutions: {executions:?}\nPipelineRuns: {runs:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_terminal(&self, id: Uuid) -> Value {
+        self.wait_status(id, &TERMINAL).await
+    }
+
+    pub async fn logs(&self, id: Uuid) -> Vec<String> {
+        let (status, text) = self.get_text(&format!("/builds/{id}/logs")).await;
+        assert_eq!(status, 200, "{text}");
+        text.lines().map(str::to_owned).collect()
+    }
+
+    pub async fn artifacts(&self, id: Uuid) -> BTreeMap<String, String> {
+        self.get(&format!("/builds/{id}/artifacts"))
+            .await
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["name"].as_str().unwrap().to_owned(),
+                    a["value"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    pub async fn executions(&self, id: Uuid) -> Vec<Value> {
+        self.get(&format!("/builds/{id}/executions"))
+            .await
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    // ---- kube-sim ----
+
+    pub async fn kube(&self) -> kube::Client {
+        self.sim.kube_client().await.unwrap()
+    }
+
+    /// PipelineRuns in the tenant namespace (all, or of one build).
+    pub async fn pipelineruns(&self, build: Option<Uuid>) -> Vec<Value> {
+        let api: kube::Api<DynamicObject> = kube::Api::namespaced_with(
+            self.kube().await,
+            &self.namespace(),
+            &pipelinerun_resource(TektonVersion::V1),
+        );
+        let mut lp = ListParams::default();
+        if let Some(b) = build {
+            lp = lp.labels(&format!("imagefactory.io/build-id={b}"));
+        }
+        api.list(&lp)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|o| serde_json::to_value(o).unwrap())
+            .collect()
+    }
+}
+
+async fn new_dispatcher(pool: PgPool, settings: DispatcherSettings, cipher: Cipher) -> Dispatcher {
+    let executor = TektonExecutor::new(TektonSettings {
+        log_drain: Duration::from_secs(20),
+        cancel_grace: Duration::from_secs(30),
+        ..Default::default()
+    })
+    .await
+    .expect("tekton executor");
+    Dispatcher::new(
+        pool,
+        settings,
+        Executors {
+            tekton: Some(Arc::new(executor)),
+            local: None,
+        },
+        Some(cipher),
+        DispatcherMode::Embedded,
+    )
+}
+
+pub struct CrashableDispatcher {
+    pub id: String,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl CrashableDispatcher {
+    /// Stop every task of this dispatcher where it stands.
+    pub fn crash(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for CrashableDispatcher {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
+
+pub fn id_of(v: &Value) -> Uuid {
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {v}"))
+        .parse()
+        .unwrap()
+}
+
+/// A PipelineRun's params as name → value.
+pub fn params(run: &Value) -> BTreeMap<String, Value> {
+    run["spec"]["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap().to_owned(), p["value"].clone()))
+        .collect()
+}
+
+pub fn rule(
+    task: &str,
+    step: Option<&str>,
+    duration: Option<&str>,
+    logs: &[&str],
+    exit_code: Option<i32>,
+) -> ScriptRule {
+    ScriptRule {
+        task: Some(task.into()),
+        step: step.map(str::to_string),
+        duration: duration.map(str::to_string),
+        logs: (!logs.is_empty()).then(|| logs.iter().map(|s| s.to_string()).collect()),
+        exit_code,
+        results: Default::default(),
+    }
+}

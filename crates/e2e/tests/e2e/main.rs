@@ -1,0 +1,8 @@
+//! End-to-end tests: HTTP API → PostgreSQL → dispatchers → Tekton executor →
+//! kube-sim, asserting what a user sees through the API and what the cluster holds.
+
+mod failures;
+mod harness;
+mod load;
+mod methods;
+mod reattach;

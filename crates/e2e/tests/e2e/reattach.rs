@@ -1,0 +1,104 @@
+//! Re-attach: a dispatcher that dies mid-run (or hands over on shutdown) and
+//! another that takes over → one PipelineRun per attempt, every log line once,
+//! the build finishes.
+
+use std::time::Duration;
+
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::harness::{Options, PATIENCE, TestApp, rule};
+
+fn layers() -> Vec<String> {
+    (0..40).map(|i| format!("layer {i}")).collect()
+}
+
+async fn app() -> TestApp {
+    let layers = layers();
+    let refs: Vec<&str> = layers.iter().map(String::as_str).collect();
+    TestApp::start(Options {
+        rules: vec![
+            rule("clone", None, None, &["cloned"], None),
+            rule("build", None, Some("5m"), &refs, None),
+        ],
+        dispatchers: 0,
+        ..Default::default()
+    })
+    .await
+}
+
+/// Wait until the build step has logged a few lines (the run is mid-way).
+async fn wait_mid_run(app: &TestApp, id: Uuid) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while app.logs(id).await.len() < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "build never logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.build(id).await["status"], "running");
+}
+
+async fn assert_finished_once(app: &TestApp, id: Uuid) {
+    let build = app.wait_terminal(id).await;
+    assert_eq!(build["status"], "succeeded", "{build}");
+    let executions = app.executions(id).await;
+    assert_eq!(
+        executions.len(),
+        1,
+        "the attempt was re-attached, not restarted: {executions:?}"
+    );
+    assert_eq!(
+        app.pipelineruns(Some(id)).await.len(),
+        1,
+        "one PipelineRun per attempt"
+    );
+    let mut expected = vec!["cloned".to_owned()];
+    expected.extend(layers());
+    assert_eq!(app.logs(id).await, expected, "logs complete, no duplicates");
+    assert!(app.artifacts(id).await.contains_key("IMAGE_DIGEST"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_dispatchers_build_is_reattached_by_another() {
+    let mut app = app().await;
+    let mut first = app.start_crashable_dispatcher();
+    let id = app.submit(json!({"method": "kaniko"})).await;
+    wait_mid_run(&app, id).await;
+    first.crash();
+    let lease_owner: Option<String> =
+        sqlx::query_scalar("SELECT lease_owner FROM builds WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        lease_owner.as_deref(),
+        Some(first.id.as_str()),
+        "the dead one still holds it"
+    );
+
+    let second = app.start_dispatcher().await;
+    assert_finished_once(&app, id).await;
+    let finished_by: Option<String> =
+        sqlx::query_scalar("SELECT lease_owner FROM builds WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_ne!(finished_by.as_deref(), Some(first.id.as_str()));
+    let _ = second;
+    app.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_dispatcher_hands_its_build_over() {
+    let mut app = app().await;
+    app.start_dispatcher().await;
+    let id = app.submit(json!({"method": "kaniko"})).await;
+    wait_mid_run(&app, id).await;
+    let first = app.dispatchers.remove(0);
+    first.token.cancel();
+    first.task.await.unwrap();
+    app.start_dispatcher().await;
+    assert_finished_once(&app, id).await;
+    app.finish().await;
+}
