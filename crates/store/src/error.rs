@@ -56,14 +56,20 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-impl StoreError {
-    /// For deletes: a foreign key violation means the row is still in use.
-    pub(crate) fn foreign_key_as_in_use(self) -> Self {
-        match self {
-            StoreError::ForeignKey { constraint } => StoreError::InUse { constraint },
-            other => other,
-        }
+/// The outcome of a `DELETE` of one row: a foreign key violation means the
+/// row is still in use, and no row deleted means it was not there (or is
+/// another tenant's).
+pub(crate) fn deleted(
+    result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>,
+) -> StoreResult<()> {
+    let done = result.map_err(|e| match StoreError::from(e) {
+        StoreError::ForeignKey { constraint } => StoreError::InUse { constraint },
+        other => other,
+    })?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
     }
+    Ok(())
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

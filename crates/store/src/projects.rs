@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::crypto::Cipher;
-use crate::error::{StoreError, StoreResult};
+use crate::error::{StoreError, StoreResult, deleted};
 
 /// Associated-data label of `projects.git_password_enc`.
 pub const GIT_PASSWORD_LABEL: &str = "projects.git_password";
@@ -139,12 +139,8 @@ pub async fn delete(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<()>
         .bind(tenant_id)
         .bind(id)
         .execute(pool)
-        .await
-        .map_err(|e| StoreError::from(e).foreign_key_as_in_use())?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(())
+        .await;
+    deleted(done)
 }
 
 /// The decrypted git credential of a project, for the one place that clones.

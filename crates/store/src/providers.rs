@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::crypto::Cipher;
-use crate::error::{StoreError, StoreResult};
+use crate::error::{StoreError, StoreResult, deleted};
 
 /// Associated-data label prefix of the sealed config fields
 /// (`Cipher::seal_fields` appends `.<field>`).
@@ -193,12 +193,8 @@ pub async fn delete(pool: &PgPool, owner: Owner, id: Uuid) -> StoreResult<()> {
         .bind(owner.tenant_id())
         .bind(id)
         .execute(pool)
-        .await
-        .map_err(|e| StoreError::from(e).foreign_key_as_in_use())?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(())
+        .await;
+    deleted(done)
 }
 
 /// The default for a Kubernetes build that names no provider: the oldest

@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::crypto::Cipher;
-use crate::error::{StoreError, StoreResult};
+use crate::error::{StoreError, StoreResult, deleted};
 
 /// Associated-data label of `registry_credentials.secret_enc`.
 pub const SECRET_LABEL: &str = "registry_credentials.secret";
@@ -115,12 +115,8 @@ pub async fn delete(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<()>
         .bind(tenant_id)
         .bind(id)
         .execute(pool)
-        .await
-        .map_err(|e| StoreError::from(e).foreign_key_as_in_use())?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(())
+        .await;
+    deleted(done)
 }
 
 /// The decrypted password, for the one place that writes a docker config.

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::error::{StoreError, StoreResult};
+use crate::error::{StoreError, StoreResult, deleted};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Tenant {
@@ -79,10 +79,6 @@ pub async fn delete(pool: &PgPool, id: Uuid) -> StoreResult<()> {
     let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
         .bind(id)
         .execute(pool)
-        .await
-        .map_err(|e| StoreError::from(e).foreign_key_as_in_use())?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(())
+        .await;
+    deleted(done)
 }
