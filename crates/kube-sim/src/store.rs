@@ -153,6 +153,13 @@ fn owner_uids(obj: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The table key of an object addressed by namespace and name; cluster-scoped
+/// kinds ignore the namespace.
+fn object_key(k: &Kind, ns: Option<&str>, name: &str) -> Key {
+    let ns = if k.namespaced { ns.unwrap_or("") } else { "" };
+    (ns.to_string(), name.to_string())
+}
+
 fn key_of(k: &Kind, obj: &Value) -> Key {
     let ns = if k.namespaced {
         meta_str(obj, "namespace").unwrap_or("")
@@ -350,14 +357,7 @@ impl Store {
     }
 
     fn get_locked(st: &State, k: &Kind, ns: Option<&str>, name: &str) -> Option<Arc<Value>> {
-        let key = (
-            if k.namespaced {
-                ns.unwrap_or("").to_string()
-            } else {
-                String::new()
-            },
-            name.to_string(),
-        );
+        let key = object_key(k, ns, name);
         st.tables.get(&k.gvr)?.objects.get(&key).cloned()
     }
 
@@ -722,14 +722,7 @@ impl Store {
                 .and_then(Value::as_array)
                 .is_none_or(|f| f.is_empty());
         let arc = Arc::new(new);
-        let key = (
-            if k.namespaced {
-                ns.unwrap_or("").to_string()
-            } else {
-                String::new()
-            },
-            name.to_string(),
-        );
+        let key = object_key(k, ns, name);
         st.tables
             .get_mut(&k.gvr)
             .expect("table")
@@ -801,14 +794,7 @@ impl Store {
             new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             new["metadata"]["resourceVersion"] = json!(rv.to_string());
             let arc = Arc::new(new);
-            let key = (
-                if k.namespaced {
-                    ns.unwrap_or("").to_string()
-                } else {
-                    String::new()
-                },
-                name.to_string(),
-            );
+            let key = object_key(k, ns, name);
             st.tables
                 .get_mut(&k.gvr)
                 .expect("table")
@@ -1032,14 +1018,7 @@ impl Store {
         name: &str,
         propagation: Propagation,
     ) -> Option<Value> {
-        let key = (
-            if k.namespaced {
-                ns.unwrap_or("").to_string()
-            } else {
-                String::new()
-            },
-            name.to_string(),
-        );
+        let key = object_key(k, ns, name);
         let old = st.tables.get_mut(&k.gvr)?.objects.remove(&key)?;
         let rv = Self::next_rv(st);
         let mut last = (*old).clone();
@@ -1126,7 +1105,7 @@ impl Store {
             let rv = Self::next_rv(st);
             new["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
             new["metadata"]["resourceVersion"] = json!(rv.to_string());
-            let key = (ns.unwrap_or("").to_string(), name.to_string());
+            let key = object_key(k, ns, name);
             let arc = Arc::new(new);
             st.tables
                 .get_mut(&k.gvr)
