@@ -145,7 +145,15 @@ async fn dispatch(ctx: Arc<Ctx>) {
                     d.waiting.remove(&key);
                 }
                 Note::Waiting(key, on) => {
-                    if on { d.waiting.insert(key); } else { d.waiting.remove(&key); }
+                    if on {
+                        // The event the actor waits for may have been handled before this
+                        // note arrived (two channels, no order between them): look once
+                        // more now that it is registered, or the wake-up is lost.
+                        d.send(&key, Msg::Recheck);
+                        d.waiting.insert(key);
+                    } else {
+                        d.waiting.remove(&key);
+                    }
                 }
             },
         }
