@@ -130,7 +130,8 @@ pub struct DispatcherCommandSettings {
     pub executors: ExecutorSettings,
 }
 
-fn parse_secret(s: &str) -> Result<Secret, String> {
+/// A non-empty secret value (flags and IF_* variables holding secrets).
+pub fn parse_secret(s: &str) -> Result<Secret, String> {
     if s.is_empty() {
         Err("must not be empty".into())
     } else {
