@@ -34,7 +34,7 @@ pub struct DevArgs {
     #[arg(long)]
     pub exit: bool,
     /// PostgreSQL URL; the database is created if missing and migrated.
-    #[arg(long, env = "IF_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    #[arg(long, env = "IF_DATABASE_URL", hide_env_values = true, default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
     /// Key encrypting secrets at rest (64 hex characters); without it a
     /// throwaway key is used, so data of earlier runs cannot be decrypted.
