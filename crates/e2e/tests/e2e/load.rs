@@ -128,6 +128,11 @@ async fn submit_many(app: &TestApp, n: usize) -> Vec<Uuid> {
 /// has at most one PipelineRun (exactly one for the one that succeeded), none
 /// shared or orphaned. Returns the total number of executions.
 async fn assert_each_ran_once(app: &TestApp, ids: &[Uuid]) -> usize {
+    // Every build ends first: a run listed earlier could miss PipelineRuns
+    // created after the list.
+    for id in ids {
+        app.wait_terminal(*id).await;
+    }
     let mut runs_by_execution: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for run in app.pipelineruns(None).await {
         let execution = run["metadata"]["labels"]["imagefactory.io/execution-id"]
