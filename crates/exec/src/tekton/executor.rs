@@ -57,7 +57,7 @@ pub struct TektonSettings {
     /// drop a watch): a followed run whose state has not changed for this
     /// long is read once with a GET. The wait doubles after every such read
     /// (up to an hour), so a build costs at most a few reads however long
-    /// it runs.
+    /// it runs (a run silent for 10 minutes: 2; for an hour: 4).
     pub resync_after: Duration,
 }
 
@@ -70,7 +70,7 @@ impl Default for TektonSettings {
             log_drain: Duration::from_secs(30),
             cancel_grace: Duration::from_secs(300),
             submit_retries: 4,
-            resync_after: Duration::from_secs(60),
+            resync_after: Duration::from_secs(120),
         }
     }
 }
