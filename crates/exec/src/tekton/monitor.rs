@@ -146,8 +146,7 @@ impl WatchHub {
 
     /// Publish a run as read by a GET (a resync of a run whose watch has
     /// been silent), unless the watch already holds the same or a newer
-    /// version of it.
-    /// True if that changed what followers see (the watch had missed it or
+    /// version of it. True if that changed what followers see (the watch had missed it or
     /// not delivered it yet).
     pub fn refresh(
         &self,
@@ -218,8 +217,8 @@ impl WatchHub {
 
 /// Whether `read` is a later version of the run than `seen`. Resource
 /// versions are compared as numbers when both are (etcd revisions, kube-sim);
-/// otherwise any different version counts as newer, which at worst shows
-/// one older state until the watch's next event.
+/// otherwise any different version counts as newer (at worst an older state
+/// shows until the next event or resync).
 fn is_newer(read: &Value, seen: &Value) -> bool {
     let rv = |v: &Value| {
         v.pointer("/metadata/resourceVersion")
