@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use super::client::{ClientCache, Cluster, TektonVersion};
 use super::error::{TektonError, is_not_found, is_transient};
 use super::logs::LogFollower;
-use super::monitor::RunState;
+use super::monitor::{RunState, RunWatch};
 use super::namespace::{ensure_namespace, namespace_name};
 use super::plan::{BoundSecrets, render_context};
 use super::preflight::preflight;
@@ -53,6 +53,12 @@ pub struct TektonSettings {
     /// Retries of the (idempotent) submit sequence on transient errors before
     /// the attempt ends `Transient`; backoff doubles from 500 ms.
     pub submit_retries: u32,
+    /// Safety net under the shared watch (a real API server may stall or
+    /// drop a watch): a followed run whose state has not changed for this
+    /// long is read once with a GET. The wait doubles after every such read
+    /// (up to an hour), so a build costs at most a few reads however long
+    /// it runs (a run silent for 10 minutes: 2; for an hour: 4).
+    pub resync_after: Duration,
 }
 
 impl Default for TektonSettings {
@@ -64,6 +70,7 @@ impl Default for TektonSettings {
             log_drain: Duration::from_secs(30),
             cancel_grace: Duration::from_secs(300),
             submit_retries: 4,
+            resync_after: Duration::from_secs(120),
         }
     }
 }
@@ -116,7 +123,7 @@ impl TektonExecutor {
         cluster: &Cluster,
         ctx: &ExecutionContext,
         sink: &dyn ExecutionSink,
-    ) -> Result<(TektonVersion, String, DynamicObject, bool), TektonError> {
+    ) -> Result<(TektonVersion, String, DynamicObject, bool, RunWatch), TektonError> {
         let version = cluster.tekton_version().await?;
         let namespace = namespace_name(ctx.tenant_id);
         let ns_key = format!("namespace:{namespace}");
@@ -166,8 +173,17 @@ impl TektonExecutor {
             }
             cluster.remember_check(preflight_key);
         }
+        // Follow the run before it exists (see `WatchHub::subscribe`): the
+        // shared watch may deliver its changes, even its end, while the
+        // reference is being saved.
+        let early = cluster.hub.subscribe(
+            &pipelinerun_resource(version),
+            &namespace,
+            &rc.build.run_name,
+            RunState::Unknown,
+        );
         let created = create_or_adopt(&cluster.client, version, &run).await?;
-        Ok((version, namespace, created, finally))
+        Ok((version, namespace, created, finally, early))
     }
 }
 
@@ -207,7 +223,7 @@ impl Executor for TektonExecutor {
         // answer was lost is adopted on the next try instead of leaking a run.
         let mut delay = Duration::from_millis(500);
         let mut retries = 0;
-        let (version, namespace, created, finally) = loop {
+        let (version, namespace, created, finally, early) = loop {
             match self.submit(&cluster, &ctx, sink.as_ref()).await {
                 Ok(v) => break v,
                 Err(e) if e.is_transient() && retries < self.settings.submit_retries => {
@@ -242,9 +258,16 @@ impl Executor for TektonExecutor {
         let _ = sink
             .progress(&format!("PipelineRun {namespace}/{name} created"))
             .await;
-        let initial = RunState::Present(Arc::new(
-            serde_json::to_value(&created).unwrap_or(Value::Null),
-        ));
+        // Seeds the state unless the watch saw the run change meanwhile.
+        let watch = cluster.hub.subscribe(
+            &pipelinerun_resource(version),
+            &namespace,
+            &name,
+            RunState::Present(Arc::new(
+                serde_json::to_value(&created).unwrap_or(Value::Null),
+            )),
+        );
+        drop(early);
         let follow = Follow {
             cluster,
             version,
@@ -253,7 +276,7 @@ impl Executor for TektonExecutor {
             finally,
             settings: self.settings.clone(),
         };
-        follow.run(initial, sink, stop).await
+        follow.run(watch, sink, stop).await
     }
 
     async fn reattach(
@@ -279,11 +302,13 @@ impl Executor for TektonExecutor {
             Ok(v) => v,
             Err(e) => return e.into_outcome(),
         };
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            cluster.client.clone(),
-            &namespace,
-            &pipelinerun_resource(version),
-        );
+        let resource = pipelinerun_resource(version);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(cluster.client.clone(), &namespace, &resource);
+        // Follow before reading (see `WatchHub::subscribe`).
+        let early = cluster
+            .hub
+            .subscribe(&resource, &namespace, &name, RunState::Unknown);
         let current = match api.get_opt(&name).await {
             Ok(Some(run)) => run,
             Ok(None) => return deleted(&namespace, &name),
@@ -301,6 +326,13 @@ impl Executor for TektonExecutor {
         }
         let value = serde_json::to_value(&current).unwrap_or(Value::Null);
         let finally = has_finally(&value);
+        let watch = cluster.hub.subscribe(
+            &resource,
+            &namespace,
+            &name,
+            RunState::Present(Arc::new(value)),
+        );
+        drop(early);
         let follow = Follow {
             cluster,
             version,
@@ -309,9 +341,7 @@ impl Executor for TektonExecutor {
             finally,
             settings: self.settings.clone(),
         };
-        follow
-            .run(RunState::Present(Arc::new(value)), sink, stop)
-            .await
+        follow.run(watch, sink, stop).await
     }
 }
 
@@ -407,6 +437,9 @@ pub async fn cancel(
     Ok(())
 }
 
+/// Longest wait between two resync reads of a silent run.
+const MAX_RESYNC_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// Following one run to its end.
 struct Follow {
     cluster: Arc<Cluster>,
@@ -418,17 +451,14 @@ struct Follow {
 }
 
 impl Follow {
+    /// `watch`: the run's subscription, seeded with the run as created or read.
     async fn run(
         self,
-        initial: RunState,
+        mut watch: RunWatch,
         sink: Arc<dyn ExecutionSink>,
         mut stop: StopSignal,
     ) -> Outcome {
         let resource = pipelinerun_resource(self.version);
-        let mut watch = self
-            .cluster
-            .hub
-            .subscribe(&resource, &self.namespace, &self.name, initial);
         let resume = sink.log_positions().await.unwrap_or_default();
         let finished_taskruns: Arc<std::sync::Mutex<HashMap<String, Value>>> = Arc::default();
         let follower = LogFollower {
@@ -446,6 +476,8 @@ impl Follow {
         let mut requested: Option<StopReason> = None;
         let mut cancel_deadline: Option<tokio::time::Instant> = None;
         let mut last_reason = String::new();
+        let mut resync_every = self.settings.resync_after;
+        let mut resync_at = tokio::time::Instant::now() + resync_every;
         // A stop asked before we started counts too.
         let mut pending_stop = *stop.borrow_and_update();
         loop {
@@ -532,6 +564,29 @@ impl Follow {
                 changed = watch.state.changed() => {
                     if changed.is_err() {
                         return Outcome::Transient { message: "the PipelineRun watch ended unexpectedly".into() };
+                    }
+                    resync_at = tokio::time::Instant::now() + resync_every;
+                }
+                _ = tokio::time::sleep_until(resync_at) => {
+                    // Silent for long: read the run once, in case the watch
+                    // lost a change (see `TektonSettings::resync_after`).
+                    resync_every = (resync_every * 2).min(MAX_RESYNC_INTERVAL);
+                    resync_at = tokio::time::Instant::now() + resync_every;
+                    let api: Api<DynamicObject> = Api::namespaced_with(
+                        self.cluster.client.clone(),
+                        &self.namespace,
+                        &resource,
+                    );
+                    match api.get_opt(&self.name).await {
+                        Ok(Some(run)) => {
+                            let value = Arc::new(serde_json::to_value(&run).unwrap_or(Value::Null));
+                            if self.cluster.hub.refresh(&resource, &self.namespace, &self.name, value) {
+                                tracing::warn!(run = %self.name, namespace = %self.namespace,
+                                    "the PipelineRun watch had not delivered the run's latest state; resynced by GET");
+                            }
+                        }
+                        Ok(None) => return deleted(&self.namespace, &self.name),
+                        Err(e) => tracing::debug!(run = %self.name, error = %e, "resync read failed; the watch stays the source"),
                     }
                 }
                 changed = stop.changed() => {

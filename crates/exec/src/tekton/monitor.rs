@@ -107,9 +107,15 @@ impl WatchHub {
     }
 
     /// Follow one PipelineRun. `current` seeds the state (the object as just
-    /// created or read), so a run the shared watch saw before we subscribed is
-    /// not missed; it also replaces a `Missing` state once a read confirmed
-    /// the run exists.
+    /// created or read); it also replaces a `Missing` state once a read
+    /// confirmed the run exists.
+    ///
+    /// The watch publishes only changes of runs someone follows, and drops
+    /// the rest. So subscribe (with [`RunState::Unknown`]) *before* the
+    /// create or GET whose answer seeds the state, and keep that [`RunWatch`]
+    /// until the seeding call: a change between the answer and a later first
+    /// subscription would be lost, and a run that ended in that window would
+    /// never be seen to end.
     pub fn subscribe(
         &self,
         resource: &ApiResource,
@@ -136,6 +142,35 @@ impl WatchHub {
             state: sender.subscribe(),
             watch_error: ns.error.subscribe(),
         }
+    }
+
+    /// Publish a run as read by a GET (a resync of a run whose watch has
+    /// been silent), unless the watch already holds the same or a newer
+    /// version of it. True if that changed what followers see (the watch had missed it or
+    /// not delivered it yet).
+    pub fn refresh(
+        &self,
+        resource: &ApiResource,
+        namespace: &str,
+        name: &str,
+        read: Arc<Value>,
+    ) -> bool {
+        let ns = self.namespace_watch(resource, namespace);
+        let runs = ns.runs.lock().unwrap();
+        let Some(sender) = runs.get(name) else {
+            return false;
+        };
+        sender.send_if_modified(|state| {
+            let newer = match state {
+                RunState::Unknown | RunState::Missing => true,
+                RunState::Deleted => false,
+                RunState::Present(seen) => is_newer(&read, seen),
+            };
+            if newer {
+                *state = RunState::Present(read);
+            }
+            newer
+        })
     }
 
     fn namespace_watch(&self, resource: &ApiResource, namespace: &str) -> Arc<NamespaceWatch> {
@@ -177,6 +212,26 @@ impl WatchHub {
         *ns.task.lock().unwrap() = Some(task);
         namespaces.insert(key, ns.clone());
         ns
+    }
+}
+
+/// Whether `read` is a later version of the run than `seen`. Resource
+/// versions are compared as numbers when both are (etcd revisions, kube-sim);
+/// otherwise any different version counts as newer (at worst an older state
+/// shows until the next event or resync).
+fn is_newer(read: &Value, seen: &Value) -> bool {
+    let rv = |v: &Value| {
+        v.pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    match (rv(read), rv(seen)) {
+        (Some(r), Some(s)) => match (r.parse::<u64>(), s.parse::<u64>()) {
+            (Ok(r), Ok(s)) => r > s,
+            _ => r != s,
+        },
+        (Some(_), None) => true,
+        (None, _) => false,
     }
 }
 
