@@ -73,11 +73,13 @@ enum Kind {
 
 type Key = (Kind, String, String);
 
+/// Objects travel as the store's shared copies (`Arc`): the dispatcher sees every
+/// change in the cluster and must not copy them.
 enum Msg {
     /// The run object changed (e.g. `spec.status`).
-    Object(Value),
+    Object(Arc<Value>),
     /// A child TaskRun changed (to its PipelineRun).
-    Child(Value),
+    Child(Arc<Value>),
     /// Something a waiting pod needs may have appeared.
     Recheck,
     Deleted,
@@ -127,7 +129,7 @@ async fn dispatch(ctx: Arc<Ctx>) {
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
-                Ok(ev) => d.on_event(ev.kind, ev.gvr, Arc::unwrap_or_clone(ev.object)),
+                Ok(ev) => d.on_event(ev.kind, ev.gvr, ev.object),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "tekton controller lagged behind cluster events; resyncing");
                     // Drop the stale backlog: subscribe afresh, then list (list+watch).
@@ -181,10 +183,12 @@ impl Dispatcher {
     fn resync(&mut self) {
         let cluster = self.ctx.cluster.clone();
         for pr in cluster.list(&gvr::PIPELINERUNS, None) {
+            let pr = Arc::new(pr);
             self.on_event(EventKind::Added, gvr::PIPELINERUNS, pr.clone());
             self.on_event(EventKind::Modified, gvr::PIPELINERUNS, pr);
         }
         for tr in cluster.list(&gvr::TASKRUNS, None) {
+            let tr = Arc::new(tr);
             self.on_event(EventKind::Added, gvr::TASKRUNS, tr.clone());
             self.on_event(EventKind::Modified, gvr::TASKRUNS, tr);
         }
@@ -203,7 +207,7 @@ impl Dispatcher {
         }
     }
 
-    fn on_event(&mut self, kind: EventKind, g: Gvr, obj: Value) {
+    fn on_event(&mut self, kind: EventKind, g: Gvr, obj: Arc<Value>) {
         if g == gvr::PIPELINERUNS {
             self.on_run(Kind::PipelineRun, kind, obj);
         } else if g == gvr::TASKRUNS {
@@ -236,7 +240,7 @@ impl Dispatcher {
         }
     }
 
-    fn on_run(&mut self, run_kind: Kind, kind: EventKind, obj: Value) {
+    fn on_run(&mut self, run_kind: Kind, kind: EventKind, obj: Arc<Value>) {
         let key = key_of(run_kind, &obj);
         let uid = model::uid(&obj).to_string();
         match kind {
@@ -424,18 +428,29 @@ enum Interrupt {
 
 struct PipelineRunActor {
     ctx: Arc<Ctx>,
-    pr: Value,
+    pr: Arc<Value>,
     rx: mpsc::UnboundedReceiver<Msg>,
     ns: String,
     name: String,
     status: Value,
-    written: Value,
+    /// The stored object after our last status write: `status` is written only
+    /// when it differs from this object's status.
+    written: Arc<Value>,
+}
+
+/// Whether `status` is what `written` (a stored object) already has; an object
+/// without status counts as having an empty one.
+fn status_written(status: &Value, written: &Value) -> bool {
+    match written.get("status") {
+        Some(w) => w == status,
+        None => status.as_object().is_some_and(|m| m.is_empty()),
+    }
 }
 
 impl PipelineRunActor {
     fn new(
         ctx: Arc<Ctx>,
-        pr: Value,
+        pr: Arc<Value>,
         rx: mpsc::UnboundedReceiver<Msg>,
         _notes: mpsc::UnboundedSender<Note>,
     ) -> Self {
@@ -444,11 +459,11 @@ impl PipelineRunActor {
         let status = pr.get("status").cloned().unwrap_or(json!({}));
         PipelineRunActor {
             ctx,
+            written: pr.clone(),
             pr,
             rx,
             ns,
             name,
-            written: status.clone(),
             status,
         }
     }
@@ -458,7 +473,7 @@ impl PipelineRunActor {
     }
 
     fn write_status(&mut self) {
-        if self.status == self.written {
+        if status_written(&self.status, &self.written) {
             return;
         }
         match self.ctx.cluster.update_status(
@@ -467,7 +482,7 @@ impl PipelineRunActor {
             &self.name,
             self.status.clone(),
         ) {
-            Ok(mut stored) => self.written = stored["status"].take(),
+            Ok(stored) => self.written = stored,
             Err(e) => {
                 tracing::debug!(run = %self.name, error = %e, "pipelinerun status write failed")
             }
@@ -519,7 +534,7 @@ impl PipelineRunActor {
                 }
             }
         } else {
-            self.pr = fresh;
+            self.pr = Arc::new(fresh);
         }
     }
 
@@ -878,14 +893,15 @@ fn create_claim(
 
 struct TaskRunActor {
     ctx: Arc<Ctx>,
-    tr: Value,
+    tr: Arc<Value>,
     rx: mpsc::UnboundedReceiver<Msg>,
     notes: mpsc::UnboundedSender<Note>,
     key: Key,
     ns: String,
     name: String,
     status: Value,
-    written: Value,
+    /// The stored object after our last status write (see `PipelineRunActor::written`).
+    written: Arc<Value>,
     timeout: Option<(Duration, Instant)>,
 }
 
@@ -897,7 +913,7 @@ enum Outcome {
 impl TaskRunActor {
     fn new(
         ctx: Arc<Ctx>,
-        tr: Value,
+        tr: Arc<Value>,
         rx: mpsc::UnboundedReceiver<Msg>,
         notes: mpsc::UnboundedSender<Note>,
         key: Key,
@@ -907,20 +923,20 @@ impl TaskRunActor {
         let status = tr.get("status").cloned().unwrap_or(json!({}));
         TaskRunActor {
             ctx,
+            written: tr.clone(),
             tr,
             rx,
             notes,
             key,
             ns,
             name,
-            written: status.clone(),
             status,
             timeout: None,
         }
     }
 
     fn write_status(&mut self) {
-        if self.status == self.written {
+        if status_written(&self.status, &self.written) {
             return;
         }
         match self.ctx.cluster.update_status(
@@ -929,7 +945,7 @@ impl TaskRunActor {
             &self.name,
             self.status.clone(),
         ) {
-            Ok(mut stored) => self.written = stored["status"].take(),
+            Ok(stored) => self.written = stored,
             Err(e) => {
                 tracing::debug!(taskrun = %self.name, error = %e, "taskrun status write failed")
             }
@@ -1060,7 +1076,7 @@ impl TaskRunActor {
         }
 
         // A standalone TaskRun's volumeClaimTemplate workspaces get their own claims.
-        let mut tr_for_pod = self.tr.clone();
+        let mut tr_for_pod = (*self.tr).clone();
         if let Some(wss) = tr_for_pod["spec"]["workspaces"].as_array_mut() {
             for ws in wss.iter_mut() {
                 if let Some(tpl) = ws.get("volumeClaimTemplate").cloned() {
