@@ -140,6 +140,9 @@ struct State {
     logs: HashMap<(String, String, String), Vec<LogLine>>,
     /// owner uid → dependents, so cascading deletion does not scan every object.
     owners: HashMap<String, std::collections::HashSet<(Gvr, Key)>>,
+    /// Events just dropped from a history: the writes that produce most of them free
+    /// them (often the last copy of an old object version) after unlocking.
+    retired: Vec<Arc<WatchEvent>>,
 }
 
 fn owner_uids(obj: &Value) -> Vec<String> {
@@ -309,6 +312,7 @@ impl Store {
                 tables,
                 logs: HashMap::new(),
                 owners: HashMap::new(),
+                retired: Vec::new(),
             }),
             global: broadcast::channel(65536).0,
             logs_changed: Notify::new(),
@@ -351,6 +355,7 @@ impl Store {
         while table.history.len() > self.history_limit {
             if let Some(dropped) = table.history.pop_front() {
                 table.compacted = dropped.rv;
+                st.retired.push(dropped);
             }
         }
         let _ = table.tx.send(ev);
@@ -637,10 +642,12 @@ impl Store {
             .objects
             .insert(key, arc.clone());
         self.emit(&mut st, k, EventKind::Added, arc.clone(), None);
+        let retired = std::mem::take(&mut st.retired);
+        drop(st);
+        drop(retired);
         if k.gvr == gvr::NAMESPACES {
             // The service-account controller gives every namespace a `default` account.
             let sak = storage_kind(&gvr::SERVICEACCOUNTS).expect("sa");
-            drop(st);
             let _ = self.create(
                 &sak,
                 Some(&name),
@@ -674,7 +681,8 @@ impl Store {
             )));
         }
         let mut st = self.lock();
-        let Some(old) = Self::get_locked(&st, k, ns, name) else {
+        let key = object_key(k, ns, name);
+        let Some(old) = st.tables[&k.gvr].objects.get(&key).cloned() else {
             return Err(ApiError::not_found(k.gvr.group, k.gvr.plural, name));
         };
         let old_rv = meta_str(&old, "resourceVersion").unwrap_or("0").to_string();
@@ -769,7 +777,6 @@ impl Store {
                 .and_then(Value::as_array)
                 .is_none_or(|f| f.is_empty());
         let arc = Arc::new(new);
-        let key = object_key(k, ns, name);
         st.tables
             .get_mut(&k.gvr)
             .expect("table")
@@ -780,7 +787,9 @@ impl Store {
             // The last finalizer is gone: the object is removed now.
             self.remove_locked(&mut st, k, ns, name, Propagation::Background);
         }
+        let retired = std::mem::take(&mut st.retired);
         drop(st);
+        drop(retired);
         if k.gvr == gvr::PODS {
             self.logs_changed.notify_waiters();
         }

@@ -71,8 +71,6 @@ enum Kind {
     TaskRun,
 }
 
-type Key = (Kind, String, String);
-
 /// Objects travel as the store's shared copies (`Arc`): the dispatcher sees every
 /// change in the cluster and must not copy them.
 enum Msg {
@@ -85,13 +83,14 @@ enum Msg {
     Deleted,
 }
 
+/// From actors to the dispatcher, naming the run by uid.
 enum Note {
-    Finished(Key, String),
-    Waiting(Key, bool),
+    Finished(String),
+    Waiting(String, bool),
 }
 
 struct Actor {
-    uid: String,
+    namespace: String,
     tx: mpsc::UnboundedSender<Msg>,
     /// `metadata.generation` last sent: actors only care about spec changes (their
     /// own status writes do not bump it), so other updates are not forwarded.
@@ -121,7 +120,6 @@ async fn dispatch(ctx: Arc<Ctx>) {
     let mut d = Dispatcher {
         ctx: ctx.clone(),
         actors: HashMap::new(),
-        pr_by_uid: HashMap::new(),
         waiting: HashSet::new(),
         notes_tx,
     };
@@ -139,22 +137,19 @@ async fn dispatch(ctx: Arc<Ctx>) {
                 Err(broadcast::error::RecvError::Closed) => break,
             },
             Some(note) = notes.recv() => match note {
-                Note::Finished(key, uid) => {
-                    if d.actors.get(&key).is_some_and(|a| a.uid == uid) {
-                        d.actors.remove(&key);
-                    }
-                    d.pr_by_uid.remove(&uid);
-                    d.waiting.remove(&key);
+                Note::Finished(uid) => {
+                    d.actors.remove(&uid);
+                    d.waiting.remove(&uid);
                 }
-                Note::Waiting(key, on) => {
+                Note::Waiting(uid, on) => {
                     if on {
                         // The event the actor waits for may have been handled before this
                         // note arrived (two channels, no order between them): look once
                         // more now that it is registered, or the wake-up is lost.
-                        d.send(&key, Msg::Recheck);
-                        d.waiting.insert(key);
+                        d.send(&uid, Msg::Recheck);
+                        d.waiting.insert(uid);
                     } else {
-                        d.waiting.remove(&key);
+                        d.waiting.remove(&uid);
                     }
                 }
             },
@@ -164,18 +159,12 @@ async fn dispatch(ctx: Arc<Ctx>) {
 
 struct Dispatcher {
     ctx: Arc<Ctx>,
-    actors: HashMap<Key, Actor>,
-    pr_by_uid: HashMap<String, Key>,
-    waiting: HashSet<Key>,
+    /// Live runs by uid (unique across kinds and re-creations), so the event of any
+    /// object is matched without building a key.
+    actors: HashMap<String, Actor>,
+    /// Uids of TaskRuns whose pod waits for a volume source to appear.
+    waiting: HashSet<String>,
     notes_tx: mpsc::UnboundedSender<Note>,
-}
-
-fn key_of(kind: Kind, obj: &Value) -> Key {
-    (
-        kind,
-        model::namespace(obj).to_string(),
-        model::name(obj).to_string(),
-    )
 }
 
 impl Dispatcher {
@@ -195,14 +184,13 @@ impl Dispatcher {
         for pvc in cluster.list(&gvr::PVCS, None) {
             bind_claim(self.ctx.cluster.as_ref(), &pvc, false);
         }
-        let waiting: Vec<Key> = self.waiting.iter().cloned().collect();
-        for k in waiting {
-            self.send(&k, Msg::Recheck);
+        for uid in &self.waiting {
+            self.send(uid, Msg::Recheck);
         }
     }
 
-    fn send(&self, key: &Key, msg: Msg) {
-        if let Some(a) = self.actors.get(key) {
+    fn send(&self, uid: &str, msg: Msg) {
+        if let Some(a) = self.actors.get(uid) {
             let _ = a.tx.send(msg);
         }
     }
@@ -212,12 +200,11 @@ impl Dispatcher {
             self.on_run(Kind::PipelineRun, kind, obj);
         } else if g == gvr::TASKRUNS {
             // A PipelineRun only needs to hear about children that finished.
-            if let Some(owner) = model::controller_owner_uid(&obj, "PipelineRun")
-                && let Some(pr_key) = self.pr_by_uid.get(owner)
-                && kind != EventKind::Deleted
+            if kind != EventKind::Deleted
+                && let Some(owner) = model::controller_owner_uid(&obj, "PipelineRun")
                 && model::is_done(&obj)
             {
-                self.send(pr_key, Msg::Child(obj.clone()));
+                self.send(owner, Msg::Child(obj.clone()));
             }
             self.on_run(Kind::TaskRun, kind, obj);
         } else if g == gvr::PVCS {
@@ -235,24 +222,26 @@ impl Dispatcher {
     }
 
     fn recheck_namespace(&self, ns: &str) {
-        for k in self.waiting.iter().filter(|k| k.1 == ns) {
-            self.send(k, Msg::Recheck);
+        for uid in &self.waiting {
+            if self.actors.get(uid).is_some_and(|a| a.namespace == ns) {
+                self.send(uid, Msg::Recheck);
+            }
         }
     }
 
     fn on_run(&mut self, run_kind: Kind, kind: EventKind, obj: Arc<Value>) {
-        let key = key_of(run_kind, &obj);
-        let uid = model::uid(&obj).to_string();
+        let uid = model::uid(&obj);
         match kind {
             EventKind::Added => {
-                if model::is_done(&obj) || self.actors.get(&key).is_some_and(|a| a.uid == uid) {
+                if model::is_done(&obj) || self.actors.contains_key(uid) {
                     return;
                 }
+                let uid = uid.to_string();
                 let (tx, rx) = mpsc::unbounded_channel();
                 self.actors.insert(
-                    key.clone(),
+                    uid.clone(),
                     Actor {
-                        uid: uid.clone(),
+                        namespace: model::namespace(&obj).to_string(),
                         tx,
                         generation: generation(&obj),
                     },
@@ -261,28 +250,25 @@ impl Dispatcher {
                 let notes = self.notes_tx.clone();
                 match run_kind {
                     Kind::PipelineRun => {
-                        self.pr_by_uid.insert(uid.clone(), key.clone());
                         tokio::spawn(async move {
                             PipelineRunActor::new(ctx, obj, rx, notes.clone())
                                 .run()
                                 .await;
-                            let _ = notes.send(Note::Finished(key, uid));
+                            let _ = notes.send(Note::Finished(uid));
                         });
                     }
                     Kind::TaskRun => {
                         tokio::spawn(async move {
-                            TaskRunActor::new(ctx, obj, rx, notes.clone(), key.clone())
+                            TaskRunActor::new(ctx, obj, rx, notes.clone(), uid.clone())
                                 .run()
                                 .await;
-                            let _ = notes.send(Note::Finished(key, uid));
+                            let _ = notes.send(Note::Finished(uid));
                         });
                     }
                 }
             }
             EventKind::Modified => {
-                if let Some(a) = self.actors.get_mut(&key)
-                    && a.uid == uid
-                {
+                if let Some(a) = self.actors.get_mut(uid) {
                     let g = generation(&obj);
                     if g.is_none() || g != a.generation {
                         a.generation = g;
@@ -291,11 +277,9 @@ impl Dispatcher {
                 }
             }
             EventKind::Deleted => {
-                if self.actors.get(&key).is_some_and(|a| a.uid == uid) {
-                    self.send(&key, Msg::Deleted);
-                    self.actors.remove(&key);
-                    self.pr_by_uid.remove(&uid);
-                    self.waiting.remove(&key);
+                if let Some(a) = self.actors.remove(uid) {
+                    let _ = a.tx.send(Msg::Deleted);
+                    self.waiting.remove(uid);
                 }
             }
         }
@@ -896,7 +880,7 @@ struct TaskRunActor {
     tr: Arc<Value>,
     rx: mpsc::UnboundedReceiver<Msg>,
     notes: mpsc::UnboundedSender<Note>,
-    key: Key,
+    uid: String,
     ns: String,
     name: String,
     status: Value,
@@ -916,7 +900,7 @@ impl TaskRunActor {
         tr: Arc<Value>,
         rx: mpsc::UnboundedReceiver<Msg>,
         notes: mpsc::UnboundedSender<Note>,
-        key: Key,
+        uid: String,
     ) -> Self {
         let ns = model::namespace(&tr).to_string();
         let name = model::name(&tr).to_string();
@@ -927,7 +911,7 @@ impl TaskRunActor {
             tr,
             rx,
             notes,
-            key,
+            uid,
             ns,
             name,
             status,
@@ -1093,12 +1077,16 @@ impl TaskRunActor {
 
         let pod = taskrun::build_pod(&tr_for_pod, &plan, &steps);
         let pod_name = model::name(&pod).to_string();
-        match self
-            .ctx
-            .cluster
-            .create(&gvr::PODS, Some(&self.ns), pod.clone())
-        {
-            Ok(_) | Err(ClusterError::AlreadyExists(_)) => {}
+        let pod = match self.ctx.cluster.create(&gvr::PODS, Some(&self.ns), pod) {
+            Ok(created) => created,
+            Err(ClusterError::AlreadyExists(_)) => self
+                .ctx
+                .cluster
+                .get(&gvr::PODS, Some(&self.ns), &pod_name)
+                .map(Arc::new)
+                .unwrap_or_else(|| {
+                    Arc::new(json!({"metadata": {"name": pod_name, "namespace": self.ns}}))
+                }),
             Err(e) => {
                 let msg = format!(
                     "failed to create task run pod \"{}\": {e}. Maybe invalid TaskSpec",
@@ -1106,15 +1094,15 @@ impl TaskRunActor {
                 );
                 return self.fail("PodCreationFailed", &msg);
             }
-        }
+        };
         self.status["podName"] = json!(pod_name);
-        let mut sim = PodSim::new(self.ctx.clone(), &pod, steps);
+        let mut sim = PodSim::new(self.ctx.clone(), pod, steps);
         self.status["steps"] = sim.step_statuses(None);
         self.set_condition("Unknown", "Pending", "Pending");
         self.write_status();
 
         let outcome = self.execute(&mut sim, &tr_for_pod, &plan).await;
-        let _ = self.notes.send(Note::Waiting(self.key.clone(), false));
+        let _ = self.notes.send(Note::Waiting(self.uid.clone(), false));
         match outcome {
             Outcome::Finished => {}
             Outcome::Interrupted(Interrupt::Deleted) => {}
@@ -1230,7 +1218,7 @@ impl TaskRunActor {
                 );
                 self.set_condition("Unknown", "Pending", &sim.waiting_message());
                 self.write_status();
-                let _ = self.notes.send(Note::Waiting(self.key.clone(), true));
+                let _ = self.notes.send(Note::Waiting(self.uid.clone(), true));
                 reported = true;
             }
             match self.wait(None, true).await {
@@ -1239,7 +1227,7 @@ impl TaskRunActor {
             }
         }
         if reported {
-            let _ = self.notes.send(Note::Waiting(self.key.clone(), false));
+            let _ = self.notes.send(Note::Waiting(self.uid.clone(), false));
         }
 
         let start_at = Instant::now() + self.ctx.real(self.ctx.opts.pod_start_delay);
@@ -1357,7 +1345,8 @@ fn volume_problem(cluster: &dyn Cluster, ns: &str, needs: &[VolumeNeed]) -> Opti
 /// The simulated pod of a TaskRun: container states and pod status writes.
 struct PodSim {
     ctx: Arc<Ctx>,
-    pod: Value,
+    /// The pod as last written (the store's shared copy).
+    pod: Arc<Value>,
     pod_name: String,
     ns: String,
     steps: Vec<StepPlan>,
@@ -1365,13 +1354,13 @@ struct PodSim {
 }
 
 impl PodSim {
-    fn new(ctx: Arc<Ctx>, pod: &Value, steps: Vec<StepPlan>) -> Self {
+    fn new(ctx: Arc<Ctx>, pod: Arc<Value>, steps: Vec<StepPlan>) -> Self {
         let states = vec![StepState::Waiting("PodInitializing"); steps.len()];
         PodSim {
             ctx,
-            pod_name: model::name(pod).to_string(),
-            ns: model::namespace(pod).to_string(),
-            pod: pod.clone(),
+            pod_name: model::name(&pod).to_string(),
+            ns: model::namespace(&pod).to_string(),
+            pod,
             steps,
             states,
         }
@@ -1382,13 +1371,15 @@ impl PodSim {
     }
 
     fn write(&mut self, status: Value) {
-        self.pod["status"] = status.clone();
-        if let Err(e) =
-            self.ctx
-                .cluster
-                .update_status(&gvr::PODS, Some(&self.ns), &self.pod_name, status)
+        match self
+            .ctx
+            .cluster
+            .update_status(&gvr::PODS, Some(&self.ns), &self.pod_name, status)
         {
-            tracing::debug!(pod = %self.pod_name, error = %e, "pod status write failed");
+            // The stored pod is ours to read: no copy of the status kept aside.
+            Ok(stored) => self.pod = stored,
+            // The pod is gone (deleted under us); what we last wrote stays our view.
+            Err(e) => tracing::debug!(pod = %self.pod_name, error = %e, "pod status write failed"),
         }
     }
 
