@@ -496,17 +496,19 @@ impl PipelineRunActor {
         else {
             return;
         };
-        let before = fresh.clone();
+        // Defaults only touch the spec: compare that, not a copy of the whole run.
+        let spec_before = fresh.get("spec").cloned();
         admission::apply_defaults(&gvr::PIPELINERUNS, &mut fresh);
+        let mut changed = fresh.get("spec") != spec_before.as_ref();
         if let Some(p) = pipeline_name {
             let labels = model::obj_mut(&mut fresh, "metadata")
                 .entry("labels")
                 .or_insert_with(|| json!({}));
             if let Some(l) = labels.as_object_mut() {
-                l.insert(model::labels::PIPELINE.into(), json!(p));
+                changed |= l.insert(model::labels::PIPELINE.into(), json!(p)) != Some(json!(p));
             }
         }
-        if fresh != before {
+        if changed {
             match self
                 .ctx
                 .cluster
