@@ -709,6 +709,10 @@ impl Store {
             // Everything but the status from the stored object (not copying its old
             // status), and the status as given (moved, not copied).
             let given = obj.as_object_mut().and_then(|m| m.remove("status"));
+            if old.is_object() && given.as_ref() == old.get("status") {
+                // Only the status can differ, and it does not: a no-op (see below).
+                return Ok(old);
+            }
             let mut n: serde_json::Map<String, Value> = old
                 .as_object()
                 .map(|m| {
@@ -765,7 +769,8 @@ impl Store {
             }
             obj
         };
-        if same_but_volatile_meta(&new, &old) {
+        // (A status write got here only with a different status.)
+        if !status_only && same_but_volatile_meta(&new, &old) {
             // A no-op write keeps the resourceVersion and notifies nobody.
             return Ok(old);
         }
