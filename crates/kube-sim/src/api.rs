@@ -398,6 +398,16 @@ impl Api {
         convert::from_storage(t.info.gvr.group, t.info.gvr.version, obj)
     }
 
+    /// A stored object as the response body in the served version (serialized from
+    /// the store's shared copy when no conversion is needed).
+    fn served_response(&self, t: &Target<'_>, code: u16, obj: Arc<Value>) -> Response<Body> {
+        let g = &t.info.gvr;
+        if g.group != "tekton.dev" || g.version == "v1" {
+            return json_response(code, &obj);
+        }
+        json_response(code, &self.served(t, Arc::unwrap_or_clone(obj)))
+    }
+
     fn stored(&self, t: &Target<'_>, obj: Value) -> Value {
         convert::to_storage(t.info.gvr.group, t.info.gvr.version, t.info.kind, obj)
     }
@@ -539,7 +549,7 @@ impl Api {
         let created = self
             .store
             .create(&t.kind, t.namespace.as_deref(), obj, Writer::Api)?;
-        Ok(json_response(201, &self.served(t, created)))
+        Ok(self.served_response(t, 201, created))
     }
 
     fn update(
@@ -564,7 +574,7 @@ impl Api {
             status_only,
             Writer::Api,
         )?;
-        Ok(json_response(200, &self.served(t, updated)))
+        Ok(self.served_response(t, 200, updated))
     }
 
     fn patch(
@@ -623,7 +633,7 @@ impl Api {
                     let created =
                         self.store
                             .create(&t.kind, t.namespace.as_deref(), obj, Writer::Api)?;
-                    return Ok(json_response(201, &self.served(t, created)));
+                    return Ok(self.served_response(t, 201, created));
                 }
                 return Err(ApiError::not_found(
                     t.info.gvr.group,
@@ -683,7 +693,7 @@ impl Api {
                     continue;
                 }
                 Err(e) => return Err(e),
-                Ok(updated) => return Ok(json_response(200, &self.served(t, updated))),
+                Ok(updated) => return Ok(self.served_response(t, 200, updated)),
             }
         }
         Err(ApiError::conflict(

@@ -74,6 +74,9 @@ pub enum ClusterError {
 /// What a controller may do to the cluster. Writes behave like a privileged
 /// in-cluster client: no auth, no fault injection, but the same bookkeeping
 /// (uid, resourceVersion, generation, events to watchers) as API writes.
+/// Writes return the stored object shared, not copied: most callers ignore it
+/// or read a field, and copying every written object was a large share of the
+/// controller's cost.
 pub trait Cluster: Send + Sync + 'static {
     fn get(&self, gvr: &Gvr, namespace: Option<&str>, name: &str) -> Option<Value>;
     fn list(&self, gvr: &Gvr, namespace: Option<&str>) -> Vec<Value>;
@@ -84,7 +87,7 @@ pub trait Cluster: Send + Sync + 'static {
         gvr: &Gvr,
         namespace: Option<&str>,
         object: Value,
-    ) -> Result<Value, ClusterError>;
+    ) -> Result<std::sync::Arc<Value>, ClusterError>;
     /// Replace `.status` only (status-subresource semantics); bumps resourceVersion.
     fn update_status(
         &self,
@@ -92,14 +95,14 @@ pub trait Cluster: Send + Sync + 'static {
         namespace: Option<&str>,
         name: &str,
         status: Value,
-    ) -> Result<Value, ClusterError>;
+    ) -> Result<std::sync::Arc<Value>, ClusterError>;
     /// Replace the whole object except `.status` (metadata/spec); bumps resourceVersion.
     fn update(
         &self,
         gvr: &Gvr,
         namespace: Option<&str>,
         object: Value,
-    ) -> Result<Value, ClusterError>;
+    ) -> Result<std::sync::Arc<Value>, ClusterError>;
     /// Delete with background cascading to owner-referenced dependents.
     fn delete(&self, gvr: &Gvr, namespace: Option<&str>, name: &str) -> Result<(), ClusterError>;
     /// Every change from now on, in order.

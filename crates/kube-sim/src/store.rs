@@ -140,6 +140,9 @@ struct State {
     logs: HashMap<(String, String, String), Vec<LogLine>>,
     /// owner uid → dependents, so cascading deletion does not scan every object.
     owners: HashMap<String, std::collections::HashSet<(Gvr, Key)>>,
+    /// Events just dropped from a history: the writes that produce most of them free
+    /// them (often the last copy of an old object version) after unlocking.
+    retired: Vec<Arc<WatchEvent>>,
 }
 
 fn owner_uids(obj: &Value) -> Vec<String> {
@@ -232,25 +235,45 @@ fn random_suffix() -> String {
         .collect()
 }
 
-/// Everything but metadata and status: what `generation` tracks.
-fn spec_part(obj: &Value) -> Value {
-    let mut v = obj.clone();
-    if let Some(m) = v.as_object_mut() {
-        m.remove("metadata");
-        m.remove("status");
-        m.remove("apiVersion");
-        m.remove("kind");
+/// Top-level fields that are not the spec: what `generation` does not track.
+const NOT_SPEC: [&str; 4] = ["metadata", "status", "apiVersion", "kind"];
+
+/// Whether everything but metadata and status (what `generation` tracks) is the same
+/// in `a` and `b`; compared in place, without copying either object.
+fn same_spec(a: &Value, b: &Value) -> bool {
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => {
+            let spec = |(k, _): &(&String, &Value)| !NOT_SPEC.contains(&k.as_str());
+            a.iter().filter(spec).eq(b.iter().filter(spec))
+        }
+        _ => a == b,
     }
-    v
 }
 
-fn without_volatile_meta(obj: &Value) -> Value {
-    let mut v = obj.clone();
-    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
-        m.remove("managedFields");
+/// Metadata fields a write may change without changing the object.
+const VOLATILE_META: [&str; 2] = ["resourceVersion", "managedFields"];
+
+/// Whether `a` and `b` are the same object apart from `metadata.resourceVersion` and
+/// `metadata.managedFields` (a no-op write); compared in place, without copying.
+fn same_but_volatile_meta(a: &Value, b: &Value) -> bool {
+    let (Some(ao), Some(bo)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    if ao.len() != bo.len() {
+        return false;
     }
-    v
+    ao.iter().zip(bo.iter()).all(|((ka, va), (kb, vb))| {
+        ka == kb
+            && match (ka.as_str(), va.as_object(), vb.as_object()) {
+                ("metadata", Some(ma), Some(mb)) => ma
+                    .iter()
+                    .filter(|(k, _)| !VOLATILE_META.contains(&k.as_str()))
+                    .eq(mb
+                        .iter()
+                        .filter(|(k, _)| !VOLATILE_META.contains(&k.as_str()))),
+                _ => va == vb,
+            }
+    })
 }
 
 fn kind_api_version(k: &Kind) -> String {
@@ -289,6 +312,7 @@ impl Store {
                 tables,
                 logs: HashMap::new(),
                 owners: HashMap::new(),
+                retired: Vec::new(),
             }),
             global: broadcast::channel(65536).0,
             logs_changed: Notify::new(),
@@ -313,9 +337,47 @@ impl Store {
         old: Option<Arc<Value>>,
     ) {
         let rv = st.rv;
-        // Keep the owner index in step with every change.
-        let key = key_of(k, &object);
-        if let Some(o) = &old {
+        // Keep the owner index in step with every change (most updates keep their
+        // ownerReferences: nothing to do then).
+        let same_owners = kind == EventKind::Modified
+            && old.as_ref().is_some_and(|o| {
+                o.get("metadata").and_then(|m| m.get("ownerReferences"))
+                    == object
+                        .get("metadata")
+                        .and_then(|m| m.get("ownerReferences"))
+            });
+        if !same_owners {
+            Self::index_owners(st, k, kind, &object, old.as_deref());
+        }
+        let table = st.tables.get_mut(&k.gvr).expect("table exists");
+        let ev = Arc::new(WatchEvent::new(kind, rv, object.clone(), old));
+        table.history.push_back(ev.clone());
+        while table.history.len() > self.history_limit {
+            if let Some(dropped) = table.history.pop_front() {
+                table.compacted = dropped.rv;
+                st.retired.push(dropped);
+            }
+        }
+        let _ = table.tx.send(ev);
+        if self.global.receiver_count() > 0 {
+            let _ = self.global.send(ClusterEvent {
+                kind,
+                gvr: k.gvr,
+                object: object.clone(),
+            });
+        }
+    }
+
+    /// Move an object's entries in the owner index from its old to its new ownerReferences.
+    fn index_owners(
+        st: &mut State,
+        k: &Kind,
+        kind: EventKind,
+        object: &Value,
+        old: Option<&Value>,
+    ) {
+        let key = key_of(k, object);
+        if let Some(o) = old {
             for uid in owner_uids(o) {
                 if let Some(set) = st.owners.get_mut(&uid) {
                     set.remove(&(k.gvr, key.clone()));
@@ -326,28 +388,12 @@ impl Store {
             }
         }
         if kind != EventKind::Deleted {
-            for uid in owner_uids(&object) {
+            for uid in owner_uids(object) {
                 st.owners
                     .entry(uid)
                     .or_default()
                     .insert((k.gvr, key.clone()));
             }
-        }
-        let table = st.tables.get_mut(&k.gvr).expect("table exists");
-        let ev = Arc::new(WatchEvent::new(kind, rv, object.clone(), old));
-        table.history.push_back(ev.clone());
-        while table.history.len() > self.history_limit {
-            if let Some(dropped) = table.history.pop_front() {
-                table.compacted = dropped.rv;
-            }
-        }
-        let _ = table.tx.send(ev);
-        if self.global.receiver_count() > 0 {
-            let _ = self.global.send(ClusterEvent {
-                kind,
-                gvr: k.gvr,
-                object: object.clone(),
-            });
         }
     }
 
@@ -502,7 +548,7 @@ impl Store {
         ns: Option<&str>,
         mut obj: Value,
         writer: Writer,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Arc<Value>, ApiError> {
         if !obj.is_object() {
             return Err(ApiError::bad_request(
                 "the request body must be a JSON or YAML object",
@@ -596,10 +642,12 @@ impl Store {
             .objects
             .insert(key, arc.clone());
         self.emit(&mut st, k, EventKind::Added, arc.clone(), None);
+        let retired = std::mem::take(&mut st.retired);
+        drop(st);
+        drop(retired);
         if k.gvr == gvr::NAMESPACES {
             // The service-account controller gives every namespace a `default` account.
             let sak = storage_kind(&gvr::SERVICEACCOUNTS).expect("sa");
-            drop(st);
             let _ = self.create(
                 &sak,
                 Some(&name),
@@ -607,7 +655,7 @@ impl Store {
                 Writer::Controller,
             );
         }
-        Ok((*arc).clone())
+        Ok(arc)
     }
 
     /// Replace an object (`status_only`: the `/status` subresource).
@@ -619,7 +667,7 @@ impl Store {
         mut obj: Value,
         status_only: bool,
         writer: Writer,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Arc<Value>, ApiError> {
         if !obj.is_object() {
             return Err(ApiError::bad_request(
                 "the request body must be a JSON or YAML object",
@@ -633,7 +681,8 @@ impl Store {
             )));
         }
         let mut st = self.lock();
-        let Some(old) = Self::get_locked(&st, k, ns, name) else {
+        let key = object_key(k, ns, name);
+        let Some(old) = st.tables[&k.gvr].objects.get(&key).cloned() else {
             return Err(ApiError::not_found(k.gvr.group, k.gvr.plural, name));
         };
         let old_rv = meta_str(&old, "resourceVersion").unwrap_or("0").to_string();
@@ -657,16 +706,26 @@ impl Store {
             obj["metadata"] = json!({});
         }
         let mut new = if status_only {
-            let mut n = (*old).clone();
-            match obj.get("status") {
-                Some(s) => n["status"] = s.clone(),
-                None => {
-                    if let Some(m) = n.as_object_mut() {
-                        m.remove("status");
-                    }
-                }
+            // Everything but the status from the stored object (not copying its old
+            // status), and the status as given (moved, not copied).
+            let given = obj.as_object_mut().and_then(|m| m.remove("status"));
+            if old.is_object() && given.as_ref() == old.get("status") {
+                // Only the status can differ, and it does not: a no-op (see below).
+                return Ok(old);
             }
-            n
+            let mut n: serde_json::Map<String, Value> = old
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .filter(|(k, _)| k.as_str() != "status")
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(s) = given {
+                n.insert("status".into(), s);
+            }
+            Value::Object(n)
         } else {
             if k.status_subresource && writer == Writer::Api || writer == Writer::Controller {
                 match old.get("status") {
@@ -701,7 +760,7 @@ impl Store {
             }
             obj["apiVersion"] = json!(kind_api_version(k));
             obj["kind"] = json!(k.kind);
-            if (k.status_subresource || k.custom) && spec_part(&obj) != spec_part(&old) {
+            if (k.status_subresource || k.custom) && !same_spec(&obj, &old) {
                 let g = old
                     .pointer("/metadata/generation")
                     .and_then(Value::as_i64)
@@ -710,9 +769,10 @@ impl Store {
             }
             obj
         };
-        if without_volatile_meta(&new) == without_volatile_meta(&old) {
+        // (A status write got here only with a different status.)
+        if !status_only && same_but_volatile_meta(&new, &old) {
             // A no-op write keeps the resourceVersion and notifies nobody.
-            return Ok((*old).clone());
+            return Ok(old);
         }
         let rv = Self::next_rv(&mut st);
         new["metadata"]["resourceVersion"] = json!(rv.to_string());
@@ -722,7 +782,6 @@ impl Store {
                 .and_then(Value::as_array)
                 .is_none_or(|f| f.is_empty());
         let arc = Arc::new(new);
-        let key = object_key(k, ns, name);
         st.tables
             .get_mut(&k.gvr)
             .expect("table")
@@ -733,11 +792,13 @@ impl Store {
             // The last finalizer is gone: the object is removed now.
             self.remove_locked(&mut st, k, ns, name, Propagation::Background);
         }
+        let retired = std::mem::take(&mut st.retired);
         drop(st);
+        drop(retired);
         if k.gvr == gvr::PODS {
             self.logs_changed.notify_waiters();
         }
-        Ok((*arc).clone())
+        Ok(arc)
     }
 
     /// Delete with `propagation`; `precondition` = (uid, resourceVersion) if given.
@@ -1239,7 +1300,7 @@ impl Cluster for Store {
         g: &Gvr,
         namespace: Option<&str>,
         object: Value,
-    ) -> Result<Value, ClusterError> {
+    ) -> Result<Arc<Value>, ClusterError> {
         let k = kind_of(g)?;
         Store::create(self, &k, namespace, object, Writer::Controller).map_err(to_cluster_error)
     }
@@ -1250,7 +1311,7 @@ impl Cluster for Store {
         namespace: Option<&str>,
         name: &str,
         status: Value,
-    ) -> Result<Value, ClusterError> {
+    ) -> Result<Arc<Value>, ClusterError> {
         let k = kind_of(g)?;
         Store::update(
             self,
@@ -1269,7 +1330,7 @@ impl Cluster for Store {
         g: &Gvr,
         namespace: Option<&str>,
         mut object: Value,
-    ) -> Result<Value, ClusterError> {
+    ) -> Result<Arc<Value>, ClusterError> {
         let k = kind_of(g)?;
         let name = meta_str(&object, "name")
             .ok_or_else(|| ClusterError::Invalid("metadata.name is required".into()))?
@@ -1374,25 +1435,95 @@ mod tests {
                 Writer::Api,
             )
             .unwrap();
-        let mut o2 = o.clone();
+        let mut o2 = (*o).clone();
         o2["metadata"]["labels"] = json!({"l": "v"});
         let o2 = s
             .update(&prk, Some("ns"), "a", o2, false, Writer::Api)
             .unwrap();
         assert_eq!(o2["metadata"]["generation"], 1);
-        let mut o3 = o2.clone();
+        let mut o3 = (*o2).clone();
         o3["spec"]["x"] = json!(2);
         let o3 = s
             .update(&prk, Some("ns"), "a", o3, false, Writer::Api)
             .unwrap();
         assert_eq!(o3["metadata"]["generation"], 2);
         let o4 = s
-            .update(&prk, Some("ns"), "a", o3.clone(), false, Writer::Api)
+            .update(&prk, Some("ns"), "a", (*o3).clone(), false, Writer::Api)
             .unwrap();
         assert_eq!(
             o4["metadata"]["resourceVersion"],
             o3["metadata"]["resourceVersion"]
         );
+    }
+
+    #[test]
+    fn status_write_replaces_only_status_and_noop_writes_change_nothing() {
+        let (s, _, prk) = setup();
+        let o = s
+            .create(
+                &prk,
+                Some("ns"),
+                json!({"metadata": {"name": "a", "labels": {"l": "v"}}, "spec": {"x": 1}}),
+                Writer::Api,
+            )
+            .unwrap();
+        let st = s
+            .update(
+                &prk,
+                Some("ns"),
+                "a",
+                json!({"spec": {"x": 9}, "status": {"phase": "Done"}}),
+                true,
+                Writer::Controller,
+            )
+            .unwrap();
+        assert_eq!(st["status"], json!({"phase": "Done"}));
+        assert_eq!(
+            (&st["spec"], &st["metadata"]["labels"]),
+            (&o["spec"], &o["metadata"]["labels"])
+        );
+        assert_eq!(st["metadata"]["generation"], 1);
+        assert_ne!(
+            st["metadata"]["resourceVersion"],
+            o["metadata"]["resourceVersion"]
+        );
+        // The same status again, or an update differing only in resourceVersion and
+        // managedFields: no new resourceVersion, no event.
+        let mut events = s.subscribe();
+        let again = s
+            .update(
+                &prk,
+                Some("ns"),
+                "a",
+                json!({"status": {"phase": "Done"}}),
+                true,
+                Writer::Controller,
+            )
+            .unwrap();
+        let mut same = (*again).clone();
+        same["metadata"]["managedFields"] = json!([{"manager": "m"}]);
+        same["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
+        let again2 = s
+            .update(&prk, Some("ns"), "a", same, false, Writer::Controller)
+            .unwrap();
+        assert_eq!(
+            again["metadata"]["resourceVersion"],
+            st["metadata"]["resourceVersion"]
+        );
+        assert_eq!(
+            again2["metadata"]["resourceVersion"],
+            st["metadata"]["resourceVersion"]
+        );
+        assert!(events.try_recv().is_err(), "no-op writes emit nothing");
+        // Removing the status is a change.
+        let cleared = s
+            .update(&prk, Some("ns"), "a", json!({}), true, Writer::Controller)
+            .unwrap();
+        assert!(cleared.get("status").is_none());
+        assert!(events.try_recv().is_ok());
     }
 
     #[test]

@@ -82,9 +82,9 @@ pub fn validate_create(gvr: &Gvr, obj: &Value) -> Result<(), String> {
         return Ok(());
     }
     let obj = if gvr.version == "v1beta1" {
-        convert::to_v1(obj)
+        std::borrow::Cow::Owned(convert::to_v1(obj))
     } else {
-        obj.clone()
+        std::borrow::Cow::Borrowed(obj)
     };
     let null = Value::Null;
     let spec = obj.get("spec").unwrap_or(&null);

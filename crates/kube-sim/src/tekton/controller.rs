@@ -71,25 +71,26 @@ enum Kind {
     TaskRun,
 }
 
-type Key = (Kind, String, String);
-
+/// Objects travel as the store's shared copies (`Arc`): the dispatcher sees every
+/// change in the cluster and must not copy them.
 enum Msg {
     /// The run object changed (e.g. `spec.status`).
-    Object(Value),
+    Object(Arc<Value>),
     /// A child TaskRun changed (to its PipelineRun).
-    Child(Value),
+    Child(Arc<Value>),
     /// Something a waiting pod needs may have appeared.
     Recheck,
     Deleted,
 }
 
+/// From actors to the dispatcher, naming the run by uid.
 enum Note {
-    Finished(Key, String),
-    Waiting(Key, bool),
+    Finished(String),
+    Waiting(String, bool),
 }
 
 struct Actor {
-    uid: String,
+    namespace: String,
     tx: mpsc::UnboundedSender<Msg>,
     /// `metadata.generation` last sent: actors only care about spec changes (their
     /// own status writes do not bump it), so other updates are not forwarded.
@@ -119,7 +120,6 @@ async fn dispatch(ctx: Arc<Ctx>) {
     let mut d = Dispatcher {
         ctx: ctx.clone(),
         actors: HashMap::new(),
-        pr_by_uid: HashMap::new(),
         waiting: HashSet::new(),
         notes_tx,
     };
@@ -127,7 +127,7 @@ async fn dispatch(ctx: Arc<Ctx>) {
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
-                Ok(ev) => d.on_event(ev.kind, ev.gvr, Arc::unwrap_or_clone(ev.object)),
+                Ok(ev) => d.on_event(ev.kind, ev.gvr, ev.object),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "tekton controller lagged behind cluster events; resyncing");
                     // Drop the stale backlog: subscribe afresh, then list (list+watch).
@@ -137,22 +137,19 @@ async fn dispatch(ctx: Arc<Ctx>) {
                 Err(broadcast::error::RecvError::Closed) => break,
             },
             Some(note) = notes.recv() => match note {
-                Note::Finished(key, uid) => {
-                    if d.actors.get(&key).is_some_and(|a| a.uid == uid) {
-                        d.actors.remove(&key);
-                    }
-                    d.pr_by_uid.remove(&uid);
-                    d.waiting.remove(&key);
+                Note::Finished(uid) => {
+                    d.actors.remove(&uid);
+                    d.waiting.remove(&uid);
                 }
-                Note::Waiting(key, on) => {
+                Note::Waiting(uid, on) => {
                     if on {
                         // The event the actor waits for may have been handled before this
                         // note arrived (two channels, no order between them): look once
                         // more now that it is registered, or the wake-up is lost.
-                        d.send(&key, Msg::Recheck);
-                        d.waiting.insert(key);
+                        d.send(&uid, Msg::Recheck);
+                        d.waiting.insert(uid);
                     } else {
-                        d.waiting.remove(&key);
+                        d.waiting.remove(&uid);
                     }
                 }
             },
@@ -162,18 +159,12 @@ async fn dispatch(ctx: Arc<Ctx>) {
 
 struct Dispatcher {
     ctx: Arc<Ctx>,
-    actors: HashMap<Key, Actor>,
-    pr_by_uid: HashMap<String, Key>,
-    waiting: HashSet<Key>,
+    /// Live runs by uid (unique across kinds and re-creations), so the event of any
+    /// object is matched without building a key.
+    actors: HashMap<String, Actor>,
+    /// Uids of TaskRuns whose pod waits for a volume source to appear.
+    waiting: HashSet<String>,
     notes_tx: mpsc::UnboundedSender<Note>,
-}
-
-fn key_of(kind: Kind, obj: &Value) -> Key {
-    (
-        kind,
-        model::namespace(obj).to_string(),
-        model::name(obj).to_string(),
-    )
 }
 
 impl Dispatcher {
@@ -181,39 +172,39 @@ impl Dispatcher {
     fn resync(&mut self) {
         let cluster = self.ctx.cluster.clone();
         for pr in cluster.list(&gvr::PIPELINERUNS, None) {
+            let pr = Arc::new(pr);
             self.on_event(EventKind::Added, gvr::PIPELINERUNS, pr.clone());
             self.on_event(EventKind::Modified, gvr::PIPELINERUNS, pr);
         }
         for tr in cluster.list(&gvr::TASKRUNS, None) {
+            let tr = Arc::new(tr);
             self.on_event(EventKind::Added, gvr::TASKRUNS, tr.clone());
             self.on_event(EventKind::Modified, gvr::TASKRUNS, tr);
         }
         for pvc in cluster.list(&gvr::PVCS, None) {
             bind_claim(self.ctx.cluster.as_ref(), &pvc, false);
         }
-        let waiting: Vec<Key> = self.waiting.iter().cloned().collect();
-        for k in waiting {
-            self.send(&k, Msg::Recheck);
+        for uid in &self.waiting {
+            self.send(uid, Msg::Recheck);
         }
     }
 
-    fn send(&self, key: &Key, msg: Msg) {
-        if let Some(a) = self.actors.get(key) {
+    fn send(&self, uid: &str, msg: Msg) {
+        if let Some(a) = self.actors.get(uid) {
             let _ = a.tx.send(msg);
         }
     }
 
-    fn on_event(&mut self, kind: EventKind, g: Gvr, obj: Value) {
+    fn on_event(&mut self, kind: EventKind, g: Gvr, obj: Arc<Value>) {
         if g == gvr::PIPELINERUNS {
             self.on_run(Kind::PipelineRun, kind, obj);
         } else if g == gvr::TASKRUNS {
             // A PipelineRun only needs to hear about children that finished.
-            if let Some(owner) = model::controller_owner_uid(&obj, "PipelineRun")
-                && let Some(pr_key) = self.pr_by_uid.get(owner)
-                && kind != EventKind::Deleted
+            if kind != EventKind::Deleted
+                && let Some(owner) = model::controller_owner_uid(&obj, "PipelineRun")
                 && model::is_done(&obj)
             {
-                self.send(pr_key, Msg::Child(obj.clone()));
+                self.send(owner, Msg::Child(obj.clone()));
             }
             self.on_run(Kind::TaskRun, kind, obj);
         } else if g == gvr::PVCS {
@@ -231,24 +222,26 @@ impl Dispatcher {
     }
 
     fn recheck_namespace(&self, ns: &str) {
-        for k in self.waiting.iter().filter(|k| k.1 == ns) {
-            self.send(k, Msg::Recheck);
+        for uid in &self.waiting {
+            if self.actors.get(uid).is_some_and(|a| a.namespace == ns) {
+                self.send(uid, Msg::Recheck);
+            }
         }
     }
 
-    fn on_run(&mut self, run_kind: Kind, kind: EventKind, obj: Value) {
-        let key = key_of(run_kind, &obj);
-        let uid = model::uid(&obj).to_string();
+    fn on_run(&mut self, run_kind: Kind, kind: EventKind, obj: Arc<Value>) {
+        let uid = model::uid(&obj);
         match kind {
             EventKind::Added => {
-                if model::is_done(&obj) || self.actors.get(&key).is_some_and(|a| a.uid == uid) {
+                if model::is_done(&obj) || self.actors.contains_key(uid) {
                     return;
                 }
+                let uid = uid.to_string();
                 let (tx, rx) = mpsc::unbounded_channel();
                 self.actors.insert(
-                    key.clone(),
+                    uid.clone(),
                     Actor {
-                        uid: uid.clone(),
+                        namespace: model::namespace(&obj).to_string(),
                         tx,
                         generation: generation(&obj),
                     },
@@ -257,28 +250,25 @@ impl Dispatcher {
                 let notes = self.notes_tx.clone();
                 match run_kind {
                     Kind::PipelineRun => {
-                        self.pr_by_uid.insert(uid.clone(), key.clone());
                         tokio::spawn(async move {
                             PipelineRunActor::new(ctx, obj, rx, notes.clone())
                                 .run()
                                 .await;
-                            let _ = notes.send(Note::Finished(key, uid));
+                            let _ = notes.send(Note::Finished(uid));
                         });
                     }
                     Kind::TaskRun => {
                         tokio::spawn(async move {
-                            TaskRunActor::new(ctx, obj, rx, notes.clone(), key.clone())
+                            TaskRunActor::new(ctx, obj, rx, notes.clone(), uid.clone())
                                 .run()
                                 .await;
-                            let _ = notes.send(Note::Finished(key, uid));
+                            let _ = notes.send(Note::Finished(uid));
                         });
                     }
                 }
             }
             EventKind::Modified => {
-                if let Some(a) = self.actors.get_mut(&key)
-                    && a.uid == uid
-                {
+                if let Some(a) = self.actors.get_mut(uid) {
                     let g = generation(&obj);
                     if g.is_none() || g != a.generation {
                         a.generation = g;
@@ -287,11 +277,9 @@ impl Dispatcher {
                 }
             }
             EventKind::Deleted => {
-                if self.actors.get(&key).is_some_and(|a| a.uid == uid) {
-                    self.send(&key, Msg::Deleted);
-                    self.actors.remove(&key);
-                    self.pr_by_uid.remove(&uid);
-                    self.waiting.remove(&key);
+                if let Some(a) = self.actors.remove(uid) {
+                    let _ = a.tx.send(Msg::Deleted);
+                    self.waiting.remove(uid);
                 }
             }
         }
@@ -424,18 +412,29 @@ enum Interrupt {
 
 struct PipelineRunActor {
     ctx: Arc<Ctx>,
-    pr: Value,
+    pr: Arc<Value>,
     rx: mpsc::UnboundedReceiver<Msg>,
     ns: String,
     name: String,
     status: Value,
-    written: Value,
+    /// The stored object after our last status write: `status` is written only
+    /// when it differs from this object's status.
+    written: Arc<Value>,
+}
+
+/// Whether `status` is what `written` (a stored object) already has; an object
+/// without status counts as having an empty one.
+fn status_written(status: &Value, written: &Value) -> bool {
+    match written.get("status") {
+        Some(w) => w == status,
+        None => status.as_object().is_some_and(|m| m.is_empty()),
+    }
 }
 
 impl PipelineRunActor {
     fn new(
         ctx: Arc<Ctx>,
-        pr: Value,
+        pr: Arc<Value>,
         rx: mpsc::UnboundedReceiver<Msg>,
         _notes: mpsc::UnboundedSender<Note>,
     ) -> Self {
@@ -444,11 +443,11 @@ impl PipelineRunActor {
         let status = pr.get("status").cloned().unwrap_or(json!({}));
         PipelineRunActor {
             ctx,
+            written: pr.clone(),
             pr,
             rx,
             ns,
             name,
-            written: status.clone(),
             status,
         }
     }
@@ -458,7 +457,7 @@ impl PipelineRunActor {
     }
 
     fn write_status(&mut self) {
-        if self.status == self.written {
+        if status_written(&self.status, &self.written) {
             return;
         }
         match self.ctx.cluster.update_status(
@@ -467,7 +466,7 @@ impl PipelineRunActor {
             &self.name,
             self.status.clone(),
         ) {
-            Ok(mut stored) => self.written = stored["status"].take(),
+            Ok(stored) => self.written = stored,
             Err(e) => {
                 tracing::debug!(run = %self.name, error = %e, "pipelinerun status write failed")
             }
@@ -497,17 +496,19 @@ impl PipelineRunActor {
         else {
             return;
         };
-        let before = fresh.clone();
+        // Defaults only touch the spec: compare that, not a copy of the whole run.
+        let spec_before = fresh.get("spec").cloned();
         admission::apply_defaults(&gvr::PIPELINERUNS, &mut fresh);
+        let mut changed = fresh.get("spec") != spec_before.as_ref();
         if let Some(p) = pipeline_name {
             let labels = model::obj_mut(&mut fresh, "metadata")
                 .entry("labels")
                 .or_insert_with(|| json!({}));
             if let Some(l) = labels.as_object_mut() {
-                l.insert(model::labels::PIPELINE.into(), json!(p));
+                changed |= l.insert(model::labels::PIPELINE.into(), json!(p)) != Some(json!(p));
             }
         }
-        if fresh != before {
+        if changed {
             match self
                 .ctx
                 .cluster
@@ -519,7 +520,7 @@ impl PipelineRunActor {
                 }
             }
         } else {
-            self.pr = fresh;
+            self.pr = Arc::new(fresh);
         }
     }
 
@@ -878,14 +879,15 @@ fn create_claim(
 
 struct TaskRunActor {
     ctx: Arc<Ctx>,
-    tr: Value,
+    tr: Arc<Value>,
     rx: mpsc::UnboundedReceiver<Msg>,
     notes: mpsc::UnboundedSender<Note>,
-    key: Key,
+    uid: String,
     ns: String,
     name: String,
     status: Value,
-    written: Value,
+    /// The stored object after our last status write (see `PipelineRunActor::written`).
+    written: Arc<Value>,
     timeout: Option<(Duration, Instant)>,
 }
 
@@ -897,30 +899,30 @@ enum Outcome {
 impl TaskRunActor {
     fn new(
         ctx: Arc<Ctx>,
-        tr: Value,
+        tr: Arc<Value>,
         rx: mpsc::UnboundedReceiver<Msg>,
         notes: mpsc::UnboundedSender<Note>,
-        key: Key,
+        uid: String,
     ) -> Self {
         let ns = model::namespace(&tr).to_string();
         let name = model::name(&tr).to_string();
         let status = tr.get("status").cloned().unwrap_or(json!({}));
         TaskRunActor {
             ctx,
+            written: tr.clone(),
             tr,
             rx,
             notes,
-            key,
+            uid,
             ns,
             name,
-            written: status.clone(),
             status,
             timeout: None,
         }
     }
 
     fn write_status(&mut self) {
-        if self.status == self.written {
+        if status_written(&self.status, &self.written) {
             return;
         }
         match self.ctx.cluster.update_status(
@@ -929,7 +931,7 @@ impl TaskRunActor {
             &self.name,
             self.status.clone(),
         ) {
-            Ok(mut stored) => self.written = stored["status"].take(),
+            Ok(stored) => self.written = stored,
             Err(e) => {
                 tracing::debug!(taskrun = %self.name, error = %e, "taskrun status write failed")
             }
@@ -1060,7 +1062,7 @@ impl TaskRunActor {
         }
 
         // A standalone TaskRun's volumeClaimTemplate workspaces get their own claims.
-        let mut tr_for_pod = self.tr.clone();
+        let mut tr_for_pod = (*self.tr).clone();
         if let Some(wss) = tr_for_pod["spec"]["workspaces"].as_array_mut() {
             for ws in wss.iter_mut() {
                 if let Some(tpl) = ws.get("volumeClaimTemplate").cloned() {
@@ -1077,12 +1079,16 @@ impl TaskRunActor {
 
         let pod = taskrun::build_pod(&tr_for_pod, &plan, &steps);
         let pod_name = model::name(&pod).to_string();
-        match self
-            .ctx
-            .cluster
-            .create(&gvr::PODS, Some(&self.ns), pod.clone())
-        {
-            Ok(_) | Err(ClusterError::AlreadyExists(_)) => {}
+        let pod = match self.ctx.cluster.create(&gvr::PODS, Some(&self.ns), pod) {
+            Ok(created) => created,
+            Err(ClusterError::AlreadyExists(_)) => self
+                .ctx
+                .cluster
+                .get(&gvr::PODS, Some(&self.ns), &pod_name)
+                .map(Arc::new)
+                .unwrap_or_else(|| {
+                    Arc::new(json!({"metadata": {"name": pod_name, "namespace": self.ns}}))
+                }),
             Err(e) => {
                 let msg = format!(
                     "failed to create task run pod \"{}\": {e}. Maybe invalid TaskSpec",
@@ -1090,15 +1096,15 @@ impl TaskRunActor {
                 );
                 return self.fail("PodCreationFailed", &msg);
             }
-        }
+        };
         self.status["podName"] = json!(pod_name);
-        let mut sim = PodSim::new(self.ctx.clone(), &pod, steps);
+        let mut sim = PodSim::new(self.ctx.clone(), pod, steps);
         self.status["steps"] = sim.step_statuses(None);
         self.set_condition("Unknown", "Pending", "Pending");
         self.write_status();
 
         let outcome = self.execute(&mut sim, &tr_for_pod, &plan).await;
-        let _ = self.notes.send(Note::Waiting(self.key.clone(), false));
+        let _ = self.notes.send(Note::Waiting(self.uid.clone(), false));
         match outcome {
             Outcome::Finished => {}
             Outcome::Interrupted(Interrupt::Deleted) => {}
@@ -1214,7 +1220,7 @@ impl TaskRunActor {
                 );
                 self.set_condition("Unknown", "Pending", &sim.waiting_message());
                 self.write_status();
-                let _ = self.notes.send(Note::Waiting(self.key.clone(), true));
+                let _ = self.notes.send(Note::Waiting(self.uid.clone(), true));
                 reported = true;
             }
             match self.wait(None, true).await {
@@ -1223,7 +1229,7 @@ impl TaskRunActor {
             }
         }
         if reported {
-            let _ = self.notes.send(Note::Waiting(self.key.clone(), false));
+            let _ = self.notes.send(Note::Waiting(self.uid.clone(), false));
         }
 
         let start_at = Instant::now() + self.ctx.real(self.ctx.opts.pod_start_delay);
@@ -1341,7 +1347,8 @@ fn volume_problem(cluster: &dyn Cluster, ns: &str, needs: &[VolumeNeed]) -> Opti
 /// The simulated pod of a TaskRun: container states and pod status writes.
 struct PodSim {
     ctx: Arc<Ctx>,
-    pod: Value,
+    /// The pod as last written (the store's shared copy).
+    pod: Arc<Value>,
     pod_name: String,
     ns: String,
     steps: Vec<StepPlan>,
@@ -1349,13 +1356,13 @@ struct PodSim {
 }
 
 impl PodSim {
-    fn new(ctx: Arc<Ctx>, pod: &Value, steps: Vec<StepPlan>) -> Self {
+    fn new(ctx: Arc<Ctx>, pod: Arc<Value>, steps: Vec<StepPlan>) -> Self {
         let states = vec![StepState::Waiting("PodInitializing"); steps.len()];
         PodSim {
             ctx,
-            pod_name: model::name(pod).to_string(),
-            ns: model::namespace(pod).to_string(),
-            pod: pod.clone(),
+            pod_name: model::name(&pod).to_string(),
+            ns: model::namespace(&pod).to_string(),
+            pod,
             steps,
             states,
         }
@@ -1366,13 +1373,15 @@ impl PodSim {
     }
 
     fn write(&mut self, status: Value) {
-        self.pod["status"] = status.clone();
-        if let Err(e) =
-            self.ctx
-                .cluster
-                .update_status(&gvr::PODS, Some(&self.ns), &self.pod_name, status)
+        match self
+            .ctx
+            .cluster
+            .update_status(&gvr::PODS, Some(&self.ns), &self.pod_name, status)
         {
-            tracing::debug!(pod = %self.pod_name, error = %e, "pod status write failed");
+            // The stored pod is ours to read: no copy of the status kept aside.
+            Ok(stored) => self.pod = stored,
+            // The pod is gone (deleted under us); what we last wrote stays our view.
+            Err(e) => tracing::debug!(pod = %self.pod_name, error = %e, "pod status write failed"),
         }
     }
 

@@ -91,7 +91,8 @@ pub fn condition(status: &str, reason: &str, message: &str) -> Value {
 
 /// Kubernetes timestamps have whole seconds.
 pub fn now() -> String {
-    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    // `2006-01-02T15:04:05Z`; the fixed formatter, not a format string parsed per call.
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// A parameter value as Tekton stores it: string, array of strings or object.

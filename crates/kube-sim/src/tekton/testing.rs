@@ -71,12 +71,8 @@ impl MemCluster {
             .unwrap_or_default()
     }
 
-    fn emit(&self, kind: EventKind, gvr: Gvr, object: Value) {
-        let _ = self.events.send(ClusterEvent {
-            kind,
-            gvr,
-            object: Arc::new(object),
-        });
+    fn emit(&self, kind: EventKind, gvr: Gvr, object: Arc<Value>) {
+        let _ = self.events.send(ClusterEvent { kind, gvr, object });
     }
 
     fn key(g: &Gvr, ns: Option<&str>, name: &str) -> Key {
@@ -111,7 +107,12 @@ impl Cluster for MemCluster {
             .collect()
     }
 
-    fn create(&self, g: &Gvr, ns: Option<&str>, mut object: Value) -> Result<Value, ClusterError> {
+    fn create(
+        &self,
+        g: &Gvr,
+        ns: Option<&str>,
+        mut object: Value,
+    ) -> Result<Arc<Value>, ClusterError> {
         let mut st = self.state.lock().expect("lock");
         let ns_name = if cluster_scoped(g) {
             None
@@ -167,6 +168,7 @@ impl Cluster for MemCluster {
         meta.insert("creationTimestamp".into(), json!(model::now()));
         st.objects.insert(key, object.clone());
         drop(st);
+        let object = Arc::new(object);
         self.emit(EventKind::Added, *g, object.clone());
         Ok(object)
     }
@@ -177,7 +179,7 @@ impl Cluster for MemCluster {
         ns: Option<&str>,
         name: &str,
         status: Value,
-    ) -> Result<Value, ClusterError> {
+    ) -> Result<Arc<Value>, ClusterError> {
         let mut st = self.state.lock().expect("lock");
         st.rv += 1;
         let rv = st.rv;
@@ -187,13 +189,18 @@ impl Cluster for MemCluster {
             .ok_or_else(|| ClusterError::NotFound(format!("{} \"{name}\"", plural_name(g))))?;
         obj["status"] = status;
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let out = obj.clone();
+        let out = Arc::new(obj.clone());
         drop(st);
         self.emit(EventKind::Modified, *g, out.clone());
         Ok(out)
     }
 
-    fn update(&self, g: &Gvr, ns: Option<&str>, mut object: Value) -> Result<Value, ClusterError> {
+    fn update(
+        &self,
+        g: &Gvr,
+        ns: Option<&str>,
+        mut object: Value,
+    ) -> Result<Arc<Value>, ClusterError> {
         let mut st = self.state.lock().expect("lock");
         st.rv += 1;
         let rv = st.rv;
@@ -216,6 +223,7 @@ impl Cluster for MemCluster {
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         *obj = object.clone();
         drop(st);
+        let object = Arc::new(object);
         self.emit(EventKind::Modified, *g, object.clone());
         Ok(object)
     }
@@ -227,7 +235,7 @@ impl Cluster for MemCluster {
                 .remove(&Self::key(g, ns, name))
                 .ok_or_else(|| ClusterError::NotFound(format!("{} \"{name}\"", plural_name(g))))?
         };
-        self.emit(EventKind::Deleted, *g, removed.clone());
+        self.emit(EventKind::Deleted, *g, Arc::new(removed.clone()));
         // Background cascading deletion of owned objects.
         let uid = model::uid(&removed).to_string();
         let dependents: Vec<(Gvr, String, String)> = {
