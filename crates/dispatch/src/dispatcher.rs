@@ -15,7 +15,7 @@ use imagefactory_store::executions::{self, ExecutionInputs, ExecutionRow};
 use imagefactory_store::queue::{
     self, ClaimCandidate, ClaimDecision, ClaimRequest, ClaimedBuild, Finish,
 };
-use imagefactory_store::{CHANNEL_BUILD_CANCEL, CHANNEL_BUILD_QUEUED, dispatchers};
+use imagefactory_store::{CHANNEL_BUILD_CANCEL, CHANNEL_BUILD_QUEUED, builds, dispatchers};
 use sqlx::PgPool;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::{Notify, watch};
@@ -507,12 +507,30 @@ impl Shared {
         }
     }
 
+    async fn attempts_before_retry(&self, build_id: Uuid) -> i32 {
+        builds::attempts_before_retry(&self.pool, build_id)
+            .await
+            .unwrap_or_else(|e| {
+                // Counting from the first attempt can only give fewer
+                // automatic requeues than configured, never more.
+                warn!(error = %e, "reading the build's last manual retry failed; counting attempts from the first");
+                0
+            })
+    }
+
     async fn record(&self, build: &ClaimedBuild, outcome: Outcome) {
         let execution = &build.execution;
         let jitter: f64 = rand::random();
+        // The requeue budget counts attempts since the last manual retry.
+        let attempt_in_round = match outcome {
+            Outcome::Transient { .. } => {
+                execution.attempt - self.attempts_before_retry(build.build_id).await
+            }
+            _ => execution.attempt,
+        };
         let decision = policy::decide(
             &outcome,
-            execution.attempt,
+            attempt_in_round,
             build.max_attempts,
             self.retry_policy(),
             jitter,

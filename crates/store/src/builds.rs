@@ -296,7 +296,8 @@ pub async fn cancel(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<Can
 
 /// Queue a failed, cancelled or timed-out build again as a new attempt. The
 /// earlier attempts' executions, logs and artifacts stay; the attempt counter
-/// goes on, and the automatic-requeue budget is renewed from this point.
+/// goes on, and the automatic-requeue budget is renewed from this point
+/// (`attempts_before_retry`, see [`attempts_before_retry`]).
 pub async fn retry(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<Build> {
     let mut tx = pool.begin().await?;
     let status = lock(&mut tx, tenant_id, id).await?;
@@ -308,7 +309,7 @@ pub async fn retry(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<Buil
     let sql = format!(
         "UPDATE builds SET status = 'queued', cancel_requested_at = NULL, error_message = NULL,
                 started_at = NULL, finished_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
-                not_before = now(), max_attempts = GREATEST(max_attempts, attempts + 1),
+                not_before = now(), attempts_before_retry = attempts,
                 updated_at = now()
          WHERE id = $1 RETURNING {COLUMNS}"
     );
@@ -316,4 +317,13 @@ pub async fn retry(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<Buil
     notify(&mut tx, CHANNEL_BUILD_QUEUED, &id.to_string()).await?;
     tx.commit().await?;
     Ok(build)
+}
+
+/// How many attempts the build had made when it was last retried by hand (0
+/// if never): the automatic-requeue budget counts attempts after this one.
+pub async fn attempts_before_retry(pool: &PgPool, id: Uuid) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar("SELECT attempts_before_retry FROM builds WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
 }

@@ -261,3 +261,55 @@ async fn finish_is_fenced_by_the_lease_and_an_immediate_requeue_notifies() {
     assert_eq!(again.claimed[0].execution.attempt, 2);
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manual_retry_renews_the_automatic_requeue_budget() {
+    let db = TestDb::new().await;
+    let t = tenant(&db.pool, "t", 10).await;
+    let hopeless = Spec {
+        script: TestScript {
+            transient_attempts: 99,
+            ..Default::default()
+        },
+        max_attempts: 3,
+        ..Default::default()
+    };
+    let id = submit(&db.pool, t, &[hopeless]).await[0];
+    let d = start_dispatcher(db.another_pool().await, fast_settings());
+    wait_status(&db.pool, id, "failed", Duration::from_secs(60)).await;
+    assert_eq!(executions(&db, id).await.len(), 3);
+
+    imagefactory_store::builds::retry(&db.pool, t.0, id)
+        .await
+        .unwrap();
+    // Three more attempts, each requeued on its transient error, not one.
+    wait_count(
+        &db.pool,
+        &format!(
+            "SELECT count(*) FROM builds WHERE id = '{id}' AND status = 'failed' AND attempts = 6"
+        ),
+        1,
+        Duration::from_secs(60),
+    )
+    .await;
+    d.stop().await;
+    let execs = executions(&db, id).await;
+    assert_eq!(
+        execs.iter().map(|e| e.attempt).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+    assert!(
+        execs[3]
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("attempt 1 of 3")
+    );
+    let error: String = sqlx::query_scalar("SELECT error_message FROM builds WHERE id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(error.starts_with("gave up after 3 attempts"), "{error}");
+    db.drop_db().await;
+}
