@@ -24,6 +24,11 @@ use uuid::Uuid;
 use crate::CHANNEL_BUILD_QUEUED;
 use crate::executions::{EXECUTION_COLUMNS, ExecutionRow};
 
+/// The advisory lock key every claim serializes on ("ifclaim" in ASCII);
+/// `claim_queued_builds` takes it, anything that must not interleave with a
+/// claim may take it too.
+pub const CLAIM_LOCK_KEY: i64 = 0x0069_6663_6c61_696d;
+
 /// The facts executor selection looks at for a claimable build: its
 /// infrastructure type and the provider it would run on (its own, or the
 /// global Kubernetes default). Decisions are cached per distinct tuple.
