@@ -253,14 +253,15 @@ impl Claimer {
 
     async fn attempt(&self, pool: &PgPool, req: ClaimRequest<'_>) -> Result<Attempt, sqlx::Error> {
         let d = self.arrays();
+        let limit = i32::try_from(req.limit).unwrap_or(i32::MAX);
         // Time-ordered ids, handed out in claim order.
-        let execution_ids: Vec<Uuid> = (0..req.limit).map(|_| Uuid::now_v7()).collect();
+        let execution_ids: Vec<Uuid> = (0..limit).map(|_| Uuid::now_v7()).collect();
         let rows: Vec<ClaimRow> = sqlx::query_as(
             "SELECT * FROM claim_queued_builds($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(req.owner)
         .bind(req.lease.as_secs_f64())
-        .bind(i32::try_from(req.limit).unwrap_or(i32::MAX))
+        .bind(limit)
         .bind(&execution_ids)
         .bind(&d.infrastructure_type)
         .bind(&d.provider_type)
