@@ -183,11 +183,16 @@ BEGIN
         RETURNING b.id AS build_id, b.tenant_id, b.attempts, b.max_attempts, b.timeout_seconds,
                   g.run_with, g.provider_id, g.claim_ord
     ), inserted AS (
-        INSERT INTO build_executions (id, build_id, tenant_id, attempt, executor, provider_id, dispatcher_id)
+        -- Every column is set here, so the 'claimed' rows below can be
+        -- built from `started` without joining this CTE back (a nested loop
+        -- over two CTE scans cost as much as the insert).
+        INSERT INTO build_executions (id, build_id, tenant_id, attempt, executor, provider_id,
+                                      dispatcher_id, status, started_at, cluster_namespace,
+                                      pipeline_run_name, pipeline_run_uid, message, reference_at,
+                                      finished_at)
         SELECT p_execution_ids[s.claim_ord], s.build_id, s.tenant_id, s.attempts, s.run_with,
-               s.provider_id, p_owner
+               s.provider_id, p_owner, 'running', now(), NULL, NULL, NULL, NULL, NULL, NULL
         FROM started s
-        RETURNING build_executions.*
     ), failed AS (
         UPDATE builds b SET status = 'failed', error_message = g.fail_with,
                finished_at = now(), updated_at = now()
@@ -195,13 +200,15 @@ BEGIN
         WHERE b.id = g.id AND g.run_with IS NULL AND b.id IN (SELECT l.id FROM locked l)
         RETURNING b.id AS build_id, b.tenant_id, g.fail_with, g.claim_ord
     )
-    SELECT 'claimed'::text, s.claim_ord, i.build_id, i.tenant_id, i.id, i.attempt, i.executor,
-           i.provider_id, i.cluster_namespace, i.pipeline_run_name, i.pipeline_run_uid, i.status,
-           i.dispatcher_id, i.message, i.reference_at, i.started_at, i.finished_at,
-           (EXTRACT(EPOCH FROM (clock_timestamp() - i.started_at)) * 1000)::bigint,
+    -- A data-modifying CTE runs to completion whether or not it is read, so
+    -- every row here was inserted (or the whole statement failed).
+    SELECT 'claimed'::text, s.claim_ord, s.build_id, s.tenant_id, p_execution_ids[s.claim_ord],
+           s.attempts, s.run_with, s.provider_id, NULL::text, NULL::text, NULL::text,
+           'running'::text, p_owner, NULL::text, NULL::timestamptz, now(), NULL::timestamptz,
+           (EXTRACT(EPOCH FROM (clock_timestamp() - now())) * 1000)::bigint,
            s.max_attempts, s.timeout_seconds,
            NULL::text, NULL::text, NULL::boolean, NULL::text, NULL::bigint
-    FROM inserted i JOIN started s ON s.build_id = i.build_id
+    FROM started s
     UNION ALL
     SELECT 'failed', f.claim_ord, f.build_id, f.tenant_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
            NULL, NULL, f.fail_with, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
