@@ -13,7 +13,7 @@
 //!    one connection with `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP
 //!    LOCKED LIMIT <same batch>)`, nothing else.
 //!
-//! Throughput and the baseline run in 3 interleaved rounds; the summary
+//! Throughput and the baseline run in 5 interleaved rounds; the summary
 //! gives the medians. Ends with one summary line:
 //! `dispatch: p50_ms=… p99_ms=… claims_per_s_1=… claims_per_s_3=… baseline_per_s=… ratio=…`
 //! where ratio = claims_per_s_1 / baseline_per_s (the baseline with the
@@ -33,7 +33,7 @@ use uuid::Uuid;
 const LATENCY_SAMPLES: usize = 300;
 const BACKLOG: usize = 4000;
 const BATCH: usize = 32;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 fn settings() -> DispatcherSettings {
     DispatcherSettings {
