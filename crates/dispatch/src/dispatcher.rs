@@ -13,7 +13,7 @@ use imagefactory_exec::{ExecutionRef, Executor, Outcome, StopReason};
 use imagefactory_store::crypto::Cipher;
 use imagefactory_store::executions::{self, ExecutionInputs, ExecutionRow};
 use imagefactory_store::queue::{
-    self, ClaimCandidate, ClaimDecision, ClaimRequest, ClaimedBuild, Finish,
+    self, ClaimDecision, ClaimFacts, ClaimRequest, ClaimedBuild, Claimer, Finish,
 };
 use imagefactory_store::{CHANNEL_BUILD_CANCEL, CHANNEL_BUILD_QUEUED, builds, dispatchers};
 use sqlx::PgPool;
@@ -77,6 +77,8 @@ struct Shared {
     control: PgPool,
     settings: DispatcherSettings,
     executors: Executors,
+    /// Claims, with this dispatcher's executor decisions remembered.
+    claimer: Claimer,
     cipher: Option<Cipher>,
     id: String,
     mode: DispatcherMode,
@@ -129,6 +131,7 @@ impl Dispatcher {
                 pool,
                 settings,
                 executors,
+                claimer: Claimer::new(),
                 cipher,
                 id,
                 mode,
@@ -296,7 +299,10 @@ impl Shared {
             }
             let limit = free.min(self.settings.claim_batch);
             let began = Instant::now();
-            let batch = match queue::claim(&self.control, request(limit), |c| self.decide(c)).await
+            let batch = match self
+                .claimer
+                .claim(&self.control, request(limit), |f| self.decide(f))
+                .await
             {
                 Ok(b) => b,
                 Err(e) => {
@@ -318,7 +324,9 @@ impl Shared {
         }
     }
 
-    fn decide(&self, c: &ClaimCandidate) -> ClaimDecision {
+    /// Called once per distinct facts tuple (the claimer remembers it), so
+    /// it may depend only on the facts and this dispatcher's fixed settings.
+    fn decide(&self, c: &ClaimFacts) -> ClaimDecision {
         let facts = c.provider_type.as_ref().map(|t| ProviderFacts {
             provider_type: t.clone(),
             tekton_enabled: c.provider_tekton_enabled.unwrap_or(false),

@@ -5,7 +5,8 @@
 //! survives a dispatcher crash: `reattach` finds the row and waits for the
 //! remaining time, as a re-attached Tekton executor would resume watching its
 //! PipelineRun. The row is written in the same statement as the execution's
-//! reference, so "work exists" and "reference persisted" are one fact and a
+//! reference (and the "started" log line, so a start costs one commit), so
+//! "work exists" and "reference persisted" are one fact and a
 //! second `start` of the same attempt is always a dispatcher bug — counted in
 //! `start_calls`, which tests require to be exactly 1.
 //!
@@ -271,7 +272,10 @@ impl Executor for TestExecutor {
                 .unwrap_or_else(|| "test: scripted failure".into())
         });
         let r = reference(&ctx);
-        // Work and reference in one statement (see the module docs).
+        let started = started_line();
+        // Work, reference and the "started" line in one statement (see the
+        // module docs): one commit per started build, as an executor that
+        // creates its external work and records it would need.
         let created: Result<i64, sqlx::Error> = sqlx::query_scalar(
             "WITH work AS ( \
                  INSERT INTO test_executor_work (execution_id, build_id, attempt, ends_at, outcome, message, ignore_stop) \
@@ -281,6 +285,10 @@ impl Executor for TestExecutor {
              ), reference AS ( \
                  UPDATE build_executions SET pipeline_run_name = $8, provider_id = COALESCE($9, provider_id), \
                         reference_at = COALESCE(reference_at, now()) WHERE id = $1 \
+             ), line AS ( \
+                 INSERT INTO build_logs (build_id, execution_id, source, position, line) \
+                 VALUES ($2, $1, $10, $11, $12) \
+                 ON CONFLICT (execution_id, source, position) DO NOTHING \
              ) \
              SELECT remaining_ms FROM work",
         )
@@ -293,6 +301,9 @@ impl Executor for TestExecutor {
         .bind(script.ignore_stop)
         .bind(r.name.as_deref())
         .bind(r.provider_id)
+        .bind(&started.source)
+        .bind(started.position)
+        .bind(&started.line)
         .fetch_one(&self.pool)
         .await;
         let remaining_ms = match created {
@@ -304,13 +315,12 @@ impl Executor for TestExecutor {
             }
         };
         // Already persisted above; reported through the sink too, as the
-        // contract asks (idempotent).
+        // contract asks (idempotent: it writes nothing).
         if let Err(e) = sink.reference(&r).await {
             return Outcome::Transient {
                 message: e.to_string(),
             };
         }
-        let _ = sink.logs(&[started_line()]).await;
         self.follow(
             &ctx,
             sink.as_ref(),

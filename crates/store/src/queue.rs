@@ -8,12 +8,15 @@
 //! - every write on a running build is fenced by `lease_owner`, so a dispatcher
 //!   that lost its lease can no longer change the build;
 //! - claims are serialized by a transaction-level advisory lock so per-tenant
-//!   and per-provider limits hold exactly across any number of dispatchers
-//!   (a claim transaction takes a few milliseconds and claims a batch).
+//!   and per-provider limits hold exactly across any number of dispatchers;
+//!   a claim is one statement (`claim_queued_builds`, migration 0011), so the
+//!   lock is held only while the server runs it, never across round trips.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use imagefactory_domain::{BuildStatus, ExecutorKind, InfrastructureType};
 use sqlx::{FromRow, PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -21,31 +24,29 @@ use uuid::Uuid;
 use crate::CHANNEL_BUILD_QUEUED;
 use crate::executions::{EXECUTION_COLUMNS, ExecutionRow};
 
-/// Advisory lock key serializing claim transactions ("ifclaim" in ASCII).
-const CLAIM_LOCK_KEY: i64 = 0x0069_6663_6c61_696d;
+/// The advisory lock key every claim serializes on ("ifclaim" in ASCII);
+/// `claim_queued_builds` takes it, anything that must not interleave with a
+/// claim may take it too.
+pub const CLAIM_LOCK_KEY: i64 = 0x0069_6663_6c61_696d;
 
-/// A queued build the claim query found within every limit, with the
-/// provider it would run on (its own, or the global Kubernetes default).
-#[derive(Debug, Clone, FromRow)]
-pub struct ClaimCandidate {
-    pub id: Uuid,
-    pub tenant_id: Uuid,
+/// The facts executor selection looks at for a claimable build: its
+/// infrastructure type and the provider it would run on (its own, or the
+/// global Kubernetes default). Decisions are cached per distinct tuple.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClaimFacts {
     pub infrastructure_type: String,
-    pub provider_id: Option<Uuid>,
     pub provider_type: Option<String>,
     pub provider_tekton_enabled: Option<bool>,
     pub provider_status: Option<String>,
-    /// Free slots of the build's own provider, `None` when it has no limit.
-    provider_free: Option<i64>,
 }
 
-impl ClaimCandidate {
+impl ClaimFacts {
     pub fn infrastructure(&self) -> Option<InfrastructureType> {
         self.infrastructure_type.parse().ok()
     }
 }
 
-/// What the caller decided for a candidate.
+/// What the caller decided for a facts tuple.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimDecision {
     /// Start a new attempt with this executor.
@@ -82,211 +83,250 @@ pub struct ClaimRequest<'a> {
     pub limit: i64,
 }
 
-/// Claim up to `req.limit` queued builds, highest priority then oldest first,
-/// honouring `not_before`, tenant and provider limits. `decide` picks the
-/// executor (or fails the build) for each candidate.
+/// Claims queued builds with one statement per claim (the
+/// `claim_queued_builds` function of migration 0011), remembering the
+/// caller's executor decisions so that only a facts tuple it has not seen
+/// before costs an extra round trip. One per dispatcher: its decisions
+/// depend on that dispatcher's settings and executors.
+#[derive(Debug, Default)]
+pub struct Claimer {
+    decisions: Mutex<HashMap<ClaimFacts, ClaimDecision>>,
+}
+
+/// Decisions as the claim function's parallel arrays.
+#[derive(Default)]
+struct DecisionArrays {
+    infrastructure_type: Vec<String>,
+    provider_type: Vec<Option<String>>,
+    provider_tekton_enabled: Vec<Option<bool>>,
+    provider_status: Vec<Option<String>>,
+    executor: Vec<Option<&'static str>>,
+    fail_message: Vec<Option<String>>,
+}
+
+/// One row of `claim_queued_builds` (see the migration for the outcomes).
+#[derive(FromRow)]
+struct ClaimRow {
+    outcome: String,
+    ord: Option<i64>,
+    build_id: Option<Uuid>,
+    tenant_id: Option<Uuid>,
+    id: Option<Uuid>,
+    attempt: Option<i32>,
+    executor: Option<String>,
+    provider_id: Option<Uuid>,
+    cluster_namespace: Option<String>,
+    pipeline_run_name: Option<String>,
+    pipeline_run_uid: Option<String>,
+    status: Option<String>,
+    dispatcher_id: Option<String>,
+    message: Option<String>,
+    reference_at: Option<DateTime<Utc>>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    age_ms: Option<i64>,
+    max_attempts: Option<i32>,
+    timeout_seconds: Option<i32>,
+    infrastructure_type: Option<String>,
+    provider_type: Option<String>,
+    provider_tekton_enabled: Option<bool>,
+    provider_status: Option<String>,
+    offered: Option<i64>,
+}
+
+fn missing(column: &str, outcome: &str) -> sqlx::Error {
+    sqlx::Error::Decode(format!("claim_queued_builds: {outcome} row without {column}").into())
+}
+
+impl ClaimRow {
+    fn claimed(self) -> Result<(i64, ClaimedBuild), sqlx::Error> {
+        let need = |c: &str| missing(c, "claimed");
+        let build_id = self.build_id.ok_or_else(|| need("build_id"))?;
+        let tenant_id = self.tenant_id.ok_or_else(|| need("tenant_id"))?;
+        let execution = ExecutionRow {
+            id: self.id.ok_or_else(|| need("id"))?,
+            build_id,
+            tenant_id,
+            attempt: self.attempt.ok_or_else(|| need("attempt"))?,
+            executor: self.executor.ok_or_else(|| need("executor"))?,
+            provider_id: self.provider_id,
+            cluster_namespace: self.cluster_namespace,
+            pipeline_run_name: self.pipeline_run_name,
+            pipeline_run_uid: self.pipeline_run_uid,
+            status: self.status.ok_or_else(|| need("status"))?,
+            dispatcher_id: self.dispatcher_id,
+            message: self.message,
+            reference_at: self.reference_at,
+            started_at: self.started_at.ok_or_else(|| need("started_at"))?,
+            finished_at: self.finished_at,
+            age_ms: self.age_ms.ok_or_else(|| need("age_ms"))?,
+        };
+        Ok((
+            self.ord.ok_or_else(|| need("ord"))?,
+            ClaimedBuild {
+                build_id,
+                tenant_id,
+                max_attempts: self.max_attempts.ok_or_else(|| need("max_attempts"))?,
+                timeout_seconds: self
+                    .timeout_seconds
+                    .ok_or_else(|| need("timeout_seconds"))?,
+                cancel_requested: false,
+                execution,
+            },
+        ))
+    }
+}
+
+/// What one call of the claim function returned.
+enum Attempt {
+    Done(ClaimBatch),
+    /// Nothing was claimed: these facts need a decision first.
+    Undecided(Vec<ClaimFacts>),
+}
+
+impl Claimer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Claim up to `req.limit` queued builds, highest priority then oldest
+    /// first, honouring `not_before`, tenant and provider limits. `decide`
+    /// picks the executor (or fails the build) per facts tuple; it is called
+    /// once per tuple this claimer has not seen, never per build.
+    pub async fn claim(
+        &self,
+        pool: &PgPool,
+        req: ClaimRequest<'_>,
+        decide: impl Fn(&ClaimFacts) -> ClaimDecision,
+    ) -> Result<ClaimBatch, sqlx::Error> {
+        if req.limit <= 0 {
+            return Ok(ClaimBatch::default());
+        }
+        // Every round but the last adds a decision, and there are finitely
+        // many tuples in one result; the bound only turns a bug (a tuple the
+        // function never matches) into an error instead of a loop.
+        for _ in 0..4 {
+            match self.attempt(pool, req).await? {
+                Attempt::Done(batch) => return Ok(batch),
+                Attempt::Undecided(facts) => {
+                    let mut known = self.decisions.lock().unwrap();
+                    for f in facts {
+                        if known.contains_key(&f) {
+                            return Err(sqlx::Error::Protocol(format!(
+                                "claim_queued_builds did not match the decision for {f:?}"
+                            )));
+                        }
+                        let decision = decide(&f);
+                        known.insert(f, decision);
+                    }
+                }
+            }
+        }
+        Err(sqlx::Error::Protocol(
+            "claim_queued_builds kept asking for new decisions".to_owned(),
+        ))
+    }
+
+    fn arrays(&self) -> DecisionArrays {
+        let known = self.decisions.lock().unwrap();
+        let mut a = DecisionArrays::default();
+        for (facts, decision) in known.iter() {
+            a.infrastructure_type
+                .push(facts.infrastructure_type.clone());
+            a.provider_type.push(facts.provider_type.clone());
+            a.provider_tekton_enabled
+                .push(facts.provider_tekton_enabled);
+            a.provider_status.push(facts.provider_status.clone());
+            match decision {
+                ClaimDecision::Run(kind) => {
+                    a.executor.push(Some(kind.as_str()));
+                    a.fail_message.push(None);
+                }
+                ClaimDecision::Fail(message) => {
+                    a.executor.push(None);
+                    a.fail_message.push(Some(message.clone()));
+                }
+            }
+        }
+        a
+    }
+
+    async fn attempt(&self, pool: &PgPool, req: ClaimRequest<'_>) -> Result<Attempt, sqlx::Error> {
+        let d = self.arrays();
+        let limit = i32::try_from(req.limit).unwrap_or(i32::MAX);
+        // Time-ordered ids, handed out in claim order.
+        let execution_ids: Vec<Uuid> = (0..limit).map(|_| Uuid::now_v7()).collect();
+        let rows: Vec<ClaimRow> = sqlx::query_as(
+            "SELECT * FROM claim_queued_builds($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(req.owner)
+        .bind(req.lease.as_secs_f64())
+        .bind(limit)
+        .bind(&execution_ids)
+        .bind(&d.infrastructure_type)
+        .bind(&d.provider_type)
+        .bind(&d.provider_tekton_enabled)
+        .bind(&d.provider_status)
+        .bind(&d.executor)
+        .bind(&d.fail_message)
+        .fetch_all(pool)
+        .await?;
+
+        let mut batch = ClaimBatch::default();
+        let mut claimed = Vec::new();
+        let mut failed = Vec::new();
+        let mut undecided = Vec::new();
+        for row in rows {
+            match row.outcome.as_str() {
+                "claimed" => claimed.push(row.claimed()?),
+                "failed" => {
+                    let need = |c: &str| missing(c, "failed");
+                    failed.push((
+                        row.ord.ok_or_else(|| need("ord"))?,
+                        row.build_id.ok_or_else(|| need("build_id"))?,
+                        row.message.ok_or_else(|| need("message"))?,
+                    ));
+                }
+                "undecided" => undecided.push(ClaimFacts {
+                    infrastructure_type: row
+                        .infrastructure_type
+                        .ok_or_else(|| missing("infrastructure_type", "undecided"))?,
+                    provider_type: row.provider_type,
+                    provider_tekton_enabled: row.provider_tekton_enabled,
+                    provider_status: row.provider_status,
+                }),
+                "offered" => {
+                    batch.offered =
+                        row.offered.ok_or_else(|| missing("offered", "offered"))? as usize
+                }
+                other => {
+                    return Err(sqlx::Error::Protocol(format!(
+                        "claim_queued_builds returned an unknown outcome {other:?}"
+                    )));
+                }
+            }
+        }
+        if !undecided.is_empty() {
+            return Ok(Attempt::Undecided(undecided));
+        }
+        // Keep claim order (priority, age) for the caller.
+        claimed.sort_by_key(|(ord, _)| *ord);
+        failed.sort_by_key(|(ord, _, _)| *ord);
+        batch.claimed = claimed.into_iter().map(|(_, c)| c).collect();
+        batch.failed = failed.into_iter().map(|(_, id, m)| (id, m)).collect();
+        Ok(Attempt::Done(batch))
+    }
+}
+
+/// [`Claimer::claim`] without remembered decisions: each call decides the
+/// facts of its candidates afresh (one extra round trip). For one-off
+/// claims and tests; a dispatcher keeps a [`Claimer`].
 pub async fn claim(
     pool: &PgPool,
     req: ClaimRequest<'_>,
-    decide: impl Fn(&ClaimCandidate) -> ClaimDecision,
+    decide: impl Fn(&ClaimFacts) -> ClaimDecision,
 ) -> Result<ClaimBatch, sqlx::Error> {
-    if req.limit <= 0 {
-        return Ok(ClaimBatch::default());
-    }
-    // BEGIN and the lock in one round trip; the lock comes before the
-    // candidate query so that query's snapshot sees every earlier claim.
-    let mut tx = pool
-        .begin_with(format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCK_KEY})"
-        ))
-        .await?;
-
-    let candidates = candidates(&mut tx, req.limit).await?;
-    let offered = candidates.len();
-    if candidates.is_empty() {
-        tx.commit().await?;
-        return Ok(ClaimBatch::default());
-    }
-
-    // The query gives each tenant at most its free slots; provider slots are
-    // shared across tenants, so they are counted down here in claim order.
-    let mut provider_free: HashMap<Uuid, i64> = HashMap::new();
-    let mut run: Vec<(&ClaimCandidate, ExecutorKind)> = Vec::new();
-    let mut fail: Vec<(Uuid, String)> = Vec::new();
-    for c in &candidates {
-        if let (Some(pid), Some(free)) = (c.provider_id, c.provider_free) {
-            let left = provider_free.entry(pid).or_insert(free);
-            if *left <= 0 {
-                continue;
-            }
-            *left -= 1;
-        }
-        match decide(c) {
-            ClaimDecision::Run(kind) => run.push((c, kind)),
-            ClaimDecision::Fail(message) => fail.push((c.id, message)),
-        }
-    }
-
-    let claimed = start_attempts(&mut tx, req, &run).await?;
-    let failed = if fail.is_empty() {
-        Vec::new()
-    } else {
-        let (ids, messages): (Vec<Uuid>, Vec<String>) = fail.into_iter().unzip();
-        // Rows another transaction holds (e.g. an API cancel in progress)
-        // are skipped, not waited for.
-        sqlx::query_as(
-            "UPDATE builds b SET status = 'failed', error_message = f.message, \
-             finished_at = now(), updated_at = now() \
-             FROM UNNEST($1::uuid[], $2::text[]) AS f(id, message) \
-             WHERE b.id = f.id AND b.id IN (SELECT id FROM builds WHERE id = ANY($1) \
-                 AND status = 'queued' AND cancel_requested_at IS NULL FOR UPDATE SKIP LOCKED) \
-             RETURNING b.id, f.message",
-        )
-        .bind(&ids)
-        .bind(&messages)
-        .fetch_all(&mut *tx)
-        .await?
-    };
-    tx.commit().await?;
-    Ok(ClaimBatch {
-        claimed,
-        failed,
-        offered,
-    })
-}
-
-async fn candidates(
-    tx: &mut Transaction<'_, Postgres>,
-    limit: i64,
-) -> Result<Vec<ClaimCandidate>, sqlx::Error> {
-    // For each tenant with free capacity, its first `free` claimable builds
-    // (index builds_tenant_queue_idx), then the best `limit` of those overall.
-    // Builds of providers at their limit are skipped inside the tenant walk so
-    // they do not shadow the tenant's other builds.
-    sqlx::query_as::<_, ClaimCandidate>(
-        r#"
-        WITH tenant_free AS (
-            -- Running builds are counted only up to the limit (index-only
-            -- scans), and only for tenants with something claimable.
-            SELECT t.id AS tenant_id,
-                   t.max_concurrent_builds - (
-                       SELECT count(*) FROM (
-                           SELECT 1 FROM builds r WHERE r.tenant_id = t.id AND r.status = 'running'
-                           LIMIT t.max_concurrent_builds) x) AS free
-            FROM tenants t
-            WHERE EXISTS (SELECT 1 FROM builds q WHERE q.tenant_id = t.id AND q.status = 'queued'
-                          AND q.not_before <= now() AND q.cancel_requested_at IS NULL)
-        ), provider_free AS (
-            SELECT p.id,
-                   p.max_concurrent_builds - (
-                       SELECT count(*) FROM (
-                           SELECT 1 FROM builds r WHERE r.infrastructure_provider_id = p.id
-                           AND r.status = 'running' LIMIT p.max_concurrent_builds) x) AS free
-            FROM infrastructure_providers p
-            WHERE p.max_concurrent_builds IS NOT NULL
-        )
-        SELECT c.id, c.tenant_id, c.infrastructure_type,
-               p.id AS provider_id, p.provider_type, p.tekton_enabled AS provider_tekton_enabled,
-               p.status AS provider_status, pf.free AS provider_free
-        FROM tenant_free f
-        JOIN LATERAL (
-            SELECT b.id, b.tenant_id, b.infrastructure_type, b.infrastructure_provider_id,
-                   b.priority, b.created_at
-            FROM builds b
-            WHERE b.tenant_id = f.tenant_id AND b.status = 'queued' AND b.not_before <= now()
-              AND b.cancel_requested_at IS NULL
-              AND (b.infrastructure_provider_id IS NULL OR b.infrastructure_provider_id NOT IN
-                   (SELECT id FROM provider_free WHERE free <= 0))
-            ORDER BY b.priority DESC, b.created_at, b.id
-            LIMIT GREATEST(LEAST(f.free, $1), 0)
-        ) c ON true
-        LEFT JOIN LATERAL (
-            SELECT ip.id, ip.provider_type, ip.tekton_enabled, ip.status
-            FROM infrastructure_providers ip
-            WHERE ip.id = c.infrastructure_provider_id
-               OR (c.infrastructure_provider_id IS NULL AND c.infrastructure_type = 'kubernetes'
-                   AND ip.is_global AND ip.provider_type = 'kubernetes' AND ip.status = 'active')
-            ORDER BY ip.created_at, ip.id
-            LIMIT 1
-        ) p ON true
-        LEFT JOIN provider_free pf ON pf.id = c.infrastructure_provider_id
-        ORDER BY c.priority DESC, c.created_at, c.id
-        LIMIT $1
-        "#,
-    )
-    .bind(limit)
-    .fetch_all(&mut **tx)
-    .await
-}
-
-#[derive(FromRow)]
-struct StartedRow {
-    #[sqlx(flatten)]
-    execution: ExecutionRow,
-    max_attempts: i32,
-    timeout_seconds: i32,
-}
-
-/// Lock the chosen builds (skipping rows another transaction holds), move
-/// them to running under our lease and create their execution rows: one
-/// statement, so claiming costs few round trips.
-async fn start_attempts(
-    tx: &mut Transaction<'_, Postgres>,
-    req: ClaimRequest<'_>,
-    run: &[(&ClaimCandidate, ExecutorKind)],
-) -> Result<Vec<ClaimedBuild>, sqlx::Error> {
-    if run.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ids: Vec<Uuid> = run.iter().map(|(c, _)| c.id).collect();
-    let exec_ids: Vec<Uuid> = run.iter().map(|_| Uuid::now_v7()).collect();
-    let kinds: Vec<&str> = run.iter().map(|(_, k)| k.as_str()).collect();
-    let providers: Vec<Option<Uuid>> = run.iter().map(|(c, _)| c.provider_id).collect();
-    let rows: Vec<StartedRow> = sqlx::query_as(&format!(
-        "WITH locked AS ( \
-             SELECT id FROM builds WHERE id = ANY($1) AND status = 'queued' \
-             AND cancel_requested_at IS NULL FOR UPDATE SKIP LOCKED \
-         ), started AS ( \
-             UPDATE builds b SET status = 'running', attempts = b.attempts + 1, lease_owner = $2, \
-                    lease_expires_at = now() + make_interval(secs => $3), \
-                    started_at = COALESCE(b.started_at, now()), finished_at = NULL, updated_at = now() \
-             FROM locked WHERE b.id = locked.id \
-             RETURNING b.id, b.tenant_id, b.attempts, b.max_attempts, b.timeout_seconds \
-         ), plan AS ( \
-             SELECT * FROM UNNEST($1::uuid[], $4::uuid[], $5::text[], $6::uuid[]) \
-                 AS p(build_id, execution_id, executor, provider_id) \
-         ), inserted AS ( \
-             INSERT INTO build_executions (id, build_id, tenant_id, attempt, executor, provider_id, dispatcher_id) \
-             SELECT p.execution_id, s.id, s.tenant_id, s.attempts, p.executor, p.provider_id, $2 \
-             FROM started s JOIN plan p ON p.build_id = s.id \
-             RETURNING {EXECUTION_COLUMNS} \
-         ) \
-         SELECT i.*, s.max_attempts, s.timeout_seconds FROM inserted i JOIN started s ON s.id = i.build_id"
-    ))
-    .bind(&ids)
-    .bind(req.owner)
-    .bind(req.lease.as_secs_f64())
-    .bind(&exec_ids)
-    .bind(&kinds)
-    .bind(&providers)
-    .fetch_all(&mut **tx)
-    .await?;
-
-    let order: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    let mut out: Vec<ClaimedBuild> = rows
-        .into_iter()
-        .map(|r| ClaimedBuild {
-            build_id: r.execution.build_id,
-            tenant_id: r.execution.tenant_id,
-            max_attempts: r.max_attempts,
-            timeout_seconds: r.timeout_seconds,
-            cancel_requested: false,
-            execution: r.execution,
-        })
-        .collect();
-    // Keep claim order (priority, age) for the caller.
-    out.sort_by_key(|c| order[&c.build_id]);
-    Ok(out)
+    Claimer::new().claim(pool, req, decide).await
 }
 
 /// Take over running builds whose lease expired (their dispatcher died or

@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin;
 mod cancel;
+mod claim_sql;
 mod claims;
 mod crash;
 mod fairness;
