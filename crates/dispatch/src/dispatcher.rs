@@ -275,7 +275,10 @@ impl Shared {
             let mut free = free;
             if self.takeover_due.swap(false, Ordering::SeqCst) {
                 let began = Instant::now();
-                let taken = match queue::take_over_expired(&self.control, request(free)).await {
+                let following: Vec<Uuid> = self.in_flight.lock().unwrap().keys().copied().collect();
+                let taken = match queue::take_over_expired(&self.control, request(free), &following)
+                    .await
+                {
                     Ok(t) => t,
                     Err(e) => {
                         self.takeover_due.store(true, Ordering::SeqCst);

@@ -332,9 +332,16 @@ pub async fn claim(
 /// Take over running builds whose lease expired (their dispatcher died or
 /// handed them over). Returns each with its current execution, which the
 /// caller re-attaches to (or starts, if no reference was ever persisted).
+///
+/// `following` are the builds the caller still follows in memory: their
+/// leases lapsed only because a heartbeat came late (the next one renews
+/// them), so they are not taken over again by their own holder — that would
+/// follow one execution twice. Its own expired leases on builds it no longer
+/// follows are taken over like anyone's.
 pub async fn take_over_expired(
     pool: &PgPool,
     req: ClaimRequest<'_>,
+    following: &[Uuid],
 ) -> Result<Vec<ClaimedBuild>, sqlx::Error> {
     if req.limit <= 0 {
         return Ok(Vec::new());
@@ -352,6 +359,7 @@ pub async fn take_over_expired(
     let rows: Vec<Row> = sqlx::query_as(&format!(
         "WITH expired AS ( \
              SELECT id FROM builds WHERE status = 'running' AND lease_expires_at <= now() \
+               AND NOT (lease_owner = $1 AND id = ANY($4)) \
              ORDER BY lease_expires_at LIMIT $3 FOR UPDATE SKIP LOCKED \
          ), taken AS ( \
              UPDATE builds b SET lease_owner = $1, lease_expires_at = now() + make_interval(secs => $2), \
@@ -366,6 +374,7 @@ pub async fn take_over_expired(
     .bind(req.owner)
     .bind(req.lease.as_secs_f64())
     .bind(req.limit)
+    .bind(following)
     .fetch_all(pool)
     .await?;
     Ok(rows

@@ -556,3 +556,58 @@ async fn a_claim_waits_for_a_claim_in_progress_and_then_counts_it() {
     assert_eq!(status(&db.pool, urgent).await, "queued");
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_is_not_taken_over_by_its_holder_while_it_still_follows_the_build() {
+    let db = TestDb::new().await;
+    let t = tenant(&db.pool, "t", 10).await;
+    let build = submit(&db.pool, t, &[Spec::lasting(60_000)]).await[0];
+    let claimed = Claimer::new()
+        .claim(&db.pool, request("d1", 1), run_test)
+        .await
+        .unwrap();
+    assert_eq!(ids(&claimed), vec![build]);
+    // The holder's heartbeat came late: its lease lapsed.
+    sqlx::query("UPDATE builds SET lease_expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(build)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let own = queue::take_over_expired(&db.pool, request("d1", 10), &[build])
+        .await
+        .unwrap();
+    assert!(
+        own.is_empty(),
+        "the holder still follows it: no second follower"
+    );
+    // Another dispatcher takes it (the holder's next renewal then fails and it lets go)...
+    let other = queue::take_over_expired(&db.pool, request("d2", 10), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        other.iter().map(|c| c.build_id).collect::<Vec<_>>(),
+        vec![build]
+    );
+    assert_eq!(
+        other[0].execution.attempt, 1,
+        "re-attach to the same attempt"
+    );
+    // ...and a holder that lost its task (not following) takes its own lease back.
+    sqlx::query("UPDATE builds SET lease_expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(build)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let back = queue::take_over_expired(&db.pool, request("d2", 10), &[])
+        .await
+        .unwrap();
+    assert_eq!(back.len(), 1);
+    let owner: String = sqlx::query_scalar("SELECT lease_owner FROM builds WHERE id = $1")
+        .bind(build)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(owner, "d2");
+    db.drop_db().await;
+}
