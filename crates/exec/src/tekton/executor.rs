@@ -229,6 +229,9 @@ impl Executor for TektonExecutor {
             name: Some(name.clone()),
             uid: created.metadata.uid.clone(),
         };
+        // Following needs none of the context (provider config, secrets,
+        // method config); free it rather than hold it for the whole build.
+        drop(ctx);
         if let Err(e) = sink.reference(&reference).await {
             // Without a persisted reference nobody could re-attach: stop the
             // run rather than leave an orphan, and let the attempt be retried.
@@ -275,6 +278,7 @@ impl Executor for TektonExecutor {
             Ok(c) => c,
             Err(e) => return e.into_outcome(),
         };
+        drop(ctx);
         let version = match cluster.tekton_version().await {
             Ok(v) => v,
             Err(e) => return e.into_outcome(),
@@ -432,7 +436,7 @@ impl Follow {
         let resume = sink.log_positions().await.unwrap_or_default();
         let finished_taskruns: Arc<std::sync::Mutex<HashMap<String, Value>>> = Arc::default();
         let follower = LogFollower {
-            client: self.cluster.client.clone(),
+            log_clients: self.cluster.logs.clone(),
             version: self.version,
             namespace: self.namespace.clone(),
             sink: sink.clone(),

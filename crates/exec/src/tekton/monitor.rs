@@ -13,6 +13,7 @@ use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::status::run_summary;
 use super::submit::MANAGED_BY_SELECTOR;
 
 /// What the watch last saw of one PipelineRun.
@@ -117,6 +118,11 @@ impl WatchHub {
         name: &str,
         current: RunState,
     ) -> RunWatch {
+        // Keep only what following needs (see `run_summary`).
+        let current = match current {
+            RunState::Present(run) => RunState::Present(Arc::new(run_summary(&run))),
+            other => other,
+        };
         let ns = self.namespace_watch(resource, namespace);
         let mut runs = ns.runs.lock().unwrap();
         let sender = runs
@@ -193,7 +199,7 @@ impl NamespaceWatch {
             };
             if let Some(sender) = runs.get(&name) {
                 let value = serde_json::to_value(&obj).unwrap_or(Value::Null);
-                sender.send_replace(state(Arc::new(value)));
+                sender.send_replace(state(Arc::new(run_summary(&value))));
             }
         };
         match event {
