@@ -45,19 +45,25 @@ pub struct LogClients {
     /// The ordinary client, for servers without HTTP/2.
     fallback: kube::Client,
     h1_only: Arc<AtomicBool>,
+    pool: Option<Arc<PoolInner>>,
 }
 
 impl LogClients {
     /// Log clients for `config`; `fallback` is the cluster's ordinary client.
     pub fn new(config: &kube::Config, fallback: kube::Client) -> Self {
         let h1_only = Arc::new(AtomicBool::new(false));
-        let h2 = h2_client(config, h1_only.clone())
-            .map_err(|e| tracing::debug!(error = %e, "log streams use HTTP/1.1"))
-            .ok();
+        let (h2, pool) = match h2_client(config, h1_only.clone()) {
+            Ok((client, pool)) => (Some(client), Some(pool)),
+            Err(e) => {
+                tracing::debug!(error = %e, "log streams use HTTP/1.1");
+                (None, None)
+            }
+        };
         Self {
             h2,
             fallback,
             h1_only,
+            pool,
         }
     }
 
@@ -67,6 +73,7 @@ impl LogClients {
             h2: None,
             fallback: client,
             h1_only: Arc::new(AtomicBool::new(true)),
+            pool: None,
         }
     }
 
@@ -82,9 +89,26 @@ impl LogClients {
     pub fn multiplexed(&self) -> bool {
         self.h2.is_some() && !self.h1_only.load(Ordering::Relaxed)
     }
+
+    /// HTTP/2 connections open now, and streams open on them.
+    pub async fn usage(&self) -> (usize, usize) {
+        let Some(pool) = &self.pool else {
+            return (0, 0);
+        };
+        let connections = pool.connections.lock().await;
+        let live = connections
+            .iter()
+            .filter(|c| !c.closed.load(Ordering::Relaxed));
+        live.fold((0, 0), |(n, streams), c| {
+            (n + 1, streams + c.active.load(Ordering::Relaxed))
+        })
+    }
 }
 
-fn h2_client(config: &kube::Config, h1_only: Arc<AtomicBool>) -> Result<kube::Client, String> {
+fn h2_client(
+    config: &kube::Config,
+    h1_only: Arc<AtomicBool>,
+) -> Result<(kube::Client, Arc<PoolInner>), String> {
     if config.proxy_url.is_some() {
         return Err("a proxy is configured".into());
     }
@@ -106,8 +130,7 @@ fn h2_client(config: &kube::Config, h1_only: Arc<AtomicBool>) -> Result<kube::Cl
         .rustls_client_config()
         .map_err(|e| format!("TLS configuration: {e}"))?;
     tls.alpn_protocols = vec![b"h2".to_vec()];
-    let pool = H2Pool {
-        inner: Arc::new(PoolInner {
+    let inner = Arc::new(PoolInner {
             host,
             port,
             server_name,
@@ -115,7 +138,9 @@ fn h2_client(config: &kube::Config, h1_only: Arc<AtomicBool>) -> Result<kube::Cl
             connect_timeout: config.connect_timeout.unwrap_or(Duration::from_secs(10)),
             connections: tokio::sync::Mutex::new(Vec::new()),
             h1_only,
-        }),
+        });
+    let pool = H2Pool {
+        inner: inner.clone(),
     };
     let auth = config.auth_layer().map_err(|e| format!("auth: {e}"))?;
     let headers = config
@@ -126,7 +151,10 @@ fn h2_client(config: &kube::Config, h1_only: Arc<AtomicBool>) -> Result<kube::Cl
         .option_layer(auth)
         .layer(headers)
         .service(pool);
-    Ok(kube::Client::new(service, config.default_namespace.clone()))
+    Ok((
+        kube::Client::new(service, config.default_namespace.clone()),
+        inner,
+    ))
 }
 
 #[derive(Clone)]
