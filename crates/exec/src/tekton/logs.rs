@@ -70,6 +70,9 @@ impl LogFollower {
             };
             let children = child_taskruns(&object);
             let order = pipeline_task_order(&object);
+            // Not held while a task's logs are followed (minutes): the watch
+            // has newer versions by then, and each is kilobytes.
+            drop(object);
             // Next task in declaration order not yet followed.
             let next = order.iter().find(|t| !done.contains(t));
             match next {
