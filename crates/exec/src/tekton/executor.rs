@@ -208,7 +208,9 @@ impl Executor for TektonExecutor {
         let mut delay = Duration::from_millis(500);
         let mut retries = 0;
         let (version, namespace, created, finally) = loop {
-            match self.submit(&cluster, &ctx, sink.as_ref()).await {
+            // Boxed: rendering and preflight are large futures, and the
+            // future of `start` lives as long as the build.
+            match Box::pin(self.submit(&cluster, &ctx, sink.as_ref())).await {
                 Ok(v) => break v,
                 Err(e) if e.is_transient() && retries < self.settings.submit_retries => {
                     retries += 1;
@@ -482,16 +484,16 @@ impl Follow {
                 RunState::Present(run) => {
                     if let Some(cond) = succeeded_condition(&run) {
                         if let Some(end) = terminal(&cond) {
-                            return self
-                                .finish(
-                                    &run,
-                                    end,
-                                    requested,
-                                    logs,
-                                    &finished_taskruns,
-                                    sink.as_ref(),
-                                )
-                                .await;
+                            // Boxed: only the end needs this future's room.
+                            return Box::pin(self.finish(
+                                &run,
+                                end,
+                                requested,
+                                logs,
+                                &finished_taskruns,
+                                sink.as_ref(),
+                            ))
+                            .await;
                         }
                         if cond.reason != last_reason {
                             last_reason = cond.reason.clone();
@@ -602,12 +604,13 @@ impl Follow {
             .map(|(task, tr)| (task.clone(), taskrun_results(tr)))
             .filter(|(_, r)| !r.is_empty())
             .collect();
-        for artifact in artifacts(&pipeline_results(run), &task_results) {
-            if let Err(e) = sink.artifact(&artifact).await {
-                return Outcome::Transient {
-                    message: format!("saving artifact {} failed: {e}", artifact.name),
-                };
-            }
+        // One write for all of them: the build's end waits on it.
+        let found = artifacts(&pipeline_results(run), &task_results);
+        if let Err(e) = sink.artifacts(&found).await {
+            let names: Vec<&str> = found.iter().map(|a| a.name.as_str()).collect();
+            return Outcome::Transient {
+                message: format!("saving artifacts {names:?} failed: {e}"),
+            };
         }
         let outcome = match end {
             Terminal::Succeeded => Outcome::Succeeded,
