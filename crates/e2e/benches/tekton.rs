@@ -1,7 +1,7 @@
-//! Tekton executor benchmark: a real dispatcher (`Dispatcher` + `TektonExecutor`
-//! + `StoreSink` on a fresh PostgreSQL database) in THIS process, kube-sim with
-//! its Tekton controller in a SEPARATE process (this binary re-executed with
-//! `TEKTON_BENCH_ROLE=sim`), talking HTTPS.
+//! Tekton executor benchmark: a real dispatcher (`Dispatcher` with the
+//! `TektonExecutor` and `StoreSink` on a fresh PostgreSQL database) in THIS
+//! process, kube-sim and its Tekton controller in a SEPARATE process (this
+//! binary re-executed with `TEKTON_BENCH_ROLE=sim`), talking HTTPS.
 //!
 //! (a) Kubernetes API requests per build for 10 s and 10 min simulated builds
 //!     (counted by the simulator);
@@ -70,7 +70,10 @@ unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            LIVE_BYTES.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+            LIVE_BYTES.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
         }
         p
     }
@@ -181,7 +184,10 @@ impl Cluster for BenchCluster {
             .and_then(Value::as_str)
             == Some("build");
         if *gvr == gvr::TASKRUNS && build_task {
-            let name = object["metadata"]["name"].as_str().unwrap_or("").to_string();
+            let name = object["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
             let first = self.builds_seen.fetch_add(1, Ordering::Relaxed) == 0;
             let seconds = if first && self.config.quick_first {
                 10.0
@@ -313,12 +319,9 @@ fn sim_main() {
                         sim.faults().remove(id);
                     }
                     let mut add = |key: String, verb: Option<&str>, resource: Option<&str>| {
-                        let rule = FaultRule::new(
-                            verb,
-                            resource,
-                            FaultAction::Latency(Duration::ZERO),
-                        )
-                        .times(u32::MAX);
+                        let rule =
+                            FaultRule::new(verb, resource, FaultAction::Latency(Duration::ZERO))
+                                .times(u32::MAX);
                         counters.push((key, sim.faults().add(rule)));
                     };
                     add("total".into(), None, None);
@@ -746,7 +749,9 @@ async fn components(sim: &SimProcess, bench: &Bench, warm: Uuid) {
     let tr_full_heap = heap_per(|| clone_tr.clone());
     let tr_summary_heap = heap_per(|| taskrun_summary(&clone_tr));
 
-    let executor = TektonExecutor::new(TektonSettings::default()).await.unwrap();
+    let executor = TektonExecutor::new(TektonSettings::default())
+        .await
+        .unwrap();
     let ctx = ExecutionContext {
         build_id: Uuid::now_v7(),
         tenant_id: bench.tenant,
@@ -794,7 +799,11 @@ async fn components(sim: &SimProcess, bench: &Bench, warm: Uuid) {
     drop(follow);
     println!(
         "  per-build pieces (heap bytes): PipelineRun as JSON value {full_heap} B, its watch summary {summary_heap} B; finished clone TaskRun {tr_full_heap} B, kept summary {tr_summary_heap} B; ExecutionContext {ctx_heap} B; executor start future {start_size} B; log follower future {follow_size} B; log streams over {}",
-        if logs.multiplexed() { "HTTP/2 (multiplexed)" } else { "HTTP/1.1 (a connection each)" }
+        if logs.multiplexed() {
+            "HTTP/2 (multiplexed)"
+        } else {
+            "HTTP/1.1 (a connection each)"
+        }
     );
 }
 
@@ -819,7 +828,10 @@ async fn requests_per_build(duration_s: f64, label: &str, n: usize) -> f64 {
     sim.ask("count").await;
     let ids = bench.submit(n).await;
     bench
-        .wait_done(&ids, Duration::from_secs(120 + (duration_s * 0.02) as u64 * 2))
+        .wait_done(
+            &ids,
+            Duration::from_secs(120 + (duration_s * 0.02) as u64 * 2),
+        )
         .await;
     let counts = sim.ask("counts").await;
     let statuses = bench.statuses().await;

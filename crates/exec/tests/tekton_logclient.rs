@@ -45,7 +45,11 @@ async fn many_follow_streams_share_a_few_http2_connections() {
         };
         let stream = pods.log_stream("p", &params).await.expect("follow opens");
         readers.push(tokio::spawn(async move {
-            stream.lines().map(|l| l.unwrap()).collect::<Vec<String>>().await
+            stream
+                .lines()
+                .map(|l| l.unwrap())
+                .collect::<Vec<String>>()
+                .await
         }));
     }
     // Every stream is open at once: more than one connection's worth.
@@ -93,5 +97,11 @@ async fn a_plain_http_endpoint_keeps_http1_for_logs() {
     assert!(!logs.multiplexed());
     // The fallback client works: the pods of a namespace can be listed.
     let pods: Api<Pod> = Api::namespaced(logs.client(), "default");
-    assert!(pods.list(&Default::default()).await.unwrap().items.is_empty());
+    assert!(
+        pods.list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }

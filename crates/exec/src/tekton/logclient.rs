@@ -1,13 +1,14 @@
 //! Log streams over HTTP/2. A `follow=true` log stream stays open as long as
-//! its step runs; over kube's default HTTP/1.1 transport each one holds a TCP
-//! + TLS connection of its own (buffers on both ends), which with thousands of
-//! builds in flight is most of the dispatcher's memory. Here every log request
-//! is a stream on a small pool of HTTP/2 connections (ALPN `h2`, as the
-//! kube-apiserver and kube-sim offer): a connection carries at most
+//! its step runs; over kube's default HTTP/1.1 transport each one holds a
+//! TCP and TLS connection of its own (buffers on both ends), which with
+//! thousands of builds in flight is a large part of the dispatcher's memory.
+//! Here every log request (and the log follower's TaskRun reads) is a stream
+//! on a small pool of HTTP/2 connections (ALPN `h2`, as the kube-apiserver
+//! and kube-sim offer): a connection carries at most
 //! [`STREAMS_PER_CONNECTION`] streams, never more than the server's own
 //! `SETTINGS_MAX_CONCURRENT_STREAMS`, and another connection is opened when
-//! all are full — so a long follow never waits for a slot, and other requests
-//! (which keep the ordinary client) never wait behind log streams.
+//! all are full. So a long follow never waits for a slot, and the executor's
+//! other requests (the ordinary client) never wait behind log streams.
 //!
 //! The client is a `kube::Client` with kube's own layers (base URI, auth,
 //! extra headers) over this transport, so the same `Api::log_stream` code
@@ -123,7 +124,10 @@ fn h2_client(
         .trim_end_matches(']')
         .to_string();
     let port = config.cluster_url.port_u16().unwrap_or(443);
-    let name = config.tls_server_name.clone().unwrap_or_else(|| host.clone());
+    let name = config
+        .tls_server_name
+        .clone()
+        .unwrap_or_else(|| host.clone());
     let server_name =
         ServerName::try_from(name).map_err(|e| format!("invalid TLS server name: {e}"))?;
     let mut tls = config
@@ -131,14 +135,14 @@ fn h2_client(
         .map_err(|e| format!("TLS configuration: {e}"))?;
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let inner = Arc::new(PoolInner {
-            host,
-            port,
-            server_name,
-            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
-            connect_timeout: config.connect_timeout.unwrap_or(Duration::from_secs(10)),
-            connections: tokio::sync::Mutex::new(Vec::new()),
-            h1_only,
-        });
+        host,
+        port,
+        server_name,
+        tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+        connect_timeout: config.connect_timeout.unwrap_or(Duration::from_secs(10)),
+        connections: tokio::sync::Mutex::new(Vec::new()),
+        h1_only,
+    });
     let pool = H2Pool {
         inner: inner.clone(),
     };

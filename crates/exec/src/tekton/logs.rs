@@ -17,8 +17,8 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::client::TektonVersion;
-use super::logclient::LogClients;
 use super::error::{TektonError, status_code};
+use super::logclient::LogClients;
 use super::monitor::RunState;
 use super::status::{
     child_taskruns, pipeline_task_order, step_containers, succeeded_condition, taskrun_summary,

@@ -315,7 +315,10 @@ pub fn taskrun_summary(taskrun: &Value) -> Value {
             status.insert("steps".into(), Value::Array(slim));
         }
     }
-    let name = taskrun.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
+    let name = taskrun
+        .pointer("/metadata/name")
+        .cloned()
+        .unwrap_or(Value::Null);
     serde_json::json!({ "metadata": { "name": name }, "status": status })
 }
 
@@ -402,7 +405,10 @@ mod tests {
                        "terminated": {"exitCode": 0, "reason": "Completed", "startedAt": "t"}}]}});
         let summary = taskrun_summary(&with_results);
         assert_eq!(taskrun_results(&summary), taskrun_results(&with_results));
-        assert_eq!(summary["status"]["steps"][0]["terminated"]["reason"], "Completed");
+        assert_eq!(
+            summary["status"]["steps"][0]["terminated"]["reason"],
+            "Completed"
+        );
         assert!(summary["status"]["steps"][0].get("imageID").is_none());
     }
 
@@ -414,9 +420,17 @@ mod tests {
         ] {
             let run = reference(name);
             let summary = run_summary(&run);
-            assert_eq!(succeeded_condition(&summary), succeeded_condition(&run), "{name}");
+            assert_eq!(
+                succeeded_condition(&summary),
+                succeeded_condition(&run),
+                "{name}"
+            );
             assert_eq!(child_taskruns(&summary), child_taskruns(&run), "{name}");
-            assert_eq!(pipeline_task_order(&summary), pipeline_task_order(&run), "{name}");
+            assert_eq!(
+                pipeline_task_order(&summary),
+                pipeline_task_order(&run),
+                "{name}"
+            );
             assert_eq!(pipeline_results(&summary), pipeline_results(&run), "{name}");
             assert!(summary.to_string().len() < run.to_string().len(), "{name}");
         }
@@ -431,15 +445,24 @@ mod tests {
                        "pipelineResults": [{"name": "IMAGE_URL", "value": "x"}]}
         });
         let summary = run_summary(&beta);
-        assert_eq!(child_taskruns(&summary), vec![("clone".to_string(), "r-clone".to_string())]);
-        assert_eq!(pipeline_task_order(&summary), vec!["clone".to_string(), "notify".to_string()]);
+        assert_eq!(
+            child_taskruns(&summary),
+            vec![("clone".to_string(), "r-clone".to_string())]
+        );
+        assert_eq!(
+            pipeline_task_order(&summary),
+            vec!["clone".to_string(), "notify".to_string()]
+        );
         assert_eq!(pipeline_results(&summary), pipeline_results(&beta));
         assert_eq!(succeeded_condition(&summary), succeeded_condition(&beta));
         assert!(summary["spec"].get("params").is_none());
         assert!(summary.get("metadata").is_none());
         // Before the controller's first status: the order from spec.
         let fresh = serde_json::json!({"spec": beta["spec"].clone()});
-        assert_eq!(pipeline_task_order(&run_summary(&fresh)), pipeline_task_order(&fresh));
+        assert_eq!(
+            pipeline_task_order(&run_summary(&fresh)),
+            pipeline_task_order(&fresh)
+        );
     }
 
     #[test]
