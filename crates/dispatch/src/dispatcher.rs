@@ -401,7 +401,10 @@ impl Shared {
         inputs: &BatchInputs,
     ) {
         let execution = &build.execution;
-        let outcome = match self.prepare(&build, inputs).await {
+        // `prepare` and `record` hold database futures that are large; boxed,
+        // they take memory only while they run instead of sizing this task
+        // (which lives as long as the build) for them.
+        let outcome = match Box::pin(self.prepare(&build, inputs)).await {
             Ok((executor, ctx)) => {
                 let sink = Arc::new(StoreSink::new(
                     self.pool.clone(),
@@ -423,7 +426,7 @@ impl Shared {
             }
             Err(outcome) => outcome,
         };
-        self.record(&build, outcome).await;
+        Box::pin(self.record(&build, outcome)).await;
     }
 
     async fn prepare(

@@ -69,6 +69,16 @@ impl ExecutionSink for StoreSink {
         .map_err(|e| err("storing an artifact", e))
     }
 
+    async fn artifacts(&self, artifacts: &[Artifact]) -> Result<(), SinkError> {
+        let rows: Vec<(&str, &str, &str)> = artifacts
+            .iter()
+            .map(|a| (a.name.as_str(), a.value.as_str(), a.kind.as_str()))
+            .collect();
+        executions::put_artifacts(&self.pool, self.build_id, self.execution_id, &rows)
+            .await
+            .map_err(|e| err("storing artifacts", e))
+    }
+
     async fn progress(&self, message: &str) -> Result<(), SinkError> {
         executions::set_progress(&self.pool, self.execution_id, message)
             .await

@@ -95,6 +95,14 @@ pub trait ExecutionSink: Send + Sync {
     /// re-attached executor can resend a few without creating duplicates.
     async fn logs(&self, lines: &[LogLine]) -> Result<(), SinkError>;
     async fn artifact(&self, artifact: &Artifact) -> Result<(), SinkError>;
+    /// Several artifacts at once (a build's results arrive together at its
+    /// end); sinks that can store them in one round trip override this.
+    async fn artifacts(&self, artifacts: &[Artifact]) -> Result<(), SinkError> {
+        for artifact in artifacts {
+            self.artifact(artifact).await?;
+        }
+        Ok(())
+    }
     /// A human-readable progress note (e.g. "PipelineRun Running"), optional.
     async fn progress(&self, message: &str) -> Result<(), SinkError>;
     /// The last position already recorded for each log source, so a

@@ -89,7 +89,7 @@ fn each_method_renders_a_valid_run_with_its_params() {
     for method in BuildMethod::ALL {
         let ctx = context(*method, "release/2.0", full_config());
         let run = render(&ctx);
-        let name = "if-0193abcd-0a1b2c-2";
+        let name = "if-0193abcd-0000000a1b2c-2";
         validate(&run, &expected(*method, name)).unwrap_or_else(|e| panic!("{method}: {e}"));
         let params = run_params(&run);
         assert_eq!(
@@ -303,11 +303,19 @@ fn an_override_that_breaks_the_contract_fails_validation() {
     let ctx = context(BuildMethod::Kaniko, "main", full_config());
     let rc = render_context(&ctx, &settings(), "image-factory-aabbccdd", &secrets());
     let run = templates.render(BuildMethod::Kaniko, &rc).unwrap();
-    let err = validate(&run, &expected(BuildMethod::Kaniko, "if-0193abcd-0a1b2c-2")).unwrap_err();
+    let err = validate(
+        &run,
+        &expected(BuildMethod::Kaniko, "if-0193abcd-0000000a1b2c-2"),
+    )
+    .unwrap_err();
     assert_eq!(err, "task \"build\" must have runAfter: [clone]");
     // And the wrong Task for the method is caught too.
     let run = render(&ctx);
-    let err = validate(&run, &expected(BuildMethod::Docker, "if-0193abcd-0a1b2c-2")).unwrap_err();
+    let err = validate(
+        &run,
+        &expected(BuildMethod::Docker, "if-0193abcd-0000000a1b2c-2"),
+    )
+    .unwrap_err();
     assert_eq!(err, "task \"build\" must reference Task \"docker-build\"");
 }
 
@@ -333,7 +341,11 @@ fn tasks_namespace_uses_the_cluster_resolver() {
     let run = Templates::embedded()
         .render(BuildMethod::Buildx, &rc)
         .unwrap();
-    validate(&run, &expected(BuildMethod::Buildx, "if-0193abcd-0a1b2c-2")).unwrap();
+    validate(
+        &run,
+        &expected(BuildMethod::Buildx, "if-0193abcd-0000000a1b2c-2"),
+    )
+    .unwrap();
     let tasks =
         imagefactory_exec::tekton::validate::referenced_tasks(&run, "image-factory-aabbccdd");
     assert_eq!(

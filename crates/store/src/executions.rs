@@ -152,6 +152,43 @@ pub async fn put_artifact(
     Ok(())
 }
 
+/// Several artifacts (name, value, kind) in one statement; the same upsert
+/// as [`put_artifact`]. A name given twice keeps the last value.
+pub async fn put_artifacts(
+    pool: &PgPool,
+    build_id: Uuid,
+    execution_id: Uuid,
+    artifacts: &[(&str, &str, &str)],
+) -> Result<(), sqlx::Error> {
+    let mut latest: Vec<(&str, &str, &str)> = Vec::new();
+    for a in artifacts {
+        latest.retain(|(name, _, _)| *name != a.0);
+        latest.push(*a);
+    }
+    if latest.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = latest.iter().map(|_| Uuid::now_v7()).collect();
+    let names: Vec<&str> = latest.iter().map(|a| a.0).collect();
+    let values: Vec<&str> = latest.iter().map(|a| a.1).collect();
+    let kinds: Vec<&str> = latest.iter().map(|a| a.2).collect();
+    sqlx::query(
+        "INSERT INTO build_artifacts (id, build_id, execution_id, name, value, kind) \
+         SELECT id, $2, $3, name, value, kind \
+         FROM UNNEST($1::uuid[], $4::text[], $5::text[], $6::text[]) AS a(id, name, value, kind) \
+         ON CONFLICT (execution_id, name) DO UPDATE SET value = EXCLUDED.value, kind = EXCLUDED.kind",
+    )
+    .bind(&ids)
+    .bind(build_id)
+    .bind(execution_id)
+    .bind(&names)
+    .bind(&values)
+    .bind(&kinds)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Keep the latest progress note of a running execution.
 pub async fn set_progress(
     pool: &PgPool,

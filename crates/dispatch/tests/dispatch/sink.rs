@@ -57,3 +57,59 @@ async fn log_positions_report_the_last_stored_line_per_source() {
     assert_eq!(stored, 4);
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn artifacts_are_stored_together_and_upserted_by_name() {
+    use imagefactory_exec::{Artifact, ArtifactKind};
+    let db = TestDb::new().await;
+    let t = tenant(&db.pool, "artsy", 1).await;
+    let build = submit(&db.pool, t, &[Spec::lasting(1)]).await[0];
+    let execution = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO build_executions (id, build_id, tenant_id, attempt, executor) VALUES ($1, $2, $3, 1, 'test')",
+    )
+    .bind(execution)
+    .bind(build)
+    .bind(t.0)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let sink = StoreSink::new(db.pool.clone(), build, execution);
+    let artifact = |name: &str, value: &str, kind: ArtifactKind| Artifact {
+        name: name.into(),
+        value: value.into(),
+        kind,
+    };
+    sink.artifact(&artifact("IMAGE_URL", "old", ArtifactKind::ImageUrl))
+        .await
+        .unwrap();
+    sink.artifacts(&[
+        artifact("IMAGE_URL", "r.example/app:1", ArtifactKind::ImageUrl),
+        artifact("IMAGE_DIGEST", "sha256:1", ArtifactKind::ImageDigest),
+        artifact("clone.commit", "abc", ArtifactKind::Result),
+        artifact("clone.commit", "def", ArtifactKind::Result),
+    ])
+    .await
+    .unwrap();
+    sink.artifacts(&[]).await.unwrap();
+    let stored: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT name, value, kind FROM build_artifacts WHERE execution_id = $1 ORDER BY name",
+    )
+    .bind(execution)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let expected = [
+        ("IMAGE_DIGEST", "sha256:1", "image_digest"),
+        ("IMAGE_URL", "r.example/app:1", "image_url"),
+        ("clone.commit", "def", "result"),
+    ];
+    assert_eq!(
+        stored,
+        expected
+            .iter()
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+            .collect::<Vec<_>>()
+    );
+    db.drop_db().await;
+}

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::error::{TektonError, describe_kube_error};
+use super::logclient::LogClients;
 use super::monitor::WatchHub;
 use crate::ProviderConnection;
 
@@ -280,6 +281,19 @@ impl ClusterSettings {
     /// A kube client for these settings. TLS is verified unless the provider
     /// explicitly says `insecure_skip_tls_verify: true`.
     pub async fn client(&self) -> Result<kube::Client, TektonError> {
+        let config = self.kube_config().await?;
+        client_from(config)
+    }
+
+    /// The client and the log-stream clients (HTTP/2 when the server offers it).
+    pub async fn clients(&self) -> Result<(kube::Client, LogClients), TektonError> {
+        let config = self.kube_config().await?;
+        let client = client_from(config.clone())?;
+        let logs = LogClients::new(&config, client.clone());
+        Ok((client, logs))
+    }
+
+    async fn kube_config(&self) -> Result<kube::Config, TektonError> {
         let (kubeconfig, context) = self.to_kubeconfig().map_err(TektonError::Build)?;
         let options = KubeConfigOptions {
             context,
@@ -291,13 +305,17 @@ impl ClusterSettings {
         config.connect_timeout = Some(Duration::from_secs(10));
         // Requests other than watches and log streams must not hang forever.
         config.write_timeout = Some(Duration::from_secs(30));
-        kube::Client::try_from(config).map_err(|e| {
-            TektonError::Build(format!(
-                "creating the cluster client failed: {}",
-                describe_kube_error(&e)
-            ))
-        })
+        Ok(config)
     }
+}
+
+fn client_from(config: kube::Config) -> Result<kube::Client, TektonError> {
+    kube::Client::try_from(config).map_err(|e| {
+        TektonError::Build(format!(
+            "creating the cluster client failed: {}",
+            describe_kube_error(&e)
+        ))
+    })
 }
 
 /// Which Tekton API version the cluster serves for our objects.
@@ -351,6 +369,8 @@ pub struct Cluster {
     /// The provider's id, or nil for the global fallback cluster.
     pub provider_id: Uuid,
     pub client: kube::Client,
+    /// For `follow=true` log streams: multiplexed on HTTP/2 when possible.
+    pub logs: LogClients,
     pub settings: ClusterSettings,
     version: tokio::sync::OnceCell<TektonVersion>,
     pub hub: WatchHub,
@@ -365,9 +385,20 @@ pub const CHECK_TTL: Duration = Duration::from_secs(60);
 
 impl Cluster {
     pub fn new(provider_id: Uuid, client: kube::Client, settings: ClusterSettings) -> Self {
+        let logs = LogClients::http1(client.clone());
+        Self::with_logs(provider_id, client, logs, settings)
+    }
+
+    pub fn with_logs(
+        provider_id: Uuid,
+        client: kube::Client,
+        logs: LogClients,
+        settings: ClusterSettings,
+    ) -> Self {
         let hub = WatchHub::new(client.clone());
         Self {
             provider_id,
+            logs,
             client,
             settings,
             version: tokio::sync::OnceCell::new(),
@@ -437,8 +468,8 @@ impl ClientCache {
             source: KubeconfigSource::Path(path),
             context: None,
         });
-        let client = settings.client().await?;
-        Ok(self.with_global(client, settings))
+        let (client, logs) = settings.clients().await?;
+        Ok(self.with_global(client, logs, settings))
     }
 
     /// Use the pod's own service account as the global cluster (in-cluster
@@ -449,12 +480,13 @@ impl ClientCache {
                 "in-cluster Kubernetes configuration unavailable: {e}"
             ))
         })?;
-        let client = kube::Client::try_from(config).map_err(|e| {
+        let client = kube::Client::try_from(config.clone()).map_err(|e| {
             TektonError::Build(format!(
                 "creating the in-cluster client failed: {}",
                 describe_kube_error(&e)
             ))
         })?;
+        let logs = LogClients::new(&config, client.clone());
         // The settings only carry defaults here; the client above is what is used.
         let settings = ClusterSettings::global(ClusterAuth::Kubeconfig {
             source: KubeconfigSource::Path(PathBuf::from(
@@ -462,11 +494,21 @@ impl ClientCache {
             )),
             context: None,
         });
-        Ok(self.with_global(client, settings))
+        Ok(self.with_global(client, logs, settings))
     }
 
-    fn with_global(mut self, client: kube::Client, settings: ClusterSettings) -> Self {
-        self.global = Some(Arc::new(Cluster::new(Uuid::nil(), client, settings)));
+    fn with_global(
+        mut self,
+        client: kube::Client,
+        logs: LogClients,
+        settings: ClusterSettings,
+    ) -> Self {
+        self.global = Some(Arc::new(Cluster::with_logs(
+            Uuid::nil(),
+            client,
+            logs,
+            settings,
+        )));
         self
     }
 
@@ -489,8 +531,13 @@ impl ClientCache {
         }
         let settings = ClusterSettings::parse(&provider.config)
             .map_err(|e| TektonError::Build(format!("provider {:?}: {e}", provider.name)))?;
-        let client = settings.client().await?;
-        let cluster = Arc::new(Cluster::new(provider.provider_id, client, settings));
+        let (client, logs) = settings.clients().await?;
+        let cluster = Arc::new(Cluster::with_logs(
+            provider.provider_id,
+            client,
+            logs,
+            settings,
+        ));
         let mut providers = self.providers.lock().unwrap();
         // Another build may have raced us to it; keep one client per version.
         match providers.get(&provider.provider_id) {

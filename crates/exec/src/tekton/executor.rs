@@ -224,7 +224,9 @@ impl Executor for TektonExecutor {
         let mut delay = Duration::from_millis(500);
         let mut retries = 0;
         let (version, namespace, created, finally, early) = loop {
-            match self.submit(&cluster, &ctx, sink.as_ref()).await {
+            // Boxed: rendering and preflight are large futures, and the
+            // future of `start` lives as long as the build.
+            match Box::pin(self.submit(&cluster, &ctx, sink.as_ref())).await {
                 Ok(v) => break v,
                 Err(e) if e.is_transient() && retries < self.settings.submit_retries => {
                     retries += 1;
@@ -245,6 +247,9 @@ impl Executor for TektonExecutor {
             name: Some(name.clone()),
             uid: created.metadata.uid.clone(),
         };
+        // Following needs none of the context (provider config, secrets,
+        // method config); free it rather than hold it for the whole build.
+        drop(ctx);
         if let Err(e) = sink.reference(&reference).await {
             // Without a persisted reference nobody could re-attach: stop the
             // run rather than leave an orphan, and let the attempt be retried.
@@ -298,6 +303,7 @@ impl Executor for TektonExecutor {
             Ok(c) => c,
             Err(e) => return e.into_outcome(),
         };
+        drop(ctx);
         let version = match cluster.tekton_version().await {
             Ok(v) => v,
             Err(e) => return e.into_outcome(),
@@ -462,7 +468,7 @@ impl Follow {
         let resume = sink.log_positions().await.unwrap_or_default();
         let finished_taskruns: Arc<std::sync::Mutex<HashMap<String, Value>>> = Arc::default();
         let follower = LogFollower {
-            client: self.cluster.client.clone(),
+            log_clients: self.cluster.logs.clone(),
             version: self.version,
             namespace: self.namespace.clone(),
             sink: sink.clone(),
@@ -510,16 +516,16 @@ impl Follow {
                 RunState::Present(run) => {
                     if let Some(cond) = succeeded_condition(&run) {
                         if let Some(end) = terminal(&cond) {
-                            return self
-                                .finish(
-                                    &run,
-                                    end,
-                                    requested,
-                                    logs,
-                                    &finished_taskruns,
-                                    sink.as_ref(),
-                                )
-                                .await;
+                            // Boxed: only the end needs this future's room.
+                            return Box::pin(self.finish(
+                                &run,
+                                end,
+                                requested,
+                                logs,
+                                &finished_taskruns,
+                                sink.as_ref(),
+                            ))
+                            .await;
                         }
                         if cond.reason != last_reason {
                             last_reason = cond.reason.clone();
@@ -653,12 +659,13 @@ impl Follow {
             .map(|(task, tr)| (task.clone(), taskrun_results(tr)))
             .filter(|(_, r)| !r.is_empty())
             .collect();
-        for artifact in artifacts(&pipeline_results(run), &task_results) {
-            if let Err(e) = sink.artifact(&artifact).await {
-                return Outcome::Transient {
-                    message: format!("saving artifact {} failed: {e}", artifact.name),
-                };
-            }
+        // One write for all of them: the build's end waits on it.
+        let found = artifacts(&pipeline_results(run), &task_results);
+        if let Err(e) = sink.artifacts(&found).await {
+            let names: Vec<&str> = found.iter().map(|a| a.name.as_str()).collect();
+            return Outcome::Transient {
+                message: format!("saving artifacts {names:?} failed: {e}"),
+            };
         }
         let outcome = match end {
             Terminal::Succeeded => Outcome::Succeeded,

@@ -18,8 +18,11 @@ use tokio::sync::watch;
 
 use super::client::TektonVersion;
 use super::error::{TektonError, status_code};
+use super::logclient::LogClients;
 use super::monitor::RunState;
-use super::status::{child_taskruns, pipeline_task_order, step_containers, succeeded_condition};
+use super::status::{
+    child_taskruns, pipeline_task_order, step_containers, succeeded_condition, taskrun_summary,
+};
 use super::submit::taskrun_resource;
 use crate::{ExecutionSink, LogLine};
 
@@ -29,7 +32,9 @@ const BATCH_LINES: usize = 64;
 const BATCH_DELAY: Duration = Duration::from_millis(200);
 
 pub struct LogFollower {
-    pub client: kube::Client,
+    /// For the `pods/log` streams and TaskRun reads (HTTP/2-multiplexed
+    /// when possible).
+    pub log_clients: LogClients,
     pub version: TektonVersion,
     pub namespace: String,
     pub sink: Arc<dyn ExecutionSink>,
@@ -65,6 +70,9 @@ impl LogFollower {
             };
             let children = child_taskruns(&object);
             let order = pipeline_task_order(&object);
+            // Not held while a task's logs are followed (minutes): the watch
+            // has newer versions by then, and each is kilobytes.
+            drop(object);
             // Next task in declaration order not yet followed.
             let next = order.iter().find(|t| !done.contains(t));
             match next {
@@ -94,16 +102,23 @@ impl LogFollower {
         }
     }
 
-    async fn follow_task(&mut self, task: &str, taskrun_name: &str) -> Result<(), TektonError> {
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            self.client.clone(),
+    /// TaskRuns, read over the log streams' multiplexed connections:
+    /// thousands of followers reading at once would otherwise each open (and
+    /// leave idle in the pool) an HTTP/1.1 + TLS connection. Taken per
+    /// attempt, so a server without HTTP/2 switches the client.
+    fn taskruns(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.log_clients.client(),
             &self.namespace,
             &taskrun_resource(self.version),
-        );
+        )
+    }
+
+    async fn follow_task(&mut self, task: &str, taskrun_name: &str) -> Result<(), TektonError> {
         let mut delay = Duration::from_millis(200);
         // Wait for the pod to exist (bounded backoff on reads of the TaskRun).
         let (pod, containers) = loop {
-            let taskrun = match api.get_opt(taskrun_name).await {
+            let taskrun = match self.taskruns().get_opt(taskrun_name).await {
                 Ok(Some(tr)) => serde_json::to_value(tr).unwrap_or(Value::Null),
                 Ok(None) => return Ok(()),
                 Err(e) if super::error::is_transient(&e) => {
@@ -135,7 +150,7 @@ impl LogFollower {
         };
         for container in containers {
             let source = source_name(task, &container);
-            self.follow_container(&api, taskrun_name, &pod, &container, &source)
+            self.follow_container(taskrun_name, &pod, &container, &source)
                 .await?;
         }
         Ok(())
@@ -145,13 +160,11 @@ impl LogFollower {
     /// step did, and skipping lines the sink already has.
     async fn follow_container(
         &mut self,
-        taskruns: &Api<DynamicObject>,
         taskrun_name: &str,
         pod: &str,
         container: &str,
         source: &str,
     ) -> Result<(), TektonError> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let params = LogParams {
             container: Some(container.to_string()),
             follow: true,
@@ -159,6 +172,8 @@ impl LogFollower {
         };
         let mut delay = Duration::from_millis(200);
         loop {
+            // Per attempt: a server without HTTP/2 switches the log client.
+            let pods: Api<Pod> = Api::namespaced(self.log_clients.client(), &self.namespace);
             let have = self.resume.get(source).copied().unwrap_or(-1);
             let mut ended_cleanly = false;
             match pods.log_stream(pod, &params).await {
@@ -178,16 +193,17 @@ impl LogFollower {
                 }
             }
             // The stream ended: is the step over, or did the connection drop?
-            let over = match taskruns.get_opt(taskrun_name).await {
+            let over = match self.taskruns().get_opt(taskrun_name).await {
                 Ok(Some(tr)) => {
                     let tr = serde_json::to_value(tr).unwrap_or(Value::Null);
                     let finished = succeeded_condition(&tr).is_some_and(|c| c.status != "Unknown");
                     let over = finished || step_terminated(&tr, container);
                     if finished {
+                        // Held until the run ends: keep only what the end needs.
                         self.finished_taskruns
                             .lock()
                             .unwrap()
-                            .insert(taskrun_name.to_string(), tr);
+                            .insert(taskrun_name.to_string(), taskrun_summary(&tr));
                     }
                     over
                 }

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod error;
 pub mod executor;
+pub mod logclient;
 pub mod logs;
 pub mod monitor;
 pub mod namespace;

@@ -13,6 +13,7 @@ use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
 use tokio::sync::watch;
 
+use super::status::run_summary;
 use super::submit::MANAGED_BY_SELECTOR;
 
 /// What the watch last saw of one PipelineRun.
@@ -123,6 +124,11 @@ impl WatchHub {
         name: &str,
         current: RunState,
     ) -> RunWatch {
+        // Keep only what following needs (see `run_summary`).
+        let current = match current {
+            RunState::Present(run) => RunState::Present(Arc::new(run_summary(&run))),
+            other => other,
+        };
         let ns = self.namespace_watch(resource, namespace);
         let mut runs = ns.runs.lock().unwrap();
         let sender = runs
@@ -167,7 +173,7 @@ impl WatchHub {
                 RunState::Present(seen) => is_newer(&read, seen),
             };
             if newer {
-                *state = RunState::Present(read);
+                *state = RunState::Present(Arc::new(run_summary(&read)));
             }
             newer
         })
@@ -248,7 +254,7 @@ impl NamespaceWatch {
             };
             if let Some(sender) = runs.get(&name) {
                 let value = serde_json::to_value(&obj).unwrap_or(Value::Null);
-                sender.send_replace(state(Arc::new(value)));
+                sender.send_replace(state(Arc::new(run_summary(&value))));
             }
         };
         match event {
@@ -278,5 +284,57 @@ impl NamespaceWatch {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::super::TektonVersion;
+    use super::super::submit::pipelinerun_resource;
+    use super::*;
+
+    fn run(rv: &str, reason: &str) -> Value {
+        json!({
+            "metadata": {"name": "r", "resourceVersion": rv, "managedFields": [{"big": "x"}]},
+            "status": {"conditions": [{"type": "Succeeded", "status": "Unknown", "reason": reason}]}
+        })
+    }
+
+    fn reason(w: &RunWatch) -> String {
+        match &*w.state.borrow() {
+            RunState::Present(v) => v["status"]["conditions"][0]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resync_read_replaces_only_an_older_state_and_is_kept_as_a_summary() {
+        // Nothing listens there: the hub's watch just retries in the background.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        let hub = WatchHub::new(kube::Client::try_from(config).unwrap());
+        let resource = pipelinerun_resource(TektonVersion::V1);
+        let w = hub.subscribe(
+            &resource,
+            "ns",
+            "r",
+            RunState::Present(Arc::new(run("5", "Running"))),
+        );
+        assert_eq!(reason(&w), "Running");
+        assert!(!hub.refresh(&resource, "ns", "r", Arc::new(run("3", "Pending"))));
+        assert!(!hub.refresh(&resource, "ns", "r", Arc::new(run("5", "Pending"))));
+        assert_eq!(reason(&w), "Running");
+        assert!(hub.refresh(&resource, "ns", "r", Arc::new(run("12", "Finishing"))));
+        assert_eq!(reason(&w), "Finishing");
+        // Stored as the summary (versions still comparable), not the whole object.
+        assert!(!hub.refresh(&resource, "ns", "r", Arc::new(run("7", "Pending"))));
+        match &*w.state.borrow() {
+            RunState::Present(v) => assert!(v.pointer("/metadata/managedFields").is_none()),
+            other => panic!("{other:?}"),
+        };
     }
 }

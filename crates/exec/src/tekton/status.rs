@@ -195,6 +195,141 @@ fn named_results(list: Option<&Value>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// What following a run needs of its PipelineRun, and nothing else: the
+/// `Succeeded` condition, child TaskRuns, results and the task names of the
+/// pipeline spec. The shared watch keeps one object per followed run; the
+/// full run (inline pipeline spec twice, params, metadata, timestamps) is
+/// six times larger, and with thousands of runs in flight that is most of a
+/// dispatcher's memory. Every reader of the watched state in this module
+/// (`succeeded_condition`, `child_taskruns`, `pipeline_task_order`,
+/// `pipeline_results`) answers the same on the summary as on the full run.
+pub fn run_summary(run: &Value) -> Value {
+    let pick = |from: &Value, keys: &[&str]| -> Value {
+        Value::Object(
+            keys.iter()
+                .filter_map(|k| from.get(*k).map(|v| ((*k).to_string(), v.clone())))
+                .collect(),
+        )
+    };
+    let task_names = |spec: &Value| {
+        let mut names = serde_json::Map::new();
+        for key in ["tasks", "finally"] {
+            if let Some(tasks) = spec.get(key).and_then(Value::as_array) {
+                let list: Vec<Value> = tasks.iter().map(|t| pick(t, &["name"])).collect();
+                names.insert(key.into(), Value::Array(list));
+            }
+        }
+        Value::Object(names)
+    };
+    let mut out = serde_json::Map::new();
+    let mut kept = serde_json::Map::new();
+    let status = run.get("status").and_then(Value::as_object);
+    if let Some(status) = status {
+        if let Some(conditions) = status.get("conditions").and_then(Value::as_array) {
+            let succeeded: Vec<Value> = conditions
+                .iter()
+                .filter(|c| c.get("type").and_then(Value::as_str) == Some("Succeeded"))
+                .map(|c| pick(c, &["type", "status", "reason", "message"]))
+                .collect();
+            kept.insert("conditions".into(), Value::Array(succeeded));
+        }
+        if let Some(children) = status.get("childReferences").and_then(Value::as_array) {
+            let slim: Vec<Value> = children
+                .iter()
+                .map(|c| pick(c, &["kind", "name", "pipelineTaskName"]))
+                .collect();
+            kept.insert("childReferences".into(), Value::Array(slim));
+        }
+        for key in ["results", "pipelineResults"] {
+            if let Some(v) = status.get(key) {
+                kept.insert(key.into(), v.clone());
+            }
+        }
+        // v1beta1: map of TaskRun name → {pipelineTaskName, status, ...}.
+        if let Some(map) = status.get("taskRuns").and_then(Value::as_object) {
+            let slim: serde_json::Map<String, Value> = map
+                .iter()
+                .map(|(name, tr)| (name.clone(), pick(tr, &["pipelineTaskName"])))
+                .collect();
+            kept.insert("taskRuns".into(), Value::Object(slim));
+        }
+    }
+    // The task order comes from status.pipelineSpec when it has tasks, else
+    // from spec.pipelineSpec (see `pipeline_task_order`): keep just that one.
+    match status
+        .and_then(|s| s.get("pipelineSpec"))
+        .filter(|p| p.get("tasks").is_some())
+    {
+        Some(p) => {
+            kept.insert("pipelineSpec".into(), task_names(p));
+        }
+        None => {
+            if let Some(p) = run.pointer("/spec/pipelineSpec") {
+                out.insert(
+                    "spec".into(),
+                    serde_json::json!({ "pipelineSpec": task_names(p) }),
+                );
+            }
+        }
+    }
+    if status.is_some() {
+        out.insert("status".into(), Value::Object(kept));
+    }
+    // The version orders a resync GET against what the watch delivered
+    // (`WatchHub::refresh`).
+    if let Some(rv) = run.pointer("/metadata/resourceVersion") {
+        out.insert(
+            "metadata".into(),
+            serde_json::json!({ "resourceVersion": rv }),
+        );
+    }
+    Value::Object(out)
+}
+
+/// What the end of a build needs of a finished TaskRun: its condition, pod,
+/// steps' names and terminations, and results. The log follower keeps
+/// finished TaskRuns until the run ends; the full objects (task spec, step
+/// specs, timestamps) are several times larger.
+pub fn taskrun_summary(taskrun: &Value) -> Value {
+    let mut status = serde_json::Map::new();
+    if let Some(st) = taskrun.get("status").and_then(Value::as_object) {
+        for key in ["conditions", "podName", "results", "taskResults"] {
+            if let Some(v) = st.get(key) {
+                status.insert(key.into(), v.clone());
+            }
+        }
+        if let Some(steps) = st.get("steps").and_then(Value::as_array) {
+            let slim: Vec<Value> = steps
+                .iter()
+                .map(|step| {
+                    let mut kept = serde_json::Map::new();
+                    for key in ["name", "container", "terminationReason"] {
+                        if let Some(v) = step.get(key) {
+                            kept.insert(key.into(), v.clone());
+                        }
+                    }
+                    if let Some(t) = step.get("terminated") {
+                        let mut term = serde_json::Map::new();
+                        for key in ["exitCode", "reason"] {
+                            if let Some(v) = t.get(key) {
+                                term.insert(key.into(), v.clone());
+                            }
+                        }
+                        kept.insert("terminated".into(), Value::Object(term));
+                    }
+                    Value::Object(kept)
+                })
+                .collect();
+            status.insert("steps".into(), Value::Array(slim));
+        }
+    }
+    let name = taskrun
+        .pointer("/metadata/name")
+        .cloned()
+        .unwrap_or(Value::Null);
+    serde_json::json!({ "metadata": { "name": name }, "status": status })
+}
+
 /// Pipeline results: `status.results` (v1) or `status.pipelineResults` (v1beta1).
 pub fn pipeline_results(run: &Value) -> Vec<(String, String)> {
     let v1 = named_results(run.pointer("/status/results"));
@@ -260,6 +395,82 @@ mod tests {
             reason: reason.into(),
             message: message.into(),
         }
+    }
+
+    #[test]
+    fn taskrun_summary_answers_like_the_full_taskrun() {
+        let tr = reference("taskrun-v1-step-failed.json");
+        let summary = taskrun_summary(&tr);
+        assert!(failed_step("build", &tr).is_some());
+        assert_eq!(failed_step("build", &summary), failed_step("build", &tr));
+        assert_eq!(taskrun_results(&summary), taskrun_results(&tr));
+        assert_eq!(step_containers(&summary), step_containers(&tr));
+        assert_eq!(succeeded_condition(&summary), succeeded_condition(&tr));
+        assert!(summary.to_string().len() < tr.to_string().len());
+        let with_results = serde_json::json!({"status": {
+            "results": [{"name": "IMAGE_DIGEST", "value": "sha256:1"}],
+            "steps": [{"name": "push", "container": "step-push", "imageID": "x",
+                       "terminated": {"exitCode": 0, "reason": "Completed", "startedAt": "t"}}]}});
+        let summary = taskrun_summary(&with_results);
+        assert_eq!(taskrun_results(&summary), taskrun_results(&with_results));
+        assert_eq!(
+            summary["status"]["steps"][0]["terminated"]["reason"],
+            "Completed"
+        );
+        assert!(summary["status"]["steps"][0].get("imageID").is_none());
+    }
+
+    #[test]
+    fn run_summary_answers_like_the_full_run() {
+        for name in [
+            "pipelinerun-v1-succeeded.json",
+            "pipelinerun-v1-couldntgettask.json",
+        ] {
+            let run = reference(name);
+            let summary = run_summary(&run);
+            assert_eq!(
+                succeeded_condition(&summary),
+                succeeded_condition(&run),
+                "{name}"
+            );
+            assert_eq!(child_taskruns(&summary), child_taskruns(&run), "{name}");
+            assert_eq!(
+                pipeline_task_order(&summary),
+                pipeline_task_order(&run),
+                "{name}"
+            );
+            assert_eq!(pipeline_results(&summary), pipeline_results(&run), "{name}");
+            assert!(summary.to_string().len() < run.to_string().len(), "{name}");
+        }
+        // v1beta1 shapes: the TaskRun map and pipelineResults.
+        let beta = serde_json::json!({
+            "metadata": {"name": "r", "uid": "u", "labels": {"a": "b"}},
+            "spec": {"status": "Cancelled", "params": [{"name": "p", "value": "v"}],
+                     "pipelineSpec": {"tasks": [{"name": "clone", "taskRef": {"name": "git-clone"}}],
+                                      "finally": [{"name": "notify", "taskRef": {"name": "n"}}]}},
+            "status": {"conditions": [{"type": "Succeeded", "status": "False", "reason": "Cancelled"}],
+                       "taskRuns": {"r-clone": {"pipelineTaskName": "clone", "status": {"podName": "p"}}},
+                       "pipelineResults": [{"name": "IMAGE_URL", "value": "x"}]}
+        });
+        let summary = run_summary(&beta);
+        assert_eq!(
+            child_taskruns(&summary),
+            vec![("clone".to_string(), "r-clone".to_string())]
+        );
+        assert_eq!(
+            pipeline_task_order(&summary),
+            vec!["clone".to_string(), "notify".to_string()]
+        );
+        assert_eq!(pipeline_results(&summary), pipeline_results(&beta));
+        assert_eq!(succeeded_condition(&summary), succeeded_condition(&beta));
+        assert!(summary["spec"].get("params").is_none());
+        assert!(summary.get("metadata").is_none());
+        // Before the controller's first status: the order from spec.
+        let fresh = serde_json::json!({"spec": beta["spec"].clone()});
+        assert_eq!(
+            pipeline_task_order(&run_summary(&fresh)),
+            pipeline_task_order(&fresh)
+        );
     }
 
     #[test]

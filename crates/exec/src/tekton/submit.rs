@@ -16,12 +16,15 @@ pub const BUILD_ID: &str = "imagefactory.io/build-id";
 pub const TENANT_ID: &str = "imagefactory.io/tenant-id";
 pub const EXECUTION_ID: &str = "imagefactory.io/execution-id";
 
-/// `if-<first 8 hex of build id>-<last 6 hex>-<attempt>`. The tail keeps names
-/// of builds created in the same minute apart: time-ordered (v7) ids share
-/// their first 8 hex digits for about a minute.
+/// `if-<first 8 hex of build id>-<last 12 hex>-<attempt>`. The tail keeps
+/// names of builds created in the same minute apart: time-ordered (v7) ids
+/// share their first 8 hex digits for about a minute, and their last 12 hex
+/// digits are random. 12 digits (48 bits), not 6: with 24 bits two of 5,000
+/// builds submitted within a minute collide about every other time (the
+/// second build then fails, its run "not created for this execution").
 pub fn run_name(build_id: Uuid, attempt: i32) -> String {
     let hex = build_id.simple().to_string();
-    format!("if-{}-{}-{attempt}", &hex[..8], &hex[26..])
+    format!("if-{}-{}-{attempt}", &hex[..8], &hex[20..])
 }
 
 pub fn run_labels(build_id: Uuid, tenant_id: Uuid, execution_id: Uuid) -> BTreeMap<String, String> {
@@ -125,7 +128,12 @@ mod tests {
     fn run_name_is_deterministic_per_attempt_and_apart_per_build() {
         let a = Uuid::parse_str("0193abcd-0000-7000-8000-00000000a1b2").unwrap();
         let b = Uuid::parse_str("0193abcd-0000-7000-8000-0000000c3d4e").unwrap();
-        assert_eq!(run_name(a, 1), "if-0193abcd-00a1b2-1");
+        assert_eq!(run_name(a, 1), "if-0193abcd-00000000a1b2-1");
+        // Same minute, same last 6 hex digits: still apart.
+        let c = Uuid::parse_str("0193abcd-0000-7000-8000-01000000a1b2").unwrap();
+        assert_ne!(run_name(a, 1), run_name(c, 1));
+        // Pod names (`<run>-<task>-pod`) stay within 63 characters.
+        assert!(format!("{}-build-pod", run_name(Uuid::max(), 99)).len() <= 63);
         assert_eq!(run_name(a, 1), run_name(a, 1));
         assert_ne!(run_name(a, 1), run_name(a, 2));
         assert_ne!(run_name(a, 1), run_name(b, 1));
