@@ -178,7 +178,7 @@ impl Cluster for BenchCluster {
         gvr: &Gvr,
         namespace: Option<&str>,
         mut object: Value,
-    ) -> Result<Value, ClusterError> {
+    ) -> Result<Arc<Value>, ClusterError> {
         let build_task = object
             .pointer("/metadata/labels/tekton.dev~1pipelineTask")
             .and_then(Value::as_str)
@@ -214,7 +214,7 @@ impl Cluster for BenchCluster {
         namespace: Option<&str>,
         name: &str,
         status: Value,
-    ) -> Result<Value, ClusterError> {
+    ) -> Result<Arc<Value>, ClusterError> {
         let out = self.inner.update_status(gvr, namespace, name, status);
         if *gvr == gvr::PIPELINERUNS
             && let Ok(obj) = &out
@@ -233,7 +233,7 @@ impl Cluster for BenchCluster {
         gvr: &Gvr,
         namespace: Option<&str>,
         object: Value,
-    ) -> Result<Value, ClusterError> {
+    ) -> Result<Arc<Value>, ClusterError> {
         self.inner.update(gvr, namespace, object)
     }
     fn delete(&self, gvr: &Gvr, namespace: Option<&str>, name: &str) -> Result<(), ClusterError> {
