@@ -35,14 +35,14 @@ use imagefactory_exec::tekton::{TektonExecutor, TektonSettings, TektonVersion};
 use imagefactory_store::crypto::Cipher;
 use imagefactory_store::providers::{NewProvider, Owner};
 use imagefactory_store::registry_credentials::NewRegistryCredential;
-use imagefactory_store::{MIGRATOR, builds, projects, providers, registry_credentials, tenants};
+use imagefactory_store::{builds, projects, providers, registry_credentials, tenants};
 use kube_sim::cluster::{Cluster, ClusterError, ClusterEvent, Gvr, gvr};
 use kube_sim::tekton::{Controller, ControllerOptions};
 use kube_sim::{FaultAction, FaultRule, KubeSim, KubeSimOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgPool};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -446,25 +446,12 @@ CREATE TRIGGER bench_build_done AFTER UPDATE OF status ON builds
 
 impl Bench {
     async fn start(sim: &SimProcess, inflight: usize) -> Bench {
-        let admin_url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let db_name = format!("if_tekbench_{}", Uuid::new_v4().simple());
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .expect("connect to PostgreSQL");
-        sqlx::query(&format!("CREATE DATABASE {db_name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let opts: PgConnectOptions = admin_url.parse().unwrap();
-        let url = opts.database(&db_name).to_url_lossy().to_string();
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(120))
-            .connect(&url)
-            .await
-            .expect("connect bench database");
-        MIGRATOR.run(&pool).await.expect("migrations");
+        let imagefactory_e2e::FreshDatabase {
+            pool,
+            name: db_name,
+            admin_url,
+            ..
+        } = imagefactory_e2e::fresh_database("if_tekbench", Duration::from_secs(120)).await;
         sqlx::raw_sql(TERMINAL_TRIGGER)
             .execute(&pool)
             .await

@@ -16,14 +16,13 @@ use imagefactory_exec::tekton::namespace::{ensure_namespace, namespace_name};
 use imagefactory_exec::tekton::submit::pipelinerun_resource;
 use imagefactory_exec::tekton::tasks::install_tasks;
 use imagefactory_exec::tekton::{TektonExecutor, TektonSettings, TektonVersion};
-use imagefactory_store::MIGRATOR;
 use imagefactory_store::crypto::Cipher;
 use kube::api::{DynamicObject, ListParams};
 use kube_sim::tekton::{Controller, ControllerOptions, ScriptRule};
 use kube_sim::{KubeSim, KubeSimHandle, KubeSimOptions};
 use serde_json::{Value, json};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -90,34 +89,6 @@ pub struct TestApp {
     admin_url: String,
 }
 
-fn base_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// Database pool, its URL, its name, and the server's admin URL.
-async fn fresh_database() -> (PgPool, String, String, String) {
-    let admin_url = base_url();
-    let name = format!("if_e2e_{}", Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&admin_url)
-        .await
-        .expect("connect to PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let opts: PgConnectOptions = admin_url.parse().unwrap();
-    let url = opts.database(&name).to_url_lossy().to_string();
-    let pool = PgPoolOptions::new()
-        .max_connections(16)
-        .acquire_timeout(Duration::from_secs(60))
-        .connect(&url)
-        .await
-        .expect("connect test database");
-    MIGRATOR.run(&pool).await.expect("migrations");
-    (pool, url, name, admin_url)
-}
-
 async fn start_sim(rules: Vec<ScriptRule>) -> KubeSimHandle {
     let controller: kube_sim::Controller = Box::new(move |cluster| {
         Controller::spawn(
@@ -143,7 +114,12 @@ async fn start_sim(rules: Vec<ScriptRule>) -> KubeSimHandle {
 
 impl TestApp {
     pub async fn start(options: Options) -> TestApp {
-        let (pool, db_url, db_name, admin_url) = fresh_database().await;
+        let imagefactory_e2e::FreshDatabase {
+            pool,
+            url: db_url,
+            name: db_name,
+            admin_url,
+        } = imagefactory_e2e::fresh_database("if_e2e", Duration::from_secs(60)).await;
         let sim = start_sim(options.rules).await;
         let (cipher, _) = Cipher::random();
         let mut state = AppState::new(pool.clone(), cipher.clone(), Some(Secret::new(ADMIN_TOKEN)));
