@@ -99,18 +99,6 @@ pub async fn prepare_tenant(sim: &KubeSimHandle, tenant: Uuid) -> anyhow::Result
 
 /// kube-sim's admin kubeconfig, readable by the owner only (it holds the token).
 pub fn write_kubeconfig(sim: &KubeSimHandle, path: &Path) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write kubeconfig {}", path.display()))?;
-    // `mode` applies only when the file is created; an existing one is narrowed too.
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot restrict kubeconfig {}", path.display()))?;
-    f.write_all(sim.kubeconfig_yaml().as_bytes())
+    sim.write_kubeconfig(path)
         .with_context(|| format!("cannot write kubeconfig {}", path.display()))
 }

@@ -280,6 +280,22 @@ impl KubeSimHandle {
         self.kubeconfig_yaml_for(Credentials::Token(&self.admin_token), "default")
     }
 
+    /// Write the admin kubeconfig to `path`, readable by the owner only (it
+    /// holds the token); an existing file is narrowed to mode 0600 too.
+    pub fn write_kubeconfig(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        // `mode` applies only when the file is created.
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        f.write_all(self.kubeconfig_yaml().as_bytes())
+    }
+
     pub fn kubeconfig_yaml_for(&self, creds: Credentials<'_>, namespace: &str) -> String {
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let user = match creds {

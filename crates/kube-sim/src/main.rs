@@ -72,7 +72,9 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     if let Some(path) = &args.kubeconfig_out {
-        write_private(path, &handle.kubeconfig_yaml())?;
+        handle
+            .write_kubeconfig(path)
+            .map_err(|e| anyhow::anyhow!("cannot write kubeconfig {}: {e}", path.display()))?;
         eprintln!("kube-sim: kubeconfig written to {}", path.display());
     }
     eprintln!("kube-sim: serving {}", handle.endpoint());
@@ -81,19 +83,5 @@ async fn main() -> anyhow::Result<()> {
     }
     tokio::signal::ctrl_c().await?;
     handle.shutdown().await;
-    Ok(())
-}
-
-fn write_private(path: &std::path::Path, content: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| anyhow::anyhow!("cannot write kubeconfig {}: {e}", path.display()))?;
-    f.write_all(content.as_bytes())?;
     Ok(())
 }
