@@ -422,6 +422,43 @@ struct PipelineRunActor {
     written: Arc<Value>,
 }
 
+/// Write a run's status unless the stored object already has it; `written`
+/// becomes the stored object. A failed write is retried by the next one.
+fn write_status(
+    ctx: &Ctx,
+    g: &Gvr,
+    ns: &str,
+    name: &str,
+    status: &Value,
+    written: &mut Arc<Value>,
+) {
+    if status_written(status, written) {
+        return;
+    }
+    match ctx.cluster.update_status(g, Some(ns), name, status.clone()) {
+        Ok(stored) => *written = stored,
+        Err(e) => {
+            tracing::debug!(resource = g.plural, %name, error = %e, "status write failed")
+        }
+    }
+}
+
+/// Set the `Succeeded` condition (kept as is when unchanged, so its
+/// transition time stays) and the completion time once it is final.
+fn set_condition(run_status: &mut Value, status: &str, reason: &str, message: &str) {
+    let same = model::succeeded_condition(run_status).is_some_and(|c| {
+        model::str_at(c, &["status"]) == Some(status)
+            && model::str_at(c, &["reason"]) == Some(reason)
+            && model::str_at(c, &["message"]) == Some(message)
+    });
+    if !same {
+        run_status["conditions"] = json!([model::condition(status, reason, message)]);
+    }
+    if status != "Unknown" && run_status.get("completionTime").is_none() {
+        run_status["completionTime"] = json!(model::now());
+    }
+}
+
 /// Whether `status` is what `written` (a stored object) already has; an object
 /// without status counts as having an empty one.
 fn status_written(status: &Value, written: &Value) -> bool {
@@ -457,34 +494,18 @@ impl PipelineRunActor {
     }
 
     fn write_status(&mut self) {
-        if status_written(&self.status, &self.written) {
-            return;
-        }
-        match self.ctx.cluster.update_status(
+        write_status(
+            &self.ctx,
             &gvr::PIPELINERUNS,
-            Some(&self.ns),
+            &self.ns,
             &self.name,
-            self.status.clone(),
-        ) {
-            Ok(stored) => self.written = stored,
-            Err(e) => {
-                tracing::debug!(run = %self.name, error = %e, "pipelinerun status write failed")
-            }
-        }
+            &self.status,
+            &mut self.written,
+        );
     }
 
     fn set_condition(&mut self, status: &str, reason: &str, message: &str) {
-        let same = model::succeeded_condition(&self.status).is_some_and(|c| {
-            model::str_at(c, &["status"]) == Some(status)
-                && model::str_at(c, &["reason"]) == Some(reason)
-                && model::str_at(c, &["message"]) == Some(message)
-        });
-        if !same {
-            self.status["conditions"] = json!([model::condition(status, reason, message)]);
-        }
-        if status != "Unknown" && self.status.get("completionTime").is_none() {
-            self.status["completionTime"] = json!(model::now());
-        }
+        set_condition(&mut self.status, status, reason, message);
     }
 
     /// Apply the mutating webhook's defaults and the `tekton.dev/pipeline` label, if missing.
@@ -922,34 +943,18 @@ impl TaskRunActor {
     }
 
     fn write_status(&mut self) {
-        if status_written(&self.status, &self.written) {
-            return;
-        }
-        match self.ctx.cluster.update_status(
+        write_status(
+            &self.ctx,
             &gvr::TASKRUNS,
-            Some(&self.ns),
+            &self.ns,
             &self.name,
-            self.status.clone(),
-        ) {
-            Ok(stored) => self.written = stored,
-            Err(e) => {
-                tracing::debug!(taskrun = %self.name, error = %e, "taskrun status write failed")
-            }
-        }
+            &self.status,
+            &mut self.written,
+        );
     }
 
     fn set_condition(&mut self, status: &str, reason: &str, message: &str) {
-        let same = model::succeeded_condition(&self.status).is_some_and(|c| {
-            model::str_at(c, &["status"]) == Some(status)
-                && model::str_at(c, &["reason"]) == Some(reason)
-                && model::str_at(c, &["message"]) == Some(message)
-        });
-        if !same {
-            self.status["conditions"] = json!([model::condition(status, reason, message)]);
-        }
-        if status != "Unknown" && self.status.get("completionTime").is_none() {
-            self.status["completionTime"] = json!(model::now());
-        }
+        set_condition(&mut self.status, status, reason, message);
     }
 
     fn fail(&mut self, reason: &str, message: &str) {
