@@ -281,19 +281,27 @@ impl KubeSimHandle {
     }
 
     /// Write the admin kubeconfig to `path`, readable by the owner only (it
-    /// holds the token); an existing file is narrowed to mode 0600 too.
+    /// holds the token). Written to a temporary file beside it and renamed,
+    /// so a reader never sees it half written and an existing file ends up
+    /// with mode 0600 too.
     pub fn write_kubeconfig(&self, path: &std::path::Path) -> std::io::Result<()> {
         use std::io::Write;
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let mut f = std::fs::OpenOptions::new()
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".{}.tmp", std::process::id()));
+        let tmp = std::path::PathBuf::from(tmp);
+        let written = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(path)?;
-        // `mode` applies only when the file is created.
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(self.kubeconfig_yaml().as_bytes())
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(self.kubeconfig_yaml().as_bytes()))
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 
     pub fn kubeconfig_yaml_for(&self, creds: Credentials<'_>, namespace: &str) -> String {

@@ -895,21 +895,7 @@ impl Store {
                 .insert(key_of(&nsk, &arc), arc.clone());
             self.emit(st, &nsk, EventKind::Modified, arc, Some(old.clone()));
         }
-        for g in ALL_STORAGE {
-            let dk = storage_kind(g).expect("known");
-            if !dk.namespaced {
-                continue;
-            }
-            let names: Vec<String> = st.tables[g]
-                .objects
-                .keys()
-                .filter(|(n, _)| n == name)
-                .map(|(_, n)| n.clone())
-                .collect();
-            for n in names {
-                self.delete_or_mark_locked(st, &dk, Some(name), &n);
-            }
-        }
+        self.delete_namespace_contents_locked(st, name);
         self.finish_namespace_locked(st, name);
         match Self::get_locked(st, &nsk, None, name) {
             Some(o) => DeleteOutcome::Pending((*o).clone()),
@@ -918,6 +904,25 @@ impl Store {
     }
 
     /// Remove a terminating namespace once it is empty and has no finalizers.
+    /// Delete (or mark, where finalizers hold them) every namespaced object in `ns`.
+    fn delete_namespace_contents_locked(&self, st: &mut State, ns: &str) {
+        for g in ALL_STORAGE {
+            let dk = storage_kind(g).expect("known");
+            if !dk.namespaced {
+                continue;
+            }
+            let names: Vec<String> = st.tables[g]
+                .objects
+                .keys()
+                .filter(|(n, _)| n == ns)
+                .map(|(_, n)| n.clone())
+                .collect();
+            for n in names {
+                self.delete_or_mark_locked(st, &dk, Some(ns), &n);
+            }
+        }
+    }
+
     fn finish_namespace_locked(&self, st: &mut State, ns: &str) {
         let nsk = storage_kind(&gvr::NAMESPACES).expect("namespaces");
         let Some(obj) = Self::get_locked(st, &nsk, None, ns) else {
@@ -1131,21 +1136,7 @@ impl Store {
             }
         }
         if k.gvr == gvr::NAMESPACES {
-            for g in ALL_STORAGE {
-                let dk = storage_kind(g).expect("known");
-                if !dk.namespaced {
-                    continue;
-                }
-                let names: Vec<String> = st.tables[g]
-                    .objects
-                    .keys()
-                    .filter(|(n, _)| n == name)
-                    .map(|(_, n)| n.clone())
-                    .collect();
-                for n in names {
-                    self.delete_or_mark_locked(st, &dk, Some(name), &n);
-                }
-            }
+            self.delete_namespace_contents_locked(st, name);
         }
         Some(last)
     }
