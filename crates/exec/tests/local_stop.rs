@@ -173,13 +173,33 @@ async fn cancel_terminates_the_whole_process_group() {
         .await
         .expect("step ran");
     let pgid = step_group(pid);
+    // The step writes its pid before it echoes, so the line may still be on
+    // its way through packer's pipe: wait for it (logs stream while running).
+    wait_for_log(&running, "sleeping").await;
 
     running.stop.send(Some(StopReason::Cancel)).unwrap();
     let outcome = finish(&mut running).await;
 
     assert!(matches!(outcome, Outcome::Cancelled { .. }), "{outcome:?}");
     assert_all_gone(Some(pgid), &running, &slow.workdir);
-    assert!(running.sink.log_text().contains("sleeping"));
+}
+
+/// Waits until a line containing `text` reached the sink while the build runs.
+async fn wait_for_log(running: &Running, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !running.sink.log_text().contains(text) {
+        assert!(
+            !running.handle.is_finished(),
+            "the build ended before logging {text:?}; logs:\n{}",
+            running.sink.log_text()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{text:?} was never logged while the build ran; logs:\n{}",
+            running.sink.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
