@@ -15,6 +15,10 @@ use tokio::sync::watch;
 const DOCKERFILE: &str =
     "FROM scratch\nARG VERSION=none\nCOPY hello.txt /hello.txt\nLABEL version=$VERSION\n";
 
+/// Two stages: the build's `target` decides which one is the image.
+const MULTI_STAGE: &str = "FROM scratch AS runtime\nARG VERSION=none\nCOPY hello.txt /hello.txt\n\
+     LABEL version=$VERSION stage=runtime\nFROM runtime AS debug\nLABEL stage=debug\n";
+
 #[tokio::test]
 async fn docker_method_with_buildah_pushes_and_records_the_registry_digest() {
     if !have_tools(
@@ -28,7 +32,7 @@ async fn docker_method_with_buildah_pushes_and_records_the_registry_digest() {
     let repo = git_repo(
         tmp.path(),
         &[
-            ("app/Dockerfile", DOCKERFILE),
+            ("app/Dockerfile", MULTI_STAGE),
             ("app/hello.txt", "hello v1\n"),
         ],
     );
@@ -43,6 +47,7 @@ async fn docker_method_with_buildah_pushes_and_records_the_registry_digest() {
         context: Some("app".into()),
         build_args: [("VERSION".to_owned(), "1.2.3".to_owned())].into(),
         labels: [("team".to_owned(), "a b".to_owned())].into(),
+        target: Some("runtime".into()),
         ..MethodConfig::default()
     };
     let ctx = context(
@@ -82,6 +87,8 @@ async fn docker_method_with_buildah_pushes_and_records_the_registry_digest() {
     let image_config = registry.blob("team/app", config_digest).await;
     assert_eq!(image_config["config"]["Labels"]["team"], "a b");
     assert_eq!(image_config["config"]["Labels"]["version"], "1.2.3");
+    // The target stage, not the last one, is what was pushed.
+    assert_eq!(image_config["config"]["Labels"]["stage"], "runtime");
 
     // Logs: streamed per phase, numbered, without the registry password.
     let sources = sink.sources();
@@ -95,6 +102,11 @@ async fn docker_method_with_buildah_pushes_and_records_the_registry_digest() {
     let logs = sink.log_text();
     assert!(logs.contains("COPY hello.txt /hello.txt"), "{logs}");
     assert!(!logs.contains(&registry.password));
+    // A tag is cloned shallow: one commit, that branch or tag only.
+    assert!(
+        logs.contains(" clone --depth 1 --single-branch --branch v1 -- file://"),
+        "{logs}"
+    );
     let reference = sink.references.lock().unwrap()[0].clone();
     assert_eq!(reference.executor, ExecutorKind::Local);
     assert_workdir_empty(&workdir);

@@ -61,11 +61,18 @@ pub struct DatabaseSettings {
 
 impl DatabaseSettings {
     pub fn url(&self) -> String {
-        self.database_url
-            .clone()
-            .or_else(|| std::env::var("DATABASE_URL").ok().filter(|s| !s.is_empty()))
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
+        database_url(
+            self.database_url.clone(),
+            std::env::var("DATABASE_URL").ok(),
+        )
     }
+}
+
+/// `IF_DATABASE_URL`, else a non-empty `DATABASE_URL`, else the local default.
+fn database_url(if_database_url: Option<String>, database_url: Option<String>) -> String {
+    if_database_url
+        .or_else(|| database_url.filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())
 }
 
 #[derive(Debug, Args)]
@@ -214,5 +221,24 @@ mod tests {
             database_url: Some("postgres://x/y".into()),
         };
         assert_eq!(s.url(), "postgres://x/y");
+    }
+
+    #[test]
+    fn database_url_falls_back_to_database_url_then_the_local_default() {
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(
+            database_url(some("postgres://if/a"), some("postgres://env/b")),
+            "postgres://if/a"
+        );
+        assert_eq!(
+            database_url(None, some("postgres://env/b")),
+            "postgres://env/b"
+        );
+        assert_eq!(database_url(None, some("")), DEFAULT_DATABASE_URL);
+        assert_eq!(database_url(None, None), DEFAULT_DATABASE_URL);
+        assert_eq!(
+            DEFAULT_DATABASE_URL,
+            "postgres://postgres@127.0.0.1:5432/imagefactory"
+        );
     }
 }

@@ -3,9 +3,8 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use sqlx::PgPool;
 
-use crate::helpers::{ADMIN_TOKEN, Body, TestApp};
+use crate::helpers::{ADMIN_TOKEN, Body, TestApp, TestDb};
 
 #[derive(Clone, Copy)]
 enum Who {
@@ -588,8 +587,10 @@ fn fill(text: &str, subs: &[(&str, String)]) -> String {
         .fold(text.to_owned(), |acc, (k, v)| acc.replace(k, v))
 }
 
-#[sqlx::test(migrator = "imagefactory_store::MIGRATOR")]
-async fn bad_inputs_are_refused_and_change_nothing(pool: PgPool) {
+#[tokio::test]
+async fn bad_inputs_are_refused_and_change_nothing() {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
     let app = TestApp::spawn(pool.clone()).await;
     let t = app.tenant("team-a").await;
     let project = app.create_project(&t.admin, "web").await;

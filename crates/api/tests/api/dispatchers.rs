@@ -2,12 +2,13 @@
 
 use imagefactory_store::dispatchers::{self, Heartbeat};
 use serde_json::json;
-use sqlx::PgPool;
 
-use crate::helpers::{ADMIN_TOKEN, TestApp};
+use crate::helpers::{ADMIN_TOKEN, TestApp, TestDb};
 
-#[sqlx::test(migrator = "imagefactory_store::MIGRATOR")]
-async fn admin_sees_live_stale_and_stopped_dispatchers_and_queue_depth(pool: PgPool) {
+#[tokio::test]
+async fn admin_sees_live_stale_and_stopped_dispatchers_and_queue_depth() {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
     let app = TestApp::spawn(pool.clone()).await;
     let beat = |id: &'static str, mode: &'static str, in_flight| Heartbeat {
         id,

@@ -1,5 +1,5 @@
 //! `TestApp`: the real router served over TCP against a fresh, migrated
-//! database (from `#[sqlx::test]`), with typed helpers for the usual steps.
+//! database (`TestDb`), with typed helpers for the usual steps.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,6 +13,81 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A freshly created and migrated database of the test's own, dropped when
+/// the guard goes out of scope (after a failure too).
+///
+/// Not `#[sqlx::test]`: it names a test's database after the test's path and
+/// first drops any database of that name, so two processes running this
+/// binary against one PostgreSQL at the same time (CI while someone runs
+/// the tests, sessions sharing a machine) dropped each other's databases in
+/// the middle of a test. A random name cannot collide.
+pub struct TestDb {
+    pub pool: PgPool,
+    name: String,
+    admin_url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        use sqlx::{ConnectOptions, Connection};
+        let admin_url = std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!("if_api_{}", Uuid::new_v4().simple());
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to PostgreSQL (DATABASE_URL)");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        let _ = admin.close().await;
+        let options: sqlx::postgres::PgConnectOptions = admin_url.parse().unwrap();
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options.database(&name).disable_statement_logging())
+            .await
+            .expect("connect to the test database");
+        imagefactory_store::MIGRATOR
+            .run(&pool)
+            .await
+            .expect("migrations");
+        TestDb {
+            pool,
+            name,
+            admin_url,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (name, admin_url) = (self.name.clone(), self.admin_url.clone());
+        // The test's runtime is finishing (or unwinding): drop the database
+        // from a thread with a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                use sqlx::Connection;
+                let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await?;
+                admin.close().await
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
 
 pub struct TestApp {
     pub pool: PgPool,

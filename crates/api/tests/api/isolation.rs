@@ -2,12 +2,13 @@
 //! and cannot build on A's project, provider or credential.
 
 use serde_json::json;
-use sqlx::PgPool;
 
-use crate::helpers::{TestApp, id_of};
+use crate::helpers::{TestApp, TestDb, id_of};
 
-#[sqlx::test(migrator = "imagefactory_store::MIGRATOR")]
-async fn another_tenants_resources_are_not_found(pool: PgPool) {
+#[tokio::test]
+async fn another_tenants_resources_are_not_found() {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
     let app = TestApp::spawn(pool.clone()).await;
     let a = app.tenant("tenant-a").await;
     let b = app.tenant("tenant-b").await;

@@ -4,13 +4,14 @@
 use std::time::Duration;
 
 use serde_json::json;
-use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, id_of};
+use crate::helpers::{TestApp, TestDb, id_of};
 
-#[sqlx::test(migrator = "imagefactory_store::MIGRATOR")]
-async fn executions_logs_and_artifacts(pool: PgPool) {
+#[tokio::test]
+async fn executions_logs_and_artifacts() {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
     let app = TestApp::spawn(pool.clone()).await;
     let t = app.tenant("team-l").await;
     let project = app.create_project(&t.admin, "web").await;
@@ -110,8 +111,10 @@ async fn read_until(res: &mut reqwest::Response, seen: &mut String, needle: &str
     }
 }
 
-#[sqlx::test(migrator = "imagefactory_store::MIGRATOR")]
-async fn follow_streams_until_the_build_ends(pool: PgPool) {
+#[tokio::test]
+async fn follow_streams_until_the_build_ends() {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
     let app = TestApp::spawn(pool.clone()).await;
     let t = app.tenant("team-f").await;
     let project = app.create_project(&t.admin, "web").await;

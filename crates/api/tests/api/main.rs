@@ -1,5 +1,5 @@
 //! Integration tests of the REST API over HTTP against real PostgreSQL
-//! (a fresh database per test via `#[sqlx::test]`).
+//! (a fresh database per test with a name of its own: `helpers::TestDb`).
 
 mod bad_inputs;
 mod dispatchers;

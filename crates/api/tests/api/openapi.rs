@@ -6,14 +6,15 @@ use std::collections::BTreeSet;
 
 use reqwest::Method;
 use serde_json::Value;
-use sqlx::PgPool;
 
-use crate::helpers::{Body, TestApp};
+use crate::helpers::{Body, TestApp, TestDb};
 
 const METHODS: &[&str] = &["get", "post", "put", "patch", "delete"];
 
-#[sqlx::test(migrator = "imagefactory_store::MIGRATOR")]
-async fn document_matches_the_served_routes(pool: PgPool) {
+#[tokio::test]
+async fn document_matches_the_served_routes() {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
     let app = TestApp::spawn(pool).await;
     let r = app
         .send(Method::GET, "/api/v1/openapi.json", None, Body::None)

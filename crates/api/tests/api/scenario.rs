@@ -2,14 +2,15 @@
 //! list/get → cancel; retry; default provider; roles.
 
 use serde_json::json;
-use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
-use crate::helpers::{ADMIN_TOKEN, TestApp, id_of};
+use crate::helpers::{ADMIN_TOKEN, TestApp, TestDb, id_of};
 
-#[sqlx::test(migrator = "imagefactory_store::MIGRATOR")]
-async fn tenant_to_build_to_cancel(pool: PgPool) {
+#[tokio::test]
+async fn tenant_to_build_to_cancel() {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
     let app = TestApp::spawn(pool.clone()).await;
     let mut listener = PgListener::connect_with(&pool).await.unwrap();
     listener
@@ -126,8 +127,10 @@ async fn tenant_to_build_to_cancel(pool: PgPool) {
     );
 }
 
-#[sqlx::test(migrator = "imagefactory_store::MIGRATOR")]
-async fn retry_queues_a_new_attempt_and_keeps_history(pool: PgPool) {
+#[tokio::test]
+async fn retry_queues_a_new_attempt_and_keeps_history() {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
     let app = TestApp::spawn(pool.clone()).await;
     let t = app.tenant("team-r").await;
     let project = app.create_project(&t.admin, "web").await;
@@ -189,8 +192,10 @@ async fn retry_queues_a_new_attempt_and_keeps_history(pool: PgPool) {
     done.expect(409);
 }
 
-#[sqlx::test(migrator = "imagefactory_store::MIGRATOR")]
-async fn kubernetes_builds_default_to_a_usable_global_provider(pool: PgPool) {
+#[tokio::test]
+async fn kubernetes_builds_default_to_a_usable_global_provider() {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
     let app = TestApp::spawn(pool.clone()).await;
     let t = app.tenant("team-d").await;
     let project = app.create_project(&t.admin, "web").await;
@@ -254,8 +259,10 @@ async fn kubernetes_builds_default_to_a_usable_global_provider(pool: PgPool) {
     assert!(local.json()["infrastructure_provider_id"].is_null());
 }
 
-#[sqlx::test(migrator = "imagefactory_store::MIGRATOR")]
-async fn roles_limit_what_a_token_may_do(pool: PgPool) {
+#[tokio::test]
+async fn roles_limit_what_a_token_may_do() {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
     let app = TestApp::spawn(pool.clone()).await;
     let t = app.tenant("team-roles").await;
     let project = app.create_project(&t.admin, "web").await;
@@ -327,8 +334,10 @@ async fn roles_limit_what_a_token_may_do(pool: PgPool) {
     app.get("/api/v1/tenants", &t.admin).await.expect(401);
 }
 
-#[sqlx::test(migrator = "imagefactory_store::MIGRATOR")]
-async fn builds_page_newest_first(pool: PgPool) {
+#[tokio::test]
+async fn builds_page_newest_first() {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
     let app = TestApp::spawn(pool.clone()).await;
     let t = app.tenant("team-p").await;
     let project = app.create_project(&t.admin, "web").await;
@@ -355,8 +364,10 @@ async fn builds_page_newest_first(pool: PgPool) {
     assert_eq!(seen, ids);
 }
 
-#[sqlx::test(migrator = "imagefactory_store::MIGRATOR")]
-async fn crud_updates_and_deletes(pool: PgPool) {
+#[tokio::test]
+async fn crud_updates_and_deletes() {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
     let app = TestApp::spawn(pool.clone()).await;
     let t = app.tenant("team-crud").await;
     let project = app.create_project(&t.admin, "web").await;
@@ -442,8 +453,10 @@ async fn crud_updates_and_deletes(pool: PgPool) {
     app.get("/api/v1/projects", &t.admin).await.expect(401);
 }
 
-#[sqlx::test(migrator = "imagefactory_store::MIGRATOR")]
-async fn health_and_readiness(pool: PgPool) {
+#[tokio::test]
+async fn health_and_readiness() {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
     let app = TestApp::spawn(pool.clone()).await;
     let r = app
         .send(

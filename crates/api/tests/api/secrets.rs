@@ -2,9 +2,8 @@
 
 use imagefactory_store::providers;
 use serde_json::json;
-use sqlx::PgPool;
 
-use crate::helpers::{ADMIN_TOKEN, Resp, TestApp, id_of};
+use crate::helpers::{ADMIN_TOKEN, Resp, TestApp, TestDb, id_of};
 
 const PROVIDER_TOKEN: &str = "provider-token-Zq81";
 const CLIENT_KEY: &str =
@@ -32,8 +31,10 @@ fn assert_clean(what: &str, text: &str) {
     }
 }
 
-#[sqlx::test(migrator = "imagefactory_store::MIGRATOR")]
-async fn secrets_are_sealed_and_never_returned(pool: PgPool) {
+#[tokio::test]
+async fn secrets_are_sealed_and_never_returned() {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
     let app = TestApp::spawn(pool.clone()).await;
     let t = app.tenant("team-s").await;
     let cert = "-----BEGIN CERTIFICATE-----\nc\n-----END CERTIFICATE-----\n";
@@ -174,8 +175,10 @@ async fn secrets_are_sealed_and_never_returned(pool: PgPool) {
     assert_eq!(git.password.expose(), GIT_PASSWORD);
 }
 
-#[sqlx::test(migrator = "imagefactory_store::MIGRATOR")]
-async fn provider_updates_keep_omitted_secrets_and_bump_the_version(pool: PgPool) {
+#[tokio::test]
+async fn provider_updates_keep_omitted_secrets_and_bump_the_version() {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
     let app = TestApp::spawn(pool.clone()).await;
     let t = app.tenant("team-u").await;
     let created = app
