@@ -983,11 +983,14 @@ impl TaskRunActor {
             }
             let timeout_at = self.timeout.map(|(_, at)| at);
             let now = Instant::now();
+            // Compare the scheduled times, not the clock: a wake-up delayed on
+            // a loaded machine past both must not turn a step that was due to
+            // end before the deadline into a timeout.
+            if until.is_some_and(|t| now >= t && timeout_at.is_none_or(|at| t < at)) {
+                return Ok(());
+            }
             if timeout_at.is_some_and(|at| now >= at) {
                 return Err(Interrupt::TimedOut);
-            }
-            if until.is_some_and(|t| now >= t) {
-                return Ok(());
             }
             let wake = [until, timeout_at].into_iter().flatten().min();
             let msg = match wake {
