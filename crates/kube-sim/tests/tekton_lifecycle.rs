@@ -209,9 +209,11 @@ async fn cancelled_run_finally_cancels_tasks_then_runs_finally() {
 
 #[tokio::test]
 async fn stopped_run_finally_lets_running_tasks_finish() {
+    // Task "a" lasts 3.6 s of real time: the stop below must land before it
+    // ends even on a loaded machine, or "b" would start.
     let rule = ScriptRule {
         task: Some("a".into()),
-        duration: Some("10m".into()),
+        duration: Some("30m".into()),
         ..Default::default()
     };
     let env = env_with(ControllerOptions {
