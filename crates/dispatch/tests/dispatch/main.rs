@@ -7,6 +7,7 @@ mod admin;
 mod cancel;
 mod claim_sql;
 mod claims;
+mod counts;
 mod crash;
 mod fairness;
 mod retry;
