@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 type Reply<R> = oneshot::Sender<Result<R, String>>;
+type Queue<Q, R> = mpsc::UnboundedSender<(Q, Reply<R>)>;
 type WriteFn<Q, R> =
     dyn Fn(Vec<Q>) -> Pin<Box<dyn Future<Output = Vec<Result<R, String>>> + Send>> + Send + Sync;
 
@@ -28,7 +29,7 @@ pub struct Coalescer<Q, R> {
     max_batch: usize,
     write: Arc<WriteFn<Q, R>>,
     /// Started on first use (so a coalescer can be made outside a runtime).
-    sender: Mutex<Option<mpsc::UnboundedSender<(Q, Reply<R>)>>>,
+    sender: Mutex<Option<Queue<Q, R>>>,
 }
 
 impl<Q: Send + 'static, R: Send + 'static> Coalescer<Q, R> {
@@ -57,7 +58,7 @@ impl<Q: Send + 'static, R: Send + 'static> Coalescer<Q, R> {
             .map_err(|_| "the batch writer stopped before answering".to_owned())?
     }
 
-    fn sender(&self) -> mpsc::UnboundedSender<(Q, Reply<R>)> {
+    fn sender(&self) -> Queue<Q, R> {
         let mut sender = self.sender.lock().unwrap();
         if let Some(s) = sender.as_ref().filter(|s| !s.is_closed()) {
             return s.clone();
@@ -113,7 +114,13 @@ mod tests {
                 let _ = gate.wait_for(|open| *open).await;
                 batch
                     .into_iter()
-                    .map(|x| if x == 7 { Err("seven".to_owned()) } else { Ok(x * 10) })
+                    .map(|x| {
+                        if x == 7 {
+                            Err("seven".to_owned())
+                        } else {
+                            Ok(x * 10)
+                        }
+                    })
                     .collect()
             }
         }));
@@ -126,7 +133,10 @@ mod tests {
         while batches.lock().unwrap().is_empty() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        let mut rest: Vec<_> = [2, 7, 3].into_iter().map(|x| Box::pin(c.submit(x))).collect();
+        let mut rest: Vec<_> = [2, 7, 3]
+            .into_iter()
+            .map(|x| Box::pin(c.submit(x)))
+            .collect();
         for f in &mut rest {
             assert!(futures::poll!(f.as_mut()).is_pending());
         }
