@@ -303,14 +303,6 @@ impl Bench {
     async fn baseline_loop(&self, batch: usize) -> f64 {
         self.submit(BACKLOG, 0).await;
         let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
-        // Triggers off for this session: the loop pays nothing the schema
-        // adds for the dispatcher (the running counts' trigger on builds,
-        // migration 0013), so it stays the raw claim it always measured.
-        // (Foreign-key checks are triggers too; the loop changes no key.)
-        sqlx::query("SET session_replication_role = replica")
-            .execute(&mut conn)
-            .await
-            .unwrap();
         let cpu0 = self.cpu().await;
         let t0 = Instant::now();
         let mut claimed = 0u64;

@@ -7,7 +7,6 @@ mod admin;
 mod cancel;
 mod claim_sql;
 mod claims;
-mod counts;
 mod crash;
 mod fairness;
 mod retry;
