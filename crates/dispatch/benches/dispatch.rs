@@ -11,7 +11,11 @@
 //!    (work + reference) runs concurrently on the same pools.
 //! 3. baseline in the same run: a minimal loop claiming the same backlog on
 //!    one connection with `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP
-//!    LOCKED LIMIT <same batch>)`, nothing else.
+//!    LOCKED LIMIT <same batch>)`, nothing else (triggers off in its session).
+//!
+//! With `IF_BENCH_CPU=1` each phase also prints where the CPU went (this
+//! process, each PostgreSQL backend by its last statement, the server's
+//! own processes, the whole machine), read outside the timed intervals.
 //!
 //! Throughput and the baseline run in 5 interleaved rounds; the summary
 //! gives the medians. Ends with one summary line:
@@ -19,6 +23,7 @@
 //! where ratio = claims_per_s_1 / baseline_per_s (the baseline with the
 //! dispatchers' batch size, 32; the one-row baseline is printed separately).
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -136,6 +141,52 @@ impl Bench {
         }
     }
 
+    /// CPU time so far (with `IF_BENCH_CPU=1`; else nothing is read): see
+    /// [`Cpu`]. Taken outside the timed intervals.
+    async fn cpu(&self) -> Option<Cpu> {
+        if std::env::var("IF_BENCH_CPU").ok().as_deref() != Some("1") {
+            return None;
+        }
+        let rows: Vec<(i32, String, String)> = sqlx::query_as(
+            "SELECT pid, COALESCE(backend_type, ''), COALESCE(query, '') FROM pg_stat_activity \
+             WHERE datname = current_database() OR datname IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap();
+        let own: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+        let mut backends = HashMap::new();
+        for (pid, kind, query) in rows {
+            if pid == own {
+                continue;
+            }
+            if let Some(ns) = on_cpu_ns(&format!("/proc/{pid}/schedstat")) {
+                let class = if kind == "client backend" {
+                    format!("backend: {}", query_class(&query))
+                } else {
+                    format!("server: {kind}")
+                };
+                backends.insert(pid, (class, ns));
+            }
+        }
+        let process = std::fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks
+                    .flatten()
+                    .filter_map(|t| on_cpu_ns(&format!("{}/schedstat", t.path().display())))
+                    .sum()
+            })
+            .unwrap_or(0);
+        Some(Cpu {
+            process,
+            machine_busy_ticks: machine_busy_ticks(),
+            backends,
+        })
+    }
+
     async fn latency(&self) -> (f64, f64) {
         let (stop, handle) = self.start_dispatcher(pool(&self.url, 8).await);
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -166,6 +217,7 @@ impl Bench {
             running.push(self.start_dispatcher(pool(&self.url, 8).await));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let cpu0 = self.cpu().await;
         // Long builds: they stay running, so the figure is claiming (and
         // starting), not finishing.
         let t0 = Instant::now();
@@ -174,6 +226,7 @@ impl Bench {
         self.wait_for("SELECT count(*) FROM build_executions", BACKLOG as i64)
             .await;
         let elapsed = t0.elapsed();
+        let cpu1 = self.cpu().await;
         let started = self
             .count("SELECT count(*) FROM build_executions WHERE reference_at IS NOT NULL")
             .await;
@@ -188,6 +241,7 @@ impl Bench {
             elapsed.as_secs_f64(),
             submitted.as_secs_f64()
         );
+        print_cpu(&format!("dispatchers={dispatchers}"), &cpu0, &cpu1, elapsed);
         rate
     }
 
@@ -205,6 +259,7 @@ impl Bench {
         // As a dispatcher does: one claimer, so the executor decision is
         // made once, not per claim.
         let claimer = imagefactory_store::queue::Claimer::new();
+        let cpu0 = self.cpu().await;
         let t0 = Instant::now();
         let mut claimed = 0;
         loop {
@@ -227,6 +282,7 @@ impl Bench {
             claimed += batch.claimed.len();
         }
         let elapsed = t0.elapsed();
+        let cpu1 = self.cpu().await;
         control.close().await;
         assert_eq!(claimed, BACKLOG);
         self.reset().await;
@@ -235,6 +291,7 @@ impl Bench {
             "store claim function alone (batch {BATCH}, fairness query + execution rows): {BACKLOG} in {:.3}s = {rate:.0}/s",
             elapsed.as_secs_f64()
         );
+        print_cpu("claim function", &cpu0, &cpu1, elapsed);
         rate
     }
 
@@ -246,6 +303,7 @@ impl Bench {
     async fn baseline_loop(&self, batch: usize) -> f64 {
         self.submit(BACKLOG, 0).await;
         let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+        let cpu0 = self.cpu().await;
         let t0 = Instant::now();
         let mut claimed = 0u64;
         loop {
@@ -266,6 +324,7 @@ impl Bench {
             claimed += n;
         }
         let elapsed = t0.elapsed();
+        let cpu1 = self.cpu().await;
         assert_eq!(claimed, BACKLOG as u64);
         self.reset().await;
         let rate = BACKLOG as f64 / elapsed.as_secs_f64();
@@ -273,7 +332,82 @@ impl Bench {
             "baseline: raw SKIP LOCKED loop (batch {batch}) claimed {BACKLOG} in {:.3}s = {rate:.0}/s",
             elapsed.as_secs_f64()
         );
+        print_cpu(&format!("baseline batch={batch}"), &cpu0, &cpu1, elapsed);
         rate
+    }
+}
+
+/// CPU time (ns on CPU, from `/proc/<pid>/schedstat`) of this process (all
+/// threads: bench, dispatchers, test executor), of each PostgreSQL process
+/// of the bench database (classed by the last statement it ran) or of the
+/// server (WAL writer, checkpointer, ...), and the whole machine's busy time
+/// (all processes, other sessions included). A diagnostic: a connection's
+/// class is its *last* statement, so pooled connections that ran several
+/// kinds are classed by one of them.
+struct Cpu {
+    process: u64,
+    machine_busy_ticks: u64,
+    backends: HashMap<i32, (String, u64)>,
+}
+
+fn on_cpu_ns(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Busy time of all CPUs in USER_HZ ticks (all but idle and iowait).
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    v.iter().sum::<u64>() - v.get(3).copied().unwrap_or(0) - v.get(4).copied().unwrap_or(0)
+}
+
+fn query_class(query: &str) -> String {
+    let q: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
+    let q = q.trim_start_matches("/* ").to_owned();
+    q.chars().take(48).collect()
+}
+
+/// Print where the CPU went between two snapshots (ms of CPU, and per build).
+fn print_cpu(phase: &str, a: &Option<Cpu>, b: &Option<Cpu>, elapsed: Duration) {
+    let (Some(a), Some(b)) = (a, b) else { return };
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let mut classes: BTreeMap<String, (u64, usize)> = BTreeMap::new();
+    let mut total_pg = 0;
+    for (pid, (class, end)) in &b.backends {
+        let start = a.backends.get(pid).map(|x| x.1).unwrap_or(0);
+        let d = end.saturating_sub(start);
+        total_pg += d;
+        let e = classes.entry(class.clone()).or_default();
+        e.0 += d;
+        e.1 += 1;
+    }
+    let process = b.process.saturating_sub(a.process);
+    let machine = (b.machine_busy_ticks - a.machine_busy_ticks) as f64 * 10.0;
+    println!(
+        "  cpu {phase}: wall {:.0} ms; machine busy {machine:.0} ms (of {:.0} ms on 2 cores); bench process {:.0} ms; postgres {:.0} ms; per build: process {:.1} us, postgres {:.1} us",
+        elapsed.as_secs_f64() * 1000.0,
+        elapsed.as_secs_f64() * 2000.0,
+        ms(process),
+        ms(total_pg),
+        process as f64 / 1000.0 / BACKLOG as f64,
+        total_pg as f64 / 1000.0 / BACKLOG as f64,
+    );
+    let mut sorted: Vec<_> = classes.into_iter().collect();
+    sorted.sort_by_key(|c| std::cmp::Reverse(c.1.0));
+    for (class, (ns, n)) in sorted.into_iter().filter(|c| c.1.0 > 1_000_000) {
+        println!("    {:>7.1} ms  {n:>2} x {class}", ms(ns));
     }
 }
 

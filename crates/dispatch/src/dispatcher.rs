@@ -28,7 +28,7 @@ use crate::context::build_context;
 use crate::policy::{self, RetryPolicy};
 use crate::select::{ProviderFacts, Slot, select_slot};
 use crate::settings::{DispatcherMode, DispatcherSettings};
-use crate::sink::StoreSink;
+use crate::sink::{ReferenceWriter, StoreSink, reference_writer};
 
 /// The executors this dispatcher can hand builds to, by selection slot.
 #[derive(Clone, Default)]
@@ -79,6 +79,8 @@ struct Shared {
     executors: Executors,
     /// Claims, with this dispatcher's executor decisions remembered.
     claimer: Claimer,
+    /// Executions' references, written together when reported together.
+    references: Arc<ReferenceWriter>,
     cipher: Option<Cipher>,
     id: String,
     mode: DispatcherMode,
@@ -128,6 +130,7 @@ impl Dispatcher {
                         })
                     })
                     .connect_lazy_with((*pool.connect_options()).clone()),
+                references: reference_writer(pool.clone()),
                 pool,
                 settings,
                 executors,
@@ -406,11 +409,10 @@ impl Shared {
         // (which lives as long as the build) for them.
         let outcome = match Box::pin(self.prepare(&build, inputs)).await {
             Ok((executor, ctx)) => {
-                let sink = Arc::new(StoreSink::new(
-                    self.pool.clone(),
-                    build.build_id,
-                    execution.id,
-                ));
+                let sink = Arc::new(
+                    StoreSink::new(self.pool.clone(), build.build_id, execution.id)
+                        .with_reference_writer(self.references.clone()),
+                );
                 let remaining = Duration::from_millis(
                     (i64::from(build.timeout_seconds) * 1000 - execution.age_ms).max(0) as u64,
                 );

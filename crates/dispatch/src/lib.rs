@@ -10,6 +10,7 @@
 //! - [`admin`] serves the figures for `GET /api/v1/admin/dispatchers`.
 
 pub mod admin;
+pub mod coalesce;
 pub mod context;
 pub mod dispatcher;
 pub mod policy;

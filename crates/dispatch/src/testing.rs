@@ -5,10 +5,11 @@
 //! survives a dispatcher crash: `reattach` finds the row and waits for the
 //! remaining time, as a re-attached Tekton executor would resume watching its
 //! PipelineRun. The row is written in the same statement as the execution's
-//! reference (and the "started" log line, so a start costs one commit), so
-//! "work exists" and "reference persisted" are one fact and a
-//! second `start` of the same attempt is always a dispatcher bug — counted in
-//! `start_calls`, which tests require to be exactly 1.
+//! reference (and the "started" log line), so "work exists" and "reference
+//! persisted" are one fact and a second `start` of the same attempt is always
+//! a dispatcher bug — counted in `start_calls`, which tests require to be
+//! exactly 1. Starts that arrive together (a claimed batch) are written by
+//! one statement and one commit ([`Coalescer`]); each returns after it.
 //!
 //! The script comes from the build's config metadata, key `test`:
 //! `{"duration_ms": 200, "outcome": "succeeded" | "failed", "message": "...",
@@ -26,6 +27,8 @@ use imagefactory_exec::{
 use serde::Deserialize;
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use crate::coalesce::Coalescer;
 
 /// What a build asks the test executor to do.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -100,6 +103,118 @@ pub struct WorkRecord {
 #[derive(Clone)]
 pub struct TestExecutor {
     pool: PgPool,
+    starts: Arc<Coalescer<StartWrite, i64>>,
+}
+
+/// What one `start` writes: its work row, reference and "started" line.
+struct StartWrite {
+    execution_id: Uuid,
+    build_id: Uuid,
+    attempt: i32,
+    duration_secs: f64,
+    outcome: String,
+    message: Option<String>,
+    ignore_stop: bool,
+    name: Option<String>,
+    provider_id: Option<Uuid>,
+}
+
+/// Most starts written by one statement.
+const START_BATCH: usize = 256;
+
+/// Write starts; answers each with its work's remaining milliseconds. An
+/// execution started twice in one batch is written in a later round, so its
+/// second start counts (`start_calls`) as if the two had come one by one.
+async fn write_starts(pool: PgPool, batch: Vec<StartWrite>) -> Vec<Result<i64, String>> {
+    let mut results: Vec<Option<Result<i64, String>>> = batch.iter().map(|_| None).collect();
+    let mut left: Vec<usize> = (0..batch.len()).collect();
+    while !left.is_empty() {
+        let mut seen = std::collections::HashSet::new();
+        let (round, later): (Vec<usize>, Vec<usize>) = left
+            .into_iter()
+            .partition(|&i| seen.insert(batch[i].execution_id));
+        left = later;
+        let writes: Vec<&StartWrite> = round.iter().map(|&i| &batch[i]).collect();
+        match insert_starts(&pool, &writes).await {
+            Ok(remaining) => {
+                for &i in &round {
+                    results[i] = Some(
+                        remaining
+                            .get(&batch[i].execution_id)
+                            .copied()
+                            .ok_or_else(|| "test work was not created".to_owned()),
+                    );
+                }
+            }
+            Err(e) if round.len() == 1 => results[round[0]] = Some(Err(e.to_string())),
+            // One bad start must not fail the others: one by one.
+            Err(_) => {
+                for &i in &round {
+                    results[i] = Some(
+                        insert_starts(&pool, &[&batch[i]])
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| {
+                                r.get(&batch[i].execution_id)
+                                    .copied()
+                                    .ok_or_else(|| "test work was not created".to_owned())
+                            }),
+                    );
+                }
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err("start not written".to_owned())))
+        .collect()
+}
+
+/// One statement: work rows (a repeated start counts in `start_calls`),
+/// references and "started" lines. `writes` has distinct execution ids.
+async fn insert_starts(
+    pool: &PgPool,
+    writes: &[&StartWrite],
+) -> Result<std::collections::HashMap<Uuid, i64>, sqlx::Error> {
+    let started = started_line();
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+        "WITH input AS ( \
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::int[], $4::float8[], $5::text[], \
+                                  $6::text[], $7::bool[], $8::text[], $9::uuid[]) \
+                 AS i(execution_id, build_id, attempt, secs, outcome, message, ignore_stop, name, provider_id) \
+         ), work AS ( \
+             INSERT INTO test_executor_work (execution_id, build_id, attempt, ends_at, outcome, message, ignore_stop) \
+             SELECT execution_id, build_id, attempt, clock_timestamp() + make_interval(secs => secs), \
+                    outcome, message, ignore_stop FROM input \
+             ON CONFLICT (execution_id) DO UPDATE SET start_calls = test_executor_work.start_calls + 1 \
+             RETURNING execution_id, GREATEST(0, EXTRACT(EPOCH FROM (ends_at - clock_timestamp())) * 1000)::bigint AS remaining_ms \
+         ), reference AS ( \
+             UPDATE build_executions e SET pipeline_run_name = i.name, \
+                    provider_id = COALESCE(i.provider_id, e.provider_id), \
+                    reference_at = COALESCE(e.reference_at, now()) \
+             FROM input i WHERE e.id = i.execution_id \
+         ), line AS ( \
+             INSERT INTO build_logs (build_id, execution_id, source, position, line) \
+             SELECT build_id, execution_id, $10, $11, $12 FROM input \
+             ON CONFLICT (execution_id, source, position) DO NOTHING \
+         ) \
+         SELECT execution_id, remaining_ms FROM work",
+    )
+    .bind(writes.iter().map(|w| w.execution_id).collect::<Vec<_>>())
+    .bind(writes.iter().map(|w| w.build_id).collect::<Vec<_>>())
+    .bind(writes.iter().map(|w| w.attempt).collect::<Vec<_>>())
+    .bind(writes.iter().map(|w| w.duration_secs).collect::<Vec<_>>())
+    .bind(writes.iter().map(|w| w.outcome.as_str()).collect::<Vec<_>>())
+    .bind(writes.iter().map(|w| w.message.as_deref()).collect::<Vec<_>>())
+    .bind(writes.iter().map(|w| w.ignore_stop).collect::<Vec<_>>())
+    .bind(writes.iter().map(|w| w.name.as_deref()).collect::<Vec<_>>())
+    .bind(writes.iter().map(|w| w.provider_id).collect::<Vec<_>>())
+    .bind(&started.source)
+    .bind(started.position)
+    .bind(&started.line)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
 
 impl TestExecutor {
@@ -129,7 +244,13 @@ impl TestExecutor {
     }
 
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        let writer = pool.clone();
+        Self {
+            pool,
+            starts: Arc::new(Coalescer::new(START_BATCH, move |batch| {
+                write_starts(writer.clone(), batch)
+            })),
+        }
     }
 
     pub async fn work(pool: &PgPool) -> Result<Vec<WorkRecord>, sqlx::Error> {
@@ -272,40 +393,22 @@ impl Executor for TestExecutor {
                 .unwrap_or_else(|| "test: scripted failure".into())
         });
         let r = reference(&ctx);
-        let started = started_line();
         // Work, reference and the "started" line in one statement (see the
-        // module docs): one commit per started build, as an executor that
-        // creates its external work and records it would need.
-        let created: Result<i64, sqlx::Error> = sqlx::query_scalar(
-            "WITH work AS ( \
-                 INSERT INTO test_executor_work (execution_id, build_id, attempt, ends_at, outcome, message, ignore_stop) \
-                 VALUES ($1, $2, $3, clock_timestamp() + make_interval(secs => $4), $5, $6, $7) \
-                 ON CONFLICT (execution_id) DO UPDATE SET start_calls = test_executor_work.start_calls + 1 \
-                 RETURNING GREATEST(0, EXTRACT(EPOCH FROM (ends_at - clock_timestamp())) * 1000)::bigint AS remaining_ms \
-             ), reference AS ( \
-                 UPDATE build_executions SET pipeline_run_name = $8, provider_id = COALESCE($9, provider_id), \
-                        reference_at = COALESCE(reference_at, now()) WHERE id = $1 \
-             ), line AS ( \
-                 INSERT INTO build_logs (build_id, execution_id, source, position, line) \
-                 VALUES ($2, $1, $10, $11, $12) \
-                 ON CONFLICT (execution_id, source, position) DO NOTHING \
-             ) \
-             SELECT remaining_ms FROM work",
-        )
-        .bind(ctx.execution_id)
-        .bind(ctx.build_id)
-        .bind(ctx.attempt)
-        .bind(script.duration_ms as f64 / 1000.0)
-        .bind(&script.outcome)
-        .bind(&failure)
-        .bind(script.ignore_stop)
-        .bind(r.name.as_deref())
-        .bind(r.provider_id)
-        .bind(&started.source)
-        .bind(started.position)
-        .bind(&started.line)
-        .fetch_one(&self.pool)
-        .await;
+        // module docs), shared with the starts that arrive at the same time.
+        let created = self
+            .starts
+            .submit(StartWrite {
+                execution_id: ctx.execution_id,
+                build_id: ctx.build_id,
+                attempt: ctx.attempt,
+                duration_secs: script.duration_ms as f64 / 1000.0,
+                outcome: script.outcome.clone(),
+                message: failure.clone(),
+                ignore_stop: script.ignore_stop,
+                name: r.name.clone(),
+                provider_id: r.provider_id,
+            })
+            .await;
         let remaining_ms = match created {
             Ok(ms) => ms,
             Err(e) => {

@@ -73,6 +73,55 @@ pub async fn record_reference<'e>(
     Ok(())
 }
 
+/// [`record_reference`] for several executions in one statement (one round
+/// trip, one commit): what a dispatcher's concurrently starting executions
+/// report is written together. Same rules per execution (a reference already
+/// stored writes nothing); if an execution appears more than once, its last
+/// entry is written, as if the entries were written in order.
+pub async fn record_references<'e>(
+    db: impl PgExecutor<'e>,
+    references: &[(Uuid, ReferenceColumns<'_>)],
+) -> Result<(), sqlx::Error> {
+    let mut last: std::collections::HashMap<Uuid, usize> = Default::default();
+    for (i, (id, _)) in references.iter().enumerate() {
+        last.insert(*id, i);
+    }
+    let rows: Vec<&(Uuid, ReferenceColumns<'_>)> = references
+        .iter()
+        .enumerate()
+        .filter(|(i, (id, _))| last[id] == *i)
+        .map(|(_, r)| r)
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+    let providers: Vec<Option<Uuid>> = rows.iter().map(|r| r.1.provider_id).collect();
+    let namespaces: Vec<Option<&str>> = rows.iter().map(|r| r.1.namespace).collect();
+    let names: Vec<Option<&str>> = rows.iter().map(|r| r.1.name).collect();
+    let uids: Vec<Option<&str>> = rows.iter().map(|r| r.1.uid).collect();
+    sqlx::query(
+        "UPDATE build_executions e SET provider_id = COALESCE(r.provider_id, e.provider_id), \
+         cluster_namespace = r.namespace, pipeline_run_name = r.name, pipeline_run_uid = r.uid, \
+         reference_at = COALESCE(e.reference_at, now()) \
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[]) \
+              AS r(id, provider_id, namespace, name, uid) \
+         WHERE e.id = r.id AND (e.reference_at IS NULL \
+               OR e.provider_id IS DISTINCT FROM COALESCE(r.provider_id, e.provider_id) \
+               OR e.cluster_namespace IS DISTINCT FROM r.namespace \
+               OR e.pipeline_run_name IS DISTINCT FROM r.name \
+               OR e.pipeline_run_uid IS DISTINCT FROM r.uid)",
+    )
+    .bind(&ids)
+    .bind(&providers)
+    .bind(&namespaces)
+    .bind(&names)
+    .bind(&uids)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// A log line to store.
 #[derive(Debug, Clone)]
 pub struct NewLogLine<'a> {

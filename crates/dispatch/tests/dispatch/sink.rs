@@ -113,3 +113,72 @@ async fn artifacts_are_stored_together_and_upserted_by_name() {
     );
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_reported_together_are_all_stored_and_the_last_report_wins() {
+    use imagefactory_dispatch::sink::reference_writer;
+    use imagefactory_domain::ExecutorKind;
+    use imagefactory_exec::ExecutionRef;
+    let db = TestDb::new().await;
+    let t = tenant(&db.pool, "refs", 10).await;
+    let builds = submit(&db.pool, t, &vec![Spec::lasting(1); 20]).await;
+    let mut executions = Vec::new();
+    for build in &builds {
+        let execution = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO build_executions (id, build_id, tenant_id, attempt, executor) VALUES ($1, $2, $3, 1, 'test')",
+        )
+        .bind(execution)
+        .bind(build)
+        .bind(t.0)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        executions.push(execution);
+    }
+    let writer = reference_writer(db.pool.clone());
+    let reference = |name: String| ExecutionRef {
+        executor: ExecutorKind::Test,
+        provider_id: None,
+        namespace: Some("ns".into()),
+        name: Some(name),
+        uid: Some("uid".into()),
+    };
+    // All at once, and the first execution twice (a first and a second report).
+    let sinks: Vec<StoreSink> = builds
+        .iter()
+        .zip(&executions)
+        .map(|(b, e)| StoreSink::new(db.pool.clone(), *b, *e).with_reference_writer(writer.clone()))
+        .collect();
+    // Polled in order (join_all of fewer than 30), so the second report of
+    // the first execution is queued after its first.
+    let mut reports: Vec<(usize, ExecutionRef)> = (0..sinks.len())
+        .map(|i| (i, reference(format!("run-{i}"))))
+        .collect();
+    reports.push((0, reference("run-0-again".into())));
+    let reports = reports.iter().map(|(i, r)| sinks[*i].reference(r));
+    for result in futures::future::join_all(reports).await {
+        result.unwrap();
+    }
+    let stored: Vec<(Uuid, Option<String>, Option<String>, bool)> = sqlx::query_as(
+        "SELECT id, pipeline_run_name, cluster_namespace, reference_at IS NOT NULL \
+         FROM build_executions ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored.len(), 20);
+    for (id, name, namespace, referenced) in stored {
+        let i = executions.iter().position(|e| *e == id).unwrap();
+        let want = if i == 0 {
+            "run-0-again".to_owned()
+        } else {
+            format!("run-{i}")
+        };
+        assert_eq!(
+            (name.as_deref(), namespace.as_deref(), referenced),
+            (Some(want.as_str()), Some("ns"), true)
+        );
+    }
+    db.drop_db().await;
+}
