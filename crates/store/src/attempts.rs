@@ -112,11 +112,13 @@ pub async fn logs_after(
         LogHorizon::Settled => "AND tx < pg_snapshot_xmin(pg_current_snapshot())",
         LogHorizon::Committed => "",
     };
+    // ORDER BY names the table's columns: a bare `tx` would be the bigint
+    // output column, sorted instead of read in index order.
     let sql = format!(
         "SELECT id, tx::text::bigint AS tx, execution_id, source, position, line, created_at
          FROM build_logs
          WHERE build_id = $1 AND (tx, id) > ($2::bigint::text::xid8, $3) {settled}
-         ORDER BY tx, id LIMIT $4"
+         ORDER BY build_logs.tx, build_logs.id LIMIT $4"
     );
     Ok(sqlx::query_as(&sql)
         .bind(build_id)
