@@ -41,8 +41,12 @@ pub async fn executions(
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LogRecord {
-    /// Monotonic across the build: the SSE event id and resume cursor.
+    /// Unique line id: the SSE event id (`Last-Event-ID` resumes after it).
+    /// Increasing within a writer's transaction, not across transactions.
     pub id: i64,
+    /// The transaction that inserted the line (`xid8` as a number; 0 for
+    /// lines stored before migration 0020).
+    pub tx: i64,
     pub execution_id: Uuid,
     pub source: String,
     pub position: i64,
@@ -50,23 +54,92 @@ pub struct LogRecord {
     pub created_at: DateTime<Utc>,
 }
 
-/// Log lines of a build in arrival order, after the cursor `after_id`.
-/// The caller has already checked that the build belongs to the tenant.
+impl LogRecord {
+    /// The position of a reader that has this line and everything before it.
+    pub fn cursor(&self) -> LogCursor {
+        LogCursor {
+            tx: self.tx,
+            id: self.id,
+        }
+    }
+}
+
+/// A position in a build's log order, (inserting transaction, id): lines
+/// after it come next. See [`logs_after`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogCursor {
+    pub tx: i64,
+    pub id: i64,
+}
+
+impl LogCursor {
+    /// Before the first line.
+    pub const START: LogCursor = LogCursor { tx: 0, id: 0 };
+}
+
+/// Which committed lines a read may return.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogHorizon {
+    /// Only lines whose transaction is older than every transaction still in
+    /// progress (`tx < pg_snapshot_xmin(pg_current_snapshot())` of the
+    /// reading statement). Every transaction that can still commit a line
+    /// has, or will be given, an id at or above that horizon, so no line can
+    /// later appear before the last one returned: a live follower's cursor
+    /// never passes a line that commits after it read. A long-running
+    /// transaction anywhere in the cluster holds the horizon back, which
+    /// delays lines but never loses them.
+    Settled,
+    /// Every committed line: for a single read, or once the writers are done
+    /// (the build is terminal) so nothing can commit behind the cursor.
+    Committed,
+}
+
+/// Log lines of a build after `after`, in log order: by inserting
+/// transaction, then id. That is arrival order for a single writer (each
+/// transaction after the previous one) and per source and attempt in any
+/// case; lines of concurrent writers are grouped by transaction. Served by
+/// the index `build_logs_follow_idx (build_id, tx, id)`: a range scan of the
+/// lines returned. The caller has already checked that the build belongs to
+/// the tenant.
 pub async fn logs_after(
     pool: &PgPool,
     build_id: Uuid,
-    after_id: i64,
+    after: LogCursor,
+    horizon: LogHorizon,
     limit: i64,
 ) -> StoreResult<Vec<LogRecord>> {
-    Ok(sqlx::query_as(
-        "SELECT id, execution_id, source, position, line, created_at FROM build_logs
-         WHERE build_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+    let settled = match horizon {
+        LogHorizon::Settled => "AND tx < pg_snapshot_xmin(pg_current_snapshot())",
+        LogHorizon::Committed => "",
+    };
+    // ORDER BY names the table's columns: a bare `tx` would be the bigint
+    // output column, sorted instead of read in index order.
+    let sql = format!(
+        "SELECT id, tx::text::bigint AS tx, execution_id, source, position, line, created_at
+         FROM build_logs
+         WHERE build_id = $1 AND (tx, id) > ($2::bigint::text::xid8, $3) {settled}
+         ORDER BY build_logs.tx, build_logs.id LIMIT $4"
+    );
+    Ok(sqlx::query_as(&sql)
+        .bind(build_id)
+        .bind(after.tx)
+        .bind(after.id)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?)
+}
+
+/// The cursor just after the line `id` of the build (to resume a stream from
+/// its last event id); `None` if the build has no such line.
+pub async fn log_cursor(pool: &PgPool, build_id: Uuid, id: i64) -> StoreResult<Option<LogCursor>> {
+    let tx: Option<i64> = sqlx::query_scalar(
+        "SELECT tx::text::bigint FROM build_logs WHERE build_id = $1 AND id = $2",
     )
     .bind(build_id)
-    .bind(after_id)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(tx.map(|tx| LogCursor { tx, id }))
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -1,6 +1,12 @@
 //! `GET /builds/{id}/logs`: the log as plain text, or with `?follow=true` a
-//! Server-Sent Events stream (`log` events, id = line cursor) that ends with
-//! an `end` event once the build is terminal and every line was sent.
+//! Server-Sent Events stream (`log` events, id = line id) that ends with an
+//! `end` event once the build is terminal and every line was sent.
+//!
+//! Both give the lines in the store's log order (inserting transaction, then
+//! id; see `attempts::logs_after`). While the build runs, the stream only
+//! sends lines below the transaction horizon (`LogHorizon::Settled`), so a
+//! line committed after a later-ordered one was read is still sent, in its
+//! place, never skipped; a long transaction elsewhere only delays lines.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -11,7 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
-use imagefactory_store::attempts::{self, LogRecord};
+use imagefactory_store::attempts::{self, LogCursor, LogHorizon, LogRecord};
 use imagefactory_store::builds;
 use sqlx::PgPool;
 use utoipa::IntoParams;
@@ -40,9 +46,9 @@ pub struct LogsQuery {
 
 #[utoipa::path(get, path = "/builds/{build_id}/logs", tag = "builds", security(("tenant_token" = [])),
     params(("build_id" = Uuid, Path), LogsQuery,
-        ("Last-Event-ID" = Option<i64>, Header, description = "resume a followed stream after this event id")),
+        ("Last-Event-ID" = Option<i64>, Header, description = "resume a followed stream after this event id (a line id of this build; 0 = from the first line)")),
     responses(
-        (status = 200, description = "log lines in order", content(
+        (status = 200, description = "log lines in log order: by writing transaction, then line id (a single writer's lines in arrival order); a followed stream sends a line once every line ordered before it is known, so none is skipped", content(
             (String = "text/plain"),
             (String = "text/event-stream"))),
         (status = "4XX", body = Problem, content_type = "application/problem+json")))]
@@ -62,15 +68,16 @@ async fn build_logs(
 
     if !follow {
         let mut text = String::new();
-        let mut after = 0;
+        let mut after = LogCursor::START;
         loop {
-            let rows = attempts::logs_after(&state.pool, id, after, BATCH).await?;
+            let rows =
+                attempts::logs_after(&state.pool, id, after, LogHorizon::Committed, BATCH).await?;
             for row in &rows {
                 text.push_str(&row.line);
                 text.push('\n');
             }
             match rows.last() {
-                Some(last) if rows.len() as i64 == BATCH => after = last.id,
+                Some(last) if rows.len() as i64 == BATCH => after = last.cursor(),
                 _ => break,
             }
         }
@@ -82,16 +89,20 @@ async fn build_logs(
         return Ok(response);
     }
 
+    let bad_resume = || ApiError::InvalidParameter {
+        field: "Last-Event-ID".into(),
+        message: "must be an event id from this stream".into(),
+    };
     let resume = match headers.get("last-event-id") {
-        None => 0,
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse::<i64>().ok())
-            .ok_or_else(|| ApiError::InvalidParameter {
-                field: "Last-Event-ID".into(),
-                message: "must be an event id from this stream".into(),
-            })?,
+        None => LogCursor::START,
+        Some(v) => match v.to_str().ok().and_then(|s| s.parse::<i64>().ok()) {
+            // 0: before the first line.
+            Some(0) => LogCursor::START,
+            Some(line) => attempts::log_cursor(&state.pool, id, line)
+                .await?
+                .ok_or_else(bad_resume)?,
+            None => return Err(bad_resume()),
+        },
     };
     let stream = follow_stream(
         state.pool.clone(),
@@ -106,17 +117,22 @@ async fn build_logs(
 }
 
 enum Follow {
-    Running { after: i64 },
+    Running { after: LogCursor },
     Done,
 }
 
 /// Poll for new lines; the build's status is read *before* the lines, so when
-/// a terminal status is seen the fetch that follows contains every line.
+/// a terminal status is seen the writers are done and the fetch that follows
+/// contains every line. Until then only settled lines are read (a line of a
+/// transaction still in progress, or of one that may yet be followed by the
+/// commit of an earlier-ordered line, is held back until that is decided);
+/// once terminal the horizon is lifted, so an unrelated long transaction
+/// cannot hold back the end of the stream.
 fn follow_stream(
     pool: PgPool,
     tenant_id: Uuid,
     build_id: Uuid,
-    after: i64,
+    after: LogCursor,
     interval: Duration,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold(Follow::Running { after }, move |state| {
@@ -138,12 +154,18 @@ fn follow_stream(
                     },
                     Err(e) => return Some((vec![error_event(&e.to_string())], Follow::Done)),
                 };
-                let rows = match attempts::logs_after(&pool, build_id, after, BATCH).await {
+                let horizon = if status.is_terminal() {
+                    LogHorizon::Committed
+                } else {
+                    LogHorizon::Settled
+                };
+                let rows = match attempts::logs_after(&pool, build_id, after, horizon, BATCH).await
+                {
                     Ok(rows) => rows,
                     Err(e) => return Some((vec![error_event(&e.to_string())], Follow::Done)),
                 };
                 if let Some(last) = rows.last() {
-                    let next = last.id;
+                    let next = last.cursor();
                     return Some((
                         rows.iter().map(log_event).collect(),
                         Follow::Running { after: next },

@@ -180,3 +180,203 @@ async fn follow_streams_until_the_build_ends() {
             && resumed.contains("event: end")
     );
 }
+
+/// A log line as one of several concurrent writers (one per step) stores it.
+async fn insert_step_line<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    build: Uuid,
+    execution: Uuid,
+    source: &str,
+    line: &str,
+) {
+    sqlx::query(
+        "INSERT INTO build_logs (build_id, execution_id, source, position, line) VALUES ($1, $2, $3, 0, $4)",
+    )
+    .bind(build)
+    .bind(execution)
+    .bind(source)
+    .bind(line)
+    .execute(db)
+    .await
+    .unwrap();
+}
+
+/// Wait until some connection of this database has finished a read of
+/// `build_logs` that started after `since` (server clock): a follower's poll
+/// whose snapshot is later than `since`. `pg_stat_activity` is live (not the
+/// delayed statistics); the follower polls every 50 ms, so a fresh one shows
+/// up even if the test reuses that pooled connection meanwhile.
+async fn wait_for_log_read_after(pool: &sqlx::PgPool, since: chrono::DateTime<chrono::Utc>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let read: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()
+                   AND state = 'idle' AND query_start > $1
+                   AND query LIKE 'SELECT%FROM build_logs%')",
+        )
+        .bind(since)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if read {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no follower read of build_logs after {since}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two writers of one build's log commit out of id order: transaction A
+/// takes the lower line id but commits after B. A follower that reads
+/// between B's commit and A's must still send A's line, in its place, once,
+/// and so must a resumed stream and the plain log.
+///
+/// `b_has_older_xid` false: A also began first (older transaction id), so
+/// the log order is A, B and B's line is held back until A is decided.
+/// True: B took its transaction id before A, so the order is B, A; B's
+/// line may be sent while A is open and A's follows. (Holding back only the
+/// lines of transactions still in progress, in id order, would lose A here.)
+async fn follow_out_of_id_order(b_has_older_xid: bool) {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let app = TestApp::spawn(pool.clone()).await;
+    let t = app.tenant("team-o").await;
+    let project = app.create_project(&t.admin, "web").await;
+    let provider = app.create_k8s_provider(&t.admin, "k").await;
+    let build = id_of(&app.submit_build(&t.developer, project, provider).await);
+    app.set_status(build, "running").await;
+    let execution = app.insert_execution(build, t.id, 1, "running").await;
+
+    let mut b = pool.begin().await.unwrap();
+    if b_has_older_xid {
+        sqlx::query("SELECT pg_current_xact_id()")
+            .execute(&mut *b)
+            .await
+            .unwrap();
+    }
+    let mut a = pool.begin().await.unwrap();
+    insert_step_line(&mut *a, build, execution, "build/step-a", "line a").await;
+    insert_step_line(&mut *b, build, execution, "build/step-b", "line b").await;
+    b.commit().await.unwrap();
+    let (id_a, id_b): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT id FROM build_logs WHERE line = 'line a'),
+                (SELECT id FROM build_logs WHERE line = 'line b')",
+    )
+    .fetch_one(&mut *a)
+    .await
+    .unwrap();
+    assert!(id_a < id_b, "A holds the lower id: {id_a} {id_b}");
+    let b_committed: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+
+    let mut res = app
+        .client
+        .get(app.url(&format!("/api/v1/builds/{build}/logs?follow=true")))
+        .bearer_auth(&t.viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    // The follower has read the log after B committed, A still open.
+    wait_for_log_read_after(&pool, b_committed).await;
+    a.commit().await.unwrap();
+    app.set_status(build, "succeeded").await;
+
+    let mut seen = String::new();
+    read_until(&mut res, &mut seen, "event: end").await;
+    let (first, second) = if b_has_older_xid {
+        ("line b", "line a")
+    } else {
+        ("line a", "line b")
+    };
+    let lines: Vec<&str> = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(
+        lines,
+        [first, second, "succeeded"],
+        "both lines, once, in log order: {seen}"
+    );
+
+    // The plain log has the same order, and resuming after the first line
+    // sends the second even when its id is lower.
+    let plain = app
+        .get(&format!("/api/v1/builds/{build}/logs"), &t.viewer)
+        .await;
+    assert_eq!(plain.text, format!("{first}\n{second}\n"));
+    let first_id = if b_has_older_xid { id_b } else { id_a };
+    let resumed = app
+        .client
+        .get(app.url(&format!("/api/v1/builds/{build}/logs?follow=true")))
+        .bearer_auth(&t.viewer)
+        .header("last-event-id", first_id.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = resumed
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(lines, [second, "succeeded"], "resumed: {resumed}");
+}
+
+#[tokio::test]
+async fn follow_sends_a_line_committed_after_a_later_one() {
+    follow_out_of_id_order(false).await;
+}
+
+#[tokio::test]
+async fn follow_sends_a_line_of_a_younger_transaction_committed_late() {
+    follow_out_of_id_order(true).await;
+}
+
+#[tokio::test]
+async fn resume_needs_an_event_id_of_the_stream() {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let app = TestApp::spawn(pool.clone()).await;
+    let t = app.tenant("team-r").await;
+    let project = app.create_project(&t.admin, "web").await;
+    let provider = app.create_k8s_provider(&t.admin, "k").await;
+    let build = id_of(&app.submit_build(&t.developer, project, provider).await);
+    let execution = app.insert_execution(build, t.id, 1, "succeeded").await;
+    app.insert_log(build, execution, 0, "only line").await;
+    app.set_status(build, "succeeded").await;
+    let id: i64 = sqlx::query_scalar("SELECT id FROM build_logs WHERE build_id = $1")
+        .bind(build)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    for (last_event_id, status) in [
+        ("0".to_owned(), 200),
+        (id.to_string(), 200),
+        ((id + 1000).to_string(), 400),
+        ("x".to_owned(), 400),
+    ] {
+        let res = app
+            .client
+            .get(app.url(&format!("/api/v1/builds/{build}/logs?follow=true")))
+            .bearer_auth(&t.viewer)
+            .header("last-event-id", &last_event_id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "Last-Event-ID {last_event_id}");
+        let body = res.text().await.unwrap();
+        if last_event_id == "0" {
+            assert!(body.contains("data: only line") && body.contains("event: end"));
+        } else if status == 200 {
+            assert!(!body.contains("only line") && body.contains("event: end"));
+        }
+    }
+}
