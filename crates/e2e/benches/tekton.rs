@@ -897,7 +897,7 @@ async fn components(sim: &SimProcess, bench: &Bench, warm: Uuid) {
         sink,
         resume: HashMap::new(),
         run_state: None,
-        finished_taskruns: Arc::default(),
+        finished_taskruns: Default::default(),
     };
     let follow = follower.run(state_rx);
     let follow_size = std::mem::size_of_val(&follow);
