@@ -388,7 +388,7 @@ impl Shared {
         tasks.spawn(
             async move {
                 let build_id = build.build_id;
-                shared.supervise(build, stop_rx, &inputs).await;
+                shared.supervise(build, stop_rx, inputs).await;
                 shared.in_flight.lock().unwrap().remove(&build_id);
                 shared.wake.notify_one();
             }
@@ -401,13 +401,18 @@ impl Shared {
         self: &Arc<Self>,
         build: ClaimedBuild,
         stop: watch::Receiver<Option<StopReason>>,
-        inputs: &BatchInputs,
+        inputs: Arc<BatchInputs>,
     ) {
         let execution = &build.execution;
         // `prepare` and `record` hold database futures that are large; boxed,
         // they take memory only while they run instead of sizing this task
         // (which lives as long as the build) for them.
-        let outcome = match Box::pin(self.prepare(&build, inputs)).await {
+        let prepared = Box::pin(self.prepare(&build, &inputs)).await;
+        // The batch's inputs (a table sized for the whole claim batch) are
+        // freed once its last build has taken its own, not when its last
+        // build ends.
+        drop(inputs);
+        let outcome = match prepared {
             Ok((executor, ctx)) => {
                 let sink = Arc::new(
                     StoreSink::new(self.pool.clone(), build.build_id, execution.id)
@@ -656,7 +661,13 @@ impl BatchInputs {
                 Mutex::new(rows.into_iter().map(|i| (i.build_id, i)).collect())
             })
             .await;
-        loaded.lock().unwrap().remove(&build_id)
+        let mut loaded = loaded.lock().unwrap();
+        let inputs = loaded.remove(&build_id);
+        if loaded.is_empty() {
+            // Every build of the batch has its inputs: free the table.
+            *loaded = HashMap::new();
+        }
+        inputs
     }
 }
 

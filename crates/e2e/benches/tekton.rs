@@ -370,6 +370,9 @@ impl SimProcess {
         let exe = std::env::current_exe().unwrap();
         let mut child = tokio::process::Command::new(exe)
             .env("TEKTON_BENCH_ROLE", "sim")
+            // A profiler preloaded into the bench (heaptrack) profiles the
+            // dispatcher only, not the simulator.
+            .env_remove("LD_PRELOAD")
             .env("TEKTON_BENCH_SIM", serde_json::to_string(config).unwrap())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -419,6 +422,114 @@ impl SimProcess {
 
 // ---- the dispatcher side ----
 
+/// When each build's end passed the stages inside the dispatcher (unix µs),
+/// to split condition → database latency: the executor calls
+/// `ExecutionSink::artifacts` once the run has ended, its logs are drained
+/// and its TaskRuns read; `start` returns the outcome after that write; the
+/// dispatcher then records the outcome (the finish transaction).
+#[derive(Default)]
+struct EndStages {
+    artifacts_called: HashMap<Uuid, i64>,
+    artifacts_written: HashMap<Uuid, i64>,
+    outcome: HashMap<Uuid, i64>,
+}
+
+/// The real executor, with the moments of [`EndStages`] noted around it.
+struct TimedExecutor {
+    inner: Arc<dyn imagefactory_exec::Executor>,
+    stages: Arc<Mutex<EndStages>>,
+}
+
+struct TimedSink {
+    inner: Arc<dyn imagefactory_exec::ExecutionSink>,
+    build: Uuid,
+    stages: Arc<Mutex<EndStages>>,
+}
+
+#[async_trait::async_trait]
+impl imagefactory_exec::ExecutionSink for TimedSink {
+    async fn reference(
+        &self,
+        reference: &imagefactory_exec::ExecutionRef,
+    ) -> Result<(), imagefactory_exec::SinkError> {
+        self.inner.reference(reference).await
+    }
+    async fn logs(
+        &self,
+        lines: &[imagefactory_exec::LogLine],
+    ) -> Result<(), imagefactory_exec::SinkError> {
+        self.inner.logs(lines).await
+    }
+    async fn artifact(
+        &self,
+        artifact: &imagefactory_exec::Artifact,
+    ) -> Result<(), imagefactory_exec::SinkError> {
+        self.inner.artifact(artifact).await
+    }
+    async fn artifacts(
+        &self,
+        artifacts: &[imagefactory_exec::Artifact],
+    ) -> Result<(), imagefactory_exec::SinkError> {
+        let called = unix_micros();
+        let out = self.inner.artifacts(artifacts).await;
+        let written = unix_micros();
+        let mut stages = self.stages.lock().unwrap();
+        stages.artifacts_called.insert(self.build, called);
+        stages.artifacts_written.insert(self.build, written);
+        out
+    }
+    async fn progress(&self, message: &str) -> Result<(), imagefactory_exec::SinkError> {
+        self.inner.progress(message).await
+    }
+    async fn log_positions(&self) -> Result<HashMap<String, i64>, imagefactory_exec::SinkError> {
+        self.inner.log_positions().await
+    }
+}
+
+#[async_trait::async_trait]
+impl imagefactory_exec::Executor for TimedExecutor {
+    fn kind(&self) -> imagefactory_domain::ExecutorKind {
+        self.inner.kind()
+    }
+    // Not an `async fn`: its future would hold the context (hundreds of
+    // bytes) for the whole build and add that to the figure measured.
+    fn start<'life0, 'async_trait>(
+        &'life0 self,
+        ctx: imagefactory_exec::ExecutionContext,
+        sink: Arc<dyn imagefactory_exec::ExecutionSink>,
+        stop: imagefactory_exec::StopSignal,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = imagefactory_exec::Outcome> + Send + 'async_trait>,
+    >
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        let build = ctx.build_id;
+        let sink = Arc::new(TimedSink {
+            inner: sink,
+            build,
+            stages: self.stages.clone(),
+        });
+        let work = self.inner.start(ctx, sink, stop);
+        let stages = self.stages.clone();
+        Box::pin(async move {
+            let outcome = work.await;
+            stages.lock().unwrap().outcome.insert(build, unix_micros());
+            outcome
+        })
+    }
+    async fn reattach(
+        &self,
+        ctx: imagefactory_exec::ExecutionContext,
+        reference: imagefactory_exec::ExecutionRef,
+        sink: Arc<dyn imagefactory_exec::ExecutionSink>,
+        stop: imagefactory_exec::StopSignal,
+    ) -> imagefactory_exec::Outcome {
+        self.inner.reattach(ctx, reference, sink, stop).await
+    }
+}
+
 struct Bench {
     pool: PgPool,
     admin_url: String,
@@ -430,6 +541,7 @@ struct Bench {
     /// Terminal-status commits, by build id (unix µs when the NOTIFY arrived).
     done: Arc<Mutex<HashMap<Uuid, i64>>>,
     done_signal: Arc<tokio::sync::Notify>,
+    stages: Arc<Mutex<EndStages>>,
     dispatcher: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
@@ -558,6 +670,11 @@ impl Bench {
             shutdown_grace: Duration::from_secs(1),
             ..Default::default()
         };
+        let stages: Arc<Mutex<EndStages>> = Arc::default();
+        let executor = TimedExecutor {
+            inner: Arc::new(executor),
+            stages: stages.clone(),
+        };
         let dispatcher = Dispatcher::new(
             pool.clone(),
             settings,
@@ -581,6 +698,7 @@ impl Bench {
             credential,
             done,
             done_signal,
+            stages,
             dispatcher: Some((token, handle)),
         }
     }
@@ -779,7 +897,7 @@ async fn components(sim: &SimProcess, bench: &Bench, warm: Uuid) {
         sink,
         resume: HashMap::new(),
         run_state: None,
-        finished_taskruns: Arc::default(),
+        finished_taskruns: Default::default(),
     };
     let follow = follower.run(state_rx);
     let follow_size = std::mem::size_of_val(&follow);
@@ -935,6 +1053,11 @@ async fn in_flight(n: usize) -> InFlight {
         running, n as i64,
         "every build is still running at the measurement (raise the hold time)"
     );
+    if std::env::var("TEKTON_BENCH_EXIT_AT_MEASURE").as_deref() == Ok("1") {
+        // For heap profilers: what is live now is reported as "leaked".
+        println!("  exiting at the measurement (TEKTON_BENCH_EXIT_AT_MEASURE=1)");
+        std::process::exit(0);
+    }
 
     bench
         .wait_done(&ids, Duration::from_secs(600 + n as u64 / 10))
@@ -949,6 +1072,51 @@ async fn in_flight(n: usize) -> InFlight {
         if let (Some(end), Some(db)) = (ended.get(&name), done.get(id)) {
             latencies.push((db - end) as f64 / 1000.0);
             ends.push(*end);
+        }
+    }
+    {
+        // The stages of the same latency, from the moments noted in the
+        // dispatcher (same clock).
+        let stages = bench.stages.lock().unwrap();
+        let mut parts: [Vec<f64>; 4] = Default::default();
+        for id in &ids {
+            let name = run_name(*id, 1);
+            let (Some(end), Some(called), Some(written), Some(outcome), Some(db)) = (
+                ended.get(&name),
+                stages.artifacts_called.get(id),
+                stages.artifacts_written.get(id),
+                stages.outcome.get(id),
+                done.get(id),
+            ) else {
+                continue;
+            };
+            for (i, (from, to)) in [
+                (end, called),
+                (called, written),
+                (written, outcome),
+                (outcome, db),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                parts[i].push((to - from) as f64 / 1000.0);
+            }
+        }
+        let names = [
+            "condition → run seen ended, logs drained, TaskRuns read",
+            "artifacts written",
+            "→ outcome returned",
+            "→ finish committed and its NOTIFY received",
+        ];
+        for (name, mut values) in names.into_iter().zip(parts) {
+            values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            println!(
+                "    {name}: p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+                percentile(&values, 0.5),
+                percentile(&values, 0.9),
+                percentile(&values, 0.99),
+                values.last().copied().unwrap_or(0.0)
+            );
         }
     }
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -1005,9 +1173,16 @@ fn main() {
             "tekton executor benchmark: dispatcher + TektonExecutor + PostgreSQL here, kube-sim + Tekton controller in its own process (HTTPS)"
         );
         println!("  {}", uptime());
-        let r10s = requests_per_build(10.0, "10s", 20).await;
-        let r10m = requests_per_build(600.0, "10m", 20).await;
-        println!("  requests per build: 10s → {r10s:.1}, 10m → {r10m:.1}");
+        // `TEKTON_BENCH_ONLY_INFLIGHT=1` skips (a) (profiling runs; the
+        // summary then shows NaN for it).
+        let (r10s, r10m) = if std::env::var("TEKTON_BENCH_ONLY_INFLIGHT").as_deref() == Ok("1") {
+            (f64::NAN, f64::NAN)
+        } else {
+            let r10s = requests_per_build(10.0, "10s", 20).await;
+            let r10m = requests_per_build(600.0, "10m", 20).await;
+            println!("  requests per build: 10s → {r10s:.1}, 10m → {r10m:.1}");
+            (r10s, r10m)
+        };
         let f = in_flight(inflight).await;
         println!("  {}", uptime());
         println!(

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::error::{TektonError, describe_kube_error};
-use super::logclient::LogClients;
+use super::logclient::{KeepAlive, LogClients};
 use super::monitor::WatchHub;
 use crate::ProviderConnection;
 
@@ -287,9 +287,18 @@ impl ClusterSettings {
 
     /// The client and the log-stream clients (HTTP/2 when the server offers it).
     pub async fn clients(&self) -> Result<(kube::Client, LogClients), TektonError> {
+        self.clients_with(KeepAlive::default()).await
+    }
+
+    /// As [`ClusterSettings::clients`], with the log connections' HTTP/2
+    /// keep-alive given.
+    pub async fn clients_with(
+        &self,
+        keepalive: KeepAlive,
+    ) -> Result<(kube::Client, LogClients), TektonError> {
         let config = self.kube_config().await?;
         let client = client_from(config.clone())?;
-        let logs = LogClients::new(&config, client.clone());
+        let logs = LogClients::with_keepalive(&config, client.clone(), keepalive);
         Ok((client, logs))
     }
 

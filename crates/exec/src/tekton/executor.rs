@@ -1,10 +1,8 @@
 //! The Tekton [`Executor`]: namespace → secrets → render → validate →
 //! preflight → create (or adopt) → persist reference → watch, logs, results.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::client::{ClientCache, Cluster, TektonVersion};
 use super::error::{TektonError, is_not_found, is_transient};
-use super::logs::LogFollower;
+use super::logs::{FinishedTaskRuns, LogFollower};
 use super::monitor::{RunState, RunWatch};
 use super::namespace::{ensure_namespace, namespace_name};
 use super::plan::{BoundSecrets, render_context};
@@ -23,8 +21,8 @@ use super::render::{Templates, build_task_name};
 use super::retention::{apply_retention, mark_persisted};
 use super::secrets::{OPERATOR_DOCKER_CONFIG, ensure_secret, git_secret, registry_secret};
 use super::status::{
-    Terminal, artifacts, child_taskruns, failed_step, pipeline_results, succeeded_condition,
-    taskrun_results, terminal,
+    Terminal, artifacts, child_taskruns, failed_step, pipeline_results, run_summary,
+    succeeded_condition, taskrun_results, terminal,
 };
 use super::submit::{create_or_adopt, pipelinerun_resource, taskrun_resource};
 use super::validate::{
@@ -247,10 +245,19 @@ impl Executor for TektonExecutor {
             name: Some(name.clone()),
             uid: created.metadata.uid.clone(),
         };
-        // Following needs none of the context (provider config, secrets,
-        // method config); free it rather than hold it for the whole build.
+        // The run as created seeds the watch's state: only its summary is
+        // kept. The whole object (inline pipelineSpec, managed fields: tens
+        // of kB) must not stay alive in this future, which lives as long as
+        // the build; nor is the context (provider config, secrets, method
+        // config) needed to follow the run.
+        let seed = RunState::Present(Arc::new(run_summary(
+            &serde_json::to_value(&created).unwrap_or(Value::Null),
+        )));
+        drop(created);
         drop(ctx);
-        if let Err(e) = sink.reference(&reference).await {
+        let saved = sink.reference(&reference).await;
+        drop(reference);
+        if let Err(e) = saved {
             // Without a persisted reference nobody could re-attach: stop the
             // run rather than leave an orphan, and let the attempt be retried.
             let _ = cancel(&cluster.client, version, &namespace, &name, finally).await;
@@ -264,14 +271,9 @@ impl Executor for TektonExecutor {
             .progress(&format!("PipelineRun {namespace}/{name} created"))
             .await;
         // Seeds the state unless the watch saw the run change meanwhile.
-        let watch = cluster.hub.subscribe(
-            &pipelinerun_resource(version),
-            &namespace,
-            &name,
-            RunState::Present(Arc::new(
-                serde_json::to_value(&created).unwrap_or(Value::Null),
-            )),
-        );
+        let watch = cluster
+            .hub
+            .subscribe(&pipelinerun_resource(version), &namespace, &name, seed);
         drop(early);
         let follow = Follow {
             cluster,
@@ -330,14 +332,13 @@ impl Executor for TektonExecutor {
                 ),
             };
         }
+        // As in `start`: only the summary of the run as read is kept.
         let value = serde_json::to_value(&current).unwrap_or(Value::Null);
+        drop(current);
         let finally = has_finally(&value);
-        let watch = cluster.hub.subscribe(
-            &resource,
-            &namespace,
-            &name,
-            RunState::Present(Arc::new(value)),
-        );
+        let seed = RunState::Present(Arc::new(run_summary(&value)));
+        drop(value);
+        let watch = cluster.hub.subscribe(&resource, &namespace, &name, seed);
         drop(early);
         let follow = Follow {
             cluster,
@@ -466,7 +467,7 @@ impl Follow {
     ) -> Outcome {
         let resource = pipelinerun_resource(self.version);
         let resume = sink.log_positions().await.unwrap_or_default();
-        let finished_taskruns: Arc<std::sync::Mutex<HashMap<String, Value>>> = Arc::default();
+        let finished_taskruns = FinishedTaskRuns::default();
         let follower = LogFollower {
             log_clients: self.cluster.logs.clone(),
             version: self.version,
@@ -492,13 +493,15 @@ impl Follow {
                     StopReason::Handover => return Outcome::HandedOver,
                     StopReason::Cancel | StopReason::Timeout if requested.is_none() => {
                         requested = Some(reason);
-                        if let Err(e) = cancel(
+                        // Boxed, as the reads below: rare requests must not
+                        // size this future, which lives as long as the build.
+                        if let Err(e) = Box::pin(cancel(
                             &self.cluster.client,
                             self.version,
                             &self.namespace,
                             &self.name,
                             self.finally,
-                        )
+                        ))
                         .await
                         {
                             let _ = sink
@@ -543,7 +546,7 @@ impl Follow {
                         &self.namespace,
                         &resource,
                     );
-                    match api.get_opt(&self.name).await {
+                    match Box::pin(api.get_opt(&self.name)).await {
                         Ok(None) => return deleted(&self.namespace, &self.name),
                         Ok(Some(run)) => {
                             let value = Arc::new(serde_json::to_value(&run).unwrap_or(Value::Null));
@@ -583,7 +586,7 @@ impl Follow {
                         &self.namespace,
                         &resource,
                     );
-                    match api.get_opt(&self.name).await {
+                    match Box::pin(api.get_opt(&self.name)).await {
                         Ok(Some(run)) => {
                             let value = Arc::new(serde_json::to_value(&run).unwrap_or(Value::Null));
                             if self.cluster.hub.refresh(&resource, &self.namespace, &self.name, value) {
@@ -634,7 +637,7 @@ impl Follow {
         end: Terminal,
         requested: Option<StopReason>,
         mut logs: AbortOnDrop,
-        seen: &Mutex<HashMap<String, Value>>,
+        seen: &FinishedTaskRuns,
         sink: &dyn ExecutionSink,
     ) -> Outcome {
         // Let the log follower read the last lines.
@@ -714,11 +717,7 @@ impl Follow {
     }
 
     /// The run's TaskRuns, by pipeline task, in status order.
-    async fn taskruns(
-        &self,
-        run: &Value,
-        seen: &Mutex<HashMap<String, Value>>,
-    ) -> Vec<(String, Value)> {
+    async fn taskruns(&self, run: &Value, seen: &FinishedTaskRuns) -> Vec<(String, Value)> {
         let api: Api<DynamicObject> = Api::namespaced_with(
             self.cluster.client.clone(),
             &self.namespace,
@@ -726,7 +725,7 @@ impl Follow {
         );
         let mut out = Vec::new();
         for (task, name) in child_taskruns(run) {
-            let known = seen.lock().unwrap().remove(&name);
+            let known = seen.take(&name);
             if let Some(tr) = known {
                 out.push((task, tr));
             } else if let Ok(Some(tr)) = api.get_opt(&name).await {

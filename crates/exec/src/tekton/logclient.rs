@@ -37,6 +37,30 @@ pub const STREAMS_PER_CONNECTION: usize = 100;
 /// reader is busy (writing a batch to the database) must not stall the rest.
 const CONNECTION_WINDOW: u32 = 8 << 20;
 
+/// HTTP/2 keep-alive of the log connections. A `follow=true` stream of a
+/// quiet step carries no data for minutes, so a connection that died
+/// silently (a NAT or load balancer dropped it, the API server's host
+/// vanished) would otherwise never be noticed: its followers would wait
+/// forever. Every `interval` a PING is sent; no PONG within `timeout` closes
+/// the connection, which ends its streams with an error (the followers
+/// reopen them on a new connection and resume at their position).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl Default for KeepAlive {
+    /// 30 s / 20 s: as kubectl's and client-go's HTTP/2 health checks
+    /// (`ReadIdleTimeout` 30 s, `PingTimeout` 15 s), a little more patient.
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(20),
+        }
+    }
+}
+
 /// The clients a cluster uses for log streams.
 #[derive(Clone)]
 pub struct LogClients {
@@ -52,8 +76,17 @@ pub struct LogClients {
 impl LogClients {
     /// Log clients for `config`; `fallback` is the cluster's ordinary client.
     pub fn new(config: &kube::Config, fallback: kube::Client) -> Self {
+        Self::with_keepalive(config, fallback, KeepAlive::default())
+    }
+
+    /// As [`LogClients::new`], with the HTTP/2 keep-alive given.
+    pub fn with_keepalive(
+        config: &kube::Config,
+        fallback: kube::Client,
+        keepalive: KeepAlive,
+    ) -> Self {
         let h1_only = Arc::new(AtomicBool::new(false));
-        let (h2, pool) = match h2_client(config, h1_only.clone()) {
+        let (h2, pool) = match h2_client(config, h1_only.clone(), keepalive) {
             Ok((client, pool)) => (Some(client), Some(pool)),
             Err(e) => {
                 tracing::debug!(error = %e, "log streams use HTTP/1.1");
@@ -109,6 +142,7 @@ impl LogClients {
 fn h2_client(
     config: &kube::Config,
     h1_only: Arc<AtomicBool>,
+    keepalive: KeepAlive,
 ) -> Result<(kube::Client, Arc<PoolInner>), String> {
     if config.proxy_url.is_some() {
         return Err("a proxy is configured".into());
@@ -142,6 +176,7 @@ fn h2_client(
         connect_timeout: config.connect_timeout.unwrap_or(Duration::from_secs(10)),
         connections: tokio::sync::Mutex::new(Vec::new()),
         h1_only,
+        keepalive,
     });
     let pool = H2Pool {
         inner: inner.clone(),
@@ -174,6 +209,7 @@ struct PoolInner {
     connect_timeout: Duration,
     connections: tokio::sync::Mutex<Vec<Arc<Connection>>>,
     h1_only: Arc<AtomicBool>,
+    keepalive: KeepAlive,
 }
 
 struct Connection {
@@ -240,23 +276,63 @@ impl PoolInner {
             )
             .into());
         }
-        let (send, connection) = h2::client::Builder::new()
+        let (send, mut connection) = h2::client::Builder::new()
             .initial_connection_window_size(CONNECTION_WINDOW)
             .handshake::<_, Bytes>(tls)
             .await?;
         let closed = Arc::new(AtomicBool::new(false));
         let flag = closed.clone();
+        let pings = connection.ping_pong();
+        let keepalive = self.keepalive;
+        let peer = format!("{}:{}", self.host, self.port);
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "log stream connection ended");
+            let unanswered = async {
+                match pings {
+                    Some(pings) => keep_alive(pings, keepalive).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ended = &mut connection => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, "log stream connection ended");
+                    }
+                }
+                why = unanswered => {
+                    tracing::warn!(peer = %peer, reason = %why,
+                        "log stream connection is dead; closing it (its log streams are reopened)");
+                }
             }
+            // Before the streams learn of it: a follower reopening its
+            // stream must not be given this connection again.
             flag.store(true, Ordering::Relaxed);
+            // Dropping the connection ends its open streams with an error.
+            drop(connection);
         });
         Ok(Connection {
             send,
             active: AtomicUsize::new(0),
             closed,
         })
+    }
+}
+
+/// PING the server every `interval`; returns (why) when a PONG did not come
+/// within `timeout` or the ping could not be sent. Pings are tiny (17 bytes
+/// each way), and one in flight at a time.
+async fn keep_alive(mut pings: h2::PingPong, keepalive: KeepAlive) -> String {
+    let mut tick = tokio::time::interval(keepalive.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match tokio::time::timeout(keepalive.timeout, pings.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_pong)) => {}
+            Ok(Err(e)) => return format!("ping failed: {e}"),
+            Err(_) => {
+                return format!("no answer to a ping within {:?}", keepalive.timeout);
+            }
+        }
     }
 }
 

@@ -44,7 +44,30 @@ pub struct LogFollower {
     pub run_state: Option<watch::Receiver<RunState>>,
     /// TaskRuns seen finished while following, by name: their results and
     /// step states are final, so the executor need not read them again.
-    pub finished_taskruns: Arc<std::sync::Mutex<HashMap<String, Value>>>,
+    pub finished_taskruns: FinishedTaskRuns,
+}
+
+/// Finished TaskRuns' summaries (`taskrun_summary`), by TaskRun name, held
+/// from the moment the follower sees one finished until the run ends. Kept
+/// as JSON text: a summary is a few hundred bytes of text, but several kB as
+/// a `serde_json::Value` (a map node per small object), and thousands of
+/// builds in flight each hold one or two for minutes.
+#[derive(Clone, Default)]
+pub struct FinishedTaskRuns(Arc<std::sync::Mutex<HashMap<String, Box<str>>>>);
+
+impl FinishedTaskRuns {
+    pub fn insert(&self, name: &str, summary: &Value) {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), summary.to_string().into_boxed_str());
+    }
+
+    /// The summary of `name`, if it was seen finished (and forgets it).
+    pub fn take(&self, name: &str) -> Option<Value> {
+        let text = self.0.lock().unwrap().remove(name)?;
+        serde_json::from_str(&text).ok()
+    }
 }
 
 pub fn source_name(task: &str, container: &str) -> String {
@@ -114,11 +137,14 @@ impl LogFollower {
         )
     }
 
+    // The kube request futures below are boxed: inline, the largest of them
+    // would size this future (which lives as long as the build) while the
+    // follower spends nearly all its time waiting for the next log line.
     async fn follow_task(&mut self, task: &str, taskrun_name: &str) -> Result<(), TektonError> {
         let mut delay = Duration::from_millis(200);
         // Wait for the pod to exist (bounded backoff on reads of the TaskRun).
         let (pod, containers) = loop {
-            let taskrun = match self.taskruns().get_opt(taskrun_name).await {
+            let taskrun = match Box::pin(self.taskruns().get_opt(taskrun_name)).await {
                 Ok(Some(tr)) => serde_json::to_value(tr).unwrap_or(Value::Null),
                 Ok(None) => return Ok(()),
                 Err(e) if super::error::is_transient(&e) => {
@@ -176,7 +202,7 @@ impl LogFollower {
             let pods: Api<Pod> = Api::namespaced(self.log_clients.client(), &self.namespace);
             let have = self.resume.get(source).copied().unwrap_or(-1);
             let mut ended_cleanly = false;
-            match pods.log_stream(pod, &params).await {
+            match Box::pin(pods.log_stream(pod, &params)).await {
                 Ok(stream) => {
                     let stream: Pin<Box<dyn AsyncBufRead + Send>> = Box::pin(stream);
                     ended_cleanly = self.copy_lines(stream, source, have).await?;
@@ -193,7 +219,7 @@ impl LogFollower {
                 }
             }
             // The stream ended: is the step over, or did the connection drop?
-            let over = match self.taskruns().get_opt(taskrun_name).await {
+            let over = match Box::pin(self.taskruns().get_opt(taskrun_name)).await {
                 Ok(Some(tr)) => {
                     let tr = serde_json::to_value(tr).unwrap_or(Value::Null);
                     let finished = succeeded_condition(&tr).is_some_and(|c| c.status != "Unknown");
@@ -201,9 +227,7 @@ impl LogFollower {
                     if finished {
                         // Held until the run ends: keep only what the end needs.
                         self.finished_taskruns
-                            .lock()
-                            .unwrap()
-                            .insert(taskrun_name.to_string(), taskrun_summary(&tr));
+                            .insert(taskrun_name, &taskrun_summary(&tr));
                     }
                     over
                 }
@@ -233,7 +257,7 @@ impl LogFollower {
                     follow: false,
                     ..params.clone()
                 };
-                if let Ok(stream) = pods.log_stream(pod, &last).await {
+                if let Ok(stream) = Box::pin(pods.log_stream(pod, &last)).await {
                     let have = self.resume.get(source).copied().unwrap_or(-1);
                     let stream: Pin<Box<dyn AsyncBufRead + Send>> = Box::pin(stream);
                     self.copy_lines(stream, source, have).await?;
