@@ -466,21 +466,9 @@ async fn cancel_during_a_run_step_of_a_container_build_ends_every_process() {
     );
     let mut running = start(&executor, ctx);
 
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !running.sink.log_text().contains("step-started") {
-        assert!(
-            !running.handle.is_finished(),
-            "build ended early:\n{}",
-            running.sink.log_text()
-        );
-        assert!(
-            Instant::now() < deadline,
-            "RUN step never started:\n{}",
-            running.sink.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_log(&running, "step-started").await;
     // The step's `sleep` shows up in buildah's process group.
+    let deadline = Instant::now() + Duration::from_secs(120);
     let pgid = loop {
         let sleeping = live_execution_processes(running.execution_id)
             .into_iter()

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_TOKEN, Http, Proc, SECRET_KEY, drop_database, free_port, fresh_database_url};
+use common::{Http, drop_database, free_port, fresh_database_url, spawn_serve};
 use serde_json::json;
 
 #[tokio::test]
@@ -13,40 +13,11 @@ async fn embedded_dispatcher_runs_a_local_build_and_sigterm_exits_cleanly() {
     let db = fresh_database_url("serve");
     let port = free_port();
     let workdir = tempfile::tempdir().unwrap();
-    let mut proc = Proc::spawn(
-        &["serve"],
-        &[
-            ("IF_DATABASE_URL", db.clone()),
-            ("IF_LISTEN_ADDR", format!("127.0.0.1:{port}")),
-            ("IF_ADMIN_TOKEN", ADMIN_TOKEN.into()),
-            ("IF_SECRET_KEY", SECRET_KEY.into()),
-            ("IF_DISPATCHER_POLL_INTERVAL", "500ms".into()),
-            ("IF_DISPATCHER_SHUTDOWN_GRACE", "3s".into()),
-            ("IF_LOCAL_WORKDIR", workdir.path().display().to_string()),
-            ("IF_LOG", "info".into()),
-        ],
-    );
+    let mut proc = spawn_serve(&db, port, workdir.path(), "info");
     let http = Http::new(port);
     http.wait_ready(&mut proc, Duration::from_secs(60)).await;
 
-    let tenant = http
-        .created(
-            "/api/v1/tenants",
-            ADMIN_TOKEN,
-            json!({"name": "serve-test"}),
-        )
-        .await;
-    let tenant_id = tenant["id"].as_str().unwrap();
-    let token = http
-        .created(
-            &format!("/api/v1/tenants/{tenant_id}/tokens"),
-            ADMIN_TOKEN,
-            json!({"name": "ci", "role": "admin"}),
-        )
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, token) = http.tenant_with_token("serve-test").await;
     // Nothing listens on port 1: `git clone` fails at once, no network or
     // container tools involved.
     let project = http

@@ -8,7 +8,9 @@ mod common;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_TOKEN, Http, Proc, SECRET_KEY, drop_database, free_port, fresh_database_url};
+use common::{
+    ADMIN_TOKEN, Http, Proc, SECRET_KEY, drop_database, free_port, fresh_database_url, spawn_serve,
+};
 use kube_sim::{KubeSim, KubeSimOptions};
 use serde_json::{Value, json};
 use sqlx::migrate::MigrateDatabase;
@@ -191,35 +193,11 @@ async fn debug_logs_never_contain_a_secret() {
     let db = fresh_database_url("quietlogs");
     let port = free_port();
     let workdir = tempfile::tempdir().unwrap();
-    let mut proc = Proc::spawn(
-        &["serve"],
-        &[
-            ("IF_DATABASE_URL", db.clone()),
-            ("IF_LISTEN_ADDR", format!("127.0.0.1:{port}")),
-            ("IF_ADMIN_TOKEN", ADMIN_TOKEN.into()),
-            ("IF_SECRET_KEY", SECRET_KEY.into()),
-            ("IF_DISPATCHER_POLL_INTERVAL", "500ms".into()),
-            ("IF_DISPATCHER_SHUTDOWN_GRACE", "3s".into()),
-            ("IF_LOCAL_WORKDIR", workdir.path().display().to_string()),
-            ("IF_LOG", "debug".into()),
-        ],
-    );
+    let mut proc = spawn_serve(&db, port, workdir.path(), "debug");
     let http = Http::new(port);
     http.wait_ready(&mut proc, Duration::from_secs(60)).await;
 
-    let tenant = http
-        .created("/api/v1/tenants", ADMIN_TOKEN, json!({"name": "quiet"}))
-        .await;
-    let token = http
-        .created(
-            &format!("/api/v1/tenants/{}/tokens", tenant["id"].as_str().unwrap()),
-            ADMIN_TOKEN,
-            json!({"name": "ci", "role": "admin"}),
-        )
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, token) = http.tenant_with_token("quiet").await;
     // A provider whose token the cluster accepts, used by test-connection.
     let provider = http
         .created(

@@ -59,19 +59,7 @@ async fn test_connection_reports_reachability_auth_and_the_clusters_401() {
     );
 
     // A tenant's own provider with a wrong token: the cluster's 401 text.
-    let tenant = http
-        .created("/api/v1/tenants", ADMIN_TOKEN, json!({"name": "conn"}))
-        .await;
-    let token = http
-        .created(
-            &format!("/api/v1/tenants/{}/tokens", tenant["id"].as_str().unwrap()),
-            ADMIN_TOKEN,
-            json!({"name": "ci", "role": "admin"}),
-        )
-        .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (_, token) = http.tenant_with_token("conn").await;
     let bad = http
         .created(
             "/api/v1/providers",

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses part of this
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,23 @@ pub fn fresh_database_url(label: &str) -> String {
         "{}/if_{label}_{}",
         server_url(),
         uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// `imagefactory serve` with its embedded dispatcher, local builds in `workdir`.
+pub fn spawn_serve(db: &str, port: u16, workdir: &Path, log: &str) -> Proc {
+    Proc::spawn(
+        &["serve"],
+        &[
+            ("IF_DATABASE_URL", db.to_owned()),
+            ("IF_LISTEN_ADDR", format!("127.0.0.1:{port}")),
+            ("IF_ADMIN_TOKEN", ADMIN_TOKEN.into()),
+            ("IF_SECRET_KEY", SECRET_KEY.into()),
+            ("IF_DISPATCHER_POLL_INTERVAL", "500ms".into()),
+            ("IF_DISPATCHER_SHUTDOWN_GRACE", "3s".into()),
+            ("IF_LOCAL_WORKDIR", workdir.display().to_string()),
+            ("IF_LOG", log.into()),
+        ],
     )
 }
 
@@ -192,6 +209,28 @@ impl Http {
         let (status, value) = self.post(path, token, body).await;
         assert_eq!(status, 201, "POST {path}: {value}");
         value
+    }
+
+    /// A tenant and an admin token of it, made through the API.
+    pub async fn tenant_with_token(&self, name: &str) -> (Value, String) {
+        let tenant = self
+            .created(
+                "/api/v1/tenants",
+                ADMIN_TOKEN,
+                serde_json::json!({"name": name}),
+            )
+            .await;
+        let token = self
+            .created(
+                &format!("/api/v1/tenants/{}/tokens", tenant["id"].as_str().unwrap()),
+                ADMIN_TOKEN,
+                serde_json::json!({"name": "ci", "role": "admin"}),
+            )
+            .await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        (tenant, token)
     }
 }
 
