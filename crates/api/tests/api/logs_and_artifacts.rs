@@ -97,6 +97,23 @@ async fn executions_logs_and_artifacts() {
 }
 
 /// Read the SSE body until `needle` appears (or fail after a generous timeout).
+/// Opens the live log stream of `build`, resuming after `last_event_id`.
+async fn follow(
+    app: &TestApp,
+    build: Uuid,
+    token: &str,
+    last_event_id: Option<&str>,
+) -> reqwest::Response {
+    let mut request = app
+        .client
+        .get(app.url(&format!("/api/v1/builds/{build}/logs?follow=true")))
+        .bearer_auth(token);
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    request.send().await.unwrap()
+}
+
 async fn read_until(res: &mut reqwest::Response, seen: &mut String, needle: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !seen.contains(needle) {
@@ -124,13 +141,7 @@ async fn follow_streams_until_the_build_ends() {
     let execution = app.insert_execution(build, t.id, 1, "running").await;
     app.insert_log(build, execution, 0, "first line").await;
 
-    let mut res = app
-        .client
-        .get(app.url(&format!("/api/v1/builds/{build}/logs?follow=true")))
-        .bearer_auth(&t.viewer)
-        .send()
-        .await
-        .unwrap();
+    let mut res = follow(&app, build, &t.viewer, None).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["content-type"], "text/event-stream");
     let mut seen = String::new();
@@ -163,14 +174,8 @@ async fn follow_streams_until_the_build_ends() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    let resumed = app
-        .client
-        .get(app.url(&format!("/api/v1/builds/{build}/logs?follow=true")))
-        .bearer_auth(&t.viewer)
-        .header("last-event-id", first_id.to_string())
-        .send()
+    let resumed = follow(&app, build, &t.viewer, Some(&first_id.to_string()))
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -275,13 +280,7 @@ async fn follow_out_of_id_order(b_has_older_xid: bool) {
         .await
         .unwrap();
 
-    let mut res = app
-        .client
-        .get(app.url(&format!("/api/v1/builds/{build}/logs?follow=true")))
-        .bearer_auth(&t.viewer)
-        .send()
-        .await
-        .unwrap();
+    let mut res = follow(&app, build, &t.viewer, None).await;
     assert_eq!(res.status(), 200);
     // The follower has read the log after B committed, A still open.
     wait_for_log_read_after(&pool, b_committed).await;
@@ -312,14 +311,8 @@ async fn follow_out_of_id_order(b_has_older_xid: bool) {
         .await;
     assert_eq!(plain.text, format!("{first}\n{second}\n"));
     let first_id = if b_has_older_xid { id_b } else { id_a };
-    let resumed = app
-        .client
-        .get(app.url(&format!("/api/v1/builds/{build}/logs?follow=true")))
-        .bearer_auth(&t.viewer)
-        .header("last-event-id", first_id.to_string())
-        .send()
+    let resumed = follow(&app, build, &t.viewer, Some(&first_id.to_string()))
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -363,14 +356,7 @@ async fn resume_needs_an_event_id_of_the_stream() {
         ((id + 1000).to_string(), 400),
         ("x".to_owned(), 400),
     ] {
-        let res = app
-            .client
-            .get(app.url(&format!("/api/v1/builds/{build}/logs?follow=true")))
-            .bearer_auth(&t.viewer)
-            .header("last-event-id", &last_event_id)
-            .send()
-            .await
-            .unwrap();
+        let res = follow(&app, build, &t.viewer, Some(&last_event_id)).await;
         assert_eq!(res.status(), status, "Last-Event-ID {last_event_id}");
         let body = res.text().await.unwrap();
         if last_event_id == "0" {
