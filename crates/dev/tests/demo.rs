@@ -132,6 +132,18 @@ impl Drop for Proc {
 }
 
 /// Every `sha256:<64 hex>` in `text`.
+/// GET `url` with the demo token, as JSON.
+async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
+    http.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn digests(text: &str) -> Vec<&str> {
     text.match_indices("sha256:")
         .filter_map(|(i, _)| text.get(i..i + 7 + 64))
@@ -238,15 +250,7 @@ async fn without_exit_it_keeps_serving_the_printed_commands_until_sigint() {
     // The printed commands work: list, then submit another build with the
     // printed body and follow it to its end.
     let http = reqwest::Client::new();
-    let list: Value = http
-        .get(format!("{api}/builds"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&http, &format!("{api}/builds"), &token).await;
     let items = list["items"].as_array().expect("a build page");
     assert_eq!(items.len(), 1, "{list}");
     assert_eq!(items[0]["status"], "succeeded", "{list}");
@@ -273,15 +277,7 @@ async fn without_exit_it_keeps_serving_the_printed_commands_until_sigint() {
     let id = build["id"].as_str().unwrap();
     let deadline = Instant::now() + PATIENCE;
     let status = loop {
-        let b: Value = http
-            .get(format!("{api}/builds/{id}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let b: Value = get_json(&http, &format!("{api}/builds/{id}"), &token).await;
         let s = b["status"].as_str().unwrap().to_owned();
         if ["succeeded", "failed", "cancelled", "timed_out"].contains(&s.as_str()) {
             break s;
