@@ -422,6 +422,57 @@ impl SimProcess {
 
 // ---- the dispatcher side ----
 
+/// When the executor's end path passed its debug events (target
+/// `END_TARGET`: `seen_ended`, `logs_drained`), by run name and stage (unix µs).
+static END_EVENTS: Mutex<Option<HashMap<(String, String), i64>>> = Mutex::new(None);
+
+/// Notes the executor's end-path events; every other event is filtered out
+/// before it is built (per-layer filter), so the bench pays nothing for them.
+struct EndEvents;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for EndEvents {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        #[derive(Default)]
+        struct Fields {
+            run: String,
+            stage: String,
+        }
+        impl tracing::field::Visit for Fields {
+            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+                if field.name() == "stage" {
+                    self.stage = value.to_string();
+                }
+            }
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                match field.name() {
+                    "run" => self.run = format!("{value:?}"),
+                    "stage" => self.stage = format!("{value:?}"),
+                    _ => {}
+                }
+            }
+        }
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let at = unix_micros();
+        END_EVENTS
+            .lock()
+            .unwrap()
+            .get_or_insert_with(HashMap::new)
+            .insert((fields.run, fields.stage), at);
+    }
+}
+
+fn note_end_events() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{Layer, filter};
+    let _ = tracing_subscriber::registry()
+        .with(EndEvents.with_filter(filter::filter_fn(|m| {
+            m.target() == imagefactory_exec::tekton::executor::END_TARGET
+        })))
+        .try_init();
+}
+
 /// When each build's end passed the stages inside the dispatcher (unix µs),
 /// to split condition → database latency: the executor calls
 /// `ExecutionSink::artifacts` once the run has ended, its logs are drained
@@ -1078,20 +1129,36 @@ async fn in_flight(n: usize) -> InFlight {
         // The stages of the same latency, from the moments noted in the
         // dispatcher (same clock).
         let stages = bench.stages.lock().unwrap();
-        let mut parts: [Vec<f64>; 4] = Default::default();
+        let events = END_EVENTS.lock().unwrap().take().unwrap_or_default();
+        let event =
+            |name: &str, stage: &str| events.get(&(name.to_string(), stage.to_string())).copied();
+        let mut parts: [Vec<f64>; 6] = Default::default();
         for id in &ids {
             let name = run_name(*id, 1);
-            let (Some(end), Some(called), Some(written), Some(outcome), Some(db)) = (
+            let (
+                Some(end),
+                Some(seen),
+                Some(drained),
+                Some(called),
+                Some(written),
+                Some(outcome),
+                Some(db),
+            ) = (
                 ended.get(&name),
+                event(&name, "seen_ended"),
+                event(&name, "logs_drained"),
                 stages.artifacts_called.get(id),
                 stages.artifacts_written.get(id),
                 stages.outcome.get(id),
                 done.get(id),
-            ) else {
+            )
+            else {
                 continue;
             };
             for (i, (from, to)) in [
-                (end, called),
+                (end, &seen),
+                (&seen, &drained),
+                (&drained, called),
                 (called, written),
                 (written, outcome),
                 (outcome, db),
@@ -1103,7 +1170,9 @@ async fn in_flight(n: usize) -> InFlight {
             }
         }
         let names = [
-            "condition → run seen ended, logs drained, TaskRuns read",
+            "condition → the executor sees the run ended (watch)",
+            "→ logs drained",
+            "→ TaskRuns read",
             "artifacts written",
             "→ outcome returned",
             "→ finish committed and its NOTIFY received",
@@ -1159,6 +1228,7 @@ fn main() {
         sim_main();
         return;
     }
+    note_end_events();
     // `cargo bench` passes `--bench`; a filter argument is not supported.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

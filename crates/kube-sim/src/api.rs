@@ -1002,8 +1002,9 @@ impl Api {
                     return;
                 }
             }
+            let waiter = store.log_waiter(&ns, &pod_name);
             loop {
-                let notified = store.logs_changed();
+                let notified = waiter.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
                 let new = store.log_lines(&ns, &pod_name, &container, seen);

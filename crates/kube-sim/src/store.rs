@@ -207,7 +207,11 @@ pub struct ListResult {
 pub struct Store {
     state: Mutex<State>,
     global: broadcast::Sender<ClusterEvent>,
-    logs_changed: Notify,
+    /// Per pod (namespace, name): woken when a line is appended to one of
+    /// its containers' logs or the pod changes, so a follow stream wakes for
+    /// its own pod only (a global wake-up made every open stream re-read its
+    /// pod on every line anywhere: thousands of streams, quadratic work).
+    log_waiters: Mutex<HashMap<(String, String), Arc<Notify>>>,
     history_limit: usize,
 }
 
@@ -315,7 +319,7 @@ impl Store {
                 retired: Vec::new(),
             }),
             global: broadcast::channel(65536).0,
-            logs_changed: Notify::new(),
+            log_waiters: Mutex::new(HashMap::new()),
             history_limit: history_limit.max(1),
         })
     }
@@ -796,7 +800,7 @@ impl Store {
         drop(st);
         drop(retired);
         if k.gvr == gvr::PODS {
-            self.logs_changed.notify_waiters();
+            self.wake_log_streams(ns.unwrap_or(""), Some(name));
         }
         Ok(arc)
     }
@@ -835,7 +839,7 @@ impl Store {
         if k.gvr == gvr::NAMESPACES {
             let out = self.delete_namespace_locked(&mut st, name, &old);
             drop(st);
-            self.logs_changed.notify_waiters();
+            self.wake_log_streams(name, None);
             return Ok(out);
         }
         if propagation == Propagation::Foreground {
@@ -866,7 +870,12 @@ impl Store {
         }
         let gone = self.remove_locked(&mut st, k, ns, name, propagation);
         drop(st);
-        self.logs_changed.notify_waiters();
+        if k.gvr == gvr::PODS {
+            self.wake_log_streams(ns.unwrap_or(""), Some(name));
+        } else {
+            // Pods may have gone with it (owner references).
+            self.wake_log_streams(ns.unwrap_or(""), None);
+        }
         Ok(DeleteOutcome::Gone(gone.unwrap_or_else(|| (*old).clone())))
     }
 
@@ -1179,7 +1188,7 @@ impl Store {
                     text: line.to_string(),
                 });
         }
-        self.logs_changed.notify_waiters();
+        self.wake_log_streams(ns, Some(pod));
     }
 
     /// Log lines from index `from` on.
@@ -1191,9 +1200,36 @@ impl Store {
             .unwrap_or_default()
     }
 
-    /// Resolves when a log line is appended or a pod changes.
-    pub fn logs_changed(&self) -> tokio::sync::futures::Notified<'_> {
-        self.logs_changed.notified()
+    /// Notified when a line is appended to a log of pod `ns`/`pod` or the
+    /// pod changes (or is deleted, or its namespace). Take
+    /// `notified()` and `enable()` it before reading, so a change between
+    /// the read and the wait is not lost.
+    pub fn log_waiter(&self, ns: &str, pod: &str) -> Arc<Notify> {
+        let mut waiters = self.log_waiters.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget pods nobody follows any more (only the map holds them).
+        if waiters.len() > 64 && waiters.len().is_power_of_two() {
+            waiters.retain(|_, n| Arc::strong_count(n) > 1);
+        }
+        waiters
+            .entry((ns.to_string(), pod.to_string()))
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone()
+    }
+
+    /// Wake the log streams of one pod, or (`pod` None) of every pod in `ns`.
+    fn wake_log_streams(&self, ns: &str, pod: Option<&str>) {
+        let waiters = self.log_waiters.lock().unwrap_or_else(|e| e.into_inner());
+        match pod {
+            Some(pod) => {
+                if let Some(n) = waiters.get(&(ns.to_string(), pod.to_string())) {
+                    n.notify_waiters();
+                }
+            }
+            None => waiters
+                .iter()
+                .filter(|((wns, _), _)| wns == ns)
+                .for_each(|(_, n)| n.notify_waiters()),
+        }
     }
 }
 
@@ -1375,6 +1411,55 @@ mod tests {
         s.create(&nsk, None, json!({"metadata": {"name": "ns"}}), Writer::Api)
             .unwrap();
         (s, nsk, storage_kind(&gvr::PIPELINERUNS).unwrap())
+    }
+
+    #[test]
+    fn log_streams_wake_for_their_own_pod_only() {
+        use futures::FutureExt;
+        let (s, _, _) = setup();
+        let pods = storage_kind(&gvr::PODS).unwrap();
+        for name in ["a", "b"] {
+            s.create(
+                &pods,
+                Some("ns"),
+                json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c"}]}}),
+                Writer::Api,
+            )
+            .unwrap();
+        }
+        let waiter = s.log_waiter("ns", "a");
+        let mut woken = Box::pin(waiter.notified());
+        woken.as_mut().enable();
+        // Another pod's line or change does not wake pod a's streams.
+        s.append_log("ns", "b", "c", "line of b");
+        let b = s.get(&pods, Some("ns"), "b").unwrap();
+        s.update(&pods, Some("ns"), "b", b, true, Writer::Api)
+            .unwrap();
+        assert!(woken.as_mut().now_or_never().is_none());
+        // Its own line does.
+        s.append_log("ns", "a", "c", "line of a");
+        assert!(woken.as_mut().now_or_never().is_some());
+        // So does a change of the pod (a container terminating), and its deletion.
+        for change in ["update", "delete"] {
+            let mut woken = Box::pin(waiter.notified());
+            woken.as_mut().enable();
+            if change == "update" {
+                let mut a = s.get(&pods, Some("ns"), "a").unwrap();
+                a["status"] = json!({"phase": "Succeeded"});
+                s.update(&pods, Some("ns"), "a", a, true, Writer::Api)
+                    .unwrap();
+            } else {
+                s.delete(
+                    &pods,
+                    Some("ns"),
+                    "a",
+                    Propagation::Background,
+                    (None, None),
+                )
+                .unwrap();
+            }
+            assert!(woken.as_mut().now_or_never().is_some(), "{change}");
+        }
     }
 
     #[test]

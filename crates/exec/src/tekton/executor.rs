@@ -444,6 +444,10 @@ pub async fn cancel(
     Ok(())
 }
 
+/// Target of the debug events that mark a run's end path (`stage` =
+/// `seen_ended`, `logs_drained`), so a profiler or the bench can time it.
+pub const END_TARGET: &str = "imagefactory_exec::tekton::end";
+
 /// Longest wait between two resync reads of a silent run.
 const MAX_RESYNC_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -640,6 +644,7 @@ impl Follow {
         seen: &FinishedTaskRuns,
         sink: &dyn ExecutionSink,
     ) -> Outcome {
+        tracing::debug!(target: END_TARGET, run = %self.name, stage = "seen_ended", "the PipelineRun has ended; draining its logs");
         // Let the log follower read the last lines.
         if let Some(handle) = logs.0.take() {
             match tokio::time::timeout(self.settings.log_drain, handle).await {
@@ -656,6 +661,7 @@ impl Follow {
                 }
             }
         }
+        tracing::debug!(target: END_TARGET, run = %self.name, stage = "logs_drained", "logs drained; reading the TaskRuns' results");
         let taskruns = self.taskruns(run, seen).await;
         let task_results: Vec<(String, Vec<(String, String)>)> = taskruns
             .iter()
