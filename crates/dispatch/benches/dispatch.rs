@@ -317,6 +317,65 @@ impl Bench {
         rate
     }
 
+    /// The one-row baseline driven by `pgbench` itself (when it is
+    /// installed): shows the minimal loop is the claim rate pgbench measures.
+    async fn pgbench(&self) -> Option<f64> {
+        const CLAIM: &str = "UPDATE builds SET status = 'running', lease_owner = 'baseline', \
+             lease_expires_at = now() + interval '60 seconds', attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM builds WHERE status = 'queued' AND not_before <= now() \
+             ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED);\n";
+        let script = std::env::temp_dir().join(format!("if-claim-{}.sql", std::process::id()));
+        std::fs::write(&script, CLAIM).ok()?;
+        self.submit(BACKLOG, 0).await;
+        let out = std::process::Command::new("pgbench")
+            .args([
+                "-n",
+                "-M",
+                "prepared",
+                "-c",
+                "1",
+                "-t",
+                &BACKLOG.to_string(),
+                "-f",
+            ])
+            .arg(&script)
+            // libpq refuses sqlx's own query parameters.
+            .arg(self.url.split('?').next().unwrap_or(&self.url))
+            .output();
+        let _ = std::fs::remove_file(&script);
+        let queued = self
+            .count("SELECT count(*) FROM builds WHERE status = 'queued'")
+            .await;
+        self.reset().await;
+        let out = match out {
+            Ok(o) if o.status.success() => o,
+            Ok(o) => {
+                println!(
+                    "pgbench failed: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                return None;
+            }
+            Err(e) => {
+                println!("pgbench not run: {e}");
+                return None;
+            }
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let tps: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tps = "))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        assert_eq!(queued, 0, "pgbench claimed the whole backlog");
+        println!(
+            "baseline: pgbench, the same claim, one row per transaction, 1 client: {tps:.0}/s"
+        );
+        Some(tps)
+    }
+
     /// `batch` = 1 is what a pgbench job-queue script does: one row per claim.
     async fn baseline_loop(&self, batch: usize) -> f64 {
         self.submit(BACKLOG, 0).await;
@@ -499,6 +558,9 @@ fn main() {
             "medians of {ROUNDS} rounds: claims_per_s_1={one:.0} claims_per_s_3={three:.0} baseline (one row per claim, pgbench-style)={baseline:.0} baseline (batch {BATCH})={batched:.0}"
         );
         bench.claim_function().await;
+        if bench.pgbench().await.is_none() {
+            println!("baseline: pgbench not run");
+        }
         println!(
             "against the batch-{BATCH} raw loop: ratio {:.2} (3 dispatchers: {:.2})",
             one / batched,
