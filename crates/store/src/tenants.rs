@@ -37,7 +37,11 @@ pub async fn create(pool: &PgPool, new: NewTenant) -> StoreResult<Tenant> {
          VALUES ($1, $2, $3, COALESCE($4, 10)) RETURNING {COLUMNS}"
     );
     Ok(sqlx::query_as(&sql)
-        .bind(Uuid::now_v7())
+        // Random, not time-ordered: a tenant's Kubernetes namespace is named
+        // after the first 8 hex digits of its id, which in a v7 id are the
+        // creation time to ~65 s, so tenants created together would share a
+        // namespace name (and the second one's builds be refused).
+        .bind(Uuid::new_v4())
         .bind(&new.name)
         .bind(&new.display_name)
         .bind(new.max_concurrent_builds)

@@ -119,3 +119,20 @@ async fn another_tenants_resources_are_not_found() {
         .unwrap();
     assert_eq!(count, 0);
 }
+
+/// Each tenant builds in namespace `image-factory-<first 8 hex digits of its
+/// id>`: tenants created together must not share that prefix (time-ordered
+/// ids did: the prefix was their creation time).
+#[tokio::test]
+async fn tenants_created_together_get_distinct_namespace_prefixes() {
+    let db = TestDb::new().await;
+    let app = TestApp::spawn(db.pool.clone()).await;
+    let mut prefixes = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        let id = app.create_tenant(&format!("burst-{i}")).await;
+        assert!(
+            prefixes.insert(id.simple().to_string()[..8].to_owned()),
+            "tenant {id} shares its namespace prefix with an earlier one"
+        );
+    }
+}

@@ -367,6 +367,56 @@ impl TestApp {
         )
     }
 
+    /// Another tenant with its own token, project, registry credential and
+    /// the project's Tasks in its namespace, building on the global provider.
+    pub async fn other_tenant(&self, name: &str, max_concurrent_builds: i32) -> OtherTenant {
+        let body = json!({"name": name, "max_concurrent_builds": max_concurrent_builds});
+        let id = id_of(&self.post_as(ADMIN_TOKEN, "/tenants", Some(body), 201).await);
+        let token = self.create_token(id, "admin").await;
+        let project = json!({"name": "app", "git_url": "https://git.example.com/other/app.git"});
+        let project = id_of(&self.post_as(&token, "/projects", Some(project), 201).await);
+        let credential = json!({"name": "push", "registry": "registry.example.com",
+                                "username": "bot", "password": "registry-pw-other"});
+        let credential = id_of(
+            &self
+                .post_as(&token, "/registry-credentials", Some(credential), 201)
+                .await,
+        );
+        let client = ClusterSettings::parse(&self.sim_config())
+            .unwrap()
+            .client()
+            .await
+            .unwrap();
+        ensure_namespace(&client, id).await.unwrap();
+        install_tasks(&client, TektonVersion::V1, &namespace_name(id))
+            .await
+            .unwrap();
+        OtherTenant {
+            token,
+            project,
+            credential,
+        }
+    }
+
+    /// [`TestApp::submit`] as another tenant.
+    pub async fn submit_as(&self, tenant: &OtherTenant, extra: Value) -> Uuid {
+        let mut body = json!({
+            "project_id": tenant.project,
+            "method": "kaniko",
+            "infrastructure_provider_id": self.provider,
+            "registry_credential_id": tenant.credential,
+            "image": "registry.example.com/other/app:1.0",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        id_of(
+            &self
+                .post_as(&tenant.token, "/builds", Some(body), 201)
+                .await,
+        )
+    }
+
     /// Submit a build on the sim provider with the registry credential;
     /// `extra` fields (method, git_ref, config, ...) override the defaults.
     pub async fn submit(&self, extra: Value) -> Uuid {
@@ -488,6 +538,13 @@ async fn new_dispatcher(pool: PgPool, settings: DispatcherSettings, cipher: Ciph
         Some(cipher),
         DispatcherMode::Embedded,
     )
+}
+
+/// A tenant made by [`TestApp::other_tenant`].
+pub struct OtherTenant {
+    pub token: String,
+    pub project: Uuid,
+    pub credential: Uuid,
 }
 
 pub struct CrashableDispatcher {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::harness::{Options, TestApp, fast_settings};
+use crate::harness::{CrashableDispatcher, Options, PATIENCE, TestApp, fast_settings, rule};
 
 /// What the chaos driver did, for the report line and sanity checks.
 #[derive(Debug, Default)]
@@ -252,5 +252,168 @@ async fn three_dispatchers_claim_each_build_exactly_once() {
     .map(|(o, n): (Option<String>, i64)| (o.unwrap_or_default(), n))
     .collect();
     println!("claims by dispatcher: {owners:?}");
+    app.finish().await;
+}
+
+/// Issue 5 (b) with the Tekton executor: dispatchers crash (every task of
+/// theirs stopped where it stands, connections dropped, nothing handed
+/// over) at random moments while 200 builds run, and fresh ones start.
+/// After the takeovers every build succeeded with one execution (attempt 1,
+/// re-attached, never restarted), one PipelineRun, and its log lines once each
+/// in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashed_dispatchers_lose_and_duplicate_no_tekton_build() {
+    use rand::Rng;
+    let layers: Vec<String> = (0..10).map(|i| format!("layer {i}")).collect();
+    let refs: Vec<&str> = layers.iter().map(String::as_str).collect();
+    let app = TestApp::start(Options {
+        rules: vec![
+            rule("clone", None, None, &["cloned"], None),
+            // 3 simulated minutes = 1.8 s: runs span several crashes.
+            rule("build", None, Some("3m"), &refs, None),
+        ],
+        dispatchers: 0,
+        ..Default::default()
+    })
+    .await;
+    let mut dispatchers: Vec<CrashableDispatcher> =
+        (0..2).map(|_| app.start_crashable_dispatcher()).collect();
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        ids.push(
+            app.submit(json!({"method": "kaniko", "git_ref": format!("branch-{i}")}))
+                .await,
+        );
+    }
+    let mut crashed: Vec<String> = Vec::new();
+    let mut rounds = 0;
+    while crashed.len() < 5 && rounds < 80 {
+        rounds += 1;
+        let pause = rand::rng().random_range(200..1_200);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let victim = rand::rng().random_range(0..dispatchers.len());
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM builds WHERE status = 'running' AND lease_owner = $1",
+        )
+        .bind(&dispatchers[victim].id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if held == 0 {
+            continue;
+        }
+        dispatchers[victim].crash();
+        crashed.push(dispatchers[victim].id.clone());
+        dispatchers[victim] = app.start_crashable_dispatcher();
+    }
+    assert!(
+        crashed.len() >= 3,
+        "only {} crashes hit a dispatcher holding builds",
+        crashed.len()
+    );
+
+    let executions = assert_each_ran_once(&app, &ids).await;
+    assert_eq!(executions, 200, "one execution per build: none restarted");
+    assert_eq!(
+        app.pipelineruns(None).await.len(),
+        200,
+        "one PipelineRun per build"
+    );
+    let retried: i64 = sqlx::query_scalar("SELECT count(*) FROM builds WHERE attempts <> 1")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(retried, 0);
+    let mut expected = vec!["cloned".to_owned()];
+    expected.extend(layers.iter().cloned());
+    for id in &ids {
+        assert_eq!(
+            app.logs(*id).await,
+            expected,
+            "build {id}: logs complete, once each"
+        );
+    }
+    // Claimed by a dispatcher that crashed = finished by another, re-attached.
+    let reattached: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM build_executions WHERE dispatcher_id = ANY($1)")
+            .bind(&crashed)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        reattached > 0,
+        "no build was taken over after {} crashes",
+        crashed.len()
+    );
+    println!("crashes={} builds_taken_over={reattached}", crashed.len());
+    drop(dispatchers);
+    app.finish().await;
+}
+
+/// Issue 5 (c) with the Tekton executor: a tenant at its limit (2) with 30
+/// builds queued does not hold back another tenant's build: that one is
+/// claimed while the full tenant still has builds waiting, and the limit
+/// holds throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_tenant_does_not_hold_back_another_tenants_tekton_build() {
+    let app = TestApp::start(Options {
+        // 10 simulated minutes = 6 s per build: the full tenant stays full.
+        rules: vec![rule("build", None, Some("10m"), &["built"], None)],
+        ..Default::default()
+    })
+    .await;
+    let full = app.other_tenant("full", 2).await;
+    let mut queued = Vec::new();
+    for i in 0..30 {
+        queued.push(
+            app.submit_as(&full, json!({"git_ref": format!("branch-{i}")}))
+                .await,
+        );
+    }
+    // The full tenant's first two are running: it is at its limit.
+    let running = "SELECT count(*) FROM builds WHERE status = 'running' AND id = ANY($1)";
+    let count = |sql: &'static str, ids: Vec<Uuid>| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .bind(ids)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while count(running, queued.clone()).await < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the full tenant never ran 2 builds"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let other = app.submit(json!({"method": "kaniko"})).await;
+    let build = app.wait_status(other, &["running", "succeeded"]).await;
+    let waiting = count(
+        "SELECT count(*) FROM builds WHERE status = 'queued' AND id = ANY($1)",
+        queued.clone(),
+    )
+    .await;
+    assert!(
+        waiting >= 20,
+        "the other tenant's build ran only after the full tenant drained ({waiting} still queued): {build}"
+    );
+    assert!(count(running, queued.clone()).await <= 2, "the limit holds");
+    // Within one claim cycle: claimed before the full tenant's third build
+    // (which could only start once one of its first two ended, seconds later).
+    let starts: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT build_id, started_at FROM build_executions ORDER BY started_at")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let at = starts.iter().position(|(b, _)| *b == other).unwrap();
+    assert!(
+        at <= 2,
+        "claimed after {at} builds of the full tenant: {starts:?}"
+    );
+    assert_eq!(app.wait_terminal(other).await["status"], "succeeded");
     app.finish().await;
 }
