@@ -412,8 +412,10 @@ impl Shared {
         // freed once its last build has taken its own, not when its last
         // build ends.
         drop(inputs);
+        let mut ran_on: Option<Arc<dyn Executor>> = None;
         let outcome = match prepared {
             Ok((executor, ctx)) => {
+                ran_on = Some(executor.clone());
                 let sink = Arc::new(
                     StoreSink::new(self.pool.clone(), build.build_id, execution.id)
                         .with_reference_writer(self.references.clone()),
@@ -433,7 +435,10 @@ impl Shared {
             }
             Err(outcome) => outcome,
         };
-        Box::pin(self.record(&build, outcome)).await;
+        let recorded = Box::pin(self.record(&build, outcome)).await;
+        if let Some(executor) = ran_on {
+            executor.outcome_recorded(execution.id, recorded).await;
+        }
     }
 
     async fn prepare(
@@ -539,7 +544,9 @@ impl Shared {
             })
     }
 
-    async fn record(&self, build: &ClaimedBuild, outcome: Outcome) {
+    /// Record the outcome; true if it was committed as the build's end or
+    /// requeue (not when the execution was handed over or the lease lost).
+    async fn record(&self, build: &ClaimedBuild, outcome: Outcome) -> bool {
         let execution = &build.execution;
         let jitter: f64 = rand::random();
         // The requeue budget counts attempts since the last manual retry.
@@ -564,6 +571,7 @@ impl Shared {
                 queue::finish(&self.pool, &self.id, build.build_id, execution.id, finish).await
             }
         };
+        let committed = matches!((&result, &decision), (Ok(true), Some(_)));
         match (result, &decision) {
             (Ok(true), Some(Finish::Requeue { delay, message })) => {
                 info!(?delay, %message, "attempt failed transiently; requeued")
@@ -582,6 +590,7 @@ impl Shared {
             // execution's reference is persisted, so nothing is lost.
             (Err(e), _) => error!(error = %e, ?outcome, "recording the outcome failed"),
         }
+        committed
     }
 
     async fn sweep_queued_cancels(&self) {

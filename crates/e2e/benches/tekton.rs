@@ -579,6 +579,9 @@ impl imagefactory_exec::Executor for TimedExecutor {
     ) -> imagefactory_exec::Outcome {
         self.inner.reattach(ctx, reference, sink, stop).await
     }
+    async fn outcome_recorded(&self, execution_id: Uuid, recorded: bool) {
+        self.inner.outcome_recorded(execution_id, recorded).await
+    }
 }
 
 struct Bench {

@@ -83,6 +83,15 @@ pub trait Executor: Send + Sync {
         sink: Arc<dyn ExecutionSink>,
         stop: StopSignal,
     ) -> Outcome;
+
+    /// The dispatcher has committed the outcome that `start`/`reattach`
+    /// returned for `execution_id` (`recorded`), or could not (its lease was
+    /// lost: another dispatcher re-attaches and records it). Clean-up that
+    /// must not come before the commit waits for this call — done earlier, a
+    /// takeover in between would find the execution's work gone (Tekton:
+    /// marking the run persisted and applying the provider's retention).
+    /// Must return quickly (spawn what takes time).
+    async fn outcome_recorded(&self, _execution_id: uuid::Uuid, _recorded: bool) {}
 }
 
 /// Where an executor reports progress. The dispatcher implements it over the

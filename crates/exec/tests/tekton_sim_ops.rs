@@ -10,6 +10,7 @@ use std::time::Duration;
 use imagefactory_domain::{BuildMethod, Secret};
 use imagefactory_exec::tekton::client::{ClientCache, ClusterSettings};
 use imagefactory_exec::tekton::namespace::namespace_name;
+use imagefactory_exec::tekton::retention::PERSISTED;
 use imagefactory_exec::tekton::tasks::install_tasks;
 use imagefactory_exec::tekton::{TektonExecutor, TektonSettings, TektonVersion, test_connection};
 use imagefactory_exec::{Executor, GitCredential, Outcome};
@@ -58,32 +59,59 @@ async fn retention_deletes_persisted_runs_beyond_keep_last() {
     config["retention"] = json!({"keep_last": 2});
     let provider = sim.provider_with(config);
     let executor = executor().await;
+    let runs = || async {
+        let mut names: Vec<(String, bool)> = sim
+            .pipelineruns(tenant)
+            .await
+            .iter()
+            .map(|r| {
+                let persisted = r["metadata"]["annotations"][PERSISTED] == "true";
+                (
+                    r["metadata"]["name"].as_str().unwrap().to_string(),
+                    persisted,
+                )
+            })
+            .collect();
+        names.sort();
+        names
+    };
     let mut names = Vec::new();
-    for _ in 0..4 {
+    for i in 0..4 {
         let sink = MemorySink::new();
         let (_tx, stop) = no_stop();
-        let outcome = executor
-            .start(
-                context(BuildMethod::Docker, provider.clone(), tenant),
-                sink.clone(),
-                stop,
-            )
-            .await;
+        let ctx = context(BuildMethod::Docker, provider.clone(), tenant);
+        let execution = ctx.execution_id;
+        let outcome = executor.start(ctx, sink.clone(), stop).await;
         assert_eq!(outcome, Outcome::Succeeded, "{}", message(&outcome));
-        names.push(sink.references.lock().unwrap()[0].name.clone().unwrap());
+        let name = sink.references.lock().unwrap()[0].name.clone().unwrap();
+        names.push(name.clone());
+        // Until the dispatcher says the outcome is committed, the run is
+        // neither marked persisted nor deleted: a takeover before the commit
+        // must still find it.
+        assert!(
+            runs().await.contains(&(name.clone(), false)),
+            "run {name} untouched"
+        );
+        // The first one's outcome was not recorded (lease lost): it is left
+        // as it is for the dispatcher that takes over (which re-attaches and
+        // cleans up after recording it).
+        executor.outcome_recorded(execution, i > 0).await;
         // completionTime has second resolution; keep runs apart.
         tokio::time::sleep(Duration::from_millis(1100)).await;
     }
-    let mut left: Vec<String> = sim
-        .pipelineruns(tenant)
-        .await
-        .iter()
-        .map(|r| r["metadata"]["name"].as_str().unwrap().to_string())
-        .collect();
-    left.sort();
-    let mut newest = names[2..].to_vec();
+    // Of the three marked persisted, the two newest are kept.
+    let mut newest: Vec<(String, bool)> = names[2..].iter().map(|n| (n.clone(), true)).collect();
+    newest.push((names[0].clone(), false));
     newest.sort();
-    assert_eq!(left, newest, "the two newest runs are kept");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while runs().await != newest {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the unrecorded run and the two newest persisted ones are kept: {:?}",
+            runs().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

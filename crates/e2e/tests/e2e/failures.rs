@@ -253,3 +253,28 @@ async fn a_build_over_its_timeout_ends_timed_out() {
     );
     app.finish().await;
 }
+
+/// Retention through the dispatcher: with `keep_last: 0` a build's
+/// PipelineRun is deleted once the build's end is recorded (never before:
+/// a takeover in between must still find it), and its logs and artifacts
+/// stay in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_run_is_deleted_per_retention_after_the_build_is_recorded() {
+    let (app, _) = app_with_provider_config(|c| c["retention"] = json!({"keep_last": 0})).await;
+    let id = app.submit(json!({"method": "kaniko"})).await;
+    assert_eq!(app.wait_terminal(id).await["status"], "succeeded");
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !app.pipelineruns(Some(id)).await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the finished run was never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!app.logs(id).await.is_empty(), "logs stay");
+    assert!(
+        app.artifacts(id).await.contains_key("IMAGE_DIGEST"),
+        "artifacts stay"
+    );
+    app.finish().await;
+}

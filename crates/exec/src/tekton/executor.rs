@@ -1,6 +1,7 @@
 //! The Tekton [`Executor`]: namespace → secrets → render → validate →
 //! preflight → create (or adopt) → persist reference → watch, logs, results.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use async_trait::async_trait;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 use super::client::{ClientCache, Cluster, TektonVersion};
 use super::error::{TektonError, is_not_found, is_transient};
@@ -94,6 +96,38 @@ pub struct TektonExecutor {
     clients: ClientCache,
     templates: Templates,
     settings: TektonSettings,
+    cleanups: PendingCleanups,
+}
+
+/// Runs that ended under a provider with retention, by execution id, from
+/// the moment the executor returned their outcome until the dispatcher says
+/// it committed it ([`Executor::outcome_recorded`]): only then may they be
+/// marked persisted and become candidates for deletion.
+#[derive(Clone, Default)]
+struct PendingCleanups(Arc<std::sync::Mutex<HashMap<Uuid, Cleanup>>>);
+
+struct Cleanup {
+    cluster: Arc<Cluster>,
+    version: TektonVersion,
+    namespace: String,
+    name: String,
+}
+
+impl Cleanup {
+    async fn run(self) {
+        let Some(retention) = &self.cluster.settings.retention else {
+            return;
+        };
+        let client = &self.cluster.client;
+        let done = async {
+            mark_persisted(client, self.version, &self.namespace, &self.name).await?;
+            apply_retention(client, self.version, &self.namespace, retention).await
+        };
+        if let Err(e) = done.await {
+            tracing::warn!(run = %self.name, namespace = %self.namespace, error = %e,
+                "cleaning up old PipelineRuns failed; the next finished build tries again");
+        }
+    }
 }
 
 impl TektonExecutor {
@@ -112,6 +146,7 @@ impl TektonExecutor {
             clients,
             templates,
             settings,
+            cleanups: PendingCleanups::default(),
         })
     }
 
@@ -197,6 +232,7 @@ impl Executor for TektonExecutor {
         sink: Arc<dyn ExecutionSink>,
         stop: StopSignal,
     ) -> Outcome {
+        let execution_id = ctx.execution_id;
         // Stopped before anything exists: nothing to cancel on the cluster.
         match *stop.borrow() {
             Some(StopReason::Cancel) => {
@@ -276,6 +312,8 @@ impl Executor for TektonExecutor {
             .subscribe(&pipelinerun_resource(version), &namespace, &name, seed);
         drop(early);
         let follow = Follow {
+            execution_id,
+            cleanups: self.cleanups.clone(),
             cluster,
             version,
             namespace,
@@ -293,6 +331,7 @@ impl Executor for TektonExecutor {
         sink: Arc<dyn ExecutionSink>,
         stop: StopSignal,
     ) -> Outcome {
+        let execution_id = ctx.execution_id;
         let (Some(namespace), Some(name)) = (reference.namespace.clone(), reference.name.clone())
         else {
             return Outcome::Failed {
@@ -341,6 +380,8 @@ impl Executor for TektonExecutor {
         let watch = cluster.hub.subscribe(&resource, &namespace, &name, seed);
         drop(early);
         let follow = Follow {
+            execution_id,
+            cleanups: self.cleanups.clone(),
             cluster,
             version,
             namespace,
@@ -349,6 +390,15 @@ impl Executor for TektonExecutor {
             settings: self.settings.clone(),
         };
         follow.run(watch, sink, stop).await
+    }
+
+    async fn outcome_recorded(&self, execution_id: Uuid, recorded: bool) {
+        let cleanup = self.cleanups.0.lock().unwrap().remove(&execution_id);
+        // Not recorded (lease lost): the dispatcher that takes over
+        // re-attaches to the run, and cleans up after recording it.
+        if let Some(cleanup) = cleanup.filter(|_| recorded) {
+            tokio::spawn(cleanup.run());
+        }
     }
 }
 
@@ -453,6 +503,8 @@ const MAX_RESYNC_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Following one run to its end.
 struct Follow {
+    execution_id: Uuid,
+    cleanups: PendingCleanups,
     cluster: Arc<Cluster>,
     version: TektonVersion,
     namespace: String,
@@ -707,17 +759,17 @@ impl Follow {
                 Outcome::Failed { message: text }
             }
         };
-        if let Some(retention) = &self.cluster.settings.retention {
-            let client = &self.cluster.client;
-            let cleanup = async {
-                mark_persisted(client, self.version, &self.namespace, &self.name).await?;
-                apply_retention(client, self.version, &self.namespace, retention).await
-            };
-            if let Err(e) = cleanup.await {
-                let _ = sink
-                    .progress(&format!("cleaning up old PipelineRuns failed: {e}"))
-                    .await;
-            }
+        if self.cluster.settings.retention.is_some() {
+            // Not yet: see `PendingCleanups`.
+            self.cleanups.0.lock().unwrap().insert(
+                self.execution_id,
+                Cleanup {
+                    cluster: self.cluster.clone(),
+                    version: self.version,
+                    namespace: self.namespace.clone(),
+                    name: self.name.clone(),
+                },
+            );
         }
         outcome
     }
