@@ -126,3 +126,38 @@ async fn full_provider_does_not_block_other_builds_of_the_tenant() {
     assert!(second.claimed.is_empty());
     db.drop_db().await;
 }
+
+/// `IF_DISPATCHER_MAX_IN_FLIGHT`: a dispatcher never runs more than its
+/// global limit, whatever the tenants' limits allow; the rest waits queued
+/// and is claimed as capacity frees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatcher_never_runs_more_than_its_in_flight_limit() {
+    let db = TestDb::new().await;
+    let t = tenant(&db.pool, "t", 1000).await;
+    let ids = submit(&db.pool, t, &vec![Spec::lasting(300); 30]).await;
+    let mut settings = fast_settings();
+    settings.max_in_flight = 4;
+    let d = start_dispatcher(db.another_pool().await, settings);
+    let held = format!(
+        "SELECT count(*) FROM builds WHERE status = 'running' AND lease_owner = '{}'",
+        d.id
+    );
+    let mut most = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        most = most.max(count(&db.pool, &held).await);
+        let done = count(
+            &db.pool,
+            "SELECT count(*) FROM builds WHERE status = 'succeeded'",
+        )
+        .await;
+        if done == ids.len() as i64 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{done} of 30 done");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    d.stop().await;
+    assert_eq!(most, 4, "the limit was reached and never passed");
+    db.drop_db().await;
+}

@@ -278,3 +278,32 @@ async fn a_finished_run_is_deleted_per_retention_after_the_build_is_recorded() {
     );
     app.finish().await;
 }
+
+/// Issue 5 (d) with the Tekton executor, queued side: a build cancelled
+/// before any dispatcher claimed it ends `cancelled` at once and never
+/// reaches the cluster, also once a dispatcher runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_cancelled_while_queued_never_reaches_the_cluster() {
+    let mut app = TestApp::start(Options {
+        dispatchers: 0,
+        ..Default::default()
+    })
+    .await;
+    let cancelled = app.submit(json!({})).await;
+    let build = app
+        .post(&format!("/builds/{cancelled}/cancel"), None, 200)
+        .await;
+    assert_eq!(build["status"], "cancelled", "{build}");
+    // A build submitted after it runs once a dispatcher is there: by then
+    // the cancelled one would have been claimed too, had it been.
+    let later = app.submit(json!({})).await;
+    app.start_dispatcher().await;
+    assert_eq!(app.wait_terminal(later).await["status"], "succeeded");
+    assert_eq!(app.build(cancelled).await["status"], "cancelled");
+    assert!(app.executions(cancelled).await.is_empty(), "never claimed");
+    assert!(
+        app.pipelineruns(Some(cancelled)).await.is_empty(),
+        "no PipelineRun"
+    );
+    app.finish().await;
+}
