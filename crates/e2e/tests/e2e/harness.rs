@@ -147,7 +147,7 @@ impl TestApp {
         };
         app.tenant = app.create_tenant("team-e2e").await;
         app.token = app.create_token(app.tenant, "admin").await;
-        app.install_tasks().await;
+        app.install_tasks(app.tenant).await;
         let config = app.sim_config();
         app.provider = app.create_global_provider("kube-sim", config).await;
         app.project = app.create_project("web").await;
@@ -172,14 +172,15 @@ impl TestApp {
         namespace_name(self.tenant)
     }
 
-    async fn install_tasks(&self) {
+    /// The tenant's namespace with the project's Tasks, as an operator would.
+    async fn install_tasks(&self, tenant: Uuid) {
         let client = ClusterSettings::parse(&self.sim_config())
             .unwrap()
             .client()
             .await
             .unwrap();
-        ensure_namespace(&client, self.tenant).await.unwrap();
-        install_tasks(&client, TektonVersion::V1, &self.namespace())
+        ensure_namespace(&client, tenant).await.unwrap();
+        install_tasks(&client, TektonVersion::V1, &namespace_name(tenant))
             .await
             .unwrap();
     }
@@ -382,15 +383,7 @@ impl TestApp {
                 .post_as(&token, "/registry-credentials", Some(credential), 201)
                 .await,
         );
-        let client = ClusterSettings::parse(&self.sim_config())
-            .unwrap()
-            .client()
-            .await
-            .unwrap();
-        ensure_namespace(&client, id).await.unwrap();
-        install_tasks(&client, TektonVersion::V1, &namespace_name(id))
-            .await
-            .unwrap();
+        self.install_tasks(id).await;
         OtherTenant {
             token,
             project,
@@ -398,39 +391,37 @@ impl TestApp {
         }
     }
 
-    /// [`TestApp::submit`] as another tenant.
+    /// [`TestApp::submit`] as another tenant (its project and credential,
+    /// kaniko by default).
     pub async fn submit_as(&self, tenant: &OtherTenant, extra: Value) -> Uuid {
-        let mut body = json!({
+        let base = json!({
             "project_id": tenant.project,
             "method": "kaniko",
-            "infrastructure_provider_id": self.provider,
             "registry_credential_id": tenant.credential,
             "image": "registry.example.com/other/app:1.0",
         });
-        for (k, v) in extra.as_object().unwrap() {
-            body[k] = v.clone();
-        }
-        id_of(
-            &self
-                .post_as(&tenant.token, "/builds", Some(body), 201)
-                .await,
-        )
+        self.submit_merged(&tenant.token, base, extra).await
     }
 
     /// Submit a build on the sim provider with the registry credential;
     /// `extra` fields (method, git_ref, config, ...) override the defaults.
     pub async fn submit(&self, extra: Value) -> Uuid {
-        let mut body = json!({
+        let base = json!({
             "project_id": self.project,
             "method": "docker",
-            "infrastructure_provider_id": self.provider,
             "registry_credential_id": self.credential,
             "image": "registry.example.com/team/app:1.0",
         });
+        self.submit_merged(&self.token, base, extra).await
+    }
+
+    /// POST /builds of `base` on the app's provider, `extra` fields overriding.
+    async fn submit_merged(&self, token: &str, mut body: Value, extra: Value) -> Uuid {
+        body["infrastructure_provider_id"] = json!(self.provider);
         for (k, v) in extra.as_object().unwrap() {
             body[k] = v.clone();
         }
-        id_of(&self.post("/builds", Some(body), 201).await)
+        id_of(&self.post_as(token, "/builds", Some(body), 201).await)
     }
 
     pub async fn build(&self, id: Uuid) -> Value {
