@@ -50,6 +50,46 @@ async fn a_v1beta1_run_succeeds_with_pipeline_results() {
     assert!(!sink.sources().is_empty());
 }
 
+/// A cluster whose Tekton serves only `tekton.dev/v1beta1`: with no
+/// `tekton_api_version` in the provider config the executor discovers it
+/// and runs the build as a v1beta1 PipelineRun (results from
+/// `pipelineResults`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_serving_only_v1beta1_is_discovered() {
+    let sim = Sim::start(SimOptions {
+        tekton_versions: Some(vec!["v1beta1".into()]),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(sim.version().await, TektonVersion::V1beta1);
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let sink = MemorySink::new();
+    let (_tx, stop) = no_stop();
+    let config = sim.config();
+    assert!(config.get("tekton_api_version").is_none());
+    let ctx = context(BuildMethod::Kaniko, sim.provider_with(config), tenant);
+    let outcome = executor().await.start(ctx, sink.clone(), stop).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{}", message(&outcome));
+    let runs = sim.pipelineruns(tenant).await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["apiVersion"], "tekton.dev/v1beta1", "{}", runs[0]);
+    assert!(
+        sink.artifact("IMAGE_DIGEST")
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    sink.assert_no_duplicates_or_gaps();
+    // The v1 API is not there at all on this cluster.
+    let v1: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        sim.admin().await,
+        &namespace_name(tenant),
+        &imagefactory_exec::tekton::submit::pipelinerun_resource(TektonVersion::V1),
+    );
+    let err = v1.list(&Default::default()).await.unwrap_err();
+    assert!(format!("{err:?}").contains("404"), "{err:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_deletes_persisted_runs_beyond_keep_last() {
     let sim = Sim::start(SimOptions::default()).await;

@@ -66,6 +66,10 @@ pub struct KubeSimOptions {
     pub tekton: Option<tekton::ControllerOptions>,
     /// Further controllers, started after the Tekton one.
     pub controllers: Vec<Controller>,
+    /// The `tekton.dev` versions served (`None`: v1 and v1beta1, as a
+    /// current Tekton does); `["v1beta1"]` is a cluster with an older Tekton.
+    /// Discovery, routing and `kubectl` see only these.
+    pub tekton_versions: Option<Vec<String>>,
 }
 
 impl Default for KubeSimOptions {
@@ -81,6 +85,7 @@ impl Default for KubeSimOptions {
             admin_token: None,
             tekton: None,
             controllers: Vec::new(),
+            tekton_versions: None,
         }
     }
 }
@@ -163,9 +168,15 @@ impl KubeSim {
         );
         let pki = Arc::new(Pki::generate()?);
         let admin_cert = pki.client_cert(ADMIN_USER, &[ADMIN_GROUP])?;
+        let mut registry = resources::registry(&crds);
+        if let Some(versions) = &opts.tekton_versions {
+            registry.retain(|r| {
+                r.gvr.group != "tekton.dev" || versions.iter().any(|v| v == r.gvr.version)
+            });
+        }
         let api = Arc::new(Api {
             store: store.clone(),
-            registry: resources::registry(&crds),
+            registry,
             auth,
             faults: Arc::new(Faults::default()),
             server_address: std::sync::Mutex::new(String::new()),

@@ -28,6 +28,8 @@ pub struct Sim {
 pub struct SimOptions {
     pub default_storage_class: Option<String>,
     pub rules: Vec<ScriptRule>,
+    /// `tekton.dev` versions served (`None`: v1 and v1beta1).
+    pub tekton_versions: Option<Vec<String>>,
 }
 
 impl Default for SimOptions {
@@ -35,6 +37,7 @@ impl Default for SimOptions {
         Self {
             default_storage_class: Some("standard".into()),
             rules: Vec::new(),
+            tekton_versions: None,
         }
     }
 }
@@ -58,6 +61,7 @@ impl Sim {
         let handle = KubeSim::start(KubeSimOptions {
             default_storage_class: options.default_storage_class,
             controllers: vec![controller],
+            tekton_versions: options.tekton_versions,
             ..Default::default()
         })
         .await
@@ -100,15 +104,25 @@ impl Sim {
         imagefactory_exec::tekton::namespace::ensure_namespace(&client, tenant)
             .await
             .unwrap();
-        install_tasks(&client, TektonVersion::V1, &namespace_name(tenant))
+        install_tasks(&client, self.version().await, &namespace_name(tenant))
             .await
             .unwrap();
     }
 
-    /// Every PipelineRun in the tenant namespace, as JSON (v1).
+    /// The Tekton version the executor picks from the cluster's discovery.
+    pub async fn version(&self) -> TektonVersion {
+        let served = imagefactory_exec::tekton::client::tekton_versions(&self.admin().await)
+            .await
+            .unwrap();
+        TektonVersion::choose(&served).expect("tekton.dev is served")
+    }
+
+    /// Every PipelineRun in the tenant namespace, as JSON (in the version
+    /// the cluster serves, v1 first).
     pub async fn pipelineruns(&self, tenant: Uuid) -> Vec<Value> {
+        let version = self.version().await;
         let client = self.admin().await;
-        let ar = imagefactory_exec::tekton::submit::pipelinerun_resource(TektonVersion::V1);
+        let ar = imagefactory_exec::tekton::submit::pipelinerun_resource(version);
         let api: kube::Api<kube::api::DynamicObject> =
             kube::Api::namespaced_with(client, &namespace_name(tenant), &ar);
         api.list(&Default::default())
