@@ -669,3 +669,144 @@ async fn another_tenants_namespace_is_never_used() {
     );
     assert!(sim.pipelineruns(other).await.is_empty());
 }
+
+/// Submit exactly once: a dispatcher that died after creating the run but
+/// before saving its reference starts the *same* execution again; the
+/// create answers 409 AlreadyExists, the run's labels match the execution,
+/// so it is adopted — one PipelineRun, followed to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_the_same_execution_again_adopts_its_run() {
+    let sim = Sim::start(SimOptions {
+        rules: vec![rule("build", None, Some("2m"), &["building..."], None)],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    let executor = Arc::new(executor().await);
+    let first_sink = MemorySink::new();
+    let first = {
+        let (executor, sink, ctx) = (executor.clone(), first_sink.clone(), ctx.clone());
+        let (_tx, stop) = no_stop();
+        tokio::spawn(async move {
+            let _keep = _tx;
+            executor.start(ctx, sink, stop).await
+        })
+    };
+    let s = first_sink.clone();
+    wait_for("the run to exist", move || {
+        !s.references.lock().unwrap().is_empty()
+    })
+    .await;
+    // The first dispatcher dies (its reference never reached the database).
+    first.abort();
+    let _ = first.await;
+    let sink = MemorySink::new();
+    let (_tx, stop) = no_stop();
+    let outcome = executor.start(ctx, sink.clone(), stop).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{}", message(&outcome));
+    let runs = sim.pipelineruns(tenant).await;
+    assert_eq!(runs.len(), 1, "adopted, not created twice");
+    let adopted = sink.references.lock().unwrap()[0].clone();
+    let created = first_sink.references.lock().unwrap()[0].clone();
+    assert_eq!(adopted.name, created.name);
+    assert_eq!(adopted.uid, created.uid, "the same run, not a new one");
+    let logged = sink
+        .sources()
+        .iter()
+        .any(|source| sink.text(source).iter().any(|line| line == "building..."));
+    assert!(logged, "the adopted run's logs are followed");
+}
+
+/// Several builds of a new tenant starting at once all create (or find) its
+/// namespace: concurrent creation is not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_builds_of_a_tenant_share_its_new_namespace() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let tenant = Uuid::new_v4();
+    let client = sim.admin().await;
+    let results = futures::future::join_all(
+        (0..8).map(|_| imagefactory_exec::tekton::namespace::ensure_namespace(&client, tenant)),
+    )
+    .await;
+    for r in &results {
+        assert!(r.is_ok(), "{r:?}");
+    }
+    let ns: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+    let ns = ns.get(&namespace_name(tenant)).await.unwrap();
+    let labels = ns.metadata.labels.unwrap();
+    assert_eq!(labels["tenant-id"], tenant.to_string());
+    assert_eq!(labels["app"], "image-factory");
+}
+
+/// Cancel of a run whose pipeline has `finally` tasks (an operator's
+/// template override adds one): the executor asks for `CancelledRunFinally`,
+/// so the running build task stops and the finally task still runs; the
+/// build ends `cancelled`. The templates directory override is used as is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_of_a_run_with_finally_tasks_lets_them_run() {
+    let sim = Sim::start(SimOptions {
+        rules: vec![
+            rule("build", None, Some("1h"), &["building..."], None),
+            rule("report", None, None, &["finally ran"], None),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tekton/templates/kaniko.yaml"
+    ))
+    .unwrap();
+    let with_finally = format!(
+        "{}    finally:\n      - name: report\n        taskSpec:\n          steps:\n            - name: report\n              image: alpine\n              script: echo finally ran\n",
+        shipped.trim_end_matches('\n').to_owned() + "\n"
+    );
+    std::fs::write(dir.path().join("kaniko.yaml"), with_finally).unwrap();
+    let executor = Arc::new(
+        imagefactory_exec::tekton::TektonExecutor::new(imagefactory_exec::tekton::TektonSettings {
+            templates_dir: Some(dir.path().to_path_buf()),
+            log_drain: Duration::from_secs(20),
+            cancel_grace: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+    );
+    let sink = MemorySink::new();
+    let (tx, stop) = no_stop();
+    let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    let task = {
+        let (executor, sink) = (executor.clone(), sink.clone());
+        tokio::spawn(async move { executor.start(ctx, sink, stop).await })
+    };
+    let s = sink.clone();
+    wait_for("the build step to log", move || {
+        s.sources()
+            .iter()
+            .any(|source| s.text(source).iter().any(|l| l == "building..."))
+    })
+    .await;
+    tx.send(Some(StopReason::Cancel)).unwrap();
+    let outcome = task.await.unwrap();
+    assert!(matches!(outcome, Outcome::Cancelled { .. }), "{outcome:?}");
+    let runs = sim.pipelineruns(tenant).await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        runs[0]["spec"]["status"], "CancelledRunFinally",
+        "{}",
+        runs[0]
+    );
+    let finally_ran = sink.sources().iter().any(|source| {
+        source.starts_with("report/") && sink.text(source).iter().any(|l| l == "finally ran")
+    });
+    assert!(
+        finally_ran,
+        "the finally task ran and its log was followed: {:?}",
+        sink.sources()
+    );
+}
