@@ -118,3 +118,26 @@ async fn higher_priority_is_claimed_first_and_not_before_is_honoured() {
     assert_eq!(status(&db.pool, later).await, "queued");
     db.drop_db().await;
 }
+
+/// Wake-up: an idle dispatcher whose poll interval (and heartbeat) is an hour
+/// is woken by a submit's NOTIFY; a build written without one (a missed
+/// notification) is claimed by the poll fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_wake_dispatchers_and_the_poll_catches_what_they_miss() {
+    let db = TestDb::new().await;
+    let t = tenant(&db.pool, "t", 10).await;
+    let hour = Duration::from_secs(3600);
+    for (notify, poll) in [(true, hour), (false, Duration::from_millis(500))] {
+        let mut settings = fast_settings();
+        settings.poll_interval = poll;
+        settings.heartbeat_interval = hour;
+        settings.lease = 2 * hour;
+        let d = start_dispatcher(db.another_pool().await, settings);
+        // Past its first claim cycle (at start): idle, listening.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let id = submit_and(&db.pool, t, &[Spec::default()], notify).await[0];
+        wait_status(&db.pool, id, "succeeded", Duration::from_secs(30)).await;
+        d.stop().await;
+    }
+    db.drop_db().await;
+}

@@ -211,6 +211,16 @@ impl Spec {
 
 /// Submit builds as the API does: rows and NOTIFY in one transaction.
 pub async fn submit(pool: &PgPool, tenant: (Uuid, Uuid), specs: &[Spec]) -> Vec<Uuid> {
+    submit_and(pool, tenant, specs, true).await
+}
+
+/// [`submit`], with or without the NOTIFY (without: a missed notification).
+pub async fn submit_and(
+    pool: &PgPool,
+    tenant: (Uuid, Uuid),
+    specs: &[Spec],
+    notify: bool,
+) -> Vec<Uuid> {
     let mut tx = pool.begin().await.unwrap();
     let mut ids = Vec::with_capacity(specs.len());
     for chunk in specs.chunks(500) {
@@ -253,11 +263,13 @@ pub async fn submit(pool: &PgPool, tenant: (Uuid, Uuid), specs: &[Spec]) -> Vec<
             .unwrap();
         ids.extend(chunk_ids);
     }
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(CHANNEL_BUILD_QUEUED)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    if notify {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL_BUILD_QUEUED)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
     tx.commit().await.unwrap();
     ids
 }
