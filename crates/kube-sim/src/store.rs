@@ -800,7 +800,7 @@ impl Store {
         drop(st);
         drop(retired);
         if k.gvr == gvr::PODS {
-            self.wake_log_streams(ns.unwrap_or(""), Some(name));
+            self.wake_log_streams(ns.unwrap_or(""), name);
         }
         Ok(arc)
     }
@@ -837,10 +837,7 @@ impl Store {
             return Err(ApiError::conflict(k.gvr.group, k.gvr.plural, name));
         }
         if k.gvr == gvr::NAMESPACES {
-            let out = self.delete_namespace_locked(&mut st, name, &old);
-            drop(st);
-            self.wake_log_streams(name, None);
-            return Ok(out);
+            return Ok(self.delete_namespace_locked(&mut st, name, &old));
         }
         if propagation == Propagation::Foreground {
             return Ok(self.foreground_delete_locked(&mut st, k, ns, name, &old));
@@ -870,12 +867,6 @@ impl Store {
         }
         let gone = self.remove_locked(&mut st, k, ns, name, propagation);
         drop(st);
-        if k.gvr == gvr::PODS {
-            self.wake_log_streams(ns.unwrap_or(""), Some(name));
-        } else {
-            // Pods may have gone with it (owner references).
-            self.wake_log_streams(ns.unwrap_or(""), None);
-        }
         Ok(DeleteOutcome::Gone(gone.unwrap_or_else(|| (*old).clone())))
     }
 
@@ -1109,6 +1100,9 @@ impl Store {
         if k.gvr == gvr::PODS {
             st.logs
                 .retain(|(lns, pod, _), _| !(lns == ns.unwrap_or("") && pod == name));
+            // Every removal passes here (API delete, owner cascade, last
+            // finalizer, namespace deletion): the pod's follow streams end.
+            self.wake_log_streams(ns.unwrap_or(""), name);
         }
         let uid = meta_str(&old, "uid").unwrap_or("").to_string();
         // Dependents: objects whose ownerReferences name this uid.
@@ -1188,7 +1182,7 @@ impl Store {
                     text: line.to_string(),
                 });
         }
-        self.wake_log_streams(ns, Some(pod));
+        self.wake_log_streams(ns, pod);
     }
 
     /// Log lines from index `from` on.
@@ -1216,19 +1210,11 @@ impl Store {
             .clone()
     }
 
-    /// Wake the log streams of one pod, or (`pod` None) of every pod in `ns`.
-    fn wake_log_streams(&self, ns: &str, pod: Option<&str>) {
+    /// Wake the log follow streams of one pod.
+    fn wake_log_streams(&self, ns: &str, pod: &str) {
         let waiters = self.log_waiters.lock().unwrap_or_else(|e| e.into_inner());
-        match pod {
-            Some(pod) => {
-                if let Some(n) = waiters.get(&(ns.to_string(), pod.to_string())) {
-                    n.notify_waiters();
-                }
-            }
-            None => waiters
-                .iter()
-                .filter(|((wns, _), _)| wns == ns)
-                .for_each(|(_, n)| n.notify_waiters()),
+        if let Some(n) = waiters.get(&(ns.to_string(), pod.to_string())) {
+            n.notify_waiters();
         }
     }
 }
@@ -1460,6 +1446,42 @@ mod tests {
             }
             assert!(woken.as_mut().now_or_never().is_some(), "{change}");
         }
+        // And a pod removed with its owner (garbage collection).
+        let cms = storage_kind(&gvr::CONFIGMAPS).unwrap();
+        let owner = s
+            .create(
+                &cms,
+                Some("ns"),
+                json!({"metadata": {"name": "owner"}}),
+                Writer::Api,
+            )
+            .unwrap();
+        let uid = owner["metadata"]["uid"].clone();
+        s.create(
+            &pods,
+            Some("ns"),
+            json!({"metadata": {"name": "owned", "ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}]},
+                   "spec": {"containers": [{"name": "c"}]}}),
+            Writer::Api,
+        )
+        .unwrap();
+        let waiter = s.log_waiter("ns", "owned");
+        let mut woken = Box::pin(waiter.notified());
+        woken.as_mut().enable();
+        s.delete(
+            &cms,
+            Some("ns"),
+            "owner",
+            Propagation::Background,
+            (None, None),
+        )
+        .unwrap();
+        assert!(
+            s.get(&pods, Some("ns"), "owned").is_none(),
+            "collected with its owner"
+        );
+        assert!(woken.as_mut().now_or_never().is_some(), "owner cascade");
     }
 
     #[test]
