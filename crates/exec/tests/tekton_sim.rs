@@ -712,11 +712,10 @@ async fn starting_the_same_execution_again_adopts_its_run() {
     let created = first_sink.references.lock().unwrap()[0].clone();
     assert_eq!(adopted.name, created.name);
     assert_eq!(adopted.uid, created.uid, "the same run, not a new one");
-    let logged = sink
-        .sources()
-        .iter()
-        .any(|source| sink.text(source).iter().any(|line| line == "building..."));
-    assert!(logged, "the adopted run's logs are followed");
+    assert!(
+        sink.logged("building..."),
+        "the adopted run's logs are followed"
+    );
 }
 
 /// Several builds of a new tenant starting at once all create (or find) its
@@ -785,12 +784,7 @@ async fn cancel_of_a_run_with_finally_tasks_lets_them_run() {
         tokio::spawn(async move { executor.start(ctx, sink, stop).await })
     };
     let s = sink.clone();
-    wait_for("the build step to log", move || {
-        s.sources()
-            .iter()
-            .any(|source| s.text(source).iter().any(|l| l == "building..."))
-    })
-    .await;
+    wait_for("the build step to log", move || s.logged("building...")).await;
     tx.send(Some(StopReason::Cancel)).unwrap();
     let outcome = task.await.unwrap();
     assert!(matches!(outcome, Outcome::Cancelled { .. }), "{outcome:?}");
@@ -801,11 +795,8 @@ async fn cancel_of_a_run_with_finally_tasks_lets_them_run() {
         "{}",
         runs[0]
     );
-    let finally_ran = sink.sources().iter().any(|source| {
-        source.starts_with("report/") && sink.text(source).iter().any(|l| l == "finally ran")
-    });
     assert!(
-        finally_ran,
+        sink.logged("finally ran"),
         "the finally task ran and its log was followed: {:?}",
         sink.sources()
     );

@@ -235,6 +235,11 @@ impl MemorySink {
         }
     }
 
+    /// Whether any source logged exactly `line`.
+    pub fn logged(&self, line: &str) -> bool {
+        self.lines.lock().unwrap().iter().any(|l| l.line == line)
+    }
+
     pub fn text(&self, source: &str) -> Vec<String> {
         self.lines
             .lock()
