@@ -131,7 +131,6 @@ impl Drop for Proc {
     }
 }
 
-/// Every `sha256:<64 hex>` in `text`.
 /// GET `url` with the demo token, as JSON.
 async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
     http.get(url)
@@ -144,6 +143,7 @@ async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> Value {
         .unwrap()
 }
 
+/// Every `sha256:<64 hex>` in `text`.
 fn digests(text: &str) -> Vec<&str> {
     text.match_indices("sha256:")
         .filter_map(|(i, _)| text.get(i..i + 7 + 64))

@@ -22,16 +22,7 @@ use tekton_support::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_follow_streams_share_a_few_http2_connections() {
     let sim = Sim::start(SimOptions::default()).await;
-    let cluster = sim.handle.cluster();
-    let pod = json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "p", "namespace": "default"},
-        "spec": {"containers": [{"name": "step-a", "image": "x"}]},
-        "status": {"phase": "Running", "containerStatuses": [
-            {"name": "step-a", "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}
-    });
-    cluster.create(&gvr::PODS, Some("default"), pod).unwrap();
-    cluster.append_pod_log("default", "p", "step-a", "first");
+    let cluster = running_pod_with_a_line(&sim);
 
     let settings = ClusterSettings::parse(&sim.config()).unwrap();
     let (_client, logs) = settings.clients().await.unwrap();
@@ -179,16 +170,7 @@ async fn relay(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_pings_keep_a_quiet_stream_and_close_a_silently_dead_connection() {
     let sim = Sim::start(SimOptions::default()).await;
-    let cluster = sim.handle.cluster();
-    let pod = json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "p", "namespace": "default"},
-        "spec": {"containers": [{"name": "step-a", "image": "x"}]},
-        "status": {"phase": "Running", "containerStatuses": [
-            {"name": "step-a", "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}
-    });
-    cluster.create(&gvr::PODS, Some("default"), pod).unwrap();
-    cluster.append_pod_log("default", "p", "step-a", "first");
+    let cluster = running_pod_with_a_line(&sim);
 
     let endpoint = sim.handle.endpoint();
     let host_port = endpoint
@@ -268,4 +250,20 @@ async fn next_line(
     tokio::time::timeout(Duration::from_secs(60), rx.recv())
         .await
         .expect("a line (or the stream's end) within 60 s")
+}
+
+/// Pod `default/p` with its container `step-a` running and one log line
+/// (`first`) written; the cluster, to write more.
+fn running_pod_with_a_line(sim: &Sim) -> std::sync::Arc<dyn kube_sim::cluster::Cluster> {
+    let cluster = sim.handle.cluster();
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"containers": [{"name": "step-a", "image": "x"}]},
+        "status": {"phase": "Running", "containerStatuses": [
+            {"name": "step-a", "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}
+    });
+    cluster.create(&gvr::PODS, Some("default"), pod).unwrap();
+    cluster.append_pod_log("default", "p", "step-a", "first");
+    cluster
 }

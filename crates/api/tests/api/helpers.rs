@@ -258,6 +258,16 @@ impl TestApp {
         r.json()["token"].as_str().unwrap().to_owned()
     }
 
+    /// A new tenant with project `web`, provider `k` and one build queued on
+    /// them (submitted by its developer).
+    pub async fn tenant_with_build(&self, name: &str) -> (TenantCtx, Uuid) {
+        let t = self.tenant(name).await;
+        let project = self.create_project(&t.admin, "web").await;
+        let provider = self.create_k8s_provider(&t.admin, "k").await;
+        let build = id_of(&self.submit_build(&t.developer, project, provider).await);
+        (t, build)
+    }
+
     pub async fn tenant(&self, name: &str) -> TenantCtx {
         let id = self.create_tenant(name).await;
         TenantCtx {

@@ -6,17 +6,14 @@ use std::time::Duration;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestDb, id_of};
+use crate::helpers::{TestApp, TestDb};
 
 #[tokio::test]
 async fn executions_logs_and_artifacts() {
     let db = TestDb::new().await;
     let pool = db.pool.clone();
     let app = TestApp::spawn(pool.clone()).await;
-    let t = app.tenant("team-l").await;
-    let project = app.create_project(&t.admin, "web").await;
-    let provider = app.create_k8s_provider(&t.admin, "k").await;
-    let build = id_of(&app.submit_build(&t.developer, project, provider).await);
+    let (t, build) = app.tenant_with_build("team-l").await;
 
     // Nothing yet: empty answers, not errors.
     assert_eq!(
@@ -133,10 +130,7 @@ async fn follow_streams_until_the_build_ends() {
     let db = TestDb::new().await;
     let pool = db.pool.clone();
     let app = TestApp::spawn(pool.clone()).await;
-    let t = app.tenant("team-f").await;
-    let project = app.create_project(&t.admin, "web").await;
-    let provider = app.create_k8s_provider(&t.admin, "k").await;
-    let build = id_of(&app.submit_build(&t.developer, project, provider).await);
+    let (t, build) = app.tenant_with_build("team-f").await;
     app.set_status(build, "running").await;
     let execution = app.insert_execution(build, t.id, 1, "running").await;
     app.insert_log(build, execution, 0, "first line").await;
@@ -249,10 +243,7 @@ async fn follow_out_of_id_order(b_has_older_xid: bool) {
     let db = TestDb::new().await;
     let pool = db.pool.clone();
     let app = TestApp::spawn(pool.clone()).await;
-    let t = app.tenant("team-o").await;
-    let project = app.create_project(&t.admin, "web").await;
-    let provider = app.create_k8s_provider(&t.admin, "k").await;
-    let build = id_of(&app.submit_build(&t.developer, project, provider).await);
+    let (t, build) = app.tenant_with_build("team-o").await;
     app.set_status(build, "running").await;
     let execution = app.insert_execution(build, t.id, 1, "running").await;
 
@@ -338,10 +329,7 @@ async fn resume_needs_an_event_id_of_the_stream() {
     let db = TestDb::new().await;
     let pool = db.pool.clone();
     let app = TestApp::spawn(pool.clone()).await;
-    let t = app.tenant("team-r").await;
-    let project = app.create_project(&t.admin, "web").await;
-    let provider = app.create_k8s_provider(&t.admin, "k").await;
-    let build = id_of(&app.submit_build(&t.developer, project, provider).await);
+    let (t, build) = app.tenant_with_build("team-r").await;
     let execution = app.insert_execution(build, t.id, 1, "succeeded").await;
     app.insert_log(build, execution, 0, "only line").await;
     app.set_status(build, "succeeded").await;

@@ -132,10 +132,7 @@ async fn retry_queues_a_new_attempt_and_keeps_history() {
     let db = TestDb::new().await;
     let pool = db.pool.clone();
     let app = TestApp::spawn(pool.clone()).await;
-    let t = app.tenant("team-r").await;
-    let project = app.create_project(&t.admin, "web").await;
-    let provider = app.create_k8s_provider(&t.admin, "k").await;
-    let build = id_of(&app.submit_build(&t.developer, project, provider).await);
+    let (t, build) = app.tenant_with_build("team-r").await;
 
     // Queued and succeeded builds cannot be retried.
     let early = app

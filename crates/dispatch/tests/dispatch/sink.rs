@@ -20,16 +20,7 @@ async fn log_positions_report_the_last_stored_line_per_source() {
     let db = TestDb::new().await;
     let t = tenant(&db.pool, "sinky", 1).await;
     let build = submit(&db.pool, t, &[Spec::lasting(1)]).await[0];
-    let execution = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO build_executions (id, build_id, tenant_id, attempt, executor) VALUES ($1, $2, $3, 1, 'test')",
-    )
-    .bind(execution)
-    .bind(build)
-    .bind(t.0)
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    let execution = execution_row(&db.pool, build, t.0).await;
     let sink = StoreSink::new(db.pool.clone(), build, execution);
 
     assert!(sink.log_positions().await.unwrap().is_empty());
@@ -64,16 +55,7 @@ async fn artifacts_are_stored_together_and_upserted_by_name() {
     let db = TestDb::new().await;
     let t = tenant(&db.pool, "artsy", 1).await;
     let build = submit(&db.pool, t, &[Spec::lasting(1)]).await[0];
-    let execution = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO build_executions (id, build_id, tenant_id, attempt, executor) VALUES ($1, $2, $3, 1, 'test')",
-    )
-    .bind(execution)
-    .bind(build)
-    .bind(t.0)
-    .execute(&db.pool)
-    .await
-    .unwrap();
+    let execution = execution_row(&db.pool, build, t.0).await;
     let sink = StoreSink::new(db.pool.clone(), build, execution);
     let artifact = |name: &str, value: &str, kind: ArtifactKind| Artifact {
         name: name.into(),
@@ -124,16 +106,7 @@ async fn references_reported_together_are_all_stored_and_the_last_report_wins() 
     let builds = submit(&db.pool, t, &vec![Spec::lasting(1); 20]).await;
     let mut executions = Vec::new();
     for build in &builds {
-        let execution = Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO build_executions (id, build_id, tenant_id, attempt, executor) VALUES ($1, $2, $3, 1, 'test')",
-        )
-        .bind(execution)
-        .bind(build)
-        .bind(t.0)
-        .execute(&db.pool)
-        .await
-        .unwrap();
+        let execution = execution_row(&db.pool, *build, t.0).await;
         executions.push(execution);
     }
     let writer = reference_writer(db.pool.clone());
@@ -181,4 +154,19 @@ async fn references_reported_together_are_all_stored_and_the_last_report_wins() 
         );
     }
     db.drop_db().await;
+}
+
+/// An attempt-1 execution row of `build`, as a claim writes it.
+async fn execution_row(pool: &sqlx::PgPool, build: Uuid, tenant: Uuid) -> Uuid {
+    let execution = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO build_executions (id, build_id, tenant_id, attempt, executor) VALUES ($1, $2, $3, 1, 'test')",
+    )
+    .bind(execution)
+    .bind(build)
+    .bind(tenant)
+    .execute(pool)
+    .await
+    .unwrap();
+    execution
 }
