@@ -1,0 +1,120 @@
+//! One `imagefactory serve` process on a fresh database, a kube-sim beside
+//! it, and a tenant with a token of each role.
+
+#![allow(dead_code)] // each attack module uses part of this
+
+use std::time::Duration;
+
+use kube_sim::{KubeSim, KubeSimHandle, KubeSimOptions};
+use serde_json::{Value, json};
+
+use crate::common::{
+    ADMIN_TOKEN, Http, Proc, SECRET_KEY, drop_database, free_port, fresh_database_url,
+};
+
+pub struct Target {
+    pub proc: Proc,
+    pub http: Http,
+    pub sim: KubeSimHandle,
+    pub db: String,
+    pub port: u16,
+    pub workdir: tempfile::TempDir,
+}
+
+/// Tokens of one tenant, one per role.
+pub struct Tenant {
+    pub id: String,
+    pub admin: String,
+    pub developer: String,
+    pub viewer: String,
+}
+
+impl Target {
+    /// `serve` with the embedded dispatcher and `extra` environment on top of
+    /// the defaults (later entries win).
+    pub async fn start(extra: &[(&str, String)]) -> Self {
+        let sim = KubeSim::start(KubeSimOptions::default())
+            .await
+            .expect("kube-sim starts");
+        let db = fresh_database_url("attack");
+        let port = free_port();
+        let workdir = tempfile::tempdir().unwrap();
+        let mut env: Vec<(&str, String)> = vec![
+            ("IF_DATABASE_URL", db.clone()),
+            ("IF_LISTEN_ADDR", format!("127.0.0.1:{port}")),
+            ("IF_ADMIN_TOKEN", ADMIN_TOKEN.into()),
+            ("IF_SECRET_KEY", SECRET_KEY.into()),
+            ("IF_DISPATCHER_POLL_INTERVAL", "500ms".into()),
+            ("IF_DISPATCHER_SHUTDOWN_GRACE", "2s".into()),
+            ("IF_LOCAL_WORKDIR", workdir.path().display().to_string()),
+            ("IF_LOG", "info".into()),
+            // kube-sim listens on loopback; tenant providers may point there.
+            ("IF_PROVIDER_ALLOW_LOOPBACK", "true".into()),
+        ];
+        env.extend(extra.iter().cloned());
+        let mut proc = Proc::spawn(&["serve"], &env);
+        let http = Http::new(port);
+        http.wait_ready(&mut proc, Duration::from_secs(60)).await;
+        Self {
+            proc,
+            http,
+            sim,
+            db,
+            port,
+            workdir,
+        }
+    }
+
+    /// A new tenant with an admin, a developer and a viewer token.
+    pub async fn tenant(&self, name: &str) -> Tenant {
+        let (tenant, admin) = self.http.tenant_with_token(name).await;
+        let id = tenant["id"].as_str().unwrap().to_owned();
+        let developer = self.token(&id, "developer").await;
+        let viewer = self.token(&id, "viewer").await;
+        Tenant {
+            id,
+            admin,
+            developer,
+            viewer,
+        }
+    }
+
+    /// A new token of `role` for tenant `id`, made by the platform admin.
+    pub async fn token(&self, id: &str, role: &str) -> String {
+        self.http
+            .created(
+                &format!("/api/v1/tenants/{id}/tokens"),
+                ADMIN_TOKEN,
+                json!({"name": role, "role": role}),
+            )
+            .await["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// Everything the process wrote to stdout and stderr so far.
+    pub fn output(&self) -> String {
+        self.proc.output()
+    }
+
+    /// Stops the process and drops its database.
+    pub async fn stop(mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+        drop_database(&self.db).await;
+    }
+}
+
+/// The problem's `errors[].field` values.
+pub fn fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
