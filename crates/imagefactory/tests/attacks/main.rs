@@ -5,6 +5,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod secret_audit;
 mod server;
 
 use serde_json::json;
