@@ -221,8 +221,21 @@ async fn details(env: &Env, ns: &str, file: &str, runs: &[Value]) -> bool {
         }
         "pipelineruns__pipelinerun-with-final-tasks.yaml" => tekton::final_tasks(env, ns).await,
         "taskruns__unnamed-steps.yaml" => tekton::unnamed_steps(run),
-        "taskruns__workspace-with-volumeClaimTemplate.yaml" => {
+        "taskruns__workspace-with-volumeClaimTemplate.yaml"
+        | "pipelineruns__workspace-from-volumeclaimtemplate.yaml" => {
             own::claim_owned_by(env, ns, run).await
+        }
+        "pipelineruns__beta_git-resolver.yaml" => tekton::git_resolver(env, ns, run).await,
+        "pipelineruns__no-ci_cluster-resolver.yaml" => tekton::cluster_resolver(run),
+        "pipelineruns__pipelinerun.yaml" => tekton::clone_and_build(env, ns).await,
+        "pipelineruns__pipelinerun-with-parallel-tasks-using-pvc.yaml" => {
+            assert_eq!(child_names(run).len(), 5);
+            own::claim_owned_by(env, ns, run).await
+        }
+        "taskruns__task-result.yaml" => {
+            for r in ["current-date-unix-timestamp", "current-date-human-readable"] {
+                assert!(result(run, r).is_some(), "{r}");
+            }
         }
         _ => return false,
     }
@@ -432,7 +445,8 @@ mod own {
     /// `taskRunSpecs[].timeout` beats the pipeline task's own `timeout`.
     pub async fn timeout_override(env: &Env, ns: &str) {
         let tr = taskrun(env, ns, "pause-then-confirm-run-pause").await;
-        assert_eq!(tr["spec"]["timeout"], "1m");
+        // Stored as a Go duration, like the `metav1.Duration` Tekton keeps.
+        assert_eq!(tr["spec"]["timeout"], "1m0s");
     }
 
     /// The pod mounts the Secret, the ConfigMap (renamed key) and the claim.
@@ -550,6 +564,31 @@ mod tekton {
         let clone = taskrun(env, ns, "write-and-cleanup-workspace-clone-app-repo").await;
         let commit = result(&clone, "commit").unwrap();
         assert_eq!(check["spec"]["params"][0]["value"], commit.as_str());
+    }
+
+    /// git-clone 0.10 came from the catalog through the git resolver.
+    pub async fn git_resolver(env: &Env, ns: &str, pr: &Value) {
+        let tr = taskrun(env, ns, &format!("{}-task1", model::name(pr))).await;
+        assert_eq!(containers(&tr), ["step-clone"]);
+        assert!(result(&tr, "commit").is_some());
+        own::claim_owned_by(env, ns, pr).await;
+    }
+
+    pub fn cluster_resolver(pr: &Value) {
+        let message = condition(pr).2;
+        assert!(
+            message.contains("pipelines.tekton.dev \"some-pipeline\" not found"),
+            "{message}"
+        );
+    }
+
+    /// The Pipeline's param default reaches the kaniko Task's result.
+    pub async fn clone_and_build(env: &Env, ns: &str) {
+        let build = taskrun(env, ns, "demo-pipeline-run-1-build-image").await;
+        assert_eq!(
+            result(&build, "IMAGE_URL").as_deref(),
+            Some("gcr.io/christiewilson-catfactory/getting-started")
+        );
     }
 
     pub fn unnamed_steps(tr: &Value) {

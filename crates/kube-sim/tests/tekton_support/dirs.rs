@@ -3,6 +3,9 @@
 //! points the example tests at another set with the same layout, such as
 //! Tekton's own examples and catalog Tasks.
 
+// Included by several test targets, each using part of it.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 
 /// Names a directory with `examples/` and `catalog/` to check instead of ours.
