@@ -24,35 +24,95 @@ enum Set {
 /// documented in README.md (Example outcomes). Every file of the set under test
 /// must have an entry.
 const EXPECTED: &[(Set, &str, &str, &str)] = &[
-    (Set::Own, "pipelinerun-chained-results.yaml", "True", "Succeeded"),
-    (Set::Own, "pipelinerun-claim-template.yaml", "True", "Succeeded"),
-    (Set::Own, "pipelinerun-clone-and-build.yaml", "True", "Succeeded"),
+    (
+        Set::Own,
+        "pipelinerun-chained-results.yaml",
+        "True",
+        "Succeeded",
+    ),
+    (
+        Set::Own,
+        "pipelinerun-claim-template.yaml",
+        "True",
+        "Succeeded",
+    ),
+    (
+        Set::Own,
+        "pipelinerun-clone-and-build.yaml",
+        "True",
+        "Succeeded",
+    ),
     (
         Set::Own,
         "pipelinerun-cluster-resolver-missing.yaml",
         "False",
         "CouldntGetPipeline",
     ),
-    (Set::Own, "pipelinerun-fan-out-shared-claim.yaml", "True", "Succeeded"),
+    (
+        Set::Own,
+        "pipelinerun-fan-out-shared-claim.yaml",
+        "True",
+        "Succeeded",
+    ),
     (Set::Own, "pipelinerun-finally.yaml", "True", "Succeeded"),
-    (Set::Own, "pipelinerun-inline-spec.yaml", "True", "Succeeded"),
-    (Set::Own, "pipelinerun-param-defaults.yaml", "True", "Succeeded"),
-    (Set::Own, "pipelinerun-remote-catalog.yaml", "True", "Succeeded"),
-    (Set::Own, "pipelinerun-taskrunspecs-timeout.yaml", "True", "Succeeded"),
-    (Set::Own, "pipelinerun-workspace-kinds.yaml", "True", "Succeeded"),
-    (Set::Own, "taskrun-anonymous-steps.yaml", "True", "Succeeded"),
+    (
+        Set::Own,
+        "pipelinerun-inline-spec.yaml",
+        "True",
+        "Succeeded",
+    ),
+    (
+        Set::Own,
+        "pipelinerun-param-defaults.yaml",
+        "True",
+        "Succeeded",
+    ),
+    (
+        Set::Own,
+        "pipelinerun-remote-catalog.yaml",
+        "True",
+        "Succeeded",
+    ),
+    (
+        Set::Own,
+        "pipelinerun-taskrunspecs-timeout.yaml",
+        "True",
+        "Succeeded",
+    ),
+    (
+        Set::Own,
+        "pipelinerun-workspace-kinds.yaml",
+        "True",
+        "Succeeded",
+    ),
+    (
+        Set::Own,
+        "taskrun-anonymous-steps.yaml",
+        "True",
+        "Succeeded",
+    ),
     (Set::Own, "taskrun-claim-template.yaml", "True", "Succeeded"),
     (Set::Own, "taskrun-results.yaml", "True", "Succeeded"),
     (Set::Own, "taskrun-secret-mount.yaml", "True", "Succeeded"),
     (Set::Own, "taskrun-volume-kinds.yaml", "True", "Succeeded"),
-    (Set::Tekton, "pipelineruns__beta_git-resolver.yaml", "True", "Succeeded"),
+    (
+        Set::Tekton,
+        "pipelineruns__beta_git-resolver.yaml",
+        "True",
+        "Succeeded",
+    ),
     (
         Set::Tekton,
         "pipelineruns__no-ci_cluster-resolver.yaml",
         "False",
         "CouldntGetPipeline",
     ),
-    (Set::Tekton, "pipelineruns__pipelinerun-results.yaml", "True", "Succeeded"),
+    (
+        Set::Tekton,
+        "pipelineruns__pipelinerun-results.yaml",
+        "True",
+        "Succeeded",
+    ),
     (
         Set::Tekton,
         "pipelineruns__pipelinerun-with-final-tasks.yaml",
@@ -83,17 +143,42 @@ const EXPECTED: &[(Set, &str, &str, &str)] = &[
         "True",
         "Succeeded",
     ),
-    (Set::Tekton, "pipelineruns__pipelinerun.yaml", "True", "Succeeded"),
+    (
+        Set::Tekton,
+        "pipelineruns__pipelinerun.yaml",
+        "True",
+        "Succeeded",
+    ),
     (
         Set::Tekton,
         "pipelineruns__workspace-from-volumeclaimtemplate.yaml",
         "True",
         "Succeeded",
     ),
-    (Set::Tekton, "pipelineruns__workspaces.yaml", "True", "Succeeded"),
-    (Set::Tekton, "taskruns__secret-volume.yaml", "True", "Succeeded"),
-    (Set::Tekton, "taskruns__task-result.yaml", "True", "Succeeded"),
-    (Set::Tekton, "taskruns__unnamed-steps.yaml", "True", "Succeeded"),
+    (
+        Set::Tekton,
+        "pipelineruns__workspaces.yaml",
+        "True",
+        "Succeeded",
+    ),
+    (
+        Set::Tekton,
+        "taskruns__secret-volume.yaml",
+        "True",
+        "Succeeded",
+    ),
+    (
+        Set::Tekton,
+        "taskruns__task-result.yaml",
+        "True",
+        "Succeeded",
+    ),
+    (
+        Set::Tekton,
+        "taskruns__unnamed-steps.yaml",
+        "True",
+        "Succeeded",
+    ),
     (
         Set::Tekton,
         "taskruns__workspace-with-volumeClaimTemplate.yaml",
@@ -183,7 +268,11 @@ async fn every_example_run_reaches_the_condition_tekton_gives_it() {
         }
     }
     // Most examples have details; a set with none would check outcomes only.
-    assert!(detailed * 2 >= files.len(), "details for {detailed} of {}", files.len());
+    assert!(
+        detailed * 2 >= files.len(),
+        "details for {detailed} of {}",
+        files.len()
+    );
 }
 
 fn run_gvr(run: &Value) -> kube_sim::cluster::Gvr {
@@ -279,7 +368,10 @@ mod own {
             result(pr, "report").unwrap(),
             format!("area={area} volume={volume}")
         );
-        assert_eq!(pr["metadata"]["labels"]["tekton.dev/pipeline"], "box-volume");
+        assert_eq!(
+            pr["metadata"]["labels"]["tekton.dev/pipeline"],
+            "box-volume"
+        );
         assert_eq!(pr["spec"]["timeouts"]["pipeline"], "1h0m0s", "defaulted");
         assert_eq!(
             pr["status"]["pipelineSpec"]["tasks"][0]["params"][0]["value"], "3",
@@ -332,12 +424,16 @@ mod own {
             "the Pipeline's param default"
         );
         let digest = result(pr, "IMAGE_DIGEST").unwrap();
-        assert!(digest.starts_with("sha256:") && digest.len() == 71, "{digest}");
+        assert!(
+            digest.starts_with("sha256:") && digest.len() == 71,
+            "{digest}"
+        );
         let logs = env
             .logs(ns, "clone-and-build-run-clone-pod", "step-clone")
             .await;
         assert!(
-            logs.iter().any(|l| l.contains("https://git.example/demo/app.git")),
+            logs.iter()
+                .any(|l| l.contains("https://git.example/demo/app.git")),
             "{logs:?}"
         );
         claim_owned_by(env, ns, pr).await;
@@ -366,7 +462,12 @@ mod own {
             unreachable!()
         };
         assert_eq!(child_names(pr).len(), 5);
-        let created = |t: &Value| t["metadata"]["creationTimestamp"].as_str().unwrap().to_string();
+        let created = |t: &Value| {
+            t["metadata"]["creationTimestamp"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
         let finished = |t: &Value| t["status"]["completionTime"].as_str().unwrap().to_string();
         for branch in [shout, hush] {
             assert!(created(branch) >= finished(seed));
@@ -393,7 +494,10 @@ mod own {
         let fetch = taskrun(env, ns, "checkout-then-tidy-run-fetch").await;
         let report = taskrun(env, ns, "checkout-then-tidy-run-report-commit").await;
         let tidy = taskrun(env, ns, "checkout-then-tidy-run-tidy").await;
-        assert_eq!(report["metadata"]["labels"]["tekton.dev/memberOf"], "finally");
+        assert_eq!(
+            report["metadata"]["labels"]["tekton.dev/memberOf"],
+            "finally"
+        );
         assert_eq!(tidy["metadata"]["labels"]["tekton.dev/memberOf"], "finally");
         assert_eq!(fetch["metadata"]["labels"]["tekton.dev/memberOf"], "tasks");
         let commit = result(&fetch, "commit").unwrap();
@@ -430,7 +534,10 @@ mod own {
         let clone = taskrun(env, ns, &format!("{name}-clone")).await;
         let build = taskrun(env, ns, &format!("{name}-build")).await;
         assert_eq!(containers(&clone), ["step-clone"]);
-        assert_eq!(containers(&build), ["step-build-and-push", "step-write-url"]);
+        assert_eq!(
+            containers(&build),
+            ["step-build-and-push", "step-write-url"]
+        );
         assert_eq!(
             result(&clone, "url").as_deref(),
             Some("https://git.example/shop/frontend.git")
@@ -456,12 +563,14 @@ mod own {
             .await
             .unwrap();
         let volumes = model::arr(&pod, &["spec", "volumes"]);
-        let has = |key: &str, field: &str, name: &str| {
-            volumes.iter().any(|v| v[key][field] == name)
-        };
+        let has =
+            |key: &str, field: &str, name: &str| volumes.iter().any(|v| v[key][field] == name);
         assert!(has("secret", "secretName", "deploy-token"), "{volumes:?}");
         assert!(has("configMap", "name", "release-settings"), "{volumes:?}");
-        assert!(has("persistentVolumeClaim", "claimName", "handover"), "{volumes:?}");
+        assert!(
+            has("persistentVolumeClaim", "claimName", "handover"),
+            "{volumes:?}"
+        );
     }
 
     /// Tekton names steps without a name `unnamed-<index>`.
@@ -500,7 +609,10 @@ mod own {
             .unwrap();
         let volumes = model::arr(&pod, &["spec", "volumes"]);
         for kind in ["persistentVolumeClaim", "emptyDir", "configMap", "secret"] {
-            assert!(volumes.iter().any(|v| v.get(kind).is_some()), "{kind}: {volumes:?}");
+            assert!(
+                volumes.iter().any(|v| v.get(kind).is_some()),
+                "{kind}: {volumes:?}"
+            );
         }
         assert_eq!(containers(tr).len(), 5);
     }
@@ -560,7 +672,10 @@ mod tekton {
         );
         assert!(pr["status"]["finallyStartTime"].is_string());
         let check = taskrun(env, ns, "write-and-cleanup-workspace-check-git-commit").await;
-        assert_eq!(check["metadata"]["labels"]["tekton.dev/memberOf"], "finally");
+        assert_eq!(
+            check["metadata"]["labels"]["tekton.dev/memberOf"],
+            "finally"
+        );
         let clone = taskrun(env, ns, "write-and-cleanup-workspace-clone-app-repo").await;
         let commit = result(&clone, "commit").unwrap();
         assert_eq!(check["spec"]["params"][0]["value"], commit.as_str());
