@@ -436,7 +436,8 @@ mod own {
         assert_eq!(loud, ["HEY, Ada!!!"]);
     }
 
-    /// The git resolver served the clone Task, the hub resolver the build Task.
+    /// The git resolver served the clone and buildah-like Tasks, the hub
+    /// resolver the kaniko-like one.
     pub async fn remote_catalog(env: &Env, ns: &str, pr: &Value) {
         let name = model::name(pr);
         let clone = taskrun(env, ns, &format!("{name}-clone")).await;
@@ -445,6 +446,12 @@ mod own {
         assert_eq!(
             containers(&build),
             ["step-build-and-push", "step-write-url"]
+        );
+        let oci = taskrun(env, ns, &format!("{name}-build-oci")).await;
+        assert_eq!(containers(&oci), ["step-build", "step-push"]);
+        assert_eq!(
+            result(&oci, "IMAGE_URL").as_deref(),
+            Some("registry.example/shop/frontend:oci")
         );
         assert_eq!(
             result(&clone, "url").as_deref(),
