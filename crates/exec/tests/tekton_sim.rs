@@ -154,12 +154,7 @@ async fn each_method_succeeds_with_artifacts_params_and_ordered_logs() {
             registry_ws["secret"]["secretName"],
             format!(
                 "if-reg-{}-v1",
-                &ctx.registry
-                    .as_ref()
-                    .unwrap()
-                    .credential_id
-                    .simple()
-                    .to_string()[..8]
+                ctx.registry.as_ref().unwrap().credential_id.simple()
             )
         );
     }

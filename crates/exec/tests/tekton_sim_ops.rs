@@ -422,17 +422,9 @@ async fn registry_secrets_are_per_credential_version_and_git_credentials_bind_ba
 
     let secrets: kube::Api<KubeSecret> =
         kube::Api::namespaced(sim.admin().await, &namespace_name(tenant));
-    let id8 = &auth.credential_id.simple().to_string()[..8];
-    let v1 = secrets.get(&format!("if-reg-{id8}-v1")).await.unwrap();
-    let v2 = secrets.get(&format!("if-reg-{id8}-v2")).await.unwrap();
-    let password = |s: &KubeSecret| {
-        let config: serde_json::Value =
-            serde_json::from_slice(&s.data.as_ref().unwrap()[".dockerconfigjson"].0).unwrap();
-        config["auths"]["registry.example.com"]["password"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let id = auth.credential_id.simple();
+    let v1 = secrets.get(&format!("if-reg-{id}-v1")).await.unwrap();
+    let v2 = secrets.get(&format!("if-reg-{id}-v2")).await.unwrap();
     assert_eq!(password(&v1), "s3cret");
     assert_eq!(password(&v2), "rotated");
     assert_eq!(v1.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
@@ -454,6 +446,126 @@ async fn registry_secrets_are_per_credential_version_and_git_credentials_bind_ba
         .unwrap();
     let creds = String::from_utf8(git.data.unwrap()[".git-credentials"].0.clone()).unwrap();
     assert_eq!(creds, "https://me:git-pass@git.example.com\n");
+}
+
+fn password(s: &KubeSecret) -> String {
+    let config: serde_json::Value =
+        serde_json::from_slice(&s.data.as_ref().unwrap()[".dockerconfigjson"].0).unwrap();
+    config["auths"]["registry.example.com"]["password"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Two UUIDv7 ids of the same millisecond: they share the first 12 hex digits.
+fn ids_sharing_a_prefix() -> (Uuid, Uuid) {
+    let a = uuid::Builder::from_unix_timestamp_millis(1_780_000_000_000, &[1; 10]).into_uuid();
+    let b = uuid::Builder::from_unix_timestamp_millis(1_780_000_000_000, &[2; 10]).into_uuid();
+    assert_eq!(a.simple().to_string()[..12], b.simple().to_string()[..12]);
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_made_in_the_same_millisecond_get_their_own_secrets() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let executor = executor().await;
+    let (id_a, id_b) = ids_sharing_a_prefix();
+    let mut names = Vec::new();
+    for (id, pass) in [(id_a, "pass-a"), (id_b, "pass-b")] {
+        let mut ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+        let auth = ctx.registry.as_mut().unwrap();
+        auth.credential_id = id;
+        auth.password = Secret::new(pass);
+        let sink = MemorySink::new();
+        let (_tx, stop) = no_stop();
+        let outcome = executor.start(ctx, sink.clone(), stop).await;
+        assert_eq!(outcome, Outcome::Succeeded, "{}", message(&outcome));
+        let run_name = sink.references.lock().unwrap()[0].name.clone().unwrap();
+        let run = sim
+            .pipelineruns(tenant)
+            .await
+            .into_iter()
+            .find(|r| r["metadata"]["name"] == run_name.as_str())
+            .unwrap();
+        let bound = run["spec"]["workspaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == "dockerconfig")
+            .unwrap()["secret"]["secretName"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        names.push((bound, pass, id));
+    }
+    assert_ne!(
+        names[0].0, names[1].0,
+        "each credential binds its own Secret"
+    );
+    let secrets: kube::Api<KubeSecret> =
+        kube::Api::namespaced(sim.admin().await, &namespace_name(tenant));
+    for (name, pass, id) in &names {
+        let secret = secrets.get(name).await.unwrap();
+        assert_eq!(password(&secret), *pass, "{name} holds its own auth");
+        let labels = secret.metadata.labels.unwrap();
+        assert_eq!(labels["imagefactory.io/credential-id"], id.to_string());
+        assert_eq!(labels["imagefactory.io/credential-version"], "1");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_secret_with_our_name_is_refused_not_used() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    let auth = ctx.registry.clone().unwrap();
+    let name = format!("if-reg-{}-v1", auth.credential_id.simple());
+    // Someone else's auth under the name the build would use, labelled as
+    // another credential.
+    let mut foreign =
+        imagefactory_exec::tekton::secrets::registry_secret(&imagefactory_exec::RegistryAuth {
+            credential_id: Uuid::new_v4(),
+            password: Secret::new("someone-elses"),
+            ..auth.clone()
+        });
+    foreign.metadata.name = Some(name.clone());
+    let secrets: kube::Api<KubeSecret> =
+        kube::Api::namespaced(sim.admin().await, &namespace_name(tenant));
+    secrets.create(&Default::default(), &foreign).await.unwrap();
+
+    let (_tx, stop) = no_stop();
+    let sink = MemorySink::new();
+    let outcome = executor().await.start(ctx, sink.clone(), stop).await;
+    let Outcome::Failed { message: text } = &outcome else {
+        panic!("expected a failure, got {outcome:?}");
+    };
+    assert!(
+        text.contains(&name) && text.contains("refusing to use it"),
+        "{text}"
+    );
+    assert!(!text.contains("someone-elses"), "{text}");
+    assert!(
+        sim.pipelineruns(tenant).await.is_empty(),
+        "nothing submitted"
+    );
+    let still = secrets.get(&name).await.unwrap();
+    assert_eq!(password(&still), "someone-elses", "left as it was");
+
+    // Our own Secret under that name (a second dispatcher created it) is used.
+    secrets.delete(&name, &Default::default()).await.unwrap();
+    let ours = imagefactory_exec::tekton::secrets::registry_secret(&auth);
+    secrets.create(&Default::default(), &ours).await.unwrap();
+    let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    let ctx = imagefactory_exec::ExecutionContext {
+        registry: Some(auth),
+        ..ctx
+    };
+    let (_tx, stop) = no_stop();
+    let outcome = executor().await.start(ctx, MemorySink::new(), stop).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{}", message(&outcome));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -402,8 +402,9 @@ impl Executor for TektonExecutor {
     }
 }
 
-/// Create a Secret unless this cluster created it recently (names are
-/// unique per content version, so an existing one is right).
+/// Create a Secret unless this cluster created or checked it recently (names
+/// carry the whole credential id and version or content hash, so the cache
+/// key cannot be shared by two credentials).
 async fn ensure_cached(
     cluster: &Cluster,
     namespace: &str,

@@ -1,6 +1,12 @@
 //! Secrets a run binds: one dockerconfigjson Secret per registry credential
 //! *version* (so concurrent builds never overwrite each other's auth), the
 //! operator-managed `docker-config` otherwise, and a git basic-auth Secret.
+//!
+//! Names carry the whole identity (credential id and version, or the full
+//! content hash): credential ids are time-ordered UUIDs, so any prefix of one
+//! is shared by credentials made close together. An existing Secret of that
+//! name is used only if its labels and content are exactly what we would
+//! have created; anything else is refused, never pushed with.
 
 use std::collections::BTreeMap;
 
@@ -17,12 +23,14 @@ use crate::{GitSource, RegistryAuth};
 /// The Secret operators manage themselves for builds without a credential.
 pub const OPERATOR_DOCKER_CONFIG: &str = "docker-config";
 
+/// Label naming the registry credential a Secret holds.
+pub const CREDENTIAL_ID_LABEL: &str = "imagefactory.io/credential-id";
+/// Label naming the credential version a Secret holds.
+pub const CREDENTIAL_VERSION_LABEL: &str = "imagefactory.io/credential-version";
+
+/// `if-reg-<32 hex of the credential id>-v<version>` (at most 52 characters).
 pub fn registry_secret_name(auth: &RegistryAuth) -> String {
-    format!(
-        "if-reg-{}-v{}",
-        &auth.credential_id.simple().to_string()[..8],
-        auth.version
-    )
+    format!("if-reg-{}-v{}", auth.credential_id.simple(), auth.version)
 }
 
 fn labels(kind: &str) -> BTreeMap<String, String> {
@@ -34,6 +42,19 @@ fn labels(kind: &str) -> BTreeMap<String, String> {
         ("imagefactory.io/secret-kind".to_string(), kind.to_string()),
     ]
     .into()
+}
+
+fn registry_labels(auth: &RegistryAuth) -> BTreeMap<String, String> {
+    let mut labels = labels("registry");
+    labels.insert(
+        CREDENTIAL_ID_LABEL.to_string(),
+        auth.credential_id.hyphenated().to_string(),
+    );
+    labels.insert(
+        CREDENTIAL_VERSION_LABEL.to_string(),
+        auth.version.to_string(),
+    );
+    labels
 }
 
 /// `{"auths": {"<registry>": {"username", "password", "auth"}}}` as bytes.
@@ -60,7 +81,7 @@ pub fn registry_secret(auth: &RegistryAuth) -> KubeSecret {
     KubeSecret {
         metadata: ObjectMeta {
             name: Some(registry_secret_name(auth)),
-            labels: Some(labels("registry")),
+            labels: Some(registry_labels(auth)),
             ..Default::default()
         },
         type_: Some("kubernetes.io/dockerconfigjson".into()),
@@ -77,8 +98,9 @@ pub fn registry_secret(auth: &RegistryAuth) -> KubeSecret {
 }
 
 /// A basic-auth workspace for the git-clone Task: `.gitconfig` and
-/// `.git-credentials`. Named by a hash of its content so a changed password
-/// gets a new Secret instead of racing running builds.
+/// `.git-credentials`. Named by the SHA-256 of its content (all 64 hex
+/// digits) so a changed password gets a new Secret instead of racing running
+/// builds, and two credentials never share a name.
 pub fn git_secret(source: &GitSource) -> Option<KubeSecret> {
     let credential = source.credential.as_ref()?;
     let host = git_host(&source.url)?;
@@ -96,7 +118,7 @@ pub fn git_secret(source: &GitSource) -> Option<KubeSecret> {
     let digest = hex::encode(hasher.finalize());
     Some(KubeSecret {
         metadata: ObjectMeta {
-            name: Some(format!("if-git-{}", &digest[..16])),
+            name: Some(format!("if-git-{digest}")),
             labels: Some(labels("git")),
             ..Default::default()
         },
@@ -134,8 +156,9 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// Create a Secret unless one of that name exists. Names are unique per
-/// content version, so an existing one already holds the right data.
+/// Create a Secret, or use the one of that name if it is exactly ours: a
+/// Secret someone else made (other labels, other content) is refused, so a
+/// build never runs with another credential's auth.
 pub async fn ensure_secret(
     client: &kube::Client,
     namespace: &str,
@@ -145,7 +168,7 @@ pub async fn ensure_secret(
     let api: Api<KubeSecret> = Api::namespaced(client.clone(), namespace);
     match api.create(&PostParams::default(), secret).await {
         Ok(_) => Ok(name),
-        Err(e) if is_already_exists(&e) => Ok(name),
+        Err(e) if is_already_exists(&e) => adopt_existing(&api, namespace, secret).await,
         Err(e) if status_code(&e) == Some(403) => Err(TektonError::Build(format!(
             "the provider's credentials may not create Secret {name} in namespace {namespace}: {}",
             describe_kube_error(&e)
@@ -155,6 +178,57 @@ pub async fn ensure_secret(
             e,
         )),
     }
+}
+
+/// The existing Secret's name if it matches `ours`; never its content in
+/// an error.
+async fn adopt_existing(
+    api: &Api<KubeSecret>,
+    namespace: &str,
+    ours: &KubeSecret,
+) -> Result<String, TektonError> {
+    let name = ours.metadata.name.clone().unwrap_or_default();
+    let existing = match api.get(&name).await {
+        Ok(existing) => existing,
+        Err(e) if status_code(&e) == Some(403) => {
+            return Err(TektonError::Build(format!(
+                "Secret {namespace}/{name} already exists and the provider's credentials may not \
+                 read it to check that it is Image Factory's: {}",
+                describe_kube_error(&e)
+            )));
+        }
+        Err(e) => {
+            return Err(TektonError::kube(
+                format!("reading existing Secret {namespace}/{name}"),
+                e,
+            ));
+        }
+    };
+    if is_same_secret(&existing, ours) {
+        Ok(name)
+    } else {
+        Err(TektonError::Build(format!(
+            "Secret {namespace}/{name} already exists but does not hold what Image Factory \
+             would have put there (its labels or content differ); refusing to use it. \
+             Delete it and retry the build."
+        )))
+    }
+}
+
+/// Every label of `ours` with the same value, the same type and the same data.
+pub fn is_same_secret(existing: &KubeSecret, ours: &KubeSecret) -> bool {
+    let empty = BTreeMap::new();
+    let labels = existing.metadata.labels.as_ref().unwrap_or(&empty);
+    let labels_match = ours
+        .metadata
+        .labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    labels_match
+        && existing.type_.as_deref().unwrap_or("Opaque")
+            == ours.type_.as_deref().unwrap_or("Opaque")
+        && existing.data == ours.data
 }
 
 #[cfg(test)]
@@ -175,8 +249,62 @@ mod tests {
 
     #[test]
     fn each_credential_version_gets_its_own_secret() {
-        assert_eq!(registry_secret_name(&auth(1)), "if-reg-abcdef01-v1");
-        assert_eq!(registry_secret_name(&auth(2)), "if-reg-abcdef01-v2");
+        assert_eq!(
+            registry_secret_name(&auth(1)),
+            "if-reg-abcdef01000000000000000000000000-v1"
+        );
+        assert_eq!(
+            registry_secret_name(&auth(2)),
+            "if-reg-abcdef01000000000000000000000000-v2"
+        );
+    }
+
+    #[test]
+    fn credentials_sharing_an_id_prefix_get_distinct_secrets_and_labels() {
+        // Time-ordered ids made in the same millisecond share their first 12 hex digits.
+        let a = auth(1);
+        let mut b = auth(1);
+        b.credential_id = Uuid::parse_str("abcdef01-0000-0000-0000-000000000001").unwrap();
+        assert_ne!(registry_secret_name(&a), registry_secret_name(&b));
+        let labels = registry_secret(&b).metadata.labels.unwrap();
+        assert_eq!(
+            labels[CREDENTIAL_ID_LABEL],
+            "abcdef01-0000-0000-0000-000000000001"
+        );
+        assert_eq!(labels[CREDENTIAL_VERSION_LABEL], "1");
+        assert!(!is_same_secret(&registry_secret(&a), &registry_secret(&b)));
+    }
+
+    #[test]
+    fn only_an_identical_secret_is_the_same() {
+        let ours = registry_secret(&auth(1));
+        assert!(is_same_secret(&ours, &ours));
+        let mut other_labels = ours.clone();
+        other_labels
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(CREDENTIAL_VERSION_LABEL.into(), "2".into());
+        assert!(!is_same_secret(&other_labels, &ours));
+        let mut unlabelled = ours.clone();
+        unlabelled.metadata.labels = None;
+        assert!(!is_same_secret(&unlabelled, &ours));
+        let mut other_data = ours.clone();
+        other_data.data = registry_secret(&RegistryAuth {
+            password: Secret::new("other"),
+            ..auth(1)
+        })
+        .data;
+        assert!(!is_same_secret(&other_data, &ours));
+        let mut extra_label = ours.clone();
+        extra_label
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("team".into(), "a".into());
+        assert!(is_same_secret(&extra_label, &ours));
     }
 
     #[test]
