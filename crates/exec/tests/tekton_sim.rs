@@ -665,6 +665,38 @@ async fn another_tenants_namespace_is_never_used() {
     assert!(sim.pipelineruns(other).await.is_empty());
 }
 
+/// Two tenants whose ids share the first 8 hex digits map to one namespace
+/// name; the same executor (one cluster cache) building for both must not
+/// let the first tenant's recent namespace check count for the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_checked_for_one_tenant_is_not_used_by_another() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let tenant = Uuid::new_v4();
+    let mut bytes = *Uuid::new_v4().as_bytes();
+    bytes[..4].copy_from_slice(&tenant.as_bytes()[..4]);
+    let other = Uuid::from_bytes(bytes);
+    assert_eq!(namespace_name(tenant), namespace_name(other));
+    sim.install_tasks(tenant).await;
+    let executor = executor().await;
+    let provider = sim.provider();
+    let (_tx, stop) = no_stop();
+    let ctx = context(BuildMethod::Kaniko, provider.clone(), tenant);
+    let outcome = executor.start(ctx, MemorySink::new(), stop).await;
+    assert_eq!(outcome, Outcome::Succeeded, "{}", message(&outcome));
+    let (_tx, stop) = no_stop();
+    let ctx = context(BuildMethod::Kaniko, provider, other);
+    let outcome = executor.start(ctx, MemorySink::new(), stop).await;
+    assert!(
+        message(&outcome).contains("belongs to another tenant"),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        sim.pipelineruns(tenant).await.len(),
+        1,
+        "only the first run"
+    );
+}
+
 /// Submit exactly once: a dispatcher that died after creating the run but
 /// before saving its reference starts the *same* execution again; the
 /// create answers 409 AlreadyExists, the run's labels match the execution,

@@ -159,7 +159,9 @@ impl TektonExecutor {
     ) -> Result<(TektonVersion, String, DynamicObject, bool, RunWatch), TektonError> {
         let version = cluster.tekton_version().await?;
         let namespace = namespace_name(ctx.tenant_id);
-        let ns_key = format!("namespace:{namespace}");
+        // Keyed by the whole tenant id: the name holds only its first 8 hex
+        // digits, so another tenant's check must not count for this one.
+        let ns_key = format!("namespace:{}", ctx.tenant_id);
         if !cluster.recently_checked(&ns_key) {
             ensure_namespace(&cluster.client, ctx.tenant_id).await?;
             cluster.remember_check(ns_key);

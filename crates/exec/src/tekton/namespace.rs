@@ -47,7 +47,11 @@ pub async fn ensure_namespace(
         .await
     {
         Ok(_) => Ok(name),
-        Err(e) if is_already_exists(&e) => Ok(name),
+        // Created meanwhile: by another dispatcher, or for another tenant.
+        Err(e) if is_already_exists(&e) => match api.get_opt(&name).await {
+            Ok(Some(existing)) => check_owner(existing, &name, tenant_id),
+            _ => Ok(name),
+        },
         Err(e) if status_code(&e) == Some(403) => Err(TektonError::Build(format!(
             "the provider's credentials may not use namespace {name}: {}; create the namespace and grant the provider's identity access to it",
             describe_kube_error(&e)
