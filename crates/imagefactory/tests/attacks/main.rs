@@ -3,6 +3,7 @@
 //! needed) the way a hostile tenant would, and asserts the refusal. A
 //! regression that reopens a hole fails here.
 
+mod build_args;
 #[path = "../common/mod.rs"]
 mod common;
 mod secret_audit;
