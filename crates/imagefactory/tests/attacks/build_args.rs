@@ -181,7 +181,8 @@ async fn two_credentials_made_back_to_back_push_with_their_own_secrets() {
             .await;
         credentials.push((created["id"].as_str().unwrap().to_owned(), password));
     }
-    for (id, password) in &credentials {
+    let mut bound = Vec::new();
+    for (id, _) in &credentials {
         let build = target
             .http
             .created(
@@ -198,7 +199,7 @@ async fn two_credentials_made_back_to_back_push_with_their_own_secrets() {
             )
             .await;
         let run = pipelinerun(&target, &namespace, build["id"].as_str().unwrap()).await;
-        let bound = run["spec"]["workspaces"]
+        let name = run["spec"]["workspaces"]
             .as_array()
             .unwrap()
             .iter()
@@ -210,13 +211,18 @@ async fn two_credentials_made_back_to_back_push_with_their_own_secrets() {
         let secret = target
             .sim
             .cluster()
-            .get(&gvr::SECRETS, Some(&namespace), &bound)
-            .unwrap_or_else(|| panic!("Secret {bound} missing"));
+            .get(&gvr::SECRETS, Some(&namespace), &name)
+            .unwrap_or_else(|| panic!("Secret {name} missing"));
+        bound.push((name, secret));
+    }
+    for ((id, password), (name, secret)) in credentials.iter().zip(&bound) {
         assert_eq!(
-            secret_password(&secret),
+            secret_password(secret),
             *password,
-            "build with credential {id} binds Secret {bound}"
+            "the build with credential {id} binds Secret {name}, which must hold that credential's auth"
         );
+    }
+    for ((id, _), (_, secret)) in credentials.iter().zip(&bound) {
         assert_eq!(
             secret["metadata"]["labels"]["imagefactory.io/credential-id"],
             id.as_str()
