@@ -1,36 +1,19 @@
 //! Runs every step script of the shipped Tasks (`tekton/tasks/*.yaml`, read
-//! from the repository) with hostile parameter values and fake build tools,
-//! and checks that each value reaches the tool as exactly one argument.
-//!
-//! A step runs here as Tekton runs it: `$(params.x)`, `$(results.x.path)`,
-//! `$(workspaces.x.path)` and `$(workspaces.x.bound)` are substituted
-//! textually (one pass) in the script, args, env values and workingDir; an
-//! args element `$(params.x[*])` becomes one element per array item; the
-//! script is written to a file and run by the interpreter its shebang names
-//! (no shebang: `sh`) with the args as `"$@"`, the environment cleared but
-//! for `PATH`, `HOME`, `TMPDIR` and the step's `env`.
-//!
-//! Differences from a cluster, all in the harness: `/bin/sh` and kaniko's
-//! `/busybox/sh` run as this machine's `sh` (dash here) and again as
-//! `bash --posix` (buildah's image has bash as `/bin/sh`); the absolute path
-//! `/kaniko/executor` in a script is rewritten to the fake's path, since it
-//! cannot be put first on `PATH`. The fakes (`buildah`,
-//! `buildctl-daemonless.sh`, `git`, `packer`, kaniko's executor) are sh
-//! scripts first on `PATH` that append their name, argument count and
-//! arguments, NUL-separated, to a record file, and write what the real tool
-//! would (digest file, metadata file, digest on stdout, commit id).
+//! from the repository) with hostile parameter values and fake build tools
+//! (see `task_runner` for how a step runs and what differs from a cluster),
+//! and checks that each value reaches the tool as exactly one argument and
+//! nothing else does.
+
+mod task_runner;
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
+use task_runner::*;
 
 const IMAGE: &str = "registry.example.com/team/app:1.0";
 const CACHE_REPO: &str = "registry.example.com/team/cache";
-const DIGEST: &str = "sha256:abababababababababababababababababababababababababababababababab";
-const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
 /// A file outside the test's directory that an injected command would create.
 fn marker() -> PathBuf {
@@ -56,246 +39,6 @@ fn hostile(key: &str) -> Vec<String> {
     ]
 }
 
-enum Arg {
-    Is(String),
-    /// A path the script chose (mktemp): only its directory is known.
-    Under(PathBuf),
-}
-
-fn is(s: impl Into<String>) -> Arg {
-    Arg::Is(s.into())
-}
-
-fn all(values: &[String], prefix: &str) -> Vec<Arg> {
-    values.iter().map(|v| is(format!("{prefix}{v}"))).collect()
-}
-
-fn pairs(flag: &str, values: &[String], prefix: &str) -> Vec<Arg> {
-    values
-        .iter()
-        .flat_map(|v| [is(flag), is(format!("{prefix}{v}"))])
-        .collect()
-}
-
-/// One scratch directory per Task run: fakes, home, results, workspaces.
-struct Run {
-    _dir: tempfile::TempDir,
-    root: PathBuf,
-    shell: Shell,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Shell {
-    Sh,
-    BashPosix,
-}
-
-impl Run {
-    fn new(shell: Shell) -> Run {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().canonicalize().unwrap();
-        for sub in ["bin", "home", "tmp", "results", "scripts", "workspaces"] {
-            std::fs::create_dir_all(root.join(sub)).unwrap();
-        }
-        let run = Run {
-            _dir: dir,
-            root,
-            shell,
-        };
-        run.install_fakes(0);
-        run
-    }
-
-    fn path(&self, sub: &str) -> PathBuf {
-        self.root.join(sub)
-    }
-
-    fn workspace(&self, name: &str) -> PathBuf {
-        self.root.join("workspaces").join(name)
-    }
-
-    fn result(&self, name: &str) -> String {
-        std::fs::read_to_string(self.root.join("results").join(name)).unwrap_or_default()
-    }
-
-    /// The fakes; `packer_exit` is what `packer build` exits with.
-    fn install_fakes(&self, packer_exit: i32) {
-        let record = self.path("record").display().to_string();
-        let head = |name: &str| {
-            format!(
-                "#!/bin/sh\n{{ printf '%s\\0' '{name}' \"$#\"; if [ \"$#\" -gt 0 ]; then printf '%s\\0' \"$@\"; fi; }} >> '{record}'\n"
-            )
-        };
-        // The file after a flag, in either `--flag=file` or `--flag file` form.
-        let file_after = |flag: &str| {
-            format!(
-                "prev=''\nfor a in \"$@\"; do\n  case $a in {flag}=*) out=${{a#{flag}=}} ;; esac\n  [ \"$prev\" = '{flag}' ] && out=$a\n  prev=$a\ndone\n"
-            )
-        };
-        let fakes = [
-            (
-                "buildah",
-                format!(
-                    "{}{}if [ \"$1\" = push ]; then printf '%s' '{DIGEST}' > \"$out\"; fi\n",
-                    head("buildah"),
-                    file_after("--digestfile")
-                ),
-            ),
-            (
-                "buildctl-daemonless.sh",
-                format!(
-                    "{}{}printf '{{\"containerimage.digest\": \"%s\"}}' '{DIGEST}' > \"$out\"\n",
-                    head("buildctl-daemonless.sh"),
-                    file_after("--metadata-file")
-                ),
-            ),
-            (
-                "kaniko-executor",
-                format!(
-                    "{}{}printf '%s' '{DIGEST}' > \"$out\"\n",
-                    head("/kaniko/executor"),
-                    file_after("--digest-file")
-                ),
-            ),
-            (
-                "packer",
-                format!(
-                    "{}if [ \"$1\" = build ]; then echo '1,,ui,say,pushed {DIGEST}'; exit {packer_exit}; fi\n",
-                    head("packer")
-                ),
-            ),
-            (
-                "git",
-                format!(
-                    "{}if [ \"$1\" = rev-parse ]; then echo '{COMMIT}'; fi\n",
-                    head("git")
-                ),
-            ),
-        ];
-        for (name, text) in fakes {
-            let path = self.path("bin").join(name);
-            std::fs::write(&path, text).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-    }
-
-    /// Every fake call so far: (tool, argv without the program name).
-    fn calls(&self) -> Vec<(String, Vec<String>)> {
-        let bytes = std::fs::read(self.path("record")).unwrap_or_default();
-        let mut fields: Vec<String> = bytes
-            .split(|b| *b == 0)
-            .map(|f| String::from_utf8(f.to_vec()).unwrap())
-            .collect();
-        fields.pop(); // after the last NUL
-        let mut out = Vec::new();
-        let mut it = fields.into_iter();
-        while let Some(tool) = it.next() {
-            let n: usize = it.next().unwrap().parse().unwrap();
-            out.push((tool, it.by_ref().take(n).collect()));
-        }
-        out
-    }
-
-    /// Run every step of `task` with `params`; the exit code of the first
-    /// failing step, or 0.
-    fn task(&self, task: &str, params: &BTreeMap<&str, Param>) -> i32 {
-        let spec = task_spec(task);
-        let (strings, arrays) = param_values(&spec, params);
-        let mut vars: BTreeMap<String, String> = strings
-            .iter()
-            .map(|(k, v)| (format!("params.{k}"), v.clone()))
-            .collect();
-        for r in spec["results"].as_array().into_iter().flatten() {
-            let name = r["name"].as_str().unwrap();
-            let path = self.root.join("results").join(name);
-            vars.insert(format!("results.{name}.path"), path.display().to_string());
-        }
-        for w in spec["workspaces"].as_array().into_iter().flatten() {
-            let name = w["name"].as_str().unwrap();
-            std::fs::create_dir_all(self.workspace(name)).unwrap();
-            let path = self.workspace(name).display().to_string();
-            vars.insert(format!("workspaces.{name}.path"), path);
-            vars.insert(format!("workspaces.{name}.bound"), "true".into());
-        }
-        for step in spec["steps"].as_array().unwrap() {
-            let code = self.step(task, step, &vars, &arrays);
-            if code != 0 {
-                return code;
-            }
-        }
-        0
-    }
-
-    fn step(
-        &self,
-        task: &str,
-        step: &Value,
-        vars: &BTreeMap<String, String>,
-        arrays: &BTreeMap<String, Vec<String>>,
-    ) -> i32 {
-        let name = step["name"].as_str().unwrap();
-        let script = step["script"].as_str().expect("every step has a script");
-        assert!(
-            !script.contains("$(params."),
-            "{task}/{name}: a param substituted into the script text becomes shell code"
-        );
-        let fake_kaniko = self.path("bin").join("kaniko-executor");
-        let script = substitute(script, vars)
-            .replace("/kaniko/executor", &fake_kaniko.display().to_string());
-        let file = self.path("scripts").join(format!("{task}-{name}"));
-        std::fs::write(&file, &script).unwrap();
-        let mut args: Vec<String> = Vec::new();
-        for a in step["args"].as_array().into_iter().flatten() {
-            let a = a.as_str().unwrap();
-            match array_reference(a) {
-                Some(param) => args.extend(arrays[param].iter().cloned()),
-                None => args.push(substitute(a, vars)),
-            }
-        }
-        let mut cmd = match (script.lines().next(), self.shell) {
-            (Some("#!/bin/sh" | "#!/busybox/sh"), Shell::Sh) => Command::new("sh"),
-            (Some("#!/bin/sh" | "#!/busybox/sh"), Shell::BashPosix) => {
-                let mut c = Command::new("bash");
-                c.arg("--posix");
-                c
-            }
-            (Some(other), _) if other.starts_with("#!") => panic!("{task}/{name}: {other}"),
-            _ => Command::new("sh"),
-        };
-        let path = format!(
-            "{}:/usr/local/bin:/usr/bin:/bin",
-            self.path("bin").display()
-        );
-        cmd.arg(&file).args(&args).env_clear();
-        cmd.env("PATH", path)
-            .env("HOME", self.path("home"))
-            .env("TMPDIR", self.path("tmp"));
-        for e in step["env"].as_array().into_iter().flatten() {
-            let value = substitute(e["value"].as_str().unwrap(), vars);
-            cmd.env(e["name"].as_str().unwrap(), value);
-        }
-        let dir = step["workingDir"]
-            .as_str()
-            .map(|d| PathBuf::from(substitute(d, vars)))
-            .unwrap_or_else(|| self.root.clone());
-        let out = cmd.current_dir(dir).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() {
-            eprintln!("{task}/{name} ({:?}) failed: {stderr}", self.shell);
-        }
-        out.status.code().unwrap_or(-1)
-    }
-}
-
-enum Param {
-    S(String),
-    A(Vec<String>),
-}
-
-fn s(v: impl Into<String>) -> Param {
-    Param::S(v.into())
-}
-
 fn task_spec(task: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tekton/tasks")
@@ -305,113 +48,9 @@ fn task_spec(task: &str) -> Value {
     doc["spec"].clone()
 }
 
-/// Declared params with their defaults, overridden by `given`.
-fn param_values(
-    spec: &Value,
-    given: &BTreeMap<&str, Param>,
-) -> (BTreeMap<String, String>, BTreeMap<String, Vec<String>>) {
-    let mut strings = BTreeMap::new();
-    let mut arrays = BTreeMap::new();
-    for p in spec["params"].as_array().unwrap() {
-        let name = p["name"].as_str().unwrap();
-        let array = p["type"] == "array";
-        match (given.get(name), array) {
-            (Some(Param::S(v)), false) => {
-                strings.insert(name.to_string(), v.clone());
-            }
-            (Some(Param::A(v)), true) => {
-                arrays.insert(name.to_string(), v.clone());
-            }
-            (Some(_), _) => panic!("param {name}: wrong type"),
-            (None, false) => {
-                let default = p["default"].as_str();
-                strings.insert(
-                    name.to_string(),
-                    default
-                        .unwrap_or_else(|| panic!("{name} has no default"))
-                        .into(),
-                );
-            }
-            (None, true) => {
-                let items = p["default"].as_array().expect("array default");
-                arrays.insert(
-                    name.to_string(),
-                    items.iter().map(|i| i.as_str().unwrap().into()).collect(),
-                );
-            }
-        }
-    }
-    for name in given.keys() {
-        assert!(
-            strings.contains_key(*name) || arrays.contains_key(*name),
-            "undeclared param {name}"
-        );
-    }
-    (strings, arrays)
-}
-
-/// `x` for an args element that is exactly `$(params.x[*])`.
-fn array_reference(arg: &str) -> Option<&str> {
-    arg.strip_prefix("$(params.")?.strip_suffix("[*])")
-}
-
-/// Tekton's textual substitution, in one pass: a `$(...)` naming a known
-/// variable is replaced, any other (shell command substitution) is kept.
-fn substitute(text: &str, vars: &BTreeMap<String, String>) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("$(") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        match after
-            .find(')')
-            .and_then(|end| Some((vars.get(&after[..end])?, end)))
-        {
-            Some((value, end)) => {
-                out.push_str(value);
-                rest = &after[end + 1..];
-            }
-            None => {
-                out.push_str("$(");
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    for kind in ["$(params.", "$(results.", "$(workspaces."] {
-        assert!(!out.contains(kind), "unsubstituted {kind} in {out:?}");
-    }
-    out
-}
-
-fn assert_argv(run: &Run, call: &(String, Vec<String>), tool: &str, expected: &[Arg]) {
-    let (name, argv) = call;
-    assert_eq!(name, tool, "{:?}", run.shell);
-    let matches = argv.len() == expected.len()
-        && argv.iter().zip(expected).all(|(a, e)| match e {
-            Arg::Is(s) => a == s,
-            Arg::Under(dir) => Path::new(a).starts_with(dir),
-        });
-    let shown: Vec<String> = expected
-        .iter()
-        .map(|e| match e {
-            Arg::Is(s) => s.clone(),
-            Arg::Under(d) => format!("{}/…", d.display()),
-        })
-        .collect();
-    assert!(
-        matches,
-        "{tool} ({:?}) got\n{argv:#?}\nexpected\n{shown:#?}",
-        run.shell
-    );
-}
-
-fn shells() -> Vec<Shell> {
-    let mut shells = vec![Shell::Sh];
-    if Command::new("bash").arg("-c").arg("true").output().is_ok() {
-        shells.push(Shell::BashPosix);
-    }
-    shells
+/// Run every step of the repository's Task `name`.
+fn run_task(run: &Run, name: &str, params: &BTreeMap<&str, Param>) -> i32 {
+    run.task(name, &task_spec(name), params)
 }
 
 /// The source workspace holds files a glob would expand to.
@@ -446,7 +85,7 @@ fn docker_build_passes_every_value_as_one_argument() {
             ("TARGET", s("final")),
             ("LABELS", Param::A(labels.clone())),
         ]);
-        assert_eq!(run.task("docker-build", &params), 0, "{shell:?}");
+        assert_eq!(run_task(&run, "docker-build", &params), 0, "{shell:?}");
         let calls = run.calls();
         assert_eq!(calls.len(), 2, "{calls:#?}");
         let mut bud = vec![is("bud"), is("--storage-driver=vfs"), is("--format=docker")];
@@ -502,7 +141,7 @@ fn buildx_passes_every_value_as_one_argument() {
             ("CACHE_REPO", s(CACHE_REPO)),
             ("LABELS", Param::A(labels.clone())),
         ]);
-        assert_eq!(run.task("buildx", &params), 0, "{shell:?}");
+        assert_eq!(run_task(&run, "buildx", &params), 0, "{shell:?}");
         let calls = run.calls();
         assert_eq!(calls.len(), 1, "{calls:#?}");
         let mut build = vec![
@@ -554,7 +193,7 @@ fn kaniko_passes_every_value_as_one_argument() {
             ("CACHE", s("true")),
             ("CACHE_REPO", s(CACHE_REPO)),
         ]);
-        assert_eq!(run.task("kaniko", &params), 0, "{shell:?}");
+        assert_eq!(run_task(&run, "kaniko", &params), 0, "{shell:?}");
         let calls = run.calls();
         assert_eq!(calls.len(), 1, "{calls:#?}");
         let source = run.workspace("source").display().to_string();
@@ -592,7 +231,11 @@ fn packer_passes_every_value_as_one_argument() {
     for shell in shells() {
         let run = Run::new(shell);
         seed_source(&run);
-        assert_eq!(run.task("packer", &packer_params(&vars)), 0, "{shell:?}");
+        assert_eq!(
+            run_task(&run, "packer", &packer_params(&vars)),
+            0,
+            "{shell:?}"
+        );
         let calls = run.calls();
         assert_eq!(calls.len(), 2, "{calls:#?}");
         let template = "./-my template.pkr.hcl";
@@ -619,7 +262,7 @@ fn a_failing_packer_build_fails_the_step_despite_the_tee() {
         let run = Run::new(shell);
         seed_source(&run);
         run.install_fakes(3);
-        let code = run.task("packer", &packer_params(&[]));
+        let code = run_task(&run, "packer", &packer_params(&[]));
         assert_eq!(code, 3, "{shell:?}: packer's exit status is the step's");
     }
 }
@@ -638,7 +281,7 @@ fn git_clone_passes_url_and_revision_as_one_argument_each() {
         std::fs::create_dir_all(run.workspace("output")).unwrap();
         std::fs::write(run.workspace("output").join("evil"), "").unwrap();
         let params = BTreeMap::from([("url", s(url.clone())), ("revision", s(revision.clone()))]);
-        assert_eq!(run.task("git-clone", &params), 0, "{shell:?}");
+        assert_eq!(run_task(&run, "git-clone", &params), 0, "{shell:?}");
         let calls = run.calls();
         let expected: [&[Arg]; 5] = [
             &[is("init"), is("-q"), is(".")],

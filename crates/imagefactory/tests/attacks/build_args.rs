@@ -1,15 +1,21 @@
 //! Findings 4 and 5 through the real server: hostile build args reach the
-//! cluster as single param values (the Tasks then keep each one a single
-//! argument: `crates/exec/tests/task_scripts.rs` runs their scripts), and two
-//! registry credentials made back to back (time-ordered ids sharing a prefix)
-//! get two Secrets, each holding its own auth.
+//! cluster as single param values, and the build step of the Task installed
+//! there hands each to the build tool as a single argument (the step script
+//! is run here with a fake `buildah`, see `crates/exec/tests/task_runner`);
+//! two registry credentials made back to back (time-ordered ids sharing a
+//! prefix) get two Secrets, each holding its own auth.
+
+#[path = "../../../exec/tests/task_runner/mod.rs"]
+mod task_runner;
+
+use std::collections::BTreeMap;
 
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use imagefactory_exec::tekton::TektonVersion;
 use imagefactory_exec::tekton::namespace::{ensure_namespace, namespace_name};
 use imagefactory_exec::tekton::tasks::install_tasks;
-use imagefactory_exec::tekton::TektonVersion;
 use kube_sim::cluster::gvr;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -65,7 +71,10 @@ async fn provider_and_project(target: &Target, tenant: &Tenant) -> (String, Stri
 async fn pipelinerun(target: &Target, namespace: &str, build: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let runs = target.sim.cluster().list(&gvr::PIPELINERUNS, Some(namespace));
+        let runs = target
+            .sim
+            .cluster()
+            .list(&gvr::PIPELINERUNS, Some(namespace));
         if let Some(run) = runs
             .into_iter()
             .find(|r| r["metadata"]["labels"]["imagefactory.io/build-id"] == build)
@@ -79,6 +88,60 @@ async fn pipelinerun(target: &Target, namespace: &str, build: &str) -> Value {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The params the PipelineRun gives its `build` task: `$(params.x)` and
+/// `["$(params.x[*])"]` resolved from the run's own params.
+fn build_task_params(run: &Value) -> BTreeMap<String, task_runner::Param> {
+    let tasks = run["spec"]["pipelineSpec"]["tasks"].as_array().unwrap();
+    let build = tasks.iter().find(|t| t["name"] == "build").unwrap();
+    let reference = |v: &str| -> String {
+        let name = v.strip_prefix("$(params.").unwrap();
+        name.trim_end_matches(')')
+            .trim_end_matches("[*]")
+            .to_owned()
+    };
+    let mut out = BTreeMap::new();
+    for p in build["params"].as_array().unwrap() {
+        let value = match &p["value"] {
+            Value::String(v) => task_runner::s(param(run, &reference(v)).as_str().unwrap()),
+            Value::Array(items) => {
+                let items = param(run, &reference(items[0].as_str().unwrap()));
+                task_runner::Param::A(
+                    items
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|i| i.as_str().unwrap().to_owned())
+                        .collect(),
+                )
+            }
+            other => panic!("unexpected param value {other}"),
+        };
+        out.insert(p["name"].as_str().unwrap().to_owned(), value);
+    }
+    out
+}
+
+/// Run kube-sim's docker-build Task with the run's params; buildah's argv.
+fn buildah_argv(target: &Target, namespace: &str, run: &Value) -> Vec<String> {
+    let task = target
+        .sim
+        .cluster()
+        .get(&gvr::TASKS, Some(namespace), "docker-build")
+        .expect("docker-build Task installed");
+    let params = build_task_params(run);
+    let params = params
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let runner = task_runner::Run::new(task_runner::Shell::Sh);
+    let code = runner.task("docker-build", &task["spec"], &params);
+    assert_eq!(code, 0, "the docker-build steps ran");
+    let calls = runner.calls();
+    let (tool, argv) = calls.first().expect("buildah was called");
+    assert_eq!(tool, "buildah");
+    argv.clone()
 }
 
 fn param<'a>(run: &'a Value, name: &str) -> &'a Value {
@@ -146,6 +209,24 @@ async fn hostile_build_args_reach_the_cluster_as_single_values() {
         param(&run, "labels"),
         &json!(["org.example.note=x --privileged"])
     );
+    // What the build tool gets from the Task the cluster holds.
+    let argv = buildah_argv(&target, &namespace, &run);
+    for arg in [
+        "--build-arg=A=a b --volume=/:/host",
+        "--build-arg=JAVA_OPTS=-Xmx1g -Xms1g",
+        "--build-arg=NL=line one\nline two",
+        "--build-arg=Q=\"double\" 'single' $(id) `id` *",
+        "--label=org.example.note=x --privileged",
+    ] {
+        let count = argv.iter().filter(|a| *a == arg).count();
+        assert_eq!(count, 1, "{arg:?} once, as one argument, in {argv:#?}");
+    }
+    for injected in ["--volume=/:/host", "--privileged", "-Xms1g", "b"] {
+        assert!(
+            !argv.iter().any(|a| a == injected),
+            "{injected:?} became an argument of its own: {argv:#?}"
+        );
+    }
     target.stop().await;
 }
 
