@@ -179,6 +179,37 @@ fn buildx_passes_every_value_as_one_argument() {
 }
 
 #[test]
+fn buildx_keeps_labels_labels_when_build_args_and_platforms_are_empty() {
+    let labels = vec!["org.example.a=1".to_string(), "-v".to_string()];
+    for shell in shells() {
+        let run = Run::new(shell);
+        seed_source(&run);
+        let params = BTreeMap::from([("IMAGE", s(IMAGE)), ("LABELS", Param::A(labels.clone()))]);
+        assert_eq!(run_task(&run, "buildx", &params), 0, "{shell:?}");
+        let calls = run.calls();
+        let mut build = vec![
+            is("build"),
+            is("--frontend"),
+            is("dockerfile.v0"),
+            is("--local"),
+            is("context=."),
+            is("--local"),
+            is("dockerfile=."),
+            is("--opt"),
+            is("filename=Dockerfile"),
+        ];
+        build.extend(pairs("--opt", &labels, "label:"));
+        build.extend([
+            is("--output"),
+            is(format!("type=image,name={IMAGE},push=true")),
+            is("--metadata-file"),
+            Arg::Under(run.path("tmp")),
+        ]);
+        assert_argv(&run, &calls[0], "buildctl-daemonless.sh", &build);
+    }
+}
+
+#[test]
 fn kaniko_passes_every_value_as_one_argument() {
     let args = hostile("");
     for shell in shells() {
@@ -307,4 +338,19 @@ fn git_clone_passes_url_and_revision_as_one_argument_each() {
         assert_eq!(copied, "https://me:pw@h\n");
     }
     assert_no_marker();
+}
+
+#[test]
+fn git_clone_of_full_history_passes_no_depth() {
+    for shell in shells() {
+        let run = Run::new(shell);
+        let params = BTreeMap::from([
+            ("url", s("https://git.example.com/team/app.git")),
+            ("depth", s("0")),
+        ]);
+        assert_eq!(run_task(&run, "git-clone", &params), 0, "{shell:?}");
+        let fetch = &run.calls()[2];
+        let want = [is("fetch"), is("-q"), is("origin"), is("--"), is("HEAD")];
+        assert_argv(&run, fetch, "git", &want);
+    }
 }

@@ -186,12 +186,19 @@ impl Run {
             let path = self.root.join("results").join(name);
             vars.insert(format!("results.{name}.path"), path.display().to_string());
         }
+        // An optional workspace is bound iff the caller created its directory;
+        // unbound, Tekton gives it an empty path.
         for w in spec["workspaces"].as_array().into_iter().flatten() {
             let name = w["name"].as_str().unwrap();
-            std::fs::create_dir_all(self.workspace(name)).unwrap();
-            let path = self.workspace(name).display().to_string();
+            let bound = w["optional"] != true || self.workspace(name).is_dir();
+            let path = if bound {
+                std::fs::create_dir_all(self.workspace(name)).unwrap();
+                self.workspace(name).display().to_string()
+            } else {
+                String::new()
+            };
             vars.insert(format!("workspaces.{name}.path"), path);
-            vars.insert(format!("workspaces.{name}.bound"), "true".into());
+            vars.insert(format!("workspaces.{name}.bound"), bound.to_string());
         }
         for step in spec["steps"].as_array().unwrap() {
             let code = self.step(task, step, &vars, &arrays);
