@@ -13,38 +13,17 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use imagefactory_exec::tekton::TektonVersion;
-use imagefactory_exec::tekton::namespace::{ensure_namespace, namespace_name};
-use imagefactory_exec::tekton::tasks::install_tasks;
 use kube_sim::cluster::gvr;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::server::{Target, Tenant};
 
 const IMAGE: &str = "registry.example.com/team/app:1.0";
 
-/// The operator's part: the tenant namespace with Image Factory's Tasks.
-async fn prepare_namespace(target: &Target, tenant: &Tenant) -> String {
-    let client = target.sim.kube_client().await.unwrap();
-    let id = Uuid::parse_str(&tenant.id).unwrap();
-    let namespace = ensure_namespace(&client, id).await.unwrap();
-    install_tasks(&client, TektonVersion::V1, &namespace)
-        .await
-        .unwrap();
-    assert_eq!(namespace, namespace_name(id));
-    namespace
-}
-
 /// A tenant admin's provider pointing at kube-sim (loopback is allowed by the
 /// Target's environment), and a project.
 async fn provider_and_project(target: &Target, tenant: &Tenant) -> (String, String) {
-    let config = json!({
-        "auth_method": "token",
-        "endpoint": target.sim.endpoint(),
-        "token": target.sim.admin_token(),
-        "ca_cert": target.sim.ca_pem(),
-    });
+    let config = target.sim_provider_config();
     let provider = target
         .http
         .created(
@@ -158,7 +137,7 @@ fn param<'a>(run: &'a Value, name: &str) -> &'a Value {
 async fn hostile_build_args_reach_the_cluster_as_single_values() {
     let target = Target::start(&[]).await;
     let tenant = target.tenant("attack-args").await;
-    let namespace = prepare_namespace(&target, &tenant).await;
+    let namespace = target.prepare_namespace(&tenant.id).await;
     let (provider, project) = provider_and_project(&target, &tenant).await;
     let credential = target
         .http
@@ -247,7 +226,7 @@ fn secret_password(secret: &Value) -> String {
 async fn two_credentials_made_back_to_back_push_with_their_own_secrets() {
     let target = Target::start(&[]).await;
     let tenant = target.tenant("attack-creds").await;
-    let namespace = prepare_namespace(&target, &tenant).await;
+    let namespace = target.prepare_namespace(&tenant.id).await;
     let (provider, project) = provider_and_project(&target, &tenant).await;
     let mut credentials = Vec::new();
     for (name, password) in [("first", "pw-first"), ("second", "pw-second")] {
