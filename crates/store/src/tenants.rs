@@ -12,6 +12,9 @@ pub struct Tenant {
     pub name: String,
     pub display_name: String,
     pub max_concurrent_builds: i32,
+    /// Whether builds of this tenant may run on the dispatcher's host
+    /// (`infrastructure_type: local`); only the platform admin sets it.
+    pub allow_local_builds: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -21,20 +24,23 @@ pub struct NewTenant {
     pub name: String,
     pub display_name: String,
     pub max_concurrent_builds: Option<i32>,
+    pub allow_local_builds: bool,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct TenantPatch {
     pub display_name: Option<String>,
     pub max_concurrent_builds: Option<i32>,
+    pub allow_local_builds: Option<bool>,
 }
 
-const COLUMNS: &str = "id, name, display_name, max_concurrent_builds, created_at, updated_at";
+const COLUMNS: &str =
+    "id, name, display_name, max_concurrent_builds, allow_local_builds, created_at, updated_at";
 
 pub async fn create(pool: &PgPool, new: NewTenant) -> StoreResult<Tenant> {
     let sql = format!(
-        "INSERT INTO tenants (id, name, display_name, max_concurrent_builds)
-         VALUES ($1, $2, $3, COALESCE($4, 10)) RETURNING {COLUMNS}"
+        "INSERT INTO tenants (id, name, display_name, max_concurrent_builds, allow_local_builds)
+         VALUES ($1, $2, $3, COALESCE($4, 10), $5) RETURNING {COLUMNS}"
     );
     Ok(sqlx::query_as(&sql)
         // Random, not time-ordered: a tenant's Kubernetes namespace is named
@@ -45,6 +51,7 @@ pub async fn create(pool: &PgPool, new: NewTenant) -> StoreResult<Tenant> {
         .bind(&new.name)
         .bind(&new.display_name)
         .bind(new.max_concurrent_builds)
+        .bind(new.allow_local_builds)
         .fetch_one(pool)
         .await?)
 }
@@ -66,13 +73,15 @@ pub async fn list(pool: &PgPool) -> StoreResult<Vec<Tenant>> {
 pub async fn update(pool: &PgPool, id: Uuid, patch: TenantPatch) -> StoreResult<Tenant> {
     let sql = format!(
         "UPDATE tenants SET display_name = COALESCE($2, display_name),
-                max_concurrent_builds = COALESCE($3, max_concurrent_builds), updated_at = now()
+                max_concurrent_builds = COALESCE($3, max_concurrent_builds),
+                allow_local_builds = COALESCE($4, allow_local_builds), updated_at = now()
          WHERE id = $1 RETURNING {COLUMNS}"
     );
     sqlx::query_as(&sql)
         .bind(id)
         .bind(patch.display_name)
         .bind(patch.max_concurrent_builds)
+        .bind(patch.allow_local_builds)
         .fetch_optional(pool)
         .await?
         .ok_or(StoreError::NotFound)

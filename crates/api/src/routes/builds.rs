@@ -11,7 +11,7 @@ use imagefactory_domain::{
 };
 use imagefactory_store::attempts::{self, ArtifactRecord, ExecutionRecord};
 use imagefactory_store::builds::{self, Build, BuildFilter, CancelOutcome, NewBuild, Page};
-use imagefactory_store::{StoreError, projects, providers, registry_credentials};
+use imagefactory_store::{StoreError, projects, providers, registry_credentials, tenants};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -192,6 +192,21 @@ impl From<ArtifactRecord> for ArtifactResponse {
     }
 }
 
+/// A local build runs on the dispatcher's host (git, the container CLI and
+/// packer as its user; packer's `shell-local` runs any command): only tenants
+/// the platform admin opted in may submit one, whatever provider they name.
+async fn require_local_builds(state: &AppState, tenant_id: Uuid) -> ApiResult<()> {
+    let tenant = tenants::get(&state.pool, tenant_id).await?;
+    if tenant.allow_local_builds {
+        return Ok(());
+    }
+    Err(ApiError::field(
+        "infrastructure_type",
+        "local builds run on the server's own host and are not enabled for this tenant; \
+         the platform admin can allow them (tenant setting allow_local_builds)",
+    ))
+}
+
 /// Resolve which provider a build runs on, without revealing other tenants'
 /// providers: an unknown or foreign id is "no such provider".
 async fn resolve_provider(
@@ -300,6 +315,9 @@ async fn submit_build(
     let infrastructure = body
         .infrastructure_type
         .unwrap_or(InfrastructureType::Kubernetes);
+    if infrastructure == InfrastructureType::Local {
+        require_local_builds(&state, auth.tenant_id).await?;
+    }
     let provider_id = resolve_provider(
         &state,
         auth.tenant_id,

@@ -308,6 +308,15 @@ async fn create_provider(
     ValidJson(body): ValidJson<CreateProvider>,
 ) -> ApiResult<(StatusCode, Json<ProviderResponse>)> {
     auth.require(Role::Admin)?;
+    if body.provider_type == ProviderType::Local {
+        // A local provider stands for the server's own host: only the platform
+        // admin offers one, and only its per-tenant opt-in grants local builds.
+        return Err(ApiError::field(
+            "provider_type",
+            "local providers are managed by the platform admin; a tenant's local builds \
+             are enabled by the platform admin (tenant setting allow_local_builds)",
+        ));
+    }
     create(&state, Owner::Tenant(auth.tenant_id), body).await
 }
 

@@ -244,7 +244,8 @@ async fn kubernetes_builds_default_to_a_usable_global_provider() {
         .await;
     change.expect(404);
 
-    // A local build needs no provider.
+    // A local build needs no provider, only the platform admin's opt-in.
+    app.allow_local_builds(t.id).await;
     let local = app
         .post(
             "/api/v1/builds",
