@@ -5,6 +5,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::{StoreError, StoreResult, deleted};
+use crate::page::{self, Page};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Tenant {
@@ -65,9 +66,20 @@ pub async fn get(pool: &PgPool, id: Uuid) -> StoreResult<Tenant> {
         .ok_or(StoreError::NotFound)
 }
 
-pub async fn list(pool: &PgPool) -> StoreResult<Vec<Tenant>> {
-    let sql = format!("SELECT {COLUMNS} FROM tenants ORDER BY name");
-    Ok(sqlx::query_as(&sql).fetch_all(pool).await?)
+/// A page of all tenants by name.
+pub async fn list(pool: &PgPool, page: Page) -> StoreResult<(Vec<Tenant>, Option<Uuid>)> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM tenants
+         WHERE $1::uuid IS NULL OR (name, id) > (SELECT name, id FROM tenants WHERE id = $1)
+         ORDER BY name, id LIMIT $2"
+    );
+    let rows: Vec<Tenant> = sqlx::query_as(&sql)
+        .bind(page.after)
+        .bind(page.fetch())
+        .fetch_all(pool)
+        .await?;
+    let known = "SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)";
+    page::finish(pool, rows, page, |t| t.id, known, &[]).await
 }
 
 pub async fn update(pool: &PgPool, id: Uuid, patch: TenantPatch) -> StoreResult<Tenant> {

@@ -14,11 +14,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::tokens::{CreateToken, CreatedToken, TokenResponse, validate_create_token};
+use super::tokens::{CreateToken, CreatedToken, TokenPage, validate_create_token};
 use crate::AppState;
 use crate::auth::AdminAuth;
 use crate::error::{ApiResult, OrNotFound, Problem};
-use crate::extract::{PathIds, ValidJson};
+use crate::extract::{PathIds, QueryParams, ValidJson};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -121,14 +121,19 @@ async fn create_tenant(
 }
 
 #[utoipa::path(get, path = "/tenants", tag = "admin", security(("admin_token" = [])),
-    responses((status = 200, body = Vec<TenantResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    params(super::PageQuery),
+    responses((status = 200, body = TenantPage), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn list_tenants(
     _: AdminAuth,
     State(state): State<AppState>,
-) -> ApiResult<Json<Vec<TenantResponse>>> {
-    let all = tenants::list(&state.pool).await?;
-    Ok(Json(all.into_iter().map(Into::into).collect()))
+    query: QueryParams,
+) -> ApiResult<Json<TenantPage>> {
+    let page = super::list_page(&query)?;
+    let rows = tenants::list(&state.pool, page).await?;
+    Ok(Json(TenantPage::new(rows, |t| Ok(t.into()))?))
 }
+
+super::page_of!(TenantPage, TenantResponse);
 
 #[utoipa::path(get, path = "/tenants/{tenant_id}", tag = "admin", security(("admin_token" = [])),
     params(("tenant_id" = Uuid, Path)),
@@ -229,19 +234,21 @@ async fn create_tenant_token(
 }
 
 #[utoipa::path(get, path = "/tenants/{tenant_id}/tokens", tag = "admin", security(("admin_token" = [])),
-    params(("tenant_id" = Uuid, Path)),
-    responses((status = 200, body = Vec<TokenResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    params(("tenant_id" = Uuid, Path), super::PageQuery),
+    responses((status = 200, body = TokenPage), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn list_tenant_tokens(
     _: AdminAuth,
     State(state): State<AppState>,
     path: PathIds,
-) -> ApiResult<Json<Vec<TokenResponse>>> {
+    query: QueryParams,
+) -> ApiResult<Json<TokenPage>> {
     let tenant_id = path.id("tenant_id")?;
+    let page = super::list_page(&query)?;
     tenants::get(&state.pool, tenant_id)
         .await
         .or_not_found("tenant")?;
-    let all = tokens::list(&state.pool, tenant_id).await?;
-    Ok(Json(all.into_iter().map(Into::into).collect()))
+    let rows = tokens::list(&state.pool, tenant_id, page).await?;
+    Ok(Json(TokenPage::new(rows, |t| Ok(t.into()))?))
 }
 
 #[utoipa::path(delete, path = "/tenants/{tenant_id}/tokens/{token_id}", tag = "admin", security(("admin_token" = [])),
