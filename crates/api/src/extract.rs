@@ -90,10 +90,16 @@ fn nul_path(value: &serde_json::Value, at: String) -> Option<String> {
     use serde_json::Value;
     let join = |key: &str| {
         let key = key.replace('\0', "\\u0000");
-        if at.is_empty() { key } else { format!("{at}.{key}") }
+        if at.is_empty() {
+            key
+        } else {
+            format!("{at}.{key}")
+        }
     };
     match value {
-        Value::String(s) if s.contains('\0') => Some(if at.is_empty() { "body".into() } else { at }),
+        Value::String(s) if s.contains('\0') => {
+            Some(if at.is_empty() { "body".into() } else { at })
+        }
         Value::Array(items) => items
             .iter()
             .enumerate()
@@ -255,7 +261,10 @@ mod tests {
     #[test]
     fn nul_in_any_string_or_key_names_the_field() {
         assert_eq!(field(r#"{"name": "a\u0000b"}"#), "name");
-        assert_eq!(field(r#"{"name": "x", "inner": {"n\u0000": 1}}"#), "inner.n\\u0000");
+        assert_eq!(
+            field(r#"{"name": "x", "inner": {"n\u0000": 1}}"#),
+            "inner.n\\u0000"
+        );
         let nested = r#"{"config": {"build_args": {"A": "1", "B": "x\u0000"}, "platforms": ["a", "\u0000"]}}"#;
         let value: serde_json::Value = serde_json::from_str(nested).unwrap();
         assert_eq!(
@@ -264,7 +273,10 @@ mod tests {
         );
         let list = r#"{"platforms": ["a", "b\u0000"]}"#;
         let value: serde_json::Value = serde_json::from_str(list).unwrap();
-        assert_eq!(nul_path(&value, String::new()).as_deref(), Some("platforms[1]"));
+        assert_eq!(
+            nul_path(&value, String::new()).as_deref(),
+            Some("platforms[1]")
+        );
         // An escaped backslash followed by "u0000" is no NUL.
         assert!(parse_json::<Outer>(br#"{"name": "\\u0000"}"#).is_ok());
     }

@@ -20,7 +20,9 @@ pub enum GitUrlError {
     MissingPath,
     #[error("must not embed credentials; use the project's git credential instead")]
     EmbeddedPassword,
-    #[error("the user, host and port must not begin with '-' (git and ssh would read them as options)")]
+    #[error(
+        "the user, host and port must not begin with '-' (git and ssh would read them as options)"
+    )]
     LeadingDash,
 }
 

@@ -18,7 +18,8 @@ async fn embedded_dispatcher_runs_a_local_build_and_sigterm_exits_cleanly() {
     http.wait_ready(&mut proc, Duration::from_secs(60)).await;
 
     let (tenant, token) = http.tenant_with_token("serve-test").await;
-    http.allow_local_builds(tenant["id"].as_str().unwrap()).await;
+    http.allow_local_builds(tenant["id"].as_str().unwrap())
+        .await;
     // Nothing listens on port 1: `git clone` fails at once, no network or
     // container tools involved.
     let project = http

@@ -198,7 +198,8 @@ async fn debug_logs_never_contain_a_secret() {
     http.wait_ready(&mut proc, Duration::from_secs(60)).await;
 
     let (tenant, token) = http.tenant_with_token("quiet").await;
-    http.allow_local_builds(tenant["id"].as_str().unwrap()).await;
+    http.allow_local_builds(tenant["id"].as_str().unwrap())
+        .await;
     // A provider whose token the cluster accepts, used by test-connection.
     let provider = http
         .created(

@@ -100,7 +100,11 @@ pub async fn get(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<Projec
 }
 
 /// A page of the tenant's projects by name.
-pub async fn list(pool: &PgPool, tenant_id: Uuid, page: Page) -> StoreResult<(Vec<Project>, Option<Uuid>)> {
+pub async fn list(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    page: Page,
+) -> StoreResult<(Vec<Project>, Option<Uuid>)> {
     let sql = format!(
         "SELECT {COLUMNS} FROM projects WHERE tenant_id = $1
            AND ($2::uuid IS NULL OR (name, id) > (

@@ -71,11 +71,15 @@ async fn local_builds_need_the_platform_admins_opt_in() {
     patched.expect(200);
     assert_eq!(patched.json()["allow_local_builds"], true);
     for provider in [None, Some(global_local)] {
-        let r = app.post("/api/v1/builds", &t.developer, local(provider)).await;
+        let r = app
+            .post("/api/v1/builds", &t.developer, local(provider))
+            .await;
         r.expect(201);
         assert_eq!(r.json()["infrastructure_type"], "local");
     }
-    let wrong = app.post("/api/v1/builds", &t.developer, local(Some(kube))).await;
+    let wrong = app
+        .post("/api/v1/builds", &t.developer, local(Some(kube)))
+        .await;
     wrong.expect(422);
     assert_eq!(wrong.fields(), vec!["infrastructure_provider_id"]);
 

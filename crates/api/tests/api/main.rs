@@ -8,5 +8,6 @@ mod isolation;
 mod local_builds;
 mod logs_and_artifacts;
 mod openapi;
+mod pagination;
 mod scenario;
 mod secrets;

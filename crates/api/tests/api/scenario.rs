@@ -173,7 +173,7 @@ async fn retry_queues_a_new_attempt_and_keeps_history() {
         .get(&format!("/api/v1/builds/{build}/executions"), &t.viewer)
         .await;
     assert_eq!(
-        executions.json().as_array().unwrap().len(),
+        executions.json()["items"].as_array().unwrap().len(),
         1,
         "history kept"
     );

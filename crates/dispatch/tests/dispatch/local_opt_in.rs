@@ -44,8 +44,15 @@ async fn a_local_build_of_a_tenant_without_the_opt_in_fails_without_starting() {
     assert!(message.contains("allow_local_builds"), "{message}");
     assert_eq!(attempts, 1, "failed at once, not requeued");
     // The executor never saw it; the other tenant's and the kubernetes build ran.
-    let started: Vec<_> = work(&db.pool).await.into_iter().map(|w| w.build_id).collect();
+    let started: Vec<_> = work(&db.pool)
+        .await
+        .into_iter()
+        .map(|w| w.build_id)
+        .collect();
     assert!(!started.contains(&local), "{started:?}");
-    assert!(started.contains(&ok) && started.contains(&kube), "{started:?}");
+    assert!(
+        started.contains(&ok) && started.contains(&kube),
+        "{started:?}"
+    );
     db.drop_db().await;
 }
