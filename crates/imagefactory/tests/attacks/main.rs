@@ -5,6 +5,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod local_and_input;
 mod server;
 
 use serde_json::json;
