@@ -326,7 +326,7 @@ async fn lists_page_and_unknown_cursors_are_refused() {
 
     // A well-formed cursor that is no position in the list: 400, not [].
     let unknown = uuid::Uuid::now_v7();
-    let build = uuid::Uuid::now_v7();
+    let foreign = uuid::Uuid::now_v7();
     let tenant_lists = [
         "/api/v1/projects".to_owned(),
         "/api/v1/providers".to_owned(),
@@ -354,11 +354,40 @@ async fn lists_page_and_unknown_cursors_are_refused() {
             .await;
         assert_eq!(status, 400, "{path}: {body}");
     }
-    // A build's sub-lists answer 404 for a build that is not the tenant's.
+    // A build's executions and artifacts too (a local build of an opted-in
+    // tenant; it fails at once, which is all these lists need).
+    patch_tenant(&target, &tenant.id, ADMIN_TOKEN, true).await;
+    let (_, first) = target
+        .http
+        .get("/api/v1/projects?limit=1", &tenant.viewer)
+        .await;
+    let project = first["items"][0]["id"].as_str().unwrap().to_owned();
+    let build = target
+        .http
+        .created(
+            "/api/v1/builds",
+            &tenant.developer,
+            local_build(&project, "docker", None),
+        )
+        .await;
+    let build = build["id"].as_str().unwrap();
+    for sub in ["executions", "artifacts"] {
+        let path = format!("/api/v1/builds/{build}/{sub}");
+        let (status, body) = target.http.get(&path, &tenant.viewer).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert!(body["items"].is_array(), "{path}: {body}");
+        let (status, body) = target
+            .http
+            .get(&format!("{path}?cursor={unknown}"), &tenant.viewer)
+            .await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(fields(&body), ["cursor"], "{path}: {body}");
+    }
+    // A build that is not the tenant's: 404, whatever the cursor.
     let (status, _) = target
         .http
         .get(
-            &format!("/api/v1/builds/{build}/executions?cursor={unknown}"),
+            &format!("/api/v1/builds/{foreign}/executions?cursor={unknown}"),
             &tenant.viewer,
         )
         .await;
