@@ -258,6 +258,11 @@ impl From<StoreError> for ApiError {
                 ),
                 field: None,
             },
+            StoreError::UnknownCursor => ApiError::InvalidParameter {
+                field: "cursor".into(),
+                message: "not a position in this list: pass the next_cursor of a previous page"
+                    .into(),
+            },
             StoreError::State(message) => ApiError::InvalidState(message),
             StoreError::Unavailable(cause) => {
                 ApiError::Unavailable(format!("the database is unavailable: {cause}"))

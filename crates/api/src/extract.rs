@@ -44,8 +44,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
 }
 
 /// Deserialize JSON, classifying errors: syntax → 400, shape (unknown or
-/// missing field, wrong type, unknown enum value) → 422 naming the field.
+/// missing field, wrong type, unknown enum value) → 422 naming the field,
+/// a NUL character in any string or key → 422 naming it.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    refuse_nul(bytes)?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
@@ -61,6 +63,56 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|e| ApiError::MalformedJson(strip_position(&e.to_string())))?;
     Ok(value)
+}
+
+/// PostgreSQL's `text` and `jsonb` cannot hold U+0000: a body carrying one
+/// would fail at the database (a 500) or, worse, be cut short by a tool later.
+/// Every body passes here, so no route can forget it. A JSON string can only
+/// hold U+0000 escaped (`\u0000`), so bodies without that escape skip the walk.
+fn refuse_nul(bytes: &[u8]) -> Result<(), ApiError> {
+    if !bytes.windows(6).any(|w| w == b"\\u0000") {
+        return Ok(());
+    }
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::MalformedJson(strip_position(&e.to_string())))?;
+    match nul_path(&value, String::new()) {
+        Some(field) => Err(ApiError::field(
+            field,
+            "must not contain the NUL character (\\u0000)",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The path (`config.build_args.A`, `platforms[0]`) of the first string or
+/// key holding U+0000; a key is named with the NUL shown as `\u0000`.
+fn nul_path(value: &serde_json::Value, at: String) -> Option<String> {
+    use serde_json::Value;
+    let join = |key: &str| {
+        let key = key.replace('\0', "\\u0000");
+        if at.is_empty() {
+            key
+        } else {
+            format!("{at}.{key}")
+        }
+    };
+    match value {
+        Value::String(s) if s.contains('\0') => {
+            Some(if at.is_empty() { "body".into() } else { at })
+        }
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_path(v, format!("{at}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(join(k))
+            } else {
+                nul_path(v, join(k))
+            }
+        }),
+        _ => None,
+    }
 }
 
 fn strip_position(message: &str) -> String {
@@ -204,5 +256,28 @@ mod tests {
             parse_json::<Outer>(b"{\"name\": \"x\"} trailing"),
             Err(ApiError::MalformedJson(_))
         ));
+    }
+
+    #[test]
+    fn nul_in_any_string_or_key_names_the_field() {
+        assert_eq!(field(r#"{"name": "a\u0000b"}"#), "name");
+        assert_eq!(
+            field(r#"{"name": "x", "inner": {"n\u0000": 1}}"#),
+            "inner.n\\u0000"
+        );
+        let nested = r#"{"config": {"build_args": {"A": "1", "B": "x\u0000"}, "platforms": ["a", "\u0000"]}}"#;
+        let value: serde_json::Value = serde_json::from_str(nested).unwrap();
+        assert_eq!(
+            nul_path(&value, String::new()).as_deref(),
+            Some("config.build_args.B")
+        );
+        let list = r#"{"platforms": ["a", "b\u0000"]}"#;
+        let value: serde_json::Value = serde_json::from_str(list).unwrap();
+        assert_eq!(
+            nul_path(&value, String::new()).as_deref(),
+            Some("platforms[1]")
+        );
+        // An escaped backslash followed by "u0000" is no NUL.
+        assert!(parse_json::<Outer>(br#"{"name": "\\u0000"}"#).is_ok());
     }
 }

@@ -282,7 +282,7 @@ pub async fn run(
     if let Some(message) = build["error_message"].as_str() {
         println!("  error: {message}");
     }
-    for e in executions.as_array().into_iter().flatten() {
+    for e in executions["items"].as_array().into_iter().flatten() {
         println!(
             "  attempt {} on {}: PipelineRun {}/{}, {}{}",
             e["attempt"],
@@ -297,7 +297,7 @@ pub async fn run(
         );
     }
     println!("Artifacts (GET /api/v1/builds/{build_id}/artifacts):");
-    let artifacts = artifacts.as_array().cloned().unwrap_or_default();
+    let artifacts = artifacts["items"].as_array().cloned().unwrap_or_default();
     if artifacts.is_empty() {
         println!("  (none)");
     }

@@ -526,7 +526,8 @@ fn main() {
         TestExecutor::install(&p).await.unwrap();
         let tenant = Uuid::now_v7();
         let project = Uuid::now_v7();
-        sqlx::query("INSERT INTO tenants (id, name, display_name, max_concurrent_builds) VALUES ($1, 'bench', 'bench', 1000000)")
+        // Its builds are local (the test executor's slot): opted in.
+        sqlx::query("INSERT INTO tenants (id, name, display_name, max_concurrent_builds, allow_local_builds) VALUES ($1, 'bench', 'bench', 1000000, true)")
             .bind(tenant)
             .execute(&p)
             .await

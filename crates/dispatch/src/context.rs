@@ -205,6 +205,7 @@ mod tests {
             provider_tekton_enabled: Some(true),
             provider_config_version: Some(7),
             provider_config: Some(config),
+            local_builds_allowed: false,
         }
     }
 

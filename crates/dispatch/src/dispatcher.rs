@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use imagefactory_domain::ExecutorKind;
+use imagefactory_domain::{ExecutorKind, InfrastructureType};
 use imagefactory_exec::{ExecutionRef, Executor, Outcome, StopReason};
 use imagefactory_store::crypto::Cipher;
 use imagefactory_store::executions::{self, ExecutionInputs, ExecutionRow};
@@ -471,6 +471,12 @@ impl Shared {
             .ok_or_else(|| Outcome::Failed {
                 message: "the build or its project no longer exists".to_owned(),
             })?;
+        // Starting new work is where host access is granted: a local build
+        // queued before the opt-in was withdrawn, or written around the API,
+        // never starts. (Re-attaching only cleans up what a crash left.)
+        if execution.reference_at.is_none() {
+            local_builds_allowed(&inputs)?;
+        }
         let ctx = build_context(inputs, execution, self.cipher.as_ref())
             .map_err(|message| Outcome::Failed { message })?;
         Ok((executor.clone(), ctx))
@@ -634,6 +640,22 @@ impl Shared {
             Err(e) => warn!(error = %e, "releasing leases failed; they expire on their own"),
         }
     }
+}
+
+/// A local build runs on this host; only tenants the platform admin opted in
+/// (`tenants.allow_local_builds`, read with the inputs) may start one.
+fn local_builds_allowed(inputs: &ExecutionInputs) -> Result<(), Outcome> {
+    if inputs.infrastructure_type != InfrastructureType::Local.as_str()
+        || inputs.local_builds_allowed
+    {
+        return Ok(());
+    }
+    warn!(tenant.id = %inputs.tenant_id, "local build of a tenant without allow_local_builds refused");
+    Err(Outcome::Failed {
+        message: "not run: local builds run on the server's own host and are not enabled for \
+                  this tenant (the platform admin's tenant setting allow_local_builds)"
+            .to_owned(),
+    })
 }
 
 /// The execution inputs of one claimed batch, loaded with one query by

@@ -20,6 +20,18 @@ pub enum GitUrlError {
     MissingPath,
     #[error("must not embed credentials; use the project's git credential instead")]
     EmbeddedPassword,
+    #[error(
+        "the user, host and port must not begin with '-' (git and ssh would read them as options)"
+    )]
+    LeadingDash,
+}
+
+/// A user, host or port that begins with '-' would reach `ssh` (or git's
+/// transport helpers) as an option, e.g. `-oProxyCommand=...`.
+fn option_like(user_host: &str) -> bool {
+    user_host
+        .split(['@', ':'])
+        .any(|part| part.starts_with('-'))
 }
 
 /// A git repository URL a build can clone.
@@ -37,10 +49,16 @@ impl GitUrl {
         if input.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(GitUrlError::BadCharacters);
         }
+        if input.starts_with('-') {
+            return Err(GitUrlError::LeadingDash);
+        }
         if let Some((scheme, rest)) = input.split_once("://") {
             match scheme {
                 "https" | "http" | "ssh" | "git" => {
                     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+                    if option_like(authority) {
+                        return Err(GitUrlError::LeadingDash);
+                    }
                     let host = match authority.rsplit_once('@') {
                         Some((userinfo, host)) => {
                             // A password in the URL would be stored and shown in
@@ -71,6 +89,9 @@ impl GitUrl {
         // scp-like: user@host:path (git@github.com:org/repo.git)
         match input.split_once(':') {
             Some((user_host, path)) if user_host.contains('@') => {
+                if option_like(user_host) {
+                    return Err(GitUrlError::LeadingDash);
+                }
                 let host = user_host.rsplit_once('@').map(|(_, h)| h).unwrap_or("");
                 if host.is_empty() {
                     return Err(GitUrlError::MissingHost);
@@ -198,6 +219,32 @@ mod tests {
     }
 
     #[test]
+    fn option_like_user_host_or_port_is_refused() {
+        for bad in [
+            "ssh://-oProxyCommand=x/repo",
+            "ssh://git@-oProxyCommand=x/repo",
+            "ssh://-u@host/repo",
+            "ssh://host:-p/repo",
+            "https://-host/repo",
+            "git://-host/repo",
+            "-oProxyCommand=x:repo",
+            "git@-x:repo",
+            "-git@host:repo",
+        ] {
+            assert_eq!(GitUrl::parse(bad), Err(GitUrlError::LeadingDash), "{bad}");
+        }
+        // A '-' inside a name, or at the start of the path, is no option.
+        for ok in [
+            "ssh://git@my-host/repo",
+            "git@my-host:-repo",
+            "https://host/-repo",
+            "ssh://host:22/repo",
+        ] {
+            assert!(GitUrl::parse(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
     fn refs() {
         for ok in [
             "main",
@@ -236,6 +283,26 @@ mod tests {
         ) {
             let input = format!("{a}{bad}{b}");
             prop_assert!(GitRef::parse(&input).is_err());
+        }
+
+        #[test]
+        fn option_like_hosts_and_users_are_refused(
+            user in "-[a-zA-Z0-9=_-]{0,12}",
+            host in "[a-z]{1,10}(\\.[a-z]{2,5}){0,2}",
+            scheme in prop::sample::select(vec!["ssh", "https", "http", "git"]),
+            path in "[a-z0-9_-]{1,10}",
+        ) {
+            // Dash-led host, dash-led user, in URL and scp-like form.
+            for url in [
+                format!("{scheme}://{user}/{path}"),
+                format!("{scheme}://git@{user}/{path}"),
+                format!("{scheme}://{user}@{host}/{path}"),
+                format!("{user}@{host}:{path}"),
+                format!("git@{user}:{path}"),
+                format!("{user}:{path}"),
+            ] {
+                prop_assert_eq!(GitUrl::parse(&url), Err(GitUrlError::LeadingDash), "{}", url);
+            }
         }
 
         #[test]

@@ -630,6 +630,7 @@ impl Bench {
                 name: "bench".into(),
                 display_name: "bench".into(),
                 max_concurrent_builds: Some(inflight as i32 + 10),
+                allow_local_builds: false,
             },
         )
         .await

@@ -17,7 +17,9 @@ async fn embedded_dispatcher_runs_a_local_build_and_sigterm_exits_cleanly() {
     let http = Http::new(port);
     http.wait_ready(&mut proc, Duration::from_secs(60)).await;
 
-    let (_, token) = http.tenant_with_token("serve-test").await;
+    let (tenant, token) = http.tenant_with_token("serve-test").await;
+    http.allow_local_builds(tenant["id"].as_str().unwrap())
+        .await;
     // Nothing listens on port 1: `git clone` fails at once, no network or
     // container tools involved.
     let project = http
@@ -67,12 +69,10 @@ async fn embedded_dispatcher_runs_a_local_build_and_sigterm_exits_cleanly() {
         .get(&format!("/api/v1/builds/{build_id}/executions"), &token)
         .await;
     assert_eq!(status, 200, "{executions}");
-    let executions = executions.as_array().cloned().unwrap_or_else(|| {
-        executions["items"]
-            .as_array()
-            .cloned()
-            .expect("executions list")
-    });
+    let executions = executions["items"]
+        .as_array()
+        .cloned()
+        .expect("executions page");
     assert_eq!(executions.len(), 1, "{executions:?}");
     assert_eq!(executions[0]["executor"], "local", "{executions:?}");
     assert_eq!(executions[0]["status"], "failed", "{executions:?}");

@@ -197,7 +197,9 @@ async fn debug_logs_never_contain_a_secret() {
     let http = Http::new(port);
     http.wait_ready(&mut proc, Duration::from_secs(60)).await;
 
-    let (_, token) = http.tenant_with_token("quiet").await;
+    let (tenant, token) = http.tenant_with_token("quiet").await;
+    http.allow_local_builds(tenant["id"].as_str().unwrap())
+        .await;
     // A provider whose token the cluster accepts, used by test-connection.
     let provider = http
         .created(

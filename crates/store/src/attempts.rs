@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::StoreResult;
+use crate::page::{self, Page};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ExecutionRecord {
@@ -23,20 +24,31 @@ pub struct ExecutionRecord {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// A page of the build's executions, first attempt first.
 pub async fn executions(
     pool: &PgPool,
     tenant_id: Uuid,
     build_id: Uuid,
-) -> StoreResult<Vec<ExecutionRecord>> {
-    Ok(sqlx::query_as(
+    page: Page,
+) -> StoreResult<(Vec<ExecutionRecord>, Option<Uuid>)> {
+    let rows: Vec<ExecutionRecord> = sqlx::query_as(
         "SELECT id, build_id, attempt, executor, provider_id, cluster_namespace, pipeline_run_name,
                 status, message, started_at, finished_at
-         FROM build_executions WHERE tenant_id = $1 AND build_id = $2 ORDER BY attempt",
+         FROM build_executions WHERE tenant_id = $1 AND build_id = $2
+           AND ($3::uuid IS NULL OR (attempt, id) > (
+                SELECT attempt, id FROM build_executions
+                WHERE id = $3 AND tenant_id = $1 AND build_id = $2))
+         ORDER BY attempt, id LIMIT $4",
     )
     .bind(tenant_id)
     .bind(build_id)
+    .bind(page.after)
+    .bind(page.fetch())
     .fetch_all(pool)
-    .await?)
+    .await?;
+    let known = "SELECT EXISTS (SELECT 1 FROM build_executions \
+                 WHERE id = $1 AND tenant_id = $2 AND build_id = $3)";
+    page::finish(pool, rows, page, |e| e.id, known, &[tenant_id, build_id]).await
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -153,18 +165,31 @@ pub struct ArtifactRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// A page of the build's artifacts by attempt, then name.
 pub async fn artifacts(
     pool: &PgPool,
     tenant_id: Uuid,
     build_id: Uuid,
-) -> StoreResult<Vec<ArtifactRecord>> {
-    Ok(sqlx::query_as(
+    page: Page,
+) -> StoreResult<(Vec<ArtifactRecord>, Option<Uuid>)> {
+    let rows: Vec<ArtifactRecord> = sqlx::query_as(
         "SELECT a.id, a.execution_id, e.attempt, a.name, a.value, a.kind, a.created_at
          FROM build_artifacts a JOIN build_executions e ON e.id = a.execution_id
-         WHERE e.tenant_id = $1 AND a.build_id = $2 ORDER BY e.attempt, a.name",
+         WHERE e.tenant_id = $1 AND a.build_id = $2
+           AND ($3::uuid IS NULL OR (e.attempt, a.name, a.id) > (
+                SELECT ce.attempt, ca.name, ca.id
+                FROM build_artifacts ca JOIN build_executions ce ON ce.id = ca.execution_id
+                WHERE ca.id = $3 AND ce.tenant_id = $1 AND ca.build_id = $2))
+         ORDER BY e.attempt, a.name, a.id LIMIT $4",
     )
     .bind(tenant_id)
     .bind(build_id)
+    .bind(page.after)
+    .bind(page.fetch())
     .fetch_all(pool)
-    .await?)
+    .await?;
+    let known = "SELECT EXISTS (SELECT 1 FROM build_artifacts a \
+                 JOIN build_executions e ON e.id = a.execution_id \
+                 WHERE a.id = $1 AND e.tenant_id = $2 AND a.build_id = $3)";
+    page::finish(pool, rows, page, |a| a.id, known, &[tenant_id, build_id]).await
 }

@@ -191,14 +191,10 @@ pub struct BuildFilter {
     pub status: Option<String>,
 }
 
-/// Keyset pagination, newest first: `after` is the last id of the previous page.
-#[derive(Debug, Clone, Copy)]
-pub struct Page {
-    pub limit: i64,
-    pub after: Option<Uuid>,
-}
+pub use crate::page::Page;
 
-/// A page of builds and, when more remain, the cursor of the next page.
+/// A page of builds, newest first, and, when more remain, the cursor of the
+/// next page.
 pub async fn list(
     pool: &PgPool,
     tenant_id: Uuid,
@@ -215,21 +211,16 @@ pub async fn list(
          ORDER BY created_at DESC, id DESC
          LIMIT $5"
     );
-    let mut rows: Vec<Build> = sqlx::query_as(&sql)
+    let rows: Vec<Build> = sqlx::query_as(&sql)
         .bind(tenant_id)
         .bind(filter.project_id)
         .bind(filter.status.as_deref())
         .bind(page.after)
-        .bind(page.limit + 1)
+        .bind(page.fetch())
         .fetch_all(pool)
         .await?;
-    let next = if rows.len() as i64 > page.limit {
-        rows.truncate(page.limit as usize);
-        rows.last().map(|b| b.id)
-    } else {
-        None
-    };
-    Ok((rows, next))
+    let known = "SELECT EXISTS (SELECT 1 FROM builds WHERE id = $1 AND tenant_id = $2)";
+    crate::page::finish(pool, rows, page, |b| b.id, known, &[tenant_id]).await
 }
 
 /// What a cancel request did.

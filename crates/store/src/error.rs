@@ -19,6 +19,9 @@ pub enum StoreError {
     /// A delete refused because other rows still refer to this one.
     #[error("still referenced ({constraint})")]
     InUse { constraint: String },
+    /// A list's `cursor` names no row of that list.
+    #[error("the cursor is not a position in this list")]
+    UnknownCursor,
     /// The row is in a state that does not allow the operation.
     #[error("{0}")]
     State(String),

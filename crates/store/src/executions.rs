@@ -304,6 +304,9 @@ pub struct ExecutionInputs {
     pub provider_tekton_enabled: Option<bool>,
     pub provider_config_version: Option<i64>,
     pub provider_config: Option<serde_json::Value>,
+    /// The tenant's `allow_local_builds` now, re-checked before a local
+    /// build starts (it may have been withdrawn since the build was queued).
+    pub local_builds_allowed: bool,
 }
 
 /// The inputs of many builds at once (a claimed batch): one query instead
@@ -329,7 +332,7 @@ pub async fn load_inputs_many(
     .await
 }
 
-/// Columns matching [`ExecutionInputs`] (tables `b`, `c`, `pr`, `r`, `p`).
+/// Columns matching [`ExecutionInputs`] (tables `b`, `c`, `pr`, `r`, `p`, `t`).
 const INPUT_COLUMNS: &str = "b.id AS build_id, b.tenant_id, b.project_id, b.method, b.infrastructure_type, \
      b.git_url, b.git_ref, b.image, b.timeout_seconds, \
      c.dockerfile, c.context, c.build_args, c.platforms, c.target, c.cache_enabled, \
@@ -338,10 +341,12 @@ const INPUT_COLUMNS: &str = "b.id AS build_id, b.tenant_id, b.project_id, b.meth
      r.id AS registry_credential_id, r.version AS registry_version, r.registry, \
      r.username AS registry_username, r.secret_enc AS registry_secret_enc, \
      p.id AS provider_id, p.name AS provider_name, p.tekton_enabled AS provider_tekton_enabled, \
-     p.config_version AS provider_config_version, p.config AS provider_config";
+     p.config_version AS provider_config_version, p.config AS provider_config, \
+     t.allow_local_builds AS local_builds_allowed";
 
 /// Joins after `builds b`, ending with the provider join's table (`ON` follows).
 const INPUT_JOINS: &str = "JOIN projects pr ON pr.id = b.project_id AND pr.tenant_id = b.tenant_id \
+     JOIN tenants t ON t.id = b.tenant_id \
      LEFT JOIN build_configs c ON c.build_id = b.id \
      LEFT JOIN registry_credentials r ON r.id = b.registry_credential_id AND r.tenant_id = b.tenant_id \
      LEFT JOIN infrastructure_providers p";

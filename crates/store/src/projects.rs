@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::crypto::Cipher;
 use crate::error::{StoreError, StoreResult, deleted};
+use crate::page::{self, Page};
 
 /// Associated-data label of `projects.git_password_enc`.
 pub const GIT_PASSWORD_LABEL: &str = "projects.git_password";
@@ -98,9 +99,26 @@ pub async fn get(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<Projec
         .ok_or(StoreError::NotFound)
 }
 
-pub async fn list(pool: &PgPool, tenant_id: Uuid) -> StoreResult<Vec<Project>> {
-    let sql = format!("SELECT {COLUMNS} FROM projects WHERE tenant_id = $1 ORDER BY name");
-    Ok(sqlx::query_as(&sql).bind(tenant_id).fetch_all(pool).await?)
+/// A page of the tenant's projects by name.
+pub async fn list(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    page: Page,
+) -> StoreResult<(Vec<Project>, Option<Uuid>)> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM projects WHERE tenant_id = $1
+           AND ($2::uuid IS NULL OR (name, id) > (
+                SELECT name, id FROM projects WHERE id = $2 AND tenant_id = $1))
+         ORDER BY name, id LIMIT $3"
+    );
+    let rows: Vec<Project> = sqlx::query_as(&sql)
+        .bind(tenant_id)
+        .bind(page.after)
+        .bind(page.fetch())
+        .fetch_all(pool)
+        .await?;
+    let known = "SELECT EXISTS (SELECT 1 FROM projects WHERE id = $1 AND tenant_id = $2)";
+    page::finish(pool, rows, page, |p| p.id, known, &[tenant_id]).await
 }
 
 pub async fn update(

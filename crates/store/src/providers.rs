@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::crypto::Cipher;
 use crate::error::{StoreError, StoreResult, deleted};
+use crate::page::{self, Page};
 
 /// Associated-data label prefix of the sealed config fields
 /// (`Cipher::seal_fields` appends `.<field>`).
@@ -135,23 +136,59 @@ pub async fn get_visible(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResul
         .ok_or(StoreError::NotFound)
 }
 
-pub async fn list_owned(pool: &PgPool, owner: Owner) -> StoreResult<Vec<Provider>> {
+/// A page of the owner's providers by name.
+pub async fn list_owned(
+    pool: &PgPool,
+    owner: Owner,
+    page: Page,
+) -> StoreResult<(Vec<Provider>, Option<Uuid>)> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM infrastructure_providers WHERE {OWNER_FILTER} ORDER BY name"
+        "SELECT {COLUMNS} FROM infrastructure_providers WHERE {OWNER_FILTER}
+           AND ($2::uuid IS NULL OR (name, id) > (
+                SELECT name, id FROM infrastructure_providers WHERE {OWNER_FILTER} AND id = $2))
+         ORDER BY name, id LIMIT $3"
     );
-    Ok(sqlx::query_as(&sql)
+    let rows: Vec<Provider> = sqlx::query_as(&sql)
         .bind(owner.tenant_id())
+        .bind(page.after)
+        .bind(page.fetch())
         .fetch_all(pool)
-        .await?)
+        .await?;
+    let (known, scope) = match owner {
+        Owner::Global => (
+            "SELECT EXISTS (SELECT 1 FROM infrastructure_providers WHERE id = $1 AND is_global)",
+            Vec::new(),
+        ),
+        Owner::Tenant(t) => (
+            "SELECT EXISTS (SELECT 1 FROM infrastructure_providers WHERE id = $1 AND tenant_id = $2)",
+            vec![t],
+        ),
+    };
+    page::finish(pool, rows, page, |p| p.id, known, &scope).await
 }
 
-/// The tenant's own providers and the global ones.
-pub async fn list_visible(pool: &PgPool, tenant_id: Uuid) -> StoreResult<Vec<Provider>> {
+/// A page of the tenant's own providers, then the global ones, by name.
+pub async fn list_visible(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    page: Page,
+) -> StoreResult<(Vec<Provider>, Option<Uuid>)> {
+    let visible = "(tenant_id = $1 OR is_global)";
     let sql = format!(
-        "SELECT {COLUMNS} FROM infrastructure_providers WHERE tenant_id = $1 OR is_global
-         ORDER BY is_global, name"
+        "SELECT {COLUMNS} FROM infrastructure_providers WHERE {visible}
+           AND ($2::uuid IS NULL OR (is_global, name, id) > (
+                SELECT is_global, name, id FROM infrastructure_providers WHERE {visible} AND id = $2))
+         ORDER BY is_global, name, id LIMIT $3"
     );
-    Ok(sqlx::query_as(&sql).bind(tenant_id).fetch_all(pool).await?)
+    let rows: Vec<Provider> = sqlx::query_as(&sql)
+        .bind(tenant_id)
+        .bind(page.after)
+        .bind(page.fetch())
+        .fetch_all(pool)
+        .await?;
+    let known = "SELECT EXISTS (SELECT 1 FROM infrastructure_providers \
+                 WHERE id = $1 AND (tenant_id = $2 OR is_global))";
+    page::finish(pool, rows, page, |p| p.id, known, &[tenant_id]).await
 }
 
 pub async fn update(

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use crate::crypto::Cipher;
 use crate::error::{StoreError, StoreResult, deleted};
+use crate::page::{self, Page};
 
 /// Associated-data label of `registry_credentials.secret_enc`.
 pub const SECRET_LABEL: &str = "registry_credentials.secret";
@@ -73,10 +74,27 @@ pub async fn get(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<Regist
         .ok_or(StoreError::NotFound)
 }
 
-pub async fn list(pool: &PgPool, tenant_id: Uuid) -> StoreResult<Vec<RegistryCredential>> {
-    let sql =
-        format!("SELECT {COLUMNS} FROM registry_credentials WHERE tenant_id = $1 ORDER BY name");
-    Ok(sqlx::query_as(&sql).bind(tenant_id).fetch_all(pool).await?)
+/// A page of the tenant's registry credentials by name.
+pub async fn list(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    page: Page,
+) -> StoreResult<(Vec<RegistryCredential>, Option<Uuid>)> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM registry_credentials WHERE tenant_id = $1
+           AND ($2::uuid IS NULL OR (name, id) > (
+                SELECT name, id FROM registry_credentials WHERE id = $2 AND tenant_id = $1))
+         ORDER BY name, id LIMIT $3"
+    );
+    let rows: Vec<RegistryCredential> = sqlx::query_as(&sql)
+        .bind(tenant_id)
+        .bind(page.after)
+        .bind(page.fetch())
+        .fetch_all(pool)
+        .await?;
+    let known =
+        "SELECT EXISTS (SELECT 1 FROM registry_credentials WHERE id = $1 AND tenant_id = $2)";
+    page::finish(pool, rows, page, |c| c.id, known, &[tenant_id]).await
 }
 
 pub async fn update(

@@ -5,6 +5,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::{StoreError, StoreResult, deleted};
+use crate::page::{self, Page};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Tenant {
@@ -12,6 +13,9 @@ pub struct Tenant {
     pub name: String,
     pub display_name: String,
     pub max_concurrent_builds: i32,
+    /// Whether builds of this tenant may run on the dispatcher's host
+    /// (`infrastructure_type: local`); only the platform admin sets it.
+    pub allow_local_builds: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -21,20 +25,23 @@ pub struct NewTenant {
     pub name: String,
     pub display_name: String,
     pub max_concurrent_builds: Option<i32>,
+    pub allow_local_builds: bool,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct TenantPatch {
     pub display_name: Option<String>,
     pub max_concurrent_builds: Option<i32>,
+    pub allow_local_builds: Option<bool>,
 }
 
-const COLUMNS: &str = "id, name, display_name, max_concurrent_builds, created_at, updated_at";
+const COLUMNS: &str =
+    "id, name, display_name, max_concurrent_builds, allow_local_builds, created_at, updated_at";
 
 pub async fn create(pool: &PgPool, new: NewTenant) -> StoreResult<Tenant> {
     let sql = format!(
-        "INSERT INTO tenants (id, name, display_name, max_concurrent_builds)
-         VALUES ($1, $2, $3, COALESCE($4, 10)) RETURNING {COLUMNS}"
+        "INSERT INTO tenants (id, name, display_name, max_concurrent_builds, allow_local_builds)
+         VALUES ($1, $2, $3, COALESCE($4, 10), $5) RETURNING {COLUMNS}"
     );
     Ok(sqlx::query_as(&sql)
         // Random, not time-ordered: a tenant's Kubernetes namespace is named
@@ -45,6 +52,7 @@ pub async fn create(pool: &PgPool, new: NewTenant) -> StoreResult<Tenant> {
         .bind(&new.name)
         .bind(&new.display_name)
         .bind(new.max_concurrent_builds)
+        .bind(new.allow_local_builds)
         .fetch_one(pool)
         .await?)
 }
@@ -58,21 +66,34 @@ pub async fn get(pool: &PgPool, id: Uuid) -> StoreResult<Tenant> {
         .ok_or(StoreError::NotFound)
 }
 
-pub async fn list(pool: &PgPool) -> StoreResult<Vec<Tenant>> {
-    let sql = format!("SELECT {COLUMNS} FROM tenants ORDER BY name");
-    Ok(sqlx::query_as(&sql).fetch_all(pool).await?)
+/// A page of all tenants by name.
+pub async fn list(pool: &PgPool, page: Page) -> StoreResult<(Vec<Tenant>, Option<Uuid>)> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM tenants
+         WHERE $1::uuid IS NULL OR (name, id) > (SELECT name, id FROM tenants WHERE id = $1)
+         ORDER BY name, id LIMIT $2"
+    );
+    let rows: Vec<Tenant> = sqlx::query_as(&sql)
+        .bind(page.after)
+        .bind(page.fetch())
+        .fetch_all(pool)
+        .await?;
+    let known = "SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1)";
+    page::finish(pool, rows, page, |t| t.id, known, &[]).await
 }
 
 pub async fn update(pool: &PgPool, id: Uuid, patch: TenantPatch) -> StoreResult<Tenant> {
     let sql = format!(
         "UPDATE tenants SET display_name = COALESCE($2, display_name),
-                max_concurrent_builds = COALESCE($3, max_concurrent_builds), updated_at = now()
+                max_concurrent_builds = COALESCE($3, max_concurrent_builds),
+                allow_local_builds = COALESCE($4, allow_local_builds), updated_at = now()
          WHERE id = $1 RETURNING {COLUMNS}"
     );
     sqlx::query_as(&sql)
         .bind(id)
         .bind(patch.display_name)
         .bind(patch.max_concurrent_builds)
+        .bind(patch.allow_local_builds)
         .fetch_optional(pool)
         .await?
         .ok_or(StoreError::NotFound)

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::{StoreError, StoreResult};
+use crate::page::{self, Page};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiToken {
@@ -91,9 +92,26 @@ pub async fn create(
     Ok((row, plain))
 }
 
-pub async fn list(pool: &PgPool, tenant_id: Uuid) -> StoreResult<Vec<ApiToken>> {
-    let sql = format!("SELECT {COLUMNS} FROM api_tokens WHERE tenant_id = $1 ORDER BY created_at");
-    Ok(sqlx::query_as(&sql).bind(tenant_id).fetch_all(pool).await?)
+/// A page of the tenant's tokens, oldest first.
+pub async fn list(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    page: Page,
+) -> StoreResult<(Vec<ApiToken>, Option<Uuid>)> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM api_tokens WHERE tenant_id = $1
+           AND ($2::uuid IS NULL OR (created_at, id) > (
+                SELECT created_at, id FROM api_tokens WHERE id = $2 AND tenant_id = $1))
+         ORDER BY created_at, id LIMIT $3"
+    );
+    let rows: Vec<ApiToken> = sqlx::query_as(&sql)
+        .bind(tenant_id)
+        .bind(page.after)
+        .bind(page.fetch())
+        .fetch_all(pool)
+        .await?;
+    let known = "SELECT EXISTS (SELECT 1 FROM api_tokens WHERE id = $1 AND tenant_id = $2)";
+    page::finish(pool, rows, page, |t| t.id, known, &[tenant_id]).await
 }
 
 /// Revoke (not delete: builds keep pointing at the token that made them).

@@ -10,8 +10,8 @@ use imagefactory_domain::{
     Violations, validate_build_config,
 };
 use imagefactory_store::attempts::{self, ArtifactRecord, ExecutionRecord};
-use imagefactory_store::builds::{self, Build, BuildFilter, CancelOutcome, NewBuild, Page};
-use imagefactory_store::{StoreError, projects, providers, registry_credentials};
+use imagefactory_store::builds::{self, Build, BuildFilter, CancelOutcome, NewBuild};
+use imagefactory_store::{StoreError, projects, providers, registry_credentials, tenants};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -114,6 +114,12 @@ impl BuildResponse {
     }
 }
 
+/// `limit` of `GET /builds` when none is given.
+pub const DEFAULT_LIMIT: i64 = 20;
+
+super::page_of!(ExecutionPage, ExecutionResponse);
+super::page_of!(ArtifactPage, ArtifactResponse);
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BuildPage {
     pub items: Vec<BuildResponse>,
@@ -130,7 +136,8 @@ pub struct ListBuildsQuery {
     status: Option<BuildStatus>,
     /// 1..=100, default 20.
     limit: Option<i64>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page; an id that is no position in
+    /// this list is refused (400), not an empty page.
     cursor: Option<Uuid>,
 }
 
@@ -190,6 +197,21 @@ impl From<ArtifactRecord> for ArtifactResponse {
             created_at: a.created_at,
         }
     }
+}
+
+/// A local build runs on the dispatcher's host (git, the container CLI and
+/// packer as its user; packer's `shell-local` runs any command): only tenants
+/// the platform admin opted in may submit one, whatever provider they name.
+async fn require_local_builds(state: &AppState, tenant_id: Uuid) -> ApiResult<()> {
+    let tenant = tenants::get(&state.pool, tenant_id).await?;
+    if tenant.allow_local_builds {
+        return Ok(());
+    }
+    Err(ApiError::field(
+        "infrastructure_type",
+        "local builds run on the server's own host and are not enabled for this tenant; \
+         the platform admin can allow them (tenant setting allow_local_builds)",
+    ))
 }
 
 /// Resolve which provider a build runs on, without revealing other tenants'
@@ -300,6 +322,9 @@ async fn submit_build(
     let infrastructure = body
         .infrastructure_type
         .unwrap_or(InfrastructureType::Kubernetes);
+    if infrastructure == InfrastructureType::Local {
+        require_local_builds(&state, auth.tenant_id).await?;
+    }
     let provider_id = resolve_provider(
         &state,
         auth.tenant_id,
@@ -349,17 +374,7 @@ async fn list_builds(
             .parse::<BuildStatus>("status")?
             .map(|s| s.as_str().to_owned()),
     };
-    let limit = query.parse::<i64>("limit")?.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::InvalidParameter {
-            field: "limit".into(),
-            message: "must be between 1 and 100".into(),
-        });
-    }
-    let page = Page {
-        limit,
-        after: query.parse::<Uuid>("cursor")?,
-    };
+    let page = super::page(&query, DEFAULT_LIMIT)?;
     let (rows, next_cursor) = builds::list(&state.pool, auth.tenant_id, &filter, page).await?;
     Ok(Json(BuildPage {
         items: rows
@@ -429,33 +444,37 @@ async fn retry_build(
 }
 
 #[utoipa::path(get, path = "/builds/{build_id}/executions", tag = "builds", security(("tenant_token" = [])),
-    params(("build_id" = Uuid, Path)),
-    responses((status = 200, body = Vec<ExecutionResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    params(("build_id" = Uuid, Path), super::PageQuery),
+    responses((status = 200, body = ExecutionPage), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn list_executions(
     auth: TenantAuth,
     State(state): State<AppState>,
     path: PathIds,
-) -> ApiResult<Json<Vec<ExecutionResponse>>> {
+    query: QueryParams,
+) -> ApiResult<Json<ExecutionPage>> {
     let id = path.id("build_id")?;
+    let page = super::list_page(&query)?;
     builds::get(&state.pool, auth.tenant_id, id)
         .await
         .or_not_found("build")?;
-    let rows = attempts::executions(&state.pool, auth.tenant_id, id).await?;
-    Ok(Json(rows.into_iter().map(Into::into).collect()))
+    let rows = attempts::executions(&state.pool, auth.tenant_id, id, page).await?;
+    Ok(Json(ExecutionPage::new(rows, |e| Ok(e.into()))?))
 }
 
 #[utoipa::path(get, path = "/builds/{build_id}/artifacts", tag = "builds", security(("tenant_token" = [])),
-    params(("build_id" = Uuid, Path)),
-    responses((status = 200, body = Vec<ArtifactResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    params(("build_id" = Uuid, Path), super::PageQuery),
+    responses((status = 200, body = ArtifactPage), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn list_artifacts(
     auth: TenantAuth,
     State(state): State<AppState>,
     path: PathIds,
-) -> ApiResult<Json<Vec<ArtifactResponse>>> {
+    query: QueryParams,
+) -> ApiResult<Json<ArtifactPage>> {
     let id = path.id("build_id")?;
+    let page = super::list_page(&query)?;
     builds::get(&state.pool, auth.tenant_id, id)
         .await
         .or_not_found("build")?;
-    let rows = attempts::artifacts(&state.pool, auth.tenant_id, id).await?;
-    Ok(Json(rows.into_iter().map(Into::into).collect()))
+    let rows = attempts::artifacts(&state.pool, auth.tenant_id, id, page).await?;
+    Ok(Json(ArtifactPage::new(rows, |a| Ok(a.into()))?))
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::auth::TenantAuth;
 use crate::error::{ApiResult, OrNotFound, Problem};
-use crate::extract::{PathIds, ValidJson};
+use crate::extract::{PathIds, QueryParams, ValidJson};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -141,14 +141,19 @@ async fn create_project(
 }
 
 #[utoipa::path(get, path = "/projects", tag = "projects", security(("tenant_token" = [])),
-    responses((status = 200, body = Vec<ProjectResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    params(super::PageQuery),
+    responses((status = 200, body = ProjectPage), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn list_projects(
     auth: TenantAuth,
     State(state): State<AppState>,
-) -> ApiResult<Json<Vec<ProjectResponse>>> {
-    let all = projects::list(&state.pool, auth.tenant_id).await?;
-    Ok(Json(all.into_iter().map(Into::into).collect()))
+    query: QueryParams,
+) -> ApiResult<Json<ProjectPage>> {
+    let page = super::list_page(&query)?;
+    let rows = projects::list(&state.pool, auth.tenant_id, page).await?;
+    Ok(Json(ProjectPage::new(rows, |p| Ok(p.into()))?))
 }
+
+super::page_of!(ProjectPage, ProjectResponse);
 
 #[utoipa::path(get, path = "/projects/{project_id}", tag = "projects", security(("tenant_token" = [])),
     params(("project_id" = Uuid, Path)),

@@ -22,7 +22,7 @@ use crate::AppState;
 use crate::auth::{AdminAuth, TenantAuth};
 use crate::connection::{ConnectionReport, ConnectionTarget};
 use crate::error::{ApiError, ApiResult, OrNotFound, Problem};
-use crate::extract::{PathIds, ValidJson};
+use crate::extract::{PathIds, QueryParams, ValidJson};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -308,23 +308,33 @@ async fn create_provider(
     ValidJson(body): ValidJson<CreateProvider>,
 ) -> ApiResult<(StatusCode, Json<ProviderResponse>)> {
     auth.require(Role::Admin)?;
+    if body.provider_type == ProviderType::Local {
+        // A local provider stands for the server's own host: only the platform
+        // admin offers one, and only its per-tenant opt-in grants local builds.
+        return Err(ApiError::field(
+            "provider_type",
+            "local providers are managed by the platform admin; a tenant's local builds \
+             are enabled by the platform admin (tenant setting allow_local_builds)",
+        ));
+    }
     create(&state, Owner::Tenant(auth.tenant_id), body).await
 }
 
 /// The tenant's own providers and the global ones.
 #[utoipa::path(get, path = "/providers", tag = "providers", security(("tenant_token" = [])),
-    responses((status = 200, body = Vec<ProviderResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    params(super::PageQuery),
+    responses((status = 200, body = ProviderPage), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn list_providers(
     auth: TenantAuth,
     State(state): State<AppState>,
-) -> ApiResult<Json<Vec<ProviderResponse>>> {
-    let all = providers::list_visible(&state.pool, auth.tenant_id).await?;
-    Ok(Json(
-        all.into_iter()
-            .map(ProviderResponse::try_from)
-            .collect::<ApiResult<_>>()?,
-    ))
+    query: QueryParams,
+) -> ApiResult<Json<ProviderPage>> {
+    let page = super::list_page(&query)?;
+    let rows = providers::list_visible(&state.pool, auth.tenant_id, page).await?;
+    Ok(Json(ProviderPage::new(rows, ProviderResponse::try_from)?))
 }
+
+super::page_of!(ProviderPage, ProviderResponse);
 
 #[utoipa::path(get, path = "/providers/{provider_id}", tag = "providers", security(("tenant_token" = [])),
     params(("provider_id" = Uuid, Path)),
@@ -389,17 +399,16 @@ async fn create_global_provider(
 }
 
 #[utoipa::path(get, path = "/admin/providers", tag = "admin", security(("admin_token" = [])),
-    responses((status = 200, body = Vec<ProviderResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    params(super::PageQuery),
+    responses((status = 200, body = ProviderPage), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn list_global_providers(
     _: AdminAuth,
     State(state): State<AppState>,
-) -> ApiResult<Json<Vec<ProviderResponse>>> {
-    let all = providers::list_owned(&state.pool, Owner::Global).await?;
-    Ok(Json(
-        all.into_iter()
-            .map(ProviderResponse::try_from)
-            .collect::<ApiResult<_>>()?,
-    ))
+    query: QueryParams,
+) -> ApiResult<Json<ProviderPage>> {
+    let page = super::list_page(&query)?;
+    let rows = providers::list_owned(&state.pool, Owner::Global, page).await?;
+    Ok(Json(ProviderPage::new(rows, ProviderResponse::try_from)?))
 }
 
 #[utoipa::path(get, path = "/admin/providers/{provider_id}", tag = "admin", security(("admin_token" = [])),

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::auth::TenantAuth;
 use crate::error::{ApiResult, OrNotFound, Problem};
-use crate::extract::{PathIds, ValidJson};
+use crate::extract::{PathIds, QueryParams, ValidJson};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -142,14 +142,19 @@ async fn create_credential(
 }
 
 #[utoipa::path(get, path = "/registry-credentials", tag = "registry-credentials", security(("tenant_token" = [])),
-    responses((status = 200, body = Vec<RegistryCredentialResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    params(super::PageQuery),
+    responses((status = 200, body = RegistryCredentialPage), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn list_credentials(
     auth: TenantAuth,
     State(state): State<AppState>,
-) -> ApiResult<Json<Vec<RegistryCredentialResponse>>> {
-    let all = registry_credentials::list(&state.pool, auth.tenant_id).await?;
-    Ok(Json(all.into_iter().map(Into::into).collect()))
+    query: QueryParams,
+) -> ApiResult<Json<RegistryCredentialPage>> {
+    let page = super::list_page(&query)?;
+    let rows = registry_credentials::list(&state.pool, auth.tenant_id, page).await?;
+    Ok(Json(RegistryCredentialPage::new(rows, |c| Ok(c.into()))?))
 }
+
+super::page_of!(RegistryCredentialPage, RegistryCredentialResponse);
 
 #[utoipa::path(get, path = "/registry-credentials/{credential_id}", tag = "registry-credentials", security(("tenant_token" = [])),
     params(("credential_id" = Uuid, Path)),

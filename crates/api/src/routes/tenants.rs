@@ -14,11 +14,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::tokens::{CreateToken, CreatedToken, TokenResponse, validate_create_token};
+use super::tokens::{CreateToken, CreatedToken, TokenPage, validate_create_token};
 use crate::AppState;
 use crate::auth::AdminAuth;
 use crate::error::{ApiResult, OrNotFound, Problem};
-use crate::extract::{PathIds, ValidJson};
+use crate::extract::{PathIds, QueryParams, ValidJson};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -38,6 +38,12 @@ pub struct CreateTenant {
     /// Builds of this tenant running at once (default 10).
     #[schema(minimum = 1)]
     pub max_concurrent_builds: Option<i32>,
+    /// Builds of this tenant may run on the dispatcher's host
+    /// (`infrastructure_type: local`; default false). A local build runs git,
+    /// the container CLI and packer there as the dispatcher's user, and a
+    /// packer template from the tenant's repository can run any command
+    /// (`shell-local`): grant it only to tenants trusted with the host.
+    pub allow_local_builds: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -46,6 +52,9 @@ pub struct UpdateTenant {
     pub display_name: Option<String>,
     #[schema(minimum = 1)]
     pub max_concurrent_builds: Option<i32>,
+    /// See `CreateTenant.allow_local_builds`; `false` also stops queued
+    /// local builds of the tenant from starting (they fail saying why).
+    pub allow_local_builds: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -54,6 +63,8 @@ pub struct TenantResponse {
     pub name: String,
     pub display_name: String,
     pub max_concurrent_builds: i32,
+    /// Whether this tenant's builds may run on the dispatcher's host.
+    pub allow_local_builds: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -65,6 +76,7 @@ impl From<Tenant> for TenantResponse {
             name: t.name,
             display_name: t.display_name,
             max_concurrent_builds: t.max_concurrent_builds,
+            allow_local_builds: t.allow_local_builds,
             created_at: t.created_at,
             updated_at: t.updated_at,
         }
@@ -101,6 +113,7 @@ async fn create_tenant(
             display_name: body.display_name.unwrap_or_else(|| name.clone()),
             name,
             max_concurrent_builds: body.max_concurrent_builds,
+            allow_local_builds: body.allow_local_builds.unwrap_or(false),
         },
     )
     .await?;
@@ -108,14 +121,19 @@ async fn create_tenant(
 }
 
 #[utoipa::path(get, path = "/tenants", tag = "admin", security(("admin_token" = [])),
-    responses((status = 200, body = Vec<TenantResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    params(super::PageQuery),
+    responses((status = 200, body = TenantPage), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn list_tenants(
     _: AdminAuth,
     State(state): State<AppState>,
-) -> ApiResult<Json<Vec<TenantResponse>>> {
-    let all = tenants::list(&state.pool).await?;
-    Ok(Json(all.into_iter().map(Into::into).collect()))
+    query: QueryParams,
+) -> ApiResult<Json<TenantPage>> {
+    let page = super::list_page(&query)?;
+    let rows = tenants::list(&state.pool, page).await?;
+    Ok(Json(TenantPage::new(rows, |t| Ok(t.into()))?))
 }
+
+super::page_of!(TenantPage, TenantResponse);
 
 #[utoipa::path(get, path = "/tenants/{tenant_id}", tag = "admin", security(("admin_token" = [])),
     params(("tenant_id" = Uuid, Path)),
@@ -150,9 +168,14 @@ async fn update_tenant(
     }
     check_limit(&mut v, body.max_concurrent_builds);
     v.into_result()?;
+    if let Some(allowed) = body.allow_local_builds {
+        // Host access granted or withdrawn: worth a line in the audit trail.
+        tracing::info!(tenant.id = %id, allow_local_builds = allowed, "tenant's local builds set");
+    }
     let patch = TenantPatch {
         display_name: body.display_name,
         max_concurrent_builds: body.max_concurrent_builds,
+        allow_local_builds: body.allow_local_builds,
     };
     Ok(Json(
         tenants::update(&state.pool, id, patch)
@@ -211,19 +234,21 @@ async fn create_tenant_token(
 }
 
 #[utoipa::path(get, path = "/tenants/{tenant_id}/tokens", tag = "admin", security(("admin_token" = [])),
-    params(("tenant_id" = Uuid, Path)),
-    responses((status = 200, body = Vec<TokenResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    params(("tenant_id" = Uuid, Path), super::PageQuery),
+    responses((status = 200, body = TokenPage), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn list_tenant_tokens(
     _: AdminAuth,
     State(state): State<AppState>,
     path: PathIds,
-) -> ApiResult<Json<Vec<TokenResponse>>> {
+    query: QueryParams,
+) -> ApiResult<Json<TokenPage>> {
     let tenant_id = path.id("tenant_id")?;
+    let page = super::list_page(&query)?;
     tenants::get(&state.pool, tenant_id)
         .await
         .or_not_found("tenant")?;
-    let all = tokens::list(&state.pool, tenant_id).await?;
-    Ok(Json(all.into_iter().map(Into::into).collect()))
+    let rows = tokens::list(&state.pool, tenant_id, page).await?;
+    Ok(Json(TokenPage::new(rows, |t| Ok(t.into()))?))
 }
 
 #[utoipa::path(delete, path = "/tenants/{tenant_id}/tokens/{token_id}", tag = "admin", security(("admin_token" = [])),

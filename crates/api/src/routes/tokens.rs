@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::auth::TenantAuth;
 use crate::error::{ApiResult, OrNotFound, Problem};
-use crate::extract::{PathIds, ValidJson};
+use crate::extract::{PathIds, QueryParams, ValidJson};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -113,15 +113,20 @@ async fn create_token(
 }
 
 #[utoipa::path(get, path = "/tokens", tag = "tokens", security(("tenant_token" = [])),
-    responses((status = 200, body = Vec<TokenResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    params(super::PageQuery),
+    responses((status = 200, body = TokenPage), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn list_tokens(
     auth: TenantAuth,
     State(state): State<AppState>,
-) -> ApiResult<Json<Vec<TokenResponse>>> {
+    query: QueryParams,
+) -> ApiResult<Json<TokenPage>> {
     auth.require(Role::Admin)?;
-    let all = tokens::list(&state.pool, auth.tenant_id).await?;
-    Ok(Json(all.into_iter().map(Into::into).collect()))
+    let page = super::list_page(&query)?;
+    let rows = tokens::list(&state.pool, auth.tenant_id, page).await?;
+    Ok(Json(TokenPage::new(rows, |t| Ok(t.into()))?))
 }
+
+super::page_of!(TokenPage, TokenResponse);
 
 #[utoipa::path(delete, path = "/tokens/{token_id}", tag = "tokens", security(("tenant_token" = [])),
     params(("token_id" = Uuid, Path)),

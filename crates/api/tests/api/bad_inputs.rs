@@ -424,13 +424,13 @@ fn cases() -> Vec<Case> {
             Some("infrastructure_type"),
         ),
         json_case(
-            "build local on kubernetes provider",
+            "build local without the tenant's opt-in, on a kubernetes provider",
             post.clone(),
             "/api/v1/builds",
             build(json!({"infrastructure_type": "local"})),
             422,
             "validation",
-            Some("infrastructure_provider_id"),
+            Some("infrastructure_type"),
         ),
         json_case(
             "build dockerfile escapes repo",
@@ -579,7 +579,99 @@ fn cases() -> Vec<Case> {
         problem: "method-not-allowed",
         field: None,
     });
+    cases.extend(edge_cases());
     cases
+}
+
+/// Host access, NUL characters and option-like git URLs (issue 16).
+fn edge_cases() -> Vec<Case> {
+    let post = Method::POST;
+    let nul = |name, path, body, field| {
+        json_case(
+            name,
+            post.clone(),
+            path,
+            body,
+            422,
+            "validation",
+            Some(field),
+        )
+    };
+    vec![
+        json_case(
+            "build local without the tenant's opt-in, no provider",
+            post.clone(),
+            "/api/v1/builds",
+            build(json!({"infrastructure_type": "local", "infrastructure_provider_id": null})),
+            422,
+            "validation",
+            Some("infrastructure_type"),
+        ),
+        json_case(
+            "tenant creates a local provider",
+            post.clone(),
+            "/api/v1/providers",
+            json!({"name": "mine", "provider_type": "local", "config": {}}),
+            422,
+            "validation",
+            Some("provider_type"),
+        ),
+        json_case(
+            "project git url with an option for a host",
+            post.clone(),
+            "/api/v1/projects",
+            json!({"name": "x", "git_url": "ssh://-oProxyCommand=touch%20x/repo"}),
+            422,
+            "validation",
+            Some("git_url"),
+        ),
+        json_case(
+            "project scp-like git url with an option for a host",
+            post.clone(),
+            "/api/v1/projects",
+            json!({"name": "x", "git_url": "git@-oProxyCommand=x:repo"}),
+            422,
+            "validation",
+            Some("git_url"),
+        ),
+        nul(
+            "NUL in a build arg",
+            "/api/v1/builds",
+            build(json!({"config": {"build_args": {"A": "a\u{0}b"}}})),
+            "config.build_args.A",
+        ),
+        nul(
+            "NUL in a label",
+            "/api/v1/builds",
+            build(json!({"config": {"labels": {"L": "\u{0}"}}})),
+            "config.labels.L",
+        ),
+        nul(
+            "NUL in metadata",
+            "/api/v1/builds",
+            build(json!({"config": {"metadata": {"m": ["ok", {"deep": "x\u{0}"}]}}})),
+            "config.metadata.m[1].deep",
+        ),
+        nul(
+            "NUL in a project name",
+            "/api/v1/projects",
+            json!({"name": "a\u{0}", "git_url": "https://example.com/p.git"}),
+            "name",
+        ),
+        nul(
+            "NUL in a provider config string",
+            "/api/v1/providers",
+            json!({"name": "k2", "provider_type": "kubernetes",
+                   "config": {"auth_method": "token", "endpoint": "https://k\u{0}:6443", "token": "t"}}),
+            "config.endpoint",
+        ),
+        nul(
+            "NUL in a tenant display name",
+            "/api/v1/tenants",
+            json!({"name": "nul", "display_name": "\u{0}"}),
+            "display_name",
+        ),
+    ]
 }
 
 fn fill(text: &str, subs: &[(&str, String)]) -> String {

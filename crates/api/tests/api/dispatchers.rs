@@ -37,6 +37,8 @@ async fn admin_sees_live_stale_and_stopped_dispatchers_and_queue_depth() {
     let b = app.tenant("team-b").await;
     let pa = app.create_project(&a.admin, "web").await;
     let pb = app.create_project(&b.admin, "api").await;
+    app.allow_local_builds(a.id).await;
+    app.allow_local_builds(b.id).await;
     let submit = |project| json!({"project_id": project, "method": "docker", "infrastructure_type": "local", "image": "127.0.0.1:5000/x:1"});
     for _ in 0..3 {
         app.post("/api/v1/builds", &a.developer, submit(pa))

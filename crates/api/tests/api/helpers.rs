@@ -246,6 +246,17 @@ impl TestApp {
         r.json()["id"].as_str().unwrap().parse().unwrap()
     }
 
+    /// The platform admin opts the tenant in to local builds.
+    pub async fn allow_local_builds(&self, tenant: Uuid) {
+        self.patch(
+            &format!("/api/v1/tenants/{tenant}"),
+            ADMIN_TOKEN,
+            json!({"allow_local_builds": true}),
+        )
+        .await
+        .expect(200);
+    }
+
     pub async fn create_token(&self, tenant: Uuid, role: &str) -> String {
         let r = self
             .post(

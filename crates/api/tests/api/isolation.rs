@@ -28,7 +28,7 @@ async fn another_tenants_resources_are_not_found() {
     let execution = app.insert_execution(build, a.id, 1, "running").await;
     app.insert_log(build, execution, 0, "tenant a's log line")
         .await;
-    let a_token = id_of(&app.get("/api/v1/tokens", &a.admin).await.json()[0]);
+    let a_token = id_of(&app.get("/api/v1/tokens", &a.admin).await.json()["items"][0]);
 
     let resources = [
         format!("/api/v1/projects/{project}"),

@@ -26,7 +26,7 @@ async fn executions_logs_and_artifacts() {
         app.get(&format!("/api/v1/builds/{build}/artifacts"), &t.viewer)
             .await
             .json(),
-        json!([])
+        json!({"items": [], "next_cursor": null})
     );
 
     let first = app.insert_execution(build, t.id, 1, "failed").await;
@@ -61,7 +61,7 @@ async fn executions_logs_and_artifacts() {
         .get(&format!("/api/v1/builds/{build}/executions"), &t.viewer)
         .await;
     executions.expect(200);
-    let list = executions.json();
+    let list = executions.json()["items"].clone();
     assert_eq!(list.as_array().unwrap().len(), 2);
     assert_eq!(list[0]["attempt"], 1);
     assert_eq!(list[1]["status"], "succeeded");
@@ -81,7 +81,7 @@ async fn executions_logs_and_artifacts() {
         .get(&format!("/api/v1/builds/{build}/artifacts"), &t.viewer)
         .await;
     artifacts.expect(200);
-    let artifacts = artifacts.json();
+    let artifacts = artifacts.json()["items"].clone();
     let names: Vec<&str> = artifacts
         .as_array()
         .unwrap()

@@ -132,7 +132,8 @@ pub fn start_dispatcher(pool: PgPool, settings: DispatcherSettings) -> Running {
 
 pub async fn tenant(pool: &PgPool, name: &str, max_concurrent: i32) -> (Uuid, Uuid) {
     let tenant = Uuid::now_v7();
-    sqlx::query("INSERT INTO tenants (id, name, display_name, max_concurrent_builds) VALUES ($1, $2, $2, $3)")
+    // Opted in to local builds: most tests run theirs on the local slot.
+    sqlx::query("INSERT INTO tenants (id, name, display_name, max_concurrent_builds, allow_local_builds) VALUES ($1, $2, $2, $3, true)")
         .bind(tenant)
         .bind(name)
         .bind(max_concurrent)

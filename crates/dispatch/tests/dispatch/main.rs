@@ -9,6 +9,7 @@ mod claim_sql;
 mod claims;
 mod crash;
 mod fairness;
+mod local_opt_in;
 mod retry;
 mod shutdown;
 mod sink;

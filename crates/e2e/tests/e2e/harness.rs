@@ -462,8 +462,7 @@ impl TestApp {
     }
 
     pub async fn artifacts(&self, id: Uuid) -> BTreeMap<String, String> {
-        self.get(&format!("/builds/{id}/artifacts"))
-            .await
+        self.get(&format!("/builds/{id}/artifacts")).await["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -477,8 +476,7 @@ impl TestApp {
     }
 
     pub async fn executions(&self, id: Uuid) -> Vec<Value> {
-        self.get(&format!("/builds/{id}/executions"))
-            .await
+        self.get(&format!("/builds/{id}/executions")).await["items"]
             .as_array()
             .unwrap()
             .clone()

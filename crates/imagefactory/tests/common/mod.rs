@@ -211,6 +211,21 @@ impl Http {
         value
     }
 
+    /// The platform admin opts tenant `id` in to local builds (they run on
+    /// the server's host, so no tenant has them by default).
+    pub async fn allow_local_builds(&self, id: &str) {
+        let (status, body) = self
+            .send(
+                reqwest::Method::PATCH,
+                &format!("/api/v1/tenants/{id}"),
+                ADMIN_TOKEN,
+                Some(serde_json::json!({"allow_local_builds": true})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["allow_local_builds"], true, "{body}");
+    }
+
     /// A tenant and an admin token of it, made through the API.
     pub async fn tenant_with_token(&self, name: &str) -> (Value, String) {
         let tenant = self
