@@ -2,6 +2,8 @@
 //! another dispatcher re-attach, logs (idempotent by position), artifacts,
 //! and the raw inputs a dispatcher turns into an execution context.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgExecutor, PgPool};
 use uuid::Uuid;
@@ -130,8 +132,39 @@ pub struct NewLogLine<'a> {
     pub line: &'a str,
 }
 
+/// Appended to a log line some of whose bytes were not text (invalid UTF-8,
+/// or NUL, which PostgreSQL `text` cannot hold): each shows as U+FFFD.
+pub const REPLACED_MARK: &str = " [non-text bytes shown as \u{FFFD}]";
+
+/// A log line from raw bytes: invalid UTF-8 decoded lossily, NUL replaced,
+/// and [`REPLACED_MARK`] appended when anything was replaced.
+pub fn log_text_from_bytes(bytes: &[u8]) -> Cow<'_, str> {
+    match String::from_utf8_lossy(bytes) {
+        Cow::Borrowed(text) => log_text(text),
+        Cow::Owned(mut text) => {
+            if text.contains('\0') {
+                text = text.replace('\0', "\u{FFFD}");
+            }
+            text.push_str(REPLACED_MARK);
+            Cow::Owned(text)
+        }
+    }
+}
+
+/// `text` as PostgreSQL can store it: NUL replaced by U+FFFD and
+/// [`REPLACED_MARK`] appended; unchanged (borrowed) when there is none.
+pub fn log_text(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\u{FFFD}") + REPLACED_MARK)
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
 /// Append log lines; a line already stored at the same (source, position) is
 /// ignored, so re-attached executors may resend. Returns how many were new.
+/// Lines (and sources) holding NUL are stored with it replaced ([`log_text`]):
+/// one such line must not fail its whole batch.
 pub async fn append_logs(
     pool: &PgPool,
     build_id: Uuid,
@@ -141,9 +174,11 @@ pub async fn append_logs(
     if lines.is_empty() {
         return Ok(0);
     }
-    let sources: Vec<&str> = lines.iter().map(|l| l.source).collect();
+    let sources: Vec<Cow<'_, str>> = lines.iter().map(|l| log_text(l.source)).collect();
     let positions: Vec<i64> = lines.iter().map(|l| l.position).collect();
-    let texts: Vec<&str> = lines.iter().map(|l| l.line).collect();
+    let texts: Vec<Cow<'_, str>> = lines.iter().map(|l| log_text(l.line)).collect();
+    let sources: Vec<&str> = sources.iter().map(AsRef::as_ref).collect();
+    let texts: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
     let done = sqlx::query(
         "INSERT INTO build_logs (build_id, execution_id, source, position, line) \
          SELECT $1, $2, l.source, l.position, l.line \
@@ -159,6 +194,30 @@ pub async fn append_logs(
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// Append one line at the next free position of `source` (the service's own
+/// notes in a build's log, e.g. about lines that could not be stored).
+pub async fn append_notice(
+    pool: &PgPool,
+    build_id: Uuid,
+    execution_id: Uuid,
+    source: &str,
+    line: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO build_logs (build_id, execution_id, source, position, line) \
+         SELECT $1, $2, $3, COALESCE(max(position) + 1, 0), $4 \
+         FROM build_logs WHERE execution_id = $2 AND source = $3 \
+         ON CONFLICT (execution_id, source, position) DO NOTHING",
+    )
+    .bind(build_id)
+    .bind(execution_id)
+    .bind(log_text(source).as_ref())
+    .bind(log_text(line).as_ref())
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// The highest stored log position per source of an execution, so a
@@ -358,4 +417,39 @@ pub async fn load_inputs(
     .bind(provider_id)
     .fetch_optional(pool)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_lines_are_kept_as_they_are() {
+        assert!(matches!(log_text("plain é ✓"), Cow::Borrowed("plain é ✓")));
+        assert!(matches!(
+            log_text_from_bytes("ok".as_bytes()),
+            Cow::Borrowed("ok")
+        ));
+        // A genuine U+FFFD in the output is not a replacement.
+        assert_eq!(log_text("\u{FFFD}"), "\u{FFFD}");
+    }
+
+    #[test]
+    fn nul_and_invalid_utf8_are_replaced_and_marked() {
+        assert_eq!(
+            log_text("a\0b\0"),
+            format!("a\u{FFFD}b\u{FFFD}{REPLACED_MARK}")
+        );
+        assert_eq!(
+            log_text_from_bytes(b"x\xff\xfey"),
+            format!("x\u{FFFD}\u{FFFD}y{REPLACED_MARK}")
+        );
+        assert_eq!(
+            log_text_from_bytes(b"\0\xc3"),
+            format!("\u{FFFD}\u{FFFD}{REPLACED_MARK}")
+        );
+        // Marked once, however often it passes through.
+        let once = log_text_from_bytes(b"\0").into_owned();
+        assert_eq!(log_text(&once), once);
+    }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use imagefactory_store::executions;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -333,11 +334,13 @@ async fn read_lines(stream: impl AsyncRead + Unpin, tx: mpsc::Sender<String>) {
         match reader.read_until(b'\n', &mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {
-                let text = String::from_utf8_lossy(&buf);
-                let text = text.trim_end_matches(['\n', '\r']);
+                let end = buf.iter().rposition(|b| !matches!(b, b'\n' | b'\r'));
+                let line = &buf[..end.map_or(0, |i| i + 1)];
                 // Progress output redraws with '\r'; keep the last state.
-                let text = text.rsplit('\r').next().unwrap_or(text);
-                if tx.send(text.to_owned()).await.is_err() {
+                let line = line.rsplit(|b| *b == b'\r').next().unwrap_or(line);
+                // Whatever bytes a tool prints are stored (replaced, marked).
+                let text = executions::log_text_from_bytes(line);
+                if tx.send(text.into_owned()).await.is_err() {
                     return;
                 }
             }

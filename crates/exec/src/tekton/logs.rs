@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures::AsyncBufReadExt;
 use futures::io::AsyncBufRead;
+use imagefactory_store::executions::log_text_from_bytes;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, LogParams};
 use serde_json::Value;
@@ -324,7 +325,7 @@ impl LogFollower {
             };
             match tokio::time::timeout(wait, read_line(&mut stream, &mut line)).await {
                 Err(_) => {
-                    self.flush(&mut batch, source).await?;
+                    self.flush(&mut batch, source).await;
                     continue;
                 }
                 Ok(Err(_)) => {
@@ -341,7 +342,8 @@ impl LogFollower {
                 batch.push(LogLine {
                     source: source.to_string(),
                     position,
-                    line: String::from_utf8_lossy(&line).into_owned(),
+                    // Whatever bytes a step prints are stored (replaced, marked).
+                    line: log_text_from_bytes(&line).into_owned(),
                 });
             }
             line.clear();
@@ -349,25 +351,25 @@ impl LogFollower {
             if batch.len() >= BATCH_LINES
                 || (!batch.is_empty() && batch_started.elapsed() >= BATCH_DELAY)
             {
-                self.flush(&mut batch, source).await?;
+                self.flush(&mut batch, source).await;
             }
         }
-        self.flush(&mut batch, source).await?;
+        self.flush(&mut batch, source).await;
         Ok(clean)
     }
 
-    async fn flush(&mut self, batch: &mut Vec<LogLine>, source: &str) -> Result<(), TektonError> {
+    async fn flush(&mut self, batch: &mut Vec<LogLine>, source: &str) {
         let Some(last) = batch.last() else {
-            return Ok(());
+            return;
         };
         let last = last.position;
-        self.sink
-            .logs(batch)
-            .await
-            .map_err(|e| TektonError::Transient(e.to_string()))?;
+        // Lost lines (the sink retried and reported them) must not stop the
+        // following ones, of this step or of later tasks, from being stored.
+        if let Err(e) = self.sink.logs(batch).await {
+            tracing::debug!(error = %e, source, lines = batch.len(), "log lines lost");
+        }
         self.resume.insert(source.to_string(), last);
         batch.clear();
-        Ok(())
     }
 }
 
