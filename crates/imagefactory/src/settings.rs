@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use imagefactory_dispatch::DispatcherSettings;
 use imagefactory_domain::Secret;
 
+use crate::http::HttpSettings;
 use crate::local_args::LocalArgs;
 use crate::tekton_args::TektonArgs;
 
@@ -95,6 +96,8 @@ pub struct ServeSettings {
     /// shutdown signal).
     #[arg(long, env = "IF_DISPATCHER_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub dispatcher_enabled: bool,
+    #[command(flatten)]
+    pub http: HttpSettings,
     #[command(flatten)]
     pub executors: ExecutorSettings,
 }

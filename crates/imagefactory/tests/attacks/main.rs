@@ -5,6 +5,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod http_limits;
 mod server;
 
 use serde_json::json;
