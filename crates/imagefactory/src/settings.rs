@@ -213,6 +213,39 @@ mod tests {
     }
 
     #[test]
+    fn http_limits_have_defaults_and_flags() {
+        let Command::Serve(s) = parse(&["serve"]).unwrap().command else {
+            panic!("not serve")
+        };
+        let limits = s.http.limits();
+        assert_eq!(s.http.http_header_read_timeout.as_secs(), 10);
+        assert_eq!(s.http.http_max_connections, 1024);
+        assert_eq!(limits.body_read_timeout.as_secs(), 30);
+        assert_eq!(limits.log_followers_per_token, 4);
+        assert_eq!(limits.auth_failures, 20);
+        assert_eq!(limits.auth_failure_window.as_secs(), 60);
+        let Command::Serve(s) = parse(&[
+            "serve",
+            "--http-header-read-timeout",
+            "2s",
+            "--http-log-followers-per-token",
+            "1",
+            "--http-auth-failure-window",
+            "5m",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not serve")
+        };
+        assert_eq!(s.http.http_header_read_timeout.as_secs(), 2);
+        assert_eq!(s.http.limits().log_followers_per_token, 1);
+        assert_eq!(s.http.limits().auth_failure_window.as_secs(), 300);
+        let err = parse(&["serve", "--http-log-followers-per-token", "0"]).unwrap_err();
+        assert!(err.to_string().contains("log-followers"), "{err}");
+    }
+
+    #[test]
     fn bad_listen_addr_is_refused() {
         let err = parse(&["serve", "--listen-addr", "nowhere"]).unwrap_err();
         assert!(err.to_string().contains("--listen-addr"), "{err}");

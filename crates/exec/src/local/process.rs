@@ -496,3 +496,30 @@ mod tests {
         assert!(group_members(own).contains(&(std::process::id() as i32)));
     }
 }
+
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+    use imagefactory_store::executions::REPLACED_MARK;
+
+    #[tokio::test]
+    async fn tool_output_that_is_not_text_is_kept_replaced_and_marked() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let output: &[u8] = b"plain\r\nnul \0 here\ninvalid \xff\xfe\nstep 1\rstep 2\r\n\xc3";
+        read_lines(output, tx).await;
+        let mut lines = Vec::new();
+        while let Some(line) = rx.recv().await {
+            lines.push(line);
+        }
+        assert_eq!(
+            lines,
+            [
+                "plain".to_string(),
+                format!("nul \u{FFFD} here{REPLACED_MARK}"),
+                format!("invalid \u{FFFD}\u{FFFD}{REPLACED_MARK}"),
+                "step 2".to_string(),
+                format!("\u{FFFD}{REPLACED_MARK}"),
+            ]
+        );
+    }
+}

@@ -98,6 +98,20 @@ async fn trickling_clients_are_cut_off_and_ordinary_requests_still_succeed() {
         assert!(took < Duration::from_secs(6), "cut off only after {took:?}");
     }
 
+    // An idle keep-alive connection is not held forever either.
+    let mut idle = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(15), idle.read_to_end(&mut answer))
+        .await
+        .expect("an idle keep-alive connection stayed open")
+        .ok();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    assert!(started.elapsed() < Duration::from_secs(6));
+
     // A body trickled one byte per 500 ms (each byte in time, the whole not).
     let body = r#"{"name":"slow","git_url":"https://github.com/org/slow.git"}"#;
     let head = format!(
