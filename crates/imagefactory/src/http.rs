@@ -120,3 +120,65 @@ pub async fn serve(
     graceful.shutdown().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use axum::routing::get;
+    use clap::Parser;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        http: HttpSettings,
+    }
+
+    async fn request(addr: SocketAddr) -> TcpStream {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        s
+    }
+
+    async fn answered(s: &mut TcpStream, within: Duration) -> bool {
+        let mut buf = [0u8; 12];
+        matches!(
+            tokio::time::timeout(within, s.read_exact(&mut buf)).await,
+            Ok(Ok(_)) if buf.starts_with(b"HTTP/1.1 200")
+        )
+    }
+
+    #[tokio::test]
+    async fn beyond_the_connection_cap_a_client_waits_until_one_closes() {
+        let settings = Wrapper::parse_from(["t", "--http-max-connections", "2"]).http;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route("/", get(|| async { "ok" }));
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, app, settings, shutdown.clone()));
+
+        // Two kept-alive connections hold both permits.
+        let mut first = request(addr).await;
+        let mut second = request(addr).await;
+        assert!(answered(&mut first, Duration::from_secs(10)).await);
+        assert!(answered(&mut second, Duration::from_secs(10)).await);
+        let mut third = request(addr).await;
+        assert!(!answered(&mut third, Duration::from_millis(500)).await);
+        drop(first);
+        assert!(answered(&mut third, Duration::from_secs(10)).await);
+
+        shutdown.cancel();
+        drop((second, third));
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("graceful shutdown ends")
+            .unwrap()
+            .unwrap();
+    }
+}
