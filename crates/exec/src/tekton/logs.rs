@@ -342,8 +342,7 @@ impl LogFollower {
                 batch.push(LogLine {
                     source: source.to_string(),
                     position,
-                    // Whatever bytes a step prints are stored (replaced, marked).
-                    line: log_text_from_bytes(&line).into_owned(),
+                    line: decode(&line),
                 });
             }
             line.clear();
@@ -371,6 +370,20 @@ impl LogFollower {
         self.resume.insert(source.to_string(), last);
         batch.clear();
     }
+}
+
+/// Whatever bytes a step prints are stored (not text: replaced, marked),
+/// except that a character cut by [`MAX_LINE_BYTES`] is dropped, not taken
+/// for bytes that are not text.
+fn decode(line: &[u8]) -> String {
+    let mut bytes = line;
+    if bytes.len() >= MAX_LINE_BYTES
+        && let Err(e) = std::str::from_utf8(bytes)
+        && e.error_len().is_none()
+    {
+        bytes = &bytes[..e.valid_up_to()];
+    }
+    log_text_from_bytes(bytes).into_owned()
 }
 
 /// Read one line (without its newline) into `line`, keeping at most
@@ -420,4 +433,27 @@ fn step_terminated(taskrun: &Value, container: &str) -> bool {
                     == Some(container);
             name_matches && s.get("terminated").is_some()
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use imagefactory_store::executions::REPLACED_MARK;
+
+    use super::*;
+
+    #[test]
+    fn step_output_is_decoded_whatever_its_bytes() {
+        assert_eq!(decode(b"plain"), "plain");
+        assert_eq!(decode(b"a\0b"), format!("a\u{FFFD}b{REPLACED_MARK}"));
+        assert_eq!(decode(b"\xff"), format!("\u{FFFD}{REPLACED_MARK}"));
+        // Only a line at the length limit is taken as cut.
+        assert_eq!(
+            decode(b"short \xc3"),
+            format!("short \u{FFFD}{REPLACED_MARK}")
+        );
+        // "é" cut after its first byte at the limit.
+        let mut cut = "a".repeat(MAX_LINE_BYTES - 1).into_bytes();
+        cut.push(0xc3);
+        assert_eq!(decode(&cut), "a".repeat(MAX_LINE_BYTES - 1));
+    }
 }
