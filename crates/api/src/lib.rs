@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod limits;
 mod openapi;
+pub mod paging;
 pub mod routes;
 
 use std::sync::Arc;

@@ -16,6 +16,7 @@ pub mod crypto;
 pub mod attempts;
 pub mod builds;
 pub mod error;
+pub mod page;
 pub mod projects;
 pub mod providers;
 pub mod registry_credentials;

@@ -6,6 +6,8 @@ use imagefactory_domain::Secret;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::page::{List, Page, Paged};
+
 use crate::crypto::Cipher;
 use crate::error::{StoreError, StoreResult, deleted};
 
@@ -98,9 +100,16 @@ pub async fn get(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<Projec
         .ok_or(StoreError::NotFound)
 }
 
-pub async fn list(pool: &PgPool, tenant_id: Uuid) -> StoreResult<Vec<Project>> {
-    let sql = format!("SELECT {COLUMNS} FROM projects WHERE tenant_id = $1 ORDER BY name");
-    Ok(sqlx::query_as(&sql).bind(tenant_id).fetch_all(pool).await?)
+/// The tenant's projects by name, a page at a time.
+pub async fn list(pool: &PgPool, tenant_id: Uuid, page: Page) -> StoreResult<Paged<Project>> {
+    let list = List {
+        columns: COLUMNS,
+        table: "projects",
+        scope: "tenant_id = $1",
+        order: "name",
+    };
+    list.page(pool, Some(tenant_id), page, |p: &Project| p.id)
+        .await
 }
 
 pub async fn update(

@@ -11,6 +11,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::page::{List, Page, Paged};
+
 use crate::crypto::Cipher;
 use crate::error::{StoreError, StoreResult, deleted};
 
@@ -135,23 +137,32 @@ pub async fn get_visible(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResul
         .ok_or(StoreError::NotFound)
 }
 
-pub async fn list_owned(pool: &PgPool, owner: Owner) -> StoreResult<Vec<Provider>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM infrastructure_providers WHERE {OWNER_FILTER} ORDER BY name"
-    );
-    Ok(sqlx::query_as(&sql)
-        .bind(owner.tenant_id())
-        .fetch_all(pool)
-        .await?)
+/// The owner's providers by name, a page at a time.
+pub async fn list_owned(pool: &PgPool, owner: Owner, page: Page) -> StoreResult<Paged<Provider>> {
+    let list = List {
+        columns: COLUMNS,
+        table: "infrastructure_providers",
+        scope: OWNER_FILTER,
+        order: "name",
+    };
+    list.page(pool, owner.tenant_id(), page, |p: &Provider| p.id)
+        .await
 }
 
-/// The tenant's own providers and the global ones.
-pub async fn list_visible(pool: &PgPool, tenant_id: Uuid) -> StoreResult<Vec<Provider>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM infrastructure_providers WHERE tenant_id = $1 OR is_global
-         ORDER BY is_global, name"
-    );
-    Ok(sqlx::query_as(&sql).bind(tenant_id).fetch_all(pool).await?)
+/// The tenant's own providers, then the global ones, by name, a page at a time.
+pub async fn list_visible(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    page: Page,
+) -> StoreResult<Paged<Provider>> {
+    let list = List {
+        columns: COLUMNS,
+        table: "infrastructure_providers",
+        scope: "(tenant_id = $1 OR is_global)",
+        order: "is_global, name",
+    };
+    list.page(pool, Some(tenant_id), page, |p: &Provider| p.id)
+        .await
 }
 
 pub async fn update(

@@ -6,6 +6,8 @@ use imagefactory_domain::Secret;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::page::{List, Page, Paged};
+
 use crate::crypto::Cipher;
 use crate::error::{StoreError, StoreResult, deleted};
 
@@ -73,10 +75,20 @@ pub async fn get(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<Regist
         .ok_or(StoreError::NotFound)
 }
 
-pub async fn list(pool: &PgPool, tenant_id: Uuid) -> StoreResult<Vec<RegistryCredential>> {
-    let sql =
-        format!("SELECT {COLUMNS} FROM registry_credentials WHERE tenant_id = $1 ORDER BY name");
-    Ok(sqlx::query_as(&sql).bind(tenant_id).fetch_all(pool).await?)
+/// The tenant's credentials by name, a page at a time.
+pub async fn list(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    page: Page,
+) -> StoreResult<Paged<RegistryCredential>> {
+    let list = List {
+        columns: COLUMNS,
+        table: "registry_credentials",
+        scope: "tenant_id = $1",
+        order: "name",
+    };
+    list.page(pool, Some(tenant_id), page, |c: &RegistryCredential| c.id)
+        .await
 }
 
 pub async fn update(

@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::page::{List, Page, Paged};
+
 use crate::error::{StoreError, StoreResult, deleted};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -58,9 +60,16 @@ pub async fn get(pool: &PgPool, id: Uuid) -> StoreResult<Tenant> {
         .ok_or(StoreError::NotFound)
 }
 
-pub async fn list(pool: &PgPool) -> StoreResult<Vec<Tenant>> {
-    let sql = format!("SELECT {COLUMNS} FROM tenants ORDER BY name");
-    Ok(sqlx::query_as(&sql).fetch_all(pool).await?)
+/// Every tenant by name, a page at a time.
+pub async fn list(pool: &PgPool, page: Page) -> StoreResult<Paged<Tenant>> {
+    let list = List {
+        columns: COLUMNS,
+        table: "tenants",
+        // `$1` is always NULL here; the cast gives it a type.
+        scope: "$1::uuid IS NULL",
+        order: "name",
+    };
+    list.page(pool, None, page, |t: &Tenant| t.id).await
 }
 
 pub async fn update(pool: &PgPool, id: Uuid, patch: TenantPatch) -> StoreResult<Tenant> {

@@ -8,6 +8,8 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::page::{List, Page, Paged};
+
 use crate::error::{StoreError, StoreResult};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -91,9 +93,16 @@ pub async fn create(
     Ok((row, plain))
 }
 
-pub async fn list(pool: &PgPool, tenant_id: Uuid) -> StoreResult<Vec<ApiToken>> {
-    let sql = format!("SELECT {COLUMNS} FROM api_tokens WHERE tenant_id = $1 ORDER BY created_at");
-    Ok(sqlx::query_as(&sql).bind(tenant_id).fetch_all(pool).await?)
+/// The tenant's tokens, oldest first, a page at a time.
+pub async fn list(pool: &PgPool, tenant_id: Uuid, page: Page) -> StoreResult<Paged<ApiToken>> {
+    let list = List {
+        columns: COLUMNS,
+        table: "api_tokens",
+        scope: "tenant_id = $1",
+        order: "created_at, id",
+    };
+    list.page(pool, Some(tenant_id), page, |t: &ApiToken| t.id)
+        .await
 }
 
 /// Revoke (not delete: builds keep pointing at the token that made them).

@@ -1,8 +1,9 @@
 //! Projects: a tenant's git repositories.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use imagefactory_domain::{GitRef, GitUrl, ResourceName, Role, Secret, Violations};
 use imagefactory_store::projects::{self, GitCredential, NewProject, Project, ProjectPatch};
@@ -15,7 +16,8 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::auth::TenantAuth;
 use crate::error::{ApiResult, OrNotFound, Problem};
-use crate::extract::{PathIds, ValidJson};
+use crate::extract::{PathIds, QueryParams, ValidJson};
+use crate::paging::{self, PageQuery};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -141,13 +143,19 @@ async fn create_project(
 }
 
 #[utoipa::path(get, path = "/projects", tag = "projects", security(("tenant_token" = [])),
-    responses((status = 200, body = Vec<ProjectResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    params(PageQuery),
+    responses((status = 200, description = "a page (see `Link: <…>; rel=\"next\"`)", body = Vec<ProjectResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn list_projects(
     auth: TenantAuth,
     State(state): State<AppState>,
-) -> ApiResult<Json<Vec<ProjectResponse>>> {
-    let all = projects::list(&state.pool, auth.tenant_id).await?;
-    Ok(Json(all.into_iter().map(Into::into).collect()))
+    query: QueryParams,
+    uri: OriginalUri,
+) -> ApiResult<Response> {
+    let page = paging::page(&query)?;
+    let found = projects::list(&state.pool, auth.tenant_id, page)
+        .await
+        .map_err(paging::cursor_error)?;
+    paging::respond(found, &uri, page, |p| Ok(ProjectResponse::from(p)))
 }
 
 #[utoipa::path(get, path = "/projects/{project_id}", tag = "projects", security(("tenant_token" = [])),

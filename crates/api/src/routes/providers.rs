@@ -4,8 +4,9 @@
 //! the store, and shown redacted (`{"set": true}` for each secret).
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use imagefactory_domain::provider::{SECRET_FIELDS, validate_provider_config};
 use imagefactory_domain::{ProviderStatus, ProviderType, ResourceName, Role, Violations};
@@ -22,7 +23,8 @@ use crate::AppState;
 use crate::auth::{AdminAuth, TenantAuth};
 use crate::connection::{ConnectionReport, ConnectionTarget};
 use crate::error::{ApiError, ApiResult, OrNotFound, Problem};
-use crate::extract::{PathIds, ValidJson};
+use crate::extract::{PathIds, QueryParams, ValidJson};
+use crate::paging::{self, PageQuery};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -313,17 +315,19 @@ async fn create_provider(
 
 /// The tenant's own providers and the global ones.
 #[utoipa::path(get, path = "/providers", tag = "providers", security(("tenant_token" = [])),
-    responses((status = 200, body = Vec<ProviderResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    params(PageQuery),
+    responses((status = 200, description = "a page (see `Link: <…>; rel=\"next\"`)", body = Vec<ProviderResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn list_providers(
     auth: TenantAuth,
     State(state): State<AppState>,
-) -> ApiResult<Json<Vec<ProviderResponse>>> {
-    let all = providers::list_visible(&state.pool, auth.tenant_id).await?;
-    Ok(Json(
-        all.into_iter()
-            .map(ProviderResponse::try_from)
-            .collect::<ApiResult<_>>()?,
-    ))
+    query: QueryParams,
+    uri: OriginalUri,
+) -> ApiResult<Response> {
+    let page = paging::page(&query)?;
+    let found = providers::list_visible(&state.pool, auth.tenant_id, page)
+        .await
+        .map_err(paging::cursor_error)?;
+    paging::respond(found, &uri, page, ProviderResponse::try_from)
 }
 
 #[utoipa::path(get, path = "/providers/{provider_id}", tag = "providers", security(("tenant_token" = [])),
@@ -389,17 +393,19 @@ async fn create_global_provider(
 }
 
 #[utoipa::path(get, path = "/admin/providers", tag = "admin", security(("admin_token" = [])),
-    responses((status = 200, body = Vec<ProviderResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    params(PageQuery),
+    responses((status = 200, description = "a page (see `Link: <…>; rel=\"next\"`)", body = Vec<ProviderResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn list_global_providers(
     _: AdminAuth,
     State(state): State<AppState>,
-) -> ApiResult<Json<Vec<ProviderResponse>>> {
-    let all = providers::list_owned(&state.pool, Owner::Global).await?;
-    Ok(Json(
-        all.into_iter()
-            .map(ProviderResponse::try_from)
-            .collect::<ApiResult<_>>()?,
-    ))
+    query: QueryParams,
+    uri: OriginalUri,
+) -> ApiResult<Response> {
+    let page = paging::page(&query)?;
+    let found = providers::list_owned(&state.pool, Owner::Global, page)
+        .await
+        .map_err(paging::cursor_error)?;
+    paging::respond(found, &uri, page, ProviderResponse::try_from)
 }
 
 #[utoipa::path(get, path = "/admin/providers/{provider_id}", tag = "admin", security(("admin_token" = [])),

@@ -1,8 +1,9 @@
 //! Registry credentials: where builds push. The password is write-only.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use imagefactory_domain::image::is_host_port;
 use imagefactory_domain::{ResourceName, Role, Secret, Violations};
@@ -18,7 +19,8 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::auth::TenantAuth;
 use crate::error::{ApiResult, OrNotFound, Problem};
-use crate::extract::{PathIds, ValidJson};
+use crate::extract::{PathIds, QueryParams, ValidJson};
+use crate::paging::{self, PageQuery};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -142,13 +144,21 @@ async fn create_credential(
 }
 
 #[utoipa::path(get, path = "/registry-credentials", tag = "registry-credentials", security(("tenant_token" = [])),
-    responses((status = 200, body = Vec<RegistryCredentialResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    params(PageQuery),
+    responses((status = 200, description = "a page (see `Link: <…>; rel=\"next\"`)", body = Vec<RegistryCredentialResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn list_credentials(
     auth: TenantAuth,
     State(state): State<AppState>,
-) -> ApiResult<Json<Vec<RegistryCredentialResponse>>> {
-    let all = registry_credentials::list(&state.pool, auth.tenant_id).await?;
-    Ok(Json(all.into_iter().map(Into::into).collect()))
+    query: QueryParams,
+    uri: OriginalUri,
+) -> ApiResult<Response> {
+    let page = paging::page(&query)?;
+    let found = registry_credentials::list(&state.pool, auth.tenant_id, page)
+        .await
+        .map_err(paging::cursor_error)?;
+    paging::respond(found, &uri, page, |c| {
+        Ok(RegistryCredentialResponse::from(c))
+    })
 }
 
 #[utoipa::path(get, path = "/registry-credentials/{credential_id}", tag = "registry-credentials", security(("tenant_token" = [])),

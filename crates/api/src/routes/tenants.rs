@@ -1,8 +1,9 @@
 //! Admin: tenants and their tokens.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use imagefactory_domain::names::check_display_name;
 use imagefactory_domain::{ResourceName, Violations};
@@ -18,7 +19,8 @@ use super::tokens::{CreateToken, CreatedToken, TokenResponse, validate_create_to
 use crate::AppState;
 use crate::auth::AdminAuth;
 use crate::error::{ApiResult, OrNotFound, Problem};
-use crate::extract::{PathIds, ValidJson};
+use crate::extract::{PathIds, QueryParams, ValidJson};
+use crate::paging::{self, PageQuery};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -108,13 +110,19 @@ async fn create_tenant(
 }
 
 #[utoipa::path(get, path = "/tenants", tag = "admin", security(("admin_token" = [])),
-    responses((status = 200, body = Vec<TenantResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    params(PageQuery),
+    responses((status = 200, description = "a page (see `Link: <…>; rel=\"next\"`)", body = Vec<TenantResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn list_tenants(
     _: AdminAuth,
     State(state): State<AppState>,
-) -> ApiResult<Json<Vec<TenantResponse>>> {
-    let all = tenants::list(&state.pool).await?;
-    Ok(Json(all.into_iter().map(Into::into).collect()))
+    query: QueryParams,
+    uri: OriginalUri,
+) -> ApiResult<Response> {
+    let page = paging::page(&query)?;
+    let found = tenants::list(&state.pool, page)
+        .await
+        .map_err(paging::cursor_error)?;
+    paging::respond(found, &uri, page, |t| Ok(TenantResponse::from(t)))
 }
 
 #[utoipa::path(get, path = "/tenants/{tenant_id}", tag = "admin", security(("admin_token" = [])),
@@ -211,19 +219,24 @@ async fn create_tenant_token(
 }
 
 #[utoipa::path(get, path = "/tenants/{tenant_id}/tokens", tag = "admin", security(("admin_token" = [])),
-    params(("tenant_id" = Uuid, Path)),
-    responses((status = 200, body = Vec<TokenResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    params(("tenant_id" = Uuid, Path), PageQuery),
+    responses((status = 200, description = "a page (see `Link: <…>; rel=\"next\"`)", body = Vec<TokenResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn list_tenant_tokens(
     _: AdminAuth,
     State(state): State<AppState>,
     path: PathIds,
-) -> ApiResult<Json<Vec<TokenResponse>>> {
+    query: QueryParams,
+    uri: OriginalUri,
+) -> ApiResult<Response> {
     let tenant_id = path.id("tenant_id")?;
+    let page = paging::page(&query)?;
     tenants::get(&state.pool, tenant_id)
         .await
         .or_not_found("tenant")?;
-    let all = tokens::list(&state.pool, tenant_id).await?;
-    Ok(Json(all.into_iter().map(Into::into).collect()))
+    let found = tokens::list(&state.pool, tenant_id, page)
+        .await
+        .map_err(paging::cursor_error)?;
+    paging::respond(found, &uri, page, |t| Ok(TokenResponse::from(t)))
 }
 
 #[utoipa::path(delete, path = "/tenants/{tenant_id}/tokens/{token_id}", tag = "admin", security(("admin_token" = [])),

@@ -2,8 +2,9 @@
 //! platform admin's variant lives under `/tenants/{id}/tokens`.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{OriginalUri, State};
 use axum::http::StatusCode;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use imagefactory_domain::names::check_display_name;
 use imagefactory_domain::{Role, Violations};
@@ -17,7 +18,8 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::auth::TenantAuth;
 use crate::error::{ApiResult, OrNotFound, Problem};
-use crate::extract::{PathIds, ValidJson};
+use crate::extract::{PathIds, QueryParams, ValidJson};
+use crate::paging::{self, PageQuery};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -113,14 +115,20 @@ async fn create_token(
 }
 
 #[utoipa::path(get, path = "/tokens", tag = "tokens", security(("tenant_token" = [])),
-    responses((status = 200, body = Vec<TokenResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+    params(PageQuery),
+    responses((status = 200, description = "a page (see `Link: <…>; rel=\"next\"`)", body = Vec<TokenResponse>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn list_tokens(
     auth: TenantAuth,
     State(state): State<AppState>,
-) -> ApiResult<Json<Vec<TokenResponse>>> {
+    query: QueryParams,
+    uri: OriginalUri,
+) -> ApiResult<Response> {
     auth.require(Role::Admin)?;
-    let all = tokens::list(&state.pool, auth.tenant_id).await?;
-    Ok(Json(all.into_iter().map(Into::into).collect()))
+    let page = paging::page(&query)?;
+    let found = tokens::list(&state.pool, auth.tenant_id, page)
+        .await
+        .map_err(paging::cursor_error)?;
+    paging::respond(found, &uri, page, |t| Ok(TokenResponse::from(t)))
 }
 
 #[utoipa::path(delete, path = "/tokens/{token_id}", tag = "tokens", security(("tenant_token" = [])),

@@ -8,5 +8,6 @@ mod http_limits;
 mod isolation;
 mod logs_and_artifacts;
 mod openapi;
+mod pagination;
 mod scenario;
 mod secrets;
