@@ -51,8 +51,7 @@ pub fn cursor_error(err: StoreError) -> ApiError {
     match err {
         StoreError::NotFound => ApiError::InvalidParameter {
             field: "cursor".into(),
-            message: "is no item of this list (take it from the previous page's Link header)"
-                .into(),
+            message: "is no item of this list; use the cursor the previous page gave".into(),
         },
         other => other.into(),
     }

@@ -199,12 +199,25 @@ pub struct Page {
 }
 
 /// A page of builds and, when more remain, the cursor of the next page.
+/// `Err(NotFound)` when the cursor is none of the tenant's builds.
 pub async fn list(
     pool: &PgPool,
     tenant_id: Uuid,
     filter: &BuildFilter,
     page: Page,
 ) -> StoreResult<(Vec<Build>, Option<Uuid>)> {
+    if let Some(after) = page.after {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM builds WHERE id = $1 AND tenant_id = $2)",
+        )
+        .bind(after)
+        .bind(tenant_id)
+        .fetch_one(pool)
+        .await?;
+        if !exists {
+            return Err(StoreError::NotFound);
+        }
+    }
     let sql = format!(
         "SELECT {COLUMNS} FROM builds b
          WHERE tenant_id = $1

@@ -360,7 +360,9 @@ async fn list_builds(
         limit,
         after: query.parse::<Uuid>("cursor")?,
     };
-    let (rows, next_cursor) = builds::list(&state.pool, auth.tenant_id, &filter, page).await?;
+    let (rows, next_cursor) = builds::list(&state.pool, auth.tenant_id, &filter, page)
+        .await
+        .map_err(crate::paging::cursor_error)?;
     Ok(Json(BuildPage {
         items: rows
             .into_iter()

@@ -124,6 +124,15 @@ async fn a_bad_limit_or_a_cursor_that_is_no_item_of_the_list_is_a_400_naming_it(
         r.expect(400);
         assert_eq!(r.fields(), [field], "{query}: {}", r.text);
     }
+    // Builds (paged with next_cursor in the body) refuse them the same way.
+    let (_, build) = app.tenant_with_build("cursors-builds").await;
+    for cursor in [uuid::Uuid::now_v7(), build] {
+        let r = app
+            .get(&format!("/api/v1/builds?cursor={cursor}"), &t.viewer)
+            .await;
+        r.expect(400);
+        assert_eq!(r.fields(), ["cursor"], "{}", r.text);
+    }
     // The last page has no Link.
     let res = app
         .client
