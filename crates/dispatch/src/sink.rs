@@ -207,14 +207,13 @@ impl ExecutionSink for StoreSink {
                 line: &l.line,
             })
             .collect();
-        let error = match self.append_retrying(&rows).await {
+        let mut error = match self.append_retrying(&rows).await {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
         // A refused batch (not an outage): store its lines one by one, so a
         // line the database will not take loses only itself.
         let mut lost = rows.len();
-        let mut error = error;
         if rows.len() > 1 && !matches!(error, StoreError::Unavailable(_)) {
             lost = 0;
             for row in &rows {
