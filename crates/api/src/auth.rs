@@ -1,5 +1,8 @@
 //! Bearer-token authentication: the platform admin (`IF_ADMIN_TOKEN`) or a
-//! tenant token (role admin/developer/viewer).
+//! tenant token (role admin/developer/viewer). An address whose tokens keep
+//! failing is throttled (`limits::AuthThrottle`) before any token is checked.
+
+use std::net::IpAddr;
 
 use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts};
@@ -9,6 +12,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::limits;
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
@@ -25,6 +29,30 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         })
 }
 
+/// Refuses an address that failed authentication too often, before its
+/// token is looked at (so guessing costs nothing here and tells nothing);
+/// otherwise the address to charge if the token turns out wrong.
+fn not_throttled(parts: &Parts, state: &AppState) -> Result<Option<IpAddr>, ApiError> {
+    let ip = limits::peer_ip(parts);
+    if let Some(ip) = ip
+        && let Err(retry_after) = state.auth_throttle.check(ip, &state.limits)
+    {
+        return Err(ApiError::TooManyRequests {
+            detail: "too many failed authentication attempts from this address; retry later".into(),
+            retry_after,
+        });
+    }
+    Ok(ip)
+}
+
+/// A presented token was wrong: count it against the address.
+fn failed(state: &AppState, ip: Option<IpAddr>, message: &str) -> ApiError {
+    if let Some(ip) = ip {
+        state.auth_throttle.failed(ip, &state.limits);
+    }
+    ApiError::Unauthorized(message.into())
+}
+
 /// The platform administrator.
 pub struct AdminAuth;
 
@@ -35,6 +63,7 @@ impl FromRequestParts<AppState> for AdminAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let ip = not_throttled(parts, state)?;
         let presented = bearer(parts)?;
         match &state.admin_token {
             Some(expected)
@@ -42,9 +71,11 @@ impl FromRequestParts<AppState> for AdminAuth {
             {
                 Ok(AdminAuth)
             }
-            Some(_) => Err(ApiError::Unauthorized("invalid admin token".into())),
-            None => Err(ApiError::Unauthorized(
-                "the admin API is disabled: the server has no IF_ADMIN_TOKEN".into(),
+            Some(_) => Err(failed(state, ip, "invalid admin token")),
+            None => Err(failed(
+                state,
+                ip,
+                "the admin API is disabled: the server has no IF_ADMIN_TOKEN",
             )),
         }
     }
@@ -79,12 +110,11 @@ impl FromRequestParts<AppState> for TenantAuth {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let ip = not_throttled(parts, state)?;
         let presented = bearer(parts)?;
         let identity = tokens::authenticate(&state.pool, presented)
             .await?
-            .ok_or_else(|| {
-                ApiError::Unauthorized("invalid, revoked or expired tenant token".into())
-            })?;
+            .ok_or_else(|| failed(state, ip, "invalid, revoked or expired tenant token"))?;
         let role = identity
             .role
             .parse()

@@ -57,6 +57,15 @@ pub enum ApiError {
     /// 409: the resource's state does not allow the action (cancel a finished build).
     #[error("invalid state: {0}")]
     InvalidState(String),
+    /// 408: the request body did not arrive in time; the connection closes.
+    #[error("request body timeout")]
+    RequestTimeout(std::time::Duration),
+    /// 429: the client must wait `retry_after` (sent as `Retry-After`).
+    #[error("too many requests: {detail}")]
+    TooManyRequests {
+        detail: String,
+        retry_after: std::time::Duration,
+    },
     /// 503: a dependency (the database) is unavailable; the cause is shown.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -112,6 +121,16 @@ impl ApiError {
             ),
             Conflict { .. } => (StatusCode::CONFLICT, "conflict", "Conflict"),
             InvalidState(_) => (StatusCode::CONFLICT, "invalid-state", "Invalid state"),
+            RequestTimeout(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "Request timeout",
+            ),
+            TooManyRequests { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-requests",
+                "Too many requests",
+            ),
             Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -156,6 +175,14 @@ impl ApiError {
                     .map(|f| FieldError::new(f.clone(), detail.clone()))
                     .collect(),
             ),
+            RequestTimeout(limit) => (
+                format!(
+                    "the request body did not arrive within {} s",
+                    limit.as_secs_f64()
+                ),
+                vec![],
+            ),
+            TooManyRequests { detail, .. } => (detail.clone(), vec![]),
             Unavailable(m) => (m.clone(), vec![]),
             Internal(_) => (
                 "an unexpected error occurred; it has been logged".into(),
@@ -194,6 +221,18 @@ impl IntoResponse for ApiError {
         );
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        match &self {
+            ApiError::TooManyRequests { retry_after, .. } => {
+                // Whole seconds, rounded up: never "retry now" while throttled.
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            }
+            // The rest of the body may still be on its way: do not read it.
+            ApiError::RequestTimeout(_) => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         response
     }

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::limits::{BodyReadTimeout, HttpLimits};
 
 /// A JSON body deserialized with the path of any offending field.
 /// Requires `Content-Type: application/json`; the size limit is the router's.
@@ -32,13 +33,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
         if !is_json {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::MalformedJson(rejection.body_text())
-            }
-        })?;
+        // The whole body within the deadline, however it trickles in.
+        let deadline = req
+            .extensions()
+            .get::<BodyReadTimeout>()
+            .map_or(HttpLimits::default().body_read_timeout, |t| t.0);
+        let bytes = tokio::time::timeout(deadline, Bytes::from_request(req, state))
+            .await
+            .map_err(|_| ApiError::RequestTimeout(deadline))?
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::MalformedJson(rejection.body_text())
+                }
+            })?;
         parse_json(&bytes).map(ValidJson)
     }
 }

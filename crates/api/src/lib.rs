@@ -9,6 +9,7 @@ pub mod auth;
 pub mod connection;
 pub mod error;
 pub mod extract;
+pub mod limits;
 mod openapi;
 pub mod routes;
 
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use imagefactory_domain::Secret;
 use imagefactory_store::crypto::Cipher;
 use sqlx::PgPool;
@@ -25,6 +26,8 @@ use tower_http::trace::TraceLayer;
 
 pub use connection::{ConnectionReport, ConnectionTarget, ConnectionTester};
 pub use error::{ApiError, Problem};
+pub use limits::HttpLimits;
+use limits::{AuthThrottle, BodyReadTimeout, FollowerSlots};
 pub use openapi::openapi;
 
 /// Largest accepted request body.
@@ -46,6 +49,12 @@ pub struct AppState {
     /// Answers `POST .../providers/{id}/test-connection`; `None` (e.g. a
     /// build of the API without cluster support) answers 503.
     pub connection_tester: Option<Arc<dyn ConnectionTester>>,
+    /// Per-client limits (body deadline, log followers, failed auth).
+    pub limits: HttpLimits,
+    /// Open log follow streams per token (shared by clones of the state).
+    pub followers: FollowerSlots,
+    /// Failed authentication per client address (shared likewise).
+    pub auth_throttle: AuthThrottle,
 }
 
 impl AppState {
@@ -58,6 +67,9 @@ impl AppState {
             // Three missed heartbeats at the dispatcher's default 5 s.
             dispatcher_stale_after: Duration::from_secs(15),
             connection_tester: None,
+            limits: HttpLimits::default(),
+            followers: FollowerSlots::default(),
+            auth_throttle: AuthThrottle::default(),
         }
     }
 }
@@ -77,6 +89,7 @@ pub fn router(state: AppState) -> Router {
     .fallback(|| async { ApiError::NotFound("no such path".into()) })
     .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
     .layer(DefaultBodyLimit::max(BODY_LIMIT))
+    .layer(Extension(BodyReadTimeout(state.limits.body_read_timeout)))
     .layer(
         // Failures are logged once by `ApiError` with their cause; the
         // trace layer's own failure line would repeat them without it.

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use imagefactory::http::HttpSettings;
 use imagefactory::settings::{ExecutorSettings, KeySettings, LogFormat, LogSettings, parse_secret};
 use imagefactory_dispatch::settings::parse_duration;
 use imagefactory_domain::Secret;
@@ -63,6 +64,8 @@ pub struct DevArgs {
     /// own output stays readable.
     #[arg(long, env = "IF_LOG", default_value = "warn")]
     pub log: String,
+    #[command(flatten)]
+    pub http: HttpSettings,
     #[command(flatten)]
     pub executors: ExecutorSettings,
 }

@@ -21,7 +21,7 @@ use clap::Parser;
 use imagefactory::lifecycle::{
     HTTP_DRAIN, cancel_on_signal, cipher, run_until_stopped, start_dispatcher,
 };
-use imagefactory::{connection, database, telemetry};
+use imagefactory::{connection, database, http, telemetry};
 use imagefactory_api::AppState;
 use imagefactory_dispatch::DispatcherMode;
 use imagefactory_domain::Secret;
@@ -93,6 +93,7 @@ async fn run(args: DevArgs) -> anyhow::Result<bool> {
     )
     .await?;
     let mut state = AppState::new(pool.clone(), cipher, Some(admin.clone()));
+    args.http.apply(&mut state);
     state.dispatcher_stale_after =
         imagefactory_dispatch::admin::stale_after(&args.executors.dispatcher);
     state.connection_tester = Some(Arc::new(connection::TektonConnectionTester));
@@ -112,11 +113,12 @@ async fn run(args: DevArgs) -> anyhow::Result<bool> {
     };
     let base_url = format!("http://{}", listener.local_addr()?);
     println!("Image Factory API at {base_url}, embedded dispatcher with the Tekton executor");
-    let http = tokio::spawn(
-        axum::serve(listener, imagefactory_api::router(state))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
-    );
+    let http = tokio::spawn(http::serve(
+        listener,
+        imagefactory_api::router(state),
+        args.http.clone(),
+        shutdown.clone(),
+    ));
     let http_bound = args.executors.dispatcher.shutdown_grace + HTTP_DRAIN;
     let server = {
         let shutdown = shutdown.clone();

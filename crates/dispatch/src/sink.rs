@@ -3,14 +3,17 @@
 //! `reference` returns).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use imagefactory_exec::{Artifact, ExecutionRef, ExecutionSink, LogLine, SinkError};
+use imagefactory_store::error::StoreError;
 use imagefactory_store::executions::{self, NewLogLine, ReferenceColumns};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::coalesce::Coalescer;
+use crate::policy::backoff;
 
 /// One execution's reported reference, owned so it can wait in a queue.
 pub struct ReferenceWrite {
@@ -98,6 +101,73 @@ impl StoreSink {
     }
 }
 
+/// Attempts at one log write while the database is unavailable, and the
+/// backoff between them (about 1.5 s in all before lines count as lost).
+const LOG_WRITE_ATTEMPTS: i32 = 5;
+const LOG_RETRY_BASE: Duration = Duration::from_millis(100);
+const LOG_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// Source of the notes the sink itself writes into a build's log.
+pub const NOTICE_SOURCE: &str = "imagefactory";
+
+impl StoreSink {
+    /// `append_logs`, retried with backoff while the database is unavailable.
+    async fn append_retrying(&self, rows: &[NewLogLine<'_>]) -> Result<(), StoreError> {
+        let mut attempt = 1;
+        loop {
+            match executions::append_logs(&self.pool, self.build_id, self.execution_id, rows).await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) => match StoreError::from(e) {
+                    StoreError::Unavailable(_) if attempt < LOG_WRITE_ATTEMPTS => {
+                        let jitter = rand::random::<f64>();
+                        tokio::time::sleep(backoff(attempt, LOG_RETRY_BASE, LOG_RETRY_MAX, jitter))
+                            .await;
+                        attempt += 1;
+                    }
+                    other => return Err(other),
+                },
+            }
+        }
+    }
+
+    /// Lines that could not be stored: a warning for the operator (with the
+    /// cause) and, if the database takes it, a line in the build's log saying
+    /// how many are missing where (the cause only as a category: a database
+    /// message is not the tenant's to read).
+    async fn report_lost(&self, lines: &[LogLine], lost: usize, error: &StoreError) {
+        tracing::warn!(
+            build.id = %self.build_id,
+            execution.id = %self.execution_id,
+            lost,
+            error = %error,
+            "log lines could not be stored and are lost"
+        );
+        let mut sources: Vec<&str> = lines.iter().map(|l| l.source.as_str()).collect();
+        sources.sort_unstable();
+        sources.dedup();
+        let cause = match error {
+            StoreError::Unavailable(_) => "the database was unavailable",
+            _ => "the database refused them",
+        };
+        let note = format!(
+            "[imagefactory] {lost} log line(s) of {} could not be stored and are lost: {cause}",
+            sources.join(", ")
+        );
+        if let Err(e) = executions::append_notice(
+            &self.pool,
+            self.build_id,
+            self.execution_id,
+            NOTICE_SOURCE,
+            &note,
+        )
+        .await
+        {
+            tracing::warn!(build.id = %self.build_id, error = %e, "the note about lost log lines is lost too");
+        }
+    }
+}
+
 fn err(what: &str, e: sqlx::Error) -> SinkError {
     SinkError(format!("{what}: {e}"))
 }
@@ -137,10 +207,27 @@ impl ExecutionSink for StoreSink {
                 line: &l.line,
             })
             .collect();
-        executions::append_logs(&self.pool, self.build_id, self.execution_id, &rows)
-            .await
-            .map(|_| ())
-            .map_err(|e| err("storing log lines", e))
+        let mut error = match self.append_retrying(&rows).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        // A refused batch (not an outage): store its lines one by one, so a
+        // line the database will not take loses only itself.
+        let mut lost = rows.len();
+        if rows.len() > 1 && !matches!(error, StoreError::Unavailable(_)) {
+            lost = 0;
+            for row in &rows {
+                if let Err(e) = self.append_retrying(std::slice::from_ref(row)).await {
+                    lost += 1;
+                    error = e;
+                }
+            }
+            if lost == 0 {
+                return Ok(());
+            }
+        }
+        self.report_lost(lines, lost, &error).await;
+        Err(SinkError(format!("{lost} log lines lost: {error}")))
     }
 
     async fn artifact(&self, artifact: &Artifact) -> Result<(), SinkError> {

@@ -7,6 +7,7 @@
 pub mod build;
 pub mod git;
 pub mod image;
+pub mod log_text;
 pub mod method_rules;
 pub mod names;
 pub mod provider;

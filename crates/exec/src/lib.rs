@@ -102,6 +102,9 @@ pub trait ExecutionSink: Send + Sync {
     async fn reference(&self, reference: &ExecutionRef) -> Result<(), SinkError>;
     /// Append log lines in order. Lines carry their own position so a
     /// re-attached executor can resend a few without creating duplicates.
+    /// An error means these lines are lost after the sink's own retries (it
+    /// has said so where it could); executors carry on with the next lines
+    /// rather than stop following the build's output.
     async fn logs(&self, lines: &[LogLine]) -> Result<(), SinkError>;
     async fn artifact(&self, artifact: &Artifact) -> Result<(), SinkError>;
     /// Several artifacts at once (a build's results arrive together at its

@@ -6,6 +6,7 @@
 pub mod connection;
 pub mod database;
 pub mod executors;
+pub mod http;
 pub mod lifecycle;
 pub mod local_args;
 pub mod settings;

@@ -9,7 +9,7 @@ use imagefactory::lifecycle::{
 use imagefactory::settings::{
     Cli, Command, DatabaseSettings, DispatcherCommandSettings, ServeSettings,
 };
-use imagefactory::{connection, database, telemetry};
+use imagefactory::{connection, database, http, telemetry};
 use imagefactory_api::AppState;
 use imagefactory_dispatch::DispatcherMode;
 use std::process::ExitCode;
@@ -72,6 +72,7 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         None
     };
     let mut state = AppState::new(pool.clone(), cipher, settings.admin_token.clone());
+    settings.http.apply(&mut state);
     state.dispatcher_stale_after =
         imagefactory_dispatch::admin::stale_after(&settings.executors.dispatcher);
     state.connection_tester = Some(std::sync::Arc::new(connection::TektonConnectionTester));
@@ -88,11 +89,12 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     };
     tracing::info!(addr = %listener.local_addr()?, "imagefactory serving");
     let signal = tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let http = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future(),
-    );
+    let http = tokio::spawn(http::serve(
+        listener,
+        app,
+        settings.http.clone(),
+        shutdown.clone(),
+    ));
     let http_bound = settings.executors.dispatcher.shutdown_grace + HTTP_DRAIN;
     let result = run_until_stopped(http, dispatcher, &shutdown, http_bound).await;
     signal.abort();

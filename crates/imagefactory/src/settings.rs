@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use imagefactory_dispatch::DispatcherSettings;
 use imagefactory_domain::Secret;
 
+use crate::http::HttpSettings;
 use crate::local_args::LocalArgs;
 use crate::tekton_args::TektonArgs;
 
@@ -95,6 +96,8 @@ pub struct ServeSettings {
     /// shutdown signal).
     #[arg(long, env = "IF_DISPATCHER_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub dispatcher_enabled: bool,
+    #[command(flatten)]
+    pub http: HttpSettings,
     #[command(flatten)]
     pub executors: ExecutorSettings,
 }
@@ -207,6 +210,39 @@ mod tests {
         let cli = parse(&["dispatcher", "--local-container-cli", "nerdctl"]);
         let err = cli.unwrap_err().to_string();
         assert!(err.contains("nerdctl"), "{err}");
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_flags() {
+        let Command::Serve(s) = parse(&["serve"]).unwrap().command else {
+            panic!("not serve")
+        };
+        let limits = s.http.limits();
+        assert_eq!(s.http.http_header_read_timeout.as_secs(), 10);
+        assert_eq!(s.http.http_max_connections, 1024);
+        assert_eq!(limits.body_read_timeout.as_secs(), 30);
+        assert_eq!(limits.log_followers_per_token, 4);
+        assert_eq!(limits.auth_failures, 20);
+        assert_eq!(limits.auth_failure_window.as_secs(), 60);
+        let Command::Serve(s) = parse(&[
+            "serve",
+            "--http-header-read-timeout",
+            "2s",
+            "--http-log-followers-per-token",
+            "1",
+            "--http-auth-failure-window",
+            "5m",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not serve")
+        };
+        assert_eq!(s.http.http_header_read_timeout.as_secs(), 2);
+        assert_eq!(s.http.limits().log_followers_per_token, 1);
+        assert_eq!(s.http.limits().auth_failure_window.as_secs(), 300);
+        let err = parse(&["serve", "--http-log-followers-per-token", "0"]).unwrap_err();
+        assert!(err.to_string().contains("log-followers"), "{err}");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! another dispatcher re-attach, logs (idempotent by position), artifacts,
 //! and the raw inputs a dispatcher turns into an execution context.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgExecutor, PgPool};
 use uuid::Uuid;
@@ -130,8 +132,14 @@ pub struct NewLogLine<'a> {
     pub line: &'a str,
 }
 
+// The text rules are pure and shared with the executors, which decode tool
+// output with them; they live in the domain.
+pub use imagefactory_domain::log_text::{REPLACED_MARK, log_text, log_text_from_bytes};
+
 /// Append log lines; a line already stored at the same (source, position) is
 /// ignored, so re-attached executors may resend. Returns how many were new.
+/// Lines (and sources) holding NUL are stored with it replaced ([`log_text`]):
+/// one such line must not fail its whole batch.
 pub async fn append_logs(
     pool: &PgPool,
     build_id: Uuid,
@@ -141,9 +149,11 @@ pub async fn append_logs(
     if lines.is_empty() {
         return Ok(0);
     }
-    let sources: Vec<&str> = lines.iter().map(|l| l.source).collect();
+    let sources: Vec<Cow<'_, str>> = lines.iter().map(|l| log_text(l.source)).collect();
     let positions: Vec<i64> = lines.iter().map(|l| l.position).collect();
-    let texts: Vec<&str> = lines.iter().map(|l| l.line).collect();
+    let texts: Vec<Cow<'_, str>> = lines.iter().map(|l| log_text(l.line)).collect();
+    let sources: Vec<&str> = sources.iter().map(AsRef::as_ref).collect();
+    let texts: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
     let done = sqlx::query(
         "INSERT INTO build_logs (build_id, execution_id, source, position, line) \
          SELECT $1, $2, l.source, l.position, l.line \
@@ -159,6 +169,30 @@ pub async fn append_logs(
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// Append one line at the next free position of `source` (the service's own
+/// notes in a build's log, e.g. about lines that could not be stored).
+pub async fn append_notice(
+    pool: &PgPool,
+    build_id: Uuid,
+    execution_id: Uuid,
+    source: &str,
+    line: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO build_logs (build_id, execution_id, source, position, line) \
+         SELECT $1, $2, $3, COALESCE(max(position) + 1, 0), $4 \
+         FROM build_logs WHERE execution_id = $2 AND source = $3 \
+         ON CONFLICT (execution_id, source, position) DO NOTHING",
+    )
+    .bind(build_id)
+    .bind(execution_id)
+    .bind(log_text(source).as_ref())
+    .bind(log_text(line).as_ref())
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// The highest stored log position per source of an execution, so a

@@ -1,6 +1,8 @@
-//! `GET /builds/{id}/logs`: the log as plain text, or with `?follow=true` a
-//! Server-Sent Events stream (`log` events, id = line id) that ends with an
-//! `end` event once the build is terminal and every line was sent.
+//! `GET /builds/{id}/logs`: the log as plain text (streamed page by page), or
+//! with `?follow=true` a Server-Sent Events stream (`log` events, id = line
+//! id) that ends with an `end` event once the build is terminal and every
+//! line was sent; a token may hold `HttpLimits::log_followers_per_token`
+//! such streams at once.
 //!
 //! Both give the lines in the store's log order (inserting transaction, then
 //! id; see `attempts::logs_after`). While the build runs, the stream only
@@ -11,7 +13,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -32,6 +34,10 @@ use crate::extract::{PathIds, QueryParams};
 
 const BATCH: i64 = 1000;
 
+/// `Retry-After` for a follower refused by the per-token cap: when a slot
+/// frees is not known, so a short wait.
+const FOLLOWER_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(build_logs))
 }
@@ -51,6 +57,7 @@ pub struct LogsQuery {
         (status = 200, description = "log lines in log order: by writing transaction, then line id (a single writer's lines in arrival order); a followed stream sends a line once every line ordered before it is known, so none is skipped", content(
             (String = "text/plain"),
             (String = "text/event-stream"))),
+        (status = 429, description = "the token already follows the most log streams allowed at once (`IF_HTTP_LOG_FOLLOWERS_PER_TOKEN`); see `Retry-After`", body = Problem, content_type = "application/problem+json"),
         (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn build_logs(
     auth: TenantAuth,
@@ -67,21 +74,7 @@ async fn build_logs(
         .or_not_found("build")?;
 
     if !follow {
-        let mut text = String::new();
-        let mut after = LogCursor::START;
-        loop {
-            let rows =
-                attempts::logs_after(&state.pool, id, after, LogHorizon::Committed, BATCH).await?;
-            for row in &rows {
-                text.push_str(&row.line);
-                text.push('\n');
-            }
-            match rows.last() {
-                Some(last) if rows.len() as i64 == BATCH => after = last.cursor(),
-                _ => break,
-            }
-        }
-        let mut response = Body::from(text).into_response();
+        let mut response = Body::from_stream(plain_text(state.pool.clone(), id)).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -104,16 +97,64 @@ async fn build_logs(
             None => return Err(bad_resume()),
         },
     };
+    let max = state.limits.log_followers_per_token;
+    let slot =
+        state
+            .followers
+            .acquire(auth.token_id, max)
+            .ok_or_else(|| ApiError::TooManyRequests {
+                detail: format!(
+                    "this token already follows {max} log streams, the most allowed at once; \
+                 close one or retry later"
+                ),
+                retry_after: FOLLOWER_RETRY_AFTER,
+            })?;
     let stream = follow_stream(
         state.pool.clone(),
         auth.tenant_id,
         id,
         resume,
         state.log_poll_interval,
-    );
+    )
+    // The slot is held as long as the stream: freed when it ends or when the
+    // client goes away and the response body is dropped.
+    .map(move |event| {
+        let _held = &slot;
+        event
+    });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// The plain log, read page by page from the database as the body is
+/// written: memory per request is one page, whatever the log's length. A
+/// database error mid-way aborts the body (the client sees it cut).
+fn plain_text(
+    pool: PgPool,
+    build_id: Uuid,
+) -> impl Stream<Item = Result<Bytes, imagefactory_store::StoreError>> + Send + 'static {
+    futures::stream::try_unfold(Some(LogCursor::START), move |after| {
+        let pool = pool.clone();
+        async move {
+            let Some(after) = after else {
+                return Ok(None);
+            };
+            let rows = attempts::logs_after(&pool, build_id, after, LogHorizon::Committed, BATCH)
+                .await
+                .inspect_err(|e| tracing::warn!(build.id = %build_id, error = %e, "log read failed mid-response"))?;
+            let Some(last) = rows.last() else {
+                return Ok(None);
+            };
+            let next = (rows.len() as i64 == BATCH).then(|| last.cursor());
+            let mut text = String::new();
+            for row in &rows {
+                text.push_str(&row.line);
+                text.push('\n');
+            }
+            Ok(Some((Bytes::from(text), next)))
+        }
+    })
 }
 
 enum Follow {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use imagefactory_api::{AppState, router};
+use imagefactory_api::{AppState, HttpLimits, router};
 use imagefactory_domain::Secret;
 use imagefactory_store::crypto::Cipher;
 use reqwest::Method;
@@ -171,12 +171,20 @@ pub enum Body {
 
 impl TestApp {
     pub async fn spawn(pool: PgPool) -> Self {
+        Self::spawn_with(pool, HttpLimits::default()).await
+    }
+
+    /// Served as the binary serves it: with the peer address of each
+    /// connection (`ConnectInfo`), which the auth throttle counts by.
+    pub async fn spawn_with(pool: PgPool, limits: HttpLimits) -> Self {
         let (cipher, _) = Cipher::random();
         let mut state = AppState::new(pool.clone(), cipher.clone(), Some(Secret::new(ADMIN_TOKEN)));
         state.log_poll_interval = Duration::from_millis(50);
+        state.limits = limits;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+        let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self {
             pool,
             cipher,

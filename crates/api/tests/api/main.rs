@@ -4,6 +4,7 @@
 mod bad_inputs;
 mod dispatchers;
 mod helpers;
+mod http_limits;
 mod isolation;
 mod local_builds;
 mod logs_and_artifacts;

@@ -170,3 +170,175 @@ async fn execution_row(pool: &sqlx::PgPool, build: Uuid, tenant: Uuid) -> Uuid {
     .unwrap();
     execution
 }
+
+/// The stored lines of an execution by (source, position).
+async fn stored_lines(pool: &sqlx::PgPool, execution: Uuid) -> Vec<(String, i64, String)> {
+    sqlx::query_as(
+        "SELECT source, position, line FROM build_logs WHERE execution_id = $1 \
+         ORDER BY source, position",
+    )
+    .bind(execution)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+fn text(source: &str, position: i64, line: &str) -> LogLine {
+    LogLine {
+        source: source.into(),
+        position,
+        line: line.into(),
+    }
+}
+
+#[tokio::test]
+async fn lines_with_nul_or_invalid_utf8_are_stored_replaced_with_the_rest_of_their_batch() {
+    use imagefactory_store::executions::{
+        NewLogLine, REPLACED_MARK, append_logs, log_text_from_bytes,
+    };
+    let db = TestDb::new().await;
+    let t = tenant(&db.pool, "nul", 1).await;
+    let build = submit(&db.pool, t, &[Spec::lasting(1)]).await[0];
+    let execution = execution_row(&db.pool, build, t.0).await;
+
+    // Straight into the store: a NUL in a line (and in a source) of a batch.
+    let rows = [
+        NewLogLine {
+            source: "s",
+            position: 0,
+            line: "before",
+        },
+        NewLogLine {
+            source: "s",
+            position: 1,
+            line: "a\0b",
+        },
+        NewLogLine {
+            source: "s\0x",
+            position: 0,
+            line: "odd source",
+        },
+        NewLogLine {
+            source: "s",
+            position: 2,
+            line: "after",
+        },
+    ];
+    assert_eq!(
+        append_logs(&db.pool, build, execution, &rows)
+            .await
+            .unwrap(),
+        4
+    );
+
+    // Through the sink, as an executor decodes a step's bytes.
+    let sink = StoreSink::new(db.pool.clone(), build, execution);
+    let decoded = log_text_from_bytes(b"bin \xff\xfe\0 end").into_owned();
+    sink.logs(&[
+        text("t", 0, "first"),
+        text("t", 1, &decoded),
+        text("t", 2, "nul \0 raw"),
+        text("t", 3, "last"),
+    ])
+    .await
+    .unwrap();
+
+    let r = |s: &str| format!("{s}{REPLACED_MARK}");
+    let expected: Vec<(String, i64, String)> = [
+        ("s", 0, "before"),
+        ("s", 1, &*r("a\u{FFFD}b")),
+        ("s", 2, "after"),
+        (&*r("s\u{FFFD}x"), 0, "odd source"),
+        ("t", 0, "first"),
+        ("t", 1, &*r("bin \u{FFFD}\u{FFFD}\u{FFFD} end")),
+        ("t", 2, &*r("nul \u{FFFD} raw")),
+        ("t", 3, "last"),
+    ]
+    .iter()
+    .map(|(s, p, l)| (s.to_string(), *p, l.to_string()))
+    .collect();
+    assert_eq!(stored_lines(&db.pool, execution).await, expected);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_line_the_database_refuses_loses_only_itself_and_the_log_says_so() {
+    let db = TestDb::new().await;
+    let t = tenant(&db.pool, "poison", 1).await;
+    let build = submit(&db.pool, t, &[Spec::lasting(1)]).await[0];
+    let execution = execution_row(&db.pool, build, t.0).await;
+    // A refusal the sink cannot foresee (not NUL: that one is replaced).
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.line LIKE '%poison%' THEN RAISE EXCEPTION 'refused'; END IF; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON build_logs \
+         FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let sink = StoreSink::new(db.pool.clone(), build, execution);
+    let err = sink
+        .logs(&[
+            text("build/step-build", 0, "one"),
+            text("build/step-build", 1, "poison"),
+            text("build/step-build", 2, "three"),
+        ])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("1 log lines lost"), "{err}");
+    let stored = stored_lines(&db.pool, execution).await;
+    let lines: Vec<(&str, i64, &str)> = stored
+        .iter()
+        .map(|(s, p, l)| (s.as_str(), *p, l.as_str()))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            ("build/step-build", 0, "one"),
+            ("build/step-build", 2, "three"),
+            (
+                "imagefactory",
+                0,
+                "[imagefactory] 1 log line(s) of build/step-build could not be stored and are lost: \
+                 the database refused them"
+            ),
+        ]
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_log_write_is_retried_while_the_database_is_unavailable() {
+    let db = TestDb::new().await;
+    let t = tenant(&db.pool, "flaky", 1).await;
+    let build = submit(&db.pool, t, &[Spec::lasting(1)]).await[0];
+    let execution = execution_row(&db.pool, build, t.0).await;
+    // The first two inserts fail as a database that is starting up does.
+    sqlx::raw_sql(
+        "CREATE SEQUENCE log_failures; \
+         CREATE FUNCTION flaky() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF nextval('log_failures') <= 2 THEN \
+         RAISE EXCEPTION 'starting up' USING ERRCODE = '57P03'; END IF; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER flaky BEFORE INSERT ON build_logs \
+         FOR EACH STATEMENT EXECUTE FUNCTION flaky();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let sink = StoreSink::new(db.pool.clone(), build, execution);
+    sink.logs(&[text("clone", 0, "a"), text("clone", 1, "b")])
+        .await
+        .unwrap();
+    let stored = stored_lines(&db.pool, execution).await;
+    assert_eq!(
+        stored,
+        vec![
+            ("clone".to_string(), 0, "a".to_string()),
+            ("clone".to_string(), 1, "b".to_string())
+        ]
+    );
+    db.drop_db().await;
+}

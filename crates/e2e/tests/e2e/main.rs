@@ -4,5 +4,6 @@
 mod failures;
 mod harness;
 mod load;
+mod logs;
 mod methods;
 mod reattach;

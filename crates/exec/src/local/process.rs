@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use imagefactory_domain::log_text;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -333,11 +334,13 @@ async fn read_lines(stream: impl AsyncRead + Unpin, tx: mpsc::Sender<String>) {
         match reader.read_until(b'\n', &mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(_) => {
-                let text = String::from_utf8_lossy(&buf);
-                let text = text.trim_end_matches(['\n', '\r']);
+                let end = buf.iter().rposition(|b| !matches!(b, b'\n' | b'\r'));
+                let line = &buf[..end.map_or(0, |i| i + 1)];
                 // Progress output redraws with '\r'; keep the last state.
-                let text = text.rsplit('\r').next().unwrap_or(text);
-                if tx.send(text.to_owned()).await.is_err() {
+                let line = line.rsplit(|b| *b == b'\r').next().unwrap_or(line);
+                // Whatever bytes a tool prints are stored (replaced, marked).
+                let text = log_text::log_text_from_bytes(line);
+                if tx.send(text.into_owned()).await.is_err() {
                     return;
                 }
             }
@@ -491,5 +494,32 @@ mod tests {
     fn reads_its_own_process_group() {
         let own = unsafe { libc::getpgrp() };
         assert!(group_members(own).contains(&(std::process::id() as i32)));
+    }
+}
+
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+    use imagefactory_domain::log_text::REPLACED_MARK;
+
+    #[tokio::test]
+    async fn tool_output_that_is_not_text_is_kept_replaced_and_marked() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let output: &[u8] = b"plain\r\nnul \0 here\ninvalid \xff\xfe\nstep 1\rstep 2\r\n\xc3";
+        read_lines(output, tx).await;
+        let mut lines = Vec::new();
+        while let Some(line) = rx.recv().await {
+            lines.push(line);
+        }
+        assert_eq!(
+            lines,
+            [
+                "plain".to_string(),
+                format!("nul \u{FFFD} here{REPLACED_MARK}"),
+                format!("invalid \u{FFFD}\u{FFFD}{REPLACED_MARK}"),
+                "step 2".to_string(),
+                format!("\u{FFFD}{REPLACED_MARK}"),
+            ]
+        );
     }
 }

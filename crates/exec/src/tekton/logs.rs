@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures::AsyncBufReadExt;
 use futures::io::AsyncBufRead;
+use imagefactory_domain::log_text::log_text_from_bytes;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, LogParams};
 use serde_json::Value;
@@ -324,7 +325,7 @@ impl LogFollower {
             };
             match tokio::time::timeout(wait, read_line(&mut stream, &mut line)).await {
                 Err(_) => {
-                    self.flush(&mut batch, source).await?;
+                    self.flush(&mut batch, source).await;
                     continue;
                 }
                 Ok(Err(_)) => {
@@ -341,7 +342,7 @@ impl LogFollower {
                 batch.push(LogLine {
                     source: source.to_string(),
                     position,
-                    line: String::from_utf8_lossy(&line).into_owned(),
+                    line: decode(&line),
                 });
             }
             line.clear();
@@ -349,26 +350,40 @@ impl LogFollower {
             if batch.len() >= BATCH_LINES
                 || (!batch.is_empty() && batch_started.elapsed() >= BATCH_DELAY)
             {
-                self.flush(&mut batch, source).await?;
+                self.flush(&mut batch, source).await;
             }
         }
-        self.flush(&mut batch, source).await?;
+        self.flush(&mut batch, source).await;
         Ok(clean)
     }
 
-    async fn flush(&mut self, batch: &mut Vec<LogLine>, source: &str) -> Result<(), TektonError> {
+    async fn flush(&mut self, batch: &mut Vec<LogLine>, source: &str) {
         let Some(last) = batch.last() else {
-            return Ok(());
+            return;
         };
         let last = last.position;
-        self.sink
-            .logs(batch)
-            .await
-            .map_err(|e| TektonError::Transient(e.to_string()))?;
+        // Lost lines (the sink retried and reported them) must not stop the
+        // following ones, of this step or of later tasks, from being stored.
+        if let Err(e) = self.sink.logs(batch).await {
+            tracing::debug!(error = %e, source, lines = batch.len(), "log lines lost");
+        }
         self.resume.insert(source.to_string(), last);
         batch.clear();
-        Ok(())
     }
+}
+
+/// Whatever bytes a step prints are stored (not text: replaced, marked),
+/// except that a character cut by [`MAX_LINE_BYTES`] is dropped, not taken
+/// for bytes that are not text.
+fn decode(line: &[u8]) -> String {
+    let mut bytes = line;
+    if bytes.len() >= MAX_LINE_BYTES
+        && let Err(e) = std::str::from_utf8(bytes)
+        && e.error_len().is_none()
+    {
+        bytes = &bytes[..e.valid_up_to()];
+    }
+    log_text_from_bytes(bytes).into_owned()
 }
 
 /// Read one line (without its newline) into `line`, keeping at most
@@ -418,4 +433,27 @@ fn step_terminated(taskrun: &Value, container: &str) -> bool {
                     == Some(container);
             name_matches && s.get("terminated").is_some()
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use imagefactory_domain::log_text::REPLACED_MARK;
+
+    use super::*;
+
+    #[test]
+    fn step_output_is_decoded_whatever_its_bytes() {
+        assert_eq!(decode(b"plain"), "plain");
+        assert_eq!(decode(b"a\0b"), format!("a\u{FFFD}b{REPLACED_MARK}"));
+        assert_eq!(decode(b"\xff"), format!("\u{FFFD}{REPLACED_MARK}"));
+        // Only a line at the length limit is taken as cut.
+        assert_eq!(
+            decode(b"short \xc3"),
+            format!("short \u{FFFD}{REPLACED_MARK}")
+        );
+        // "é" cut after its first byte at the limit.
+        let mut cut = "a".repeat(MAX_LINE_BYTES - 1).into_bytes();
+        cut.push(0xc3);
+        assert_eq!(decode(&cut), "a".repeat(MAX_LINE_BYTES - 1));
+    }
 }

@@ -6,6 +6,7 @@
 mod build_args;
 #[path = "../common/mod.rs"]
 mod common;
+mod http_limits;
 mod local_and_input;
 mod secret_audit;
 mod server;
