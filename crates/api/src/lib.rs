@@ -19,6 +19,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{Json, Router};
 use imagefactory_domain::Secret;
+use imagefactory_domain::address::AddressPolicy;
 use imagefactory_store::crypto::Cipher;
 use sqlx::PgPool;
 use tower_http::trace::TraceLayer;
@@ -46,6 +47,10 @@ pub struct AppState {
     /// Answers `POST .../providers/{id}/test-connection`; `None` (e.g. a
     /// build of the API without cluster support) answers 503.
     pub connection_tester: Option<Arc<dyn ConnectionTester>>,
+    /// Where tenant providers' endpoints may point (checked when a provider
+    /// is saved; the executor checks resolved addresses again when it
+    /// connects). Default: loopback, link-local and unspecified refused.
+    pub provider_address_policy: Arc<AddressPolicy>,
 }
 
 impl AppState {
@@ -58,6 +63,7 @@ impl AppState {
             // Three missed heartbeats at the dispatcher's default 5 s.
             dispatcher_stale_after: Duration::from_secs(15),
             connection_tester: None,
+            provider_address_policy: Arc::new(AddressPolicy::new(false)),
         }
     }
 }

@@ -304,6 +304,9 @@ pub struct ExecutionInputs {
     pub provider_tekton_enabled: Option<bool>,
     pub provider_config_version: Option<i64>,
     pub provider_config: Option<serde_json::Value>,
+    /// The platform admin's provider (may reference server files, no address
+    /// policy); `false`/`None` is a tenant's.
+    pub provider_is_global: Option<bool>,
 }
 
 /// The inputs of many builds at once (a claimed batch): one query instead
@@ -338,7 +341,8 @@ const INPUT_COLUMNS: &str = "b.id AS build_id, b.tenant_id, b.project_id, b.meth
      r.id AS registry_credential_id, r.version AS registry_version, r.registry, \
      r.username AS registry_username, r.secret_enc AS registry_secret_enc, \
      p.id AS provider_id, p.name AS provider_name, p.tekton_enabled AS provider_tekton_enabled, \
-     p.config_version AS provider_config_version, p.config AS provider_config";
+     p.config_version AS provider_config_version, p.config AS provider_config, \
+     p.is_global AS provider_is_global";
 
 /// Joins after `builds b`, ending with the provider join's table (`ON` follows).
 const INPUT_JOINS: &str = "JOIN projects pr ON pr.id = b.project_id AND pr.tenant_id = b.tenant_id \
