@@ -217,7 +217,9 @@ pub fn url_host_port(url: &str) -> Result<(&str, u16), String> {
         return Err("must not contain user information (`user@`)".into());
     }
     let (host, port) = if authority.starts_with('[') {
-        let end = authority.find(']').ok_or("has an unterminated IPv6 address")?;
+        let end = authority
+            .find(']')
+            .ok_or("has an unterminated IPv6 address")?;
         (&authority[..=end], &authority[end + 1..])
     } else {
         match authority.rfind(':') {

@@ -291,17 +291,38 @@ struct NamedEntry {
 
 /// User fields that run a program or read a server file, and why each is refused.
 pub const FORBIDDEN_USER_FIELDS: &[(&str, &str)] = &[
-    ("exec", "runs a program on the server; not allowed in a tenant's provider (use token or client-certificate-data)"),
-    ("auth-provider", "runs an authentication plugin on the server; not allowed in a tenant's provider (use token or client-certificate-data)"),
-    ("tokenFile", "reads a file on the server; not allowed in a tenant's provider (use token)"),
-    ("token-file", "reads a file on the server; not allowed in a tenant's provider (use token)"),
-    ("client-certificate", "is a file on the server; not allowed in a tenant's provider (use client-certificate-data)"),
-    ("client-key", "is a file on the server; not allowed in a tenant's provider (use client-key-data)"),
+    (
+        "exec",
+        "runs a program on the server; not allowed in a tenant's provider (use token or client-certificate-data)",
+    ),
+    (
+        "auth-provider",
+        "runs an authentication plugin on the server; not allowed in a tenant's provider (use token or client-certificate-data)",
+    ),
+    (
+        "tokenFile",
+        "reads a file on the server; not allowed in a tenant's provider (use token)",
+    ),
+    (
+        "token-file",
+        "reads a file on the server; not allowed in a tenant's provider (use token)",
+    ),
+    (
+        "client-certificate",
+        "is a file on the server; not allowed in a tenant's provider (use client-certificate-data)",
+    ),
+    (
+        "client-key",
+        "is a file on the server; not allowed in a tenant's provider (use client-key-data)",
+    ),
 ];
 
 /// Cluster fields refused in a tenant's kubeconfig, and why.
 pub const FORBIDDEN_CLUSTER_FIELDS: &[(&str, &str)] = &[
-    ("certificate-authority", "is a file on the server; not allowed in a tenant's provider (use certificate-authority-data or config.ca_cert)"),
+    (
+        "certificate-authority",
+        "is a file on the server; not allowed in a tenant's provider (use certificate-authority-data or config.ca_cert)",
+    ),
     ("proxy-url", "a proxy is not allowed in a tenant's provider"),
 ];
 
@@ -334,7 +355,10 @@ fn check_tenant_kubeconfig(text: &str, policy: &AddressPolicy, v: &mut Violation
         };
         for (key, why) in FORBIDDEN_CLUSTER_FIELDS {
             if cluster.contains_key(*key) {
-                v.add(format!("config.kubeconfig.clusters[{i}].cluster.{key}"), *why);
+                v.add(
+                    format!("config.kubeconfig.clusters[{i}].cluster.{key}"),
+                    *why,
+                );
             }
         }
         let field = format!("config.kubeconfig.clusters[{i}].cluster.server");
@@ -471,7 +495,9 @@ mod tests {
         assert_eq!(
             tenant(
                 "    token: t",
-                &format!("{server}\n    certificate-authority: /etc/ca\n    proxy-url: http://p:3128")
+                &format!(
+                    "{server}\n    certificate-authority: /etc/ca\n    proxy-url: http://p:3128"
+                )
             ),
             [
                 "config.kubeconfig.clusters[0].cluster.certificate-authority",
@@ -483,7 +509,10 @@ mod tests {
             ["config.kubeconfig.clusters[0].cluster.server"]
         );
         // The platform admin's providers may use all of it.
-        let exec = tenant_kubeconfig("    exec: {command: /bin/true}", "    server: https://127.0.0.1");
+        let exec = tenant_kubeconfig(
+            "    exec: {command: /bin/true}",
+            "    server: https://127.0.0.1",
+        );
         assert!(fields(exec).is_empty());
     }
 
@@ -499,7 +528,9 @@ mod tests {
             ["config.kubeconfig"]
         );
         assert_eq!(
-            t(json!({"auth_method": "kubeconfig", "kubeconfig": "users: []\n---\nusers:\n- name: u\n  user: {exec: {command: x}}\n"})),
+            t(
+                json!({"auth_method": "kubeconfig", "kubeconfig": "users: []\n---\nusers:\n- name: u\n  user: {exec: {command: x}}\n"})
+            ),
             ["config.kubeconfig"]
         );
         let err = validate_provider_config(
@@ -524,7 +555,10 @@ mod tests {
         assert_eq!(t("http://169.254.169.254"), ["config.endpoint"]);
         assert_eq!(t("https://localhost"), ["config.endpoint"]);
         assert!(t("https://k8s.example.com").is_empty());
-        assert!(fields(json!({"auth_method": "token", "endpoint": "https://127.0.0.1", "token": "t"})).is_empty());
+        assert!(
+            fields(json!({"auth_method": "token", "endpoint": "https://127.0.0.1", "token": "t"}))
+                .is_empty()
+        );
         let allowed = validate_provider_config(
             ProviderType::Kubernetes,
             &json!({"auth_method": "token", "apiServer": "https://127.0.0.1:6443", "token": "t"}),

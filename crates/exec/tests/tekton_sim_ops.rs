@@ -7,6 +7,7 @@ mod tekton_support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use imagefactory_domain::provider::ProviderOwner;
 use imagefactory_domain::{BuildMethod, Secret};
 use imagefactory_exec::tekton::client::{ClientCache, ClusterSettings};
 use imagefactory_exec::tekton::namespace::namespace_name;
@@ -287,7 +288,7 @@ async fn client_cert_and_kubeconfig_auth_work_and_tls_is_verified() {
         "client_key": cert.key_pem,
         "ca_cert": sim.handle.ca_pem(),
     }));
-    let report = test_connection(&provider).await;
+    let report = test_connection(&provider, loopback_policy()).await;
     assert!(
         report.authenticated && report.tekton_versions.contains(&"v1".to_string()),
         "{report:?}"
@@ -296,7 +297,7 @@ async fn client_cert_and_kubeconfig_auth_work_and_tls_is_verified() {
     let inline = sim.provider_with(
         json!({"auth_method": "kubeconfig", "kubeconfig": sim.handle.kubeconfig_yaml()}),
     );
-    let report = test_connection(&inline).await;
+    let report = test_connection(&inline, loopback_policy()).await;
     assert!(report.authenticated, "{report:?}");
 
     let dir = tempfile::tempdir().unwrap();
@@ -307,24 +308,35 @@ async fn client_cert_and_kubeconfig_auth_work_and_tls_is_verified() {
             .kubeconfig_yaml_for(Credentials::ClientCert(&cert), "default"),
     )
     .unwrap();
-    let by_path = sim.provider_with(
+    // A file on the server: only the platform admin's (global) provider may name one.
+    let mut by_path = sim.provider_with(
         json!({"auth_method": "kubeconfig", "kubeconfig_path": path, "context": "kube-sim"}),
     );
-    let report = test_connection(&by_path).await;
+    let report = test_connection(&by_path, loopback_policy()).await;
+    assert!(!report.reachable, "{report:?}");
+    assert!(
+        report.error.as_deref().unwrap().contains("kubeconfig_path"),
+        "{report:?}"
+    );
+    by_path.owner = ProviderOwner::Global;
+    let report = test_connection(&by_path, loopback_policy()).await;
     assert!(report.authenticated, "{report:?}");
-    let wrong_context = sim.provider_with(
+    let mut wrong_context = sim.provider_with(
         json!({"auth_method": "kubeconfig", "kubeconfig_path": path, "context": "nope"}),
     );
-    let report = test_connection(&wrong_context).await;
+    wrong_context.owner = ProviderOwner::Global;
+    let report = test_connection(&wrong_context, loopback_policy()).await;
     assert!(!report.reachable && report.error.is_some(), "{report:?}");
 
     // A CA that did not sign the server's certificate is refused.
     let other = Sim::start(SimOptions::default()).await;
     let mut config = sim.config();
     config["ca_cert"] = json!(other.handle.ca_pem());
-    let report = test_connection(&sim.provider_with(config.clone())).await;
-    assert!(
-        !report.authenticated && report.error.is_some(),
+    let report = test_connection(&sim.provider_with(config.clone()), loopback_policy()).await;
+    assert!(!report.authenticated, "{report:?}");
+    assert_eq!(
+        report.error.as_deref(),
+        Some("TLS: unknown certificate authority"),
         "{report:?}"
     );
     // ...and a build against it fails (not transient: the config is wrong).
@@ -378,7 +390,7 @@ async fn builds_without_a_provider_use_the_global_cluster_only_when_configured()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_are_cached_per_provider_and_rebuilt_on_config_change() {
     let sim = Sim::start(SimOptions::default()).await;
-    let cache = ClientCache::new();
+    let cache = ClientCache::new().with_address_policy(loopback_policy());
     let mut provider = sim.provider();
     let a = cache.cluster(Some(&provider)).await.unwrap();
     let b = cache.cluster(Some(&provider)).await.unwrap();
@@ -459,7 +471,7 @@ async fn registry_secrets_are_per_credential_version_and_git_credentials_bind_ba
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn installing_tasks_twice_is_idempotent() {
     let sim = Sim::start(SimOptions::default()).await;
-    let settings = ClusterSettings::parse(&sim.config()).unwrap();
+    let settings = tenant_settings(&sim.config());
     let client = settings.client().await.unwrap();
     let tenant = Uuid::new_v4();
     imagefactory_exec::tekton::namespace::ensure_namespace(&client, tenant)

@@ -52,8 +52,8 @@ impl TektonArgs {
     /// The address policy for tenant providers: `IF_PROVIDER_ALLOW_LOOPBACK`,
     /// this host's interface addresses (as of start-up) and the API's address.
     pub fn address_policy(&self) -> Arc<AddressPolicy> {
-        let mut policy = AddressPolicy::new(self.provider_allow_loopback)
-            .with_host_addresses(host_addresses());
+        let mut policy =
+            AddressPolicy::new(self.provider_allow_loopback).with_host_addresses(host_addresses());
         if let Some(addr) = self.api_listen_addr {
             policy = policy.with_listen_address(addr);
         }

@@ -393,7 +393,10 @@ fn refuse_host_access(kubeconfig: &Kubeconfig) -> Result<(), String> {
             return refuse(field("exec"), "runs a program on the server");
         }
         if user.auth_provider.is_some() {
-            return refuse(field("auth-provider"), "runs an authentication plugin on the server");
+            return refuse(
+                field("auth-provider"),
+                "runs an authentication plugin on the server",
+            );
         }
         for (key, set) in [
             ("tokenFile", user.token_file.is_some()),

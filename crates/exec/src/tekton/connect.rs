@@ -111,7 +111,11 @@ impl tower::Service<Uri> for PolicyConnector {
             let host = uri
                 .host()
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "URL without a host"))?;
-            let default_port = if uri.scheme_str() == Some("http") { 80 } else { 443 };
+            let default_port = if uri.scheme_str() == Some("http") {
+                80
+            } else {
+                443
+            };
             let port = uri.port_u16().unwrap_or(default_port);
             let stream = connect(&policy, host, port, timeout).await?;
             stream.set_nodelay(true)?;

@@ -233,9 +233,9 @@ fn tls_category(err: &rustls::Error) -> &'static str {
         rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
             "TLS: unknown certificate authority"
         }
-        rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
-            "TLS: certificate not valid for host"
-        }
+        rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ) => "TLS: certificate not valid for host",
         rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
             "TLS: certificate expired"
         }
@@ -278,8 +278,11 @@ mod tests {
     #[test]
     fn a_non_kubernetes_body_is_never_shown() {
         // What kube makes of a 500 with a plain body.
-        let status = Status::failure("SECRET-BODY-MARKER root:x:0:0", "Failed to parse error data")
-            .with_code(500);
+        let status = Status::failure(
+            "SECRET-BODY-MARKER root:x:0:0",
+            "Failed to parse error data",
+        )
+        .with_code(500);
         let text = describe_kube_error(&kube::Error::Api(status.boxed()));
         assert!(!text.contains("SECRET"), "{text}");
         assert!(text.contains("500"), "{text}");
@@ -296,12 +299,18 @@ mod tests {
     #[test]
     fn a_kubernetes_status_keeps_its_reason_and_a_short_message() {
         let status = Status::failure(
-            &format!("pipelineruns is forbidden: User \"x\"\n{}", "a".repeat(1000)),
+            &format!(
+                "pipelineruns is forbidden: User \"x\"\n{}",
+                "a".repeat(1000)
+            ),
             "Forbidden",
         )
         .with_code(403);
         let text = describe_kube_error(&kube::Error::Api(status.boxed()));
-        assert!(text.starts_with("pipelineruns is forbidden: User \"x\" "), "{text}");
+        assert!(
+            text.starts_with("pipelineruns is forbidden: User \"x\" "),
+            "{text}"
+        );
         assert!(text.contains("(403 Forbidden)"), "{text}");
         assert!(text.len() < 600, "{text}");
     }

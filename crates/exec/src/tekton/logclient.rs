@@ -23,10 +23,10 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use imagefactory_domain::address::AddressPolicy;
 use http::{Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt;
+use imagefactory_domain::address::AddressPolicy;
 use kube::client::{Body, ConfigExt};
 use rustls_pki_types::ServerName;
 use tower::{BoxError, ServiceBuilder};
@@ -274,8 +274,7 @@ impl PoolInner {
     async fn dial(&self) -> Result<Connection, BoxError> {
         let tcp = match &self.policy {
             Some(policy) => {
-                super::connect::connect(policy, &self.host, self.port, self.connect_timeout)
-                    .await?
+                super::connect::connect(policy, &self.host, self.port, self.connect_timeout).await?
             }
             None => tokio::time::timeout(
                 self.connect_timeout,
