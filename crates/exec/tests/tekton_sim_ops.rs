@@ -603,3 +603,112 @@ async fn an_identity_that_may_not_watch_runs_fails_the_build_clearly() {
         "{text}"
     );
 }
+
+/// A kubeconfig for the sim whose user runs `script` as its exec plugin,
+/// answering with the admin token (so the plugin works when it is run).
+fn exec_kubeconfig(sim: &Sim, script: &str) -> String {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(sim.handle.ca_pem());
+    let credential = format!(
+        r#"{{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1beta1","status":{{"token":"{}"}}}}"#,
+        sim.handle.admin_token()
+    );
+    let args = serde_json::to_string(&["-c", &format!("{script}; echo '{credential}'")]).unwrap();
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\nusers:\n- name: u\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: /bin/sh\n      args: {args}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+        sim.handle.endpoint()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_kubeconfig_runs_no_program_and_reads_no_file_whatever_is_stored() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let kubeconfig = exec_kubeconfig(&sim, &format!("touch {}", marker.display()));
+    // A row stored before validation refused it: the executor refuses it too.
+    let mut provider =
+        sim.provider_with(json!({"auth_method": "kubeconfig", "kubeconfig": kubeconfig}));
+    let report = test_connection(&provider, loopback_policy()).await;
+    let error = report.error.clone().unwrap_or_default();
+    assert!(!report.reachable, "{report:?}");
+    assert!(error.contains("users[0].user.exec"), "{error}");
+    let (_tx, stop) = no_stop();
+    let outcome = executor()
+        .await
+        .start(
+            context(BuildMethod::Kaniko, provider.clone(), Uuid::new_v4()),
+            MemorySink::new(),
+            stop,
+        )
+        .await;
+    assert!(
+        matches!(&outcome, Outcome::Failed { message } if message.contains("exec")),
+        "{outcome:?}"
+    );
+    assert!(!marker.exists(), "a tenant's exec plugin ran");
+    // The platform admin's provider may use a plugin: the test would see it run.
+    provider.owner = ProviderOwner::Global;
+    let report = test_connection(&provider, loopback_policy()).await;
+    assert!(report.authenticated, "{report:?}");
+    assert!(marker.exists());
+
+    // tokenFile: a server file sent as the bearer token.
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, sim.handle.admin_token()).unwrap();
+    let with_file = sim.handle.kubeconfig_yaml().replace(
+        &format!("token: {}", sim.handle.admin_token()),
+        &format!("tokenFile: {}", token_file.display()),
+    );
+    assert!(with_file.contains("tokenFile"), "{with_file}");
+    let mut provider =
+        sim.provider_with(json!({"auth_method": "kubeconfig", "kubeconfig": with_file}));
+    let report = test_connection(&provider, loopback_policy()).await;
+    let error = report.error.clone().unwrap_or_default();
+    assert!(
+        !report.authenticated && error.contains("tokenFile"),
+        "{report:?}"
+    );
+    provider.owner = ProviderOwner::Global;
+    let report = test_connection(&provider, loopback_policy()).await;
+    assert!(report.authenticated, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_provider_on_a_refused_address_is_not_connected_to() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let strict = Arc::new(imagefactory_domain::AddressPolicy::new(false));
+    let policy_refusal = "address not allowed by the provider address policy";
+    let report = test_connection(&sim.provider(), strict.clone()).await;
+    assert!(!report.reachable, "{report:?}");
+    assert!(
+        report.error.as_deref().unwrap().starts_with(policy_refusal),
+        "{report:?}"
+    );
+    // `localhost` by name, and the executor's builds, too.
+    let mut config = sim.config();
+    config["endpoint"] = json!(sim.handle.endpoint().replace("127.0.0.1", "localhost"));
+    let report = test_connection(&sim.provider_with(config), strict.clone()).await;
+    assert!(
+        report.error.as_deref().unwrap().starts_with(policy_refusal),
+        "{report:?}"
+    );
+    let executor = TektonExecutor::new(TektonSettings {
+        address_policy: strict,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (_tx, stop) = no_stop();
+    let outcome = executor
+        .start(
+            context(BuildMethod::Kaniko, sim.provider(), Uuid::new_v4()),
+            MemorySink::new(),
+            stop,
+        )
+        .await;
+    assert!(
+        matches!(&outcome, Outcome::Failed { message } if message.contains(policy_refusal)),
+        "{outcome:?}"
+    );
+}

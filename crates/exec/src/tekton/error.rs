@@ -69,10 +69,16 @@ pub fn is_transient(err: &kube::Error) -> bool {
     match err {
         kube::Error::Api(status) => status.code == 429 || status.code >= 500,
         kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => {
-            !mentions_certificate(err)
+            !mentions_certificate(err) && !refused_by_policy(err)
         }
         _ => false,
     }
+}
+
+/// The address policy refused the connection: the provider's config is
+/// wrong, another attempt would meet the same refusal.
+fn refused_by_policy(err: &kube::Error) -> bool {
+    describe_transport(err).starts_with("address not allowed")
 }
 
 fn mentions_certificate(err: &kube::Error) -> bool {
