@@ -5,6 +5,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod provider_trust;
 mod server;
 
 use serde_json::json;
