@@ -400,7 +400,10 @@ async fn crud_updates_and_deletes() {
         )
         .await;
     refused.expect(422);
-    assert_eq!(refused.json()["errors"][0]["field"], "config.kubeconfig_path");
+    assert_eq!(
+        refused.json()["errors"][0]["field"],
+        "config.kubeconfig_path"
+    );
     let kubeconfig = "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://k8s.example.com:6443'}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n";
     let p = app
         .patch(

@@ -161,6 +161,22 @@ async fn a_kubeconfig_exec_plugin_never_runs_on_the_server() {
     let message = build["error_message"].as_str().unwrap_or_default();
     assert!(message.contains("exec"), "{build}");
     assert_no_leak(&build.to_string());
+    // Changing another field keeps the stored kubeconfig: it is checked as if sent.
+    let (status, body) = target
+        .http
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/providers/{id}"),
+            &tenant.admin,
+            Some(json!({"config": {"auth_method": "kubeconfig", "namespace": "builds"}})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        fields(&body),
+        ["config.kubeconfig.users[0].user.exec"],
+        "{body}"
+    );
     assert!(
         !marker.exists(),
         "the tenant's exec plugin ran on the server"
