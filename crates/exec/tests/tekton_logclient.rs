@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::{AsyncBufReadExt, StreamExt};
-use imagefactory_exec::tekton::client::ClusterSettings;
 use imagefactory_exec::tekton::logclient::{KeepAlive, STREAMS_PER_CONNECTION};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams};

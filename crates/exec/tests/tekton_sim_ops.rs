@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use imagefactory_domain::provider::ProviderOwner;
 use imagefactory_domain::{BuildMethod, Secret};
-use imagefactory_exec::tekton::client::{ClientCache, ClusterSettings};
+use imagefactory_exec::tekton::client::ClientCache;
 use imagefactory_exec::tekton::namespace::namespace_name;
 use imagefactory_exec::tekton::retention::PERSISTED;
 use imagefactory_exec::tekton::tasks::install_tasks;
