@@ -299,8 +299,8 @@ fn crd_printer_columns(
         .unwrap_or_default()
 }
 
-/// The Tekton CRDs shipped with the crate: `crds/300-*.yaml` (copied from
-/// shared/tekton/crds) converted once to JSON, because parsing 1.4 MB of YAML
+/// The Tekton CRDs shipped with the crate: `crds/300-*.yaml` (Tekton's own,
+/// see `crds/README.md`) converted once to JSON, because parsing 1.4 MB of YAML
 /// takes seconds in debug builds and every test process would pay it. The
 /// test `embedded_json_matches_yaml` keeps the two in step (run it with
 /// `KUBE_SIM_REGENERATE_CRDS=1` after changing the YAML).

@@ -1,5 +1,5 @@
 //! Kubernetes `Status` error bodies with the reasons, messages and details the
-//! real API server produces (shapes in shared/tekton/reference/k8s-status-errors.json).
+//! real API server produces (shapes from the Kubernetes apimachinery source).
 
 use serde_json::{Value, json};
 

@@ -363,9 +363,8 @@ async fn missing_service_account_fails_pod_creation() {
 #[tokio::test]
 async fn failing_step_fails_taskrun_and_run_but_finally_runs() {
     let env = env_with(fast_options()).await;
-    for f in ["kaniko-0.7.yaml", "git-clone-0.9.yaml"] {
-        env.apply("ci", &load_yaml(&tekton_dir().join("catalog").join(f)))
-            .await;
+    for f in ["kaniko-push.yaml", "fetch-source.yaml"] {
+        env.apply("ci", &own_catalog_file(f)).await;
     }
     let mut pr = pipelinerun(
         "r",
@@ -374,9 +373,9 @@ async fn failing_step_fails_taskrun_and_run_but_finally_runs() {
             "pipelineSpec": {
                 "workspaces": [{"name": "src"}],
                 "tasks": [
-                    {"name": "clone", "taskRef": {"name": "git-clone"}, "params": [{"name": "url", "value": "https://git.example/app.git"}],
+                    {"name": "clone", "taskRef": {"name": "fetch-source"}, "params": [{"name": "url", "value": "https://git.example/app.git"}],
                      "workspaces": [{"name": "output", "workspace": "src"}]},
-                    {"name": "build", "taskRef": {"name": "kaniko"}, "runAfter": ["clone"], "params": [{"name": "IMAGE", "value": "registry.local/app:1"}],
+                    {"name": "build", "taskRef": {"name": "kaniko-push"}, "runAfter": ["clone"], "params": [{"name": "IMAGE", "value": "registry.local/app:1"}],
                      "workspaces": [{"name": "source", "workspace": "src"}]}
                 ],
                 "finally": [{"name": "report", "taskSpec": {"steps": [{"name": "say", "image": "busybox", "script": "echo reported"}]}}]

@@ -404,9 +404,9 @@ fn build_run(name: &str, image: &str) -> Value {
                 "params": [{"name": "image"}],
                 "workspaces": [{"name": "src"}],
                 "tasks": [
-                    {"name": "clone", "taskRef": {"name": "git-clone"}, "params": [{"name": "url", "value": "https://git.example/app.git"}],
+                    {"name": "clone", "taskRef": {"name": "fetch-source"}, "params": [{"name": "url", "value": "https://git.example/app.git"}],
                      "workspaces": [{"name": "output", "workspace": "src"}]},
-                    {"name": "build", "taskRef": {"name": "kaniko"}, "runAfter": ["clone"], "params": [{"name": "IMAGE", "value": "$(params.image)"}],
+                    {"name": "build", "taskRef": {"name": "kaniko-push"}, "runAfter": ["clone"], "params": [{"name": "IMAGE", "value": "$(params.image)"}],
                      "workspaces": [{"name": "source", "workspace": "src"}]}
                 ],
                 "results": [
@@ -421,9 +421,8 @@ fn build_run(name: &str, image: &str) -> Value {
 #[tokio::test]
 async fn catalog_build_writes_deterministic_digest_and_url() {
     let env = env_with(fast_options()).await;
-    for f in ["kaniko-0.7.yaml", "git-clone-0.9.yaml"] {
-        env.apply("ci", &load_yaml(&tekton_dir().join("catalog").join(f)))
-            .await;
+    for f in ["kaniko-push.yaml", "fetch-source.yaml"] {
+        env.apply("ci", &own_catalog_file(f)).await;
     }
     env.create(Some("ci"), build_run("one", "registry.local/app:1"))
         .await;

@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod provider_trust;
+mod secret_audit;
 mod server;
 
 use serde_json::json;

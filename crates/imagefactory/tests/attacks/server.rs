@@ -5,6 +5,14 @@
 
 use std::time::Duration;
 
+use imagefactory_exec::tekton::TektonVersion;
+use imagefactory_exec::tekton::namespace::ensure_namespace;
+use imagefactory_exec::tekton::secrets::OPERATOR_DOCKER_CONFIG;
+use imagefactory_exec::tekton::tasks::install_tasks;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ObjectMeta, PostParams};
+use kube_sim::tekton::ControllerOptions;
 use kube_sim::{KubeSim, KubeSimHandle, KubeSimOptions};
 use serde_json::{Value, json};
 
@@ -33,9 +41,16 @@ impl Target {
     /// `serve` with the embedded dispatcher and `extra` environment on top of
     /// the defaults (later entries win).
     pub async fn start(extra: &[(&str, String)]) -> Self {
-        let sim = KubeSim::start(KubeSimOptions::default())
-            .await
-            .expect("kube-sim starts");
+        // The Tekton controller at 1/20 of real time: a build takes ~0.5 s.
+        let sim = KubeSim::start(KubeSimOptions {
+            tekton: Some(ControllerOptions {
+                time_scale: 0.05,
+                ..ControllerOptions::default()
+            }),
+            ..KubeSimOptions::default()
+        })
+        .await
+        .expect("kube-sim starts");
         let db = fresh_database_url("attack");
         let port = free_port();
         let workdir = tempfile::tempdir().unwrap();
@@ -91,6 +106,71 @@ impl Target {
             .as_str()
             .unwrap()
             .to_owned()
+    }
+
+    /// What an operator does before a tenant's first Tekton build: its
+    /// namespace, Image Factory's Tasks and an empty `docker-config` Secret.
+    /// Returns the namespace.
+    pub async fn prepare_namespace(&self, tenant_id: &str) -> String {
+        let client = self.sim.kube_client().await.unwrap();
+        let tenant = tenant_id.parse().unwrap();
+        let namespace = ensure_namespace(&client, tenant).await.unwrap();
+        install_tasks(&client, TektonVersion::V1, &namespace)
+            .await
+            .unwrap();
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(OPERATOR_DOCKER_CONFIG.into()),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/dockerconfigjson".into()),
+            data: Some(
+                [(
+                    ".dockerconfigjson".to_owned(),
+                    ByteString(br#"{"auths":{}}"#.to_vec()),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        Api::<Secret>::namespaced(client, &namespace)
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        namespace
+    }
+
+    /// A tenant provider reaching kube-sim with its admin token.
+    pub fn sim_provider_config(&self) -> Value {
+        json!({
+            "auth_method": "token",
+            "endpoint": self.sim.endpoint(),
+            "token": self.sim.admin_token(),
+            "ca_cert": self.sim.ca_pem(),
+        })
+    }
+
+    /// Polls a build until it is terminal; returns it.
+    pub async fn wait_terminal(&self, token: &str, build_id: &str) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let (status, build) = self
+                .http
+                .get(&format!("/api/v1/builds/{build_id}"), token)
+                .await;
+            assert_eq!(status, 200, "{build}");
+            if ["succeeded", "failed", "cancelled", "timed_out"]
+                .contains(&build["status"].as_str().unwrap_or_default())
+            {
+                return build;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "build not terminal: {build}\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Everything the process wrote to stdout and stderr so far.

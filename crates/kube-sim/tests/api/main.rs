@@ -10,6 +10,9 @@ mod logs;
 mod patch;
 mod watch;
 
+#[path = "../tekton_support/dirs.rs"]
+mod tekton_dirs;
+
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube_sim::{KubeSim, KubeSimHandle, KubeSimOptions};

@@ -4,7 +4,10 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+mod dirs;
+pub use dirs::*;
+
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -17,24 +20,6 @@ use kube_sim::tekton::{ControllerOptions, model};
 use kube_sim::{KubeSim, KubeSimHandle, KubeSimOptions};
 use serde_json::{Value, json};
 
-/// The project's copy of the Tekton reference data (CRDs, examples, catalog).
-/// `KUBE_SIM_TEKTON_DIR` overrides; otherwise the nearest `shared/tekton` or
-/// `testdata/tekton` above the crate.
-pub fn tekton_dir() -> PathBuf {
-    if let Ok(d) = std::env::var("KUBE_SIM_TEKTON_DIR") {
-        return PathBuf::from(d);
-    }
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for dir in manifest.ancestors() {
-        for candidate in [dir.join("testdata/tekton"), dir.join("shared/tekton")] {
-            if candidate.join("examples").is_dir() {
-                return candidate;
-            }
-        }
-    }
-    panic!("Tekton reference data not found; set KUBE_SIM_TEKTON_DIR");
-}
-
 pub fn load_yaml(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let docs: Vec<Value> =
@@ -42,17 +27,19 @@ pub fn load_yaml(path: &Path) -> Vec<Value> {
     docs.into_iter().filter(|d| d.is_object()).collect()
 }
 
+/// The catalog Tasks of the set under test, which the simulated `git` and
+/// `hub` resolvers serve.
 pub fn catalog() -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut files: Vec<_> = std::fs::read_dir(tekton_dir().join("catalog"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    for f in files {
-        out.extend(load_yaml(&f));
-    }
-    out
+    yaml_files(&tekton_dir(), "catalog")
+        .iter()
+        .flat_map(|f| load_yaml(f))
+        .collect()
+}
+
+/// A catalog file of the repository's own fixtures (tests that rely on the
+/// Tasks' names and steps use these whatever set is under test).
+pub fn own_catalog_file(file: &str) -> Vec<Value> {
+    load_yaml(&own_dir().join("catalog").join(file))
 }
 
 pub fn gvr_of(kind: &str) -> Option<Gvr> {
