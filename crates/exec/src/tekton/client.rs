@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::connect::policy_client;
-use super::error::{TektonError, describe_kube_error, describe_kubeconfig_error};
+use super::error::{
+    TektonError, describe_kube_error, describe_kubeconfig_error, is_kubernetes_status,
+};
 use super::logclient::{KeepAlive, LogClients};
 use super::monitor::WatchHub;
 use crate::ProviderConnection;
@@ -731,7 +733,8 @@ pub async fn test_connection(
         }
         Err(kube::Error::Api(status)) => {
             report.reachable = true;
-            report.authenticated = status.code != 401;
+            // A body that is not a Kubernetes Status says nothing about our credentials.
+            report.authenticated = status.code != 401 && is_kubernetes_status(&status);
             report.error = Some(describe_kube_error(&kube::Error::Api(status)));
             return report;
         }

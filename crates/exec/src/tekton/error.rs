@@ -133,6 +133,12 @@ pub fn describe_kube_error(err: &kube::Error) -> String {
     }
 }
 
+/// Whether an API error's body was a Kubernetes `Status` (a known reason),
+/// not whatever else a server at the endpoint answered.
+pub fn is_kubernetes_status(status: &kube::core::Status) -> bool {
+    STATUS_REASONS.contains(&status.reason.as_str())
+}
+
 fn describe_status(status: &kube::core::Status) -> String {
     let hint = match status.code {
         401 => {
@@ -141,7 +147,7 @@ fn describe_status(status: &kube::core::Status) -> String {
         403 => " (the provider's identity lacks permission; grant it RBAC access)",
         _ => "",
     };
-    if !STATUS_REASONS.contains(&status.reason.as_str()) {
+    if !is_kubernetes_status(status) {
         return format!(
             "the server answered HTTP {} with a body that is not a Kubernetes API status{hint}",
             status.code

@@ -375,6 +375,7 @@ async fn errors_are_categories_never_a_remote_body() {
         assert!(error.contains(expected), "{endpoint}: {report}");
         assert!(!report.to_string().contains(marker), "{endpoint}: {report}");
         assert!(error.len() < 200, "{endpoint}: {report}");
+        assert_eq!(report["authenticated"], false, "{endpoint}: {report}");
     }
     target.stop().await;
 }
