@@ -5,6 +5,7 @@
 //! [`AppState::connection_tester`]: crate::AppState::connection_tester
 
 use futures::future::BoxFuture;
+use imagefactory_domain::provider::ProviderOwner;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -18,6 +19,9 @@ pub struct ConnectionTarget {
     pub tekton_enabled: bool,
     pub config_version: i64,
     pub config: Value,
+    /// A tenant's provider is tested under the address policy and may not
+    /// reference server files, whatever its stored config says.
+    pub owner: ProviderOwner,
 }
 
 impl std::fmt::Debug for ConnectionTarget {
@@ -25,6 +29,7 @@ impl std::fmt::Debug for ConnectionTarget {
         f.debug_struct("ConnectionTarget")
             .field("provider_id", &self.provider_id)
             .field("name", &self.name)
+            .field("owner", &self.owner)
             .field("config", &"[redacted]")
             .finish()
     }
@@ -40,7 +45,12 @@ pub struct ConnectionReport {
     pub server_version: Option<String>,
     /// `tekton.dev` API versions served, e.g. `["v1", "v1beta1"]`.
     pub tekton_versions: Vec<String>,
-    /// The configuration problem or the cluster's own error text.
+    /// The configuration problem, or what failed as a category and a short
+    /// cause: the HTTP status with the Kubernetes reason (and the cluster's
+    /// message, shortened, only when the answer was a Kubernetes `Status`),
+    /// "connection refused", "TLS: unknown certificate authority", "address
+    /// not allowed by the provider address policy", ... Never a response
+    /// body or a tool's output.
     pub error: Option<String>,
 }
 

@@ -20,6 +20,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use imagefactory_domain::Secret;
+use imagefactory_domain::address::AddressPolicy;
 use imagefactory_store::crypto::Cipher;
 use sqlx::PgPool;
 use tower_http::trace::TraceLayer;
@@ -55,6 +56,10 @@ pub struct AppState {
     pub followers: FollowerSlots,
     /// Failed authentication per client address (shared likewise).
     pub auth_throttle: AuthThrottle,
+    /// Where tenant providers' endpoints may point (checked when a provider
+    /// is saved; the executor checks resolved addresses again when it
+    /// connects). Default: loopback, link-local and unspecified refused.
+    pub provider_address_policy: Arc<AddressPolicy>,
 }
 
 impl AppState {
@@ -70,6 +75,7 @@ impl AppState {
             limits: HttpLimits::default(),
             followers: FollowerSlots::default(),
             auth_throttle: AuthThrottle::default(),
+            provider_address_policy: Arc::new(AddressPolicy::new(false)),
         }
     }
 }

@@ -48,7 +48,7 @@ async fn main() -> ExitCode {
 
 /// `Ok(true)`: the demo build succeeded (with `--exit`) or the server was
 /// stopped cleanly after the demo.
-async fn run(args: DevArgs) -> anyhow::Result<bool> {
+async fn run(mut args: DevArgs) -> anyhow::Result<bool> {
     let cipher = cipher(&args.key())?;
     let admin = match &args.admin_token {
         Some(t) => t.clone(),
@@ -82,6 +82,23 @@ async fn run(args: DevArgs) -> anyhow::Result<bool> {
         database::redact_url(&args.database_url)
     );
 
+    // Bound first: the address policy refuses the API's own address.
+    let listener = match tokio::net::TcpListener::bind(args.listen_addr()).await {
+        Ok(l) => l,
+        Err(e) => {
+            sim.shutdown().await;
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot listen on {} (another server there? choose one with --port)",
+                    args.listen_addr()
+                )
+            });
+        }
+    };
+    // The demo's tenant provider points at kube-sim on 127.0.0.1.
+    args.executors.tekton.provider_allow_loopback = true;
+    args.executors.tekton.api_listen_addr = Some(listener.local_addr()?);
+    let policy = args.executors.tekton.address_policy();
     let shutdown = CancellationToken::new();
     let signal = tokio::spawn(cancel_on_signal(shutdown.clone()));
     let dispatcher = start_dispatcher(
@@ -96,21 +113,8 @@ async fn run(args: DevArgs) -> anyhow::Result<bool> {
     args.http.apply(&mut state);
     state.dispatcher_stale_after =
         imagefactory_dispatch::admin::stale_after(&args.executors.dispatcher);
-    state.connection_tester = Some(Arc::new(connection::TektonConnectionTester));
-    let listener = match tokio::net::TcpListener::bind(args.listen_addr()).await {
-        Ok(l) => l,
-        Err(e) => {
-            shutdown.cancel();
-            let _ = dispatcher.await;
-            sim.shutdown().await;
-            return Err(e).with_context(|| {
-                format!(
-                    "cannot listen on {} (another server there? choose one with --port)",
-                    args.listen_addr()
-                )
-            });
-        }
-    };
+    state.provider_address_policy = policy.clone();
+    state.connection_tester = Some(Arc::new(connection::TektonConnectionTester { policy }));
     let base_url = format!("http://{}", listener.local_addr()?);
     println!("Image Factory API at {base_url}, embedded dispatcher with the Tekton executor");
     let http = tokio::spawn(http::serve(

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use imagefactory_domain::provider::ProviderOwner;
 use imagefactory_domain::{BuildMethod, MethodConfig};
 use imagefactory_exec::{
     ExecutionContext, GitCredential, GitSource, ProviderConnection, RegistryAuth,
@@ -80,6 +81,12 @@ pub fn build_context(
                 tekton_enabled: inputs.provider_tekton_enabled.unwrap_or(false),
                 config_version: inputs.provider_config_version.unwrap_or(1),
                 config: opened,
+                // Anything not known to be the platform admin's is a tenant's.
+                owner: if inputs.provider_is_global == Some(true) {
+                    ProviderOwner::Global
+                } else {
+                    ProviderOwner::Tenant
+                },
             })
         }
         _ => None,
@@ -206,6 +213,7 @@ mod tests {
             provider_config_version: Some(7),
             provider_config: Some(config),
             local_builds_allowed: false,
+            provider_is_global: Some(false),
         }
     }
 
@@ -230,6 +238,7 @@ mod tests {
         let provider = ctx.provider.as_ref().unwrap();
         assert_eq!(provider.config["token"], "tok-123");
         assert_eq!(provider.config_version, 7);
+        assert_eq!(provider.owner, ProviderOwner::Tenant);
         assert_eq!(ctx.config.build_args["A"], "1");
         assert_eq!(ctx.config.metadata["registry_repo"], "r.example/cache");
         // Nothing secret prints.

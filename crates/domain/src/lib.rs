@@ -4,6 +4,7 @@
 //! The optional `openapi` feature derives `utoipa::ToSchema` for the types the
 //! API shows, so the OpenAPI document is generated from these definitions.
 
+pub mod address;
 pub mod build;
 pub mod git;
 pub mod image;
@@ -15,6 +16,7 @@ pub mod role;
 pub mod secret;
 pub mod validation;
 
+pub use address::AddressPolicy;
 pub use build::{
     BuildMethod, BuildStatus, ExecutorKind, InfrastructureType, MethodConfig, UnknownVariant,
 };

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::address::AddressPolicy;
 use crate::build::UnknownVariant;
 use crate::names::{is_dns_label, is_dns_subdomain};
 use crate::validation::Violations;
@@ -50,11 +51,24 @@ const KUBERNETES_FIELDS: &[&str] = &[
 ];
 const LOCAL_FIELDS: &[&str] = &["work_dir"];
 
+/// Who owns a provider's config, which decides what it may reference. A
+/// tenant's config is data only: it may not name files on the server, run
+/// programs (kubeconfig `exec`) or point at addresses the [`AddressPolicy`]
+/// refuses. The platform admin's global providers may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderOwner {
+    Global,
+    Tenant,
+}
+
 /// Validate a provider's config object as a user sent it (secrets in plain
-/// text). Every problem names its field as `config.<key>`.
+/// text). Every problem names its field as `config.<key>`. `policy` applies
+/// to tenant providers' endpoints only.
 pub fn validate_provider_config(
     provider_type: ProviderType,
     config: &Value,
+    owner: ProviderOwner,
+    policy: &AddressPolicy,
 ) -> Result<(), Violations> {
     let mut v = Violations::new();
     let Some(map) = config.as_object() else {
@@ -77,7 +91,12 @@ pub fn validate_provider_config(
         }
     }
     match provider_type {
-        ProviderType::Kubernetes => validate_kubernetes(map, &mut v),
+        ProviderType::Kubernetes => {
+            validate_kubernetes(map, &mut v);
+            if owner == ProviderOwner::Tenant {
+                check_tenant_kubernetes(map, policy, &mut v);
+            }
+        }
         ProviderType::Local => {
             if let Some(dir) = optional_string(map, "work_dir", &mut v)
                 && !dir.starts_with('/')
@@ -230,6 +249,131 @@ fn validate_kubernetes(map: &Map<String, Value>, v: &mut Violations) {
     }
 }
 
+/// What a tenant's Kubernetes config may not do: reference server files, run
+/// programs, use a proxy, or point at an address the policy refuses.
+fn check_tenant_kubernetes(map: &Map<String, Value>, policy: &AddressPolicy, v: &mut Violations) {
+    for field in ["endpoint", "apiServer"] {
+        if let Some(Value::String(url)) = map.get(field)
+            && (url.starts_with("https://") || url.starts_with("http://"))
+            && let Err(why) = policy.check_url(url)
+        {
+            v.add(format!("config.{field}"), why);
+        }
+    }
+    if map.get("kubeconfig_path").is_some_and(|p| !p.is_null()) {
+        v.add(
+            "config.kubeconfig_path",
+            "a tenant's provider cannot reference files on the server; send the kubeconfig itself in `kubeconfig`",
+        );
+    }
+    if let Some(Value::String(text)) = map.get("kubeconfig") {
+        check_tenant_kubeconfig(text, policy, v);
+    }
+}
+
+/// The parts of a kubeconfig document that matter here; everything else is
+/// ignored, as kube's own parser (the same YAML library) ignores it.
+#[derive(Deserialize)]
+struct KubeconfigDoc {
+    #[serde(default)]
+    clusters: Option<Vec<NamedEntry>>,
+    #[serde(default)]
+    users: Option<Vec<NamedEntry>>,
+}
+
+#[derive(Deserialize)]
+struct NamedEntry {
+    #[serde(default)]
+    cluster: Option<Map<String, Value>>,
+    #[serde(default)]
+    user: Option<Map<String, Value>>,
+}
+
+/// User fields that run a program or read a server file, and why each is refused.
+pub const FORBIDDEN_USER_FIELDS: &[(&str, &str)] = &[
+    (
+        "exec",
+        "runs a program on the server; not allowed in a tenant's provider (use token or client-certificate-data)",
+    ),
+    (
+        "auth-provider",
+        "runs an authentication plugin on the server; not allowed in a tenant's provider (use token or client-certificate-data)",
+    ),
+    (
+        "tokenFile",
+        "reads a file on the server; not allowed in a tenant's provider (use token)",
+    ),
+    (
+        "token-file",
+        "reads a file on the server; not allowed in a tenant's provider (use token)",
+    ),
+    (
+        "client-certificate",
+        "is a file on the server; not allowed in a tenant's provider (use client-certificate-data)",
+    ),
+    (
+        "client-key",
+        "is a file on the server; not allowed in a tenant's provider (use client-key-data)",
+    ),
+];
+
+/// Cluster fields refused in a tenant's kubeconfig, and why.
+pub const FORBIDDEN_CLUSTER_FIELDS: &[(&str, &str)] = &[
+    (
+        "certificate-authority",
+        "is a file on the server; not allowed in a tenant's provider (use certificate-authority-data or config.ca_cert)",
+    ),
+    ("proxy-url", "a proxy is not allowed in a tenant's provider"),
+];
+
+fn check_tenant_kubeconfig(text: &str, policy: &AddressPolicy, v: &mut Violations) {
+    // Never echo the parser's error: it quotes the document, which holds credentials.
+    let Ok(docs) = serde_saphyr::from_multiple::<KubeconfigDoc>(text) else {
+        v.add(
+            "config.kubeconfig",
+            "is not a valid kubeconfig document (YAML with clusters, users, contexts)",
+        );
+        return;
+    };
+    if docs.len() > 1 {
+        v.add("config.kubeconfig", "must be a single YAML document");
+        return;
+    }
+    let Some(doc) = docs.into_iter().next() else {
+        return;
+    };
+    for (i, entry) in doc.users.iter().flatten().enumerate() {
+        for (key, why) in FORBIDDEN_USER_FIELDS {
+            if entry.user.as_ref().is_some_and(|u| u.contains_key(*key)) {
+                v.add(format!("config.kubeconfig.users[{i}].user.{key}"), *why);
+            }
+        }
+    }
+    for (i, entry) in doc.clusters.iter().flatten().enumerate() {
+        let Some(cluster) = &entry.cluster else {
+            continue;
+        };
+        for (key, why) in FORBIDDEN_CLUSTER_FIELDS {
+            if cluster.contains_key(*key) {
+                v.add(
+                    format!("config.kubeconfig.clusters[{i}].cluster.{key}"),
+                    *why,
+                );
+            }
+        }
+        let field = format!("config.kubeconfig.clusters[{i}].cluster.server");
+        match cluster.get("server") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(url)) => {
+                if let Err(why) = policy.check_url(url) {
+                    v.add(field, why);
+                }
+            }
+            Some(_) => v.add(field, "must be a string"),
+        }
+    }
+}
+
 /// Whether a *stored* Kubernetes config (secret fields may be sealed
 /// envelopes) has what its auth method needs: the test for "usable" when a
 /// build is given the default global provider.
@@ -287,10 +431,141 @@ mod tests {
     use serde_json::json;
 
     fn fields(config: Value) -> Vec<String> {
-        validate_provider_config(ProviderType::Kubernetes, &config)
-            .err()
-            .map(|v| v.into_vec().into_iter().map(|e| e.field).collect())
-            .unwrap_or_default()
+        fields_as(ProviderOwner::Global, config)
+    }
+
+    fn fields_as(owner: ProviderOwner, config: Value) -> Vec<String> {
+        validate_provider_config(
+            ProviderType::Kubernetes,
+            &config,
+            owner,
+            &AddressPolicy::new(false),
+        )
+        .err()
+        .map(|v| v.into_vec().into_iter().map(|e| e.field).collect())
+        .unwrap_or_default()
+    }
+
+    fn tenant_kubeconfig(user: &str, cluster: &str) -> Value {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n{cluster}\nusers:\n- name: u\n  user:\n{user}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+        );
+        json!({"auth_method": "kubeconfig", "kubeconfig": text})
+    }
+
+    #[test]
+    fn tenant_kubeconfigs_are_data_only() {
+        let server = "    server: https://k8s.example.com:6443";
+        let tenant = |user: &str, cluster: &str| {
+            fields_as(ProviderOwner::Tenant, tenant_kubeconfig(user, cluster))
+        };
+        assert!(tenant("    token: abc", server).is_empty());
+        assert!(
+            tenant(
+                "    client-certificate-data: eA==\n    client-key-data: eA==",
+                &format!("{server}\n    certificate-authority-data: eA==")
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            tenant(
+                "    exec:\n      command: /bin/sh\n      args: [-c, id]\n      apiVersion: client.authentication.k8s.io/v1",
+                server
+            ),
+            ["config.kubeconfig.users[0].user.exec"]
+        );
+        assert_eq!(
+            tenant("    auth-provider: {name: gcp}", server),
+            ["config.kubeconfig.users[0].user.auth-provider"]
+        );
+        assert_eq!(
+            tenant("    tokenFile: /etc/passwd", server),
+            ["config.kubeconfig.users[0].user.tokenFile"]
+        );
+        assert_eq!(
+            tenant(
+                "    client-certificate: /etc/c\n    client-key: /etc/k",
+                server
+            ),
+            [
+                "config.kubeconfig.users[0].user.client-certificate",
+                "config.kubeconfig.users[0].user.client-key"
+            ]
+        );
+        assert_eq!(
+            tenant(
+                "    token: t",
+                &format!(
+                    "{server}\n    certificate-authority: /etc/ca\n    proxy-url: http://p:3128"
+                )
+            ),
+            [
+                "config.kubeconfig.clusters[0].cluster.certificate-authority",
+                "config.kubeconfig.clusters[0].cluster.proxy-url"
+            ]
+        );
+        assert_eq!(
+            tenant("    token: t", "    server: https://169.254.169.254"),
+            ["config.kubeconfig.clusters[0].cluster.server"]
+        );
+        // The platform admin's providers may use all of it.
+        let exec = tenant_kubeconfig(
+            "    exec: {command: /bin/true}",
+            "    server: https://127.0.0.1",
+        );
+        assert!(fields(exec).is_empty());
+    }
+
+    #[test]
+    fn tenant_kubeconfig_shape_and_paths() {
+        let t = |c: Value| fields_as(ProviderOwner::Tenant, c);
+        assert_eq!(
+            t(json!({"auth_method": "kubeconfig", "kubeconfig_path": "/etc/passwd"})),
+            ["config.kubeconfig_path"]
+        );
+        assert_eq!(
+            t(json!({"auth_method": "kubeconfig", "kubeconfig": "a: [unclosed"})),
+            ["config.kubeconfig"]
+        );
+        assert_eq!(
+            t(
+                json!({"auth_method": "kubeconfig", "kubeconfig": "users: []\n---\nusers:\n- name: u\n  user: {exec: {command: x}}\n"})
+            ),
+            ["config.kubeconfig"]
+        );
+        let err = validate_provider_config(
+            ProviderType::Kubernetes,
+            &json!({"auth_method": "kubeconfig", "kubeconfig": "root:x:0:0:root:/root:/bin/bash\n- ["}),
+            ProviderOwner::Tenant,
+            &AddressPolicy::new(false),
+        )
+        .unwrap_err();
+        assert!(!format!("{err:?}").contains("root:x"), "{err:?}");
+    }
+
+    #[test]
+    fn tenant_endpoints_follow_the_address_policy() {
+        let t = |e: &str| {
+            fields_as(
+                ProviderOwner::Tenant,
+                json!({"auth_method": "token", "endpoint": e, "token": "t"}),
+            )
+        };
+        assert_eq!(t("https://127.0.0.1:6443"), ["config.endpoint"]);
+        assert_eq!(t("http://169.254.169.254"), ["config.endpoint"]);
+        assert_eq!(t("https://localhost"), ["config.endpoint"]);
+        assert!(t("https://k8s.example.com").is_empty());
+        assert!(
+            fields(json!({"auth_method": "token", "endpoint": "https://127.0.0.1", "token": "t"}))
+                .is_empty()
+        );
+        let allowed = validate_provider_config(
+            ProviderType::Kubernetes,
+            &json!({"auth_method": "token", "apiServer": "https://127.0.0.1:6443", "token": "t"}),
+            ProviderOwner::Tenant,
+            &AddressPolicy::new(true),
+        );
+        assert!(allowed.is_ok());
     }
 
     #[test]
@@ -354,10 +629,16 @@ mod tests {
             ["config.tokn"]
         );
         assert_eq!(fields(json!("text")), ["config"]);
-        assert!(validate_provider_config(ProviderType::Local, &json!({})).is_ok());
-        assert!(
-            validate_provider_config(ProviderType::Local, &json!({"work_dir": "rel"})).is_err()
-        );
+        let local = |c: Value| {
+            validate_provider_config(
+                ProviderType::Local,
+                &c,
+                ProviderOwner::Tenant,
+                &AddressPolicy::default(),
+            )
+        };
+        assert!(local(json!({})).is_ok());
+        assert!(local(json!({"work_dir": "rel"})).is_err());
     }
 
     #[test]
@@ -374,7 +655,7 @@ mod tests {
         #[test]
         fn valid_token_configs_are_usable(host in "[a-z]{1,10}", port in 1u16.., token in "[A-Za-z0-9._-]{1,40}") {
             let config = json!({"auth_method": "token", "endpoint": format!("https://{host}:{port}"), "token": token});
-            prop_assert!(validate_provider_config(ProviderType::Kubernetes, &config).is_ok());
+            prop_assert!(validate_provider_config(ProviderType::Kubernetes, &config, ProviderOwner::Tenant, &AddressPolicy::default()).is_ok());
             prop_assert!(is_usable_kubernetes_config(&config));
         }
     }

@@ -681,11 +681,14 @@ impl Bench {
         .unwrap()
         .id;
         // The tenant namespace and the project's Tasks, as an operator would.
-        let client = ClusterSettings::parse(&sim.provider_config())
-            .unwrap()
-            .client()
-            .await
-            .unwrap();
+        let client = ClusterSettings::parse(
+            &sim.provider_config(),
+            imagefactory_domain::provider::ProviderOwner::Global,
+        )
+        .unwrap()
+        .client()
+        .await
+        .unwrap();
         ensure_namespace(&client, tenant).await.unwrap();
         install_tasks(&client, TektonVersion::V1, &namespace_name(tenant))
             .await
@@ -877,7 +880,11 @@ async fn components(sim: &SimProcess, bench: &Bench, warm: Uuid) {
     use imagefactory_exec::tekton::status::{run_summary, taskrun_summary};
     use imagefactory_exec::{ExecutionContext, Executor, GitSource, ProviderConnection};
 
-    let settings = ClusterSettings::parse(&sim.provider_config()).unwrap();
+    let settings = ClusterSettings::parse(
+        &sim.provider_config(),
+        imagefactory_domain::provider::ProviderOwner::Global,
+    )
+    .unwrap();
     let (client, logs) = settings.clients().await.unwrap();
     let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
         client.clone(),
@@ -933,6 +940,7 @@ async fn components(sim: &SimProcess, bench: &Bench, warm: Uuid) {
             tekton_enabled: true,
             config_version: 1,
             config: sim.provider_config(),
+            owner: imagefactory_domain::provider::ProviderOwner::Global,
         }),
         timeout: Duration::from_secs(3600),
     };

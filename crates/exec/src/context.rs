@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use imagefactory_domain::provider::ProviderOwner;
 use imagefactory_domain::{BuildMethod, ExecutorKind, MethodConfig, Secret};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -63,6 +64,10 @@ pub struct ProviderConnection {
     /// Changes whenever the provider's config changes (cache key for clients).
     pub config_version: i64,
     pub config: serde_json::Value,
+    /// A tenant's config is data only: no server files, no kubeconfig
+    /// `exec`, endpoints under the address policy (checked again at use,
+    /// whatever the stored row says).
+    pub owner: ProviderOwner,
 }
 
 impl std::fmt::Debug for ProviderConnection {
@@ -72,6 +77,7 @@ impl std::fmt::Debug for ProviderConnection {
             .field("name", &self.name)
             .field("tekton_enabled", &self.tekton_enabled)
             .field("config_version", &self.config_version)
+            .field("owner", &self.owner)
             .field("config", &"[redacted]")
             .finish()
     }

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::{AsyncBufReadExt, StreamExt};
-use imagefactory_exec::tekton::client::ClusterSettings;
 use imagefactory_exec::tekton::logclient::{KeepAlive, STREAMS_PER_CONNECTION};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams};
@@ -24,7 +23,7 @@ async fn many_follow_streams_share_a_few_http2_connections() {
     let sim = Sim::start(SimOptions::default()).await;
     let cluster = running_pod_with_a_line(&sim);
 
-    let settings = ClusterSettings::parse(&sim.config()).unwrap();
+    let settings = tenant_settings(&sim.config());
     let (_client, logs) = settings.clients().await.unwrap();
     assert!(logs.multiplexed(), "kube-sim offers h2: log streams use it");
 
@@ -83,11 +82,7 @@ async fn a_plain_http_endpoint_keeps_http1_for_logs() {
         "endpoint": sim.http_endpoint().unwrap(),
         "token": sim.admin_token(),
     });
-    let (_client, logs) = ClusterSettings::parse(&config)
-        .unwrap()
-        .clients()
-        .await
-        .unwrap();
+    let (_client, logs) = tenant_settings(&config).clients().await.unwrap();
     assert!(!logs.multiplexed());
     // The fallback client works: the pods of a namespace can be listed.
     let pods: Api<Pod> = Api::namespaced(logs.client(), "default");
@@ -190,8 +185,7 @@ async fn keepalive_pings_keep_a_quiet_stream_and_close_a_silently_dead_connectio
         interval: Duration::from_millis(100),
         timeout: Duration::from_secs(5),
     };
-    let (_client, logs) = ClusterSettings::parse(&config)
-        .unwrap()
+    let (_client, logs) = tenant_settings(&config)
         .clients_with(keepalive)
         .await
         .unwrap();

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use imagefactory_domain::provider::ProviderOwner;
 use imagefactory_domain::{BuildMethod, MethodConfig};
 use imagefactory_exec::tekton::client::{ClusterSettings, TektonVersion};
 use imagefactory_exec::tekton::plan::{BoundSecrets, render_context};
@@ -13,8 +14,12 @@ use imagefactory_exec::{ExecutionContext, GitSource};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+fn parse(config: &Value) -> Result<ClusterSettings, String> {
+    ClusterSettings::parse(config, ProviderOwner::Tenant)
+}
+
 fn settings() -> ClusterSettings {
-    ClusterSettings::parse(&json!({
+    parse(&json!({
         "auth_method": "token", "endpoint": "https://127.0.0.1:6443", "token": "t"
     }))
     .unwrap()
@@ -332,7 +337,7 @@ fn v1beta1_conversion_moves_the_service_account() {
 
 #[test]
 fn tasks_namespace_uses_the_cluster_resolver() {
-    let settings = ClusterSettings::parse(&json!({
+    let settings = parse(&json!({
         "auth_method": "token", "endpoint": "https://k:6443", "token": "t", "tasks_namespace": "tekton-tasks"
     }))
     .unwrap();
@@ -359,25 +364,23 @@ fn tasks_namespace_uses_the_cluster_resolver() {
 
 #[test]
 fn provider_config_errors_name_the_field() {
-    let err = ClusterSettings::parse(&json!({"auth_method": "token", "endpoint": "https://k"}))
-        .unwrap_err();
+    let err = parse(&json!({"auth_method": "token", "endpoint": "https://k"})).unwrap_err();
     assert_eq!(
         err,
         "provider config field `token` is required for auth_method token"
     );
-    let err = ClusterSettings::parse(&json!({"auth_method": "magic"})).unwrap_err();
+    let err = parse(&json!({"auth_method": "magic"})).unwrap_err();
     assert!(err.contains("`auth_method`"), "{err}");
-    let err = ClusterSettings::parse(
-        &json!({"auth_method": "client-cert", "apiServer": "https://k", "client_cert": "c"}),
-    )
-    .unwrap_err();
+    let err =
+        parse(&json!({"auth_method": "client-cert", "apiServer": "https://k", "client_cert": "c"}))
+            .unwrap_err();
     assert_eq!(
         err,
         "provider config field `client_key` is required for auth_method client-cert"
     );
-    let err = ClusterSettings::parse(&json!({"auth_method": "token", "endpoint": "https://k", "token": "t", "insecure_skip_tls_verify": "yes"})).unwrap_err();
+    let err = parse(&json!({"auth_method": "token", "endpoint": "https://k", "token": "t", "insecure_skip_tls_verify": "yes"})).unwrap_err();
     assert!(err.contains("insecure_skip_tls_verify"), "{err}");
-    let ok = ClusterSettings::parse(
+    let ok = parse(
         &json!({"auth_method": "token", "apiServer": "https://k", "token": "t",
         "retention": {"keep_last": 5, "ttl_seconds": 3600}}),
     )

@@ -550,7 +550,8 @@ async fn a_run_deleted_behind_our_back_fails_the_build() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn test_connection_reports_versions_and_auth() {
     let sim = Sim::start(SimOptions::default()).await;
-    let report = imagefactory_exec::tekton::test_connection(&sim.provider()).await;
+    let report =
+        imagefactory_exec::tekton::test_connection(&sim.provider(), loopback_policy()).await;
     assert!(report.reachable && report.authenticated, "{report:?}");
     assert!(
         report.tekton_versions.contains(&"v1".to_string()),
@@ -559,18 +560,25 @@ async fn test_connection_reports_versions_and_auth() {
     assert_eq!(report.error, None);
     let mut config = sim.config();
     config["token"] = json!("wrong");
-    let report = imagefactory_exec::tekton::test_connection(&sim.provider_with(config)).await;
+    let report =
+        imagefactory_exec::tekton::test_connection(&sim.provider_with(config), loopback_policy())
+            .await;
     assert!(report.reachable && !report.authenticated, "{report:?}");
     assert!(report.error.unwrap().contains("401"));
     // Without the CA the server's certificate is not trusted: TLS is verified.
     let mut config: Value = sim.config();
     config.as_object_mut().unwrap().remove("ca_cert");
-    let report =
-        imagefactory_exec::tekton::test_connection(&sim.provider_with(config.clone())).await;
+    let report = imagefactory_exec::tekton::test_connection(
+        &sim.provider_with(config.clone()),
+        loopback_policy(),
+    )
+    .await;
     assert!(!report.authenticated, "{report:?}");
     assert!(report.error.is_some());
     config["insecure_skip_tls_verify"] = json!(true);
-    let report = imagefactory_exec::tekton::test_connection(&sim.provider_with(config)).await;
+    let report =
+        imagefactory_exec::tekton::test_connection(&sim.provider_with(config), loopback_policy())
+            .await;
     assert!(report.authenticated, "explicit opt-out works: {report:?}");
 }
 
@@ -798,6 +806,7 @@ async fn cancel_of_a_run_with_finally_tasks_lets_them_run() {
             templates_dir: Some(dir.path().to_path_buf()),
             log_drain: Duration::from_secs(20),
             cancel_grace: Duration::from_secs(30),
+            address_policy: loopback_policy(),
             ..Default::default()
         })
         .await

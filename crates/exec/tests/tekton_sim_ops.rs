@@ -7,8 +7,9 @@ mod tekton_support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use imagefactory_domain::provider::ProviderOwner;
 use imagefactory_domain::{BuildMethod, Secret};
-use imagefactory_exec::tekton::client::{ClientCache, ClusterSettings};
+use imagefactory_exec::tekton::client::ClientCache;
 use imagefactory_exec::tekton::namespace::namespace_name;
 use imagefactory_exec::tekton::retention::PERSISTED;
 use imagefactory_exec::tekton::tasks::install_tasks;
@@ -287,7 +288,7 @@ async fn client_cert_and_kubeconfig_auth_work_and_tls_is_verified() {
         "client_key": cert.key_pem,
         "ca_cert": sim.handle.ca_pem(),
     }));
-    let report = test_connection(&provider).await;
+    let report = test_connection(&provider, loopback_policy()).await;
     assert!(
         report.authenticated && report.tekton_versions.contains(&"v1".to_string()),
         "{report:?}"
@@ -296,7 +297,7 @@ async fn client_cert_and_kubeconfig_auth_work_and_tls_is_verified() {
     let inline = sim.provider_with(
         json!({"auth_method": "kubeconfig", "kubeconfig": sim.handle.kubeconfig_yaml()}),
     );
-    let report = test_connection(&inline).await;
+    let report = test_connection(&inline, loopback_policy()).await;
     assert!(report.authenticated, "{report:?}");
 
     let dir = tempfile::tempdir().unwrap();
@@ -307,24 +308,35 @@ async fn client_cert_and_kubeconfig_auth_work_and_tls_is_verified() {
             .kubeconfig_yaml_for(Credentials::ClientCert(&cert), "default"),
     )
     .unwrap();
-    let by_path = sim.provider_with(
+    // A file on the server: only the platform admin's (global) provider may name one.
+    let mut by_path = sim.provider_with(
         json!({"auth_method": "kubeconfig", "kubeconfig_path": path, "context": "kube-sim"}),
     );
-    let report = test_connection(&by_path).await;
+    let report = test_connection(&by_path, loopback_policy()).await;
+    assert!(!report.reachable, "{report:?}");
+    assert!(
+        report.error.as_deref().unwrap().contains("kubeconfig_path"),
+        "{report:?}"
+    );
+    by_path.owner = ProviderOwner::Global;
+    let report = test_connection(&by_path, loopback_policy()).await;
     assert!(report.authenticated, "{report:?}");
-    let wrong_context = sim.provider_with(
+    let mut wrong_context = sim.provider_with(
         json!({"auth_method": "kubeconfig", "kubeconfig_path": path, "context": "nope"}),
     );
-    let report = test_connection(&wrong_context).await;
+    wrong_context.owner = ProviderOwner::Global;
+    let report = test_connection(&wrong_context, loopback_policy()).await;
     assert!(!report.reachable && report.error.is_some(), "{report:?}");
 
     // A CA that did not sign the server's certificate is refused.
     let other = Sim::start(SimOptions::default()).await;
     let mut config = sim.config();
     config["ca_cert"] = json!(other.handle.ca_pem());
-    let report = test_connection(&sim.provider_with(config.clone())).await;
-    assert!(
-        !report.authenticated && report.error.is_some(),
+    let report = test_connection(&sim.provider_with(config.clone()), loopback_policy()).await;
+    assert!(!report.authenticated, "{report:?}");
+    assert_eq!(
+        report.error.as_deref(),
+        Some("TLS: unknown certificate authority"),
         "{report:?}"
     );
     // ...and a build against it fails (not transient: the config is wrong).
@@ -378,7 +390,7 @@ async fn builds_without_a_provider_use_the_global_cluster_only_when_configured()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_are_cached_per_provider_and_rebuilt_on_config_change() {
     let sim = Sim::start(SimOptions::default()).await;
-    let cache = ClientCache::new();
+    let cache = ClientCache::new().with_address_policy(loopback_policy());
     let mut provider = sim.provider();
     let a = cache.cluster(Some(&provider)).await.unwrap();
     let b = cache.cluster(Some(&provider)).await.unwrap();
@@ -571,7 +583,7 @@ async fn a_foreign_secret_with_our_name_is_refused_not_used() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn installing_tasks_twice_is_idempotent() {
     let sim = Sim::start(SimOptions::default()).await;
-    let settings = ClusterSettings::parse(&sim.config()).unwrap();
+    let settings = tenant_settings(&sim.config());
     let client = settings.client().await.unwrap();
     let tenant = Uuid::new_v4();
     imagefactory_exec::tekton::namespace::ensure_namespace(&client, tenant)
@@ -701,5 +713,114 @@ async fn an_identity_that_may_not_watch_runs_fails_the_build_clearly() {
     assert!(
         text.contains("cannot watch PipelineRuns") && text.contains("403"),
         "{text}"
+    );
+}
+
+/// A kubeconfig for the sim whose user runs `script` as its exec plugin,
+/// answering with the admin token (so the plugin works when it is run).
+fn exec_kubeconfig(sim: &Sim, script: &str) -> String {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(sim.handle.ca_pem());
+    let credential = format!(
+        r#"{{"kind":"ExecCredential","apiVersion":"client.authentication.k8s.io/v1beta1","status":{{"token":"{}"}}}}"#,
+        sim.handle.admin_token()
+    );
+    let args = serde_json::to_string(&["-c", &format!("{script}; echo '{credential}'")]).unwrap();
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\nusers:\n- name: u\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1beta1\n      command: /bin/sh\n      args: {args}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+        sim.handle.endpoint()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_kubeconfig_runs_no_program_and_reads_no_file_whatever_is_stored() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ran");
+    let kubeconfig = exec_kubeconfig(&sim, &format!("touch {}", marker.display()));
+    // A row stored before validation refused it: the executor refuses it too.
+    let mut provider =
+        sim.provider_with(json!({"auth_method": "kubeconfig", "kubeconfig": kubeconfig}));
+    let report = test_connection(&provider, loopback_policy()).await;
+    let error = report.error.clone().unwrap_or_default();
+    assert!(!report.reachable, "{report:?}");
+    assert!(error.contains("users[0].user.exec"), "{error}");
+    let (_tx, stop) = no_stop();
+    let outcome = executor()
+        .await
+        .start(
+            context(BuildMethod::Kaniko, provider.clone(), Uuid::new_v4()),
+            MemorySink::new(),
+            stop,
+        )
+        .await;
+    assert!(
+        matches!(&outcome, Outcome::Failed { message } if message.contains("exec")),
+        "{outcome:?}"
+    );
+    assert!(!marker.exists(), "a tenant's exec plugin ran");
+    // The platform admin's provider may use a plugin: the test would see it run.
+    provider.owner = ProviderOwner::Global;
+    let report = test_connection(&provider, loopback_policy()).await;
+    assert!(report.authenticated, "{report:?}");
+    assert!(marker.exists());
+
+    // tokenFile: a server file sent as the bearer token.
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, sim.handle.admin_token()).unwrap();
+    let with_file = sim.handle.kubeconfig_yaml().replace(
+        &format!("token: {}", sim.handle.admin_token()),
+        &format!("tokenFile: {}", token_file.display()),
+    );
+    assert!(with_file.contains("tokenFile"), "{with_file}");
+    let mut provider =
+        sim.provider_with(json!({"auth_method": "kubeconfig", "kubeconfig": with_file}));
+    let report = test_connection(&provider, loopback_policy()).await;
+    let error = report.error.clone().unwrap_or_default();
+    assert!(
+        !report.authenticated && error.contains("tokenFile"),
+        "{report:?}"
+    );
+    provider.owner = ProviderOwner::Global;
+    let report = test_connection(&provider, loopback_policy()).await;
+    assert!(report.authenticated, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_provider_on_a_refused_address_is_not_connected_to() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let strict = Arc::new(imagefactory_domain::AddressPolicy::new(false));
+    let policy_refusal = "address not allowed by the provider address policy";
+    let report = test_connection(&sim.provider(), strict.clone()).await;
+    assert!(!report.reachable, "{report:?}");
+    assert!(
+        report.error.as_deref().unwrap().starts_with(policy_refusal),
+        "{report:?}"
+    );
+    // `localhost` by name, and the executor's builds, too.
+    let mut config = sim.config();
+    config["endpoint"] = json!(sim.handle.endpoint().replace("127.0.0.1", "localhost"));
+    let report = test_connection(&sim.provider_with(config), strict.clone()).await;
+    assert!(
+        report.error.as_deref().unwrap().starts_with(policy_refusal),
+        "{report:?}"
+    );
+    let executor = TektonExecutor::new(TektonSettings {
+        address_policy: strict,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (_tx, stop) = no_stop();
+    let outcome = executor
+        .start(
+            context(BuildMethod::Kaniko, sim.provider(), Uuid::new_v4()),
+            MemorySink::new(),
+            stop,
+        )
+        .await;
+    assert!(
+        matches!(&outcome, Outcome::Failed { message } if message.contains(policy_refusal)),
+        "{outcome:?}"
     );
 }

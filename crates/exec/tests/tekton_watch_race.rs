@@ -88,6 +88,7 @@ async fn executor_with(resync_after: Duration) -> TektonExecutor {
         log_drain: Duration::from_secs(20),
         cancel_grace: Duration::from_secs(30),
         resync_after,
+        address_policy: loopback_policy(),
         ..Default::default()
     })
     .await

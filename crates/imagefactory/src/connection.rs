@@ -1,16 +1,23 @@
 //! Fills the API's test-connection seam with the Tekton executor's client code.
 
+use std::sync::Arc;
+
 use imagefactory_api::{ConnectionReport, ConnectionTarget, ConnectionTester};
+use imagefactory_domain::AddressPolicy;
 use imagefactory_exec::ProviderConnection;
 use imagefactory_exec::tekton::test_connection;
 
-pub struct TektonConnectionTester;
+pub struct TektonConnectionTester {
+    /// Where tenant providers may connect (the executor's policy).
+    pub policy: Arc<AddressPolicy>,
+}
 
 impl ConnectionTester for TektonConnectionTester {
     fn test(
         &self,
         target: ConnectionTarget,
     ) -> std::pin::Pin<Box<dyn Future<Output = ConnectionReport> + Send>> {
+        let policy = self.policy.clone();
         Box::pin(async move {
             let provider = ProviderConnection {
                 provider_id: target.provider_id,
@@ -18,8 +25,9 @@ impl ConnectionTester for TektonConnectionTester {
                 tekton_enabled: target.tekton_enabled,
                 config_version: target.config_version,
                 config: target.config,
+                owner: target.owner,
             };
-            let r = test_connection(&provider).await;
+            let r = test_connection(&provider, policy).await;
             ConnectionReport {
                 reachable: r.reachable,
                 authenticated: r.authenticated,

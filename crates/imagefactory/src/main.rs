@@ -44,7 +44,7 @@ async fn migrate(settings: DatabaseSettings) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
+async fn serve(mut settings: ServeSettings) -> anyhow::Result<()> {
     let cipher = cipher(&settings.key)?;
     if settings.admin_token.is_none() {
         tracing::warn!(
@@ -55,6 +55,12 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     if settings.auto_migrate {
         database::migrate(&pool).await?;
     }
+    // Bound first: the address policy refuses the API's own address.
+    let listener = tokio::net::TcpListener::bind(settings.listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen_addr))?;
+    settings.executors.tekton.api_listen_addr = Some(listener.local_addr()?);
+    let policy = settings.executors.tekton.address_policy();
     let shutdown = CancellationToken::new();
     let dispatcher = if settings.dispatcher_enabled {
         Some(
@@ -75,18 +81,11 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
     settings.http.apply(&mut state);
     state.dispatcher_stale_after =
         imagefactory_dispatch::admin::stale_after(&settings.executors.dispatcher);
-    state.connection_tester = Some(std::sync::Arc::new(connection::TektonConnectionTester));
+    state.provider_address_policy = policy.clone();
+    state.connection_tester = Some(std::sync::Arc::new(connection::TektonConnectionTester {
+        policy,
+    }));
     let app = imagefactory_api::router(state);
-    let listener = match tokio::net::TcpListener::bind(settings.listen_addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            shutdown.cancel();
-            if let Some(d) = dispatcher {
-                let _ = d.await;
-            }
-            return Err(e).with_context(|| format!("cannot listen on {}", settings.listen_addr));
-        }
-    };
     tracing::info!(addr = %listener.local_addr()?, "imagefactory serving");
     let signal = tokio::spawn(cancel_on_signal(shutdown.clone()));
     let http = tokio::spawn(http::serve(

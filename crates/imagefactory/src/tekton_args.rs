@@ -2,10 +2,14 @@
 //! [`TektonSettings`]. (`IF_BUILD_TEKTON_ENABLED` itself lives in the
 //! dispatcher settings: one flag, one place.)
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
+use imagefactory_domain::AddressPolicy;
 use imagefactory_exec::tekton::TektonSettings;
+use imagefactory_exec::tekton::connect::host_addresses;
 
 #[derive(Debug, Args, Clone, Default)]
 pub struct TektonArgs {
@@ -21,6 +25,17 @@ pub struct TektonArgs {
     /// The global cluster is the one this process runs in (service account).
     #[arg(long = "build-tekton-in-cluster", env = "IF_BUILD_TEKTON_IN_CLUSTER", default_value_t = false, action = clap::ArgAction::Set)]
     pub in_cluster: bool,
+    /// Allow tenant providers' endpoints on loopback (127.0.0.0/8, ::1,
+    /// `localhost`), e.g. a local test cluster. Link-local (cloud metadata),
+    /// the host's other addresses and the API's own address stay refused
+    /// (the host's addresses are allowed with loopback). Global providers
+    /// are never restricted.
+    #[arg(long = "provider-allow-loopback", env = "IF_PROVIDER_ALLOW_LOOPBACK", default_value_t = false, action = clap::ArgAction::Set)]
+    pub provider_allow_loopback: bool,
+    /// The API's own listen address (set by `serve`, not a flag): refused as
+    /// a tenant provider's endpoint.
+    #[arg(skip)]
+    pub api_listen_addr: Option<SocketAddr>,
 }
 
 impl TektonArgs {
@@ -29,7 +44,19 @@ impl TektonArgs {
             templates_dir: self.templates_dir.clone(),
             global_kubeconfig: self.kubeconfig.clone(),
             global_in_cluster: self.in_cluster,
+            address_policy: self.address_policy(),
             ..TektonSettings::default()
         }
+    }
+
+    /// The address policy for tenant providers: `IF_PROVIDER_ALLOW_LOOPBACK`,
+    /// this host's interface addresses (as of start-up) and the API's address.
+    pub fn address_policy(&self) -> Arc<AddressPolicy> {
+        let mut policy =
+            AddressPolicy::new(self.provider_allow_loopback).with_host_addresses(host_addresses());
+        if let Some(addr) = self.api_listen_addr {
+            policy = policy.with_listen_address(addr);
+        }
+        Arc::new(policy)
     }
 }

@@ -24,6 +24,8 @@ async fn test_connection_reports_reachability_auth_and_the_clusters_401() {
             ("IF_ADMIN_TOKEN", ADMIN_TOKEN.into()),
             ("IF_SECRET_KEY", SECRET_KEY.into()),
             ("IF_DISPATCHER_ENABLED", "false".into()),
+            // kube-sim listens on loopback; tenant providers point there.
+            ("IF_PROVIDER_ALLOW_LOOPBACK", "true".into()),
         ],
     );
     let http = Http::new(port);

@@ -341,6 +341,9 @@ pub struct ExecutionInputs {
     /// The tenant's `allow_local_builds` now, re-checked before a local
     /// build starts (it may have been withdrawn since the build was queued).
     pub local_builds_allowed: bool,
+    /// The platform admin's provider (may reference server files, no address
+    /// policy); `false`/`None` is a tenant's.
+    pub provider_is_global: Option<bool>,
 }
 
 /// The inputs of many builds at once (a claimed batch): one query instead
@@ -376,7 +379,8 @@ const INPUT_COLUMNS: &str = "b.id AS build_id, b.tenant_id, b.project_id, b.meth
      r.username AS registry_username, r.secret_enc AS registry_secret_enc, \
      p.id AS provider_id, p.name AS provider_name, p.tekton_enabled AS provider_tekton_enabled, \
      p.config_version AS provider_config_version, p.config AS provider_config, \
-     t.allow_local_builds AS local_builds_allowed";
+     t.allow_local_builds AS local_builds_allowed, \
+     p.is_global AS provider_is_global";
 
 /// Joins after `builds b`, ending with the provider join's table (`ON` follows).
 const INPUT_JOINS: &str = "JOIN projects pr ON pr.id = b.project_id AND pr.tenant_id = b.tenant_id \

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use imagefactory_domain::provider::{SECRET_FIELDS, validate_provider_config};
+use imagefactory_domain::provider::{ProviderOwner, SECRET_FIELDS, validate_provider_config};
 use imagefactory_domain::{ProviderStatus, ProviderType, ResourceName, Role, Violations};
 use imagefactory_store::crypto::{envelope, redact_fields};
 use imagefactory_store::providers::{self, NewProvider, Owner, Provider, ProviderPatch};
@@ -39,7 +39,8 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// Connect to the provider's cluster with its credentials: reachability,
-/// authentication, Tekton API versions, or the cluster's own error text.
+/// authentication, Tekton API versions, or what failed as a category and a
+/// short cause (never a response body).
 #[utoipa::path(post, path = "/providers/{provider_id}/test-connection", tag = "providers", security(("tenant_token" = [])),
     params(("provider_id" = Uuid, Path)),
     responses((status = 200, body = ConnectionReport), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
@@ -90,8 +91,14 @@ async fn run_connection_test(
     };
     let config = providers::open_config(&state.cipher, &provider)
         .map_err(|e| ApiError::Internal(format!("opening provider {} config: {e}", provider.id)))?;
+    let owner = if provider.is_global {
+        ProviderOwner::Global
+    } else {
+        ProviderOwner::Tenant
+    };
     let report = tester
         .test(ConnectionTarget {
+            owner,
             provider_id: provider.id,
             name: provider.name,
             tekton_enabled: provider.tekton_enabled,
@@ -211,6 +218,13 @@ fn carry_over_secrets(new: &mut Value, stored: &Value) -> Vec<&'static str> {
     kept
 }
 
+fn config_owner(owner: Owner) -> ProviderOwner {
+    match owner {
+        Owner::Global => ProviderOwner::Global,
+        Owner::Tenant(_) => ProviderOwner::Tenant,
+    }
+}
+
 fn check_limit(v: &mut Violations, limit: Option<i32>) {
     if let Some(n) = limit
         && !(1..=10_000).contains(&n)
@@ -226,7 +240,12 @@ async fn create(
 ) -> ApiResult<(StatusCode, Json<ProviderResponse>)> {
     let mut v = Violations::new();
     let name = v.check("name", ResourceName::parse(&body.name));
-    if let Err(problems) = validate_provider_config(body.provider_type, &body.config) {
+    if let Err(problems) = validate_provider_config(
+        body.provider_type,
+        &body.config,
+        config_owner(owner),
+        &state.provider_address_policy,
+    ) {
         v.extend(problems);
     }
     check_limit(&mut v, body.max_concurrent_builds);
@@ -275,12 +294,24 @@ async fn update(
             &current.provider_type,
         )?;
         let kept = carry_over_secrets(new, &current.config);
-        // Validate as if the kept secrets had been sent again.
+        // Validate as if the kept secrets had been sent again: a kept
+        // kubeconfig is checked like a new one (a row stored before the
+        // checks existed cannot be carried forward unchecked).
         let mut as_sent = new.clone();
-        for field in &kept {
-            as_sent[*field] = Value::String("(kept)".into());
+        if !kept.is_empty() {
+            let stored = providers::open_config(&state.cipher, &current).map_err(|e| {
+                ApiError::Internal(format!("opening provider {} config: {e}", current.id))
+            })?;
+            for field in &kept {
+                as_sent[*field] = stored[*field].clone();
+            }
         }
-        if let Err(problems) = validate_provider_config(provider_type, &as_sent) {
+        if let Err(problems) = validate_provider_config(
+            provider_type,
+            &as_sent,
+            config_owner(owner),
+            &state.provider_address_policy,
+        ) {
             v.extend(problems);
         }
     }

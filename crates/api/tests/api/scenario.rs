@@ -392,11 +392,25 @@ async fn crud_updates_and_deletes() {
     assert!(removed.json()["git_credential"].is_null());
 
     let provider = app.create_k8s_provider(&t.admin, "k").await;
+    // A tenant's provider cannot name a file on the server.
+    let refused = app
+        .patch(
+            &format!("/api/v1/providers/{provider}"),
+            &t.admin,
+            json!({"config": {"auth_method": "kubeconfig", "kubeconfig_path": "/etc/kube/config"}}),
+        )
+        .await;
+    refused.expect(422);
+    assert_eq!(
+        refused.json()["errors"][0]["field"],
+        "config.kubeconfig_path"
+    );
+    let kubeconfig = "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://k8s.example.com:6443'}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\n";
     let p = app
         .patch(
             &format!("/api/v1/providers/{provider}"),
             &t.admin,
-            json!({"config": {"auth_method": "kubeconfig", "kubeconfig_path": "/etc/kube/config"}, "max_concurrent_builds": 3}),
+            json!({"config": {"auth_method": "kubeconfig", "kubeconfig": kubeconfig}, "max_concurrent_builds": 3}),
         )
         .await;
     p.expect(200);

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use imagefactory_api::{AppState, router};
 use imagefactory_dispatch::{Dispatcher, DispatcherMode, DispatcherSettings, Executors};
-use imagefactory_domain::Secret;
+use imagefactory_domain::provider::ProviderOwner;
+use imagefactory_domain::{AddressPolicy, Secret};
 use imagefactory_exec::tekton::client::ClusterSettings;
 use imagefactory_exec::tekton::namespace::{ensure_namespace, namespace_name};
 use imagefactory_exec::tekton::submit::pipelinerun_resource;
@@ -124,6 +125,8 @@ impl TestApp {
         let (cipher, _) = Cipher::random();
         let mut state = AppState::new(pool.clone(), cipher.clone(), Some(Secret::new(ADMIN_TOKEN)));
         state.log_poll_interval = Duration::from_millis(50);
+        // kube-sim listens on 127.0.0.1: tenant providers may point there.
+        state.provider_address_policy = loopback_policy();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
@@ -174,7 +177,7 @@ impl TestApp {
 
     /// The tenant's namespace with the project's Tasks, as an operator would.
     async fn install_tasks(&self, tenant: Uuid) {
-        let client = ClusterSettings::parse(&self.sim_config())
+        let client = ClusterSettings::parse(&self.sim_config(), ProviderOwner::Global)
             .unwrap()
             .client()
             .await
@@ -509,10 +512,16 @@ impl TestApp {
     }
 }
 
+/// As `IF_PROVIDER_ALLOW_LOOPBACK=true`: kube-sim is on loopback.
+fn loopback_policy() -> Arc<AddressPolicy> {
+    Arc::new(AddressPolicy::new(true))
+}
+
 async fn new_dispatcher(pool: PgPool, settings: DispatcherSettings, cipher: Cipher) -> Dispatcher {
     let executor = TektonExecutor::new(TektonSettings {
         log_drain: Duration::from_secs(20),
         cancel_grace: Duration::from_secs(30),
+        address_policy: loopback_policy(),
         ..Default::default()
     })
     .await

@@ -9,12 +9,17 @@ use std::time::Duration;
 
 use base64::Engine;
 use imagefactory_domain::Secret;
+use imagefactory_domain::address::AddressPolicy;
+use imagefactory_domain::provider::ProviderOwner;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde::Serialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::error::{TektonError, describe_kube_error};
+use super::connect::policy_client;
+use super::error::{
+    TektonError, describe_kube_error, describe_kubeconfig_error, is_kubernetes_status,
+};
 use super::logclient::{KeepAlive, LogClients};
 use super::monitor::WatchHub;
 use crate::ProviderConnection;
@@ -71,11 +76,18 @@ pub struct ClusterSettings {
     pub retention: Option<Retention>,
     /// Pin the Tekton API version instead of preferring v1 (`tekton_api_version`).
     pub tekton_version: Option<TektonVersion>,
+    /// A tenant's settings are data only (see [`ProviderOwner`]).
+    pub owner: ProviderOwner,
+    /// Where a tenant's client may connect; strict unless replaced with
+    /// [`ClusterSettings::with_address_policy`]. Unused for global providers.
+    pub address_policy: Arc<AddressPolicy>,
 }
 
 impl ClusterSettings {
     /// Parse a provider's `config` object. Errors name the field and why.
-    pub fn parse(config: &Value) -> Result<Self, String> {
+    /// A tenant's config may not name a file on the server, whatever the
+    /// stored row says (rows written before validation refused it).
+    pub fn parse(config: &Value, owner: ProviderOwner) -> Result<Self, String> {
         let obj = config
             .as_object()
             .ok_or("provider config must be a JSON object")?;
@@ -125,6 +137,9 @@ impl ClusterSettings {
                 client_key: Secret::new(required("client_key", "client-cert")?),
             },
             "kubeconfig" => {
+                if owner == ProviderOwner::Tenant && text("kubeconfig_path")?.is_some() {
+                    return Err("provider config field `kubeconfig_path`: a tenant's provider cannot reference files on the server; send the kubeconfig itself in `kubeconfig`".into());
+                }
                 let source = match (text("kubeconfig")?, text("kubeconfig_path")?) {
                     (Some(inline), _) => KubeconfigSource::Inline(Secret::new(inline)),
                     (None, Some(path)) => KubeconfigSource::Path(PathBuf::from(path)),
@@ -190,7 +205,15 @@ impl ClusterSettings {
             workspace_size: text("workspace_size")?.unwrap_or_else(|| "1Gi".into()),
             tasks_namespace: text("tasks_namespace")?,
             retention,
+            owner,
+            address_policy: Arc::default(),
         })
+    }
+
+    /// The address policy a tenant's client connects under.
+    pub fn with_address_policy(mut self, policy: Arc<AddressPolicy>) -> Self {
+        self.address_policy = policy;
+        self
     }
 
     /// Defaults for the global cluster, which has no provider config.
@@ -205,6 +228,8 @@ impl ClusterSettings {
             tasks_namespace: None,
             retention: None,
             tekton_version: None,
+            owner: ProviderOwner::Global,
+            address_policy: Arc::default(),
         }
     }
 
@@ -259,10 +284,18 @@ impl ClusterSettings {
                             "provider config field `kubeconfig` is not a valid kubeconfig document"
                                 .to_string()
                         })?,
+                    // Not even the platform admin's file is quoted back.
                     KubeconfigSource::Path(path) => Kubeconfig::read_from(path).map_err(|e| {
-                        format!("reading kubeconfig {} failed: {e}", path.display())
+                        format!(
+                            "kubeconfig {}: {}",
+                            path.display(),
+                            describe_kubeconfig_error(&e)
+                        )
                     })?,
                 };
+                if self.owner == ProviderOwner::Tenant {
+                    refuse_host_access(&kubeconfig)?;
+                }
                 for named in &mut kubeconfig.clusters {
                     if let Some(cluster) = named.cluster.as_mut() {
                         if let Some(ca) = &self.ca_cert {
@@ -282,7 +315,26 @@ impl ClusterSettings {
     /// explicitly says `insecure_skip_tls_verify: true`.
     pub async fn client(&self) -> Result<kube::Client, TektonError> {
         let config = self.kube_config().await?;
-        client_from(config)
+        self.client_for(config)
+    }
+
+    /// A tenant's client connects only where the address policy allows.
+    fn client_for(&self, config: kube::Config) -> Result<kube::Client, TektonError> {
+        match self.owner {
+            ProviderOwner::Global => client_from(config),
+            ProviderOwner::Tenant => {
+                policy_client(&config, self.address_policy.clone()).map_err(|e| {
+                    TektonError::Build(format!(
+                        "creating the cluster client failed: {}",
+                        describe_kube_error(&e)
+                    ))
+                })
+            }
+        }
+    }
+
+    fn log_policy(&self) -> Option<Arc<AddressPolicy>> {
+        (self.owner == ProviderOwner::Tenant).then(|| self.address_policy.clone())
     }
 
     /// The client and the log-stream clients (HTTP/2 when the server offers it).
@@ -297,8 +349,9 @@ impl ClusterSettings {
         keepalive: KeepAlive,
     ) -> Result<(kube::Client, LogClients), TektonError> {
         let config = self.kube_config().await?;
-        let client = client_from(config.clone())?;
-        let logs = LogClients::with_keepalive(&config, client.clone(), keepalive);
+        let client = self.client_for(config.clone())?;
+        let logs =
+            LogClients::with_keepalive(&config, client.clone(), keepalive, self.log_policy());
         Ok((client, logs))
     }
 
@@ -310,12 +363,68 @@ impl ClusterSettings {
         };
         let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
-            .map_err(|e| TektonError::Build(format!("invalid cluster configuration: {e}")))?;
+            .map_err(|e| {
+                TektonError::Build(format!(
+                    "invalid cluster configuration: {}",
+                    describe_kubeconfig_error(&e)
+                ))
+            })?;
         config.connect_timeout = Some(Duration::from_secs(10));
         // Requests other than watches and log streams must not hang forever.
         config.write_timeout = Some(Duration::from_secs(30));
         Ok(config)
     }
+}
+
+/// Refuse what in a tenant's kubeconfig would run a program or read a file
+/// on the server, or go through a proxy. Checked on kube's own parsed
+/// document (all YAML documents merged), so no parser difference can slip
+/// past the API's validation of the same thing.
+fn refuse_host_access(kubeconfig: &Kubeconfig) -> Result<(), String> {
+    let refuse = |field: String, why: &str| {
+        Err(format!(
+            "provider config field `kubeconfig`: {field} {why}; not allowed in a tenant's provider"
+        ))
+    };
+    for (i, named) in kubeconfig.auth_infos.iter().enumerate() {
+        let Some(user) = &named.auth_info else {
+            continue;
+        };
+        let field = |key: &str| format!("users[{i}].user.{key}");
+        if user.exec.is_some() {
+            return refuse(field("exec"), "runs a program on the server");
+        }
+        if user.auth_provider.is_some() {
+            return refuse(
+                field("auth-provider"),
+                "runs an authentication plugin on the server",
+            );
+        }
+        for (key, set) in [
+            ("tokenFile", user.token_file.is_some()),
+            ("client-certificate", user.client_certificate.is_some()),
+            ("client-key", user.client_key.is_some()),
+        ] {
+            if set {
+                return refuse(field(key), "reads a file on the server");
+            }
+        }
+    }
+    for (i, named) in kubeconfig.clusters.iter().enumerate() {
+        let Some(cluster) = &named.cluster else {
+            continue;
+        };
+        if cluster.certificate_authority.is_some() {
+            return refuse(
+                format!("clusters[{i}].cluster.certificate-authority"),
+                "reads a file on the server",
+            );
+        }
+        if cluster.proxy_url.is_some() {
+            return refuse(format!("clusters[{i}].cluster.proxy-url"), "sets a proxy");
+        }
+    }
+    Ok(())
 }
 
 fn client_from(config: kube::Config) -> Result<kube::Client, TektonError> {
@@ -464,11 +573,19 @@ impl Cluster {
 pub struct ClientCache {
     providers: Mutex<HashMap<Uuid, (i64, Arc<Cluster>)>>,
     global: Option<Arc<Cluster>>,
+    /// Where tenant providers' clients may connect.
+    policy: Arc<AddressPolicy>,
 }
 
 impl ClientCache {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Tenant providers' clients connect under `policy` (default: strict).
+    pub fn with_address_policy(mut self, policy: Arc<AddressPolicy>) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Add the global fallback cluster, used for builds without a provider.
@@ -495,7 +612,7 @@ impl ClientCache {
                 describe_kube_error(&e)
             ))
         })?;
-        let logs = LogClients::new(&config, client.clone());
+        let logs = LogClients::new(&config, client.clone(), None);
         // The settings only carry defaults here; the client above is what is used.
         let settings = ClusterSettings::global(ClusterAuth::Kubeconfig {
             source: KubeconfigSource::Path(PathBuf::from(
@@ -538,8 +655,9 @@ impl ClientCache {
         {
             return Ok(cluster.clone());
         }
-        let settings = ClusterSettings::parse(&provider.config)
-            .map_err(|e| TektonError::Build(format!("provider {:?}: {e}", provider.name)))?;
+        let settings = ClusterSettings::parse(&provider.config, provider.owner)
+            .map_err(|e| TektonError::Build(format!("provider {:?}: {e}", provider.name)))?
+            .with_address_policy(self.policy.clone());
         let (client, logs) = settings.clients().await?;
         let cluster = Arc::new(Cluster::with_logs(
             provider.provider_id,
@@ -574,16 +692,21 @@ pub struct ConnectionReport {
     pub server_version: Option<String>,
     /// `tekton.dev` versions served, e.g. `["v1", "v1beta1"]`.
     pub tekton_versions: Vec<String>,
-    /// The configuration problem or the cluster's own error text.
+    /// The configuration problem, or what failed as a category and a short
+    /// cause (status code and Kubernetes reason, "connection refused", ...).
     pub error: Option<String>,
 }
 
 /// Check a provider's connection: configuration, reachability, credentials and
-/// the Tekton API. Never returns secrets.
-pub async fn test_connection(provider: &ProviderConnection) -> ConnectionReport {
+/// the Tekton API. A tenant's provider connects under `policy`. Never returns
+/// secrets, a non-Kubernetes response body or a tool's output.
+pub async fn test_connection(
+    provider: &ProviderConnection,
+    policy: Arc<AddressPolicy>,
+) -> ConnectionReport {
     let mut report = ConnectionReport::default();
-    let settings = match ClusterSettings::parse(&provider.config) {
-        Ok(s) => s,
+    let settings = match ClusterSettings::parse(&provider.config, provider.owner) {
+        Ok(s) => s.with_address_policy(policy),
         Err(e) => {
             report.error = Some(e);
             return report;
@@ -610,7 +733,8 @@ pub async fn test_connection(provider: &ProviderConnection) -> ConnectionReport 
         }
         Err(kube::Error::Api(status)) => {
             report.reachable = true;
-            report.authenticated = status.code != 401;
+            // A body that is not a Kubernetes Status says nothing about our credentials.
+            report.authenticated = status.code != 401 && is_kubernetes_status(&status);
             report.error = Some(describe_kube_error(&kube::Error::Api(status)));
             return report;
         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use imagefactory_domain::address::AddressPolicy;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -59,6 +60,10 @@ pub struct TektonSettings {
     /// (up to an hour), so a build costs at most a few reads however long
     /// it runs (a run silent for 10 minutes: 2; for an hour: 4).
     pub resync_after: Duration,
+    /// Where tenant providers' clusters may be (`IF_PROVIDER_ALLOW_LOOPBACK`,
+    /// the host's and the API's own addresses); global providers are not
+    /// restricted. Default: loopback refused.
+    pub address_policy: Arc<AddressPolicy>,
 }
 
 impl Default for TektonSettings {
@@ -71,6 +76,7 @@ impl Default for TektonSettings {
             cancel_grace: Duration::from_secs(300),
             submit_retries: 4,
             resync_after: Duration::from_secs(120),
+            address_policy: Arc::default(),
         }
     }
 }
@@ -87,6 +93,9 @@ impl TektonSettings {
             global_kubeconfig: path("IF_BUILD_TEKTON_KUBECONFIG"),
             global_in_cluster: std::env::var("IF_BUILD_TEKTON_IN_CLUSTER")
                 .is_ok_and(|v| v == "true" || v == "1"),
+            address_policy: Arc::new(AddressPolicy::new(
+                std::env::var("IF_PROVIDER_ALLOW_LOOPBACK").is_ok_and(|v| v == "true" || v == "1"),
+            )),
             ..Self::default()
         }
     }
@@ -136,7 +145,7 @@ impl TektonExecutor {
             Some(dir) => Templates::with_overrides(dir).map_err(TektonError::Build)?,
             None => Templates::embedded(),
         };
-        let mut clients = ClientCache::new();
+        let mut clients = ClientCache::new().with_address_policy(settings.address_policy.clone());
         if let Some(path) = &settings.global_kubeconfig {
             clients = clients.with_global_kubeconfig(path.clone()).await?;
         } else if settings.global_in_cluster {

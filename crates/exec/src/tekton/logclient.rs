@@ -26,6 +26,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Frame;
 use http_body_util::BodyExt;
+use imagefactory_domain::address::AddressPolicy;
 use kube::client::{Body, ConfigExt};
 use rustls_pki_types::ServerName;
 use tower::{BoxError, ServiceBuilder};
@@ -75,8 +76,14 @@ pub struct LogClients {
 
 impl LogClients {
     /// Log clients for `config`; `fallback` is the cluster's ordinary client.
-    pub fn new(config: &kube::Config, fallback: kube::Client) -> Self {
-        Self::with_keepalive(config, fallback, KeepAlive::default())
+    /// With a `policy` (a tenant's provider) connections are opened only to
+    /// addresses it allows.
+    pub fn new(
+        config: &kube::Config,
+        fallback: kube::Client,
+        policy: Option<Arc<AddressPolicy>>,
+    ) -> Self {
+        Self::with_keepalive(config, fallback, KeepAlive::default(), policy)
     }
 
     /// As [`LogClients::new`], with the HTTP/2 keep-alive given.
@@ -84,9 +91,10 @@ impl LogClients {
         config: &kube::Config,
         fallback: kube::Client,
         keepalive: KeepAlive,
+        policy: Option<Arc<AddressPolicy>>,
     ) -> Self {
         let h1_only = Arc::new(AtomicBool::new(false));
-        let (h2, pool) = match h2_client(config, h1_only.clone(), keepalive) {
+        let (h2, pool) = match h2_client(config, h1_only.clone(), keepalive, policy) {
             Ok((client, pool)) => (Some(client), Some(pool)),
             Err(e) => {
                 tracing::debug!(error = %e, "log streams use HTTP/1.1");
@@ -143,6 +151,7 @@ fn h2_client(
     config: &kube::Config,
     h1_only: Arc<AtomicBool>,
     keepalive: KeepAlive,
+    policy: Option<Arc<AddressPolicy>>,
 ) -> Result<(kube::Client, Arc<PoolInner>), String> {
     if config.proxy_url.is_some() {
         return Err("a proxy is configured".into());
@@ -177,6 +186,7 @@ fn h2_client(
         connections: tokio::sync::Mutex::new(Vec::new()),
         h1_only,
         keepalive,
+        policy,
     });
     let pool = H2Pool {
         inner: inner.clone(),
@@ -210,6 +220,8 @@ struct PoolInner {
     connections: tokio::sync::Mutex<Vec<Arc<Connection>>>,
     h1_only: Arc<AtomicBool>,
     keepalive: KeepAlive,
+    /// A tenant provider's address policy (`None`: a global provider).
+    policy: Option<Arc<AddressPolicy>>,
 }
 
 struct Connection {
@@ -260,12 +272,17 @@ impl PoolInner {
     }
 
     async fn dial(&self) -> Result<Connection, BoxError> {
-        let tcp = tokio::time::timeout(
-            self.connect_timeout,
-            tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
-        )
-        .await
-        .map_err(|_| format!("connecting to {}:{} timed out", self.host, self.port))??;
+        let tcp = match &self.policy {
+            Some(policy) => {
+                super::connect::connect(policy, &self.host, self.port, self.connect_timeout).await?
+            }
+            None => tokio::time::timeout(
+                self.connect_timeout,
+                tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+            )
+            .await
+            .map_err(|_| format!("connecting to {}:{} timed out", self.host, self.port))??,
+        };
         tcp.set_nodelay(true)?;
         let tls = self.tls.connect(self.server_name.clone(), tcp).await?;
         if tls.get_ref().1.alpn_protocol() != Some(b"h2") {

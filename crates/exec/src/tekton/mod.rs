@@ -3,6 +3,7 @@
 //! mapping) lives apart from the modules that talk to Kubernetes.
 
 pub mod client;
+pub mod connect;
 pub mod error;
 pub mod executor;
 pub mod logclient;

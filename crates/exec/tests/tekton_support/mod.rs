@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use imagefactory_domain::{BuildMethod, MethodConfig, Secret};
+use imagefactory_domain::provider::ProviderOwner;
+use imagefactory_domain::{AddressPolicy, BuildMethod, MethodConfig, Secret};
 use imagefactory_exec::tekton::client::ClusterSettings;
 use imagefactory_exec::tekton::namespace::namespace_name;
 use imagefactory_exec::tekton::tasks::install_tasks;
@@ -76,6 +77,7 @@ impl Sim {
             tekton_enabled: true,
             config_version: 1,
             config,
+            owner: ProviderOwner::Tenant,
         }
     }
 
@@ -99,7 +101,7 @@ impl Sim {
 
     /// Create the tenant namespace and install Image Factory's Tasks in it.
     pub async fn install_tasks(&self, tenant: Uuid) {
-        let settings = ClusterSettings::parse(&self.config()).unwrap();
+        let settings = tenant_settings(&self.config());
         let client = settings.client().await.unwrap();
         imagefactory_exec::tekton::namespace::ensure_namespace(&client, tenant)
             .await
@@ -135,10 +137,24 @@ impl Sim {
     }
 }
 
+/// The providers here are a tenant's pointing at kube-sim on 127.0.0.1, as
+/// `IF_PROVIDER_ALLOW_LOOPBACK=true` allows.
+pub fn loopback_policy() -> Arc<AddressPolicy> {
+    Arc::new(AddressPolicy::new(true))
+}
+
+/// A tenant provider's cluster settings for `config`, loopback allowed.
+pub fn tenant_settings(config: &Value) -> ClusterSettings {
+    ClusterSettings::parse(config, ProviderOwner::Tenant)
+        .unwrap()
+        .with_address_policy(loopback_policy())
+}
+
 pub async fn executor() -> TektonExecutor {
     TektonExecutor::new(TektonSettings {
         log_drain: Duration::from_secs(20),
         cancel_grace: Duration::from_secs(30),
+        address_policy: loopback_policy(),
         ..Default::default()
     })
     .await

@@ -8,6 +8,7 @@ mod build_args;
 mod common;
 mod http_limits;
 mod local_and_input;
+mod provider_trust;
 mod secret_audit;
 mod server;
 

@@ -48,6 +48,8 @@ pub fn spawn_serve(db: &str, port: u16, workdir: &Path, log: &str) -> Proc {
             ("IF_DISPATCHER_SHUTDOWN_GRACE", "3s".into()),
             ("IF_LOCAL_WORKDIR", workdir.display().to_string()),
             ("IF_LOG", log.into()),
+            // kube-sim listens on loopback; tenant providers point there.
+            ("IF_PROVIDER_ALLOW_LOOPBACK", "true".into()),
         ],
     )
 }
