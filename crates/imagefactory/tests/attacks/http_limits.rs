@@ -142,7 +142,8 @@ async fn trickling_clients_are_cut_off_and_ordinary_requests_still_succeed() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(6));
     let (status, projects) = target.http.get("/api/v1/projects", &tenant.admin).await;
-    assert_eq!((status, projects), (200, json!([])), "nothing was created");
+    assert_eq!(status, 200);
+    assert_eq!(projects["items"], json!([]), "nothing was created");
     target.stop().await;
 }
 
