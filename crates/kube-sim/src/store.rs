@@ -57,64 +57,28 @@ pub struct Kind {
     pub custom: bool,
 }
 
+/// How `g` (any served version) is stored, from the resource table.
 pub fn storage_kind(g: &Gvr) -> Option<Kind> {
-    let (kind, namespaced, status, custom) = match (g.group, g.plural) {
-        ("", "namespaces") => ("Namespace", false, true, false),
-        ("", "pods") => ("Pod", true, true, false),
-        ("", "secrets") => ("Secret", true, false, false),
-        ("", "configmaps") => ("ConfigMap", true, false, false),
-        ("", "serviceaccounts") => ("ServiceAccount", true, false, false),
-        ("", "persistentvolumeclaims") => ("PersistentVolumeClaim", true, true, false),
-        ("", "events") => ("Event", true, false, false),
-        ("storage.k8s.io", "storageclasses") => ("StorageClass", false, false, false),
-        ("apiextensions.k8s.io", "customresourcedefinitions") => {
-            ("CustomResourceDefinition", false, true, false)
-        }
-        ("rbac.authorization.k8s.io", "roles") => ("Role", true, false, false),
-        ("rbac.authorization.k8s.io", "rolebindings") => ("RoleBinding", true, false, false),
-        ("rbac.authorization.k8s.io", "clusterroles") => ("ClusterRole", false, false, false),
-        ("rbac.authorization.k8s.io", "clusterrolebindings") => {
-            ("ClusterRoleBinding", false, false, false)
-        }
-        ("tekton.dev", "tasks") => ("Task", true, true, true),
-        ("tekton.dev", "pipelines") => ("Pipeline", true, true, true),
-        ("tekton.dev", "pipelineruns") => ("PipelineRun", true, true, true),
-        ("tekton.dev", "taskruns") => ("TaskRun", true, true, true),
-        _ => return None,
-    };
-    let storage_version = if g.group == "tekton.dev" {
-        "v1"
-    } else {
-        g.version
-    };
-    Some(Kind {
-        gvr: Gvr::new(g.group, storage_version, g.plural),
-        kind,
-        namespaced,
-        status_subresource: status,
-        custom,
+    crate::resources::find(g.group, g.plural).map(|r| Kind {
+        gvr: r.storage,
+        kind: r.kind,
+        namespaced: r.namespaced,
+        status_subresource: r.status_subresource,
+        custom: r.custom,
     })
 }
 
-pub const ALL_STORAGE: &[Gvr] = &[
-    gvr::NAMESPACES,
-    gvr::PODS,
-    gvr::SECRETS,
-    gvr::CONFIGMAPS,
-    gvr::SERVICEACCOUNTS,
-    gvr::PVCS,
-    gvr::EVENTS,
-    gvr::STORAGECLASSES,
-    gvr::CRDS,
-    crate::resources::RBAC_ROLES,
-    crate::resources::RBAC_ROLEBINDINGS,
-    crate::resources::RBAC_CLUSTERROLES,
-    crate::resources::RBAC_CLUSTERROLEBINDINGS,
-    gvr::TASKS,
-    gvr::PIPELINES,
-    gvr::PIPELINERUNS,
-    gvr::TASKRUNS,
-];
+/// Every stored group/version/plural, in the resource table's order.
+pub const ALL_STORAGE: &[Gvr] = &{
+    let resources = crate::resources::RESOURCES;
+    let mut out = [gvr::NAMESPACES; crate::resources::RESOURCES.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = resources[i].storage;
+        i += 1;
+    }
+    out
+};
 
 type Key = (String, String);
 
