@@ -140,6 +140,86 @@ fn parse_body(bytes: &[u8], content_type: &str) -> Result<Value, ApiError> {
     }
 }
 
+fn ok_json(v: Value) -> Result<Response<Body>, ApiError> {
+    Ok(json_response(200, &v))
+}
+
+/// A discovery document, or 404 when the path names nothing served.
+fn found(doc: Option<Value>) -> Result<Response<Body>, ApiError> {
+    doc.map(|d| json_response(200, &d))
+        .ok_or_else(ApiError::path_not_found)
+}
+
+/// The Kubernetes verb of a request on a collection or (`named`) one object.
+fn verb_of(
+    method: &Method,
+    named: bool,
+    q: &HashMap<String, String>,
+) -> Result<&'static str, ApiError> {
+    Ok(match (method, named) {
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) if is_true(q, "watch") => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::POST, false) => "create",
+        (&Method::PUT, true) => "update",
+        (&Method::PATCH, true) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => return Err(ApiError::method_not_allowed()),
+    })
+}
+
+/// The error an injected fault with status `code` answers with.
+fn injected_error(code: u16, retry_after: Option<u32>, t: &Target<'_>) -> ApiError {
+    match code {
+        429 => ApiError::too_many_requests(retry_after.unwrap_or(1)),
+        409 => ApiError::conflict(
+            t.info.gvr.group,
+            t.info.gvr.plural,
+            t.name.as_deref().unwrap_or(""),
+        ),
+        503 => ApiError::new(
+            503,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        ),
+        c => {
+            let mut e = ApiError::internal("injected fault");
+            e.code = c;
+            e
+        }
+    }
+}
+
+fn header_or<B>(req: &Request<B>, name: header::HeaderName, default: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(default)
+        .to_string()
+}
+
+/// The body of a request whose method carries one, at most `MAX_BODY` bytes.
+async fn read_body(req: Request<hyper::body::Incoming>) -> Result<Bytes, ApiError> {
+    if !matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
+        return Ok(Bytes::new());
+    }
+    let collected = http_body_util::Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                format!("request body too large or unreadable: {e}"),
+            )
+        })?;
+    Ok(collected.to_bytes())
+}
+
 impl Api {
     fn find(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceInfo> {
         self.registry
@@ -180,6 +260,8 @@ impl Api {
         }
     }
 
+    /// The route table: discovery, OpenAPI and fault administration answer
+    /// here; everything under a group/version is a resource request.
     async fn route(
         &self,
         req: Request<hyper::body::Incoming>,
@@ -187,62 +269,71 @@ impl Api {
         user: &User,
     ) -> Result<Response<Body>, ApiError> {
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
-            ["api"] => {
-                return Ok(json_response(
-                    200,
-                    &discovery::api_versions(
-                        &self
-                            .server_address
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner()),
-                    ),
-                ));
-            }
-            ["apis"] => {
-                return Ok(json_response(
-                    200,
-                    &discovery::api_group_list(&self.registry),
-                ));
-            }
-            ["apis", g] => {
-                return discovery::api_group(&self.registry, g)
-                    .map(|d| json_response(200, &d))
-                    .ok_or_else(ApiError::path_not_found);
-            }
-            ["openapi", "v3"] => {
-                return Ok(json_response(200, &crate::openapi::root(&self.registry)));
-            }
-            ["openapi", "v3", gv @ ..] => {
-                return crate::openapi::group_version(&self.registry, &gv.join("/"))
-                    .map(|d| json_response(200, &d))
-                    .ok_or_else(ApiError::path_not_found);
-            }
-            ["openapi", ..] => return Err(ApiError::path_not_found()),
-            ["kube-sim", "faults"] => return self.faults_admin(req, user).await,
-            ["api", v, rest @ ..] => ("", *v, rest),
-            ["apis", g, v, rest @ ..] => (*g, *v, rest),
-            _ => return Err(ApiError::path_not_found()),
-        };
-        if rest.is_empty() {
-            return discovery::api_resource_list(&self.registry, group, version)
-                .map(|d| json_response(200, &d))
-                .ok_or_else(ApiError::path_not_found);
+        let reg = &self.registry;
+        match segs.as_slice() {
+            ["api"] => ok_json(discovery::api_versions(&self.server_address())),
+            ["apis"] => ok_json(discovery::api_group_list(reg)),
+            ["apis", g] => found(discovery::api_group(reg, g)),
+            ["openapi", "v3"] => ok_json(crate::openapi::root(reg)),
+            ["openapi", "v3", gv @ ..] => found(crate::openapi::group_version(reg, &gv.join("/"))),
+            ["openapi", ..] => Err(ApiError::path_not_found()),
+            ["kube-sim", "faults"] => self.faults_admin(req, user).await,
+            ["api", v] => found(discovery::api_resource_list(reg, "", v)),
+            ["apis", g, v] => found(discovery::api_resource_list(reg, g, v)),
+            ["api", v, rest @ ..] => self.resource_request(req, user, "", v, rest).await,
+            ["apis", g, v, rest @ ..] => self.resource_request(req, user, g, v, rest).await,
+            _ => Err(ApiError::path_not_found()),
         }
+    }
+
+    fn server_address(&self) -> String {
+        self.server_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A verb on a resource: authorize, inject faults, then run the verb.
+    async fn resource_request(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        user: &User,
+        group: &str,
+        version: &str,
+        rest: &[&str],
+    ) -> Result<Response<Body>, ApiError> {
         let t = self.target(group, version, rest)?;
         let q = parse_query(req.uri().query());
-        let method = req.method().clone();
-        let verb = match (&method, t.name.is_some()) {
-            (&Method::GET, true) => "get",
-            (&Method::GET, false) if is_true(&q, "watch") => "watch",
-            (&Method::GET, false) => "list",
-            (&Method::POST, false) => "create",
-            (&Method::PUT, true) => "update",
-            (&Method::PATCH, true) => "patch",
-            (&Method::DELETE, true) => "delete",
-            (&Method::DELETE, false) => "deletecollection",
-            _ => return Err(ApiError::method_not_allowed()),
-        };
+        let verb = verb_of(req.method(), t.name.is_some(), &q)?;
+        self.authorize(user, &t, verb)?;
+        let watch_faults = self.inject_faults(verb, &t).await?;
+        let writes = matches!(
+            verb,
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        );
+        if q.contains_key("dryRun") && writes {
+            // Better a visible refusal than a "dry run" that writes.
+            return Err(ApiError::bad_request("dryRun is not supported by kube-sim"));
+        }
+        let accept = header_or(&req, header::ACCEPT, "");
+        let content_type = header_or(&req, header::CONTENT_TYPE, "application/json");
+        let body = read_body(req).await?;
+        match verb {
+            "get" if t.subresource.as_deref() == Some("log") => self.pod_log(&t, &q).await,
+            "get" => self.get(&t, &accept, &q),
+            "list" => self.list(&t, &q, &accept),
+            "watch" => self.watch(&t, &q, &accept, watch_faults),
+            "create" => self.create(&t, &body, &content_type),
+            "update" => self.update(&t, &body, &content_type),
+            "patch" => self.patch(&t, &body, &content_type, &q),
+            "delete" => self.delete(&t, &body, &q),
+            _ => self.delete_collection(&t, &q),
+        }
+    }
+
+    /// Refuse `verb` on `t` unless `user`'s rules allow it.
+    fn authorize(&self, user: &User, t: &Target<'_>, verb: &str) -> Result<(), ApiError> {
+        // A namespace's own name is its namespace, for rules scoped to one.
         let attr_ns = t.namespace.clone().or_else(|| {
             (t.kind.gvr.plural == "namespaces")
                 .then(|| t.name.clone())
@@ -255,98 +346,42 @@ impl Api {
             subresource: t.subresource.as_deref(),
             namespace: attr_ns.as_deref(),
         };
-        if !self.auth.allowed(user, &attrs) {
-            return Err(ApiError::forbidden(
-                &user.name,
-                verb,
-                t.info.gvr.group,
-                t.info.gvr.plural,
-                t.subresource.as_deref(),
-                attr_ns.as_deref(),
-                t.name.as_deref(),
-            ));
+        if self.auth.allowed(user, &attrs) {
+            return Ok(());
         }
-        let fault_resource = match &t.subresource {
+        Err(ApiError::forbidden(
+            &user.name,
+            verb,
+            t.info.gvr.group,
+            t.info.gvr.plural,
+            t.subresource.as_deref(),
+            attr_ns.as_deref(),
+            t.name.as_deref(),
+        ))
+    }
+
+    /// Apply the injected faults matching this request: latency waits, an
+    /// error ends the request, and watch faults are returned for the stream.
+    async fn inject_faults(
+        &self,
+        verb: &str,
+        t: &Target<'_>,
+    ) -> Result<Vec<FaultAction>, ApiError> {
+        let resource = match &t.subresource {
             Some(s) => format!("{}/{s}", t.info.gvr.plural),
             None => t.info.gvr.plural.to_string(),
         };
         let mut watch_faults = Vec::new();
-        for action in self.faults.take(verb, &fault_resource) {
+        for action in self.faults.take(verb, &resource) {
             match action {
                 FaultAction::Latency(d) => tokio::time::sleep(d).await,
                 FaultAction::Error { code, retry_after } => {
-                    return Err(match code {
-                        429 => ApiError::too_many_requests(retry_after.unwrap_or(1)),
-                        409 => ApiError::conflict(
-                            t.info.gvr.group,
-                            t.info.gvr.plural,
-                            t.name.as_deref().unwrap_or(""),
-                        ),
-                        503 => ApiError::new(
-                            503,
-                            "ServiceUnavailable",
-                            "the server is currently unable to handle the request",
-                        ),
-                        c => {
-                            let mut e = ApiError::internal("injected fault");
-                            e.code = c;
-                            e
-                        }
-                    });
+                    return Err(injected_error(code, retry_after, t));
                 }
                 other => watch_faults.push(other),
             }
         }
-        if q.contains_key("dryRun")
-            && matches!(
-                verb,
-                "create" | "update" | "patch" | "delete" | "deletecollection"
-            )
-        {
-            // Better a visible refusal than a "dry run" that writes.
-            return Err(ApiError::bad_request("dryRun is not supported by kube-sim"));
-        }
-        let accept = req
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("application/json")
-            .to_string();
-        let body = if matches!(
-            method,
-            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-        ) {
-            let collected = http_body_util::Limited::new(req.into_body(), MAX_BODY)
-                .collect()
-                .await
-                .map_err(|e| {
-                    ApiError::new(
-                        413,
-                        "RequestEntityTooLarge",
-                        format!("request body too large or unreadable: {e}"),
-                    )
-                })?;
-            collected.to_bytes()
-        } else {
-            Bytes::new()
-        };
-        match verb {
-            "get" if t.subresource.as_deref() == Some("log") => self.pod_log(&t, &q).await,
-            "get" => self.get(&t, &accept, &q),
-            "list" => self.list(&t, &q, &accept),
-            "watch" => self.watch(&t, &q, &accept, watch_faults),
-            "create" => self.create(&t, &body, &content_type),
-            "update" => self.update(&t, &body, &content_type),
-            "patch" => self.patch(&t, &body, &content_type, &q),
-            "delete" => self.delete(&t, &body, &q),
-            _ => self.delete_collection(&t, &q),
-        }
+        Ok(watch_faults)
     }
 
     fn target(&self, group: &str, version: &str, rest: &[&str]) -> Result<Target<'_>, ApiError> {
