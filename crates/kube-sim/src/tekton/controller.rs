@@ -1202,12 +1202,7 @@ impl TaskRunActor {
         if self.status.get("startTime").is_none() {
             self.status["startTime"] = json!(model::now());
         }
-        let timeout = model::str_at(&self.tr, &["spec", "timeout"])
-            .and_then(|s| duration::parse(s).ok())
-            .unwrap_or(Duration::from_secs(3600));
-        if !timeout.is_zero() && self.ctx.opts.time_scale > 0.0 {
-            self.timeout = Some((timeout, Instant::now() + self.ctx.real(timeout)));
-        }
+        self.start_clock();
         self.set_condition("Unknown", "Started", "");
         // Like Tekton, the first status written is the one after the pod exists.
 
@@ -1221,66 +1216,16 @@ impl TaskRunActor {
             Err(e) => return self.fail("TaskRunValidationFailed", &e),
         };
 
-        // The pod is created with the TaskRun's service account, which must exist
-        // (every namespace has `default`).
-        let sa = model::str_at(&self.tr, &["spec", "serviceAccountName"])
-            .unwrap_or("default")
-            .to_string();
-        if sa != "default"
-            && self
-                .ctx
-                .cluster
-                .get(&gvr::SERVICEACCOUNTS, Some(&self.ns), &sa)
-                .is_none()
-        {
-            let maybe = match (model::at(&self.tr, &["spec", "taskRef"]), &plan.task.name) {
-                (Some(_), Some(t)) => format!("missing or invalid Task {}/{t}", self.ns),
-                _ => "invalid TaskSpec".to_string(),
-            };
-            let msg = format!(
-                "failed to create task run pod \"{}\": translating TaskSpec to Pod: serviceaccounts \"{sa}\" not found. Maybe {maybe}",
-                self.name
-            );
+        if let Err(msg) = self.check_service_account(&plan) {
             return self.fail("PodCreationFailed", &msg);
         }
-
-        // A standalone TaskRun's volumeClaimTemplate workspaces get their own claims.
-        let mut tr_for_pod = (*self.tr).clone();
-        if let Some(wss) = tr_for_pod["spec"]["workspaces"].as_array_mut() {
-            for ws in wss.iter_mut() {
-                if let Some(tpl) = ws.get("volumeClaimTemplate").cloned() {
-                    let ws_name = model::str_at(ws, &["name"]).unwrap_or("").to_string();
-                    let claim = pipelinerun::claim_name(&tpl, &ws_name, model::uid(&self.tr));
-                    create_claim(self.ctx.cluster.as_ref(), &self.tr, "TaskRun", &tpl, &claim);
-                    if let Some(o) = ws.as_object_mut() {
-                        o.remove("volumeClaimTemplate");
-                        o.insert("persistentVolumeClaim".into(), json!({"claimName": claim}));
-                    }
-                }
-            }
-        }
-
+        let tr_for_pod = self.with_workspace_claims();
         let pod = taskrun::build_pod(&tr_for_pod, &plan, &steps);
-        let pod_name = model::name(&pod).to_string();
-        let pod = match self.ctx.cluster.create(&gvr::PODS, Some(&self.ns), pod) {
-            Ok(created) => created,
-            Err(ClusterError::AlreadyExists(_)) => self
-                .ctx
-                .cluster
-                .get(&gvr::PODS, Some(&self.ns), &pod_name)
-                .map(Arc::new)
-                .unwrap_or_else(|| {
-                    Arc::new(json!({"metadata": {"name": pod_name, "namespace": self.ns}}))
-                }),
-            Err(e) => {
-                let msg = format!(
-                    "failed to create task run pod \"{}\": {e}. Maybe invalid TaskSpec",
-                    self.name
-                );
-                return self.fail("PodCreationFailed", &msg);
-            }
+        let pod = match self.create_pod(pod) {
+            Ok(pod) => pod,
+            Err(msg) => return self.fail("PodCreationFailed", &msg),
         };
-        self.status["podName"] = json!(pod_name);
+        self.status["podName"] = json!(model::name(&pod));
         let mut sim = PodSim::new(self.ctx.clone(), pod, steps);
         self.status["steps"] = sim.step_statuses(None);
         self.set_condition("Unknown", "Pending", "Pending");
@@ -1289,39 +1234,112 @@ impl TaskRunActor {
         let outcome = self.execute(&mut sim, &tr_for_pod, &plan).await;
         let _ = self.notes.send(Note::Waiting(self.uid.clone(), false));
         match outcome {
-            Outcome::Finished => {}
-            Outcome::Interrupted(Interrupt::Deleted) => {}
-            Outcome::Interrupted(i) => {
-                let (reason, message) = match i {
-                    Interrupt::TimedOut => {
-                        let t = self
-                            .timeout
-                            .map(|(d, _)| duration::format(d))
-                            .unwrap_or_default();
-                        (
-                            "TaskRunTimeout",
-                            format!("TaskRun \"{}\" failed to finish within \"{t}\"", self.name),
-                        )
-                    }
-                    Interrupt::Cancelled(m) => (
-                        "TaskRunCancelled",
-                        format!("TaskRun \"{}\" was cancelled. {m}", self.name)
-                            .trim_end()
-                            .to_string(),
-                    ),
-                    _ => unreachable!("handled above"),
-                };
-                sim.stop(reason);
-                self.status["steps"] = sim.step_statuses(None);
-                self.set_condition("False", reason, &message);
-                self.write_status();
-                // Tekton deletes the pod of a cancelled or timed-out TaskRun.
-                let _ = self
-                    .ctx
-                    .cluster
-                    .delete(&gvr::PODS, Some(&self.ns), &sim.pod_name);
+            Outcome::Finished | Outcome::Interrupted(Interrupt::Deleted) => {}
+            Outcome::Interrupted(i) => self.stop(&mut sim, i),
+        }
+    }
+
+    /// `spec.timeout` (default 1h) starts counting now; zero means none.
+    fn start_clock(&mut self) {
+        let timeout = model::str_at(&self.tr, &["spec", "timeout"])
+            .and_then(|s| duration::parse(s).ok())
+            .unwrap_or(Duration::from_secs(3600));
+        if !timeout.is_zero() && self.ctx.opts.time_scale > 0.0 {
+            self.timeout = Some((timeout, Instant::now() + self.ctx.real(timeout)));
+        }
+    }
+
+    /// The pod is created with the TaskRun's service account, which must exist
+    /// (every namespace has `default`). `Err` is the failure message.
+    fn check_service_account(&self, plan: &TaskRunPlan) -> Result<(), String> {
+        let sa = model::str_at(&self.tr, &["spec", "serviceAccountName"]).unwrap_or("default");
+        let cluster = self.ctx.cluster.as_ref();
+        if sa == "default" || cluster.get(&gvr::SERVICEACCOUNTS, Some(&self.ns), sa).is_some() {
+            return Ok(());
+        }
+        let maybe = match (model::at(&self.tr, &["spec", "taskRef"]), &plan.task.name) {
+            (Some(_), Some(t)) => format!("missing or invalid Task {}/{t}", self.ns),
+            _ => "invalid TaskSpec".to_string(),
+        };
+        Err(format!(
+            "failed to create task run pod \"{}\": translating TaskSpec to Pod: serviceaccounts \"{sa}\" not found. Maybe {maybe}",
+            self.name
+        ))
+    }
+
+    /// The TaskRun as its pod sees it: a standalone TaskRun's
+    /// volumeClaimTemplate workspaces get their own claims.
+    fn with_workspace_claims(&self) -> Value {
+        let mut tr_for_pod = (*self.tr).clone();
+        let Some(wss) = tr_for_pod["spec"]["workspaces"].as_array_mut() else {
+            return tr_for_pod;
+        };
+        for ws in wss.iter_mut() {
+            if let Some(tpl) = ws.get("volumeClaimTemplate").cloned() {
+                let ws_name = model::str_at(ws, &["name"]).unwrap_or("").to_string();
+                let claim = pipelinerun::claim_name(&tpl, &ws_name, model::uid(&self.tr));
+                create_claim(self.ctx.cluster.as_ref(), &self.tr, "TaskRun", &tpl, &claim);
+                if let Some(o) = ws.as_object_mut() {
+                    o.remove("volumeClaimTemplate");
+                    o.insert("persistentVolumeClaim".into(), json!({"claimName": claim}));
+                }
             }
         }
+        tr_for_pod
+    }
+
+    /// Create the run's pod; one that already exists (a re-created actor) is
+    /// adopted. `Err` is the failure message.
+    fn create_pod(&self, pod: Value) -> Result<Arc<Value>, String> {
+        let pod_name = model::name(&pod).to_string();
+        match self.ctx.cluster.create(&gvr::PODS, Some(&self.ns), pod) {
+            Ok(created) => Ok(created),
+            Err(ClusterError::AlreadyExists(_)) => Ok(self
+                .ctx
+                .cluster
+                .get(&gvr::PODS, Some(&self.ns), &pod_name)
+                .map(Arc::new)
+                .unwrap_or_else(|| {
+                    Arc::new(json!({"metadata": {"name": pod_name, "namespace": self.ns}}))
+                })),
+            Err(e) => Err(format!(
+                "failed to create task run pod \"{}\": {e}. Maybe invalid TaskSpec",
+                self.name
+            )),
+        }
+    }
+
+    /// End a run that timed out or was cancelled: stop its steps, fail it and
+    /// (as Tekton does) delete its pod.
+    fn stop(&mut self, sim: &mut PodSim, i: Interrupt) {
+        let (reason, message) = match i {
+            Interrupt::TimedOut => {
+                let t = self
+                    .timeout
+                    .map(|(d, _)| duration::format(d))
+                    .unwrap_or_default();
+                (
+                    "TaskRunTimeout",
+                    format!("TaskRun \"{}\" failed to finish within \"{t}\"", self.name),
+                )
+            }
+            Interrupt::Cancelled(m) => (
+                "TaskRunCancelled",
+                format!("TaskRun \"{}\" was cancelled. {m}", self.name)
+                    .trim_end()
+                    .to_string(),
+            ),
+            Interrupt::Deleted => return,
+            Interrupt::Recheck => unreachable!("execute handles rechecks"),
+        };
+        sim.stop(reason);
+        self.status["steps"] = sim.step_statuses(None);
+        self.set_condition("False", reason, &message);
+        self.write_status();
+        let _ = self
+            .ctx
+            .cluster
+            .delete(&gvr::PODS, Some(&self.ns), &sim.pod_name);
     }
 
     fn apply_defaults(&mut self) {
@@ -1380,41 +1398,9 @@ impl TaskRunActor {
         tr_for_pod: &Value,
         plan: &TaskRunPlan,
     ) -> Outcome {
-        // Volumes: a missing Secret/ConfigMap keeps the pod in ContainerCreating
-        // (FailedMount), an unbound claim keeps it unschedulable.
-        let needs = taskrun::volume_needs(tr_for_pod, &plan.task_spec);
-        let mut reported = false;
-        while let Some(problem) = volume_problem(self.ctx.cluster.as_ref(), &self.ns, &needs) {
-            if !reported {
-                sim.block(&problem);
-                let pod = sim.pod.clone();
-                let (kind, reason) = if problem.unschedulable {
-                    ("Warning", "FailedScheduling")
-                } else {
-                    ("Warning", "FailedMount")
-                };
-                record_event(
-                    self.ctx.cluster.as_ref(),
-                    &pod,
-                    "Pod",
-                    kind,
-                    reason,
-                    &problem.message,
-                );
-                self.set_condition("Unknown", "Pending", &sim.waiting_message());
-                self.write_status();
-                let _ = self.notes.send(Note::Waiting(self.uid.clone(), true));
-                reported = true;
-            }
-            match self.wait(None, true).await {
-                Ok(()) | Err(Interrupt::Recheck) => {}
-                Err(i) => return Outcome::Interrupted(i),
-            }
+        if let Err(i) = self.wait_for_volumes(sim, tr_for_pod, plan).await {
+            return Outcome::Interrupted(i);
         }
-        if reported {
-            let _ = self.notes.send(Note::Waiting(self.uid.clone(), false));
-        }
-
         let start_at = Instant::now() + self.ctx.real(self.ctx.opts.pod_start_delay);
         if let Err(i) = self.wait(Some(start_at), false).await {
             return Outcome::Interrupted(i);
@@ -1432,22 +1418,7 @@ impl TaskRunActor {
             }
             self.write_status();
             let step = sim.steps[idx].clone();
-            let begin = Instant::now();
-            let real = self.ctx.real(step.duration);
-            let lines = step.logs.len().max(1) as u32;
-            for (i, line) in step.logs.iter().enumerate() {
-                let at = begin + real * i as u32 / lines;
-                if let Err(e) = self.wait(Some(at), false).await {
-                    return Outcome::Interrupted(e);
-                }
-                self.ctx.cluster.append_pod_log(
-                    &self.ns,
-                    &sim.pod_name,
-                    &format!("step-{}", step.name),
-                    line,
-                );
-            }
-            if let Err(e) = self.wait(Some(begin + real), false).await {
+            if let Err(e) = self.run_step(sim, &step).await {
                 return Outcome::Interrupted(e);
             }
             sim.finish_step(idx);
@@ -1473,6 +1444,58 @@ impl TaskRunActor {
         self.set_condition("True", "Succeeded", "All Steps have completed executing");
         self.write_status();
         Outcome::Finished
+    }
+
+    /// Volumes: a missing Secret/ConfigMap keeps the pod in ContainerCreating
+    /// (FailedMount), an unbound claim keeps it unschedulable, until it appears.
+    async fn wait_for_volumes(
+        &mut self,
+        sim: &mut PodSim,
+        tr_for_pod: &Value,
+        plan: &TaskRunPlan,
+    ) -> Result<(), Interrupt> {
+        let needs = taskrun::volume_needs(tr_for_pod, &plan.task_spec);
+        let mut reported = false;
+        while let Some(problem) = volume_problem(self.ctx.cluster.as_ref(), &self.ns, &needs) {
+            if !reported {
+                sim.block(&problem);
+                let reason = if problem.unschedulable {
+                    "FailedScheduling"
+                } else {
+                    "FailedMount"
+                };
+                let cluster = self.ctx.cluster.as_ref();
+                record_event(cluster, &sim.pod, "Pod", "Warning", reason, &problem.message);
+                self.set_condition("Unknown", "Pending", &sim.waiting_message());
+                self.write_status();
+                let _ = self.notes.send(Note::Waiting(self.uid.clone(), true));
+                reported = true;
+            }
+            match self.wait(None, true).await {
+                Ok(()) | Err(Interrupt::Recheck) => {}
+                Err(i) => return Err(i),
+            }
+        }
+        if reported {
+            let _ = self.notes.send(Note::Waiting(self.uid.clone(), false));
+        }
+        Ok(())
+    }
+
+    /// Let a step's simulated time pass, writing its log lines evenly over it.
+    async fn run_step(&mut self, sim: &PodSim, step: &StepPlan) -> Result<(), Interrupt> {
+        let begin = Instant::now();
+        let real = self.ctx.real(step.duration);
+        let lines = step.logs.len().max(1) as u32;
+        for (i, line) in step.logs.iter().enumerate() {
+            self.wait(Some(begin + real * i as u32 / lines), false)
+                .await?;
+            let container = format!("step-{}", step.name);
+            self.ctx
+                .cluster
+                .append_pod_log(&self.ns, &sim.pod_name, &container, line);
+        }
+        self.wait(Some(begin + real), false).await
     }
 }
 
