@@ -93,7 +93,39 @@ pub fn plan(pr: &Value, resolver: &Resolver) -> Result<PipelinePlan, Failure> {
         ));
     }
 
-    // Parameters: every pipeline param without a default must be given.
+    let who = Who {
+        ns,
+        name,
+        pipeline_ns: &pipeline_ns,
+        pipeline_name: &pipeline_name,
+    };
+    check_params(pr, spec, &who)?;
+    check_workspaces(pr, spec, &who)?;
+    let resolved_spec = substitute(pr, spec, &who);
+    let planned = resolve_tasks(&resolved_spec, resolver, &who)?;
+    check_task_params(&planned)?;
+
+    Ok(PipelinePlan {
+        pipeline_name,
+        spec: resolved_spec,
+        pipeline_labels: pipeline.labels,
+        pipeline_annotations: pipeline.annotations,
+        tasks: planned,
+        deps,
+    })
+}
+
+/// The run and pipeline that failure messages name.
+struct Who<'a> {
+    ns: &'a str,
+    name: &'a str,
+    pipeline_ns: &'a str,
+    pipeline_name: &'a str,
+}
+
+/// Every pipeline param without a default must be given.
+fn check_params(pr: &Value, spec: &Value, who: &Who) -> Result<(), Failure> {
+    let Who { ns, name, .. } = who;
     let provided: Vec<&str> = model::arr(pr, &["spec", "params"])
         .iter()
         .filter_map(|p| p.get("name").and_then(Value::as_str))
@@ -104,17 +136,26 @@ pub fn plan(pr: &Value, resolver: &Resolver) -> Result<PipelinePlan, Failure> {
         .filter_map(|p| p.get("name").and_then(Value::as_str))
         .filter(|n| !provided.contains(n))
         .collect();
-    if !missing.is_empty() {
-        return Err(failure(
-            "ParameterMissing",
-            format!(
-                "PipelineRun {ns} parameters is missing some parameters required by Pipeline {name}'s parameters: PipelineRun missing parameters: [{}]",
-                missing.join(" ")
-            ),
-        ));
+    if missing.is_empty() {
+        return Ok(());
     }
+    Err(failure(
+        "ParameterMissing",
+        format!(
+            "PipelineRun {ns} parameters is missing some parameters required by Pipeline {name}'s parameters: PipelineRun missing parameters: [{}]",
+            missing.join(" ")
+        ),
+    ))
+}
 
-    // Workspaces: every non-optional pipeline workspace must be bound.
+/// Every non-optional pipeline workspace must be bound.
+fn check_workspaces(pr: &Value, spec: &Value, who: &Who) -> Result<(), Failure> {
+    let Who {
+        ns,
+        name,
+        pipeline_name,
+        ..
+    } = who;
     let bound: Vec<&str> = model::arr(pr, &["spec", "workspaces"])
         .iter()
         .filter_map(|w| w.get("name").and_then(Value::as_str))
@@ -131,8 +172,12 @@ pub fn plan(pr: &Value, resolver: &Resolver) -> Result<PipelinePlan, Failure> {
             ));
         }
     }
+    Ok(())
+}
 
-    // Substitute pipeline params and context into the spec.
+/// The spec with pipeline params (given, else defaulted) and context
+/// variables substituted into its tasks, finally tasks and results.
+fn substitute(pr: &Value, spec: &Value, who: &Who) -> Value {
     let mut params = BTreeMap::new();
     for p in model::arr(spec, &["params"]) {
         if let (Some(n), Some(d)) = (p.get("name").and_then(Value::as_str), p.get("default")) {
@@ -145,10 +190,10 @@ pub fn plan(pr: &Value, resolver: &Resolver) -> Result<PipelinePlan, Failure> {
         }
     }
     let ctx_vars: BTreeMap<&str, String> = [
-        ("context.pipelineRun.name", name.to_string()),
-        ("context.pipelineRun.namespace", ns.to_string()),
+        ("context.pipelineRun.name", who.name.to_string()),
+        ("context.pipelineRun.namespace", who.ns.to_string()),
         ("context.pipelineRun.uid", model::uid(pr).to_string()),
-        ("context.pipeline.name", pipeline_name.clone()),
+        ("context.pipeline.name", who.pipeline_name.to_string()),
     ]
     .into();
     let lookup = |expr: &str| {
@@ -162,11 +207,24 @@ pub fn plan(pr: &Value, resolver: &Resolver) -> Result<PipelinePlan, Failure> {
             subst::replace_in_value(v, &lookup);
         }
     }
+    resolved_spec
+}
 
-    // Resolve every task, then check each gets the params its Task requires.
+/// Resolve every task and finally task of the (substituted) spec.
+fn resolve_tasks(
+    resolved_spec: &Value,
+    resolver: &Resolver,
+    who: &Who,
+) -> Result<Vec<PlannedTask>, Failure> {
+    let Who {
+        ns,
+        pipeline_ns,
+        pipeline_name,
+        ..
+    } = who;
     let mut planned = Vec::new();
     for (key, is_finally) in [("tasks", false), ("finally", true)] {
-        for entry in model::arr(&resolved_spec, &[key]) {
+        for entry in model::arr(resolved_spec, &[key]) {
             let task = resolver.task(ns, entry.get("taskRef"), entry.get("taskSpec")).map_err(|e| {
                 failure(
                     "CouldntGetTask",
@@ -181,7 +239,12 @@ pub fn plan(pr: &Value, resolver: &Resolver) -> Result<PipelinePlan, Failure> {
             });
         }
     }
-    for t in &planned {
+    Ok(planned)
+}
+
+/// Each pipeline task must give the params its Task requires.
+fn check_task_params(planned: &[PlannedTask]) -> Result<(), Failure> {
+    for t in planned {
         let given: Vec<&str> = model::arr(&t.entry, &["params"])
             .iter()
             .filter_map(|p| p.get("name").and_then(Value::as_str))
@@ -203,15 +266,7 @@ pub fn plan(pr: &Value, resolver: &Resolver) -> Result<PipelinePlan, Failure> {
             ));
         }
     }
-
-    Ok(PipelinePlan {
-        pipeline_name,
-        spec: resolved_spec,
-        pipeline_labels: pipeline.labels,
-        pipeline_annotations: pipeline.annotations,
-        tasks: planned,
-        deps,
-    })
+    Ok(())
 }
 
 /// Where a pipeline task is.
