@@ -420,60 +420,33 @@ pub fn next(plan: &PipelinePlan, states: &States, stops: Stops) -> Next {
     } else {
         "PipelineRun was stopping"
     };
+    // States as they will be once this round's decisions are made.
     let mut simulated = states.clone();
     for t in plan.tasks.iter().filter(|t| !t.is_finally) {
         if state(&t.name) != TaskState::NotStarted {
             continue;
         }
-        if dag_stopping {
-            let s = TaskState::Skipped {
+        let decision = if dag_stopping {
+            Decision::Skip(TaskState::Skipped {
                 reason: stop_reason,
-                when: None,
-            };
-            simulated.insert(t.name.clone(), s.clone());
-            out.skip.push((t.name.clone(), s));
-            continue;
-        }
-        let deps = plan.deps.get(&t.name).cloned().unwrap_or_default();
-        let dep_states: Vec<TaskState> = deps
-            .iter()
-            .map(|d| simulated.get(d).cloned().unwrap_or(TaskState::NotStarted))
-            .collect();
-        if !dep_states
-            .iter()
-            .all(|s| matches!(s, TaskState::Succeeded(_) | TaskState::Skipped { .. }))
-        {
-            continue;
-        }
-        let uses_skipped_results = subst::result_refs(&t.entry)
-            .iter()
-            .any(|(d, _)| matches!(simulated.get(d), Some(TaskState::Skipped { .. })));
-        let skip = if uses_skipped_results {
-            Some(TaskState::Skipped {
-                reason: "Results were missing",
                 when: None,
             })
         } else {
-            match check_start(t, &simulated) {
-                Ok(Some(s)) => Some(s),
-                Ok(None) => None,
-                Err((task, result)) => {
-                    out.fail = Some(failure(
-                        "InvalidTaskResultReference",
-                        format!(
-                            "Invalid task result reference: Could not find result with name {result} for task {task}"
-                        ),
-                    ));
+            match decide_dag_task(plan, t, &simulated) {
+                Ok(d) => d,
+                Err(f) => {
+                    out.fail = Some(f);
                     return out;
                 }
             }
         };
-        match skip {
-            Some(s) => {
+        match decision {
+            Decision::Wait => {}
+            Decision::Skip(s) => {
                 simulated.insert(t.name.clone(), s.clone());
                 out.skip.push((t.name.clone(), s));
             }
-            None => {
+            Decision::Start => {
                 let params =
                     substitute_results(t.entry.get("params").unwrap_or(&json!([])), &simulated)
                         .unwrap_or_default();
@@ -488,39 +461,94 @@ pub fn next(plan: &PipelinePlan, states: &States, stops: Stops) -> Next {
         .filter(|t| !t.is_finally)
         .all(|t| simulated.get(&t.name).is_some_and(TaskState::is_terminal));
     if dag_done {
-        for t in plan.tasks.iter().filter(|t| t.is_finally) {
-            if state(&t.name) != TaskState::NotStarted {
-                continue;
-            }
-            if stops.finally_timed_out {
-                out.skip.push((
-                    t.name.clone(),
-                    TaskState::Skipped {
-                        reason: "PipelineRun Finally timeout has been reached",
-                        when: None,
-                    },
-                ));
-                continue;
-            }
-            match check_start(t, &simulated) {
-                Ok(Some(s)) => out.skip.push((t.name.clone(), s)),
-                Ok(None) => {
-                    let params =
-                        substitute_results(t.entry.get("params").unwrap_or(&json!([])), &simulated)
-                            .unwrap_or_default();
-                    out.start.push((t.name.clone(), params));
-                }
-                Err(_) => out.skip.push((
-                    t.name.clone(),
-                    TaskState::Skipped {
-                        reason: "Results were missing",
-                        when: None,
-                    },
-                )),
-            }
-        }
+        next_finally(plan, states, &simulated, stops, &mut out);
     }
     out
+}
+
+/// What to do with a DAG task that has not started.
+enum Decision {
+    /// Its dependencies are not done yet.
+    Wait,
+    Skip(TaskState),
+    Start,
+}
+
+fn decide_dag_task(
+    plan: &PipelinePlan,
+    t: &PlannedTask,
+    simulated: &States,
+) -> Result<Decision, Failure> {
+    let deps = plan.deps.get(&t.name).cloned().unwrap_or_default();
+    let deps_done = deps.iter().all(|d| {
+        matches!(
+            simulated.get(d),
+            Some(TaskState::Succeeded(_) | TaskState::Skipped { .. })
+        )
+    });
+    if !deps_done {
+        return Ok(Decision::Wait);
+    }
+    let uses_skipped_results = subst::result_refs(&t.entry)
+        .iter()
+        .any(|(d, _)| matches!(simulated.get(d), Some(TaskState::Skipped { .. })));
+    if uses_skipped_results {
+        return Ok(Decision::Skip(TaskState::Skipped {
+            reason: "Results were missing",
+            when: None,
+        }));
+    }
+    match check_start(t, simulated) {
+        Ok(Some(s)) => Ok(Decision::Skip(s)),
+        Ok(None) => Ok(Decision::Start),
+        Err((task, result)) => Err(failure(
+            "InvalidTaskResultReference",
+            format!(
+                "Invalid task result reference: Could not find result with name {result} for task {task}"
+            ),
+        )),
+    }
+}
+
+/// Once the DAG is done: start (or skip) the finally tasks not started yet.
+fn next_finally(
+    plan: &PipelinePlan,
+    states: &States,
+    simulated: &States,
+    stops: Stops,
+    out: &mut Next,
+) {
+    for t in plan.tasks.iter().filter(|t| t.is_finally) {
+        if states.get(&t.name).is_some_and(|s| *s != TaskState::NotStarted) {
+            continue;
+        }
+        if stops.finally_timed_out {
+            out.skip.push((
+                t.name.clone(),
+                TaskState::Skipped {
+                    reason: "PipelineRun Finally timeout has been reached",
+                    when: None,
+                },
+            ));
+            continue;
+        }
+        match check_start(t, simulated) {
+            Ok(Some(s)) => out.skip.push((t.name.clone(), s)),
+            Ok(None) => {
+                let params =
+                    substitute_results(t.entry.get("params").unwrap_or(&json!([])), simulated)
+                        .unwrap_or_default();
+                out.start.push((t.name.clone(), params));
+            }
+            Err(_) => out.skip.push((
+                t.name.clone(),
+                TaskState::Skipped {
+                    reason: "Results were missing",
+                    when: None,
+                },
+            )),
+        }
+    }
 }
 
 /// `Ok(Some(skip))` when its `when` expressions are false, `Ok(None)` to start,
