@@ -708,27 +708,7 @@ pub fn taskrun_for(
     timeout: Duration,
 ) -> Value {
     let pr_name = model::name(pr);
-    let mut labels = plan.pipeline_labels.clone();
-    if let Some(l) = model::at(pr, &["metadata", "labels"]).and_then(Value::as_object) {
-        labels.extend(l.clone());
-    }
-    labels.insert(model::labels::PIPELINE.into(), json!(plan.pipeline_name));
-    labels.insert(model::labels::PIPELINE_RUN.into(), json!(pr_name));
-    labels.insert(model::labels::PIPELINE_TASK.into(), json!(t.name));
-    labels.insert(
-        model::labels::MEMBER_OF.into(),
-        json!(if t.is_finally { "finally" } else { "tasks" }),
-    );
-    labels.insert(model::labels::MANAGED_BY.into(), json!("tekton-pipelines"));
-    if let Some(task_name) = &t.task.name {
-        labels.insert(model::labels::TASK.into(), json!(task_name));
-    }
-    let mut annotations = plan.pipeline_annotations.clone();
-    if let Some(a) = model::at(pr, &["metadata", "annotations"]).and_then(Value::as_object) {
-        annotations.extend(a.clone());
-    }
-    annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-
+    let (labels, annotations) = child_metadata(pr, plan, t);
     let run_spec = model::arr(pr, &["spec", "taskRunSpecs"])
         .iter()
         .find(|s| s.get("pipelineTaskName").and_then(Value::as_str) == Some(&t.name));
@@ -760,8 +740,59 @@ pub fn taskrun_for(
     if let Some(p) = pod_template {
         spec["podTemplate"] = p.clone();
     }
+    let workspaces = child_workspaces(pr, t, claims);
+    if !workspaces.is_empty() {
+        spec["workspaces"] = Value::Array(workspaces);
+    }
 
-    // Workspaces: the pipeline task maps task workspace → pipeline workspace.
+    json!({
+        "apiVersion": "tekton.dev/v1",
+        "kind": "TaskRun",
+        "metadata": {
+            "name": child_name(pr_name, &t.name),
+            "namespace": model::namespace(pr),
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [model::owner_reference(pr, "PipelineRun")],
+        },
+        "spec": spec,
+    })
+}
+
+/// A child TaskRun's labels and annotations: the pipeline's, then the run's,
+/// then Tekton's own labels.
+fn child_metadata(
+    pr: &Value,
+    plan: &PipelinePlan,
+    t: &PlannedTask,
+) -> (Map<String, Value>, Map<String, Value>) {
+    let mut labels = plan.pipeline_labels.clone();
+    if let Some(l) = model::at(pr, &["metadata", "labels"]).and_then(Value::as_object) {
+        labels.extend(l.clone());
+    }
+    labels.insert(model::labels::PIPELINE.into(), json!(plan.pipeline_name));
+    labels.insert(model::labels::PIPELINE_RUN.into(), json!(model::name(pr)));
+    labels.insert(model::labels::PIPELINE_TASK.into(), json!(t.name));
+    labels.insert(
+        model::labels::MEMBER_OF.into(),
+        json!(if t.is_finally { "finally" } else { "tasks" }),
+    );
+    labels.insert(model::labels::MANAGED_BY.into(), json!("tekton-pipelines"));
+    if let Some(task_name) = &t.task.name {
+        labels.insert(model::labels::TASK.into(), json!(task_name));
+    }
+    let mut annotations = plan.pipeline_annotations.clone();
+    if let Some(a) = model::at(pr, &["metadata", "annotations"]).and_then(Value::as_object) {
+        annotations.extend(a.clone());
+    }
+    annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    (labels, annotations)
+}
+
+/// A child TaskRun's workspaces: the pipeline task maps task workspace →
+/// pipeline workspace, whose binding (a template becoming the run's claim,
+/// sub-paths joined) the child gets.
+fn child_workspaces(pr: &Value, t: &PlannedTask, claims: &BTreeMap<String, String>) -> Vec<Value> {
     let bindings = model::arr(pr, &["spec", "workspaces"]);
     let mut workspaces = Vec::new();
     for w in model::arr(&t.entry, &["workspaces"]) {
@@ -792,22 +823,7 @@ pub fn taskrun_for(
         }
         workspaces.push(binding);
     }
-    if !workspaces.is_empty() {
-        spec["workspaces"] = Value::Array(workspaces);
-    }
-
-    json!({
-        "apiVersion": "tekton.dev/v1",
-        "kind": "TaskRun",
-        "metadata": {
-            "name": child_name(pr_name, &t.name),
-            "namespace": model::namespace(pr),
-            "labels": labels,
-            "annotations": annotations,
-            "ownerReferences": [model::owner_reference(pr, "PipelineRun")],
-        },
-        "spec": spec,
-    })
+    workspaces
 }
 
 /// Name of the PVC made from a workspace's `volumeClaimTemplate` for an owner.
