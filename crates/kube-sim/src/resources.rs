@@ -181,16 +181,29 @@ pub const RESOURCES: &[Resource] = &[
         .short_names(&["pvc"]),
     Resource::namespaced(gvr::EVENTS, "Event", "event").short_names(&["ev"]),
     Resource::cluster(gvr::STORAGECLASSES, "StorageClass", "storageclass").short_names(&["sc"]),
-    Resource::cluster(gvr::CRDS, "CustomResourceDefinition", "customresourcedefinition")
-        .with_status()
-        .short_names(&["crd", "crds"]),
+    Resource::cluster(
+        gvr::CRDS,
+        "CustomResourceDefinition",
+        "customresourcedefinition",
+    )
+    .with_status()
+    .short_names(&["crd", "crds"]),
     Resource::namespaced(RBAC_ROLES, "Role", "role"),
     Resource::namespaced(RBAC_ROLEBINDINGS, "RoleBinding", "rolebinding"),
     Resource::cluster(RBAC_CLUSTERROLES, "ClusterRole", "clusterrole"),
-    Resource::cluster(RBAC_CLUSTERROLEBINDINGS, "ClusterRoleBinding", "clusterrolebinding"),
+    Resource::cluster(
+        RBAC_CLUSTERROLEBINDINGS,
+        "ClusterRoleBinding",
+        "clusterrolebinding",
+    ),
     tekton(gvr::TASKS, "Task", "task", &[]),
     tekton(gvr::PIPELINES, "Pipeline", "pipeline", &[]),
-    tekton(gvr::PIPELINERUNS, "PipelineRun", "pipelinerun", &["pr", "prs"]),
+    tekton(
+        gvr::PIPELINERUNS,
+        "PipelineRun",
+        "pipelinerun",
+        &["pr", "prs"],
+    ),
     tekton(gvr::TASKRUNS, "TaskRun", "taskrun", &["tr", "trs"]),
 ];
 

@@ -86,7 +86,9 @@ fn create_namespace(k: &Kind, ns: Option<&str>, obj: &Value) -> Result<Option<St
     if !k.namespaced {
         return Ok(None);
     }
-    let ns = ns.or_else(|| meta_str(obj, "namespace")).map(str::to_string);
+    let ns = ns
+        .or_else(|| meta_str(obj, "namespace"))
+        .map(str::to_string);
     if let Some(body_ns) = meta_str(obj, "namespace")
         && Some(body_ns) != ns.as_deref()
     {
@@ -99,14 +101,7 @@ fn create_namespace(k: &Kind, ns: Option<&str>, obj: &Value) -> Result<Option<St
 
 /// The server-set fields of a new object: type, name, namespace, uid,
 /// resourceVersion, creation time, generation and create-time defaults.
-fn stamp_created(
-    k: &Kind,
-    obj: &mut Value,
-    name: &str,
-    ns: Option<&str>,
-    rv: u64,
-    writer: Writer,
-) {
+fn stamp_created(k: &Kind, obj: &mut Value, name: &str, ns: Option<&str>, rv: u64, writer: Writer) {
     obj["apiVersion"] = json!(kind_api_version(k));
     obj["kind"] = json!(k.kind);
     if writer == Writer::Api

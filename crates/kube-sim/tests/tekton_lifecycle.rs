@@ -294,10 +294,20 @@ async fn settled_reports_live_runs_and_their_next_wake() {
         ..fast_options()
     })
     .await;
-    env.create(Some("ci"), pipelinerun("r", json!({"pipelineSpec": {"tasks": [inline_task("a", "s")]}}))).await;
+    env.create(
+        Some("ci"),
+        pipelinerun(
+            "r",
+            json!({"pipelineSpec": {"tasks": [inline_task("a", "s")]}}),
+        ),
+    )
+    .await;
     wait_running(&env, &gvr::TASKRUNS, "r-a").await;
     let settled = env.settled().await;
-    assert_eq!(settled.runs, 2, "the PipelineRun and its TaskRun: {settled:?}");
+    assert_eq!(
+        settled.runs, 2,
+        "the PipelineRun and its TaskRun: {settled:?}"
+    );
     assert!(settled.next_wake.is_some(), "a running step ends by itself");
     set_spec_status(&env, "r", "Cancelled").await;
     env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;

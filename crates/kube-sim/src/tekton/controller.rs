@@ -256,7 +256,10 @@ impl Dispatcher {
         match ev {
             Ok(ev) => self.on_event(ev.kind, ev.gvr, ev.object),
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(missed = n, "tekton controller lagged behind cluster events; resyncing");
+                tracing::warn!(
+                    missed = n,
+                    "tekton controller lagged behind cluster events; resyncing"
+                );
                 // Drop the stale backlog: subscribe afresh, then list (list+watch).
                 *events = self.ctx.cluster.subscribe();
                 self.resync();
@@ -955,7 +958,8 @@ impl PipelineRunActor {
         let until = [
             run.pipeline_deadline,
             run.tasks_deadline.filter(|_| !run.stops.tasks_timed_out),
-            run.finally_deadline.filter(|_| !run.stops.finally_timed_out),
+            run.finally_deadline
+                .filter(|_| !run.stops.finally_timed_out),
         ]
         .into_iter()
         .flatten()
@@ -1254,7 +1258,11 @@ impl TaskRunActor {
     fn check_service_account(&self, plan: &TaskRunPlan) -> Result<(), String> {
         let sa = model::str_at(&self.tr, &["spec", "serviceAccountName"]).unwrap_or("default");
         let cluster = self.ctx.cluster.as_ref();
-        if sa == "default" || cluster.get(&gvr::SERVICEACCOUNTS, Some(&self.ns), sa).is_some() {
+        if sa == "default"
+            || cluster
+                .get(&gvr::SERVICEACCOUNTS, Some(&self.ns), sa)
+                .is_some()
+        {
             return Ok(());
         }
         let maybe = match (model::at(&self.tr, &["spec", "taskRef"]), &plan.task.name) {
@@ -1465,7 +1473,14 @@ impl TaskRunActor {
                     "FailedMount"
                 };
                 let cluster = self.ctx.cluster.as_ref();
-                record_event(cluster, &sim.pod, "Pod", "Warning", reason, &problem.message);
+                record_event(
+                    cluster,
+                    &sim.pod,
+                    "Pod",
+                    "Warning",
+                    reason,
+                    &problem.message,
+                );
                 self.set_condition("Unknown", "Pending", &sim.waiting_message());
                 self.write_status();
                 let _ = self.notes.send(Note::Waiting(self.uid.clone(), true));

@@ -519,7 +519,10 @@ fn next_finally(
     out: &mut Next,
 ) {
     for t in plan.tasks.iter().filter(|t| t.is_finally) {
-        if states.get(&t.name).is_some_and(|s| *s != TaskState::NotStarted) {
+        if states
+            .get(&t.name)
+            .is_some_and(|s| *s != TaskState::NotStarted)
+        {
             continue;
         }
         if stops.finally_timed_out {

@@ -38,7 +38,10 @@ fn context_vars(
 ) -> BTreeMap<String, String> {
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     vars.insert("context.taskRun.name".into(), model::name(tr).into());
-    vars.insert("context.taskRun.namespace".into(), model::namespace(tr).into());
+    vars.insert(
+        "context.taskRun.namespace".into(),
+        model::namespace(tr).into(),
+    );
     vars.insert("context.taskRun.uid".into(), model::uid(tr).into());
     vars.insert("context.task.name".into(), task_name.into());
     for r in model::arr(task_spec, &["results"]) {
@@ -58,7 +61,10 @@ fn context_vars(
         let binding = bindings
             .iter()
             .find(|b| b.get("name").and_then(Value::as_str) == Some(n));
-        vars.insert(format!("workspaces.{n}.bound"), binding.is_some().to_string());
+        vars.insert(
+            format!("workspaces.{n}.bound"),
+            binding.is_some().to_string(),
+        );
         let claim = binding
             .and_then(|b| model::str_at(b, &["persistentVolumeClaim", "claimName"]))
             .unwrap_or("");
