@@ -333,6 +333,74 @@ mod tests {
         );
     }
 
+    /// The table as the positional one before it declared it: scope and
+    /// behaviour per kind, and the served order (discovery lists in it).
+    #[test]
+    fn table_declares_each_kind() {
+        let expected = [
+            ("Namespace", "status"),
+            ("Pod", "namespaced status"),
+            ("Secret", "namespaced"),
+            ("ConfigMap", "namespaced"),
+            ("ServiceAccount", "namespaced"),
+            ("PersistentVolumeClaim", "namespaced status"),
+            ("Event", "namespaced"),
+            ("StorageClass", ""),
+            ("CustomResourceDefinition", "status"),
+            ("Role", "namespaced"),
+            ("RoleBinding", "namespaced"),
+            ("ClusterRole", ""),
+            ("ClusterRoleBinding", ""),
+            ("Task", "namespaced status custom"),
+            ("Pipeline", "namespaced status custom"),
+            ("PipelineRun", "namespaced status custom"),
+            ("TaskRun", "namespaced status custom"),
+        ];
+        let flags = |r: &super::Resource| {
+            [
+                (r.namespaced, "namespaced"),
+                (r.status_subresource, "status"),
+                (r.custom, "custom"),
+            ]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, name)| *name)
+            .collect::<Vec<_>>()
+            .join(" ")
+        };
+        let got: Vec<(&str, String)> = super::RESOURCES
+            .iter()
+            .map(|r| (r.kind, flags(r)))
+            .collect();
+        let want: Vec<(&str, String)> = expected.iter().map(|(k, f)| (*k, f.to_string())).collect();
+        assert_eq!(got, want);
+        let served: Vec<String> = super::registry(&[])
+            .iter()
+            .map(|r| format!("{}/{}", r.api_version(), r.gvr.plural))
+            .collect();
+        assert_eq!(served.len(), 21);
+        assert_eq!(
+            served[13..],
+            [
+                "tekton.dev/v1/tasks",
+                "tekton.dev/v1/pipelines",
+                "tekton.dev/v1/pipelineruns",
+                "tekton.dev/v1/taskruns",
+                "tekton.dev/v1beta1/tasks",
+                "tekton.dev/v1beta1/pipelines",
+                "tekton.dev/v1beta1/pipelineruns",
+                "tekton.dev/v1beta1/taskruns",
+            ]
+        );
+        let pr = super::registry(&[])
+            .into_iter()
+            .find(|r| r.gvr.version == "v1beta1" && r.gvr.plural == "pipelineruns")
+            .unwrap();
+        assert_eq!(pr.storage, crate::cluster::gvr::PIPELINERUNS);
+        assert_eq!(pr.short_names, ["pr", "prs"]);
+        assert_eq!(pr.categories, ["tekton", "tekton-pipelines"]);
+    }
+
     #[test]
     fn registry_and_storage_agree() {
         for r in super::registry(&[]) {
