@@ -140,6 +140,311 @@ fn parse_body(bytes: &[u8], content_type: &str) -> Result<Value, ApiError> {
     }
 }
 
+fn ok_json(v: Value) -> Result<Response<Body>, ApiError> {
+    Ok(json_response(200, &v))
+}
+
+/// A discovery document, or 404 when the path names nothing served.
+fn found(doc: Option<Value>) -> Result<Response<Body>, ApiError> {
+    doc.map(|d| json_response(200, &d))
+        .ok_or_else(ApiError::path_not_found)
+}
+
+/// The Kubernetes verb of a request on a collection or (`named`) one object.
+fn verb_of(
+    method: &Method,
+    named: bool,
+    q: &HashMap<String, String>,
+) -> Result<&'static str, ApiError> {
+    Ok(match (method, named) {
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) if is_true(q, "watch") => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::POST, false) => "create",
+        (&Method::PUT, true) => "update",
+        (&Method::PATCH, true) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => return Err(ApiError::method_not_allowed()),
+    })
+}
+
+/// The error an injected fault with status `code` answers with.
+fn injected_error(code: u16, retry_after: Option<u32>, t: &Target<'_>) -> ApiError {
+    match code {
+        429 => ApiError::too_many_requests(retry_after.unwrap_or(1)),
+        409 => ApiError::conflict(
+            t.info.gvr.group,
+            t.info.gvr.plural,
+            t.name.as_deref().unwrap_or(""),
+        ),
+        503 => ApiError::new(
+            503,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request",
+        ),
+        c => {
+            let mut e = ApiError::internal("injected fault");
+            e.code = c;
+            e
+        }
+    }
+}
+
+fn header_or<B>(req: &Request<B>, name: header::HeaderName, default: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(default)
+        .to_string()
+}
+
+/// The body of a request whose method carries one, at most `MAX_BODY` bytes.
+async fn read_body(req: Request<hyper::body::Incoming>) -> Result<Bytes, ApiError> {
+    if !matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
+        return Ok(Bytes::new());
+    }
+    let collected = http_body_util::Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                format!("request body too large or unreadable: {e}"),
+            )
+        })?;
+    Ok(collected.to_bytes())
+}
+
+/// The container whose log a request asks for: `container`, or the pod's
+/// only main container.
+fn log_container(
+    pod: &Value,
+    pod_name: &str,
+    q: &HashMap<String, String>,
+) -> Result<String, ApiError> {
+    let names: Vec<String> = ["/spec/initContainers", "/spec/containers"]
+        .iter()
+        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect();
+    let main: Vec<&String> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            names
+                .iter()
+                .filter(|n| cs.iter().any(|c| c["name"] == n.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let container = match q.get("container").filter(|c| !c.is_empty()) {
+        Some(c) => c.clone(),
+        None if main.len() == 1 => main[0].clone(),
+        None => {
+            let choices: Vec<&str> = main.iter().map(|s| s.as_str()).collect();
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {pod_name}, choose one of: [{}]",
+                choices.join(" ")
+            )));
+        }
+    };
+    if !names.contains(&container) {
+        return Err(ApiError::bad_request(format!(
+            "container {container} is not valid for pod {pod_name}"
+        )));
+    }
+    if let Some(reason) = waiting_reason(pod, &container) {
+        return Err(ApiError::bad_request(format!(
+            "container \"{container}\" in pod \"{pod_name}\" is waiting to start: {reason}"
+        )));
+    }
+    Ok(container)
+}
+
+/// The query options of a log request.
+#[derive(Clone, Copy)]
+struct LogOptions {
+    timestamps: bool,
+    since: Option<chrono::DateTime<chrono::FixedOffset>>,
+    since_seconds: Option<i64>,
+    tail: Option<usize>,
+}
+
+impl LogOptions {
+    fn parse(q: &HashMap<String, String>) -> Result<Self, ApiError> {
+        let since = match q.get("sinceTime") {
+            Some(s) => Some(
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .map_err(|e| ApiError::bad_request(format!("invalid sinceTime {s:?}: {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(LogOptions {
+            timestamps: is_true(q, "timestamps"),
+            since,
+            since_seconds: q.get("sinceSeconds").and_then(|s| s.parse::<i64>().ok()),
+            tail: q.get("tailLines").and_then(|s| s.parse::<usize>().ok()),
+        })
+    }
+
+    /// The lines already written that the request asks for.
+    fn select(&self, all: Vec<crate::store::LogLine>) -> Vec<crate::store::LogLine> {
+        let now = chrono::Utc::now();
+        let mut lines: Vec<_> = all
+            .into_iter()
+            .filter(|l| self.since.is_none_or(|s| l.time >= s))
+            .filter(|l| {
+                self.since_seconds
+                    .is_none_or(|s| (now - l.time).num_seconds() <= s)
+            })
+            .collect();
+        if let Some(n) = self.tail {
+            let skip = lines.len().saturating_sub(n);
+            lines.drain(..skip);
+        }
+        lines
+    }
+
+    fn format(&self, l: &crate::store::LogLine) -> Bytes {
+        if self.timestamps {
+            Bytes::from(format!(
+                "{} {}\n",
+                l.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                l.text
+            ))
+        } else {
+            Bytes::from(format!("{}\n", l.text))
+        }
+    }
+}
+
+/// A followed container log: sends new lines until the container has
+/// terminated and everything it wrote was sent, or the client went away.
+struct LogFollow {
+    store: Arc<Store>,
+    kind: Kind,
+    ns: String,
+    pod_name: String,
+    container: String,
+    /// Lines of the log already looked at.
+    seen: usize,
+    opts: LogOptions,
+}
+
+impl LogFollow {
+    async fn run(mut self, initial: Vec<Bytes>, tx: mpsc::Sender<Bytes>) {
+        for b in initial {
+            if tx.send(b).await.is_err() {
+                return;
+            }
+        }
+        let waiter = self.store.log_waiter(&self.ns, &self.pod_name);
+        loop {
+            let notified = waiter.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let new = self
+                .store
+                .log_lines(&self.ns, &self.pod_name, &self.container, self.seen);
+            self.seen += new.len();
+            for l in &new {
+                if tx.send(self.opts.format(l)).await.is_err() {
+                    return;
+                }
+            }
+            if !new.is_empty() {
+                continue;
+            }
+            if self.terminated() {
+                return;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Whether the container (or its pod) is gone for good.
+    fn terminated(&self) -> bool {
+        match self.store.get(&self.kind, Some(&self.ns), &self.pod_name) {
+            None => true,
+            Some(p) => container_terminated(&p, &self.container),
+        }
+    }
+}
+
+/// A PATCH request's kind, document and options, checked.
+struct PatchRequest {
+    kind: PatchKind,
+    doc: Value,
+    manager: String,
+    force: Option<bool>,
+}
+
+impl PatchRequest {
+    fn parse(
+        t: &Target<'_>,
+        body: &[u8],
+        content_type: &str,
+        q: &HashMap<String, String>,
+    ) -> Result<Self, ApiError> {
+        let accepted = if t.info.custom {
+            "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+        } else {
+            "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml"
+        };
+        let kind = match PatchKind::from_content_type(content_type) {
+            Some(PatchKind::StrategicMerge) if t.info.custom => {
+                return Err(ApiError::unsupported_media_type(accepted));
+            }
+            Some(k) => k,
+            None => return Err(ApiError::unsupported_media_type(accepted)),
+        };
+        let manager = q.get("fieldManager").cloned().unwrap_or_default();
+        let force = q.get("force").map(|f| f == "true");
+        if kind == PatchKind::Apply && manager.is_empty() {
+            return Err(patch_options_invalid(
+                "fieldManager",
+                "Required value: is required for apply patch",
+            ));
+        }
+        if kind != PatchKind::Apply && force.is_some() {
+            return Err(patch_options_invalid(
+                "force",
+                "Forbidden: may not be specified for non-apply patch",
+            ));
+        }
+        let doc = parse_body(body, content_type)?;
+        Ok(PatchRequest {
+            kind,
+            doc,
+            manager,
+            force,
+        })
+    }
+
+    /// Server-side apply onto `current` (`None`: a new object).
+    fn apply(&self, t: &Target<'_>, current: Option<&Value>) -> Result<Value, ApiError> {
+        patch::apply(
+            current,
+            &self.doc,
+            &self.manager,
+            &t.info.api_version(),
+            self.force == Some(true),
+            &now_rfc3339(),
+        )
+        .map_err(|c| apply_conflict(t, c))
+    }
+}
+
 impl Api {
     fn find(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceInfo> {
         self.registry
@@ -180,6 +485,8 @@ impl Api {
         }
     }
 
+    /// The route table: discovery, OpenAPI and fault administration answer
+    /// here; everything under a group/version is a resource request.
     async fn route(
         &self,
         req: Request<hyper::body::Incoming>,
@@ -187,62 +494,71 @@ impl Api {
         user: &User,
     ) -> Result<Response<Body>, ApiError> {
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        let (group, version, rest): (&str, &str, &[&str]) = match segs.as_slice() {
-            ["api"] => {
-                return Ok(json_response(
-                    200,
-                    &discovery::api_versions(
-                        &self
-                            .server_address
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner()),
-                    ),
-                ));
-            }
-            ["apis"] => {
-                return Ok(json_response(
-                    200,
-                    &discovery::api_group_list(&self.registry),
-                ));
-            }
-            ["apis", g] => {
-                return discovery::api_group(&self.registry, g)
-                    .map(|d| json_response(200, &d))
-                    .ok_or_else(ApiError::path_not_found);
-            }
-            ["openapi", "v3"] => {
-                return Ok(json_response(200, &crate::openapi::root(&self.registry)));
-            }
-            ["openapi", "v3", gv @ ..] => {
-                return crate::openapi::group_version(&self.registry, &gv.join("/"))
-                    .map(|d| json_response(200, &d))
-                    .ok_or_else(ApiError::path_not_found);
-            }
-            ["openapi", ..] => return Err(ApiError::path_not_found()),
-            ["kube-sim", "faults"] => return self.faults_admin(req, user).await,
-            ["api", v, rest @ ..] => ("", *v, rest),
-            ["apis", g, v, rest @ ..] => (*g, *v, rest),
-            _ => return Err(ApiError::path_not_found()),
-        };
-        if rest.is_empty() {
-            return discovery::api_resource_list(&self.registry, group, version)
-                .map(|d| json_response(200, &d))
-                .ok_or_else(ApiError::path_not_found);
+        let reg = &self.registry;
+        match segs.as_slice() {
+            ["api"] => ok_json(discovery::api_versions(&self.server_address())),
+            ["apis"] => ok_json(discovery::api_group_list(reg)),
+            ["apis", g] => found(discovery::api_group(reg, g)),
+            ["openapi", "v3"] => ok_json(crate::openapi::root(reg)),
+            ["openapi", "v3", gv @ ..] => found(crate::openapi::group_version(reg, &gv.join("/"))),
+            ["openapi", ..] => Err(ApiError::path_not_found()),
+            ["kube-sim", "faults"] => self.faults_admin(req, user).await,
+            ["api", v] => found(discovery::api_resource_list(reg, "", v)),
+            ["apis", g, v] => found(discovery::api_resource_list(reg, g, v)),
+            ["api", v, rest @ ..] => self.resource_request(req, user, "", v, rest).await,
+            ["apis", g, v, rest @ ..] => self.resource_request(req, user, g, v, rest).await,
+            _ => Err(ApiError::path_not_found()),
         }
+    }
+
+    fn server_address(&self) -> String {
+        self.server_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A verb on a resource: authorize, inject faults, then run the verb.
+    async fn resource_request(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        user: &User,
+        group: &str,
+        version: &str,
+        rest: &[&str],
+    ) -> Result<Response<Body>, ApiError> {
         let t = self.target(group, version, rest)?;
         let q = parse_query(req.uri().query());
-        let method = req.method().clone();
-        let verb = match (&method, t.name.is_some()) {
-            (&Method::GET, true) => "get",
-            (&Method::GET, false) if is_true(&q, "watch") => "watch",
-            (&Method::GET, false) => "list",
-            (&Method::POST, false) => "create",
-            (&Method::PUT, true) => "update",
-            (&Method::PATCH, true) => "patch",
-            (&Method::DELETE, true) => "delete",
-            (&Method::DELETE, false) => "deletecollection",
-            _ => return Err(ApiError::method_not_allowed()),
-        };
+        let verb = verb_of(req.method(), t.name.is_some(), &q)?;
+        self.authorize(user, &t, verb)?;
+        let watch_faults = self.inject_faults(verb, &t).await?;
+        let writes = matches!(
+            verb,
+            "create" | "update" | "patch" | "delete" | "deletecollection"
+        );
+        if q.contains_key("dryRun") && writes {
+            // Better a visible refusal than a "dry run" that writes.
+            return Err(ApiError::bad_request("dryRun is not supported by kube-sim"));
+        }
+        let accept = header_or(&req, header::ACCEPT, "");
+        let content_type = header_or(&req, header::CONTENT_TYPE, "application/json");
+        let body = read_body(req).await?;
+        match verb {
+            "get" if t.subresource.as_deref() == Some("log") => self.pod_log(&t, &q).await,
+            "get" => self.get(&t, &accept, &q),
+            "list" => self.list(&t, &q, &accept),
+            "watch" => self.watch(&t, &q, &accept, watch_faults),
+            "create" => self.create(&t, &body, &content_type),
+            "update" => self.update(&t, &body, &content_type),
+            "patch" => self.patch(&t, &body, &content_type, &q),
+            "delete" => self.delete(&t, &body, &q),
+            _ => self.delete_collection(&t, &q),
+        }
+    }
+
+    /// Refuse `verb` on `t` unless `user`'s rules allow it.
+    fn authorize(&self, user: &User, t: &Target<'_>, verb: &str) -> Result<(), ApiError> {
+        // A namespace's own name is its namespace, for rules scoped to one.
         let attr_ns = t.namespace.clone().or_else(|| {
             (t.kind.gvr.plural == "namespaces")
                 .then(|| t.name.clone())
@@ -255,98 +571,42 @@ impl Api {
             subresource: t.subresource.as_deref(),
             namespace: attr_ns.as_deref(),
         };
-        if !self.auth.allowed(user, &attrs) {
-            return Err(ApiError::forbidden(
-                &user.name,
-                verb,
-                t.info.gvr.group,
-                t.info.gvr.plural,
-                t.subresource.as_deref(),
-                attr_ns.as_deref(),
-                t.name.as_deref(),
-            ));
+        if self.auth.allowed(user, &attrs) {
+            return Ok(());
         }
-        let fault_resource = match &t.subresource {
+        Err(ApiError::forbidden(
+            &user.name,
+            verb,
+            t.info.gvr.group,
+            t.info.gvr.plural,
+            t.subresource.as_deref(),
+            attr_ns.as_deref(),
+            t.name.as_deref(),
+        ))
+    }
+
+    /// Apply the injected faults matching this request: latency waits, an
+    /// error ends the request, and watch faults are returned for the stream.
+    async fn inject_faults(
+        &self,
+        verb: &str,
+        t: &Target<'_>,
+    ) -> Result<Vec<FaultAction>, ApiError> {
+        let resource = match &t.subresource {
             Some(s) => format!("{}/{s}", t.info.gvr.plural),
             None => t.info.gvr.plural.to_string(),
         };
         let mut watch_faults = Vec::new();
-        for action in self.faults.take(verb, &fault_resource) {
+        for action in self.faults.take(verb, &resource) {
             match action {
                 FaultAction::Latency(d) => tokio::time::sleep(d).await,
                 FaultAction::Error { code, retry_after } => {
-                    return Err(match code {
-                        429 => ApiError::too_many_requests(retry_after.unwrap_or(1)),
-                        409 => ApiError::conflict(
-                            t.info.gvr.group,
-                            t.info.gvr.plural,
-                            t.name.as_deref().unwrap_or(""),
-                        ),
-                        503 => ApiError::new(
-                            503,
-                            "ServiceUnavailable",
-                            "the server is currently unable to handle the request",
-                        ),
-                        c => {
-                            let mut e = ApiError::internal("injected fault");
-                            e.code = c;
-                            e
-                        }
-                    });
+                    return Err(injected_error(code, retry_after, t));
                 }
                 other => watch_faults.push(other),
             }
         }
-        if q.contains_key("dryRun")
-            && matches!(
-                verb,
-                "create" | "update" | "patch" | "delete" | "deletecollection"
-            )
-        {
-            // Better a visible refusal than a "dry run" that writes.
-            return Err(ApiError::bad_request("dryRun is not supported by kube-sim"));
-        }
-        let accept = req
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("application/json")
-            .to_string();
-        let body = if matches!(
-            method,
-            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-        ) {
-            let collected = http_body_util::Limited::new(req.into_body(), MAX_BODY)
-                .collect()
-                .await
-                .map_err(|e| {
-                    ApiError::new(
-                        413,
-                        "RequestEntityTooLarge",
-                        format!("request body too large or unreadable: {e}"),
-                    )
-                })?;
-            collected.to_bytes()
-        } else {
-            Bytes::new()
-        };
-        match verb {
-            "get" if t.subresource.as_deref() == Some("log") => self.pod_log(&t, &q).await,
-            "get" => self.get(&t, &accept, &q),
-            "list" => self.list(&t, &q, &accept),
-            "watch" => self.watch(&t, &q, &accept, watch_faults),
-            "create" => self.create(&t, &body, &content_type),
-            "update" => self.update(&t, &body, &content_type),
-            "patch" => self.patch(&t, &body, &content_type, &q),
-            "delete" => self.delete(&t, &body, &q),
-            _ => self.delete_collection(&t, &q),
-        }
+        Ok(watch_faults)
     }
 
     fn target(&self, group: &str, version: &str, rest: &[&str]) -> Result<Target<'_>, ApiError> {
@@ -584,56 +844,15 @@ impl Api {
         content_type: &str,
         q: &HashMap<String, String>,
     ) -> Result<Response<Body>, ApiError> {
-        let accepted = if t.info.custom {
-            "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
-        } else {
-            "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml"
-        };
-        let kind = match PatchKind::from_content_type(content_type) {
-            Some(PatchKind::StrategicMerge) if t.info.custom => {
-                return Err(ApiError::unsupported_media_type(accepted));
-            }
-            Some(k) => k,
-            None => return Err(ApiError::unsupported_media_type(accepted)),
-        };
+        let req = PatchRequest::parse(t, body, content_type, q)?;
         let name = t.name.as_deref().unwrap_or("");
-        let manager = q.get("fieldManager").cloned().unwrap_or_default();
-        let force = q.get("force").map(|f| f == "true");
-        if kind == PatchKind::Apply && manager.is_empty() {
-            return Err(patch_options_invalid(
-                "fieldManager",
-                "Required value: is required for apply patch",
-            ));
-        }
-        if kind != PatchKind::Apply && force.is_some() {
-            return Err(patch_options_invalid(
-                "force",
-                "Forbidden: may not be specified for non-apply patch",
-            ));
-        }
-        let patch_doc = parse_body(body, content_type)?;
         let status_only = t.subresource.as_deref() == Some("status");
         // Retry like the API server's GuaranteedUpdate when a concurrent write wins.
         for _ in 0..8 {
             let current = self.store.get(&t.kind, t.namespace.as_deref(), name);
             let Some(current) = current else {
-                if kind == PatchKind::Apply && !status_only {
-                    self.check_body_identity(t, &patch_doc)?;
-                    let created = patch::apply(
-                        None,
-                        &patch_doc,
-                        &manager,
-                        &t.info.api_version(),
-                        force == Some(true),
-                        &now_rfc3339(),
-                    )
-                    .map_err(|c| apply_conflict(t, c))?;
-                    let mut obj = self.stored(t, created);
-                    self.admit_create(t, &mut obj)?;
-                    let created =
-                        self.store
-                            .create(&t.kind, t.namespace.as_deref(), obj, Writer::Api)?;
-                    return Ok(self.served_response(t, 201, created));
+                if req.kind == PatchKind::Apply && !status_only {
+                    return self.apply_create(t, &req);
                 }
                 return Err(ApiError::not_found(
                     t.info.gvr.group,
@@ -645,35 +864,10 @@ impl Api {
                 .pointer("/metadata/resourceVersion")
                 .cloned()
                 .unwrap_or(json!(""));
-            let mut obj = self.served(t, current.clone());
-            match kind {
-                PatchKind::Merge => patch::merge_patch(&mut obj, &patch_doc),
-                PatchKind::StrategicMerge => patch::strategic_merge(&mut obj, &patch_doc),
-                PatchKind::Json => patch::json_patch(&mut obj, &patch_doc).map_err(|e| {
-                    ApiError::new(
-                        422,
-                        "Invalid",
-                        format!(
-                            "the server rejected our request due to an error in our request: {e}"
-                        ),
-                    )
-                })?,
-                PatchKind::Apply => {
-                    self.check_body_identity(t, &patch_doc)?;
-                    obj = patch::apply(
-                        Some(&obj),
-                        &patch_doc,
-                        &manager,
-                        &t.info.api_version(),
-                        force == Some(true),
-                        &now_rfc3339(),
-                    )
-                    .map_err(|c| apply_conflict(t, c))?;
-                }
-            }
+            let mut obj = self.patched(t, &req, &current)?;
             // A resourceVersion in the patch is a precondition; otherwise patch the current state.
             let patched_rv = obj.pointer("/metadata/resourceVersion").cloned();
-            if patched_rv.is_none() || kind == PatchKind::Apply {
+            if patched_rv.is_none() || req.kind == PatchKind::Apply {
                 obj["metadata"]["resourceVersion"] = current_rv.clone();
             }
             let mut obj = self.stored(t, obj);
@@ -701,6 +895,44 @@ impl Api {
             t.info.gvr.plural,
             name,
         ))
+    }
+
+    /// Server-side apply of an object that does not exist yet creates it.
+    fn apply_create(&self, t: &Target<'_>, req: &PatchRequest) -> Result<Response<Body>, ApiError> {
+        self.check_body_identity(t, &req.doc)?;
+        let created = req.apply(t, None)?;
+        let mut obj = self.stored(t, created);
+        self.admit_create(t, &mut obj)?;
+        let created = self
+            .store
+            .create(&t.kind, t.namespace.as_deref(), obj, Writer::Api)?;
+        Ok(self.served_response(t, 201, created))
+    }
+
+    /// `current` (as served at the requested version) with the patch applied.
+    fn patched(
+        &self,
+        t: &Target<'_>,
+        req: &PatchRequest,
+        current: &Value,
+    ) -> Result<Value, ApiError> {
+        let mut obj = self.served(t, current.clone());
+        match req.kind {
+            PatchKind::Merge => patch::merge_patch(&mut obj, &req.doc),
+            PatchKind::StrategicMerge => patch::strategic_merge(&mut obj, &req.doc),
+            PatchKind::Json => patch::json_patch(&mut obj, &req.doc).map_err(|e| {
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the server rejected our request due to an error in our request: {e}"),
+                )
+            })?,
+            PatchKind::Apply => {
+                self.check_body_identity(t, &req.doc)?;
+                obj = req.apply(t, Some(&obj))?;
+            }
+        }
+        Ok(obj)
     }
 
     fn delete(
@@ -916,121 +1148,26 @@ impl Api {
             .store
             .get(&t.kind, Some(&ns), &pod_name)
             .ok_or_else(|| ApiError::not_found("", "pods", &pod_name))?;
-        let names: Vec<String> = ["/spec/initContainers", "/spec/containers"]
-            .iter()
-            .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
-            .flatten()
-            .filter_map(|c| c["name"].as_str().map(str::to_string))
-            .collect();
-        let main: Vec<&String> = pod
-            .pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .map(|cs| {
-                names
-                    .iter()
-                    .filter(|n| cs.iter().any(|c| c["name"] == n.as_str()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let container = match q.get("container").filter(|c| !c.is_empty()) {
-            Some(c) => c.clone(),
-            None if main.len() == 1 => main[0].clone(),
-            None => {
-                return Err(ApiError::bad_request(format!(
-                    "a container name must be specified for pod {pod_name}, choose one of: [{}]",
-                    main.iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                )));
-            }
-        };
-        if !names.contains(&container) {
-            return Err(ApiError::bad_request(format!(
-                "container {container} is not valid for pod {pod_name}"
-            )));
-        }
-        if let Some(reason) = waiting_reason(&pod, &container) {
-            return Err(ApiError::bad_request(format!(
-                "container \"{container}\" in pod \"{pod_name}\" is waiting to start: {reason}"
-            )));
-        }
-        let timestamps = is_true(q, "timestamps");
-        let since = match q.get("sinceTime") {
-            Some(s) => Some(
-                chrono::DateTime::parse_from_rfc3339(s)
-                    .map_err(|e| ApiError::bad_request(format!("invalid sinceTime {s:?}: {e}")))?,
-            ),
-            None => None,
-        };
-        let since_seconds = q.get("sinceSeconds").and_then(|s| s.parse::<i64>().ok());
-        let tail = q.get("tailLines").and_then(|s| s.parse::<usize>().ok());
-        let format = move |l: &crate::store::LogLine| -> Bytes {
-            if timestamps {
-                Bytes::from(format!(
-                    "{} {}\n",
-                    l.time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-                    l.text
-                ))
-            } else {
-                Bytes::from(format!("{}\n", l.text))
-            }
-        };
+        let container = log_container(&pod, &pod_name, q)?;
+        let opts = LogOptions::parse(q)?;
         let all = self.store.log_lines(&ns, &pod_name, &container, 0);
-        let mut seen = all.len();
-        let now = chrono::Utc::now();
-        let mut lines: Vec<_> = all
-            .into_iter()
-            .filter(|l| since.is_none_or(|s| l.time >= s))
-            .filter(|l| since_seconds.is_none_or(|s| (now - l.time).num_seconds() <= s))
-            .collect();
-        if let Some(n) = tail {
-            let skip = lines.len().saturating_sub(n);
-            lines.drain(..skip);
-        }
-        let initial: Vec<Bytes> = lines.iter().map(&format).collect();
+        let seen = all.len();
+        let initial: Vec<Bytes> = opts.select(all).iter().map(|l| opts.format(l)).collect();
         if !is_true(q, "follow") {
             let body: Vec<u8> = initial.concat();
             return Ok(full(StatusCode::OK, "text/plain", body));
         }
         let (tx, rx) = mpsc::channel::<Bytes>(256);
-        let store = self.store.clone();
-        let kind = t.kind;
-        tokio::spawn(async move {
-            for b in initial {
-                if tx.send(b).await.is_err() {
-                    return;
-                }
-            }
-            let waiter = store.log_waiter(&ns, &pod_name);
-            loop {
-                let notified = waiter.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                let new = store.log_lines(&ns, &pod_name, &container, seen);
-                seen += new.len();
-                for l in &new {
-                    if tx.send(format(l)).await.is_err() {
-                        return;
-                    }
-                }
-                let terminated = match store.get(&kind, Some(&ns), &pod_name) {
-                    None => true,
-                    Some(p) => container_terminated(&p, &container),
-                };
-                if terminated && new.is_empty() {
-                    return;
-                }
-                if !new.is_empty() {
-                    continue;
-                }
-                tokio::select! {
-                    _ = notified => {}
-                    _ = tx.closed() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        });
+        let follow = LogFollow {
+            store: self.store.clone(),
+            kind: t.kind,
+            ns,
+            pod_name,
+            container,
+            seen,
+            opts,
+        };
+        tokio::spawn(follow.run(initial, tx));
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx)
             .map(|b| Ok::<_, std::io::Error>(hyper::body::Frame::data(b)));
         let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));

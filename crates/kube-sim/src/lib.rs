@@ -102,6 +102,7 @@ pub struct KubeSimHandle {
     listeners: Mutex<Vec<RunningListener>>,
     admin_token: String,
     admin_cert: ClientCert,
+    tekton: Option<tekton::ControllerHandle>,
 }
 
 fn random_token() -> String {
@@ -193,9 +194,9 @@ impl KubeSim {
             http_addr = Some(l.local_addr()?);
             listeners.push(server::spawn(l, None, api.clone())?);
         }
-        if let Some(topts) = opts.tekton {
-            tekton::Controller::spawn(store.clone() as Arc<dyn Cluster>, topts);
-        }
+        let tekton = opts
+            .tekton
+            .map(|topts| tekton::Controller::start(store.clone() as Arc<dyn Cluster>, topts));
         for c in opts.controllers {
             c(store.clone() as Arc<dyn Cluster>);
         }
@@ -208,6 +209,7 @@ impl KubeSim {
             listeners: Mutex::new(listeners),
             admin_token,
             admin_cert,
+            tekton,
         })
     }
 }
@@ -253,6 +255,11 @@ impl KubeSimHandle {
 
     pub fn faults(&self) -> &Faults {
         &self.api.faults
+    }
+
+    /// The Tekton controller, when one was started (`KubeSimOptions::tekton`).
+    pub fn tekton(&self) -> Option<&tekton::ControllerHandle> {
+        self.tekton.as_ref()
     }
 
     /// Add a user authenticated by a new random bearer token, with these rules. Returns the token.

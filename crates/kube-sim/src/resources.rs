@@ -61,209 +61,183 @@ pub const RBAC_CLUSTERROLEBINDINGS: Gvr =
 
 const TEKTON_CATEGORIES: &[&str] = &["tekton", "tekton-pipelines"];
 
-#[allow(clippy::too_many_arguments)]
-fn res(
-    g: Gvr,
-    storage: Gvr,
-    kind: &'static str,
-    singular: &'static str,
-    namespaced: bool,
-    status: bool,
-    custom: bool,
-    short: &'static [&'static str],
-    categories: &'static [&'static str],
-) -> ResourceInfo {
-    ResourceInfo {
-        gvr: g,
-        storage,
-        kind,
-        singular,
-        namespaced,
-        status_subresource: status,
-        custom,
-        short_names: short,
-        categories,
-        printer_columns: Vec::new(),
+/// One stored resource as the table declares it: built with named steps
+/// (`Resource::namespaced(..).with_status()`), so no flag is positional.
+#[derive(Clone, Copy, Debug)]
+pub struct Resource {
+    /// Where objects are stored (the first served version).
+    pub storage: Gvr,
+    pub kind: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub status_subresource: bool,
+    pub custom: bool,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    /// Versions served besides the storage one (converted on the way in and out).
+    pub also_served: &'static [&'static str],
+}
+
+impl Resource {
+    const fn new(storage: Gvr, kind: &'static str, singular: &'static str) -> Self {
+        Resource {
+            storage,
+            kind,
+            singular,
+            namespaced: false,
+            status_subresource: false,
+            custom: false,
+            short_names: &[],
+            categories: &[],
+            also_served: &[],
+        }
+    }
+
+    /// A resource that lives in a namespace.
+    pub const fn namespaced(storage: Gvr, kind: &'static str, singular: &'static str) -> Self {
+        Resource {
+            namespaced: true,
+            ..Self::new(storage, kind, singular)
+        }
+    }
+
+    /// A cluster-scoped resource.
+    pub const fn cluster(storage: Gvr, kind: &'static str, singular: &'static str) -> Self {
+        Self::new(storage, kind, singular)
+    }
+
+    /// Serves a `status` subresource (and keeps status out of main-resource writes).
+    pub const fn with_status(self) -> Self {
+        Resource {
+            status_subresource: true,
+            ..self
+        }
+    }
+
+    /// A custom resource: `resourceVersion` required on PUT, no strategic merge.
+    pub const fn custom(self) -> Self {
+        Resource {
+            custom: true,
+            ..self
+        }
+    }
+
+    pub const fn short_names(self, short_names: &'static [&'static str]) -> Self {
+        Resource {
+            short_names,
+            ..self
+        }
+    }
+
+    pub const fn categories(self, categories: &'static [&'static str]) -> Self {
+        Resource { categories, ..self }
+    }
+
+    pub const fn also_served(self, also_served: &'static [&'static str]) -> Self {
+        Resource {
+            also_served,
+            ..self
+        }
+    }
+
+    /// The table entry clients see at `version`.
+    fn info(&self, version: &'static str, crds: &[Value]) -> ResourceInfo {
+        let gvr = Gvr::new(self.storage.group, version, self.storage.plural);
+        let printer_columns = if self.custom {
+            crd_printer_columns(crds, gvr.group, gvr.plural, version)
+        } else {
+            Vec::new()
+        };
+        ResourceInfo {
+            gvr,
+            storage: self.storage,
+            kind: self.kind,
+            singular: self.singular,
+            namespaced: self.namespaced,
+            status_subresource: self.status_subresource,
+            custom: self.custom,
+            short_names: self.short_names,
+            categories: self.categories,
+            printer_columns,
+        }
     }
 }
 
-/// Every served resource. `crds` (the loaded Tekton CRDs) supply printer columns.
+/// Every stored resource, in the order discovery lists them.
+pub const RESOURCES: &[Resource] = &[
+    Resource::cluster(gvr::NAMESPACES, "Namespace", "namespace")
+        .with_status()
+        .short_names(&["ns"]),
+    Resource::namespaced(gvr::PODS, "Pod", "pod")
+        .with_status()
+        .short_names(&["po"])
+        .categories(&["all"]),
+    Resource::namespaced(gvr::SECRETS, "Secret", "secret"),
+    Resource::namespaced(gvr::CONFIGMAPS, "ConfigMap", "configmap").short_names(&["cm"]),
+    Resource::namespaced(gvr::SERVICEACCOUNTS, "ServiceAccount", "serviceaccount")
+        .short_names(&["sa"]),
+    Resource::namespaced(gvr::PVCS, "PersistentVolumeClaim", "persistentvolumeclaim")
+        .with_status()
+        .short_names(&["pvc"]),
+    Resource::namespaced(gvr::EVENTS, "Event", "event").short_names(&["ev"]),
+    Resource::cluster(gvr::STORAGECLASSES, "StorageClass", "storageclass").short_names(&["sc"]),
+    Resource::cluster(
+        gvr::CRDS,
+        "CustomResourceDefinition",
+        "customresourcedefinition",
+    )
+    .with_status()
+    .short_names(&["crd", "crds"]),
+    Resource::namespaced(RBAC_ROLES, "Role", "role"),
+    Resource::namespaced(RBAC_ROLEBINDINGS, "RoleBinding", "rolebinding"),
+    Resource::cluster(RBAC_CLUSTERROLES, "ClusterRole", "clusterrole"),
+    Resource::cluster(
+        RBAC_CLUSTERROLEBINDINGS,
+        "ClusterRoleBinding",
+        "clusterrolebinding",
+    ),
+    tekton(gvr::TASKS, "Task", "task", &[]),
+    tekton(gvr::PIPELINES, "Pipeline", "pipeline", &[]),
+    tekton(
+        gvr::PIPELINERUNS,
+        "PipelineRun",
+        "pipelinerun",
+        &["pr", "prs"],
+    ),
+    tekton(gvr::TASKRUNS, "TaskRun", "taskrun", &["tr", "trs"]),
+];
+
+/// Tekton's kinds: custom, with status, stored as v1 and served as v1beta1 too.
+const fn tekton(
+    storage: Gvr,
+    kind: &'static str,
+    singular: &'static str,
+    short_names: &'static [&'static str],
+) -> Resource {
+    Resource::namespaced(storage, kind, singular)
+        .with_status()
+        .custom()
+        .short_names(short_names)
+        .categories(TEKTON_CATEGORIES)
+        .also_served(&["v1beta1"])
+}
+
+/// The stored resource clients address as `group`/`plural` (any served version).
+pub fn find(group: &str, plural: &str) -> Option<&'static Resource> {
+    RESOURCES
+        .iter()
+        .find(|r| r.storage.plural == plural && r.storage.group == group)
+}
+
+/// Every served resource: each storage version, then each further version
+/// (so a group's preferred version comes first). `crds` (the loaded Tekton
+/// CRDs) supply printer columns.
 pub fn registry(crds: &[Value]) -> Vec<ResourceInfo> {
-    let mut out = vec![
-        res(
-            gvr::NAMESPACES,
-            gvr::NAMESPACES,
-            "Namespace",
-            "namespace",
-            false,
-            true,
-            false,
-            &["ns"],
-            &[],
-        ),
-        res(
-            gvr::PODS,
-            gvr::PODS,
-            "Pod",
-            "pod",
-            true,
-            true,
-            false,
-            &["po"],
-            &["all"],
-        ),
-        res(
-            gvr::SECRETS,
-            gvr::SECRETS,
-            "Secret",
-            "secret",
-            true,
-            false,
-            false,
-            &[],
-            &[],
-        ),
-        res(
-            gvr::CONFIGMAPS,
-            gvr::CONFIGMAPS,
-            "ConfigMap",
-            "configmap",
-            true,
-            false,
-            false,
-            &["cm"],
-            &[],
-        ),
-        res(
-            gvr::SERVICEACCOUNTS,
-            gvr::SERVICEACCOUNTS,
-            "ServiceAccount",
-            "serviceaccount",
-            true,
-            false,
-            false,
-            &["sa"],
-            &[],
-        ),
-        res(
-            gvr::PVCS,
-            gvr::PVCS,
-            "PersistentVolumeClaim",
-            "persistentvolumeclaim",
-            true,
-            true,
-            false,
-            &["pvc"],
-            &[],
-        ),
-        res(
-            gvr::EVENTS,
-            gvr::EVENTS,
-            "Event",
-            "event",
-            true,
-            false,
-            false,
-            &["ev"],
-            &[],
-        ),
-        res(
-            gvr::STORAGECLASSES,
-            gvr::STORAGECLASSES,
-            "StorageClass",
-            "storageclass",
-            false,
-            false,
-            false,
-            &["sc"],
-            &[],
-        ),
-        res(
-            gvr::CRDS,
-            gvr::CRDS,
-            "CustomResourceDefinition",
-            "customresourcedefinition",
-            false,
-            true,
-            false,
-            &["crd", "crds"],
-            &[],
-        ),
-        res(
-            RBAC_ROLES,
-            RBAC_ROLES,
-            "Role",
-            "role",
-            true,
-            false,
-            false,
-            &[],
-            &[],
-        ),
-        res(
-            RBAC_ROLEBINDINGS,
-            RBAC_ROLEBINDINGS,
-            "RoleBinding",
-            "rolebinding",
-            true,
-            false,
-            false,
-            &[],
-            &[],
-        ),
-        res(
-            RBAC_CLUSTERROLES,
-            RBAC_CLUSTERROLES,
-            "ClusterRole",
-            "clusterrole",
-            false,
-            false,
-            false,
-            &[],
-            &[],
-        ),
-        res(
-            RBAC_CLUSTERROLEBINDINGS,
-            RBAC_CLUSTERROLEBINDINGS,
-            "ClusterRoleBinding",
-            "clusterrolebinding",
-            false,
-            false,
-            false,
-            &[],
-            &[],
-        ),
-    ];
-    let tekton: [(Gvr, &str, &str, &[&str]); 4] = [
-        (gvr::TASKS, "Task", "task", &[]),
-        (gvr::PIPELINES, "Pipeline", "pipeline", &[]),
-        (
-            gvr::PIPELINERUNS,
-            "PipelineRun",
-            "pipelinerun",
-            &["pr", "prs"],
-        ),
-        (gvr::TASKRUNS, "TaskRun", "taskrun", &["tr", "trs"]),
-    ];
-    for version in ["v1", "v1beta1"] {
-        for (storage, kind, singular, short) in tekton {
-            let served = Gvr::new("tekton.dev", version, storage.plural);
-            let mut r = res(
-                served,
-                storage,
-                kind,
-                singular,
-                true,
-                true,
-                true,
-                short,
-                TEKTON_CATEGORIES,
-            );
-            r.printer_columns = crd_printer_columns(crds, "tekton.dev", storage.plural, version);
-            out.push(r);
-        }
-    }
-    out
+    let storage = RESOURCES.iter().map(|r| r.info(r.storage.version, crds));
+    let further = RESOURCES
+        .iter()
+        .flat_map(|r| r.also_served.iter().map(move |v| r.info(v, crds)));
+    storage.chain(further).collect()
 }
 
 fn crd_printer_columns(
@@ -357,6 +331,74 @@ mod tests {
             from_yaml.as_slice(),
             "crds/tekton-crds.json is stale"
         );
+    }
+
+    /// The table as the positional one before it declared it: scope and
+    /// behaviour per kind, and the served order (discovery lists in it).
+    #[test]
+    fn table_declares_each_kind() {
+        let expected = [
+            ("Namespace", "status"),
+            ("Pod", "namespaced status"),
+            ("Secret", "namespaced"),
+            ("ConfigMap", "namespaced"),
+            ("ServiceAccount", "namespaced"),
+            ("PersistentVolumeClaim", "namespaced status"),
+            ("Event", "namespaced"),
+            ("StorageClass", ""),
+            ("CustomResourceDefinition", "status"),
+            ("Role", "namespaced"),
+            ("RoleBinding", "namespaced"),
+            ("ClusterRole", ""),
+            ("ClusterRoleBinding", ""),
+            ("Task", "namespaced status custom"),
+            ("Pipeline", "namespaced status custom"),
+            ("PipelineRun", "namespaced status custom"),
+            ("TaskRun", "namespaced status custom"),
+        ];
+        let flags = |r: &super::Resource| {
+            [
+                (r.namespaced, "namespaced"),
+                (r.status_subresource, "status"),
+                (r.custom, "custom"),
+            ]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, name)| *name)
+            .collect::<Vec<_>>()
+            .join(" ")
+        };
+        let got: Vec<(&str, String)> = super::RESOURCES
+            .iter()
+            .map(|r| (r.kind, flags(r)))
+            .collect();
+        let want: Vec<(&str, String)> = expected.iter().map(|(k, f)| (*k, f.to_string())).collect();
+        assert_eq!(got, want);
+        let served: Vec<String> = super::registry(&[])
+            .iter()
+            .map(|r| format!("{}/{}", r.api_version(), r.gvr.plural))
+            .collect();
+        assert_eq!(served.len(), 21);
+        assert_eq!(
+            served[13..],
+            [
+                "tekton.dev/v1/tasks",
+                "tekton.dev/v1/pipelines",
+                "tekton.dev/v1/pipelineruns",
+                "tekton.dev/v1/taskruns",
+                "tekton.dev/v1beta1/tasks",
+                "tekton.dev/v1beta1/pipelines",
+                "tekton.dev/v1beta1/pipelineruns",
+                "tekton.dev/v1beta1/taskruns",
+            ]
+        );
+        let pr = super::registry(&[])
+            .into_iter()
+            .find(|r| r.gvr.version == "v1beta1" && r.gvr.plural == "pipelineruns")
+            .unwrap();
+        assert_eq!(pr.storage, crate::cluster::gvr::PIPELINERUNS);
+        assert_eq!(pr.short_names, ["pr", "prs"]);
+        assert_eq!(pr.categories, ["tekton", "tekton-pipelines"]);
     }
 
     #[test]

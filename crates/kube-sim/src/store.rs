@@ -57,64 +57,168 @@ pub struct Kind {
     pub custom: bool,
 }
 
+/// How `g` (any served version) is stored, from the resource table.
 pub fn storage_kind(g: &Gvr) -> Option<Kind> {
-    let (kind, namespaced, status, custom) = match (g.group, g.plural) {
-        ("", "namespaces") => ("Namespace", false, true, false),
-        ("", "pods") => ("Pod", true, true, false),
-        ("", "secrets") => ("Secret", true, false, false),
-        ("", "configmaps") => ("ConfigMap", true, false, false),
-        ("", "serviceaccounts") => ("ServiceAccount", true, false, false),
-        ("", "persistentvolumeclaims") => ("PersistentVolumeClaim", true, true, false),
-        ("", "events") => ("Event", true, false, false),
-        ("storage.k8s.io", "storageclasses") => ("StorageClass", false, false, false),
-        ("apiextensions.k8s.io", "customresourcedefinitions") => {
-            ("CustomResourceDefinition", false, true, false)
-        }
-        ("rbac.authorization.k8s.io", "roles") => ("Role", true, false, false),
-        ("rbac.authorization.k8s.io", "rolebindings") => ("RoleBinding", true, false, false),
-        ("rbac.authorization.k8s.io", "clusterroles") => ("ClusterRole", false, false, false),
-        ("rbac.authorization.k8s.io", "clusterrolebindings") => {
-            ("ClusterRoleBinding", false, false, false)
-        }
-        ("tekton.dev", "tasks") => ("Task", true, true, true),
-        ("tekton.dev", "pipelines") => ("Pipeline", true, true, true),
-        ("tekton.dev", "pipelineruns") => ("PipelineRun", true, true, true),
-        ("tekton.dev", "taskruns") => ("TaskRun", true, true, true),
-        _ => return None,
-    };
-    let storage_version = if g.group == "tekton.dev" {
-        "v1"
-    } else {
-        g.version
-    };
-    Some(Kind {
-        gvr: Gvr::new(g.group, storage_version, g.plural),
-        kind,
-        namespaced,
-        status_subresource: status,
-        custom,
+    crate::resources::find(g.group, g.plural).map(|r| Kind {
+        gvr: r.storage,
+        kind: r.kind,
+        namespaced: r.namespaced,
+        status_subresource: r.status_subresource,
+        custom: r.custom,
     })
 }
 
-pub const ALL_STORAGE: &[Gvr] = &[
-    gvr::NAMESPACES,
-    gvr::PODS,
-    gvr::SECRETS,
-    gvr::CONFIGMAPS,
-    gvr::SERVICEACCOUNTS,
-    gvr::PVCS,
-    gvr::EVENTS,
-    gvr::STORAGECLASSES,
-    gvr::CRDS,
-    crate::resources::RBAC_ROLES,
-    crate::resources::RBAC_ROLEBINDINGS,
-    crate::resources::RBAC_CLUSTERROLES,
-    crate::resources::RBAC_CLUSTERROLEBINDINGS,
-    gvr::TASKS,
-    gvr::PIPELINES,
-    gvr::PIPELINERUNS,
-    gvr::TASKRUNS,
-];
+/// Every stored group/version/plural, in the resource table's order.
+pub const ALL_STORAGE: &[Gvr] = &{
+    let resources = crate::resources::RESOURCES;
+    let mut out = [gvr::NAMESPACES; crate::resources::RESOURCES.len()];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = resources[i].storage;
+        i += 1;
+    }
+    out
+};
+
+/// The namespace a new object goes to: the request's, else the body's; the
+/// two must agree. Cluster-scoped objects have none.
+fn create_namespace(k: &Kind, ns: Option<&str>, obj: &Value) -> Result<Option<String>, ApiError> {
+    if !k.namespaced {
+        return Ok(None);
+    }
+    let ns = ns
+        .or_else(|| meta_str(obj, "namespace"))
+        .map(str::to_string);
+    if let Some(body_ns) = meta_str(obj, "namespace")
+        && Some(body_ns) != ns.as_deref()
+    {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    Ok(ns)
+}
+
+/// The server-set fields of a new object: type, name, namespace, uid,
+/// resourceVersion, creation time, generation and create-time defaults.
+fn stamp_created(k: &Kind, obj: &mut Value, name: &str, ns: Option<&str>, rv: u64, writer: Writer) {
+    obj["apiVersion"] = json!(kind_api_version(k));
+    obj["kind"] = json!(k.kind);
+    if writer == Writer::Api
+        && k.status_subresource
+        && let Some(m) = obj.as_object_mut()
+    {
+        m.remove("status");
+    }
+    let meta = obj["metadata"].as_object_mut().expect("metadata object");
+    meta.insert("name".into(), json!(name));
+    match ns {
+        Some(ns) => meta.insert("namespace".into(), json!(ns)),
+        None => meta.remove("namespace"),
+    };
+    meta.insert("uid".into(), json!(new_uid()));
+    meta.insert("resourceVersion".into(), json!(rv.to_string()));
+    meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
+    meta.remove("deletionTimestamp");
+    meta.remove("deletionGracePeriodSeconds");
+    if k.status_subresource || k.custom {
+        meta.insert("generation".into(), json!(1));
+    } else {
+        meta.remove("generation");
+    }
+    apply_create_defaults(k, obj);
+}
+
+/// An update's `resourceVersion` must match the stored one; custom
+/// resources written through the API must carry one.
+fn check_update_precondition(
+    k: &Kind,
+    name: &str,
+    obj: &Value,
+    old: &Value,
+    writer: Writer,
+) -> Result<(), ApiError> {
+    let old_rv = meta_str(old, "resourceVersion").unwrap_or("0");
+    match meta_str(obj, "resourceVersion") {
+        Some(rv) if !rv.is_empty() && rv != old_rv => {
+            Err(ApiError::conflict(k.gvr.group, k.gvr.plural, name))
+        }
+        Some(rv) if !rv.is_empty() => Ok(()),
+        _ if writer == Writer::Api && k.custom => Err(ApiError::invalid(
+            k.kind,
+            k.gvr.group,
+            name,
+            "metadata.resourceVersion",
+            "Invalid value: 0: must be specified for an update",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A status write: everything but the status from the stored object (not
+/// copying its old status), and the status as given (moved, not copied).
+/// `None` when the status is unchanged.
+fn status_write(mut obj: Value, old: &Value) -> Option<Value> {
+    let given = obj.as_object_mut().and_then(|m| m.remove("status"));
+    if old.is_object() && given.as_ref() == old.get("status") {
+        return None;
+    }
+    let mut n: serde_json::Map<String, Value> = old
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| k.as_str() != "status")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(s) = given {
+        n.insert("status".into(), s);
+    }
+    Some(Value::Object(n))
+}
+
+/// A write of the main resource: the status stays the stored one where a
+/// status subresource owns it, server-owned metadata cannot change, and a
+/// spec change bumps the generation.
+fn main_write(k: &Kind, mut obj: Value, old: &Value, writer: Writer) -> Value {
+    if k.status_subresource && writer == Writer::Api || writer == Writer::Controller {
+        match old.get("status") {
+            Some(s) => obj["status"] = s.clone(),
+            None => {
+                if let Some(m) = obj.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+    }
+    let om = &old["metadata"];
+    let meta = obj["metadata"].as_object_mut().expect("metadata object");
+    for f in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "namespace",
+        "name",
+    ] {
+        match om.get(f) {
+            Some(v) => meta.insert(f.into(), v.clone()),
+            None => meta.remove(f),
+        };
+    }
+    obj["apiVersion"] = json!(kind_api_version(k));
+    obj["kind"] = json!(k.kind);
+    if (k.status_subresource || k.custom) && !same_spec(&obj, old) {
+        let g = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        obj["metadata"]["generation"] = json!(g + 1);
+    }
+    obj
+}
 
 type Key = (String, String);
 
@@ -559,32 +663,49 @@ impl Store {
             ));
         }
         let mut st = self.lock();
-        let ns = if k.namespaced {
-            ns.or_else(|| meta_str(&obj, "namespace"))
-                .map(str::to_string)
-        } else {
-            None
-        };
-        if let Some(body_ns) = meta_str(&obj, "namespace")
-            && k.namespaced
-            && Some(body_ns) != ns.as_deref()
-        {
-            return Err(ApiError::bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request",
-            ));
-        }
+        let ns = create_namespace(k, ns, &obj)?;
         Self::check_namespace(&st, k, ns.as_deref(), meta_str(&obj, "name").unwrap_or(""))?;
         if obj.get("metadata").is_none_or(|m| !m.is_object()) {
             obj["metadata"] = json!({});
         }
-        let name = match (meta_str(&obj, "name"), meta_str(&obj, "generateName")) {
+        let name = Self::new_name(&st, k, ns.as_deref(), &obj)?;
+        let rv = Self::next_rv(&mut st);
+        stamp_created(k, &mut obj, &name, ns.as_deref(), rv, writer);
+        let key = (ns.clone().unwrap_or_default(), name.clone());
+        let arc = Arc::new(obj);
+        st.tables
+            .get_mut(&k.gvr)
+            .expect("table")
+            .objects
+            .insert(key, arc.clone());
+        self.emit(&mut st, k, EventKind::Added, arc.clone(), None);
+        let retired = std::mem::take(&mut st.retired);
+        drop(st);
+        drop(retired);
+        if k.gvr == gvr::NAMESPACES {
+            // The service-account controller gives every namespace a `default` account.
+            let sak = storage_kind(&gvr::SERVICEACCOUNTS).expect("sa");
+            let _ = self.create(
+                &sak,
+                Some(&name),
+                json!({"metadata": {"name": "default"}}),
+                Writer::Controller,
+            );
+        }
+        Ok(arc)
+    }
+
+    /// The name a new object gets: its own, or one generated from
+    /// `generateName`; valid and not taken.
+    fn new_name(st: &State, k: &Kind, ns: Option<&str>, obj: &Value) -> Result<String, ApiError> {
+        let name = match (meta_str(obj, "name"), meta_str(obj, "generateName")) {
             (Some(n), _) if !n.is_empty() => n.to_string(),
             (_, Some(prefix)) if !prefix.is_empty() => {
                 // Retry on the (unlikely) collision like the server's generator would.
                 let mut name;
                 loop {
                     name = format!("{prefix}{}", random_suffix());
-                    if Self::get_locked(&st, k, ns.as_deref(), &name).is_none() {
+                    if Self::get_locked(st, k, ns, &name).is_none() {
                         break;
                     }
                 }
@@ -609,57 +730,10 @@ impl Store {
                 &format!("Invalid value: \"{name}\": {msg}"),
             ));
         }
-        if Self::get_locked(&st, k, ns.as_deref(), &name).is_some() {
+        if Self::get_locked(st, k, ns, &name).is_some() {
             return Err(ApiError::already_exists(k.gvr.group, k.gvr.plural, &name));
         }
-        let rv = Self::next_rv(&mut st);
-        obj["apiVersion"] = json!(kind_api_version(k));
-        obj["kind"] = json!(k.kind);
-        if writer == Writer::Api
-            && k.status_subresource
-            && let Some(m) = obj.as_object_mut()
-        {
-            m.remove("status");
-        }
-        let meta = obj["metadata"].as_object_mut().expect("metadata object");
-        meta.insert("name".into(), json!(name));
-        match &ns {
-            Some(ns) => meta.insert("namespace".into(), json!(ns)),
-            None => meta.remove("namespace"),
-        };
-        meta.insert("uid".into(), json!(new_uid()));
-        meta.insert("resourceVersion".into(), json!(rv.to_string()));
-        meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
-        meta.remove("deletionTimestamp");
-        meta.remove("deletionGracePeriodSeconds");
-        if k.status_subresource || k.custom {
-            meta.insert("generation".into(), json!(1));
-        } else {
-            meta.remove("generation");
-        }
-        apply_create_defaults(k, &mut obj);
-        let key = (ns.clone().unwrap_or_default(), name.clone());
-        let arc = Arc::new(obj);
-        st.tables
-            .get_mut(&k.gvr)
-            .expect("table")
-            .objects
-            .insert(key, arc.clone());
-        self.emit(&mut st, k, EventKind::Added, arc.clone(), None);
-        let retired = std::mem::take(&mut st.retired);
-        drop(st);
-        drop(retired);
-        if k.gvr == gvr::NAMESPACES {
-            // The service-account controller gives every namespace a `default` account.
-            let sak = storage_kind(&gvr::SERVICEACCOUNTS).expect("sa");
-            let _ = self.create(
-                &sak,
-                Some(&name),
-                json!({"metadata": {"name": "default"}}),
-                Writer::Controller,
-            );
-        }
-        Ok(arc)
+        Ok(name)
     }
 
     /// Replace an object (`status_only`: the `/status` subresource).
@@ -689,89 +763,18 @@ impl Store {
         let Some(old) = st.tables[&k.gvr].objects.get(&key).cloned() else {
             return Err(ApiError::not_found(k.gvr.group, k.gvr.plural, name));
         };
-        let old_rv = meta_str(&old, "resourceVersion").unwrap_or("0").to_string();
-        match meta_str(&obj, "resourceVersion") {
-            Some(rv) if !rv.is_empty() && rv != old_rv => {
-                return Err(ApiError::conflict(k.gvr.group, k.gvr.plural, name));
-            }
-            Some(rv) if !rv.is_empty() => {}
-            _ if writer == Writer::Api && k.custom => {
-                return Err(ApiError::invalid(
-                    k.kind,
-                    k.gvr.group,
-                    name,
-                    "metadata.resourceVersion",
-                    "Invalid value: 0: must be specified for an update",
-                ));
-            }
-            _ => {}
-        }
+        check_update_precondition(k, name, &obj, &old, writer)?;
         if obj.get("metadata").is_none_or(|m| !m.is_object()) {
             obj["metadata"] = json!({});
         }
         let mut new = if status_only {
-            // Everything but the status from the stored object (not copying its old
-            // status), and the status as given (moved, not copied).
-            let given = obj.as_object_mut().and_then(|m| m.remove("status"));
-            if old.is_object() && given.as_ref() == old.get("status") {
+            match status_write(obj, &old) {
+                Some(new) => new,
                 // Only the status can differ, and it does not: a no-op (see below).
-                return Ok(old);
+                None => return Ok(old),
             }
-            let mut n: serde_json::Map<String, Value> = old
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .filter(|(k, _)| k.as_str() != "status")
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            if let Some(s) = given {
-                n.insert("status".into(), s);
-            }
-            Value::Object(n)
         } else {
-            if k.status_subresource && writer == Writer::Api || writer == Writer::Controller {
-                match old.get("status") {
-                    Some(s) => obj["status"] = s.clone(),
-                    None => {
-                        if let Some(m) = obj.as_object_mut() {
-                            m.remove("status");
-                        }
-                    }
-                }
-            }
-            // Server-owned metadata cannot be changed by an update.
-            let om = &old["metadata"];
-            let meta = obj["metadata"].as_object_mut().expect("metadata object");
-            for f in [
-                "uid",
-                "creationTimestamp",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "generation",
-                "namespace",
-                "name",
-            ] {
-                match om.get(f) {
-                    Some(v) => meta.insert(f.into(), v.clone()),
-                    None => meta.remove(f),
-                };
-            }
-            if om.get("deletionTimestamp").is_some() {
-                // Finalizers may only be removed, not added, once deletion started.
-                let _ = ();
-            }
-            obj["apiVersion"] = json!(kind_api_version(k));
-            obj["kind"] = json!(k.kind);
-            if (k.status_subresource || k.custom) && !same_spec(&obj, &old) {
-                let g = old
-                    .pointer("/metadata/generation")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(1);
-                obj["metadata"]["generation"] = json!(g + 1);
-            }
-            obj
+            main_write(k, obj, &old, writer)
         };
         // (A status write got here only with a different status.)
         if !status_only && same_but_volatile_meta(&new, &old) {

@@ -272,7 +272,11 @@ async fn pending_run_waits_until_released() {
         )
     );
     assert!(pr["status"].get("startTime").is_none());
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // The controller has handled the run and rests with nothing scheduled:
+    // only a change to the run can start it, so no TaskRun appears by itself.
+    let settled = env.settled().await;
+    assert_eq!(settled.runs, 1, "the pending run is live: {settled:?}");
+    assert_eq!(settled.next_wake, None, "a pending run schedules nothing");
     assert!(
         env.list(&gvr::TASKRUNS, "ci").await.is_empty(),
         "nothing runs while pending"
@@ -280,6 +284,37 @@ async fn pending_run_waits_until_released() {
     set_spec_status(&env, "r", "").await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(condition(&pr).1, "Succeeded");
+}
+
+/// `settled` counts the live runs and their next wake-up, and only them.
+#[tokio::test]
+async fn settled_reports_live_runs_and_their_next_wake() {
+    let env = env_with(ControllerOptions {
+        rules: vec![slow("a")],
+        ..fast_options()
+    })
+    .await;
+    env.create(
+        Some("ci"),
+        pipelinerun(
+            "r",
+            json!({"pipelineSpec": {"tasks": [inline_task("a", "s")]}}),
+        ),
+    )
+    .await;
+    wait_running(&env, &gvr::TASKRUNS, "r-a").await;
+    let settled = env.settled().await;
+    assert_eq!(
+        settled.runs, 2,
+        "the PipelineRun and its TaskRun: {settled:?}"
+    );
+    assert!(settled.next_wake.is_some(), "a running step ends by itself");
+    set_spec_status(&env, "r", "Cancelled").await;
+    env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    env.wait_done(&gvr::TASKRUNS, "ci", "r-a").await;
+    let settled = env.settled().await;
+    assert_eq!(settled.runs, 0, "finished runs do not count: {settled:?}");
+    assert_eq!(settled.next_wake, None);
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use super::resolve::Resolver;
 use super::script::{self, ScriptRule, StepPlan, TaskContext};
 use super::taskrun::{self, StepState, TaskRunPlan, VolumeNeed};
 use super::{admission, duration, model};
-use crate::cluster::{Cluster, ClusterError, EventKind, Gvr, gvr};
+use crate::cluster::{Cluster, ClusterError, ClusterEvent, EventKind, Gvr, gvr};
 
 /// How the simulated controller behaves.
 #[derive(Clone, Debug)]
@@ -57,6 +57,12 @@ impl Ctx {
         simulated.mul_f64(self.opts.time_scale.max(0.0))
     }
 
+    /// When a simulated timeout `d` from `started` ends; none for a zero
+    /// timeout (Tekton's "no timeout") or a stopped clock.
+    fn deadline(&self, started: Instant, d: Duration) -> Option<Instant> {
+        (!d.is_zero() && self.opts.time_scale > 0.0).then(|| started + self.real(d))
+    }
+
     fn resolver(&self) -> Resolver<'_> {
         Resolver {
             cluster: self.cluster.as_ref(),
@@ -81,6 +87,20 @@ enum Msg {
     /// Something a waiting pod needs may have appeared.
     Recheck,
     Deleted,
+    /// Answer once at rest (see [`ControllerHandle::settled`]).
+    Settle(Probe),
+}
+
+/// An actor at rest answers with when it will next wake by itself (`None`:
+/// only a change wakes it). The asker learns that every actor answered when
+/// the last clone is dropped.
+#[derive(Clone)]
+struct Probe(mpsc::UnboundedSender<Option<Instant>>);
+
+impl Probe {
+    fn answer(self, wake: Option<Instant>) {
+        let _ = self.0.send(wake);
+    }
 }
 
 /// From actors to the dispatcher, naming the run by uid.
@@ -109,12 +129,61 @@ impl Controller {
     /// and binding PersistentVolumeClaims. Runs until the cluster's event stream closes
     /// or the handle is aborted.
     pub fn spawn(cluster: Arc<dyn Cluster>, opts: ControllerOptions) -> JoinHandle<()> {
+        Self::start(cluster, opts).task
+    }
+
+    /// [`Controller::spawn`], keeping a handle that can also tell when the
+    /// controller is at rest.
+    pub fn start(cluster: Arc<dyn Cluster>, opts: ControllerOptions) -> ControllerHandle {
         let ctx = Arc::new(Ctx { cluster, opts });
-        tokio::spawn(dispatch(ctx))
+        let (settle, settle_rx) = mpsc::unbounded_channel();
+        ControllerHandle {
+            task: tokio::spawn(dispatch(ctx, settle_rx)),
+            settle,
+        }
     }
 }
 
-async fn dispatch(ctx: Arc<Ctx>) {
+/// A running controller.
+pub struct ControllerHandle {
+    /// The dispatcher task; aborting it stops new actors, not the running ones.
+    pub task: JoinHandle<()>,
+    settle: mpsc::UnboundedSender<Probe>,
+}
+
+/// What [`ControllerHandle::settled`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settled {
+    /// Live runs that answered.
+    pub runs: usize,
+    /// The earliest time a run wakes by itself (a step ending, a timeout);
+    /// `None` when only a cluster change can make the controller act again.
+    pub next_wake: Option<Instant>,
+}
+
+impl ControllerHandle {
+    /// Wait until the controller has handled every cluster change made before
+    /// the call and each live run is at rest: waiting for a change or a
+    /// deadline. Lets tests assert that something did not happen without
+    /// sleeping for a guessed time.
+    pub async fn settled(&self) -> Settled {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut found = Settled {
+            runs: 0,
+            next_wake: None,
+        };
+        if self.settle.send(Probe(tx)).is_err() {
+            return found; // the controller has stopped
+        }
+        while let Some(wake) = rx.recv().await {
+            found.runs += 1;
+            found.next_wake = [found.next_wake, wake].into_iter().flatten().min();
+        }
+        found
+    }
+}
+
+async fn dispatch(ctx: Arc<Ctx>, mut settle: mpsc::UnboundedReceiver<Probe>) {
     let mut events = ctx.cluster.subscribe();
     let (notes_tx, mut notes) = mpsc::unbounded_channel::<Note>();
     let mut d = Dispatcher {
@@ -126,15 +195,25 @@ async fn dispatch(ctx: Arc<Ctx>) {
     d.resync();
     loop {
         tokio::select! {
-            ev = events.recv() => match ev {
-                Ok(ev) => d.on_event(ev.kind, ev.gvr, ev.object),
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "tekton controller lagged behind cluster events; resyncing");
-                    // Drop the stale backlog: subscribe afresh, then list (list+watch).
-                    events = ctx.cluster.subscribe();
-                    d.resync();
+            ev = events.recv() => if d.take_event(&mut events, ev).is_break() {
+                break;
+            },
+            Some(probe) = settle.recv() => {
+                // Changes made before the question are queued already: handle them first.
+                loop {
+                    let ev = match events.try_recv() {
+                        Err(broadcast::error::TryRecvError::Empty) => break,
+                        Ok(ev) => Ok(ev),
+                        Err(broadcast::error::TryRecvError::Lagged(n)) => Err(broadcast::error::RecvError::Lagged(n)),
+                        Err(broadcast::error::TryRecvError::Closed) => Err(broadcast::error::RecvError::Closed),
+                    };
+                    if d.take_event(&mut events, ev).is_break() {
+                        return;
+                    }
                 }
-                Err(broadcast::error::RecvError::Closed) => break,
+                for a in d.actors.values() {
+                    let _ = a.tx.send(Msg::Settle(probe.clone()));
+                }
             },
             Some(note) = notes.recv() => match note {
                 Note::Finished(uid) => {
@@ -168,6 +247,28 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
+    /// Handle what the cluster's event stream gave; `Break` when it closed.
+    fn take_event(
+        &mut self,
+        events: &mut broadcast::Receiver<ClusterEvent>,
+        ev: Result<ClusterEvent, broadcast::error::RecvError>,
+    ) -> std::ops::ControlFlow<()> {
+        match ev {
+            Ok(ev) => self.on_event(ev.kind, ev.gvr, ev.object),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "tekton controller lagged behind cluster events; resyncing"
+                );
+                // Drop the stale backlog: subscribe afresh, then list (list+watch).
+                *events = self.ctx.cluster.subscribe();
+                self.resync();
+            }
+            Err(broadcast::error::RecvError::Closed) => return std::ops::ControlFlow::Break(()),
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+
     /// Catch up with the stored state (at start, and after missing events).
     fn resync(&mut self) {
         let cluster = self.ctx.cluster.clone();
@@ -410,6 +511,48 @@ enum Interrupt {
 
 // ---------------------------------------------------------------- PipelineRuns
 
+/// A PipelineRun's `spec.timeouts` (simulated time).
+#[derive(Clone, Copy, Debug)]
+struct Timeouts {
+    pipeline: Duration,
+    tasks: Option<Duration>,
+    finally: Option<Duration>,
+}
+
+/// One PipelineRun's execution: its plan, clocks and what has happened so far.
+struct Execution {
+    plan: PipelinePlan,
+    started: Instant,
+    timeouts: Timeouts,
+    pipeline_deadline: Option<Instant>,
+    tasks_deadline: Option<Instant>,
+    /// Set once the first finally task starts.
+    finally_deadline: Option<Instant>,
+    /// Workspace name → the claim made from its volumeClaimTemplate.
+    claims: BTreeMap<String, String>,
+    states: States,
+    /// (TaskRun name, pipeline task name), in creation order.
+    children: Vec<(String, String)>,
+    stops: Stops,
+    /// Whether a cancellation or pipeline timeout already cancelled the children.
+    cancelled_children: bool,
+}
+
+/// Record a finished child's state; `true` when that is news to the run.
+fn child_changed(states: &mut States, tr: &Value) -> bool {
+    let Some(task) = model::str_at(tr, &["metadata", "labels", model::labels::PIPELINE_TASK])
+    else {
+        return false;
+    };
+    let new = TaskState::from_taskrun(tr);
+    let old = states.get(task).cloned().unwrap_or(TaskState::NotStarted);
+    if new == old || old.is_terminal() {
+        return false;
+    }
+    states.insert(task.to_string(), new);
+    true
+}
+
 struct PipelineRunActor {
     ctx: Arc<Ctx>,
     pr: Arc<Value>,
@@ -545,22 +688,28 @@ impl PipelineRunActor {
         }
     }
 
-    /// Wait for a message or `until`; `Ok` when the deadline passed.
+    /// Wait for a message or `until`; `Ok(None)` when the deadline passed.
     async fn wait(&mut self, until: Option<Instant>) -> Result<Option<Msg>, Interrupt> {
-        let msg = match until {
-            Some(t) => tokio::select! {
-                m = self.rx.recv() => m,
-                _ = tokio::time::sleep_until(t) => return Ok(None),
-            },
-            None => self.rx.recv().await,
-        };
-        match msg {
-            None | Some(Msg::Deleted) => Err(Interrupt::Deleted),
-            Some(Msg::Object(o)) => {
-                self.pr = o;
-                Ok(Some(Msg::Recheck))
-            }
-            Some(m) => Ok(Some(m)),
+        loop {
+            let msg = match until {
+                Some(t) => tokio::select! {
+                    m = self.rx.recv() => m,
+                    _ = tokio::time::sleep_until(t) => return Ok(None),
+                },
+                None => self.rx.recv().await,
+            };
+            return match msg {
+                None | Some(Msg::Deleted) => Err(Interrupt::Deleted),
+                Some(Msg::Settle(probe)) => {
+                    probe.answer(until);
+                    continue;
+                }
+                Some(Msg::Object(o)) => {
+                    self.pr = o;
+                    Ok(Some(Msg::Recheck))
+                }
+                Some(m) => Ok(Some(m)),
+            };
         }
     }
 
@@ -619,199 +768,221 @@ impl PipelineRunActor {
         }
     }
 
-    fn timeouts(&self) -> (Duration, Option<Duration>, Option<Duration>) {
+    /// `spec.timeouts`, defaulted like Tekton's webhook does.
+    fn timeouts(&self) -> Timeouts {
         let get = |k: &str| {
             model::str_at(&self.pr, &["spec", "timeouts", k]).and_then(|s| duration::parse(s).ok())
         };
-        let pipeline = get("pipeline").unwrap_or(Duration::from_secs(3600));
-        (pipeline, get("tasks"), get("finally"))
+        Timeouts {
+            pipeline: get("pipeline").unwrap_or(Duration::from_secs(3600)),
+            tasks: get("tasks"),
+            finally: get("finally"),
+        }
     }
 
+    /// Run the plan until the run is done: each round applies stop requests and
+    /// deadlines, starts what may start, publishes the status, then sleeps until
+    /// a child finishes, the spec changes or a deadline passes.
     async fn execute(&mut self, plan: PipelinePlan) -> Result<(), Interrupt> {
-        let started = Instant::now();
-        let (pipeline_timeout, tasks_timeout, finally_timeout) = self.timeouts();
-        let ctx = self.ctx.clone();
-        let deadline = move |d: Duration| {
-            (!d.is_zero() && ctx.opts.time_scale > 0.0).then(|| started + ctx.real(d))
-        };
-        let pipeline_deadline = deadline(pipeline_timeout);
-        let tasks_deadline = tasks_timeout.and_then(&deadline);
-        let mut finally_deadline: Option<Instant> = None;
-
-        // Workspaces from volumeClaimTemplate get one PVC per run, owned by it.
-        let mut claims = BTreeMap::new();
-        for ws in model::arr(&self.pr, &["spec", "workspaces"]).to_vec() {
-            if let Some(tpl) = ws.get("volumeClaimTemplate") {
-                let ws_name = model::str_at(&ws, &["name"]).unwrap_or("");
-                let claim = pipelinerun::claim_name(tpl, ws_name, model::uid(&self.pr));
-                create_claim(
-                    self.ctx.cluster.as_ref(),
-                    &self.pr,
-                    "PipelineRun",
-                    tpl,
-                    &claim,
-                );
-                claims.insert(ws_name.to_string(), claim);
-            }
-        }
-
-        let mut states: States = HashMap::new();
-        let mut children: Vec<(String, String)> = Vec::new(); // (taskrun, pipeline task)
-        let mut stops = Stops::default();
-        let mut cancelled_children = false;
+        let mut run = self.begin(plan);
         loop {
-            let spec_stops = Stops::from_spec_status(self.spec_status());
-            stops.cancelled |= spec_stops.cancelled;
-            stops.cancelled_run_finally |= spec_stops.cancelled_run_finally;
-            stops.stopped_run_finally |= spec_stops.stopped_run_finally;
-            let now = Instant::now();
-            if pipeline_deadline.is_some_and(|d| now >= d) {
-                stops.pipeline_timed_out = true;
-            }
-            if tasks_deadline.is_some_and(|d| now >= d) && !stops.tasks_timed_out {
-                stops.tasks_timed_out = true;
-                self.cancel_children(&plan, &states, &children, false, TIMEOUT_MESSAGE);
-            }
-            if finally_deadline.is_some_and(|d| now >= d) && !stops.finally_timed_out {
-                stops.finally_timed_out = true;
-                self.cancel_children(&plan, &states, &children, true, TIMEOUT_MESSAGE);
-            }
-            if (stops.cancelled || stops.pipeline_timed_out) && !cancelled_children {
-                let msg = if stops.pipeline_timed_out {
-                    TIMEOUT_MESSAGE
-                } else {
-                    CANCEL_MESSAGE
-                };
-                self.cancel_children(&plan, &states, &children, false, msg);
-                self.cancel_children(&plan, &states, &children, true, msg);
-                cancelled_children = true;
-            }
-            if stops.cancelled_run_finally && !cancelled_children {
-                self.cancel_children(&plan, &states, &children, false, CANCEL_MESSAGE);
-                cancelled_children = true;
-            }
-
-            let next = pipelinerun::next(&plan, &states, stops);
+            self.apply_stops(&mut run);
+            let next = pipelinerun::next(&run.plan, &run.states, run.stops);
             if let Some(f) = next.fail {
                 self.set_condition("False", &f.reason, &f.message);
                 self.write_status();
                 return Ok(());
             }
-            for (task, skip) in next.skip {
-                states.insert(task, skip);
-            }
-            let mut started_finally = false;
-            for (task, params) in next.start {
-                let Some(t) = plan.task(&task) else { continue };
-                started_finally |= t.is_finally;
-                let timeout = self.taskrun_timeout(
-                    &plan,
-                    t,
-                    started,
-                    pipeline_timeout,
-                    tasks_timeout,
-                    finally_timeout,
-                );
-                let tr = pipelinerun::taskrun_for(&self.pr, &plan, t, params, &claims, timeout);
-                let tr_name = model::name(&tr).to_string();
-                let state = match self.ctx.cluster.create(&gvr::TASKRUNS, Some(&self.ns), tr) {
-                    Ok(_) => TaskState::Running,
-                    Err(ClusterError::AlreadyExists(_)) => self
-                        .ctx
-                        .cluster
-                        .get(&gvr::TASKRUNS, Some(&self.ns), &tr_name)
-                        .map(|o| TaskState::from_taskrun(&o))
-                        .unwrap_or(TaskState::Running),
-                    Err(e) => {
-                        let msg = format!("Failed to create TaskRun {tr_name:?}: {e}");
-                        self.set_condition("False", "CreateRunFailed", &msg);
-                        self.write_status();
-                        return Ok(());
-                    }
-                };
-                states.insert(task.clone(), state);
-                children.push((tr_name, task));
-            }
-            if started_finally && self.status.get("finallyStartTime").is_none() {
-                self.status["finallyStartTime"] = json!(model::now());
-                finally_deadline = finally_timeout.and_then(&deadline);
-            }
-
-            let (status, reason, message) = pipelinerun::condition(
-                &plan,
-                &states,
-                stops,
-                &self.name,
-                &duration::format(pipeline_timeout),
-            );
-            self.status["childReferences"] = Value::Array(
-                children
-                    .iter()
-                    .map(|(tr, task)| json!({"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "name": tr, "pipelineTaskName": task}))
-                    .collect(),
-            );
-            let skipped = pipelinerun::skipped_tasks(&plan, &states);
-            if !skipped.is_empty() {
-                self.status["skippedTasks"] = Value::Array(skipped);
-            }
-            if status != "Unknown" {
-                let results = pipelinerun::pipeline_results(&plan, &states);
-                if !results.is_empty() {
-                    self.status["results"] = Value::Array(results);
-                }
-            }
-            self.set_condition(&status, &reason, &message);
-            self.write_status();
-            if status != "Unknown" {
+            run.states.extend(next.skip);
+            if let Err(message) = self.start_tasks(&mut run, next.start) {
+                self.set_condition("False", "CreateRunFailed", &message);
+                self.write_status();
                 return Ok(());
             }
+            if self.publish(&run) {
+                return Ok(());
+            }
+            self.wait_for_change(&mut run).await?;
+        }
+    }
 
-            // Sleep until something changes or the next timeout.
-            let until = [
-                pipeline_deadline,
-                tasks_deadline.filter(|_| !stops.tasks_timed_out),
-                finally_deadline.filter(|_| !stops.finally_timed_out),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            loop {
-                let before = self.spec_status().to_string();
-                match self.wait(until).await? {
-                    None => break,
-                    Some(Msg::Child(tr)) => {
-                        let Some(task) = model::str_at(
-                            &tr,
-                            &["metadata", "labels", model::labels::PIPELINE_TASK],
-                        ) else {
-                            continue;
-                        };
-                        let new = TaskState::from_taskrun(&tr);
-                        let old = states.get(task).cloned().unwrap_or(TaskState::NotStarted);
-                        if new != old && !old.is_terminal() {
-                            states.insert(task.to_string(), new);
-                            break;
-                        }
+    /// The clocks of a starting run, and its workspaces' claims.
+    fn begin(&self, plan: PipelinePlan) -> Execution {
+        let started = Instant::now();
+        let timeouts = self.timeouts();
+        Execution {
+            pipeline_deadline: self.ctx.deadline(started, timeouts.pipeline),
+            tasks_deadline: timeouts.tasks.and_then(|d| self.ctx.deadline(started, d)),
+            finally_deadline: None,
+            claims: self.create_workspace_claims(),
+            plan,
+            started,
+            timeouts,
+            states: HashMap::new(),
+            children: Vec::new(),
+            stops: Stops::default(),
+            cancelled_children: false,
+        }
+    }
+
+    /// Workspaces from volumeClaimTemplate get one PVC per run, owned by it:
+    /// workspace name → claim name.
+    fn create_workspace_claims(&self) -> BTreeMap<String, String> {
+        let mut claims = BTreeMap::new();
+        for ws in model::arr(&self.pr, &["spec", "workspaces"]) {
+            if let Some(tpl) = ws.get("volumeClaimTemplate") {
+                let ws_name = model::str_at(ws, &["name"]).unwrap_or("");
+                let claim = pipelinerun::claim_name(tpl, ws_name, model::uid(&self.pr));
+                let cluster = self.ctx.cluster.as_ref();
+                create_claim(cluster, &self.pr, "PipelineRun", tpl, &claim);
+                claims.insert(ws_name.to_string(), claim);
+            }
+        }
+        claims
+    }
+
+    /// Take in `spec.status` and passed deadlines, cancelling the children they stop.
+    fn apply_stops(&self, run: &mut Execution) {
+        let spec_stops = Stops::from_spec_status(self.spec_status());
+        run.stops.cancelled |= spec_stops.cancelled;
+        run.stops.cancelled_run_finally |= spec_stops.cancelled_run_finally;
+        run.stops.stopped_run_finally |= spec_stops.stopped_run_finally;
+        let now = Instant::now();
+        if run.pipeline_deadline.is_some_and(|d| now >= d) {
+            run.stops.pipeline_timed_out = true;
+        }
+        if run.tasks_deadline.is_some_and(|d| now >= d) && !run.stops.tasks_timed_out {
+            run.stops.tasks_timed_out = true;
+            self.cancel_children(run, false, TIMEOUT_MESSAGE);
+        }
+        if run.finally_deadline.is_some_and(|d| now >= d) && !run.stops.finally_timed_out {
+            run.stops.finally_timed_out = true;
+            self.cancel_children(run, true, TIMEOUT_MESSAGE);
+        }
+        let stops = run.stops;
+        if (stops.cancelled || stops.pipeline_timed_out) && !run.cancelled_children {
+            let msg = if stops.pipeline_timed_out {
+                TIMEOUT_MESSAGE
+            } else {
+                CANCEL_MESSAGE
+            };
+            self.cancel_children(run, false, msg);
+            self.cancel_children(run, true, msg);
+            run.cancelled_children = true;
+        }
+        if stops.cancelled_run_finally && !run.cancelled_children {
+            self.cancel_children(run, false, CANCEL_MESSAGE);
+            run.cancelled_children = true;
+        }
+    }
+
+    /// Create the TaskRuns of the tasks `next` starts. `Err` is the message of
+    /// the `CreateRunFailed` condition.
+    fn start_tasks(
+        &mut self,
+        run: &mut Execution,
+        start: Vec<(String, Value)>,
+    ) -> Result<(), String> {
+        let mut started_finally = false;
+        for (task, params) in start {
+            let Some(t) = run.plan.task(&task) else {
+                continue;
+            };
+            started_finally |= t.is_finally;
+            let timeout = self.taskrun_timeout(run, t);
+            let tr = pipelinerun::taskrun_for(&self.pr, &run.plan, t, params, &run.claims, timeout);
+            let tr_name = model::name(&tr).to_string();
+            let state = self.create_taskrun(tr, &tr_name)?;
+            run.states.insert(task.clone(), state);
+            run.children.push((tr_name, task));
+        }
+        if started_finally && self.status.get("finallyStartTime").is_none() {
+            self.status["finallyStartTime"] = json!(model::now());
+            run.finally_deadline = run
+                .timeouts
+                .finally
+                .and_then(|d| self.ctx.deadline(run.started, d));
+        }
+        Ok(())
+    }
+
+    /// Create a child TaskRun; one that already exists (a re-created actor) is adopted.
+    fn create_taskrun(&self, tr: Value, tr_name: &str) -> Result<TaskState, String> {
+        match self.ctx.cluster.create(&gvr::TASKRUNS, Some(&self.ns), tr) {
+            Ok(_) => Ok(TaskState::Running),
+            Err(ClusterError::AlreadyExists(_)) => Ok(self
+                .ctx
+                .cluster
+                .get(&gvr::TASKRUNS, Some(&self.ns), tr_name)
+                .map(|o| TaskState::from_taskrun(&o))
+                .unwrap_or(TaskState::Running)),
+            Err(e) => Err(format!("Failed to create TaskRun {tr_name:?}: {e}")),
+        }
+    }
+
+    /// Write the run's condition, children, skipped tasks and (once final)
+    /// results. `true` when the run is done.
+    fn publish(&mut self, run: &Execution) -> bool {
+        let (status, reason, message) = pipelinerun::condition(
+            &run.plan,
+            &run.states,
+            run.stops,
+            &self.name,
+            &duration::format(run.timeouts.pipeline),
+        );
+        self.status["childReferences"] = Value::Array(
+            run.children
+                .iter()
+                .map(|(tr, task)| json!({"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "name": tr, "pipelineTaskName": task}))
+                .collect(),
+        );
+        let skipped = pipelinerun::skipped_tasks(&run.plan, &run.states);
+        if !skipped.is_empty() {
+            self.status["skippedTasks"] = Value::Array(skipped);
+        }
+        let done = status != "Unknown";
+        if done {
+            let results = pipelinerun::pipeline_results(&run.plan, &run.states);
+            if !results.is_empty() {
+                self.status["results"] = Value::Array(results);
+            }
+        }
+        self.set_condition(&status, &reason, &message);
+        self.write_status();
+        done
+    }
+
+    /// Sleep until a child changes state, `spec.status` changes or the next
+    /// deadline passes.
+    async fn wait_for_change(&mut self, run: &mut Execution) -> Result<(), Interrupt> {
+        let until = [
+            run.pipeline_deadline,
+            run.tasks_deadline.filter(|_| !run.stops.tasks_timed_out),
+            run.finally_deadline
+                .filter(|_| !run.stops.finally_timed_out),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        loop {
+            let before = self.spec_status().to_string();
+            match self.wait(until).await? {
+                None => return Ok(()),
+                Some(Msg::Child(tr)) => {
+                    if child_changed(&mut run.states, &tr) {
+                        return Ok(());
                     }
-                    Some(_) => {
-                        if self.spec_status() != before {
-                            break;
-                        }
+                }
+                Some(_) => {
+                    if self.spec_status() != before {
+                        return Ok(());
                     }
                 }
             }
         }
     }
 
-    fn taskrun_timeout(
-        &self,
-        _plan: &PipelinePlan,
-        t: &pipelinerun::PlannedTask,
-        started: Instant,
-        pipeline: Duration,
-        tasks: Option<Duration>,
-        finally: Option<Duration>,
-    ) -> Duration {
+    fn taskrun_timeout(&self, run: &Execution, t: &pipelinerun::PlannedTask) -> Duration {
         let explicit = model::arr(&self.pr, &["spec", "taskRunSpecs"])
             .iter()
             .find(|s| s.get("pipelineTaskName").and_then(Value::as_str) == Some(&t.name))
@@ -823,10 +994,15 @@ impl PipelineRunActor {
             return d;
         }
         let elapsed = if self.ctx.opts.time_scale > 0.0 {
-            started.elapsed().div_f64(self.ctx.opts.time_scale)
+            run.started.elapsed().div_f64(self.ctx.opts.time_scale)
         } else {
             Duration::ZERO
         };
+        let Timeouts {
+            pipeline,
+            tasks,
+            finally,
+        } = run.timeouts;
         let budget = if t.is_finally {
             finally.unwrap_or(pipeline)
         } else {
@@ -841,17 +1017,10 @@ impl PipelineRunActor {
     }
 
     /// Ask running child TaskRuns (DAG or finally ones) to stop.
-    fn cancel_children(
-        &self,
-        plan: &PipelinePlan,
-        states: &States,
-        children: &[(String, String)],
-        finally: bool,
-        message: &str,
-    ) {
-        for (tr, task) in children {
-            let is_finally = plan.task(task).is_some_and(|t| t.is_finally);
-            if is_finally != finally || states.get(task).is_some_and(TaskState::is_terminal) {
+    fn cancel_children(&self, run: &Execution, finally: bool, message: &str) {
+        for (tr, task) in &run.children {
+            let is_finally = run.plan.task(task).is_some_and(|t| t.is_finally);
+            if is_finally != finally || run.states.get(task).is_some_and(TaskState::is_terminal) {
                 continue;
             }
             if let Some(mut obj) = self.ctx.cluster.get(&gvr::TASKRUNS, Some(&self.ns), tr) {
@@ -973,15 +1142,16 @@ impl TaskRunActor {
     /// Wait until `until` (or forever), ending early on cancellation, timeout, deletion
     /// or (when `recheck`) a hint that a missing volume source may exist now.
     async fn wait(&mut self, until: Option<Instant>, recheck: bool) -> Result<(), Interrupt> {
+        let timeout_at = self.timeout.map(|(_, at)| at);
+        let wake = [until, timeout_at].into_iter().flatten().min();
         loop {
             // Take what is queued first, so a deadline already passed costs no timer.
             while let Ok(m) = self.rx.try_recv() {
-                self.take(Some(m), recheck)?;
+                self.take(Some(m), recheck, wake)?;
             }
             if let Some(m) = self.cancel_request() {
                 return Err(Interrupt::Cancelled(m));
             }
-            let timeout_at = self.timeout.map(|(_, at)| at);
             let now = Instant::now();
             // Compare the scheduled times, not the clock: a wake-up delayed on
             // a loaded machine past both must not turn a step that was due to
@@ -992,7 +1162,6 @@ impl TaskRunActor {
             if timeout_at.is_some_and(|at| now >= at) {
                 return Err(Interrupt::TimedOut);
             }
-            let wake = [until, timeout_at].into_iter().flatten().min();
             let msg = match wake {
                 Some(t) => tokio::select! {
                     m = self.rx.recv() => m,
@@ -1000,13 +1169,23 @@ impl TaskRunActor {
                 },
                 None => self.rx.recv().await,
             };
-            self.take(msg, recheck)?;
+            self.take(msg, recheck, wake)?;
         }
     }
 
-    fn take(&mut self, msg: Option<Msg>, recheck: bool) -> Result<(), Interrupt> {
+    /// Handle a message that came while waiting (to wake by itself at `wake`).
+    fn take(
+        &mut self,
+        msg: Option<Msg>,
+        recheck: bool,
+        wake: Option<Instant>,
+    ) -> Result<(), Interrupt> {
         match msg {
             None | Some(Msg::Deleted) => Err(Interrupt::Deleted),
+            Some(Msg::Settle(probe)) => {
+                probe.answer(wake);
+                Ok(())
+            }
             Some(Msg::Object(o)) => {
                 self.tr = o;
                 Ok(())
@@ -1027,12 +1206,7 @@ impl TaskRunActor {
         if self.status.get("startTime").is_none() {
             self.status["startTime"] = json!(model::now());
         }
-        let timeout = model::str_at(&self.tr, &["spec", "timeout"])
-            .and_then(|s| duration::parse(s).ok())
-            .unwrap_or(Duration::from_secs(3600));
-        if !timeout.is_zero() && self.ctx.opts.time_scale > 0.0 {
-            self.timeout = Some((timeout, Instant::now() + self.ctx.real(timeout)));
-        }
+        self.start_clock();
         self.set_condition("Unknown", "Started", "");
         // Like Tekton, the first status written is the one after the pod exists.
 
@@ -1046,66 +1220,16 @@ impl TaskRunActor {
             Err(e) => return self.fail("TaskRunValidationFailed", &e),
         };
 
-        // The pod is created with the TaskRun's service account, which must exist
-        // (every namespace has `default`).
-        let sa = model::str_at(&self.tr, &["spec", "serviceAccountName"])
-            .unwrap_or("default")
-            .to_string();
-        if sa != "default"
-            && self
-                .ctx
-                .cluster
-                .get(&gvr::SERVICEACCOUNTS, Some(&self.ns), &sa)
-                .is_none()
-        {
-            let maybe = match (model::at(&self.tr, &["spec", "taskRef"]), &plan.task.name) {
-                (Some(_), Some(t)) => format!("missing or invalid Task {}/{t}", self.ns),
-                _ => "invalid TaskSpec".to_string(),
-            };
-            let msg = format!(
-                "failed to create task run pod \"{}\": translating TaskSpec to Pod: serviceaccounts \"{sa}\" not found. Maybe {maybe}",
-                self.name
-            );
+        if let Err(msg) = self.check_service_account(&plan) {
             return self.fail("PodCreationFailed", &msg);
         }
-
-        // A standalone TaskRun's volumeClaimTemplate workspaces get their own claims.
-        let mut tr_for_pod = (*self.tr).clone();
-        if let Some(wss) = tr_for_pod["spec"]["workspaces"].as_array_mut() {
-            for ws in wss.iter_mut() {
-                if let Some(tpl) = ws.get("volumeClaimTemplate").cloned() {
-                    let ws_name = model::str_at(ws, &["name"]).unwrap_or("").to_string();
-                    let claim = pipelinerun::claim_name(&tpl, &ws_name, model::uid(&self.tr));
-                    create_claim(self.ctx.cluster.as_ref(), &self.tr, "TaskRun", &tpl, &claim);
-                    if let Some(o) = ws.as_object_mut() {
-                        o.remove("volumeClaimTemplate");
-                        o.insert("persistentVolumeClaim".into(), json!({"claimName": claim}));
-                    }
-                }
-            }
-        }
-
+        let tr_for_pod = self.with_workspace_claims();
         let pod = taskrun::build_pod(&tr_for_pod, &plan, &steps);
-        let pod_name = model::name(&pod).to_string();
-        let pod = match self.ctx.cluster.create(&gvr::PODS, Some(&self.ns), pod) {
-            Ok(created) => created,
-            Err(ClusterError::AlreadyExists(_)) => self
-                .ctx
-                .cluster
-                .get(&gvr::PODS, Some(&self.ns), &pod_name)
-                .map(Arc::new)
-                .unwrap_or_else(|| {
-                    Arc::new(json!({"metadata": {"name": pod_name, "namespace": self.ns}}))
-                }),
-            Err(e) => {
-                let msg = format!(
-                    "failed to create task run pod \"{}\": {e}. Maybe invalid TaskSpec",
-                    self.name
-                );
-                return self.fail("PodCreationFailed", &msg);
-            }
+        let pod = match self.create_pod(pod) {
+            Ok(pod) => pod,
+            Err(msg) => return self.fail("PodCreationFailed", &msg),
         };
-        self.status["podName"] = json!(pod_name);
+        self.status["podName"] = json!(model::name(&pod));
         let mut sim = PodSim::new(self.ctx.clone(), pod, steps);
         self.status["steps"] = sim.step_statuses(None);
         self.set_condition("Unknown", "Pending", "Pending");
@@ -1114,39 +1238,116 @@ impl TaskRunActor {
         let outcome = self.execute(&mut sim, &tr_for_pod, &plan).await;
         let _ = self.notes.send(Note::Waiting(self.uid.clone(), false));
         match outcome {
-            Outcome::Finished => {}
-            Outcome::Interrupted(Interrupt::Deleted) => {}
-            Outcome::Interrupted(i) => {
-                let (reason, message) = match i {
-                    Interrupt::TimedOut => {
-                        let t = self
-                            .timeout
-                            .map(|(d, _)| duration::format(d))
-                            .unwrap_or_default();
-                        (
-                            "TaskRunTimeout",
-                            format!("TaskRun \"{}\" failed to finish within \"{t}\"", self.name),
-                        )
-                    }
-                    Interrupt::Cancelled(m) => (
-                        "TaskRunCancelled",
-                        format!("TaskRun \"{}\" was cancelled. {m}", self.name)
-                            .trim_end()
-                            .to_string(),
-                    ),
-                    _ => unreachable!("handled above"),
-                };
-                sim.stop(reason);
-                self.status["steps"] = sim.step_statuses(None);
-                self.set_condition("False", reason, &message);
-                self.write_status();
-                // Tekton deletes the pod of a cancelled or timed-out TaskRun.
-                let _ = self
-                    .ctx
-                    .cluster
-                    .delete(&gvr::PODS, Some(&self.ns), &sim.pod_name);
+            Outcome::Finished | Outcome::Interrupted(Interrupt::Deleted) => {}
+            Outcome::Interrupted(i) => self.stop(&mut sim, i),
+        }
+    }
+
+    /// `spec.timeout` (default 1h) starts counting now; zero means none.
+    fn start_clock(&mut self) {
+        let timeout = model::str_at(&self.tr, &["spec", "timeout"])
+            .and_then(|s| duration::parse(s).ok())
+            .unwrap_or(Duration::from_secs(3600));
+        if !timeout.is_zero() && self.ctx.opts.time_scale > 0.0 {
+            self.timeout = Some((timeout, Instant::now() + self.ctx.real(timeout)));
+        }
+    }
+
+    /// The pod is created with the TaskRun's service account, which must exist
+    /// (every namespace has `default`). `Err` is the failure message.
+    fn check_service_account(&self, plan: &TaskRunPlan) -> Result<(), String> {
+        let sa = model::str_at(&self.tr, &["spec", "serviceAccountName"]).unwrap_or("default");
+        let cluster = self.ctx.cluster.as_ref();
+        if sa == "default"
+            || cluster
+                .get(&gvr::SERVICEACCOUNTS, Some(&self.ns), sa)
+                .is_some()
+        {
+            return Ok(());
+        }
+        let maybe = match (model::at(&self.tr, &["spec", "taskRef"]), &plan.task.name) {
+            (Some(_), Some(t)) => format!("missing or invalid Task {}/{t}", self.ns),
+            _ => "invalid TaskSpec".to_string(),
+        };
+        Err(format!(
+            "failed to create task run pod \"{}\": translating TaskSpec to Pod: serviceaccounts \"{sa}\" not found. Maybe {maybe}",
+            self.name
+        ))
+    }
+
+    /// The TaskRun as its pod sees it: a standalone TaskRun's
+    /// volumeClaimTemplate workspaces get their own claims.
+    fn with_workspace_claims(&self) -> Value {
+        let mut tr_for_pod = (*self.tr).clone();
+        let Some(wss) = tr_for_pod["spec"]["workspaces"].as_array_mut() else {
+            return tr_for_pod;
+        };
+        for ws in wss.iter_mut() {
+            if let Some(tpl) = ws.get("volumeClaimTemplate").cloned() {
+                let ws_name = model::str_at(ws, &["name"]).unwrap_or("").to_string();
+                let claim = pipelinerun::claim_name(&tpl, &ws_name, model::uid(&self.tr));
+                create_claim(self.ctx.cluster.as_ref(), &self.tr, "TaskRun", &tpl, &claim);
+                if let Some(o) = ws.as_object_mut() {
+                    o.remove("volumeClaimTemplate");
+                    o.insert("persistentVolumeClaim".into(), json!({"claimName": claim}));
+                }
             }
         }
+        tr_for_pod
+    }
+
+    /// Create the run's pod; one that already exists (a re-created actor) is
+    /// adopted. `Err` is the failure message.
+    fn create_pod(&self, pod: Value) -> Result<Arc<Value>, String> {
+        let pod_name = model::name(&pod).to_string();
+        match self.ctx.cluster.create(&gvr::PODS, Some(&self.ns), pod) {
+            Ok(created) => Ok(created),
+            Err(ClusterError::AlreadyExists(_)) => Ok(self
+                .ctx
+                .cluster
+                .get(&gvr::PODS, Some(&self.ns), &pod_name)
+                .map(Arc::new)
+                .unwrap_or_else(|| {
+                    Arc::new(json!({"metadata": {"name": pod_name, "namespace": self.ns}}))
+                })),
+            Err(e) => Err(format!(
+                "failed to create task run pod \"{}\": {e}. Maybe invalid TaskSpec",
+                self.name
+            )),
+        }
+    }
+
+    /// End a run that timed out or was cancelled: stop its steps, fail it and
+    /// (as Tekton does) delete its pod.
+    fn stop(&mut self, sim: &mut PodSim, i: Interrupt) {
+        let (reason, message) = match i {
+            Interrupt::TimedOut => {
+                let t = self
+                    .timeout
+                    .map(|(d, _)| duration::format(d))
+                    .unwrap_or_default();
+                (
+                    "TaskRunTimeout",
+                    format!("TaskRun \"{}\" failed to finish within \"{t}\"", self.name),
+                )
+            }
+            Interrupt::Cancelled(m) => (
+                "TaskRunCancelled",
+                format!("TaskRun \"{}\" was cancelled. {m}", self.name)
+                    .trim_end()
+                    .to_string(),
+            ),
+            Interrupt::Deleted => return,
+            Interrupt::Recheck => unreachable!("execute handles rechecks"),
+        };
+        sim.stop(reason);
+        self.status["steps"] = sim.step_statuses(None);
+        self.set_condition("False", reason, &message);
+        self.write_status();
+        let _ = self
+            .ctx
+            .cluster
+            .delete(&gvr::PODS, Some(&self.ns), &sim.pod_name);
     }
 
     fn apply_defaults(&mut self) {
@@ -1205,41 +1406,9 @@ impl TaskRunActor {
         tr_for_pod: &Value,
         plan: &TaskRunPlan,
     ) -> Outcome {
-        // Volumes: a missing Secret/ConfigMap keeps the pod in ContainerCreating
-        // (FailedMount), an unbound claim keeps it unschedulable.
-        let needs = taskrun::volume_needs(tr_for_pod, &plan.task_spec);
-        let mut reported = false;
-        while let Some(problem) = volume_problem(self.ctx.cluster.as_ref(), &self.ns, &needs) {
-            if !reported {
-                sim.block(&problem);
-                let pod = sim.pod.clone();
-                let (kind, reason) = if problem.unschedulable {
-                    ("Warning", "FailedScheduling")
-                } else {
-                    ("Warning", "FailedMount")
-                };
-                record_event(
-                    self.ctx.cluster.as_ref(),
-                    &pod,
-                    "Pod",
-                    kind,
-                    reason,
-                    &problem.message,
-                );
-                self.set_condition("Unknown", "Pending", &sim.waiting_message());
-                self.write_status();
-                let _ = self.notes.send(Note::Waiting(self.uid.clone(), true));
-                reported = true;
-            }
-            match self.wait(None, true).await {
-                Ok(()) | Err(Interrupt::Recheck) => {}
-                Err(i) => return Outcome::Interrupted(i),
-            }
+        if let Err(i) = self.wait_for_volumes(sim, tr_for_pod, plan).await {
+            return Outcome::Interrupted(i);
         }
-        if reported {
-            let _ = self.notes.send(Note::Waiting(self.uid.clone(), false));
-        }
-
         let start_at = Instant::now() + self.ctx.real(self.ctx.opts.pod_start_delay);
         if let Err(i) = self.wait(Some(start_at), false).await {
             return Outcome::Interrupted(i);
@@ -1257,22 +1426,7 @@ impl TaskRunActor {
             }
             self.write_status();
             let step = sim.steps[idx].clone();
-            let begin = Instant::now();
-            let real = self.ctx.real(step.duration);
-            let lines = step.logs.len().max(1) as u32;
-            for (i, line) in step.logs.iter().enumerate() {
-                let at = begin + real * i as u32 / lines;
-                if let Err(e) = self.wait(Some(at), false).await {
-                    return Outcome::Interrupted(e);
-                }
-                self.ctx.cluster.append_pod_log(
-                    &self.ns,
-                    &sim.pod_name,
-                    &format!("step-{}", step.name),
-                    line,
-                );
-            }
-            if let Err(e) = self.wait(Some(begin + real), false).await {
+            if let Err(e) = self.run_step(sim, &step).await {
                 return Outcome::Interrupted(e);
             }
             sim.finish_step(idx);
@@ -1298,6 +1452,65 @@ impl TaskRunActor {
         self.set_condition("True", "Succeeded", "All Steps have completed executing");
         self.write_status();
         Outcome::Finished
+    }
+
+    /// Volumes: a missing Secret/ConfigMap keeps the pod in ContainerCreating
+    /// (FailedMount), an unbound claim keeps it unschedulable, until it appears.
+    async fn wait_for_volumes(
+        &mut self,
+        sim: &mut PodSim,
+        tr_for_pod: &Value,
+        plan: &TaskRunPlan,
+    ) -> Result<(), Interrupt> {
+        let needs = taskrun::volume_needs(tr_for_pod, &plan.task_spec);
+        let mut reported = false;
+        while let Some(problem) = volume_problem(self.ctx.cluster.as_ref(), &self.ns, &needs) {
+            if !reported {
+                sim.block(&problem);
+                let reason = if problem.unschedulable {
+                    "FailedScheduling"
+                } else {
+                    "FailedMount"
+                };
+                let cluster = self.ctx.cluster.as_ref();
+                record_event(
+                    cluster,
+                    &sim.pod,
+                    "Pod",
+                    "Warning",
+                    reason,
+                    &problem.message,
+                );
+                self.set_condition("Unknown", "Pending", &sim.waiting_message());
+                self.write_status();
+                let _ = self.notes.send(Note::Waiting(self.uid.clone(), true));
+                reported = true;
+            }
+            match self.wait(None, true).await {
+                Ok(()) | Err(Interrupt::Recheck) => {}
+                Err(i) => return Err(i),
+            }
+        }
+        if reported {
+            let _ = self.notes.send(Note::Waiting(self.uid.clone(), false));
+        }
+        Ok(())
+    }
+
+    /// Let a step's simulated time pass, writing its log lines evenly over it.
+    async fn run_step(&mut self, sim: &PodSim, step: &StepPlan) -> Result<(), Interrupt> {
+        let begin = Instant::now();
+        let real = self.ctx.real(step.duration);
+        let lines = step.logs.len().max(1) as u32;
+        for (i, line) in step.logs.iter().enumerate() {
+            self.wait(Some(begin + real * i as u32 / lines), false)
+                .await?;
+            let container = format!("step-{}", step.name);
+            self.ctx
+                .cluster
+                .append_pod_log(&self.ns, &sim.pod_name, &container, line);
+        }
+        self.wait(Some(begin + real), false).await
     }
 }
 

@@ -18,5 +18,5 @@ pub mod subst;
 pub mod taskrun;
 pub mod testing;
 
-pub use controller::{Controller, ControllerOptions};
+pub use controller::{Controller, ControllerHandle, ControllerOptions, Settled};
 pub use script::ScriptRule;

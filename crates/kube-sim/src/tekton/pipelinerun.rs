@@ -93,7 +93,39 @@ pub fn plan(pr: &Value, resolver: &Resolver) -> Result<PipelinePlan, Failure> {
         ));
     }
 
-    // Parameters: every pipeline param without a default must be given.
+    let who = Who {
+        ns,
+        name,
+        pipeline_ns: &pipeline_ns,
+        pipeline_name: &pipeline_name,
+    };
+    check_params(pr, spec, &who)?;
+    check_workspaces(pr, spec, &who)?;
+    let resolved_spec = substitute(pr, spec, &who);
+    let planned = resolve_tasks(&resolved_spec, resolver, &who)?;
+    check_task_params(&planned)?;
+
+    Ok(PipelinePlan {
+        pipeline_name,
+        spec: resolved_spec,
+        pipeline_labels: pipeline.labels,
+        pipeline_annotations: pipeline.annotations,
+        tasks: planned,
+        deps,
+    })
+}
+
+/// The run and pipeline that failure messages name.
+struct Who<'a> {
+    ns: &'a str,
+    name: &'a str,
+    pipeline_ns: &'a str,
+    pipeline_name: &'a str,
+}
+
+/// Every pipeline param without a default must be given.
+fn check_params(pr: &Value, spec: &Value, who: &Who) -> Result<(), Failure> {
+    let Who { ns, name, .. } = who;
     let provided: Vec<&str> = model::arr(pr, &["spec", "params"])
         .iter()
         .filter_map(|p| p.get("name").and_then(Value::as_str))
@@ -104,17 +136,26 @@ pub fn plan(pr: &Value, resolver: &Resolver) -> Result<PipelinePlan, Failure> {
         .filter_map(|p| p.get("name").and_then(Value::as_str))
         .filter(|n| !provided.contains(n))
         .collect();
-    if !missing.is_empty() {
-        return Err(failure(
-            "ParameterMissing",
-            format!(
-                "PipelineRun {ns} parameters is missing some parameters required by Pipeline {name}'s parameters: PipelineRun missing parameters: [{}]",
-                missing.join(" ")
-            ),
-        ));
+    if missing.is_empty() {
+        return Ok(());
     }
+    Err(failure(
+        "ParameterMissing",
+        format!(
+            "PipelineRun {ns} parameters is missing some parameters required by Pipeline {name}'s parameters: PipelineRun missing parameters: [{}]",
+            missing.join(" ")
+        ),
+    ))
+}
 
-    // Workspaces: every non-optional pipeline workspace must be bound.
+/// Every non-optional pipeline workspace must be bound.
+fn check_workspaces(pr: &Value, spec: &Value, who: &Who) -> Result<(), Failure> {
+    let Who {
+        ns,
+        name,
+        pipeline_name,
+        ..
+    } = who;
     let bound: Vec<&str> = model::arr(pr, &["spec", "workspaces"])
         .iter()
         .filter_map(|w| w.get("name").and_then(Value::as_str))
@@ -131,8 +172,12 @@ pub fn plan(pr: &Value, resolver: &Resolver) -> Result<PipelinePlan, Failure> {
             ));
         }
     }
+    Ok(())
+}
 
-    // Substitute pipeline params and context into the spec.
+/// The spec with pipeline params (given, else defaulted) and context
+/// variables substituted into its tasks, finally tasks and results.
+fn substitute(pr: &Value, spec: &Value, who: &Who) -> Value {
     let mut params = BTreeMap::new();
     for p in model::arr(spec, &["params"]) {
         if let (Some(n), Some(d)) = (p.get("name").and_then(Value::as_str), p.get("default")) {
@@ -145,10 +190,10 @@ pub fn plan(pr: &Value, resolver: &Resolver) -> Result<PipelinePlan, Failure> {
         }
     }
     let ctx_vars: BTreeMap<&str, String> = [
-        ("context.pipelineRun.name", name.to_string()),
-        ("context.pipelineRun.namespace", ns.to_string()),
+        ("context.pipelineRun.name", who.name.to_string()),
+        ("context.pipelineRun.namespace", who.ns.to_string()),
         ("context.pipelineRun.uid", model::uid(pr).to_string()),
-        ("context.pipeline.name", pipeline_name.clone()),
+        ("context.pipeline.name", who.pipeline_name.to_string()),
     ]
     .into();
     let lookup = |expr: &str| {
@@ -162,11 +207,24 @@ pub fn plan(pr: &Value, resolver: &Resolver) -> Result<PipelinePlan, Failure> {
             subst::replace_in_value(v, &lookup);
         }
     }
+    resolved_spec
+}
 
-    // Resolve every task, then check each gets the params its Task requires.
+/// Resolve every task and finally task of the (substituted) spec.
+fn resolve_tasks(
+    resolved_spec: &Value,
+    resolver: &Resolver,
+    who: &Who,
+) -> Result<Vec<PlannedTask>, Failure> {
+    let Who {
+        ns,
+        pipeline_ns,
+        pipeline_name,
+        ..
+    } = who;
     let mut planned = Vec::new();
     for (key, is_finally) in [("tasks", false), ("finally", true)] {
-        for entry in model::arr(&resolved_spec, &[key]) {
+        for entry in model::arr(resolved_spec, &[key]) {
             let task = resolver.task(ns, entry.get("taskRef"), entry.get("taskSpec")).map_err(|e| {
                 failure(
                     "CouldntGetTask",
@@ -181,7 +239,12 @@ pub fn plan(pr: &Value, resolver: &Resolver) -> Result<PipelinePlan, Failure> {
             });
         }
     }
-    for t in &planned {
+    Ok(planned)
+}
+
+/// Each pipeline task must give the params its Task requires.
+fn check_task_params(planned: &[PlannedTask]) -> Result<(), Failure> {
+    for t in planned {
         let given: Vec<&str> = model::arr(&t.entry, &["params"])
             .iter()
             .filter_map(|p| p.get("name").and_then(Value::as_str))
@@ -203,15 +266,7 @@ pub fn plan(pr: &Value, resolver: &Resolver) -> Result<PipelinePlan, Failure> {
             ));
         }
     }
-
-    Ok(PipelinePlan {
-        pipeline_name,
-        spec: resolved_spec,
-        pipeline_labels: pipeline.labels,
-        pipeline_annotations: pipeline.annotations,
-        tasks: planned,
-        deps,
-    })
+    Ok(())
 }
 
 /// Where a pipeline task is.
@@ -365,60 +420,33 @@ pub fn next(plan: &PipelinePlan, states: &States, stops: Stops) -> Next {
     } else {
         "PipelineRun was stopping"
     };
+    // States as they will be once this round's decisions are made.
     let mut simulated = states.clone();
     for t in plan.tasks.iter().filter(|t| !t.is_finally) {
         if state(&t.name) != TaskState::NotStarted {
             continue;
         }
-        if dag_stopping {
-            let s = TaskState::Skipped {
+        let decision = if dag_stopping {
+            Decision::Skip(TaskState::Skipped {
                 reason: stop_reason,
-                when: None,
-            };
-            simulated.insert(t.name.clone(), s.clone());
-            out.skip.push((t.name.clone(), s));
-            continue;
-        }
-        let deps = plan.deps.get(&t.name).cloned().unwrap_or_default();
-        let dep_states: Vec<TaskState> = deps
-            .iter()
-            .map(|d| simulated.get(d).cloned().unwrap_or(TaskState::NotStarted))
-            .collect();
-        if !dep_states
-            .iter()
-            .all(|s| matches!(s, TaskState::Succeeded(_) | TaskState::Skipped { .. }))
-        {
-            continue;
-        }
-        let uses_skipped_results = subst::result_refs(&t.entry)
-            .iter()
-            .any(|(d, _)| matches!(simulated.get(d), Some(TaskState::Skipped { .. })));
-        let skip = if uses_skipped_results {
-            Some(TaskState::Skipped {
-                reason: "Results were missing",
                 when: None,
             })
         } else {
-            match check_start(t, &simulated) {
-                Ok(Some(s)) => Some(s),
-                Ok(None) => None,
-                Err((task, result)) => {
-                    out.fail = Some(failure(
-                        "InvalidTaskResultReference",
-                        format!(
-                            "Invalid task result reference: Could not find result with name {result} for task {task}"
-                        ),
-                    ));
+            match decide_dag_task(plan, t, &simulated) {
+                Ok(d) => d,
+                Err(f) => {
+                    out.fail = Some(f);
                     return out;
                 }
             }
         };
-        match skip {
-            Some(s) => {
+        match decision {
+            Decision::Wait => {}
+            Decision::Skip(s) => {
                 simulated.insert(t.name.clone(), s.clone());
                 out.skip.push((t.name.clone(), s));
             }
-            None => {
+            Decision::Start => {
                 let params =
                     substitute_results(t.entry.get("params").unwrap_or(&json!([])), &simulated)
                         .unwrap_or_default();
@@ -433,39 +461,97 @@ pub fn next(plan: &PipelinePlan, states: &States, stops: Stops) -> Next {
         .filter(|t| !t.is_finally)
         .all(|t| simulated.get(&t.name).is_some_and(TaskState::is_terminal));
     if dag_done {
-        for t in plan.tasks.iter().filter(|t| t.is_finally) {
-            if state(&t.name) != TaskState::NotStarted {
-                continue;
-            }
-            if stops.finally_timed_out {
-                out.skip.push((
-                    t.name.clone(),
-                    TaskState::Skipped {
-                        reason: "PipelineRun Finally timeout has been reached",
-                        when: None,
-                    },
-                ));
-                continue;
-            }
-            match check_start(t, &simulated) {
-                Ok(Some(s)) => out.skip.push((t.name.clone(), s)),
-                Ok(None) => {
-                    let params =
-                        substitute_results(t.entry.get("params").unwrap_or(&json!([])), &simulated)
-                            .unwrap_or_default();
-                    out.start.push((t.name.clone(), params));
-                }
-                Err(_) => out.skip.push((
-                    t.name.clone(),
-                    TaskState::Skipped {
-                        reason: "Results were missing",
-                        when: None,
-                    },
-                )),
-            }
-        }
+        next_finally(plan, states, &simulated, stops, &mut out);
     }
     out
+}
+
+/// What to do with a DAG task that has not started.
+enum Decision {
+    /// Its dependencies are not done yet.
+    Wait,
+    Skip(TaskState),
+    Start,
+}
+
+fn decide_dag_task(
+    plan: &PipelinePlan,
+    t: &PlannedTask,
+    simulated: &States,
+) -> Result<Decision, Failure> {
+    let deps = plan.deps.get(&t.name).cloned().unwrap_or_default();
+    let deps_done = deps.iter().all(|d| {
+        matches!(
+            simulated.get(d),
+            Some(TaskState::Succeeded(_) | TaskState::Skipped { .. })
+        )
+    });
+    if !deps_done {
+        return Ok(Decision::Wait);
+    }
+    let uses_skipped_results = subst::result_refs(&t.entry)
+        .iter()
+        .any(|(d, _)| matches!(simulated.get(d), Some(TaskState::Skipped { .. })));
+    if uses_skipped_results {
+        return Ok(Decision::Skip(TaskState::Skipped {
+            reason: "Results were missing",
+            when: None,
+        }));
+    }
+    match check_start(t, simulated) {
+        Ok(Some(s)) => Ok(Decision::Skip(s)),
+        Ok(None) => Ok(Decision::Start),
+        Err((task, result)) => Err(failure(
+            "InvalidTaskResultReference",
+            format!(
+                "Invalid task result reference: Could not find result with name {result} for task {task}"
+            ),
+        )),
+    }
+}
+
+/// Once the DAG is done: start (or skip) the finally tasks not started yet.
+fn next_finally(
+    plan: &PipelinePlan,
+    states: &States,
+    simulated: &States,
+    stops: Stops,
+    out: &mut Next,
+) {
+    for t in plan.tasks.iter().filter(|t| t.is_finally) {
+        if states
+            .get(&t.name)
+            .is_some_and(|s| *s != TaskState::NotStarted)
+        {
+            continue;
+        }
+        if stops.finally_timed_out {
+            out.skip.push((
+                t.name.clone(),
+                TaskState::Skipped {
+                    reason: "PipelineRun Finally timeout has been reached",
+                    when: None,
+                },
+            ));
+            continue;
+        }
+        match check_start(t, simulated) {
+            Ok(Some(s)) => out.skip.push((t.name.clone(), s)),
+            Ok(None) => {
+                let params =
+                    substitute_results(t.entry.get("params").unwrap_or(&json!([])), simulated)
+                        .unwrap_or_default();
+                out.start.push((t.name.clone(), params));
+            }
+            Err(_) => out.skip.push((
+                t.name.clone(),
+                TaskState::Skipped {
+                    reason: "Results were missing",
+                    when: None,
+                },
+            )),
+        }
+    }
 }
 
 /// `Ok(Some(skip))` when its `when` expressions are false, `Ok(None)` to start,
@@ -625,27 +711,7 @@ pub fn taskrun_for(
     timeout: Duration,
 ) -> Value {
     let pr_name = model::name(pr);
-    let mut labels = plan.pipeline_labels.clone();
-    if let Some(l) = model::at(pr, &["metadata", "labels"]).and_then(Value::as_object) {
-        labels.extend(l.clone());
-    }
-    labels.insert(model::labels::PIPELINE.into(), json!(plan.pipeline_name));
-    labels.insert(model::labels::PIPELINE_RUN.into(), json!(pr_name));
-    labels.insert(model::labels::PIPELINE_TASK.into(), json!(t.name));
-    labels.insert(
-        model::labels::MEMBER_OF.into(),
-        json!(if t.is_finally { "finally" } else { "tasks" }),
-    );
-    labels.insert(model::labels::MANAGED_BY.into(), json!("tekton-pipelines"));
-    if let Some(task_name) = &t.task.name {
-        labels.insert(model::labels::TASK.into(), json!(task_name));
-    }
-    let mut annotations = plan.pipeline_annotations.clone();
-    if let Some(a) = model::at(pr, &["metadata", "annotations"]).and_then(Value::as_object) {
-        annotations.extend(a.clone());
-    }
-    annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-
+    let (labels, annotations) = child_metadata(pr, plan, t);
     let run_spec = model::arr(pr, &["spec", "taskRunSpecs"])
         .iter()
         .find(|s| s.get("pipelineTaskName").and_then(Value::as_str) == Some(&t.name));
@@ -677,8 +743,59 @@ pub fn taskrun_for(
     if let Some(p) = pod_template {
         spec["podTemplate"] = p.clone();
     }
+    let workspaces = child_workspaces(pr, t, claims);
+    if !workspaces.is_empty() {
+        spec["workspaces"] = Value::Array(workspaces);
+    }
 
-    // Workspaces: the pipeline task maps task workspace → pipeline workspace.
+    json!({
+        "apiVersion": "tekton.dev/v1",
+        "kind": "TaskRun",
+        "metadata": {
+            "name": child_name(pr_name, &t.name),
+            "namespace": model::namespace(pr),
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [model::owner_reference(pr, "PipelineRun")],
+        },
+        "spec": spec,
+    })
+}
+
+/// A child TaskRun's labels and annotations: the pipeline's, then the run's,
+/// then Tekton's own labels.
+fn child_metadata(
+    pr: &Value,
+    plan: &PipelinePlan,
+    t: &PlannedTask,
+) -> (Map<String, Value>, Map<String, Value>) {
+    let mut labels = plan.pipeline_labels.clone();
+    if let Some(l) = model::at(pr, &["metadata", "labels"]).and_then(Value::as_object) {
+        labels.extend(l.clone());
+    }
+    labels.insert(model::labels::PIPELINE.into(), json!(plan.pipeline_name));
+    labels.insert(model::labels::PIPELINE_RUN.into(), json!(model::name(pr)));
+    labels.insert(model::labels::PIPELINE_TASK.into(), json!(t.name));
+    labels.insert(
+        model::labels::MEMBER_OF.into(),
+        json!(if t.is_finally { "finally" } else { "tasks" }),
+    );
+    labels.insert(model::labels::MANAGED_BY.into(), json!("tekton-pipelines"));
+    if let Some(task_name) = &t.task.name {
+        labels.insert(model::labels::TASK.into(), json!(task_name));
+    }
+    let mut annotations = plan.pipeline_annotations.clone();
+    if let Some(a) = model::at(pr, &["metadata", "annotations"]).and_then(Value::as_object) {
+        annotations.extend(a.clone());
+    }
+    annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    (labels, annotations)
+}
+
+/// A child TaskRun's workspaces: the pipeline task maps task workspace →
+/// pipeline workspace, whose binding (a template becoming the run's claim,
+/// sub-paths joined) the child gets.
+fn child_workspaces(pr: &Value, t: &PlannedTask, claims: &BTreeMap<String, String>) -> Vec<Value> {
     let bindings = model::arr(pr, &["spec", "workspaces"]);
     let mut workspaces = Vec::new();
     for w in model::arr(&t.entry, &["workspaces"]) {
@@ -709,22 +826,7 @@ pub fn taskrun_for(
         }
         workspaces.push(binding);
     }
-    if !workspaces.is_empty() {
-        spec["workspaces"] = Value::Array(workspaces);
-    }
-
-    json!({
-        "apiVersion": "tekton.dev/v1",
-        "kind": "TaskRun",
-        "metadata": {
-            "name": child_name(pr_name, &t.name),
-            "namespace": model::namespace(pr),
-            "labels": labels,
-            "annotations": annotations,
-            "ownerReferences": [model::owner_reference(pr, "PipelineRun")],
-        },
-        "spec": spec,
-    })
+    workspaces
 }
 
 /// Name of the PVC made from a workspace's `volumeClaimTemplate` for an owner.

@@ -28,6 +28,55 @@ pub enum VolumeNeed {
 }
 
 /// Resolve and validate the TaskRun; `Err` is its `False` condition.
+/// Variables Tekton substitutes into a task spec besides params: the run's
+/// context, result paths and each workspace's path, binding, claim and volume.
+fn context_vars(
+    tr: &Value,
+    spec: &Value,
+    task_spec: &Value,
+    task_name: &str,
+) -> BTreeMap<String, String> {
+    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    vars.insert("context.taskRun.name".into(), model::name(tr).into());
+    vars.insert(
+        "context.taskRun.namespace".into(),
+        model::namespace(tr).into(),
+    );
+    vars.insert("context.taskRun.uid".into(), model::uid(tr).into());
+    vars.insert("context.task.name".into(), task_name.into());
+    for r in model::arr(task_spec, &["results"]) {
+        if let Some(n) = r.get("name").and_then(Value::as_str) {
+            vars.insert(format!("results.{n}.path"), format!("/tekton/results/{n}"));
+        }
+    }
+    let bindings = model::arr(spec, &["workspaces"]);
+    for w in model::arr(task_spec, &["workspaces"]) {
+        let Some(n) = w.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        let path = model::str_at(w, &["mountPath"])
+            .map(String::from)
+            .unwrap_or_else(|| format!("/workspace/{n}"));
+        vars.insert(format!("workspaces.{n}.path"), path);
+        let binding = bindings
+            .iter()
+            .find(|b| b.get("name").and_then(Value::as_str) == Some(n));
+        vars.insert(
+            format!("workspaces.{n}.bound"),
+            binding.is_some().to_string(),
+        );
+        let claim = binding
+            .and_then(|b| model::str_at(b, &["persistentVolumeClaim", "claimName"]))
+            .unwrap_or("");
+        vars.insert(format!("workspaces.{n}.claim"), claim.into());
+        vars.insert(
+            format!("workspaces.{n}.volume"),
+            volume_name(n, model::uid(tr)),
+        );
+    }
+    vars
+}
+
 pub fn prepare(tr: &Value, resolver: &Resolver) -> Result<TaskRunPlan, Failure> {
     let ns = model::namespace(tr);
     let spec = tr.get("spec").cloned().unwrap_or(Value::Null);
@@ -87,39 +136,7 @@ pub fn prepare(tr: &Value, resolver: &Resolver) -> Result<TaskRunPlan, Failure> 
         });
     }
 
-    // Variables Tekton substitutes into the task spec.
-    let mut vars: BTreeMap<String, String> = BTreeMap::new();
-    vars.insert("context.taskRun.name".into(), model::name(tr).into());
-    vars.insert("context.taskRun.namespace".into(), ns.into());
-    vars.insert("context.taskRun.uid".into(), model::uid(tr).into());
-    vars.insert("context.task.name".into(), task_name.clone());
-    for r in model::arr(&task.spec, &["results"]) {
-        if let Some(n) = r.get("name").and_then(Value::as_str) {
-            vars.insert(format!("results.{n}.path"), format!("/tekton/results/{n}"));
-        }
-    }
-    for w in model::arr(&task.spec, &["workspaces"]) {
-        if let Some(n) = w.get("name").and_then(Value::as_str) {
-            let path = model::str_at(w, &["mountPath"])
-                .map(String::from)
-                .unwrap_or_else(|| format!("/workspace/{n}"));
-            vars.insert(format!("workspaces.{n}.path"), path);
-            vars.insert(
-                format!("workspaces.{n}.bound"),
-                bound.contains(&n).to_string(),
-            );
-            let claim = model::arr(&spec, &["workspaces"])
-                .iter()
-                .find(|b| b.get("name").and_then(Value::as_str) == Some(n))
-                .and_then(|b| model::str_at(b, &["persistentVolumeClaim", "claimName"]))
-                .unwrap_or("");
-            vars.insert(format!("workspaces.{n}.claim"), claim.into());
-            vars.insert(
-                format!("workspaces.{n}.volume"),
-                volume_name(n, model::uid(tr)),
-            );
-        }
-    }
+    let vars = context_vars(tr, &spec, &task.spec, &task_name);
     let mut task_spec = task.spec.clone();
     subst::replace_in_value(&mut task_spec, &|expr| {
         subst::param_name(expr)

@@ -16,7 +16,7 @@ use kube::api::{
     PostParams,
 };
 use kube_sim::cluster::{Gvr, gvr};
-use kube_sim::tekton::{ControllerOptions, model};
+use kube_sim::tekton::{ControllerOptions, Settled, model};
 use kube_sim::{KubeSim, KubeSimHandle, KubeSimOptions};
 use serde_json::{Value, json};
 
@@ -287,6 +287,16 @@ impl Env {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Wait until the controller has handled every change made so far and
+    /// each live run rests (see `ControllerHandle::settled`).
+    pub async fn settled(&self) -> Settled {
+        self.sim
+            .tekton()
+            .expect("the simulator runs the Tekton controller")
+            .settled()
+            .await
     }
 
     pub async fn wait_done(&self, g: &Gvr, ns: &str, name: &str) -> Value {
