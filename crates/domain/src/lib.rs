@@ -15,7 +15,8 @@ pub mod secret;
 pub mod validation;
 
 pub use build::{
-    BuildMethod, BuildStatus, ExecutorKind, InfrastructureType, MethodConfig, UnknownVariant,
+    BuildMethod, BuildStatus, ExecutorKind, InfrastructureType, MethodConfig, Transition,
+    UnknownVariant,
 };
 pub use git::{GitRef, GitUrl};
 pub use image::ImageRef;

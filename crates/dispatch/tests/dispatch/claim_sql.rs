@@ -494,7 +494,7 @@ async fn the_claim_function_refuses_a_snapshot_older_than_its_lock() {
         .unwrap();
     let err = sqlx::query(
         "SELECT * FROM claim_queued_builds('d', 60, 1, ARRAY[gen_random_uuid()], \
-         '{}', '{}', '{}', '{}', '{}', '{}')",
+         '{}', '{}', '{}', '{}', '{}', '{}', '{queued}', 'running', '{queued}', 'failed')",
     )
     .execute(&mut *tx)
     .await
