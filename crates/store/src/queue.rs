@@ -17,7 +17,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use imagefactory_domain::{BuildStatus, ExecutorKind, InfrastructureType, Transition};
+use imagefactory_domain::{
+    BuildStatus, ExecutorKind, InfrastructureType, Transition, UnknownVariant,
+};
 use sqlx::{FromRow, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -42,8 +44,10 @@ pub struct ClaimFacts {
 }
 
 impl ClaimFacts {
-    pub fn infrastructure(&self) -> Option<InfrastructureType> {
-        self.infrastructure_type.parse().ok()
+    /// The stored infrastructure type; an unknown value is an error (a row
+    /// written by a newer version), never a default.
+    pub fn infrastructure(&self) -> Result<InfrastructureType, UnknownVariant> {
+        self.infrastructure_type.parse()
     }
 }
 
