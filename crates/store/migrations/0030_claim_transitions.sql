@@ -4,7 +4,8 @@
 -- each writes (store::queue, from imagefactory_domain::Transition), so no
 -- status literal of a write lives in SQL. Selecting candidates still reads
 -- `status = 'queued'` literally: that is what the queue's partial indexes
--- match, and store's transitions test checks it against the domain.
+-- match; crates/dispatch/tests/dispatch/transitions.rs checks the moves
+-- against the domain.
 DROP FUNCTION claim_queued_builds(text, double precision, integer, uuid[], text[], text[],
                                   boolean[], text[], text[], text[]);
 
