@@ -200,40 +200,7 @@ impl Dispatcher {
                 tokio::spawn(heartbeat(shared.clone(), background.clone()).in_current_span());
 
             let mut tasks: JoinSet<()> = JoinSet::new();
-            // An interval, not a sleep per loop: a dispatcher woken more often
-            // than the poll interval must still run the periodic checks. Its
-            // first tick is the start itself (takeover is due from the start).
-            let period = shared.settings.poll_interval;
-            let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            shared.sweep_queued_cancels().await;
-            loop {
-                let listening = shared.listening.load(Ordering::SeqCst);
-                shared.claim_cycle(&mut tasks).await;
-                let wake = shared.wake.notified();
-                tokio::pin!(wake);
-                // `enable` consumes a pending wake-up: then the loop is not idle.
-                let woken = wake.as_mut().enable();
-                shared.publish(listening && !woken && tasks.is_empty());
-                tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => break,
-                    Some(joined) = tasks.join_next() => {
-                        if let Err(e) = joined {
-                            error!(error = %e, "execution task panicked");
-                        }
-                    }
-                    _ = &mut wake => {}
-                    _ = poll.tick() => {
-                        shared.takeover_due.store(true, Ordering::SeqCst);
-                        shared.sweep_queued_cancels().await;
-                    }
-                }
-                shared
-                    .activity
-                    .send_if_modified(|a| std::mem::replace(&mut a.idle, false));
-            }
-
+            shared.claim_loop(&mut tasks, &shutdown).await;
             shared.shut_down(&mut tasks).await;
             background.cancel();
             let _ = listener.await;
@@ -251,6 +218,43 @@ impl Dispatcher {
 }
 
 impl Shared {
+    /// Claim, then wait for a reason to claim again (a notification, an
+    /// execution ending, the poll interval), until `shutdown`.
+    async fn claim_loop(self: &Arc<Self>, tasks: &mut JoinSet<()>, shutdown: &CancellationToken) {
+        // An interval, not a sleep per loop: a dispatcher woken more often
+        // than the poll interval must still run the periodic checks. Its
+        // first tick is the start itself (takeover is due from the start).
+        let period = self.settings.poll_interval;
+        let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.sweep_queued_cancels().await;
+        loop {
+            let listening = self.listening.load(Ordering::SeqCst);
+            self.claim_cycle(tasks).await;
+            let wake = self.wake.notified();
+            tokio::pin!(wake);
+            // `enable` consumes a pending wake-up: then the loop is not idle.
+            let woken = wake.as_mut().enable();
+            self.publish(listening && !woken && tasks.is_empty());
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(joined) = tasks.join_next() => {
+                    if let Err(e) = joined {
+                        error!(error = %e, "execution task panicked");
+                    }
+                }
+                _ = &mut wake => {}
+                _ = poll.tick() => {
+                    self.takeover_due.store(true, Ordering::SeqCst);
+                    self.sweep_queued_cancels().await;
+                }
+            }
+            self.activity
+                .send_if_modified(|a| std::mem::replace(&mut a.idle, false));
+        }
+    }
+
     /// One claim cycle done; `idle` as [`Activity::idle`] defines it.
     fn publish(&self, idle: bool) {
         self.activity.send_modify(|a| {
