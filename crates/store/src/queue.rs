@@ -7,6 +7,8 @@
 //!   transaction, so `builds.attempts` always equals its number of executions;
 //! - every write on a running build is fenced by `lease_owner`, so a dispatcher
 //!   that lost its lease can no longer change the build;
+//! - every status write is a domain `Transition` (claim, reject, finish,
+//!   requeue, cancel-queued), guarded by its source states (`crate::status`);
 //! - claims are serialized by a transaction-level advisory lock so per-tenant
 //!   and per-provider limits hold exactly across any number of dispatchers;
 //!   a claim is one statement (`claim_queued_builds`, migration 0011), so the
