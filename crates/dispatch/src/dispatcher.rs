@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use imagefactory_domain::{ExecutorKind, InfrastructureType};
+use imagefactory_domain::{ExecutorKind, InfrastructureType, ProviderStatus};
 use imagefactory_exec::{ExecutionRef, Executor, Outcome, StopReason};
 use imagefactory_store::crypto::Cipher;
 use imagefactory_store::executions::{self, ExecutionInputs, ExecutionRow};
@@ -46,11 +46,11 @@ impl Executors {
     }
 
     /// The executor that owns executions recorded with `kind` (re-attach).
-    fn by_kind(&self, kind: &str) -> Option<&Arc<dyn Executor>> {
+    fn by_kind(&self, kind: ExecutorKind) -> Option<&Arc<dyn Executor>> {
         [self.tekton.as_ref(), self.local.as_ref()]
             .into_iter()
             .flatten()
-            .find(|e| e.kind().as_str() == kind)
+            .find(|e| e.kind() == kind)
     }
 }
 
@@ -62,6 +62,19 @@ pub enum DispatchError {
 
 pub struct Dispatcher {
     shared: Arc<Shared>,
+}
+
+/// What the claim loop is doing, published after every claim cycle (see
+/// [`Dispatcher::activity`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Activity {
+    /// Claim cycles completed since the dispatcher started.
+    pub claim_cycles: u64,
+    /// The loop waits for its next wake-up with nothing left to do: LISTEN
+    /// was up before its last claim cycle began, no wake-up is pending and
+    /// nothing is in flight. From here only a notification, the poll
+    /// interval or shutdown makes it claim again.
+    pub idle: bool,
 }
 
 struct InFlight {
@@ -94,6 +107,10 @@ struct Shared {
     /// the poll tick and by release notifications, so ordinary wake-ups do
     /// not pay for the takeover query.
     takeover_due: AtomicBool,
+    /// The LISTEN connection is up: notifications reach this dispatcher.
+    listening: AtomicBool,
+    /// Closed (all senders gone) once nothing of this dispatcher runs.
+    activity: watch::Sender<Activity>,
 }
 
 impl Dispatcher {
@@ -143,6 +160,8 @@ impl Dispatcher {
                 pending_cancels: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
                 takeover_due: AtomicBool::new(true),
+                listening: AtomicBool::new(false),
+                activity: watch::Sender::new(Activity::default()),
             }),
         }
     }
@@ -157,6 +176,13 @@ impl Dispatcher {
 
     pub fn id(&self) -> &str {
         &self.shared.id
+    }
+
+    /// The claim loop's [`Activity`], so a caller (tests, above all) can wait
+    /// for "idle" instead of sleeping. The channel closes when `run` has
+    /// returned and nothing of this dispatcher is left running.
+    pub fn activity(&self) -> watch::Receiver<Activity> {
+        self.shared.activity.subscribe()
     }
 
     /// Run until `shutdown` is cancelled, then hand over in-flight executions
@@ -174,28 +200,7 @@ impl Dispatcher {
                 tokio::spawn(heartbeat(shared.clone(), background.clone()).in_current_span());
 
             let mut tasks: JoinSet<()> = JoinSet::new();
-            // An interval, not a sleep per loop: a dispatcher woken more often
-            // than the poll interval must still run the periodic checks.
-            let mut poll = tokio::time::interval(shared.settings.poll_interval);
-            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                shared.claim_cycle(&mut tasks).await;
-                tokio::select! {
-                    biased;
-                    _ = shutdown.cancelled() => break,
-                    Some(joined) = tasks.join_next() => {
-                        if let Err(e) = joined {
-                            error!(error = %e, "execution task panicked");
-                        }
-                    }
-                    _ = shared.wake.notified() => {}
-                    _ = poll.tick() => {
-                        shared.takeover_due.store(true, Ordering::SeqCst);
-                        shared.sweep_queued_cancels().await;
-                    }
-                }
-            }
-
+            shared.claim_loop(&mut tasks, &shutdown).await;
             shared.shut_down(&mut tasks).await;
             background.cancel();
             let _ = listener.await;
@@ -213,6 +218,51 @@ impl Dispatcher {
 }
 
 impl Shared {
+    /// Claim, then wait for a reason to claim again (a notification, an
+    /// execution ending, the poll interval), until `shutdown`.
+    async fn claim_loop(self: &Arc<Self>, tasks: &mut JoinSet<()>, shutdown: &CancellationToken) {
+        // An interval, not a sleep per loop: a dispatcher woken more often
+        // than the poll interval must still run the periodic checks. Its
+        // first tick is the start itself (takeover is due from the start).
+        let period = self.settings.poll_interval;
+        let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.sweep_queued_cancels().await;
+        loop {
+            let listening = self.listening.load(Ordering::SeqCst);
+            self.claim_cycle(tasks).await;
+            let wake = self.wake.notified();
+            tokio::pin!(wake);
+            // `enable` consumes a pending wake-up: then the loop is not idle.
+            let woken = wake.as_mut().enable();
+            self.publish(listening && !woken && tasks.is_empty());
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some(joined) = tasks.join_next() => {
+                    if let Err(e) = joined {
+                        error!(error = %e, "execution task panicked");
+                    }
+                }
+                _ = &mut wake => {}
+                _ = poll.tick() => {
+                    self.takeover_due.store(true, Ordering::SeqCst);
+                    self.sweep_queued_cancels().await;
+                }
+            }
+            self.activity
+                .send_if_modified(|a| std::mem::replace(&mut a.idle, false));
+        }
+    }
+
+    /// One claim cycle done; `idle` as [`Activity::idle`] defines it.
+    fn publish(&self, idle: bool) {
+        self.activity.send_modify(|a| {
+            a.claim_cycles += 1;
+            a.idle = idle;
+        });
+    }
+
     fn in_flight_count(&self) -> usize {
         self.in_flight.lock().unwrap().len()
     }
@@ -333,16 +383,31 @@ impl Shared {
     /// Called once per distinct facts tuple (the claimer remembers it), so
     /// it may depend only on the facts and this dispatcher's fixed settings.
     fn decide(&self, c: &ClaimFacts) -> ClaimDecision {
+        // Unknown stored values (rows of a newer version) fail the build
+        // saying which value, rather than standing in for a known one.
+        let infrastructure = match c.infrastructure() {
+            Ok(i) => i,
+            Err(e) => return ClaimDecision::Fail(format!("cannot run the build: {e}")),
+        };
+        let active = match c
+            .provider_status
+            .as_deref()
+            .map(str::parse::<ProviderStatus>)
+        {
+            None => false,
+            Some(Ok(status)) => status == ProviderStatus::Active,
+            Some(Err(e)) => {
+                return ClaimDecision::Fail(format!(
+                    "cannot run the build: its infrastructure provider has {e}"
+                ));
+            }
+        };
         let facts = c.provider_type.as_ref().map(|t| ProviderFacts {
             provider_type: t.clone(),
             tekton_enabled: c.provider_tekton_enabled.unwrap_or(false),
-            active: c.provider_status.as_deref() == Some("active"),
+            active,
         });
-        match select_slot(
-            c.infrastructure(),
-            facts.as_ref(),
-            self.settings.tekton_enabled,
-        ) {
+        match select_slot(infrastructure, facts.as_ref(), self.settings.tekton_enabled) {
             Ok(slot) => match self.executors.for_slot(slot) {
                 Some(executor) => ClaimDecision::Run(executor.kind()),
                 None => ClaimDecision::Fail(format!(
@@ -414,7 +479,11 @@ impl Shared {
         drop(inputs);
         let mut ran_on: Option<Arc<dyn Executor>> = None;
         let outcome = match prepared {
-            Ok((executor, ctx)) => {
+            Ok(Prepared {
+                executor,
+                ctx,
+                reattach,
+            }) => {
                 ran_on = Some(executor.clone());
                 let sink = Arc::new(
                     StoreSink::new(self.pool.clone(), build.build_id, execution.id)
@@ -423,10 +492,10 @@ impl Shared {
                 let remaining = Duration::from_millis(
                     (i64::from(build.timeout_seconds) * 1000 - execution.age_ms).max(0) as u64,
                 );
-                let work = match execution.reference_at {
-                    Some(_) => {
+                let work = match reattach {
+                    Some(reference) => {
                         debug!("re-attaching to persisted execution");
-                        executor.reattach(ctx, reference_of(execution), sink, stop.clone())
+                        executor.reattach(ctx, reference, sink, stop.clone())
                     }
                     None => executor.start(ctx, sink, stop.clone()),
                 };
@@ -445,14 +514,16 @@ impl Shared {
         &self,
         build: &ClaimedBuild,
         batch: &BatchInputs,
-    ) -> Result<(Arc<dyn Executor>, imagefactory_exec::ExecutionContext), Outcome> {
+    ) -> Result<Prepared, Outcome> {
         let execution = &build.execution;
-        let Some(executor) = self.executors.by_kind(&execution.executor) else {
+        // Parsed once: an unknown stored executor (a row of a newer version)
+        // fails the build naming it, never stands in for another executor.
+        let kind: ExecutorKind = execution.executor.parse().map_err(|e| Outcome::Failed {
+            message: format!("cannot run or follow the execution: it records {e}"),
+        })?;
+        let Some(executor) = self.executors.by_kind(kind) else {
             return Err(Outcome::Failed {
-                message: format!(
-                    "no {} executor is configured on dispatcher {}",
-                    execution.executor, self.id
-                ),
+                message: format!("no {kind} executor is configured on dispatcher {}", self.id),
             });
         };
         let preloaded = batch.take(&self.pool, build.build_id).await;
@@ -479,7 +550,13 @@ impl Shared {
         }
         let ctx = build_context(inputs, execution, self.cipher.as_ref())
             .map_err(|message| Outcome::Failed { message })?;
-        Ok((executor.clone(), ctx))
+        Ok(Prepared {
+            executor: executor.clone(),
+            ctx,
+            reattach: execution
+                .reference_at
+                .map(|_| reference_of(execution, kind)),
+        })
     }
 
     /// Await the executor, enforcing the build timeout and the stop grace.
@@ -702,9 +779,17 @@ impl BatchInputs {
     }
 }
 
-fn reference_of(execution: &ExecutionRow) -> ExecutionRef {
+/// What an execution needs to run: its executor and context, and the
+/// persisted reference when it re-attaches instead of starting.
+struct Prepared {
+    executor: Arc<dyn Executor>,
+    ctx: imagefactory_exec::ExecutionContext,
+    reattach: Option<ExecutionRef>,
+}
+
+fn reference_of(execution: &ExecutionRow, executor: ExecutorKind) -> ExecutionRef {
     ExecutionRef {
-        executor: execution.executor.parse().unwrap_or(ExecutorKind::Test),
+        executor,
         provider_id: execution.provider_id,
         namespace: execution.cluster_namespace.clone(),
         name: execution.pipeline_run_name.clone(),
@@ -740,7 +825,9 @@ async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
             },
         };
         backoff = Duration::from_millis(100);
-        // Anything sent while we were not listening is caught by a claim cycle.
+        // Anything sent while we were not listening is caught by a claim
+        // cycle, which starts after `listening` is set (see `Activity::idle`).
+        shared.listening.store(true, Ordering::SeqCst);
         shared.wake.notify_one();
         loop {
             let received = tokio::select! {
@@ -765,6 +852,7 @@ async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
                 }
                 Err(e) => {
                     warn!(error = %e, "LISTEN connection lost; reconnecting");
+                    shared.listening.store(false, Ordering::SeqCst);
                     shared.takeover_due.store(true, Ordering::SeqCst);
                     shared.wake.notify_one();
                     continue 'connect;

@@ -5,8 +5,8 @@
 //!   second start), timeouts, cancellation, retries and graceful handover.
 //! - [`select`] and [`policy`] are the pure rules: which executor runs a
 //!   build, and what an outcome means for it.
-//! - [`testing::TestExecutor`] is a scripted executor whose work survives a
-//!   dispatcher crash, for tests and the benchmark.
+//! - `testing::TestExecutor` (feature `testing`) is a scripted executor whose
+//!   work survives a dispatcher crash, for tests and the benchmark.
 //! - [`admin`] serves the figures for `GET /api/v1/admin/dispatchers`.
 
 pub mod admin;
@@ -17,7 +17,10 @@ pub mod policy;
 pub mod select;
 pub mod settings;
 pub mod sink;
+// Tests, the benchmark and `if-test-dispatcher` only: production builds
+// (`imagefactory`) do not compile it.
+#[cfg(feature = "testing")]
 pub mod testing;
 
-pub use dispatcher::{DispatchError, Dispatcher, Executors};
+pub use dispatcher::{Activity, DispatchError, Dispatcher, Executors};
 pub use settings::{DispatcherMode, DispatcherSettings};

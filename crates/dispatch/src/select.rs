@@ -21,13 +21,13 @@ pub struct ProviderFacts {
 /// local; anything else is a misconfiguration, reported as the message the
 /// build fails with.
 pub fn select_slot(
-    infrastructure: Option<InfrastructureType>,
+    infrastructure: InfrastructureType,
     provider: Option<&ProviderFacts>,
     tekton_enabled_globally: bool,
 ) -> Result<Slot, String> {
     match infrastructure {
-        Some(InfrastructureType::Local) => Ok(Slot::Local),
-        Some(InfrastructureType::Kubernetes) => {
+        InfrastructureType::Local => Ok(Slot::Local),
+        InfrastructureType::Kubernetes => {
             if !tekton_enabled_globally {
                 return Err("cannot run a kubernetes build: Tekton is disabled on this \
                             installation (IF_BUILD_TEKTON_ENABLED=false)"
@@ -59,7 +59,6 @@ pub fn select_slot(
             }
             Ok(Slot::Tekton)
         }
-        None => Err("build has an unknown infrastructure type".to_owned()),
     }
 }
 
@@ -79,7 +78,7 @@ mod tests {
     fn kubernetes_with_tekton_everywhere_goes_to_tekton() {
         let p = k8s(true, true);
         assert_eq!(
-            select_slot(Some(InfrastructureType::Kubernetes), Some(&p), true),
+            select_slot(InfrastructureType::Kubernetes, Some(&p), true),
             Ok(Slot::Tekton)
         );
     }
@@ -87,11 +86,11 @@ mod tests {
     #[test]
     fn local_goes_local_whatever_tekton_says() {
         assert_eq!(
-            select_slot(Some(InfrastructureType::Local), None, false),
+            select_slot(InfrastructureType::Local, None, false),
             Ok(Slot::Local)
         );
         assert_eq!(
-            select_slot(Some(InfrastructureType::Local), None, true),
+            select_slot(InfrastructureType::Local, None, true),
             Ok(Slot::Local)
         );
     }
@@ -99,25 +98,23 @@ mod tests {
     #[test]
     fn kubernetes_with_tekton_off_fails_saying_so() {
         let p = k8s(true, true);
-        let global =
-            select_slot(Some(InfrastructureType::Kubernetes), Some(&p), false).unwrap_err();
+        let global = select_slot(InfrastructureType::Kubernetes, Some(&p), false).unwrap_err();
         assert!(global.contains("IF_BUILD_TEKTON_ENABLED=false"), "{global}");
         let off = k8s(false, true);
-        let provider =
-            select_slot(Some(InfrastructureType::Kubernetes), Some(&off), true).unwrap_err();
+        let provider = select_slot(InfrastructureType::Kubernetes, Some(&off), true).unwrap_err();
         assert!(provider.contains("tekton_enabled=false"), "{provider}");
     }
 
     #[test]
     fn kubernetes_without_usable_provider_fails() {
         assert!(
-            select_slot(Some(InfrastructureType::Kubernetes), None, true)
+            select_slot(InfrastructureType::Kubernetes, None, true)
                 .unwrap_err()
                 .contains("no active global kubernetes provider")
         );
         assert!(
             select_slot(
-                Some(InfrastructureType::Kubernetes),
+                InfrastructureType::Kubernetes,
                 Some(&k8s(true, false)),
                 true
             )
@@ -129,6 +126,6 @@ mod tests {
             tekton_enabled: true,
             active: true,
         };
-        assert!(select_slot(Some(InfrastructureType::Kubernetes), Some(&local), true).is_err());
+        assert!(select_slot(InfrastructureType::Kubernetes, Some(&local), true).is_err());
     }
 }

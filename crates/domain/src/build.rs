@@ -99,8 +99,8 @@ string_enum!(BuildStatus {
 });
 
 impl BuildStatus {
-    /// Terminal states are final: nothing moves a build out of them except a
-    /// retry, which is a new attempt rather than a transition.
+    /// Terminal states end an attempt: nothing moves a build out of them
+    /// except a manual retry ([`Transition::Retry`]), which starts a new attempt.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -108,24 +108,86 @@ impl BuildStatus {
         )
     }
 
-    /// Whether `self → next` is a legal transition of the state machine
-    /// `queued → running → succeeded | failed | cancelled | timed_out`.
-    /// A queued build may also end directly (cancelled at once, or failed
-    /// before it ever ran, e.g. misconfiguration found at claim time), and a
-    /// running build may go back to queued when its attempt hit a transient
-    /// infrastructure error and is requeued.
+    /// Whether `self → next` is a move of the state machine, i.e. of some
+    /// [`Transition`]: `queued → running → succeeded | failed | cancelled |
+    /// timed_out`; a queued build may also end directly (cancelled at once, or
+    /// failed before it ever ran, e.g. misconfiguration found at claim time);
+    /// a running build goes back to queued when its attempt hit a transient
+    /// infrastructure error; a failed, cancelled or timed-out build is queued
+    /// again by a manual retry.
     pub fn can_transition_to(self, next: BuildStatus) -> bool {
-        use BuildStatus::*;
-        matches!(
-            (self, next),
-            (Queued, Running | Cancelled | Failed | TimedOut)
-                | (Running, Queued | Succeeded | Failed | Cancelled | TimedOut)
-        )
+        Transition::ALL
+            .iter()
+            .any(|t| t.to() == next && t.from().contains(&self))
     }
 
     /// Retry starts a new attempt of a build that ended without success.
     pub fn can_retry(self) -> bool {
-        matches!(self, Self::Failed | Self::Cancelled | Self::TimedOut)
+        Transition::Retry.from().contains(&self)
+    }
+}
+
+/// Every way a build's status changes, with the states it may start from.
+/// The store writes a status only through one of these: the `from` set is
+/// bound into the statement's guard and `to` is the value written, so this
+/// table is the single source of the state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transition {
+    /// A dispatcher starts an attempt: queued → running.
+    Claim,
+    /// Claim-time failure (no executor can run it): queued → failed.
+    Reject,
+    /// Cancel before it started (API, or the dispatcher's sweep of cancel
+    /// requests): queued → cancelled.
+    CancelQueued,
+    /// An attempt ended with this terminal status: running → it.
+    Finish(BuildStatus),
+    /// Transient failure, to be claimed again after a backoff: running → queued.
+    Requeue,
+    /// Manual retry: failed | cancelled | timed_out → queued.
+    Retry,
+}
+
+impl Transition {
+    pub const ALL: &'static [Transition] = &[
+        Transition::Claim,
+        Transition::Reject,
+        Transition::CancelQueued,
+        Transition::Finish(BuildStatus::Succeeded),
+        Transition::Finish(BuildStatus::Failed),
+        Transition::Finish(BuildStatus::Cancelled),
+        Transition::Finish(BuildStatus::TimedOut),
+        Transition::Requeue,
+        Transition::Retry,
+    ];
+
+    /// The states this transition may start from (empty for a `Finish` to a
+    /// non-terminal status: that is no transition at all).
+    pub fn from(self) -> &'static [BuildStatus] {
+        use BuildStatus::*;
+        match self {
+            Self::Claim | Self::Reject | Self::CancelQueued => &[Queued],
+            Self::Finish(to) if to.is_terminal() => &[Running],
+            Self::Finish(_) => &[],
+            Self::Requeue => &[Running],
+            Self::Retry => &[Failed, Cancelled, TimedOut],
+        }
+    }
+
+    /// The status it writes.
+    pub fn to(self) -> BuildStatus {
+        match self {
+            Self::Claim => BuildStatus::Running,
+            Self::Reject => BuildStatus::Failed,
+            Self::CancelQueued => BuildStatus::Cancelled,
+            Self::Finish(to) => to,
+            Self::Requeue | Self::Retry => BuildStatus::Queued,
+        }
+    }
+
+    /// Whether a build in `status` may take this transition.
+    pub fn allows(self, status: BuildStatus) -> bool {
+        self.from().contains(&status)
     }
 }
 
@@ -184,13 +246,48 @@ mod tests {
     }
 
     #[test]
-    fn terminal_states_are_final() {
+    fn terminal_states_are_final_except_for_a_retry() {
         for from in BuildStatus::ALL.iter().filter(|s| s.is_terminal()) {
             for to in BuildStatus::ALL {
-                assert!(!from.can_transition_to(*to), "{from} -> {to}");
+                // The one way out of a terminal state is a manual retry.
+                let by_retry = *to == BuildStatus::Queued && from.can_retry();
+                assert_eq!(from.can_transition_to(*to), by_retry, "{from} -> {to}");
             }
             assert!(from.can_retry() || *from == BuildStatus::Succeeded);
         }
+    }
+
+    #[test]
+    fn the_machine_is_exactly_the_documented_moves() {
+        use BuildStatus::*;
+        let mut moves: Vec<(BuildStatus, BuildStatus)> = BuildStatus::ALL
+            .iter()
+            .flat_map(|f| BuildStatus::ALL.iter().map(move |t| (*f, *t)))
+            .filter(|(f, t)| f.can_transition_to(*t))
+            .collect();
+        moves.sort_by_key(|(f, t)| (f.as_str(), t.as_str()));
+        let mut want = vec![
+            (Queued, Running),
+            (Queued, Failed),
+            (Queued, Cancelled),
+            (Running, Succeeded),
+            (Running, Failed),
+            (Running, Cancelled),
+            (Running, TimedOut),
+            (Running, Queued),
+            (Failed, Queued),
+            (Cancelled, Queued),
+            (TimedOut, Queued),
+        ];
+        want.sort_by_key(|(f, t)| (f.as_str(), t.as_str()));
+        assert_eq!(moves, want);
+        // No transition writes the state it starts from, and a finish to a
+        // non-terminal status is none at all.
+        for t in Transition::ALL {
+            assert!(!t.from().is_empty() && !t.allows(t.to()), "{t:?}");
+        }
+        assert!(Transition::Finish(Queued).from().is_empty());
+        assert!(Transition::Finish(Running).from().is_empty());
     }
 
     #[test]

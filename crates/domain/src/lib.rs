@@ -18,7 +18,8 @@ pub mod validation;
 
 pub use address::AddressPolicy;
 pub use build::{
-    BuildMethod, BuildStatus, ExecutorKind, InfrastructureType, MethodConfig, UnknownVariant,
+    BuildMethod, BuildStatus, ExecutorKind, InfrastructureType, MethodConfig, Transition,
+    UnknownVariant,
 };
 pub use git::{GitRef, GitUrl};
 pub use image::ImageRef;

@@ -1,17 +1,19 @@
 //! Builds and their configs: submit (with `NOTIFY build_queued` in the same
 //! transaction), read, list, cancel and retry. State rules come from
-//! `imagefactory_domain::BuildStatus`; this module only applies them
-//! atomically (`SELECT … FOR UPDATE`).
+//! `imagefactory_domain::Transition`; this module only applies them
+//! atomically (`SELECT … FOR UPDATE`, and the transition's guard in the
+//! `UPDATE`).
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use imagefactory_domain::{BuildStatus, MethodConfig};
+use imagefactory_domain::{BuildStatus, MethodConfig, Transition};
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::error::{StoreError, StoreResult};
+use crate::status;
 use crate::{CHANNEL_BUILD_CANCEL, CHANNEL_BUILD_QUEUED};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -256,30 +258,31 @@ async fn lock(
 pub async fn cancel(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<CancelOutcome> {
     let mut tx = pool.begin().await?;
     let status = lock(&mut tx, tenant_id, id).await?;
-    let outcome = match status {
-        BuildStatus::Queued => {
-            let sql = format!(
-                "UPDATE builds SET status = 'cancelled', cancel_requested_at = now(), finished_at = now(),
-                        error_message = 'cancelled before it started', lease_owner = NULL,
-                        lease_expires_at = NULL, updated_at = now()
-                 WHERE id = $1 RETURNING {COLUMNS}"
-            );
-            CancelOutcome::Cancelled(sqlx::query_as(&sql).bind(id).fetch_one(&mut *tx).await?)
-        }
-        BuildStatus::Running => {
-            let sql = format!(
-                "UPDATE builds SET cancel_requested_at = COALESCE(cancel_requested_at, now()), updated_at = now()
-                 WHERE id = $1 RETURNING {COLUMNS}"
-            );
-            let build = sqlx::query_as(&sql).bind(id).fetch_one(&mut *tx).await?;
-            notify(&mut tx, CHANNEL_BUILD_CANCEL, &id.to_string()).await?;
-            CancelOutcome::Requested(build)
-        }
-        terminal => {
-            return Err(StoreError::State(format!(
-                "the build is already {terminal}; only queued or running builds can be cancelled"
-            )));
-        }
+    let outcome = if Transition::CancelQueued.allows(status) {
+        let g = status::guard(Transition::CancelQueued)?;
+        let sql = format!(
+            "UPDATE builds SET status = {to}, cancel_requested_at = now(), finished_at = now(),
+                    error_message = 'cancelled before it started', lease_owner = NULL,
+                    lease_expires_at = NULL, updated_at = now()
+             WHERE id = $1 AND status IN ({from}) RETURNING {COLUMNS}",
+            to = g.to,
+            from = g.from,
+        );
+        CancelOutcome::Cancelled(sqlx::query_as(&sql).bind(id).fetch_one(&mut *tx).await?)
+    } else if status == BuildStatus::Running {
+        // No status change: the dispatcher holding it stops the execution
+        // and records `Finish(Cancelled)`.
+        let sql = format!(
+            "UPDATE builds SET cancel_requested_at = COALESCE(cancel_requested_at, now()), updated_at = now()
+             WHERE id = $1 RETURNING {COLUMNS}"
+        );
+        let build = sqlx::query_as(&sql).bind(id).fetch_one(&mut *tx).await?;
+        notify(&mut tx, CHANNEL_BUILD_CANCEL, &id.to_string()).await?;
+        CancelOutcome::Requested(build)
+    } else {
+        return Err(StoreError::State(format!(
+            "the build is already {status}; only queued or running builds can be cancelled"
+        )));
     };
     tx.commit().await?;
     Ok(outcome)
@@ -292,17 +295,20 @@ pub async fn cancel(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<Can
 pub async fn retry(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<Build> {
     let mut tx = pool.begin().await?;
     let status = lock(&mut tx, tenant_id, id).await?;
-    if !status.can_retry() {
+    if !Transition::Retry.allows(status) {
         return Err(StoreError::State(format!(
             "the build is {status}; only failed, cancelled or timed-out builds can be retried"
         )));
     }
+    let g = status::guard(Transition::Retry)?;
     let sql = format!(
-        "UPDATE builds SET status = 'queued', cancel_requested_at = NULL, error_message = NULL,
+        "UPDATE builds SET status = {to}, cancel_requested_at = NULL, error_message = NULL,
                 started_at = NULL, finished_at = NULL, lease_owner = NULL, lease_expires_at = NULL,
                 not_before = now(), attempts_before_retry = attempts,
                 updated_at = now()
-         WHERE id = $1 RETURNING {COLUMNS}"
+         WHERE id = $1 AND status IN ({from}) RETURNING {COLUMNS}",
+        to = g.to,
+        from = g.from,
     );
     let build: Build = sqlx::query_as(&sql).bind(id).fetch_one(&mut *tx).await?;
     notify(&mut tx, CHANNEL_BUILD_QUEUED, &id.to_string()).await?;

@@ -20,6 +20,7 @@ pub mod page;
 pub mod projects;
 pub mod providers;
 pub mod registry_credentials;
+mod status;
 pub mod tenants;
 pub mod tokens;
 

@@ -7,6 +7,8 @@
 //!   transaction, so `builds.attempts` always equals its number of executions;
 //! - every write on a running build is fenced by `lease_owner`, so a dispatcher
 //!   that lost its lease can no longer change the build;
+//! - every status write is a domain `Transition` (claim, reject, finish,
+//!   requeue, cancel-queued), guarded by its source states (`crate::status`);
 //! - claims are serialized by a transaction-level advisory lock so per-tenant
 //!   and per-provider limits hold exactly across any number of dispatchers;
 //!   a claim is one statement (`claim_queued_builds`, migration 0011), so the
@@ -17,12 +19,15 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use imagefactory_domain::{BuildStatus, ExecutorKind, InfrastructureType};
+use imagefactory_domain::{
+    BuildStatus, ExecutorKind, InfrastructureType, Transition, UnknownVariant,
+};
 use sqlx::{FromRow, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::CHANNEL_BUILD_QUEUED;
 use crate::executions::{EXECUTION_COLUMNS, ExecutionRow};
+use crate::status;
 
 /// The advisory lock key every claim serializes on ("ifclaim" in ASCII);
 /// `claim_queued_builds` takes it, anything that must not interleave with a
@@ -41,8 +46,10 @@ pub struct ClaimFacts {
 }
 
 impl ClaimFacts {
-    pub fn infrastructure(&self) -> Option<InfrastructureType> {
-        self.infrastructure_type.parse().ok()
+    /// The stored infrastructure type; an unknown value is an error (a row
+    /// written by a newer version), never a default.
+    pub fn infrastructure(&self) -> Result<InfrastructureType, UnknownVariant> {
+        self.infrastructure_type.parse()
     }
 }
 
@@ -257,7 +264,7 @@ impl Claimer {
         // Time-ordered ids, handed out in claim order.
         let execution_ids: Vec<Uuid> = (0..limit).map(|_| Uuid::now_v7()).collect();
         let rows: Vec<ClaimRow> = sqlx::query_as(
-            "SELECT * FROM claim_queued_builds($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            "SELECT * FROM claim_queued_builds($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         )
         .bind(req.owner)
         .bind(req.lease.as_secs_f64())
@@ -269,6 +276,11 @@ impl Claimer {
         .bind(&d.provider_status)
         .bind(&d.executor)
         .bind(&d.fail_message)
+        // The state machine's moves for a claim and a claim-time failure.
+        .bind(status::sources(Transition::Claim))
+        .bind(Transition::Claim.to().as_str())
+        .bind(status::sources(Transition::Reject))
+        .bind(Transition::Reject.to().as_str())
         .fetch_all(pool)
         .await?;
 
@@ -487,9 +499,9 @@ pub async fn finish(
 ) -> Result<bool, sqlx::Error> {
     // One statement: the build update is fenced by the lease, and the
     // execution row changes only if it did (the CTE yields no row otherwise).
-    let (build_status, build_message, exec_status, exec_message, delay) = match finish {
+    let (transition, build_message, exec_status, exec_message, delay) = match finish {
         Finish::Terminal { status, message } => (
-            status.as_str(),
+            Transition::Finish(*status),
             match status {
                 BuildStatus::Succeeded => None,
                 _ => message.as_deref(),
@@ -499,53 +511,61 @@ pub async fn finish(
             0.0,
         ),
         Finish::Requeue { delay, message } => (
-            "queued",
+            Transition::Requeue,
             Some(message.as_str()),
             "failed",
             Some(message.as_str()),
             delay.as_secs_f64(),
         ),
     };
-    let done: Option<Uuid> = sqlx::query_scalar(
+    let requeue = transition == Transition::Requeue;
+    let g = status::guard(transition)?;
+    let sql = format!(
         "WITH b AS ( \
-             UPDATE builds SET status = $3, error_message = $4, \
-                    finished_at = CASE WHEN $3 = 'queued' THEN finished_at ELSE now() END, \
-                    not_before = CASE WHEN $3 = 'queued' THEN now() + make_interval(secs => $7) ELSE not_before END, \
+             UPDATE builds SET status = {to}, error_message = $3, \
+                    finished_at = CASE WHEN $4 THEN finished_at ELSE now() END, \
+                    not_before = CASE WHEN $4 THEN now() + make_interval(secs => $7) ELSE not_before END, \
                     lease_owner = NULL, lease_expires_at = NULL, updated_at = now() \
-             WHERE id = $1 AND lease_owner = $2 AND status = 'running' \
+             WHERE id = $1 AND lease_owner = $2 AND status IN ({from}) \
              RETURNING id \
          ), e AS ( \
              UPDATE build_executions SET status = $5, message = $6, finished_at = now() \
              WHERE id = $8 AND status = 'running' AND EXISTS (SELECT 1 FROM b) \
          ), n AS ( \
-             SELECT pg_notify($9, b.id::text) FROM b WHERE $3 = 'queued' AND $7 = 0 \
+             SELECT pg_notify($9, b.id::text) FROM b WHERE $4 AND $7 = 0 \
          ) \
          SELECT b.id FROM b LEFT JOIN n ON true",
-    )
-    .bind(build_id)
-    .bind(owner)
-    .bind(build_status)
-    .bind(build_message)
-    .bind(exec_status)
-    .bind(exec_message)
-    .bind(delay)
-    .bind(execution_id)
-    .bind(CHANNEL_BUILD_QUEUED)
-    .fetch_optional(pool)
-    .await?;
+        to = g.to,
+        from = g.from,
+    );
+    let done: Option<Uuid> = sqlx::query_scalar(&sql)
+        .bind(build_id)
+        .bind(owner)
+        .bind(build_message)
+        .bind(requeue)
+        .bind(exec_status)
+        .bind(exec_message)
+        .bind(delay)
+        .bind(execution_id)
+        .bind(CHANNEL_BUILD_QUEUED)
+        .fetch_optional(pool)
+        .await?;
     Ok(done.is_some())
 }
 
 /// Cancel queued builds whose cancellation was requested (the API may also
 /// cancel them directly). Returns the ids cancelled.
 pub async fn cancel_requested_queued(pool: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE builds SET status = 'cancelled', finished_at = now(), updated_at = now(), \
+    let g = status::guard(Transition::CancelQueued)?;
+    sqlx::query_scalar(&format!(
+        "UPDATE builds SET status = {to}, finished_at = now(), updated_at = now(), \
          error_message = COALESCE(error_message, 'cancelled while queued') \
-         WHERE id IN (SELECT id FROM builds WHERE status = 'queued' \
+         WHERE id IN (SELECT id FROM builds WHERE status IN ({from}) \
                       AND cancel_requested_at IS NOT NULL FOR UPDATE SKIP LOCKED) \
          RETURNING id",
-    )
+        to = g.to,
+        from = g.from,
+    ))
     .fetch_all(pool)
     .await
 }

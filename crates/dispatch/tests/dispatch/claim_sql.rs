@@ -494,7 +494,7 @@ async fn the_claim_function_refuses_a_snapshot_older_than_its_lock() {
         .unwrap();
     let err = sqlx::query(
         "SELECT * FROM claim_queued_builds('d', 60, 1, ARRAY[gen_random_uuid()], \
-         '{}', '{}', '{}', '{}', '{}', '{}')",
+         '{}', '{}', '{}', '{}', '{}', '{}', '{queued}', 'running', '{queued}', 'failed')",
     )
     .execute(&mut *tx)
     .await
@@ -548,7 +548,14 @@ async fn a_claim_waits_for_a_claim_in_progress_and_then_counts_it() {
             .await
             .unwrap()
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The claim's backend waits on the claim lock (advisory), behind `other`.
+    wait_count(
+        &db.pool,
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
     assert!(!claim.is_finished(), "the claim did not wait for the lock");
     other.commit().await.unwrap();
     let batch = claim.await.unwrap();

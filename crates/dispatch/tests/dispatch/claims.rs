@@ -132,11 +132,17 @@ async fn notifications_wake_dispatchers_and_the_poll_catches_what_they_miss() {
         settings.poll_interval = poll;
         settings.heartbeat_interval = hour;
         settings.lease = 2 * hour;
-        let d = start_dispatcher(db.another_pool().await, settings);
-        // Past its first claim cycle (at start): idle, listening.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut d = start_dispatcher(db.another_pool().await, settings);
+        // Idle and listening: its start-up claims are over, so only the
+        // NOTIFY (or, without one, the poll) can make it claim the build.
+        d.wait_idle().await;
+        let cycles = d.activity.borrow().claim_cycles;
         let id = submit_and(&db.pool, t, &[Spec::default()], notify).await[0];
         wait_status(&db.pool, id, "succeeded", Duration::from_secs(30)).await;
+        assert!(
+            d.activity.borrow().claim_cycles > cycles,
+            "claimed in a new cycle"
+        );
         d.stop().await;
     }
     db.drop_db().await;

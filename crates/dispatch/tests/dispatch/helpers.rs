@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imagefactory_dispatch::testing::{TestExecutor, TestScript, WorkRecord};
-use imagefactory_dispatch::{Dispatcher, DispatcherMode, DispatcherSettings, Executors};
+use imagefactory_dispatch::{Activity, Dispatcher, DispatcherMode, DispatcherSettings, Executors};
 use imagefactory_store::{CHANNEL_BUILD_CANCEL, CHANNEL_BUILD_QUEUED, MIGRATOR};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -55,17 +56,51 @@ impl TestDb {
         pool(&self.url, 6).await
     }
 
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Close the pool; the database goes when `self` is dropped, right here.
     pub async fn drop_db(self) {
         self.pool.close().await;
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .execute(&mut admin)
-            .await;
+    }
+}
+
+/// The database goes with the `TestDb`, also when the test panics: dropped
+/// from a thread of its own (a runtime cannot be blocked on from inside
+/// another), on a fresh connection, closing whatever still uses it.
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime to drop the test database");
+            runtime.block_on(drop_database(&admin_url, &name))
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("could not drop test database {}: {e}", self.name);
         }
     }
+}
+
+async fn drop_database(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
+    let mut admin = sqlx::PgConnection::connect(admin_url).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
+    admin.close().await
+}
+
+pub async fn database_exists(name: &str) -> bool {
+    let mut admin = sqlx::PgConnection::connect(&base_url()).await.unwrap();
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
 }
 
 async fn pool(url: &str, max: u32) -> PgPool {
@@ -98,9 +133,19 @@ pub struct Running {
     pub id: String,
     pub shutdown: CancellationToken,
     pub handle: JoinHandle<()>,
+    pub activity: watch::Receiver<Activity>,
 }
 
 impl Running {
+    /// Wait until the dispatcher is idle ([`Activity::idle`]): from here only
+    /// a notification, its poll interval or shutdown makes it claim again.
+    pub async fn wait_idle(&mut self) {
+        tokio::time::timeout(Duration::from_secs(30), self.activity.wait_for(|a| a.idle))
+            .await
+            .expect("dispatcher not idle within 30 s")
+            .expect("dispatcher stopped before it was idle");
+    }
+
     /// Graceful stop; returns when `run` returned.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -119,6 +164,7 @@ pub fn start_dispatcher(pool: PgPool, settings: DispatcherSettings) -> Running {
     };
     let dispatcher = Dispatcher::new(pool, settings, executors, None, DispatcherMode::Embedded);
     let id = dispatcher.id().to_owned();
+    let activity = dispatcher.activity();
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let handle =
@@ -127,6 +173,7 @@ pub fn start_dispatcher(pool: PgPool, settings: DispatcherSettings) -> Running {
         id,
         shutdown,
         handle,
+        activity,
     }
 }
 
