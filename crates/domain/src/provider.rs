@@ -4,27 +4,77 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use strum::{AsRefStr, Display, EnumString, IntoStaticStr, VariantArray, VariantNames};
+
 use crate::build::UnknownVariant;
 use crate::names::{is_dns_label, is_dns_subdomain};
 use crate::validation::Violations;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Display,
+    EnumString,
+    AsRefStr,
+    IntoStaticStr,
+    VariantArray,
+    VariantNames,
+)]
+#[strum(serialize_all = "snake_case")]
+#[strum(parse_err_ty = UnknownVariant, parse_err_fn = UnknownVariant::of::<Self>)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderType {
     Kubernetes,
     Local,
 }
-crate::build::string_enum!(ProviderType { Kubernetes => "kubernetes", Local => "local" });
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+impl ProviderType {
+    pub const ALL: &'static [Self] = <Self as VariantArray>::VARIANTS;
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Display,
+    EnumString,
+    AsRefStr,
+    IntoStaticStr,
+    VariantArray,
+    VariantNames,
+)]
+#[strum(serialize_all = "snake_case")]
+#[strum(parse_err_ty = UnknownVariant, parse_err_fn = UnknownVariant::of::<Self>)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderStatus {
     Active,
     Disabled,
 }
-crate::build::string_enum!(ProviderStatus { Active => "active", Disabled => "disabled" });
+
+impl ProviderStatus {
+    pub const ALL: &'static [Self] = <Self as VariantArray>::VARIANTS;
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
 
 /// Config fields that hold credentials: sealed at rest, redacted in responses.
 pub const SECRET_FIELDS: &[&str] = &["token", "client_key", "kubeconfig"];
