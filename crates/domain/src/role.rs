@@ -1,35 +1,18 @@
 //! Roles of tenant API tokens.
 
 use serde::{Deserialize, Serialize};
-
 use strum::{AsRefStr, Display, EnumString, IntoStaticStr, VariantArray, VariantNames};
 
 use crate::build::UnknownVariant;
 
 /// What a tenant token may do. Ordered: each role can do what the ones
 /// before it can.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    Display,
-    EnumString,
-    AsRefStr,
-    IntoStaticStr,
-    VariantArray,
-    VariantNames,
-)]
-#[strum(serialize_all = "snake_case")]
-#[strum(parse_err_ty = UnknownVariant, parse_err_fn = UnknownVariant::of::<Self>)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
+#[derive(Display, EnumString, AsRefStr, IntoStaticStr, VariantArray, VariantNames)]
+#[strum(serialize_all = "snake_case")]
+#[strum(parse_err_ty = UnknownVariant, parse_err_fn = UnknownVariant::of::<Self>)]
 pub enum Role {
     /// Reads everything of its tenant, changes nothing.
     Viewer,
@@ -45,9 +28,7 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         self.into()
     }
-}
 
-impl Role {
     pub fn allows(self, needed: Role) -> bool {
         self >= needed
     }
