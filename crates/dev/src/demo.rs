@@ -2,6 +2,7 @@
 //! (tenant, token, provider, project, build, logs, artifacts), except the
 //! cluster operator's part on kube-sim (namespace, Tasks, docker-config).
 
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -14,7 +15,7 @@ use uuid::Uuid;
 
 use crate::instructions::{self, DemoResources};
 use crate::sim;
-use crate::sse::SseParser;
+use crate::sse;
 
 pub const DEMO_GIT_URL: &str = "https://git.example.com/demo/hello.git";
 
@@ -77,6 +78,23 @@ impl Client {
             .with_context(|| format!("{method} {path}: the answer is not JSON: {text}"))
     }
 
+    /// `GET /readyz` answers success.
+    async fn ready(&self) -> anyhow::Result<()> {
+        let ready = self
+            .http
+            .get(self.url("/readyz"))
+            .send()
+            .await
+            .context("GET /readyz")?;
+        if !ready.status().is_success() {
+            bail!(
+                "the API is not ready: GET /readyz answered {}",
+                ready.status()
+            );
+        }
+        Ok(())
+    }
+
     async fn post(&self, path: &str, token: &str, body: Value) -> anyhow::Result<Value> {
         self.call(Method::POST, path, token, Some(&body), 201).await
     }
@@ -86,38 +104,65 @@ impl Client {
     }
 
     /// Prints each `log` event of the followed log; the terminal status from
-    /// the closing `end` event.
+    /// the closing `end` event. A stream that breaks before `end` is opened
+    /// again with `Last-Event-ID` (the API resumes after that line), up to
+    /// `MAX_RESUMES` times.
     async fn follow_logs(&self, token: &str, build: Uuid) -> anyhow::Result<String> {
         let path = format!("/api/v1/builds/{build}/logs?follow=true");
-        let res = self
-            .http
-            .get(self.url(&path))
-            .bearer_auth(token)
-            .header(reqwest::header::ACCEPT, "text/event-stream")
-            .send()
-            .await
-            .with_context(|| format!("GET {path}"))?;
-        if !res.status().is_success() {
-            let status = res.status();
-            let text = res.text().await.unwrap_or_default();
-            bail!("GET {path} answered {status}: {text}");
-        }
-        let mut body = res.bytes_stream();
-        let mut parser = SseParser::default();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.with_context(|| format!("GET {path}: reading the stream"))?;
-            for event in parser.push(&chunk) {
+        let mut last_id: Option<String> = None;
+        let mut resumes = 0;
+        loop {
+            let res = self.open_events(&path, token, last_id.as_deref()).await?;
+            let mut events = pin!(sse::events(res.bytes_stream()));
+            let broke = loop {
+                let event = match events.next().await {
+                    Some(Ok(event)) => event,
+                    Some(Err(e)) => break e.to_string(),
+                    None => break "the stream ended before the build did".to_owned(),
+                };
+                last_id = event.id.or(last_id);
                 match event.event.as_str() {
                     "log" => println!("  | {}", event.data),
                     "end" => return Ok(event.data),
                     "error" => bail!("GET {path}: the log stream reported: {}", event.data),
                     _ => {}
                 }
+            };
+            if resumes == MAX_RESUMES {
+                bail!("GET {path}: {broke}");
             }
+            resumes += 1;
+            println!("  (log stream interrupted: {broke}; resuming)");
         }
-        bail!("GET {path}: the stream ended before the build did")
+    }
+
+    /// `GET path` as an event stream, resuming after `last_id` if given.
+    async fn open_events(
+        &self,
+        path: &str,
+        token: &str,
+        last_id: Option<&str>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let mut req = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(id) = last_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let res = req.send().await.with_context(|| format!("GET {path}"))?;
+        if !res.status().is_success() {
+            let status = res.status();
+            let text = res.text().await.unwrap_or_default();
+            bail!("GET {path} answered {status}: {text}");
+        }
+        Ok(res)
     }
 }
+
+/// How often a broken log stream is opened again before the demo gives up.
+const MAX_RESUMES: usize = 3;
 
 fn id_of(v: &Value, what: &str) -> anyhow::Result<Uuid> {
     v["id"]
@@ -128,6 +173,16 @@ fn id_of(v: &Value, what: &str) -> anyhow::Result<Uuid> {
 
 fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or("-")
+}
+
+/// What the demo created through the API for its build.
+struct Created {
+    tenant_name: String,
+    /// The demo tenant's admin token.
+    token: String,
+    namespace: String,
+    provider: Uuid,
+    project: Uuid,
 }
 
 /// Runs the demo against the API at `base_url`, printing as it goes.
@@ -143,33 +198,74 @@ pub async fn run(
         http: reqwest::Client::new(),
         base: base_url.to_owned(),
     };
-    let ready = api
-        .http
-        .get(api.url("/readyz"))
-        .send()
-        .await
-        .context("GET /readyz")?;
-    if !ready.status().is_success() {
-        bail!(
-            "the API is not ready: GET /readyz answered {}",
-            ready.status()
-        );
-    }
-
+    api.ready().await?;
     println!("\nDemo, through the REST API as a user would:");
-    let tenant_name = tenant_name();
-    let tenant = api
+    let created = create_resources(&api, admin, sim).await?;
+    let started = Instant::now();
+    let build = submit(&api, &created).await?;
+    let ended_with = follow(&api, &created.token, build, timeout).await?;
+    let status = report(&api, &created.token, build, ended_with, timeout, started).await?;
+
+    // Instructions only for a server that stays up to answer them.
+    if keep_serving {
+        let resources = DemoResources {
+            base_url: base_url.to_owned(),
+            tenant_name: created.tenant_name,
+            namespace: created.namespace,
+            provider: created.provider,
+            project: created.project,
+            build,
+        };
+        let text = instructions::render(&resources, &created.token, kubeconfig);
+        println!("\n{text}");
+    }
+    Ok(Outcome { status })
+}
+
+/// Tenant and token (as the platform admin), the operator's part on
+/// kube-sim, then provider and project (as the tenant).
+async fn create_resources(
+    api: &Client,
+    admin: &Secret,
+    sim: &KubeSimHandle,
+) -> anyhow::Result<Created> {
+    let (tenant_name, tenant, token) = create_tenant(api, admin).await?;
+    let prepared = sim::prepare_tenant(sim, tenant).await?;
+    println!(
+        "  cluster   operator setup on kube-sim: namespace {}, Tasks {}, Secret docker-config",
+        prepared.namespace,
+        prepared.tasks.join(", ")
+    );
+    let provider = create_provider(api, &token, sim).await?;
+    let project = api
         .post(
-            "/api/v1/tenants",
-            admin.expose(),
-            json!({"name": tenant_name}),
+            "/api/v1/projects",
+            &token,
+            json!({"name": "hello", "git_url": DEMO_GIT_URL}),
         )
         .await?;
-    let tenant_id = id_of(&tenant, "tenant")?;
-    println!("  tenant    {tenant_name} ({tenant_id})");
+    let project = id_of(&project, "project")?;
+    println!("  project   hello ({project}) {DEMO_GIT_URL}");
+    Ok(Created {
+        tenant_name,
+        token,
+        namespace: prepared.namespace,
+        provider,
+        project,
+    })
+}
+
+/// A fresh tenant and an admin token of it: (name, id, token).
+async fn create_tenant(api: &Client, admin: &Secret) -> anyhow::Result<(String, Uuid, String)> {
+    let name = tenant_name();
+    let tenant = api
+        .post("/api/v1/tenants", admin.expose(), json!({"name": name}))
+        .await?;
+    let id = id_of(&tenant, "tenant")?;
+    println!("  tenant    {name} ({id})");
     let created = api
         .post(
-            &format!("/api/v1/tenants/{tenant_id}/tokens"),
+            &format!("/api/v1/tenants/{id}/tokens"),
             admin.expose(),
             json!({"name": "demo", "role": "admin"}),
         )
@@ -179,94 +275,94 @@ pub async fn run(
         .context("token creation answered without a token")?
         .to_owned();
     println!("  token     role admin (shown at the end)");
+    Ok((name, id, token))
+}
 
-    let prepared = sim::prepare_tenant(sim, tenant_id).await?;
-    println!(
-        "  cluster   operator setup on kube-sim: namespace {}, Tasks {}, Secret docker-config",
-        prepared.namespace,
-        prepared.tasks.join(", ")
-    );
-
+/// The kube-sim provider, checked with the API's connection test.
+async fn create_provider(api: &Client, token: &str, sim: &KubeSimHandle) -> anyhow::Result<Uuid> {
     let provider = api
         .post(
             "/api/v1/providers",
-            &token,
+            token,
             json!({"name": "kube-sim", "provider_type": "kubernetes",
                    "config": sim::provider_config(sim)}),
         )
         .await?;
-    let provider_id = id_of(&provider, "provider")?;
-    let report = api
-        .call(
-            Method::POST,
-            &format!("/api/v1/providers/{provider_id}/test-connection"),
-            &token,
-            None,
-            200,
-        )
-        .await?;
+    let id = id_of(&provider, "provider")?;
+    let path = format!("/api/v1/providers/{id}/test-connection");
+    let report = api.call(Method::POST, &path, token, None, 200).await?;
     if report["reachable"] != true || report["authenticated"] != true {
         bail!("the kube-sim provider does not connect: {report}");
     }
-    println!(
-        "  provider  kube-sim ({provider_id}) at {}: reachable, authenticated, Kubernetes {}, Tekton {}",
-        sim.endpoint(),
-        text(&report, "server_version"),
-        report["tekton_versions"]
-            .as_array()
-            .map(|v| v
-                .iter()
+    let tekton = report["tekton_versions"]
+        .as_array()
+        .map(|v| {
+            v.iter()
                 .filter_map(Value::as_str)
                 .collect::<Vec<_>>()
-                .join(", "))
-            .unwrap_or_default()
-    );
-
-    let project = api
-        .post(
-            "/api/v1/projects",
-            &token,
-            json!({"name": "hello", "git_url": DEMO_GIT_URL}),
-        )
-        .await?;
-    let project_id = id_of(&project, "project")?;
-    println!("  project   hello ({project_id}) {DEMO_GIT_URL}");
-
-    let started = Instant::now();
-    let build = api
-        .post(
-            "/api/v1/builds",
-            &token,
-            instructions::build_request(project_id, provider_id, "1.0"),
-        )
-        .await?;
-    let build_id = id_of(&build, "build")?;
+                .join(", ")
+        })
+        .unwrap_or_default();
     println!(
-        "  build     {build_id}: {} of {}@{} into {}, {}",
+        "  provider  kube-sim ({id}) at {}: reachable, authenticated, Kubernetes {}, Tekton {tekton}",
+        sim.endpoint(),
+        text(&report, "server_version"),
+    );
+    Ok(id)
+}
+
+/// Submits the demo build; its id.
+async fn submit(api: &Client, created: &Created) -> anyhow::Result<Uuid> {
+    let request = instructions::build_request(created.project, created.provider, "1.0");
+    let build = api.post("/api/v1/builds", &created.token, request).await?;
+    let id = id_of(&build, "build")?;
+    println!(
+        "  build     {id}: {} of {}@{} into {}, {}",
         text(&build, "method"),
         text(&build, "git_url"),
         text(&build, "git_ref"),
         text(&build, "image"),
         text(&build, "status")
     );
-    println!(
-        "\nBuild log (GET /api/v1/builds/{build_id}/logs?follow=true; kube-sim simulates the steps, nothing is cloned or pushed):"
-    );
-    let streamed = tokio::time::timeout(timeout, api.follow_logs(&token, build_id)).await;
-    let ended_with = match streamed {
-        Ok(r) => Some(r?),
-        Err(_) => None,
-    };
+    Ok(id)
+}
 
+/// Follows the build's log; the status its `end` event named, or `None`
+/// when `timeout` passed first.
+async fn follow(
+    api: &Client,
+    token: &str,
+    build: Uuid,
+    timeout: Duration,
+) -> anyhow::Result<Option<String>> {
+    println!(
+        "\nBuild log (GET /api/v1/builds/{build}/logs?follow=true; kube-sim simulates the steps, nothing is cloned or pushed):"
+    );
+    match tokio::time::timeout(timeout, api.follow_logs(token, build)).await {
+        Ok(ended) => ended.map(Some),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Reads the build, its executions and artifacts back and prints them; the
+/// build's status. An error when the log did not end within `timeout`.
+async fn report(
+    api: &Client,
+    token: &str,
+    build_id: Uuid,
+    ended_with: Option<String>,
+    timeout: Duration,
+    started: Instant,
+) -> anyhow::Result<String> {
     let build = api
-        .get(&format!("/api/v1/builds/{build_id}"), &token)
+        .get(&format!("/api/v1/builds/{build_id}"), token)
         .await?;
     let status = text(&build, "status").to_owned();
     let executions = api
-        .get(&format!("/api/v1/builds/{build_id}/executions"), &token)
+        .get(&format!("/api/v1/builds/{build_id}/executions"), token)
         .await?;
     let artifacts = api
-        .get(&format!("/api/v1/builds/{build_id}/artifacts"), &token)
+        .get(&format!("/api/v1/builds/{build_id}/artifacts"), token)
         .await?;
     if ended_with.is_none() {
         println!(
@@ -274,7 +370,6 @@ pub async fn run(
         );
         bail!("the demo build did not finish within {timeout:?}");
     }
-
     println!(
         "\nBuild {build_id}: {status} after {:.1} s",
         started.elapsed().as_secs_f64()
@@ -282,6 +377,13 @@ pub async fn run(
     if let Some(message) = build["error_message"].as_str() {
         println!("  error: {message}");
     }
+    print_executions(&executions);
+    println!("Artifacts (GET /api/v1/builds/{build_id}/artifacts):");
+    print_artifacts(&artifacts);
+    Ok(status)
+}
+
+fn print_executions(executions: &Value) {
     for e in executions["items"].as_array().into_iter().flatten() {
         println!(
             "  attempt {} on {}: PipelineRun {}/{}, {}{}",
@@ -296,12 +398,14 @@ pub async fn run(
                 .unwrap_or_default()
         );
     }
-    println!("Artifacts (GET /api/v1/builds/{build_id}/artifacts):");
-    let artifacts = artifacts["items"].as_array().cloned().unwrap_or_default();
-    if artifacts.is_empty() {
+}
+
+fn print_artifacts(artifacts: &Value) {
+    let items = artifacts["items"].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
         println!("  (none)");
     }
-    for a in &artifacts {
+    for a in &items {
         println!(
             "  {:<20} {:<13} {}",
             text(a, "name"),
@@ -309,25 +413,74 @@ pub async fn run(
             text(a, "value")
         );
     }
-
-    let resources = DemoResources {
-        base_url: base_url.to_owned(),
-        tenant_name,
-        namespace: prepared.namespace,
-        provider: provider_id,
-        project: project_id,
-        build: build_id,
-    };
-    // Instructions only for a server that stays up to answer them.
-    if keep_serving {
-        println!("\n{}", instructions::render(&resources, &token, kubeconfig));
-    }
-    Ok(Outcome { status })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::http::HeaderMap;
+
     use super::*;
+
+    /// An API whose log stream answers `bodies` in turn (the last one for
+    /// any further request) and records each request's `Last-Event-ID`.
+    async fn log_server(
+        bodies: &'static [&'static str],
+    ) -> (Client, Arc<Mutex<Vec<Option<String>>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let app = axum::Router::new().route(
+            "/api/v1/builds/{id}/logs",
+            axum::routing::get(move |headers: HeaderMap| {
+                let mut seen = record.lock().unwrap();
+                let id = headers
+                    .get("last-event-id")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                seen.push(id);
+                let body = bodies[(seen.len() - 1).min(bodies.len() - 1)];
+                async move { ([("content-type", "text/event-stream")], body) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = Client {
+            http: reqwest::Client::new(),
+            base,
+        };
+        (client, seen)
+    }
+
+    #[tokio::test]
+    async fn a_broken_log_stream_resumes_after_the_last_event() {
+        let (api, seen) = log_server(&[
+            "event: log\ndata: one\nid: 5\n\n",
+            "event: log\ndata: two\nid: 6\n\nevent: end\ndata: succeeded\n\n",
+        ])
+        .await;
+        let ended = api.follow_logs("t", Uuid::nil()).await.unwrap();
+        assert_eq!(ended, "succeeded");
+        assert_eq!(*seen.lock().unwrap(), [None, Some("5".to_owned())]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_keeps_breaking_is_given_up_and_errors_are_reported() {
+        let (api, seen) = log_server(&[": nothing yet\n\n"]).await;
+        let err = api.follow_logs("t", Uuid::nil()).await.unwrap_err();
+        assert!(
+            err.to_string().contains("ended before the build did"),
+            "{err}"
+        );
+        assert_eq!(seen.lock().unwrap().len(), MAX_RESUMES + 1);
+
+        let (api, _) = log_server(&["event: error\ndata: database unavailable\n\n"]).await;
+        let err = api.follow_logs("t", Uuid::nil()).await.unwrap_err();
+        assert!(
+            err.to_string().contains("reported: database unavailable"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn tenant_names_are_valid_and_fresh() {

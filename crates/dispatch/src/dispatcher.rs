@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use backon::{ExponentialBuilder, Retryable};
 use imagefactory_domain::{ExecutorKind, InfrastructureType, ProviderStatus};
 use imagefactory_exec::{ExecutionRef, Executor, Outcome, StopReason};
 use imagefactory_store::crypto::Cipher;
@@ -797,34 +798,35 @@ fn reference_of(execution: &ExecutionRow, executor: ExecutorKind) -> ExecutionRe
     }
 }
 
+/// Reconnect delays of the LISTEN connection: 100 ms doubling to 5 s, for as
+/// long as it takes (claims fall back to polling meanwhile); a new round
+/// starts after every lost connection.
+const LISTEN_RECONNECT: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(100))
+    .with_max_delay(Duration::from_secs(5))
+    .without_max_times();
+
 /// LISTEN for queued builds (wake the claim loop) and cancel requests (stop
 /// the execution if held here). Reconnects on error; missed notifications are
 /// covered by the poll interval and lease renewal.
 async fn listen(shared: Arc<Shared>, stop: CancellationToken) {
-    let mut backoff = Duration::from_millis(100);
     'connect: loop {
-        let connected = async {
+        let connect = (|| async {
             let mut l = PgListener::connect_with(&shared.pool).await?;
             l.listen_all([CHANNEL_BUILD_QUEUED, CHANNEL_BUILD_CANCEL])
                 .await?;
             Ok::<_, sqlx::Error>(l)
-        };
+        })
+        .retry(LISTEN_RECONNECT)
+        .notify(|e, _| warn!(error = %e, "LISTEN connection failed; polling until it is back"));
         let mut listener = tokio::select! {
             _ = stop.cancelled() => return,
-            l = connected => match l {
+            l = connect => match l {
                 Ok(l) => l,
-                Err(e) => {
-                    warn!(error = %e, "LISTEN connection failed; polling until it is back");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue 'connect;
-                }
+                // Unreachable: `LISTEN_RECONNECT` retries without a limit.
+                Err(_) => continue 'connect,
             },
         };
-        backoff = Duration::from_millis(100);
         // Anything sent while we were not listening is caught by a claim
         // cycle, which starts after `listening` is set (see `Activity::idle`).
         shared.listening.store(true, Ordering::SeqCst);
@@ -930,4 +932,23 @@ fn hostname() -> String {
         })
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "unknown-host".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use backon::BackoffBuilder;
+
+    use super::*;
+
+    #[test]
+    fn listen_reconnects_double_from_100ms_to_5s_and_never_give_up() {
+        let delays: Vec<u128> = LISTEN_RECONNECT
+            .build()
+            .take(50)
+            .map(|d| d.as_millis())
+            .collect();
+        assert_eq!(delays[..8], [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(delays.len(), 50);
+        assert!(delays.iter().all(|&ms| ms <= 5000));
+    }
 }

@@ -92,28 +92,24 @@ impl Default for DispatcherSettings {
     }
 }
 
-/// `250ms`, `2s`, `5m`, `1h`, or a bare number of seconds.
+/// `250ms`, `2s`, `5m`, `1h30m` (humantime's units and spellings), or a bare
+/// number of seconds (what the settings took before units, still accepted).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 250ms, 2s, 5m, 1h"))?;
-    let seconds = match unit.trim() {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m or h)"
-            ));
+    let invalid = |why: String| format!("invalid duration {text:?}: {why}");
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return t
+            .parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .ok_or_else(|| invalid("expected e.g. 250ms, 2s, 5m, 1h".into()));
+    }
+    humantime::parse_duration(t).map_err(|e| match e {
+        humantime::DurationError::UnknownUnit { unit, .. } if !unit.is_empty() => {
+            invalid(format!("unknown unit {unit:?} (use e.g. ms, s, m or h)"))
         }
-    };
-    Ok(Duration::from_secs_f64(seconds))
+        e => invalid(format!("{e}; expected e.g. 250ms, 2s, 5m, 1h")),
+    })
 }
 
 #[cfg(test)]
@@ -122,13 +118,40 @@ mod tests {
     use clap::Parser;
 
     #[test]
+    fn durations_take_humantime_spellings_and_bare_seconds() {
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration(" 0.25 ").unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(parse_duration("2 min").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("").unwrap_err().contains("invalid duration"));
+        assert!(
+            parse_duration("-1s")
+                .unwrap_err()
+                .contains("invalid duration")
+        );
+    }
+
+    #[test]
+    fn out_of_range_durations_are_errors_not_panics() {
+        // The hand-written parser handed 1e20 s to `Duration::from_secs_f64`,
+        // which panics; now it is a clear error.
+        let err = parse_duration("99999999999999999999").unwrap_err();
+        assert!(err.contains("invalid duration"), "{err}");
+        let err = parse_duration("99999999999999999999s").unwrap_err();
+        assert!(err.contains("invalid duration"), "{err}");
+    }
+
+    #[test]
     fn durations_parse_with_units_and_reject_garbage() {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert!(
-            parse_duration("5 days")
+            parse_duration("5 fortnights")
                 .unwrap_err()
                 .contains("unknown unit")
         );

@@ -3,41 +3,12 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use strum::{AsRefStr, Display, EnumString, IntoStaticStr, VariantArray, VariantNames};
 
-/// Generates `as_str`, `FromStr`, `Display` and an `ALL` list for a plain enum
-/// whose database and API spelling is fixed.
-macro_rules! string_enum {
-    ($name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl std::str::FromStr for $name {
-            type Err = $crate::build::UnknownVariant;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    _ => Err($crate::build::UnknownVariant {
-                        kind: stringify!($name),
-                        value: s.to_owned(),
-                        expected: &[$($text),+],
-                    }),
-                }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-pub(crate) use string_enum;
+// The text enums below (and `ProviderType`, `ProviderStatus`, `Role`) get
+// `Display`, `FromStr`, `AsRef<str>` and their variant lists from strum, with
+// `serialize_all` spelling them as serde does; `as_str` and `ALL` are the
+// names the rest of the workspace uses for the strum impls.
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {kind} {value:?}; expected one of: {}", expected.join(", "))]
@@ -47,40 +18,87 @@ pub struct UnknownVariant {
     pub expected: &'static [&'static str],
 }
 
+impl UnknownVariant {
+    /// `value` is no spelling of `T`. strum's `parse_err_fn` for the text
+    /// enums: `kind` is the type's own name (it names the field in
+    /// validation messages), `expected` its spellings in declaration order.
+    pub fn of<T: VariantNames>(value: &str) -> Self {
+        let path = std::any::type_name::<T>();
+        Self {
+            kind: path.rsplit("::").next().unwrap_or(path),
+            value: value.to_owned(),
+            expected: T::VARIANTS,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
+#[derive(Display, EnumString, AsRefStr, IntoStaticStr, VariantArray, VariantNames)]
+#[strum(serialize_all = "snake_case")]
+#[strum(parse_err_ty = UnknownVariant, parse_err_fn = UnknownVariant::of::<Self>)]
 pub enum BuildMethod {
     Docker,
     Buildx,
     Kaniko,
     Packer,
 }
-string_enum!(BuildMethod { Docker => "docker", Buildx => "buildx", Kaniko => "kaniko", Packer => "packer" });
+
+impl BuildMethod {
+    pub const ALL: &'static [Self] = <Self as VariantArray>::VARIANTS;
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
+#[derive(Display, EnumString, AsRefStr, IntoStaticStr, VariantArray, VariantNames)]
+#[strum(serialize_all = "snake_case")]
+#[strum(parse_err_ty = UnknownVariant, parse_err_fn = UnknownVariant::of::<Self>)]
 pub enum InfrastructureType {
     Kubernetes,
     Local,
 }
-string_enum!(InfrastructureType { Kubernetes => "kubernetes", Local => "local" });
+
+impl InfrastructureType {
+    pub const ALL: &'static [Self] = <Self as VariantArray>::VARIANTS;
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
 
 /// Which executor ran (or runs) an execution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[derive(Display, EnumString, AsRefStr, IntoStaticStr, VariantArray, VariantNames)]
+#[strum(serialize_all = "snake_case")]
+#[strum(parse_err_ty = UnknownVariant, parse_err_fn = UnknownVariant::of::<Self>)]
 pub enum ExecutorKind {
     Tekton,
     Local,
     /// The in-memory executor used by dispatcher tests and benchmarks.
     Test,
 }
-string_enum!(ExecutorKind { Tekton => "tekton", Local => "local", Test => "test" });
+
+impl ExecutorKind {
+    pub const ALL: &'static [Self] = <Self as VariantArray>::VARIANTS;
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
+#[derive(Display, EnumString, AsRefStr, IntoStaticStr, VariantArray, VariantNames)]
+#[strum(serialize_all = "snake_case")]
+#[strum(parse_err_ty = UnknownVariant, parse_err_fn = UnknownVariant::of::<Self>)]
 pub enum BuildStatus {
     Queued,
     Running,
@@ -89,16 +107,14 @@ pub enum BuildStatus {
     Cancelled,
     TimedOut,
 }
-string_enum!(BuildStatus {
-    Queued => "queued",
-    Running => "running",
-    Succeeded => "succeeded",
-    Failed => "failed",
-    Cancelled => "cancelled",
-    TimedOut => "timed_out",
-});
 
 impl BuildStatus {
+    pub const ALL: &'static [Self] = <Self as VariantArray>::VARIANTS;
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
     /// Terminal states end an attempt: nothing moves a build out of them
     /// except a manual retry ([`Transition::Retry`]), which starts a new attempt.
     pub fn is_terminal(self) -> bool {
@@ -234,6 +250,50 @@ mod tests {
             assert_eq!(s.as_str().parse::<BuildStatus>().unwrap(), *s);
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
+    }
+
+    /// strum's and serde's spellings agree, and parsing takes them back.
+    fn spells_one_way<T>(all: &[T], as_str: fn(&T) -> &'static str)
+    where
+        T: std::str::FromStr<Err = UnknownVariant> + Serialize + std::fmt::Display,
+        T: AsRef<str> + PartialEq + std::fmt::Debug,
+    {
+        for v in all {
+            assert_eq!(serde_json::to_value(v).unwrap(), as_str(v));
+            assert_eq!(v.to_string(), as_str(v));
+            assert_eq!(v.as_ref(), as_str(v));
+            assert_eq!(as_str(v).parse::<T>().unwrap(), *v);
+        }
+    }
+
+    #[test]
+    fn every_text_enum_spells_one_way() {
+        spells_one_way(BuildMethod::ALL, |v| v.as_str());
+        spells_one_way(InfrastructureType::ALL, |v| v.as_str());
+        spells_one_way(ExecutorKind::ALL, |v| v.as_str());
+        spells_one_way(BuildStatus::ALL, |v| v.as_str());
+        spells_one_way(crate::ProviderType::ALL, |v| v.as_str());
+        spells_one_way(crate::ProviderStatus::ALL, |v| v.as_str());
+        spells_one_way(crate::Role::ALL, |v| v.as_str());
+        assert_eq!(BuildStatus::TimedOut.as_str(), "timed_out");
+        assert_eq!(BuildStatus::ALL.len(), 6);
+    }
+
+    #[test]
+    fn unknown_text_names_the_type_and_the_choices() {
+        let err = "Docker".parse::<BuildMethod>().unwrap_err();
+        assert_eq!(err.kind, "BuildMethod");
+        assert_eq!(err.value, "Docker");
+        let err = "owner".parse::<crate::Role>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown Role \"owner\"; expected one of: viewer, developer, admin"
+        );
+        let err = "".parse::<crate::ProviderType>().unwrap_err();
+        assert_eq!(
+            (err.kind, err.expected),
+            ("ProviderType", &["kubernetes", "local"][..])
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use strum::{AsRefStr, Display, EnumString, IntoStaticStr, VariantArray, VariantNames};
 
 use crate::address::AddressPolicy;
 use crate::build::UnknownVariant;
@@ -12,20 +13,40 @@ use crate::validation::Violations;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
+#[derive(Display, EnumString, AsRefStr, IntoStaticStr, VariantArray, VariantNames)]
+#[strum(serialize_all = "snake_case")]
+#[strum(parse_err_ty = UnknownVariant, parse_err_fn = UnknownVariant::of::<Self>)]
 pub enum ProviderType {
     Kubernetes,
     Local,
 }
-crate::build::string_enum!(ProviderType { Kubernetes => "kubernetes", Local => "local" });
+
+impl ProviderType {
+    pub const ALL: &'static [Self] = <Self as VariantArray>::VARIANTS;
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
+#[derive(Display, EnumString, AsRefStr, IntoStaticStr, VariantArray, VariantNames)]
+#[strum(serialize_all = "snake_case")]
+#[strum(parse_err_ty = UnknownVariant, parse_err_fn = UnknownVariant::of::<Self>)]
 pub enum ProviderStatus {
     Active,
     Disabled,
 }
-crate::build::string_enum!(ProviderStatus { Active => "active", Disabled => "disabled" });
+
+impl ProviderStatus {
+    pub const ALL: &'static [Self] = <Self as VariantArray>::VARIANTS;
+
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
 
 /// Config fields that hold credentials: sealed at rest, redacted in responses.
 pub const SECRET_FIELDS: &[&str] = &["token", "client_key", "kubeconfig"];

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use imagefactory_dispatch::settings::parse_duration;
 use imagefactory_exec::local::{ContainerCli, LocalSettings};
 
 #[derive(Debug, Args, Clone)]
@@ -43,13 +44,22 @@ pub struct LocalArgs {
     /// Local builds running at once; further ones wait for a slot.
     #[arg(long = "local-max-concurrent", env = "IF_LOCAL_MAX_CONCURRENT", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_concurrent: u32,
-    /// Seconds between SIGTERM and SIGKILL on cancel/timeout/shutdown.
+    /// Time between SIGTERM and SIGKILL on cancel/timeout/shutdown, e.g.
+    /// `10s`, `1m` [default: 10s].
+    #[arg(
+        long = "local-grace-period",
+        env = "IF_LOCAL_GRACE_PERIOD",
+        value_parser = parse_duration
+    )]
+    pub grace_period: Option<Duration>,
+    /// Deprecated spelling of `--local-grace-period` in whole seconds; kept
+    /// so existing deployments work. Setting both is an error.
     #[arg(
         long = "local-grace-period-secs",
         env = "IF_LOCAL_GRACE_PERIOD_SECS",
-        default_value_t = 10
+        conflicts_with = "grace_period"
     )]
-    pub grace_period_secs: u64,
+    pub grace_period_secs: Option<u64>,
     /// Comma-separated registry hosts pushed to without TLS verification.
     #[arg(
         long = "local-insecure-registries",
@@ -104,7 +114,10 @@ impl LocalArgs {
             kaniko_bin: self.kaniko_bin.clone(),
             packer_bin: self.packer_bin.clone(),
             max_concurrent: self.max_concurrent as usize,
-            grace_period: Duration::from_secs(self.grace_period_secs),
+            grace_period: self
+                .grace_period
+                .or(self.grace_period_secs.map(Duration::from_secs))
+                .unwrap_or(defaults.grace_period),
             insecure_registries: non_empty(&self.insecure_registries),
             git_protocols: non_empty(&self.git_protocols),
             isolated_storage: self.isolated_storage,
@@ -114,5 +127,56 @@ impl LocalArgs {
             pass_env: non_empty(&self.pass_env),
             ..defaults
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        local: LocalArgs,
+    }
+
+    fn grace(args: &[&str]) -> Result<Duration, clap::Error> {
+        let argv = std::iter::once("test").chain(args.iter().copied());
+        Cli::try_parse_from(argv).map(|c| c.local.settings().grace_period)
+    }
+
+    #[test]
+    fn grace_period_takes_units_and_the_old_seconds_still_work() {
+        assert_eq!(grace(&[]).unwrap(), Duration::from_secs(10));
+        assert_eq!(
+            grace(&["--local-grace-period", "1m30s"]).unwrap(),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            grace(&["--local-grace-period", "500ms"]).unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            grace(&["--local-grace-period-secs", "3"]).unwrap(),
+            Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn grace_period_refuses_garbage_and_both_spellings_at_once() {
+        let err = grace(&["--local-grace-period", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("invalid duration"), "{err}");
+        let err = grace(&["--local-grace-period-secs", "10s"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        let err = grace(&[
+            "--local-grace-period",
+            "5s",
+            "--local-grace-period-secs",
+            "3",
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 }

@@ -72,8 +72,8 @@ pub struct LocalSettings {
     /// `IF_LOCAL_MAX_CONCURRENT`: local builds running at once on this
     /// dispatcher; further executions wait for a slot.
     pub max_concurrent: usize,
-    /// `IF_LOCAL_GRACE_PERIOD_SECS`: time between SIGTERM and SIGKILL when a
-    /// build is cancelled or times out.
+    /// `IF_LOCAL_GRACE_PERIOD` (deprecated: `IF_LOCAL_GRACE_PERIOD_SECS`):
+    /// time between SIGTERM and SIGKILL when a build is cancelled or times out.
     pub grace_period: Duration,
     /// `IF_LOCAL_INSECURE_REGISTRIES` (comma-separated hosts, e.g.
     /// `127.0.0.1:5000`): registries reached over plain HTTP / without TLS
