@@ -26,8 +26,21 @@ pub fn validate_build_config(
     config: &MethodConfig,
 ) -> Result<Destination, Violations> {
     let mut v = Violations::new();
+    let registry_repo = registry_repo(config, &mut v);
+    let destination = destination(method, image, registry_repo, &mut v);
+    check_paths(config, &mut v);
+    check_method_fields(method, config, &mut v);
+    check_platforms(config, &mut v);
+    check_names(config, &mut v);
+    match destination {
+        Some(image) if v.is_empty() => Ok(Destination(image)),
+        _ => Err(v),
+    }
+}
 
-    let registry_repo = match config.metadata.get("registry_repo") {
+/// `config.metadata.registry_repo`, when given: a repository without a tag.
+fn registry_repo(config: &MethodConfig, v: &mut Violations) -> Option<ImageRef> {
+    match config.metadata.get("registry_repo") {
         None | Some(serde_json::Value::Null) => None,
         Some(serde_json::Value::String(s)) => v.check(
             "config.metadata.registry_repo",
@@ -37,27 +50,39 @@ pub fn validate_build_config(
             v.add("config.metadata.registry_repo", "must be a string");
             None
         }
-    };
-    let destination = match image {
-        Some(text) => v.check("image", ImageRef::parse(text)),
-        None => match (method, registry_repo) {
-            (BuildMethod::Kaniko, Some(repo)) => Some(
-                ImageRef::parse(&format!("{repo}:latest")).expect("repository plus tag is valid"),
-            ),
-            (BuildMethod::Kaniko, None) => {
-                v.add(
-                    "image",
-                    "kaniko needs a destination: give image or config.metadata.registry_repo",
-                );
-                None
-            }
-            _ => {
-                v.add("image", "is required");
-                None
-            }
-        },
-    };
+    }
+}
 
+/// The image the build pushes: `image`, or kaniko's `<registry_repo>:latest`.
+fn destination(
+    method: BuildMethod,
+    image: Option<&str>,
+    registry_repo: Option<ImageRef>,
+    v: &mut Violations,
+) -> Option<ImageRef> {
+    if let Some(text) = image {
+        return v.check("image", ImageRef::parse(text));
+    }
+    match (method, registry_repo) {
+        (BuildMethod::Kaniko, Some(repo)) => {
+            Some(ImageRef::parse(&format!("{repo}:latest")).expect("repository plus tag is valid"))
+        }
+        (BuildMethod::Kaniko, None) => {
+            v.add(
+                "image",
+                "kaniko needs a destination: give image or config.metadata.registry_repo",
+            );
+            None
+        }
+        _ => {
+            v.add("image", "is required");
+            None
+        }
+    }
+}
+
+/// dockerfile, context and packer_template stay inside the repository.
+fn check_paths(config: &MethodConfig, v: &mut Violations) {
     for (field, value) in [
         ("config.dockerfile", &config.dockerfile),
         ("config.context", &config.context),
@@ -69,7 +94,11 @@ pub fn validate_build_config(
             v.add(field, message);
         }
     }
+}
 
+/// Fields only some methods take (or need): packer's template and vars, and
+/// how many platforms each method builds.
+fn check_method_fields(method: BuildMethod, config: &MethodConfig, v: &mut Violations) {
     match method {
         BuildMethod::Packer => {
             if config.packer_template.as_deref().is_none_or(str::is_empty) {
@@ -90,12 +119,19 @@ pub fn validate_build_config(
     if method != BuildMethod::Packer && !config.packer_vars.is_empty() {
         v.add("config.packer_vars", "only packer builds take packer_vars");
     }
+}
 
+fn check_platforms(config: &MethodConfig, v: &mut Violations) {
     for (i, platform) in config.platforms.iter().enumerate() {
         if let Err(message) = check_platform(platform) {
             v.add(format!("config.platforms[{i}]"), message);
         }
     }
+}
+
+/// Names the build passes on: build arg and packer variable names, label
+/// keys, the target stage and the cache repository.
+fn check_names(config: &MethodConfig, v: &mut Violations) {
     for key in config.build_args.keys() {
         if !is_env_name(key) {
             v.add(
@@ -133,11 +169,6 @@ pub fn validate_build_config(
     }
     if let Some(repo) = &config.cache_repo {
         v.check("config.cache_repo", ImageRef::parse_repository(repo));
-    }
-
-    match destination {
-        Some(image) if v.is_empty() => Ok(Destination(image)),
-        _ => Err(v),
     }
 }
 

@@ -129,8 +129,43 @@ pub fn validate_provider_config(
     if v.is_empty() { Ok(()) } else { Err(v) }
 }
 
+/// The credential fields of a Kubernetes config, read once as strings (a
+/// non-string is reported where it is read).
+struct Credentials<'a> {
+    token: Option<&'a str>,
+    client_cert: Option<&'a str>,
+    client_key: Option<&'a str>,
+    kubeconfig: Option<&'a str>,
+    kubeconfig_path: Option<&'a str>,
+}
+
+// The steps run in this order so the violations keep their order.
 fn validate_kubernetes(map: &Map<String, Value>, v: &mut Violations) {
     let auth = optional_string(map, "auth_method", v);
+    let has_endpoint = check_endpoint(map, v);
+    let creds = Credentials {
+        token: optional_string(map, "token", v),
+        client_cert: optional_string(map, "client_cert", v),
+        client_key: optional_string(map, "client_key", v),
+        kubeconfig: optional_string(map, "kubeconfig", v),
+        kubeconfig_path: optional_string(map, "kubeconfig_path", v),
+    };
+    check_pems(map, &creds, v);
+    check_cluster_settings(map, v);
+    check_retention(map.get("retention"), v);
+    match auth {
+        Some(auth) => check_auth_needs(auth, has_endpoint, &creds, v),
+        None if !map.contains_key("auth_method") => v.add(
+            "config.auth_method",
+            format!("is required; one of: {}", AUTH_METHODS.join(", ")),
+        ),
+        None => {}
+    }
+}
+
+/// `endpoint` or its alias `apiServer` (not both), an http(s) URL. Whether a
+/// usable one was given.
+fn check_endpoint(map: &Map<String, Value>, v: &mut Violations) -> bool {
     let endpoint = match (map.get("endpoint"), map.get("apiServer")) {
         (Some(_), Some(_)) => {
             v.add(
@@ -151,20 +186,23 @@ fn validate_kubernetes(map: &Map<String, Value>, v: &mut Violations) {
             "must be an https:// (or http://) URL of the Kubernetes API server",
         );
     }
-    let token = optional_string(map, "token", v);
-    let client_cert = optional_string(map, "client_cert", v);
-    let client_key = optional_string(map, "client_key", v);
-    let kubeconfig = optional_string(map, "kubeconfig", v);
-    let kubeconfig_path = optional_string(map, "kubeconfig_path", v);
+    endpoint.is_some()
+}
+
+fn check_pems(map: &Map<String, Value>, creds: &Credentials, v: &mut Violations) {
     if let Some(ca) = optional_string(map, "ca_cert", v) {
         check_pem(ca, "CERTIFICATE", "config.ca_cert", v);
     }
-    if let Some(cert) = client_cert {
+    if let Some(cert) = creds.client_cert {
         check_pem(cert, "CERTIFICATE", "config.client_cert", v);
     }
-    if let Some(key) = client_key {
+    if let Some(key) = creds.client_key {
         check_pem(key, "PRIVATE KEY", "config.client_key", v);
     }
+}
+
+/// TLS verification switch and the Kubernetes object names builds use.
+fn check_cluster_settings(map: &Map<String, Value>, v: &mut Violations) {
     if let Some(Value::Bool(_)) | None = map.get("insecure_skip_tls_verify") {
     } else {
         v.add("config.insecure_skip_tls_verify", "must be true or false");
@@ -187,44 +225,44 @@ fn validate_kubernetes(map: &Map<String, Value>, v: &mut Violations) {
             );
         }
     }
-    match map.get("retention") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(r)) => {
-            for (key, value) in r {
-                let ok = match key.as_str() {
-                    "keep_last" => value.as_u64().is_some_and(|n| n <= 10_000),
-                    "ttl_seconds" => value.as_u64().is_some_and(|n| n > 0),
-                    _ => {
-                        v.add(
-                            format!("config.retention.{key}"),
-                            "unknown field; expected keep_last or ttl_seconds",
-                        );
-                        continue;
-                    }
-                };
-                if !ok {
-                    v.add(
-                        format!("config.retention.{key}"),
-                        "must be a non-negative integer (ttl_seconds > 0, keep_last <= 10000)",
-                    );
-                }
-            }
-        }
-        Some(_) => v.add(
-            "config.retention",
-            "must be an object {keep_last, ttl_seconds}",
-        ),
-    }
+}
 
-    let Some(auth) = auth else {
-        if !map.contains_key("auth_method") {
+/// `retention`: an object of `keep_last` (<= 10000) and `ttl_seconds` (> 0).
+fn check_retention(retention: Option<&Value>, v: &mut Violations) {
+    let r = match retention {
+        None | Some(Value::Null) => return,
+        Some(Value::Object(r)) => r,
+        Some(_) => {
             v.add(
-                "config.auth_method",
-                format!("is required; one of: {}", AUTH_METHODS.join(", ")),
+                "config.retention",
+                "must be an object {keep_last, ttl_seconds}",
+            );
+            return;
+        }
+    };
+    for (key, value) in r {
+        let ok = match key.as_str() {
+            "keep_last" => value.as_u64().is_some_and(|n| n <= 10_000),
+            "ttl_seconds" => value.as_u64().is_some_and(|n| n > 0),
+            _ => {
+                v.add(
+                    format!("config.retention.{key}"),
+                    "unknown field; expected keep_last or ttl_seconds",
+                );
+                continue;
+            }
+        };
+        if !ok {
+            v.add(
+                format!("config.retention.{key}"),
+                "must be a non-negative integer (ttl_seconds > 0, keep_last <= 10000)",
             );
         }
-        return;
-    };
+    }
+}
+
+/// What each `auth_method` needs beside it.
+fn check_auth_needs(auth: &str, has_endpoint: bool, creds: &Credentials, v: &mut Violations) {
     let require = |present: bool, field: &str, v: &mut Violations| {
         if !present {
             v.add(
@@ -235,31 +273,15 @@ fn validate_kubernetes(map: &Map<String, Value>, v: &mut Violations) {
     };
     match auth {
         "token" => {
-            require(endpoint.is_some(), "endpoint", v);
-            require(token.is_some_and(|t| !t.is_empty()), "token", v);
+            require(has_endpoint, "endpoint", v);
+            require(creds.token.is_some_and(|t| !t.is_empty()), "token", v);
         }
         "client-cert" => {
-            require(endpoint.is_some(), "endpoint", v);
-            require(client_cert.is_some(), "client_cert", v);
-            require(client_key.is_some(), "client_key", v);
+            require(has_endpoint, "endpoint", v);
+            require(creds.client_cert.is_some(), "client_cert", v);
+            require(creds.client_key.is_some(), "client_key", v);
         }
-        "kubeconfig" => match (kubeconfig, kubeconfig_path) {
-            (None, None) => v.add(
-                "config.kubeconfig",
-                "auth_method kubeconfig needs kubeconfig or kubeconfig_path",
-            ),
-            (Some(_), Some(_)) => v.add(
-                "config.kubeconfig_path",
-                "give either kubeconfig or kubeconfig_path, not both",
-            ),
-            (Some(k), None) if k.trim().is_empty() => {
-                v.add("config.kubeconfig", "must not be empty")
-            }
-            (None, Some(p)) if !p.starts_with('/') => {
-                v.add("config.kubeconfig_path", "must be an absolute path")
-            }
-            _ => {}
-        },
+        "kubeconfig" => check_kubeconfig_source(creds, v),
         other => v.add(
             "config.auth_method",
             format!(
@@ -267,6 +289,25 @@ fn validate_kubernetes(map: &Map<String, Value>, v: &mut Violations) {
                 AUTH_METHODS.join(", ")
             ),
         ),
+    }
+}
+
+/// Exactly one of `kubeconfig` (non-empty) and `kubeconfig_path` (absolute).
+fn check_kubeconfig_source(creds: &Credentials, v: &mut Violations) {
+    match (creds.kubeconfig, creds.kubeconfig_path) {
+        (None, None) => v.add(
+            "config.kubeconfig",
+            "auth_method kubeconfig needs kubeconfig or kubeconfig_path",
+        ),
+        (Some(_), Some(_)) => v.add(
+            "config.kubeconfig_path",
+            "give either kubeconfig or kubeconfig_path, not both",
+        ),
+        (Some(k), None) if k.trim().is_empty() => v.add("config.kubeconfig", "must not be empty"),
+        (None, Some(p)) if !p.starts_with('/') => {
+            v.add("config.kubeconfig_path", "must be an absolute path")
+        }
+        _ => {}
     }
 }
 
