@@ -358,3 +358,50 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod order_tests {
+    use super::*;
+
+    /// Every rule reports, in the order the API has always listed them.
+    #[test]
+    fn build_config_violations_keep_their_order() {
+        let config = MethodConfig {
+            dockerfile: Some("../Dockerfile".into()),
+            context: Some("/abs".into()),
+            platforms: vec!["linux/amd64".into(), "bad".into()],
+            build_args: [("1x".to_string(), String::new())].into(),
+            packer_vars: [("2y".to_string(), String::new())].into(),
+            labels: [("a b".to_string(), String::new())].into(),
+            target: Some("-stage".into()),
+            cache_repo: Some("r.io/app:tag".into()),
+            metadata: [("registry_repo".to_string(), serde_json::json!(5))]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        let fields: Vec<String> = validate_build_config(BuildMethod::Docker, None, &config)
+            .unwrap_err()
+            .into_vec()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "config.metadata.registry_repo",
+                "image",
+                "config.dockerfile",
+                "config.context",
+                "config.platforms",
+                "config.packer_vars",
+                "config.platforms[1]",
+                "config.build_args.1x",
+                "config.packer_vars.2y",
+                "config.labels.a b",
+                "config.target",
+                "config.cache_repo",
+            ]
+        );
+    }
+}

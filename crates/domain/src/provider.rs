@@ -722,3 +722,60 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod order_tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Every Kubernetes check reports, in the order the API has always
+    /// listed them (clients and the bad-input tests read them in order).
+    #[test]
+    fn kubernetes_violations_keep_their_order() {
+        let config = json!({
+            "auth_method": "token",
+            "endpoint": "ftp://x",
+            "token": 7,
+            "client_cert": "nope",
+            "client_key": "nope",
+            "kubeconfig": 1,
+            "kubeconfig_path": 2,
+            "ca_cert": "nope",
+            "insecure_skip_tls_verify": "yes",
+            "namespace": "Not_A_Label",
+            "storage_class": "Bad Name",
+            "service_account": "Bad Name",
+            "retention": {"keep_last": 20000, "other": 1},
+        });
+        let fields: Vec<String> = validate_provider_config(
+            ProviderType::Kubernetes,
+            &config,
+            ProviderOwner::Global,
+            &AddressPolicy::new(false),
+        )
+        .unwrap_err()
+        .into_vec()
+        .into_iter()
+        .map(|e| e.field)
+        .collect();
+        assert_eq!(
+            fields,
+            [
+                "config.endpoint",
+                "config.token",
+                "config.kubeconfig",
+                "config.kubeconfig_path",
+                "config.ca_cert",
+                "config.client_cert",
+                "config.client_key",
+                "config.insecure_skip_tls_verify",
+                "config.namespace",
+                "config.storage_class",
+                "config.service_account",
+                "config.retention.keep_last",
+                "config.retention.other",
+                "config.token",
+            ]
+        );
+    }
+}
