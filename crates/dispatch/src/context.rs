@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use imagefactory_domain::provider::ProviderOwner;
-use imagefactory_domain::{BuildMethod, MethodConfig};
+use imagefactory_domain::{BuildMethod, MethodConfig, Secret};
 use imagefactory_exec::{
     ExecutionContext, GitCredential, GitSource, ProviderConnection, RegistryAuth,
 };
@@ -20,95 +20,16 @@ use imagefactory_store::registry_credentials::SECRET_LABEL as LABEL_REGISTRY_SEC
 /// Build the context; an `Err` is a permanent problem with the build's stored
 /// data, phrased for the user.
 pub fn build_context(
-    inputs: ExecutionInputs,
+    mut inputs: ExecutionInputs,
     execution: &ExecutionRow,
     cipher: Option<&Cipher>,
 ) -> Result<ExecutionContext, String> {
     let method: BuildMethod = inputs.method.parse().map_err(|e| format!("{e}"))?;
-    let open = |label: &str, what: &str, sealed: &[u8]| {
-        let cipher = cipher.ok_or_else(|| {
-            format!("cannot decrypt the {what}: no IF_SECRET_KEY is configured on the dispatcher")
-        })?;
-        cipher
-            .open_secret(label, sealed)
-            .map_err(|e| format!("cannot decrypt the {what}: {e}"))
-    };
-
-    let credential = match (&inputs.git_username, &inputs.git_password_enc) {
-        (Some(username), Some(sealed)) => Some(GitCredential {
-            username: username.clone(),
-            password: open(LABEL_GIT_PASSWORD, "project's git password", sealed)?,
-        }),
-        _ => None,
-    };
-    let registry = match (
-        inputs.registry_credential_id,
-        &inputs.registry_secret_enc,
-        &inputs.registry,
-        &inputs.registry_username,
-    ) {
-        (Some(id), Some(sealed), Some(registry), Some(username)) => Some(RegistryAuth {
-            credential_id: id,
-            version: inputs.registry_version.unwrap_or(1),
-            registry: registry.clone(),
-            username: username.clone(),
-            password: open(
-                LABEL_REGISTRY_SECRET,
-                "registry credential's secret",
-                sealed,
-            )?,
-        }),
-        _ => None,
-    };
-    let provider = match (inputs.provider_id, &inputs.provider_config) {
-        (Some(id), Some(config)) => {
-            let opened = match cipher {
-                Some(c) => c.open_fields(LABEL_PROVIDER_CONFIG, config).map_err(|e| {
-                    format!("cannot decrypt the infrastructure provider's configuration: {e}")
-                })?,
-                None if !has_envelope(config) => config.clone(),
-                None => {
-                    return Err(
-                        "cannot decrypt the infrastructure provider's configuration: \
-                                no IF_SECRET_KEY is configured on the dispatcher"
-                            .to_owned(),
-                    );
-                }
-            };
-            Some(ProviderConnection {
-                provider_id: id,
-                name: inputs.provider_name.clone().unwrap_or_default(),
-                tekton_enabled: inputs.provider_tekton_enabled.unwrap_or(false),
-                config_version: inputs.provider_config_version.unwrap_or(1),
-                config: opened,
-                // Anything not known to be the platform admin's is a tenant's.
-                owner: if inputs.provider_is_global == Some(true) {
-                    ProviderOwner::Global
-                } else {
-                    ProviderOwner::Tenant
-                },
-            })
-        }
-        _ => None,
-    };
-
-    let config = MethodConfig {
-        dockerfile: inputs.dockerfile,
-        context: inputs.context,
-        build_args: string_map(inputs.build_args, "build_args")?,
-        platforms: inputs.platforms.unwrap_or_default(),
-        target: inputs.target,
-        cache_enabled: inputs.cache_enabled.unwrap_or(false),
-        cache_repo: inputs.cache_repo,
-        labels: string_map(inputs.labels, "labels")?,
-        packer_template: inputs.packer_template,
-        packer_vars: string_map(inputs.packer_vars, "packer_vars")?,
-        metadata: match inputs.metadata {
-            Some(serde_json::Value::Object(map)) => map,
-            _ => Default::default(),
-        },
-    };
-
+    let secrets = Secrets { cipher };
+    let credential = git_credential(&inputs, &secrets)?;
+    let registry = registry_auth(&inputs, &secrets)?;
+    let provider = provider_connection(&inputs, cipher)?;
+    let config = method_config(&mut inputs)?;
     Ok(ExecutionContext {
         build_id: inputs.build_id,
         tenant_id: inputs.tenant_id,
@@ -126,6 +47,121 @@ pub fn build_context(
         registry,
         provider,
         timeout: Duration::from_secs(inputs.timeout_seconds.max(1) as u64),
+    })
+}
+
+/// Opens sealed secrets, or says why it cannot.
+struct Secrets<'a> {
+    cipher: Option<&'a Cipher>,
+}
+
+impl Secrets<'_> {
+    fn open(&self, label: &str, what: &str, sealed: &[u8]) -> Result<Secret, String> {
+        let cipher = self.cipher.ok_or_else(|| {
+            format!("cannot decrypt the {what}: no IF_SECRET_KEY is configured on the dispatcher")
+        })?;
+        cipher
+            .open_secret(label, sealed)
+            .map_err(|e| format!("cannot decrypt the {what}: {e}"))
+    }
+}
+
+fn git_credential(
+    inputs: &ExecutionInputs,
+    secrets: &Secrets,
+) -> Result<Option<GitCredential>, String> {
+    let (Some(username), Some(sealed)) = (&inputs.git_username, &inputs.git_password_enc) else {
+        return Ok(None);
+    };
+    Ok(Some(GitCredential {
+        username: username.clone(),
+        password: secrets.open(LABEL_GIT_PASSWORD, "project's git password", sealed)?,
+    }))
+}
+
+fn registry_auth(
+    inputs: &ExecutionInputs,
+    secrets: &Secrets,
+) -> Result<Option<RegistryAuth>, String> {
+    let (Some(id), Some(sealed), Some(registry), Some(username)) = (
+        inputs.registry_credential_id,
+        &inputs.registry_secret_enc,
+        &inputs.registry,
+        &inputs.registry_username,
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(RegistryAuth {
+        credential_id: id,
+        version: inputs.registry_version.unwrap_or(1),
+        registry: registry.clone(),
+        username: username.clone(),
+        password: secrets.open(
+            LABEL_REGISTRY_SECRET,
+            "registry credential's secret",
+            sealed,
+        )?,
+    }))
+}
+
+fn provider_connection(
+    inputs: &ExecutionInputs,
+    cipher: Option<&Cipher>,
+) -> Result<Option<ProviderConnection>, String> {
+    let (Some(id), Some(config)) = (inputs.provider_id, &inputs.provider_config) else {
+        return Ok(None);
+    };
+    Ok(Some(ProviderConnection {
+        provider_id: id,
+        name: inputs.provider_name.clone().unwrap_or_default(),
+        tekton_enabled: inputs.provider_tekton_enabled.unwrap_or(false),
+        config_version: inputs.provider_config_version.unwrap_or(1),
+        config: open_provider_config(config, cipher)?,
+        // Anything not known to be the platform admin's is a tenant's.
+        owner: if inputs.provider_is_global == Some(true) {
+            ProviderOwner::Global
+        } else {
+            ProviderOwner::Tenant
+        },
+    }))
+}
+
+/// The provider config with its sealed fields opened; a config with nothing
+/// sealed needs no key.
+fn open_provider_config(
+    config: &serde_json::Value,
+    cipher: Option<&Cipher>,
+) -> Result<serde_json::Value, String> {
+    match cipher {
+        Some(c) => c.open_fields(LABEL_PROVIDER_CONFIG, config).map_err(|e| {
+            format!("cannot decrypt the infrastructure provider's configuration: {e}")
+        }),
+        None if !has_envelope(config) => Ok(config.clone()),
+        None => Err(
+            "cannot decrypt the infrastructure provider's configuration: \
+                no IF_SECRET_KEY is configured on the dispatcher"
+                .to_owned(),
+        ),
+    }
+}
+
+/// The method config, taken out of the stored columns.
+fn method_config(inputs: &mut ExecutionInputs) -> Result<MethodConfig, String> {
+    Ok(MethodConfig {
+        dockerfile: inputs.dockerfile.take(),
+        context: inputs.context.take(),
+        build_args: string_map(inputs.build_args.take(), "build_args")?,
+        platforms: inputs.platforms.take().unwrap_or_default(),
+        target: inputs.target.take(),
+        cache_enabled: inputs.cache_enabled.unwrap_or(false),
+        cache_repo: inputs.cache_repo.take(),
+        labels: string_map(inputs.labels.take(), "labels")?,
+        packer_template: inputs.packer_template.take(),
+        packer_vars: string_map(inputs.packer_vars.take(), "packer_vars")?,
+        metadata: match inputs.metadata.take() {
+            Some(serde_json::Value::Object(map)) => map,
+            _ => Default::default(),
+        },
     })
 }
 
