@@ -6,12 +6,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use imagefactory_domain::{
-    BuildMethod, BuildStatus, GitRef, InfrastructureType, MethodConfig, ProviderType, Role,
-    Violations, validate_build_config,
+    BuildMethod, BuildStatus, Destination, GitRef, InfrastructureType, MethodConfig, ProviderType,
+    Role, Violations, validate_build_config,
 };
 use imagefactory_store::attempts::{self, ArtifactRecord, ExecutionRecord};
 use imagefactory_store::builds::{self, Build, BuildFilter, CancelOutcome, NewBuild};
-use imagefactory_store::{StoreError, projects, providers, registry_credentials, tenants};
+use imagefactory_store::projects::{self, Project};
+use imagefactory_store::{StoreError, providers, registry_credentials, tenants};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -270,12 +271,61 @@ async fn resolve_provider(
 async fn submit_build(
     auth: TenantAuth,
     State(state): State<AppState>,
-    ValidJson(body): ValidJson<SubmitBuild>,
+    ValidJson(mut body): ValidJson<SubmitBuild>,
 ) -> ApiResult<(StatusCode, Json<BuildResponse>)> {
     auth.require(Role::Developer)?;
-    let config = body.config.unwrap_or_default();
+    let config = body.config.take().unwrap_or_default();
+    let checked = check_submission(&body, &config)?;
+    // References: each must belong to the caller's tenant (or be global).
+    let project = submitted_project(&state, auth.tenant_id, body.project_id).await?;
+    check_registry_credential(&state, auth.tenant_id, body.registry_credential_id).await?;
+    let infrastructure = body
+        .infrastructure_type
+        .unwrap_or(InfrastructureType::Kubernetes);
+    if infrastructure == InfrastructureType::Local {
+        require_local_builds(&state, auth.tenant_id).await?;
+    }
+    let provider_id = resolve_provider(
+        &state,
+        auth.tenant_id,
+        infrastructure,
+        body.infrastructure_provider_id,
+    )
+    .await?;
+    let new = NewBuild {
+        tenant_id: auth.tenant_id,
+        project_id: project.id,
+        method: body.method.as_str().into(),
+        infrastructure_type: infrastructure.as_str().into(),
+        infrastructure_provider_id: provider_id,
+        registry_credential_id: body.registry_credential_id,
+        git_url: project.git_url,
+        git_ref: body.git_ref.unwrap_or(project.default_branch),
+        image: checked.destination.0.to_string(),
+        priority: checked.priority,
+        timeout_seconds: checked.timeout_seconds,
+        created_by_token_id: Some(auth.token_id),
+        config: config.clone(),
+    };
+    let build = builds::submit(&state.pool, new).await?;
+    tracing::info!(build.id = %build.id, tenant.id = %auth.tenant_id, method = %body.method, "build queued");
+    Ok((
+        StatusCode::CREATED,
+        Json(BuildResponse::new(build, Some(config))?),
+    ))
+}
+
+/// The parts of a submission that need no lookup, checked together so every
+/// problem is reported at once.
+struct CheckedSubmission {
+    destination: Destination,
+    priority: i32,
+    timeout_seconds: i32,
+}
+
+fn check_submission(body: &SubmitBuild, config: &MethodConfig) -> ApiResult<CheckedSubmission> {
     let mut v = Violations::new();
-    let destination = match validate_build_config(body.method, body.image.as_deref(), &config) {
+    let destination = match validate_build_config(body.method, body.image.as_deref(), config) {
         Ok(d) => Some(d),
         Err(problems) => {
             v.extend(problems);
@@ -294,69 +344,37 @@ async fn submit_build(
         v.add("timeout_seconds", "must be between 1 and 86400");
     }
     v.into_result()?;
-    let destination = destination.expect("validated");
+    Ok(CheckedSubmission {
+        destination: destination.expect("validated"),
+        priority,
+        timeout_seconds,
+    })
+}
 
-    // References: each must belong to the caller's tenant (or be global).
-    let project = match projects::get(&state.pool, auth.tenant_id, body.project_id).await {
-        Ok(p) => p,
-        Err(StoreError::NotFound) => {
-            return Err(ApiError::field(
-                "project_id",
-                format!("no project {}", body.project_id),
-            ));
-        }
-        Err(other) => return Err(other.into()),
-    };
-    if let Some(id) = body.registry_credential_id {
-        match registry_credentials::get(&state.pool, auth.tenant_id, id).await {
-            Ok(_) => {}
-            Err(StoreError::NotFound) => {
-                return Err(ApiError::field(
-                    "registry_credential_id",
-                    format!("no registry credential {id}"),
-                ));
-            }
-            Err(other) => return Err(other.into()),
-        }
+/// The caller's project; another tenant's is "no such project".
+async fn submitted_project(state: &AppState, tenant_id: Uuid, id: Uuid) -> ApiResult<Project> {
+    match projects::get(&state.pool, tenant_id, id).await {
+        Ok(p) => Ok(p),
+        Err(StoreError::NotFound) => Err(ApiError::field("project_id", format!("no project {id}"))),
+        Err(other) => Err(other.into()),
     }
-    let infrastructure = body
-        .infrastructure_type
-        .unwrap_or(InfrastructureType::Kubernetes);
-    if infrastructure == InfrastructureType::Local {
-        require_local_builds(&state, auth.tenant_id).await?;
-    }
-    let provider_id = resolve_provider(
-        &state,
-        auth.tenant_id,
-        infrastructure,
-        body.infrastructure_provider_id,
-    )
-    .await?;
+}
 
-    let build = builds::submit(
-        &state.pool,
-        NewBuild {
-            tenant_id: auth.tenant_id,
-            project_id: project.id,
-            method: body.method.as_str().into(),
-            infrastructure_type: infrastructure.as_str().into(),
-            infrastructure_provider_id: provider_id,
-            registry_credential_id: body.registry_credential_id,
-            git_url: project.git_url,
-            git_ref: body.git_ref.unwrap_or(project.default_branch),
-            image: destination.0.to_string(),
-            priority,
-            timeout_seconds,
-            created_by_token_id: Some(auth.token_id),
-            config: config.clone(),
-        },
-    )
-    .await?;
-    tracing::info!(build.id = %build.id, tenant.id = %auth.tenant_id, method = %body.method, "build queued");
-    Ok((
-        StatusCode::CREATED,
-        Json(BuildResponse::new(build, Some(config))?),
-    ))
+/// The caller's registry credential, if one is named.
+async fn check_registry_credential(
+    state: &AppState,
+    tenant_id: Uuid,
+    id: Option<Uuid>,
+) -> ApiResult<()> {
+    let Some(id) = id else { return Ok(()) };
+    match registry_credentials::get(&state.pool, tenant_id, id).await {
+        Ok(_) => Ok(()),
+        Err(StoreError::NotFound) => Err(ApiError::field(
+            "registry_credential_id",
+            format!("no registry credential {id}"),
+        )),
+        Err(other) => Err(other.into()),
+    }
 }
 
 #[utoipa::path(get, path = "/builds", tag = "builds", security(("tenant_token" = [])),
