@@ -25,6 +25,9 @@ use imagefactory::{connection, database, http, telemetry};
 use imagefactory_api::AppState;
 use imagefactory_dispatch::DispatcherMode;
 use imagefactory_domain::Secret;
+use kube_sim::KubeSimHandle;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use cli::DevArgs;
@@ -50,16 +53,70 @@ async fn main() -> ExitCode {
 /// stopped cleanly after the demo.
 async fn run(mut args: DevArgs) -> anyhow::Result<bool> {
     let cipher = cipher(&args.key())?;
-    let admin = match &args.admin_token {
+    let admin = admin_token(&args);
+    let (sim, kubeconfig) = start_sim(&args).await?;
+    let pool = database::connect(&args.database_url).await?;
+    database::migrate(&pool).await?;
+    println!(
+        "PostgreSQL database {} (migrated)",
+        database::redact_url(&args.database_url)
+    );
+    let listener = match bind_api(&mut args).await {
+        Ok(l) => l,
+        Err(e) => {
+            sim.shutdown().await;
+            return Err(e);
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let signal = tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let dispatcher = start_dispatcher(
+        &pool,
+        &cipher,
+        &args.executors,
+        DispatcherMode::Embedded,
+        shutdown.clone(),
+    )
+    .await?;
+    let state = AppState::new(pool.clone(), cipher, Some(admin.clone()));
+    let serving = serve(&args, state, listener, dispatcher, &shutdown)?;
+
+    let demo = tokio::select! {
+        r = demo::run(&serving.base_url, &admin, &sim, kubeconfig.as_deref(), args.demo_timeout, !args.exit) => Some(r),
+        () = shutdown.cancelled() => None,
+    };
+    let mut ok = demo_verdict(demo, args.exit, &shutdown);
+
+    let stopped = serving
+        .task
+        .await
+        .map_err(|e| anyhow::anyhow!("server task: {e}"))?;
+    signal.abort();
+    sim.shutdown().await;
+    pool.close().await;
+    if let Err(err) = stopped {
+        eprintln!("imagefactory-dev: {err:#}");
+        ok = false;
+    }
+    println!("Stopped.");
+    Ok(ok)
+}
+
+/// `--admin-token`, or a random one that is never printed: the demo hands
+/// out a tenant token instead.
+fn admin_token(args: &DevArgs) -> Secret {
+    match &args.admin_token {
         Some(t) => t.clone(),
-        // Random, and never printed: the demo hands out a tenant token instead.
         None => Secret::new(format!(
             "dev-admin-{}{}",
             uuid::Uuid::new_v4().simple(),
             uuid::Uuid::new_v4().simple()
         )),
-    };
+    }
+}
 
+/// kube-sim, and the path of its admin kubeconfig when one was asked for.
+async fn start_sim(args: &DevArgs) -> anyhow::Result<(KubeSimHandle, Option<String>)> {
     let sim = sim::start(args.kube_sim_port, args.time_scale).await?;
     println!(
         "kube-sim (simulated Kubernetes + Tekton, time scale {}) at {}",
@@ -74,42 +131,37 @@ async fn run(mut args: DevArgs) -> anyhow::Result<bool> {
         }
         None => None,
     };
+    Ok((sim, kubeconfig))
+}
 
-    let pool = database::connect(&args.database_url).await?;
-    database::migrate(&pool).await?;
-    println!(
-        "PostgreSQL database {} (migrated)",
-        database::redact_url(&args.database_url)
-    );
-
+/// Bind the API and point the Tekton executor's address policy at it.
+async fn bind_api(args: &mut DevArgs) -> anyhow::Result<TcpListener> {
     // Bound first: the address policy refuses the API's own address.
-    let listener = match tokio::net::TcpListener::bind(args.listen_addr()).await {
-        Ok(l) => l,
-        Err(e) => {
-            sim.shutdown().await;
-            return Err(e).with_context(|| {
-                format!(
-                    "cannot listen on {} (another server there? choose one with --port)",
-                    args.listen_addr()
-                )
-            });
-        }
-    };
+    let addr = args.listen_addr();
+    let listener = TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} (another server there? choose one with --port)")
+    })?;
     // The demo's tenant provider points at kube-sim on 127.0.0.1.
     args.executors.tekton.provider_allow_loopback = true;
     args.executors.tekton.api_listen_addr = Some(listener.local_addr()?);
+    Ok(listener)
+}
+
+/// The running API and dispatcher: where to reach it, and the task that ends
+/// when both have stopped.
+struct Serving {
+    base_url: String,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+fn serve(
+    args: &DevArgs,
+    mut state: AppState,
+    listener: TcpListener,
+    dispatcher: JoinHandle<anyhow::Result<()>>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Serving> {
     let policy = args.executors.tekton.address_policy();
-    let shutdown = CancellationToken::new();
-    let signal = tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let dispatcher = start_dispatcher(
-        &pool,
-        &cipher,
-        &args.executors,
-        DispatcherMode::Embedded,
-        shutdown.clone(),
-    )
-    .await?;
-    let mut state = AppState::new(pool.clone(), cipher, Some(admin.clone()));
     args.http.apply(&mut state);
     state.dispatcher_stale_after =
         imagefactory_dispatch::admin::stale_after(&args.executors.dispatcher);
@@ -124,19 +176,22 @@ async fn run(mut args: DevArgs) -> anyhow::Result<bool> {
         shutdown.clone(),
     ));
     let http_bound = args.executors.dispatcher.shutdown_grace + HTTP_DRAIN;
-    let server = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            run_until_stopped(http, Some(dispatcher), &shutdown, http_bound).await
-        })
-    };
+    let shutdown = shutdown.clone();
+    let task = tokio::spawn(async move {
+        run_until_stopped(http, Some(dispatcher), &shutdown, http_bound).await
+    });
+    Ok(Serving { base_url, task })
+}
 
-    let demo = tokio::select! {
-        r = demo::run(&base_url, &admin, &sim, kubeconfig.as_deref(), args.demo_timeout, !args.exit) => Some(r),
-        () = shutdown.cancelled() => None,
-    };
-    let mut ok = match &demo {
-        Some(Ok(outcome)) if args.exit => {
+/// Whether the run counts as a success so far, stopping the server when the
+/// demo failed or `--exit` asked for it. `None`: stopped before the demo ended.
+fn demo_verdict(
+    demo: Option<anyhow::Result<demo::Outcome>>,
+    exit: bool,
+    shutdown: &CancellationToken,
+) -> bool {
+    match demo {
+        Some(Ok(outcome)) if exit => {
             shutdown.cancel();
             outcome.succeeded()
         }
@@ -159,18 +214,5 @@ async fn run(mut args: DevArgs) -> anyhow::Result<bool> {
             eprintln!("imagefactory-dev: stopped before the demo finished");
             false
         }
-    };
-
-    let stopped = server
-        .await
-        .map_err(|e| anyhow::anyhow!("server task: {e}"))?;
-    signal.abort();
-    sim.shutdown().await;
-    pool.close().await;
-    if let Err(err) = stopped {
-        eprintln!("imagefactory-dev: {err:#}");
-        ok = false;
     }
-    println!("Stopped.");
-    Ok(ok)
 }
