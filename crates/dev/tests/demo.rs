@@ -298,3 +298,25 @@ async fn without_exit_it_keeps_serving_the_printed_commands_until_sigint() {
         assert!(!out.contains(secret), "a secret was printed\n{out}");
     }
 }
+
+/// A taken port is a clear startup error naming the address, and the process
+/// exits non-zero without serving (kube-sim is stopped on the way out).
+#[tokio::test]
+async fn a_taken_port_fails_startup_naming_the_address() {
+    let (db, url) = fresh_database();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let mut proc = Proc::spawn(&["--exit", "--port", &port], &url);
+    let status = proc.wait_for_exit(PATIENCE).await;
+    let out = proc.output();
+    drop_database(&db).await;
+    let status = status.unwrap_or_else(|| panic!("still running with its port taken\n{out}"));
+    assert!(!status.success(), "{out}");
+    assert!(
+        proc.stderr().contains(&format!(
+            "cannot listen on 127.0.0.1:{port} (another server there?"
+        )),
+        "{out}"
+    );
+    assert!(!proc.stdout().contains("Image Factory API at"), "{out}");
+}
