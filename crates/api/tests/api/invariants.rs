@@ -177,3 +177,29 @@ async fn config_version_changes_iff_the_config_changes() {
     };
     assert_eq!(opened, "second", "the kept secret is the last one sent");
 }
+
+/// One execution row per (build, attempt): a second row for the same attempt
+/// is refused by the named unique constraint, a next attempt is not.
+#[tokio::test]
+async fn one_execution_row_per_build_and_attempt() {
+    let db = TestDb::new().await;
+    let app = TestApp::spawn(db.pool.clone()).await;
+    let (t, build) = app.tenant_with_build("team-e").await;
+    app.insert_execution(build, t.id, 1, "failed").await;
+    let again = sqlx::query(
+        "INSERT INTO build_executions (id, build_id, tenant_id, attempt, executor, status)
+         VALUES ($1, $2, $3, 1, 'test', 'running')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(build)
+    .bind(t.id)
+    .execute(&app.pool)
+    .await
+    .unwrap_err();
+    let constraint = again
+        .as_database_error()
+        .and_then(|e| e.constraint())
+        .map(str::to_owned);
+    assert_eq!(constraint.as_deref(), Some("build_executions_attempt_key"));
+    app.insert_execution(build, t.id, 2, "running").await;
+}
