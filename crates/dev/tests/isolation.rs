@@ -90,3 +90,103 @@ fn production_binary_does_not_link_kube_sim() {
     let dev = linked(&metadata, "imagefactory-dev");
     assert!(dev.contains("kube-sim"), "{dev:?}");
 }
+
+/// The workspace's resolved graph on this host (`cargo metadata`).
+fn metadata() -> Value {
+    let out = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .args(["--filter-platform", &host_triple(), "--manifest-path"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Package names `root` depends on directly (normal dependencies).
+fn direct(metadata: &Value, root: &str) -> BTreeSet<String> {
+    let package = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == root)
+        .unwrap_or_else(|| panic!("package {root} not in the workspace"));
+    package["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["kind"].is_null())
+        .map(|d| d["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// ARCHITECTURE.md, Invariants: `domain` links neither axum nor sqlx nor
+/// kube, and only `exec` depends on a Kubernetes client (the others reach
+/// clusters through the `Executor` trait).
+#[test]
+fn domain_is_pure_and_only_exec_depends_on_kubernetes() {
+    let metadata = metadata();
+    let domain = linked(&metadata, "imagefactory-domain");
+    for banned in ["axum", "sqlx", "kube", "kube-client"] {
+        assert!(
+            !domain.contains(banned),
+            "domain links {banned}: {domain:?}"
+        );
+    }
+    assert!(direct(&metadata, "imagefactory-exec").contains("kube"));
+    for krate in [
+        "imagefactory-domain",
+        "imagefactory-store",
+        "imagefactory-api",
+        "imagefactory-dispatch",
+        "imagefactory",
+    ] {
+        let deps = direct(&metadata, krate);
+        for client in ["kube", "kube-client", "kube-runtime", "k8s-openapi"] {
+            assert!(!deps.contains(client), "{krate} depends on {client}");
+        }
+    }
+}
+
+/// ARCHITECTURE.md, Invariants: only `exec` runs programs (build tools,
+/// git). No other crate's `src` spawns a process.
+#[test]
+fn only_exec_spawns_processes() {
+    let crates = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let mut offenders = Vec::new();
+    let mut scanned = 0;
+    for krate in std::fs::read_dir(crates).unwrap() {
+        let krate = krate.unwrap().path();
+        let name = krate.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "exec" {
+            continue;
+        }
+        let mut stack = vec![krate.join("src")];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    scanned += 1;
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    if text.contains("process::Command") || text.contains("Command::new") {
+                        offenders.push(path);
+                    }
+                }
+            }
+        }
+    }
+    assert!(scanned > 50, "only {scanned} files scanned");
+    assert!(
+        offenders.is_empty(),
+        "spawning processes outside exec: {offenders:?}"
+    );
+}

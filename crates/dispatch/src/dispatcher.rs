@@ -617,8 +617,8 @@ impl Shared {
         }
     }
 
-    async fn attempts_before_retry(&self, build_id: Uuid) -> i32 {
-        builds::attempts_before_retry(&self.pool, build_id)
+    async fn attempts_before_retry(&self, build: &ClaimedBuild) -> i32 {
+        builds::attempts_before_retry(&self.pool, build.tenant_id, build.build_id)
             .await
             .unwrap_or_else(|e| {
                 // Counting from the first attempt can only give fewer
@@ -636,7 +636,7 @@ impl Shared {
         // The requeue budget counts attempts since the last manual retry.
         let attempt_in_round = match outcome {
             Outcome::Transient { .. } => {
-                execution.attempt - self.attempts_before_retry(build.build_id).await
+                execution.attempt - self.attempts_before_retry(build).await
             }
             _ => execution.attempt,
         };

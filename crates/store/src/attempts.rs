@@ -1,6 +1,8 @@
 //! Read side of what a build's attempts produced: executions, log lines and
 //! artifacts. The dispatcher writes these rows; the API only reads them,
-//! always scoped by tenant through the build.
+//! always scoped by tenant: every function takes the tenant and its
+//! statement filters by it (`build_executions.tenant_id`, or the build's
+//! tenant for the tables that have none).
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -111,10 +113,11 @@ pub enum LogHorizon {
 /// transaction after the previous one) and per source and attempt in any
 /// case; lines of concurrent writers are grouped by transaction. Served by
 /// the index `build_logs_follow_idx (build_id, tx, id)`: a range scan of the
-/// lines returned. The caller has already checked that the build belongs to
-/// the tenant.
+/// lines returned. Lines of another tenant's build are never returned (the
+/// build's tenant is checked in the same statement).
 pub async fn logs_after(
     pool: &PgPool,
+    tenant_id: Uuid,
     build_id: Uuid,
     after: LogCursor,
     horizon: LogHorizon,
@@ -130,6 +133,7 @@ pub async fn logs_after(
         "SELECT id, tx::text::bigint AS tx, execution_id, source, position, line, created_at
          FROM build_logs
          WHERE build_id = $1 AND (tx, id) > ($2::bigint::text::xid8, $3) {settled}
+           AND EXISTS (SELECT 1 FROM builds WHERE id = $1 AND tenant_id = $5)
          ORDER BY build_logs.tx, build_logs.id LIMIT $4"
     );
     Ok(sqlx::query_as(&sql)
@@ -137,16 +141,24 @@ pub async fn logs_after(
         .bind(after.tx)
         .bind(after.id)
         .bind(limit)
+        .bind(tenant_id)
         .fetch_all(pool)
         .await?)
 }
 
 /// The cursor just after the line `id` of the build (to resume a stream from
-/// its last event id); `None` if the build has no such line.
-pub async fn log_cursor(pool: &PgPool, build_id: Uuid, id: i64) -> StoreResult<Option<LogCursor>> {
+/// its last event id); `None` if the tenant's build has no such line.
+pub async fn log_cursor(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    build_id: Uuid,
+    id: i64,
+) -> StoreResult<Option<LogCursor>> {
     let tx: Option<i64> = sqlx::query_scalar(
-        "SELECT tx::text::bigint FROM build_logs WHERE build_id = $1 AND id = $2",
+        "SELECT l.tx::text::bigint FROM build_logs l JOIN builds b ON b.id = l.build_id
+         WHERE b.tenant_id = $1 AND l.build_id = $2 AND l.id = $3",
     )
+    .bind(tenant_id)
     .bind(build_id)
     .bind(id)
     .fetch_optional(pool)

@@ -161,13 +161,20 @@ struct ConfigRow {
     metadata: Json<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// The method config of a build (every build has one, written by `submit`).
-pub async fn get_config(pool: &PgPool, build_id: Uuid) -> StoreResult<MethodConfig> {
+/// The method config of the tenant's build (every build has one, written by
+/// `submit`); another tenant's build is `NotFound`.
+pub async fn get_config(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    build_id: Uuid,
+) -> StoreResult<MethodConfig> {
     let row: ConfigRow = sqlx::query_as(
-        "SELECT dockerfile, context, build_args, platforms, target, cache_enabled, cache_repo,
-                labels, packer_template, packer_vars, metadata
-         FROM build_configs WHERE build_id = $1",
+        "SELECT c.dockerfile, c.context, c.build_args, c.platforms, c.target, c.cache_enabled,
+                c.cache_repo, c.labels, c.packer_template, c.packer_vars, c.metadata
+         FROM build_configs c JOIN builds b ON b.id = c.build_id
+         WHERE b.tenant_id = $1 AND c.build_id = $2",
     )
+    .bind(tenant_id)
     .bind(build_id)
     .fetch_optional(pool)
     .await?
@@ -318,8 +325,14 @@ pub async fn retry(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<Buil
 
 /// How many attempts the build had made when it was last retried by hand (0
 /// if never): the automatic-requeue budget counts attempts after this one.
-pub async fn attempts_before_retry(pool: &PgPool, id: Uuid) -> Result<i32, sqlx::Error> {
-    sqlx::query_scalar("SELECT attempts_before_retry FROM builds WHERE id = $1")
+/// The dispatcher passes the tenant from the build's claimed row.
+pub async fn attempts_before_retry(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    id: Uuid,
+) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar("SELECT attempts_before_retry FROM builds WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant_id)
         .bind(id)
         .fetch_one(pool)
         .await

@@ -1,6 +1,7 @@
 //! Infrastructure providers. `config` is stored with its credential fields
 //! ([`imagefactory_domain::provider::SECRET_FIELDS`]) sealed under
-//! [`CONFIG_LABEL`]; `config_version` is bumped on every config change.
+//! [`CONFIG_LABEL`]; `config_version` is bumped iff the config's plaintext
+//! changes ([`update`]).
 //!
 //! Visibility: a tenant sees its own providers and the global ones; global
 //! providers are changed only by the platform admin.
@@ -8,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use imagefactory_domain::provider::{SECRET_FIELDS, is_usable_kubernetes_config};
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::crypto::Cipher;
@@ -191,6 +192,9 @@ pub async fn list_visible(
     page::finish(pool, rows, page, |p| p.id, known, &[tenant_id]).await
 }
 
+/// Apply the patch. `config_version` goes up iff the config's plaintext
+/// changes: a patch repeating the stored config (kept secrets as their
+/// envelopes, or the same secret sent again) leaves it as it is.
 pub async fn update(
     pool: &PgPool,
     cipher: &Cipher,
@@ -198,7 +202,11 @@ pub async fn update(
     id: Uuid,
     patch: ProviderPatch,
 ) -> StoreResult<Provider> {
-    let config = patch.config.map(|c| seal(cipher, c));
+    let mut tx = pool.begin().await?;
+    let config = match patch.config {
+        Some(new) => changed_config(&mut tx, cipher, owner, id, new).await?,
+        None => None,
+    };
     let sql = format!(
         "UPDATE infrastructure_providers SET name = COALESCE($3, name),
                 config = COALESCE($4, config),
@@ -209,7 +217,7 @@ pub async fn update(
                 updated_at = now()
          WHERE {OWNER_FILTER} AND id = $2 RETURNING {COLUMNS}"
     );
-    sqlx::query_as(&sql)
+    let updated = sqlx::query_as(&sql)
         .bind(owner.tenant_id())
         .bind(id)
         .bind(patch.name)
@@ -218,9 +226,35 @@ pub async fn update(
         .bind(patch.status)
         .bind(patch.max_concurrent_builds.is_some())
         .bind(patch.max_concurrent_builds.flatten())
-        .fetch_optional(pool)
+        .fetch_optional(&mut *tx)
         .await?
-        .ok_or(StoreError::NotFound)
+        .ok_or(StoreError::NotFound)?;
+    tx.commit().await?;
+    Ok(updated)
+}
+
+/// The sealed config to store, or `None` when `new` says what the stored
+/// config says. Sealing draws a fresh nonce, so only the plaintexts compare;
+/// the row stays locked until the update commits.
+async fn changed_config(
+    tx: &mut Transaction<'_, Postgres>,
+    cipher: &Cipher,
+    owner: Owner,
+    id: Uuid,
+    new: Value,
+) -> StoreResult<Option<Value>> {
+    let sql = format!(
+        "SELECT config FROM infrastructure_providers WHERE {OWNER_FILTER} AND id = $2 FOR UPDATE"
+    );
+    let stored: Value = sqlx::query_scalar(&sql)
+        .bind(owner.tenant_id())
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    let same =
+        cipher.open_fields(CONFIG_LABEL, &stored)? == cipher.open_fields(CONFIG_LABEL, &new)?;
+    Ok((!same).then(|| seal(cipher, new)))
 }
 
 /// Refused with [`StoreError::InUse`] while builds refer to the provider.

@@ -415,7 +415,7 @@ async fn get_build(
     let build = builds::get(&state.pool, auth.tenant_id, id)
         .await
         .or_not_found("build")?;
-    let config = builds::get_config(&state.pool, id).await?;
+    let config = builds::get_config(&state.pool, auth.tenant_id, id).await?;
     Ok(Json(BuildResponse::new(build, Some(config))?))
 }
 

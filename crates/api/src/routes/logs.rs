@@ -74,7 +74,8 @@ async fn build_logs(
         .or_not_found("build")?;
 
     if !follow {
-        let mut response = Body::from_stream(plain_text(state.pool.clone(), id)).into_response();
+        let mut response =
+            Body::from_stream(plain_text(state.pool.clone(), auth.tenant_id, id)).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -91,7 +92,7 @@ async fn build_logs(
         Some(v) => match v.to_str().ok().and_then(|s| s.parse::<i64>().ok()) {
             // 0: before the first line.
             Some(0) => LogCursor::START,
-            Some(line) => attempts::log_cursor(&state.pool, id, line)
+            Some(line) => attempts::log_cursor(&state.pool, auth.tenant_id, id, line)
                 .await?
                 .ok_or_else(bad_resume)?,
             None => return Err(bad_resume()),
@@ -132,6 +133,7 @@ async fn build_logs(
 /// database error mid-way aborts the body (the client sees it cut).
 fn plain_text(
     pool: PgPool,
+    tenant_id: Uuid,
     build_id: Uuid,
 ) -> impl Stream<Item = Result<Bytes, imagefactory_store::StoreError>> + Send + 'static {
     futures::stream::try_unfold(Some(LogCursor::START), move |after| {
@@ -140,7 +142,7 @@ fn plain_text(
             let Some(after) = after else {
                 return Ok(None);
             };
-            let rows = attempts::logs_after(&pool, build_id, after, LogHorizon::Committed, BATCH)
+            let rows = attempts::logs_after(&pool, tenant_id, build_id, after, LogHorizon::Committed, BATCH)
                 .await
                 .inspect_err(|e| tracing::warn!(build.id = %build_id, error = %e, "log read failed mid-response"))?;
             let Some(last) = rows.last() else {
@@ -200,11 +202,13 @@ fn follow_stream(
                 } else {
                     LogHorizon::Settled
                 };
-                let rows = match attempts::logs_after(&pool, build_id, after, horizon, BATCH).await
-                {
-                    Ok(rows) => rows,
-                    Err(e) => return Some((vec![error_event(&e.to_string())], Follow::Done)),
-                };
+                let rows =
+                    match attempts::logs_after(&pool, tenant_id, build_id, after, horizon, BATCH)
+                        .await
+                    {
+                        Ok(rows) => rows,
+                        Err(e) => return Some((vec![error_event(&e.to_string())], Follow::Done)),
+                    };
                 if let Some(last) = rows.last() {
                     let next = last.cursor();
                     return Some((

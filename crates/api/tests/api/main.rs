@@ -5,6 +5,7 @@ mod bad_inputs;
 mod dispatchers;
 mod helpers;
 mod http_limits;
+mod invariants;
 mod isolation;
 mod local_builds;
 mod logs_and_artifacts;
