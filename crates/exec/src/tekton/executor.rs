@@ -666,12 +666,11 @@ impl Follow {
             resync_at: now + self.settings.resync_after,
         };
         loop {
-            if let Some(reason) = st.pending_stop.take() {
-                if let ControlFlow::Break(outcome) =
+            if let Some(reason) = st.pending_stop.take()
+                && let ControlFlow::Break(outcome) =
                     self.on_stop(reason, &mut st, sink.as_ref()).await
-                {
-                    return outcome;
-                }
+            {
+                return outcome;
             }
             match self
                 .on_state(
