@@ -2,7 +2,7 @@
 //! just the commit for a full sha, a full clone for an abbreviated one.
 //! Credentials reach git through an askpass helper reading its environment.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::StepError;
 use super::process::{CommandSpec, PlainLines, Runner};
@@ -122,91 +122,118 @@ pub(crate) async fn clone(
     source: &GitSource,
 ) -> Result<String, StepError> {
     validate(source, protocols).map_err(StepError::Failed)?;
-    let mut env = vec![
-        ("GIT_TERMINAL_PROMPT", "0".to_owned()),
-        // The dispatcher's own git config and credential helpers stay out.
-        ("GIT_CONFIG_NOSYSTEM", "1".to_owned()),
-        ("GIT_CONFIG_GLOBAL", "/dev/null".to_owned()),
-        ("GIT_ALLOW_PROTOCOL", protocols.join(":")),
-        ("GIT_SSH_COMMAND", "ssh -o BatchMode=yes".to_owned()),
-    ];
-    // Credentials written into the URL would show in the process list: they
-    // go through askpass too, unless the build has its own credential.
-    let (plain_url, url_credential) = split_userinfo(&source.url);
-    let credential = match &source.credential {
-        Some(cred) => Some((cred.username.clone(), cred.password.expose().to_owned())),
-        None => url_credential,
-    };
-    if let Some((username, password)) = credential {
-        ws.write_askpass().map_err(|e| {
-            StepError::Transient(format!("cannot write the git askpass helper: {e}"))
-        })?;
-        env.push(("GIT_ASKPASS", ws.askpass().display().to_string()));
-        env.push(("IF_GIT_USERNAME", username));
-        env.push(("IF_GIT_PASSWORD", password));
+    let git = Git::new(git, protocols, ws, source)?;
+    if is_full_commit(git.r) {
+        git.fetch_commit(runner).await?;
+    } else {
+        git.clone_name(runner).await?;
     }
-    let src = ws.src();
-    let src_arg = src.display().to_string();
-    let git_cmd = |args: &[&str]| {
-        let mut spec = CommandSpec::new("clone", git, &ws.root)
+    git.head(runner).await
+}
+
+/// The git invocations of one clone: a sanitized environment, credentials
+/// through askpass, the URL without user info and the workspace's `src/`.
+struct Git<'a> {
+    program: &'a Path,
+    root: &'a Path,
+    env: Vec<(&'static str, String)>,
+    src: PathBuf,
+    src_arg: String,
+    /// The URL without user info (it goes through askpass).
+    url: String,
+    /// The URL as messages show it.
+    shown: String,
+    r: &'a str,
+}
+
+impl<'a> Git<'a> {
+    fn new(
+        program: &'a Path,
+        protocols: &[String],
+        ws: &'a Workspace,
+        source: &'a GitSource,
+    ) -> Result<Self, StepError> {
+        let mut env = vec![
+            ("GIT_TERMINAL_PROMPT", "0".to_owned()),
+            // The dispatcher's own git config and credential helpers stay out.
+            ("GIT_CONFIG_NOSYSTEM", "1".to_owned()),
+            ("GIT_CONFIG_GLOBAL", "/dev/null".to_owned()),
+            ("GIT_ALLOW_PROTOCOL", protocols.join(":")),
+            ("GIT_SSH_COMMAND", "ssh -o BatchMode=yes".to_owned()),
+        ];
+        // Credentials written into the URL would show in the process list: they
+        // go through askpass too, unless the build has its own credential.
+        let (url, url_credential) = split_userinfo(&source.url);
+        let credential = match &source.credential {
+            Some(cred) => Some((cred.username.clone(), cred.password.expose().to_owned())),
+            None => url_credential,
+        };
+        if let Some((username, password)) = credential {
+            ws.write_askpass().map_err(|e| {
+                StepError::Transient(format!("cannot write the git askpass helper: {e}"))
+            })?;
+            env.push(("GIT_ASKPASS", ws.askpass().display().to_string()));
+            env.push(("IF_GIT_USERNAME", username));
+            env.push(("IF_GIT_PASSWORD", password));
+        }
+        let src = ws.src();
+        Ok(Self {
+            program,
+            root: &ws.root,
+            env,
+            src_arg: src.display().to_string(),
+            src,
+            shown: mask_userinfo(&url),
+            url,
+            r: source.git_ref.as_str(),
+        })
+    }
+
+    fn cmd(&self, args: &[&str]) -> CommandSpec {
+        let mut spec = CommandSpec::new("clone", self.program, self.root)
             .args(["-c", "credential.helper="])
             .args(args.iter().copied());
-        for (k, v) in &env {
+        for (k, v) in &self.env {
             spec = spec.env(k, v.clone());
         }
         spec
-    };
-    let url = plain_url.as_str();
-    let r = source.git_ref.as_str();
-    let shown = mask_userinfo(url);
+    }
 
-    if is_full_commit(r) {
-        run_ok(runner, &git_cmd(&["init", "-q", &src_arg]), &shown, r).await?;
-        let in_src = |args: &[&str]| {
-            let mut all = vec!["-C", src_arg.as_str()];
-            all.extend_from_slice(args);
-            git_cmd(&all)
-        };
-        run_ok(
-            runner,
-            &in_src(&["remote", "add", "origin", url]),
-            &shown,
-            r,
-        )
-        .await?;
+    /// `git -C src …`
+    fn in_src(&self, args: &[&str]) -> CommandSpec {
+        let mut all = vec!["-C", self.src_arg.as_str()];
+        all.extend_from_slice(args);
+        self.cmd(&all)
+    }
+
+    async fn run_ok(&self, runner: &mut Runner<'_>, spec: &CommandSpec) -> Result<(), StepError> {
+        run_ok(runner, spec, &self.shown, self.r).await
+    }
+
+    /// A full commit name: fetch just that commit.
+    async fn fetch_commit(&self, runner: &mut Runner<'_>) -> Result<(), StepError> {
+        let (url, r) = (self.url.as_str(), self.r);
+        self.run_ok(runner, &self.cmd(&["init", "-q", &self.src_arg]))
+            .await?;
+        self.run_ok(runner, &self.in_src(&["remote", "add", "origin", url]))
+            .await?;
         // Most servers serve a single commit; fall back to everything.
-        let shallow = in_src(&["fetch", "--depth", "1", "origin", r]);
-        if !run_status(runner, &shallow).await?.0 {
-            run_ok(
-                runner,
-                &in_src(&[
-                    "fetch",
-                    "--tags",
-                    "origin",
-                    "+refs/heads/*:refs/remotes/origin/*",
-                ]),
-                &shown,
-                r,
-            )
-            .await?;
-            run_ok(
-                runner,
-                &in_src(&["checkout", "-q", "--detach", r]),
-                &shown,
-                r,
-            )
-            .await?;
-        } else {
-            run_ok(
-                runner,
-                &in_src(&["checkout", "-q", "--detach", "FETCH_HEAD"]),
-                &shown,
-                r,
-            )
-            .await?;
+        let shallow = self.in_src(&["fetch", "--depth", "1", "origin", r]);
+        if run_status(runner, &shallow).await?.0 {
+            let checkout = self.in_src(&["checkout", "-q", "--detach", "FETCH_HEAD"]);
+            return self.run_ok(runner, &checkout).await;
         }
-    } else {
-        let shallow = git_cmd(&[
+        let refspec = "+refs/heads/*:refs/remotes/origin/*";
+        let everything = self.in_src(&["fetch", "--tags", "origin", refspec]);
+        self.run_ok(runner, &everything).await?;
+        self.run_ok(runner, &self.in_src(&["checkout", "-q", "--detach", r]))
+            .await
+    }
+
+    /// A branch or tag (shallow), else an abbreviated commit.
+    async fn clone_name(&self, runner: &mut Runner<'_>) -> Result<(), StepError> {
+        let (url, r, src_arg) = (self.url.as_str(), self.r, self.src_arg.as_str());
+        let shallow = [
             "clone",
             "--depth",
             "1",
@@ -215,68 +242,73 @@ pub(crate) async fn clone(
             r,
             "--",
             url,
-            &src_arg,
-        ]);
-        let (mut ok, mut tail) = run_status(runner, &shallow).await?;
+            src_arg,
+        ];
+        let (mut ok, mut tail) = run_status(runner, &self.cmd(&shallow)).await?;
         if !ok && tail.contains("does not support shallow") {
             // Dumb HTTP servers cannot serve a shallow clone: take it all.
-            let _ = std::fs::remove_dir_all(&src);
-            let full = git_cmd(&[
+            let _ = std::fs::remove_dir_all(&self.src);
+            let full = [
                 "clone",
                 "--single-branch",
                 "--branch",
                 r,
                 "--",
                 url,
-                &src_arg,
-            ]);
-            (ok, tail) = run_status(runner, &full).await?;
+                src_arg,
+            ];
+            (ok, tail) = run_status(runner, &self.cmd(&full)).await?;
         }
-        if !ok {
-            if !(ref_missing(&tail) && may_be_short_commit(r)) {
-                return Err(clone_error(&shown, r, &tail));
-            }
-            // Not a branch or tag: try it as an abbreviated commit.
-            let _ = std::fs::remove_dir_all(&src);
-            run_ok(
-                runner,
-                &git_cmd(&["clone", "--no-checkout", "--", url, &src_arg]),
-                &shown,
-                r,
-            )
-            .await?;
-            let commit = format!("{r}^{{commit}}");
-            let verify = git_cmd(&["-C", &src_arg, "rev-parse", "--verify", "--quiet", &commit]);
-            let (found, _) = run_status(runner, &verify).await?;
-            if !found {
-                return Err(clone_error(
-                    &shown,
-                    r,
-                    "did not match any branch, tag or commit name",
-                ));
-            }
-            run_ok(
-                runner,
-                &git_cmd(&["-C", &src_arg, "checkout", "-q", "--detach", &commit]),
-                &shown,
-                r,
-            )
-            .await?;
+        if ok {
+            return Ok(());
         }
+        if !(ref_missing(&tail) && may_be_short_commit(r)) {
+            return Err(clone_error(&self.shown, r, &tail));
+        }
+        self.clone_abbreviated(runner).await
     }
-    let head = git_cmd(&["-C", &src_arg, "rev-parse", "HEAD"]);
-    let finished = runner
-        .run(&head, &mut PlainLines)
+
+    /// Not a branch or tag: try the ref as an abbreviated commit.
+    async fn clone_abbreviated(&self, runner: &mut Runner<'_>) -> Result<(), StepError> {
+        let _ = std::fs::remove_dir_all(&self.src);
+        let all = [
+            "clone",
+            "--no-checkout",
+            "--",
+            self.url.as_str(),
+            &self.src_arg,
+        ];
+        self.run_ok(runner, &self.cmd(&all)).await?;
+        let commit = format!("{}^{{commit}}", self.r);
+        let verify = self.in_src(&["rev-parse", "--verify", "--quiet", &commit]);
+        let (found, _) = run_status(runner, &verify).await?;
+        if !found {
+            let tail = "did not match any branch, tag or commit name";
+            return Err(clone_error(&self.shown, self.r, tail));
+        }
+        self.run_ok(
+            runner,
+            &self.in_src(&["checkout", "-q", "--detach", &commit]),
+        )
         .await
-        .map_err(StepError::from_run)?;
-    let commit = finished.tail.last().cloned().unwrap_or_default();
-    if !finished.status.success() || !is_hex(&commit) || commit.is_empty() {
-        return Err(StepError::Failed(format!(
-            "git could not resolve the checked-out commit of {shown}: {}",
-            finished.tail_text()
-        )));
     }
-    Ok(commit)
+
+    /// The checked-out commit.
+    async fn head(&self, runner: &mut Runner<'_>) -> Result<String, StepError> {
+        let finished = runner
+            .run(&self.in_src(&["rev-parse", "HEAD"]), &mut PlainLines)
+            .await
+            .map_err(StepError::from_run)?;
+        let commit = finished.tail.last().cloned().unwrap_or_default();
+        if !finished.status.success() || !is_hex(&commit) || commit.is_empty() {
+            return Err(StepError::Failed(format!(
+                "git could not resolve the checked-out commit of {}: {}",
+                self.shown,
+                finished.tail_text()
+            )));
+        }
+        Ok(commit)
+    }
 }
 
 fn clone_error(shown: &str, r: &str, tail: &str) -> StepError {

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use imagefactory_domain::{BuildMethod, ExecutorKind};
+use imagefactory_domain::{BuildMethod, ExecutorKind, MethodConfig};
 use tokio::sync::Semaphore;
 
 pub use settings::{ContainerCli, LocalSettings, UnknownContainerCli};
@@ -369,42 +369,54 @@ impl LocalExecutor {
         tool: &Path,
         method: BuildMethod,
     ) -> Result<Vec<Artifact>, StepError> {
+        check_image(&ctx.image)?;
+        let paths = self.build_paths(ctx, ws)?;
+        let local_name = format!("localhost/imagefactory-{}:build", ctx.execution_id);
+        let plan = self.container_plan(ctx, tool, method, &local_name, &paths)?;
+        let last = run_plan(runner, sink, &plan, &ctx.image).await?;
+        let digest = read_digest(&plan.digest, last.as_ref()).ok_or_else(|| {
+            StepError::Failed(format!(
+                "the push of {} finished but the tool reported no image digest",
+                ctx.image
+            ))
+        })?;
+        if paths.storage.is_none() {
+            self.remove_local_image(runner, tool, method, &local_name, &ctx.image, &paths.cwd)
+                .await;
+        }
+        Ok(vec![
+            Artifact {
+                name: "IMAGE_URL".into(),
+                value: ctx.image.clone(),
+                kind: ArtifactKind::ImageUrl,
+            },
+            Artifact {
+                name: "IMAGE_DIGEST".into(),
+                value: digest,
+                kind: ArtifactKind::ImageDigest,
+            },
+        ])
+    }
+
+    /// Where a container build reads and writes: context and dockerfile
+    /// inside the clone, the auth file written, storage per execution when
+    /// isolated.
+    fn build_paths(&self, ctx: &ExecutionContext, ws: &Workspace) -> Result<BuildPaths, StepError> {
         let settings = &self.settings;
         let cfg = &ctx.config;
-        if ctx.image.is_empty()
-            || ctx.image.starts_with('-')
-            || ctx
-                .image
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(StepError::Failed(format!(
-                "destination image {:?} is not a valid image reference",
-                ctx.image
-            )));
-        }
         let src = ws.src();
-        let context = resolve_inside(
-            &src,
-            &src,
-            cfg.context.as_deref().unwrap_or("."),
-            "build context",
-        )
-        .map_err(StepError::Failed)?;
-        let dockerfile = resolve_inside(
-            &src,
-            &context,
-            cfg.dockerfile.as_deref().unwrap_or("Dockerfile"),
-            "dockerfile",
-        )
-        .map_err(StepError::Failed)?;
+        let context = cfg.context.as_deref().unwrap_or(".");
+        let context =
+            resolve_inside(&src, &src, context, "build context").map_err(StepError::Failed)?;
+        let dockerfile = cfg.dockerfile.as_deref().unwrap_or("Dockerfile");
+        let dockerfile =
+            resolve_inside(&src, &context, dockerfile, "dockerfile").map_err(StepError::Failed)?;
         ws.write_registry_auth(ctx.registry.as_ref()).map_err(|e| {
             StepError::Transient(format!("cannot write the registry auth file: {e}"))
         })?;
-
         let daemonless = settings.container_cli != ContainerCli::Docker;
         let paths = BuildPaths {
-            cwd: src.clone(),
+            cwd: src,
             context,
             dockerfile,
             auth_dir: ws.secrets(),
@@ -422,85 +434,42 @@ impl LocalExecutor {
                 runroot.display()
             )));
         }
-        let local_name = format!("localhost/imagefactory-{}:build", ctx.execution_id);
+        Ok(paths)
+    }
+
+    /// The commands of a container build, for kaniko or the container CLI.
+    fn container_plan(
+        &self,
+        ctx: &ExecutionContext,
+        tool: &Path,
+        method: BuildMethod,
+        local_name: &str,
+        paths: &BuildPaths,
+    ) -> Result<ContainerPlan, StepError> {
+        let settings = &self.settings;
         let insecure = settings.is_insecure_registry(registry_host(&ctx.image));
-        let plan: ContainerPlan = if method == BuildMethod::Kaniko {
-            commands::kaniko_plan(tool, cfg, &ctx.image, insecure, &paths)
-        } else {
-            commands::container_plan(&PlanInput {
-                cli: settings.container_cli,
-                program: tool,
-                method,
-                config: cfg,
-                image: &ctx.image,
-                local_name: &local_name,
+        if method == BuildMethod::Kaniko {
+            return Ok(commands::kaniko_plan(
+                tool,
+                &ctx.config,
+                &ctx.image,
                 insecure,
-                storage_driver: settings.storage_driver.as_deref(),
-                isolation: settings.isolation.as_deref(),
-                paths: &paths,
-            })
-            .map_err(StepError::Failed)?
-        };
-
-        let mut last = None;
-        for step in &plan.steps {
-            let note = match step.source {
-                "push" => format!("pushing {}", ctx.image),
-                _ => format!("building with {}", step.tool()),
-            };
-            let _ = sink.progress(&note).await;
-            let finished = runner
-                .run(step, &mut PlainLines)
-                .await
-                .map_err(StepError::from_run)?;
-            if !finished.status.success() {
-                let what = match step.source {
-                    "push" => format!("push of {} failed", ctx.image),
-                    _ => format!("{} build failed", step.tool()),
-                };
-                return Err(StepError::Failed(format!(
-                    "{what} ({}): {}",
-                    exit_text(&finished),
-                    finished.tail_text()
-                )));
-            }
-            last = Some(finished);
+                paths,
+            ));
         }
-
-        let digest = match &plan.digest {
-            DigestSource::File(path) => std::fs::read_to_string(path)
-                .ok()
-                .and_then(|t| commands::parse_digest(&t)),
-            DigestSource::BuildxMetadata(path) => std::fs::read_to_string(path)
-                .ok()
-                .and_then(|t| commands::digest_from_buildx_metadata(&t)),
-            DigestSource::PushOutput => last
-                .as_ref()
-                .and_then(|f| commands::digest_from_push_output(&f.tail)),
-        }
-        .ok_or_else(|| {
-            StepError::Failed(format!(
-                "the push of {} finished but the tool reported no image digest",
-                ctx.image
-            ))
-        })?;
-
-        if paths.storage.is_none() {
-            self.remove_local_image(runner, tool, method, &local_name, &ctx.image, &src)
-                .await;
-        }
-        Ok(vec![
-            Artifact {
-                name: "IMAGE_URL".into(),
-                value: ctx.image.clone(),
-                kind: ArtifactKind::ImageUrl,
-            },
-            Artifact {
-                name: "IMAGE_DIGEST".into(),
-                value: digest,
-                kind: ArtifactKind::ImageDigest,
-            },
-        ])
+        commands::container_plan(&PlanInput {
+            cli: settings.container_cli,
+            program: tool,
+            method,
+            config: &ctx.config,
+            image: &ctx.image,
+            local_name,
+            insecure,
+            storage_driver: settings.storage_driver.as_deref(),
+            isolation: settings.isolation.as_deref(),
+            paths,
+        })
+        .map_err(StepError::Failed)
     }
 
     /// With shared storage the built image would pile up on this machine;
@@ -536,49 +505,11 @@ impl LocalExecutor {
     ) -> Result<Vec<Artifact>, StepError> {
         let cfg = &ctx.config;
         let src = ws.src();
-        let template = resolve_inside(
-            &src,
-            &src,
-            cfg.packer_template.as_deref().unwrap_or("."),
-            "packer template",
-        )
-        .map_err(StepError::Failed)?;
-        let (cwd, target, text) = if template.is_dir() {
-            let text = std::fs::read_dir(&template)
-                .map(|entries| {
-                    entries
-                        .filter_map(|e| e.ok())
-                        .filter(|e| e.file_name().to_string_lossy().ends_with(".pkr.hcl"))
-                        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                })
-                .unwrap_or_default();
-            (template.clone(), ".".to_owned(), text)
-        } else {
-            let name = template
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let dir = template
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or(src.clone());
-            (
-                dir,
-                name,
-                std::fs::read_to_string(&template).unwrap_or_default(),
-            )
-        };
-        let on_error = match cfg.metadata.get("on_error").and_then(|v| v.as_str()) {
-            None => "abort",
-            Some(v @ ("abort" | "cleanup" | "run-cleanup-provisioner")) => v,
-            Some(other) => {
-                return Err(StepError::Failed(format!(
-                    "metadata.on_error {other:?} is not one of abort, cleanup, run-cleanup-provisioner"
-                )));
-            }
-        };
+        let template = cfg.packer_template.as_deref().unwrap_or(".");
+        let template =
+            resolve_inside(&src, &src, template, "packer template").map_err(StepError::Failed)?;
+        let target = PackerTarget::of(&template, &src);
+        let on_error = packer_on_error(cfg)?;
         let base = |spec: CommandSpec| {
             spec.env("CHECKPOINT_DISABLE", "1")
                 .env("PACKER_NO_COLOR", "1")
@@ -587,22 +518,17 @@ impl LocalExecutor {
                     ws.root.join("packer_cache").display().to_string(),
                 )
         };
-        if packer::needs_init(&target, &text) {
+        if packer::needs_init(&target.arg, &target.text) {
             let _ = sink.progress("installing packer plugins").await;
-            let init = base(CommandSpec::new("packer", tool, &cwd).args(["init", target.as_str()]));
+            let init =
+                CommandSpec::new("packer", tool, &target.cwd).args(["init", target.arg.as_str()]);
             let finished = runner
-                .run(&init, &mut PlainLines)
+                .run(&base(init), &mut PlainLines)
                 .await
                 .map_err(StepError::from_run)?;
-            if !finished.status.success() {
-                return Err(StepError::Failed(format!(
-                    "packer init failed ({}): {}",
-                    exit_text(&finished),
-                    finished.tail_text()
-                )));
-            }
+            ensure_success(&finished, "packer init failed")?;
         }
-        let mut build = base(CommandSpec::new("packer", tool, &cwd).args([
+        let mut build = base(CommandSpec::new("packer", tool, &target.cwd).args([
             "build".to_owned(),
             "-machine-readable".to_owned(),
             format!("-on-error={on_error}"),
@@ -614,21 +540,141 @@ impl LocalExecutor {
                 .map_err(|e| StepError::Transient(format!("cannot write packer variables: {e}")))?;
             build = build.arg(format!("-var-file={}", ws.packer_vars().display()));
         }
-        let build = build.arg(target);
+        let build = build.arg(target.arg);
         let _ = sink.progress("running packer build").await;
         let mut output = packer::PackerOutput::default();
         let finished = runner
             .run(&build, &mut output)
             .await
             .map_err(StepError::from_run)?;
-        if !finished.status.success() {
-            return Err(StepError::Failed(format!(
-                "packer build failed ({}): {}",
-                exit_text(&finished),
-                finished.tail_text()
-            )));
-        }
+        ensure_success(&finished, "packer build failed")?;
         Ok(output.artifacts())
+    }
+}
+
+/// The ad-hoc shape check of the destination before any tool sees it.
+fn check_image(image: &str) -> Result<(), StepError> {
+    let bad = image.is_empty()
+        || image.starts_with('-')
+        || image.chars().any(|c| c.is_whitespace() || c.is_control());
+    if bad {
+        return Err(StepError::Failed(format!(
+            "destination image {image:?} is not a valid image reference"
+        )));
+    }
+    Ok(())
+}
+
+/// Run a container plan's steps in order; the last step's result (the
+/// push output may hold the digest).
+async fn run_plan(
+    runner: &mut Runner<'_>,
+    sink: &dyn ExecutionSink,
+    plan: &ContainerPlan,
+    image: &str,
+) -> Result<Option<Finished>, StepError> {
+    let mut last = None;
+    for step in &plan.steps {
+        let push = step.source == "push";
+        let note = if push {
+            format!("pushing {image}")
+        } else {
+            format!("building with {}", step.tool())
+        };
+        let _ = sink.progress(&note).await;
+        let finished = runner
+            .run(step, &mut PlainLines)
+            .await
+            .map_err(StepError::from_run)?;
+        let what = if push {
+            format!("push of {image} failed")
+        } else {
+            format!("{} build failed", step.tool())
+        };
+        ensure_success(&finished, &what)?;
+        last = Some(finished);
+    }
+    Ok(last)
+}
+
+/// The pushed image's digest, from where the plan says the tool leaves it.
+fn read_digest(source: &DigestSource, last: Option<&Finished>) -> Option<String> {
+    match source {
+        DigestSource::File(path) => std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| commands::parse_digest(&t)),
+        DigestSource::BuildxMetadata(path) => std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| commands::digest_from_buildx_metadata(&t)),
+        DigestSource::PushOutput => last.and_then(|f| commands::digest_from_push_output(&f.tail)),
+    }
+}
+
+/// `Failed("<what> (<exit>): <output tail>")` unless the tool succeeded.
+fn ensure_success(finished: &Finished, what: &str) -> Result<(), StepError> {
+    if finished.status.success() {
+        return Ok(());
+    }
+    Err(StepError::Failed(format!(
+        "{what} ({}): {}",
+        exit_text(finished),
+        finished.tail_text()
+    )))
+}
+
+/// What packer is run on: a template directory (its `*.pkr.hcl` files) or
+/// one template file, from the directory holding it.
+struct PackerTarget {
+    cwd: PathBuf,
+    /// The argument naming the template: `.` or the file's name.
+    arg: String,
+    /// The template text (for `packer init`'s plugin check).
+    text: String,
+}
+
+impl PackerTarget {
+    fn of(template: &Path, src: &Path) -> Self {
+        if template.is_dir() {
+            let text = std::fs::read_dir(template)
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok())
+                        .filter(|e| e.file_name().to_string_lossy().ends_with(".pkr.hcl"))
+                        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .unwrap_or_default();
+            return Self {
+                cwd: template.to_path_buf(),
+                arg: ".".to_owned(),
+                text,
+            };
+        }
+        let arg = template
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let cwd = template
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| src.to_path_buf());
+        Self {
+            cwd,
+            arg,
+            text: std::fs::read_to_string(template).unwrap_or_default(),
+        }
+    }
+}
+
+/// `metadata.on_error`: what packer does with a failed build's machine.
+fn packer_on_error(cfg: &MethodConfig) -> Result<&str, StepError> {
+    match cfg.metadata.get("on_error").and_then(|v| v.as_str()) {
+        None => Ok("abort"),
+        Some(v @ ("abort" | "cleanup" | "run-cleanup-provisioner")) => Ok(v),
+        Some(other) => Err(StepError::Failed(format!(
+            "metadata.on_error {other:?} is not one of abort, cleanup, run-cleanup-provisioner"
+        ))),
     }
 }
 

@@ -2,11 +2,13 @@
 //! preflight → create (or adopt) → persist reference → watch, logs, results.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use backon::{BackoffBuilder, ExponentialBuilder, Retryable};
 use imagefactory_domain::address::AddressPolicy;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
@@ -159,13 +161,44 @@ impl TektonExecutor {
         })
     }
 
+    /// [`TektonExecutor::submit`], retried on transient errors: every step
+    /// is idempotent (create-if-missing, 409 → adopt), so a create whose
+    /// answer was lost is adopted on the next try instead of leaking a run.
+    async fn submit_retrying(
+        &self,
+        cluster: &Cluster,
+        ctx: &ExecutionContext,
+        sink: &dyn ExecutionSink,
+    ) -> Result<Submitted, TektonError> {
+        let mut backoff = ExponentialBuilder::new()
+            .with_min_delay(SUBMIT_FIRST_RETRY)
+            .without_max_delay()
+            .with_max_times(self.settings.submit_retries as usize)
+            .build();
+        loop {
+            let e = match self.submit(cluster, ctx, sink).await {
+                Ok(submitted) => return Ok(submitted),
+                Err(e) if e.is_transient() => e,
+                Err(e) => return Err(e),
+            };
+            // Not backon's `Retryable`: the note to the sink is async.
+            let Some(delay) = backoff.next() else {
+                return Err(e);
+            };
+            let _ = sink
+                .progress(&format!("retrying after a transient error: {e}"))
+                .await;
+            tokio::time::sleep(delay).await;
+        }
+    }
+
     /// Everything up to and including the created (or adopted) run.
     async fn submit(
         &self,
         cluster: &Cluster,
         ctx: &ExecutionContext,
         sink: &dyn ExecutionSink,
-    ) -> Result<(TektonVersion, String, DynamicObject, bool, RunWatch), TektonError> {
+    ) -> Result<Submitted, TektonError> {
         let version = cluster.tekton_version().await?;
         let namespace = namespace_name(ctx.tenant_id);
         // Keyed by the whole tenant id: the name holds only its first 8 hex
@@ -227,7 +260,132 @@ impl TektonExecutor {
             RunState::Unknown,
         );
         let created = create_or_adopt(&cluster.client, version, &run).await?;
-        Ok((version, namespace, created, finally, early))
+        Ok(Submitted {
+            version,
+            namespace,
+            created,
+            finally,
+            early,
+        })
+    }
+
+    /// Save the created run's reference, or cancel the run: without a
+    /// persisted reference nobody could re-attach, and an orphan would run on.
+    async fn save_reference(
+        &self,
+        cluster: Arc<Cluster>,
+        provider_id: Option<Uuid>,
+        submitted: Submitted,
+        sink: &dyn ExecutionSink,
+    ) -> Result<RunToFollow, Outcome> {
+        let Submitted {
+            version,
+            namespace,
+            created,
+            finally,
+            early,
+        } = submitted;
+        let name = created.metadata.name.clone().unwrap_or_default();
+        let reference = ExecutionRef {
+            executor: ExecutorKind::Tekton,
+            provider_id,
+            namespace: Some(namespace.clone()),
+            name: Some(name.clone()),
+            uid: created.metadata.uid.clone(),
+        };
+        // The run as created seeds the watch's state: only its summary is
+        // kept. The whole object (inline pipelineSpec, managed fields: tens
+        // of kB) must not stay alive in the future of `start`, which lives
+        // as long as the build.
+        let seed = RunState::Present(Arc::new(run_summary(
+            &serde_json::to_value(&created).unwrap_or(Value::Null),
+        )));
+        drop(created);
+        let saved = sink.reference(&reference).await;
+        drop(reference);
+        if let Err(e) = saved {
+            // The attempt is retried.
+            let _ = cancel(&cluster.client, version, &namespace, &name, finally).await;
+            return Err(Outcome::Transient {
+                message: format!(
+                    "PipelineRun {namespace}/{name} created but its reference could not be saved: {e}"
+                ),
+            });
+        }
+        let _ = sink
+            .progress(&format!("PipelineRun {namespace}/{name} created"))
+            .await;
+        Ok(RunToFollow {
+            cluster,
+            version,
+            namespace,
+            name,
+            finally,
+            seed,
+            early,
+        })
+    }
+
+    /// The one place a [`Follow`] is built, for `start` and `reattach`:
+    /// subscribes to the run, seeded unless the watch saw it change meanwhile.
+    fn follower(&self, execution_id: Uuid, run: RunToFollow) -> (Follow, RunWatch) {
+        let watch = run.cluster.hub.subscribe(
+            &pipelinerun_resource(run.version),
+            &run.namespace,
+            &run.name,
+            run.seed,
+        );
+        drop(run.early);
+        let follow = Follow {
+            execution_id,
+            cleanups: self.cleanups.clone(),
+            cluster: run.cluster,
+            version: run.version,
+            namespace: run.namespace,
+            name: run.name,
+            finally: run.finally,
+            settings: self.settings.clone(),
+        };
+        (follow, watch)
+    }
+}
+
+/// What [`TektonExecutor::submit`] leaves: the run as created (or adopted)
+/// and the subscription taken before it existed.
+struct Submitted {
+    version: TektonVersion,
+    namespace: String,
+    created: DynamicObject,
+    finally: bool,
+    early: RunWatch,
+}
+
+/// A run to follow, as `start` created it or `reattach` found it: `seed` is
+/// its summary as read, `early` the subscription held while it was read.
+struct RunToFollow {
+    cluster: Arc<Cluster>,
+    version: TektonVersion,
+    namespace: String,
+    name: String,
+    finally: bool,
+    seed: RunState,
+    early: RunWatch,
+}
+
+/// First wait between two submit attempts; it doubles after each.
+const SUBMIT_FIRST_RETRY: Duration = Duration::from_millis(500);
+
+/// The outcome of a stop asked before anything exists on the cluster.
+fn stopped_before_submit(stop: &StopSignal) -> Option<Outcome> {
+    match *stop.borrow() {
+        Some(StopReason::Cancel) => Some(Outcome::Cancelled {
+            message: "cancelled before the PipelineRun was created".into(),
+        }),
+        Some(StopReason::Timeout) => Some(Outcome::TimedOut {
+            message: "timed out before the PipelineRun was created".into(),
+        }),
+        Some(StopReason::Handover) => Some(Outcome::HandedOver),
+        None => None,
     }
 }
 
@@ -243,95 +401,32 @@ impl Executor for TektonExecutor {
         sink: Arc<dyn ExecutionSink>,
         stop: StopSignal,
     ) -> Outcome {
-        let execution_id = ctx.execution_id;
         // Stopped before anything exists: nothing to cancel on the cluster.
-        match *stop.borrow() {
-            Some(StopReason::Cancel) => {
-                return Outcome::Cancelled {
-                    message: "cancelled before the PipelineRun was created".into(),
-                };
-            }
-            Some(StopReason::Timeout) => {
-                return Outcome::TimedOut {
-                    message: "timed out before the PipelineRun was created".into(),
-                };
-            }
-            Some(StopReason::Handover) => return Outcome::HandedOver,
-            None => {}
+        if let Some(outcome) = stopped_before_submit(&stop) {
+            return outcome;
         }
         let cluster = match self.clients.cluster(ctx.provider.as_ref()).await {
             Ok(c) => c,
             Err(e) => return e.into_outcome(),
         };
-        // Every step of submit is idempotent (create-if-missing, 409 → adopt),
-        // so a 5xx/429/connection error is retried here: a create whose
-        // answer was lost is adopted on the next try instead of leaking a run.
-        let mut delay = Duration::from_millis(500);
-        let mut retries = 0;
-        let (version, namespace, created, finally, early) = loop {
-            // Boxed: rendering and preflight are large futures, and the
-            // future of `start` lives as long as the build.
-            match Box::pin(self.submit(&cluster, &ctx, sink.as_ref())).await {
-                Ok(v) => break v,
-                Err(e) if e.is_transient() && retries < self.settings.submit_retries => {
-                    retries += 1;
-                    let _ = sink
-                        .progress(&format!("retrying after a transient error: {e}"))
-                        .await;
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-                Err(e) => return e.into_outcome(),
-            }
+        // Boxed: rendering and preflight are large futures, and the future
+        // of `start` lives as long as the build.
+        let submitted = match Box::pin(self.submit_retrying(&cluster, &ctx, sink.as_ref())).await {
+            Ok(submitted) => submitted,
+            Err(e) => return e.into_outcome(),
         };
-        let name = created.metadata.name.clone().unwrap_or_default();
-        let reference = ExecutionRef {
-            executor: ExecutorKind::Tekton,
-            provider_id: ctx.provider.as_ref().map(|p| p.provider_id),
-            namespace: Some(namespace.clone()),
-            name: Some(name.clone()),
-            uid: created.metadata.uid.clone(),
-        };
-        // The run as created seeds the watch's state: only its summary is
-        // kept. The whole object (inline pipelineSpec, managed fields: tens
-        // of kB) must not stay alive in this future, which lives as long as
-        // the build; nor is the context (provider config, secrets, method
-        // config) needed to follow the run.
-        let seed = RunState::Present(Arc::new(run_summary(
-            &serde_json::to_value(&created).unwrap_or(Value::Null),
-        )));
-        drop(created);
+        let execution_id = ctx.execution_id;
+        let provider_id = ctx.provider.as_ref().map(|p| p.provider_id);
+        // Not needed to follow the run (provider config, secrets, method config).
         drop(ctx);
-        let saved = sink.reference(&reference).await;
-        drop(reference);
-        if let Err(e) = saved {
-            // Without a persisted reference nobody could re-attach: stop the
-            // run rather than leave an orphan, and let the attempt be retried.
-            let _ = cancel(&cluster.client, version, &namespace, &name, finally).await;
-            return Outcome::Transient {
-                message: format!(
-                    "PipelineRun {namespace}/{name} created but its reference could not be saved: {e}"
-                ),
-            };
-        }
-        let _ = sink
-            .progress(&format!("PipelineRun {namespace}/{name} created"))
-            .await;
-        // Seeds the state unless the watch saw the run change meanwhile.
-        let watch = cluster
-            .hub
-            .subscribe(&pipelinerun_resource(version), &namespace, &name, seed);
-        drop(early);
-        let follow = Follow {
-            execution_id,
-            cleanups: self.cleanups.clone(),
-            cluster,
-            version,
-            namespace,
-            name,
-            finally,
-            settings: self.settings.clone(),
+        let run = match self
+            .save_reference(cluster, provider_id, submitted, sink.as_ref())
+            .await
+        {
+            Ok(run) => run,
+            Err(outcome) => return outcome,
         };
+        let (follow, watch) = self.follower(execution_id, run);
         follow.run(watch, sink, stop).await
     }
 
@@ -388,18 +483,16 @@ impl Executor for TektonExecutor {
         let finally = has_finally(&value);
         let seed = RunState::Present(Arc::new(run_summary(&value)));
         drop(value);
-        let watch = cluster.hub.subscribe(&resource, &namespace, &name, seed);
-        drop(early);
-        let follow = Follow {
-            execution_id,
-            cleanups: self.cleanups.clone(),
+        let run = RunToFollow {
             cluster,
             version,
             namespace,
             name,
             finally,
-            settings: self.settings.clone(),
+            seed,
+            early,
         };
+        let (follow, watch) = self.follower(execution_id, run);
         follow.run(watch, sink, stop).await
     }
 
@@ -483,28 +576,27 @@ pub async fn cancel(
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &pipelinerun_resource(version));
     let patch = json!({ "spec": { "status": status } });
-    let mut delay = Duration::from_millis(200);
-    for attempt in 0..5 {
+    let patch_once = || async {
         match api
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => return Ok(()),
-            Err(e) if is_not_found(&e) => return Ok(()),
-            Err(e) if is_transient(&e) && attempt < 4 => {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-            Err(e) => {
-                return Err(TektonError::kube(
-                    format!("cancelling PipelineRun {namespace}/{name}"),
-                    e,
-                ));
-            }
+            // Gone already: nothing left to cancel.
+            Err(e) if is_not_found(&e) => Ok(()),
+            other => other.map(drop),
         }
-    }
-    Ok(())
+    };
+    patch_once
+        .retry(CANCEL_RETRIES)
+        .when(is_transient)
+        .await
+        .map_err(|e| TektonError::kube(format!("cancelling PipelineRun {namespace}/{name}"), e))
 }
+
+/// Five tries of a cancel patch, 200 ms apart and doubling, no jitter.
+const CANCEL_RETRIES: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(200))
+    .with_max_times(4);
 
 /// Target of the debug events that mark a run's end path (`stage` =
 /// `seen_ended`, `logs_drained`), so a profiler or the bench can time it.
@@ -525,6 +617,33 @@ struct Follow {
     settings: TektonSettings,
 }
 
+/// What [`Follow::run`] tracks between two events.
+struct FollowState {
+    /// The stop asked and acted on (cancel or timeout), if any.
+    requested: Option<StopReason>,
+    /// A stop received and not yet acted on.
+    pending_stop: Option<StopReason>,
+    /// When a requested cancellation counts as unconfirmed.
+    cancel_deadline: Option<tokio::time::Instant>,
+    /// The run's last reported condition reason.
+    last_reason: String,
+    /// Not a backon backoff: the interval is read again after every change
+    /// of the run (which pushes the next read back) and doubles only after
+    /// a resync read, so it is a plain `Duration` here.
+    resync_every: Duration,
+    resync_at: tokio::time::Instant,
+}
+
+/// What the run's latest state asks of [`Follow::run`].
+enum Seen {
+    /// Wait for the next event.
+    Wait,
+    /// Look at the state again (the watch was replaced).
+    Again,
+    /// The run ended (or is gone): the attempt's outcome.
+    End(Outcome),
+}
+
 impl Follow {
     /// `watch`: the run's subscription, seeded with the run as created or read.
     async fn run(
@@ -533,9 +652,68 @@ impl Follow {
         sink: Arc<dyn ExecutionSink>,
         mut stop: StopSignal,
     ) -> Outcome {
-        let resource = pipelinerun_resource(self.version);
-        let resume = sink.log_positions().await.unwrap_or_default();
         let finished_taskruns = FinishedTaskRuns::default();
+        let logs = self.spawn_logs(&watch, &sink, &finished_taskruns).await;
+        let mut logs = AbortOnDrop(Some(logs));
+        let now = tokio::time::Instant::now();
+        let mut st = FollowState {
+            requested: None,
+            // A stop asked before we started counts too.
+            pending_stop: *stop.borrow_and_update(),
+            cancel_deadline: None,
+            last_reason: String::new(),
+            resync_every: self.settings.resync_after,
+            resync_at: now + self.settings.resync_after,
+        };
+        loop {
+            if let Some(reason) = st.pending_stop.take()
+                && let ControlFlow::Break(outcome) =
+                    self.on_stop(reason, &mut st, sink.as_ref()).await
+            {
+                return outcome;
+            }
+            match self
+                .on_state(
+                    &mut watch,
+                    &mut st,
+                    &mut logs,
+                    &finished_taskruns,
+                    sink.as_ref(),
+                )
+                .await
+            {
+                Seen::Wait => {}
+                Seen::Again => continue,
+                Seen::End(outcome) => return outcome,
+            }
+            let deadline = st.cancel_deadline;
+            let cancel_timer = async move {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let step = tokio::select! {
+                changed = watch.state.changed() => self.on_change(changed.is_ok(), &mut st),
+                _ = tokio::time::sleep_until(st.resync_at) => self.on_resync(&mut st).await,
+                changed = stop.changed() => on_stop_signal(changed.is_ok(), &mut stop, &mut st),
+                _ = watch.watch_error.changed() => self.on_watch_error(&mut watch),
+                _ = cancel_timer => ControlFlow::Break(self.unconfirmed_cancel(st.requested)),
+            };
+            if let ControlFlow::Break(outcome) = step {
+                return outcome;
+            }
+        }
+    }
+
+    /// Start following the run's logs (they resume from the stored positions).
+    async fn spawn_logs(
+        &self,
+        watch: &RunWatch,
+        sink: &Arc<dyn ExecutionSink>,
+        finished_taskruns: &FinishedTaskRuns,
+    ) -> JoinHandle<Result<(), TektonError>> {
+        let resume = sink.log_positions().await.unwrap_or_default();
         let follower = LogFollower {
             log_clients: self.cluster.logs.clone(),
             version: self.version,
@@ -545,158 +723,173 @@ impl Follow {
             run_state: None,
             finished_taskruns: finished_taskruns.clone(),
         };
-        let logs: JoinHandle<Result<(), TektonError>> =
-            tokio::spawn(follower.run(watch.state.clone()));
-        let logs = AbortOnDrop(Some(logs));
-        let mut requested: Option<StopReason> = None;
-        let mut cancel_deadline: Option<tokio::time::Instant> = None;
-        let mut last_reason = String::new();
-        let mut resync_every = self.settings.resync_after;
-        let mut resync_at = tokio::time::Instant::now() + resync_every;
-        // A stop asked before we started counts too.
-        let mut pending_stop = *stop.borrow_and_update();
-        loop {
-            if let Some(reason) = pending_stop.take() {
-                match reason {
-                    StopReason::Handover => return Outcome::HandedOver,
-                    StopReason::Cancel | StopReason::Timeout if requested.is_none() => {
-                        requested = Some(reason);
-                        // Boxed, as the reads below: rare requests must not
-                        // size this future, which lives as long as the build.
-                        if let Err(e) = Box::pin(cancel(
-                            &self.cluster.client,
-                            self.version,
-                            &self.namespace,
-                            &self.name,
-                            self.finally,
-                        ))
-                        .await
-                        {
-                            let _ = sink
-                                .progress(&format!("cancelling failed, will wait for the run: {e}"))
-                                .await;
-                        }
-                        cancel_deadline =
-                            Some(tokio::time::Instant::now() + self.settings.cancel_grace);
-                    }
-                    _ => {}
+        tokio::spawn(follower.run(watch.state.clone()))
+    }
+
+    /// A stop: handover ends following at once; the first cancel or
+    /// timeout cancels the run and starts the grace period.
+    async fn on_stop(
+        &self,
+        reason: StopReason,
+        st: &mut FollowState,
+        sink: &dyn ExecutionSink,
+    ) -> ControlFlow<Outcome> {
+        match reason {
+            StopReason::Handover => return ControlFlow::Break(Outcome::HandedOver),
+            StopReason::Cancel | StopReason::Timeout if st.requested.is_none() => {
+                st.requested = Some(reason);
+                // Boxed, as the reads below: rare requests must not size
+                // the future of `run`, which lives as long as the build.
+                let cancelled = Box::pin(cancel(
+                    &self.cluster.client,
+                    self.version,
+                    &self.namespace,
+                    &self.name,
+                    self.finally,
+                ))
+                .await;
+                if let Err(e) = cancelled {
+                    let _ = sink
+                        .progress(&format!("cancelling failed, will wait for the run: {e}"))
+                        .await;
                 }
+                st.cancel_deadline = Some(tokio::time::Instant::now() + self.settings.cancel_grace);
             }
-            let state = watch.state.borrow_and_update().clone();
-            match state {
-                RunState::Present(run) => {
-                    if let Some(cond) = succeeded_condition(&run) {
-                        if let Some(end) = terminal(&cond) {
-                            // Boxed: only the end needs this future's room.
-                            return Box::pin(self.finish(
-                                &run,
-                                end,
-                                requested,
-                                logs,
-                                &finished_taskruns,
-                                sink.as_ref(),
-                            ))
-                            .await;
-                        }
-                        if cond.reason != last_reason {
-                            last_reason = cond.reason.clone();
-                            let _ = sink
-                                .progress(&format!("PipelineRun {}: {}", self.name, cond.reason))
-                                .await;
-                        }
-                    }
-                }
-                RunState::Deleted => return deleted(&self.namespace, &self.name),
-                RunState::Missing => {
-                    // Confirm: a relist may have been taken before the run existed.
-                    let api: Api<DynamicObject> = Api::namespaced_with(
-                        self.cluster.client.clone(),
-                        &self.namespace,
-                        &resource,
-                    );
-                    match Box::pin(api.get_opt(&self.name)).await {
-                        Ok(None) => return deleted(&self.namespace, &self.name),
-                        Ok(Some(run)) => {
-                            let value = Arc::new(serde_json::to_value(&run).unwrap_or(Value::Null));
-                            watch = self.cluster.hub.subscribe(
-                                &resource,
-                                &self.namespace,
-                                &self.name,
-                                RunState::Present(value),
-                            );
-                            continue;
-                        }
-                        Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
-                    }
-                }
-                RunState::Unknown => {}
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The run as the watch sees it now: ended, gone, progressing or unknown.
+    async fn on_state(
+        &self,
+        watch: &mut RunWatch,
+        st: &mut FollowState,
+        logs: &mut AbortOnDrop,
+        finished_taskruns: &FinishedTaskRuns,
+        sink: &dyn ExecutionSink,
+    ) -> Seen {
+        let state = watch.state.borrow_and_update().clone();
+        let run = match state {
+            RunState::Present(run) => run,
+            RunState::Deleted => return Seen::End(deleted(&self.namespace, &self.name)),
+            RunState::Missing => return self.confirm_missing(watch).await,
+            RunState::Unknown => return Seen::Wait,
+        };
+        let Some(cond) = succeeded_condition(&run) else {
+            return Seen::Wait;
+        };
+        if let Some(end) = terminal(&cond) {
+            // Boxed: only the end needs this future's room.
+            let outcome =
+                Box::pin(self.finish(&run, end, st.requested, logs, finished_taskruns, sink));
+            return Seen::End(outcome.await);
+        }
+        if cond.reason != st.last_reason {
+            st.last_reason = cond.reason.clone();
+            let _ = sink
+                .progress(&format!("PipelineRun {}: {}", self.name, cond.reason))
+                .await;
+        }
+        Seen::Wait
+    }
+
+    /// The watch lists the run as missing: confirm with a GET, as a relist
+    /// may have been taken before the run existed.
+    async fn confirm_missing(&self, watch: &mut RunWatch) -> Seen {
+        match Box::pin(self.api().get_opt(&self.name)).await {
+            Ok(None) => Seen::End(deleted(&self.namespace, &self.name)),
+            Ok(Some(run)) => {
+                let value = Arc::new(serde_json::to_value(&run).unwrap_or(Value::Null));
+                *watch = self.cluster.hub.subscribe(
+                    &pipelinerun_resource(self.version),
+                    &self.namespace,
+                    &self.name,
+                    RunState::Present(value),
+                );
+                Seen::Again
             }
-            let cancel_timer = async {
-                match cancel_deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                changed = watch.state.changed() => {
-                    if changed.is_err() {
-                        return Outcome::Transient { message: "the PipelineRun watch ended unexpectedly".into() };
-                    }
-                    resync_at = tokio::time::Instant::now() + resync_every;
-                }
-                _ = tokio::time::sleep_until(resync_at) => {
-                    // Silent for long: read the run once, in case the watch
-                    // lost a change (see `TektonSettings::resync_after`).
-                    resync_every = (resync_every * 2).min(MAX_RESYNC_INTERVAL);
-                    resync_at = tokio::time::Instant::now() + resync_every;
-                    let api: Api<DynamicObject> = Api::namespaced_with(
-                        self.cluster.client.clone(),
-                        &self.namespace,
-                        &resource,
-                    );
-                    match Box::pin(api.get_opt(&self.name)).await {
-                        Ok(Some(run)) => {
-                            let value = Arc::new(serde_json::to_value(&run).unwrap_or(Value::Null));
-                            if self.cluster.hub.refresh(&resource, &self.namespace, &self.name, value) {
-                                tracing::warn!(run = %self.name, namespace = %self.namespace,
-                                    "the PipelineRun watch had not delivered the run's latest state; resynced by GET");
-                            }
-                        }
-                        Ok(None) => return deleted(&self.namespace, &self.name),
-                        Err(e) => tracing::debug!(run = %self.name, error = %e, "resync read failed; the watch stays the source"),
-                    }
-                }
-                changed = stop.changed() => {
-                    if changed.is_ok() {
-                        pending_stop = *stop.borrow_and_update();
-                    } else if requested.is_none() {
-                        // The dispatcher went away without a reason: treat as handover.
-                        return Outcome::HandedOver;
-                    }
-                }
-                _ = watch.watch_error.changed() => {
-                    let trouble = watch.watch_error.borrow_and_update().clone();
-                    if let Some(trouble) = trouble {
-                        if trouble.is_permanent() {
-                            return Outcome::Failed {
-                                message: format!(
-                                    "cannot watch PipelineRuns in namespace {}: {}; grant the provider's identity list and watch on pipelineruns",
-                                    self.namespace, trouble.message
-                                ),
-                            };
-                        }
-                        tracing::debug!(run = %self.name, error = %trouble.message, "watch trouble; retrying");
-                    }
-                }
-                _ = cancel_timer => {
-                    let message = format!("PipelineRun {}/{} did not confirm cancellation within {:?}", self.namespace, self.name, self.settings.cancel_grace);
-                    return match requested {
-                        Some(StopReason::Timeout) => Outcome::TimedOut { message },
-                        _ => Outcome::Cancelled { message },
-                    };
-                }
+            Err(_) => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Seen::Wait
             }
         }
+    }
+
+    /// The run changed: the next resync read moves back.
+    fn on_change(&self, watch_alive: bool, st: &mut FollowState) -> ControlFlow<Outcome> {
+        if !watch_alive {
+            return ControlFlow::Break(Outcome::Transient {
+                message: "the PipelineRun watch ended unexpectedly".into(),
+            });
+        }
+        st.resync_at = tokio::time::Instant::now() + st.resync_every;
+        ControlFlow::Continue(())
+    }
+
+    /// Silent for long: read the run once, in case the watch lost a change
+    /// (see `TektonSettings::resync_after`).
+    async fn on_resync(&self, st: &mut FollowState) -> ControlFlow<Outcome> {
+        st.resync_every = (st.resync_every * 2).min(MAX_RESYNC_INTERVAL);
+        st.resync_at = tokio::time::Instant::now() + st.resync_every;
+        match Box::pin(self.api().get_opt(&self.name)).await {
+            Ok(Some(run)) => {
+                let value = Arc::new(serde_json::to_value(&run).unwrap_or(Value::Null));
+                let resource = pipelinerun_resource(self.version);
+                if self
+                    .cluster
+                    .hub
+                    .refresh(&resource, &self.namespace, &self.name, value)
+                {
+                    tracing::warn!(run = %self.name, namespace = %self.namespace,
+                        "the PipelineRun watch had not delivered the run's latest state; resynced by GET");
+                }
+            }
+            Ok(None) => return ControlFlow::Break(deleted(&self.namespace, &self.name)),
+            Err(e) => {
+                tracing::debug!(run = %self.name, error = %e, "resync read failed; the watch stays the source")
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The shared watch reports trouble: permanent (no permission) fails
+    /// the attempt, anything else is retried by the watch.
+    fn on_watch_error(&self, watch: &mut RunWatch) -> ControlFlow<Outcome> {
+        let trouble = watch.watch_error.borrow_and_update().clone();
+        let Some(trouble) = trouble else {
+            return ControlFlow::Continue(());
+        };
+        if trouble.is_permanent() {
+            return ControlFlow::Break(Outcome::Failed {
+                message: format!(
+                    "cannot watch PipelineRuns in namespace {}: {}; grant the provider's identity list and watch on pipelineruns",
+                    self.namespace, trouble.message
+                ),
+            });
+        }
+        tracing::debug!(run = %self.name, error = %trouble.message, "watch trouble; retrying");
+        ControlFlow::Continue(())
+    }
+
+    /// Tekton did not confirm the cancellation within the grace period.
+    fn unconfirmed_cancel(&self, requested: Option<StopReason>) -> Outcome {
+        let message = format!(
+            "PipelineRun {}/{} did not confirm cancellation within {:?}",
+            self.namespace, self.name, self.settings.cancel_grace
+        );
+        match requested {
+            Some(StopReason::Timeout) => Outcome::TimedOut { message },
+            _ => Outcome::Cancelled { message },
+        }
+    }
+
+    fn api(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.cluster.client.clone(),
+            &self.namespace,
+            &pipelinerun_resource(self.version),
+        )
     }
 
     async fn finish(
@@ -704,7 +897,7 @@ impl Follow {
         run: &Value,
         end: Terminal,
         requested: Option<StopReason>,
-        mut logs: AbortOnDrop,
+        logs: &mut AbortOnDrop,
         seen: &FinishedTaskRuns,
         sink: &dyn ExecutionSink,
     ) -> Outcome {
@@ -804,6 +997,21 @@ impl Follow {
         }
         out
     }
+}
+
+/// The stop signal changed: a new reason to act on, or the dispatcher gone.
+fn on_stop_signal(
+    alive: bool,
+    stop: &mut StopSignal,
+    st: &mut FollowState,
+) -> ControlFlow<Outcome> {
+    if alive {
+        st.pending_stop = *stop.borrow_and_update();
+    } else if st.requested.is_none() {
+        // The dispatcher went away without a reason: treat as handover.
+        return ControlFlow::Break(Outcome::HandedOver);
+    }
+    ControlFlow::Continue(())
 }
 
 struct AbortOnDrop(Option<JoinHandle<Result<(), TektonError>>>);

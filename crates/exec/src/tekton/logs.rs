@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::AsyncBufReadExt;
 use futures::io::AsyncBufRead;
 use imagefactory_domain::log_text::log_text_from_bytes;
@@ -31,6 +32,20 @@ use crate::{ExecutionSink, LogLine};
 const MAX_LINE_BYTES: usize = 16 * 1024;
 const BATCH_LINES: usize = 64;
 const BATCH_DELAY: Duration = Duration::from_millis(200);
+
+/// Waits between reads of a TaskRun without a pod yet, or reopenings of a
+/// log stream that broke: 200 ms doubling up to 5 s, no jitter, no limit
+/// (the run's end stops them).
+const LOG_RETRY: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(200))
+    .with_max_delay(LOG_RETRY_MAX)
+    .without_max_times();
+const LOG_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The next wait of an unlimited backoff.
+fn next_delay(backoff: &mut impl Iterator<Item = Duration>) -> Duration {
+    backoff.next().unwrap_or(LOG_RETRY_MAX)
+}
 
 pub struct LogFollower {
     /// For the `pods/log` streams and TaskRun reads (HTTP/2-multiplexed
@@ -142,15 +157,30 @@ impl LogFollower {
     // would size this future (which lives as long as the build) while the
     // follower spends nearly all its time waiting for the next log line.
     async fn follow_task(&mut self, task: &str, taskrun_name: &str) -> Result<(), TektonError> {
-        let mut delay = Duration::from_millis(200);
-        // Wait for the pod to exist (bounded backoff on reads of the TaskRun).
-        let (pod, containers) = loop {
+        let Some((pod, containers)) = self.wait_for_pod(taskrun_name).await? else {
+            return Ok(());
+        };
+        for container in containers {
+            let source = source_name(task, &container);
+            self.follow_container(taskrun_name, &pod, &container, &source)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The TaskRun's pod and step containers, once it has them (read with
+    /// backoff); `None` when the TaskRun is gone or finished without a pod.
+    async fn wait_for_pod(
+        &mut self,
+        taskrun_name: &str,
+    ) -> Result<Option<(String, Vec<String>)>, TektonError> {
+        let mut backoff = LOG_RETRY.build();
+        loop {
             let taskrun = match Box::pin(self.taskruns().get_opt(taskrun_name)).await {
                 Ok(Some(tr)) => serde_json::to_value(tr).unwrap_or(Value::Null),
-                Ok(None) => return Ok(()),
+                Ok(None) => return Ok(None),
                 Err(e) if super::error::is_transient(&e) => {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(next_delay(&mut backoff)).await;
                     continue;
                 }
                 Err(e) => {
@@ -167,20 +197,13 @@ impl LogFollower {
                 .map(str::to_string);
             let containers = step_containers(&taskrun);
             match pod {
-                Some(pod) if !containers.is_empty() => break (pod, containers),
-                _ if finished => return Ok(()),
+                Some(pod) if !containers.is_empty() => return Ok(Some((pod, containers))),
+                _ if finished => return Ok(None),
                 _ => {
-                    self.pause(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    self.pause(next_delay(&mut backoff)).await;
                 }
             }
-        };
-        for container in containers {
-            let source = source_name(task, &container);
-            self.follow_container(taskrun_name, &pod, &container, &source)
-                .await?;
         }
-        Ok(())
     }
 
     /// Stream one container's log, reopening it if the stream ends before the
@@ -197,7 +220,7 @@ impl LogFollower {
             follow: true,
             ..Default::default()
         };
-        let mut delay = Duration::from_millis(200);
+        let mut backoff = LOG_RETRY.build();
         loop {
             // Per attempt: a server without HTTP/2 switches the log client.
             let pods: Api<Pod> = Api::namespaced(self.log_clients.client(), &self.namespace);
@@ -246,7 +269,7 @@ impl LogFollower {
             let wait = if ended_cleanly {
                 Duration::from_millis(100)
             } else {
-                delay
+                next_delay(&mut backoff)
             };
             if over && ended_cleanly {
                 // The follow stream ran to the container's end: nothing left.
@@ -264,9 +287,6 @@ impl LogFollower {
                     self.copy_lines(stream, source, have).await?;
                 }
                 return Ok(());
-            }
-            if !ended_cleanly {
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }
