@@ -6,6 +6,9 @@
 //! here; the transitions test (`crates/dispatch/tests/dispatch/transitions.rs`)
 //! checks what each site does against the domain's table.
 
+mod scan;
+
+use scan::normalize;
 use std::path::{Path, PathBuf};
 
 /// (file relative to `crates/`, enclosing function, value written).
@@ -33,26 +36,6 @@ struct Site {
     value: String,
     /// The rest of the statement after its SET clause (lowercase).
     rest: String,
-}
-
-/// Lowercase, with every run of whitespace (and Rust's `\` line
-/// continuations) collapsed to one space, so statements read the same
-/// however they are wrapped.
-fn normalize(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut gap = false;
-    for c in text.chars() {
-        if c.is_whitespace() || c == '\\' {
-            gap = true;
-            continue;
-        }
-        if gap && !out.is_empty() {
-            out.push(' ');
-        }
-        gap = false;
-        out.extend(c.to_lowercase());
-    }
-    out
 }
 
 /// The name after the last `keyword` before `at`.

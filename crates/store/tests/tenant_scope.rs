@@ -8,6 +8,9 @@
 //! that the parameter reaches the `WHERE` is held by the API tests
 //! (`crates/api/tests/api/invariants.rs`, `isolation.rs`).
 
+mod scan;
+
+use scan::normalize;
 use std::path::Path;
 
 /// Tables whose rows belong to one tenant (directly or through their build).
@@ -132,24 +135,6 @@ const UNSCOPED: &[(&str, &str, &str)] = &[
         "dispatcher: builds it claimed; each row's tenant scopes every join",
     ),
 ];
-
-/// Lowercase, every run of whitespace (and `\` line continuations) one space.
-fn normalize(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut gap = false;
-    for c in text.chars() {
-        if c.is_whitespace() || c == '\\' {
-            gap = true;
-            continue;
-        }
-        if gap && !out.is_empty() {
-            out.push(' ');
-        }
-        gap = false;
-        out.extend(c.to_lowercase());
-    }
-    out
-}
 
 /// `const NAME: &str = "…";` items of a file, so `{NAME}` in a statement
 /// can be read as the text it stands for.

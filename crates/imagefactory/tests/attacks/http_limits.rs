@@ -166,12 +166,7 @@ async fn a_token_cannot_hold_more_log_streams_than_allowed() {
     let target = Target::start(&limits_env()).await;
     let tenant = target.tenant("attack-follow").await;
     let project = target
-        .http
-        .created(
-            "/api/v1/projects",
-            &tenant.admin,
-            json!({"name": "web", "git_url": "https://github.com/org/web.git"}),
-        )
+        .project(&tenant.admin, "web", "https://github.com/org/web.git")
         .await;
     let provider = target
         .http

@@ -83,11 +83,10 @@ async fn store_config_directly(target: &Target, id: &str, mut config: Value) {
 /// Submit a kaniko build on provider `provider` and wait for it to end.
 async fn build_on(target: &Target, tenant: &Tenant, provider: &str) -> Value {
     let project = target
-        .http
-        .created(
-            "/api/v1/projects",
+        .project(
             &tenant.admin,
-            json!({"name": "trust", "git_url": "https://git.example.com/team/app.git"}),
+            "trust",
+            "https://git.example.com/team/app.git",
         )
         .await;
     let build = target

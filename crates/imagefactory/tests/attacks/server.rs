@@ -140,6 +140,17 @@ impl Target {
         namespace
     }
 
+    /// A project of the tenant `admin_token` belongs to; returns it.
+    pub async fn project(&self, admin_token: &str, name: &str, git_url: &str) -> Value {
+        self.http
+            .created(
+                "/api/v1/projects",
+                admin_token,
+                json!({"name": name, "git_url": git_url}),
+            )
+            .await
+    }
+
     /// A tenant provider reaching kube-sim with its admin token.
     pub fn sim_provider_config(&self) -> Value {
         json!({
