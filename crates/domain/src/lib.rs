@@ -14,6 +14,7 @@ pub mod names;
 pub mod provider;
 pub mod role;
 pub mod secret;
+pub mod task_bundle;
 pub mod validation;
 
 pub use address::AddressPolicy;
