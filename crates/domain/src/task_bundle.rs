@@ -115,7 +115,10 @@ mod tests {
                 assert_eq!(images.for_task(other), None, "{key} leaked to {other}");
             }
         }
-        assert!(!BuilderImages::default().set("kubectl", ImageRef::parse("a/b").unwrap()));
+        assert!(
+            !BuilderImages::default()
+                .set("kubectl", ImageRef::parse("mirror.example/a:b").unwrap())
+        );
     }
 
     #[test]
