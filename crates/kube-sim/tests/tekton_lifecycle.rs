@@ -37,6 +37,55 @@ async fn env_with(opts: ControllerOptions) -> Env {
     env
 }
 
+/// An environment where task `task`'s step takes an hour of simulated time.
+async fn env_slow(task: &str) -> Env {
+    env_with(ControllerOptions {
+        rules: vec![slow(task)],
+        ..fast_options()
+    })
+    .await
+}
+
+/// Create the PipelineRun `r` in `ci`.
+async fn create_run(env: &Env, spec: Value) {
+    env.create(Some("ci"), pipelinerun("r", spec)).await;
+}
+
+/// Create the PipelineRun `r` in `ci` and wait for it to end.
+async fn run_to_end(env: &Env, spec: Value) -> Value {
+    create_run(env, spec).await;
+    env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await
+}
+
+/// A pipeline of one inline task.
+fn one_task(task: &str) -> Value {
+    json!({"pipelineSpec": {"tasks": [inline_task(task, "s")]}})
+}
+
+/// Tasks `a` then `b`, and `f` in `finally`.
+fn a_then_b_finally_f() -> Value {
+    json!({"pipelineSpec": {
+        "tasks": [inline_task("a", "s"), {"name": "b", "runAfter": ["a"], "taskSpec": {"steps": [{"name": "s", "image": "busybox"}]}}],
+        "finally": [inline_task("f", "s")]
+    }})
+}
+
+/// Task `a`, and `f` in `finally`.
+fn a_finally_f() -> Value {
+    json!({"pipelineSpec": {"tasks": [inline_task("a", "s")], "finally": [inline_task("f", "s")]}})
+}
+
+/// Stop the running `r` with `spec.status` = `how`: it ends `Cancelled`.
+async fn stop_run(env: &Env, how: &str) -> Value {
+    set_spec_status(env, "r", how).await;
+    let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    assert_eq!(
+        condition(&pr),
+        cond("False", "Cancelled", "PipelineRun \"r\" was cancelled")
+    );
+    pr
+}
+
 /// Set `spec.status` with a client's merge patch (the server's admission must allow it).
 async fn set_spec_status(env: &Env, name: &str, value: &str) {
     env.merge_patch(
@@ -95,10 +144,10 @@ async fn conditions_go_started_running_succeeded() {
     let reasons: Vec<&str> = seen.iter().map(|c| c.1.as_str()).collect();
     assert_eq!(reasons.first(), Some(&"Started"));
     assert_eq!(reasons.last(), Some(&"Succeeded"));
-    assert!(seen.contains(&(
-        "Unknown".into(),
-        "Running".into(),
-        "Tasks Completed: 0 (Failed: 0, Cancelled 0), Incomplete: 2, Skipped: 0".into()
+    assert!(seen.contains(&cond(
+        "Unknown",
+        "Running",
+        "Tasks Completed: 0 (Failed: 0, Cancelled 0), Incomplete: 2, Skipped: 0"
     )));
     assert_eq!(
         seen.last().unwrap().2,
@@ -108,15 +157,8 @@ async fn conditions_go_started_running_succeeded() {
 
 #[tokio::test]
 async fn cancelled_stops_tasks_and_skips_finally() {
-    let env = env_with(ControllerOptions {
-        rules: vec![slow("a")],
-        ..fast_options()
-    })
-    .await;
-    env.create(Some("ci"), pipelinerun("r", json!({"pipelineSpec": {
-        "tasks": [inline_task("a", "s"), {"name": "b", "runAfter": ["a"], "taskSpec": {"steps": [{"name": "s", "image": "busybox"}]}}],
-        "finally": [inline_task("f", "s")]
-    }}))).await;
+    let env = env_slow("a").await;
+    create_run(&env, a_then_b_finally_f()).await;
     wait_running(&env, &gvr::TASKRUNS, "r-a").await;
     // Once started, Tekton's webhook refuses any other spec change, in v1 and v1beta1.
     for g in [gvr::PIPELINERUNS, V1BETA1_PIPELINERUNS] {
@@ -137,24 +179,15 @@ async fn cancelled_stops_tasks_and_skips_finally() {
             "admission webhook \"validation.webhook.pipeline.tekton.dev\" denied the request: validation failed: invalid value: Once the PipelineRun has started, only status updates are allowed"
         );
     }
-    set_spec_status(&env, "r", "Cancelled").await;
-    let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    let pr = stop_run(&env, "Cancelled").await;
     assert_eq!(pr["spec"]["timeouts"]["pipeline"], "1h0m0s");
-    assert_eq!(
-        condition(&pr),
-        (
-            "False".into(),
-            "Cancelled".into(),
-            "PipelineRun \"r\" was cancelled".into()
-        )
-    );
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-a").await;
     assert_eq!(
         condition(&tr),
-        (
-            "False".into(),
-            "TaskRunCancelled".into(),
-            "TaskRun \"r-a\" was cancelled. TaskRun cancelled as the PipelineRun it belongs to has been cancelled.".into()
+        cond(
+            "False",
+            "TaskRunCancelled",
+            "TaskRun \"r-a\" was cancelled. TaskRun cancelled as the PipelineRun it belongs to has been cancelled."
         )
     );
     assert_eq!(
@@ -170,41 +203,15 @@ async fn cancelled_stops_tasks_and_skips_finally() {
 
 #[tokio::test]
 async fn cancelled_run_finally_cancels_tasks_then_runs_finally() {
-    let env = env_with(ControllerOptions {
-        rules: vec![slow("a")],
-        ..fast_options()
-    })
-    .await;
-    env.create(
-        Some("ci"),
-        pipelinerun(
-            "r",
-            json!({"pipelineSpec": {
-                "tasks": [inline_task("a", "s")],
-                "finally": [inline_task("f", "s")]
-            }}),
-        ),
-    )
-    .await;
+    let env = env_slow("a").await;
+    create_run(&env, a_finally_f()).await;
     wait_running(&env, &gvr::TASKRUNS, "r-a").await;
-    set_spec_status(&env, "r", "CancelledRunFinally").await;
-    let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    stop_run(&env, "CancelledRunFinally").await;
     assert_eq!(
-        condition(&pr),
-        (
-            "False".into(),
-            "Cancelled".into(),
-            "PipelineRun \"r\" was cancelled".into()
-        )
-    );
-    assert_eq!(
-        condition(&env.get(&gvr::TASKRUNS, "ci", "r-a").await.unwrap()).1,
+        env.reason(&gvr::TASKRUNS, "ci", "r-a").await,
         "TaskRunCancelled"
     );
-    assert_eq!(
-        condition(&env.get(&gvr::TASKRUNS, "ci", "r-f").await.unwrap()).1,
-        "Succeeded"
-    );
+    assert_eq!(env.reason(&gvr::TASKRUNS, "ci", "r-f").await, "Succeeded");
 }
 
 #[tokio::test]
@@ -222,23 +229,11 @@ async fn stopped_run_finally_lets_running_tasks_finish() {
         ..fast_options()
     })
     .await;
-    env.create(Some("ci"), pipelinerun("r", json!({"pipelineSpec": {
-        "tasks": [inline_task("a", "s"), {"name": "b", "runAfter": ["a"], "taskSpec": {"steps": [{"name": "s", "image": "busybox"}]}}],
-        "finally": [inline_task("f", "s")]
-    }}))).await;
+    create_run(&env, a_then_b_finally_f()).await;
     wait_running(&env, &gvr::TASKRUNS, "r-a").await;
-    set_spec_status(&env, "r", "StoppedRunFinally").await;
-    let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    let pr = stop_run(&env, "StoppedRunFinally").await;
     assert_eq!(
-        condition(&pr),
-        (
-            "False".into(),
-            "Cancelled".into(),
-            "PipelineRun \"r\" was cancelled".into()
-        )
-    );
-    assert_eq!(
-        condition(&env.get(&gvr::TASKRUNS, "ci", "r-a").await.unwrap()).1,
+        env.reason(&gvr::TASKRUNS, "ci", "r-a").await,
         "Succeeded",
         "running task completes"
     );
@@ -250,25 +245,24 @@ async fn stopped_run_finally_lets_running_tasks_finish() {
         pr["status"]["skippedTasks"][0],
         json!({"name": "b", "reason": "PipelineRun was gracefully stopped"})
     );
-    assert_eq!(
-        condition(&env.get(&gvr::TASKRUNS, "ci", "r-f").await.unwrap()).1,
-        "Succeeded"
-    );
+    assert_eq!(env.reason(&gvr::TASKRUNS, "ci", "r-f").await, "Succeeded");
 }
 
 #[tokio::test]
 async fn pending_run_waits_until_released() {
     let env = env_with(fast_options()).await;
-    env.create(Some("ci"), pipelinerun("r", json!({"status": "PipelineRunPending", "pipelineSpec": {"tasks": [inline_task("a", "s")]}}))).await;
+    let mut spec = one_task("a");
+    spec["status"] = json!("PipelineRunPending");
+    create_run(&env, spec).await;
     let pr = env
         .wait_reason(&gvr::PIPELINERUNS, "ci", "r", "PipelineRunPending")
         .await;
     assert_eq!(
         condition(&pr),
-        (
-            "Unknown".into(),
-            "PipelineRunPending".into(),
-            "PipelineRun \"r\" is pending".into()
+        cond(
+            "Unknown",
+            "PipelineRunPending",
+            "PipelineRun \"r\" is pending"
         )
     );
     assert!(pr["status"].get("startTime").is_none());
@@ -289,19 +283,8 @@ async fn pending_run_waits_until_released() {
 /// `settled` counts the live runs and their next wake-up, and only them.
 #[tokio::test]
 async fn settled_reports_live_runs_and_their_next_wake() {
-    let env = env_with(ControllerOptions {
-        rules: vec![slow("a")],
-        ..fast_options()
-    })
-    .await;
-    env.create(
-        Some("ci"),
-        pipelinerun(
-            "r",
-            json!({"pipelineSpec": {"tasks": [inline_task("a", "s")]}}),
-        ),
-    )
-    .await;
+    let env = env_slow("a").await;
+    create_run(&env, one_task("a")).await;
     wait_running(&env, &gvr::TASKRUNS, "r-a").await;
     let settled = env.settled().await;
     assert_eq!(
@@ -319,22 +302,16 @@ async fn settled_reports_live_runs_and_their_next_wake() {
 
 #[tokio::test]
 async fn pipeline_timeout_ends_run_with_pipelinerun_timeout() {
-    let env = env_with(ControllerOptions {
-        rules: vec![slow("a")],
-        ..fast_options()
-    })
-    .await;
-    env.create(Some("ci"), pipelinerun("r", json!({
-        "timeouts": {"pipeline": "30s"},
-        "pipelineSpec": {"tasks": [inline_task("a", "s")], "finally": [inline_task("f", "s")]}
-    }))).await;
-    let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    let env = env_slow("a").await;
+    let mut spec = a_finally_f();
+    spec["timeouts"] = json!({"pipeline": "30s"});
+    let pr = run_to_end(&env, spec).await;
     assert_eq!(
         condition(&pr),
-        (
-            "False".into(),
-            "PipelineRunTimeout".into(),
-            "PipelineRun \"r\" failed to finish within \"30s\"".into()
+        cond(
+            "False",
+            "PipelineRunTimeout",
+            "PipelineRun \"r\" failed to finish within \"30s\""
         )
     );
     assert!(
@@ -347,22 +324,16 @@ async fn pipeline_timeout_ends_run_with_pipelinerun_timeout() {
 
 #[tokio::test]
 async fn tasks_timeout_stops_dag_then_runs_finally() {
-    let env = env_with(ControllerOptions {
-        rules: vec![slow("a")],
-        ..fast_options()
-    })
-    .await;
-    env.create(Some("ci"), pipelinerun("r", json!({
-        "timeouts": {"pipeline": "1h", "tasks": "30s"},
-        "pipelineSpec": {"tasks": [inline_task("a", "s")], "finally": [inline_task("f", "s")]}
-    }))).await;
-    let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    let env = env_slow("a").await;
+    let mut spec = a_finally_f();
+    spec["timeouts"] = json!({"pipeline": "1h", "tasks": "30s"});
+    let pr = run_to_end(&env, spec).await;
     assert_eq!(
         condition(&pr),
-        (
-            "False".into(),
-            "Failed".into(),
-            "Tasks Completed: 2 (Failed: 1, Cancelled 0), Skipped: 0".into()
+        cond(
+            "False",
+            "Failed",
+            "Tasks Completed: 2 (Failed: 1, Cancelled 0), Skipped: 0"
         )
     );
     let tr = env.get(&gvr::TASKRUNS, "ci", "r-a").await.unwrap();
@@ -370,29 +341,22 @@ async fn tasks_timeout_stops_dag_then_runs_finally() {
         tr["spec"]["statusMessage"],
         "TaskRun cancelled as the PipelineRun it belongs to has timed out."
     );
-    assert_eq!(
-        condition(&env.get(&gvr::TASKRUNS, "ci", "r-f").await.unwrap()).1,
-        "Succeeded"
-    );
+    assert_eq!(env.reason(&gvr::TASKRUNS, "ci", "r-f").await, "Succeeded");
 }
 
 #[tokio::test]
 async fn taskrun_timeout_fails_the_taskrun() {
-    let env = env_with(ControllerOptions {
-        rules: vec![slow("a")],
-        ..fast_options()
-    })
-    .await;
-    env.create(Some("ci"), pipelinerun("r", json!({
+    let env = env_slow("a").await;
+    create_run(&env, json!({
         "pipelineSpec": {"tasks": [{"name": "a", "timeout": "20s", "taskSpec": {"steps": [{"name": "s", "image": "busybox"}]}}]}
-    }))).await;
+    })).await;
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-a").await;
     assert_eq!(
         condition(&tr),
-        (
-            "False".into(),
-            "TaskRunTimeout".into(),
-            "TaskRun \"r-a\" failed to finish within \"20s\"".into()
+        cond(
+            "False",
+            "TaskRunTimeout",
+            "TaskRun \"r-a\" failed to finish within \"20s\""
         )
     );
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
@@ -404,17 +368,21 @@ async fn when_expressions_skip_tasks() {
     let env = env_with(fast_options()).await;
     let mut b = inline_task("b", "s");
     b["when"] = json!([{"input": "$(params.deploy)", "operator": "in", "values": ["yes"]}]);
-    env.create(Some("ci"), pipelinerun("r", json!({
-        "params": [{"name": "deploy", "value": "no"}],
-        "pipelineSpec": {"params": [{"name": "deploy"}], "tasks": [inline_task("a", "s"), b]}
-    }))).await;
+    create_run(
+        &env,
+        json!({
+            "params": [{"name": "deploy", "value": "no"}],
+            "pipelineSpec": {"params": [{"name": "deploy"}], "tasks": [inline_task("a", "s"), b]}
+        }),
+    )
+    .await;
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(
         condition(&pr),
-        (
-            "True".into(),
-            "Completed".into(),
-            "Tasks Completed: 1 (Failed: 0, Cancelled 0), Skipped: 1".into()
+        cond(
+            "True",
+            "Completed",
+            "Tasks Completed: 1 (Failed: 0, Cancelled 0), Skipped: 1"
         )
     );
     assert_eq!(
@@ -535,14 +503,7 @@ async fn options_rules_script_steps() {
         ..fast_options()
     })
     .await;
-    env.create(
-        Some("ci"),
-        pipelinerun(
-            "r",
-            json!({"pipelineSpec": {"tasks": [inline_task("a", "s")]}}),
-        ),
-    )
-    .await;
+    create_run(&env, one_task("a")).await;
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-a").await;
     assert_eq!(condition(&tr).2, "\"step-s\" exited with code 3: Error");
     assert_eq!(
@@ -554,10 +515,7 @@ async fn options_rules_script_steps() {
 #[tokio::test]
 async fn invalid_script_annotation_fails_the_taskrun_with_the_reason() {
     let env = env_with(fast_options()).await;
-    let mut pr = pipelinerun(
-        "r",
-        json!({"pipelineSpec": {"tasks": [inline_task("a", "s")]}}),
-    );
+    let mut pr = pipelinerun("r", one_task("a"));
     pr["metadata"]["annotations"] = json!({"sim.imagefactory.io/script": "[{\"exitcode\": 1}]"});
     env.create(Some("ci"), pr).await;
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-a").await;
@@ -571,33 +529,15 @@ async fn invalid_script_annotation_fails_the_taskrun_with_the_reason() {
 
 #[tokio::test]
 async fn deleting_a_run_cascades_and_stops_it() {
-    let env = env_with(ControllerOptions {
-        rules: vec![slow("a")],
-        ..fast_options()
-    })
-    .await;
-    env.create(
-        Some("ci"),
-        pipelinerun(
-            "r",
-            json!({"pipelineSpec": {"tasks": [inline_task("a", "s")]}}),
-        ),
-    )
-    .await;
+    let env = env_slow("a").await;
+    create_run(&env, one_task("a")).await;
     wait_running(&env, &gvr::TASKRUNS, "r-a").await;
     env.delete(&gvr::PIPELINERUNS, "ci", "r").await;
     env.wait_gone(&gvr::PIPELINERUNS, "ci", "r").await;
     env.wait_gone(&gvr::TASKRUNS, "ci", "r-a").await;
     env.wait_gone(&gvr::PODS, "ci", "r-a-pod").await;
     // A new run with the same name starts from scratch.
-    env.create(
-        Some("ci"),
-        pipelinerun(
-            "r",
-            json!({"pipelineSpec": {"tasks": [inline_task("b", "s")]}}),
-        ),
-    )
-    .await;
+    create_run(&env, one_task("b")).await;
     assert_eq!(
         condition(&env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await).1,
         "Succeeded"
@@ -606,11 +546,7 @@ async fn deleting_a_run_cascades_and_stops_it() {
 
 #[tokio::test]
 async fn standalone_taskrun_cancel() {
-    let env = env_with(ControllerOptions {
-        rules: vec![slow("t")],
-        ..fast_options()
-    })
-    .await;
+    let env = env_slow("t").await;
     env.create(
         Some("ci"),
         json!({"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "metadata": {"name": "t"},
@@ -630,10 +566,6 @@ async fn standalone_taskrun_cancel() {
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "t").await;
     assert_eq!(
         condition(&tr),
-        (
-            "False".into(),
-            "TaskRunCancelled".into(),
-            "TaskRun \"t\" was cancelled.".into()
-        )
+        cond("False", "TaskRunCancelled", "TaskRun \"t\" was cancelled.")
     );
 }

@@ -303,6 +303,12 @@ impl Env {
         self.wait_for(g, ns, name, "done", model::is_done).await
     }
 
+    /// The `Succeeded` reason of an object that must exist.
+    pub async fn reason(&self, g: &Gvr, ns: &str, name: &str) -> String {
+        let obj = self.get(g, ns, name).await;
+        condition(&obj.unwrap_or_else(|| panic!("{} {ns}/{name} exists", g.plural))).1
+    }
+
     pub async fn wait_reason(&self, g: &Gvr, ns: &str, name: &str, reason: &str) -> Value {
         self.wait_for(g, ns, name, reason, |o| condition(o).1 == reason)
             .await
@@ -316,6 +322,11 @@ pub fn condition(run: &Value) -> (String, String, String) {
         .unwrap_or(Value::Null);
     let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     (s("status"), s("reason"), s("message"))
+}
+
+/// The `(status, reason, message)` that [`condition`] should return.
+pub fn cond(status: &str, reason: &str, message: &str) -> (String, String, String) {
+    (status.into(), reason.into(), message.into())
 }
 
 pub fn result(run: &Value, name: &str) -> Option<String> {
