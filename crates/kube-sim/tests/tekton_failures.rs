@@ -3,23 +3,35 @@
 mod tekton_support;
 
 use kube_sim::cluster::gvr;
-use kube_sim::tekton::{ControllerOptions, model};
+use kube_sim::tekton::model;
 use serde_json::{Value, json};
 use tekton_support::*;
-
-fn pipelinerun(name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": name}, "spec": spec})
-}
 
 fn step_task(name: &str) -> Value {
     json!({"apiVersion": "tekton.dev/v1", "kind": "Task", "metadata": {"name": name},
         "spec": {"workspaces": [{"name": "source", "optional": true}], "steps": [{"name": "build", "image": "busybox", "script": "echo hi"}]}})
 }
 
-async fn env_with(opts: ControllerOptions) -> Env {
-    let env = Env::start(opts).await;
-    env.namespace("ci").await;
-    env
+/// A run whose task `build` (Task `t`) mounts the pipeline workspace bound by
+/// `binding` as its `source`.
+fn build_with_workspace(binding: Value) -> Value {
+    let name = binding["name"].clone();
+    json!({
+        "workspaces": [binding],
+        "pipelineSpec": {"workspaces": [{"name": name}], "tasks": [
+            {"name": "build", "taskRef": {"name": "t"}, "workspaces": [{"name": "source", "workspace": name}]}
+        ]}
+    })
+}
+
+fn docker_secret_workspace() -> Value {
+    build_with_workspace(json!({"name": "docker", "secret": {"secretName": "docker-config"}}))
+}
+
+fn claim_template_workspace() -> Value {
+    build_with_workspace(
+        json!({"name": "src", "volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}),
+    )
 }
 
 #[tokio::test]
@@ -38,10 +50,9 @@ async fn missing_task_fails_with_couldnt_get_task() {
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "build-abc12").await;
     assert_eq!(
         condition(&pr),
-        (
-            "False".into(),
-            "CouldntGetTask".into(),
-            "Pipeline ci/build-abc12 can't be Run; it contains Tasks that don't exist: Couldn't retrieve Task \"kaniko\": tasks.tekton.dev \"kaniko\" not found".into()
+        failed(
+            "CouldntGetTask",
+            "Pipeline ci/build-abc12 can't be Run; it contains Tasks that don't exist: Couldn't retrieve Task \"kaniko\": tasks.tekton.dev \"kaniko\" not found"
         )
     );
     assert!(
@@ -55,12 +66,7 @@ async fn missing_task_fails_with_couldnt_get_task() {
 #[tokio::test]
 async fn missing_pipeline_fails_with_couldnt_get_pipeline() {
     let env = env_with(fast_options()).await;
-    env.create(
-        Some("ci"),
-        pipelinerun("r", json!({"pipelineRef": {"name": "nope"}})),
-    )
-    .await;
-    let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    let pr = run_to_end(&env, json!({"pipelineRef": {"name": "nope"}})).await;
     assert_eq!(condition(&pr).1, "CouldntGetPipeline");
     assert_eq!(
         condition(&pr).2,
@@ -72,24 +78,19 @@ async fn missing_pipeline_fails_with_couldnt_get_pipeline() {
 async fn missing_param_fails_with_parameter_missing() {
     let env = env_with(fast_options()).await;
     env.create(Some("ci"), step_task("t")).await;
-    env.create(
-        Some("ci"),
-        pipelinerun(
-            "r",
-            json!({"pipelineSpec": {
-                "params": [{"name": "url", "type": "string"}, {"name": "rev", "default": "main"}],
-                "tasks": [{"name": "a", "taskRef": {"name": "t"}}]
-            }}),
-        ),
+    let pr = run_to_end(
+        &env,
+        json!({"pipelineSpec": {
+            "params": [{"name": "url", "type": "string"}, {"name": "rev", "default": "main"}],
+            "tasks": [{"name": "a", "taskRef": {"name": "t"}}]
+        }}),
     )
     .await;
-    let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(
         condition(&pr),
-        (
-            "False".into(),
-            "ParameterMissing".into(),
-            "PipelineRun ci parameters is missing some parameters required by Pipeline r's parameters: PipelineRun missing parameters: [url]".into()
+        failed(
+            "ParameterMissing",
+            "PipelineRun ci parameters is missing some parameters required by Pipeline r's parameters: PipelineRun missing parameters: [url]"
         )
     );
 }
@@ -98,11 +99,10 @@ async fn missing_param_fails_with_parameter_missing() {
 async fn unbound_workspace_fails_with_invalid_workspace_bindings() {
     let env = env_with(fast_options()).await;
     env.create(Some("ci"), step_task("t")).await;
-    env.create(Some("ci"), pipelinerun("r", json!({"pipelineSpec": {
+    let pr = run_to_end(&env, json!({"pipelineSpec": {
         "workspaces": [{"name": "src"}],
         "tasks": [{"name": "a", "taskRef": {"name": "t"}, "workspaces": [{"name": "source", "workspace": "src"}]}]
-    }}))).await;
-    let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    }})).await;
     assert_eq!(condition(&pr).1, "InvalidWorkspaceBindings");
     assert_eq!(
         condition(&pr).2,
@@ -119,15 +119,11 @@ async fn task_param_not_given_fails_validation() {
         "spec": {"params": [{"name": "IMAGE"}], "steps": [{"name": "s", "image": "busybox"}]}}),
     )
     .await;
-    env.create(
-        Some("ci"),
-        pipelinerun(
-            "r",
-            json!({"pipelineSpec": {"tasks": [{"name": "a", "taskRef": {"name": "needs"}}]}}),
-        ),
+    let pr = run_to_end(
+        &env,
+        json!({"pipelineSpec": {"tasks": [{"name": "a", "taskRef": {"name": "needs"}}]}}),
     )
     .await;
-    let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(condition(&pr).1, "PipelineValidationFailed");
     assert_eq!(
         condition(&pr).2,
@@ -139,19 +135,11 @@ async fn task_param_not_given_fails_validation() {
 /// and the run ends only by its timeout.
 #[tokio::test]
 async fn missing_workspace_secret_keeps_pod_pending_until_timeout() {
-    let env = env_with(ControllerOptions {
-        time_scale: 0.01,
-        ..fast_options()
-    })
-    .await;
+    let env = env_with(fast_options()).await;
     env.create(Some("ci"), step_task("t")).await;
-    env.create(Some("ci"), pipelinerun("r", json!({
-        "timeouts": {"pipeline": "10m"},
-        "workspaces": [{"name": "docker", "secret": {"secretName": "docker-config"}}],
-        "pipelineSpec": {"workspaces": [{"name": "docker"}], "tasks": [
-            {"name": "build", "taskRef": {"name": "t"}, "workspaces": [{"name": "source", "workspace": "docker"}]}
-        ]}
-    }))).await;
+    let mut spec = docker_secret_workspace();
+    spec["timeouts"] = json!({"pipeline": "10m"});
+    create_run(&env, spec).await;
     let tr = env
         .wait_for(&gvr::TASKRUNS, "ci", "r-build", "pending on its pod", |o| {
             condition(o).1 == "Pending" && condition(o).2 != "Pending"
@@ -187,10 +175,9 @@ async fn missing_workspace_secret_keeps_pod_pending_until_timeout() {
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(
         condition(&pr),
-        (
-            "False".into(),
-            "PipelineRunTimeout".into(),
-            "PipelineRun \"r\" failed to finish within \"10m0s\"".into()
+        failed(
+            "PipelineRunTimeout",
+            "PipelineRun \"r\" failed to finish within \"10m0s\""
         )
     );
     // The TaskRun's own timeout is the run's remaining time, so (as in Tekton) it is
@@ -215,12 +202,7 @@ async fn missing_workspace_secret_keeps_pod_pending_until_timeout() {
 async fn secret_created_later_lets_the_pod_start() {
     let env = env_with(fast_options()).await;
     env.create(Some("ci"), step_task("t")).await;
-    env.create(Some("ci"), pipelinerun("r", json!({
-        "workspaces": [{"name": "docker", "secret": {"secretName": "docker-config"}}],
-        "pipelineSpec": {"workspaces": [{"name": "docker"}], "tasks": [
-            {"name": "build", "taskRef": {"name": "t"}, "workspaces": [{"name": "source", "workspace": "docker"}]}
-        ]}
-    }))).await;
+    create_run(&env, docker_secret_workspace()).await;
     env.wait_for(&gvr::TASKRUNS, "ci", "r-build", "pending", |o| {
         condition(o).2.starts_with("pod status")
     })
@@ -234,19 +216,11 @@ async fn secret_created_later_lets_the_pod_start() {
 /// binds, the pod is unschedulable, and the run times out.
 #[tokio::test]
 async fn claim_without_default_storage_class_never_binds() {
-    let env = env_with(ControllerOptions {
-        time_scale: 0.01,
-        ..fast_options()
-    })
-    .await;
+    let env = env_with(fast_options()).await;
     env.create(Some("ci"), step_task("t")).await;
-    let pr = env.create(Some("ci"), pipelinerun("r", json!({
-        "timeouts": {"pipeline": "10m"},
-        "workspaces": [{"name": "src", "volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}],
-        "pipelineSpec": {"workspaces": [{"name": "src"}], "tasks": [
-            {"name": "build", "taskRef": {"name": "t"}, "workspaces": [{"name": "source", "workspace": "src"}]}
-        ]}
-    }))).await;
+    let mut spec = claim_template_workspace();
+    spec["timeouts"] = json!({"pipeline": "10m"});
+    let pr = env.create(Some("ci"), pipelinerun("r", spec)).await;
     let tr = env
         .wait_for(&gvr::TASKRUNS, "ci", "r-build", "unschedulable", |o| {
             condition(o).2.starts_with("pod status")
@@ -282,13 +256,7 @@ async fn claim_binds_with_a_default_storage_class() {
     let env = env_with(fast_options()).await;
     env.default_storage_class().await;
     env.create(Some("ci"), step_task("t")).await;
-    env.create(Some("ci"), pipelinerun("r", json!({
-        "workspaces": [{"name": "src", "volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}],
-        "pipelineSpec": {"workspaces": [{"name": "src"}], "tasks": [
-            {"name": "build", "taskRef": {"name": "t"}, "workspaces": [{"name": "source", "workspace": "src"}]}
-        ]}
-    }))).await;
-    let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
+    let pr = run_to_end(&env, claim_template_workspace()).await;
     assert_eq!(condition(&pr).1, "Succeeded");
     let pvcs = env.list(&gvr::PVCS, "ci").await;
     assert_eq!(pvcs[0]["status"]["phase"], "Bound");
@@ -299,37 +267,32 @@ async fn claim_binds_with_a_default_storage_class() {
 async fn missing_service_account_fails_pod_creation() {
     let env = env_with(fast_options()).await;
     env.create(Some("ci"), step_task("t")).await;
-    env.create(
-        Some("ci"),
-        pipelinerun(
-            "r",
-            json!({
-                "taskRunTemplate": {"serviceAccountName": "builder"},
-                "pipelineSpec": {"tasks": [
-                    {"name": "build", "taskRef": {"name": "t"}},
-                    {"name": "push", "taskRef": {"name": "t"}, "runAfter": ["build"]}
-                ]}
-            }),
-        ),
+    create_run(
+        &env,
+        json!({
+            "taskRunTemplate": {"serviceAccountName": "builder"},
+            "pipelineSpec": {"tasks": [
+                {"name": "build", "taskRef": {"name": "t"}},
+                {"name": "push", "taskRef": {"name": "t"}, "runAfter": ["build"]}
+            ]}
+        }),
     )
     .await;
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-build").await;
     assert_eq!(
         condition(&tr),
-        (
-            "False".into(),
-            "PodCreationFailed".into(),
-            "failed to create task run pod \"r-build\": translating TaskSpec to Pod: serviceaccounts \"builder\" not found. Maybe missing or invalid Task ci/t".into()
+        failed(
+            "PodCreationFailed",
+            "failed to create task run pod \"r-build\": translating TaskSpec to Pod: serviceaccounts \"builder\" not found. Maybe missing or invalid Task ci/t"
         )
     );
     assert!(env.get(&gvr::PODS, "ci", "r-build-pod").await.is_none());
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(
         condition(&pr),
-        (
-            "False".into(),
-            "Failed".into(),
-            "Tasks Completed: 1 (Failed: 1, Cancelled 0), Skipped: 1".into()
+        failed(
+            "Failed",
+            "Tasks Completed: 1 (Failed: 1, Cancelled 0), Skipped: 1"
         )
     );
     assert_eq!(
@@ -388,10 +351,9 @@ async fn failing_step_fails_taskrun_and_run_but_finally_runs() {
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-build").await;
     assert_eq!(
         condition(&tr),
-        (
-            "False".into(),
-            "StepFailed".into(),
-            "\"step-build-and-push\" exited with code 1: Error".into()
+        failed(
+            "StepFailed",
+            "\"step-build-and-push\" exited with code 1: Error"
         )
     );
     assert_eq!(tr["status"]["steps"][0]["terminated"]["exitCode"], 1);
@@ -408,10 +370,9 @@ async fn failing_step_fails_taskrun_and_run_but_finally_runs() {
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(
         condition(&pr),
-        (
-            "False".into(),
-            "Failed".into(),
-            "Tasks Completed: 3 (Failed: 1, Cancelled 0), Skipped: 0".into()
+        failed(
+            "Failed",
+            "Tasks Completed: 3 (Failed: 1, Cancelled 0), Skipped: 0"
         )
     );
     assert_eq!(

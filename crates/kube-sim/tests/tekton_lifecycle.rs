@@ -14,10 +14,6 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use tekton_support::*;
 
-fn pipelinerun(name: &str, spec: Value) -> Value {
-    json!({"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": name}, "spec": spec})
-}
-
 fn inline_task(name: &str, step: &str) -> Value {
     json!({"name": name, "taskSpec": {"steps": [{"name": step, "image": "busybox", "script": "echo hi"}]}})
 }
@@ -31,12 +27,6 @@ fn slow(task: &str) -> ScriptRule {
     }
 }
 
-async fn env_with(opts: ControllerOptions) -> Env {
-    let env = Env::start(opts).await;
-    env.namespace("ci").await;
-    env
-}
-
 /// An environment where task `task`'s step takes an hour of simulated time.
 async fn env_slow(task: &str) -> Env {
     env_with(ControllerOptions {
@@ -44,17 +34,6 @@ async fn env_slow(task: &str) -> Env {
         ..fast_options()
     })
     .await
-}
-
-/// Create the PipelineRun `r` in `ci`.
-async fn create_run(env: &Env, spec: Value) {
-    env.create(Some("ci"), pipelinerun("r", spec)).await;
-}
-
-/// Create the PipelineRun `r` in `ci` and wait for it to end.
-async fn run_to_end(env: &Env, spec: Value) -> Value {
-    create_run(env, spec).await;
-    env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await
 }
 
 /// A pipeline of one inline task.
@@ -81,7 +60,7 @@ async fn stop_run(env: &Env, how: &str) -> Value {
     let pr = env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await;
     assert_eq!(
         condition(&pr),
-        cond("False", "Cancelled", "PipelineRun \"r\" was cancelled")
+        failed("Cancelled", "PipelineRun \"r\" was cancelled")
     );
     pr
 }
@@ -184,8 +163,7 @@ async fn cancelled_stops_tasks_and_skips_finally() {
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-a").await;
     assert_eq!(
         condition(&tr),
-        cond(
-            "False",
+        failed(
             "TaskRunCancelled",
             "TaskRun \"r-a\" was cancelled. TaskRun cancelled as the PipelineRun it belongs to has been cancelled."
         )
@@ -308,8 +286,7 @@ async fn pipeline_timeout_ends_run_with_pipelinerun_timeout() {
     let pr = run_to_end(&env, spec).await;
     assert_eq!(
         condition(&pr),
-        cond(
-            "False",
+        failed(
             "PipelineRunTimeout",
             "PipelineRun \"r\" failed to finish within \"30s\""
         )
@@ -330,8 +307,7 @@ async fn tasks_timeout_stops_dag_then_runs_finally() {
     let pr = run_to_end(&env, spec).await;
     assert_eq!(
         condition(&pr),
-        cond(
-            "False",
+        failed(
             "Failed",
             "Tasks Completed: 2 (Failed: 1, Cancelled 0), Skipped: 0"
         )
@@ -353,8 +329,7 @@ async fn taskrun_timeout_fails_the_taskrun() {
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "r-a").await;
     assert_eq!(
         condition(&tr),
-        cond(
-            "False",
+        failed(
             "TaskRunTimeout",
             "TaskRun \"r-a\" failed to finish within \"20s\""
         )
@@ -566,6 +541,6 @@ async fn standalone_taskrun_cancel() {
     let tr = env.wait_done(&gvr::TASKRUNS, "ci", "t").await;
     assert_eq!(
         condition(&tr),
-        cond("False", "TaskRunCancelled", "TaskRun \"t\" was cancelled.")
+        failed("TaskRunCancelled", "TaskRun \"t\" was cancelled.")
     );
 }

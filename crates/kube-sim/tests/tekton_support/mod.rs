@@ -315,6 +315,29 @@ impl Env {
     }
 }
 
+/// A v1 PipelineRun named `name` with `spec`.
+pub fn pipelinerun(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "tekton.dev/v1", "kind": "PipelineRun", "metadata": {"name": name}, "spec": spec})
+}
+
+/// A started simulator with the namespace `ci` the run tests work in.
+pub async fn env_with(opts: ControllerOptions) -> Env {
+    let env = Env::start(opts).await;
+    env.namespace("ci").await;
+    env
+}
+
+/// Create the PipelineRun `r` in `ci`.
+pub async fn create_run(env: &Env, spec: Value) {
+    env.create(Some("ci"), pipelinerun("r", spec)).await;
+}
+
+/// Create the PipelineRun `r` in `ci` and wait for it to end.
+pub async fn run_to_end(env: &Env, spec: Value) -> Value {
+    create_run(env, spec).await;
+    env.wait_done(&gvr::PIPELINERUNS, "ci", "r").await
+}
+
 /// (status, reason, message) of the `Succeeded` condition.
 pub fn condition(run: &Value) -> (String, String, String) {
     let c = model::succeeded_condition(run)
@@ -327,6 +350,11 @@ pub fn condition(run: &Value) -> (String, String, String) {
 /// The `(status, reason, message)` that [`condition`] should return.
 pub fn cond(status: &str, reason: &str, message: &str) -> (String, String, String) {
     (status.into(), reason.into(), message.into())
+}
+
+/// The `condition` of a run that failed (status `False`).
+pub fn failed(reason: &str, message: &str) -> (String, String, String) {
+    cond("False", reason, message)
 }
 
 pub fn result(run: &Value, name: &str) -> Option<String> {
