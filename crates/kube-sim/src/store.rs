@@ -327,6 +327,13 @@ fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
     obj.get("metadata")?.get(field)?.as_str()
 }
 
+/// Whether finalizers still hold the object.
+fn has_finalizers(obj: &Value) -> bool {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty())
+}
+
 /// A v4 UUID from the thread-local RNG (no syscall per object).
 fn new_uid() -> String {
     uuid::Builder::from_random_bytes(rand::rng().random())
@@ -510,6 +517,69 @@ impl Store {
         st.rv
     }
 
+    /// Put `obj` in its table under `key` and tell the watchers: `Added`
+    /// without an `old` version, `Modified` with one.
+    fn put_locked(
+        &self,
+        st: &mut State,
+        k: &Kind,
+        key: Key,
+        obj: Arc<Value>,
+        old: Option<Arc<Value>>,
+    ) {
+        st.tables
+            .get_mut(&k.gvr)
+            .expect("table")
+            .objects
+            .insert(key, obj.clone());
+        let kind = if old.is_some() {
+            EventKind::Modified
+        } else {
+            EventKind::Added
+        };
+        self.emit(st, k, kind, obj, old);
+    }
+
+    /// Store `new` as the next version of `old` (same key) under a fresh
+    /// resourceVersion: every modification of a stored object ends here.
+    fn replace_locked(
+        &self,
+        st: &mut State,
+        k: &Kind,
+        key: Key,
+        mut new: Value,
+        old: Arc<Value>,
+    ) -> Arc<Value> {
+        let rv = Self::next_rv(st);
+        new["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let arc = Arc::new(new);
+        self.put_locked(st, k, key, arc.clone(), Some(old));
+        arc
+    }
+
+    /// The objects whose ownerReferences name `uid`.
+    fn dependents_locked(st: &State, uid: &str) -> Vec<(Gvr, Key)> {
+        st.owners
+            .get(uid)
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// What a delete left: the object still there (held by finalizers), or
+    /// `old`, the last state of the one removed.
+    fn outcome_locked(
+        st: &State,
+        k: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        old: &Value,
+    ) -> DeleteOutcome {
+        match Self::get_locked(st, k, ns, name) {
+            Some(o) => DeleteOutcome::Pending((*o).clone()),
+            None => DeleteOutcome::Gone(old.clone()),
+        }
+    }
+
     fn get_locked(st: &State, k: &Kind, ns: Option<&str>, name: &str) -> Option<Arc<Value>> {
         let key = object_key(k, ns, name);
         st.tables.get(&k.gvr)?.objects.get(&key).cloned()
@@ -673,12 +743,7 @@ impl Store {
         stamp_created(k, &mut obj, &name, ns.as_deref(), rv, writer);
         let key = (ns.clone().unwrap_or_default(), name.clone());
         let arc = Arc::new(obj);
-        st.tables
-            .get_mut(&k.gvr)
-            .expect("table")
-            .objects
-            .insert(key, arc.clone());
-        self.emit(&mut st, k, EventKind::Added, arc.clone(), None);
+        self.put_locked(&mut st, k, key, arc.clone(), None);
         let retired = std::mem::take(&mut st.retired);
         drop(st);
         drop(retired);
@@ -767,7 +832,7 @@ impl Store {
         if obj.get("metadata").is_none_or(|m| !m.is_object()) {
             obj["metadata"] = json!({});
         }
-        let mut new = if status_only {
+        let new = if status_only {
             match status_write(obj, &old) {
                 Some(new) => new,
                 // Only the status can differ, and it does not: a no-op (see below).
@@ -781,20 +846,9 @@ impl Store {
             // A no-op write keeps the resourceVersion and notifies nobody.
             return Ok(old);
         }
-        let rv = Self::next_rv(&mut st);
-        new["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let finalize = new.pointer("/metadata/deletionTimestamp").is_some()
-            && new
-                .pointer("/metadata/finalizers")
-                .and_then(Value::as_array)
-                .is_none_or(|f| f.is_empty());
-        let arc = Arc::new(new);
-        st.tables
-            .get_mut(&k.gvr)
-            .expect("table")
-            .objects
-            .insert(key, arc.clone());
-        self.emit(&mut st, k, EventKind::Modified, arc.clone(), Some(old));
+        let finalize =
+            new.pointer("/metadata/deletionTimestamp").is_some() && !has_finalizers(&new);
+        let arc = self.replace_locked(&mut st, k, key, new, old);
         if finalize {
             // The last finalizer is gone: the object is removed now.
             self.remove_locked(&mut st, k, ns, name, Propagation::Background);
@@ -845,27 +899,14 @@ impl Store {
         if propagation == Propagation::Foreground {
             return Ok(self.foreground_delete_locked(&mut st, k, ns, name, &old));
         }
-        let has_finalizers = old
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty());
-        if has_finalizers {
+        if has_finalizers(&old) {
             if old.pointer("/metadata/deletionTimestamp").is_some() {
                 return Ok(DeleteOutcome::Pending((*old).clone()));
             }
             let mut new = (*old).clone();
-            let rv = Self::next_rv(&mut st);
             new["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
             new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-            new["metadata"]["resourceVersion"] = json!(rv.to_string());
-            let arc = Arc::new(new);
-            let key = object_key(k, ns, name);
-            st.tables
-                .get_mut(&k.gvr)
-                .expect("table")
-                .objects
-                .insert(key, arc.clone());
-            self.emit(&mut st, k, EventKind::Modified, arc.clone(), Some(old));
+            let arc = self.replace_locked(&mut st, k, object_key(k, ns, name), new, old);
             return Ok(DeleteOutcome::Pending((*arc).clone()));
         }
         let gone = self.remove_locked(&mut st, k, ns, name, propagation);
@@ -888,22 +929,11 @@ impl Store {
             new["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
             new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             new["status"]["phase"] = json!("Terminating");
-            let rv = Self::next_rv(st);
-            new["metadata"]["resourceVersion"] = json!(rv.to_string());
-            let arc = Arc::new(new);
-            st.tables
-                .get_mut(&nsk.gvr)
-                .expect("table")
-                .objects
-                .insert(key_of(&nsk, &arc), arc.clone());
-            self.emit(st, &nsk, EventKind::Modified, arc, Some(old.clone()));
+            self.replace_locked(st, &nsk, key_of(&nsk, old), new, old.clone());
         }
         self.delete_namespace_contents_locked(st, name);
         self.finish_namespace_locked(st, name);
-        match Self::get_locked(st, &nsk, None, name) {
-            Some(o) => DeleteOutcome::Pending((*o).clone()),
-            None => DeleteOutcome::Gone((**old).clone()),
-        }
+        Self::outcome_locked(st, &nsk, None, name, old)
     }
 
     /// Remove a terminating namespace once it is empty and has no finalizers.
@@ -931,11 +961,7 @@ impl Store {
         let Some(obj) = Self::get_locked(st, &nsk, None, ns) else {
             return;
         };
-        let finalizers_left = obj
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty());
-        if obj.pointer("/metadata/deletionTimestamp").is_none() || finalizers_left {
+        if obj.pointer("/metadata/deletionTimestamp").is_none() || has_finalizers(&obj) {
             return;
         }
         let occupied = ALL_STORAGE
@@ -979,31 +1005,15 @@ impl Store {
             new["metadata"]["finalizers"] = json!(f);
         }
         if new != **old {
-            let rv = Self::next_rv(st);
-            new["metadata"]["resourceVersion"] = json!(rv.to_string());
-            let arc = Arc::new(new);
-            st.tables
-                .get_mut(&k.gvr)
-                .expect("table")
-                .objects
-                .insert(key_of(k, &arc), arc.clone());
-            self.emit(st, k, EventKind::Modified, arc, Some(old.clone()));
+            self.replace_locked(st, k, key_of(k, old), new, old.clone());
         }
-        let uid = meta_str(old, "uid").unwrap_or("").to_string();
-        let dependents: Vec<(Gvr, Key)> = st
-            .owners
-            .get(&uid)
-            .map(|set| set.iter().cloned().collect())
-            .unwrap_or_default();
-        for (g, (dns, dname)) in dependents {
+        let uid = meta_str(old, "uid").unwrap_or("");
+        for (g, (dns, dname)) in Self::dependents_locked(st, uid) {
             let dk = storage_kind(&g).expect("known");
             self.delete_or_mark_locked(st, &dk, dk.namespaced.then_some(dns.as_str()), &dname);
         }
         self.finish_foreground_locked(st, k, ns, name);
-        match Self::get_locked(st, k, ns, name) {
-            Some(o) => DeleteOutcome::Pending((*o).clone()),
-            None => DeleteOutcome::Gone((**old).clone()),
-        }
+        Self::outcome_locked(st, k, ns, name, old)
     }
 
     /// Drop the `foregroundDeletion` finalizer of an owner whose dependents are all gone.
@@ -1029,15 +1039,7 @@ impl Store {
         }
         let mut new = (*obj).clone();
         new["metadata"]["finalizers"] = json!(remaining);
-        let rv = Self::next_rv(st);
-        new["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let arc = Arc::new(new);
-        st.tables
-            .get_mut(&k.gvr)
-            .expect("table")
-            .objects
-            .insert(key_of(k, &arc), arc.clone());
-        self.emit(st, k, EventKind::Modified, arc, Some(obj));
+        self.replace_locked(st, k, key_of(k, &obj), new, obj);
     }
 
     /// Owners (by ownerReference) of a just-removed object that wait in foreground deletion.
@@ -1107,35 +1109,17 @@ impl Store {
             // finalizer, namespace deletion): the pod's follow streams end.
             self.wake_log_streams(ns.unwrap_or(""), name);
         }
-        let uid = meta_str(&old, "uid").unwrap_or("").to_string();
-        // Dependents: objects whose ownerReferences name this uid.
-        let dependents: Vec<(Gvr, Key)> = st
-            .owners
-            .get(&uid)
-            .map(|set| set.iter().cloned().collect())
-            .unwrap_or_default();
-        for (g, (dns, dname)) in dependents {
+        let uid = meta_str(&old, "uid").unwrap_or("");
+        for (g, (dns, dname)) in Self::dependents_locked(st, uid) {
             let dk = storage_kind(&g).expect("known");
-            let dns_opt = if dk.namespaced {
-                Some(dns.as_str())
-            } else {
-                None
-            };
+            let dns_opt = dk.namespaced.then_some(dns.as_str());
             if propagation == Propagation::Orphan {
                 if let Some(obj) = Self::get_locked(st, &dk, dns_opt, &dname) {
                     let mut new = (*obj).clone();
                     if let Some(refs) = new["metadata"]["ownerReferences"].as_array_mut() {
-                        refs.retain(|r| r["uid"] != uid.as_str());
+                        refs.retain(|r| r["uid"] != uid);
                     }
-                    let rv = Self::next_rv(st);
-                    new["metadata"]["resourceVersion"] = json!(rv.to_string());
-                    let arc = Arc::new(new);
-                    st.tables
-                        .get_mut(&g)
-                        .expect("table")
-                        .objects
-                        .insert((dns.clone(), dname.clone()), arc.clone());
-                    self.emit(st, &dk, EventKind::Modified, arc, Some(obj));
+                    self.replace_locked(st, &dk, (dns.clone(), dname.clone()), new, obj);
                 }
             } else {
                 self.delete_or_mark_locked(st, &dk, dns_opt, &dname);
@@ -1152,25 +1136,12 @@ impl Store {
         let Some(obj) = Self::get_locked(st, k, ns, name) else {
             return;
         };
-        let has_finalizers = obj
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty());
-        if !has_finalizers {
+        if !has_finalizers(&obj) {
             self.remove_locked(st, k, ns, name, Propagation::Background);
         } else if obj.pointer("/metadata/deletionTimestamp").is_none() {
             let mut new = (*obj).clone();
-            let rv = Self::next_rv(st);
             new["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
-            new["metadata"]["resourceVersion"] = json!(rv.to_string());
-            let key = object_key(k, ns, name);
-            let arc = Arc::new(new);
-            st.tables
-                .get_mut(&k.gvr)
-                .expect("table")
-                .objects
-                .insert(key, arc.clone());
-            self.emit(st, k, EventKind::Modified, arc, Some(obj));
+            self.replace_locked(st, k, object_key(k, ns, name), new, obj);
         }
     }
 
@@ -1397,9 +1368,26 @@ mod tests {
     fn setup() -> (Arc<Store>, Kind, Kind) {
         let s = Store::new(100);
         let nsk = storage_kind(&gvr::NAMESPACES).unwrap();
-        s.create(&nsk, None, json!({"metadata": {"name": "ns"}}), Writer::Api)
-            .unwrap();
+        add(&s, &nsk, json!({"metadata": {"name": "ns"}}), Writer::Api);
         (s, nsk, storage_kind(&gvr::PIPELINERUNS).unwrap())
+    }
+
+    /// Create `obj` (in namespace `ns` where `k` is namespaced).
+    fn add(s: &Store, k: &Kind, obj: Value, writer: Writer) -> Arc<Value> {
+        s.create(k, k.namespaced.then_some("ns"), obj, writer)
+            .unwrap()
+    }
+
+    /// Delete `name` (in namespace `ns` where `k` is namespaced), no preconditions.
+    fn remove(s: &Store, k: &Kind, name: &str, propagation: Propagation) -> DeleteOutcome {
+        s.delete(
+            k,
+            k.namespaced.then_some("ns"),
+            name,
+            propagation,
+            (None, None),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -1408,13 +1396,12 @@ mod tests {
         let (s, _, _) = setup();
         let pods = storage_kind(&gvr::PODS).unwrap();
         for name in ["a", "b"] {
-            s.create(
+            add(
+                &s,
                 &pods,
-                Some("ns"),
                 json!({"metadata": {"name": name}, "spec": {"containers": [{"name": "c"}]}}),
                 Writer::Api,
-            )
-            .unwrap();
+            );
         }
         let waiter = s.log_waiter("ns", "a");
         let mut woken = Box::pin(waiter.notified());
@@ -1438,48 +1425,31 @@ mod tests {
                 s.update(&pods, Some("ns"), "a", a, true, Writer::Api)
                     .unwrap();
             } else {
-                s.delete(
-                    &pods,
-                    Some("ns"),
-                    "a",
-                    Propagation::Background,
-                    (None, None),
-                )
-                .unwrap();
+                remove(&s, &pods, "a", Propagation::Background);
             }
             assert!(woken.as_mut().now_or_never().is_some(), "{change}");
         }
         // And a pod removed with its owner (garbage collection).
         let cms = storage_kind(&gvr::CONFIGMAPS).unwrap();
-        let owner = s
-            .create(
-                &cms,
-                Some("ns"),
-                json!({"metadata": {"name": "owner"}}),
-                Writer::Api,
-            )
-            .unwrap();
+        let owner = add(
+            &s,
+            &cms,
+            json!({"metadata": {"name": "owner"}}),
+            Writer::Api,
+        );
         let uid = owner["metadata"]["uid"].clone();
-        s.create(
+        add(
+            &s,
             &pods,
-            Some("ns"),
             json!({"metadata": {"name": "owned", "ownerReferences": [
                 {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}]},
                    "spec": {"containers": [{"name": "c"}]}}),
             Writer::Api,
-        )
-        .unwrap();
+        );
         let waiter = s.log_waiter("ns", "owned");
         let mut woken = Box::pin(waiter.notified());
         woken.as_mut().enable();
-        s.delete(
-            &cms,
-            Some("ns"),
-            "owner",
-            Propagation::Background,
-            (None, None),
-        )
-        .unwrap();
+        remove(&s, &cms, "owner", Propagation::Background);
         assert!(
             s.get(&pods, Some("ns"), "owned").is_none(),
             "collected with its owner"
@@ -1490,14 +1460,12 @@ mod tests {
     #[test]
     fn create_fills_metadata_and_generate_name() {
         let (s, _, prk) = setup();
-        let o = s
-            .create(
-                &prk,
-                Some("ns"),
-                json!({"metadata": {"generateName": "build-"}, "spec": {}}),
-                Writer::Api,
-            )
-            .unwrap();
+        let o = add(
+            &s,
+            &prk,
+            json!({"metadata": {"generateName": "build-"}, "spec": {}}),
+            Writer::Api,
+        );
         let name = o["metadata"]["name"].as_str().unwrap();
         assert!(name.starts_with("build-") && name.len() == 11, "{name}");
         assert_eq!(o["metadata"]["generation"], 1);
@@ -1528,14 +1496,12 @@ mod tests {
     #[test]
     fn generation_bumps_only_on_spec_change_and_noop_keeps_rv() {
         let (s, _, prk) = setup();
-        let o = s
-            .create(
-                &prk,
-                Some("ns"),
-                json!({"metadata": {"name": "a"}, "spec": {"x": 1}}),
-                Writer::Api,
-            )
-            .unwrap();
+        let o = add(
+            &s,
+            &prk,
+            json!({"metadata": {"name": "a"}, "spec": {"x": 1}}),
+            Writer::Api,
+        );
         let mut o2 = (*o).clone();
         o2["metadata"]["labels"] = json!({"l": "v"});
         let o2 = s
@@ -1560,14 +1526,12 @@ mod tests {
     #[test]
     fn status_write_replaces_only_status_and_noop_writes_change_nothing() {
         let (s, _, prk) = setup();
-        let o = s
-            .create(
-                &prk,
-                Some("ns"),
-                json!({"metadata": {"name": "a", "labels": {"l": "v"}}, "spec": {"x": 1}}),
-                Writer::Api,
-            )
-            .unwrap();
+        let o = add(
+            &s,
+            &prk,
+            json!({"metadata": {"name": "a", "labels": {"l": "v"}}, "spec": {"x": 1}}),
+            Writer::Api,
+        );
         let st = s
             .update(
                 &prk,
@@ -1632,13 +1596,12 @@ mod tests {
         let s = Store::new(3);
         let nsk = storage_kind(&gvr::NAMESPACES).unwrap();
         for i in 0..10 {
-            s.create(
+            add(
+                &s,
                 &nsk,
-                None,
                 json!({"metadata": {"name": format!("n{i}")}}),
                 Writer::Api,
-            )
-            .unwrap();
+            );
         }
         let e = s.watch(&nsk, Some(2)).unwrap_err();
         assert_eq!(e.code, 410);
@@ -1653,46 +1616,27 @@ mod tests {
         let trk = storage_kind(&gvr::TASKRUNS).unwrap();
         let podk = storage_kind(&gvr::PODS).unwrap();
         let owned_by = |o: &Value| json!([{"uid": o["metadata"]["uid"], "name": o["metadata"]["name"], "kind": "x", "apiVersion": "v1"}]);
-        let pr = s
-            .create(
-                &prk,
-                Some("ns"),
-                json!({"metadata": {"name": "pr"}}),
-                Writer::Api,
-            )
-            .unwrap();
-        let tr = s
-            .create(
-                &trk,
-                Some("ns"),
-                json!({"metadata": {"name": "tr", "ownerReferences": owned_by(&pr)}}),
-                Writer::Controller,
-            )
-            .unwrap();
-        s.create(
+        let pr = add(&s, &prk, json!({"metadata": {"name": "pr"}}), Writer::Api);
+        let tr = add(
+            &s,
+            &trk,
+            json!({"metadata": {"name": "tr", "ownerReferences": owned_by(&pr)}}),
+            Writer::Controller,
+        );
+        add(
+            &s,
             &podk,
-            Some("ns"),
             json!({"metadata": {"name": "pod", "ownerReferences": owned_by(&tr)}}),
             Writer::Controller,
-        )
-        .unwrap();
-        s.create(
+        );
+        add(
+            &s,
             &podk,
-            Some("ns"),
             json!({"metadata": {"name": "held", "finalizers": ["x/y"], "ownerReferences": owned_by(&tr)}}),
             Writer::Controller,
-        )
-        .unwrap();
+        );
         let mut events = s.subscribe();
-        Store::delete(
-            &s,
-            &prk,
-            Some("ns"),
-            "pr",
-            Propagation::Background,
-            (None, None),
-        )
-        .unwrap();
+        remove(&s, &prk, "pr", Propagation::Background);
         assert!(s.get(&trk, Some("ns"), "tr").is_none());
         assert!(s.get(&podk, Some("ns"), "pod").is_none());
         let held = s
@@ -1710,23 +1654,14 @@ mod tests {
     #[test]
     fn namespace_terminates_until_its_contents_are_gone() {
         let (s, nsk, prk) = setup();
-        s.create(
+        add(&s, &prk, json!({"metadata": {"name": "free"}}), Writer::Api);
+        add(
+            &s,
             &prk,
-            Some("ns"),
-            json!({"metadata": {"name": "free"}}),
-            Writer::Api,
-        )
-        .unwrap();
-        s.create(
-            &prk,
-            Some("ns"),
             json!({"metadata": {"name": "held", "finalizers": ["x/y"]}}),
             Writer::Api,
-        )
-        .unwrap();
-        let DeleteOutcome::Pending(ns) =
-            Store::delete(&s, &nsk, None, "ns", Propagation::Background, (None, None)).unwrap()
-        else {
+        );
+        let DeleteOutcome::Pending(ns) = remove(&s, &nsk, "ns", Propagation::Background) else {
             panic!("a finalizer keeps the namespace terminating")
         };
         assert_eq!(ns["status"]["phase"], "Terminating");
@@ -1753,22 +1688,13 @@ mod tests {
             "namespace gone with its last object"
         );
 
-        s.create(
-            &nsk,
-            None,
-            json!({"metadata": {"name": "empty"}}),
-            Writer::Api,
-        )
-        .unwrap();
-        let out = Store::delete(
+        add(
             &s,
             &nsk,
-            None,
-            "empty",
-            Propagation::Background,
-            (None, None),
-        )
-        .unwrap();
+            json!({"metadata": {"name": "empty"}}),
+            Writer::Api,
+        );
+        let out = remove(&s, &nsk, "empty", Propagation::Background);
         assert!(
             matches!(out, DeleteOutcome::Gone(_)),
             "its default service account goes at once, then the namespace"
@@ -1779,38 +1705,21 @@ mod tests {
     fn foreground_deletion_waits_for_dependents() {
         let (s, _, prk) = setup();
         let podk = storage_kind(&gvr::PODS).unwrap();
-        let pr = s
-            .create(
-                &prk,
-                Some("ns"),
-                json!({"metadata": {"name": "pr"}}),
-                Writer::Api,
-            )
-            .unwrap();
+        let pr = add(&s, &prk, json!({"metadata": {"name": "pr"}}), Writer::Api);
         let owner_ref = json!([{"uid": pr["metadata"]["uid"], "name": "pr", "kind": "PipelineRun", "apiVersion": "tekton.dev/v1"}]);
-        s.create(
+        add(
+            &s,
             &podk,
-            Some("ns"),
             json!({"metadata": {"name": "free", "ownerReferences": owner_ref}}),
             Writer::Controller,
-        )
-        .unwrap();
-        s.create(
+        );
+        add(
+            &s,
             &podk,
-            Some("ns"),
             json!({"metadata": {"name": "held", "finalizers": ["x/y"], "ownerReferences": owner_ref}}),
             Writer::Controller,
-        )
-        .unwrap();
-        let out = Store::delete(
-            &s,
-            &prk,
-            Some("ns"),
-            "pr",
-            Propagation::Foreground,
-            (None, None),
-        )
-        .unwrap();
+        );
+        let out = remove(&s, &prk, "pr", Propagation::Foreground);
         let DeleteOutcome::Pending(owner) = out else {
             panic!("owner must wait for the held pod")
         };
@@ -1830,22 +1739,8 @@ mod tests {
         );
 
         // Without dependents it is gone at once.
-        s.create(
-            &prk,
-            Some("ns"),
-            json!({"metadata": {"name": "lone"}}),
-            Writer::Api,
-        )
-        .unwrap();
-        let out = Store::delete(
-            &s,
-            &prk,
-            Some("ns"),
-            "lone",
-            Propagation::Foreground,
-            (None, None),
-        )
-        .unwrap();
+        add(&s, &prk, json!({"metadata": {"name": "lone"}}), Writer::Api);
+        let out = remove(&s, &prk, "lone", Propagation::Foreground);
         assert!(matches!(out, DeleteOutcome::Gone(_)));
     }
 }
