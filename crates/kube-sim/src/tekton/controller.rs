@@ -560,28 +560,29 @@ struct PipelineRunActor {
     ns: String,
     name: String,
     status: Value,
-    /// The stored object after our last status write: `status` is written only
-    /// when it differs from this object's status.
-    written: Arc<Value>,
+    written: LastWrite,
 }
 
-/// Write a run's status unless the stored object already has it; `written`
-/// becomes the stored object. A failed write is retried by the next one.
-fn write_status(
-    ctx: &Ctx,
-    g: &Gvr,
-    ns: &str,
-    name: &str,
-    status: &Value,
-    written: &mut Arc<Value>,
-) {
-    if status_written(status, written) {
-        return;
-    }
-    match ctx.cluster.update_status(g, Some(ns), name, status.clone()) {
-        Ok(stored) => *written = stored,
-        Err(e) => {
-            tracing::debug!(resource = g.plural, %name, error = %e, "status write failed")
+/// A run as stored after its actor's last status write: the actor's `status`
+/// is written only when it differs from this object's.
+struct LastWrite {
+    gvr: Gvr,
+    stored: Arc<Value>,
+}
+
+impl LastWrite {
+    /// Write a run's status unless the stored object already has it; the
+    /// result becomes the stored object. A failed write is retried by the next one.
+    fn write_status(&mut self, ctx: &Ctx, ns: &str, name: &str, status: &Value) {
+        if status_written(status, &self.stored) {
+            return;
+        }
+        let g = &self.gvr;
+        match ctx.cluster.update_status(g, Some(ns), name, status.clone()) {
+            Ok(stored) => self.stored = stored,
+            Err(e) => {
+                tracing::debug!(resource = g.plural, %name, error = %e, "status write failed")
+            }
         }
     }
 }
@@ -623,7 +624,10 @@ impl PipelineRunActor {
         let status = pr.get("status").cloned().unwrap_or(json!({}));
         PipelineRunActor {
             ctx,
-            written: pr.clone(),
+            written: LastWrite {
+                gvr: gvr::PIPELINERUNS,
+                stored: pr.clone(),
+            },
             pr,
             rx,
             ns,
@@ -637,14 +641,8 @@ impl PipelineRunActor {
     }
 
     fn write_status(&mut self) {
-        write_status(
-            &self.ctx,
-            &gvr::PIPELINERUNS,
-            &self.ns,
-            &self.name,
-            &self.status,
-            &mut self.written,
-        );
+        self.written
+            .write_status(&self.ctx, &self.ns, &self.name, &self.status);
     }
 
     fn set_condition(&mut self, status: &str, reason: &str, message: &str) {
@@ -1076,8 +1074,7 @@ struct TaskRunActor {
     ns: String,
     name: String,
     status: Value,
-    /// The stored object after our last status write (see `PipelineRunActor::written`).
-    written: Arc<Value>,
+    written: LastWrite,
     timeout: Option<(Duration, Instant)>,
 }
 
@@ -1099,7 +1096,10 @@ impl TaskRunActor {
         let status = tr.get("status").cloned().unwrap_or(json!({}));
         TaskRunActor {
             ctx,
-            written: tr.clone(),
+            written: LastWrite {
+                gvr: gvr::TASKRUNS,
+                stored: tr.clone(),
+            },
             tr,
             rx,
             notes,
@@ -1112,14 +1112,8 @@ impl TaskRunActor {
     }
 
     fn write_status(&mut self) {
-        write_status(
-            &self.ctx,
-            &gvr::TASKRUNS,
-            &self.ns,
-            &self.name,
-            &self.status,
-            &mut self.written,
-        );
+        self.written
+            .write_status(&self.ctx, &self.ns, &self.name, &self.status);
     }
 
     fn set_condition(&mut self, status: &str, reason: &str, message: &str) {
