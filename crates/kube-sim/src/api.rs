@@ -804,12 +804,36 @@ impl Api {
         }
         let obj = parse_body(body, content_type)?;
         self.check_body_identity(t, &obj)?;
+        self.write_create(t, obj)
+    }
+
+    /// Admit `obj` (as served at the requested version) as a new object and store it.
+    fn write_create(&self, t: &Target<'_>, obj: Value) -> Result<Response<Body>, ApiError> {
         let mut obj = self.stored(t, obj);
         self.admit_create(t, &mut obj)?;
         let created = self
             .store
             .create(&t.kind, t.namespace.as_deref(), obj, Writer::Api)?;
         Ok(self.served_response(t, 201, created))
+    }
+
+    /// Admit `obj` (as served at the requested version) as the next version of
+    /// `old`, where there is one, and store it (its status only for `/status`).
+    fn write_update(
+        &self,
+        t: &Target<'_>,
+        name: &str,
+        old: Option<&Value>,
+        obj: Value,
+    ) -> Result<Arc<Value>, ApiError> {
+        let mut obj = self.stored(t, obj);
+        if let Some(old) = old {
+            self.admit_update(t, old, &mut obj)?;
+        }
+        let status_only = t.subresource.as_deref() == Some("status");
+        let ns = t.namespace.as_deref();
+        self.store
+            .update(&t.kind, ns, name, obj, status_only, Writer::Api)
     }
 
     fn update(
@@ -820,20 +844,9 @@ impl Api {
     ) -> Result<Response<Body>, ApiError> {
         let obj = parse_body(body, content_type)?;
         self.check_body_identity(t, &obj)?;
-        let mut obj = self.stored(t, obj);
-        let status_only = t.subresource.as_deref() == Some("status");
         let name = t.name.as_deref().unwrap_or("");
-        if let Some(old) = self.store.get(&t.kind, t.namespace.as_deref(), name) {
-            self.admit_update(t, &old, &mut obj)?;
-        }
-        let updated = self.store.update(
-            &t.kind,
-            t.namespace.as_deref(),
-            name,
-            obj,
-            status_only,
-            Writer::Api,
-        )?;
+        let old = self.store.get(&t.kind, t.namespace.as_deref(), name);
+        let updated = self.write_update(t, name, old.as_ref(), obj)?;
         Ok(self.served_response(t, 200, updated))
     }
 
@@ -870,16 +883,7 @@ impl Api {
             if patched_rv.is_none() || req.kind == PatchKind::Apply {
                 obj["metadata"]["resourceVersion"] = current_rv.clone();
             }
-            let mut obj = self.stored(t, obj);
-            self.admit_update(t, &current, &mut obj)?;
-            match self.store.update(
-                &t.kind,
-                t.namespace.as_deref(),
-                name,
-                obj,
-                status_only,
-                Writer::Api,
-            ) {
+            match self.write_update(t, name, Some(&current), obj) {
                 Err(e)
                     if e.reason == "Conflict"
                         && (patched_rv.is_none() || patched_rv == Some(current_rv.clone())) =>
@@ -901,12 +905,7 @@ impl Api {
     fn apply_create(&self, t: &Target<'_>, req: &PatchRequest) -> Result<Response<Body>, ApiError> {
         self.check_body_identity(t, &req.doc)?;
         let created = req.apply(t, None)?;
-        let mut obj = self.stored(t, created);
-        self.admit_create(t, &mut obj)?;
-        let created = self
-            .store
-            .create(&t.kind, t.namespace.as_deref(), obj, Writer::Api)?;
-        Ok(self.served_response(t, 201, created))
+        self.write_create(t, created)
     }
 
     /// `current` (as served at the requested version) with the patch applied.
