@@ -4,6 +4,12 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams, PropagationPolicy};
 use serde_json::json;
 use std::collections::BTreeMap;
 
+/// An object's resourceVersion as the number it is.
+fn rv(obj: &ConfigMap) -> u64 {
+    let rv = obj.metadata.resource_version.as_deref();
+    rv.expect("a resourceVersion").parse().unwrap()
+}
+
 fn cm(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
     let labels: BTreeMap<String, String> = labels
         .iter()
@@ -25,13 +31,7 @@ async fn typed_core_crud_with_bookkeeping() {
         .unwrap();
     let uid = created.metadata.uid.clone().unwrap();
     assert!(created.metadata.creation_timestamp.is_some());
-    let rv1: u64 = created
-        .metadata
-        .resource_version
-        .clone()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let rv1 = rv(&created);
 
     let mut got = cms.get("a").await.unwrap();
     assert_eq!(got.metadata.uid.as_deref(), Some(uid.as_str()));
@@ -40,13 +40,7 @@ async fn typed_core_crud_with_bookkeeping() {
         .replace("a", &PostParams::default(), &got)
         .await
         .unwrap();
-    let rv2: u64 = updated
-        .metadata
-        .resource_version
-        .clone()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let rv2 = rv(&updated);
     assert!(rv2 > rv1, "resourceVersion grows: {rv1} -> {rv2}");
     assert_eq!(updated.data.unwrap()["k"], "w");
 
