@@ -396,13 +396,13 @@ impl PatchRequest {
         content_type: &str,
         q: &HashMap<String, String>,
     ) -> Result<Self, ApiError> {
-        let accepted = if t.info.custom {
+        let accepted = if t.info.resource.custom {
             "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
         } else {
             "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml"
         };
         let kind = match PatchKind::from_content_type(content_type) {
-            Some(PatchKind::StrategicMerge) if t.info.custom => {
+            Some(PatchKind::StrategicMerge) if t.info.resource.custom => {
                 return Err(ApiError::unsupported_media_type(accepted));
             }
             Some(k) => k,
@@ -635,16 +635,16 @@ impl Api {
         let info = self
             .find(group, version, plural)
             .ok_or_else(ApiError::path_not_found)?;
-        if namespace.is_some() && !info.namespaced {
+        if namespace.is_some() && !info.resource.namespaced {
             return Err(ApiError::path_not_found());
         }
         match sub.as_deref() {
             None => {}
-            Some("status") if info.status_subresource => {}
+            Some("status") if info.resource.status_subresource => {}
             Some("log") if info.gvr.plural == "pods" => {}
             Some(_) => return Err(ApiError::path_not_found()),
         }
-        let kind = storage_kind(&info.storage).ok_or_else(ApiError::path_not_found)?;
+        let kind = storage_kind(&info.resource.storage).ok_or_else(ApiError::path_not_found)?;
         Ok(Target {
             info,
             kind,
@@ -669,27 +669,35 @@ impl Api {
     }
 
     fn stored(&self, t: &Target<'_>, obj: Value) -> Value {
-        convert::to_storage(t.info.gvr.group, t.info.gvr.version, t.info.kind, obj)
+        convert::to_storage(
+            t.info.gvr.group,
+            t.info.gvr.version,
+            t.info.resource.kind,
+            obj,
+        )
     }
 
     /// Tekton's mutating and validating webhooks on create, run on the v1 (storage) shape.
     fn admit_create(&self, t: &Target<'_>, obj: &mut Value) -> Result<(), ApiError> {
-        if t.info.storage.group != "tekton.dev" || !obj.is_object() {
+        if t.info.resource.storage.group != "tekton.dev" || !obj.is_object() {
             return Ok(());
         }
-        admission::apply_defaults(&t.info.storage, obj);
-        admission::validate_create(&t.info.storage, obj)
+        admission::apply_defaults(&t.info.resource.storage, obj);
+        admission::validate_create(&t.info.resource.storage, obj)
             .map_err(|e| ApiError::bad_request(admission::webhook_denial(&e)))
     }
 
     /// The webhooks on update/patch of the main resource (status writes are not admitted,
     /// like Tekton's webhook, which is not registered for the status subresource).
     fn admit_update(&self, t: &Target<'_>, old: &Value, new: &mut Value) -> Result<(), ApiError> {
-        if t.info.storage.group != "tekton.dev" || t.subresource.is_some() || !new.is_object() {
+        if t.info.resource.storage.group != "tekton.dev"
+            || t.subresource.is_some()
+            || !new.is_object()
+        {
             return Ok(());
         }
-        admission::apply_defaults(&t.info.storage, new);
-        admission::validate_update(&t.info.storage, old, new)
+        admission::apply_defaults(&t.info.resource.storage, new);
+        admission::validate_update(&t.info.resource.storage, old, new)
             .map_err(|e| ApiError::bad_request(admission::webhook_denial(&e)))
     }
 
@@ -777,17 +785,17 @@ impl Api {
         }
         Ok(json_response(
             200,
-            &json!({"kind": format!("{}List", t.info.kind), "apiVersion": t.info.api_version(), "metadata": meta, "items": items}),
+            &json!({"kind": format!("{}List", t.info.resource.kind), "apiVersion": t.info.api_version(), "metadata": meta, "items": items}),
         ))
     }
 
     fn check_body_identity(&self, t: &Target<'_>, obj: &Value) -> Result<(), ApiError> {
         if let Some(kind) = obj.get("kind").and_then(Value::as_str)
-            && kind != t.info.kind
+            && kind != t.info.resource.kind
         {
             return Err(ApiError::bad_request(format!(
                 "the server rejected our request due to an error in our request: kind {kind} does not match the requested resource {}",
-                t.info.kind
+                t.info.resource.kind
             )));
         }
         Ok(())
@@ -799,7 +807,7 @@ impl Api {
         body: &[u8],
         content_type: &str,
     ) -> Result<Response<Body>, ApiError> {
-        if t.info.namespaced && t.namespace.is_none() {
+        if t.info.resource.namespaced && t.namespace.is_none() {
             return Err(ApiError::method_not_allowed());
         }
         let obj = parse_body(body, content_type)?;
@@ -985,7 +993,7 @@ impl Api {
             precondition,
         )? {
             DeleteOutcome::Pending(obj) => Ok(json_response(200, &self.served(t, obj))),
-            DeleteOutcome::Gone(obj) if t.info.custom => {
+            DeleteOutcome::Gone(obj) if t.info.resource.custom => {
                 let uid = obj
                     .pointer("/metadata/uid")
                     .and_then(Value::as_str)
@@ -1036,7 +1044,7 @@ impl Api {
         }
         Ok(json_response(
             200,
-            &json!({"kind": format!("{}List", t.info.kind), "apiVersion": t.info.api_version(), "metadata": {"resourceVersion": self.store.current_rv().to_string()}, "items": deleted}),
+            &json!({"kind": format!("{}List", t.info.resource.kind), "apiVersion": t.info.api_version(), "metadata": {"resourceVersion": self.store.current_rv().to_string()}, "items": deleted}),
         ))
     }
 
@@ -1113,9 +1121,9 @@ impl Api {
             store: self.store.clone(),
             group: t.info.gvr.group,
             version: t.info.gvr.version,
-            kind: t.info.kind,
+            kind: t.info.resource.kind,
             api_version: t.info.api_version(),
-            namespace: t.namespace.clone().filter(|_| t.info.namespaced),
+            namespace: t.namespace.clone().filter(|_| t.info.resource.namespaced),
             labels,
             fields,
             bookmarks,

@@ -77,24 +77,24 @@ pub fn api_resource_list(registry: &[ResourceInfo], group: &str, version: &str) 
     {
         let mut doc = json!({
             "name": r.gvr.plural,
-            "singularName": r.singular,
-            "namespaced": r.namespaced,
-            "kind": r.kind,
+            "singularName": r.resource.singular,
+            "namespaced": r.resource.namespaced,
+            "kind": r.resource.kind,
             "verbs": r.verbs(),
         });
-        if !r.short_names.is_empty() {
-            doc["shortNames"] = json!(r.short_names);
+        if !r.resource.short_names.is_empty() {
+            doc["shortNames"] = json!(r.resource.short_names);
         }
-        if !r.categories.is_empty() {
-            doc["categories"] = json!(r.categories);
+        if !r.resource.categories.is_empty() {
+            doc["categories"] = json!(r.resource.categories);
         }
         resources.push(doc);
-        if r.status_subresource {
+        if r.resource.status_subresource {
             resources.push(json!({
                 "name": format!("{}/status", r.gvr.plural),
                 "singularName": "",
-                "namespaced": r.namespaced,
-                "kind": r.kind,
+                "namespaced": r.resource.namespaced,
+                "kind": r.resource.kind,
                 "verbs": ["get", "patch", "update"],
             }));
         }

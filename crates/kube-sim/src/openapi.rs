@@ -34,7 +34,7 @@ pub fn group_version(registry: &[ResourceInfo], path: &str) -> Option<Value> {
         .iter()
         .filter(|r| gv_path(r.gvr.group, r.gvr.version) == path)
     {
-        let gvk = json!({"group": r.gvr.group, "version": r.gvr.version, "kind": r.kind});
+        let gvk = json!({"group": r.gvr.group, "version": r.gvr.version, "kind": r.resource.kind});
         let mut content = Map::new();
         for ct in [
             "application/json-patch+json",
@@ -46,7 +46,7 @@ pub fn group_version(registry: &[ResourceInfo], path: &str) -> Option<Value> {
         let param = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": true}});
         let op = |verb: &str| {
             json!({
-                "operationId": format!("{verb}{}", r.kind),
+                "operationId": format!("{verb}{}", r.resource.kind),
                 "x-kubernetes-action": verb,
                 "x-kubernetes-group-version-kind": gvk,
                 "parameters": [param("dryRun"), param("fieldManager"), param("fieldValidation")],
@@ -59,7 +59,7 @@ pub fn group_version(registry: &[ResourceInfo], path: &str) -> Option<Value> {
             json!({"get": op("get"), "put": op("put"), "patch": patch, "delete": op("delete")});
         let collection = json!({"get": op("list"), "post": op("post")});
         let base = format!("/{}", path);
-        if r.namespaced {
+        if r.resource.namespaced {
             paths.insert(
                 format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.gvr.plural),
                 item,

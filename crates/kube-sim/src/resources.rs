@@ -11,20 +11,14 @@ pub struct PrinterColumn {
     pub json_path: String,
 }
 
+/// A resource as served at one version.
 #[derive(Clone, Debug)]
 pub struct ResourceInfo {
     /// The group/version/plural clients address.
     pub gvr: Gvr,
-    /// The group/version the object is stored in (differs for `tekton.dev/v1beta1`).
-    pub storage: Gvr,
-    pub kind: &'static str,
-    pub singular: &'static str,
-    pub namespaced: bool,
-    pub status_subresource: bool,
-    /// Custom resources: `resourceVersion` required on PUT, no strategic merge.
-    pub custom: bool,
-    pub short_names: &'static [&'static str],
-    pub categories: &'static [&'static str],
+    /// The table's entry: kind, scope, subresources, names and the
+    /// group/version objects are stored in (differs for `tekton.dev/v1beta1`).
+    pub resource: Resource,
     pub printer_columns: Vec<PrinterColumn>,
 }
 
@@ -150,14 +144,7 @@ impl Resource {
         };
         ResourceInfo {
             gvr,
-            storage: self.storage,
-            kind: self.kind,
-            singular: self.singular,
-            namespaced: self.namespaced,
-            status_subresource: self.status_subresource,
-            custom: self.custom,
-            short_names: self.short_names,
-            categories: self.categories,
+            resource: *self,
             printer_columns,
         }
     }
@@ -396,9 +383,9 @@ mod tests {
             .into_iter()
             .find(|r| r.gvr.version == "v1beta1" && r.gvr.plural == "pipelineruns")
             .unwrap();
-        assert_eq!(pr.storage, crate::cluster::gvr::PIPELINERUNS);
-        assert_eq!(pr.short_names, ["pr", "prs"]);
-        assert_eq!(pr.categories, ["tekton", "tekton-pipelines"]);
+        assert_eq!(pr.resource.storage, crate::cluster::gvr::PIPELINERUNS);
+        assert_eq!(pr.resource.short_names, ["pr", "prs"]);
+        assert_eq!(pr.resource.categories, ["tekton", "tekton-pipelines"]);
     }
 
     #[test]
@@ -406,17 +393,22 @@ mod tests {
         for r in super::registry(&[]) {
             let k = crate::store::storage_kind(&r.gvr)
                 .unwrap_or_else(|| panic!("{:?} has no storage", r.gvr));
-            assert_eq!(k.gvr, r.storage, "{:?}", r.gvr);
+            assert_eq!(k.gvr, r.resource.storage, "{:?}", r.gvr);
             assert_eq!(
                 (k.kind, k.namespaced, k.status_subresource, k.custom),
-                (r.kind, r.namespaced, r.status_subresource, r.custom),
+                (
+                    r.resource.kind,
+                    r.resource.namespaced,
+                    r.resource.status_subresource,
+                    r.resource.custom
+                ),
                 "{:?}",
                 r.gvr
             );
             assert!(
-                crate::store::ALL_STORAGE.contains(&r.storage),
+                crate::store::ALL_STORAGE.contains(&r.resource.storage),
                 "{:?}",
-                r.storage
+                r.resource.storage
             );
         }
     }

@@ -173,7 +173,7 @@ pub fn to_table(
         }
     };
     // Custom resources with additionalPrinterColumns show exactly those (after Name).
-    let has_age = !info.custom || info.printer_columns.is_empty();
+    let has_age = !info.resource.custom || info.printer_columns.is_empty();
     if has_age {
         columns.push(col("Age", "string", ""));
     }
