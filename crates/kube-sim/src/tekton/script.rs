@@ -272,8 +272,9 @@ mod tests {
         [("IMAGE".to_string(), "registry.local/app:1".to_string())].into()
     }
 
-    #[test]
-    fn defaults_write_every_declared_result() {
+    /// The plans of the kaniko Task's steps (pipeline task `build`) under
+    /// `layers`, with steps lasting 2 s by default.
+    fn kaniko_plans(layers: &[&[ScriptRule]]) -> Vec<StepPlan> {
         let spec = kaniko_spec();
         let p = params();
         let ctx = TaskContext {
@@ -281,7 +282,12 @@ mod tests {
             task_spec: &spec,
             params: &p,
         };
-        let plans = plan_steps(&ctx, &[], Duration::from_secs(2));
+        plan_steps(&ctx, layers, Duration::from_secs(2))
+    }
+
+    #[test]
+    fn defaults_write_every_declared_result() {
+        let plans = kaniko_plans(&[]);
         assert_eq!(plans.len(), 2);
         assert_eq!(plans[0].duration, Duration::from_secs(2));
         assert_eq!(
@@ -296,7 +302,7 @@ mod tests {
             digest.starts_with("sha256:") && digest.len() == 71,
             "{digest}"
         );
-        assert_eq!(digest, &image_digest("", &p), "deterministic");
+        assert_eq!(digest, &image_digest("", &params()), "deterministic");
         let other: BTreeMap<String, String> =
             [("IMAGE".to_string(), "registry.local/app:2".to_string())].into();
         assert_ne!(digest, &image_digest("", &other));
@@ -311,13 +317,6 @@ mod tests {
 
     #[test]
     fn rules_override_in_layer_order() {
-        let spec = kaniko_spec();
-        let p = params();
-        let ctx = TaskContext {
-            names: vec!["build", "kaniko"],
-            task_spec: &spec,
-            params: &p,
-        };
         let opts = vec![ScriptRule {
             task: Some("kaniko".into()),
             exit_code: Some(2),
@@ -327,7 +326,7 @@ mod tests {
             r#"[{"task": "build", "step": "build-and-push", "exitCode": 1, "logs": ["boom"], "duration": "1m", "results": {"IMAGE_DIGEST": "sha256:feed"}}]"#,
         )
         .unwrap();
-        let plans = plan_steps(&ctx, &[&opts, &ann], Duration::from_secs(2));
+        let plans = kaniko_plans(&[&opts, &ann]);
         assert_eq!(plans[0].exit_code, 1);
         assert_eq!(plans[0].logs, vec!["boom"]);
         assert_eq!(plans[0].duration, Duration::from_secs(60));

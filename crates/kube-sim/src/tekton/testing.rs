@@ -38,6 +38,10 @@ fn plural_name(g: &Gvr) -> String {
     }
 }
 
+fn not_found(g: &Gvr, name: &str) -> ClusterError {
+    ClusterError::NotFound(format!("{} \"{name}\"", plural_name(g)))
+}
+
 impl Default for MemCluster {
     fn default() -> Self {
         Self::new()
@@ -73,6 +77,30 @@ impl MemCluster {
 
     fn emit(&self, kind: EventKind, gvr: Gvr, object: Arc<Value>) {
         let _ = self.events.send(ClusterEvent { kind, gvr, object });
+    }
+
+    /// Apply `change` to a stored object and store it under the next
+    /// resourceVersion: every write to an existing object ends here.
+    fn modify(
+        &self,
+        g: &Gvr,
+        ns: Option<&str>,
+        name: &str,
+        change: impl FnOnce(&mut Value),
+    ) -> Result<Arc<Value>, ClusterError> {
+        let mut st = self.state.lock().expect("lock");
+        st.rv += 1;
+        let rv = st.rv;
+        let obj = st
+            .objects
+            .get_mut(&Self::key(g, ns, name))
+            .ok_or_else(|| not_found(g, name))?;
+        change(obj);
+        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let out = Arc::new(obj.clone());
+        drop(st);
+        self.emit(EventKind::Modified, *g, out.clone());
+        Ok(out)
     }
 
     fn key(g: &Gvr, ns: Option<&str>, name: &str) -> Key {
@@ -180,19 +208,7 @@ impl Cluster for MemCluster {
         name: &str,
         status: Value,
     ) -> Result<Arc<Value>, ClusterError> {
-        let mut st = self.state.lock().expect("lock");
-        st.rv += 1;
-        let rv = st.rv;
-        let obj = st
-            .objects
-            .get_mut(&Self::key(g, ns, name))
-            .ok_or_else(|| ClusterError::NotFound(format!("{} \"{name}\"", plural_name(g))))?;
-        obj["status"] = status;
-        obj["metadata"]["resourceVersion"] = json!(rv.to_string());
-        let out = Arc::new(obj.clone());
-        drop(st);
-        self.emit(EventKind::Modified, *g, out.clone());
-        Ok(out)
+        self.modify(g, ns, name, |obj| obj["status"] = status)
     }
 
     fn update(
@@ -201,31 +217,22 @@ impl Cluster for MemCluster {
         ns: Option<&str>,
         mut object: Value,
     ) -> Result<Arc<Value>, ClusterError> {
-        let mut st = self.state.lock().expect("lock");
-        st.rv += 1;
-        let rv = st.rv;
         let name = model::name(&object).to_string();
-        let obj = st
-            .objects
-            .get_mut(&Self::key(g, ns, &name))
-            .ok_or_else(|| ClusterError::NotFound(format!("{} \"{name}\"", plural_name(g))))?;
-        if let Some(s) = obj.get("status") {
-            object["status"] = s.clone();
-        } else if let Some(o) = object.as_object_mut() {
-            o.remove("status");
-        }
-        for k in ["uid", "creationTimestamp", "namespace"] {
-            object["metadata"][k] = obj["metadata"][k].clone();
-        }
-        let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1)
-            + i64::from(obj.get("spec") != object.get("spec"));
-        object["metadata"]["generation"] = json!(generation);
-        object["metadata"]["resourceVersion"] = json!(rv.to_string());
-        *obj = object.clone();
-        drop(st);
-        let object = Arc::new(object);
-        self.emit(EventKind::Modified, *g, object.clone());
-        Ok(object)
+        self.modify(g, ns, &name, |obj| {
+            // A main-resource write keeps the stored status and bookkeeping.
+            if let Some(s) = obj.get("status") {
+                object["status"] = s.clone();
+            } else if let Some(o) = object.as_object_mut() {
+                o.remove("status");
+            }
+            for k in ["uid", "creationTimestamp", "namespace"] {
+                object["metadata"][k] = obj["metadata"][k].clone();
+            }
+            let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1)
+                + i64::from(obj.get("spec") != object.get("spec"));
+            object["metadata"]["generation"] = json!(generation);
+            *obj = object;
+        })
     }
 
     fn delete(&self, g: &Gvr, ns: Option<&str>, name: &str) -> Result<(), ClusterError> {
@@ -233,7 +240,7 @@ impl Cluster for MemCluster {
             let mut st = self.state.lock().expect("lock");
             st.objects
                 .remove(&Self::key(g, ns, name))
-                .ok_or_else(|| ClusterError::NotFound(format!("{} \"{name}\"", plural_name(g))))?
+                .ok_or_else(|| not_found(g, name))?
         };
         self.emit(EventKind::Deleted, *g, Arc::new(removed.clone()));
         // Background cascading deletion of owned objects.
@@ -266,5 +273,65 @@ impl Cluster for MemCluster {
             .entry((ns.to_string(), pod.to_string(), container.to_string()))
             .or_default()
             .push(line.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rv(obj: &Value) -> u64 {
+        model::str_at(obj, &["metadata", "resourceVersion"])
+            .and_then(|v| v.parse().ok())
+            .expect("a numeric resourceVersion")
+    }
+
+    #[test]
+    fn writes_bump_the_resource_version_and_keep_status_and_spec_apart() {
+        let c = MemCluster::new();
+        c.add_namespace("ns");
+        let g = gvr::PIPELINERUNS;
+        let created = c
+            .create(
+                &g,
+                Some("ns"),
+                json!({"metadata": {"name": "r"}, "spec": {"x": 1}}),
+            )
+            .unwrap();
+        let mut events = c.subscribe();
+
+        let st = c
+            .update_status(&g, Some("ns"), "r", json!({"phase": "Done"}))
+            .unwrap();
+        assert_eq!(st["status"], json!({"phase": "Done"}));
+        assert_eq!(st["spec"], json!({"x": 1}));
+        assert!(rv(&st) > rv(&created));
+
+        let mut main = (*st).clone();
+        main["spec"]["x"] = json!(2);
+        main["status"] = json!({"phase": "Overwritten"});
+        main["metadata"]["uid"] = json!("another");
+        let m = c.update(&g, Some("ns"), main).unwrap();
+        assert_eq!(
+            m["status"],
+            json!({"phase": "Done"}),
+            "a main write keeps the status"
+        );
+        assert_eq!(m["spec"], json!({"x": 2}));
+        assert_eq!(m["metadata"]["uid"], created["metadata"]["uid"]);
+        assert_eq!(m["metadata"]["generation"], 2, "the spec changed");
+        assert!(rv(&m) > rv(&st));
+        assert_eq!(c.get(&g, Some("ns"), "r").as_ref(), Some(&*m));
+
+        for written in [st, m] {
+            let ev = events.try_recv().expect("an event per write");
+            assert_eq!((ev.kind, ev.object), (EventKind::Modified, written));
+        }
+        assert_eq!(
+            c.update_status(&g, Some("ns"), "nope", json!({})),
+            Err(ClusterError::NotFound(
+                "pipelineruns.tekton.dev \"nope\"".into()
+            ))
+        );
     }
 }
