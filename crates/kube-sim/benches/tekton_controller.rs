@@ -19,6 +19,19 @@ fn run(i: usize) -> serde_json::Value {
     })
 }
 
+/// Create the runs `run-0` … `run-{n-1}` in `bench`, letting the controller
+/// work between batches.
+async fn create_runs(cluster: &MemCluster, n: usize) {
+    for i in 0..n {
+        cluster
+            .create(&gvr::PIPELINERUNS, Some("bench"), run(i))
+            .unwrap();
+        if i % 256 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
 /// Create `n` runs and wait for all to finish; returns (create seconds, total seconds).
 async fn throughput(n: usize) -> (f64, f64) {
     let cluster = Arc::new(MemCluster::new());
@@ -62,14 +75,7 @@ async fn throughput(n: usize) -> (f64, f64) {
             }
         }
     });
-    for i in 0..n {
-        cluster
-            .create(&gvr::PIPELINERUNS, Some("bench"), run(i))
-            .unwrap();
-        if i % 256 == 0 {
-            tokio::task::yield_now().await;
-        }
-    }
+    create_runs(&cluster, n).await;
     let created = start.elapsed().as_secs_f64();
     waiter.await.unwrap();
     let total = start.elapsed().as_secs_f64();
@@ -88,14 +94,7 @@ async fn inflight(n: usize) -> usize {
         ..ControllerOptions::default()
     };
     let controller = Controller::spawn(cluster.clone(), opts);
-    for i in 0..n {
-        cluster
-            .create(&gvr::PIPELINERUNS, Some("bench"), run(i))
-            .unwrap();
-        if i % 256 == 0 {
-            tokio::task::yield_now().await;
-        }
-    }
+    create_runs(&cluster, n).await;
     let deadline = Instant::now() + Duration::from_secs(120);
     let is_running = |t: &serde_json::Value| {
         model::succeeded_condition(t)
