@@ -57,6 +57,15 @@ pub fn api_error<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> kube::core::S
     }
 }
 
+/// The next item of a stream (a watch event, a log line), which must come within 10 s.
+pub async fn next<S: futures::Stream + Unpin>(s: &mut S) -> S::Item {
+    use futures::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.next())
+        .await
+        .expect("an item within 10s")
+        .expect("stream open")
+}
+
 pub async fn namespace(client: &kube::Client, name: &str) {
     let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     let ns = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();

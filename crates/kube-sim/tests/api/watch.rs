@@ -11,13 +11,6 @@ fn cm(name: &str, app: &str) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": app}}})).unwrap()
 }
 
-async fn next<S: futures::Stream + Unpin>(s: &mut S) -> S::Item {
-    tokio::time::timeout(Duration::from_secs(10), s.next())
-        .await
-        .expect("event within 10s")
-        .expect("stream open")
-}
-
 #[tokio::test]
 async fn watch_events_resume_and_label_filter() {
     let (_sim, client) = start().await;
