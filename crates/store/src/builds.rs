@@ -137,13 +137,7 @@ async fn notify(
 }
 
 pub async fn get(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<Build> {
-    let sql = format!("SELECT {COLUMNS} FROM builds WHERE tenant_id = $1 AND id = $2");
-    sqlx::query_as(&sql)
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(StoreError::NotFound)
+    crate::page::tenant_row(pool, ("builds", COLUMNS), tenant_id, id).await
 }
 
 #[derive(sqlx::FromRow)]

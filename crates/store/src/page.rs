@@ -4,7 +4,8 @@
 //! list is an error, not an empty page, so a client never mistakes a typo or
 //! a deleted row for the end of the list.
 
-use sqlx::PgPool;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
 
 use crate::error::{StoreError, StoreResult};
@@ -55,4 +56,53 @@ pub(crate) async fn finish<T>(
         None
     };
     Ok((rows, next))
+}
+
+/// A page of one tenant's rows of `table` (`columns` selected), in `order`
+/// then id: the lists of projects, registry credentials and tokens. The
+/// cursor row must be the tenant's too.
+pub(crate) async fn tenant_page<T>(
+    pool: &PgPool,
+    (table, columns, order): (&str, &str, &str),
+    tenant_id: Uuid,
+    page: Page,
+    id: impl Fn(&T) -> Uuid,
+) -> StoreResult<(Vec<T>, Option<Uuid>)>
+where
+    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+{
+    let sql = format!(
+        "SELECT {columns} FROM {table} WHERE tenant_id = $1
+           AND ($2::uuid IS NULL OR ({order}, id) > (
+                SELECT {order}, id FROM {table} WHERE id = $2 AND tenant_id = $1))
+         ORDER BY {order}, id LIMIT $3"
+    );
+    let rows: Vec<T> = sqlx::query_as(&sql)
+        .bind(tenant_id)
+        .bind(page.after)
+        .bind(page.fetch())
+        .fetch_all(pool)
+        .await?;
+    let known = format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE id = $1 AND tenant_id = $2)");
+    finish(pool, rows, page, id, &known, &[tenant_id]).await
+}
+
+/// One of the tenant's rows of `table` by id; another tenant's is
+/// [`StoreError::NotFound`], as a missing one.
+pub(crate) async fn tenant_row<T>(
+    pool: &PgPool,
+    (table, columns): (&str, &str),
+    tenant_id: Uuid,
+    id: Uuid,
+) -> StoreResult<T>
+where
+    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+{
+    let sql = format!("SELECT {columns} FROM {table} WHERE tenant_id = $1 AND id = $2");
+    sqlx::query_as(&sql)
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or(StoreError::NotFound)
 }

@@ -90,13 +90,7 @@ fn split_credential(
 }
 
 pub async fn get(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<Project> {
-    let sql = format!("SELECT {COLUMNS} FROM projects WHERE tenant_id = $1 AND id = $2");
-    sqlx::query_as(&sql)
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(StoreError::NotFound)
+    page::tenant_row(pool, ("projects", COLUMNS), tenant_id, id).await
 }
 
 /// A page of the tenant's projects by name.
@@ -105,20 +99,14 @@ pub async fn list(
     tenant_id: Uuid,
     page: Page,
 ) -> StoreResult<(Vec<Project>, Option<Uuid>)> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM projects WHERE tenant_id = $1
-           AND ($2::uuid IS NULL OR (name, id) > (
-                SELECT name, id FROM projects WHERE id = $2 AND tenant_id = $1))
-         ORDER BY name, id LIMIT $3"
-    );
-    let rows: Vec<Project> = sqlx::query_as(&sql)
-        .bind(tenant_id)
-        .bind(page.after)
-        .bind(page.fetch())
-        .fetch_all(pool)
-        .await?;
-    let known = "SELECT EXISTS (SELECT 1 FROM projects WHERE id = $1 AND tenant_id = $2)";
-    page::finish(pool, rows, page, |p| p.id, known, &[tenant_id]).await
+    page::tenant_page(
+        pool,
+        ("projects", COLUMNS, "name"),
+        tenant_id,
+        page,
+        |p: &Project| p.id,
+    )
+    .await
 }
 
 pub async fn update(

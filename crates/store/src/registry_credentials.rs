@@ -64,14 +64,7 @@ pub async fn create(
 }
 
 pub async fn get(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<RegistryCredential> {
-    let sql =
-        format!("SELECT {COLUMNS} FROM registry_credentials WHERE tenant_id = $1 AND id = $2");
-    sqlx::query_as(&sql)
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(StoreError::NotFound)
+    page::tenant_row(pool, ("registry_credentials", COLUMNS), tenant_id, id).await
 }
 
 /// A page of the tenant's registry credentials by name.
@@ -80,21 +73,14 @@ pub async fn list(
     tenant_id: Uuid,
     page: Page,
 ) -> StoreResult<(Vec<RegistryCredential>, Option<Uuid>)> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM registry_credentials WHERE tenant_id = $1
-           AND ($2::uuid IS NULL OR (name, id) > (
-                SELECT name, id FROM registry_credentials WHERE id = $2 AND tenant_id = $1))
-         ORDER BY name, id LIMIT $3"
-    );
-    let rows: Vec<RegistryCredential> = sqlx::query_as(&sql)
-        .bind(tenant_id)
-        .bind(page.after)
-        .bind(page.fetch())
-        .fetch_all(pool)
-        .await?;
-    let known =
-        "SELECT EXISTS (SELECT 1 FROM registry_credentials WHERE id = $1 AND tenant_id = $2)";
-    page::finish(pool, rows, page, |c| c.id, known, &[tenant_id]).await
+    page::tenant_page(
+        pool,
+        ("registry_credentials", COLUMNS, "name"),
+        tenant_id,
+        page,
+        |c: &RegistryCredential| c.id,
+    )
+    .await
 }
 
 pub async fn update(

@@ -99,20 +99,14 @@ pub async fn list(
     tenant_id: Uuid,
     page: Page,
 ) -> StoreResult<(Vec<ApiToken>, Option<Uuid>)> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM api_tokens WHERE tenant_id = $1
-           AND ($2::uuid IS NULL OR (created_at, id) > (
-                SELECT created_at, id FROM api_tokens WHERE id = $2 AND tenant_id = $1))
-         ORDER BY created_at, id LIMIT $3"
-    );
-    let rows: Vec<ApiToken> = sqlx::query_as(&sql)
-        .bind(tenant_id)
-        .bind(page.after)
-        .bind(page.fetch())
-        .fetch_all(pool)
-        .await?;
-    let known = "SELECT EXISTS (SELECT 1 FROM api_tokens WHERE id = $1 AND tenant_id = $2)";
-    page::finish(pool, rows, page, |t| t.id, known, &[tenant_id]).await
+    page::tenant_page(
+        pool,
+        ("api_tokens", COLUMNS, "created_at"),
+        tenant_id,
+        page,
+        |t: &ApiToken| t.id,
+    )
+    .await
 }
 
 /// Revoke (not delete: builds keep pointing at the token that made them).
