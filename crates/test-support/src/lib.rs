@@ -1,0 +1,16 @@
+//! What the workspace's tests share: a database of a test's own that goes
+//! when the test does ([`TestDb`], [`ReservedDb`]), a typed client of the
+//! HTTP API ([`ApiClient`]) and a child process whose output is kept for the
+//! failure message ([`Proc`]).
+//!
+//! A dev-dependency only: `crates/dev/tests/isolation.rs` checks that no
+//! crate depends on it otherwise. Helpers panic rather than return errors:
+//! a failed step is a failed test, with the reason in the message.
+
+mod api;
+mod db;
+mod proc;
+
+pub use api::{ApiClient, Body, Response, TERMINAL, fields, id_of};
+pub use db::{ReservedDb, TestDb, admin_url, database_exists, database_url};
+pub use proc::{Proc, free_port};
