@@ -1,5 +1,6 @@
 //! `TestApp`: the real router served over TCP against a fresh, migrated
-//! database (`TestDb`), with typed helpers for the usual steps.
+//! database (`TestDb`), with typed helpers for the usual steps (the shared
+//! `ApiClient` underneath).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use imagefactory_api::{AppState, HttpLimits, router};
 use imagefactory_domain::Secret;
 use imagefactory_store::crypto::Cipher;
+use imagefactory_test_support::ApiClient;
 use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -14,142 +16,18 @@ use uuid::Uuid;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
-/// A freshly created and migrated database of the test's own, dropped when
-/// the guard goes out of scope (after a failure too).
-///
-/// Not `#[sqlx::test]`: it names a test's database after the test's path and
-/// first drops any database of that name, so two processes running this
-/// binary against one PostgreSQL at the same time (CI while someone runs
-/// the tests, sessions sharing a machine) dropped each other's databases in
-/// the middle of a test. A random name cannot collide.
-pub struct TestDb {
-    pub pool: PgPool,
-    name: String,
-    admin_url: String,
-}
-
-impl TestDb {
-    pub async fn new() -> TestDb {
-        use sqlx::{ConnectOptions, Connection};
-        let admin_url = std::env::var("DATABASE_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let name = format!("if_api_{}", Uuid::new_v4().simple());
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .expect("connect to PostgreSQL (DATABASE_URL)");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create the test database");
-        let _ = admin.close().await;
-        let options: sqlx::postgres::PgConnectOptions = admin_url.parse().unwrap();
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(60))
-            .connect_with(options.database(&name).disable_statement_logging())
-            .await
-            .expect("connect to the test database");
-        imagefactory_store::MIGRATOR
-            .run(&pool)
-            .await
-            .expect("migrations");
-        TestDb {
-            pool,
-            name,
-            admin_url,
-        }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let (name, admin_url) = (self.name.clone(), self.admin_url.clone());
-        // The test's runtime is finishing (or unwinding): drop the database
-        // from a thread with a runtime of its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async move {
-                use sqlx::Connection;
-                let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await?;
-                admin.close().await
-            })
-        })
-        .join();
-        if let Ok(Err(e)) = dropped {
-            eprintln!("could not drop test database {}: {e}", self.name);
-        }
-    }
-}
+/// A response as a user sees it (the shared client's).
+pub use imagefactory_test_support::Response as Resp;
+pub use imagefactory_test_support::{Body, TestDb, id_of};
 
 pub struct TestApp {
     pub pool: PgPool,
     pub cipher: Cipher,
     pub addr: SocketAddr,
+    /// For what the typed client does not do (streams, raw headers).
     pub client: reqwest::Client,
-}
-
-/// A response as a user sees it.
-#[derive(Debug)]
-pub struct Resp {
-    pub status: u16,
-    pub content_type: String,
-    pub text: String,
-}
-
-impl Resp {
-    pub fn json(&self) -> Value {
-        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
-    }
-
-    /// The problem `type`'s last segment, after checking the media type.
-    pub fn problem(&self) -> String {
-        assert_eq!(
-            self.content_type, "application/problem+json",
-            "{}",
-            self.text
-        );
-        let body = self.json();
-        assert_eq!(body["status"], self.status, "{}", self.text);
-        assert!(
-            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
-            "{}",
-            self.text
-        );
-        body["type"]
-            .as_str()
-            .and_then(|t| t.strip_prefix("https://imagefactory.dev/problems/"))
-            .unwrap_or_else(|| panic!("no problem type: {}", self.text))
-            .to_owned()
-    }
-
-    pub fn fields(&self) -> Vec<String> {
-        self.json()["errors"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    #[track_caller]
-    pub fn expect(&self, status: u16) -> &Self {
-        assert_eq!(
-            self.status, status,
-            "unexpected status; body: {}",
-            self.text
-        );
-        self
-    }
+    /// Unauthenticated; [`TestApp::admin`] and `as_token` for the others.
+    pub api: ApiClient,
 }
 
 /// A tenant with a token of each role.
@@ -158,15 +36,6 @@ pub struct TenantCtx {
     pub admin: String,
     pub developer: String,
     pub viewer: String,
-}
-
-pub enum Body {
-    None,
-    Json(Value),
-    Raw {
-        content_type: &'static str,
-        text: String,
-    },
 }
 
 impl TestApp {
@@ -185,96 +54,63 @@ impl TestApp {
         let addr = listener.local_addr().unwrap();
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let api = ApiClient::new(format!("http://{addr}"));
         Self {
             pool,
             cipher,
             addr,
-            client: reqwest::Client::new(),
+            client: api.http.clone(),
+            api,
         }
+    }
+
+    /// The client as the platform admin.
+    pub fn admin(&self) -> ApiClient {
+        self.api.as_token(ADMIN_TOKEN)
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        self.api.url(path)
     }
 
     pub async fn send(&self, method: Method, path: &str, token: Option<&str>, body: Body) -> Resp {
-        let mut req = self.client.request(method, self.url(path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        req = match body {
-            Body::None => req,
-            Body::Json(v) => req.json(&v),
-            Body::Raw { content_type, text } => req.header("content-type", content_type).body(text),
-        };
-        let res = req.send().await.expect("request sent");
-        let status = res.status().as_u16();
-        let content_type = res
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let text = res.text().await.unwrap();
-        Resp {
-            status,
-            content_type,
-            text,
+        match token {
+            Some(t) => self.api.as_token(t).send(method, path, body).await,
+            None => self.api.send(method, path, body).await,
         }
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Resp {
-        self.send(Method::GET, path, Some(token), Body::None).await
+        self.api.as_token(token).get(path).await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
-        self.send(Method::POST, path, Some(token), Body::Json(body))
-            .await
+        self.api.as_token(token).post(path, body).await
     }
 
     pub async fn post_empty(&self, path: &str, token: &str) -> Resp {
-        self.send(Method::POST, path, Some(token), Body::None).await
+        self.api.as_token(token).post_empty(path).await
     }
 
     pub async fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
-        self.send(Method::PATCH, path, Some(token), Body::Json(body))
-            .await
+        self.api.as_token(token).patch(path, body).await
     }
 
     pub async fn delete(&self, path: &str, token: &str) -> Resp {
-        self.send(Method::DELETE, path, Some(token), Body::None)
-            .await
+        self.api.as_token(token).delete(path).await
     }
 
     pub async fn create_tenant(&self, name: &str) -> Uuid {
-        let r = self
-            .post("/api/v1/tenants", ADMIN_TOKEN, json!({"name": name}))
-            .await;
-        r.expect(201);
-        r.json()["id"].as_str().unwrap().parse().unwrap()
+        self.admin().create_tenant(name).await
     }
 
     /// The platform admin opts the tenant in to local builds.
     pub async fn allow_local_builds(&self, tenant: Uuid) {
-        self.patch(
-            &format!("/api/v1/tenants/{tenant}"),
-            ADMIN_TOKEN,
-            json!({"allow_local_builds": true}),
-        )
-        .await
-        .expect(200);
+        self.admin().allow_local_builds(tenant).await
     }
 
     pub async fn create_token(&self, tenant: Uuid, role: &str) -> String {
-        let r = self
-            .post(
-                &format!("/api/v1/tenants/{tenant}/tokens"),
-                ADMIN_TOKEN,
-                json!({"name": role, "role": role}),
-            )
-            .await;
-        r.expect(201);
-        r.json()["token"].as_str().unwrap().to_owned()
+        self.admin().create_token(tenant, role).await
     }
 
     /// A new tenant with project `web`, provider `k` and one build queued on
@@ -298,54 +134,28 @@ impl TestApp {
     }
 
     pub async fn create_project(&self, token: &str, name: &str) -> Uuid {
-        let r = self
-            .post(
-                "/api/v1/projects",
-                token,
-                json!({"name": name, "git_url": "https://git.example.com/team/app.git"}),
-            )
-            .await;
-        r.expect(201);
-        r.json()["id"].as_str().unwrap().parse().unwrap()
+        self.api
+            .as_token(token)
+            .create_project(name, "https://git.example.com/team/app.git")
+            .await
     }
 
     pub async fn create_k8s_provider(&self, token: &str, name: &str) -> Uuid {
-        let r = self
-            .post(
-                "/api/v1/providers",
-                token,
-                json!({"name": name, "provider_type": "kubernetes",
-                       "config": {"auth_method": "token", "endpoint": "https://k8s.example.com:6443", "token": "tenant-token-value"}}),
-            )
-            .await;
-        r.expect(201);
-        r.json()["id"].as_str().unwrap().parse().unwrap()
+        let config = json!({"auth_method": "token", "endpoint": "https://k8s.example.com:6443", "token": "tenant-token-value"});
+        self.api.as_token(token).create_provider(name, config).await
     }
 
     pub async fn create_global_provider(&self, name: &str) -> Uuid {
-        let r = self
-            .post(
-                "/api/v1/admin/providers",
-                ADMIN_TOKEN,
-                json!({"name": name, "provider_type": "kubernetes",
-                       "config": {"auth_method": "token", "apiServer": "https://global.example.com", "token": "global-token-value"}}),
-            )
-            .await;
-        r.expect(201);
-        r.json()["id"].as_str().unwrap().parse().unwrap()
+        let config = json!({"auth_method": "token", "apiServer": "https://global.example.com", "token": "global-token-value"});
+        self.admin().create_global_provider(name, config).await
     }
 
     pub async fn submit_build(&self, token: &str, project: Uuid, provider: Uuid) -> Value {
-        let r = self
-            .post(
-                "/api/v1/builds",
-                token,
-                json!({"project_id": project, "method": "docker", "infrastructure_provider_id": provider,
-                       "image": "registry.example.com/team/app:1.0"}),
-            )
-            .await;
-        r.expect(201);
-        r.json()
+        self.api
+            .as_token(token)
+            .submit_build(json!({"project_id": project, "method": "docker", "infrastructure_provider_id": provider,
+                                 "image": "registry.example.com/team/app:1.0"}))
+            .await
     }
 
     /// A fingerprint of every table's content: equal before and after a
@@ -439,10 +249,6 @@ impl TestApp {
         .await
         .unwrap();
     }
-}
-
-pub fn id_of(v: &Value) -> Uuid {
-    v["id"].as_str().expect("id").parse().unwrap()
 }
 
 impl TestApp {
