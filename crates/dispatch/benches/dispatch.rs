@@ -32,9 +32,10 @@ use std::time::{Duration, Instant};
 
 use imagefactory_dispatch::testing::{TestExecutor, TestScript};
 use imagefactory_dispatch::{Dispatcher, DispatcherMode, DispatcherSettings, Executors};
-use imagefactory_store::{CHANNEL_BUILD_QUEUED, MIGRATOR};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool};
+use imagefactory_store::CHANNEL_BUILD_QUEUED;
+use imagefactory_test_support::TestDb;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -514,16 +515,10 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let admin_url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let name = format!("if_bench_{}", Uuid::new_v4().simple());
-        let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("connect");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
-        let opts: PgConnectOptions = admin_url.parse().unwrap();
-        let url = opts.database(&name).to_url_lossy().to_string();
-        let p = pool(&url, 4).await;
-        MIGRATOR.run(&p).await.unwrap();
-        TestExecutor::install(&p).await.unwrap();
+        // Dropped when the benchmark ends (or panics).
+        let db = TestDb::with_pool("if_bench", 4, Duration::from_secs(60)).await;
+        TestExecutor::install(&db.pool).await.unwrap();
+        let (p, url) = (db.pool.clone(), db.url.clone());
         let tenant = Uuid::now_v7();
         let project = Uuid::now_v7();
         // Its builds are local (the test executor's slot): opted in.
@@ -575,7 +570,7 @@ fn main() {
         println!("load average at end: {}", load_average());
 
         bench.pool.close().await;
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+        db.drop_db().await;
         println!(
             "dispatch: p50_ms={p50:.1} p99_ms={p99:.1} claims_per_s_1={one:.0} claims_per_s_3={three:.0} baseline_per_s={baseline:.0} ratio={ratio:.2}"
         );

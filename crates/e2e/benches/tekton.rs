@@ -36,13 +36,14 @@ use imagefactory_store::crypto::Cipher;
 use imagefactory_store::providers::{NewProvider, Owner};
 use imagefactory_store::registry_credentials::NewRegistryCredential;
 use imagefactory_store::{builds, projects, providers, registry_credentials, tenants};
+use imagefactory_test_support::TestDb;
 use kube_sim::cluster::{Cluster, ClusterError, ClusterEvent, Gvr, gvr};
 use kube_sim::tekton::{Controller, ControllerOptions};
 use kube_sim::{FaultAction, FaultRule, KubeSim, KubeSimOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use sqlx::{Connection, PgPool};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -586,8 +587,8 @@ impl imagefactory_exec::Executor for TimedExecutor {
 
 struct Bench {
     pool: PgPool,
-    admin_url: String,
-    db_name: String,
+    /// Dropped with the bench (after a panic too).
+    db: TestDb,
     tenant: Uuid,
     project: Uuid,
     provider: Uuid,
@@ -612,12 +613,8 @@ CREATE TRIGGER bench_build_done AFTER UPDATE OF status ON builds
 
 impl Bench {
     async fn start(sim: &SimProcess, inflight: usize) -> Bench {
-        let imagefactory_e2e::FreshDatabase {
-            pool,
-            name: db_name,
-            admin_url,
-            ..
-        } = imagefactory_e2e::fresh_database("if_tekbench", Duration::from_secs(120)).await;
+        let db = TestDb::with_pool("if_tekbench", 16, Duration::from_secs(120)).await;
+        let pool = db.pool.clone();
         sqlx::raw_sql(TERMINAL_TRIGGER)
             .execute(&pool)
             .await
@@ -748,8 +745,7 @@ impl Bench {
         let handle = tokio::spawn(async move { dispatcher.run(t).await.expect("dispatcher runs") });
         Bench {
             pool,
-            admin_url,
-            db_name,
+            db,
             tenant,
             project,
             provider,
@@ -845,14 +841,7 @@ impl Bench {
             let _ = tokio::time::timeout(Duration::from_secs(15), handle).await;
         }
         self.pool.close().await;
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.db_name
-            ))
-            .execute(&mut admin)
-            .await;
-        }
+        self.db.drop_db().await;
     }
 }
 

@@ -1,4 +1,5 @@
-//! Test scaffolding: a fresh migrated database per test, rows inserted with
+//! Test scaffolding: a fresh migrated database per test (the shared
+//! `imagefactory-test-support` one), rows inserted with
 //! plain SQL (the API's repositories are another crate's), dispatchers with
 //! the scripted test executor, and polling waits that fail with a diagnosis.
 
@@ -7,109 +8,40 @@ use std::time::Duration;
 
 use imagefactory_dispatch::testing::{TestExecutor, TestScript, WorkRecord};
 use imagefactory_dispatch::{Activity, Dispatcher, DispatcherMode, DispatcherSettings, Executors};
-use imagefactory_store::{CHANNEL_BUILD_CANCEL, CHANNEL_BUILD_QUEUED, MIGRATOR};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool};
+use imagefactory_store::{CHANNEL_BUILD_CANCEL, CHANNEL_BUILD_QUEUED};
+use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub struct TestDb {
-    pub pool: PgPool,
-    pub url: String,
-    name: String,
-    admin_url: String,
-}
-
-fn base_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
+/// The shared [`imagefactory_test_support::TestDb`] (dropped with the
+/// guard, after a panic too) with the test executor's table installed.
+pub struct TestDb(imagefactory_test_support::TestDb);
 
 impl TestDb {
     pub async fn new() -> TestDb {
-        let admin_url = base_url();
-        let name = format!("if_dispatch_{}", Uuid::new_v4().simple());
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .expect("connect to PostgreSQL");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        let opts: PgConnectOptions = admin_url.parse().unwrap();
-        let url = opts.database(&name).to_url_lossy().to_string();
-        let pool = pool(&url, 8).await;
-        MIGRATOR.run(&pool).await.expect("migrations");
-        TestExecutor::install(&pool).await.unwrap();
-        TestDb {
-            pool,
-            url,
-            name,
-            admin_url,
-        }
+        let db = imagefactory_test_support::TestDb::with_prefix("if_dispatch").await;
+        TestExecutor::install(&db.pool).await.unwrap();
+        TestDb(db)
     }
 
     /// A separate pool, as another dispatcher replica would have.
     pub async fn another_pool(&self) -> PgPool {
-        pool(&self.url, 6).await
+        self.0.another_pool(6).await
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Close the pool; the database goes when `self` is dropped, right here.
+    /// Close the pool; the database goes right here.
     pub async fn drop_db(self) {
-        self.pool.close().await;
+        self.0.drop_db().await
     }
 }
 
-/// The database goes with the `TestDb`, also when the test panics: dropped
-/// from a thread of its own (a runtime cannot be blocked on from inside
-/// another), on a fresh connection, closing whatever still uses it.
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime to drop the test database");
-            runtime.block_on(drop_database(&admin_url, &name))
-        })
-        .join();
-        if let Ok(Err(e)) = dropped {
-            eprintln!("could not drop test database {}: {e}", self.name);
-        }
+impl std::ops::Deref for TestDb {
+    type Target = imagefactory_test_support::TestDb;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
-}
-
-async fn drop_database(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
-    let mut admin = sqlx::PgConnection::connect(admin_url).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
-    admin.close().await
-}
-
-pub async fn database_exists(name: &str) -> bool {
-    let mut admin = sqlx::PgConnection::connect(&base_url()).await.unwrap();
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(name)
-        .fetch_one(&mut admin)
-        .await
-        .unwrap()
-}
-
-async fn pool(url: &str, max: u32) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(max)
-        .acquire_timeout(Duration::from_secs(60))
-        .connect(url)
-        .await
-        .expect("connect test database")
 }
 
 /// Short timings so tests run fast; assertions never depend on them.

@@ -13,6 +13,5 @@ mod local_opt_in;
 mod retry;
 mod shutdown;
 mod sink;
-mod test_db;
 mod transitions;
 mod unknown_values;

@@ -4,7 +4,6 @@
 //! with the real `TektonExecutor` — plus typed HTTP helpers.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,12 +17,14 @@ use imagefactory_exec::tekton::submit::pipelinerun_resource;
 use imagefactory_exec::tekton::tasks::install_tasks;
 use imagefactory_exec::tekton::{TektonExecutor, TektonSettings, TektonVersion};
 use imagefactory_store::crypto::Cipher;
+use imagefactory_test_support::{ApiClient, Body, TestDb};
 use kube::api::{DynamicObject, ListParams};
 use kube_sim::tekton::{Controller, ControllerOptions, ScriptRule};
 use kube_sim::{KubeSim, KubeSimHandle, KubeSimOptions};
+use reqwest::Method;
 use serde_json::{Value, json};
+use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgPool};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -33,7 +34,7 @@ pub const ADMIN_TOKEN: &str = "e2e-admin-token";
 /// Guard against hangs only; no assertion depends on how long anything takes.
 pub const PATIENCE: Duration = Duration::from_secs(150);
 
-pub const TERMINAL: [&str; 4] = ["succeeded", "failed", "cancelled", "timed_out"];
+pub use imagefactory_test_support::{TERMINAL, id_of};
 
 pub struct Options {
     /// Step scripting rules for the simulated Tekton controller.
@@ -76,8 +77,8 @@ pub struct TestApp {
     pub pool: PgPool,
     pub cipher: Cipher,
     pub sim: KubeSimHandle,
-    pub addr: SocketAddr,
-    pub client: reqwest::Client,
+    /// Unauthenticated; [`TestApp::api`] is the tenant's.
+    pub client: ApiClient,
     pub tenant: Uuid,
     pub token: String,
     pub provider: Uuid,
@@ -85,9 +86,7 @@ pub struct TestApp {
     pub credential: Uuid,
     pub settings: DispatcherSettings,
     pub dispatchers: Vec<RunningDispatcher>,
-    db_url: String,
-    db_name: String,
-    admin_url: String,
+    db: TestDb,
 }
 
 async fn start_sim(rules: Vec<ScriptRule>) -> KubeSimHandle {
@@ -115,12 +114,8 @@ async fn start_sim(rules: Vec<ScriptRule>) -> KubeSimHandle {
 
 impl TestApp {
     pub async fn start(options: Options) -> TestApp {
-        let imagefactory_e2e::FreshDatabase {
-            pool,
-            url: db_url,
-            name: db_name,
-            admin_url,
-        } = imagefactory_e2e::fresh_database("if_e2e", Duration::from_secs(60)).await;
+        let db = TestDb::with_pool("if_e2e", 16, Duration::from_secs(60)).await;
+        let pool = db.pool.clone();
         let sim = start_sim(options.rules).await;
         let (cipher, _) = Cipher::random();
         let mut state = AppState::new(pool.clone(), cipher.clone(), Some(Secret::new(ADMIN_TOKEN)));
@@ -135,8 +130,7 @@ impl TestApp {
             pool,
             cipher,
             sim,
-            addr,
-            client: reqwest::Client::new(),
+            client: ApiClient::new(format!("http://{addr}")),
             tenant: Uuid::nil(),
             token: String::new(),
             provider: Uuid::nil(),
@@ -144,9 +138,7 @@ impl TestApp {
             credential: Uuid::nil(),
             settings: options.settings,
             dispatchers: Vec::new(),
-            db_url,
-            db_name,
-            admin_url,
+            db,
         };
         app.tenant = app.create_tenant("team-e2e").await;
         app.token = app.create_token(app.tenant, "admin").await;
@@ -215,7 +207,7 @@ impl TestApp {
             .build()
             .unwrap();
         let (url, settings, cipher) = (
-            self.db_url.clone(),
+            self.db.url.clone(),
             self.settings.clone(),
             self.cipher.clone(),
         );
@@ -245,38 +237,30 @@ impl TestApp {
             let _ = tokio::time::timeout(Duration::from_secs(10), d.task).await;
         }
         self.pool.close().await;
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.db_name
-            ))
-            .execute(&mut admin)
-            .await;
-        }
+        self.db.drop_db().await;
         self.sim.shutdown().await;
     }
 
     // ---- HTTP ----
 
-    fn url(&self, path: &str) -> String {
-        format!("http://{}/api/v1{}", self.addr, path)
+    /// The API as the tenant's admin token.
+    pub fn api(&self) -> ApiClient {
+        self.client.as_token(&self.token)
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, String) {
-        let res = req.send().await.expect("request sent");
-        let status = res.status().as_u16();
-        (status, res.text().await.unwrap())
+    fn admin(&self) -> ApiClient {
+        self.client.as_token(ADMIN_TOKEN)
     }
 
     pub async fn get_text(&self, path: &str) -> (u16, String) {
-        self.send(self.client.get(self.url(path)).bearer_auth(&self.token))
-            .await
+        let r = self.api().get(&api_path(path)).await;
+        (r.status, r.text)
     }
 
     pub async fn get(&self, path: &str) -> Value {
-        let (status, text) = self.get_text(path).await;
-        assert_eq!(status, 200, "GET {path}: {text}");
-        serde_json::from_str(&text).unwrap()
+        let r = self.api().get(&api_path(path)).await;
+        assert_eq!(r.status, 200, "GET {path}: {}", r.text);
+        r.json()
     }
 
     /// POST as `token`; panics unless the status is `expect`.
@@ -287,13 +271,14 @@ impl TestApp {
         body: Option<Value>,
         expect: u16,
     ) -> Value {
-        let mut req = self.client.post(self.url(path)).bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let (status, text) = self.send(req).await;
-        assert_eq!(status, expect, "POST {path}: {text}");
-        serde_json::from_str(&text).unwrap_or(Value::Null)
+        let body = body.map_or(Body::None, Body::Json);
+        let r = self
+            .client
+            .as_token(token)
+            .send(Method::POST, &api_path(path), body)
+            .await;
+        assert_eq!(r.status, expect, "POST {path}: {}", r.text);
+        serde_json::from_str(&r.text).unwrap_or(Value::Null)
     }
 
     pub async fn post(&self, path: &str, body: Option<Value>, expect: u16) -> Value {
@@ -301,91 +286,51 @@ impl TestApp {
     }
 
     async fn create_tenant(&self, name: &str) -> Uuid {
-        id_of(
-            &self
-                .post_as(ADMIN_TOKEN, "/tenants", Some(json!({"name": name})), 201)
-                .await,
-        )
+        self.admin().create_tenant(name).await
     }
 
     async fn create_token(&self, tenant: Uuid, role: &str) -> String {
-        let body = self
-            .post_as(
-                ADMIN_TOKEN,
-                &format!("/tenants/{tenant}/tokens"),
-                Some(json!({"name": role, "role": role})),
-                201,
-            )
-            .await;
-        body["token"].as_str().unwrap().to_owned()
+        self.admin().create_token(tenant, role).await
     }
 
     pub async fn create_global_provider(&self, name: &str, config: Value) -> Uuid {
-        id_of(
-            &self
-                .post_as(
-                    ADMIN_TOKEN,
-                    "/admin/providers",
-                    Some(json!({"name": name, "provider_type": "kubernetes", "config": config})),
-                    201,
-                )
-                .await,
-        )
+        self.admin().create_global_provider(name, config).await
     }
 
     /// A provider of the tenant's own.
     pub async fn create_tenant_provider(&self, name: &str, config: Value) -> Uuid {
-        id_of(
-            &self
-                .post(
-                    "/providers",
-                    Some(json!({"name": name, "provider_type": "kubernetes", "config": config})),
-                    201,
-                )
-                .await,
-        )
+        self.api().create_provider(name, config).await
     }
 
     async fn create_project(&self, name: &str) -> Uuid {
-        id_of(
-            &self
-                .post(
-                    "/projects",
-                    Some(json!({"name": name, "git_url": "https://git.example.com/team/app.git"})),
-                    201,
-                )
-                .await,
-        )
+        self.api()
+            .create_project(name, "https://git.example.com/team/app.git")
+            .await
     }
 
     async fn create_credential(&self, registry: &str) -> Uuid {
-        id_of(
-            &self
-                .post(
-                    "/registry-credentials",
-                    Some(json!({"name": "push", "registry": registry,
-                                "username": "bot", "password": "registry-pw-e2e"})),
-                    201,
-                )
-                .await,
-        )
+        self.api()
+            .create_credential("push", registry, "bot", "registry-pw-e2e")
+            .await
     }
 
     /// Another tenant with its own token, project, registry credential and
     /// the project's Tasks in its namespace, building on the global provider.
     pub async fn other_tenant(&self, name: &str, max_concurrent_builds: i32) -> OtherTenant {
-        let body = json!({"name": name, "max_concurrent_builds": max_concurrent_builds});
-        let id = id_of(&self.post_as(ADMIN_TOKEN, "/tenants", Some(body), 201).await);
+        let id = self
+            .admin()
+            .create_tenant_with(
+                json!({"name": name, "max_concurrent_builds": max_concurrent_builds}),
+            )
+            .await;
         let token = self.create_token(id, "admin").await;
-        let project = json!({"name": "app", "git_url": "https://git.example.com/other/app.git"});
-        let project = id_of(&self.post_as(&token, "/projects", Some(project), 201).await);
-        let credential = json!({"name": "push", "registry": "registry.example.com",
-                                "username": "bot", "password": "registry-pw-other"});
-        let credential = id_of(
-            &self
-                .post_as(&token, "/registry-credentials", Some(credential), 201)
-                .await,
-        );
+        let api = self.client.as_token(&token);
+        let project = api
+            .create_project("app", "https://git.example.com/other/app.git")
+            .await;
+        let credential = api
+            .create_credential("push", "registry.example.com", "bot", "registry-pw-other")
+            .await;
         self.install_tasks(id).await;
         OtherTenant {
             token,
@@ -424,21 +369,17 @@ impl TestApp {
         for (k, v) in extra.as_object().unwrap() {
             body[k] = v.clone();
         }
-        id_of(&self.post_as(token, "/builds", Some(body), 201).await)
+        id_of(&self.client.as_token(token).submit_build(body).await)
     }
 
     pub async fn build(&self, id: Uuid) -> Value {
-        self.get(&format!("/builds/{id}")).await
+        self.api().build(id).await
     }
 
     pub async fn wait_status(&self, id: Uuid, wanted: &[&str]) -> Value {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            let b = self.build(id).await;
-            if wanted.contains(&b["status"].as_str().unwrap()) {
-                return b;
-            }
-            if tokio::time::Instant::now() >= deadline {
+        match self.api().poll_build(id, wanted, PATIENCE).await {
+            Ok(build) => build,
+            Err(b) => {
                 let executions = self.executions(id).await;
                 let runs: Vec<Value> = self
                     .pipelineruns(Some(id))
@@ -450,7 +391,6 @@ impl TestApp {
                     "build {id} never reached {wanted:?}: {b}\nexecutions: {executions:?}\nPipelineRuns: {runs:?}"
                 );
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -565,12 +505,9 @@ impl Drop for CrashableDispatcher {
     }
 }
 
-pub fn id_of(v: &Value) -> Uuid {
-    v["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {v}"))
-        .parse()
-        .unwrap()
+/// A path of the API's `/api/v1`.
+fn api_path(path: &str) -> String {
+    format!("/api/v1{path}")
 }
 
 /// A PipelineRun's params as name → value.
