@@ -152,7 +152,9 @@ impl TestDb {
 
     /// Close the pool, then drop the database, right here.
     pub async fn drop_db(self) {
-        self.pool.close().await;
+        // A connection still checked out (a `PgListener` holds one) would
+        // keep `close` waiting for ever; the forced drop ends it instead.
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.pool.close()).await;
     }
 }
 
