@@ -5,15 +5,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Http, drop_database, free_port, fresh_database_url, spawn_serve};
+use common::{Http, free_port, fresh_database, spawn_serve};
 use serde_json::json;
 
 #[tokio::test]
 async fn embedded_dispatcher_runs_a_local_build_and_sigterm_exits_cleanly() {
-    let db = fresh_database_url("serve");
+    let db = fresh_database("serve");
     let port = free_port();
     let workdir = tempfile::tempdir().unwrap();
-    let mut proc = spawn_serve(&db, port, workdir.path(), "info");
+    let mut proc = spawn_serve(&db.url, port, workdir.path(), "info");
     let http = Http::new(port);
     http.wait_ready(&mut proc, Duration::from_secs(60)).await;
 
@@ -78,12 +78,11 @@ async fn embedded_dispatcher_runs_a_local_build_and_sigterm_exits_cleanly() {
     assert_eq!(executions[0]["status"], "failed", "{executions:?}");
 
     proc.signal(libc::SIGTERM);
-    let status = proc.wait_for_exit(Duration::from_secs(30));
+    let status = proc.wait_for_exit(Duration::from_secs(30)).await;
     let status =
         status.unwrap_or_else(|| panic!("no exit within 30s after SIGTERM:\n{}", proc.output()));
     assert!(status.success(), "exit {status}:\n{}", proc.output());
     let output = proc.output();
     assert!(output.contains("dispatcher started"), "{output}");
     assert!(output.contains("SIGTERM received"), "{output}");
-    drop_database(&db).await;
 }

@@ -8,9 +8,7 @@ mod common;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use common::{
-    ADMIN_TOKEN, Http, Proc, SECRET_KEY, drop_database, free_port, fresh_database_url, spawn_serve,
-};
+use common::{ADMIN_TOKEN, Http, Proc, SECRET_KEY, free_port, fresh_database, spawn_serve};
 use kube_sim::{KubeSim, KubeSimOptions};
 use serde_json::{Value, json};
 use sqlx::migrate::MigrateDatabase;
@@ -19,8 +17,9 @@ use sqlx::migrate::MigrateDatabase;
 /// loaded machine.
 const EXIT_BOUND: Duration = Duration::from_secs(60);
 
-fn exited(proc: &mut Proc) -> ExitStatus {
+async fn exited(proc: &mut Proc) -> ExitStatus {
     proc.wait_for_exit(EXIT_BOUND)
+        .await
         .unwrap_or_else(|| panic!("still running after {EXIT_BOUND:?}:\n{}", proc.output()))
 }
 
@@ -59,17 +58,17 @@ fn migration_files() -> i64 {
 
 #[tokio::test]
 async fn without_a_secret_key_only_dev_mode_starts() {
-    let db = fresh_database_url("nokey");
+    let db = fresh_database("nokey");
     for command in ["serve", "dispatcher"] {
         let mut proc = Proc::spawn(
             &[command],
             &[
-                ("IF_DATABASE_URL", db.clone()),
+                ("IF_DATABASE_URL", db.url.clone()),
                 ("IF_LISTEN_ADDR", format!("127.0.0.1:{}", free_port())),
                 ("IF_ADMIN_TOKEN", ADMIN_TOKEN.into()),
             ],
         );
-        let status = exited(&mut proc);
+        let status = exited(&mut proc).await;
         assert!(!status.success(), "{command} started without a key");
         let err = stderr(&proc);
         assert!(
@@ -77,7 +76,7 @@ async fn without_a_secret_key_only_dev_mode_starts() {
             "{command}: the refusal names the setting:\n{err}"
         );
         assert!(
-            !exists(&db).await,
+            !exists(&db.url).await,
             "{command} touched the database before refusing"
         );
     }
@@ -86,11 +85,11 @@ async fn without_a_secret_key_only_dev_mode_starts() {
     let mut proc = Proc::spawn(
         &["serve"],
         &[
-            ("IF_DATABASE_URL", db.clone()),
+            ("IF_DATABASE_URL", db.url.clone()),
             ("IF_SECRET_KEY", "00112233".into()),
         ],
     );
-    assert!(!exited(&mut proc).success());
+    assert!(!exited(&mut proc).await.success());
     assert!(stderr(&proc).contains("IF_SECRET_KEY"), "{}", proc.output());
 
     // Explicit dev mode starts with a throwaway key, loudly.
@@ -98,7 +97,7 @@ async fn without_a_secret_key_only_dev_mode_starts() {
     let mut proc = Proc::spawn(
         &["serve"],
         &[
-            ("IF_DATABASE_URL", db.clone()),
+            ("IF_DATABASE_URL", db.url.clone()),
             ("IF_LISTEN_ADDR", format!("127.0.0.1:{port}")),
             ("IF_DEV_MODE", "true".into()),
             ("IF_DISPATCHER_ENABLED", "false".into()),
@@ -109,23 +108,22 @@ async fn without_a_secret_key_only_dev_mode_starts() {
         .await;
     assert!(stderr(&proc).contains("DEV MODE"), "{}", proc.output());
     drop(proc);
-    drop_database(&db).await;
 }
 
 #[tokio::test]
 async fn migrate_creates_the_database_named_by_database_url_unless_if_database_url_is_set() {
     // DATABASE_URL alone: the database is created and migrated; JSON logs.
-    let fallback = fresh_database_url("migrate_fallback");
+    let fallback = fresh_database("migrate_fallback");
     let mut proc = Proc::spawn(
         &["migrate"],
         &[
-            ("DATABASE_URL", fallback.clone()),
+            ("DATABASE_URL", fallback.url.clone()),
             ("IF_LOG_FORMAT", "json".into()),
         ],
     );
-    let status = exited(&mut proc);
+    let status = exited(&mut proc).await;
     assert!(status.success(), "{}", proc.output());
-    assert_eq!(applied_migrations(&fallback).await, migration_files());
+    assert_eq!(applied_migrations(&fallback.url).await, migration_files());
     let lines: Vec<Value> = stderr(&proc)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
@@ -141,12 +139,12 @@ async fn migrate_creates_the_database_named_by_database_url_unless_if_database_u
     assert!(lines.iter().all(|l| l["level"].is_string()), "{lines:?}");
 
     // Again: nothing to create, nothing to apply, still success.
-    let mut again = Proc::spawn(&["migrate"], &[("DATABASE_URL", fallback.clone())]);
-    assert!(exited(&mut again).success(), "{}", again.output());
-    assert_eq!(applied_migrations(&fallback).await, migration_files());
+    let mut again = Proc::spawn(&["migrate"], &[("DATABASE_URL", fallback.url.clone())]);
+    assert!(exited(&mut again).await.success(), "{}", again.output());
+    assert_eq!(applied_migrations(&fallback.url).await, migration_files());
 
     // IF_DATABASE_URL wins over a DATABASE_URL that leads nowhere.
-    let chosen = fresh_database_url("migrate_chosen");
+    let chosen = fresh_database("migrate_chosen");
     let mut proc = Proc::spawn(
         &["migrate"],
         &[
@@ -154,11 +152,11 @@ async fn migrate_creates_the_database_named_by_database_url_unless_if_database_u
                 "DATABASE_URL",
                 "postgres://postgres@127.0.0.1:1/nowhere".into(),
             ),
-            ("IF_DATABASE_URL", chosen.clone()),
+            ("IF_DATABASE_URL", chosen.url.clone()),
         ],
     );
-    assert!(exited(&mut proc).success(), "{}", proc.output());
-    assert_eq!(applied_migrations(&chosen).await, migration_files());
+    assert!(exited(&mut proc).await.success(), "{}", proc.output());
+    assert_eq!(applied_migrations(&chosen.url).await, migration_files());
 
     // And the one that leads nowhere fails, saying where it tried.
     let mut proc = Proc::spawn(
@@ -168,16 +166,13 @@ async fn migrate_creates_the_database_named_by_database_url_unless_if_database_u
             "postgres://postgres:pw-Kk9@127.0.0.1:1/nowhere".into(),
         )],
     );
-    assert!(!exited(&mut proc).success());
+    assert!(!exited(&mut proc).await.success());
     let err = stderr(&proc);
     assert!(
         err.contains("cannot reach PostgreSQL at postgres://postgres:***@127.0.0.1:1/nowhere"),
         "{err}"
     );
     assert!(!err.contains("pw-Kk9"), "{err}");
-
-    drop_database(&fallback).await;
-    drop_database(&chosen).await;
 }
 
 #[tokio::test]
@@ -190,10 +185,10 @@ async fn debug_logs_never_contain_a_secret() {
     let sim = KubeSim::start(KubeSimOptions::default())
         .await
         .expect("kube-sim starts");
-    let db = fresh_database_url("quietlogs");
+    let db = fresh_database("quietlogs");
     let port = free_port();
     let workdir = tempfile::tempdir().unwrap();
-    let mut proc = spawn_serve(&db, port, workdir.path(), "debug");
+    let mut proc = spawn_serve(&db.url, port, workdir.path(), "debug");
     let http = Http::new(port);
     http.wait_ready(&mut proc, Duration::from_secs(60)).await;
 
@@ -278,7 +273,7 @@ async fn debug_logs_never_contain_a_secret() {
     }
 
     proc.signal(libc::SIGTERM);
-    let status = exited(&mut proc);
+    let status = exited(&mut proc).await;
     assert!(status.success(), "{}", proc.output());
     let log = proc.output();
     // The log is not empty: requests, the build and the dispatcher are in it.
@@ -301,5 +296,4 @@ async fn debug_logs_never_contain_a_secret() {
     ] {
         assert!(!log.contains(secret), "{secret:?} is in the log:\n{log}");
     }
-    drop_database(&db).await;
 }

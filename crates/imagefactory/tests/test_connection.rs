@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ADMIN_TOKEN, Http, Proc, SECRET_KEY, drop_database, free_port, fresh_database_url};
+use common::{ADMIN_TOKEN, Http, Proc, SECRET_KEY, free_port, fresh_database};
 use kube_sim::{KubeSim, KubeSimOptions};
 use serde_json::json;
 
@@ -14,12 +14,12 @@ async fn test_connection_reports_reachability_auth_and_the_clusters_401() {
     let sim = KubeSim::start(KubeSimOptions::default())
         .await
         .expect("kube-sim starts");
-    let db = fresh_database_url("testconn");
+    let db = fresh_database("testconn");
     let port = free_port();
     let mut proc = Proc::spawn(
         &["serve"],
         &[
-            ("IF_DATABASE_URL", db.clone()),
+            ("IF_DATABASE_URL", db.url.clone()),
             ("IF_LISTEN_ADDR", format!("127.0.0.1:{port}")),
             ("IF_ADMIN_TOKEN", ADMIN_TOKEN.into()),
             ("IF_SECRET_KEY", SECRET_KEY.into()),
@@ -104,5 +104,4 @@ async fn test_connection_reports_reachability_auth_and_the_clusters_401() {
     assert_eq!(status, 404);
 
     drop(proc);
-    drop_database(&db).await;
 }

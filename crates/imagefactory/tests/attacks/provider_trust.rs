@@ -67,7 +67,7 @@ fn assert_no_leak(text: &str) {
 async fn store_config_directly(target: &Target, id: &str, mut config: Value) {
     let cipher = Cipher::from_hex(SECRET_KEY).unwrap();
     cipher.seal_fields(CONFIG_LABEL, &mut config, SECRET_FIELDS);
-    let pool = sqlx::PgPool::connect(&target.db).await.unwrap();
+    let pool = sqlx::PgPool::connect(&target.db.url).await.unwrap();
     let updated = sqlx::query(
         "UPDATE infrastructure_providers SET config = $1, config_version = config_version + 1 WHERE id = $2::uuid",
     )

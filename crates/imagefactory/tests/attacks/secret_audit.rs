@@ -167,7 +167,7 @@ async fn no_secret_leaks_anywhere_over_a_full_scenario() {
         assert_clean(what, text);
     }
     assert_clean("the server's debug log", &target.output());
-    assert_clean("the database", &database_text(&target.db).await);
+    assert_clean("the database", &database_text(&target.db.url).await);
 
     // kube-sim: every object of every kind, except the registry and git
     // Secrets the builds need (which must hold exactly their own values).

@@ -16,15 +16,14 @@ use kube_sim::tekton::ControllerOptions;
 use kube_sim::{KubeSim, KubeSimHandle, KubeSimOptions};
 use serde_json::{Value, json};
 
-use crate::common::{
-    ADMIN_TOKEN, Http, Proc, SECRET_KEY, drop_database, free_port, fresh_database_url,
-};
+use crate::common::{ADMIN_TOKEN, Http, Proc, ReservedDb, SECRET_KEY, free_port, fresh_database};
 
 pub struct Target {
     pub proc: Proc,
     pub http: Http,
     pub sim: KubeSimHandle,
-    pub db: String,
+    /// Dropped with the target (after a failure too).
+    pub db: ReservedDb,
     pub port: u16,
     pub workdir: tempfile::TempDir,
 }
@@ -51,11 +50,11 @@ impl Target {
         })
         .await
         .expect("kube-sim starts");
-        let db = fresh_database_url("attack");
+        let db = fresh_database("attack");
         let port = free_port();
         let workdir = tempfile::tempdir().unwrap();
         let mut env: Vec<(&str, String)> = vec![
-            ("IF_DATABASE_URL", db.clone()),
+            ("IF_DATABASE_URL", db.url.clone()),
             ("IF_LISTEN_ADDR", format!("127.0.0.1:{port}")),
             ("IF_ADMIN_TOKEN", ADMIN_TOKEN.into()),
             ("IF_SECRET_KEY", SECRET_KEY.into()),
@@ -189,23 +188,11 @@ impl Target {
         self.proc.output()
     }
 
-    /// Stops the process and drops its database.
+    /// Stops the process, then drops its database (with `self`).
     pub async fn stop(mut self) {
-        let _ = self.proc.child.kill();
-        let _ = self.proc.child.wait();
-        drop_database(&self.db).await;
+        self.proc.kill();
     }
 }
 
 /// The problem's `errors[].field` values.
-pub fn fields(problem: &Value) -> Vec<String> {
-    problem["errors"]
-        .as_array()
-        .map(|errors| {
-            errors
-                .iter()
-                .filter_map(|e| e["field"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+pub use imagefactory_test_support::fields;
