@@ -70,20 +70,7 @@ fn host_triple() -> String {
 
 #[test]
 fn production_binary_does_not_link_kube_sim() {
-    // Filtered to the host so that no other platform's crates must be
-    // downloaded (works offline once the build's crates are fetched).
-    let out = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
-        .args(["--filter-platform", &host_triple(), "--manifest-path"])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml"))
-        .output()
-        .expect("cargo metadata runs");
-    assert!(
-        out.status.success(),
-        "cargo metadata: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let metadata: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let metadata = metadata();
     let production = linked(&metadata, "imagefactory");
     assert!(production.contains("imagefactory-exec"), "{production:?}");
     assert!(!production.contains("kube-sim"), "{production:?}");
@@ -91,7 +78,9 @@ fn production_binary_does_not_link_kube_sim() {
     assert!(dev.contains("kube-sim"), "{dev:?}");
 }
 
-/// The workspace's resolved graph on this host (`cargo metadata`).
+/// The workspace's resolved graph on this host (`cargo metadata`), filtered
+/// to the host so that no other platform's crates must be downloaded (works
+/// offline once the build's crates are fetched).
 fn metadata() -> Value {
     let out = Command::new(env!("CARGO"))
         .args(["metadata", "--format-version", "1", "--locked", "--offline"])
@@ -152,6 +141,48 @@ fn domain_is_pure_and_only_exec_depends_on_kubernetes() {
     }
 }
 
+/// `imagefactory-test-support` (fresh databases, child processes, an API
+/// client) is for tests: every crate that uses it does so as a
+/// dev-dependency, so nothing built for production links it.
+#[test]
+fn test_support_is_only_ever_a_dev_dependency() {
+    let metadata = metadata();
+    let mut dev_users = Vec::new();
+    for package in metadata["packages"].as_array().unwrap() {
+        let name = package["name"].as_str().unwrap();
+        for dep in package["dependencies"].as_array().unwrap() {
+            if dep["name"] != "imagefactory-test-support" {
+                continue;
+            }
+            assert_eq!(
+                dep["kind"], "dev",
+                "{name} depends on imagefactory-test-support as a {} dependency",
+                dep["kind"]
+            );
+            dev_users.push(name.to_owned());
+        }
+    }
+    // The check saw the crates that do use it.
+    for user in [
+        "imagefactory-api",
+        "imagefactory-dispatch",
+        "imagefactory",
+        "imagefactory-dev",
+    ] {
+        assert!(
+            dev_users.iter().any(|u| u == user),
+            "{user} not among {dev_users:?}"
+        );
+    }
+    for root in ["imagefactory", "imagefactory-dev"] {
+        let linked = linked(&metadata, root);
+        assert!(
+            !linked.contains("imagefactory-test-support"),
+            "{root} links it: {linked:?}"
+        );
+    }
+}
+
 /// ARCHITECTURE.md, Invariants: only `exec` runs programs (build tools,
 /// git). No other crate's `src` spawns a process.
 #[test]
@@ -162,7 +193,9 @@ fn only_exec_spawns_processes() {
     for krate in std::fs::read_dir(crates).unwrap() {
         let krate = krate.unwrap().path();
         let name = krate.file_name().unwrap().to_string_lossy().into_owned();
-        if name == "exec" {
+        // test-support runs the binaries under test; it is only ever a
+        // dev-dependency (`test_support_is_only_ever_a_dev_dependency`).
+        if name == "exec" || name == "test-support" {
             continue;
         }
         let mut stack = vec![krate.join("src")];
