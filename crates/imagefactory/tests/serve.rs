@@ -3,9 +3,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Http, free_port, fresh_database, spawn_serve};
+use common::{Http, TERMINAL, free_port, fresh_database, spawn_serve};
 use serde_json::json;
 
 #[tokio::test]
@@ -39,24 +39,9 @@ async fn embedded_dispatcher_runs_a_local_build_and_sigterm_exits_cleanly() {
         .await;
     let build_id = build["id"].as_str().unwrap().to_owned();
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let ended = loop {
-        let (status, b) = http
-            .get(&format!("/api/v1/builds/{build_id}"), &token)
-            .await;
-        assert_eq!(status, 200, "{b}");
-        if ["succeeded", "failed", "cancelled", "timed_out"]
-            .contains(&b["status"].as_str().unwrap())
-        {
-            break b;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "build did not end: {b}\n{}",
-            proc.output()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let ended = http
+        .wait_build(&token, &build_id, &TERMINAL, &proc, Duration::from_secs(60))
+        .await;
     assert_eq!(ended["status"], "failed", "{ended}");
     let message = ended["error_message"].as_str().unwrap_or_default();
     assert!(

@@ -6,7 +6,7 @@
 mod common;
 
 use std::process::ExitStatus;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{ADMIN_TOKEN, Http, Proc, SECRET_KEY, free_port, fresh_database, spawn_serve};
 use kube_sim::{KubeSim, KubeSimOptions};
@@ -256,21 +256,14 @@ async fn debug_logs_never_contain_a_secret() {
         )
         .await;
     let build_id = build["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, b) = http
-            .get(&format!("/api/v1/builds/{build_id}"), &token)
-            .await;
-        if b["status"] == "failed" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "build did not fail: {b}\n{}",
-            proc.output()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    http.wait_build(
+        &token,
+        &build_id,
+        &["failed"],
+        &proc,
+        Duration::from_secs(60),
+    )
+    .await;
 
     proc.signal(libc::SIGTERM);
     let status = exited(&mut proc).await;

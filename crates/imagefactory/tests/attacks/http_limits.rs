@@ -24,16 +24,15 @@ fn limits_env() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Sends `bytes` one per `every` until the server closes the connection;
-/// returns how long that took and what the server answered (`None`: it
-/// was still open after `bound`).
+/// Sends `bytes` on `stream` one per `every` until the server closes the
+/// connection; returns how long that took and what the server answered
+/// (`None`: it was still open after `bound`).
 async fn trickle(
-    port: u16,
+    stream: TcpStream,
     bytes: Vec<u8>,
     every: Duration,
     bound: Duration,
 ) -> Option<(Duration, String)> {
-    let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let started = Instant::now();
     let (mut reader, mut writer) = stream.into_split();
     let send = async move {
@@ -74,19 +73,18 @@ async fn trickling_clients_are_cut_off_and_ordinary_requests_still_succeed() {
     let header =
         b"GET /api/v1/builds HTTP/1.1\r\nHost: x\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
             .to_vec();
-    let tricklers: Vec<_> = (0..TRICKLERS)
-        .map(|_| {
-            let header = header.clone();
-            tokio::spawn(trickle(
-                port,
-                header,
-                Duration::from_secs(1),
-                Duration::from_secs(15),
-            ))
-        })
-        .collect();
-    // Meanwhile the server answers others.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // All connected before the ordinary request below (not a pause that
+    // may or may not be long enough): it is served while they are held.
+    let mut tricklers = Vec::new();
+    for _ in 0..TRICKLERS {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        tricklers.push(tokio::spawn(trickle(
+            stream,
+            header.clone(),
+            Duration::from_secs(1),
+            Duration::from_secs(15),
+        )));
+    }
     let (status, body) = target.http.get("/api/v1/builds", &tenant.viewer).await;
     assert_eq!(status, 200, "{body}");
     for trickler in tricklers {

@@ -3,8 +3,6 @@
 //! read or quoted, no refused address is connected to, and no remote body
 //! comes back in an error.
 
-use std::time::{Duration, Instant};
-
 use imagefactory_domain::provider::SECRET_FIELDS;
 use imagefactory_store::crypto::Cipher;
 use imagefactory_store::providers::CONFIG_LABEL;
@@ -98,21 +96,8 @@ async fn build_on(target: &Target, tenant: &Tenant, provider: &str) -> Value {
                    "infrastructure_provider_id": provider, "image": "registry.example.com/team/app:1"}),
         )
         .await;
-    let id = build["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, build) = target
-            .http
-            .get(&format!("/api/v1/builds/{id}"), &tenant.viewer)
-            .await;
-        if ["failed", "succeeded", "cancelled", "timed_out"]
-            .contains(&build["status"].as_str().unwrap_or(""))
-        {
-            return build;
-        }
-        assert!(Instant::now() < deadline, "build did not end: {build}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let id = build["id"].as_str().unwrap();
+    target.wait_terminal(&tenant.viewer, id).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

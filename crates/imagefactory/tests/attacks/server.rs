@@ -16,7 +16,9 @@ use kube_sim::tekton::ControllerOptions;
 use kube_sim::{KubeSim, KubeSimHandle, KubeSimOptions};
 use serde_json::{Value, json};
 
-use crate::common::{ADMIN_TOKEN, Http, Proc, ReservedDb, SECRET_KEY, free_port, fresh_database};
+use crate::common::{
+    ADMIN_TOKEN, Http, Proc, ReservedDb, SECRET_KEY, TERMINAL, free_port, fresh_database,
+};
 
 pub struct Target {
     pub proc: Proc,
@@ -162,25 +164,15 @@ impl Target {
 
     /// Polls a build until it is terminal; returns it.
     pub async fn wait_terminal(&self, token: &str, build_id: &str) -> Value {
-        let deadline = std::time::Instant::now() + Duration::from_secs(90);
-        loop {
-            let (status, build) = self
-                .http
-                .get(&format!("/api/v1/builds/{build_id}"), token)
-                .await;
-            assert_eq!(status, 200, "{build}");
-            if ["succeeded", "failed", "cancelled", "timed_out"]
-                .contains(&build["status"].as_str().unwrap_or_default())
-            {
-                return build;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "build not terminal: {build}\n{}",
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.http
+            .wait_build(
+                token,
+                build_id,
+                &TERMINAL,
+                &self.proc,
+                Duration::from_secs(90),
+            )
+            .await
     }
 
     /// Everything the process wrote to stdout and stderr so far.

@@ -2,14 +2,14 @@
 //! its own, and talks to it over HTTP (`imagefactory-test-support` does the
 //! work; this names the binary and keeps the `(status, body)` calls).
 
-#![allow(dead_code)] // each test binary uses part of this
+#![allow(dead_code, unused_imports)] // each test binary uses part of this
 
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::time::Duration;
 
 use imagefactory_test_support::Body;
-pub use imagefactory_test_support::{ApiClient, ReservedDb, free_port, id_of};
+pub use imagefactory_test_support::{ApiClient, ReservedDb, TERMINAL, free_port, id_of};
 use serde_json::{Value, json};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
@@ -123,6 +123,31 @@ impl Http {
     pub async fn allow_local_builds(&self, id: &str) {
         let id = id.parse().expect("a tenant id");
         self.api.as_token(ADMIN_TOKEN).allow_local_builds(id).await
+    }
+
+    /// Polls build `id` as `token` until its status is one of `wanted`;
+    /// panics with the last build and the process's output after `patience`.
+    pub async fn wait_build(
+        &self,
+        token: &str,
+        id: &str,
+        wanted: &[&str],
+        proc: &Proc,
+        patience: Duration,
+    ) -> Value {
+        let id = id.parse().expect("a build id");
+        match self
+            .api
+            .as_token(token)
+            .poll_build(id, wanted, patience)
+            .await
+        {
+            Ok(build) => build,
+            Err(last) => panic!(
+                "build {id} not {wanted:?} within {patience:?}: {last}\n{}",
+                proc.output()
+            ),
+        }
     }
 
     /// A tenant and an admin token of it, made through the API.
