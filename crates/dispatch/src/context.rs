@@ -8,6 +8,7 @@ use imagefactory_domain::provider::ProviderOwner;
 use imagefactory_domain::{BuildMethod, MethodConfig, Secret};
 use imagefactory_exec::{
     ExecutionContext, GitCredential, GitSource, ProviderConnection, RegistryAuth,
+    parse_provider_config,
 };
 use imagefactory_store::crypto::Cipher;
 use imagefactory_store::executions::{ExecutionInputs, ExecutionRow};
@@ -111,18 +112,21 @@ fn provider_connection(
     let (Some(id), Some(config)) = (inputs.provider_id, &inputs.provider_config) else {
         return Ok(None);
     };
+    // Anything not known to be the platform admin's is a tenant's.
+    let owner = if inputs.provider_is_global == Some(true) {
+        ProviderOwner::Global
+    } else {
+        ProviderOwner::Tenant
+    };
     Ok(Some(ProviderConnection {
         provider_id: id,
         name: inputs.provider_name.clone().unwrap_or_default(),
         tekton_enabled: inputs.provider_tekton_enabled.unwrap_or(false),
         config_version: inputs.provider_config_version.unwrap_or(1),
-        config: open_provider_config(config, cipher)?,
-        // Anything not known to be the platform admin's is a tenant's.
-        owner: if inputs.provider_is_global == Some(true) {
-            ProviderOwner::Global
-        } else {
-            ProviderOwner::Tenant
-        },
+        // Parsed here, once; a row the rules refuse fails the build with
+        // the reasons when the executor needs the cluster.
+        config: parse_provider_config(&open_provider_config(config, cipher)?, owner),
+        owner,
     }))
 }
 
@@ -187,6 +191,7 @@ fn string_map(
 mod tests {
     use super::*;
     use chrono::Utc;
+    use imagefactory_domain::provider::KubernetesAuth;
     use serde_json::json;
     use uuid::Uuid;
 
@@ -272,7 +277,12 @@ mod tests {
             ("reg-pw", 3)
         );
         let provider = ctx.provider.as_ref().unwrap();
-        assert_eq!(provider.config["token"], "tok-123");
+        let config = provider.config.as_ref().unwrap();
+        assert!(matches!(
+            &config.auth,
+            KubernetesAuth::Token { endpoint, token }
+                if endpoint == "https://k8s:6443" && token.expose() == "tok-123"
+        ));
         assert_eq!(provider.config_version, 7);
         assert_eq!(provider.owner, ProviderOwner::Tenant);
         assert_eq!(ctx.config.build_args["A"], "1");
@@ -284,6 +294,31 @@ mod tests {
                 && !printed.contains("reg-pw")
                 && !printed.contains("tok-123")
         );
+    }
+
+    /// A stored row the rules refuse (written before them) still gives a
+    /// context: the reasons travel to the executor, which fails the build
+    /// with them when it needs the cluster.
+    #[test]
+    fn a_refused_stored_config_carries_its_reasons() {
+        let (cipher, _) = Cipher::random();
+        let mut global = inputs(&cipher);
+        global.provider_is_global = Some(true);
+        global.provider_config = Some(
+            json!({"auth_method": "token", "endpoint": "https://k8s:6443", "token": "t", "namespace": "shared"}),
+        );
+        let ctx = build_context(global, &execution(), Some(&cipher)).unwrap();
+        let provider = ctx.provider.unwrap();
+        assert_eq!(provider.owner, ProviderOwner::Global);
+        let err = provider.config.unwrap_err();
+        assert!(err.contains("config.namespace"), "{err}");
+        let mut file = inputs(&cipher);
+        file.provider_config = Some(
+            json!({"auth_method": "kubeconfig", "kubeconfig_path": "/etc/kubernetes/admin.conf"}),
+        );
+        let ctx = build_context(file, &execution(), Some(&cipher)).unwrap();
+        let err = ctx.provider.unwrap().settings().unwrap_err();
+        assert!(err.contains("config.kubeconfig_path"), "{err}");
     }
 
     #[test]

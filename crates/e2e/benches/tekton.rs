@@ -928,7 +928,10 @@ async fn components(sim: &SimProcess, bench: &Bench, warm: Uuid) {
             name: "kube-sim".into(),
             tekton_enabled: true,
             config_version: 1,
-            config: sim.provider_config(),
+            config: imagefactory_exec::parse_provider_config(
+                &sim.provider_config(),
+                imagefactory_domain::provider::ProviderOwner::Global,
+            ),
             owner: imagefactory_domain::provider::ProviderOwner::Global,
         }),
         timeout: Duration::from_secs(3600),

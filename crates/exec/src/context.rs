@@ -1,12 +1,15 @@
 //! What an executor is given and what it reports: plain data, prepared by the
 //! dispatcher from the store (secrets already decrypted, wrapped in `Secret`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use imagefactory_domain::provider::ProviderOwner;
+use imagefactory_domain::provider::{KubernetesConfig, ProviderOwner};
 use imagefactory_domain::{BuildMethod, ExecutorKind, MethodConfig, Secret};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::tekton::ClusterSettings;
 
 /// Everything one execution needs. Built by the dispatcher, consumed by executors.
 #[derive(Debug, Clone)]
@@ -53,9 +56,8 @@ pub struct RegistryAuth {
     pub password: Secret,
 }
 
-/// A provider's connection settings with secrets decrypted. `config` is the
-/// provider's config object (auth_method, endpoint, ...) with secret fields
-/// filled in; it must never be logged.
+/// A provider's connection: its typed config, parsed once by the dispatcher
+/// from the stored row (secrets decrypted, held as `Secret`s).
 #[derive(Clone)]
 pub struct ProviderConnection {
     pub provider_id: Uuid,
@@ -63,11 +65,37 @@ pub struct ProviderConnection {
     pub tekton_enabled: bool,
     /// Changes whenever the provider's config changes (cache key for clients).
     pub config_version: i64,
-    pub config: serde_json::Value,
+    /// The parsed config, or why the stored row is unusable (it was written
+    /// before today's rules, or by hand). Only the Tekton executor reads it,
+    /// so the reason fails the build when the cluster is needed, not before.
+    pub config: Result<Arc<KubernetesConfig>, String>,
     /// A tenant's config is data only: no server files, no kubeconfig
     /// `exec`, endpoints under the address policy (checked again at use,
     /// whatever the stored row says).
     pub owner: ProviderOwner,
+}
+
+impl ProviderConnection {
+    /// The cluster settings of this provider's config.
+    pub fn settings(&self) -> Result<ClusterSettings, String> {
+        let config = self.config.as_ref().map_err(Clone::clone)?;
+        Ok(ClusterSettings::new(config, self.owner))
+    }
+}
+
+/// Parse a stored provider config (secrets opened) with the API's rules for
+/// its owner. The address policy is left to the client, which checks every
+/// address it connects to. Errors list each field and why.
+pub fn parse_provider_config(
+    config: &serde_json::Value,
+    owner: ProviderOwner,
+) -> Result<Arc<KubernetesConfig>, String> {
+    KubernetesConfig::parse(config, owner, None)
+        .map(Arc::new)
+        .map_err(|v| {
+            let problems: Vec<String> = v.into_vec().iter().map(ToString::to_string).collect();
+            format!("invalid provider config: {}", problems.join("; "))
+        })
 }
 
 impl std::fmt::Debug for ProviderConnection {

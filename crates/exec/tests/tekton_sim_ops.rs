@@ -395,8 +395,12 @@ async fn clients_are_cached_per_provider_and_rebuilt_on_config_change() {
     let a = cache.cluster(Some(&provider)).await.unwrap();
     let b = cache.cluster(Some(&provider)).await.unwrap();
     assert!(Arc::ptr_eq(&a, &b));
-    provider.config_version += 1;
-    provider.config["tekton_api_version"] = json!("v1beta1");
+    // The same provider, its config changed (and so its version).
+    let mut config = sim.config();
+    config["tekton_api_version"] = json!("v1beta1");
+    let (id, version) = (provider.provider_id, provider.config_version + 1);
+    provider = sim.provider_with(config);
+    (provider.provider_id, provider.config_version) = (id, version);
     let c = cache.cluster(Some(&provider)).await.unwrap();
     assert!(!Arc::ptr_eq(&a, &c));
     assert_eq!(c.tekton_version().await.unwrap(), TektonVersion::V1beta1);

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use imagefactory_api::{ConnectionReport, ConnectionTarget, ConnectionTester};
 use imagefactory_domain::AddressPolicy;
-use imagefactory_exec::ProviderConnection;
 use imagefactory_exec::tekton::test_connection;
+use imagefactory_exec::{ProviderConnection, parse_provider_config};
 
 pub struct TektonConnectionTester {
     /// Where tenant providers may connect (the executor's policy).
@@ -24,7 +24,7 @@ impl ConnectionTester for TektonConnectionTester {
                 name: target.name,
                 tekton_enabled: target.tekton_enabled,
                 config_version: target.config_version,
-                config: target.config,
+                config: parse_provider_config(&target.config, target.owner),
                 owner: target.owner,
             };
             let r = test_connection(&provider, policy).await;

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
-use imagefactory_domain::Secret;
 use imagefactory_domain::address::AddressPolicy;
-use imagefactory_domain::provider::ProviderOwner;
+use imagefactory_domain::provider::{KubernetesConfig, ProviderOwner, TektonApiVersion};
+use imagefactory_domain::task_bundle::{BuilderImages, TaskMode};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -23,41 +23,15 @@ use super::error::{
 use super::logclient::{KeepAlive, LogClients};
 use super::monitor::WatchHub;
 use crate::ProviderConnection;
+use crate::context::parse_provider_config;
 
-/// How Image Factory authenticates to one cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClusterAuth {
-    Token {
-        endpoint: String,
-        token: Secret,
-    },
-    ClientCert {
-        endpoint: String,
-        client_cert: Secret,
-        client_key: Secret,
-    },
-    Kubeconfig {
-        source: KubeconfigSource,
-        context: Option<String>,
-    },
-}
+/// How Image Factory authenticates to one cluster (the provider config's
+/// typed auth).
+pub use imagefactory_domain::provider::KubernetesAuth as ClusterAuth;
+pub use imagefactory_domain::provider::{KubeconfigSource, Retention};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KubeconfigSource {
-    Inline(Secret),
-    Path(PathBuf),
-}
-
-/// How long finished PipelineRuns are kept on the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Retention {
-    /// Keep at most this many finished runs per namespace.
-    pub keep_last: Option<usize>,
-    /// Delete finished runs older than this.
-    pub ttl: Option<Duration>,
-}
-
-/// A provider's cluster settings, parsed from its `config` object.
+/// A provider's cluster settings, built from its typed config
+/// ([`KubernetesConfig`]) with the executor's defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSettings {
     pub auth: ClusterAuth,
@@ -68,11 +42,17 @@ pub struct ClusterSettings {
     pub service_account: String,
     /// StorageClass for the source workspace claim; `None` uses the default class.
     pub storage_class: Option<String>,
-    /// Size of the source workspace claim.
+    /// Size of the source workspace claim (default 1Gi).
     pub workspace_size: String,
-    /// When set, Tasks are resolved with the cluster resolver from this namespace
-    /// instead of the tenant namespace.
-    pub tasks_namespace: Option<String>,
+    /// Where the Tasks builds reference come from (`tasks`, `tasks_namespace`).
+    pub task_mode: TaskMode,
+    /// Re-apply managed Tasks that were changed on the cluster (`repair_drift`).
+    pub repair_drift: bool,
+    /// Per-Task builder image overrides (`builder_images`).
+    pub builder_images: BuilderImages,
+    /// The namespace a tenant provider's builds run in instead of the
+    /// tenant's `image-factory-<id>` one (`namespace`).
+    pub namespace: Option<String>,
     pub retention: Option<Retention>,
     /// Pin the Tekton API version instead of preferring v1 (`tekton_api_version`).
     pub tekton_version: Option<TektonVersion>,
@@ -83,131 +63,51 @@ pub struct ClusterSettings {
     pub address_policy: Arc<AddressPolicy>,
 }
 
+/// The workspace claim's size when the provider does not set `workspace_size`.
+pub const DEFAULT_WORKSPACE_SIZE: &str = "1Gi";
+
 impl ClusterSettings {
-    /// Parse a provider's `config` object. Errors name the field and why.
-    /// A tenant's config may not name a file on the server, whatever the
-    /// stored row says (rows written before validation refused it).
-    pub fn parse(config: &Value, owner: ProviderOwner) -> Result<Self, String> {
-        let obj = config
-            .as_object()
-            .ok_or("provider config must be a JSON object")?;
-        let text = |key: &str| -> Result<Option<String>, String> {
-            match obj.get(key) {
-                None | Some(Value::Null) => Ok(None),
-                Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-                Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(format!("provider config field `{key}` must be a string")),
-            }
-        };
-        let required = |key: &str, method: &str| -> Result<String, String> {
-            text(key)?.ok_or_else(|| {
-                format!("provider config field `{key}` is required for auth_method {method}")
-            })
-        };
-        let endpoint = |method: &str| -> Result<String, String> {
-            let endpoint = match text("endpoint")? {
-                Some(e) => e,
-                None => text("apiServer")?.ok_or_else(|| {
-                    format!("provider config field `endpoint` (or `apiServer`) is required for auth_method {method}")
-                })?,
-            };
-            endpoint.parse::<http::Uri>().map_err(|e| {
-                format!("provider config field `endpoint` is not a valid URL ({endpoint:?}): {e}")
-            })?;
-            Ok(endpoint)
-        };
-        let method = text("auth_method")?.unwrap_or_else(|| {
-            // Older provider rows have no auth_method: infer it from what is there.
-            if obj.contains_key("kubeconfig") || obj.contains_key("kubeconfig_path") {
-                "kubeconfig".into()
-            } else if obj.contains_key("client_cert") {
-                "client-cert".into()
-            } else {
-                "token".into()
-            }
-        });
-        let auth = match method.as_str() {
-            "token" => ClusterAuth::Token {
-                endpoint: endpoint("token")?,
-                token: Secret::new(required("token", "token")?),
-            },
-            "client-cert" | "client_cert" => ClusterAuth::ClientCert {
-                endpoint: endpoint("client-cert")?,
-                client_cert: Secret::new(required("client_cert", "client-cert")?),
-                client_key: Secret::new(required("client_key", "client-cert")?),
-            },
-            "kubeconfig" => {
-                if owner == ProviderOwner::Tenant && text("kubeconfig_path")?.is_some() {
-                    return Err("provider config field `kubeconfig_path`: a tenant's provider cannot reference files on the server; send the kubeconfig itself in `kubeconfig`".into());
-                }
-                let source = match (text("kubeconfig")?, text("kubeconfig_path")?) {
-                    (Some(inline), _) => KubeconfigSource::Inline(Secret::new(inline)),
-                    (None, Some(path)) => KubeconfigSource::Path(PathBuf::from(path)),
-                    (None, None) => {
-                        return Err("provider config needs `kubeconfig` (inline) or `kubeconfig_path` for auth_method kubeconfig".into());
-                    }
-                };
-                ClusterAuth::Kubeconfig {
-                    source,
-                    context: text("context")?,
-                }
-            }
-            other => {
-                return Err(format!(
-                    "provider config field `auth_method` is {other:?}; expected one of: token, client-cert, kubeconfig"
-                ));
-            }
-        };
-        let insecure_skip_tls_verify = match obj.get("insecure_skip_tls_verify") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => {
-                return Err(
-                    "provider config field `insecure_skip_tls_verify` must be a boolean".into(),
-                );
-            }
-        };
-        let retention = match obj.get("retention") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(r)) => {
-                let number = |key: &str| -> Result<Option<u64>, String> {
-                    match r.get(key) {
-                        None | Some(Value::Null) => Ok(None),
-                        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                            format!("provider config field `retention.{key}` must be a non-negative integer")
-                        }),
-                    }
-                };
-                Some(Retention {
-                    keep_last: number("keep_last")?.map(|n| n as usize),
-                    ttl: number("ttl_seconds")?.map(Duration::from_secs),
-                })
-            }
-            Some(_) => return Err("provider config field `retention` must be an object".into()),
-        };
-        let tekton_version = match text("tekton_api_version")?.as_deref() {
-            None => None,
-            Some("v1") => Some(TektonVersion::V1),
-            Some("v1beta1") => Some(TektonVersion::V1beta1),
-            Some(other) => {
-                return Err(format!(
-                    "provider config field `tekton_api_version` is {other:?}; expected v1 or v1beta1"
-                ));
-            }
-        };
-        Ok(Self {
-            auth,
-            tekton_version,
-            ca_cert: text("ca_cert")?,
-            insecure_skip_tls_verify,
-            service_account: text("service_account")?.unwrap_or_else(|| "default".into()),
-            storage_class: text("storage_class")?,
-            workspace_size: text("workspace_size")?.unwrap_or_else(|| "1Gi".into()),
-            tasks_namespace: text("tasks_namespace")?,
-            retention,
+    /// The settings of a provider's parsed config.
+    pub fn new(config: &KubernetesConfig, owner: ProviderOwner) -> Self {
+        Self {
+            auth: config.auth.clone(),
+            ca_cert: config.ca_cert.clone(),
+            insecure_skip_tls_verify: config.insecure_skip_tls_verify,
+            service_account: config
+                .service_account
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            storage_class: config.storage_class.clone(),
+            workspace_size: config
+                .workspace_size
+                .as_ref()
+                .map_or(DEFAULT_WORKSPACE_SIZE.into(), |q| q.as_str().into()),
+            task_mode: config.tasks.clone(),
+            repair_drift: config.repair_drift,
+            builder_images: config.builder_images.clone(),
+            namespace: config.namespace.clone(),
+            retention: config.retention,
+            tekton_version: config.tekton_api_version.map(TektonVersion::from),
             owner,
             address_policy: Arc::default(),
-        })
+        }
+    }
+
+    /// Parse a provider's `config` object with the domain's parser
+    /// ([`KubernetesConfig::parse`]) and build the settings. Errors name
+    /// the fields and why.
+    pub fn parse(config: &Value, owner: ProviderOwner) -> Result<Self, String> {
+        let config = parse_provider_config(config, owner)?;
+        Ok(Self::new(&config, owner))
+    }
+
+    /// The namespace the shared Tasks are resolved from (cluster resolver)
+    /// when `tasks` is shared.
+    pub fn tasks_namespace(&self) -> Option<&str> {
+        match &self.task_mode {
+            TaskMode::Shared { namespace } => Some(namespace),
+            _ => None,
+        }
     }
 
     /// The address policy a tenant's client connects under.
@@ -224,8 +124,11 @@ impl ClusterSettings {
             insecure_skip_tls_verify: false,
             service_account: "default".into(),
             storage_class: None,
-            workspace_size: "1Gi".into(),
-            tasks_namespace: None,
+            workspace_size: DEFAULT_WORKSPACE_SIZE.into(),
+            task_mode: TaskMode::default(),
+            repair_drift: false,
+            builder_images: BuilderImages::default(),
+            namespace: None,
             retention: None,
             tekton_version: None,
             owner: ProviderOwner::Global,
@@ -443,6 +346,15 @@ pub enum TektonVersion {
     V1beta1,
 }
 
+impl From<TektonApiVersion> for TektonVersion {
+    fn from(pinned: TektonApiVersion) -> Self {
+        match pinned {
+            TektonApiVersion::V1 => Self::V1,
+            TektonApiVersion::V1beta1 => Self::V1beta1,
+        }
+    }
+}
+
 impl TektonVersion {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -655,7 +567,8 @@ impl ClientCache {
         {
             return Ok(cluster.clone());
         }
-        let settings = ClusterSettings::parse(&provider.config, provider.owner)
+        let settings = provider
+            .settings()
             .map_err(|e| TektonError::Build(format!("provider {:?}: {e}", provider.name)))?
             .with_address_policy(self.policy.clone());
         let (client, logs) = settings.clients().await?;
@@ -705,7 +618,7 @@ pub async fn test_connection(
     policy: Arc<AddressPolicy>,
 ) -> ConnectionReport {
     let mut report = ConnectionReport::default();
-    let settings = match ClusterSettings::parse(&provider.config, provider.owner) {
+    let settings = match provider.settings() {
         Ok(s) => s.with_address_policy(policy),
         Err(e) => {
             report.error = Some(e);

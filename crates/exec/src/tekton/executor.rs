@@ -19,7 +19,7 @@ use super::client::{ClientCache, Cluster, TektonVersion};
 use super::error::{TektonError, is_not_found, is_transient};
 use super::logs::{FinishedTaskRuns, LogFollower};
 use super::monitor::{RunState, RunWatch};
-use super::namespace::{ensure_namespace, namespace_name};
+use super::namespace::{ensure_named_namespace, namespace_name};
 use super::plan::{BoundSecrets, render_context};
 use super::preflight::preflight;
 use super::render::{Templates, build_task_name};
@@ -79,26 +79,6 @@ impl Default for TektonSettings {
             submit_retries: 4,
             resync_after: Duration::from_secs(120),
             address_policy: Arc::default(),
-        }
-    }
-}
-
-impl TektonSettings {
-    pub fn from_env() -> Self {
-        let path = |key: &str| {
-            std::env::var_os(key)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
-        Self {
-            templates_dir: path("IF_BUILD_TEKTON_TEMPLATES_DIR"),
-            global_kubeconfig: path("IF_BUILD_TEKTON_KUBECONFIG"),
-            global_in_cluster: std::env::var("IF_BUILD_TEKTON_IN_CLUSTER")
-                .is_ok_and(|v| v == "true" || v == "1"),
-            address_policy: Arc::new(AddressPolicy::new(
-                std::env::var("IF_PROVIDER_ALLOW_LOOPBACK").is_ok_and(|v| v == "true" || v == "1"),
-            )),
-            ..Self::default()
         }
     }
 }
@@ -200,12 +180,17 @@ impl TektonExecutor {
         sink: &dyn ExecutionSink,
     ) -> Result<Submitted, TektonError> {
         let version = cluster.tekton_version().await?;
-        let namespace = namespace_name(ctx.tenant_id);
+        // A tenant provider's `namespace`, else the tenant's own.
+        let namespace = cluster
+            .settings
+            .namespace
+            .clone()
+            .unwrap_or_else(|| namespace_name(ctx.tenant_id));
         // Keyed by the whole tenant id: the name holds only its first 8 hex
         // digits, so another tenant's check must not count for this one.
-        let ns_key = format!("namespace:{}", ctx.tenant_id);
+        let ns_key = format!("namespace:{}:{namespace}", ctx.tenant_id);
         if !cluster.recently_checked(&ns_key) {
-            ensure_namespace(&cluster.client, ctx.tenant_id).await?;
+            ensure_named_namespace(&cluster.client, &namespace, ctx.tenant_id).await?;
             cluster.remember_check(ns_key);
         }
         let registry = match &ctx.registry {

@@ -1,4 +1,6 @@
-//! The tenant's namespace: `image-factory-<first 8 chars of tenant id>`.
+//! The namespace a tenant's builds run in: `image-factory-<first 8 chars of
+//! tenant id>`, or the one a tenant's provider names (`namespace`). Either
+//! way it is labelled with the tenant and never used for another.
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ObjectMeta, PostParams};
@@ -11,9 +13,14 @@ pub fn namespace_name(tenant_id: Uuid) -> String {
 }
 
 pub fn namespace_object(tenant_id: Uuid) -> Namespace {
+    named_namespace_object(&namespace_name(tenant_id), tenant_id)
+}
+
+/// Namespace `name`, labelled as the tenant's.
+pub fn named_namespace_object(name: &str, tenant_id: Uuid) -> Namespace {
     Namespace {
         metadata: ObjectMeta {
-            name: Some(namespace_name(tenant_id)),
+            name: Some(name.to_owned()),
             labels: Some(
                 [
                     ("tenant-id".to_string(), tenant_id.to_string()),
@@ -33,7 +40,17 @@ pub async fn ensure_namespace(
     client: &kube::Client,
     tenant_id: Uuid,
 ) -> Result<String, TektonError> {
-    let name = namespace_name(tenant_id);
+    ensure_named_namespace(client, &namespace_name(tenant_id), tenant_id).await
+}
+
+/// Create namespace `name` for the tenant unless it exists; one labelled
+/// for another tenant is refused.
+pub async fn ensure_named_namespace(
+    client: &kube::Client,
+    name: &str,
+    tenant_id: Uuid,
+) -> Result<String, TektonError> {
+    let name = name.to_owned();
     let api: Api<Namespace> = Api::all(client.clone());
     match api.get_opt(&name).await {
         Ok(Some(existing)) => return check_owner(existing, &name, tenant_id),
@@ -43,7 +60,10 @@ pub async fn ensure_namespace(
         Err(e) => return Err(TektonError::kube(format!("reading namespace {name}"), e)),
     }
     match api
-        .create(&PostParams::default(), &namespace_object(tenant_id))
+        .create(
+            &PostParams::default(),
+            &named_namespace_object(&name, tenant_id),
+        )
         .await
     {
         Ok(_) => Ok(name),

@@ -93,7 +93,7 @@ pub fn render_context(
         },
         image: ctx.image.clone(),
         registry_secret: secrets.registry.clone(),
-        tasks: TaskRefs::new(ctx.method, settings.tasks_namespace.as_deref()),
+        tasks: TaskRefs::new(ctx.method, settings.tasks_namespace()),
         labels: run_labels(ctx.build_id, ctx.tenant_id, ctx.execution_id),
     }
 }

@@ -76,7 +76,7 @@ impl Sim {
             name: "sim".into(),
             tekton_enabled: true,
             config_version: 1,
-            config,
+            config: imagefactory_exec::parse_provider_config(&config, ProviderOwner::Tenant),
             owner: ProviderOwner::Tenant,
         }
     }
