@@ -364,19 +364,21 @@ fn tasks_namespace_uses_the_cluster_resolver() {
 
 #[test]
 fn provider_config_errors_name_the_field() {
+    // The domain's parser, the API's rules: every problem, field by field.
     let err = parse(&json!({"auth_method": "token", "endpoint": "https://k"})).unwrap_err();
     assert_eq!(
         err,
-        "provider config field `token` is required for auth_method token"
+        "invalid provider config: config.token: is required with auth_method token"
     );
     let err = parse(&json!({"auth_method": "magic"})).unwrap_err();
-    assert!(err.contains("`auth_method`"), "{err}");
+    assert!(err.contains("config.auth_method"), "{err}");
     let err =
         parse(&json!({"auth_method": "client-cert", "apiServer": "https://k", "client_cert": "c"}))
             .unwrap_err();
     assert_eq!(
         err,
-        "provider config field `client_key` is required for auth_method client-cert"
+        "invalid provider config: config.client_cert: must be PEM text containing a CERTIFICATE block; \
+         config.client_key: is required with auth_method client-cert"
     );
     let err = parse(&json!({"auth_method": "token", "endpoint": "https://k", "token": "t", "insecure_skip_tls_verify": "yes"})).unwrap_err();
     assert!(err.contains("insecure_skip_tls_verify"), "{err}");

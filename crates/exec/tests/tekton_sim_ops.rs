@@ -309,22 +309,22 @@ async fn client_cert_and_kubeconfig_auth_work_and_tls_is_verified() {
     )
     .unwrap();
     // A file on the server: only the platform admin's (global) provider may name one.
-    let mut by_path = sim.provider_with(
-        json!({"auth_method": "kubeconfig", "kubeconfig_path": path, "context": "kube-sim"}),
-    );
+    let by_path_config =
+        json!({"auth_method": "kubeconfig", "kubeconfig_path": path, "context": "kube-sim"});
+    let by_path = sim.provider_with(by_path_config.clone());
     let report = test_connection(&by_path, loopback_policy()).await;
     assert!(!report.reachable, "{report:?}");
     assert!(
         report.error.as_deref().unwrap().contains("kubeconfig_path"),
         "{report:?}"
     );
-    by_path.owner = ProviderOwner::Global;
+    let by_path = sim.provider_owned(by_path_config, ProviderOwner::Global);
     let report = test_connection(&by_path, loopback_policy()).await;
     assert!(report.authenticated, "{report:?}");
-    let mut wrong_context = sim.provider_with(
+    let wrong_context = sim.provider_owned(
         json!({"auth_method": "kubeconfig", "kubeconfig_path": path, "context": "nope"}),
+        ProviderOwner::Global,
     );
-    wrong_context.owner = ProviderOwner::Global;
     let report = test_connection(&wrong_context, loopback_policy()).await;
     assert!(!report.reachable && report.error.is_some(), "{report:?}");
 
@@ -743,8 +743,8 @@ async fn a_tenant_kubeconfig_runs_no_program_and_reads_no_file_whatever_is_store
     let marker = dir.path().join("ran");
     let kubeconfig = exec_kubeconfig(&sim, &format!("touch {}", marker.display()));
     // A row stored before validation refused it: the executor refuses it too.
-    let mut provider =
-        sim.provider_with(json!({"auth_method": "kubeconfig", "kubeconfig": kubeconfig}));
+    let config = json!({"auth_method": "kubeconfig", "kubeconfig": kubeconfig});
+    let provider = sim.provider_with(config.clone());
     let report = test_connection(&provider, loopback_policy()).await;
     let error = report.error.clone().unwrap_or_default();
     assert!(!report.reachable, "{report:?}");
@@ -764,7 +764,7 @@ async fn a_tenant_kubeconfig_runs_no_program_and_reads_no_file_whatever_is_store
     );
     assert!(!marker.exists(), "a tenant's exec plugin ran");
     // The platform admin's provider may use a plugin: the test would see it run.
-    provider.owner = ProviderOwner::Global;
+    let provider = sim.provider_owned(config, ProviderOwner::Global);
     let report = test_connection(&provider, loopback_policy()).await;
     assert!(report.authenticated, "{report:?}");
     assert!(marker.exists());
@@ -777,15 +777,15 @@ async fn a_tenant_kubeconfig_runs_no_program_and_reads_no_file_whatever_is_store
         &format!("tokenFile: {}", token_file.display()),
     );
     assert!(with_file.contains("tokenFile"), "{with_file}");
-    let mut provider =
-        sim.provider_with(json!({"auth_method": "kubeconfig", "kubeconfig": with_file}));
+    let config = json!({"auth_method": "kubeconfig", "kubeconfig": with_file});
+    let provider = sim.provider_with(config.clone());
     let report = test_connection(&provider, loopback_policy()).await;
     let error = report.error.clone().unwrap_or_default();
     assert!(
         !report.authenticated && error.contains("tokenFile"),
         "{report:?}"
     );
-    provider.owner = ProviderOwner::Global;
+    let provider = sim.provider_owned(config, ProviderOwner::Global);
     let report = test_connection(&provider, loopback_policy()).await;
     assert!(report.authenticated, "{report:?}");
 }

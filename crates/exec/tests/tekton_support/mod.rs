@@ -70,14 +70,21 @@ impl Sim {
         Sim { handle }
     }
 
+    /// A tenant's provider with `config`.
     pub fn provider_with(&self, config: Value) -> ProviderConnection {
+        self.provider_owned(config, ProviderOwner::Tenant)
+    }
+
+    /// A provider of `owner` with `config`, parsed under that owner's rules
+    /// as the dispatcher does.
+    pub fn provider_owned(&self, config: Value, owner: ProviderOwner) -> ProviderConnection {
         ProviderConnection {
             provider_id: Uuid::new_v4(),
             name: "sim".into(),
             tekton_enabled: true,
             config_version: 1,
-            config: imagefactory_exec::parse_provider_config(&config, ProviderOwner::Tenant),
-            owner: ProviderOwner::Tenant,
+            config: imagefactory_exec::parse_provider_config(&config, owner),
+            owner,
         }
     }
 
