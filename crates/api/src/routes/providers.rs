@@ -116,9 +116,12 @@ pub struct CreateProvider {
     pub provider_type: ProviderType,
     /// Kubernetes: `auth_method` (`token` | `client-cert` | `kubeconfig`),
     /// `endpoint`/`apiServer`, `token`, `ca_cert`, `client_cert`, `client_key`,
-    /// `kubeconfig`, `kubeconfig_path`, `insecure_skip_tls_verify`, `namespace`,
-    /// `storage_class`, `service_account`, `retention` {keep_last, ttl_seconds}.
-    /// Local: `work_dir`. Secret fields are write-only.
+    /// `kubeconfig`, `kubeconfig_path` (global only), `context`,
+    /// `insecure_skip_tls_verify`, `namespace` (tenant only), `storage_class`,
+    /// `service_account`, `workspace_size`, `tekton_api_version`, `retention`
+    /// {keep_last, ttl_seconds}, `tasks`, `tasks_namespace`, `repair_drift`,
+    /// `builder_images` (README "Provider config keys"). Local: no keys.
+    /// Secret fields are write-only.
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]
     pub config: Value,

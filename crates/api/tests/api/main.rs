@@ -11,5 +11,6 @@ mod local_builds;
 mod logs_and_artifacts;
 mod openapi;
 mod pagination;
+mod provider_keys;
 mod scenario;
 mod secrets;
