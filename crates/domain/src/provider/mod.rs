@@ -108,7 +108,8 @@ pub enum ProviderOwner {
 /// A provider's config, typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProviderConfig {
-    Kubernetes(KubernetesConfig),
+    // Boxed: the Kubernetes config is large, Local carries nothing.
+    Kubernetes(Box<KubernetesConfig>),
     /// Nothing to configure (see [`LOCAL_KEYS`]).
     Local,
 }
@@ -124,9 +125,8 @@ impl ProviderConfig {
         policy: Option<&AddressPolicy>,
     ) -> Result<Self, Violations> {
         match provider_type {
-            ProviderType::Kubernetes => {
-                KubernetesConfig::parse(config, owner, policy).map(Self::Kubernetes)
-            }
+            ProviderType::Kubernetes => KubernetesConfig::parse(config, owner, policy)
+                .map(|c| Self::Kubernetes(Box::new(c))),
             ProviderType::Local => parse_local(config).map(|()| Self::Local),
         }
     }
