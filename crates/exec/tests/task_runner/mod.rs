@@ -59,6 +59,9 @@ pub struct Run {
     _dir: tempfile::TempDir,
     pub root: PathBuf,
     pub shell: Shell,
+    /// Extra environment for every step (e.g. where a real tool keeps its
+    /// storage), on top of `PATH`, `HOME`, `TMPDIR` and the step's `env`.
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -78,6 +81,7 @@ impl Run {
             _dir: dir,
             root,
             shell,
+            env: Vec::new(),
         };
         run.install_fakes(0);
         run
@@ -89,6 +93,20 @@ impl Run {
 
     pub fn workspace(&self, name: &str) -> PathBuf {
         self.root.join("workspaces").join(name)
+    }
+
+    /// Bind a Secret to workspace `name` the way the kubelet mounts one: each
+    /// key a file, reached through the `..data` symlink to a timestamped
+    /// directory (so a tool sees exactly the Secret's keys, nothing more).
+    pub fn secret_workspace(&self, name: &str, keys: &[(&str, &[u8])]) {
+        let ws = self.workspace(name);
+        let data = ws.join("..2026_01_01_00_00_00.000000001");
+        std::fs::create_dir_all(&data).unwrap();
+        std::os::unix::fs::symlink("..2026_01_01_00_00_00.000000001", ws.join("..data")).unwrap();
+        for (key, bytes) in keys {
+            std::fs::write(data.join(key), bytes).unwrap();
+            std::os::unix::fs::symlink(format!("..data/{key}"), ws.join(key)).unwrap();
+        }
     }
 
     pub fn result(&self, name: &str) -> String {
@@ -176,6 +194,18 @@ impl Run {
     /// Run every step of `task` with `params`; the exit code of the first
     /// failing step, or 0.
     pub fn task(&self, task: &str, spec: &Value, params: &BTreeMap<&str, Param>) -> i32 {
+        self.steps(task, spec, params, None)
+    }
+
+    /// Run the step named `only` (every step when `None`) of `task`; the exit
+    /// code of the first failing step, or 0.
+    pub fn steps(
+        &self,
+        task: &str,
+        spec: &Value,
+        params: &BTreeMap<&str, Param>,
+        only: Option<&str>,
+    ) -> i32 {
         let (strings, arrays) = param_values(spec, params);
         let mut vars: BTreeMap<String, String> = strings
             .iter()
@@ -200,7 +230,17 @@ impl Run {
             vars.insert(format!("workspaces.{name}.path"), path);
             vars.insert(format!("workspaces.{name}.bound"), bound.to_string());
         }
-        for step in spec["steps"].as_array().unwrap() {
+        let steps = spec["steps"].as_array().unwrap();
+        if let Some(only) = only {
+            assert!(
+                steps.iter().any(|s| s["name"] == only),
+                "{task} has no step {only}"
+            );
+        }
+        for step in steps
+            .iter()
+            .filter(|s| only.is_none_or(|only| s["name"] == only))
+        {
             let code = self.step(task, step, &vars, &arrays);
             if code != 0 {
                 return code;
@@ -253,6 +293,7 @@ impl Run {
         cmd.env("PATH", path)
             .env("HOME", self.path("home"))
             .env("TMPDIR", self.path("tmp"));
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         for e in step["env"].as_array().into_iter().flatten() {
             let value = substitute(e["value"].as_str().unwrap(), vars);
             cmd.env(e["name"].as_str().unwrap(), value);
@@ -265,6 +306,8 @@ impl Run {
         let stderr = String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
             eprintln!("{task}/{name} ({:?}) failed: {stderr}", self.shell);
+        } else if !stderr.is_empty() {
+            eprintln!("{task}/{name} ({:?}) stderr: {stderr}", self.shell);
         }
         out.status.code().unwrap_or(-1)
     }
