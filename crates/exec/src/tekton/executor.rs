@@ -20,6 +20,7 @@ use super::error::{TektonError, is_not_found, is_transient};
 use super::logs::{FinishedTaskRuns, LogFollower};
 use super::monitor::{RunState, RunWatch};
 use super::namespace::{ensure_named_namespace, namespace_name};
+use super::oplog::OperatorLog;
 use super::plan::{BoundSecrets, render_context};
 use super::preflight::preflight;
 use super::render::{Templates, build_task_name};
@@ -244,11 +245,12 @@ impl TektonExecutor {
             &rc.build.run_name,
             RunState::Unknown,
         );
-        let created = create_or_adopt(&cluster.client, version, &run).await?;
+        let (created, adopted) = create_or_adopt(&cluster.client, version, &run).await?;
         Ok(Submitted {
             version,
             namespace,
             created,
+            adopted,
             finally,
             early,
         })
@@ -267,6 +269,7 @@ impl TektonExecutor {
             version,
             namespace,
             created,
+            adopted: _,
             finally,
             early,
         } = submitted;
@@ -341,6 +344,8 @@ struct Submitted {
     version: TektonVersion,
     namespace: String,
     created: DynamicObject,
+    /// An earlier try of this attempt had created it (see `create_or_adopt`).
+    adopted: bool,
     finally: bool,
     early: RunWatch,
 }
@@ -390,16 +395,38 @@ impl Executor for TektonExecutor {
         if let Some(outcome) = stopped_before_submit(&stop) {
             return outcome;
         }
+        let began = std::time::Instant::now();
+        let mut oplog = OperatorLog::new();
+        let namespace = namespace_name(ctx.tenant_id);
+        oplog
+            .line(
+                sink.as_ref(),
+                format!("Using Kubernetes namespace: {namespace}"),
+            )
+            .await;
         let cluster = match self.clients.cluster(ctx.provider.as_ref()).await {
             Ok(c) => c,
-            Err(e) => return e.into_outcome(),
+            Err(e) => {
+                let outcome = e.into_outcome();
+                oplog
+                    .finished(sink.as_ref(), None, &outcome, began.elapsed())
+                    .await;
+                return outcome;
+            }
         };
         // Boxed: rendering and preflight are large futures, and the future
         // of `start` lives as long as the build.
         let submitted = match Box::pin(self.submit_retrying(&cluster, &ctx, sink.as_ref())).await {
             Ok(submitted) => submitted,
-            Err(e) => return e.into_outcome(),
+            Err(e) => {
+                let outcome = e.into_outcome();
+                oplog
+                    .finished(sink.as_ref(), None, &outcome, began.elapsed())
+                    .await;
+                return outcome;
+            }
         };
+        let adopted = submitted.adopted;
         let execution_id = ctx.execution_id;
         let provider_id = ctx.provider.as_ref().map(|p| p.provider_id);
         // Not needed to follow the run (provider config, secrets, method config).
@@ -409,10 +436,28 @@ impl Executor for TektonExecutor {
             .await
         {
             Ok(run) => run,
-            Err(outcome) => return outcome,
+            Err(outcome) => {
+                oplog
+                    .finished(sink.as_ref(), None, &outcome, began.elapsed())
+                    .await;
+                return outcome;
+            }
         };
+        let name = run.name.clone();
+        let created = if adopted {
+            format!(
+                "Created PipelineRun: {name} (adopted: an earlier try of this attempt had created it)"
+            )
+        } else {
+            format!("Created PipelineRun: {name}")
+        };
+        oplog.line(sink.as_ref(), created).await;
         let (follow, watch) = self.follower(execution_id, run);
-        follow.run(watch, sink, stop).await
+        let outcome = follow.run(watch, sink.clone(), stop).await;
+        oplog
+            .finished(sink.as_ref(), Some(&name), &outcome, began.elapsed())
+            .await;
+        outcome
     }
 
     async fn reattach(
@@ -467,7 +512,28 @@ impl Executor for TektonExecutor {
         drop(current);
         let finally = has_finally(&value);
         let seed = RunState::Present(Arc::new(run_summary(&value)));
+        // The attempt's duration counts from the run's creation, not from
+        // this dispatcher's arrival.
+        let began = value
+            .pointer("/metadata/creationTimestamp")
+            .and_then(Value::as_str)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .and_then(|t| {
+                (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                    .to_std()
+                    .ok()
+            })
+            .and_then(|ago| std::time::Instant::now().checked_sub(ago))
+            .unwrap_or_else(std::time::Instant::now);
         drop(value);
+        let mut oplog = OperatorLog::resume(sink.as_ref()).await;
+        oplog
+            .line(
+                sink.as_ref(),
+                format!("Re-attached to PipelineRun: {name} in namespace {namespace}"),
+            )
+            .await;
+        let run_name = name.clone();
         let run = RunToFollow {
             cluster,
             version,
@@ -478,7 +544,11 @@ impl Executor for TektonExecutor {
             early,
         };
         let (follow, watch) = self.follower(execution_id, run);
-        follow.run(watch, sink, stop).await
+        let outcome = follow.run(watch, sink.clone(), stop).await;
+        oplog
+            .finished(sink.as_ref(), Some(&run_name), &outcome, began.elapsed())
+            .await;
+        outcome
     }
 
     async fn outcome_recorded(&self, execution_id: Uuid, recorded: bool) {

@@ -10,6 +10,7 @@ pub mod logclient;
 pub mod logs;
 pub mod monitor;
 pub mod namespace;
+pub mod oplog;
 pub mod plan;
 pub mod preflight;
 pub mod render;

@@ -92,8 +92,18 @@ async fn check_secrets(
         .into_iter()
         .filter(|s| !created_secrets.contains(s))
     {
-        match api.get_metadata_opt(&name).await {
-            Ok(Some(_)) => {}
+        // The operator's registry Secret is read whole: made by hand, it
+        // may lack the key the Tasks read (its keys are named, never its values).
+        let found = if name == OPERATOR_DOCKER_CONFIG {
+            api.get_opt(&name)
+                .await
+                .map(|s| s.map(|s| usable_registry_keys(&s, namespace)))
+        } else {
+            api.get_metadata_opt(&name).await.map(|m| m.map(|_| Ok(())))
+        };
+        match found {
+            Ok(Some(Ok(()))) => {}
+            Ok(Some(Err(message))) => return Err(TektonError::Build(message)),
             Ok(None) if name == OPERATOR_DOCKER_CONFIG => {
                 return Err(TektonError::Build(format!(
                     "Secret {name:?} not found in namespace {namespace}: builds without a registry credential use the operator-managed docker config; create it (kubectl create secret docker-registry {name} -n {namespace} ...) or give the build a registry credential"
@@ -116,6 +126,46 @@ async fn check_secrets(
         }
     }
     Ok(())
+}
+
+/// The keys the shipped Tasks read credentials from: `.dockerconfigjson`
+/// (`kubectl create secret docker-registry`) or `config.json` (a generic
+/// Secret made from a docker config file).
+pub const REGISTRY_SECRET_KEYS: [&str; 2] = [".dockerconfigjson", "config.json"];
+
+/// Ok when the Secret holds a non-empty registry key, else why not.
+fn usable_registry_keys(secret: &Secret, namespace: &str) -> Result<(), String> {
+    let name = secret
+        .metadata
+        .name
+        .as_deref()
+        .unwrap_or(OPERATOR_DOCKER_CONFIG);
+    let mut keys: Vec<&str> = secret
+        .data
+        .iter()
+        .flat_map(|d| {
+            d.iter()
+                .filter(|(_, v)| !v.0.is_empty())
+                .map(|(k, _)| k.as_str())
+        })
+        .chain(secret.string_data.iter().flat_map(|d| {
+            d.iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, _)| k.as_str())
+        }))
+        .collect();
+    if keys.iter().any(|k| REGISTRY_SECRET_KEYS.contains(k)) {
+        return Ok(());
+    }
+    keys.sort_unstable();
+    let has = if keys.is_empty() {
+        "no non-empty key".to_string()
+    } else {
+        format!("only the keys {}", keys.join(", "))
+    };
+    Err(format!(
+        "Secret {name:?} in namespace {namespace} has {has}; the Tasks read registry credentials from a non-empty .dockerconfigjson or config.json key: recreate it with kubectl create secret docker-registry {name} -n {namespace} --docker-server=... --docker-username=... --docker-password=... (or kubectl create secret generic {name} -n {namespace} --from-file=config.json=<docker config file>)"
+    ))
 }
 
 async fn check_storage(

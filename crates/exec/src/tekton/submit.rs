@@ -65,12 +65,12 @@ pub fn labels_match(existing: &BTreeMap<String, String>, ours: &BTreeMap<String,
 }
 
 /// Create the run, or adopt it when an earlier attempt of this same
-/// execution already created it.
+/// execution already created it; `true` with an adopted run.
 pub async fn create_or_adopt(
     client: &kube::Client,
     version: TektonVersion,
     run: &Value,
-) -> Result<DynamicObject, TektonError> {
+) -> Result<(DynamicObject, bool), TektonError> {
     let namespace = run
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
@@ -88,7 +88,7 @@ pub async fn create_or_adopt(
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &pipelinerun_resource(version));
     match api.create(&PostParams::default(), &object).await {
-        Ok(created) => Ok(created),
+        Ok(created) => Ok((created, false)),
         Err(e) if is_already_exists(&e) => {
             let existing = api.get(name).await.map_err(|e| {
                 TektonError::kube(
@@ -98,7 +98,7 @@ pub async fn create_or_adopt(
             })?;
             let labels = existing.metadata.labels.clone().unwrap_or_default();
             if labels_match(&labels, &ours) {
-                Ok(existing)
+                Ok((existing, true))
             } else {
                 Err(TektonError::Build(format!(
                     "PipelineRun {namespace}/{name} already exists but was not created for this execution (labels differ); delete it or retry the build"
