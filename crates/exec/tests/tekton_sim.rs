@@ -94,9 +94,11 @@ async fn each_method_succeeds_with_artifacts_params_and_ordered_logs() {
             sink.artifact("clone.commit").is_some(),
             "{method}: task results kept"
         );
-        // Logs: clone before build, in order, nothing twice.
+        // Logs: the operator's lines first, then clone before build, in
+        // order, nothing twice.
         let sources = sink.sources();
-        assert!(sources[0].starts_with("clone/"), "{method}: {sources:?}");
+        assert_eq!(sources[0], "imagefactory", "{method}: {sources:?}");
+        assert!(sources[1].starts_with("clone/"), "{method}: {sources:?}");
         assert!(
             sources.iter().any(|s| s.starts_with("build/")),
             "{method}: {sources:?}"
