@@ -27,9 +27,9 @@ use uuid::Uuid;
 
 use crate::context::build_context;
 use crate::policy::{self, RetryPolicy};
-use crate::select::{ProviderFacts, Slot, select_slot};
+use crate::select::{ProviderFacts, Slot, select_slot, tekton_off_reason};
 use crate::settings::{DispatcherMode, DispatcherSettings};
-use crate::sink::{ReferenceWriter, StoreSink, reference_writer};
+use crate::sink::{NOTICE_SOURCE, ReferenceWriter, StoreSink, reference_writer};
 
 /// The executors this dispatcher can hand builds to, by selection slot.
 #[derive(Clone, Default)]
@@ -371,8 +371,9 @@ impl Shared {
                 warn!(build.id = %build_id, %message, "build failed at claim time");
             }
             let inputs = BatchInputs::new(&batch.claimed);
+            // Each claim is logged at info once its inputs are loaded
+            // (`prepare`): the claim row holds no method or infrastructure.
             for build in batch.claimed {
-                debug!(build.id = %build.build_id, attempt = build.execution.attempt, "claimed");
                 self.spawn_execution(tasks, build, began, inputs.clone());
             }
             if batch.offered < limit {
@@ -408,7 +409,11 @@ impl Shared {
             tekton_enabled: c.provider_tekton_enabled.unwrap_or(false),
             active,
         });
-        match select_slot(infrastructure, facts.as_ref(), self.settings.tekton_enabled) {
+        match select_slot(
+            infrastructure,
+            facts.as_ref(),
+            &self.settings.tekton_policy(),
+        ) {
             Ok(slot) => match self.executors.for_slot(slot) {
                 Some(executor) => ClaimDecision::Run(executor.kind()),
                 None => ClaimDecision::Fail(format!(
@@ -543,14 +548,49 @@ impl Shared {
             .ok_or_else(|| Outcome::Failed {
                 message: "the build or its project no longer exists".to_owned(),
             })?;
+        info!(
+            build.id = %build.build_id,
+            method = %inputs.method,
+            infrastructure = %inputs.infrastructure_type,
+            provider.id = ?inputs.provider_id,
+            executor = %kind,
+            attempt = execution.attempt,
+            "{}",
+            if execution.reference_at.is_none() { "build claimed" } else { "build claimed to re-attach" }
+        );
+        // A Kubernetes build with Tekton off was given the local slot at
+        // claim time (under IF_BUILD_TEKTON_DISABLED=fail it failed there).
+        let fallback = (inputs.infrastructure_type == InfrastructureType::Kubernetes.as_str())
+            .then(|| {
+                tekton_off_reason(self.settings.tekton_enabled, inputs.provider_tekton_enabled)
+            })
+            .flatten();
         // Starting new work is where host access is granted: a local build
         // queued before the opt-in was withdrawn, or written around the API,
         // never starts. (Re-attaching only cleans up what a crash left.)
         if execution.reference_at.is_none() {
-            local_builds_allowed(&inputs)?;
+            local_builds_allowed(&inputs, fallback)?;
         }
         let ctx = build_context(inputs, execution, self.cipher.as_ref())
             .map_err(|message| Outcome::Failed { message })?;
+        if let Some(reason) = fallback.filter(|_| execution.reference_at.is_none()) {
+            let note = format!(
+                "{reason}: this Kubernetes build runs on the local executor, on a dispatcher's \
+                 host (IF_BUILD_TEKTON_DISABLED=local; the platform admin can set it to fail \
+                 to fail such builds instead)"
+            );
+            if let Err(e) = executions::append_notice(
+                &self.pool,
+                build.build_id,
+                execution.id,
+                NOTICE_SOURCE,
+                &note,
+            )
+            .await
+            {
+                warn!(build.id = %build.build_id, error = %e, "could not log why the build runs locally");
+            }
+        }
         Ok(Prepared {
             executor: executor.clone(),
             ctx,
@@ -721,19 +761,27 @@ impl Shared {
 }
 
 /// A local build runs on this host; only tenants the platform admin opted in
-/// (`tenants.allow_local_builds`, read with the inputs) may start one.
-fn local_builds_allowed(inputs: &ExecutionInputs) -> Result<(), Outcome> {
-    if inputs.infrastructure_type != InfrastructureType::Local.as_str()
-        || inputs.local_builds_allowed
-    {
+/// (`tenants.allow_local_builds`, read with the inputs) may start one. That
+/// holds for a Kubernetes build sent to the local executor because Tekton is
+/// off (`fallback`: why): the security wall does not move with the setting.
+fn local_builds_allowed(inputs: &ExecutionInputs, fallback: Option<&str>) -> Result<(), Outcome> {
+    let on_host =
+        inputs.infrastructure_type == InfrastructureType::Local.as_str() || fallback.is_some();
+    if !on_host || inputs.local_builds_allowed {
         return Ok(());
     }
     warn!(tenant.id = %inputs.tenant_id, "local build of a tenant without allow_local_builds refused");
-    Err(Outcome::Failed {
-        message: "not run: local builds run on the server's own host and are not enabled for \
-                  this tenant (the platform admin's tenant setting allow_local_builds)"
+    let message = match fallback {
+        None => "not run: local builds run on the server's own host and are not enabled for \
+                 this tenant (the platform admin's tenant setting allow_local_builds)"
             .to_owned(),
-    })
+        Some(reason) => format!(
+            "not run: {reason}, so this Kubernetes build would run on the local executor, on \
+             the server's own host, and local builds are not enabled for this tenant (the \
+             platform admin's tenant setting allow_local_builds)"
+        ),
+    };
+    Err(Outcome::Failed { message })
 }
 
 /// The execution inputs of one claimed batch, loaded with one query by

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::select::{TektonPolicy, WhenTektonDisabled};
+
 /// How a dispatcher runs; shown in the admin API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DispatcherMode {
@@ -68,10 +70,36 @@ pub struct DispatcherSettings {
     /// the dispatcher records the end itself.
     #[arg(long = "dispatcher-stop-grace", env = "IF_DISPATCHER_STOP_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub stop_grace: Duration,
-    /// Run Kubernetes builds through Tekton. When false, Kubernetes builds fail
-    /// with a message saying so.
+    /// Run Kubernetes builds through Tekton. When false (or false on a
+    /// build's provider), `tekton_disabled` says what they do instead.
     #[arg(long = "build-tekton-enabled", env = "IF_BUILD_TEKTON_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub tekton_enabled: bool,
+    /// What a Kubernetes build does when Tekton is disabled: `local` runs it
+    /// on the local executor (tenants with allow_local_builds; others fail
+    /// saying so), `fail` fails it (builds never run on dispatcher hosts).
+    #[arg(
+        long = "build-tekton-disabled",
+        env = "IF_BUILD_TEKTON_DISABLED",
+        value_enum,
+        default_value = "local"
+    )]
+    pub tekton_disabled: WhenTektonDisabled,
+    /// A global cluster is configured (`IF_BUILD_TEKTON_KUBECONFIG` or
+    /// `IF_BUILD_TEKTON_IN_CLUSTER`), so a Kubernetes build without a
+    /// provider runs there. Set by the binary from the Tekton settings.
+    #[arg(skip)]
+    pub global_cluster: bool,
+}
+
+impl DispatcherSettings {
+    /// The Tekton part of these settings, as executor selection needs it.
+    pub fn tekton_policy(&self) -> TektonPolicy {
+        TektonPolicy {
+            enabled: self.tekton_enabled,
+            when_disabled: self.tekton_disabled,
+            global_cluster: self.global_cluster,
+        }
+    }
 }
 
 impl Default for DispatcherSettings {
@@ -88,6 +116,8 @@ impl Default for DispatcherSettings {
             shutdown_grace: Duration::from_secs(10),
             stop_grace: Duration::from_secs(30),
             tekton_enabled: true,
+            tekton_disabled: WhenTektonDisabled::Local,
+            global_cluster: false,
         }
     }
 }
@@ -183,5 +213,20 @@ mod tests {
         assert_eq!(cli.settings.max_in_flight, 7);
         assert!(!cli.settings.tekton_enabled);
         assert_eq!(cli.settings.lease, DispatcherSettings::default().lease);
+        assert_eq!(cli.settings.tekton_disabled, WhenTektonDisabled::Local);
+    }
+
+    #[test]
+    fn what_kubernetes_builds_do_without_tekton_is_local_or_fail() {
+        let cli = Cli::parse_from(["x", "--build-tekton-disabled", "fail"]);
+        assert_eq!(cli.settings.tekton_disabled, WhenTektonDisabled::Fail);
+        let Err(e) = Cli::try_parse_from(["x", "--build-tekton-disabled", "maybe"]) else {
+            panic!("an unknown value is refused");
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains("--build-tekton-disabled") && e.contains("local, fail"),
+            "{e}"
+        );
     }
 }

@@ -104,6 +104,10 @@ pub struct WorkRecord {
 pub struct TestExecutor {
     pool: PgPool,
     starts: Arc<Coalescer<StartWrite, i64>>,
+    /// The kind it reports (`Test` unless set): a test giving the Tekton and
+    /// local slots executors of their own kinds sees, in the execution rows,
+    /// which slot each build was given.
+    kind: ExecutorKind,
 }
 
 /// What one `start` writes: its work row, reference and "started" line.
@@ -250,7 +254,14 @@ impl TestExecutor {
             starts: Arc::new(Coalescer::new(START_BATCH, move |batch| {
                 write_starts(writer.clone(), batch)
             })),
+            kind: ExecutorKind::Test,
         }
+    }
+
+    /// The same executor, reporting itself as `kind`.
+    pub fn with_kind(mut self, kind: ExecutorKind) -> Self {
+        self.kind = kind;
+        self
     }
 
     pub async fn work(pool: &PgPool) -> Result<Vec<WorkRecord>, sqlx::Error> {
@@ -365,7 +376,7 @@ fn started_line() -> LogLine {
 #[async_trait]
 impl Executor for TestExecutor {
     fn kind(&self) -> ExecutorKind {
-        ExecutorKind::Test
+        self.kind
     }
 
     async fn start(

@@ -58,6 +58,7 @@ pub fn fast_settings() -> DispatcherSettings {
         shutdown_grace: Duration::from_secs(10),
         stop_grace: Duration::from_millis(500),
         tekton_enabled: true,
+        ..DispatcherSettings::default()
     }
 }
 
@@ -94,6 +95,15 @@ pub fn start_dispatcher(pool: PgPool, settings: DispatcherSettings) -> Running {
         tekton: Some(executor.clone()),
         local: Some(executor),
     };
+    start_dispatcher_with(pool, settings, executors)
+}
+
+/// A dispatcher with these executors (e.g. test executors of distinct kinds).
+pub fn start_dispatcher_with(
+    pool: PgPool,
+    settings: DispatcherSettings,
+    executors: Executors,
+) -> Running {
     let dispatcher = Dispatcher::new(pool, settings, executors, None, DispatcherMode::Embedded);
     let id = dispatcher.id().to_owned();
     let activity = dispatcher.activity();

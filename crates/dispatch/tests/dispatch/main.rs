@@ -13,5 +13,6 @@ mod local_opt_in;
 mod retry;
 mod shutdown;
 mod sink;
+mod tekton_disabled;
 mod transitions;
 mod unknown_values;

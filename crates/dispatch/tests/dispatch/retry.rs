@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use imagefactory_dispatch::select::WhenTektonDisabled;
 use imagefactory_dispatch::testing::TestScript;
 
 use crate::helpers::*;
@@ -142,8 +143,14 @@ async fn kubernetes_builds_go_to_tekton_or_fail_saying_why() {
     };
     let ids = submit(&db.pool, t, &[ok.clone(), provider_off]).await;
 
-    // Tekton enabled: the build runs on the tekton slot with its provider recorded.
-    let d = start_dispatcher(db.another_pool().await, fast_settings());
+    // Tekton enabled: the build runs on the tekton slot with its provider
+    // recorded. Kubernetes builds without Tekton fail (rather than run
+    // locally, see tekton_disabled.rs).
+    let fail = imagefactory_dispatch::DispatcherSettings {
+        tekton_disabled: WhenTektonDisabled::Fail,
+        ..fast_settings()
+    };
+    let d = start_dispatcher(db.another_pool().await, fail.clone());
     wait_status(&db.pool, ids[0], "succeeded", Duration::from_secs(30)).await;
     wait_status(&db.pool, ids[1], "failed", Duration::from_secs(30)).await;
     d.stop().await;
@@ -161,7 +168,7 @@ async fn kubernetes_builds_go_to_tekton_or_fail_saying_why() {
         db.another_pool().await,
         imagefactory_dispatch::DispatcherSettings {
             tekton_enabled: false,
-            ..fast_settings()
+            ..fail
         },
     );
     wait_status(&db.pool, off, "failed", Duration::from_secs(30)).await;
