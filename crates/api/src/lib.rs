@@ -60,6 +60,11 @@ pub struct AppState {
     /// is saved; the executor checks resolved addresses again when it
     /// connects). Default: loopback, link-local and unspecified refused.
     pub provider_address_policy: Arc<AddressPolicy>,
+    /// A global cluster is configured for the dispatchers
+    /// (`IF_BUILD_TEKTON_KUBECONFIG` / `IF_BUILD_TEKTON_IN_CLUSTER`): a
+    /// Kubernetes build naming no provider, when no global provider exists,
+    /// is accepted and runs there.
+    pub global_cluster: bool,
 }
 
 impl AppState {
@@ -76,6 +81,7 @@ impl AppState {
             followers: FollowerSlots::default(),
             auth_throttle: AuthThrottle::default(),
             provider_address_policy: Arc::new(AddressPolicy::new(false)),
+            global_cluster: false,
         }
     }
 }

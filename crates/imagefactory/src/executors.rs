@@ -19,7 +19,8 @@ pub async fn build(settings: &ExecutorSettings) -> anyhow::Result<Executors> {
         Some(Arc::new(executor) as Arc<dyn imagefactory_exec::Executor>)
     } else {
         tracing::info!(
-            "Tekton disabled (IF_BUILD_TEKTON_ENABLED=false): Kubernetes builds will fail saying so"
+            when_disabled = ?settings.dispatcher.tekton_disabled,
+            "Tekton disabled (IF_BUILD_TEKTON_ENABLED=false): Kubernetes builds run on the local executor (allowed tenants), or fail under IF_BUILD_TEKTON_DISABLED=fail"
         );
         None
     };

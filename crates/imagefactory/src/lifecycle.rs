@@ -101,9 +101,11 @@ pub async fn start_dispatcher(
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
     let executors = executors::build(settings).await?;
+    let mut dispatcher_settings = settings.dispatcher.clone();
+    dispatcher_settings.global_cluster = settings.tekton.global_cluster();
     let dispatcher = Dispatcher::new(
         pool.clone(),
-        settings.dispatcher.clone(),
+        dispatcher_settings,
         executors,
         Some(cipher.clone()),
         mode,

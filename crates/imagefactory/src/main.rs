@@ -82,6 +82,7 @@ async fn serve(mut settings: ServeSettings) -> anyhow::Result<()> {
     state.dispatcher_stale_after =
         imagefactory_dispatch::admin::stale_after(&settings.executors.dispatcher);
     state.provider_address_policy = policy.clone();
+    state.global_cluster = settings.executors.tekton.global_cluster();
     state.connection_tester = Some(std::sync::Arc::new(connection::TektonConnectionTester {
         policy,
     }));

@@ -39,6 +39,11 @@ pub struct TektonArgs {
 }
 
 impl TektonArgs {
+    /// A global cluster is configured for Kubernetes builds without a provider.
+    pub fn global_cluster(&self) -> bool {
+        self.kubeconfig.is_some() || self.in_cluster
+    }
+
     pub fn settings(&self) -> TektonSettings {
         TektonSettings {
             templates_dir: self.templates_dir.clone(),

@@ -229,10 +229,14 @@ async fn resolve_provider(
             InfrastructureType::Kubernetes => {
                 match providers::default_kubernetes(&state.pool).await? {
                     Some(p) => Ok(Some(p.id)),
+                    // The dispatchers' own global cluster.
+                    None if state.global_cluster => Ok(None),
                     None => Err(ApiError::field(
                         FIELD,
-                        "no provider given and no usable global Kubernetes provider exists; \
-                     name a provider or ask the platform admin to configure a global one",
+                        "no provider given, no usable global Kubernetes provider exists and no \
+                         global cluster (IF_BUILD_TEKTON_KUBECONFIG or IF_BUILD_TEKTON_IN_CLUSTER) \
+                         is configured; name a provider or ask the platform admin to configure a \
+                         global one",
                     )),
                 }
             }
