@@ -78,7 +78,9 @@ async fn run(mut args: DevArgs) -> anyhow::Result<bool> {
         shutdown.clone(),
     )
     .await?;
-    let state = AppState::new(pool.clone(), cipher, Some(admin.clone()));
+    let mut state = AppState::new(pool.clone(), cipher, Some(admin.clone()));
+    // As `serve`: a global cluster lets builds that name no provider in.
+    state.global_cluster = args.executors.tekton.global_cluster();
     let serving = serve(&args, state, listener, dispatcher, &shutdown)?;
 
     let demo = tokio::select! {
