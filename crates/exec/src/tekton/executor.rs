@@ -264,12 +264,13 @@ impl TektonExecutor {
         provider_id: Option<Uuid>,
         submitted: Submitted,
         sink: &dyn ExecutionSink,
+        oplog: &mut OperatorLog,
     ) -> Result<RunToFollow, Outcome> {
         let Submitted {
             version,
             namespace,
             created,
-            adopted: _,
+            adopted,
             finally,
             early,
         } = submitted;
@@ -303,6 +304,14 @@ impl TektonExecutor {
         let _ = sink
             .progress(&format!("PipelineRun {namespace}/{name} created"))
             .await;
+        let line = if adopted {
+            format!(
+                "Created PipelineRun: {name} (adopted: an earlier try of this attempt had created it)"
+            )
+        } else {
+            format!("Created PipelineRun: {name}")
+        };
+        Box::pin(oplog.line(sink, line)).await;
         Ok(RunToFollow {
             cluster,
             version,
@@ -397,66 +406,20 @@ impl Executor for TektonExecutor {
         }
         let began = std::time::Instant::now();
         let mut oplog = OperatorLog::new();
-        let namespace = namespace_name(ctx.tenant_id);
-        oplog
-            .line(
-                sink.as_ref(),
-                format!("Using Kubernetes namespace: {namespace}"),
-            )
-            .await;
-        let cluster = match self.clients.cluster(ctx.provider.as_ref()).await {
-            Ok(c) => c,
-            Err(e) => {
-                let outcome = e.into_outcome();
-                oplog
-                    .finished(sink.as_ref(), None, &outcome, began.elapsed())
-                    .await;
-                return outcome;
-            }
-        };
-        // Boxed: rendering and preflight are large futures, and the future
-        // of `start` lives as long as the build.
-        let submitted = match Box::pin(self.submit_retrying(&cluster, &ctx, sink.as_ref())).await {
-            Ok(submitted) => submitted,
-            Err(e) => {
-                let outcome = e.into_outcome();
-                oplog
-                    .finished(sink.as_ref(), None, &outcome, began.elapsed())
-                    .await;
-                return outcome;
-            }
-        };
-        let adopted = submitted.adopted;
-        let execution_id = ctx.execution_id;
-        let provider_id = ctx.provider.as_ref().map(|p| p.provider_id);
+        // Boxed, as `submit`: creating the run (secrets, rendering,
+        // preflight, operator lines) is short, and the future of `start`
+        // lives as long as the build.
+        let created = Box::pin(self.create_run(&ctx, &sink, &mut oplog, began)).await;
         // Not needed to follow the run (provider config, secrets, method config).
         drop(ctx);
-        let run = match self
-            .save_reference(cluster, provider_id, submitted, sink.as_ref())
-            .await
-        {
+        let run = match created {
             Ok(run) => run,
-            Err(outcome) => {
-                oplog
-                    .finished(sink.as_ref(), None, &outcome, began.elapsed())
-                    .await;
-                return outcome;
-            }
+            Err(outcome) => return outcome,
         };
         let name = run.name.clone();
-        let created = if adopted {
-            format!(
-                "Created PipelineRun: {name} (adopted: an earlier try of this attempt had created it)"
-            )
-        } else {
-            format!("Created PipelineRun: {name}")
-        };
-        oplog.line(sink.as_ref(), created).await;
-        let (follow, watch) = self.follower(execution_id, run);
+        let (follow, watch) = self.follower(run.execution_id, run.run);
         let outcome = follow.run(watch, sink.clone(), stop).await;
-        oplog
-            .finished(sink.as_ref(), Some(&name), &outcome, began.elapsed())
-            .await;
+        Box::pin(oplog.finished(sink.as_ref(), Some(&name), &outcome, began.elapsed())).await;
         outcome
     }
 
@@ -527,12 +490,11 @@ impl Executor for TektonExecutor {
             .unwrap_or_else(std::time::Instant::now);
         drop(value);
         let mut oplog = OperatorLog::resume(sink.as_ref()).await;
-        oplog
-            .line(
-                sink.as_ref(),
-                format!("Re-attached to PipelineRun: {name} in namespace {namespace}"),
-            )
-            .await;
+        Box::pin(oplog.line(
+            sink.as_ref(),
+            format!("Re-attached to PipelineRun: {name} in namespace {namespace}"),
+        ))
+        .await;
         let run_name = name.clone();
         let run = RunToFollow {
             cluster,
@@ -545,9 +507,7 @@ impl Executor for TektonExecutor {
         };
         let (follow, watch) = self.follower(execution_id, run);
         let outcome = follow.run(watch, sink.clone(), stop).await;
-        oplog
-            .finished(sink.as_ref(), Some(&run_name), &outcome, began.elapsed())
-            .await;
+        Box::pin(oplog.finished(sink.as_ref(), Some(&run_name), &outcome, began.elapsed())).await;
         outcome
     }
 
@@ -558,6 +518,68 @@ impl Executor for TektonExecutor {
         if let Some(cleanup) = cleanup.filter(|_| recorded) {
             tokio::spawn(cleanup.run());
         }
+    }
+}
+
+/// A run [`TektonExecutor::create_run`] created (or adopted), to follow.
+struct CreatedRun {
+    execution_id: Uuid,
+    name: String,
+    run: RunToFollow,
+}
+
+impl TektonExecutor {
+    /// `start` up to a created run with its reference saved, writing the
+    /// namespace and "Created PipelineRun" operator lines, or on failure the
+    /// completion line. `ctx` is borrowed: `start` drops it before following
+    /// the run.
+    async fn create_run(
+        &self,
+        ctx: &ExecutionContext,
+        sink: &Arc<dyn ExecutionSink>,
+        oplog: &mut OperatorLog,
+        began: std::time::Instant,
+    ) -> Result<CreatedRun, Outcome> {
+        let created = self.try_create_run(ctx, sink, oplog).await;
+        if let Err(outcome) = &created {
+            Box::pin(oplog.finished(sink.as_ref(), None, outcome, began.elapsed())).await;
+        }
+        created
+    }
+
+    async fn try_create_run(
+        &self,
+        ctx: &ExecutionContext,
+        sink: &Arc<dyn ExecutionSink>,
+        oplog: &mut OperatorLog,
+    ) -> Result<CreatedRun, Outcome> {
+        Box::pin(oplog.line(
+            sink.as_ref(),
+            format!(
+                "Using Kubernetes namespace: {}",
+                namespace_name(ctx.tenant_id)
+            ),
+        ))
+        .await;
+        let cluster = self
+            .clients
+            .cluster(ctx.provider.as_ref())
+            .await
+            .map_err(TektonError::into_outcome)?;
+        // Boxed: rendering and preflight are large futures, and the future
+        // of `start` lives as long as the build.
+        let submitted = Box::pin(self.submit_retrying(&cluster, ctx, sink.as_ref()))
+            .await
+            .map_err(TektonError::into_outcome)?;
+        let provider_id = ctx.provider.as_ref().map(|p| p.provider_id);
+        let run = self
+            .save_reference(cluster, provider_id, submitted, sink.as_ref(), oplog)
+            .await?;
+        Ok(CreatedRun {
+            execution_id: ctx.execution_id,
+            name: run.name.clone(),
+            run,
+        })
     }
 }
 
