@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_TOKEN, Http, Proc, SECRET_KEY, drop_database, free_port, fresh_database_url};
+use common::{ADMIN_TOKEN, Http, Proc, ReservedDb, SECRET_KEY, free_port, fresh_database};
 use imagefactory_exec::tekton::TektonVersion;
 use imagefactory_exec::tekton::namespace::ensure_namespace;
 use imagefactory_exec::tekton::secrets::OPERATOR_DOCKER_CONFIG;
@@ -23,16 +23,17 @@ use serde_json::{Value, json};
 struct Server {
     proc: Proc,
     http: Http,
-    db: String,
+    /// Dropped (the database with it) after the process stopped.
+    _db: ReservedDb,
     _workdir: tempfile::TempDir,
 }
 
 async fn serve(extra: &[(&str, String)]) -> Server {
-    let db = fresh_database_url("routing");
+    let db = fresh_database("routing");
     let port = free_port();
     let workdir = tempfile::tempdir().unwrap();
     let mut env: Vec<(&str, String)> = vec![
-        ("IF_DATABASE_URL", db.clone()),
+        ("IF_DATABASE_URL", db.url.clone()),
         ("IF_LISTEN_ADDR", format!("127.0.0.1:{port}")),
         ("IF_ADMIN_TOKEN", ADMIN_TOKEN.into()),
         ("IF_SECRET_KEY", SECRET_KEY.into()),
@@ -48,7 +49,7 @@ async fn serve(extra: &[(&str, String)]) -> Server {
     Server {
         proc,
         http,
-        db,
+        _db: db,
         _workdir: workdir,
     }
 }
@@ -132,11 +133,13 @@ impl Server {
     async fn stop(mut self) {
         self.proc.signal(libc::SIGTERM);
         assert!(
-            self.proc.wait_for_exit(Duration::from_secs(20)).is_some(),
+            self.proc
+                .wait_for_exit(Duration::from_secs(20))
+                .await
+                .is_some(),
             "serve did not stop\n{}",
             self.proc.output()
         );
-        drop_database(&self.db).await;
     }
 }
 
