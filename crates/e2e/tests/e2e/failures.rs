@@ -161,9 +161,12 @@ async fn a_failing_step_is_named_with_its_exit_code() {
     );
     assert!(message.contains("task \"build\""), "{message}");
     let logs = app.logs(id).await;
-    assert_eq!(
-        logs.last().map(String::as_str),
-        Some("error building image"),
+    // The step's last line, then the executor's completion line.
+    assert!(logs.len() >= 2, "{logs:?}");
+    assert_eq!(logs[logs.len() - 2], "error building image", "{logs:?}");
+    let last = &logs[logs.len() - 1];
+    assert!(
+        last.starts_with("PipelineRun ") && last.contains(" finished: failed ("),
         "{logs:?}"
     );
     app.finish().await;
