@@ -536,3 +536,21 @@ pub fn rule(
         results: Default::default(),
     }
 }
+
+/// Whether `line` is one of the Tekton executor's operator lines (namespace,
+/// PipelineRun created / re-attached, completion), which frame a build's
+/// step logs.
+pub fn is_operator_line(line: &str) -> bool {
+    line.starts_with("Using Kubernetes namespace: ")
+        || line.starts_with("Created PipelineRun: ")
+        || line.starts_with("Re-attached to PipelineRun: ")
+        || (line.starts_with("PipelineRun ") && line.contains(" finished: "))
+}
+
+/// A build's log without the operator lines: its steps' lines.
+pub fn step_lines(logs: &[String]) -> Vec<String> {
+    logs.iter()
+        .filter(|l| !is_operator_line(l))
+        .cloned()
+        .collect()
+}

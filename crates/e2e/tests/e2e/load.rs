@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::harness::{CrashableDispatcher, Options, PATIENCE, TestApp, fast_settings, rule};
+use crate::harness::{
+    CrashableDispatcher, Options, PATIENCE, TestApp, fast_settings, rule, step_lines,
+};
 
 /// What the chaos driver did, for the report line and sanity checks.
 #[derive(Debug, Default)]
@@ -332,10 +334,26 @@ async fn crashed_dispatchers_lose_and_duplicate_no_tekton_build() {
     let mut expected = vec!["cloned".to_owned()];
     expected.extend(layers.iter().cloned());
     for id in &ids {
+        let logs = app.logs(*id).await;
         assert_eq!(
-            app.logs(*id).await,
+            step_lines(&logs),
             expected,
             "build {id}: logs complete, once each"
+        );
+        // The executors' own lines: the run named (created, or re-attached
+        // to when the dispatcher crashed before saying it created it), and
+        // one completion.
+        assert!(
+            logs.iter().any(|l| l.starts_with("Created PipelineRun: ")
+                || l.starts_with("Re-attached to PipelineRun: ")),
+            "build {id}: {logs:?}"
+        );
+        assert_eq!(
+            logs.iter()
+                .filter(|l| l.contains(" finished: succeeded after "))
+                .count(),
+            1,
+            "build {id}: one completion line in {logs:?}"
         );
     }
     // Claimed by a dispatcher that crashed = finished by another, re-attached.

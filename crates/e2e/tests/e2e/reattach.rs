@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::harness::{Options, PATIENCE, TestApp, rule};
+use crate::harness::{Options, PATIENCE, TestApp, rule, step_lines};
 
 fn layers() -> Vec<String> {
     (0..40).map(|i| format!("layer {i}")).collect()
@@ -56,14 +56,7 @@ async fn assert_finished_once(app: &TestApp, id: Uuid) {
     // The executors' operator lines (namespace, created, re-attached,
     // finished) interleave with the steps'; the steps' come complete.
     let logs = app.logs(id).await;
-    let operator = |l: &&String| {
-        l.starts_with("Using Kubernetes namespace: ")
-            || l.starts_with("Created PipelineRun: ")
-            || l.starts_with("Re-attached to PipelineRun: ")
-            || (l.starts_with("PipelineRun ") && l.contains(" finished: "))
-    };
-    let steps: Vec<String> = logs.iter().filter(|l| !operator(l)).cloned().collect();
-    assert_eq!(steps, expected, "logs complete, no duplicates");
+    assert_eq!(step_lines(&logs), expected, "logs complete, no duplicates");
     assert!(
         logs.iter()
             .any(|l| l.starts_with("Re-attached to PipelineRun: ")),
