@@ -181,12 +181,7 @@ impl TektonExecutor {
         sink: &dyn ExecutionSink,
     ) -> Result<Submitted, TektonError> {
         let version = cluster.tekton_version().await?;
-        // A tenant provider's `namespace`, else the tenant's own.
-        let namespace = cluster
-            .settings
-            .namespace
-            .clone()
-            .unwrap_or_else(|| namespace_name(ctx.tenant_id));
+        let namespace = run_namespace(cluster, ctx.tenant_id);
         // Keyed by the whole tenant id: the name holds only its first 8 hex
         // digits, so another tenant's check must not count for this one.
         let ns_key = format!("namespace:{}:{namespace}", ctx.tenant_id);
@@ -553,19 +548,19 @@ impl TektonExecutor {
         sink: &Arc<dyn ExecutionSink>,
         oplog: &mut OperatorLog,
     ) -> Result<CreatedRun, Outcome> {
-        Box::pin(oplog.line(
-            sink.as_ref(),
-            format!(
-                "Using Kubernetes namespace: {}",
-                namespace_name(ctx.tenant_id)
-            ),
-        ))
-        .await;
         let cluster = self
             .clients
             .cluster(ctx.provider.as_ref())
             .await
             .map_err(TektonError::into_outcome)?;
+        Box::pin(oplog.line(
+            sink.as_ref(),
+            format!(
+                "Using Kubernetes namespace: {}",
+                run_namespace(&cluster, ctx.tenant_id)
+            ),
+        ))
+        .await;
         // Boxed: rendering and preflight are large futures, and the future
         // of `start` lives as long as the build.
         let submitted = Box::pin(self.submit_retrying(&cluster, ctx, sink.as_ref()))
@@ -581,6 +576,16 @@ impl TektonExecutor {
             run,
         })
     }
+}
+
+/// Where a build's run goes: a tenant provider's `namespace`, else the
+/// tenant's own.
+fn run_namespace(cluster: &Cluster, tenant_id: Uuid) -> String {
+    cluster
+        .settings
+        .namespace
+        .clone()
+        .unwrap_or_else(|| namespace_name(tenant_id))
 }
 
 /// Create a Secret unless this cluster created or checked it recently (names
