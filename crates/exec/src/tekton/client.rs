@@ -408,6 +408,9 @@ pub struct Cluster {
     /// preflight passed for a shape of run), so steady-state builds do not
     /// repeat them; see [`Cluster::recently_checked`].
     checked: Mutex<HashMap<String, std::time::Instant>>,
+    /// `namespace:bundle version` pairs brought to the current Task bundle
+    /// (no expiry: the bundle only changes with a new binary).
+    bundles: Mutex<std::collections::HashSet<String>>,
 }
 
 /// How long a passed check is trusted.
@@ -434,6 +437,7 @@ impl Cluster {
             version: tokio::sync::OnceCell::new(),
             hub,
             checked: Mutex::new(HashMap::new()),
+            bundles: Mutex::default(),
         }
     }
 
@@ -450,6 +454,15 @@ impl Cluster {
             checked.retain(|_, at| at.elapsed() < CHECK_TTL);
         }
         checked.insert(key, std::time::Instant::now());
+    }
+
+    /// Whether the Task bundle was ensured for `key` (see `bundle::ensure_bundle`).
+    pub fn bundle_ensured(&self, key: &str) -> bool {
+        self.bundles.lock().unwrap().contains(key)
+    }
+
+    pub fn remember_bundle(&self, key: String) {
+        self.bundles.lock().unwrap().insert(key);
     }
 
     /// The Tekton API version to talk, discovered from the API groups once.

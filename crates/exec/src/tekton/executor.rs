@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use super::bundle::{LOG_SOURCE as BUNDLE_LOG_SOURCE, ensure_bundle};
 use super::client::{ClientCache, Cluster, TektonVersion};
 use super::error::{TektonError, is_not_found, is_transient};
 use super::logs::{FinishedTaskRuns, LogFollower};
@@ -35,9 +36,10 @@ use super::validate::{
     Expected, bound_secrets, has_finally, referenced_tasks, to_version, validate,
 };
 use crate::{
-    ExecutionContext, ExecutionRef, ExecutionSink, Executor, ExecutorKind, Outcome, StopReason,
-    StopSignal,
+    ExecutionContext, ExecutionRef, ExecutionSink, Executor, ExecutorKind, LogLine, Outcome,
+    StopReason, StopSignal,
 };
+use imagefactory_domain::task_bundle::TaskMode;
 
 /// Settings from `IF_BUILD_TEKTON_*`.
 #[derive(Debug, Clone)]
@@ -188,6 +190,22 @@ impl TektonExecutor {
         if !cluster.recently_checked(&ns_key) {
             ensure_named_namespace(&cluster.client, &namespace, ctx.tenant_id).await?;
             cluster.remember_check(ns_key);
+        }
+        if cluster.settings.task_mode == TaskMode::Managed {
+            let lines = ensure_bundle(cluster, version, &namespace).await?;
+            if !lines.is_empty() {
+                let lines: Vec<LogLine> = lines
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, line)| LogLine {
+                        source: BUNDLE_LOG_SOURCE.into(),
+                        position: i as i64 + 1,
+                        line,
+                    })
+                    .collect();
+                // The apply happened; a lost log line must not fail the build.
+                let _ = sink.logs(&lines).await;
+            }
         }
         let registry = match &ctx.registry {
             Some(auth) => ensure_cached(cluster, &namespace, &registry_secret(auth)).await?,

@@ -2,6 +2,7 @@
 //! provider's cluster. Pure logic (settings, rendering, validation, status
 //! mapping) lives apart from the modules that talk to Kubernetes.
 
+pub mod bundle;
 pub mod client;
 pub mod connect;
 pub mod error;

@@ -51,7 +51,8 @@ pub fn task_objects(version: TektonVersion) -> Result<Vec<Value>, String> {
 }
 
 /// Create or update every shipped Task in `namespace` (server-side apply,
-/// field manager `image-factory`, forcing ownership of our fields).
+/// field manager `image-factory`, forcing ownership of our fields), labelled
+/// with the current bundle version (see `bundle`).
 pub async fn install_tasks(
     client: &kube::Client,
     version: TektonVersion,
@@ -64,7 +65,7 @@ pub async fn install_tasks(
     );
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut installed = Vec::new();
-    for mut task in task_objects(version).map_err(TektonError::Build)? {
+    for mut task in super::bundle::desired_tasks(version).map_err(TektonError::Build)? {
         let name = task["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
