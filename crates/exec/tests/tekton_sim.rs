@@ -173,7 +173,11 @@ async fn failed_message(sim: &Sim, ctx: imagefactory_exec::ExecutionContext) -> 
 async fn missing_task_fails_before_submit() {
     let sim = Sim::start(SimOptions::default()).await;
     let tenant = Uuid::new_v4();
-    let outcome = failed_message(&sim, context(BuildMethod::Kaniko, sim.provider(), tenant)).await;
+    // Unmanaged: the operator brings the Tasks (managed providers get them applied).
+    let mut config = sim.config();
+    config["tasks"] = json!("unmanaged");
+    let provider = sim.provider_with(config);
+    let outcome = failed_message(&sim, context(BuildMethod::Kaniko, provider, tenant)).await;
     let text = message(&outcome);
     assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
     assert!(

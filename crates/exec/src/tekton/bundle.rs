@@ -103,7 +103,10 @@ pub fn classify(desired: &Value, live: Option<&Value>) -> TaskState {
         return TaskState::Missing;
     };
     let recorded_hash = live
-        .pointer(&format!("/metadata/annotations/{}", escape(SPEC_HASH_ANNOTATION)))
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            escape(SPEC_HASH_ANNOTATION)
+        ))
         .and_then(Value::as_str);
     let live_version = live
         .pointer(&format!("/metadata/labels/{}", escape(BUNDLE_LABEL)))
@@ -352,7 +355,7 @@ pub async fn apply_bundle(
 /// Make sure `namespace` has the current bundle before a managed build,
 /// once per cluster (provider and config version), namespace and bundle
 /// version: later builds cost no Task requests. Returns the lines to log
-/// (nothing when cached). Drift left alone is reported, not fatal: the
+/// (nothing when cached or when every Task was already current). Drift left alone is reported, not fatal: the
 /// build's preflight still checks the Tasks are there.
 pub async fn ensure_bundle(
     cluster: &Cluster,
@@ -375,12 +378,16 @@ pub async fn ensure_bundle(
             failed.line()
         )));
     }
+    cluster.remember_bundle(key);
+    // A namespace already current is not worth a line in every first build.
+    if results.iter().all(|r| r.action == Action::Unchanged) {
+        return Ok(Vec::new());
+    }
     let mut lines = vec![format!(
         "Image Factory Task bundle {} in namespace {namespace}:",
         bundle_version()
     )];
     lines.extend(results.iter().map(ObjectResult::line));
-    cluster.remember_bundle(key);
     Ok(lines)
 }
 

@@ -199,7 +199,7 @@ impl TektonExecutor {
                     .enumerate()
                     .map(|(i, line)| LogLine {
                         source: BUNDLE_LOG_SOURCE.into(),
-                        position: i as i64 + 1,
+                        position: i as i64,
                         line,
                     })
                     .collect();
