@@ -76,6 +76,8 @@ struct Target<'a> {
     namespace: Option<String>,
     name: Option<String>,
     subresource: Option<String>,
+    /// `dryRun=All`: admit and answer as if written, store nothing.
+    dry_run: bool,
 }
 
 fn parse_query(q: Option<&str>) -> HashMap<String, String> {
@@ -527,7 +529,7 @@ impl Api {
         version: &str,
         rest: &[&str],
     ) -> Result<Response<Body>, ApiError> {
-        let t = self.target(group, version, rest)?;
+        let mut t = self.target(group, version, rest)?;
         let q = parse_query(req.uri().query());
         let verb = verb_of(req.method(), t.name.is_some(), &q)?;
         self.authorize(user, &t, verb)?;
@@ -536,9 +538,20 @@ impl Api {
             verb,
             "create" | "update" | "patch" | "delete" | "deletecollection"
         );
-        if q.contains_key("dryRun") && writes {
-            // Better a visible refusal than a "dry run" that writes.
-            return Err(ApiError::bad_request("dryRun is not supported by kube-sim"));
+        if let Some(mode) = q.get("dryRun").filter(|_| writes) {
+            // Only create, update and patch take a dry run here; better a
+            // visible refusal than a "dry run" that writes.
+            if mode != "All" {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid dryRun value {mode:?}: the only accepted value is \"All\""
+                )));
+            }
+            if !matches!(verb, "create" | "update" | "patch") {
+                return Err(ApiError::bad_request(format!(
+                    "dryRun is not supported by kube-sim for {verb}"
+                )));
+            }
+            t.dry_run = true;
         }
         let accept = header_or(&req, header::ACCEPT, "");
         let content_type = header_or(&req, header::CONTENT_TYPE, "application/json");
@@ -651,6 +664,7 @@ impl Api {
             namespace,
             name,
             subresource: sub,
+            dry_run: false,
         })
     }
 
@@ -819,6 +833,9 @@ impl Api {
     fn write_create(&self, t: &Target<'_>, obj: Value) -> Result<Response<Body>, ApiError> {
         let mut obj = self.stored(t, obj);
         self.admit_create(t, &mut obj)?;
+        if t.dry_run {
+            return Ok(self.served_response(t, 201, Arc::new(obj)));
+        }
         let created = self
             .store
             .create(&t.kind, t.namespace.as_deref(), obj, Writer::Api)?;
@@ -837,6 +854,9 @@ impl Api {
         let mut obj = self.stored(t, obj);
         if let Some(old) = old {
             self.admit_update(t, old, &mut obj)?;
+        }
+        if t.dry_run {
+            return Ok(Arc::new(obj));
         }
         let status_only = t.subresource.as_deref() == Some("status");
         let ns = t.namespace.as_deref();
@@ -953,6 +973,12 @@ impl Api {
         } else {
             parse_body(body, "application/json")?
         };
+        // DeleteOptions can ask for a dry run in the body too; refused, not ignored.
+        if opts["dryRun"].as_array().is_some_and(|a| !a.is_empty()) {
+            return Err(ApiError::bad_request(
+                "dryRun is not supported by kube-sim for delete",
+            ));
+        }
         let policy = q
             .get("propagationPolicy")
             .cloned()

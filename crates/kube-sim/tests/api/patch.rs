@@ -203,3 +203,54 @@ async fn custom_resources_refuse_strategic_merge_and_patch_status() {
     );
     assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
 }
+
+#[tokio::test]
+async fn dry_run_apply_create_and_patch_answer_but_store_nothing() {
+    let (_sim, client) = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let mut dry = PatchParams::apply("tester");
+    dry.dry_run = true;
+    let doc = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "d"}, "data": {"a": "1"}});
+
+    // Apply of a missing object: answered as created, not stored.
+    let answered = cms.patch("d", &dry, &Patch::Apply(&doc)).await.unwrap();
+    assert_eq!(answered.data.unwrap()["a"], "1");
+    assert!(cms.get_opt("d").await.unwrap().is_none());
+
+    // Create with dryRun: the same.
+    let c: ConfigMap = serde_json::from_value(doc.clone()).unwrap();
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    cms.create(&pp, &c).await.unwrap();
+    assert!(cms.get_opt("d").await.unwrap().is_none());
+
+    // Patch of an existing object: the answer has the change, the store not.
+    cms.create(&PostParams::default(), &c).await.unwrap();
+    let before = cms.get("d").await.unwrap();
+    let changed = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "d"}, "data": {"a": "2"}});
+    let answered = cms.patch("d", &dry, &Patch::Apply(&changed)).await.unwrap();
+    assert_eq!(answered.data.unwrap()["a"], "2");
+    let after = cms.get("d").await.unwrap();
+    assert_eq!(after.data.unwrap()["a"], "1");
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
+
+    // Deletes take no dry run here, and only "All" is a dry-run mode.
+    let e = api_error(
+        cms.delete(
+            "d",
+            &kube::api::DeleteParams {
+                dry_run: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .map(|_| ()),
+    );
+    assert_eq!(e.code, 400);
+    assert!(cms.get_opt("d").await.unwrap().is_some());
+}
