@@ -11,4 +11,5 @@ pub mod lifecycle;
 pub mod local_args;
 pub mod settings;
 pub mod tekton_args;
+pub mod tekton_cli;
 pub mod telemetry;

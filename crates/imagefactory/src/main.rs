@@ -1,5 +1,6 @@
 //! `imagefactory`: the service binary. Subcommands `serve` (API + embedded
-//! dispatcher), `dispatcher` (standalone) and `migrate`.
+//! dispatcher), `dispatcher` (standalone), `migrate` and `tekton`
+//! (install / status of the Task bundle).
 
 use anyhow::Context;
 use clap::Parser;
@@ -26,6 +27,8 @@ async fn main() -> ExitCode {
         Command::Serve(settings) => serve(settings).await,
         Command::Dispatcher(settings) => dispatcher(settings).await,
         Command::Migrate(settings) => migrate(settings).await,
+        // Its own exit code: a report that is not ready is not an error to log.
+        Command::Tekton(command) => return imagefactory::tekton_cli::run(command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,6 +34,9 @@ pub enum Command {
     Dispatcher(DispatcherCommandSettings),
     /// Create the database if missing and apply the schema migrations.
     Migrate(DatabaseSettings),
+    /// Install or check Image Factory's Tekton Tasks on a cluster.
+    #[command(subcommand)]
+    Tekton(crate::tekton_cli::TektonCommand),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
