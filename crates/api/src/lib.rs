@@ -12,6 +12,7 @@ pub mod extract;
 pub mod limits;
 mod openapi;
 pub mod routes;
+pub mod tekton;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +66,12 @@ pub struct AppState {
     /// Kubernetes build naming no provider, when no global provider exists,
     /// is accepted and runs there.
     pub global_cluster: bool,
+    /// Installs and checks the Tekton Task bundle (admin `.../tekton/...`);
+    /// `None` answers 503.
+    pub tekton_ops: Option<Arc<dyn tekton::TektonOps>>,
+    /// A running install job whose heartbeat is older than this is taken as
+    /// abandoned (its process died) and marked failed.
+    pub tekton_job_lease: Duration,
 }
 
 impl AppState {
@@ -82,6 +89,8 @@ impl AppState {
             auth_throttle: AuthThrottle::default(),
             provider_address_policy: Arc::new(AddressPolicy::new(false)),
             global_cluster: false,
+            tekton_ops: None,
+            tekton_job_lease: Duration::from_secs(30),
         }
     }
 }

@@ -87,8 +87,9 @@ async fn serve(mut settings: ServeSettings) -> anyhow::Result<()> {
     state.provider_address_policy = policy.clone();
     state.global_cluster = settings.executors.tekton.global_cluster();
     state.connection_tester = Some(std::sync::Arc::new(connection::TektonConnectionTester {
-        policy,
+        policy: policy.clone(),
     }));
+    state.tekton_ops = Some(std::sync::Arc::new(connection::TektonTaskOps { policy }));
     let app = imagefactory_api::router(state);
     tracing::info!(addr = %listener.local_addr()?, "imagefactory serving");
     let signal = tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -21,6 +21,7 @@ pub mod projects;
 pub mod providers;
 pub mod registry_credentials;
 mod status;
+pub mod tekton_jobs;
 pub mod tenants;
 pub mod tokens;
 

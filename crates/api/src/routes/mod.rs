@@ -9,6 +9,7 @@ pub mod logs;
 pub mod projects;
 pub mod providers;
 pub mod registry_credentials;
+pub mod tekton;
 pub mod tenants;
 pub mod tokens;
 
@@ -33,6 +34,7 @@ pub(crate) fn v1() -> OpenApiRouter<AppState> {
         .merge(builds::routes())
         .merge(logs::routes())
         .merge(dispatchers::routes())
+        .merge(tekton::routes())
 }
 
 /// For PATCH fields where `null` (remove) differs from absent (keep):
