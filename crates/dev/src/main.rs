@@ -168,7 +168,10 @@ fn serve(
     state.dispatcher_stale_after =
         imagefactory_dispatch::admin::stale_after(&args.executors.dispatcher);
     state.provider_address_policy = policy.clone();
-    state.connection_tester = Some(Arc::new(connection::TektonConnectionTester { policy }));
+    state.connection_tester = Some(Arc::new(connection::TektonConnectionTester {
+        policy: policy.clone(),
+    }));
+    state.tekton_ops = Some(Arc::new(connection::TektonTaskOps { policy }));
     let base_url = format!("http://{}", listener.local_addr()?);
     println!("Image Factory API at {base_url}, embedded dispatcher with the Tekton executor");
     let http = tokio::spawn(http::serve(

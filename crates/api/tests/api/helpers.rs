@@ -46,10 +46,15 @@ impl TestApp {
     /// Served as the binary serves it: with the peer address of each
     /// connection (`ConnectInfo`), which the auth throttle counts by.
     pub async fn spawn_with(pool: PgPool, limits: HttpLimits) -> Self {
+        Self::spawn_with_state(pool, |state| state.limits = limits).await
+    }
+
+    /// [`TestApp::spawn`] with `adjust` applied to the state first.
+    pub async fn spawn_with_state(pool: PgPool, adjust: impl FnOnce(&mut AppState)) -> Self {
         let (cipher, _) = Cipher::random();
         let mut state = AppState::new(pool.clone(), cipher.clone(), Some(Secret::new(ADMIN_TOKEN)));
         state.log_poll_interval = Duration::from_millis(50);
-        state.limits = limits;
+        adjust(&mut state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();

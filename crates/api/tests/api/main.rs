@@ -14,3 +14,4 @@ mod pagination;
 mod provider_keys;
 mod scenario;
 mod secrets;
+mod tekton_jobs;
