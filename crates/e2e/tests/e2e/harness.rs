@@ -122,6 +122,10 @@ impl TestApp {
         state.log_poll_interval = Duration::from_millis(50);
         // kube-sim listens on 127.0.0.1: tenant providers may point there.
         state.provider_address_policy = loopback_policy();
+        // The binary's Tekton seam (install, status) over the executor's code.
+        state.tekton_ops = Some(Arc::new(imagefactory::connection::TektonTaskOps {
+            policy: loopback_policy(),
+        }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
@@ -257,6 +261,13 @@ impl TestApp {
         (r.status, r.text)
     }
 
+    /// GET as `token`; panics unless 200.
+    pub async fn get_as(&self, token: &str, path: &str) -> Value {
+        let r = self.client.as_token(token).get(&api_path(path)).await;
+        assert_eq!(r.status, 200, "GET {path}: {}", r.text);
+        r.json()
+    }
+
     pub async fn get(&self, path: &str) -> Value {
         let r = self.api().get(&api_path(path)).await;
         assert_eq!(r.status, 200, "GET {path}: {}", r.text);
@@ -317,6 +328,14 @@ impl TestApp {
     /// Another tenant with its own token, project, registry credential and
     /// the project's Tasks in its namespace, building on the global provider.
     pub async fn other_tenant(&self, name: &str, max_concurrent_builds: i32) -> OtherTenant {
+        let tenant = self.bare_tenant(name, max_concurrent_builds).await;
+        self.install_tasks(tenant.id).await;
+        tenant
+    }
+
+    /// [`TestApp::other_tenant`] without the operator's step: no namespace,
+    /// no Tasks on the cluster.
+    pub async fn bare_tenant(&self, name: &str, max_concurrent_builds: i32) -> OtherTenant {
         let id = self
             .admin()
             .create_tenant_with(
@@ -331,8 +350,8 @@ impl TestApp {
         let credential = api
             .create_credential("push", "registry.example.com", "bot", "registry-pw-other")
             .await;
-        self.install_tasks(id).await;
         OtherTenant {
+            id,
             token,
             project,
             credential,
@@ -480,6 +499,7 @@ async fn new_dispatcher(pool: PgPool, settings: DispatcherSettings, cipher: Ciph
 
 /// A tenant made by [`TestApp::other_tenant`].
 pub struct OtherTenant {
+    pub id: Uuid,
     pub token: String,
     pub project: Uuid,
     pub credential: Uuid,

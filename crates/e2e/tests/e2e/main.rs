@@ -1,6 +1,7 @@
 //! End-to-end tests: HTTP API → PostgreSQL → dispatchers → Tekton executor →
 //! kube-sim, asserting what a user sees through the API and what the cluster holds.
 
+mod bundle;
 mod failures;
 mod harness;
 mod load;
