@@ -247,3 +247,38 @@ async fn unmanaged_providers_get_no_tasks_and_preflight_says_what_is_missing() {
     );
     assert_eq!(applies.count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builder_image_overrides_reach_the_step_and_defaults_stay_pinned() {
+    let sim = Sim::start(SimOptions::default()).await;
+    let tenant = Uuid::new_v4();
+    let namespace = namespace_name(tenant);
+    let mut config = sim.config();
+    config["builder_images"] = json!({"kaniko": "mirror.internal/kaniko:v1.23.2-debug"});
+    let (outcome, _) = build(&executor().await, sim.provider_with(config), tenant).await;
+    assert!(matches!(outcome, Outcome::Succeeded { .. }), "{outcome:?}");
+
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(sim.admin().await, &namespace);
+    let mut images: Vec<String> = pods
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .flat_map(|p| p.spec.as_ref().unwrap().containers.iter())
+        .filter_map(|c| c.image.clone())
+        .collect();
+    images.sort();
+    assert_eq!(
+        images,
+        [
+            "docker.io/alpine/git:2.47.2",
+            "mirror.internal/kaniko:v1.23.2-debug"
+        ]
+    );
+    // The Task itself keeps its pinned default.
+    assert_eq!(
+        step_image(&sim, &namespace, "kaniko").await,
+        "$(params.BUILDER_IMAGE)"
+    );
+}

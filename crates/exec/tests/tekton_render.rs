@@ -390,3 +390,78 @@ fn provider_config_errors_name_the_field() {
     assert!(!ok.insecure_skip_tls_verify);
     assert_eq!(ok.retention.unwrap().keep_last, Some(5));
 }
+
+/// The `BUILDER_IMAGE` param each pipeline task passes, by task name.
+fn builder_images(run: &Value) -> Vec<(String, String)> {
+    run["spec"]["pipelineSpec"]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| {
+            t["params"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["name"] == "BUILDER_IMAGE")
+                .map(|p| {
+                    (
+                        t["name"].as_str().unwrap().to_string(),
+                        p["value"].as_str().unwrap().to_string(),
+                    )
+                })
+        })
+        .collect()
+}
+
+#[test]
+fn builder_images_are_passed_only_when_overridden() {
+    let ctx = context(BuildMethod::Kaniko, "main", full_config());
+    let render_with = |config: Value| {
+        let rc = render_context(
+            &ctx,
+            &parse(&config).unwrap(),
+            "image-factory-aabbccdd",
+            &secrets(),
+        );
+        Templates::embedded()
+            .render(BuildMethod::Kaniko, &rc)
+            .unwrap()
+    };
+    let base = json!({"auth_method": "token", "endpoint": "https://k:6443", "token": "t"});
+    assert!(builder_images(&render_with(base.clone())).is_empty());
+
+    let mut mirrored = base.clone();
+    mirrored["builder_images"] = json!({
+        "kaniko": "mirror.internal/kaniko-project/executor:v1.23.2-debug",
+        "packer": "mirror.internal/hashicorp/packer:1.11",
+    });
+    let run = render_with(mirrored);
+    validate(
+        &run,
+        &expected(BuildMethod::Kaniko, "if-0193abcd-0000000a1b2c-2"),
+    )
+    .unwrap();
+    assert_eq!(
+        builder_images(&run),
+        [(
+            "build".to_string(),
+            "mirror.internal/kaniko-project/executor:v1.23.2-debug".to_string()
+        )]
+    );
+
+    let mut clone = base;
+    clone["builder_images"] = json!({"git_clone": "mirror.internal/alpine/git:2.47.2"});
+    assert_eq!(
+        builder_images(&render_with(clone)),
+        [(
+            "clone".to_string(),
+            "mirror.internal/alpine/git:2.47.2".to_string()
+        )]
+    );
+    let err = parse(
+        &json!({"auth_method": "token", "endpoint": "https://k:6443", "token": "t",
+        "builder_images": {"kaniko": "not an image"}}),
+    )
+    .unwrap_err();
+    assert!(err.contains("builder_images.kaniko"), "{err}");
+}

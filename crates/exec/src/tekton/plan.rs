@@ -93,7 +93,8 @@ pub fn render_context(
         },
         image: ctx.image.clone(),
         registry_secret: secrets.registry.clone(),
-        tasks: TaskRefs::new(ctx.method, settings.tasks_namespace()),
+        tasks: TaskRefs::new(ctx.method, settings.tasks_namespace())
+            .with_images(ctx.method, &settings.builder_images),
         labels: run_labels(ctx.build_id, ctx.tenant_id, ctx.execution_id),
     }
 }

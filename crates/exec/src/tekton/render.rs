@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use imagefactory_domain::BuildMethod;
+use imagefactory_domain::task_bundle::BuilderImages;
 use minijinja::value::ValueKind;
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
@@ -125,6 +126,11 @@ pub struct MethodValues {
 pub struct TaskRefs {
     pub clone: Value,
     pub build: Value,
+    /// The provider's builder image override for the clone / build Task
+    /// (`builder_images`); empty keeps the Task's pinned default, and the
+    /// templates then pass no `BUILDER_IMAGE` param.
+    pub clone_image: String,
+    pub build_image: String,
 }
 
 impl TaskRefs {
@@ -144,7 +150,22 @@ impl TaskRefs {
         Self {
             clone: task_ref("git-clone"),
             build: task_ref(build_task_name(method)),
+            clone_image: String::new(),
+            build_image: String::new(),
         }
+    }
+
+    /// With the provider's builder image overrides for these Tasks.
+    pub fn with_images(mut self, method: BuildMethod, images: &BuilderImages) -> Self {
+        let image = |task: &str| {
+            images
+                .for_task(task)
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        };
+        self.clone_image = image("git-clone");
+        self.build_image = image(build_task_name(method));
+        self
     }
 }
 
