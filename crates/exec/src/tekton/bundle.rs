@@ -251,11 +251,9 @@ pub async fn live_tasks(
         Ok(list) => list,
         // A namespace that does not exist yet holds no Tasks.
         Err(e) if is_not_found(&e) => return Ok(HashMap::new()),
+        // An identity that may read Tasks one by one but not list them.
         Err(e) if status_code(&e) == Some(403) => {
-            return Err(TektonError::Build(format!(
-                "reading the Tasks in namespace {namespace} is forbidden: {}",
-                describe_kube_error(&e)
-            )));
+            return get_each(client, version, namespace).await;
         }
         Err(e) => {
             return Err(TektonError::kube(
@@ -275,6 +273,39 @@ pub async fn live_tasks(
                 .then(|| Some((name, serde_json::to_value(task).ok()?)))?
         })
         .collect())
+}
+
+/// [`live_tasks`] with one GET per shipped Task.
+async fn get_each(
+    client: &kube::Client,
+    version: TektonVersion,
+    namespace: &str,
+) -> Result<HashMap<String, Value>, TektonError> {
+    let api = tasks_api(client, version, namespace);
+    let mut live = HashMap::new();
+    for (name, _) in TASKS {
+        match api.get_opt(name).await {
+            Ok(Some(task)) => {
+                let task = serde_json::to_value(task)
+                    .map_err(|e| TektonError::Build(format!("Task {name}: {e}")))?;
+                live.insert(name.to_string(), task);
+            }
+            Ok(None) => {}
+            Err(e) if status_code(&e) == Some(403) => {
+                return Err(TektonError::Build(format!(
+                    "reading the Tasks in namespace {namespace} is forbidden: {}",
+                    describe_kube_error(&e)
+                )));
+            }
+            Err(e) => {
+                return Err(TektonError::kube(
+                    format!("reading Task {namespace}/{name}"),
+                    e,
+                ));
+            }
+        }
+    }
+    Ok(live)
 }
 
 /// Classify every shipped Task in `namespace` (one list request).
