@@ -119,7 +119,7 @@ async fn a_new_namespace_gets_the_bundle_once_and_later_builds_cost_no_task_requ
     let provider = sim.provider();
 
     let (outcome, sink) = build(&executor, provider.clone(), tenant).await;
-    assert!(matches!(outcome, Outcome::Succeeded { .. }), "{outcome:?}");
+    assert!(matches!(outcome, Outcome::Succeeded), "{outcome:?}");
     assert_eq!(applies.count(), 5, "one apply per shipped Task");
     assert_eq!(lists.count(), 1);
     let log = sink.text(LOG_SOURCE);
@@ -140,7 +140,7 @@ async fn a_new_namespace_gets_the_bundle_once_and_later_builds_cost_no_task_requ
 
     let lists_before = lists.count();
     let (outcome, sink) = build(&executor, provider, tenant).await;
-    assert!(matches!(outcome, Outcome::Succeeded { .. }), "{outcome:?}");
+    assert!(matches!(outcome, Outcome::Succeeded), "{outcome:?}");
     assert_eq!(applies.count(), 5, "no apply on the second build");
     assert_eq!(lists.count(), lists_before, "not even a list");
     assert!(sink.text(LOG_SOURCE).is_empty());
@@ -162,7 +162,7 @@ async fn drift_is_reported_and_repaired_only_with_repair_drift() {
 
     // Default: reported in the build's log, left alone.
     let (outcome, sink) = build(&executor().await, sim.provider(), tenant).await;
-    assert!(matches!(outcome, Outcome::Succeeded { .. }), "{outcome:?}");
+    assert!(matches!(outcome, Outcome::Succeeded), "{outcome:?}");
     let log = sink.text(LOG_SOURCE);
     assert!(
         log.iter()
@@ -178,7 +178,7 @@ async fn drift_is_reported_and_repaired_only_with_repair_drift() {
     let mut config = sim.config();
     config["repair_drift"] = json!(true);
     let (outcome, sink) = build(&executor().await, sim.provider_with(config), tenant).await;
-    assert!(matches!(outcome, Outcome::Succeeded { .. }), "{outcome:?}");
+    assert!(matches!(outcome, Outcome::Succeeded), "{outcome:?}");
     assert!(
         sink.text(LOG_SOURCE)
             .iter()
@@ -217,7 +217,7 @@ async fn an_outdated_task_is_upgraded() {
     );
 
     let (outcome, sink) = build(&executor().await, sim.provider(), tenant).await;
-    assert!(matches!(outcome, Outcome::Succeeded { .. }), "{outcome:?}");
+    assert!(matches!(outcome, Outcome::Succeeded), "{outcome:?}");
     assert!(
         sink.text(LOG_SOURCE)
             .iter()
@@ -256,7 +256,7 @@ async fn builder_image_overrides_reach_the_step_and_defaults_stay_pinned() {
     let mut config = sim.config();
     config["builder_images"] = json!({"kaniko": "mirror.internal/kaniko:v1.23.2-debug"});
     let (outcome, _) = build(&executor().await, sim.provider_with(config), tenant).await;
-    assert!(matches!(outcome, Outcome::Succeeded { .. }), "{outcome:?}");
+    assert!(matches!(outcome, Outcome::Succeeded), "{outcome:?}");
 
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(sim.admin().await, &namespace);
     let mut images: Vec<String> = pods
