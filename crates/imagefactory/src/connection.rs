@@ -53,7 +53,7 @@ fn provider(target: ConnectionTarget) -> ProviderConnection {
         name: target.name,
         tekton_enabled: target.tekton_enabled,
         config_version: target.config_version,
-        config: target.config,
+        config: parse_provider_config(&target.config, target.owner),
         owner: target.owner,
     }
 }

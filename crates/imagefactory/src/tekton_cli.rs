@@ -9,9 +9,9 @@ use std::sync::Arc;
 use clap::{Args, Subcommand};
 use imagefactory_domain::AddressPolicy;
 use imagefactory_domain::provider::ProviderOwner;
-use imagefactory_exec::ProviderConnection;
 use imagefactory_exec::tekton::install::{install_for_provider, status_for_provider};
 use imagefactory_exec::tekton::readiness::ClusterStatus;
+use imagefactory_exec::{ProviderConnection, parse_provider_config};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -150,7 +150,7 @@ async fn provider(args: &TargetArgs) -> anyhow::Result<ProviderConnection> {
             name: path.display().to_string(),
             tekton_enabled: true,
             config_version: 0,
-            config,
+            config: parse_provider_config(&config, ProviderOwner::Global),
             owner: ProviderOwner::Global,
         });
     }
@@ -180,7 +180,7 @@ async fn provider(args: &TargetArgs) -> anyhow::Result<ProviderConnection> {
         name: found.name,
         tekton_enabled: found.tekton_enabled,
         config_version: found.config_version,
-        config,
+        config: parse_provider_config(&config, ProviderOwner::Global),
         owner: ProviderOwner::Global,
     })
 }

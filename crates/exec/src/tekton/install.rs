@@ -144,7 +144,8 @@ pub async fn provider_client(
     provider: &crate::ProviderConnection,
     policy: std::sync::Arc<imagefactory_domain::AddressPolicy>,
 ) -> Result<(kube::Client, super::client::ClusterSettings), TektonError> {
-    let settings = super::client::ClusterSettings::parse(&provider.config, provider.owner)
+    let settings = provider
+        .settings()
         .map_err(TektonError::Build)?
         .with_address_policy(policy);
     let client = settings.client().await?;
