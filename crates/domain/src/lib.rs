@@ -15,6 +15,7 @@ pub mod provider;
 pub mod role;
 pub mod secret;
 pub mod task_bundle;
+pub mod text;
 pub mod validation;
 
 pub use address::AddressPolicy;
@@ -29,4 +30,5 @@ pub use names::ResourceName;
 pub use provider::{ProviderStatus, ProviderType};
 pub use role::Role;
 pub use secret::Secret;
+pub use text::InvalidValue;
 pub use validation::{FieldError, Violations};

@@ -5,9 +5,11 @@
 //! tenant for the tables that have none).
 
 use chrono::{DateTime, Utc};
+use imagefactory_domain::{BuildStatus, ExecutorKind};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::decode::Text;
 use crate::error::StoreResult;
 use crate::page::{self, Page};
 
@@ -16,11 +18,13 @@ pub struct ExecutionRecord {
     pub id: Uuid,
     pub build_id: Uuid,
     pub attempt: i32,
-    pub executor: String,
+    #[sqlx(try_from = "Text<ExecutorKind>")]
+    pub executor: ExecutorKind,
     pub provider_id: Option<Uuid>,
     pub cluster_namespace: Option<String>,
     pub pipeline_run_name: Option<String>,
-    pub status: String,
+    #[sqlx(try_from = "Text<BuildStatus>")]
+    pub status: BuildStatus,
     pub message: Option<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,

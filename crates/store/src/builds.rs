@@ -7,11 +7,15 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use imagefactory_domain::{BuildStatus, MethodConfig, Transition};
+use imagefactory_domain::{
+    BuildMethod, BuildStatus, GitRef, GitUrl, ImageRef, InfrastructureType, MethodConfig,
+    Transition,
+};
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::decode::Text;
 use crate::error::{StoreError, StoreResult};
 use crate::status;
 use crate::{CHANNEL_BUILD_CANCEL, CHANNEL_BUILD_QUEUED};
@@ -21,14 +25,20 @@ pub struct Build {
     pub id: Uuid,
     pub tenant_id: Uuid,
     pub project_id: Uuid,
-    pub method: String,
-    pub infrastructure_type: String,
+    #[sqlx(try_from = "Text<BuildMethod>")]
+    pub method: BuildMethod,
+    #[sqlx(try_from = "Text<InfrastructureType>")]
+    pub infrastructure_type: InfrastructureType,
     pub infrastructure_provider_id: Option<Uuid>,
     pub registry_credential_id: Option<Uuid>,
-    pub git_url: String,
-    pub git_ref: String,
-    pub image: String,
-    pub status: String,
+    #[sqlx(try_from = "Text<GitUrl>")]
+    pub git_url: GitUrl,
+    #[sqlx(try_from = "Text<GitRef>")]
+    pub git_ref: GitRef,
+    #[sqlx(try_from = "Text<ImageRef>")]
+    pub image: ImageRef,
+    #[sqlx(try_from = "Text<BuildStatus>")]
+    pub status: BuildStatus,
     pub priority: i32,
     pub timeout_seconds: i32,
     pub attempts: i32,
@@ -42,13 +52,6 @@ pub struct Build {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-impl Build {
-    /// The status as the domain type (the column's CHECK makes an error a bug).
-    pub fn status(&self) -> Result<BuildStatus, imagefactory_domain::UnknownVariant> {
-        self.status.parse()
-    }
-}
-
 const COLUMNS: &str =
     "id, tenant_id, project_id, method, infrastructure_type, infrastructure_provider_id,
     registry_credential_id, git_url, git_ref, image, status, priority, timeout_seconds, attempts,
@@ -59,13 +62,13 @@ const COLUMNS: &str =
 pub struct NewBuild {
     pub tenant_id: Uuid,
     pub project_id: Uuid,
-    pub method: String,
-    pub infrastructure_type: String,
+    pub method: BuildMethod,
+    pub infrastructure_type: InfrastructureType,
     pub infrastructure_provider_id: Option<Uuid>,
     pub registry_credential_id: Option<Uuid>,
-    pub git_url: String,
-    pub git_ref: String,
-    pub image: String,
+    pub git_url: GitUrl,
+    pub git_ref: GitRef,
+    pub image: ImageRef,
     pub priority: i32,
     pub timeout_seconds: i32,
     pub created_by_token_id: Option<Uuid>,
@@ -86,13 +89,13 @@ pub async fn submit(pool: &PgPool, new: NewBuild) -> StoreResult<Build> {
         .bind(Uuid::now_v7())
         .bind(new.tenant_id)
         .bind(new.project_id)
-        .bind(&new.method)
-        .bind(&new.infrastructure_type)
+        .bind(new.method.as_str())
+        .bind(new.infrastructure_type.as_str())
         .bind(new.infrastructure_provider_id)
         .bind(new.registry_credential_id)
-        .bind(&new.git_url)
-        .bind(&new.git_ref)
-        .bind(&new.image)
+        .bind(new.git_url.as_str())
+        .bind(new.git_ref.as_str())
+        .bind(new.image.to_string())
         .bind(new.priority)
         .bind(new.timeout_seconds)
         .bind(new.created_by_token_id)
@@ -191,7 +194,7 @@ pub async fn get_config(
 #[derive(Debug, Clone, Default)]
 pub struct BuildFilter {
     pub project_id: Option<Uuid>,
-    pub status: Option<String>,
+    pub status: Option<BuildStatus>,
 }
 
 pub use crate::page::Page;
@@ -217,7 +220,7 @@ pub async fn list(
     let rows: Vec<Build> = sqlx::query_as(&sql)
         .bind(tenant_id)
         .bind(filter.project_id)
-        .bind(filter.status.as_deref())
+        .bind(filter.status.map(BuildStatus::as_str))
         .bind(page.after)
         .bind(page.fetch())
         .fetch_all(pool)
@@ -241,19 +244,14 @@ async fn lock(
     tenant_id: Uuid,
     id: Uuid,
 ) -> StoreResult<BuildStatus> {
-    let status: String =
+    let status: Text<BuildStatus> =
         sqlx::query_scalar("SELECT status FROM builds WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
             .bind(tenant_id)
             .bind(id)
             .fetch_optional(&mut **tx)
             .await?
             .ok_or(StoreError::NotFound)?;
-    status
-        .parse()
-        .map_err(|e: imagefactory_domain::UnknownVariant| {
-            // The column's CHECK makes this a schema/code mismatch: a bug.
-            StoreError::Database(sqlx::Error::Decode(Box::new(e)))
-        })
+    Ok(status.0)
 }
 
 pub async fn cancel(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<CancelOutcome> {

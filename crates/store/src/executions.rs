@@ -5,8 +5,11 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
+use imagefactory_domain::{BuildMethod, GitRef, GitUrl, ImageRef, InfrastructureType};
 use sqlx::{FromRow, PgExecutor, PgPool};
 use uuid::Uuid;
+
+use crate::decode::Text;
 
 /// Column list matching [`ExecutionRow`].
 pub(crate) const EXECUTION_COLUMNS: &str = "id, build_id, tenant_id, attempt, executor, provider_id, \
@@ -305,11 +308,16 @@ pub struct ExecutionInputs {
     pub build_id: Uuid,
     pub tenant_id: Uuid,
     pub project_id: Uuid,
-    pub method: String,
-    pub infrastructure_type: String,
-    pub git_url: String,
-    pub git_ref: String,
-    pub image: String,
+    #[sqlx(try_from = "Text<BuildMethod>")]
+    pub method: BuildMethod,
+    #[sqlx(try_from = "Text<InfrastructureType>")]
+    pub infrastructure_type: InfrastructureType,
+    #[sqlx(try_from = "Text<GitUrl>")]
+    pub git_url: GitUrl,
+    #[sqlx(try_from = "Text<GitRef>")]
+    pub git_ref: GitRef,
+    #[sqlx(try_from = "Text<ImageRef>")]
+    pub image: ImageRef,
     pub timeout_seconds: i32,
     // build_configs (absent row → defaults)
     pub dockerfile: Option<String>,
@@ -348,7 +356,10 @@ pub struct ExecutionInputs {
 
 /// The inputs of many builds at once (a claimed batch): one query instead
 /// of one per build. `keys` pairs each build with its execution's provider.
-/// Builds that no longer exist are missing from the result.
+/// Builds that no longer exist are missing from the result, and so are
+/// builds whose stored values do not parse: each row is decoded on its own,
+/// so one bad row does not cost its batch; [`load_inputs`] of that build
+/// says what is wrong with it.
 pub async fn load_inputs_many(
     pool: &PgPool,
     keys: &[(Uuid, Option<Uuid>)],
@@ -358,7 +369,7 @@ pub async fn load_inputs_many(
     }
     let builds: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
     let providers: Vec<Option<Uuid>> = keys.iter().map(|k| k.1).collect();
-    sqlx::query_as(&format!(
+    let rows = sqlx::query(&format!(
         "SELECT {INPUT_COLUMNS} \
          FROM UNNEST($1::uuid[], $2::uuid[]) AS k(build_id, provider_id) \
          JOIN builds b ON b.id = k.build_id {INPUT_JOINS} ON p.id = k.provider_id"
@@ -366,7 +377,17 @@ pub async fn load_inputs_many(
     .bind(&builds)
     .bind(&providers)
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| ExecutionInputs::from_row(row).ok())
+        .collect())
+}
+
+/// Whether a load failed because a stored value does not parse (a row the
+/// build cannot run with, whatever is retried) rather than for the database.
+pub fn is_bad_stored_value(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::ColumnDecode { .. })
 }
 
 /// Columns matching [`ExecutionInputs`] (tables `b`, `c`, `pr`, `r`, `p`, `t`).

@@ -15,6 +15,7 @@ pub mod crypto;
 // `dispatchers` modules live beside them).
 pub mod attempts;
 pub mod builds;
+pub mod decode;
 pub mod error;
 pub mod page;
 pub mod projects;

@@ -2,11 +2,12 @@
 //! credential whose password is sealed under [`GIT_PASSWORD_LABEL`].
 
 use chrono::{DateTime, Utc};
-use imagefactory_domain::Secret;
+use imagefactory_domain::{GitRef, GitUrl, Secret};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::crypto::Cipher;
+use crate::decode::Text;
 use crate::error::{StoreError, StoreResult, deleted};
 use crate::page::{self, Page};
 
@@ -18,8 +19,10 @@ pub struct Project {
     pub id: Uuid,
     pub tenant_id: Uuid,
     pub name: String,
-    pub git_url: String,
-    pub default_branch: String,
+    #[sqlx(try_from = "Text<GitUrl>")]
+    pub git_url: GitUrl,
+    #[sqlx(try_from = "Text<GitRef>")]
+    pub default_branch: GitRef,
     pub git_username: Option<String>,
     /// Whether a git password is stored (its value never leaves the store
     /// except through [`git_credential`]).
@@ -37,15 +40,15 @@ pub struct GitCredential {
 #[derive(Debug, Clone)]
 pub struct NewProject {
     pub name: String,
-    pub git_url: String,
-    pub default_branch: String,
+    pub git_url: GitUrl,
+    pub default_branch: GitRef,
     pub git_credential: Option<GitCredential>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct ProjectPatch {
-    pub git_url: Option<String>,
-    pub default_branch: Option<String>,
+    pub git_url: Option<GitUrl>,
+    pub default_branch: Option<GitRef>,
     /// `Some(None)` removes the credential, `Some(Some(_))` replaces it.
     pub git_credential: Option<Option<GitCredential>>,
 }
@@ -68,8 +71,8 @@ pub async fn create(
         .bind(Uuid::now_v7())
         .bind(tenant_id)
         .bind(&new.name)
-        .bind(&new.git_url)
-        .bind(&new.default_branch)
+        .bind(new.git_url.as_str())
+        .bind(new.default_branch.as_str())
         .bind(username)
         .bind(password)
         .fetch_one(pool)
@@ -129,8 +132,8 @@ pub async fn update(
     sqlx::query_as(&sql)
         .bind(tenant_id)
         .bind(id)
-        .bind(patch.git_url)
-        .bind(patch.default_branch)
+        .bind(patch.git_url.as_ref().map(GitUrl::as_str))
+        .bind(patch.default_branch.as_ref().map(GitRef::as_str))
         .bind(replace_credential)
         .bind(username)
         .bind(password)

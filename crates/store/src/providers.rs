@@ -8,11 +8,13 @@
 
 use chrono::{DateTime, Utc};
 use imagefactory_domain::provider::{SECRET_FIELDS, is_usable_kubernetes_config};
+use imagefactory_domain::{ProviderStatus, ProviderType};
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::crypto::Cipher;
+use crate::decode::Text;
 use crate::error::{StoreError, StoreResult, deleted};
 use crate::page::{self, Page};
 
@@ -26,12 +28,14 @@ pub struct Provider {
     pub tenant_id: Option<Uuid>,
     pub name: String,
     pub is_global: bool,
-    pub provider_type: String,
+    #[sqlx(try_from = "Text<ProviderType>")]
+    pub provider_type: ProviderType,
     /// Stored form: secret fields are `{"$encrypted": ...}` envelopes.
     pub config: Value,
     pub config_version: i64,
     pub tekton_enabled: bool,
-    pub status: String,
+    #[sqlx(try_from = "Text<ProviderStatus>")]
+    pub status: ProviderStatus,
     pub max_concurrent_builds: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -56,11 +60,11 @@ impl Owner {
 #[derive(Debug, Clone)]
 pub struct NewProvider {
     pub name: String,
-    pub provider_type: String,
+    pub provider_type: ProviderType,
     /// Plain config as validated at the edge; sealed here.
     pub config: Value,
     pub tekton_enabled: bool,
-    pub status: String,
+    pub status: ProviderStatus,
     pub max_concurrent_builds: Option<i32>,
 }
 
@@ -71,7 +75,7 @@ pub struct ProviderPatch {
     /// sealed envelopes (kept from the stored config) are stored as they are.
     pub config: Option<Value>,
     pub tekton_enabled: Option<bool>,
-    pub status: Option<String>,
+    pub status: Option<ProviderStatus>,
     /// `Some(None)` removes the limit.
     pub max_concurrent_builds: Option<Option<i32>>,
 }
@@ -103,10 +107,10 @@ pub async fn create(
         .bind(owner.tenant_id())
         .bind(&new.name)
         .bind(owner == Owner::Global)
-        .bind(&new.provider_type)
+        .bind(new.provider_type.as_str())
         .bind(seal(cipher, new.config))
         .bind(new.tekton_enabled)
-        .bind(&new.status)
+        .bind(new.status.as_str())
         .bind(new.max_concurrent_builds)
         .fetch_one(pool)
         .await?)
@@ -223,7 +227,7 @@ pub async fn update(
         .bind(patch.name)
         .bind(config)
         .bind(patch.tekton_enabled)
-        .bind(patch.status)
+        .bind(patch.status.map(ProviderStatus::as_str))
         .bind(patch.max_concurrent_builds.is_some())
         .bind(patch.max_concurrent_builds.flatten())
         .fetch_optional(&mut *tx)

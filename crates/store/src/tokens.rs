@@ -3,12 +3,14 @@
 //! of the whole token. The plain token exists only in the create response.
 
 use chrono::{DateTime, Utc};
+use imagefactory_domain::Role;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
+use crate::decode::Text;
 use crate::error::{StoreError, StoreResult};
 use crate::page::{self, Page};
 
@@ -18,7 +20,8 @@ pub struct ApiToken {
     pub tenant_id: Uuid,
     pub name: String,
     pub prefix: String,
-    pub role: String,
+    #[sqlx(try_from = "Text<Role>")]
+    pub role: Role,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
@@ -30,14 +33,16 @@ pub struct ApiToken {
 pub struct TokenIdentity {
     pub token_id: Uuid,
     pub tenant_id: Uuid,
-    pub role: String,
+    #[sqlx(try_from = "Text<Role>")]
+    pub role: Role,
 }
 
 #[derive(sqlx::FromRow)]
 struct StoredToken {
     id: Uuid,
     tenant_id: Uuid,
-    role: String,
+    #[sqlx(try_from = "Text<Role>")]
+    role: Role,
     token_hash: Vec<u8>,
     last_used_at: Option<DateTime<Utc>>,
 }
@@ -71,7 +76,7 @@ pub async fn create(
     pool: &PgPool,
     tenant_id: Uuid,
     name: &str,
-    role: &str,
+    role: Role,
     expires_at: Option<DateTime<Utc>>,
 ) -> StoreResult<(ApiToken, String)> {
     let prefix = format!("{TOKEN_PREFIX}{}", random_hex(6));
@@ -86,7 +91,7 @@ pub async fn create(
         .bind(name)
         .bind(&prefix)
         .bind(hash(&plain))
-        .bind(role)
+        .bind(role.as_str())
         .bind(expires_at)
         .fetch_one(pool)
         .await?;

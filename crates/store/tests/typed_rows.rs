@@ -1,0 +1,286 @@
+//! Rows decode into domain types: what the repositories write reads back
+//! typed, and a stored value that does not parse (written around the
+//! repositories, or by another version) is a decode error naming the column
+//! and the value, never a default. Needs PostgreSQL (`DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); each test makes its own
+//! database.
+
+use imagefactory_domain::{
+    BuildMethod, BuildStatus, GitRef, GitUrl, ImageRef, InfrastructureType, MethodConfig,
+    ProviderStatus, ProviderType, Role,
+};
+use imagefactory_store::builds::{self, BuildFilter, NewBuild};
+use imagefactory_store::crypto::Cipher;
+use imagefactory_store::page::Page;
+use imagefactory_store::projects::{self, NewProject};
+use imagefactory_store::providers::{self, NewProvider, Owner};
+use imagefactory_store::tenants::{self, NewTenant};
+use imagefactory_store::{MIGRATOR, StoreError, executions, tokens};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgPool};
+use uuid::Uuid;
+
+const PAGE: Page = Page {
+    limit: 100,
+    after: None,
+};
+
+struct Db {
+    pool: PgPool,
+    name: String,
+    admin_url: String,
+}
+
+async fn database() -> Db {
+    let admin_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("if_store_typed_{}", Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let opts: PgConnectOptions = admin_url.parse().unwrap();
+    let pool = PgPool::connect(&opts.database(&name).to_url_lossy().to_string())
+        .await
+        .unwrap();
+    MIGRATOR.run(&pool).await.unwrap();
+    Db {
+        pool,
+        name,
+        admin_url,
+    }
+}
+
+impl Db {
+    async fn drop(self) {
+        self.pool.close().await;
+        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+}
+
+struct Fixture {
+    tenant: Uuid,
+    build: Uuid,
+}
+
+async fn one_build(pool: &PgPool) -> Fixture {
+    let (cipher, _) = Cipher::random();
+    let tenant = tenants::create(
+        pool,
+        NewTenant {
+            name: "acme".into(),
+            display_name: "Acme".into(),
+            max_concurrent_builds: None,
+            allow_local_builds: false,
+        },
+    )
+    .await
+    .unwrap();
+    let project = projects::create(
+        pool,
+        &cipher,
+        tenant.id,
+        NewProject {
+            name: "app".into(),
+            git_url: GitUrl::parse("https://git.example/app.git").unwrap(),
+            default_branch: GitRef::parse("main").unwrap(),
+            git_credential: None,
+        },
+    )
+    .await
+    .unwrap();
+    let build = builds::submit(
+        pool,
+        NewBuild {
+            tenant_id: tenant.id,
+            project_id: project.id,
+            method: BuildMethod::Kaniko,
+            infrastructure_type: InfrastructureType::Local,
+            infrastructure_provider_id: None,
+            registry_credential_id: None,
+            git_url: project.git_url.clone(),
+            git_ref: GitRef::parse("v1.2").unwrap(),
+            image: ImageRef::parse("r.example:5000/team/app:1").unwrap(),
+            priority: 0,
+            timeout_seconds: 60,
+            created_by_token_id: None,
+            config: MethodConfig::default(),
+        },
+    )
+    .await
+    .unwrap();
+    Fixture {
+        tenant: tenant.id,
+        build: build.id,
+    }
+}
+
+/// The sqlx error inside a store error (decode errors are `Database`).
+fn decode_message(err: StoreError) -> String {
+    match err {
+        StoreError::Database(e @ sqlx::Error::ColumnDecode { .. }) => e.to_string(),
+        other => panic!("expected a column decode error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn written_values_read_back_typed() {
+    let db = database().await;
+    let pool = &db.pool;
+    let f = one_build(pool).await;
+    let build = builds::get(pool, f.tenant, f.build).await.unwrap();
+    assert_eq!(build.method, BuildMethod::Kaniko);
+    assert_eq!(build.infrastructure_type, InfrastructureType::Local);
+    assert_eq!(build.status, BuildStatus::Queued);
+    assert_eq!(build.image.registry(), "r.example:5000");
+    assert_eq!(build.image.to_string(), "r.example:5000/team/app:1");
+    assert_eq!(build.git_ref.as_str(), "v1.2");
+    assert_eq!(build.git_url.as_str(), "https://git.example/app.git");
+    // The filter binds the status's text.
+    let filter = BuildFilter {
+        project_id: None,
+        status: Some(BuildStatus::Running),
+    };
+    let (none, _) = builds::list(pool, f.tenant, &filter, PAGE).await.unwrap();
+    assert!(none.is_empty());
+    let filter = BuildFilter {
+        project_id: None,
+        status: Some(BuildStatus::Queued),
+    };
+    let (queued, _) = builds::list(pool, f.tenant, &filter, PAGE).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    let cancelled = match builds::cancel(pool, f.tenant, f.build).await.unwrap() {
+        builds::CancelOutcome::Cancelled(b) => b,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(cancelled.status, BuildStatus::Cancelled);
+
+    let inputs = executions::load_inputs(pool, f.build, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inputs.image, build.image);
+    assert_eq!(inputs.method, BuildMethod::Kaniko);
+
+    let (token, _) = tokens::create(pool, f.tenant, "ci", Role::Developer, None)
+        .await
+        .unwrap();
+    assert_eq!(token.role, Role::Developer);
+
+    let (cipher, _) = Cipher::random();
+    let provider = providers::create(
+        pool,
+        &cipher,
+        Owner::Tenant(f.tenant),
+        NewProvider {
+            name: "here".into(),
+            provider_type: ProviderType::Local,
+            config: serde_json::json!({}),
+            tekton_enabled: false,
+            status: ProviderStatus::Disabled,
+            max_concurrent_builds: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (provider.provider_type, provider.status),
+        (ProviderType::Local, ProviderStatus::Disabled)
+    );
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn an_unparsable_stored_value_is_an_error_naming_column_and_value() {
+    let db = database().await;
+    let pool = &db.pool;
+    let f = one_build(pool).await;
+
+    // A value no ImageRef parses (no CHECK guards this column).
+    sqlx::query("UPDATE builds SET image = 'Not An Image' WHERE id = $1")
+        .bind(f.build)
+        .execute(pool)
+        .await
+        .unwrap();
+    let message = decode_message(builds::get(pool, f.tenant, f.build).await.unwrap_err());
+    assert!(
+        message.contains("\"image\"") && message.contains("\"Not An Image\""),
+        "{message}"
+    );
+    assert!(message.contains("is not a valid ImageRef"), "{message}");
+    let err = executions::load_inputs(pool, f.build, None)
+        .await
+        .unwrap_err();
+    assert!(executions::is_bad_stored_value(&err), "{err}");
+    assert!(err.to_string().contains("Not An Image"), "{err}");
+    // The batch load leaves the bad row out instead of failing the batch.
+    let many = executions::load_inputs_many(pool, &[(f.build, None)])
+        .await
+        .unwrap();
+    assert!(many.is_empty());
+
+    // An unknown status: the CHECK would refuse it, as it would a value a
+    // newer version writes after a migration this code does not know.
+    sqlx::query("UPDATE builds SET image = 'r.example/app:1' WHERE id = $1")
+        .bind(f.build)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE builds DROP CONSTRAINT builds_status_check")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE builds SET status = 'paused' WHERE id = $1")
+        .bind(f.build)
+        .execute(pool)
+        .await
+        .unwrap();
+    let message = decode_message(builds::get(pool, f.tenant, f.build).await.unwrap_err());
+    assert!(
+        message.contains("\"status\"") && message.contains("\"paused\""),
+        "{message}"
+    );
+    // Also where the status is read alone (cancel locks the row).
+    let err = builds::cancel(pool, f.tenant, f.build).await.unwrap_err();
+    assert!(err.to_string().contains("\"paused\""), "{err}");
+
+    // A git ref that would reach git as an option.
+    sqlx::query("UPDATE projects SET default_branch = '-rf' WHERE tenant_id = $1")
+        .bind(f.tenant)
+        .execute(pool)
+        .await
+        .unwrap();
+    let err = projects::list(pool, f.tenant, PAGE).await.unwrap_err();
+    let message = decode_message(err);
+    assert!(
+        message.contains("\"default_branch\"") && message.contains("\"-rf\""),
+        "{message}"
+    );
+
+    // An unknown role.
+    sqlx::query("ALTER TABLE api_tokens DROP CONSTRAINT api_tokens_role_check")
+        .execute(pool)
+        .await
+        .unwrap();
+    tokens::create(pool, f.tenant, "ci", Role::Viewer, None)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE api_tokens SET role = 'owner'")
+        .execute(pool)
+        .await
+        .unwrap();
+    let message = decode_message(tokens::list(pool, f.tenant, PAGE).await.unwrap_err());
+    assert!(
+        message.contains("\"role\"") && message.contains("\"owner\""),
+        "{message}"
+    );
+    db.drop().await;
+}
