@@ -115,14 +115,10 @@ impl FromRequestParts<AppState> for TenantAuth {
         let identity = tokens::authenticate(&state.pool, presented)
             .await?
             .ok_or_else(|| failed(state, ip, "invalid, revoked or expired tenant token"))?;
-        let role = identity
-            .role
-            .parse()
-            .map_err(|e| ApiError::Internal(format!("stored token role: {e}")))?;
         Ok(TenantAuth {
             tenant_id: identity.tenant_id,
             token_id: identity.token_id,
-            role,
+            role: identity.role,
         })
     }
 }

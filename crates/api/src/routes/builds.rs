@@ -6,8 +6,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use imagefactory_domain::{
-    BuildMethod, BuildStatus, Destination, GitRef, InfrastructureType, MethodConfig, ProviderType,
-    Role, Violations, validate_build_config,
+    BuildMethod, BuildStatus, Destination, ExecutorKind, GitRef, GitUrl, ImageRef,
+    InfrastructureType, MethodConfig, ProviderStatus, ProviderType, Role, Violations,
+    validate_build_config,
 };
 use imagefactory_store::attempts::{self, ArtifactRecord, ExecutionRecord};
 use imagefactory_store::builds::{self, Build, BuildFilter, CancelOutcome, NewBuild};
@@ -66,9 +67,12 @@ pub struct BuildResponse {
     pub infrastructure_type: InfrastructureType,
     pub infrastructure_provider_id: Option<Uuid>,
     pub registry_credential_id: Option<Uuid>,
-    pub git_url: String,
-    pub git_ref: String,
-    pub image: String,
+    #[schema(value_type = String)]
+    pub git_url: GitUrl,
+    #[schema(value_type = String)]
+    pub git_ref: GitRef,
+    #[schema(value_type = String)]
+    pub image: ImageRef,
     pub status: BuildStatus,
     pub priority: i32,
     pub timeout_seconds: i32,
@@ -88,12 +92,9 @@ pub struct BuildResponse {
 impl BuildResponse {
     fn new(b: Build, config: Option<MethodConfig>) -> ApiResult<Self> {
         Ok(Self {
-            status: super::stored("builds.status", &b.status)?,
-            method: super::stored("builds.method", &b.method)?,
-            infrastructure_type: super::stored(
-                "builds.infrastructure_type",
-                &b.infrastructure_type,
-            )?,
+            status: b.status,
+            method: b.method,
+            infrastructure_type: b.infrastructure_type,
             id: b.id,
             project_id: b.project_id,
             infrastructure_provider_id: b.infrastructure_provider_id,
@@ -146,11 +147,12 @@ pub struct ListBuildsQuery {
 pub struct ExecutionResponse {
     pub id: Uuid,
     pub attempt: i32,
-    pub executor: String,
+    #[schema(value_type = String)]
+    pub executor: ExecutorKind,
     pub provider_id: Option<Uuid>,
     pub cluster_namespace: Option<String>,
     pub pipeline_run_name: Option<String>,
-    pub status: String,
+    pub status: BuildStatus,
     pub message: Option<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -254,7 +256,7 @@ async fn resolve_provider(
         InfrastructureType::Kubernetes => ProviderType::Kubernetes,
         InfrastructureType::Local => ProviderType::Local,
     };
-    if provider.provider_type != expected.as_str() {
+    if provider.provider_type != expected {
         return Err(ApiError::field(
             FIELD,
             format!(
@@ -263,7 +265,7 @@ async fn resolve_provider(
             ),
         ));
     }
-    if provider.status != "active" {
+    if provider.status != ProviderStatus::Active {
         return Err(ApiError::field(FIELD, format!("provider {id} is disabled")));
     }
     Ok(Some(id))
@@ -299,13 +301,13 @@ async fn submit_build(
     let new = NewBuild {
         tenant_id: auth.tenant_id,
         project_id: project.id,
-        method: body.method.as_str().into(),
-        infrastructure_type: infrastructure.as_str().into(),
+        method: body.method,
+        infrastructure_type: infrastructure,
         infrastructure_provider_id: provider_id,
         registry_credential_id: body.registry_credential_id,
         git_url: project.git_url,
-        git_ref: body.git_ref.unwrap_or(project.default_branch),
-        image: checked.destination.0.to_string(),
+        git_ref: checked.git_ref.unwrap_or(project.default_branch),
+        image: checked.destination.0,
         priority: checked.priority,
         timeout_seconds: checked.timeout_seconds,
         created_by_token_id: Some(auth.token_id),
@@ -323,6 +325,8 @@ async fn submit_build(
 /// problem is reported at once.
 struct CheckedSubmission {
     destination: Destination,
+    /// The asked-for ref; `None`: the project's default branch.
+    git_ref: Option<GitRef>,
     priority: i32,
     timeout_seconds: i32,
 }
@@ -336,9 +340,10 @@ fn check_submission(body: &SubmitBuild, config: &MethodConfig) -> ApiResult<Chec
             None
         }
     };
-    if let Some(r) = &body.git_ref {
-        v.check("git_ref", GitRef::parse(r));
-    }
+    let git_ref = body
+        .git_ref
+        .as_deref()
+        .and_then(|r| v.check("git_ref", GitRef::parse(r)));
     let priority = body.priority.unwrap_or(0);
     if !(-1000..=1000).contains(&priority) {
         v.add("priority", "must be between -1000 and 1000");
@@ -350,6 +355,7 @@ fn check_submission(body: &SubmitBuild, config: &MethodConfig) -> ApiResult<Chec
     v.into_result()?;
     Ok(CheckedSubmission {
         destination: destination.expect("validated"),
+        git_ref,
         priority,
         timeout_seconds,
     })
@@ -392,9 +398,7 @@ async fn list_builds(
     query.only(&["project_id", "status", "limit", "cursor"])?;
     let filter = BuildFilter {
         project_id: query.parse::<Uuid>("project_id")?,
-        status: query
-            .parse::<BuildStatus>("status")?
-            .map(|s| s.as_str().to_owned()),
+        status: query.parse::<BuildStatus>("status")?,
     };
     let page = super::page(&query, DEFAULT_LIMIT)?;
     let (rows, next_cursor) = builds::list(&state.pool, auth.tenant_id, &filter, page).await?;

@@ -191,10 +191,7 @@ fn follow_stream(
                 }
                 first = false;
                 let status = match builds::get(&pool, tenant_id, build_id).await {
-                    Ok(b) => match b.status() {
-                        Ok(s) => s,
-                        Err(e) => return Some((vec![error_event(&e.to_string())], Follow::Done)),
-                    },
+                    Ok(b) => b.status,
                     Err(e) => return Some((vec![error_event(&e.to_string())], Follow::Done)),
                 };
                 let horizon = if status.is_terminal() {

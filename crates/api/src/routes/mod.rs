@@ -47,17 +47,6 @@ where
     Option::<T>::deserialize(de).map(Some)
 }
 
-/// Parse an enum column read from the database. Its CHECK constraint makes a
-/// failure a schema/code mismatch, i.e. a bug: a 500, never a guess.
-pub(crate) fn stored<T: std::str::FromStr>(column: &str, value: &str) -> ApiResult<T>
-where
-    T::Err: std::fmt::Display,
-{
-    value
-        .parse()
-        .map_err(|e| ApiError::Internal(format!("stored {column}: {e}")))
-}
-
 /// Largest `limit` of any list.
 pub const MAX_LIMIT: i64 = 100;
 /// `limit` of a list that names none (builds: [`builds::DEFAULT_LIMIT`]).

@@ -65,8 +65,10 @@ pub struct GitCredentialInfo {
 pub struct ProjectResponse {
     pub id: Uuid,
     pub name: String,
-    pub git_url: String,
-    pub default_branch: String,
+    #[schema(value_type = String)]
+    pub git_url: GitUrl,
+    #[schema(value_type = String)]
+    pub default_branch: GitRef,
     pub git_credential: Option<GitCredentialInfo>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -120,9 +122,11 @@ async fn create_project(
     auth.require(Role::Admin)?;
     let mut v = Violations::new();
     let name = v.check("name", ResourceName::parse(&body.name));
-    v.check("git_url", GitUrl::parse(&body.git_url));
-    let branch = body.default_branch.unwrap_or_else(|| "main".into());
-    v.check("default_branch", GitRef::parse(&branch));
+    let git_url = v.check("git_url", GitUrl::parse(&body.git_url));
+    let branch = v.check(
+        "default_branch",
+        GitRef::parse(body.default_branch.as_deref().unwrap_or("main")),
+    );
     let credential = check_credential(&mut v, body.git_credential);
     v.into_result()?;
     let project = projects::create(
@@ -131,8 +135,8 @@ async fn create_project(
         auth.tenant_id,
         NewProject {
             name: name.expect("validated").into_string(),
-            git_url: body.git_url,
-            default_branch: branch,
+            git_url: git_url.expect("validated"),
+            default_branch: branch.expect("validated"),
             git_credential: credential,
         },
     )
@@ -184,17 +188,19 @@ async fn update_project(
     auth.require(Role::Admin)?;
     let id = path.id("project_id")?;
     let mut v = Violations::new();
-    if let Some(url) = &body.git_url {
-        v.check("git_url", GitUrl::parse(url));
-    }
-    if let Some(branch) = &body.default_branch {
-        v.check("default_branch", GitRef::parse(branch));
-    }
+    let git_url = body
+        .git_url
+        .as_deref()
+        .and_then(|url| v.check("git_url", GitUrl::parse(url)));
+    let default_branch = body
+        .default_branch
+        .as_deref()
+        .and_then(|branch| v.check("default_branch", GitRef::parse(branch)));
     let git_credential = body.git_credential.map(|c| check_credential(&mut v, c));
     v.into_result()?;
     let patch = ProjectPatch {
-        git_url: body.git_url,
-        default_branch: body.default_branch,
+        git_url,
+        default_branch,
         git_credential,
     };
     let project = projects::update(&state.pool, &state.cipher, auth.tenant_id, id, patch)

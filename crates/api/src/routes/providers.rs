@@ -78,7 +78,7 @@ async fn run_connection_test(
     state: &AppState,
     provider: Provider,
 ) -> ApiResult<Json<ConnectionReport>> {
-    if provider.provider_type != "kubernetes" {
+    if provider.provider_type != ProviderType::Kubernetes {
         return Err(ApiError::InvalidState(format!(
             "provider {:?} is of type {}; only kubernetes providers have a connection to test",
             provider.name, provider.provider_type
@@ -178,11 +178,8 @@ impl TryFrom<Provider> for ProviderResponse {
     fn try_from(p: Provider) -> ApiResult<Self> {
         Ok(Self {
             config: redact_fields(&p.config),
-            provider_type: super::stored(
-                "infrastructure_providers.provider_type",
-                &p.provider_type,
-            )?,
-            status: super::stored("infrastructure_providers.status", &p.status)?,
+            provider_type: p.provider_type,
+            status: p.status,
             id: p.id,
             tenant_id: p.tenant_id,
             name: p.name,
@@ -259,14 +256,10 @@ async fn create(
         owner,
         NewProvider {
             name: name.expect("validated").into_string(),
-            provider_type: body.provider_type.as_str().into(),
+            provider_type: body.provider_type,
             config: body.config,
             tekton_enabled: body.tekton_enabled.unwrap_or(true),
-            status: body
-                .status
-                .unwrap_or(ProviderStatus::Active)
-                .as_str()
-                .into(),
+            status: body.status.unwrap_or(ProviderStatus::Active),
             max_concurrent_builds: body.max_concurrent_builds,
         },
     )
@@ -292,10 +285,7 @@ async fn update(
     };
     let mut config = body.config;
     if let Some(new) = &mut config {
-        let provider_type: ProviderType = super::stored(
-            "infrastructure_providers.provider_type",
-            &current.provider_type,
-        )?;
+        let provider_type = current.provider_type;
         let kept = carry_over_secrets(new, &current.config);
         // Validate as if the kept secrets had been sent again: a kept
         // kubeconfig is checked like a new one (a row stored before the
@@ -324,7 +314,7 @@ async fn update(
         name,
         config,
         tekton_enabled: body.tekton_enabled,
-        status: body.status.map(|s| s.as_str().to_owned()),
+        status: body.status,
         max_concurrent_builds: body.max_concurrent_builds,
     };
     let updated = providers::update(&state.pool, &state.cipher, owner, id, patch)

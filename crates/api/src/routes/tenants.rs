@@ -216,14 +216,8 @@ async fn create_tenant_token(
     tenants::get(&state.pool, tenant_id)
         .await
         .or_not_found("tenant")?;
-    let (row, token) = tokens::create(
-        &state.pool,
-        tenant_id,
-        &body.name,
-        role.as_str(),
-        body.expires_at,
-    )
-    .await?;
+    let (row, token) =
+        tokens::create(&state.pool, tenant_id, &body.name, role, body.expires_at).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedToken {

@@ -41,7 +41,7 @@ pub struct TokenResponse {
     pub name: String,
     /// The token's public start, to recognise it; not usable alone.
     pub prefix: String,
-    pub role: String,
+    pub role: Role,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
@@ -99,7 +99,7 @@ async fn create_token(
         &state.pool,
         auth.tenant_id,
         &body.name,
-        role.as_str(),
+        role,
         body.expires_at,
     )
     .await?;
