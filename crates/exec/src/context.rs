@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use imagefactory_domain::provider::{KubernetesConfig, ProviderOwner};
-use imagefactory_domain::{BuildMethod, ExecutorKind, MethodConfig, Secret};
+use imagefactory_domain::{
+    BuildMethod, ExecutorKind, GitRef, GitUrl, ImageRef, MethodConfig, Secret,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -22,8 +24,9 @@ pub struct ExecutionContext {
     pub attempt: i32,
     pub method: BuildMethod,
     pub source: GitSource,
-    /// Destination image reference, e.g. `registry.example.com/team/app:1.2`.
-    pub image: String,
+    /// Destination image reference, e.g. `registry.example.com/team/app:1.2`;
+    /// parsed once from the stored row, so no executor re-checks its shape.
+    pub image: ImageRef,
     pub config: MethodConfig,
     pub registry: Option<RegistryAuth>,
     pub provider: Option<ProviderConnection>,
@@ -33,9 +36,12 @@ pub struct ExecutionContext {
 
 #[derive(Debug, Clone)]
 pub struct GitSource {
-    pub url: String,
-    /// Branch, tag or commit, exactly as the user asked.
-    pub git_ref: String,
+    /// A URL `GitUrl` accepted: no option-like host or user, no whitespace,
+    /// no embedded password.
+    pub url: GitUrl,
+    /// Branch, tag or commit, exactly as the user asked (`git
+    /// check-ref-format` rules: never option-like).
+    pub git_ref: GitRef,
     pub credential: Option<GitCredential>,
 }
 

@@ -211,7 +211,7 @@ async fn packer_runs_a_template_and_records_its_artifacts() {
         BuildMethod::Packer,
         &repo,
         &short,
-        "unused",
+        "r.example/unused",
         config.clone(),
         None,
     );
@@ -363,17 +363,21 @@ async fn git_credentials_reach_git_through_askpass_only() {
             BuildMethod::Packer,
             &repo,
             "main",
-            "unused",
+            "r.example/unused",
             config.clone(),
             None,
         );
         if in_url {
-            // Written into the URL by the user: still kept out of argv.
-            ctx.source.url = server
+            // Written into the URL by the user: `GitUrl` refuses it, so no
+            // execution context (and no argv) can ever carry it.
+            let url = server
                 .url
                 .replace("http://", &format!("http://deploy:{given}@"));
+            let refused = imagefactory_domain::GitUrl::parse(&url).unwrap_err();
+            assert!(!refused.to_string().contains(given), "{refused}");
+            continue;
         } else {
-            ctx.source.url = server.url.clone();
+            ctx.source.url = imagefactory_domain::GitUrl::parse(&server.url).unwrap();
             ctx.source.credential = Some(imagefactory_exec::GitCredential {
                 username: "deploy".into(),
                 password: imagefactory_domain::Secret::new(given),

@@ -46,11 +46,18 @@ async fn unreachable_git_url_fails_with_gits_reason() {
         BuildMethod::Packer,
         tmp.path(),
         "main",
-        "x",
+        "r.example/x",
         MethodConfig::default(),
         None,
     );
-    ctx.source.url = "http://user:pa55word@127.0.0.1:1/team/nope.git".into();
+    // A password can no longer be written into the URL (`GitUrl` refuses
+    // it); the project's credential carries it, and must not leak either.
+    ctx.source.url =
+        imagefactory_domain::GitUrl::parse("http://127.0.0.1:1/team/nope.git").unwrap();
+    ctx.source.credential = Some(imagefactory_exec::GitCredential {
+        username: "user".into(),
+        password: imagefactory_domain::Secret::new("pa55word"),
+    });
     let mut settings = settings(&tmp.path().join("work"), ContainerCli::Podman);
     settings.packer_bin = "sh".into(); // any present tool: the clone fails first
     let (message, sink) = failure(settings, ctx).await;
@@ -73,7 +80,7 @@ async fn a_path_that_is_no_repository_fails() {
         BuildMethod::Packer,
         &missing,
         "main",
-        "x",
+        "r.example/x",
         MethodConfig::default(),
         None,
     );
@@ -94,7 +101,7 @@ async fn file_urls_are_refused_unless_allowed() {
         BuildMethod::Packer,
         tmp.path(),
         "main",
-        "x",
+        "r.example/x",
         MethodConfig::default(),
         None,
     );
@@ -127,7 +134,7 @@ async fn missing_branch_and_missing_commit_name_the_ref() {
             BuildMethod::Packer,
             &repo,
             missing,
-            "x",
+            "r.example/x",
             MethodConfig::default(),
             None,
         );
@@ -315,7 +322,14 @@ async fn failing_packer_build_reports_packers_error() {
         packer_template: Some("t.json".into()),
         ..Default::default()
     };
-    let ctx = context(BuildMethod::Packer, &repo, "main", "x", config, None);
+    let ctx = context(
+        BuildMethod::Packer,
+        &repo,
+        "main",
+        "r.example/x",
+        config,
+        None,
+    );
     let (message, _) = failure(
         settings(&tmp.path().join("work"), ContainerCli::Podman),
         ctx,

@@ -67,7 +67,7 @@ fn slow_context(slow: &Slow, name: &str) -> ExecutionContext {
         BuildMethod::Packer,
         &slow.repo,
         "main",
-        "unused",
+        "r.example/unused",
         config,
         None,
     )
@@ -282,7 +282,7 @@ async fn reattach_cannot_resume_and_ends_what_the_lost_dispatcher_left() {
         BuildMethod::Docker,
         tmp.path(),
         "main",
-        "r/a:v1",
+        "r.example/a:v1",
         MethodConfig::default(),
         None,
     );

@@ -34,11 +34,12 @@ fn context(method: BuildMethod, git_ref: &str, config: MethodConfig) -> Executio
         attempt: 2,
         method,
         source: GitSource {
-            url: "https://git.example.com/team/app.git".into(),
-            git_ref: git_ref.into(),
+            url: imagefactory_domain::GitUrl::parse("https://git.example.com/team/app.git")
+                .unwrap(),
+            git_ref: imagefactory_domain::GitRef::parse(git_ref).unwrap(),
             credential: None,
         },
-        image: "registry.example.com/team/app:1.0".into(),
+        image: imagefactory_domain::ImageRef::parse("registry.example.com/team/app:1.0").unwrap(),
         config,
         registry: None,
         provider: None,

@@ -22,27 +22,17 @@ pub(crate) fn url_protocol(url: &str) -> &str {
     }
 }
 
-/// Checks the source before any process runs.
+/// Checks the source's transport against this dispatcher's allow list
+/// before any process runs. Its shape needs no check here: `GitUrl` and
+/// `GitRef` refuse option-like, empty and whitespace-holding values when the
+/// context is built.
 pub(crate) fn validate(source: &GitSource, allowed: &[String]) -> Result<(), String> {
-    let url = mask_userinfo(&source.url);
-    if source.url.trim().is_empty() {
-        return Err("git URL is empty".into());
-    }
-    if source.url.starts_with('-') || source.url.chars().any(|c| c.is_control() || c == ' ') {
-        return Err(format!("git URL {url:?} is not a valid repository URL"));
-    }
-    let protocol = url_protocol(&source.url);
+    let url = mask_userinfo(source.url.as_str());
+    let protocol = url_protocol(source.url.as_str());
     if !allowed.iter().any(|p| p == protocol) {
         return Err(format!(
             "git URL {url:?} uses transport '{protocol}', which this dispatcher does not allow (allowed: {}; see IF_LOCAL_GIT_PROTOCOLS)",
             allowed.join(", ")
-        ));
-    }
-    let r = &source.git_ref;
-    if r.is_empty() || r.starts_with('-') || r.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
-        return Err(format!(
-            "git ref {r:?} is not a valid branch, tag or commit"
         ));
     }
     Ok(())
@@ -163,7 +153,7 @@ impl<'a> Git<'a> {
         ];
         // Credentials written into the URL would show in the process list: they
         // go through askpass too, unless the build has its own credential.
-        let (url, url_credential) = split_userinfo(&source.url);
+        let (url, url_credential) = split_userinfo(source.url.as_str());
         let credential = match &source.credential {
             Some(cred) => Some((cred.username.clone(), cred.password.expose().to_owned())),
             None => url_credential,
@@ -352,8 +342,8 @@ mod tests {
 
     fn source(url: &str, r: &str) -> GitSource {
         GitSource {
-            url: url.into(),
-            git_ref: r.into(),
+            url: imagefactory_domain::GitUrl::parse(url).unwrap(),
+            git_ref: imagefactory_domain::GitRef::parse(r).unwrap(),
             credential: None,
         }
     }
@@ -371,14 +361,28 @@ mod tests {
     fn rejects_unsafe_sources_with_the_reason() {
         let web = ["https".to_owned()];
         assert!(validate(&source("https://h/r.git", "main"), &web).is_ok());
-        let err = validate(&source("/etc", "main"), &web).unwrap_err();
+        let err = validate(&source("file:///etc", "main"), &web).unwrap_err();
         assert!(err.contains("transport 'file'"), "{err}");
-        let err = validate(&source("--upload-pack=x", "main"), &web).unwrap_err();
-        assert!(err.contains("not a valid repository URL"), "{err}");
-        let err = validate(&source("https://h/r.git", "--help"), &web).unwrap_err();
-        assert!(err.contains("not a valid branch"), "{err}");
-        let err = validate(&source("https://u:pw@h/r.git", "a b"), &web).unwrap_err();
-        assert!(!err.contains("pw"), "{err}");
+        let err = validate(&source("git@h.example:o/r.git", "main"), &web).unwrap_err();
+        assert!(err.contains("transport 'ssh'"), "{err}");
+    }
+
+    /// What the removed ad-hoc checks refused never becomes a `GitSource`:
+    /// the types refuse it when the dispatcher builds the context.
+    #[test]
+    fn option_like_or_blank_sources_cannot_be_built() {
+        use imagefactory_domain::{GitRef, GitUrl};
+        for url in [
+            "",
+            "--upload-pack=x",
+            "ssh://-oProxyCommand=x/r",
+            "https://h/a b",
+        ] {
+            assert!(GitUrl::parse(url).is_err(), "{url:?}");
+        }
+        for r in ["", "--help", "-x", "a b", "a\tb"] {
+            assert!(GitRef::parse(r).is_err(), "{r:?}");
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub use settings::{ContainerCli, LocalSettings, UnknownContainerCli};
 use commands::{BuildPaths, ContainerPlan, DigestSource, PlanInput};
 use logs::LogWriter;
 use process::{CommandSpec, Finished, PlainLines, RunError, Runner, StopWatch};
-use redact::{Redactor, mask_userinfo, registry_host};
+use redact::{Redactor, mask_userinfo};
 use workspace::{Workspace, resolve_inside};
 
 use crate::{
@@ -342,7 +342,7 @@ impl LocalExecutor {
         let _ = sink
             .progress(&format!(
                 "cloning {} at {}",
-                mask_userinfo(&ctx.source.url),
+                mask_userinfo(ctx.source.url.as_str()),
                 ctx.source.git_ref
             ))
             .await;
@@ -369,11 +369,11 @@ impl LocalExecutor {
         tool: &Path,
         method: BuildMethod,
     ) -> Result<Vec<Artifact>, StepError> {
-        check_image(&ctx.image)?;
         let paths = self.build_paths(ctx, ws)?;
         let local_name = format!("localhost/imagefactory-{}:build", ctx.execution_id);
         let plan = self.container_plan(ctx, tool, method, &local_name, &paths)?;
-        let last = run_plan(runner, sink, &plan, &ctx.image).await?;
+        let image = ctx.image.to_string();
+        let last = run_plan(runner, sink, &plan, &image).await?;
         let digest = read_digest(&plan.digest, last.as_ref()).ok_or_else(|| {
             StepError::Failed(format!(
                 "the push of {} finished but the tool reported no image digest",
@@ -381,13 +381,13 @@ impl LocalExecutor {
             ))
         })?;
         if paths.storage.is_none() {
-            self.remove_local_image(runner, tool, method, &local_name, &ctx.image, &paths.cwd)
+            self.remove_local_image(runner, tool, method, &local_name, &image, &paths.cwd)
                 .await;
         }
         Ok(vec![
             Artifact {
                 name: "IMAGE_URL".into(),
-                value: ctx.image.clone(),
+                value: image,
                 kind: ArtifactKind::ImageUrl,
             },
             Artifact {
@@ -447,12 +447,13 @@ impl LocalExecutor {
         paths: &BuildPaths,
     ) -> Result<ContainerPlan, StepError> {
         let settings = &self.settings;
-        let insecure = settings.is_insecure_registry(registry_host(&ctx.image));
+        let insecure = settings.is_insecure_registry(ctx.image.registry());
+        let image = ctx.image.to_string();
         if method == BuildMethod::Kaniko {
             return Ok(commands::kaniko_plan(
                 tool,
                 &ctx.config,
-                &ctx.image,
+                &image,
                 insecure,
                 paths,
             ));
@@ -462,7 +463,7 @@ impl LocalExecutor {
             program: tool,
             method,
             config: &ctx.config,
-            image: &ctx.image,
+            image: &image,
             local_name,
             insecure,
             storage_driver: settings.storage_driver.as_deref(),
@@ -550,19 +551,6 @@ impl LocalExecutor {
         ensure_success(&finished, "packer build failed")?;
         Ok(output.artifacts())
     }
-}
-
-/// The ad-hoc shape check of the destination before any tool sees it.
-fn check_image(image: &str) -> Result<(), StepError> {
-    let bad = image.is_empty()
-        || image.starts_with('-')
-        || image.chars().any(|c| c.is_whitespace() || c.is_control());
-    if bad {
-        return Err(StepError::Failed(format!(
-            "destination image {image:?} is not a valid image reference"
-        )));
-    }
-    Ok(())
 }
 
 /// Run a container plan's steps in order; the last step's result (the

@@ -52,17 +52,6 @@ impl Redactor {
     }
 }
 
-/// The registry host of an image reference (`127.0.0.1:5000/team/app:v1` →
-/// `127.0.0.1:5000`), Docker Hub's name when the reference has none.
-pub(crate) fn registry_host(image: &str) -> &str {
-    match image.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            first
-        }
-        _ => "docker.io",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,17 +74,5 @@ mod tests {
         let r = Redactor::new(["pw".to_owned(), "pw-long".to_owned(), String::new()]);
         assert_eq!(r.apply("a pw-long b pw c"), "a [redacted] b [redacted] c");
         assert_eq!(r.apply("nothing"), "nothing");
-    }
-
-    #[test]
-    fn finds_the_registry_host() {
-        assert_eq!(
-            registry_host("127.0.0.1:5000/team/app:v1"),
-            "127.0.0.1:5000"
-        );
-        assert_eq!(registry_host("ghcr.io/o/app@sha256:ab"), "ghcr.io");
-        assert_eq!(registry_host("localhost/app"), "localhost");
-        assert_eq!(registry_host("team/app:v1"), "docker.io");
-        assert_eq!(registry_host("app"), "docker.io");
     }
 }

@@ -66,8 +66,8 @@ pub fn render_context(
             workspace_size: settings.workspace_size.clone(),
         },
         source: SourceValues {
-            url: ctx.source.url.clone(),
-            revision: ctx.source.git_ref.clone(),
+            url: ctx.source.url.to_string(),
+            revision: ctx.source.git_ref.to_string(),
             basic_auth_secret: secrets.git_basic_auth.clone().unwrap_or_default(),
         },
         method: ctx.method.to_string(),
@@ -91,7 +91,7 @@ pub fn render_context(
             packer_vars: key_values(&config.packer_vars),
             registry_repo,
         },
-        image: ctx.image.clone(),
+        image: ctx.image.to_string(),
         registry_secret: secrets.registry.clone(),
         tasks: TaskRefs::new(ctx.method, settings.tasks_namespace())
             .with_images(ctx.method, &settings.builder_images),

@@ -103,8 +103,8 @@ pub fn registry_secret(auth: &RegistryAuth) -> KubeSecret {
 /// builds, and two credentials never share a name.
 pub fn git_secret(source: &GitSource) -> Option<KubeSecret> {
     let credential = source.credential.as_ref()?;
-    let host = git_host(&source.url)?;
-    let scheme = if source.url.starts_with("http://") {
+    let host = git_host(source.url.as_str())?;
+    let scheme = if source.url.as_str().starts_with("http://") {
         "http"
     } else {
         "https"
@@ -330,8 +330,9 @@ mod tests {
     #[test]
     fn git_secret_escapes_the_password_and_changes_name_with_it() {
         let source = |password: &str| GitSource {
-            url: "https://git.example.com/team/app.git".into(),
-            git_ref: "main".into(),
+            url: imagefactory_domain::GitUrl::parse("https://git.example.com/team/app.git")
+                .unwrap(),
+            git_ref: imagefactory_domain::GitRef::parse("main").unwrap(),
             credential: Some(crate::GitCredential {
                 username: "me".into(),
                 password: Secret::new(password),

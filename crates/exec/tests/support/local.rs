@@ -184,11 +184,12 @@ pub fn context(
         attempt: 1,
         method,
         source: GitSource {
-            url: format!("file://{}", repo.display()),
-            git_ref: git_ref.into(),
+            url: imagefactory_domain::GitUrl::parse(&format!("file://{}", repo.display()))
+                .expect("a file:// URL of the test repository"),
+            git_ref: imagefactory_domain::GitRef::parse(git_ref).expect("a valid test ref"),
             credential: None,
         },
-        image: image.into(),
+        image: imagefactory_domain::ImageRef::parse(image).expect("a valid test image"),
         config,
         registry,
         provider: None,

@@ -190,11 +190,12 @@ pub fn context(
         attempt: 1,
         method,
         source: GitSource {
-            url: "https://git.example.com/team/app.git".into(),
-            git_ref: "feature/login".into(),
+            url: imagefactory_domain::GitUrl::parse("https://git.example.com/team/app.git")
+                .unwrap(),
+            git_ref: imagefactory_domain::GitRef::parse("feature/login").unwrap(),
             credential: None,
         },
-        image: "registry.example.com/team/app:1.0".into(),
+        image: imagefactory_domain::ImageRef::parse("registry.example.com/team/app:1.0").unwrap(),
         config,
         registry: Some(RegistryAuth {
             credential_id: Uuid::new_v4(),
