@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use imagefactory_domain::provider::ProviderOwner;
-use imagefactory_domain::{BuildMethod, MethodConfig, Secret};
+use imagefactory_domain::{MethodConfig, Secret};
 use imagefactory_exec::{
     ExecutionContext, GitCredential, GitSource, ProviderConnection, RegistryAuth,
     parse_provider_config,
@@ -19,13 +19,14 @@ use imagefactory_store::providers::CONFIG_LABEL as LABEL_PROVIDER_CONFIG;
 use imagefactory_store::registry_credentials::SECRET_LABEL as LABEL_REGISTRY_SECRET;
 
 /// Build the context; an `Err` is a permanent problem with the build's stored
-/// data, phrased for the user.
+/// data, phrased for the user. The method, source and image arrive parsed
+/// (the row decodes into domain types, see `imagefactory_store::decode`).
 pub fn build_context(
     mut inputs: ExecutionInputs,
     execution: &ExecutionRow,
     cipher: Option<&Cipher>,
 ) -> Result<ExecutionContext, String> {
-    let method: BuildMethod = inputs.method.parse().map_err(|e| format!("{e}"))?;
+    let method = inputs.method;
     let secrets = Secrets { cipher };
     let credential = git_credential(&inputs, &secrets)?;
     let registry = registry_auth(&inputs, &secrets)?;
@@ -191,6 +192,7 @@ fn string_map(
 mod tests {
     use super::*;
     use chrono::Utc;
+    use imagefactory_domain::BuildMethod;
     use imagefactory_domain::provider::KubernetesAuth;
     use serde_json::json;
     use uuid::Uuid;
@@ -224,11 +226,11 @@ mod tests {
             build_id: Uuid::now_v7(),
             tenant_id: Uuid::now_v7(),
             project_id: Uuid::now_v7(),
-            method: "kaniko".into(),
-            infrastructure_type: "kubernetes".into(),
-            git_url: "https://git.example/app.git".into(),
-            git_ref: "v1".into(),
-            image: "r.example/app:1".into(),
+            method: BuildMethod::Kaniko,
+            infrastructure_type: imagefactory_domain::InfrastructureType::Kubernetes,
+            git_url: imagefactory_domain::GitUrl::parse("https://git.example/app.git").unwrap(),
+            git_ref: imagefactory_domain::GitRef::parse("v1").unwrap(),
+            image: imagefactory_domain::ImageRef::parse("r.example/app:1").unwrap(),
             timeout_seconds: 90,
             dockerfile: Some("Dockerfile".into()),
             context: None,

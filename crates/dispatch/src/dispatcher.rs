@@ -542,8 +542,18 @@ impl Shared {
             }
         };
         let inputs = inputs
-            .map_err(|e| Outcome::Transient {
-                message: format!("loading the build's settings failed: {e}"),
+            .map_err(|e| {
+                // A stored value that does not parse fails the same way on
+                // every attempt: the build fails saying which, not requeued.
+                if executions::is_bad_stored_value(&e) {
+                    Outcome::Failed {
+                        message: format!("the build's stored settings are invalid: {e}"),
+                    }
+                } else {
+                    Outcome::Transient {
+                        message: format!("loading the build's settings failed: {e}"),
+                    }
+                }
             })?
             .ok_or_else(|| Outcome::Failed {
                 message: "the build or its project no longer exists".to_owned(),
@@ -765,8 +775,7 @@ impl Shared {
 /// holds for a Kubernetes build sent to the local executor because Tekton is
 /// off (`fallback`: why): the security wall does not move with the setting.
 fn local_builds_allowed(inputs: &ExecutionInputs, fallback: Option<&str>) -> Result<(), Outcome> {
-    let on_host =
-        inputs.infrastructure_type == InfrastructureType::Local.as_str() || fallback.is_some();
+    let on_host = inputs.infrastructure_type == InfrastructureType::Local || fallback.is_some();
     if !on_host || inputs.local_builds_allowed {
         return Ok(());
     }

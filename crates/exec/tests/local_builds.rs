@@ -221,7 +221,14 @@ async fn packer_runs_a_template_and_records_its_artifacts() {
     assert_eq!(outcome, Outcome::Succeeded, "logs:\n{}", sink.log_text());
     assert_eq!(sink.artifact("clone.commit").as_ref(), Some(&wanted));
 
-    let ctx = context(BuildMethod::Packer, &repo, &wanted, "unused", config, None);
+    let ctx = context(
+        BuildMethod::Packer,
+        &repo,
+        &wanted,
+        "r.example/unused",
+        config,
+        None,
+    );
     let sink = Arc::new(MemorySink::default());
     let (_stop_tx, stop) = watch::channel(None);
 

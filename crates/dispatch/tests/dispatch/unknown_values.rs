@@ -117,3 +117,60 @@ async fn an_unknown_infrastructure_type_or_provider_status_fails_the_build_at_cl
     assert!(work(&db.pool).await.is_empty(), "nothing was started");
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_image_or_ref_that_does_not_parse_fails_that_build_only() {
+    let db = TestDb::new().await;
+    let t = tenant(&db.pool, "t", 10).await;
+    let ids = submit(
+        &db.pool,
+        t,
+        &[Spec::default(), Spec::default(), Spec::default()],
+    )
+    .await;
+    // Written around the API (no CHECK guards these columns): values the
+    // API's parse would have refused, one of them option-like.
+    sqlx::query("UPDATE builds SET image = 'Not An Image' WHERE id = $1")
+        .bind(ids[0])
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE builds SET git_ref = '--upload-pack=x' WHERE id = $1")
+        .bind(ids[1])
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let d = start_dispatcher(db.another_pool().await, fast_settings());
+    wait_status(&db.pool, ids[0], "failed", Duration::from_secs(30)).await;
+    wait_status(&db.pool, ids[1], "failed", Duration::from_secs(30)).await;
+    // Claimed in the same batch, the good build is not held back by them.
+    wait_status(&db.pool, ids[2], "succeeded", Duration::from_secs(30)).await;
+    d.stop().await;
+    let image = error_message(&db, ids[0]).await;
+    assert!(
+        image.contains("stored settings are invalid")
+            && image.contains("\"image\"")
+            && image.contains("\"Not An Image\" is not a valid ImageRef"),
+        "{image}"
+    );
+    let git_ref = error_message(&db, ids[1]).await;
+    assert!(
+        git_ref.contains("\"git_ref\"")
+            && git_ref.contains("\"--upload-pack=x\" is not a valid GitRef"),
+        "{git_ref}"
+    );
+    // Failed at once, not requeued: one attempt, and no work started.
+    let attempts: Vec<i32> =
+        sqlx::query_scalar("SELECT attempts FROM builds WHERE id = ANY($1) ORDER BY id")
+            .bind(&ids[..2])
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, vec![1, 1]);
+    let started: Vec<uuid::Uuid> = work(&db.pool).await.iter().map(|w| w.build_id).collect();
+    assert!(
+        !started.contains(&ids[0]) && !started.contains(&ids[1]),
+        "{started:?}"
+    );
+    db.drop_db().await;
+}
