@@ -26,7 +26,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use imagefactory_dispatch::{Dispatcher, DispatcherMode, DispatcherSettings, Executors};
-use imagefactory_domain::{MethodConfig, Secret};
+use imagefactory_domain::{
+    BuildMethod, GitRef, GitUrl, ImageRef, InfrastructureType, MethodConfig, ProviderStatus,
+    ProviderType, Secret,
+};
 use imagefactory_exec::tekton::client::ClusterSettings;
 use imagefactory_exec::tekton::namespace::{ensure_namespace, namespace_name};
 use imagefactory_exec::tekton::submit::run_name;
@@ -639,8 +642,8 @@ impl Bench {
             tenant,
             projects::NewProject {
                 name: "web".into(),
-                git_url: "https://git.example.com/team/app.git".into(),
-                default_branch: "main".into(),
+                git_url: GitUrl::parse("https://git.example.com/team/app.git").unwrap(),
+                default_branch: GitRef::parse("main").unwrap(),
                 git_credential: None,
             },
         )
@@ -667,10 +670,10 @@ impl Bench {
             Owner::Global,
             NewProvider {
                 name: "kube-sim".into(),
-                provider_type: "kubernetes".into(),
+                provider_type: ProviderType::Kubernetes,
                 config: sim.provider_config(),
                 tekton_enabled: true,
-                status: "active".into(),
+                status: ProviderStatus::Active,
                 max_concurrent_builds: None,
             },
         )
@@ -761,13 +764,13 @@ impl Bench {
         builds::NewBuild {
             tenant_id: self.tenant,
             project_id: self.project,
-            method: "kaniko".into(),
-            infrastructure_type: "kubernetes".into(),
+            method: BuildMethod::Kaniko,
+            infrastructure_type: InfrastructureType::Kubernetes,
             infrastructure_provider_id: Some(self.provider),
             registry_credential_id: Some(self.credential),
-            git_url: "https://git.example.com/team/app.git".into(),
-            git_ref: "feature/login".into(),
-            image: "registry.example.com/team/app:1.0".into(),
+            git_url: GitUrl::parse("https://git.example.com/team/app.git").unwrap(),
+            git_ref: GitRef::parse("feature/login").unwrap(),
+            image: ImageRef::parse("registry.example.com/team/app:1.0").unwrap(),
             priority: 0,
             timeout_seconds: 24 * 3600,
             created_by_token_id: None,
@@ -916,11 +919,11 @@ async fn components(sim: &SimProcess, bench: &Bench, warm: Uuid) {
         attempt: 1,
         method: imagefactory_domain::BuildMethod::Kaniko,
         source: GitSource {
-            url: "https://git.example.com/team/app.git".into(),
-            git_ref: "main".into(),
+            url: GitUrl::parse("https://git.example.com/team/app.git").unwrap(),
+            git_ref: GitRef::parse("main").unwrap(),
             credential: None,
         },
-        image: "registry.example.com/team/app:1.0".into(),
+        image: ImageRef::parse("registry.example.com/team/app:1.0").unwrap(),
         config: MethodConfig::default(),
         registry: None,
         provider: Some(ProviderConnection {
