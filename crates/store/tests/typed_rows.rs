@@ -41,7 +41,7 @@ async fn database() -> Db {
         .await
         .unwrap();
     let opts: PgConnectOptions = admin_url.parse().unwrap();
-    let pool = PgPool::connect(&opts.database(&name).to_url_lossy().to_string())
+    let pool = PgPool::connect(opts.database(&name).to_url_lossy().as_ref())
         .await
         .unwrap();
     MIGRATOR.run(&pool).await.unwrap();
