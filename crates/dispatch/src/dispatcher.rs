@@ -570,7 +570,7 @@ impl Shared {
         );
         // A Kubernetes build with Tekton off was given the local slot at
         // claim time (under IF_BUILD_TEKTON_DISABLED=fail it failed there).
-        let fallback = (inputs.infrastructure_type == InfrastructureType::Kubernetes.as_str())
+        let fallback = (inputs.infrastructure_type == InfrastructureType::Kubernetes)
             .then(|| {
                 tekton_off_reason(self.settings.tekton_enabled, inputs.provider_tekton_enabled)
             })
