@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use imagefactory_domain::AddressPolicy;
-use imagefactory_domain::provider::ProviderOwner;
+use imagefactory_domain::provider::{ProviderOwner, ProviderType};
 use imagefactory_exec::tekton::install::{install_for_provider, status_for_provider};
 use imagefactory_exec::tekton::readiness::ClusterStatus;
 use imagefactory_exec::{ProviderConnection, parse_provider_config};
@@ -166,7 +166,7 @@ async fn provider(args: &TargetArgs) -> anyhow::Result<ProviderConnection> {
     )
     .await
     .map_err(|e| anyhow::anyhow!("global provider {id}: {e}"))?;
-    if found.provider_type != "kubernetes" {
+    if found.provider_type != ProviderType::Kubernetes {
         anyhow::bail!(
             "provider {id} is a {} provider, not kubernetes",
             found.provider_type

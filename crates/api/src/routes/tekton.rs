@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use imagefactory_domain::provider::ProviderOwner;
+use imagefactory_domain::provider::{ProviderOwner, ProviderType};
 use imagefactory_store::providers::{self, Owner, Provider};
 use imagefactory_store::tekton_jobs::{self, InstallJob, JobOwner, StartError};
 use serde::Serialize;
@@ -79,7 +79,7 @@ async fn kubernetes_provider(state: &AppState, path: &PathIds) -> ApiResult<Prov
     let found = providers::get_owned(&state.pool, Owner::Global, path.id("provider_id")?)
         .await
         .or_not_found("provider")?;
-    if found.provider_type != "kubernetes" {
+    if found.provider_type != ProviderType::Kubernetes {
         return Err(ApiError::InvalidState(format!(
             "provider {:?} is of type {}; only kubernetes providers have Tekton Tasks",
             found.name, found.provider_type
