@@ -9,11 +9,10 @@ use anyhow::Context;
 use imagefactory_exec::tekton::TektonVersion;
 use imagefactory_exec::tekton::error::status_code;
 use imagefactory_exec::tekton::namespace::ensure_namespace;
-use imagefactory_exec::tekton::secrets::OPERATOR_DOCKER_CONFIG;
+use imagefactory_exec::tekton::secrets::{OPERATOR_DOCKER_CONFIG, operator_docker_config};
 use imagefactory_exec::tekton::tasks::install_tasks;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use kube_sim::tekton::ControllerOptions;
 use kube_sim::{KubeSim, KubeSimHandle, KubeSimOptions};
 use serde_json::{Value, json};
@@ -67,22 +66,7 @@ pub async fn prepare_tenant(sim: &KubeSimHandle, tenant: Uuid) -> anyhow::Result
         .await
         .context("installing Image Factory's Tekton Tasks on kube-sim")?;
     let secrets: Api<Secret> = Api::namespaced(client, &namespace);
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(OPERATOR_DOCKER_CONFIG.into()),
-            namespace: Some(namespace.clone()),
-            ..Default::default()
-        },
-        type_: Some("kubernetes.io/dockerconfigjson".into()),
-        data: Some(
-            [(
-                ".dockerconfigjson".to_owned(),
-                ByteString(br#"{"auths":{}}"#.to_vec()),
-            )]
-            .into(),
-        ),
-        ..Default::default()
-    };
+    let secret = operator_docker_config(&namespace, br#"{"auths":{}}"#);
     match secrets.create(&PostParams::default(), &secret).await {
         Ok(_) => {}
         // A tenant namespace is new for each demo tenant, but an operator's

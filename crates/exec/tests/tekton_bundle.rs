@@ -12,45 +12,9 @@ use imagefactory_exec::tekton::bundle::{
 use imagefactory_exec::tekton::namespace::namespace_name;
 use imagefactory_exec::{Executor, Outcome};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube_sim::{FaultAction, FaultRule};
 use serde_json::{Value, json};
 use tekton_support::*;
 use uuid::Uuid;
-
-/// Counts the sim's requests of one verb on one resource (a fault rule that
-/// injects no latency, consumed once per matching request).
-struct Counter<'a> {
-    sim: &'a Sim,
-    id: u64,
-}
-
-impl<'a> Counter<'a> {
-    fn new(sim: &'a Sim, verb: &str, resource: &str) -> Self {
-        let rule = FaultRule::new(
-            Some(verb),
-            Some(resource),
-            FaultAction::Latency(std::time::Duration::ZERO),
-        )
-        .times(u32::MAX);
-        Counter {
-            sim,
-            id: sim.handle.faults().add(rule),
-        }
-    }
-
-    fn count(&self) -> u32 {
-        let left = self
-            .sim
-            .handle
-            .faults()
-            .list()
-            .into_iter()
-            .find(|(id, _)| *id == self.id)
-            .and_then(|(_, r)| r.times)
-            .unwrap_or(0);
-        u32::MAX - left
-    }
-}
 
 async fn build(
     executor: &imagefactory_exec::tekton::TektonExecutor,
@@ -113,15 +77,25 @@ async fn a_new_namespace_gets_the_bundle_once_and_later_builds_cost_no_task_requ
     let sim = Sim::start(SimOptions::default()).await;
     let tenant = Uuid::new_v4();
     let namespace = namespace_name(tenant);
-    let applies = Counter::new(&sim, "patch", "tasks");
-    let lists = Counter::new(&sim, "list", "tasks");
+    let applies = sim
+        .handle
+        .faults()
+        .count_requests(Some("patch"), Some("tasks"));
+    let lists = sim
+        .handle
+        .faults()
+        .count_requests(Some("list"), Some("tasks"));
     let executor = executor().await;
     let provider = sim.provider();
 
     let (outcome, sink) = build(&executor, provider.clone(), tenant).await;
     assert!(matches!(outcome, Outcome::Succeeded), "{outcome:?}");
-    assert_eq!(applies.count(), 5, "one apply per shipped Task");
-    assert_eq!(lists.count(), 1);
+    assert_eq!(
+        sim.handle.faults().counted(applies),
+        5,
+        "one apply per shipped Task"
+    );
+    assert_eq!(sim.handle.faults().counted(lists), 1);
     let log = sink.text(LOG_SOURCE);
     assert!(log[0].contains(bundle_version()), "{log:?}");
     assert_eq!(
@@ -138,11 +112,19 @@ async fn a_new_namespace_gets_the_bundle_once_and_later_builds_cost_no_task_requ
             .all(|(_, s)| *s == TaskState::Current)
     );
 
-    let lists_before = lists.count();
+    let lists_before = sim.handle.faults().counted(lists);
     let (outcome, sink) = build(&executor, provider, tenant).await;
     assert!(matches!(outcome, Outcome::Succeeded), "{outcome:?}");
-    assert_eq!(applies.count(), 5, "no apply on the second build");
-    assert_eq!(lists.count(), lists_before, "not even a list");
+    assert_eq!(
+        sim.handle.faults().counted(applies),
+        5,
+        "no apply on the second build"
+    );
+    assert_eq!(
+        sim.handle.faults().counted(lists),
+        lists_before,
+        "not even a list"
+    );
     assert!(sink.text(LOG_SOURCE).is_empty());
 }
 
@@ -234,7 +216,10 @@ async fn an_outdated_task_is_upgraded() {
 async fn unmanaged_providers_get_no_tasks_and_preflight_says_what_is_missing() {
     let sim = Sim::start(SimOptions::default()).await;
     let tenant = Uuid::new_v4();
-    let applies = Counter::new(&sim, "patch", "tasks");
+    let applies = sim
+        .handle
+        .faults()
+        .count_requests(Some("patch"), Some("tasks"));
     let mut config = sim.config();
     config["tasks"] = json!("unmanaged");
     let (outcome, _) = build(&executor().await, sim.provider_with(config), tenant).await;
@@ -245,7 +230,7 @@ async fn unmanaged_providers_get_no_tasks_and_preflight_says_what_is_missing() {
         message.contains("Tekton Task \"git-clone\" not found in namespace"),
         "{message}"
     );
-    assert_eq!(applies.count(), 0);
+    assert_eq!(sim.handle.faults().counted(applies), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,18 +15,9 @@ use imagefactory_domain::BuildMethod;
 use imagefactory_exec::tekton::namespace::namespace_name;
 use imagefactory_exec::tekton::oplog::OPERATOR_SOURCE;
 use imagefactory_exec::{ExecutionSink, Executor, Outcome};
+use serde_json::json;
 use tekton_support::*;
 use uuid::Uuid;
-
-fn message(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Failed { message }
-        | Outcome::Cancelled { message }
-        | Outcome::TimedOut { message }
-        | Outcome::Transient { message } => message.clone(),
-        other => format!("{other:?}"),
-    }
-}
 
 /// `line` is `<prefix><seconds with one decimal> s`; the seconds.
 fn seconds_after(line: &str, prefix: &str) -> f64 {
@@ -49,16 +40,7 @@ async fn a_build_log_holds_the_operator_lines_in_order() {
     .await;
     let tenant = Uuid::new_v4();
     sim.install_tasks(tenant).await;
-    let sink = MemorySink::new();
-    let (_tx, stop) = no_stop();
-    let outcome = executor()
-        .await
-        .start(
-            context(BuildMethod::Kaniko, sim.provider(), tenant),
-            sink.clone(),
-            stop,
-        )
-        .await;
+    let (outcome, sink) = run_to_end(context(BuildMethod::Kaniko, sim.provider(), tenant)).await;
     assert_eq!(outcome, Outcome::Succeeded, "{}", message(&outcome));
     let run = sink.references.lock().unwrap()[0].name.clone().unwrap();
     let lines = sink.text(OPERATOR_SOURCE);
@@ -86,16 +68,7 @@ async fn a_failed_step_and_a_failure_before_the_run_say_so_in_the_log() {
     .await;
     let tenant = Uuid::new_v4();
     sim.install_tasks(tenant).await;
-    let sink = MemorySink::new();
-    let (_tx, stop) = no_stop();
-    let outcome = executor()
-        .await
-        .start(
-            context(BuildMethod::Kaniko, sim.provider(), tenant),
-            sink.clone(),
-            stop,
-        )
-        .await;
+    let (outcome, sink) = run_to_end(context(BuildMethod::Kaniko, sim.provider(), tenant)).await;
     assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
     let run = sink.references.lock().unwrap()[0].name.clone().unwrap();
     let lines = sink.text(OPERATOR_SOURCE);
@@ -106,18 +79,17 @@ async fn a_failed_step_and_a_failure_before_the_run_say_so_in_the_log() {
     );
     seconds_after(&lines[2], &prefix);
 
-    // No Tasks in this tenant's namespace: preflight fails before any run.
+    // No Tasks in this tenant's namespace and an unmanaged provider (a
+    // managed one would apply them): preflight fails before any run.
     let other = Uuid::new_v4();
-    let sink = MemorySink::new();
-    let (_tx, stop) = no_stop();
-    let outcome = executor()
-        .await
-        .start(
-            context(BuildMethod::Kaniko, sim.provider(), other),
-            sink.clone(),
-            stop,
-        )
-        .await;
+    let mut config = sim.config();
+    config["tasks"] = json!("unmanaged");
+    let (outcome, sink) = run_to_end(context(
+        BuildMethod::Kaniko,
+        sim.provider_with(config),
+        other,
+    ))
+    .await;
     assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
     let lines = sink.text(OPERATOR_SOURCE);
     assert_eq!(lines.len(), 2, "{lines:#?}");

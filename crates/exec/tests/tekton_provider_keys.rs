@@ -5,46 +5,14 @@
 mod tekton_support;
 
 use imagefactory_domain::BuildMethod;
+use imagefactory_exec::Outcome;
 use imagefactory_exec::tekton::namespace::{ensure_named_namespace, namespace_name};
-use imagefactory_exec::tekton::submit::pipelinerun_resource;
 use imagefactory_exec::tekton::tasks::install_tasks;
 use imagefactory_exec::tekton::test_connection;
-use imagefactory_exec::{Executor, Outcome};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::DynamicObject;
 use serde_json::{Value, json};
 use tekton_support::*;
 use uuid::Uuid;
-
-fn message(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Failed { message }
-        | Outcome::Cancelled { message }
-        | Outcome::TimedOut { message }
-        | Outcome::Transient { message } => message.clone(),
-        other => format!("{other:?}"),
-    }
-}
-
-async fn run(ctx: imagefactory_exec::ExecutionContext) -> (Outcome, std::sync::Arc<MemorySink>) {
-    let sink = MemorySink::new();
-    let (_tx, stop) = no_stop();
-    let outcome = executor().await.start(ctx, sink.clone(), stop).await;
-    (outcome, sink)
-}
-
-async fn runs_in(sim: &Sim, namespace: &str) -> Vec<Value> {
-    let ar = pipelinerun_resource(sim.version().await);
-    let api: kube::Api<DynamicObject> =
-        kube::Api::namespaced_with(sim.admin().await, namespace, &ar);
-    api.list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .map(|o| serde_json::to_value(o).unwrap())
-        .collect()
-}
 
 /// A tenant provider's `namespace` takes its builds there (created and
 /// labelled for the tenant), not to the tenant's `image-factory-<id>`; the
@@ -64,11 +32,11 @@ async fn a_tenant_providers_namespace_is_where_its_builds_run() {
     config["namespace"] = json!("team-builds");
     let provider = sim.provider_with(config);
 
-    let (outcome, sink) = run(context(BuildMethod::Kaniko, provider.clone(), tenant)).await;
+    let (outcome, sink) = run_to_end(context(BuildMethod::Kaniko, provider.clone(), tenant)).await;
     assert_eq!(outcome, Outcome::Succeeded, "{}", message(&outcome));
     let reference = sink.references.lock().unwrap()[0].clone();
     assert_eq!(reference.namespace.as_deref(), Some("team-builds"));
-    assert_eq!(runs_in(&sim, "team-builds").await.len(), 1);
+    assert_eq!(sim.pipelineruns_in("team-builds").await.len(), 1);
     let namespaces: kube::Api<Namespace> = kube::Api::all(sim.admin().await);
     let labelled = namespaces.get("team-builds").await.unwrap();
     assert_eq!(
@@ -86,13 +54,13 @@ async fn a_tenant_providers_namespace_is_where_its_builds_run() {
 
     // Another tenant naming the same namespace is refused, nothing submitted.
     let other = Uuid::new_v4();
-    let (outcome, _) = run(context(BuildMethod::Kaniko, provider, other)).await;
+    let (outcome, _) = run_to_end(context(BuildMethod::Kaniko, provider, other)).await;
     let text = message(&outcome);
     assert!(
         text.contains("team-builds") && text.contains("belongs to another tenant"),
         "{text}"
     );
-    assert_eq!(runs_in(&sim, "team-builds").await.len(), 1);
+    assert_eq!(sim.pipelineruns_in("team-builds").await.len(), 1);
 }
 
 /// `workspace_size` is the size the run's source claim asks for; without it, 1Gi.
@@ -116,7 +84,7 @@ async fn workspace_size_sizes_the_source_claim() {
         if let Some(size) = size {
             config["workspace_size"] = json!(size);
         }
-        let (outcome, _) = run(context(
+        let (outcome, _) = run_to_end(context(
             BuildMethod::Kaniko,
             sim.provider_with(config),
             tenant,
@@ -163,7 +131,7 @@ async fn context_picks_the_kubeconfig_context() {
     // And a build on it runs.
     let tenant = Uuid::new_v4();
     sim.install_tasks(tenant).await;
-    let (outcome, _) = run(context(
+    let (outcome, _) = run_to_end(context(
         BuildMethod::Kaniko,
         sim.provider_with(config(Some("builds"))),
         tenant,

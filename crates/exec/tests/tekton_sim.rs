@@ -15,16 +15,6 @@ use serde_json::{Value, json};
 use tekton_support::*;
 use uuid::Uuid;
 
-fn message(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Failed { message }
-        | Outcome::Cancelled { message }
-        | Outcome::TimedOut { message }
-        | Outcome::Transient { message } => message.clone(),
-        other => format!("{other:?}"),
-    }
-}
-
 async fn wait_for<F: Fn() -> bool>(what: &str, f: F) {
     for _ in 0..400 {
         if f() {

@@ -8,14 +8,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_TOKEN, Http, Proc, ReservedDb, SECRET_KEY, free_port, fresh_database};
+use common::{ADMIN_TOKEN, Http, Proc, ReservedDb, free_port, fresh_database, serve_env};
 use imagefactory_exec::tekton::TektonVersion;
 use imagefactory_exec::tekton::namespace::ensure_namespace;
-use imagefactory_exec::tekton::secrets::OPERATOR_DOCKER_CONFIG;
+use imagefactory_exec::tekton::secrets::operator_docker_config;
 use imagefactory_exec::tekton::tasks::install_tasks;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DynamicObject, ObjectMeta, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
 use kube_sim::tekton::ControllerOptions;
 use kube_sim::{KubeSim, KubeSimOptions};
 use serde_json::{Value, json};
@@ -32,16 +31,7 @@ async fn serve(extra: &[(&str, String)]) -> Server {
     let db = fresh_database("routing");
     let port = free_port();
     let workdir = tempfile::tempdir().unwrap();
-    let mut env: Vec<(&str, String)> = vec![
-        ("IF_DATABASE_URL", db.url.clone()),
-        ("IF_LISTEN_ADDR", format!("127.0.0.1:{port}")),
-        ("IF_ADMIN_TOKEN", ADMIN_TOKEN.into()),
-        ("IF_SECRET_KEY", SECRET_KEY.into()),
-        ("IF_DISPATCHER_POLL_INTERVAL", "500ms".into()),
-        ("IF_DISPATCHER_SHUTDOWN_GRACE", "2s".into()),
-        ("IF_LOCAL_WORKDIR", workdir.path().display().to_string()),
-        ("IF_LOG", "info".into()),
-    ];
+    let mut env = serve_env(&db.url, port, workdir.path(), "info");
     env.extend(extra.iter().cloned());
     let mut proc = Proc::spawn(&["serve"], &env);
     let http = Http::new(port);
@@ -204,21 +194,7 @@ async fn a_build_without_a_provider_runs_on_the_global_cluster_of_the_kubeconfig
     install_tasks(&client, TektonVersion::V1, &namespace)
         .await
         .unwrap();
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(OPERATOR_DOCKER_CONFIG.into()),
-            ..Default::default()
-        },
-        type_: Some("kubernetes.io/dockerconfigjson".into()),
-        data: Some(
-            [(
-                ".dockerconfigjson".to_owned(),
-                ByteString(br#"{"auths":{}}"#.to_vec()),
-            )]
-            .into(),
-        ),
-        ..Default::default()
-    };
+    let secret = operator_docker_config(&namespace, br#"{"auths":{}}"#);
     Api::<Secret>::namespaced(client.clone(), &namespace)
         .create(&PostParams::default(), &secret)
         .await

@@ -89,6 +89,26 @@ impl Faults {
         self.rules.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Start counting the requests that match `verb` / `resource` (`None` =
+    /// any): a zero-latency rule with the largest use budget, so it changes
+    /// nothing but its count. Read it with [`Faults::counted`].
+    pub fn count_requests(&self, verb: Option<&str>, resource: Option<&str>) -> u64 {
+        self.add(
+            FaultRule::new(verb, resource, FaultAction::Latency(Duration::ZERO)).times(u32::MAX),
+        )
+    }
+
+    /// How many requests the counting rule `id` has met so far (0 for an
+    /// unknown id).
+    pub fn counted(&self, id: u64) -> u32 {
+        let rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
+        rules
+            .iter()
+            .find(|(i, _)| *i == id)
+            .and_then(|(_, r)| r.times)
+            .map_or(0, |left| u32::MAX - left)
+    }
+
     /// The actions that apply to this request (consuming one use of counted rules).
     pub fn take(&self, verb: &str, resource: &str) -> Vec<FaultAction> {
         let mut rules = self.rules.lock().unwrap_or_else(|p| p.into_inner());
@@ -120,6 +140,25 @@ impl Faults {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_counters_count_only_matching_requests() {
+        let f = Faults::default();
+        let patches = f.count_requests(Some("patch"), Some("tasks"));
+        let all = f.count_requests(None, None);
+        for (verb, resource) in [("patch", "tasks"), ("get", "tasks"), ("patch", "pods")] {
+            // A counter only ever adds no delay.
+            let actions = f.take(verb, resource);
+            assert!(
+                actions
+                    .iter()
+                    .all(|a| *a == FaultAction::Latency(Duration::ZERO))
+            );
+        }
+        assert_eq!(f.counted(patches), 1);
+        assert_eq!(f.counted(all), 3);
+        assert_eq!(f.counted(9999), 0);
+    }
 
     #[test]
     fn counted_rules_expire_and_match_filters() {

@@ -6,45 +6,10 @@
 use std::time::Duration;
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube_sim::{FaultAction, FaultRule};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::harness::*;
-
-/// Requests of `verb` on `resource` so far (a fault rule injecting nothing).
-struct Counter<'a> {
-    app: &'a TestApp,
-    id: u64,
-}
-
-impl<'a> Counter<'a> {
-    fn new(app: &'a TestApp, verb: &str, resource: &str) -> Self {
-        let rule = FaultRule::new(
-            Some(verb),
-            Some(resource),
-            FaultAction::Latency(Duration::ZERO),
-        )
-        .times(u32::MAX);
-        Counter {
-            app,
-            id: app.sim.faults().add(rule),
-        }
-    }
-
-    fn count(&self) -> u32 {
-        let left = self
-            .app
-            .sim
-            .faults()
-            .list()
-            .into_iter()
-            .find(|(id, _)| *id == self.id)
-            .and_then(|(_, r)| r.times)
-            .unwrap_or(0);
-        u32::MAX - left
-    }
-}
 
 fn task_states(status: &Value, namespace: &str) -> Vec<(String, String)> {
     status["namespaces"]
@@ -102,18 +67,29 @@ async fn a_new_tenant_builds_with_no_operator_step_and_drift_is_shown_and_repair
         .await;
     let tenant = app.bare_tenant("newcomer", 4).await;
     let namespace = imagefactory_exec::tekton::namespace::namespace_name(tenant.id);
-    let applies = Counter::new(&app, "patch", "tasks");
+    let applies = app
+        .sim
+        .faults()
+        .count_requests(Some("patch"), Some("tasks"));
 
     let on_fresh = json!({"infrastructure_provider_id": provider});
     let first = app.submit_as(&tenant, on_fresh.clone()).await;
     let done = wait_build(&app, &tenant.token, first).await;
     assert_eq!(done["status"], "succeeded", "{done}");
-    assert_eq!(applies.count(), 5, "the bundle applied once, one per Task");
+    assert_eq!(
+        app.sim.faults().counted(applies),
+        5,
+        "the bundle applied once, one per Task"
+    );
 
     let second = app.submit_as(&tenant, on_fresh).await;
     let done = wait_build(&app, &tenant.token, second).await;
     assert_eq!(done["status"], "succeeded", "{done}");
-    assert_eq!(applies.count(), 5, "not applied again on the second build");
+    assert_eq!(
+        app.sim.faults().counted(applies),
+        5,
+        "not applied again on the second build"
+    );
 
     // Someone edits a Task in the cluster.
     let tasks: Api<DynamicObject> = Api::namespaced_with(

@@ -53,7 +53,16 @@ async fn missing_task_fails_at_once_naming_it() {
         .await
         .unwrap();
 
-    let (id, message) = fails_once(&app, json!({"method": "kaniko"})).await;
+    // Unmanaged: the operator brings the Tasks (a managed provider would
+    // apply the missing one again before the build).
+    let mut config = app.sim_config();
+    config["tasks"] = json!("unmanaged");
+    let unmanaged = app.create_global_provider("unmanaged", config).await;
+    let (id, message) = fails_once(
+        &app,
+        json!({"method": "kaniko", "infrastructure_provider_id": unmanaged}),
+    )
+    .await;
     assert!(
         message.contains("Tekton Task \"kaniko\" not found"),
         "{message}"

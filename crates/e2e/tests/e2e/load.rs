@@ -24,37 +24,11 @@ struct Chaos {
     watch_expiries: u64,
 }
 
-/// Counts every request kube-sim serves: a zero-latency rule with a huge
-/// budget; the budget used is the number of requests it matched.
-struct Counter {
-    id: u64,
-}
-
-impl Counter {
-    fn start(sim: &kube_sim::KubeSimHandle) -> Counter {
-        let rule = FaultRule::new(None, None, FaultAction::Latency(Duration::ZERO)).times(u32::MAX);
-        Counter {
-            id: sim.faults().add(rule),
-        }
-    }
-
-    fn count(&self, sim: &kube_sim::KubeSimHandle) -> u64 {
-        let left = sim
-            .faults()
-            .list()
-            .into_iter()
-            .find(|(id, _)| *id == self.id)
-            .and_then(|(_, r)| r.times)
-            .unwrap_or(0);
-        u64::from(u32::MAX - left)
-    }
-}
-
 /// Until `stop`: fail 10 % of all requests with 500/503 and 2 % with 429
 /// (one-shot rules sized from the request count), end every open watch
 /// every 700 ms and expire (410) the next watch every 450 ms.
 async fn chaos(sim: &kube_sim::KubeSimHandle, stop: &CancellationToken) -> Chaos {
-    let counter = Counter::start(sim);
+    let counter = sim.faults().count_requests(None, None);
     let mut report = Chaos::default();
     let mut tick = tokio::time::interval(Duration::from_millis(25));
     let mut n: u64 = 0;
@@ -64,7 +38,7 @@ async fn chaos(sim: &kube_sim::KubeSimHandle, stop: &CancellationToken) -> Chaos
             _ = tick.tick() => {}
         }
         n += 1;
-        let seen = counter.count(sim);
+        let seen = u64::from(sim.faults().counted(counter));
         let due_5xx = seen / 10;
         if due_5xx > report.errors_5xx {
             let code = if n.is_multiple_of(2) { 500 } else { 503 };

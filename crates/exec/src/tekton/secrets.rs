@@ -23,6 +23,30 @@ use crate::{GitSource, RegistryAuth};
 /// The Secret operators manage themselves for builds without a credential.
 pub const OPERATOR_DOCKER_CONFIG: &str = "docker-config";
 
+/// The operator's `docker-config` Secret as `kubectl create secret
+/// docker-registry` makes it (type `kubernetes.io/dockerconfigjson`, one key
+/// `.dockerconfigjson`), holding `docker_config` (a docker `config.json`).
+/// For the demo and tests that play the operator; Image Factory never writes
+/// this Secret in a cluster it builds on.
+pub fn operator_docker_config(namespace: &str, docker_config: &[u8]) -> KubeSecret {
+    KubeSecret {
+        metadata: ObjectMeta {
+            name: Some(OPERATOR_DOCKER_CONFIG.into()),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/dockerconfigjson".into()),
+        data: Some(
+            [(
+                ".dockerconfigjson".to_owned(),
+                ByteString(docker_config.to_vec()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    }
+}
+
 /// Label naming the registry credential a Secret holds.
 pub const CREDENTIAL_ID_LABEL: &str = "imagefactory.io/credential-id";
 /// Label naming the credential version a Secret holds.

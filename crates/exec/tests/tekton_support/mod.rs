@@ -14,7 +14,7 @@ use imagefactory_exec::tekton::namespace::namespace_name;
 use imagefactory_exec::tekton::tasks::install_tasks;
 use imagefactory_exec::tekton::{TektonExecutor, TektonSettings, TektonVersion};
 use imagefactory_exec::{
-    Artifact, ExecutionContext, ExecutionRef, ExecutionSink, GitSource, LogLine,
+    Artifact, ExecutionContext, ExecutionRef, ExecutionSink, Executor, GitSource, LogLine, Outcome,
     ProviderConnection, RegistryAuth, SinkError,
 };
 use kube_sim::tekton::{Controller, ControllerOptions, ScriptRule};
@@ -129,11 +129,16 @@ impl Sim {
     /// Every PipelineRun in the tenant namespace, as JSON (in the version
     /// the cluster serves, v1 first).
     pub async fn pipelineruns(&self, tenant: Uuid) -> Vec<Value> {
+        self.pipelineruns_in(&namespace_name(tenant)).await
+    }
+
+    /// Every PipelineRun in `namespace`, as JSON.
+    pub async fn pipelineruns_in(&self, namespace: &str) -> Vec<Value> {
         let version = self.version().await;
         let client = self.admin().await;
         let ar = imagefactory_exec::tekton::submit::pipelinerun_resource(version);
         let api: kube::Api<kube::api::DynamicObject> =
-            kube::Api::namespaced_with(client, &namespace_name(tenant), &ar);
+            kube::Api::namespaced_with(client, namespace, &ar);
         api.list(&Default::default())
             .await
             .unwrap()
@@ -325,4 +330,24 @@ pub fn rule(
         exit_code,
         results: Default::default(),
     }
+}
+
+/// The message of an outcome that carries one, else its debug form.
+pub fn message(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Failed { message }
+        | Outcome::Cancelled { message }
+        | Outcome::TimedOut { message }
+        | Outcome::Transient { message } => message.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Runs `ctx` to its end on a fresh executor, never stopped: the outcome
+/// and what the build wrote.
+pub async fn run_to_end(ctx: ExecutionContext) -> (Outcome, Arc<MemorySink>) {
+    let sink = MemorySink::new();
+    let (_tx, stop) = no_stop();
+    let outcome = executor().await.start(ctx, sink.clone(), stop).await;
+    (outcome, sink)
 }

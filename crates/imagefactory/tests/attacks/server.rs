@@ -7,17 +7,16 @@ use std::time::Duration;
 
 use imagefactory_exec::tekton::TektonVersion;
 use imagefactory_exec::tekton::namespace::ensure_namespace;
-use imagefactory_exec::tekton::secrets::OPERATOR_DOCKER_CONFIG;
+use imagefactory_exec::tekton::secrets::operator_docker_config;
 use imagefactory_exec::tekton::tasks::install_tasks;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, PostParams};
 use kube_sim::tekton::ControllerOptions;
 use kube_sim::{KubeSim, KubeSimHandle, KubeSimOptions};
 use serde_json::{Value, json};
 
 use crate::common::{
-    ADMIN_TOKEN, Http, Proc, ReservedDb, SECRET_KEY, TERMINAL, free_port, fresh_database,
+    ADMIN_TOKEN, Http, Proc, ReservedDb, TERMINAL, free_port, fresh_database, serve_env,
 };
 
 pub struct Target {
@@ -55,18 +54,7 @@ impl Target {
         let db = fresh_database("attack");
         let port = free_port();
         let workdir = tempfile::tempdir().unwrap();
-        let mut env: Vec<(&str, String)> = vec![
-            ("IF_DATABASE_URL", db.url.clone()),
-            ("IF_LISTEN_ADDR", format!("127.0.0.1:{port}")),
-            ("IF_ADMIN_TOKEN", ADMIN_TOKEN.into()),
-            ("IF_SECRET_KEY", SECRET_KEY.into()),
-            ("IF_DISPATCHER_POLL_INTERVAL", "500ms".into()),
-            ("IF_DISPATCHER_SHUTDOWN_GRACE", "2s".into()),
-            ("IF_LOCAL_WORKDIR", workdir.path().display().to_string()),
-            ("IF_LOG", "info".into()),
-            // kube-sim listens on loopback; tenant providers may point there.
-            ("IF_PROVIDER_ALLOW_LOOPBACK", "true".into()),
-        ];
+        let mut env = serve_env(&db.url, port, workdir.path(), "info");
         env.extend(extra.iter().cloned());
         let mut proc = Proc::spawn(&["serve"], &env);
         let http = Http::new(port);
@@ -119,21 +107,7 @@ impl Target {
         install_tasks(&client, TektonVersion::V1, &namespace)
             .await
             .unwrap();
-        let secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(OPERATOR_DOCKER_CONFIG.into()),
-                ..Default::default()
-            },
-            type_: Some("kubernetes.io/dockerconfigjson".into()),
-            data: Some(
-                [(
-                    ".dockerconfigjson".to_owned(),
-                    ByteString(br#"{"auths":{}}"#.to_vec()),
-                )]
-                .into(),
-            ),
-            ..Default::default()
-        };
+        let secret = operator_docker_config(&namespace, br#"{"auths":{}}"#);
         Api::<Secret>::namespaced(client, &namespace)
             .create(&PostParams::default(), &secret)
             .await

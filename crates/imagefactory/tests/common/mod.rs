@@ -21,23 +21,26 @@ pub fn fresh_database(label: &str) -> ReservedDb {
     ReservedDb::new(&format!("if_{label}"))
 }
 
+/// The environment of `imagefactory serve` with its embedded dispatcher on
+/// `db`, listening on `port`, local builds in `workdir`; tests add theirs.
+pub fn serve_env(db: &str, port: u16, workdir: &Path, log: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("IF_DATABASE_URL", db.to_owned()),
+        ("IF_LISTEN_ADDR", format!("127.0.0.1:{port}")),
+        ("IF_ADMIN_TOKEN", ADMIN_TOKEN.into()),
+        ("IF_SECRET_KEY", SECRET_KEY.into()),
+        ("IF_DISPATCHER_POLL_INTERVAL", "500ms".into()),
+        ("IF_DISPATCHER_SHUTDOWN_GRACE", "3s".into()),
+        ("IF_LOCAL_WORKDIR", workdir.display().to_string()),
+        ("IF_LOG", log.into()),
+        // kube-sim listens on loopback; tenant providers point there.
+        ("IF_PROVIDER_ALLOW_LOOPBACK", "true".into()),
+    ]
+}
+
 /// `imagefactory serve` with its embedded dispatcher, local builds in `workdir`.
 pub fn spawn_serve(db: &str, port: u16, workdir: &Path, log: &str) -> Proc {
-    Proc::spawn(
-        &["serve"],
-        &[
-            ("IF_DATABASE_URL", db.to_owned()),
-            ("IF_LISTEN_ADDR", format!("127.0.0.1:{port}")),
-            ("IF_ADMIN_TOKEN", ADMIN_TOKEN.into()),
-            ("IF_SECRET_KEY", SECRET_KEY.into()),
-            ("IF_DISPATCHER_POLL_INTERVAL", "500ms".into()),
-            ("IF_DISPATCHER_SHUTDOWN_GRACE", "3s".into()),
-            ("IF_LOCAL_WORKDIR", workdir.display().to_string()),
-            ("IF_LOG", log.into()),
-            // kube-sim listens on loopback; tenant providers point there.
-            ("IF_PROVIDER_ALLOW_LOOPBACK", "true".into()),
-        ],
-    )
+    Proc::spawn(&["serve"], &serve_env(db, port, workdir, log))
 }
 
 /// The `imagefactory` binary as a [`imagefactory_test_support::Proc`].
