@@ -316,18 +316,23 @@ async fn crashed_dispatchers_lose_and_duplicate_no_tekton_build() {
         );
         // The executors' own lines: the run named (created, or re-attached
         // to when the dispatcher crashed before saying it created it), and
-        // one completion.
+        // a completion, always "succeeded". A dispatcher that crashes after
+        // writing its completion line but before recording the outcome
+        // leaves that line behind, and the one taking over writes its own:
+        // operator lines say what each dispatcher saw, the step lines above
+        // are the ones that must appear exactly once.
         assert!(
             logs.iter().any(|l| l.starts_with("Created PipelineRun: ")
                 || l.starts_with("Re-attached to PipelineRun: ")),
             "build {id}: {logs:?}"
         );
-        assert_eq!(
-            logs.iter()
-                .filter(|l| l.contains(" finished: succeeded after "))
-                .count(),
-            1,
-            "build {id}: one completion line in {logs:?}"
+        let completions: Vec<&String> = logs.iter().filter(|l| l.contains(" finished: ")).collect();
+        assert!(
+            !completions.is_empty()
+                && completions
+                    .iter()
+                    .all(|l| l.contains(" finished: succeeded after ")),
+            "build {id}: completion lines in {logs:?}"
         );
     }
     // Claimed by a dispatcher that crashed = finished by another, re-attached.
