@@ -48,6 +48,10 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 pub struct LogsQuery {
     /// Stream as Server-Sent Events until the build ends.
     follow: Option<bool>,
+    /// With `follow`: `json` makes each `log` event's data
+    /// `{"source": "<task>/<step>", "line": "..."}` instead of the bare line
+    /// (`text`, the default), for clients that show the task and step.
+    format: Option<String>,
 }
 
 #[utoipa::path(get, path = "/builds/{build_id}/logs", tag = "builds", security(("tenant_token" = [])),
@@ -66,8 +70,18 @@ async fn build_logs(
     query: QueryParams,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    query.only(&["follow"])?;
+    query.only(&["follow", "format"])?;
     let follow = query.parse::<bool>("follow")?.unwrap_or(false);
+    let with_source = match query.parse::<String>("format")?.as_deref() {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(_) => {
+            return Err(ApiError::InvalidParameter {
+                field: "format".into(),
+                message: "must be text or json".into(),
+            });
+        }
+    };
     let id = path.id("build_id")?;
     builds::get(&state.pool, auth.tenant_id, id)
         .await
@@ -116,6 +130,7 @@ async fn build_logs(
         id,
         resume,
         state.log_poll_interval,
+        with_source,
     )
     // The slot is held as long as the stream: freed when it ends or when the
     // client goes away and the response body is dropped.
@@ -177,6 +192,7 @@ fn follow_stream(
     build_id: Uuid,
     after: LogCursor,
     interval: Duration,
+    with_source: bool,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     futures::stream::unfold(Follow::Running { after }, move |state| {
         let pool = pool.clone();
@@ -209,7 +225,7 @@ fn follow_stream(
                 if let Some(last) = rows.last() {
                     let next = last.cursor();
                     return Some((
-                        rows.iter().map(log_event).collect(),
+                        rows.iter().map(|r| log_event(r, with_source)).collect(),
                         Follow::Running { after: next },
                     ));
                 }
@@ -223,11 +239,14 @@ fn follow_stream(
     .flat_map(|events: Vec<Event>| futures::stream::iter(events.into_iter().map(Ok)))
 }
 
-fn log_event(row: &LogRecord) -> Event {
-    Event::default()
-        .id(row.id.to_string())
-        .event("log")
-        .data(&row.line)
+fn log_event(row: &LogRecord, with_source: bool) -> Event {
+    let event = Event::default().id(row.id.to_string()).event("log");
+    if with_source {
+        let data = serde_json::json!({"source": row.source, "line": row.line});
+        event.data(data.to_string())
+    } else {
+        event.data(&row.line)
+    }
 }
 
 fn error_event(message: &str) -> Event {

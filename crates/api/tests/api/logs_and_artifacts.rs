@@ -354,3 +354,53 @@ async fn resume_needs_an_event_id_of_the_stream() {
         }
     }
 }
+
+#[tokio::test]
+async fn follow_with_format_json_names_each_line_source() {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let app = TestApp::spawn(pool.clone()).await;
+    let (t, build) = app.tenant_with_build("team-j").await;
+    let execution = app.insert_execution(build, t.id, 1, "succeeded").await;
+    insert_step_line(&pool, build, execution, "build/build-and-push", "STEP 1/2").await;
+    app.set_status(build, "succeeded").await;
+    let url = |format: &str| {
+        app.url(&format!(
+            "/api/v1/builds/{build}/logs?follow=true&format={format}"
+        ))
+    };
+    let body = app
+        .client
+        .get(url("json"))
+        .bearer_auth(&t.viewer)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let data = body
+        .lines()
+        .find_map(|l| l.strip_prefix("data: {"))
+        .unwrap_or_else(|| panic!("no JSON data in {body}"));
+    let line: serde_json::Value = serde_json::from_str(&format!("{{{data}")).unwrap();
+    assert_eq!(
+        line,
+        serde_json::json!({"source": "build/build-and-push", "line": "STEP 1/2"})
+    );
+    assert!(body.contains("event: end\ndata: succeeded"), "{body}");
+    // Any other format is refused, naming the parameter.
+    let res = app
+        .client
+        .get(url("yaml"))
+        .bearer_auth(&t.viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let problem: serde_json::Value = res.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("format"),
+        "{problem}"
+    );
+}
