@@ -112,9 +112,16 @@ impl FromRequestParts<AppState> for TenantAuth {
     ) -> Result<Self, Self::Rejection> {
         let ip = not_throttled(parts, state)?;
         let presented = bearer(parts)?;
-        let identity = tokens::authenticate(&state.pool, presented)
-            .await?
-            .ok_or_else(|| failed(state, ip, "invalid, revoked or expired tenant token"))?;
+        let identity = match state.token_cache.get(presented) {
+            Ok(cached) => cached,
+            Err(ticket) => {
+                let identity = tokens::authenticate(&state.pool, presented)
+                    .await?
+                    .ok_or_else(|| failed(state, ip, "invalid, revoked or expired tenant token"))?;
+                state.token_cache.insert(ticket, identity.clone());
+                identity
+            }
+        };
         Ok(TenantAuth {
             tenant_id: identity.tenant_id,
             token_id: identity.token_id,

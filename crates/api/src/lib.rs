@@ -13,6 +13,7 @@ pub mod limits;
 mod openapi;
 pub mod routes;
 pub mod tekton;
+pub mod token_cache;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub use error::{ApiError, Problem};
 pub use limits::HttpLimits;
 use limits::{AuthThrottle, BodyReadTimeout, FollowerSlots};
 pub use openapi::openapi;
+pub use token_cache::TokenCache;
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -72,6 +74,9 @@ pub struct AppState {
     /// A running install job whose heartbeat is older than this is taken as
     /// abandoned (its process died) and marked failed.
     pub tekton_job_lease: Duration,
+    /// Verified tenant tokens (shared by clones); revocations reach it
+    /// through `token_cache::listen`, which the server runs beside it.
+    pub token_cache: TokenCache,
 }
 
 impl AppState {
@@ -91,6 +96,7 @@ impl AppState {
             global_cluster: false,
             tekton_ops: None,
             tekton_job_lease: Duration::from_secs(30),
+            token_cache: TokenCache::default(),
         }
     }
 }

@@ -165,6 +165,11 @@ fn serve(
 ) -> anyhow::Result<Serving> {
     let policy = args.executors.tekton.address_policy();
     args.http.apply(&mut state);
+    // Ends when the pool closes.
+    tokio::spawn(imagefactory_api::token_cache::listen(
+        state.pool.clone(),
+        state.token_cache.clone(),
+    ));
     state.dispatcher_stale_after =
         imagefactory_dispatch::admin::stale_after(&args.executors.dispatcher);
     state.provider_address_policy = policy.clone();

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use imagefactory_api::{AppState, HttpLimits};
+use imagefactory_api::{AppState, HttpLimits, TokenCache};
 use imagefactory_dispatch::settings::parse_duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -43,6 +43,10 @@ pub struct HttpSettings {
     pub http_auth_failures: u32,
     #[arg(long, env = "IF_HTTP_AUTH_FAILURE_WINDOW", default_value = "60s", value_parser = parse_duration)]
     pub http_auth_failure_window: Duration,
+    /// How long a verified tenant token is trusted without asking the
+    /// database; revocations end it sooner (LISTEN/NOTIFY). `0s`: no cache.
+    #[arg(long, env = "IF_HTTP_TOKEN_CACHE_TTL", default_value = "5s", value_parser = parse_duration)]
+    pub http_token_cache_ttl: Duration,
 }
 
 impl HttpSettings {
@@ -56,9 +60,10 @@ impl HttpSettings {
         }
     }
 
-    /// Sets the API's limits in `state`.
+    /// Sets the API's limits and token cache in `state`.
     pub fn apply(&self, state: &mut AppState) {
         state.limits = self.limits();
+        state.token_cache = TokenCache::new(self.http_token_cache_ttl);
     }
 }
 

@@ -90,6 +90,11 @@ async fn serve(mut settings: ServeSettings) -> anyhow::Result<()> {
         policy: policy.clone(),
     }));
     state.tekton_ops = Some(std::sync::Arc::new(connection::TektonTaskOps { policy }));
+    // Ends when the pool closes.
+    tokio::spawn(imagefactory_api::token_cache::listen(
+        pool.clone(),
+        state.token_cache.clone(),
+    ));
     let app = imagefactory_api::router(state);
     tracing::info!(addr = %listener.local_addr()?, "imagefactory serving");
     let signal = tokio::spawn(cancel_on_signal(shutdown.clone()));

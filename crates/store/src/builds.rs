@@ -12,7 +12,7 @@ use imagefactory_domain::{
     Transition,
 };
 use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{FromRow, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::decode::Text;
@@ -78,13 +78,24 @@ pub struct NewBuild {
 /// Insert the build and its config and wake dispatchers, all in one
 /// transaction: either the build is queued and announced, or nothing is stored.
 pub async fn submit(pool: &PgPool, new: NewBuild) -> StoreResult<Build> {
-    let mut tx = pool.begin().await?;
+    // One statement (one round trip, its own transaction): the build, its
+    // config and the queued notification, which PostgreSQL delivers on
+    // commit. The config insert's foreign key is checked at the end of the
+    // statement, when the build row exists.
     let sql = format!(
-        "INSERT INTO builds (id, tenant_id, project_id, method, infrastructure_type,
-            infrastructure_provider_id, registry_credential_id, git_url, git_ref, image,
-            priority, timeout_seconds, created_by_token_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {COLUMNS}"
+        "WITH b AS (
+            INSERT INTO builds (id, tenant_id, project_id, method, infrastructure_type,
+                infrastructure_provider_id, registry_credential_id, git_url, git_ref, image,
+                priority, timeout_seconds, created_by_token_id)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {COLUMNS}
+         ), c AS (
+            INSERT INTO build_configs (build_id, dockerfile, context, build_args, platforms,
+                target, cache_enabled, cache_repo, labels, packer_template, packer_vars, metadata)
+            VALUES ($1, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
+         )
+         SELECT b.* FROM b CROSS JOIN LATERAL (SELECT pg_notify($25, b.id::text)) AS queued"
     );
+    let c = new.config;
     let build: Build = sqlx::query_as(&sql)
         .bind(Uuid::now_v7())
         .bind(new.tenant_id)
@@ -99,30 +110,20 @@ pub async fn submit(pool: &PgPool, new: NewBuild) -> StoreResult<Build> {
         .bind(new.priority)
         .bind(new.timeout_seconds)
         .bind(new.created_by_token_id)
-        .fetch_one(&mut *tx)
+        .bind(c.dockerfile)
+        .bind(c.context)
+        .bind(Json(c.build_args))
+        .bind(c.platforms)
+        .bind(c.target)
+        .bind(c.cache_enabled)
+        .bind(c.cache_repo)
+        .bind(Json(c.labels))
+        .bind(c.packer_template)
+        .bind(Json(c.packer_vars))
+        .bind(Json(c.metadata))
+        .bind(CHANNEL_BUILD_QUEUED)
+        .fetch_one(pool)
         .await?;
-    let c = new.config;
-    sqlx::query(
-        "INSERT INTO build_configs (build_id, dockerfile, context, build_args, platforms, target,
-            cache_enabled, cache_repo, labels, packer_template, packer_vars, metadata)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(build.id)
-    .bind(c.dockerfile)
-    .bind(c.context)
-    .bind(Json(c.build_args))
-    .bind(c.platforms)
-    .bind(c.target)
-    .bind(c.cache_enabled)
-    .bind(c.cache_repo)
-    .bind(Json(c.labels))
-    .bind(c.packer_template)
-    .bind(Json(c.packer_vars))
-    .bind(Json(c.metadata))
-    .execute(&mut *tx)
-    .await?;
-    notify(&mut tx, CHANNEL_BUILD_QUEUED, &build.id.to_string()).await?;
-    tx.commit().await?;
     Ok(build)
 }
 
@@ -165,30 +166,60 @@ pub async fn get_config(
     tenant_id: Uuid,
     build_id: Uuid,
 ) -> StoreResult<MethodConfig> {
-    let row: ConfigRow = sqlx::query_as(
-        "SELECT c.dockerfile, c.context, c.build_args, c.platforms, c.target, c.cache_enabled,
-                c.cache_repo, c.labels, c.packer_template, c.packer_vars, c.metadata
+    let row: ConfigRow = sqlx::query_as(&format!(
+        "SELECT {CONFIG_COLUMNS}
          FROM build_configs c JOIN builds b ON b.id = c.build_id
-         WHERE b.tenant_id = $1 AND c.build_id = $2",
-    )
+         WHERE b.tenant_id = $1 AND c.build_id = $2"
+    ))
     .bind(tenant_id)
     .bind(build_id)
     .fetch_optional(pool)
     .await?
     .ok_or(StoreError::NotFound)?;
-    Ok(MethodConfig {
-        dockerfile: row.dockerfile,
-        context: row.context,
-        build_args: row.build_args.0,
-        platforms: row.platforms,
-        target: row.target,
-        cache_enabled: row.cache_enabled,
-        cache_repo: row.cache_repo,
-        labels: row.labels.0,
-        packer_template: row.packer_template,
-        packer_vars: row.packer_vars.0,
-        metadata: row.metadata.0,
-    })
+    Ok(row.into())
+}
+
+/// [`get`] and [`get_config`] in one round trip.
+pub async fn get_with_config(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    build_id: Uuid,
+) -> StoreResult<(Build, MethodConfig)> {
+    // The builds columns and the config's share no name.
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS}, {CONFIG_COLUMNS}
+         FROM builds JOIN build_configs c ON c.build_id = builds.id
+         WHERE builds.tenant_id = $1 AND builds.id = $2"
+    ))
+    .bind(tenant_id)
+    .bind(build_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    let build = Build::from_row(&row)?;
+    let config = ConfigRow::from_row(&row)?;
+    Ok((build, config.into()))
+}
+
+const CONFIG_COLUMNS: &str = "c.dockerfile, c.context, c.build_args, c.platforms, c.target,
+    c.cache_enabled, c.cache_repo, c.labels, c.packer_template, c.packer_vars, c.metadata";
+
+impl From<ConfigRow> for MethodConfig {
+    fn from(row: ConfigRow) -> Self {
+        MethodConfig {
+            dockerfile: row.dockerfile,
+            context: row.context,
+            build_args: row.build_args.0,
+            platforms: row.platforms,
+            target: row.target,
+            cache_enabled: row.cache_enabled,
+            cache_repo: row.cache_repo,
+            labels: row.labels.0,
+            packer_template: row.packer_template,
+            packer_vars: row.packer_vars.0,
+            metadata: row.metadata.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]

@@ -99,11 +99,16 @@ pub async fn update(pool: &PgPool, id: Uuid, patch: TenantPatch) -> StoreResult<
         .ok_or(StoreError::NotFound)
 }
 
-/// Deletes the tenant and, by cascade, everything it owns.
+/// Deletes the tenant and, by cascade, everything it owns; its tokens with
+/// it, which API servers' token caches hear about (`tokens::REVOKED_CHANNEL`).
 pub async fn delete(pool: &PgPool, id: Uuid) -> StoreResult<()> {
+    let mut tx = pool.begin().await?;
     let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
         .bind(id)
-        .execute(pool)
+        .execute(&mut *tx)
         .await;
-    deleted(done)
+    deleted(done)?;
+    crate::tokens::notify_revoked(&mut tx, crate::tokens::Revoked::Tenant(id)).await?;
+    tx.commit().await?;
+    Ok(())
 }

@@ -28,13 +28,60 @@ pub struct ApiToken {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-/// Who a valid bearer token speaks for.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// Who a valid bearer token speaks for, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenIdentity {
     pub token_id: Uuid,
     pub tenant_id: Uuid,
-    #[sqlx(try_from = "Text<Role>")]
     pub role: Role,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Notified (on commit) when a token stops being valid before its expiry:
+/// payload `token:<id>` when it is revoked, `tenant:<id>` when its tenant
+/// (and so every token of it) is deleted. API servers that cache verified
+/// tokens listen on it.
+pub const REVOKED_CHANNEL: &str = "if_token_revoked";
+
+/// What a [`REVOKED_CHANNEL`] payload says stopped being valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    Token(Uuid),
+    Tenant(Uuid),
+}
+
+impl Revoked {
+    pub fn payload(self) -> String {
+        match self {
+            Revoked::Token(id) => format!("token:{id}"),
+            Revoked::Tenant(id) => format!("tenant:{id}"),
+        }
+    }
+
+    /// `None` for a payload this version does not know (the listener then
+    /// forgets everything, the safe reading).
+    pub fn parse(payload: &str) -> Option<Self> {
+        let (kind, id) = payload.split_once(':')?;
+        let id = Uuid::parse_str(id).ok()?;
+        match kind {
+            "token" => Some(Revoked::Token(id)),
+            "tenant" => Some(Revoked::Tenant(id)),
+            _ => None,
+        }
+    }
+}
+
+/// `pg_notify` on [`REVOKED_CHANNEL`] inside `tx` (delivered on commit).
+pub(crate) async fn notify_revoked(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    revoked: Revoked,
+) -> StoreResult<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(REVOKED_CHANNEL)
+        .bind(revoked.payload())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 #[derive(sqlx::FromRow)]
@@ -45,6 +92,7 @@ struct StoredToken {
     role: Role,
     token_hash: Vec<u8>,
     last_used_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
 }
 
 const COLUMNS: &str =
@@ -114,18 +162,23 @@ pub async fn list(
     .await
 }
 
-/// Revoke (not delete: builds keep pointing at the token that made them).
+/// Revoke (not delete: builds keep pointing at the token that made them),
+/// and tell every API server's token cache ([`REVOKED_CHANNEL`]).
 pub async fn revoke(pool: &PgPool, tenant_id: Uuid, id: Uuid) -> StoreResult<ApiToken> {
     let sql = format!(
         "UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, now())
          WHERE tenant_id = $1 AND id = $2 RETURNING {COLUMNS}"
     );
-    sqlx::query_as(&sql)
+    let mut tx = pool.begin().await?;
+    let token: ApiToken = sqlx::query_as(&sql)
         .bind(tenant_id)
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *tx)
         .await?
-        .ok_or(StoreError::NotFound)
+        .ok_or(StoreError::NotFound)?;
+    notify_revoked(&mut tx, Revoked::Token(token.id)).await?;
+    tx.commit().await?;
+    Ok(token)
 }
 
 /// The identity of a presented bearer token if it is known, unrevoked and
@@ -135,7 +188,7 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> StoreResult<Option<Toke
         return Ok(None);
     };
     let row: Option<StoredToken> = sqlx::query_as(
-        "SELECT id, tenant_id, role, token_hash, last_used_at FROM api_tokens
+        "SELECT id, tenant_id, role, token_hash, last_used_at, expires_at FROM api_tokens
          WHERE prefix = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
     )
     .bind(prefix)
@@ -147,6 +200,7 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> StoreResult<Option<Toke
         role,
         token_hash,
         last_used_at,
+        expires_at,
     }) = row
     else {
         return Ok(None);
@@ -166,6 +220,7 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> StoreResult<Option<Toke
         token_id,
         tenant_id,
         role,
+        expires_at,
     }))
 }
 
@@ -188,5 +243,16 @@ mod tests {
         assert!(constant_time_eq(b"ab", b"ab"));
         assert!(!constant_time_eq(b"ab", b"ac"));
         assert!(!constant_time_eq(b"ab", b"abc"));
+    }
+
+    #[test]
+    fn revocation_payloads_round_trip_and_unknown_ones_are_none() {
+        let id = Uuid::now_v7();
+        for r in [Revoked::Token(id), Revoked::Tenant(id)] {
+            assert_eq!(Revoked::parse(&r.payload()), Some(r));
+        }
+        assert_eq!(Revoked::parse(&format!("project:{id}")), None);
+        assert_eq!(Revoked::parse("token:not-a-uuid"), None);
+        assert_eq!(Revoked::parse("token"), None);
     }
 }

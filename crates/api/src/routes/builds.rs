@@ -420,10 +420,9 @@ async fn get_build(
     path: PathIds,
 ) -> ApiResult<Json<BuildResponse>> {
     let id = path.id("build_id")?;
-    let build = builds::get(&state.pool, auth.tenant_id, id)
+    let (build, config) = builds::get_with_config(&state.pool, auth.tenant_id, id)
         .await
         .or_not_found("build")?;
-    let config = builds::get_config(&state.pool, auth.tenant_id, id).await?;
     Ok(Json(BuildResponse::new(build, Some(config))?))
 }
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use imagefactory_domain::names::check_display_name;
 use imagefactory_domain::{ResourceName, Violations};
 use imagefactory_store::tenants::{self, NewTenant, Tenant, TenantPatch};
-use imagefactory_store::tokens;
+use imagefactory_store::tokens::{self, Revoked};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -198,6 +198,7 @@ async fn delete_tenant(
     tenants::delete(&state.pool, id)
         .await
         .or_not_found("tenant")?;
+    state.token_cache.forget(Revoked::Tenant(id));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -258,5 +259,6 @@ async fn revoke_tenant_token(
     tokens::revoke(&state.pool, tenant_id, token_id)
         .await
         .or_not_found("token")?;
+    state.token_cache.forget(Revoked::Token(token_id));
     Ok(StatusCode::NO_CONTENT)
 }

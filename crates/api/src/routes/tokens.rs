@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use imagefactory_domain::names::check_display_name;
 use imagefactory_domain::{Role, Violations};
-use imagefactory_store::tokens::{self, ApiToken};
+use imagefactory_store::tokens::{self, ApiToken, Revoked};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -141,5 +141,7 @@ async fn revoke_token(
     tokens::revoke(&state.pool, auth.tenant_id, id)
         .await
         .or_not_found("token")?;
+    // At once here; other servers hear it from PostgreSQL.
+    state.token_cache.forget(Revoked::Token(id));
     Ok(StatusCode::NO_CONTENT)
 }

@@ -15,3 +15,4 @@ mod provider_keys;
 mod scenario;
 mod secrets;
 mod tekton_jobs;
+mod token_cache;
