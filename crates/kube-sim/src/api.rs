@@ -7,6 +7,7 @@ use crate::cluster::EventKind;
 use crate::discovery;
 use crate::faults::{FaultAction, FaultRule, Faults};
 use crate::patch::{self, PatchKind};
+use crate::protobuf;
 use crate::resources::ResourceInfo;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::status::{ApiError, delete_success};
@@ -140,6 +141,94 @@ fn parse_body(bytes: &[u8], content_type: &str) -> Result<Value, ApiError> {
             "error decoding JSON request body: {e}"
         ))),
     }
+}
+
+/// 406 unless the request's `Accept` list (which mentions protobuf) has
+/// something `t` can be answered in: protobuf for the kinds `protobuf` encodes
+/// (not for watches or logs), JSON for everything.
+fn acceptable(t: &Target<'_>, verb: &str, accept: &str) -> Result<(), ApiError> {
+    let n = protobuf::negotiate(accept);
+    let protobuf_ok = protobuf_kind(t) && verb != "watch";
+    if n.json_ok || (n.protobuf_first && protobuf_ok) || t.subresource.as_deref() == Some("log") {
+        return Ok(());
+    }
+    Err(ApiError::not_acceptable(if protobuf_ok {
+        "application/json, application/yaml, application/vnd.kubernetes.protobuf"
+    } else {
+        "application/json, application/yaml"
+    }))
+}
+
+/// A path under a resource whose objects (and errors) are answered in
+/// protobuf when the client prefers it.
+fn protobuf_path(path: &str) -> bool {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let plural = match segs.as_slice() {
+        ["api", "v1", "namespaces", _, "status" | "finalize"] => "namespaces",
+        ["api", "v1", "namespaces", _, plural, ..] => plural,
+        ["api", "v1", plural, ..] => plural,
+        _ => return false,
+    };
+    protobuf::PLURALS.contains(&plural)
+}
+
+fn protobuf_kind(t: &Target<'_>) -> bool {
+    t.info.gvr.group.is_empty() && protobuf::PLURALS.contains(&t.info.gvr.plural)
+}
+
+/// A protobuf request body as the JSON the verbs take: objects of the kinds
+/// `protobuf` knows (and `DeleteOptions`); custom resources, like on a
+/// cluster, and other core kinds (a kube-sim limit) get 415.
+fn protobuf_body_as_json(t: &Target<'_>, verb: &str, body: &[u8]) -> Result<Bytes, ApiError> {
+    let deleting = matches!(verb, "delete" | "deletecollection");
+    if t.info.resource.custom || !(protobuf_kind(t) || deleting) {
+        return Err(ApiError::unsupported_media_type(
+            "application/json, application/yaml",
+        ));
+    }
+    if body.is_empty() {
+        return Ok(Bytes::new());
+    }
+    let v = protobuf::decode(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding protobuf request body: {e}")))?;
+    Ok(Bytes::from(
+        serde_json::to_vec(&v).expect("JSON serializes"),
+    ))
+}
+
+/// The response re-encoded as protobuf when its JSON body has a kind that
+/// `protobuf` encodes (objects, lists, `Status`); anything else is passed on
+/// as it is (the request's Accept list allowed JSON, see `acceptable`).
+async fn as_protobuf(response: Response<Body>) -> Response<Body> {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|c| c.as_bytes() == b"application/json");
+    if !is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(collected) = body.collect().await else {
+        return error_response(&ApiError::internal("response body could not be read"));
+    };
+    let bytes = collected.to_bytes();
+    let encoded = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| protobuf::encode(&v));
+    let body = match encoded {
+        Some(pb) => {
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(protobuf::MEDIA_TYPE),
+            );
+            Bytes::from(pb)
+        }
+        None => bytes,
+    };
+    Response::from_parts(
+        parts,
+        Full::new(body).map_err(|never| match never {}).boxed(),
+    )
 }
 
 fn ok_json(v: Value) -> Result<Response<Body>, ApiError> {
@@ -478,13 +567,28 @@ impl Api {
         if path == "/version" {
             return json_response(200, &discovery::version());
         }
-        let Some(user) = self.authenticate(&req, cert_user.as_ref()) else {
-            return error_response(&ApiError::unauthorized());
+        // Only requests that mention protobuf pay for negotiation.
+        let protobuf_answer = req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|h| h.to_str().ok())
+            .filter(|a| a.contains("protobuf"))
+            .is_some_and(|a| {
+                protobuf::negotiate(a).protobuf_first
+                    && protobuf_path(&path)
+                    && !is_true(&parse_query(req.uri().query()), "watch")
+            });
+        let response = match self.authenticate(&req, cert_user.as_ref()) {
+            None => error_response(&ApiError::unauthorized()),
+            Some(user) => match self.route(req, &path, &user).await {
+                Ok(r) => r,
+                Err(e) => error_response(&e),
+            },
         };
-        match self.route(req, &path, &user).await {
-            Ok(r) => r,
-            Err(e) => error_response(&e),
+        if protobuf_answer {
+            return as_protobuf(response).await;
         }
+        response
     }
 
     /// The route table: discovery, OpenAPI and fault administration answer
@@ -554,8 +658,15 @@ impl Api {
             t.dry_run = true;
         }
         let accept = header_or(&req, header::ACCEPT, "");
-        let content_type = header_or(&req, header::CONTENT_TYPE, "application/json");
-        let body = read_body(req).await?;
+        if accept.contains("protobuf") {
+            acceptable(&t, verb, &accept)?;
+        }
+        let mut content_type = header_or(&req, header::CONTENT_TYPE, "application/json");
+        let mut body = read_body(req).await?;
+        if content_type.starts_with(protobuf::MEDIA_TYPE) && verb != "patch" {
+            body = protobuf_body_as_json(&t, verb, &body)?;
+            content_type = "application/json".into();
+        }
         match verb {
             "get" if t.subresource.as_deref() == Some("log") => self.pod_log(&t, &q).await,
             "get" => self.get(&t, &accept, &q),

@@ -14,6 +14,7 @@ pub mod faults;
 pub mod faults_json;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod server;

@@ -182,6 +182,15 @@ impl ApiError {
         )
     }
 
+    /// 406: nothing in the request's `Accept` list can be produced.
+    pub fn not_acceptable(accepted: &str) -> Self {
+        Self::new(
+            406,
+            "NotAcceptable",
+            format!("only the following media types are accepted: {accepted}"),
+        )
+    }
+
     pub fn expired(message: impl Into<String>) -> Self {
         Self::new(410, "Expired", message)
     }

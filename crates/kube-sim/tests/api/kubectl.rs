@@ -180,3 +180,152 @@ async fn kubectl_commands_work_against_kube_sim() {
         "Error from server (NotFound): pipelineruns.tekton.dev \"build-1\" not found"
     );
 }
+
+/// kubectl's typed `create` commands send protobuf (and take it back); `get`
+/// and `delete` use JSON. Every object lands in the store as the JSON a
+/// cluster would show, and the docker-registry Secret holds the
+/// `.dockerconfigjson` a push step reads.
+#[tokio::test]
+async fn kubectl_creates_core_objects_over_protobuf() {
+    if !kubectl_available() {
+        eprintln!("SKIPPED kubectl_creates_core_objects_over_protobuf: kubectl is not installed");
+        return;
+    }
+    let (sim, _client) = start().await;
+    let k = Kubectl {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    std::fs::write(k.dir.path().join("config"), sim.kubeconfig_yaml()).unwrap();
+    let c = sim.cluster();
+
+    let out = k.ok(&["create", "namespace", "team-a"]).await;
+    assert_eq!(out.trim(), "namespace/team-a created");
+    let ns = c
+        .get(&gvr::NAMESPACES, None, "team-a")
+        .expect("namespace stored");
+    assert_eq!(ns["status"]["phase"], "Active");
+    assert!(ns["metadata"].get("generateName").is_none(), "{ns}");
+    // The namespace gets its default ServiceAccount, as on a cluster.
+    assert!(
+        c.get(&gvr::SERVICEACCOUNTS, Some("team-a"), "default")
+            .is_some()
+    );
+
+    let out = k
+        .ok(&[
+            "create",
+            "secret",
+            "docker-registry",
+            "regcred",
+            "-n",
+            "team-a",
+            "--docker-server=registry.local:5000",
+            "--docker-username=builder",
+            "--docker-password=s3cret",
+        ])
+        .await;
+    assert_eq!(out.trim(), "secret/regcred created");
+    let s = c
+        .get(&gvr::SECRETS, Some("team-a"), "regcred")
+        .expect("secret stored");
+    assert_eq!(s["type"], "kubernetes.io/dockerconfigjson");
+    let cfg = decoded(&s["data"][".dockerconfigjson"]);
+    let cfg: Value = serde_json::from_slice(&cfg).unwrap();
+    let entry = &cfg["auths"]["registry.local:5000"];
+    assert_eq!(entry["username"], "builder");
+    assert_eq!(entry["password"], "s3cret");
+    assert_eq!(decoded(&entry["auth"]), b"builder:s3cret");
+
+    let out = k
+        .ok(&[
+            "create",
+            "secret",
+            "generic",
+            "plain",
+            "-n",
+            "team-a",
+            "--from-literal=token=abc",
+        ])
+        .await;
+    assert_eq!(out.trim(), "secret/plain created");
+    let s = c.get(&gvr::SECRETS, Some("team-a"), "plain").unwrap();
+    assert_eq!(s["type"], "Opaque");
+    assert_eq!(decoded(&s["data"]["token"]), b"abc");
+
+    let out = k
+        .ok(&[
+            "create",
+            "configmap",
+            "settings",
+            "-n",
+            "team-a",
+            "--from-literal=mode=fast",
+        ])
+        .await;
+    assert_eq!(out.trim(), "configmap/settings created");
+    let cm = c.get(&gvr::CONFIGMAPS, Some("team-a"), "settings").unwrap();
+    assert_eq!(cm["data"], json!({"mode": "fast"}));
+
+    let out = k
+        .ok(&["create", "serviceaccount", "builder", "-n", "team-a"])
+        .await;
+    assert_eq!(out.trim(), "serviceaccount/builder created");
+    assert!(
+        c.get(&gvr::SERVICEACCOUNTS, Some("team-a"), "builder")
+            .is_some()
+    );
+
+    // Errors come back as protobuf Status objects kubectl prints as usual.
+    let (ok, _, err) = k.run(&["create", "namespace", "team-a"]).await;
+    assert!(!ok);
+    assert_eq!(
+        err.trim(),
+        "Error from server (AlreadyExists): namespaces \"team-a\" already exists"
+    );
+
+    let out = k
+        .ok(&["get", "secret", "regcred", "-n", "team-a", "-o", "yaml"])
+        .await;
+    let v: Value = serde_saphyr::from_str(&out).unwrap();
+    assert_eq!(v["kind"], "Secret");
+    assert_eq!(v["type"], "kubernetes.io/dockerconfigjson");
+    assert_eq!(v["data"], s_data(&c, "regcred"));
+    let out = k
+        .ok(&["get", "configmap,serviceaccount", "-n", "team-a"])
+        .await;
+    for name in [
+        "configmap/settings",
+        "serviceaccount/builder",
+        "serviceaccount/default",
+    ] {
+        assert!(out.lines().any(|l| l.starts_with(name)), "{name} in {out}");
+    }
+
+    for (kind, name) in [
+        ("secret", "regcred"),
+        ("configmap", "settings"),
+        ("serviceaccount", "builder"),
+    ] {
+        let out = k.ok(&["delete", kind, name, "-n", "team-a"]).await;
+        assert_eq!(out.trim(), format!("{kind} \"{name}\" deleted"));
+    }
+    assert!(c.get(&gvr::SECRETS, Some("team-a"), "regcred").is_none());
+    assert!(
+        c.get(&gvr::CONFIGMAPS, Some("team-a"), "settings")
+            .is_none()
+    );
+    let out = k.ok(&["delete", "namespace", "team-a"]).await;
+    assert_eq!(out.trim(), "namespace \"team-a\" deleted");
+    assert!(c.get(&gvr::NAMESPACES, None, "team-a").is_none());
+}
+
+fn decoded(v: &Value) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().expect("base64 string"))
+        .expect("valid base64")
+}
+
+fn s_data(c: &std::sync::Arc<dyn kube_sim::cluster::Cluster>, name: &str) -> Value {
+    c.get(&gvr::SECRETS, Some("team-a"), name).unwrap()["data"].clone()
+}

@@ -8,6 +8,7 @@ mod faults;
 mod kubectl;
 mod logs;
 mod patch;
+mod protobuf;
 mod watch;
 
 #[path = "../tekton_support/dirs.rs"]
