@@ -14,8 +14,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::instructions::{self, DemoResources};
-use crate::sim;
-use crate::sse;
+use imagefactory_dev::{sim, sse};
 
 pub const DEMO_GIT_URL: &str = "https://git.example.com/demo/hello.git";
 

@@ -10,8 +10,6 @@
 mod cli;
 mod demo;
 mod instructions;
-mod sim;
-mod sse;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -31,6 +29,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use cli::DevArgs;
+use imagefactory_dev::sim;
 
 #[tokio::main]
 async fn main() -> ExitCode {
