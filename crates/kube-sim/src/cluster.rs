@@ -42,6 +42,8 @@ pub mod gvr {
     pub const PIPELINES: Gvr = Gvr::new("tekton.dev", "v1", "pipelines");
     pub const PIPELINERUNS: Gvr = Gvr::new("tekton.dev", "v1", "pipelineruns");
     pub const TASKRUNS: Gvr = Gvr::new("tekton.dev", "v1", "taskruns");
+    /// Stored as v1beta1 (and served as v1alpha1), as Tekton's CRD declares it.
+    pub const STEPACTIONS: Gvr = Gvr::new("tekton.dev", "v1beta1", "stepactions");
     pub const CRDS: Gvr = Gvr::new("apiextensions.k8s.io", "v1", "customresourcedefinitions");
 }
 

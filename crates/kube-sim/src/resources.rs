@@ -192,6 +192,11 @@ pub const RESOURCES: &[Resource] = &[
         &["pr", "prs"],
     ),
     tekton(gvr::TASKRUNS, "TaskRun", "taskrun", &["tr", "trs"]),
+    Resource::namespaced(gvr::STEPACTIONS, "StepAction", "stepaction")
+        .with_status()
+        .custom()
+        .categories(TEKTON_CATEGORIES)
+        .also_served(&["v1alpha1"]),
 ];
 
 /// Tekton's kinds: custom, with status, stored as v1 and served as v1beta1 too.
@@ -342,6 +347,7 @@ mod tests {
             ("Pipeline", "namespaced status custom"),
             ("PipelineRun", "namespaced status custom"),
             ("TaskRun", "namespaced status custom"),
+            ("StepAction", "namespaced status custom"),
         ];
         let flags = |r: &super::Resource| {
             [
@@ -365,7 +371,7 @@ mod tests {
             .iter()
             .map(|r| format!("{}/{}", r.api_version(), r.gvr.plural))
             .collect();
-        assert_eq!(served.len(), 21);
+        assert_eq!(served.len(), 23);
         assert_eq!(
             served[13..],
             [
@@ -373,10 +379,12 @@ mod tests {
                 "tekton.dev/v1/pipelines",
                 "tekton.dev/v1/pipelineruns",
                 "tekton.dev/v1/taskruns",
+                "tekton.dev/v1beta1/stepactions",
                 "tekton.dev/v1beta1/tasks",
                 "tekton.dev/v1beta1/pipelines",
                 "tekton.dev/v1beta1/pipelineruns",
                 "tekton.dev/v1beta1/taskruns",
+                "tekton.dev/v1alpha1/stepactions",
             ]
         );
         let pr = super::registry(&[])

@@ -49,6 +49,8 @@ const EXPECTED: &[(Set, &str, (&str, &str))] = &[
     (Own, "taskrun-claim-template.yaml", OK),
     (Own, "taskrun-results.yaml", OK),
     (Own, "taskrun-secret-mount.yaml", OK),
+    (Own, "taskrun-step-actions.yaml", OK),
+    (Own, "taskrun-step-template.yaml", OK),
     (Own, "taskrun-volume-kinds.yaml", OK),
     (Tekton, "pipelineruns__beta_git-resolver.yaml", OK),
     (
@@ -210,6 +212,8 @@ async fn details(env: &Env, ns: &str, file: &str, runs: &[Value]) -> bool {
         "taskrun-claim-template.yaml" => own::claim_owned_by(env, ns, run).await,
         "taskrun-results.yaml" => own::taskrun_results(run),
         "taskrun-secret-mount.yaml" => own::secret_mount(env, ns, run).await,
+        "taskrun-step-actions.yaml" => own::step_actions(env, ns, run).await,
+        "taskrun-step-template.yaml" => own::step_template(env, ns, run).await,
         "taskrun-volume-kinds.yaml" => own::volume_kinds(env, ns, run).await,
         "pipelineruns__pipelinerun-results.yaml" => tekton::results(env, ns).await,
         "pipelineruns__pipelinerun-with-pipelinespec.yaml" => tekton::pipelinespec(env, ns).await,
@@ -514,6 +518,46 @@ mod own {
                 .any(|v| v["name"] == "keys" && v["secret"]["secretName"] == "signing-key"),
             "{volumes:?}"
         );
+    }
+
+    /// The steps' containers carry the stepTemplate's fields unless the
+    /// step sets its own (image, one variable); the run succeeded through
+    /// admission that checks the merged steps.
+    pub async fn step_template(env: &Env, ns: &str, tr: &Value) {
+        let pod = env
+            .get(&gvr::PODS, ns, &format!("{}-pod", model::name(tr)))
+            .await
+            .unwrap();
+        let c = model::arr(&pod, &["spec", "containers"]);
+        assert_eq!(c[0]["name"], "step-from-template");
+        assert_eq!(c[0]["image"], "docker.io/library/alpine:3.20");
+        assert_eq!(c[0]["workingDir"], "/workspace/src");
+        assert_eq!(c[0]["env"][1]["value"], "template");
+        assert_eq!(c[1]["image"], "docker.io/library/busybox:1.36");
+        assert_eq!(c[1]["workingDir"], "/workspace/src");
+        assert_eq!(c[1]["env"][0]["value"], "Hello");
+        assert_eq!(c[1]["env"][1]["value"], "step");
+    }
+
+    /// `ref` steps run their StepAction's image and script with the step's
+    /// params (a Task param passed through, a default) and result path.
+    pub async fn step_actions(env: &Env, ns: &str, tr: &Value) {
+        assert_eq!(containers(tr), ["step-greet", "step-look", "step-done"]);
+        let pod_name = format!("{}-pod", model::name(tr));
+        let pod = env.get(&gvr::PODS, ns, &pod_name).await.unwrap();
+        let c = model::arr(&pod, &["spec", "containers"]);
+        assert_eq!(c[0]["image"], "docker.io/library/alpine:3.20");
+        assert_eq!(c[1]["image"], "docker.io/library/busybox:1.36");
+        assert_eq!(c[1]["command"], serde_json::json!(["ls"]));
+        assert_eq!(c[1]["args"], serde_json::json!(["-la", "/workspace"]));
+        let greet = &tr["status"]["taskSpec"]["steps"][0];
+        assert_eq!(
+            greet["script"],
+            "echo \"Hello, Grace!\"\nprintf '%s' \"Hello\" > /tekton/steps/step-greet/results/said\n"
+        );
+        assert_eq!(greet["results"][0]["name"], "said");
+        let logs = env.logs(ns, &pod_name, "step-greet").await;
+        assert_eq!(logs, ["Hello, Grace!"]);
     }
 
     /// Every workspace binding kind becomes a pod volume.

@@ -380,3 +380,30 @@ async fn failing_step_fails_taskrun_and_run_but_finally_runs() {
         "Succeeded"
     );
 }
+
+/// A `ref:` step naming a StepAction that does not exist fails its TaskRun
+/// (nothing runs), and the PipelineRun with it.
+#[tokio::test]
+async fn missing_step_action_fails_the_taskrun() {
+    let env = env_with(fast_options()).await;
+    let pr = run_to_end(
+        &env,
+        json!({"pipelineSpec": {"tasks": [{"name": "a", "taskSpec": {"steps": [
+            {"name": "s", "ref": {"name": "absent"}}
+        ]}}]}}),
+    )
+    .await;
+    assert_eq!(condition(&pr).1, "Failed");
+    let tr = env
+        .get(&gvr::TASKRUNS, "ci", "r-a")
+        .await
+        .expect("TaskRun r-a");
+    assert_eq!(
+        condition(&tr),
+        failed(
+            "TaskRunResolutionFailed",
+            "stepactions.tekton.dev \"absent\" not found"
+        )
+    );
+    assert!(env.get(&gvr::PODS, "ci", "r-a-pod").await.is_none());
+}

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
 
-use super::{convert, duration, model};
+use super::{convert, duration, model, steps};
 use crate::cluster::Gvr;
 
 pub const DEFAULT_TIMEOUT: &str = "1h0m0s";
@@ -93,6 +93,7 @@ pub fn validate_create(gvr: &Gvr, obj: &Value) -> Result<(), String> {
         "pipelines" => pipeline_spec_errors(spec, "spec"),
         "pipelineruns" => pipelinerun_errors(spec),
         "taskruns" => taskrun_errors(spec),
+        "stepactions" => steps::step_action_errors(spec),
         _ => Vec::new(),
     };
     result(errs)
@@ -330,13 +331,26 @@ fn is_dns_label(s: &str) -> bool {
 
 pub(crate) fn task_spec_errors(spec: &Value, path: &str) -> Vec<String> {
     let mut errs = Vec::new();
-    let steps = model::arr(spec, &["steps"]);
+    // Tekton validates the steps with the stepTemplate merged in.
+    let steps = steps::merged_steps(spec);
     if steps.is_empty() {
         errs.push(format!("missing field(s): {path}.steps"));
     }
     let mut step_names = HashSet::new();
     for (i, step) in steps.iter().enumerate() {
         let has_ref = step.get("ref").is_some();
+        if has_ref {
+            // Only the step as written counts: a template field is no conflict.
+            let own = &model::arr(spec, &["steps"])[i];
+            for f in steps::NOT_WITH_REF
+                .iter()
+                .filter(|f| own.get(**f).is_some())
+            {
+                errs.push(format!(
+                    "{f} cannot be used with Ref: {path}.steps[{i}].{f}"
+                ));
+            }
+        }
         if !has_ref
             && step
                 .get("image")

@@ -12,8 +12,13 @@ pub const V1BETA1: &str = "tekton.dev/v1beta1";
 
 /// A stored (v1) object as served in `group/version`: only `tekton.dev/v1beta1`
 /// differs; everything else is returned as is.
-pub fn from_storage(group: &str, version: &str, obj: Value) -> Value {
+pub fn from_storage(group: &str, version: &str, mut obj: Value) -> Value {
     if group != "tekton.dev" || version == "v1" || !obj.is_object() {
+        return obj;
+    }
+    if obj["kind"] == "StepAction" {
+        // Stored as v1beta1; v1alpha1 has the same shape.
+        set_api_version(&mut obj, &format!("tekton.dev/{version}"));
         return obj;
     }
     to_v1beta1(&obj)
@@ -27,6 +32,10 @@ pub fn to_storage(group: &str, version: &str, kind: &str, mut obj: Value) -> Val
     }
     if obj.get("kind").is_none() {
         obj["kind"] = Value::String(kind.to_string());
+    }
+    if kind == "StepAction" {
+        set_api_version(&mut obj, "tekton.dev/v1beta1");
+        return obj;
     }
     to_v1(&obj)
 }

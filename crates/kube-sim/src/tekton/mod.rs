@@ -14,6 +14,7 @@ pub mod model;
 pub mod pipelinerun;
 pub mod resolve;
 pub mod script;
+pub mod steps;
 pub mod subst;
 pub mod taskrun;
 pub mod testing;

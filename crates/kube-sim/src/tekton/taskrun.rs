@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::pipelinerun::{Failure, child_name};
 use super::resolve::{Resolved, Resolver};
 use super::script::StepPlan;
-use super::{model, subst};
+use super::{model, steps, subst};
 
 /// A validated TaskRun ready to get a pod.
 #[derive(Clone, Debug)]
@@ -138,6 +138,11 @@ pub fn prepare(tr: &Value, resolver: &Resolver) -> Result<TaskRunPlan, Failure> 
 
     let vars = context_vars(tr, &spec, &task.spec, &task_name);
     let mut task_spec = task.spec.clone();
+    steps::resolve_step_refs(&mut task_spec, ns, resolver.cluster).map_err(|message| Failure {
+        reason: "TaskRunResolutionFailed".into(),
+        message,
+    })?;
+    steps::merge_step_template(&mut task_spec);
     subst::replace_in_value(&mut task_spec, &|expr| {
         subst::param_name(expr)
             .and_then(|n| params.get(n).cloned())

@@ -9,6 +9,7 @@ mod kubectl;
 mod logs;
 mod patch;
 mod protobuf;
+mod step_actions;
 mod watch;
 
 #[path = "../tekton_support/dirs.rs"]
