@@ -235,6 +235,28 @@ async fn kubectl_creates_core_objects_over_protobuf() {
     assert_eq!(entry["username"], "builder");
     assert_eq!(entry["password"], "s3cret");
     assert_eq!(decoded(&entry["auth"]), b"builder:s3cret");
+    // Byte for byte what kubectl builds offline (`--dry-run=client`): the
+    // Secret crates/exec's task_registry_auth tests hand to each bundled
+    // Task's push step, so the protobuf path loses nothing a push needs.
+    let offline = k
+        .ok(&[
+            "create",
+            "secret",
+            "docker-registry",
+            "regcred",
+            "-n",
+            "team-a",
+            "--docker-server=registry.local:5000",
+            "--docker-username=builder",
+            "--docker-password=s3cret",
+            "--dry-run=client",
+            "-o",
+            "json",
+        ])
+        .await;
+    let offline: Value = serde_json::from_str(&offline).unwrap();
+    assert_eq!(s["data"], offline["data"]);
+    assert_eq!(s["type"], offline["type"]);
 
     let out = k
         .ok(&[
