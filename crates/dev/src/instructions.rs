@@ -57,6 +57,8 @@ Try it (paste into a shell):
   # submit another build, then follow its log (Server-Sent Events) with its id:
   curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \"$API/builds\" -d {body}
   curl -sN -H \"Authorization: Bearer $TOKEN\" \"$API/builds/BUILD_ID/logs?follow=true\"
+  # or submit and follow one live with the command-line client (exits with the build's result):
+  IF_URL={base_q} IF_TOKEN=\"$TOKEN\" cargo run -q -p imagefactory -- build submit --project {project} --provider {provider} --method docker --image {DEMO_IMAGE}:2.1 --follow
 ",
         base = r.base_url,
         tenant = r.tenant_name,
@@ -64,6 +66,9 @@ Try it (paste into a shell):
         token_q = sh_quote(token),
         build = r.build,
         body = sh_quote(&next_build),
+        base_q = sh_quote(&r.base_url),
+        project = r.project,
+        provider = r.provider,
     );
     if let Some(path) = kubeconfig {
         out.push_str(&format!(
@@ -119,6 +124,17 @@ mod tests {
             Uuid::from_u128(1).to_string()
         );
         assert_eq!(parsed["image"], "registry.example.com/demo/hello:2.0");
+        let follow = text
+            .lines()
+            .find(|l| l.contains("build submit"))
+            .expect("a CLI command");
+        assert!(
+            follow.starts_with("  IF_URL='http://127.0.0.1:8080' IF_TOKEN=\"$TOKEN\"")
+                && follow.contains(&format!("--project {}", Uuid::from_u128(2)))
+                && follow.contains(&format!("--provider {}", Uuid::from_u128(1)))
+                && follow.ends_with("--follow"),
+            "{follow}"
+        );
     }
 
     #[test]

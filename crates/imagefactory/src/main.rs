@@ -19,6 +19,16 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The client logs nothing of its own: no subscriber, output is its own.
+    let cli = match cli.command {
+        Command::Client(command) => return imagefactory_cli::run(command).await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "imagefactory", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        command => Cli { command, ..cli },
+    };
     if let Err(err) = telemetry::init(&cli.logging) {
         eprintln!("imagefactory: {err:#}");
         return ExitCode::FAILURE;
@@ -29,6 +39,7 @@ async fn main() -> ExitCode {
         Command::Migrate(settings) => migrate(settings).await,
         // Its own exit code: a report that is not ready is not an error to log.
         Command::Tekton(command) => return imagefactory::tekton_cli::run(command).await,
+        Command::Client(_) | Command::Completions { .. } => unreachable!("handled above"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

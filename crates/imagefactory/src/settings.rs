@@ -37,6 +37,15 @@ pub enum Command {
     /// Install or check Image Factory's Tekton Tasks on a cluster.
     #[command(subcommand)]
     Tekton(crate::tekton_cli::TektonCommand),
+    /// The API client: builds, projects, providers, tokens... (README
+    /// "Command-line client").
+    #[command(flatten)]
+    Client(imagefactory_cli::ClientCommand),
+    /// Print a shell completion script, e.g. `imagefactory completions bash`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
