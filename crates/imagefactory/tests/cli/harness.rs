@@ -325,6 +325,45 @@ impl Cli {
         }
     }
 
+    /// Runs under a pseudo-terminal (util-linux `script`), as a person
+    /// would in a shell; stdout is what the terminal showed.
+    pub async fn run_in_terminal(&self, args: &[&str]) -> Ran {
+        let quoted: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_imagefactory"))
+            .chain(args.iter().copied())
+            .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+            .collect();
+        let mut cmd = self.command(&[]);
+        let std = cmd.as_std_mut();
+        let mut script = tokio::process::Command::new("script");
+        script
+            .args(["-qec", &quoted.join(" "), "/dev/null"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .env_clear();
+        for (k, v) in std.get_envs() {
+            if let Some(v) = v {
+                script.env(k, v);
+            }
+        }
+        for (k, v) in std::env::vars() {
+            if !k.starts_with("IF_") && k != "XDG_CONFIG_HOME" && k != "HOME" && k != "NO_COLOR" {
+                script.env(k, v);
+            }
+        }
+        script.env_remove("NO_COLOR").env("TERM", "xterm-256color");
+        let out = tokio::time::timeout(Duration::from_secs(120), script.output())
+            .await
+            .unwrap_or_else(|_| panic!("imagefactory {args:?} did not finish"))
+            .unwrap();
+        Ran {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     pub async fn run(&self, args: &[&str]) -> Ran {
         self.run_with_input(args, "").await
     }

@@ -127,3 +127,60 @@ async fn submit_follow_shows_the_build_and_exits_with_its_result() {
     assert_eq!(ran.code(), 4, "{ran:?}");
     assert!(ran.lines().contains(&"state: timed_out"), "{ran:?}");
 }
+
+#[tokio::test]
+async fn on_a_terminal_a_live_status_line_and_colours() {
+    // The build step takes 2 s of real time: the status line is drawn.
+    let world = World::start(
+        vec![rule("docker-build", |r| {
+            r.step = Some("build".into());
+            r.duration = Some("40s".into());
+            r.logs = Some(vec![
+                "STEP 1/2: FROM alpine".into(),
+                "STEP 2/2: RUN make".into(),
+            ]);
+        })],
+        false,
+    )
+    .await;
+    let ran = world
+        .cli()
+        .run_in_terminal(&[
+            "build",
+            "submit",
+            "--project",
+            &world.project,
+            "--method",
+            "docker",
+            "--image",
+            "registry.example.com/team/web:4.0",
+            "--follow",
+        ])
+        .await;
+    assert_eq!(ran.code(), 0, "{ran:?}");
+    let shown = &ran.stdout;
+    // Colours: the final state in bold green.
+    assert!(
+        shown.contains("\u{1b}[32m\u{1b}[1msucceeded")
+            || shown.contains("\u{1b}[1m\u{1b}[32msucceeded"),
+        "{shown:?}"
+    );
+    // The status line: state, current task/step, line count.
+    assert!(
+        shown.contains(" · build/build · ") && shown.contains(" lines · "),
+        "{shown:?}"
+    );
+    // Every log line above it, once, whatever the redraws.
+    let id = shown
+        .split("build ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the build id");
+    for line in world.plain_log(id).await {
+        assert_eq!(
+            shown.matches(line.as_str()).count(),
+            1,
+            "{line:?} in {shown:?}"
+        );
+    }
+}
