@@ -167,13 +167,17 @@ fn protobuf_path(path: &str) -> bool {
         ["api", "v1", "namespaces", _, "status" | "finalize"] => "namespaces",
         ["api", "v1", "namespaces", _, plural, ..] => plural,
         ["api", "v1", plural, ..] => plural,
+        ["apis", group, "v1", "namespaces", _, plural, ..] => {
+            return protobuf::supports(group, plural);
+        }
+        ["apis", group, "v1", plural, ..] => return protobuf::supports(group, plural),
         _ => return false,
     };
-    protobuf::PLURALS.contains(&plural)
+    protobuf::supports("", plural)
 }
 
 fn protobuf_kind(t: &Target<'_>) -> bool {
-    t.info.gvr.group.is_empty() && protobuf::PLURALS.contains(&t.info.gvr.plural)
+    protobuf::supports(t.info.gvr.group, t.info.gvr.plural)
 }
 
 /// A protobuf request body as the JSON the verbs take: objects of the kinds

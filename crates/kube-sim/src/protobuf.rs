@@ -1,7 +1,7 @@
 //! The Kubernetes protobuf wire format (`application/vnd.kubernetes.protobuf`)
-//! for the core kinds kubectl's typed clients send: Namespace, Secret,
-//! ConfigMap, ServiceAccount (and their lists), plus `Status` and
-//! `DeleteOptions`. An encoded object is the magic `k8s\0` followed by a
+//! for the kinds kubectl's typed `create` commands send: Namespace, Secret,
+//! ConfigMap, ServiceAccount, and the RBAC Role, RoleBinding, ClusterRole,
+//! ClusterRoleBinding (and their lists), plus `Status` and `DeleteOptions`. An encoded object is the magic `k8s\0` followed by a
 //! `runtime.Unknown` whose `raw` is the object's own message (types from
 //! `k8s-pb`). Pure conversions between that and the JSON shape the store
 //! keeps; the API layer decides when to use them (see `negotiate`).
@@ -19,8 +19,21 @@ use std::collections::BTreeMap;
 pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 const MAGIC: &[u8] = b"k8s\0";
 
-/// Core `v1` resources whose objects this module encodes and decodes.
-pub const PLURALS: &[&str] = &["namespaces", "secrets", "configmaps", "serviceaccounts"];
+/// (group, plural) of the resources whose objects this module encodes and decodes.
+pub const RESOURCES: &[(&str, &str)] = &[
+    ("", "namespaces"),
+    ("", "secrets"),
+    ("", "configmaps"),
+    ("", "serviceaccounts"),
+    (rbac::GROUP, "roles"),
+    (rbac::GROUP, "rolebindings"),
+    (rbac::GROUP, "clusterroles"),
+    (rbac::GROUP, "clusterrolebindings"),
+];
+
+pub fn supports(group: &str, plural: &str) -> bool {
+    RESOURCES.iter().any(|(g, p)| *g == group && *p == plural)
+}
 
 /// What a request's `Accept` header asks for, in the apiserver's order of
 /// preference (the first acceptable clause wins; `q=0` excludes a clause).
@@ -91,6 +104,7 @@ pub fn decode(bytes: &[u8]) -> Result<Value, String> {
         "DeleteOptions" => {
             delete_options_json(&meta::DeleteOptions::decode(&raw[..]).map_err(err)?)
         }
+        k if rbac::KINDS.contains(&k) => rbac::decode(k, &raw).map_err(err)?,
         "" => return Err("the object has no kind".into()),
         other => return Err(format!("kube-sim does not decode {other} from protobuf")),
     };
@@ -129,7 +143,7 @@ pub fn encode(v: &Value) -> Option<Vec<u8>> {
         }
         .encode_to_vec(),
         "Status" => status_pb(v).encode_to_vec(),
-        _ => return None,
+        other => rbac::encode(other, v)?,
     };
     let envelope = Unknown {
         type_meta: Some(TypeMeta {
@@ -320,21 +334,22 @@ fn object_meta_json(m: &Option<meta::ObjectMeta>) -> Value {
         json!({"apiVersion": r.api_version, "kind": r.kind, "name": r.name, "uid": r.uid,
                "controller": r.controller, "blockOwnerDeletion": r.block_owner_deletion})
     });
-    put(&mut o, "ownerReferences", drop_nulls(owners.collect()));
+    put(&mut o, "ownerReferences", drop_empty(owners.collect()));
     put(&mut o, "finalizers", json!(m.finalizers));
     // Clients do not send managedFields on create; a server answer carries them.
     o.retain(|_, v| !v.is_null());
     Value::Object(o)
 }
 
-/// Removes `null` members of each object in `items` (absent optional fields).
-fn drop_nulls(items: Vec<Value>) -> Value {
+/// Removes `null` and `""` members of each object in `items` (absent optional
+/// fields: Go's protobuf writes unset strings as "").
+fn drop_empty(items: Vec<Value>) -> Value {
     Value::Array(
         items
             .into_iter()
             .map(|mut v| {
                 if let Some(o) = v.as_object_mut() {
-                    o.retain(|_, x| !x.is_null());
+                    o.retain(|_, x| !x.is_null() && x.as_str() != Some(""));
                 }
                 v
             })
@@ -460,9 +475,9 @@ fn serviceaccount_json(s: &core::ServiceAccount) -> Value {
                "apiVersion": r.api_version, "resourceVersion": r.resource_version,
                "fieldPath": r.field_path})
     });
-    put(&mut o, "secrets", drop_nulls(secrets.collect()));
+    put(&mut o, "secrets", drop_empty(secrets.collect()));
     let pulls = s.image_pull_secrets.iter().map(|r| json!({"name": r.name}));
-    put(&mut o, "imagePullSecrets", drop_nulls(pulls.collect()));
+    put(&mut o, "imagePullSecrets", drop_empty(pulls.collect()));
     put(
         &mut o,
         "automountServiceAccountToken",
@@ -529,6 +544,178 @@ fn status_pb(v: &Value) -> meta::Status {
     }
 }
 
+/// RBAC kinds (`rbac.authorization.k8s.io/v1`). A ClusterRole's
+/// `aggregationRule` is not carried (kube-sim does not aggregate roles).
+mod rbac {
+    use super::*;
+    use k8s_pb::api::rbac::v1 as pb;
+
+    pub const GROUP: &str = "rbac.authorization.k8s.io";
+    pub const KINDS: &[&str] = &["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"];
+
+    pub fn decode(kind: &str, raw: &[u8]) -> Result<Value, prost::DecodeError> {
+        Ok(match kind {
+            "Role" => {
+                let r = pb::Role::decode(raw)?;
+                with_rules(object_meta_json(&r.metadata), &r.rules)
+            }
+            "ClusterRole" => {
+                let r = pb::ClusterRole::decode(raw)?;
+                with_rules(object_meta_json(&r.metadata), &r.rules)
+            }
+            "RoleBinding" => {
+                let b = pb::RoleBinding::decode(raw)?;
+                binding_json(&b.metadata, &b.subjects, &b.role_ref)
+            }
+            _ => {
+                let b = pb::ClusterRoleBinding::decode(raw)?;
+                binding_json(&b.metadata, &b.subjects, &b.role_ref)
+            }
+        })
+    }
+
+    pub fn encode(kind: &str, v: &Value) -> Option<Vec<u8>> {
+        let list_meta = || Some(list_meta_pb(&v["metadata"]));
+        Some(match kind {
+            "Role" => role(v).encode_to_vec(),
+            "ClusterRole" => cluster_role(v).encode_to_vec(),
+            "RoleBinding" => binding(v).encode_to_vec(),
+            "ClusterRoleBinding" => cluster_binding(v).encode_to_vec(),
+            "RoleList" => pb::RoleList {
+                metadata: list_meta(),
+                items: items(v).map(role).collect(),
+            }
+            .encode_to_vec(),
+            "ClusterRoleList" => pb::ClusterRoleList {
+                metadata: list_meta(),
+                items: items(v).map(cluster_role).collect(),
+            }
+            .encode_to_vec(),
+            "RoleBindingList" => pb::RoleBindingList {
+                metadata: list_meta(),
+                items: items(v).map(binding).collect(),
+            }
+            .encode_to_vec(),
+            "ClusterRoleBindingList" => pb::ClusterRoleBindingList {
+                metadata: list_meta(),
+                items: items(v).map(cluster_binding).collect(),
+            }
+            .encode_to_vec(),
+            _ => return None,
+        })
+    }
+
+    fn role(v: &Value) -> pb::Role {
+        pb::Role {
+            metadata: Some(object_meta_pb(&v["metadata"])),
+            rules: rules(v),
+        }
+    }
+
+    fn cluster_role(v: &Value) -> pb::ClusterRole {
+        pb::ClusterRole {
+            metadata: Some(object_meta_pb(&v["metadata"])),
+            rules: rules(v),
+            aggregation_rule: None,
+        }
+    }
+
+    fn binding(v: &Value) -> pb::RoleBinding {
+        pb::RoleBinding {
+            metadata: Some(object_meta_pb(&v["metadata"])),
+            subjects: subjects(v),
+            role_ref: role_ref(v),
+        }
+    }
+
+    fn cluster_binding(v: &Value) -> pb::ClusterRoleBinding {
+        pb::ClusterRoleBinding {
+            metadata: Some(object_meta_pb(&v["metadata"])),
+            subjects: subjects(v),
+            role_ref: role_ref(v),
+        }
+    }
+
+    fn items_at<'a>(v: &'a Value, k: &str) -> impl Iterator<Item = &'a Value> {
+        v.get(k)
+            .and_then(Value::as_array)
+            .map(|a| a.iter())
+            .unwrap_or_default()
+    }
+
+    fn rules(v: &Value) -> Vec<pb::PolicyRule> {
+        items_at(v, "rules")
+            .map(|r| pb::PolicyRule {
+                verbs: strings(r, "verbs"),
+                api_groups: strings(r, "apiGroups"),
+                resources: strings(r, "resources"),
+                resource_names: strings(r, "resourceNames"),
+                non_resource_ur_ls: strings(r, "nonResourceURLs"),
+            })
+            .collect()
+    }
+
+    fn subjects(v: &Value) -> Vec<pb::Subject> {
+        items_at(v, "subjects")
+            .map(|s| pb::Subject {
+                kind: str_of(s, "kind"),
+                api_group: str_of(s, "apiGroup"),
+                name: str_of(s, "name"),
+                namespace: str_of(s, "namespace"),
+            })
+            .collect()
+    }
+
+    fn role_ref(v: &Value) -> Option<pb::RoleRef> {
+        let r = v.get("roleRef")?;
+        Some(pb::RoleRef {
+            api_group: str_of(r, "apiGroup"),
+            kind: str_of(r, "kind"),
+            name: str_of(r, "name"),
+        })
+    }
+
+    fn with_rules(metadata: Value, rules: &[pb::PolicyRule]) -> Value {
+        let rules: Vec<Value> = rules
+            .iter()
+            .map(|r| {
+                let mut o = Map::new();
+                put(&mut o, "verbs", json!(r.verbs));
+                put(&mut o, "apiGroups", json!(r.api_groups));
+                put(&mut o, "resources", json!(r.resources));
+                put(&mut o, "resourceNames", json!(r.resource_names));
+                put(&mut o, "nonResourceURLs", json!(r.non_resource_ur_ls));
+                Value::Object(o)
+            })
+            .collect();
+        json!({"metadata": metadata, "rules": rules})
+    }
+
+    fn binding_json(
+        metadata: &Option<meta::ObjectMeta>,
+        subjects: &[pb::Subject],
+        role_ref: &Option<pb::RoleRef>,
+    ) -> Value {
+        let subjects = subjects.iter().map(|s| {
+            json!({"kind": s.kind, "apiGroup": s.api_group, "name": s.name, "namespace": s.namespace})
+        });
+        let mut o = Map::new();
+        o.insert("metadata".into(), object_meta_json(metadata));
+        put(&mut o, "subjects", drop_empty(subjects.collect()));
+        if let Some(r) = role_ref {
+            let mut rr = Map::new();
+            rr.insert(
+                "apiGroup".into(),
+                json!(r.api_group.clone().unwrap_or_default()),
+            );
+            rr.insert("kind".into(), json!(r.kind.clone().unwrap_or_default()));
+            rr.insert("name".into(), json!(r.name.clone().unwrap_or_default()));
+            o.insert("roleRef".into(), Value::Object(rr));
+        }
+        Value::Object(o)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,6 +752,17 @@ mod tests {
             "imagePullSecrets": [{"name": "reg"}], "automountServiceAccountToken": false,
         });
         assert_eq!(decode(&encode(&sa).unwrap()).unwrap(), sa);
+        let rb = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "b"},
+            "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"}],
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
+        });
+        assert_eq!(decode(&encode(&rb).unwrap()).unwrap(), rb);
+        let role = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "r"},
+            "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}],
+        });
+        assert_eq!(decode(&encode(&role).unwrap()).unwrap(), role);
         let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}, "spec": {"finalizers": ["kubernetes"]}});
         assert_eq!(decode(&encode(&ns).unwrap()).unwrap(), ns);
     }

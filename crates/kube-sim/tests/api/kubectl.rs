@@ -4,6 +4,9 @@ use crate::*;
 use kube::api::{DynamicObject, PostParams};
 use kube_sim::KubeSimOptions;
 use kube_sim::cluster::gvr;
+use kube_sim::resources::{
+    RBAC_CLUSTERROLEBINDINGS, RBAC_CLUSTERROLES, RBAC_ROLEBINDINGS, RBAC_ROLES,
+};
 use kube_sim::tekton::ControllerOptions;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -296,6 +299,79 @@ async fn kubectl_creates_core_objects_over_protobuf() {
         c.get(&gvr::SERVICEACCOUNTS, Some("team-a"), "builder")
             .is_some()
     );
+
+    // RBAC objects (stored, not enforced) go the same way.
+    let rbac = [
+        (
+            vec![
+                "create",
+                "role",
+                "reader",
+                "-n",
+                "team-a",
+                "--verb=get,list",
+                "--resource=pipelineruns.tekton.dev",
+            ],
+            "role.rbac.authorization.k8s.io/reader created",
+        ),
+        (
+            vec![
+                "create",
+                "rolebinding",
+                "reads",
+                "-n",
+                "team-a",
+                "--role=reader",
+                "--serviceaccount=team-a:builder",
+            ],
+            "rolebinding.rbac.authorization.k8s.io/reads created",
+        ),
+        (
+            vec![
+                "create",
+                "clusterrole",
+                "viewer",
+                "--verb=get",
+                "--resource=namespaces",
+            ],
+            "clusterrole.rbac.authorization.k8s.io/viewer created",
+        ),
+        (
+            vec![
+                "create",
+                "clusterrolebinding",
+                "views",
+                "--clusterrole=viewer",
+                "--user=alice",
+            ],
+            "clusterrolebinding.rbac.authorization.k8s.io/views created",
+        ),
+    ];
+    for (args, want) in rbac {
+        assert_eq!(k.ok(&args).await.trim(), want);
+    }
+    let role = c.get(&RBAC_ROLES, Some("team-a"), "reader").unwrap();
+    assert_eq!(
+        role["rules"],
+        json!([{"verbs": ["get", "list"], "apiGroups": ["tekton.dev"], "resources": ["pipelineruns"]}])
+    );
+    let rb = c.get(&RBAC_ROLEBINDINGS, Some("team-a"), "reads").unwrap();
+    assert_eq!(
+        rb["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"})
+    );
+    assert_eq!(
+        rb["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "builder", "namespace": "team-a"}])
+    );
+    let crb = c.get(&RBAC_CLUSTERROLEBINDINGS, None, "views").unwrap();
+    assert_eq!(crb["subjects"][0]["name"], "alice");
+    assert!(c.get(&RBAC_CLUSTERROLES, None, "viewer").is_some());
+    let out = k
+        .ok(&["get", "role", "reader", "-n", "team-a", "-o", "yaml"])
+        .await;
+    let v: Value = serde_saphyr::from_str(&out).unwrap();
+    assert_eq!(v["rules"], role["rules"]);
 
     // Errors come back as protobuf Status objects kubectl prints as usual.
     let (ok, _, err) = k.run(&["create", "namespace", "team-a"]).await;
