@@ -240,9 +240,12 @@ fn time_pb(v: &Value) -> Option<meta::Time> {
     })
 }
 
+/// Go writes a zero `metav1.Time` as an empty message (kubectl sends one for
+/// `creationTimestamp` on every create): that is no time, not 1970.
 fn time_json(t: &Option<meta::Time>) -> Value {
     t.as_ref()
-        .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds.unwrap_or(0), 0))
+        .and_then(|t| t.seconds)
+        .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0))
         .map(|t| json!(t.to_rfc3339_opts(SecondsFormat::Secs, true)))
         .unwrap_or(Value::Null)
 }
@@ -765,6 +768,17 @@ mod tests {
         assert_eq!(decode(&encode(&role).unwrap()).unwrap(), role);
         let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}, "spec": {"finalizers": ["kubernetes"]}});
         assert_eq!(decode(&encode(&ns).unwrap()).unwrap(), ns);
+    }
+
+    #[test]
+    fn an_empty_time_is_no_time() {
+        let empty = Some(meta::Time::default());
+        assert_eq!(time_json(&empty), Value::Null);
+        let t = Some(meta::Time {
+            seconds: Some(1_700_000_000),
+            nanos: None,
+        });
+        assert_eq!(time_json(&t), json!("2023-11-14T22:13:20Z"));
     }
 
     #[test]

@@ -201,6 +201,22 @@ async fn kubectl_creates_core_objects_over_protobuf() {
     std::fs::write(k.dir.path().join("config"), sim.kubeconfig_yaml()).unwrap();
     let c = sim.cluster();
 
+    // A server-side dry run answers the object as it would be, no more.
+    let out = k
+        .ok(&[
+            "create",
+            "namespace",
+            "dry",
+            "--dry-run=server",
+            "-o",
+            "json",
+        ])
+        .await;
+    let dry: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(dry["metadata"]["name"], "dry");
+    assert!(dry["metadata"]["creationTimestamp"].is_null(), "{out}");
+    assert!(c.get(&gvr::NAMESPACES, None, "dry").is_none());
+
     let out = k.ok(&["create", "namespace", "team-a"]).await;
     assert_eq!(out.trim(), "namespace/team-a created");
     let ns = c
