@@ -1,7 +1,7 @@
 //! Following one build: its state changes (polled) and log lines (SSE,
 //! resumed after a dropped connection), in order: a line arriving while
-//! `queued` is shown makes the state be read first, and the final state is
-//! shown after the last line. Returns the exit code of the build's result.
+//! `queued` is shown shows `running` first (lines are written once a build
+//! is claimed), and the final state is shown after the last line. Returns the exit code of the build's result.
 
 use std::time::{Duration, Instant};
 
@@ -59,8 +59,11 @@ impl Watch<'_> {
             tokio::select! {
                 event = rx.recv() => match event {
                     Some(LogEvent::Line { id, source, line }) => {
+                        // A line means the build was claimed: shown as
+                        // running even if it has ended since (a fast build
+                        // can end before the next poll).
                         if self.states && p.tracker.current() == Some("queued") {
-                            self.refresh_state(&mut p, out).await;
+                            self.show_state(&mut p, "running", out);
                         }
                         show_line(out, &id, source.as_deref(), &line);
                         p.lines += 1;

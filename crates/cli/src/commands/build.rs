@@ -1,5 +1,6 @@
 //! `imagefactory build submit|list|get|logs|cancel|retry`.
 
+use std::io::Write;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -287,17 +288,27 @@ async fn logs(client: &Client, a: &LogsArgs, out: &mut Printer) -> CliResult<u8>
         };
         return watch.run(None, out).await;
     }
-    let response = client
+    let mut response = client
         .stream(client.request(reqwest::Method::GET, &format!("/builds/{}/logs", a.id)))
         .await?;
-    let text = response
-        .text()
+    // Streamed as it arrives: a long log is never held whole (text mode).
+    let mut text = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|e| crate::client::unavailable(&client.url(""), &e))?;
+        .map_err(|e| crate::client::unavailable(&client.url(""), &e))?
+    {
+        if out.json {
+            text.extend_from_slice(&chunk);
+        } else {
+            std::io::stdout()
+                .write_all(&chunk)
+                .map_err(|e| CliError::Unavailable(format!("cannot write to stdout: {e}")))?;
+        }
+    }
     if out.json {
+        let text = String::from_utf8_lossy(&text);
         out.document(&json!({"build_id": a.id, "lines": text.lines().collect::<Vec<_>>()}));
-    } else {
-        print!("{text}");
     }
     Ok(exit::OK)
 }

@@ -41,7 +41,7 @@ pub async fn run(args: LoginArgs) -> CliResult<u8> {
         CliError::Usage("login needs the server URL: pass --url or set IF_URL".into())
     })?;
     let token = match &args.conn.token {
-        Some(t) => t.clone(),
+        Some(t) => t.0.clone(),
         None => read_secret_line("token (pass --token, set IF_TOKEN or give it on stdin)")?,
     };
     let target: Target = config::resolve(Some(url), Some(&token), None)?;

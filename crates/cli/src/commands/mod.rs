@@ -24,14 +24,25 @@ pub struct Connection {
     pub url: Option<String>,
     /// API token (tenant or admin). Prefer IF_TOKEN or `login`: a flag is
     /// visible to other users in the process list.
-    #[arg(long, env = "IF_TOKEN", global = true, hide_env_values = true)]
-    pub token: Option<String>,
+    #[arg(long, env = "IF_TOKEN", global = true, hide_env_values = true,
+          value_parser = |s: &str| Ok::<_, String>(TokenArg(s.to_owned())))]
+    pub token: Option<TokenArg>,
     /// Config file [default: <user config dir>/imagefactory/config.json]
     #[arg(long, env = "IF_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// `text` for people, `json` for scripts.
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text, global = true)]
     pub output: OutputFormat,
+}
+
+/// A token from a flag or `IF_TOKEN`; `Debug` does not show it.
+#[derive(Clone)]
+pub struct TokenArg(pub String);
+
+impl std::fmt::Debug for TokenArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenArg(<redacted>)")
+    }
 }
 
 impl Connection {
@@ -44,7 +55,8 @@ impl Connection {
 
     pub fn target(&self) -> CliResult<Target> {
         let stored = config::load(&self.config_path()?)?;
-        config::resolve(self.url.as_deref(), self.token.as_deref(), stored.as_ref())
+        let token = self.token.as_ref().map(|t| t.0.as_str());
+        config::resolve(self.url.as_deref(), token, stored.as_ref())
     }
 
     pub fn client(&self) -> CliResult<Client> {
@@ -162,6 +174,19 @@ pub fn read_secret_line(what: &str) -> CliResult<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parsed_flags_do_not_show_the_token() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            conn: Connection,
+        }
+        let w = Wrap::try_parse_from(["x", "--token", "ifk_secret", "--url", "http://h"]).unwrap();
+        assert_eq!(w.conn.target().unwrap().token, "ifk_secret");
+        assert!(!format!("{w:?}").contains("ifk_secret"), "{w:?}");
+    }
 
     #[test]
     fn query_strings_are_encoded() {

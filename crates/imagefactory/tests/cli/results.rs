@@ -86,6 +86,10 @@ async fn submit_follow_shows_the_build_and_exits_with_its_result() {
     // Exactly the stored log, each line once, in its order.
     assert_eq!(log_lines(&lines), world.plain_log(id).await, "{lines:#?}");
     assert_eq!(world.build(id).await["status"], "succeeded");
+    // The plain log, as stored.
+    let plain = cli.run(&["build", "logs", id]).await;
+    assert_eq!(plain.code(), 0, "{plain:?}");
+    assert_eq!(plain.lines(), world.plain_log(id).await, "{plain:?}");
     assert!(
         lines.iter().any(|l| l.starts_with("IMAGE_DIGEST: sha256:")),
         "the image digest is shown: {lines:#?}"
