@@ -286,6 +286,7 @@ fn sim_main() {
             pod_start_delay: Duration::from_secs(1),
             rules: Vec::new(),
             catalog: Vec::new(),
+            host_steps: None,
         };
         let cfg = config.clone();
         let controller: kube_sim::Controller = Box::new(move |cluster| {

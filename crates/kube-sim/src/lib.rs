@@ -71,6 +71,10 @@ pub struct KubeSimOptions {
     /// current Tekton does); `["v1beta1"]` is a cluster with an older Tekton.
     /// Discovery, routing and `kubectl` see only these.
     pub tekton_versions: Option<Vec<String>>,
+    /// Run the Tekton controller's steps for real as host processes, keeping
+    /// pods' and claims' directories under this root (`None`: steps are
+    /// simulated). Overrides `tekton.host_steps`.
+    pub host_steps: Option<tekton::HostSteps>,
 }
 
 impl Default for KubeSimOptions {
@@ -87,6 +91,7 @@ impl Default for KubeSimOptions {
             tekton: None,
             controllers: Vec::new(),
             tekton_versions: None,
+            host_steps: None,
         }
     }
 }
@@ -195,8 +200,15 @@ impl KubeSim {
             http_addr = Some(l.local_addr()?);
             listeners.push(server::spawn(l, None, api.clone())?);
         }
+        let host_steps = opts.host_steps;
         let tekton = opts
             .tekton
+            .map(|mut topts| {
+                if host_steps.is_some() {
+                    topts.host_steps = host_steps;
+                }
+                topts
+            })
             .map(|topts| tekton::Controller::start(store.clone() as Arc<dyn Cluster>, topts));
         for c in opts.controllers {
             c(store.clone() as Arc<dyn Cluster>);

@@ -1,7 +1,7 @@
 //! `kube-sim`: run the simulated Kubernetes API server standalone.
 
 use clap::Parser;
-use kube_sim::tekton::ControllerOptions;
+use kube_sim::tekton::{ControllerOptions, HostSteps};
 use kube_sim::{KubeSim, KubeSimOptions};
 use std::path::PathBuf;
 
@@ -38,6 +38,10 @@ struct Args {
     /// Real time per simulated time for the Tekton simulation (0.01 = 100x faster).
     #[arg(long, env = "KUBE_SIM_TIME_SCALE", default_value_t = 1.0, value_parser = parse_time_scale)]
     time_scale: f64,
+    /// Run Task steps for real as host processes (with the host's tools),
+    /// keeping pods' and claims' directories under this directory.
+    #[arg(long, env = "KUBE_SIM_HOST_STEPS", value_name = "DIR")]
+    host_steps: Option<PathBuf>,
 }
 
 fn parse_time_scale(s: &str) -> Result<f64, String> {
@@ -64,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         crd_dir: args.crd_dir,
         admin_token: args.admin_token,
         default_storage_class: (!args.no_default_storage_class).then(|| "standard".to_string()),
+        host_steps: args.host_steps.map(|root| HostSteps { root }),
         tekton: (!args.no_tekton).then(|| ControllerOptions {
             time_scale: args.time_scale,
             ..ControllerOptions::default()

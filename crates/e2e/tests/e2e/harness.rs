@@ -100,6 +100,7 @@ async fn start_sim(rules: Vec<ScriptRule>) -> KubeSimHandle {
                 pod_start_delay: Duration::from_secs(1),
                 rules,
                 catalog: Vec::new(),
+                host_steps: None,
             },
         );
     });

@@ -56,6 +56,7 @@ impl Sim {
                     pod_start_delay: Duration::from_secs(1),
                     rules,
                     catalog: Vec::new(),
+                    host_steps: None,
                 },
             );
         });

@@ -11,6 +11,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::host::{self, HostPod, HostSteps};
 use super::pipelinerun::{self, Failure, PipelinePlan, States, Stops, TaskState};
 use super::resolve::Resolver;
 use super::script::{self, ScriptRule, StepPlan, TaskContext};
@@ -32,6 +33,9 @@ pub struct ControllerOptions {
     pub rules: Vec<ScriptRule>,
     /// Tasks the remote resolvers (`git`, `hub`) can fetch, e.g. the catalog Tasks.
     pub catalog: Vec<Value>,
+    /// Run steps for real as host processes (see [`super::host`]) instead of
+    /// simulating them; `None` (the default) simulates.
+    pub host_steps: Option<HostSteps>,
 }
 
 impl Default for ControllerOptions {
@@ -42,6 +46,7 @@ impl Default for ControllerOptions {
             pod_start_delay: Duration::from_secs(1),
             rules: Vec::new(),
             catalog: Vec::new(),
+            host_steps: None,
         }
     }
 }
@@ -311,6 +316,9 @@ impl Dispatcher {
         } else if g == gvr::PVCS {
             if kind == EventKind::Added {
                 bind_claim(self.ctx.cluster.as_ref(), &obj, true);
+            }
+            if let (EventKind::Deleted, Some(h)) = (kind, &self.ctx.opts.host_steps) {
+                h.claim_deleted(&obj);
             }
             self.recheck_namespace(model::namespace(&obj));
         } else if g == gvr::STORAGECLASSES && kind != EventKind::Deleted {
@@ -1407,6 +1415,15 @@ impl TaskRunActor {
         if let Err(i) = self.wait(Some(start_at), false).await {
             return Outcome::Interrupted(i);
         }
+        let host = self.ctx.opts.host_steps.as_ref().map(|h| {
+            HostPod::prepare(
+                h,
+                self.ctx.cluster.as_ref(),
+                tr_for_pod,
+                &sim.pod_name,
+                &plan.task_spec,
+            )
+        });
         let count = sim.steps.len();
         for idx in 0..count {
             sim.start_step(idx);
@@ -1420,9 +1437,14 @@ impl TaskRunActor {
             }
             self.write_status();
             let step = sim.steps[idx].clone();
-            if let Err(e) = self.run_step(sim, &step).await {
+            let ran = match &host {
+                None => self.run_step(sim, &step).await,
+                Some(pod) => self.run_host_step(sim, idx, pod, plan).await,
+            };
+            if let Err(e) = ran {
                 return Outcome::Interrupted(e);
             }
+            let step = sim.steps[idx].clone();
             sim.finish_step(idx);
             if step.exit_code != 0 {
                 sim.skip_rest(idx + 1);
@@ -1491,6 +1513,91 @@ impl TaskRunActor {
         Ok(())
     }
 
+    /// Run step `idx` as a host process, streaming its lines to the pod log;
+    /// its exit code, termination message and the results written so far go
+    /// into `sim.steps`. A pod that could not be prepared fails its first step.
+    async fn run_host_step(
+        &mut self,
+        sim: &mut PodSim,
+        idx: usize,
+        pod: &Result<HostPod, String>,
+        plan: &TaskRunPlan,
+    ) -> Result<(), Interrupt> {
+        let container = format!("step-{}", sim.steps[idx].name);
+        let (cluster, ns, pod_name) = (
+            self.ctx.cluster.clone(),
+            self.ns.clone(),
+            sim.pod_name.clone(),
+        );
+        let log = move |line: &str| cluster.append_pod_log(&ns, &pod_name, &container, line);
+        let task_step = &model::arr(&plan.task_spec, &["steps"])[idx];
+        let name = sim.steps[idx].name.clone();
+        let cmd = pod
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|p| p.command(self.ctx.cluster.as_ref(), idx, &name, task_step));
+        let exit = match cmd {
+            Err(e) => Err(e),
+            Ok(cmd) => match missing_tool(&cmd) {
+                Some(tool) => Ok(host::StepExit {
+                    code: 127,
+                    missing_tool: Some(tool),
+                }),
+                None => self.wait_for(host::process::run(&cmd, |l| log(&l))).await?,
+            },
+        };
+        let step = &mut sim.steps[idx];
+        (step.exit_code, step.message) = match exit {
+            Ok(host::StepExit {
+                code,
+                missing_tool: Some(tool),
+            }) => (code, Some(format!("{tool} is not available on this host"))),
+            Ok(e) => (e.code, None),
+            Err(e) => (1, Some(e)),
+        };
+        if let Some(m) = &step.message {
+            log(m);
+        }
+        // The last step's termination message carries every result written so far.
+        if let Ok(pod) = pod {
+            sim.steps.iter_mut().for_each(|s| s.results.clear());
+            let step = &mut sim.steps[idx];
+            match pod.read_results(&plan.task_spec) {
+                Ok(r) => step.results = r,
+                Err(e) if step.exit_code == 0 => {
+                    log(&e);
+                    (step.exit_code, step.message) = (1, Some(e));
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait for `fut` like [`Self::wait`] waits for a time: cancellation,
+    /// timeout and deletion end it early, dropping `fut`.
+    async fn wait_for<F: std::future::Future>(&mut self, fut: F) -> Result<F::Output, Interrupt> {
+        let timeout_at = self.timeout.map(|(_, at)| at);
+        tokio::pin!(fut);
+        loop {
+            while let Ok(m) = self.rx.try_recv() {
+                self.take(Some(m), false, timeout_at)?;
+            }
+            if let Some(m) = self.cancel_request() {
+                return Err(Interrupt::Cancelled(m));
+            }
+            if timeout_at.is_some_and(|at| Instant::now() >= at) {
+                return Err(Interrupt::TimedOut);
+            }
+            let far = Instant::now() + Duration::from_secs(86_400 * 365);
+            tokio::select! {
+                out = &mut fut => return Ok(out),
+                m = self.rx.recv() => self.take(m, false, timeout_at)?,
+                _ = tokio::time::sleep_until(timeout_at.unwrap_or(far)) => {}
+            }
+        }
+    }
+
     /// Let a step's simulated time pass, writing its log lines evenly over it.
     async fn run_step(&mut self, sim: &PodSim, step: &StepPlan) -> Result<(), Interrupt> {
         let begin = Instant::now();
@@ -1506,6 +1613,22 @@ impl TaskRunActor {
         }
         self.wait(Some(begin + real), false).await
     }
+}
+
+/// The tool a step's command needs that this host lacks: the program, or for
+/// `#!/usr/bin/env tool` scripts the tool `env` runs.
+fn missing_tool(cmd: &host::StepCommand) -> Option<String> {
+    let path = cmd
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
+    if !host::available(&cmd.program, path) {
+        return Some(cmd.program.clone());
+    }
+    let first = cmd.args.first().filter(|_| cmd.program.ends_with("/env"))?;
+    (!first.starts_with('-') && !host::available(first, path)).then(|| first.clone())
 }
 
 struct VolumeProblem {

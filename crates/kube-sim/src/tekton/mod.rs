@@ -10,6 +10,7 @@ pub mod controller;
 pub mod convert;
 pub mod dag;
 pub mod duration;
+pub mod host;
 pub mod model;
 pub mod pipelinerun;
 pub mod resolve;
@@ -20,4 +21,5 @@ pub mod taskrun;
 pub mod testing;
 
 pub use controller::{Controller, ControllerHandle, ControllerOptions, Settled};
+pub use host::HostSteps;
 pub use script::ScriptRule;

@@ -64,6 +64,8 @@ pub struct StepPlan {
     pub logs: Vec<String>,
     pub exit_code: i32,
     pub results: Vec<(String, String)>,
+    /// The container's termination message (set by the host runner).
+    pub message: Option<String>,
 }
 
 /// Inputs to planning a task's steps.
@@ -116,6 +118,7 @@ pub fn plan_steps(
                     .unwrap_or_else(|| default_logs(step, name, ctx.params)),
                 exit_code: merged.exit_code.unwrap_or(0),
                 results: merged.results.into_iter().collect(),
+                message: None,
             }
         })
         .collect();

@@ -16,10 +16,17 @@ pub fn replace_vars(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> String 
             Some(end) => {
                 let expr = after[..end].trim();
                 match lookup(expr) {
-                    Some(v) => out.push_str(&v),
-                    None => out.push_str(&rest[start..start + 2 + end + 1]),
+                    Some(v) => {
+                        out.push_str(&v);
+                        rest = &after[end + 1..];
+                    }
+                    // Not a variable (e.g. a shell's `$(cat $(params.f))`): keep
+                    // it and look for variables inside it.
+                    None => {
+                        out.push_str("$(");
+                        rest = after;
+                    }
                 }
-                rest = &after[end + 1..];
             }
             None => {
                 out.push_str(&rest[start..]);
@@ -91,6 +98,39 @@ fn collect_refs(v: &Value, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// Expand each `args`/`command` item of the steps that is exactly an array
+/// parameter reference (`$(params.x[*])`) into that array's items, as Tekton
+/// does: an empty array leaves no argument, each item stays one argument.
+pub fn expand_array_params(task_spec: &mut Value, arrays: &BTreeMap<String, Vec<String>>) {
+    let Some(steps) = task_spec.get_mut("steps").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for step in steps {
+        for key in ["args", "command"] {
+            let Some(items) = step.get_mut(key).and_then(Value::as_array_mut) else {
+                continue;
+            };
+            let expanded: Vec<Value> = items
+                .iter()
+                .flat_map(|item| match array_ref(item, arrays) {
+                    Some(values) => values.iter().map(|v| Value::String(v.clone())).collect(),
+                    None => vec![item.clone()],
+                })
+                .collect();
+            *items = expanded;
+        }
+    }
+}
+
+fn array_ref<'a>(
+    item: &Value,
+    arrays: &'a BTreeMap<String, Vec<String>>,
+) -> Option<&'a Vec<String>> {
+    let expr = item.as_str()?.strip_prefix("$(")?.strip_suffix(')')?.trim();
+    let name = param_name(expr.strip_suffix("[*]")?)?;
+    arrays.get(name)
+}
+
 /// A lookup for parameter references from a name→value map.
 pub fn params_lookup(params: &BTreeMap<String, String>) -> impl Fn(&str) -> Option<String> + '_ {
     move |expr| param_name(expr).and_then(|n| params.get(n).cloned())
@@ -114,8 +154,28 @@ mod tests {
             "1+1"
         );
         assert_eq!(
+            replace_vars("$(cat $(params.x)/f) $(y $(z)", &f),
+            "$(cat 1/f) $(y $(z)"
+        );
+        assert_eq!(
             replace_vars("unterminated $(params.x", &f),
             "unterminated $(params.x"
+        );
+    }
+
+    #[test]
+    fn array_params_expand_to_one_argument_per_item() {
+        let arrays: BTreeMap<String, Vec<String>> = [
+            ("A".to_string(), vec!["x y".to_string(), "z".to_string()]),
+            ("E".to_string(), vec![]),
+        ]
+        .into();
+        let mut spec =
+            json!({"steps": [{"args": ["$(params.A[*])", "--", "$(params.E[*])", "$(params.A)"]}]});
+        expand_array_params(&mut spec, &arrays);
+        assert_eq!(
+            spec["steps"][0]["args"],
+            json!(["x y", "z", "--", "$(params.A)"])
         );
     }
 

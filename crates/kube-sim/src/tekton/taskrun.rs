@@ -92,14 +92,24 @@ pub fn prepare(tr: &Value, resolver: &Resolver) -> Result<TaskRunPlan, Failure> 
         .unwrap_or_else(|| model::name(tr).to_string());
 
     let mut params = BTreeMap::new();
-    for p in model::arr(&task.spec, &["params"]) {
-        if let (Some(n), Some(d)) = (p.get("name").and_then(Value::as_str), p.get("default")) {
-            params.insert(n.to_string(), model::param_value_to_string(d));
-        }
-    }
-    for p in model::arr(&spec, &["params"]) {
-        if let (Some(n), Some(v)) = (p.get("name").and_then(Value::as_str), p.get("value")) {
-            params.insert(n.to_string(), model::param_value_to_string(v));
+    let mut arrays = BTreeMap::new();
+    let given = model::arr(&task.spec, &["params"])
+        .iter()
+        .filter_map(|p| Some((p.get("name")?.as_str()?, p.get("default")?)))
+        .chain(
+            model::arr(&spec, &["params"])
+                .iter()
+                .filter_map(|p| Some((p.get("name")?.as_str()?, p.get("value")?))),
+        );
+    for (n, v) in given {
+        params.insert(n.to_string(), model::param_value_to_string(v));
+        if let Some(items) = v.as_array() {
+            arrays.insert(
+                n.to_string(),
+                items.iter().map(model::param_value_to_string).collect(),
+            );
+        } else {
+            arrays.remove(n);
         }
     }
     let missing: Vec<&str> = model::arr(&task.spec, &["params"])
@@ -143,6 +153,7 @@ pub fn prepare(tr: &Value, resolver: &Resolver) -> Result<TaskRunPlan, Failure> 
         message,
     })?;
     steps::merge_step_template(&mut task_spec);
+    subst::expand_array_params(&mut task_spec, &arrays);
     subst::replace_in_value(&mut task_spec, &|expr| {
         subst::param_name(expr)
             .and_then(|n| params.get(n).cloned())
@@ -311,6 +322,14 @@ fn image_id(image: &str) -> String {
     )
 }
 
+/// A terminated state carries the step's termination message, if any.
+fn with_message(mut state: Value, step: &StepPlan) -> Value {
+    if let (Some(t), Some(m)) = (state.get_mut("terminated"), &step.message) {
+        t["message"] = json!(m);
+    }
+    state
+}
+
 /// Pod `containerStatuses`.
 pub fn container_statuses(steps: &[StepPlan], states: &[StepState]) -> Value {
     Value::Array(
@@ -326,7 +345,7 @@ pub fn container_statuses(steps: &[StepPlan], states: &[StepState]) -> Value {
                     "ready": running,
                     "started": running,
                     "restartCount": 0,
-                    "state": st.to_json(),
+                    "state": with_message(st.to_json(), s),
                 })
             })
             .collect(),
@@ -345,7 +364,7 @@ pub fn step_statuses(
             .zip(states)
             .enumerate()
             .map(|(i, (s, st))| {
-                let mut v = st.to_json();
+                let mut v = with_message(st.to_json(), s);
                 v["name"] = json!(s.name);
                 v["container"] = json!(format!("step-{}", s.name));
                 v["imageID"] = json!(image_id(&s.image));
