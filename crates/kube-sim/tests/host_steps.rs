@@ -139,7 +139,9 @@ async fn pipeline_steps_run_on_the_host_with_workspaces_secrets_and_results() {
     let pod = model::str_at(&write, &["status", "podName"])
         .unwrap()
         .to_string();
-    let logs = env.logs("ci", &pod, "step-a").await;
+    let mut logs = env.logs("ci", &pod, "step-a").await;
+    // stdout and stderr are two pipes: their relative order is not kept.
+    logs.sort();
     assert_eq!(logs, vec!["hello from a configmap", "to-stderr"]);
 
     assert!(
