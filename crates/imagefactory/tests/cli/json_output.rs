@@ -314,6 +314,12 @@ async fn errors_show_the_problem_and_completions_are_generated() {
         ran.stderr.contains("127.0.0.1:1") && !ran.stderr.contains(&world.token),
         "{ran:?}"
     );
+    // Following a server that stays away: reconnects for the window, then 6.
+    let ran = away
+        .run(&["build", "logs", missing, "-f", "--reconnect-timeout", "1s"])
+        .await;
+    assert_eq!(ran.code(), 6, "{ran:?}");
+    assert!(ran.stderr.contains("cannot connect"), "{ran:?}");
     // No URL or token at all: usage, saying what to do.
     let ran = cli.bare().run(&["build", "list"]).await;
     assert_eq!(ran.code(), 2, "{ran:?}");
