@@ -6,6 +6,8 @@
 //! substituted into it and `$(step.results.<r>.path)` pointing at the step's
 //! own results directory.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::{model, subst};
@@ -36,11 +38,12 @@ pub const NOT_WITH_REF: &[&str] = &[
     "results",
 ];
 
-/// The steps of `spec` with its `stepTemplate` merged into each.
-pub fn merged_steps(spec: &Value) -> Vec<Value> {
+/// The steps of `spec` with its `stepTemplate` merged into each (borrowed,
+/// not copied, when there is no template: admission runs on every create).
+pub fn merged_steps(spec: &Value) -> Cow<'_, [Value]> {
     let steps = model::arr(spec, &["steps"]);
     let Some(template) = spec.get("stepTemplate").filter(|t| t.is_object()) else {
-        return steps.to_vec();
+        return Cow::Borrowed(steps);
     };
     steps
         .iter()
@@ -49,7 +52,8 @@ pub fn merged_steps(spec: &Value) -> Vec<Value> {
             patch::strategic_merge(&mut merged, step);
             merged
         })
-        .collect()
+        .collect::<Vec<_>>()
+        .into()
 }
 
 /// Merges `spec.stepTemplate` into `spec.steps` in place (the template stays).
@@ -57,7 +61,7 @@ pub fn merge_step_template(spec: &mut Value) {
     if spec.get("stepTemplate").is_none() {
         return;
     }
-    let steps = merged_steps(spec);
+    let steps = merged_steps(spec).into_owned();
     spec["steps"] = Value::Array(steps);
 }
 
@@ -68,6 +72,13 @@ pub fn resolve_step_refs(
     namespace: &str,
     cluster: &dyn Cluster,
 ) -> Result<(), String> {
+    // Most Tasks have no `ref:` step: cost them nothing per TaskRun.
+    if !model::arr(spec, &["steps"])
+        .iter()
+        .any(|s| s.get("ref").is_some())
+    {
+        return Ok(());
+    }
     let names = model::step_names(spec);
     let Some(steps) = spec.get_mut("steps").and_then(Value::as_array_mut) else {
         return Ok(());
