@@ -100,3 +100,158 @@ async fn bundled_git_clone_clones_a_real_repository() {
         .unwrap();
     assert_eq!(result(clone, "url").as_deref(), Some(url.as_str()));
 }
+
+/// A `docker-registry` on 127.0.0.1 with htpasswd auth, stopped on drop.
+struct Registry {
+    child: std::process::Child,
+    host: String,
+    _dir: tempfile::TempDir,
+}
+
+const USER: &str = "builder";
+const PASSWORD: &str = "s3cret-Pa55";
+
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", USER, PASSWORD])
+            .output()
+            .unwrap();
+        std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let host = format!("127.0.0.1:{port}");
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\nhttp:\n  addr: {host}\nauth:\n  htpasswd:\n    realm: test\n    path: {root}/htpasswd\n",
+            root = dir.path().display()
+        );
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry starts");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(&host).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "registry did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Registry {
+            child,
+            host,
+            _dir: dir,
+        }
+    }
+
+    /// The `Docker-Content-Digest` the registry serves for `repo:tag`.
+    fn digest(&self, repo: &str, tag: &str) -> String {
+        use base64::Engine;
+        use std::io::{Read, Write};
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+        let mut s = std::net::TcpStream::connect(&self.host).unwrap();
+        write!(
+            s,
+            "HEAD /v2/{repo}/manifests/{tag} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {auth}\r\nAccept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n",
+            self.host
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        text.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("docker-content-digest")
+                    .then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("no digest header: {text}"))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn on_path(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test]
+async fn bundled_docker_build_builds_with_buildah_and_pushes_to_a_registry_with_htpasswd() {
+    let missing: Vec<&str> = ["buildah", "docker-registry", "htpasswd"]
+        .into_iter()
+        .filter(|t| !on_path(t))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!(
+            "SKIPPED: {} not installed (run .ci/install-local-tools.sh)",
+            missing.join(", ")
+        );
+        return;
+    }
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let registry = Registry::start();
+    let root = tempfile::tempdir().unwrap();
+    let env = env_with(ControllerOptions {
+        // Real builds take real seconds: keep simulated time real.
+        time_scale: 1.0,
+        pod_start_delay: std::time::Duration::ZERO,
+        host_steps: Some(HostSteps {
+            root: root.path().join("sim"),
+        }),
+        ..ControllerOptions::default()
+    })
+    .await;
+    env.default_storage_class().await;
+    env.create(Some("ci"), bundled_task("docker-build")).await;
+    // As `kubectl create secret docker-registry` makes it: `.dockerconfigjson`.
+    let config =
+        json!({"auths": {registry.host.clone(): {"auth": b64(&format!("{USER}:{PASSWORD}"))}}})
+            .to_string();
+    env.create(
+        Some("ci"),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "reg"},
+        "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": b64(&config)}}),
+    )
+    .await;
+    let image = format!("{}/team/app:1", registry.host);
+    let spec = json!({
+        "workspaces": [{"name": "w", "volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}},
+                       {"name": "d", "secret": {"secretName": "reg"}}],
+        "pipelineSpec": {"workspaces": [{"name": "w"}, {"name": "d"}],
+          "results": [{"name": "digest", "value": "$(tasks.build.results.IMAGE_DIGEST)"}],
+          "tasks": [
+            {"name": "prep", "workspaces": [{"name": "s", "workspace": "w"}], "taskSpec": {"workspaces": [{"name": "s"}],
+                "steps": [{"name": "p", "image": "busybox", "script": "cd $(workspaces.s.path)\nprintf 'FROM scratch\\nCOPY f /f\\n' > Dockerfile\necho hello > f\n"}]}},
+            {"name": "build", "runAfter": ["prep"], "taskRef": {"name": "docker-build"},
+             "params": [{"name": "IMAGE", "value": image}, {"name": "TLS_VERIFY", "value": "false"}],
+             "workspaces": [{"name": "source", "workspace": "w"}, {"name": "dockerconfig", "workspace": "d"}]}]}
+    });
+    let run = run_to_end(&env, spec).await;
+    let trs = env.list(&gvr::TASKRUNS, "ci").await;
+    let steps: Vec<&Value> = trs.iter().map(|t| &t["status"]["steps"]).collect();
+    assert_eq!(condition(&run).1, "Succeeded", "{steps:#?}");
+    let digest = result(&run, "digest").unwrap();
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    assert_eq!(
+        digest,
+        registry.digest("team/app", "1"),
+        "the recorded digest is the registry's"
+    );
+}
