@@ -255,3 +255,119 @@ async fn bundled_docker_build_builds_with_buildah_and_pushes_to_a_registry_with_
         "the recorded digest is the registry's"
     );
 }
+
+/// Run PipelineRun `r`: a `prep` step (`script`, in the source workspace)
+/// then the bundled Task `task` with `params`; returns the run and its TaskRuns.
+async fn prep_and_run(env: &Env, script: &str, task: &str, params: Value) -> (Value, Vec<Value>) {
+    env.default_storage_class().await;
+    env.create(Some("ci"), bundled_task(task)).await;
+    env.create(
+        Some("ci"),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "reg"},
+        "data": {"config.json": "eyJhdXRocyI6e319"}}),
+    )
+    .await;
+    let spec = json!({
+        "workspaces": [{"name": "w", "volumeClaimTemplate": {"spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}},
+                       {"name": "d", "secret": {"secretName": "reg"}}],
+        "pipelineSpec": {"workspaces": [{"name": "w"}, {"name": "d"}], "tasks": [
+            {"name": "prep", "workspaces": [{"name": "s", "workspace": "w"}], "taskSpec": {"workspaces": [{"name": "s"}],
+                "steps": [{"name": "p", "image": "busybox", "script": format!("cd $(workspaces.s.path)\n{script}")}]}},
+            {"name": "build", "runAfter": ["prep"], "taskRef": {"name": task}, "params": params,
+             "workspaces": [{"name": "source", "workspace": "w"}, {"name": "dockerconfig", "workspace": "d"}]}]}
+    });
+    let run = run_to_end(env, spec).await;
+    (run, env.list(&gvr::TASKRUNS, "ci").await)
+}
+
+fn build_run(trs: &[Value]) -> &Value {
+    trs.iter()
+        .find(|t| {
+            model::str_at(t, &["metadata", "labels", "tekton.dev/pipelineTask"]) == Some("build")
+        })
+        .expect("the build TaskRun")
+}
+
+async fn host_env(root: &Path) -> Env {
+    env_with(ControllerOptions {
+        time_scale: 1.0,
+        pod_start_delay: std::time::Duration::ZERO,
+        host_steps: Some(HostSteps {
+            root: root.join("sim"),
+        }),
+        ..ControllerOptions::default()
+    })
+    .await
+}
+
+/// BuildKit's `buildctl-daemonless.sh` is not packaged for this host: the
+/// bundled buildx Task fails with the runner's clear message.
+#[tokio::test]
+async fn bundled_buildx_without_buildkit_fails_naming_the_missing_tool() {
+    if on_path("buildctl-daemonless.sh") {
+        eprintln!("SKIPPED: buildctl-daemonless.sh is installed; this test covers its absence");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let env = host_env(root.path()).await;
+    let params = json!([{"name": "IMAGE", "value": "127.0.0.1:5000/team/app:1"},
+        {"name": "PLATFORMS", "value": ["linux/amd64", "linux/arm64"]}]);
+    let (run, trs) = prep_and_run(
+        &env,
+        "printf 'FROM scratch\\n' > Dockerfile",
+        "buildx",
+        params,
+    )
+    .await;
+    assert_eq!(condition(&run).1, "Failed");
+    let tr = build_run(&trs);
+    let message = "buildctl-daemonless.sh is not available on this host";
+    assert_eq!(tr["status"]["steps"][0]["terminated"]["exitCode"], 127);
+    assert_eq!(tr["status"]["steps"][0]["terminated"]["message"], message);
+    let pod = model::str_at(tr, &["status", "podName"])
+        .unwrap()
+        .to_string();
+    let logs = env.logs("ci", &pod, "step-build-and-push").await;
+    assert_eq!(logs.last().map(String::as_str), Some(message), "{logs:?}");
+}
+
+/// The bundled packer Task runs a `null`-builder template with packer's
+/// `-var image=…` and records `IMAGE_URL`.
+#[tokio::test]
+async fn bundled_packer_runs_a_null_builder_template() {
+    if !on_path("packer") {
+        eprintln!("SKIPPED: packer is not installed (run .ci/install-local-tools.sh)");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let env = host_env(root.path()).await;
+    let template = r#"cat > image.pkr.hcl <<'HCL'
+variable "image" {
+  type = string
+}
+source "null" "local" {
+  communicator = "none"
+}
+build {
+  sources = ["source.null.local"]
+  provisioner "shell-local" {
+    inline = ["echo built ${var.image}"]
+  }
+}
+HCL"#;
+    let image = "127.0.0.1:5000/team/packer:1";
+    let params =
+        json!([{"name": "IMAGE", "value": image}, {"name": "TEMPLATE", "value": "image.pkr.hcl"}]);
+    let (run, trs) = prep_and_run(&env, template, "packer", params).await;
+    let tr = build_run(&trs);
+    let pod = model::str_at(tr, &["status", "podName"])
+        .unwrap_or("")
+        .to_string();
+    let logs = env.logs("ci", &pod, "step-build").await;
+    assert_eq!(condition(&run).1, "Succeeded", "{logs:#?}");
+    assert_eq!(result(tr, "IMAGE_URL").as_deref(), Some(image));
+    assert!(
+        logs.iter().any(|l| l.contains(&format!("built {image}"))),
+        "{logs:#?}"
+    );
+}
