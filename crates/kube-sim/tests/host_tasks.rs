@@ -371,3 +371,124 @@ HCL"#;
         "{logs:#?}"
     );
 }
+
+/// A "dumb HTTP" git server behind Basic auth (python3, static files of a
+/// bare repository), stopped on drop.
+struct GitHttp {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for GitHttp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const GIT_HTTP_SERVER: &str = r#"
+import base64, http.server, sys
+root, port, expected = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+class H(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, *a, **k): super().__init__(*a, directory=root, **k)
+    def log_message(self, *a): pass
+    def do_GET(self):
+        if self.headers.get("Authorization") != "Basic " + base64.b64encode(expected.encode()).decode():
+            self.send_response(401); self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0"); self.end_headers(); return
+        super().do_GET()
+http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+"#;
+
+fn serve_git_over_http(repo: &Path, credential: &str) -> GitHttp {
+    let root = repo.parent().unwrap().join("http");
+    std::fs::create_dir_all(&root).unwrap();
+    let bare = root.join("app.git");
+    git(
+        &root,
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &repo.display().to_string(),
+            &bare.display().to_string(),
+        ],
+    );
+    git(&bare, &["update-server-info"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("python3")
+        .args([
+            "-c",
+            GIT_HTTP_SERVER,
+            &root.display().to_string(),
+            &port.to_string(),
+            credential,
+        ])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "git http server did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    GitHttp {
+        child,
+        url: format!("http://127.0.0.1:{port}/app.git"),
+    }
+}
+
+/// git-clone behind HTTP Basic auth: the credential arrives through the
+/// `basic-auth` workspace (a Secret with `.gitconfig` and `.git-credentials`).
+#[tokio::test]
+async fn bundled_git_clone_uses_the_basic_auth_workspace() {
+    if !on_path("git") || !on_path("python3") {
+        eprintln!("SKIPPED: git or python3 is not installed");
+        return;
+    }
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let root = tempfile::tempdir().unwrap();
+    let repo = root.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("README"), "private\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "one"]);
+    let commit = git(&repo, &["rev-parse", "HEAD"]);
+    let server = serve_git_over_http(&repo, "alice:pa55-w0rd");
+
+    let env = host_env(root.path()).await;
+    env.create(Some("ci"), bundled_task("git-clone")).await;
+    let with_auth = server.url.replace("http://", "http://alice:pa55-w0rd@");
+    let origin = with_auth.trim_end_matches("/app.git");
+    env.create(Some("ci"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git-auth"},
+        "data": {".gitconfig": b64("[credential]\n\thelper = store\n"), ".git-credentials": b64(&format!("{origin}\n"))}})).await;
+    let clone = |name: &str, auth: bool| {
+        let mut ws = vec![json!({"name": "output", "emptyDir": {}})];
+        if auth {
+            ws.push(json!({"name": "basic-auth", "secret": {"secretName": "git-auth"}}));
+        }
+        json!({"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "metadata": {"name": name}, "spec": {
+            "taskRef": {"name": "git-clone"}, "workspaces": ws,
+            // Dumb HTTP cannot serve shallow fetches: full history.
+            "params": [{"name": "url", "value": server.url}, {"name": "revision", "value": "main"}, {"name": "depth", "value": "0"}]}})
+    };
+    env.create(Some("ci"), clone("with-auth", true)).await;
+    env.create(Some("ci"), clone("without-auth", false)).await;
+    let ok = env.wait_done(&gvr::TASKRUNS, "ci", "with-auth").await;
+    assert_eq!(condition(&ok).1, "Succeeded", "{:#}", ok["status"]["steps"]);
+    assert_eq!(result(&ok, "commit").as_deref(), Some(commit.as_str()));
+    let denied = env.wait_done(&gvr::TASKRUNS, "ci", "without-auth").await;
+    assert_eq!(
+        condition(&denied).1,
+        "StepFailed",
+        "no credential, no clone"
+    );
+}
