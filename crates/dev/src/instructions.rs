@@ -47,6 +47,8 @@ Image Factory is serving at {base} (API under {api}, OpenAPI at {api}/openapi.js
 Demo token (tenant admin of tenant {tenant}; a throwaway credential for this demo only):
   {token}
 
+Web dashboard: {base}/ (sign in with the demo token above; a token never goes in a URL)
+
 Try it (paste into a shell):
   API={api_q}
   TOKEN={token_q}
@@ -105,6 +107,10 @@ mod tests {
         // Quoted so that any character survives the shell.
         assert!(text.contains(r"TOKEN='ifk_demo'\''tok'"), "{text}");
         assert!(text.contains("demo only"), "{text}");
+        assert!(
+            text.contains("Web dashboard: http://127.0.0.1:8080/ (sign in"),
+            "{text}"
+        );
         assert!(text.contains(&format!("$API/builds/{}/artifacts", Uuid::from_u128(3))));
         assert!(text.contains("logs?follow=true"));
         assert!(!text.contains("kubectl"), "no kubeconfig, no kubectl hint");

@@ -180,7 +180,7 @@ fn serve(
     println!("Image Factory API at {base_url}, embedded dispatcher with the Tekton executor");
     let http = tokio::spawn(http::serve(
         listener,
-        imagefactory_api::router(state),
+        imagefactory_web::app(state),
         args.http.clone(),
         shutdown.clone(),
     ));

@@ -147,6 +147,8 @@ async fn without_exit_it_keeps_serving_the_printed_commands_until_sigint() {
     let items = list["items"].as_array().expect("a build page");
     assert_eq!(items.len(), 1, "{list}");
     assert_eq!(items[0]["status"], "succeeded", "{list}");
+    let demo_build = items[0]["id"].as_str().unwrap().to_owned();
+    dashboard_lists(&value("Web dashboard: "), &token, &demo_build).await;
 
     let body_line = stdout
         .lines()
@@ -176,6 +178,39 @@ async fn without_exit_it_keeps_serving_the_printed_commands_until_sigint() {
     for secret in [ADMIN_TOKEN, SECRET_KEY] {
         assert!(!out.contains(secret), "a secret was printed\n{out}");
     }
+}
+
+/// The printed dashboard URL (`<url> (sign in ...)`) answers; signing in
+/// there with the printed token shows the demo build in the builds list.
+async fn dashboard_lists(line: &str, token: &str, build: &str) {
+    let url = line.split_whitespace().next().expect("a dashboard URL");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let home = http.get(url).send().await.unwrap();
+    assert_eq!(home.status(), 303, "{url}");
+    assert_eq!(home.headers()["location"], "/sign-in");
+    let signed_in = http
+        .post(format!("{url}sign-in"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let page = http
+        .get(format!("{url}builds"))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains(&format!("/builds/{build}")), "{html}");
+    assert!(html.contains("succeeded"), "{html}");
+    assert!(!html.contains(token), "the token is in the page");
 }
 
 /// A taken port is a clear startup error naming the address, and the process

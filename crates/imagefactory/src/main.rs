@@ -106,7 +106,8 @@ async fn serve(mut settings: ServeSettings) -> anyhow::Result<()> {
         pool.clone(),
         state.token_cache.clone(),
     ));
-    let app = imagefactory_api::router(state);
+    // The API under /api/v1 with the web dashboard at /.
+    let app = imagefactory_web::app(state);
     tracing::info!(addr = %listener.local_addr()?, "imagefactory serving");
     let signal = tokio::spawn(cancel_on_signal(shutdown.clone()));
     let http = tokio::spawn(http::serve(
