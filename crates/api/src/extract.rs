@@ -52,39 +52,51 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
     }
 }
 
-/// Deserialize JSON, classifying errors: syntax → 400, shape (unknown or
-/// missing field, wrong type, unknown enum value) → 422 naming the field,
-/// a NUL character in any string or key → 422 naming it.
+/// Deserialize JSON, classifying errors: syntax → 400, shape (a body that is
+/// not an object, unknown or missing field, wrong type, unknown enum value) →
+/// 422 naming the field, a NUL character in any string or key → 422 naming
+/// it. A number with a zero fraction (`3.0`, `1e2`) is that integer, as JSON
+/// Schema's `integer` (and so the OpenAPI document) has it.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    refuse_nul(bytes)?;
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let path = err.path().to_string();
-        let inner = err.into_inner();
-        let message = strip_position(&inner.to_string());
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                ApiError::field(field_of(&path, &message), message)
-            }
-            _ => ApiError::MalformedJson(message),
-        }
-    })?;
-    de.end()
+    let mut value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::MalformedJson(strip_position(&e.to_string())))?;
-    Ok(value)
+    refuse_nul(&value)?;
+    // serde would read a struct from an array too (`[null, null]`).
+    if !value.is_object() {
+        return Err(ApiError::field("body", "must be a JSON object"));
+    }
+    integral_floats_to_integers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|err| {
+        let path = err.path().to_string();
+        let message = strip_position(&err.into_inner().to_string());
+        ApiError::field(field_of(&path, &message), message)
+    })
+}
+
+/// `3.0` → `3` wherever it sits; other numbers stay as they are.
+fn integral_floats_to_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64())
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                // Exact: |f| < 2^53.
+                *n = serde_json::Number::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_to_integers),
+        _ => {}
+    }
 }
 
 /// PostgreSQL's `text` and `jsonb` cannot hold U+0000: a body carrying one
 /// would fail at the database (a 500) or, worse, be cut short by a tool later.
-/// Every body passes here, so no route can forget it. A JSON string can only
-/// hold U+0000 escaped (`\u0000`), so bodies without that escape skip the walk.
-fn refuse_nul(bytes: &[u8]) -> Result<(), ApiError> {
-    if !bytes.windows(6).any(|w| w == b"\\u0000") {
-        return Ok(());
-    }
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::MalformedJson(strip_position(&e.to_string())))?;
-    match nul_path(&value, String::new()) {
+/// Every body passes here, so no route can forget it.
+fn refuse_nul(value: &serde_json::Value) -> Result<(), ApiError> {
+    match nul_path(value, String::new()) {
         Some(field) => Err(ApiError::field(
             field,
             "must not contain the NUL character (\\u0000)",
@@ -288,5 +300,25 @@ mod tests {
         );
         // An escaped backslash followed by "u0000" is no NUL.
         assert!(parse_json::<Outer>(br#"{"name": "\\u0000"}"#).is_ok());
+    }
+
+    /// Found by schemathesis: serde reads a struct from an array, so
+    /// `[null, null]` was a valid PATCH body.
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused_naming_body() {
+        for body in ["[\"x\", null]", "[]", "\"x\"", "1", "null"] {
+            assert_eq!(field(body), "body", "{body}");
+        }
+    }
+
+    /// Found by schemathesis: JSON Schema's `integer` includes `131.0`.
+    #[test]
+    fn integral_numbers_with_a_fraction_or_exponent_are_integers() {
+        let body = r#"{"name": "x", "inner": {"n": 131.0}}"#;
+        let outer: Outer = parse_json(body.as_bytes()).unwrap();
+        assert_eq!(outer.inner.unwrap().n, 131);
+        let outer: Outer = parse_json(br#"{"name": "x", "inner": {"n": 1e2}}"#).unwrap();
+        assert_eq!(outer.inner.unwrap().n, 100);
+        assert_eq!(field(r#"{"name": "x", "inner": {"n": 1.5}}"#), "inner.n");
     }
 }

@@ -48,13 +48,26 @@ pub struct SubmitBuild {
     /// Credential used to push the image.
     pub registry_credential_id: Option<Uuid>,
     /// Branch, tag or commit; default: the project's default branch.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*(/[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*)*$"
+    )]
     pub git_ref: Option<String>,
     /// Destination `registry/repository[:tag]`. Kaniko may give
-    /// `config.metadata.registry_repo` instead.
+    /// `config.metadata.registry_repo` instead; the other methods require it
+    /// (422 when missing).
+    #[schema(
+        min_length = 1,
+        max_length = 512,
+        pattern = r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+(:[1-9][0-9]{0,3})?|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?:[1-9][0-9]{0,3}|localhost)/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+    )]
     pub image: Option<String>,
     /// Higher runs first, -1000..=1000 (default 0).
+    #[schema(minimum = -1000, maximum = 1000)]
     pub priority: Option<i32>,
     /// 1..=86400 (default 3600).
+    #[schema(minimum = 1, maximum = 86400)]
     pub timeout_seconds: Option<i32>,
     pub config: Option<MethodConfig>,
 }
@@ -137,6 +150,7 @@ pub struct ListBuildsQuery {
     project_id: Option<Uuid>,
     status: Option<BuildStatus>,
     /// 1..=100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page; an id that is no position in
     /// this list is refused (400), not an empty page.

@@ -58,6 +58,7 @@ pub const DEFAULT_LIMIT: i64 = 100;
 #[allow(dead_code)]
 pub struct PageQuery {
     /// 1..=100, default 100.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page; an id that is no position in this
     /// list is refused (400), not an empty page.

@@ -27,18 +27,39 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GitCredentialInput {
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
+    )]
     pub username: String,
-    #[schema(value_type = String, format = Password, write_only)]
+    #[schema(value_type = String, format = Password, write_only, min_length = 1, max_length = 4096)]
     pub password: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProject {
+    #[schema(
+        min_length = 1,
+        max_length = 63,
+        pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    )]
     pub name: String,
-    /// https://, http://, ssh://, git://, file:// or user@host:path.
+    /// https://, http://, ssh://, git://, file:// or user@host:path; no
+    /// password in the URL (use `git_credential`).
+    #[schema(
+        min_length = 1,
+        max_length = 2048,
+        pattern = r"^((https?|ssh|git)://[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:[1-9][0-9]{0,3})?/[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*(/[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*|file:///[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*(/[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*|[A-Za-z0-9_][A-Za-z0-9._]*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*:[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*(/[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*)$"
+    )]
     pub git_url: String,
-    /// Defaults to `main`.
+    /// Defaults to `main`. A git branch, tag or commit (`git check-ref-format`).
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*(/[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*)*$"
+    )]
     pub default_branch: Option<String>,
     pub git_credential: Option<GitCredentialInput>,
 }
@@ -46,7 +67,17 @@ pub struct CreateProject {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProject {
+    #[schema(
+        min_length = 1,
+        max_length = 2048,
+        pattern = r"^((https?|ssh|git)://[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:[1-9][0-9]{0,3})?/[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*(/[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*|file:///[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*(/[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*|[A-Za-z0-9_][A-Za-z0-9._]*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*:[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*(/[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*)$"
+    )]
     pub git_url: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*(/[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*)*$"
+    )]
     pub default_branch: Option<String>,
     /// An object replaces the credential; `null` removes it; absent keeps it.
     #[serde(default, deserialize_with = "super::double_option")]
@@ -96,13 +127,14 @@ fn check_credential(
     input: Option<GitCredentialInput>,
 ) -> Option<GitCredential> {
     let c = input?;
-    if c.username.is_empty() || c.username.len() > 255 || c.username.chars().any(char::is_control) {
+    let chars = c.username.chars().count();
+    if chars == 0 || chars > 255 || c.username.chars().any(char::is_control) {
         v.add(
             "git_credential.username",
             "must be 1-255 characters without control characters",
         );
     }
-    if c.password.is_empty() || c.password.len() > 4096 {
+    if c.password.is_empty() || c.password.chars().count() > 4096 {
         v.add("git_credential.password", "must be 1-4096 characters");
     }
     Some(GitCredential {

@@ -112,6 +112,11 @@ async fn run_connection_test(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProvider {
+    #[schema(
+        min_length = 1,
+        max_length = 63,
+        pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    )]
     pub name: String,
     pub provider_type: ProviderType,
     /// Kubernetes: `auth_method` (`token` | `client-cert` | `kubeconfig`),
@@ -129,7 +134,7 @@ pub struct CreateProvider {
     pub tekton_enabled: Option<bool>,
     /// Default `active`.
     pub status: Option<ProviderStatus>,
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 10000)]
     pub max_concurrent_builds: Option<i32>,
 }
 
@@ -140,6 +145,11 @@ fn empty_object() -> Value {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProvider {
+    #[schema(
+        min_length = 1,
+        max_length = 63,
+        pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    )]
     pub name: Option<String>,
     /// Replaces the whole config. Secret fields left out keep their stored
     /// value while `auth_method` stays the same.
@@ -149,7 +159,7 @@ pub struct UpdateProvider {
     pub status: Option<ProviderStatus>,
     /// `null` removes the limit.
     #[serde(default, deserialize_with = "super::double_option")]
-    #[schema(nullable, minimum = 1)]
+    #[schema(nullable, minimum = 1, maximum = 10000)]
     pub max_concurrent_builds: Option<Option<i32>>,
 }
 

@@ -33,20 +33,45 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRegistryCredential {
+    #[schema(
+        min_length = 1,
+        max_length = 63,
+        pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    )]
     pub name: String,
     /// Registry host[:port], e.g. `ghcr.io` or `127.0.0.1:5000`.
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:[1-9][0-9]{0,3})?$"
+    )]
     pub registry: String,
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
+    )]
     pub username: String,
-    #[schema(value_type = String, format = Password, write_only)]
+    #[schema(value_type = String, format = Password, write_only, min_length = 1, max_length = 4096)]
     pub password: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRegistryCredential {
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:[1-9][0-9]{0,3})?$"
+    )]
     pub registry: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
+    )]
     pub username: Option<String>,
-    #[schema(value_type = Option<String>, format = Password, write_only)]
+    #[schema(value_type = Option<String>, format = Password, write_only, min_length = 1, max_length = 4096)]
     pub password: Option<String>,
 }
 
@@ -94,7 +119,7 @@ fn check_fields(
         );
     }
     if let Some(u) = username
-        && (u.is_empty() || u.len() > 255 || u.chars().any(char::is_control))
+        && (u.is_empty() || u.chars().count() > 255 || u.chars().any(char::is_control))
     {
         v.add(
             "username",
@@ -102,7 +127,7 @@ fn check_fields(
         );
     }
     if let Some(p) = password
-        && (p.is_empty() || p.len() > 4096)
+        && (p.is_empty() || p.chars().count() > 4096)
     {
         v.add("password", "must be 1-4096 characters");
     }

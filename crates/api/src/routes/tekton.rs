@@ -137,7 +137,7 @@ fn install_query(query: &QueryParams, allowed: &[&str]) -> ApiResult<(Option<Str
 /// Factory namespace; `dry_run`: validate only). One job per provider at a
 /// time: 409 names the running job.
 #[utoipa::path(post, path = "/admin/providers/{provider_id}/tekton/install", tag = "admin", security(("admin_token" = [])),
-    params(("provider_id" = Uuid, Path), ("namespace" = Option<String>, Query), ("dry_run" = Option<bool>, Query)),
+    params(("provider_id" = Uuid, Path), ("namespace" = Option<String>, Query, description = "a Kubernetes namespace name (DNS label)", min_length = 1, max_length = 63, pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"), ("dry_run" = Option<bool>, Query)),
     responses((status = 202, body = InstallJobView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn start_install(
     _: AdminAuth,
@@ -236,7 +236,7 @@ async fn get_install(
 /// / current / outdated / modified, the registry Secret and the service
 /// account, plus the default StorageClass.
 #[utoipa::path(get, path = "/admin/providers/{provider_id}/tekton/status", tag = "admin", security(("admin_token" = [])),
-    params(("provider_id" = Uuid, Path), ("namespace" = Option<String>, Query)),
+    params(("provider_id" = Uuid, Path), ("namespace" = Option<String>, Query, description = "a Kubernetes namespace name (DNS label)", min_length = 1, max_length = 63, pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")),
     responses((status = 200, body = Object), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 async fn tekton_status(
     _: AdminAuth,

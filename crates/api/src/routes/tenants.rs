@@ -32,11 +32,21 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     /// Lowercase letters, digits and '-', at most 63 characters; unique.
+    #[schema(
+        min_length = 1,
+        max_length = 63,
+        pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    )]
     pub name: String,
     /// Defaults to `name`.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub display_name: Option<String>,
     /// Builds of this tenant running at once (default 10).
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 10000)]
     pub max_concurrent_builds: Option<i32>,
     /// Builds of this tenant may run on the dispatcher's host
     /// (`infrastructure_type: local`; default false). A local build runs git,
@@ -49,8 +59,13 @@ pub struct CreateTenant {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenant {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub display_name: Option<String>,
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 10000)]
     pub max_concurrent_builds: Option<i32>,
     /// See `CreateTenant.allow_local_builds`; `false` also stops queued
     /// local builds of the tenant from starting (they fail saying why).
