@@ -51,6 +51,7 @@ pub struct LogsQuery {
     /// With `follow`: `json` makes each `log` event's data
     /// `{"source": "<task>/<step>", "line": "..."}` instead of the bare line
     /// (`text`, the default), for clients that show the task and step.
+    #[param(value_type = Option<String>, pattern = r"^(text|json)$")]
     format: Option<String>,
 }
 
