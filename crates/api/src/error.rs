@@ -11,6 +11,10 @@ use utoipa::ToSchema;
 /// Base of every problem `type`; the last segment is the stable code.
 pub const PROBLEM_BASE: &str = "https://imagefactory.dev/problems/";
 
+/// `Retry-After` of a 503 for an unavailable database: a restart or a
+/// burst that exhausted the pool is typically over within seconds.
+pub const DATABASE_RETRY_AFTER_SECONDS: u64 = 2;
+
 /// The problem document (RFC 9457).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
@@ -66,9 +70,14 @@ pub enum ApiError {
         detail: String,
         retry_after: std::time::Duration,
     },
-    /// 503: a dependency (the database) is unavailable; the cause is shown.
+    /// 503: a feature this server was not configured with; the cause is shown.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// 503 with `Retry-After`: the database cannot be reached, is restarting
+    /// or has no connection free within the pool's acquire timeout. The
+    /// cause is shown; the same request may succeed shortly.
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(String),
     /// 500: a bug or an unexpected failure; the cause is logged, not shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -131,7 +140,7 @@ impl ApiError {
                 "too-many-requests",
                 "Too many requests",
             ),
-            Unavailable(_) => (
+            Unavailable(_) | DatabaseUnavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "Service unavailable",
@@ -183,7 +192,7 @@ impl ApiError {
                 vec![],
             ),
             TooManyRequests { detail, .. } => (detail.clone(), vec![]),
-            Unavailable(m) => (m.clone(), vec![]),
+            Unavailable(m) | DatabaseUnavailable(m) => (m.clone(), vec![]),
             Internal(_) => (
                 "an unexpected error occurred; it has been logged".into(),
                 vec![],
@@ -204,7 +213,7 @@ impl IntoResponse for ApiError {
         match &self {
             // Logged once, here, where the failure is handled.
             ApiError::Internal(cause) => tracing::error!(cause = %cause, "request failed"),
-            ApiError::Unavailable(cause) => {
+            ApiError::Unavailable(cause) | ApiError::DatabaseUnavailable(cause) => {
                 tracing::warn!(cause = %cause, "dependency unavailable")
             }
             _ => {}
@@ -227,6 +236,12 @@ impl IntoResponse for ApiError {
                 // Whole seconds, rounded up: never "retry now" while throttled.
                 let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            }
+            ApiError::DatabaseUnavailable(_) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(DATABASE_RETRY_AFTER_SECONDS),
+                );
             }
             // The rest of the body may still be on its way: do not read it.
             ApiError::RequestTimeout(_) => {
@@ -304,7 +319,7 @@ impl From<StoreError> for ApiError {
             },
             StoreError::State(message) => ApiError::InvalidState(message),
             StoreError::Unavailable(cause) => {
-                ApiError::Unavailable(format!("the database is unavailable: {cause}"))
+                ApiError::DatabaseUnavailable(format!("the database is unavailable: {cause}"))
             }
             StoreError::Crypto(cause) => ApiError::Internal(format!("{cause}")),
             StoreError::Database(cause) => ApiError::Internal(format!("{cause}")),

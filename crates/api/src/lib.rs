@@ -28,7 +28,7 @@ use sqlx::PgPool;
 use tower_http::trace::TraceLayer;
 
 pub use connection::{ConnectionReport, ConnectionTarget, ConnectionTester};
-pub use error::{ApiError, Problem};
+pub use error::{ApiError, DATABASE_RETRY_AFTER_SECONDS, Problem};
 pub use limits::HttpLimits;
 use limits::{AuthThrottle, BodyReadTimeout, FollowerSlots};
 pub use openapi::openapi;

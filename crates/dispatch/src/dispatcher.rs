@@ -26,6 +26,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::context::build_context;
+use crate::outage::{OUTAGE_PATIENCE, retry_unavailable};
 use crate::policy::{self, RetryPolicy};
 use crate::select::{ProviderFacts, Slot, select_slot, tekton_off_reason};
 use crate::settings::{DispatcherMode, DispatcherSettings};
@@ -697,12 +698,23 @@ impl Shared {
             self.retry_policy(),
             jitter,
         );
+        // Through a database outage: the lease check inside makes a retry
+        // after a lost reply (or a takeover meanwhile) answer false.
         let result = match &decision {
-            None => queue::release_leases(&self.pool, &self.id, Some(&[build.build_id]))
-                .await
-                .map(|released| !released.is_empty()),
+            None => retry_unavailable("releasing the lease", OUTAGE_PATIENCE, || {
+                queue::release_leases(
+                    &self.pool,
+                    &self.id,
+                    Some(std::slice::from_ref(&build.build_id)),
+                )
+            })
+            .await
+            .map(|released| !released.is_empty()),
             Some(finish) => {
-                queue::finish(&self.pool, &self.id, build.build_id, execution.id, finish).await
+                retry_unavailable("recording the outcome", OUTAGE_PATIENCE, || {
+                    queue::finish(&self.pool, &self.id, build.build_id, execution.id, finish)
+                })
+                .await
             }
         };
         let committed = matches!((&result, &decision), (Ok(true), Some(_)));

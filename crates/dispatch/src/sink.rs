@@ -3,7 +3,6 @@
 //! `reference` returns).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use imagefactory_exec::{Artifact, ExecutionRef, ExecutionSink, LogLine, SinkError};
@@ -13,7 +12,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::coalesce::Coalescer;
-use crate::policy::backoff;
+use crate::outage::{OUTAGE_PATIENCE, retry_unavailable};
 
 /// One execution's reported reference, owned so it can wait in a queue.
 pub struct ReferenceWrite {
@@ -53,7 +52,12 @@ pub fn reference_writer(pool: PgPool) -> Arc<ReferenceWriter> {
                     .iter()
                     .map(|w| (w.execution_id, w.columns()))
                     .collect();
-                match executions::record_references(&pool, &rows).await {
+                let written =
+                    retry_unavailable("storing execution references", OUTAGE_PATIENCE, || {
+                        executions::record_references(&pool, &rows)
+                    })
+                    .await;
+                match written {
                     Ok(()) => batch.iter().map(|_| Ok(())).collect(),
                     Err(e) if batch.len() == 1 => vec![Err(e.to_string())],
                     // One bad entry must not fail the others: write them one by
@@ -61,10 +65,21 @@ pub fn reference_writer(pool: PgPool) -> Arc<ReferenceWriter> {
                     Err(_) => {
                         let mut results = Vec::with_capacity(batch.len());
                         for w in &batch {
+                            let columns = w.columns();
                             results.push(
-                                executions::record_reference(&pool, w.execution_id, &w.columns())
-                                    .await
-                                    .map_err(|e| e.to_string()),
+                                retry_unavailable(
+                                    "storing an execution reference",
+                                    OUTAGE_PATIENCE,
+                                    || {
+                                        executions::record_reference(
+                                            &pool,
+                                            w.execution_id,
+                                            &columns,
+                                        )
+                                    },
+                                )
+                                .await
+                                .map_err(|e| e.to_string()),
                             );
                         }
                         results
@@ -101,34 +116,19 @@ impl StoreSink {
     }
 }
 
-/// Attempts at one log write while the database is unavailable, and the
-/// backoff between them (about 1.5 s in all before lines count as lost).
-const LOG_WRITE_ATTEMPTS: i32 = 5;
-const LOG_RETRY_BASE: Duration = Duration::from_millis(100);
-const LOG_RETRY_MAX: Duration = Duration::from_secs(1);
-
 /// Source of the notes the sink itself writes into a build's log.
 pub const NOTICE_SOURCE: &str = "imagefactory";
 
 impl StoreSink {
-    /// `append_logs`, retried with backoff while the database is unavailable.
+    /// `append_logs`, retried with backoff while the database is unavailable
+    /// (lines are kept, in order, until it is back: the executor's log
+    /// stream waits meanwhile).
     async fn append_retrying(&self, rows: &[NewLogLine<'_>]) -> Result<(), StoreError> {
-        let mut attempt = 1;
-        loop {
-            match executions::append_logs(&self.pool, self.build_id, self.execution_id, rows).await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) => match StoreError::from(e) {
-                    StoreError::Unavailable(_) if attempt < LOG_WRITE_ATTEMPTS => {
-                        let jitter = rand::random::<f64>();
-                        tokio::time::sleep(backoff(attempt, LOG_RETRY_BASE, LOG_RETRY_MAX, jitter))
-                            .await;
-                        attempt += 1;
-                    }
-                    other => return Err(other),
-                },
-            }
-        }
+        retry_unavailable("storing log lines", OUTAGE_PATIENCE, || {
+            executions::append_logs(&self.pool, self.build_id, self.execution_id, rows)
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Lines that could not be stored: a warning for the operator (with the
@@ -168,7 +168,7 @@ impl StoreSink {
     }
 }
 
-fn err(what: &str, e: sqlx::Error) -> SinkError {
+fn err(what: &str, e: StoreError) -> SinkError {
     SinkError(format!("{what}: {e}"))
 }
 
@@ -193,9 +193,13 @@ impl ExecutionSink for StoreSink {
             name: reference.name.as_deref(),
             uid: reference.uid.as_deref(),
         };
-        executions::record_reference(&self.pool, self.execution_id, &columns)
-            .await
-            .map_err(|e| err("persisting the execution reference", e))
+        retry_unavailable(
+            "persisting the execution reference",
+            OUTAGE_PATIENCE,
+            || executions::record_reference(&self.pool, self.execution_id, &columns),
+        )
+        .await
+        .map_err(|e| err("persisting the execution reference", e))
     }
 
     async fn logs(&self, lines: &[LogLine]) -> Result<(), SinkError> {
@@ -231,14 +235,16 @@ impl ExecutionSink for StoreSink {
     }
 
     async fn artifact(&self, artifact: &Artifact) -> Result<(), SinkError> {
-        executions::put_artifact(
-            &self.pool,
-            self.build_id,
-            self.execution_id,
-            &artifact.name,
-            &artifact.value,
-            artifact.kind.as_str(),
-        )
+        retry_unavailable("storing an artifact", OUTAGE_PATIENCE, || {
+            executions::put_artifact(
+                &self.pool,
+                self.build_id,
+                self.execution_id,
+                &artifact.name,
+                &artifact.value,
+                artifact.kind.as_str(),
+            )
+        })
         .await
         .map_err(|e| err("storing an artifact", e))
     }
@@ -248,20 +254,26 @@ impl ExecutionSink for StoreSink {
             .iter()
             .map(|a| (a.name.as_str(), a.value.as_str(), a.kind.as_str()))
             .collect();
-        executions::put_artifacts(&self.pool, self.build_id, self.execution_id, &rows)
-            .await
-            .map_err(|e| err("storing artifacts", e))
+        retry_unavailable("storing artifacts", OUTAGE_PATIENCE, || {
+            executions::put_artifacts(&self.pool, self.build_id, self.execution_id, &rows)
+        })
+        .await
+        .map_err(|e| err("storing artifacts", e))
     }
 
     async fn progress(&self, message: &str) -> Result<(), SinkError> {
-        executions::set_progress(&self.pool, self.execution_id, message)
-            .await
-            .map_err(|e| err("storing progress", e))
+        retry_unavailable("storing progress", OUTAGE_PATIENCE, || {
+            executions::set_progress(&self.pool, self.execution_id, message)
+        })
+        .await
+        .map_err(|e| err("storing progress", e))
     }
 
     async fn log_positions(&self) -> Result<std::collections::HashMap<String, i64>, SinkError> {
-        executions::last_log_positions(&self.pool, self.execution_id)
-            .await
-            .map_err(|e| err("reading stored log positions", e))
+        retry_unavailable("reading stored log positions", OUTAGE_PATIENCE, || {
+            executions::last_log_positions(&self.pool, self.execution_id)
+        })
+        .await
+        .map_err(|e| err("reading stored log positions", e))
     }
 }

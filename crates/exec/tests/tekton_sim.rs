@@ -357,6 +357,65 @@ async fn step_failure_names_the_step_and_exit_code() {
     assert_eq!(sink.text("build/build-and-push"), vec!["error: boom"]);
 }
 
+/// Issue 14 (4): under injected 5xx/429s, the last read of a finished
+/// step's log was tried once; when it failed, the step's tail (a failing
+/// step's error message) was missing from the build's log. It is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_end_of_a_failed_steps_log_survives_failing_log_reads() {
+    use kube_sim::{FaultAction, FaultRule};
+    let sim = Sim::start(SimOptions {
+        rules: vec![rule(
+            "build",
+            Some("build-and-push"),
+            None,
+            &["building", "error: boom"],
+            Some(3),
+        )],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    // Every log read fails until the run has ended: the read of the tail
+    // made as it ends fails; the API server is back a moment later.
+    let failing = sim.handle.faults().add(FaultRule::new(
+        Some("get"),
+        Some("pods/log"),
+        FaultAction::Error {
+            code: 503,
+            retry_after: None,
+        },
+    ));
+    let sink = MemorySink::new();
+    let (_tx, stop) = no_stop();
+    let executor = executor().await;
+    let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    let run = executor.start(ctx, sink.clone(), stop);
+    let heal = async {
+        loop {
+            let runs = sim.pipelineruns(tenant).await;
+            let ended = runs.iter().any(|r| {
+                r["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["status"] != "Unknown"))
+            });
+            if ended {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        sim.handle.faults().remove(failing);
+    };
+    let (outcome, ()) = tokio::join!(run, heal);
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    assert_eq!(
+        sink.text("build/build-and-push"),
+        vec!["building", "error: boom"]
+    );
+    sink.assert_no_duplicates_or_gaps();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_cancels_the_pipelinerun() {
     let sim = Sim::start(SimOptions {

@@ -69,15 +69,16 @@ pub async fn database_exists(name: &str) -> bool {
 
 /// Drops `name` from a thread with a runtime of its own: `Drop` runs while
 /// the test's runtime finishes or unwinds, and cannot block on it.
-fn drop_database_now(name: &str) {
+fn drop_database_now(admin: &str, name: &str) {
     let owned = name.to_owned();
+    let admin = admin.to_owned();
     let dropped = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime to drop the test database");
         runtime.block_on(async move {
-            let mut admin = sqlx::PgConnection::connect(&admin_url()).await?;
+            let mut admin = sqlx::PgConnection::connect(&admin).await?;
             // FORCE: a pool or a killed server may still hold connections.
             sqlx::query(&format!("DROP DATABASE IF EXISTS {owned} WITH (FORCE)"))
                 .execute(&mut admin)
@@ -99,6 +100,7 @@ pub struct TestDb {
     pub pool: PgPool,
     pub url: String,
     name: String,
+    admin: String,
 }
 
 impl TestDb {
@@ -118,21 +120,34 @@ impl TestDb {
         max_connections: u32,
         acquire_timeout: Duration,
     ) -> TestDb {
+        Self::on_server(&admin_url(), prefix, max_connections, acquire_timeout).await
+    }
+
+    /// [`TestDb::with_pool`] on the server whose admin database is `admin`
+    /// (a [`crate::PgServer`] of the test's own).
+    pub async fn on_server(
+        admin: &str,
+        prefix: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> TestDb {
         let name = unique_name(prefix);
-        let mut admin = sqlx::PgConnection::connect(&admin_url())
+        let admin_db = admin;
+        let mut admin = sqlx::PgConnection::connect(admin_db)
             .await
-            .expect("connect to PostgreSQL (DATABASE_URL)");
+            .expect("connect to PostgreSQL");
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut admin)
             .await
             .expect("create the test database");
         let _ = admin.close().await;
         // From here the guard exists: a failed migration still drops it.
-        let url = database_url(&name);
+        let url = url_on(admin_db, &name);
         let db = TestDb {
             pool: connect(&url, max_connections, acquire_timeout).await,
             url,
             name,
+            admin: admin_db.to_owned(),
         };
         imagefactory_store::MIGRATOR
             .run(&db.pool)
@@ -160,7 +175,7 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        drop_database_now(&self.name);
+        drop_database_now(&self.admin, &self.name);
     }
 }
 
@@ -198,7 +213,7 @@ impl ReservedDb {
 
 impl Drop for ReservedDb {
     fn drop(&mut self) {
-        drop_database_now(&self.name);
+        drop_database_now(&admin_url(), &self.name);
     }
 }
 

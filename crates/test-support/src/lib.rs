@@ -1,6 +1,7 @@
 //! What the workspace's tests share: a database of a test's own that goes
 //! when the test does ([`TestDb`], [`ReservedDb`]), a typed client of the
-//! HTTP API ([`ApiClient`]) and a child process whose output is kept for the
+//! HTTP API ([`ApiClient`]), a PostgreSQL server of a test's own to stop and
+//! restart ([`PgServer`]) and a child process whose output is kept for the
 //! failure message ([`Proc`]).
 //!
 //! A dev-dependency only: `crates/dev/tests/isolation.rs` checks that no
@@ -9,8 +10,10 @@
 
 mod api;
 mod db;
+mod pg_server;
 mod proc;
 
 pub use api::{ApiClient, Body, Response, TERMINAL, fields, id_of};
 pub use db::{ReservedDb, TestDb, admin_url, database_exists, database_url};
+pub use pg_server::PgServer;
 pub use proc::{Proc, free_port};

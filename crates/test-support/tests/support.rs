@@ -161,3 +161,42 @@ async fn the_client_sends_its_token_and_body_and_reads_problems() {
         .unwrap_err();
     assert_eq!(last["status"], "succeeded", "the last build seen");
 }
+
+/// A private server stops and starts again on its port with its data, and
+/// a pool on it recovers by itself; the shared server is not involved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_server_stops_and_starts_again_with_its_data() {
+    let mut server = imagefactory_test_support::PgServer::start();
+    assert!(
+        server
+            .admin_url()
+            .ends_with(&format!(":{}/postgres", server.port()))
+    );
+    let db = TestDb::on_server(
+        &server.admin_url(),
+        "if_pgserver",
+        2,
+        Duration::from_secs(2),
+    )
+    .await;
+    sqlx::query(
+        "INSERT INTO tenants (id, name, display_name) VALUES (gen_random_uuid(), 'kept', 'Kept')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    server.stop();
+    let down = sqlx::query("SELECT 1").execute(&db.pool).await;
+    assert!(down.is_err(), "a stopped server answered");
+    server.start_again();
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM tenants")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(names, ["kept"]);
+    assert!(
+        !database_exists(db.name()).await,
+        "the test database was made on the shared server"
+    );
+    db.drop_db().await;
+}

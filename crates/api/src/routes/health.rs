@@ -36,6 +36,6 @@ async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
     sqlx::query("SELECT 1")
         .execute(&state.pool)
         .await
-        .map_err(|e| ApiError::Unavailable(format!("the database is unavailable: {e}")))?;
+        .map_err(|e| ApiError::DatabaseUnavailable(format!("the database is unavailable: {e}")))?;
     Ok(Json(Health { status: "ready" }))
 }

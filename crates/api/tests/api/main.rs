@@ -2,6 +2,7 @@
 //! (a fresh database per test with a name of its own: `helpers::TestDb`).
 
 mod bad_inputs;
+mod database_down;
 mod dispatchers;
 mod helpers;
 mod http_limits;

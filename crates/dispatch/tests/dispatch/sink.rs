@@ -342,3 +342,74 @@ async fn a_log_write_is_retried_while_the_database_is_unavailable() {
     );
     db.drop_db().await;
 }
+
+/// Issue 14 (3): a database restart while a build runs used to fail the
+/// attempt at its first artifact or progress write ("saving artifacts
+/// failed: error communicating with database"), and the retry ran the
+/// build a second time. Every sink write now waits the outage out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_progress_and_references_wait_out_an_unavailable_database() {
+    use imagefactory_domain::ExecutorKind;
+    use imagefactory_exec::{Artifact, ArtifactKind, ExecutionRef};
+    let db = TestDb::new().await;
+    let t = tenant(&db.pool, "restarting", 1).await;
+    let build = submit(&db.pool, t, &[Spec::lasting(1)]).await[0];
+    let execution = execution_row(&db.pool, build, t.0).await;
+    // The first two writes to each table fail as a database starting up does.
+    sqlx::raw_sql(
+        "CREATE SEQUENCE artifact_failures; CREATE SEQUENCE execution_failures; \
+         CREATE FUNCTION starting(seq text) RETURNS void LANGUAGE plpgsql AS $$ \
+         BEGIN IF nextval(seq) <= 2 THEN \
+         RAISE EXCEPTION 'starting up' USING ERRCODE = '57P03'; END IF; END $$; \
+         CREATE FUNCTION flaky_artifacts() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM starting('artifact_failures'); RETURN NULL; END $$; \
+         CREATE FUNCTION flaky_executions() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN PERFORM starting('execution_failures'); RETURN NULL; END $$; \
+         CREATE TRIGGER flaky BEFORE INSERT ON build_artifacts \
+         FOR EACH STATEMENT EXECUTE FUNCTION flaky_artifacts(); \
+         CREATE TRIGGER flaky BEFORE UPDATE ON build_executions \
+         FOR EACH STATEMENT EXECUTE FUNCTION flaky_executions();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let sink = StoreSink::new(db.pool.clone(), build, execution);
+    let artifact = |name: &str, value: &str| Artifact {
+        name: name.into(),
+        value: value.into(),
+        kind: ArtifactKind::Result,
+    };
+    sink.artifacts(&[artifact("clone.commit", "abc")])
+        .await
+        .unwrap();
+    sink.artifact(&artifact("clone.url", "https://git.example.com/a.git"))
+        .await
+        .unwrap();
+    sink.progress("building").await.unwrap();
+    sink.reference(&ExecutionRef {
+        executor: ExecutorKind::Test,
+        provider_id: None,
+        namespace: Some("ns".into()),
+        name: Some("run-1".into()),
+        uid: Some("uid".into()),
+    })
+    .await
+    .unwrap();
+    let artifacts: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM build_artifacts WHERE execution_id = $1 ORDER BY name",
+    )
+    .bind(execution)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(artifacts, ["clone.commit", "clone.url"]);
+    let (progress, name): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT message, pipeline_run_name FROM build_executions WHERE id = $1")
+            .bind(execution)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(progress.as_deref(), Some("building"));
+    assert_eq!(name.as_deref(), Some("run-1"));
+    db.drop_db().await;
+}

@@ -41,6 +41,12 @@ pub struct Options {
     pub rules: Vec<ScriptRule>,
     pub dispatchers: usize,
     pub settings: DispatcherSettings,
+    /// The admin URL of the PostgreSQL server to make the test's database
+    /// on (a `PgServer` of the test's own); `None`: `DATABASE_URL`'s.
+    pub database_server: Option<String>,
+    /// The pool's acquire timeout: how long a request waits for a
+    /// connection before it is answered 503.
+    pub acquire_timeout: Duration,
 }
 
 impl Default for Options {
@@ -49,6 +55,8 @@ impl Default for Options {
             rules: Vec::new(),
             dispatchers: 1,
             settings: fast_settings(),
+            database_server: None,
+            acquire_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -115,7 +123,11 @@ async fn start_sim(rules: Vec<ScriptRule>) -> KubeSimHandle {
 
 impl TestApp {
     pub async fn start(options: Options) -> TestApp {
-        let db = TestDb::with_pool("if_e2e", 16, Duration::from_secs(60)).await;
+        let admin = options
+            .database_server
+            .clone()
+            .unwrap_or_else(imagefactory_test_support::admin_url);
+        let db = TestDb::on_server(&admin, "if_e2e", 16, options.acquire_timeout).await;
         let pool = db.pool.clone();
         let sim = start_sim(options.rules).await;
         let (cipher, _) = Cipher::random();

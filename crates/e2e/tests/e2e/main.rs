@@ -3,6 +3,7 @@
 
 mod bundle;
 mod failures;
+mod faults;
 mod harness;
 mod load;
 mod logs;

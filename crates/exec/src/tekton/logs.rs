@@ -42,6 +42,9 @@ const LOG_RETRY: ExponentialBuilder = ExponentialBuilder::new()
     .without_max_times();
 const LOG_RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// Tries at the last read of a finished step's log (about 20 s of backoff).
+const LAST_READ_ATTEMPTS: usize = 8;
+
 /// The next wait of an unlimited backoff.
 fn next_delay(backoff: &mut impl Iterator<Item = Duration>) -> Duration {
     backoff.next().unwrap_or(LOG_RETRY_MAX)
@@ -276,19 +279,44 @@ impl LogFollower {
                 return Ok(());
             }
             if over || self.pause(wait).await {
-                // One last read picks up lines written just before the end.
-                let last = LogParams {
-                    follow: false,
-                    ..params.clone()
-                };
-                if let Ok(stream) = Box::pin(pods.log_stream(pod, &last)).await {
-                    let have = self.resume.get(source).copied().unwrap_or(-1);
-                    let stream: Pin<Box<dyn AsyncBufRead + Send>> = Box::pin(stream);
-                    self.copy_lines(stream, source, have).await?;
-                }
-                return Ok(());
+                return self.read_rest(&pods, pod, &params, source).await;
             }
         }
+    }
+
+    /// One last read of a finished container's log picks up lines written
+    /// just before the end. Retried while the API server fails transiently
+    /// or the stream breaks: a failed last read lost the step's tail (its
+    /// error message, for a failing step) under injected 5xx/429s.
+    async fn read_rest(
+        &mut self,
+        pods: &Api<Pod>,
+        pod: &str,
+        params: &LogParams,
+        source: &str,
+    ) -> Result<(), TektonError> {
+        let last = LogParams {
+            follow: false,
+            ..params.clone()
+        };
+        let mut backoff = LOG_RETRY.build();
+        for _ in 0..LAST_READ_ATTEMPTS {
+            match Box::pin(pods.log_stream(pod, &last)).await {
+                Ok(stream) => {
+                    let have = self.resume.get(source).copied().unwrap_or(-1);
+                    let stream: Pin<Box<dyn AsyncBufRead + Send>> = Box::pin(stream);
+                    if self.copy_lines(stream, source, have).await? {
+                        return Ok(());
+                    }
+                }
+                Err(e) if super::error::is_transient(&e) => {}
+                // Gone, or refused for good: nothing more can be read.
+                Err(_) => return Ok(()),
+            }
+            tokio::time::sleep(next_delay(&mut backoff)).await;
+        }
+        tracing::warn!(pod, source, "the end of a step's log could not be read");
+        Ok(())
     }
 
     /// Sleep, waking early when the run ends; true if it has ended.
