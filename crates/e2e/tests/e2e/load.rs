@@ -16,18 +16,18 @@ use crate::harness::{
 
 /// What the chaos driver did, for the report line and sanity checks.
 #[derive(Debug, Default)]
-pub(crate) struct Chaos {
-    pub requests: u64,
-    pub errors_5xx: u64,
-    pub errors_429: u64,
-    pub watch_drops: u64,
-    pub watch_expiries: u64,
+struct Chaos {
+    requests: u64,
+    errors_5xx: u64,
+    errors_429: u64,
+    watch_drops: u64,
+    watch_expiries: u64,
 }
 
 /// Until `stop`: fail 10 % of all requests with 500/503 and 2 % with 429
 /// (one-shot rules sized from the request count), end every open watch
 /// every 700 ms and expire (410) the next watch every 450 ms.
-pub(crate) async fn chaos(sim: &kube_sim::KubeSimHandle, stop: &CancellationToken) -> Chaos {
+async fn chaos(sim: &kube_sim::KubeSimHandle, stop: &CancellationToken) -> Chaos {
     let counter = sim.faults().count_requests(None, None);
     let mut report = Chaos::default();
     let mut tick = tokio::time::interval(Duration::from_millis(25));
