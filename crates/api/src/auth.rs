@@ -53,6 +53,31 @@ fn failed(state: &AppState, ip: Option<IpAddr>, message: &str) -> ApiError {
     ApiError::Unauthorized(message.into())
 }
 
+/// A Prometheus scraper of `GET /metrics`: with `IF_METRICS_TOKEN` set, it
+/// must present that token (failures count against its address like any
+/// other); without one the endpoint is open.
+pub struct MetricsAuth;
+
+impl FromRequestParts<AppState> for MetricsAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(expected) = &state.metrics_token else {
+            return Ok(MetricsAuth);
+        };
+        let ip = not_throttled(parts, state)?;
+        let presented = bearer(parts)?;
+        if tokens::constant_time_eq(presented.as_bytes(), expected.expose().as_bytes()) {
+            Ok(MetricsAuth)
+        } else {
+            Err(failed(state, ip, "invalid metrics token"))
+        }
+    }
+}
+
 /// The platform administrator.
 pub struct AdminAuth;
 

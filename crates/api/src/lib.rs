@@ -10,6 +10,7 @@ pub mod connection;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod metrics;
 mod openapi;
 pub mod routes;
 pub mod tekton;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub cipher: Cipher,
     /// The platform admin's bearer token; `None` disables the admin API.
     pub admin_token: Option<Secret>,
+    /// The bearer token `GET /metrics` needs; `None`: the endpoint is open.
+    pub metrics_token: Option<Secret>,
     /// How often a followed log stream checks for new lines.
     pub log_poll_interval: Duration,
     /// A dispatcher not seen for this long shows as `stale` in
@@ -85,6 +88,7 @@ impl AppState {
             pool,
             cipher,
             admin_token,
+            metrics_token: None,
             log_poll_interval: Duration::from_millis(500),
             // Three missed heartbeats at the dispatcher's default 5 s.
             dispatcher_stale_after: Duration::from_secs(15),
@@ -101,8 +105,9 @@ impl AppState {
     }
 }
 
-/// The whole HTTP surface: `/healthz`, `/readyz`, `/api/v1/...` and
-/// `/api/v1/openapi.json`; unknown paths and methods answer problem+json.
+/// The whole HTTP surface: `/healthz`, `/readyz`, `/api/v1/...`,
+/// `/api/v1/openapi.json` and `/metrics`; unknown paths and methods answer
+/// problem+json. Every request is counted in the metrics by route template.
 pub fn router(state: AppState) -> Router {
     let (api, doc) = openapi::routes().split_for_parts();
     let doc = Arc::new(doc);
@@ -113,8 +118,10 @@ pub fn router(state: AppState) -> Router {
             async move { Json(doc.as_ref().clone()) }
         }),
     )
+    .route("/metrics", get(metrics::scrape))
     .fallback(|| async { ApiError::NotFound("no such path".into()) })
     .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+    .layer(axum::middleware::from_fn(metrics::track))
     .layer(DefaultBodyLimit::max(BODY_LIMIT))
     .layer(Extension(BodyReadTimeout(state.limits.body_read_timeout)))
     .layer(

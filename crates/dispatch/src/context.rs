@@ -257,6 +257,7 @@ mod tests {
             provider_config: Some(config),
             local_builds_allowed: false,
             provider_is_global: Some(false),
+            claimable_since: Utc::now(),
         }
     }
 

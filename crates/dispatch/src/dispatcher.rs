@@ -4,12 +4,12 @@
 //! shutdown with handover.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
-use imagefactory_domain::{ExecutorKind, InfrastructureType, ProviderStatus};
+use imagefactory_domain::{BuildStatus, ExecutorKind, InfrastructureType, ProviderStatus};
 use imagefactory_exec::{ExecutionRef, Executor, Outcome, StopReason};
 use imagefactory_store::crypto::Cipher;
 use imagefactory_store::executions::{self, ExecutionInputs, ExecutionRow};
@@ -26,6 +26,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::context::build_context;
+use crate::measure::{self, Timing};
 use crate::outage::{OUTAGE_PATIENCE, retry_unavailable};
 use crate::policy::{self, RetryPolicy};
 use crate::select::{ProviderFacts, Slot, select_slot, tekton_off_reason};
@@ -113,6 +114,8 @@ struct Shared {
     listening: AtomicBool,
     /// Closed (all senders gone) once nothing of this dispatcher runs.
     activity: watch::Sender<Activity>,
+    /// Leases renewed at the last heartbeat, as last added to the metrics.
+    leases: AtomicI64,
 }
 
 impl Dispatcher {
@@ -164,6 +167,7 @@ impl Dispatcher {
                 takeover_due: AtomicBool::new(true),
                 listening: AtomicBool::new(false),
                 activity: watch::Sender::new(Activity::default()),
+                leases: AtomicI64::new(0),
             }),
         }
     }
@@ -211,6 +215,7 @@ impl Dispatcher {
                 warn!(error = %e, "could not mark dispatcher stopped");
             }
             shared.control.close().await;
+            measure::leases_held(&shared.leases, 0);
             info!("dispatcher stopped");
             Ok(())
         }
@@ -349,7 +354,7 @@ impl Shared {
                 let inputs = BatchInputs::new(&taken);
                 for build in taken {
                     info!(build.id = %build.build_id, attempt = build.execution.attempt, "took over expired lease");
-                    self.spawn_execution(tasks, build, began, inputs.clone());
+                    self.spawn_execution(tasks, build, began, inputs.clone(), false);
                 }
                 if free == 0 {
                     return;
@@ -375,7 +380,7 @@ impl Shared {
             // Each claim is logged at info once its inputs are loaded
             // (`prepare`): the claim row holds no method or infrastructure.
             for build in batch.claimed {
-                self.spawn_execution(tasks, build, began, inputs.clone());
+                self.spawn_execution(tasks, build, began, inputs.clone(), true);
             }
             if batch.offered < limit {
                 return;
@@ -433,13 +438,16 @@ impl Shared {
     /// `claim_began`: when the claim that returned `build` started; a cancel
     /// notification older than that was already visible to the claim (which
     /// skips cancel-requested builds), so it belongs to an earlier attempt.
+    /// `from_queue`: claimed from the queue, not taken over.
     fn spawn_execution(
         self: &Arc<Self>,
         tasks: &mut JoinSet<()>,
         build: ClaimedBuild,
         claim_began: Instant,
         inputs: Arc<BatchInputs>,
+        from_queue: bool,
     ) {
+        let timing = Timing::new(&build.execution, from_queue);
         let (stop_tx, stop_rx) = watch::channel(None);
         {
             let mut pending = self.pending_cancels.lock().unwrap();
@@ -454,14 +462,16 @@ impl Shared {
                 .unwrap()
                 .insert(build.build_id, InFlight { stop: stop_tx });
         }
+        measure::execution_started();
         let span = info_span!("execution", build.id = %build.build_id, tenant.id = %build.tenant_id,
             execution.id = %build.execution.id, attempt = build.execution.attempt);
         let shared = self.clone();
         tasks.spawn(
             async move {
                 let build_id = build.build_id;
-                shared.supervise(build, stop_rx, inputs).await;
+                shared.supervise(build, stop_rx, inputs, timing).await;
                 shared.in_flight.lock().unwrap().remove(&build_id);
+                measure::execution_ended();
                 shared.wake.notify_one();
             }
             .instrument(span),
@@ -474,6 +484,7 @@ impl Shared {
         build: ClaimedBuild,
         stop: watch::Receiver<Option<StopReason>>,
         inputs: Arc<BatchInputs>,
+        timing: Timing,
     ) {
         let execution = &build.execution;
         // `prepare` and `record` hold database futures that are large; boxed,
@@ -485,17 +496,23 @@ impl Shared {
         // build ends.
         drop(inputs);
         let mut ran_on: Option<Arc<dyn Executor>> = None;
+        let mut method = None;
         let outcome = match prepared {
             Ok(Prepared {
                 executor,
                 ctx,
                 reattach,
+                claimable_since,
             }) => {
                 ran_on = Some(executor.clone());
-                let sink = Arc::new(
-                    StoreSink::new(self.pool.clone(), build.build_id, execution.id)
-                        .with_reference_writer(self.references.clone()),
-                );
+                method = Some(ctx.method);
+                measure::queue_wait(&timing, claimable_since, execution.started_at);
+                let mut sink = StoreSink::new(self.pool.clone(), build.build_id, execution.id)
+                    .with_reference_writer(self.references.clone());
+                if reattach.is_none() {
+                    sink = sink.with_start_clock(timing.claimed());
+                }
+                let sink = Arc::new(sink);
                 let remaining = Duration::from_millis(
                     (i64::from(build.timeout_seconds) * 1000 - execution.age_ms).max(0) as u64,
                 );
@@ -512,6 +529,10 @@ impl Shared {
             Err(outcome) => outcome,
         };
         let recorded = Box::pin(self.record(&build, outcome)).await;
+        if let Some(status) = recorded.filter(|s| s.is_terminal()) {
+            measure::finished(&timing, status, method);
+        }
+        let recorded = recorded.is_some();
         if let Some(executor) = ran_on {
             executor.outcome_recorded(execution.id, recorded).await;
         }
@@ -582,6 +603,7 @@ impl Shared {
         if execution.reference_at.is_none() {
             local_builds_allowed(&inputs, fallback)?;
         }
+        let claimable_since = inputs.claimable_since;
         let ctx = build_context(inputs, execution, self.cipher.as_ref())
             .map_err(|message| Outcome::Failed { message })?;
         if let Some(reason) = fallback.filter(|_| execution.reference_at.is_none()) {
@@ -590,7 +612,7 @@ impl Shared {
                  host (IF_BUILD_TEKTON_DISABLED=local; the platform admin can set it to fail \
                  to fail such builds instead)"
             );
-            if let Err(e) = executions::append_notice(
+            match executions::append_notice(
                 &self.pool,
                 build.build_id,
                 execution.id,
@@ -599,7 +621,10 @@ impl Shared {
             )
             .await
             {
-                warn!(build.id = %build.build_id, error = %e, "could not log why the build runs locally");
+                Ok(()) => measure::note_stored(&note),
+                Err(e) => {
+                    warn!(build.id = %build.build_id, error = %e, "could not log why the build runs locally")
+                }
             }
         }
         Ok(Prepared {
@@ -608,6 +633,7 @@ impl Shared {
             reattach: execution
                 .reference_at
                 .map(|_| reference_of(execution, kind)),
+            claimable_since,
         })
     }
 
@@ -679,9 +705,10 @@ impl Shared {
             })
     }
 
-    /// Record the outcome; true if it was committed as the build's end or
-    /// requeue (not when the execution was handed over or the lease lost).
-    async fn record(&self, build: &ClaimedBuild, outcome: Outcome) -> bool {
+    /// Record the outcome; `Some` if it was committed as the build's end
+    /// (its status) or requeue (`Queued`), not when the execution was handed
+    /// over or the lease lost.
+    async fn record(&self, build: &ClaimedBuild, outcome: Outcome) -> Option<BuildStatus> {
         let execution = &build.execution;
         let jitter: f64 = rand::random();
         // The requeue budget counts attempts since the last manual retry.
@@ -717,7 +744,11 @@ impl Shared {
                 .await
             }
         };
-        let committed = matches!((&result, &decision), (Ok(true), Some(_)));
+        let committed = match (&result, &decision) {
+            (Ok(true), Some(Finish::Terminal { status, .. })) => Some(*status),
+            (Ok(true), Some(Finish::Requeue { .. })) => Some(BuildStatus::Queued),
+            _ => None,
+        };
         match (result, &decision) {
             (Ok(true), Some(Finish::Requeue { delay, message })) => {
                 info!(?delay, %message, "attempt failed transiently; requeued")
@@ -855,6 +886,8 @@ struct Prepared {
     executor: Arc<dyn Executor>,
     ctx: imagefactory_exec::ExecutionContext,
     reattach: Option<ExecutionRef>,
+    /// Start of the attempt's queue wait (see `measure::queue_wait`).
+    claimable_since: chrono::DateTime<chrono::Utc>,
 }
 
 fn reference_of(execution: &ExecutionRow, executor: ExecutorKind) -> ExecutionRef {
@@ -964,6 +997,7 @@ async fn heartbeat(shared: Arc<Shared>, stop: CancellationToken) {
         let held: Vec<Uuid> = shared.in_flight.lock().unwrap().keys().copied().collect();
         match queue::renew_leases(&shared.control, &shared.id, &held, shared.settings.lease).await {
             Ok(renewed) => {
+                measure::leases_held(&shared.leases, renewed.len());
                 let still: HashMap<Uuid, bool> =
                     renewed.iter().map(|r| (r.id, r.cancel_requested)).collect();
                 for id in held {

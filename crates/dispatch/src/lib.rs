@@ -13,6 +13,7 @@ pub mod admin;
 pub mod coalesce;
 pub mod context;
 pub mod dispatcher;
+pub mod measure;
 pub mod outage;
 pub mod policy;
 pub mod select;

@@ -2,7 +2,8 @@
 //! execution's rows at once (a reported reference is committed before
 //! `reference` returns).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use imagefactory_exec::{Artifact, ExecutionRef, ExecutionSink, LogLine, SinkError};
@@ -12,6 +13,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::coalesce::Coalescer;
+use crate::measure;
 use crate::outage::{OUTAGE_PATIENCE, retry_unavailable};
 
 /// One execution's reported reference, owned so it can wait in a queue.
@@ -96,6 +98,9 @@ pub struct StoreSink {
     execution_id: Uuid,
     /// Shared by a dispatcher's executions; `None`: one statement per call.
     references: Option<Arc<ReferenceWriter>>,
+    /// When the attempt was claimed, for its start latency; taken (so
+    /// recorded once) by the first reference stored.
+    start_clock: Mutex<Option<Instant>>,
 }
 
 impl StoreSink {
@@ -105,6 +110,20 @@ impl StoreSink {
             build_id,
             execution_id,
             references: None,
+            start_clock: Mutex::new(None),
+        }
+    }
+
+    /// Record the start latency from `claimed` when the executor reports
+    /// where the work lives (a new start, not a re-attach).
+    pub fn with_start_clock(self, claimed: Instant) -> Self {
+        *self.start_clock.lock().unwrap() = Some(claimed);
+        self
+    }
+
+    fn reference_stored(&self) {
+        if let Some(claimed) = self.start_clock.lock().unwrap().take() {
+            measure::started(claimed);
         }
     }
 
@@ -124,11 +143,12 @@ impl StoreSink {
     /// (lines are kept, in order, until it is back: the executor's log
     /// stream waits meanwhile).
     async fn append_retrying(&self, rows: &[NewLogLine<'_>]) -> Result<(), StoreError> {
-        retry_unavailable("storing log lines", OUTAGE_PATIENCE, || {
+        let new = retry_unavailable("storing log lines", OUTAGE_PATIENCE, || {
             executions::append_logs(&self.pool, self.build_id, self.execution_id, rows)
         })
-        .await
-        .map(|_| ())
+        .await?;
+        measure::logs_stored(rows, new);
+        Ok(())
     }
 
     /// Lines that could not be stored: a warning for the operator (with the
@@ -154,7 +174,7 @@ impl StoreSink {
             "[imagefactory] {lost} log line(s) of {} could not be stored and are lost: {cause}",
             sources.join(", ")
         );
-        if let Err(e) = executions::append_notice(
+        match executions::append_notice(
             &self.pool,
             self.build_id,
             self.execution_id,
@@ -163,7 +183,10 @@ impl StoreSink {
         )
         .await
         {
-            tracing::warn!(build.id = %self.build_id, error = %e, "the note about lost log lines is lost too");
+            Ok(()) => measure::note_stored(&note),
+            Err(e) => {
+                tracing::warn!(build.id = %self.build_id, error = %e, "the note about lost log lines is lost too")
+            }
         }
     }
 }
@@ -172,9 +195,8 @@ fn err(what: &str, e: StoreError) -> SinkError {
     SinkError(format!("{what}: {e}"))
 }
 
-#[async_trait]
-impl ExecutionSink for StoreSink {
-    async fn reference(&self, reference: &ExecutionRef) -> Result<(), SinkError> {
+impl StoreSink {
+    async fn store_reference(&self, reference: &ExecutionRef) -> Result<(), SinkError> {
         if let Some(writer) = &self.references {
             return writer
                 .submit(ReferenceWrite {
@@ -200,6 +222,17 @@ impl ExecutionSink for StoreSink {
         )
         .await
         .map_err(|e| err("persisting the execution reference", e))
+    }
+}
+
+#[async_trait]
+impl ExecutionSink for StoreSink {
+    async fn reference(&self, reference: &ExecutionRef) -> Result<(), SinkError> {
+        let stored = self.store_reference(reference).await;
+        if stored.is_ok() {
+            self.reference_stored();
+        }
+        stored
     }
 
     async fn logs(&self, lines: &[LogLine]) -> Result<(), SinkError> {

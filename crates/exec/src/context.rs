@@ -85,7 +85,7 @@ impl ProviderConnection {
     /// The cluster settings of this provider's config.
     pub fn settings(&self) -> Result<ClusterSettings, String> {
         let config = self.config.as_ref().map_err(Clone::clone)?;
-        Ok(ClusterSettings::new(config, self.owner))
+        Ok(ClusterSettings::new(config, self.owner).with_metrics_provider(self.provider_id))
     }
 }
 

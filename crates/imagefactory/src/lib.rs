@@ -9,6 +9,7 @@ pub mod executors;
 pub mod http;
 pub mod lifecycle;
 pub mod local_args;
+pub mod metrics;
 pub mod settings;
 pub mod tekton_args;
 pub mod tekton_cli;

@@ -10,7 +10,7 @@ use imagefactory::lifecycle::{
 use imagefactory::settings::{
     Cli, Command, DatabaseSettings, DispatcherCommandSettings, ServeSettings,
 };
-use imagefactory::{connection, database, http, telemetry};
+use imagefactory::{connection, database, http, metrics, telemetry};
 use imagefactory_api::AppState;
 use imagefactory_dispatch::DispatcherMode;
 use std::process::ExitCode;
@@ -92,6 +92,7 @@ async fn serve(mut settings: ServeSettings) -> anyhow::Result<()> {
         None
     };
     let mut state = AppState::new(pool.clone(), cipher, settings.admin_token.clone());
+    state.metrics_token = settings.metrics.metrics_token.clone();
     settings.http.apply(&mut state);
     state.dispatcher_stale_after =
         imagefactory_dispatch::admin::stale_after(&settings.executors.dispatcher);
@@ -133,6 +134,7 @@ async fn dispatcher(settings: DispatcherCommandSettings) -> anyhow::Result<()> {
     }
     let shutdown = CancellationToken::new();
     let signal = tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let metrics = metrics::serve_dispatcher_metrics(&settings.metrics, shutdown.clone()).await?;
     let handle = start_dispatcher(
         &pool,
         &cipher,
@@ -143,6 +145,10 @@ async fn dispatcher(settings: DispatcherCommandSettings) -> anyhow::Result<()> {
     .await?;
     let result = joined(handle.await);
     signal.abort();
+    if let Some(metrics) = metrics {
+        // The dispatcher may have ended on its own (database gone).
+        metrics.abort();
+    }
     pool.close().await;
     tracing::info!("dispatcher stopped");
     result

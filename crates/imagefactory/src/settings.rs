@@ -9,6 +9,7 @@ use imagefactory_domain::Secret;
 
 use crate::http::HttpSettings;
 use crate::local_args::LocalArgs;
+use crate::metrics::{DispatcherMetricsSettings, MetricsSettings};
 use crate::tekton_args::TektonArgs;
 
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/imagefactory";
@@ -111,6 +112,8 @@ pub struct ServeSettings {
     #[command(flatten)]
     pub http: HttpSettings,
     #[command(flatten)]
+    pub metrics: MetricsSettings,
+    #[command(flatten)]
     pub executors: ExecutorSettings,
 }
 
@@ -148,6 +151,8 @@ pub struct DispatcherCommandSettings {
     /// Apply pending migrations at startup.
     #[arg(long, env = "IF_AUTO_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_migrate: bool,
+    #[command(flatten)]
+    pub metrics: DispatcherMetricsSettings,
     #[command(flatten)]
     pub executors: ExecutorSettings,
 }

@@ -360,3 +360,29 @@ pub async fn attempts_before_retry(
         .fetch_one(pool)
         .await
 }
+
+/// Builds in one non-terminal status of one method (and, for queued
+/// builds, of one tenant): a row of [`active_counts`].
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ActiveCount {
+    pub status: String,
+    pub method: String,
+    /// Set for queued builds only (queue depth per tenant).
+    pub tenant_id: Option<Uuid>,
+    pub count: i64,
+}
+
+/// Queued and running builds by status and method, queued ones also by
+/// tenant: the metrics' one aggregate per scrape. Only non-terminal rows
+/// are read (the partial indexes on `status`), never the build history.
+pub async fn active_counts(pool: &PgPool) -> StoreResult<Vec<ActiveCount>> {
+    Ok(sqlx::query_as(
+        "SELECT status, method, \
+                CASE WHEN status = 'queued' THEN tenant_id END AS tenant_id, \
+                count(*) AS count \
+         FROM builds WHERE status IN ('queued', 'running') \
+         GROUP BY 1, 2, 3",
+    )
+    .fetch_all(pool)
+    .await?)
+}

@@ -352,6 +352,9 @@ pub struct ExecutionInputs {
     /// The platform admin's provider (may reference server files, no address
     /// policy); `false`/`None` is a tenant's.
     pub provider_is_global: Option<bool>,
+    /// Since when the build could be claimed (submitted, requeued after its
+    /// backoff, or manually retried): the start of its queue wait.
+    pub claimable_since: DateTime<Utc>,
 }
 
 /// The inputs of many builds at once (a claimed batch): one query instead
@@ -401,7 +404,8 @@ const INPUT_COLUMNS: &str = "b.id AS build_id, b.tenant_id, b.project_id, b.meth
      p.id AS provider_id, p.name AS provider_name, p.tekton_enabled AS provider_tekton_enabled, \
      p.config_version AS provider_config_version, p.config AS provider_config, \
      t.allow_local_builds AS local_builds_allowed, \
-     p.is_global AS provider_is_global";
+     p.is_global AS provider_is_global, \
+     GREATEST(b.created_at, b.not_before) AS claimable_since";
 
 /// Joins after `builds b`, ending with the provider join's table (`ON` follows).
 const INPUT_JOINS: &str = "JOIN projects pr ON pr.id = b.project_id AND pr.tenant_id = b.tenant_id \

@@ -20,6 +20,7 @@ use super::connect::policy_client;
 use super::error::{
     TektonError, describe_kube_error, describe_kubeconfig_error, is_kubernetes_status,
 };
+use super::kube_metrics::{GLOBAL_PROVIDER, KubeMetricsLayer};
 use super::logclient::{KeepAlive, LogClients};
 use super::monitor::WatchHub;
 use crate::ProviderConnection;
@@ -61,6 +62,9 @@ pub struct ClusterSettings {
     /// Where a tenant's client may connect; strict unless replaced with
     /// [`ClusterSettings::with_address_policy`]. Unused for global providers.
     pub address_policy: Arc<AddressPolicy>,
+    /// The `provider` label of this cluster's request metrics: the
+    /// provider's id, or `global` for the global cluster.
+    pub metrics_provider: String,
 }
 
 /// The workspace claim's size when the provider does not set `workspace_size`.
@@ -90,6 +94,7 @@ impl ClusterSettings {
             tekton_version: config.tekton_api_version.map(TektonVersion::from),
             owner,
             address_policy: Arc::default(),
+            metrics_provider: "unknown".into(),
         }
     }
 
@@ -116,6 +121,12 @@ impl ClusterSettings {
         self
     }
 
+    /// The provider these settings are of (the request metrics' label).
+    pub fn with_metrics_provider(mut self, provider: Uuid) -> Self {
+        self.metrics_provider = provider.to_string();
+        self
+    }
+
     /// Defaults for the global cluster, which has no provider config.
     fn global(auth: ClusterAuth) -> Self {
         Self {
@@ -133,6 +144,7 @@ impl ClusterSettings {
             tekton_version: None,
             owner: ProviderOwner::Global,
             address_policy: Arc::default(),
+            metrics_provider: GLOBAL_PROVIDER.into(),
         }
     }
 
@@ -224,16 +236,22 @@ impl ClusterSettings {
     /// A tenant's client connects only where the address policy allows.
     fn client_for(&self, config: kube::Config) -> Result<kube::Client, TektonError> {
         match self.owner {
-            ProviderOwner::Global => client_from(config),
+            ProviderOwner::Global => client_from(config, self.metrics_layer()),
             ProviderOwner::Tenant => {
-                policy_client(&config, self.address_policy.clone()).map_err(|e| {
-                    TektonError::Build(format!(
-                        "creating the cluster client failed: {}",
-                        describe_kube_error(&e)
-                    ))
-                })
+                policy_client(&config, self.address_policy.clone(), self.metrics_layer()).map_err(
+                    |e| {
+                        TektonError::Build(format!(
+                            "creating the cluster client failed: {}",
+                            describe_kube_error(&e)
+                        ))
+                    },
+                )
             }
         }
+    }
+
+    fn metrics_layer(&self) -> KubeMetricsLayer {
+        KubeMetricsLayer::new(self.metrics_provider.clone())
     }
 
     fn log_policy(&self) -> Option<Arc<AddressPolicy>> {
@@ -253,8 +271,13 @@ impl ClusterSettings {
     ) -> Result<(kube::Client, LogClients), TektonError> {
         let config = self.kube_config().await?;
         let client = self.client_for(config.clone())?;
-        let logs =
-            LogClients::with_keepalive(&config, client.clone(), keepalive, self.log_policy());
+        let logs = LogClients::with_keepalive(
+            &config,
+            client.clone(),
+            keepalive,
+            self.log_policy(),
+            self.metrics_layer(),
+        );
         Ok((client, logs))
     }
 
@@ -330,8 +353,13 @@ fn refuse_host_access(kubeconfig: &Kubeconfig) -> Result<(), String> {
     Ok(())
 }
 
-fn client_from(config: kube::Config) -> Result<kube::Client, TektonError> {
-    kube::Client::try_from(config).map_err(|e| {
+fn client_from(
+    config: kube::Config,
+    metrics: KubeMetricsLayer,
+) -> Result<kube::Client, TektonError> {
+    let built = kube::client::ClientBuilder::try_from(config)
+        .map(|builder| builder.with_layer(&metrics).build());
+    built.map_err(|e| {
         TektonError::Build(format!(
             "creating the cluster client failed: {}",
             describe_kube_error(&e)
@@ -531,13 +559,16 @@ impl ClientCache {
                 "in-cluster Kubernetes configuration unavailable: {e}"
             ))
         })?;
-        let client = kube::Client::try_from(config.clone()).map_err(|e| {
-            TektonError::Build(format!(
-                "creating the in-cluster client failed: {}",
-                describe_kube_error(&e)
-            ))
-        })?;
-        let logs = LogClients::new(&config, client.clone(), None);
+        let metrics = KubeMetricsLayer::new(GLOBAL_PROVIDER);
+        let client = kube::client::ClientBuilder::try_from(config.clone())
+            .map(|builder| builder.with_layer(&metrics).build())
+            .map_err(|e| {
+                TektonError::Build(format!(
+                    "creating the in-cluster client failed: {}",
+                    describe_kube_error(&e)
+                ))
+            })?;
+        let logs = LogClients::new(&config, client.clone(), None, metrics);
         // The settings only carry defaults here; the client above is what is used.
         let settings = ClusterSettings::global(ClusterAuth::Kubeconfig {
             source: KubeconfigSource::Path(PathBuf::from(

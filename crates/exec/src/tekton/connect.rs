@@ -20,6 +20,8 @@ use kube::client::ConfigExt;
 use tokio::net::TcpStream;
 use tower::{BoxError, ServiceBuilder};
 
+use super::kube_metrics::KubeMetricsLayer;
+
 /// A connection refused by the address policy (the error's category).
 #[derive(Debug, thiserror::Error)]
 #[error("address not allowed by the provider address policy: {0}")]
@@ -130,6 +132,7 @@ impl tower::Service<Uri> for PolicyConnector {
 pub fn policy_client(
     config: &kube::Config,
     policy: Arc<AddressPolicy>,
+    metrics: KubeMetricsLayer,
 ) -> Result<kube::Client, kube::Error> {
     let connect_timeout = config.connect_timeout.unwrap_or(Duration::from_secs(10));
     let https = config
@@ -141,6 +144,7 @@ pub fn policy_client(
     let http: hyper_util::client::legacy::Client<_, kube::client::Body> =
         hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(timeouts);
     let service = ServiceBuilder::new()
+        .layer(metrics)
         .layer(config.base_uri_layer())
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)

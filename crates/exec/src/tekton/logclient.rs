@@ -31,6 +31,8 @@ use kube::client::{Body, ConfigExt};
 use rustls_pki_types::ServerName;
 use tower::{BoxError, ServiceBuilder};
 
+use super::kube_metrics::KubeMetricsLayer;
+
 /// Streams one connection carries at most (the server may allow fewer).
 pub const STREAMS_PER_CONNECTION: usize = 100;
 
@@ -82,8 +84,9 @@ impl LogClients {
         config: &kube::Config,
         fallback: kube::Client,
         policy: Option<Arc<AddressPolicy>>,
+        metrics: KubeMetricsLayer,
     ) -> Self {
-        Self::with_keepalive(config, fallback, KeepAlive::default(), policy)
+        Self::with_keepalive(config, fallback, KeepAlive::default(), policy, metrics)
     }
 
     /// As [`LogClients::new`], with the HTTP/2 keep-alive given.
@@ -92,9 +95,10 @@ impl LogClients {
         fallback: kube::Client,
         keepalive: KeepAlive,
         policy: Option<Arc<AddressPolicy>>,
+        metrics: KubeMetricsLayer,
     ) -> Self {
         let h1_only = Arc::new(AtomicBool::new(false));
-        let (h2, pool) = match h2_client(config, h1_only.clone(), keepalive, policy) {
+        let (h2, pool) = match h2_client(config, h1_only.clone(), keepalive, policy, metrics) {
             Ok((client, pool)) => (Some(client), Some(pool)),
             Err(e) => {
                 tracing::debug!(error = %e, "log streams use HTTP/1.1");
@@ -152,6 +156,7 @@ fn h2_client(
     h1_only: Arc<AtomicBool>,
     keepalive: KeepAlive,
     policy: Option<Arc<AddressPolicy>>,
+    metrics: KubeMetricsLayer,
 ) -> Result<(kube::Client, Arc<PoolInner>), String> {
     if config.proxy_url.is_some() {
         return Err("a proxy is configured".into());
@@ -196,6 +201,7 @@ fn h2_client(
         .extra_headers_layer()
         .map_err(|e| format!("headers: {e}"))?;
     let service = ServiceBuilder::new()
+        .layer(metrics)
         .layer(config.base_uri_layer())
         .option_layer(auth)
         .layer(headers)

@@ -8,6 +8,7 @@ pub mod connect;
 pub mod error;
 pub mod executor;
 pub mod install;
+pub mod kube_metrics;
 pub mod logclient;
 pub mod logs;
 pub mod monitor;
