@@ -153,6 +153,8 @@ impl Scrape {
 
 struct Setup {
     proc: Proc,
+    /// The standalone dispatcher and its metrics port, when `serve` runs none.
+    dispatcher: Option<(Proc, Http)>,
     http: Http,
     token: String,
     tenant: String,
@@ -177,6 +179,12 @@ fn rule(task: &str, duration: Option<&str>, logs: &[&str], exit_code: Option<i32
 /// `serve` on it as its global cluster, one build at a time, and a tenant
 /// whose namespace the operator prepared.
 async fn setup() -> Setup {
+    setup_with(false).await
+}
+
+/// As [`setup`]; with `standalone`, `serve` runs no dispatcher and an
+/// `imagefactory dispatcher` serves its own `/metrics` on another port.
+async fn setup_with(standalone: bool) -> Setup {
     let sim = KubeSim::start(KubeSimOptions {
         tekton: Some(ControllerOptions {
             time_scale: 0.02,
@@ -206,9 +214,24 @@ async fn setup() -> Setup {
         ("IF_DISPATCHER_MAX_IN_FLIGHT", "1".into()),
         ("IF_DISPATCHER_HEARTBEAT_INTERVAL", "200ms".into()),
     ]);
+    let dispatcher_env = env.clone();
+    if standalone {
+        env.push(("IF_DISPATCHER_ENABLED", "false".into()));
+    }
     let mut proc = Proc::spawn(&["serve"], &env);
     let http = Http::new(port);
     http.wait_ready(&mut proc, Duration::from_secs(60)).await;
+    // After serve made the database and its schema.
+    let dispatcher = standalone.then(|| {
+        let metrics_port = free_port();
+        let mut denv = dispatcher_env;
+        denv.retain(|(k, _)| *k != "IF_LISTEN_ADDR");
+        denv.push((
+            "IF_METRICS_LISTEN_ADDR",
+            format!("127.0.0.1:{metrics_port}"),
+        ));
+        (Proc::spawn(&["dispatcher"], &denv), Http::new(metrics_port))
+    });
     let (tenant, token) = http.tenant_with_token("metrics").await;
     let tenant = tenant["id"].as_str().unwrap().to_owned();
     let project = http
@@ -232,6 +255,7 @@ async fn setup() -> Setup {
         .unwrap();
     Setup {
         proc,
+        dispatcher,
         http,
         token,
         tenant,
@@ -278,13 +302,7 @@ impl Setup {
     }
 
     async fn scrape_as(&self, token: Option<&str>) -> (u16, String) {
-        let mut request = self.http.client.get(format!("{}/metrics", self.http.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.text().await.unwrap())
+        scrape_at(&self.http, token).await
     }
 
     async fn scrape(&self) -> (String, Scrape) {
@@ -500,4 +518,72 @@ async fn check_http_and_kube(s: &Setup, end: &Scrape) {
         );
         assert!(errors <= sent, "{labels:?}: {errors} errors of {sent}");
     }
+}
+
+/// `GET /metrics` on `http`'s server, with `token` as bearer when given.
+async fn scrape_at(http: &Http, token: Option<&str>) -> (u16, String) {
+    let mut request = http.client.get(format!("{}/metrics", http.base));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// A standalone dispatcher serves its own `/metrics` (`IF_METRICS_LISTEN_ADDR`,
+/// same token rule): the build it ran is counted there, not by `serve`, and it
+/// shows no database gauges (those are `serve`'s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_dispatcher_serves_its_own_metrics() {
+    let mut s = setup_with(true).await;
+    let (mut dispatcher, metrics) = s.dispatcher.take().expect("standalone dispatcher");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        match metrics
+            .client
+            .get(format!("{}/metrics", metrics.base))
+            .send()
+            .await
+        {
+            Ok(r) => break r.status().as_u16(),
+            Err(e) => {
+                assert!(
+                    dispatcher.child.try_wait().unwrap().is_none(),
+                    "dispatcher exited"
+                );
+                assert!(
+                    Instant::now() < deadline,
+                    "dispatcher metrics never listened: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!(status, 401, "no token");
+    assert_eq!(scrape_at(&metrics, Some("wrong")).await.0, 401);
+
+    let id = s.submit("docker").await;
+    s.wait(&id, &["succeeded"]).await;
+    let (status, text) = scrape_at(&metrics, Some(METRICS_TOKEN)).await;
+    assert_eq!(status, 200, "{text}");
+    let ran = Scrape(parse(&text));
+    let labels = [("outcome", "succeeded"), ("method", "docker")];
+    assert_eq!(
+        ran.get("imagefactory_builds_finished_total", &labels),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        ran.histogram_count("imagefactory_build_start_seconds", &[]),
+        1.0
+    );
+    assert!(ran.series("imagefactory_builds").is_empty(), "{text}");
+    // `serve` ran no build.
+    let (_, served) = s.scrape().await;
+    assert_eq!(
+        served.get("imagefactory_builds_finished_total", &labels),
+        0.0
+    );
+    drop(dispatcher);
 }
