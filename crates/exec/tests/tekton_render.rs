@@ -469,3 +469,46 @@ fn builder_images_are_passed_only_when_overridden() {
     .unwrap_err();
     assert!(err.contains("builder_images.kaniko"), "{err}");
 }
+
+/// The `TLS_VERIFY` param the run's build task passes.
+fn build_tls_verify(run: &Value) -> Option<String> {
+    let tasks = run["spec"]["pipelineSpec"]["tasks"].as_array().unwrap();
+    let build = tasks.iter().find(|t| t["name"] == "build").unwrap();
+    build["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "TLS_VERIFY")
+        .map(|p| p["value"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn registry_tls_verify_reaches_every_build_task_verifying_by_default() {
+    let base = json!({"auth_method": "token", "endpoint": "https://k:6443", "token": "t"});
+    let mut insecure = base.clone();
+    insecure["registry_tls_verify"] = json!(false);
+    for method in BuildMethod::ALL {
+        let ctx = context(*method, "main", full_config());
+        let render_with = |config: &Value| {
+            let rc = render_context(
+                &ctx,
+                &parse(config).unwrap(),
+                "image-factory-aabbccdd",
+                &secrets(),
+            );
+            let run = Templates::embedded().render(*method, &rc).unwrap();
+            validate(&run, &expected(*method, "if-0193abcd-0000000a1b2c-2")).unwrap();
+            run
+        };
+        assert_eq!(
+            build_tls_verify(&render_with(&base)).as_deref(),
+            Some("true"),
+            "{method}"
+        );
+        assert_eq!(
+            build_tls_verify(&render_with(&insecure)).as_deref(),
+            Some("false"),
+            "{method}"
+        );
+    }
+}

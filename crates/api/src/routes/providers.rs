@@ -125,7 +125,8 @@ pub struct CreateProvider {
     /// `insecure_skip_tls_verify`, `namespace` (tenant only), `storage_class`,
     /// `service_account`, `workspace_size`, `tekton_api_version`, `retention`
     /// {keep_last, ttl_seconds}, `tasks`, `tasks_namespace`, `repair_drift`,
-    /// `builder_images` (README "Provider config keys"). Local: no keys.
+    /// `builder_images`, `registry_tls_verify` (README "Provider config keys").
+    /// Local: no keys.
     /// Secret fields are write-only.
     #[serde(default = "empty_object")]
     #[schema(value_type = Object)]

@@ -36,6 +36,7 @@ async fn every_documented_key_is_accepted() {
             "tekton_api_version": "v1", "retention": {"keep_last": 5, "ttl_seconds": 3600},
             "tasks": "shared", "tasks_namespace": "tekton-tasks", "repair_drift": true,
             "builder_images": {"kaniko": "mirror.example/kaniko:1.23", "git_clone": "mirror.example/git:2"},
+            "registry_tls_verify": false,
         }),
         json!({"auth_method": "client-cert", "apiServer": "https://k8s.example.com",
                "client_cert": CERT, "client_key": KEY}),

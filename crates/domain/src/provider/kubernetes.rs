@@ -82,6 +82,9 @@ pub struct KubernetesConfig {
     pub tasks: TaskMode,
     pub repair_drift: bool,
     pub builder_images: BuilderImages,
+    /// Whether build steps verify the image registry's TLS certificate
+    /// (`registry_tls_verify`); only an explicit `false` turns it off.
+    pub registry_tls_verify: bool,
 }
 
 impl KubernetesConfig {
@@ -162,6 +165,7 @@ fn parse_fields(
     let tasks = task_mode(map, v);
     let repair_drift = optional_bool(map, "repair_drift", v).unwrap_or(false);
     let builder_images = builder_images(map.get("builder_images"), v);
+    let registry_tls_verify = optional_bool(map, "registry_tls_verify", v).unwrap_or(true);
     let context = optional_string(map, "context", v);
     if context.is_some_and(|c| c.trim().is_empty()) {
         v.add("config.context", "must not be empty");
@@ -190,6 +194,7 @@ fn parse_fields(
         tasks,
         repair_drift,
         builder_images,
+        registry_tls_verify,
     })
 }
 

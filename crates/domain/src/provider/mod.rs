@@ -89,6 +89,7 @@ pub const KUBERNETES_KEYS: &[&str] = &[
     "tasks_namespace",
     "repair_drift",
     "builder_images",
+    "registry_tls_verify",
 ];
 
 /// A local provider takes no config keys: it stands for the server's own

@@ -323,6 +323,7 @@ fn every_key_parses_into_its_typed_value() {
             "retention": {"keep_last": 3, "ttl_seconds": 60},
             "tasks_namespace": "tekton-tasks", "repair_drift": true,
             "builder_images": {"kaniko": "mirror.example/kaniko:1.2", "git_clone": "mirror.example/git:2"},
+            "registry_tls_verify": false,
         }),
     )
     .unwrap();
@@ -354,6 +355,7 @@ fn every_key_parses_into_its_typed_value() {
         }
     );
     assert!(config.repair_drift);
+    assert!(!config.registry_tls_verify);
     assert_eq!(
         config
             .builder_images
@@ -386,6 +388,10 @@ fn defaults_when_keys_are_left_out() {
     assert_eq!(config.tasks, TaskMode::Managed);
     assert!(!config.repair_drift);
     assert!(!config.insecure_skip_tls_verify);
+    assert!(
+        config.registry_tls_verify,
+        "registry TLS is verified by default"
+    );
     assert_eq!(config.builder_images, BuilderImages::default());
     assert_eq!(
         (
@@ -581,4 +587,20 @@ fn quantities() {
     ] {
         assert!(Quantity::parse(bad).is_err(), "{bad}");
     }
+}
+
+#[test]
+fn registry_tls_verify_takes_only_a_boolean() {
+    for bad in [json!("false"), json!(0), json!({})] {
+        let (field, message) =
+            one_violation(ProviderOwner::Tenant, json!({ "registry_tls_verify": bad }));
+        assert_eq!(field, "config.registry_tls_verify");
+        assert_eq!(message, "must be true or false");
+    }
+    let on = parse_as(
+        ProviderOwner::Tenant,
+        token(json!({"registry_tls_verify": true})),
+    )
+    .unwrap();
+    assert!(on.registry_tls_verify);
 }

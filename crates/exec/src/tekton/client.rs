@@ -51,6 +51,9 @@ pub struct ClusterSettings {
     pub repair_drift: bool,
     /// Per-Task builder image overrides (`builder_images`).
     pub builder_images: BuilderImages,
+    /// Whether build steps verify the registry's TLS (`registry_tls_verify`,
+    /// default true): the build Tasks' `TLS_VERIFY` param.
+    pub registry_tls_verify: bool,
     /// The namespace a tenant provider's builds run in instead of the
     /// tenant's `image-factory-<id>` one (`namespace`).
     pub namespace: Option<String>,
@@ -89,6 +92,7 @@ impl ClusterSettings {
             task_mode: config.tasks.clone(),
             repair_drift: config.repair_drift,
             builder_images: config.builder_images.clone(),
+            registry_tls_verify: config.registry_tls_verify,
             namespace: config.namespace.clone(),
             retention: config.retention,
             tekton_version: config.tekton_api_version.map(TektonVersion::from),
@@ -139,6 +143,7 @@ impl ClusterSettings {
             task_mode: TaskMode::default(),
             repair_drift: false,
             builder_images: BuilderImages::default(),
+            registry_tls_verify: true,
             namespace: None,
             retention: None,
             tekton_version: None,

@@ -64,6 +64,7 @@ pub fn render_context(
             service_account: settings.service_account.clone(),
             storage_class: settings.storage_class.clone().unwrap_or_default(),
             workspace_size: settings.workspace_size.clone(),
+            registry_tls_verify: settings.registry_tls_verify.to_string(),
         },
         source: SourceValues {
             url: ctx.source.url.to_string(),

@@ -91,6 +91,8 @@ pub struct ProviderValues {
     /// Empty: the cluster's default StorageClass.
     pub storage_class: String,
     pub workspace_size: String,
+    /// `"true"` or `"false"`: the build Task's `TLS_VERIFY` param.
+    pub registry_tls_verify: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

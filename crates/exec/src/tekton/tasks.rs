@@ -160,4 +160,27 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn every_pushing_task_verifies_registry_tls_by_default() {
+        let tasks = task_objects(TektonVersion::V1).unwrap();
+        for name in ["docker-build", "buildx", "kaniko", "packer"] {
+            let task = tasks
+                .iter()
+                .find(|t| t["metadata"]["name"] == name)
+                .unwrap();
+            let param = task["spec"]["params"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == "TLS_VERIFY")
+                .unwrap_or_else(|| panic!("{name} lacks TLS_VERIFY"));
+            assert_eq!(param["default"], "true", "{name}");
+            let steps = task["spec"]["steps"].to_string();
+            assert!(
+                steps.contains("$(params.TLS_VERIFY)"),
+                "{name} ignores TLS_VERIFY"
+            );
+        }
+    }
 }
