@@ -512,3 +512,70 @@ fn registry_tls_verify_reaches_every_build_task_verifying_by_default() {
         );
     }
 }
+
+/// Hostile non-empty text of bounded length (an empty dockerfile means the
+/// default one): any unicode (NUL, control characters),
+/// or template, YAML and Tekton syntax pieces strung together.
+fn hostile() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    prop_oneof![
+        ".{1,40}",
+        prop::collection::vec(
+            prop::sample::select(vec![
+                "{{",
+                "}}",
+                "{%",
+                "%}",
+                "{#",
+                "$(params.",
+                ")",
+                "\n",
+                "- ",
+                ": ",
+                "\"",
+                "'",
+                "\\",
+                "&a",
+                "*a",
+                "!!",
+                "|",
+                "#",
+                "\u{0}",
+                "\u{2028}",
+                "x",
+            ]),
+            1..12
+        )
+        .prop_map(|parts| parts.concat()),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Any dockerfile, build arg or git ref value renders without panic,
+    /// reaches the run verbatim as one param and changes nothing else.
+    #[test]
+    fn arbitrary_user_values_stay_one_param(value in hostile(), method_index in 0usize..3) {
+        let method = [BuildMethod::Docker, BuildMethod::Buildx, BuildMethod::Kaniko][method_index];
+        let plain = render(&context(method, "main", full_config()));
+        if imagefactory_domain::GitRef::parse(&value).is_ok() {
+            let run = render(&context(method, &value, full_config()));
+            assert_only_param_changes(method, "git-revision", &plain, &run, json!(value));
+        }
+        let mut config = full_config();
+        config.dockerfile = Some(value.clone());
+        let run = render(&context(method, "main", config));
+        assert_only_param_changes(method, "dockerfile", &plain, &run, json!(value));
+        let mut config = full_config();
+        config.build_args.insert("VERSION".into(), value.clone());
+        let run = render(&context(method, "main", config));
+        assert_only_param_changes(
+            method,
+            "build-args",
+            &plain,
+            &run,
+            json!(["MODE=release", format!("VERSION={value}")]),
+        );
+    }
+}
