@@ -104,7 +104,7 @@ async fn build_logs(
     };
     let resume = match headers.get("last-event-id") {
         None => LogCursor::START,
-        Some(v) => match v.to_str().ok().and_then(|s| s.parse::<i64>().ok()) {
+        Some(v) => match resume_line(v) {
             // 0: before the first line.
             Some(0) => LogCursor::START,
             Some(line) => attempts::log_cursor(&state.pool, auth.tenant_id, id, line)
@@ -253,4 +253,37 @@ fn log_event(row: &LogRecord, with_source: bool) -> Event {
 fn error_event(message: &str) -> Event {
     tracing::warn!(error = %message, "log stream ended by an error");
     Event::default().event("error").data(message)
+}
+
+/// The line id a `Last-Event-ID` header names, or `None` when it is no
+/// integer (any bytes a client sends are only data).
+fn resume_line(value: &HeaderValue) -> Option<i64> {
+    value.to_str().ok().and_then(|s| s.parse::<i64>().ok())
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn event_ids_round_trip(id in any::<i64>()) {
+            let value = HeaderValue::from_str(&id.to_string()).unwrap();
+            prop_assert_eq!(resume_line(&value), Some(id));
+        }
+
+        #[test]
+        fn arbitrary_header_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            // Header values refuse some bytes (NUL, newlines) before we see them.
+            if let Ok(value) = HeaderValue::from_bytes(&bytes) {
+                let parsed = resume_line(&value);
+                if bytes.iter().any(|b| !(b.is_ascii_digit() || *b == b'-' || *b == b'+')) {
+                    prop_assert_eq!(parsed, None);
+                }
+            }
+        }
+    }
 }
