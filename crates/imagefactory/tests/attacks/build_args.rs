@@ -83,6 +83,8 @@ fn build_task_params(run: &Value) -> BTreeMap<String, task_runner::Param> {
     let mut out = BTreeMap::new();
     for p in build["params"].as_array().unwrap() {
         let value = match &p["value"] {
+            // A literal (e.g. `TLS_VERIFY` from the provider's setting) is its own value.
+            Value::String(v) if !v.starts_with("$(params.") => task_runner::s(v),
             Value::String(v) => task_runner::s(param(run, &reference(v)).as_str().unwrap()),
             Value::Array(items) => {
                 let items = param(run, &reference(items[0].as_str().unwrap()));
