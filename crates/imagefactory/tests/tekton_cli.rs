@@ -164,7 +164,7 @@ async fn install_then_kubectl_lists_the_tasks_and_reruns_change_nothing() {
         text(&out)
     );
     assert!(
-        stdout(&out).contains("Tekton API: tekton.dev v1, v1beta1 (using v1)"),
+        stdout(&out).contains("Tekton API: tekton.dev v1, v1beta1, v1alpha1 (using v1)"),
         "{}",
         text(&out)
     );
