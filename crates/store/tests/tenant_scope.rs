@@ -30,6 +30,12 @@ const TENANT_TABLES: &[&str] = &[
 const UNSCOPED: &[(&str, &str, &str)] = &[
     (
         "builds.rs",
+        "active_counts",
+        "the metrics scrape's one aggregate over every tenant (counts by state, method and tenant \
+         id); operator-only `/metrics`, no tenant reads it through the API",
+    ),
+    (
+        "builds.rs",
         "submit",
         "inserts `NewBuild::tenant_id`; the composite foreign keys (tenant_id, project_id) and \
          (tenant_id, registry_credential_id) refuse another tenant's references",
