@@ -6,6 +6,7 @@ use crate::auth::{ADMIN_GROUP, Attributes, Authenticator, User};
 use crate::cluster::EventKind;
 use crate::discovery;
 use crate::faults::{FaultAction, FaultRule, Faults};
+use crate::log_follow::{LogFollow, StoreLog};
 use crate::patch::{self, PatchKind};
 use crate::protobuf;
 use crate::resources::ResourceInfo;
@@ -363,8 +364,8 @@ fn log_container(
 }
 
 /// The query options of a log request.
-#[derive(Clone, Copy)]
-struct LogOptions {
+#[derive(Clone, Copy, Default)]
+pub(crate) struct LogOptions {
     timestamps: bool,
     since: Option<chrono::DateTime<chrono::FixedOffset>>,
     since_seconds: Option<i64>,
@@ -406,7 +407,7 @@ impl LogOptions {
         lines
     }
 
-    fn format(&self, l: &crate::store::LogLine) -> Bytes {
+    pub(crate) fn format(&self, l: &crate::store::LogLine) -> Bytes {
         if self.timestamps {
             Bytes::from(format!(
                 "{} {}\n",
@@ -415,63 +416,6 @@ impl LogOptions {
             ))
         } else {
             Bytes::from(format!("{}\n", l.text))
-        }
-    }
-}
-
-/// A followed container log: sends new lines until the container has
-/// terminated and everything it wrote was sent, or the client went away.
-struct LogFollow {
-    store: Arc<Store>,
-    kind: Kind,
-    ns: String,
-    pod_name: String,
-    container: String,
-    /// Lines of the log already looked at.
-    seen: usize,
-    opts: LogOptions,
-}
-
-impl LogFollow {
-    async fn run(mut self, initial: Vec<Bytes>, tx: mpsc::Sender<Bytes>) {
-        for b in initial {
-            if tx.send(b).await.is_err() {
-                return;
-            }
-        }
-        let waiter = self.store.log_waiter(&self.ns, &self.pod_name);
-        loop {
-            let notified = waiter.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let new = self
-                .store
-                .log_lines(&self.ns, &self.pod_name, &self.container, self.seen);
-            self.seen += new.len();
-            for l in &new {
-                if tx.send(self.opts.format(l)).await.is_err() {
-                    return;
-                }
-            }
-            if !new.is_empty() {
-                continue;
-            }
-            if self.terminated() {
-                return;
-            }
-            tokio::select! {
-                _ = notified => {}
-                _ = tx.closed() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
-    }
-
-    /// Whether the container (or its pod) is gone for good.
-    fn terminated(&self) -> bool {
-        match self.store.get(&self.kind, Some(&self.ns), &self.pod_name) {
-            None => true,
-            Some(p) => container_terminated(&p, &self.container),
         }
     }
 }
@@ -1307,11 +1251,13 @@ impl Api {
         }
         let (tx, rx) = mpsc::channel::<Bytes>(256);
         let follow = LogFollow {
-            store: self.store.clone(),
-            kind: t.kind,
-            ns,
-            pod_name,
-            container,
+            source: StoreLog {
+                store: self.store.clone(),
+                kind: t.kind,
+                ns,
+                pod_name,
+                container,
+            },
             seen,
             opts,
         };
@@ -1434,7 +1380,7 @@ fn waiting_reason(pod: &Value, container: &str) -> Option<String> {
     }
 }
 
-fn container_terminated(pod: &Value, container: &str) -> bool {
+pub(crate) fn container_terminated(pod: &Value, container: &str) -> bool {
     container_status(pod, container).is_some_and(|s| s.pointer("/state/terminated").is_some())
 }
 

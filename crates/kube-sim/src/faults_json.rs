@@ -1,6 +1,7 @@
 //! JSON form of fault rules for the `/kube-sim/faults` admin endpoint:
 //! `{"verb": "create", "resource": "pipelineruns", "times": 2, "error": 429, "retryAfter": 3}`,
-//! or `"latencyMs": 200`, `"dropWatchAfterMs": 500`, `"expireWatch": true`.
+//! or `"latencyMs": 200`, `"dropWatchAfterMs": 500`, `"expireWatch": true`;
+//! `"probability": 0.1` hits each matching request with that chance.
 
 use crate::faults::{FaultAction, FaultRule};
 use serde_json::{Value, json};
@@ -30,16 +31,25 @@ pub fn rule_from_json(v: &Value) -> Result<FaultRule, String> {
             "a fault needs one of: error, latencyMs, dropWatchAfterMs, expireWatch".to_string(),
         );
     };
+    let probability = match v.get("probability") {
+        None | Some(Value::Null) => None,
+        Some(p) => match p.as_f64() {
+            Some(p) if (0.0..=1.0).contains(&p) => Some(p),
+            _ => return Err(format!("probability: {p} is not a number from 0 to 1")),
+        },
+    };
     Ok(FaultRule {
         verb: s("verb"),
         resource: s("resource"),
         action,
         times: n("times").map(|t| t as u32),
+        probability,
     })
 }
 
 pub fn rule_to_json(id: u64, r: &FaultRule) -> Value {
-    let mut v = json!({"id": id, "verb": r.verb, "resource": r.resource, "times": r.times});
+    let mut v = json!({"id": id, "verb": r.verb, "resource": r.resource, "times": r.times,
+                       "probability": r.probability});
     match &r.action {
         FaultAction::Error { code, retry_after } => {
             v["error"] = json!(code);
@@ -70,6 +80,13 @@ mod tests {
         );
         assert_eq!(rule_from_json(&rule_to_json(1, &r)).unwrap(), r);
         assert!(rule_from_json(&json!({"verb": "get"})).is_err());
+        let r = rule_from_json(&json!({"error": 500, "probability": 0.25})).unwrap();
+        assert_eq!(r.probability, Some(0.25));
+        assert_eq!(rule_from_json(&rule_to_json(2, &r)).unwrap(), r);
+        for bad in [json!(1.5), json!(-0.1), json!("0.5")] {
+            let e = rule_from_json(&json!({"error": 500, "probability": bad})).unwrap_err();
+            assert!(e.starts_with("probability: "), "{e}");
+        }
         assert!(rule_from_json(&json!({"error": 200})).is_err());
     }
 }

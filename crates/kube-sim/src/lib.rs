@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod discovery;
 pub mod faults;
 pub mod faults_json;
+mod log_follow;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
