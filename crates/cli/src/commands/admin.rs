@@ -4,11 +4,9 @@
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::resources::deleted;
-use super::{Connection, PageArgs, fetch_list, print_list, print_one};
+use super::{Connection, PageArgs};
 use crate::error::CliResult;
 use crate::exit;
-use crate::output::Printer;
 
 #[derive(Debug, Args)]
 pub struct TenantArgs {
@@ -95,14 +93,10 @@ const TOKEN_COLUMNS: &[(&str, &str)] = &[
 ];
 
 pub async fn tenant(args: TenantArgs) -> CliResult<u8> {
-    let client = args.conn.client()?;
-    let out = Printer::new(args.conn.output);
+    let s = args.conn.session()?;
     match args.command {
-        TenantCommand::List(page) => {
-            let list = fetch_list(&client, "/tenants", &[], &page).await?;
-            print_list(&out, &list, TENANT_COLUMNS);
-        }
-        TenantCommand::Get { id } => print_one(&out, &client.get(&format!("/tenants/{id}")).await?),
+        TenantCommand::List(page) => s.list("/tenants", &[], &page, TENANT_COLUMNS).await?,
+        TenantCommand::Get { id } => s.show(&format!("/tenants/{id}")).await?,
         TenantCommand::Create {
             name,
             display_name,
@@ -116,12 +110,9 @@ pub async fn tenant(args: TenantArgs) -> CliResult<u8> {
             if let Some(m) = max_concurrent_builds {
                 body["max_concurrent_builds"] = m.into();
             }
-            print_one(&out, &client.post("/tenants", &body).await?);
+            s.create("/tenants", &body).await?;
         }
-        TenantCommand::Delete { id } => {
-            client.delete(&format!("/tenants/{id}")).await?;
-            deleted(&out, "tenant", &id);
-        }
+        TenantCommand::Delete { id } => s.delete("/tenants", &id, "deleted", "tenant").await?,
     }
     Ok(exit::OK)
 }
@@ -134,12 +125,11 @@ fn tokens_path(tenant: Option<&str>) -> String {
 }
 
 pub async fn token(args: TokenArgs) -> CliResult<u8> {
-    let client = args.conn.client()?;
-    let out = Printer::new(args.conn.output);
+    let s = args.conn.session()?;
     match args.command {
         TokenCommand::List { tenant, page } => {
-            let list = fetch_list(&client, &tokens_path(tenant.as_deref()), &[], &page).await?;
-            print_list(&out, &list, TOKEN_COLUMNS);
+            let path = tokens_path(tenant.as_deref());
+            s.list(&path, &[], &page, TOKEN_COLUMNS).await?;
         }
         TokenCommand::Create {
             name,
@@ -151,18 +141,11 @@ pub async fn token(args: TokenArgs) -> CliResult<u8> {
             if let Some(e) = expires_at {
                 body["expires_at"] = e.into();
             }
-            let created = client.post(&tokens_path(tenant.as_deref()), &body).await?;
-            print_one(&out, &created);
+            s.create(&tokens_path(tenant.as_deref()), &body).await?;
         }
         TokenCommand::Revoke { id, tenant } => {
-            client
-                .delete(&format!("{}/{id}", tokens_path(tenant.as_deref())))
-                .await?;
-            if out.json {
-                out.document(&json!({"revoked": "token", "id": id}));
-            } else {
-                out.line(&format!("revoked token {id}"));
-            }
+            let path = tokens_path(tenant.as_deref());
+            s.delete(&path, &id, "revoked", "token").await?;
         }
     }
     Ok(exit::OK)

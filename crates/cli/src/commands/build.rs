@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::{Map, Value, json};
 
-use super::{Connection, PageArgs, fetch_list, print_list, print_one};
+use super::{Connection, PageArgs};
 use crate::client::Client;
 use crate::error::{CliError, CliResult};
 use crate::exit;
@@ -203,36 +203,35 @@ const LIST_COLUMNS: &[(&str, &str)] = &[
 ];
 
 pub async fn run(args: BuildArgs) -> CliResult<u8> {
-    let client = args.conn.client()?;
-    let mut out = Printer::new(args.conn.output);
+    let mut s = args.conn.session()?;
+    let client = &s.client;
     match args.command {
         BuildCommand::Submit(a) => {
             let build = client.post("/builds", &submit_body(&a)).await?;
-            started(&client, &build, "submitted", &a.follow, &mut out).await
+            started(client, &build, "submitted", &a.follow, &mut s.out).await
         }
         BuildCommand::List(a) => {
             let filters = [("project_id", a.project), ("status", a.status)];
-            let list = fetch_list(&client, "/builds", &filters, &a.page).await?;
-            print_list(&out, &list, LIST_COLUMNS);
+            s.list("/builds", &filters, &a.page, LIST_COLUMNS).await?;
             Ok(exit::OK)
         }
         BuildCommand::Get { id } => {
-            print_one(&out, &client.get(&format!("/builds/{id}")).await?);
+            s.show(&format!("/builds/{id}")).await?;
             Ok(exit::OK)
         }
-        BuildCommand::Logs(a) => logs(&client, &a, &mut out).await,
+        BuildCommand::Logs(a) => logs(client, &a, &mut s.out).await,
         BuildCommand::Cancel { id } => {
             let build = client
                 .post(&format!("/builds/{id}/cancel"), &json!({}))
                 .await?;
-            announce(&out, &build, "cancel requested for");
+            announce(&s.out, &build, "cancel requested for");
             Ok(exit::OK)
         }
         BuildCommand::Retry { id, follow } => {
             let build = client
                 .post(&format!("/builds/{id}/retry"), &json!({}))
                 .await?;
-            started(&client, &build, "queued again:", &follow, &mut out).await
+            started(client, &build, "queued again:", &follow, &mut s.out).await
         }
     }
 }

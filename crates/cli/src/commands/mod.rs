@@ -8,7 +8,7 @@ pub mod resources;
 use std::path::PathBuf;
 
 use clap::Args;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::client::Client;
 use crate::config::{self, Target};
@@ -62,6 +62,70 @@ impl Connection {
     pub fn client(&self) -> CliResult<Client> {
         Client::new(&self.target()?)
     }
+
+    pub fn session(&self) -> CliResult<Session> {
+        Ok(Session {
+            client: self.client()?,
+            out: Printer::new(self.output),
+        })
+    }
+}
+
+/// What a command works with: the API client and where its output goes.
+/// The calls every resource command makes (list, get, create, delete) are
+/// here once.
+pub struct Session {
+    pub client: Client,
+    pub out: Printer,
+}
+
+impl Session {
+    /// The collection at `path` as a table (text) or its document (json):
+    /// one page, or every page with `--all`.
+    pub async fn list(
+        &self,
+        path: &str,
+        filters: &[(&str, Option<String>)],
+        page: &PageArgs,
+        columns: &[(&str, &str)],
+    ) -> CliResult<()> {
+        let list = fetch_list(&self.client, path, filters, page).await?;
+        print_list(&self.out, &list, columns);
+        Ok(())
+    }
+
+    /// The object at `path`.
+    pub async fn show(&self, path: &str) -> CliResult<()> {
+        print_one(&self.out, &self.client.get(path).await?);
+        Ok(())
+    }
+
+    /// `POST path` with `body`; prints what the server made.
+    pub async fn create(&self, path: &str, body: &Value) -> CliResult<()> {
+        print_one(&self.out, &self.client.post(path, body).await?);
+        Ok(())
+    }
+
+    /// `DELETE collection/id`, then `<done> <what> <id>` (text) or
+    /// `{"<done>": what, "id": id}` (json), e.g. `deleted project …`.
+    pub async fn delete(
+        &self,
+        collection: &str,
+        id: &str,
+        done: &str,
+        what: &str,
+    ) -> CliResult<()> {
+        self.client.delete(&format!("{collection}/{id}")).await?;
+        if self.out.json {
+            let mut doc = Map::new();
+            doc.insert(done.into(), what.into());
+            doc.insert("id".into(), id.into());
+            self.out.document(&Value::Object(doc));
+        } else {
+            self.out.line(&format!("{done} {what} {id}"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -79,7 +143,7 @@ pub struct PageArgs {
 
 /// Fetches a list (one page, or every page with `--all`) as
 /// `{"items": [...], "next_cursor": ...}`.
-pub async fn fetch_list(
+async fn fetch_list(
     client: &Client,
     path: &str,
     filters: &[(&str, Option<String>)],
@@ -134,7 +198,7 @@ fn encode(s: &str) -> String {
 
 /// A list as a table (text) or its document (json), with a hint for the
 /// next page.
-pub fn print_list(out: &Printer, list: &Value, columns: &[(&str, &str)]) {
+fn print_list(out: &Printer, list: &Value, columns: &[(&str, &str)]) {
     if out.json {
         out.document(list);
         return;
@@ -150,7 +214,7 @@ pub fn print_list(out: &Printer, list: &Value, columns: &[(&str, &str)]) {
 }
 
 /// One object as `key: value` lines (text) or its document (json).
-pub fn print_one(out: &Printer, value: &Value) {
+fn print_one(out: &Printer, value: &Value) {
     if out.json {
         out.document(value);
     } else {

@@ -3,9 +3,9 @@
 //! never from flags.
 
 use clap::{Args, Subcommand};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::{Connection, PageArgs, fetch_list, print_list, print_one, read_secret_line};
+use super::{Connection, PageArgs, read_secret_line};
 use crate::error::CliResult;
 use crate::exit;
 use crate::output::Printer;
@@ -130,16 +130,10 @@ const CREDENTIAL_COLUMNS: &[(&str, &str)] = &[
 ];
 
 pub async fn project(args: ProjectArgs) -> CliResult<u8> {
-    let client = args.conn.client()?;
-    let out = Printer::new(args.conn.output);
+    let s = args.conn.session()?;
     match args.command {
-        ProjectCommand::List(page) => {
-            let list = fetch_list(&client, "/projects", &[], &page).await?;
-            print_list(&out, &list, PROJECT_COLUMNS);
-        }
-        ProjectCommand::Get { id } => {
-            print_one(&out, &client.get(&format!("/projects/{id}")).await?)
-        }
+        ProjectCommand::List(page) => s.list("/projects", &[], &page, PROJECT_COLUMNS).await?,
+        ProjectCommand::Get { id } => s.show(&format!("/projects/{id}")).await?,
         ProjectCommand::Create {
             name,
             git_url,
@@ -155,19 +149,15 @@ pub async fn project(args: ProjectArgs) -> CliResult<u8> {
                 let password = read_secret_line("git password")?;
                 body["git_credential"] = json!({"username": user, "password": password});
             }
-            print_one(&out, &client.post("/projects", &body).await?);
+            s.create("/projects", &body).await?;
         }
-        ProjectCommand::Delete { id } => {
-            client.delete(&format!("/projects/{id}")).await?;
-            deleted(&out, "project", &id);
-        }
+        ProjectCommand::Delete { id } => s.delete("/projects", &id, "deleted", "project").await?,
     }
     Ok(exit::OK)
 }
 
 pub async fn provider(args: ProviderArgs) -> CliResult<u8> {
-    let client = args.conn.client()?;
-    let out = Printer::new(args.conn.output);
+    let s = args.conn.session()?;
     let base = |global: bool| {
         if global {
             "/admin/providers"
@@ -177,16 +167,13 @@ pub async fn provider(args: ProviderArgs) -> CliResult<u8> {
     };
     match args.command {
         ProviderCommand::List { global, page } => {
-            let list = fetch_list(&client, base(global), &[], &page).await?;
-            print_list(&out, &list, PROVIDER_COLUMNS);
+            s.list(base(global), &[], &page, PROVIDER_COLUMNS).await?
         }
-        ProviderCommand::Get { id, global } => {
-            print_one(&out, &client.get(&format!("{}/{id}", base(global))).await?);
-        }
+        ProviderCommand::Get { id, global } => s.show(&format!("{}/{id}", base(global))).await?,
         ProviderCommand::Test { id, global } => {
             let path = format!("{}/{id}/test-connection", base(global));
-            let report = client.post(&path, &json!({})).await?;
-            print_report(&out, &report);
+            let report = s.client.post(&path, &json!({})).await?;
+            print_report(&s.out, &report);
             return Ok(if connection_ok(&report) {
                 exit::OK
             } else {
@@ -222,19 +209,11 @@ fn print_report(out: &Printer, report: &Value) {
 }
 
 pub async fn credential(args: CredentialArgs) -> CliResult<u8> {
-    let client = args.conn.client()?;
-    let out = Printer::new(args.conn.output);
+    const PATH: &str = "/registry-credentials";
+    let s = args.conn.session()?;
     match args.command {
-        CredentialCommand::List(page) => {
-            let list = fetch_list(&client, "/registry-credentials", &[], &page).await?;
-            print_list(&out, &list, CREDENTIAL_COLUMNS);
-        }
-        CredentialCommand::Get { id } => {
-            print_one(
-                &out,
-                &client.get(&format!("/registry-credentials/{id}")).await?,
-            );
-        }
+        CredentialCommand::List(page) => s.list(PATH, &[], &page, CREDENTIAL_COLUMNS).await?,
+        CredentialCommand::Get { id } => s.show(&format!("{PATH}/{id}")).await?,
         CredentialCommand::Create {
             name,
             registry,
@@ -242,32 +221,16 @@ pub async fn credential(args: CredentialArgs) -> CliResult<u8> {
             password_stdin: _,
         } => {
             let password = read_secret_line("registry password")?;
-            let mut body = Map::new();
-            body.insert("name".into(), name.into());
-            body.insert("registry".into(), registry.into());
-            body.insert("username".into(), username.into());
-            body.insert("password".into(), password.into());
-            let created = client
-                .post("/registry-credentials", &Value::Object(body))
-                .await?;
-            print_one(&out, &created);
+            let body = json!({"name": name, "registry": registry, "username": username,
+                              "password": password});
+            s.create(PATH, &body).await?;
         }
         CredentialCommand::Delete { id } => {
-            client
-                .delete(&format!("/registry-credentials/{id}"))
-                .await?;
-            deleted(&out, "registry credential", &id);
+            s.delete(PATH, &id, "deleted", "registry credential")
+                .await?
         }
     }
     Ok(exit::OK)
-}
-
-pub fn deleted(out: &Printer, what: &str, id: &str) {
-    if out.json {
-        out.document(&json!({"deleted": what, "id": id}));
-    } else {
-        out.line(&format!("deleted {what} {id}"));
-    }
 }
 
 #[cfg(test)]
