@@ -34,6 +34,12 @@ pub struct DevArgs {
     /// Exit after the demo build instead of serving: status 0 iff the build succeeded.
     #[arg(long)]
     pub exit: bool,
+    /// Build for real on this host instead of simulating the steps: a local
+    /// docker-registry and a sample git repository on 127.0.0.1, kube-sim's
+    /// host step runner (git, buildah), and the pushed image's digest checked
+    /// against the registry's. Needs git, buildah and docker-registry.
+    #[arg(long)]
+    pub real_steps: bool,
     /// PostgreSQL URL; the database is created if missing and migrated.
     #[arg(long, env = "IF_DATABASE_URL", hide_env_values = true, default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
@@ -115,6 +121,7 @@ mod tests {
         assert_eq!(a.listen_addr(), "127.0.0.1:8080".parse().unwrap());
         assert!(!a.exit);
         assert_eq!(a.time_scale, 0.2);
+        assert!(!a.real_steps, "the simulated demo is the default");
         assert_eq!(a.kube_sim_port, 0);
         assert_eq!(a.demo_timeout, Duration::from_secs(120));
         assert!(a.key().dev_mode);
@@ -126,6 +133,7 @@ mod tests {
             "--port",
             "0",
             "--exit",
+            "--real-steps",
             "--time-scale",
             "0.05",
             "--admin-token",
@@ -142,6 +150,7 @@ mod tests {
         .unwrap();
         assert_eq!(a.port, 0);
         assert!(a.exit);
+        assert!(a.real_steps);
         assert_eq!(a.time_scale, 0.05);
         assert_eq!(a.demo_timeout, Duration::from_secs(90));
         assert_eq!(

@@ -1,6 +1,8 @@
 //! The demo itself, as a user would do it: everything through the REST API
 //! (tenant, token, provider, project, build, logs, artifacts), except the
 //! cluster operator's part on kube-sim (namespace, Tasks, docker-config).
+//! With `--real-steps` the build clones the local sample repository and
+//! pushes to the local registry, whose digest is then checked.
 
 use std::pin::pin;
 use std::time::{Duration, Instant};
@@ -13,7 +15,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::instructions::{self, DemoResources};
+use crate::instructions::{self, DEMO_IMAGE, DEMO_REPOSITORY, DEMO_TAG, DemoResources};
+use imagefactory_dev::real::RealSteps;
 use imagefactory_dev::{sim, sse};
 
 pub const DEMO_GIT_URL: &str = "https://git.example.com/demo/hello.git";
@@ -22,11 +25,40 @@ pub const DEMO_GIT_URL: &str = "https://git.example.com/demo/hello.git";
 pub struct Outcome {
     /// The build's final status, e.g. `succeeded`.
     pub status: String,
+    /// With `--real-steps` and a succeeded build: whether the recorded
+    /// `IMAGE_DIGEST` is the one the registry serves.
+    pub digest_matches: Option<bool>,
 }
 
 impl Outcome {
     pub fn succeeded(&self) -> bool {
-        self.status == "succeeded"
+        self.status == "succeeded" && self.digest_matches != Some(false)
+    }
+}
+
+/// What the demo builds from and pushes to.
+struct Target<'a> {
+    git_url: String,
+    /// Image repository, without tag.
+    image: String,
+    /// `--real-steps`' local services.
+    real: Option<&'a RealSteps>,
+}
+
+impl<'a> Target<'a> {
+    fn new(real: Option<&'a RealSteps>) -> Self {
+        match real {
+            Some(r) => Target {
+                git_url: r.repo_url(),
+                image: format!("{}/{DEMO_REPOSITORY}", r.registry().host()),
+                real,
+            },
+            None => Target {
+                git_url: DEMO_GIT_URL.to_owned(),
+                image: DEMO_IMAGE.to_owned(),
+                real,
+            },
+        }
     }
 }
 
@@ -184,7 +216,8 @@ struct Created {
     project: Uuid,
 }
 
-/// Runs the demo against the API at `base_url`, printing as it goes.
+/// Runs the demo against the API at `base_url`, printing as it goes; with
+/// `real`, building the sample repository for real into the local registry.
 pub async fn run(
     base_url: &str,
     admin: &Secret,
@@ -192,18 +225,25 @@ pub async fn run(
     kubeconfig: Option<&str>,
     timeout: Duration,
     keep_serving: bool,
+    real: Option<&RealSteps>,
 ) -> anyhow::Result<Outcome> {
     let api = Client {
         http: reqwest::Client::new(),
         base: base_url.to_owned(),
     };
     api.ready().await?;
+    let target = Target::new(real);
     println!("\nDemo, through the REST API as a user would:");
-    let created = create_resources(&api, admin, sim).await?;
+    let created = create_resources(&api, admin, sim, &target).await?;
     let started = Instant::now();
-    let build = submit(&api, &created).await?;
-    let ended_with = follow(&api, &created.token, build, timeout).await?;
-    let status = report(&api, &created.token, build, ended_with, timeout, started).await?;
+    let build = submit(&api, &created, &target).await?;
+    let ended_with = follow(&api, &created.token, build, timeout, target.real.is_some()).await?;
+    let (status, digest) =
+        report(&api, &created.token, build, ended_with, timeout, started).await?;
+    let digest_matches = match target.real {
+        Some(real) if status == "succeeded" => Some(check_digest(real, digest.as_deref()).await?),
+        _ => None,
+    };
 
     // Instructions only for a server that stays up to answer them.
     if keep_serving {
@@ -214,11 +254,38 @@ pub async fn run(
             provider: created.provider,
             project: created.project,
             build,
+            image: target.image.clone(),
+            registry: real.map(|r| r.registry().host().to_owned()),
         };
         let text = instructions::render(&resources, &created.token, kubeconfig);
         println!("\n{text}");
     }
-    Ok(Outcome { status })
+    Ok(Outcome {
+        status,
+        digest_matches,
+    })
+}
+
+/// Prints the digest the build recorded and the one the registry serves for
+/// the pushed tag; whether they are the same.
+async fn check_digest(real: &RealSteps, recorded: Option<&str>) -> anyhow::Result<bool> {
+    let registry = real.registry();
+    let url = registry.manifest_url(DEMO_REPOSITORY, DEMO_TAG);
+    let served = registry
+        .manifest_digest(DEMO_REPOSITORY, DEMO_TAG)
+        .await
+        .context("asking the local registry for the pushed image")?;
+    let recorded = recorded.unwrap_or("(none)");
+    println!("\nRegistry check (HEAD {url}):");
+    println!("  build recorded   IMAGE_DIGEST {recorded}");
+    println!("  registry serves  Docker-Content-Digest {served}");
+    let same = recorded == served;
+    if same {
+        println!("  the same: the image was built and pushed for real");
+    } else {
+        println!("  they differ: the recorded digest is not the pushed image's");
+    }
+    Ok(same)
 }
 
 /// Tenant and token (as the platform admin), the operator's part on
@@ -227,6 +294,7 @@ async fn create_resources(
     api: &Client,
     admin: &Secret,
     sim: &KubeSimHandle,
+    target: &Target<'_>,
 ) -> anyhow::Result<Created> {
     let (tenant_name, tenant, token) = create_tenant(api, admin).await?;
     let prepared = sim::prepare_tenant(sim, tenant).await?;
@@ -235,16 +303,16 @@ async fn create_resources(
         prepared.namespace,
         prepared.tasks.join(", ")
     );
-    let provider = create_provider(api, &token, sim).await?;
+    let provider = create_provider(api, &token, sim, target.real.is_some()).await?;
     let project = api
         .post(
             "/api/v1/projects",
             &token,
-            json!({"name": "hello", "git_url": DEMO_GIT_URL}),
+            json!({"name": "hello", "git_url": target.git_url}),
         )
         .await?;
     let project = id_of(&project, "project")?;
-    println!("  project   hello ({project}) {DEMO_GIT_URL}");
+    println!("  project   hello ({project}) {}", target.git_url);
     Ok(Created {
         tenant_name,
         token,
@@ -277,14 +345,24 @@ async fn create_tenant(api: &Client, admin: &Secret) -> anyhow::Result<(String, 
     Ok((name, id, token))
 }
 
-/// The kube-sim provider, checked with the API's connection test.
-async fn create_provider(api: &Client, token: &str, sim: &KubeSimHandle) -> anyhow::Result<Uuid> {
+/// The kube-sim provider, checked with the API's connection test. With
+/// `plain_http_registry`, builds on it push without TLS (the local registry
+/// of `--real-steps` speaks plain HTTP on loopback).
+async fn create_provider(
+    api: &Client,
+    token: &str,
+    sim: &KubeSimHandle,
+    plain_http_registry: bool,
+) -> anyhow::Result<Uuid> {
+    let mut config = sim::provider_config(sim);
+    if plain_http_registry {
+        config["registry_tls_verify"] = json!(false);
+    }
     let provider = api
         .post(
             "/api/v1/providers",
             token,
-            json!({"name": "kube-sim", "provider_type": "kubernetes",
-                   "config": sim::provider_config(sim)}),
+            json!({"name": "kube-sim", "provider_type": "kubernetes", "config": config}),
         )
         .await?;
     let id = id_of(&provider, "provider")?;
@@ -303,16 +381,22 @@ async fn create_provider(api: &Client, token: &str, sim: &KubeSimHandle) -> anyh
         })
         .unwrap_or_default();
     println!(
-        "  provider  kube-sim ({id}) at {}: reachable, authenticated, Kubernetes {}, Tekton {tekton}",
+        "  provider  kube-sim ({id}) at {}: reachable, authenticated, Kubernetes {}, Tekton {tekton}{}",
         sim.endpoint(),
         text(&report, "server_version"),
+        if plain_http_registry {
+            "; registry_tls_verify false (the local registry is plain HTTP)"
+        } else {
+            ""
+        }
     );
     Ok(id)
 }
 
 /// Submits the demo build; its id.
-async fn submit(api: &Client, created: &Created) -> anyhow::Result<Uuid> {
-    let request = instructions::build_request(created.project, created.provider, "1.0");
+async fn submit(api: &Client, created: &Created, target: &Target<'_>) -> anyhow::Result<Uuid> {
+    let request =
+        instructions::build_request(created.project, created.provider, &target.image, DEMO_TAG);
     let build = api.post("/api/v1/builds", &created.token, request).await?;
     let id = id_of(&build, "build")?;
     println!(
@@ -333,10 +417,14 @@ async fn follow(
     token: &str,
     build: Uuid,
     timeout: Duration,
+    real: bool,
 ) -> anyhow::Result<Option<String>> {
-    println!(
-        "\nBuild log (GET /api/v1/builds/{build}/logs?follow=true; kube-sim simulates the steps, nothing is cloned or pushed):"
-    );
+    let steps = if real {
+        "the steps run for real on this host: git clones, buildah builds and pushes"
+    } else {
+        "kube-sim simulates the steps, nothing is cloned or pushed"
+    };
+    println!("\nBuild log (GET /api/v1/builds/{build}/logs?follow=true; {steps}):");
     match tokio::time::timeout(timeout, api.follow_logs(token, build)).await {
         Ok(ended) => ended.map(Some),
         Err(_) => Ok(None),
@@ -344,7 +432,8 @@ async fn follow(
 }
 
 /// Reads the build, its executions and artifacts back and prints them; the
-/// build's status. An error when the log did not end within `timeout`.
+/// build's status and its `IMAGE_DIGEST` artifact. An error when the log did
+/// not end within `timeout`.
 async fn report(
     api: &Client,
     token: &str,
@@ -352,7 +441,7 @@ async fn report(
     ended_with: Option<String>,
     timeout: Duration,
     started: Instant,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, Option<String>)> {
     let build = api
         .get(&format!("/api/v1/builds/{build_id}"), token)
         .await?;
@@ -379,7 +468,14 @@ async fn report(
     print_executions(&executions);
     println!("Artifacts (GET /api/v1/builds/{build_id}/artifacts):");
     print_artifacts(&artifacts);
-    Ok(status)
+    let digest = artifacts["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["name"] == "IMAGE_DIGEST")
+        .and_then(|a| a["value"].as_str())
+        .map(str::to_owned);
+    Ok((status, digest))
 }
 
 fn print_executions(executions: &Value) {

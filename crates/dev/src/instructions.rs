@@ -14,20 +14,29 @@ pub struct DemoResources {
     pub provider: Uuid,
     pub project: Uuid,
     pub build: Uuid,
+    /// The image repository builds push to, e.g. [`DEMO_IMAGE`].
+    pub image: String,
+    /// With `--real-steps`: the local registry (`127.0.0.1:<port>`).
+    pub registry: Option<String>,
 }
 
+/// Where simulated builds "push" (nothing is pushed).
 pub const DEMO_IMAGE: &str = "registry.example.com/demo/hello";
+/// The repository within the registry, also on `--real-steps`' local one.
+pub const DEMO_REPOSITORY: &str = "demo/hello";
+/// The demo build's tag.
+pub const DEMO_TAG: &str = "1.0";
 
-/// The request body of a demo build: a docker build on the kube-sim provider.
-/// Builds without a registry credential push with the namespace's operator
-/// `docker-config` Secret, which the demo creates.
-pub fn build_request(project: Uuid, provider: Uuid, tag: &str) -> Value {
+/// The request body of a demo build: a docker build of `image:tag` on the
+/// kube-sim provider. Builds without a registry credential push with the
+/// namespace's operator `docker-config` Secret, which the demo creates.
+pub fn build_request(project: Uuid, provider: Uuid, image: &str, tag: &str) -> Value {
     json!({
         "project_id": project,
         "method": "docker",
         "infrastructure_type": "kubernetes",
         "infrastructure_provider_id": provider,
-        "image": format!("{DEMO_IMAGE}:{tag}"),
+        "image": format!("{image}:{tag}"),
     })
 }
 
@@ -39,7 +48,7 @@ fn sh_quote(s: &str) -> String {
 /// The closing text: URL, token (labelled as a demo token) and commands.
 pub fn render(r: &DemoResources, token: &str, kubeconfig: Option<&str>) -> String {
     let api = format!("{}/api/v1", r.base_url);
-    let next_build = build_request(r.project, r.provider, "2.0").to_string();
+    let next_build = build_request(r.project, r.provider, &r.image, "2.0").to_string();
     let mut out = format!(
         "\
 Image Factory is serving at {base} (API under {api}, OpenAPI at {api}/openapi.json).
@@ -60,7 +69,7 @@ Try it (paste into a shell):
   curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' \"$API/builds\" -d {body}
   curl -sN -H \"Authorization: Bearer $TOKEN\" \"$API/builds/BUILD_ID/logs?follow=true\"
   # or submit and follow one live with the command-line client (exits with the build's result):
-  IF_URL={base_q} IF_TOKEN=\"$TOKEN\" cargo run -q -p imagefactory -- build submit --project {project} --provider {provider} --method docker --image {DEMO_IMAGE}:2.1 --follow
+  IF_URL={base_q} IF_TOKEN=\"$TOKEN\" cargo run -q -p imagefactory -- build submit --project {project} --provider {provider} --method docker --image {next_image} --follow
 ",
         base = r.base_url,
         tenant = r.tenant_name,
@@ -71,7 +80,15 @@ Try it (paste into a shell):
         base_q = sh_quote(&r.base_url),
         project = r.project,
         provider = r.provider,
+        next_image = sh_quote(&format!("{}:2.1", r.image)),
     );
+    if let Some(registry) = &r.registry {
+        out.push_str(&format!(
+            "  # the image the demo build pushed, as the local registry serves it:\n  curl -sI -H {accept} {url}\n",
+            accept = sh_quote(&format!("Accept: {}", imagefactory_loopback::registry::MANIFEST_TYPES)),
+            url = sh_quote(&format!("http://{registry}/v2/{DEMO_REPOSITORY}/manifests/{DEMO_TAG}")),
+        ));
+    }
     if let Some(path) = kubeconfig {
         out.push_str(&format!(
             "  # the simulated cluster, with kubectl:\n  KUBECONFIG={} kubectl get pipelineruns,taskruns,pods -n {}\n",
@@ -94,6 +111,8 @@ mod tests {
             provider: Uuid::from_u128(1),
             project: Uuid::from_u128(2),
             build: Uuid::from_u128(3),
+            image: DEMO_IMAGE.into(),
+            registry: None,
         }
     }
 
@@ -114,6 +133,10 @@ mod tests {
         assert!(text.contains(&format!("$API/builds/{}/artifacts", Uuid::from_u128(3))));
         assert!(text.contains("logs?follow=true"));
         assert!(!text.contains("kubectl"), "no kubeconfig, no kubectl hint");
+        assert!(
+            !text.contains("curl -sI"),
+            "no registry, no manifest command"
+        );
         let body_line = text
             .lines()
             .find(|l| l.contains("-d '"))
@@ -140,6 +163,36 @@ mod tests {
                 && follow.contains(&format!("--provider {}", Uuid::from_u128(1)))
                 && follow.ends_with("--follow"),
             "{follow}"
+        );
+    }
+
+    #[test]
+    fn real_steps_commands_use_the_local_registry() {
+        let r = DemoResources {
+            image: "127.0.0.1:5999/demo/hello".into(),
+            registry: Some("127.0.0.1:5999".into()),
+            ..resources()
+        };
+        let text = render(&r, "t", None);
+        assert!(
+            text.contains(r#""image":"127.0.0.1:5999/demo/hello:2.0""#),
+            "{text}"
+        );
+        assert!(
+            text.contains("--image '127.0.0.1:5999/demo/hello:2.1' --follow"),
+            "{text}"
+        );
+        let manifest = text
+            .lines()
+            .find(|l| l.contains("curl -sI"))
+            .expect("a manifest command");
+        assert!(
+            manifest.ends_with("'http://127.0.0.1:5999/v2/demo/hello/manifests/1.0'"),
+            "{manifest}"
+        );
+        assert!(
+            manifest.contains("application/vnd.docker.distribution.manifest.v2+json"),
+            "{manifest}"
         );
     }
 

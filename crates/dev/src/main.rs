@@ -3,6 +3,8 @@
 //! Tekton controller, the real API router and an embedded dispatcher with the
 //! real Tekton executor — then a demo build submitted and followed through the
 //! REST API. Keeps serving until Ctrl-C, or exits after the demo (`--exit`).
+//! With `--real-steps` the build runs for real on this host (git, buildah)
+//! against a local git server and registry (`imagefactory_dev::real`).
 //!
 //! Development and demos only: this is the one binary that links kube-sim;
 //! the production `imagefactory` binary does not (issue 4).
@@ -29,6 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use cli::DevArgs;
+use imagefactory_dev::real::RealSteps;
 use imagefactory_dev::sim;
 
 #[tokio::main]
@@ -49,11 +52,38 @@ async fn main() -> ExitCode {
 }
 
 /// `Ok(true)`: the demo build succeeded (with `--exit`) or the server was
-/// stopped cleanly after the demo.
-async fn run(mut args: DevArgs) -> anyhow::Result<bool> {
+/// stopped cleanly after the demo. `--real-steps`' registry, git server and
+/// directory go when it ends, however it ends.
+async fn run(args: DevArgs) -> anyhow::Result<bool> {
+    // First: a missing tool is reported before anything starts.
+    let real = if args.real_steps {
+        Some(start_real().await?)
+    } else {
+        None
+    };
+    let result = run_demo(args, real.as_ref()).await;
+    if let Some(real) = real {
+        real.shutdown().await;
+    }
+    result
+}
+
+/// The registry and the sample repository of `--real-steps`.
+async fn start_real() -> anyhow::Result<RealSteps> {
+    let real = RealSteps::start().await?;
+    println!(
+        "Real steps: sample repository {} (Dockerfile, hello.txt), docker-registry at http://{}, files under {} (removed on exit)",
+        real.repo_url(),
+        real.registry().host(),
+        real.dir().display()
+    );
+    Ok(real)
+}
+
+async fn run_demo(mut args: DevArgs, real: Option<&RealSteps>) -> anyhow::Result<bool> {
     let cipher = cipher(&args.key())?;
     let admin = admin_token(&args);
-    let (sim, kubeconfig) = start_sim(&args).await?;
+    let (sim, kubeconfig) = start_sim(&args, real).await?;
     let pool = database::connect(&args.database_url).await?;
     database::migrate(&pool).await?;
     println!(
@@ -83,7 +113,7 @@ async fn run(mut args: DevArgs) -> anyhow::Result<bool> {
     let serving = serve(&args, state, listener, dispatcher, &shutdown)?;
 
     let demo = tokio::select! {
-        r = demo::run(&serving.base_url, &admin, &sim, kubeconfig.as_deref(), args.demo_timeout, !args.exit) => Some(r),
+        r = demo::run(&serving.base_url, &admin, &sim, kubeconfig.as_deref(), args.demo_timeout, !args.exit, real) => Some(r),
         () = shutdown.cancelled() => None,
     };
     let mut ok = demo_verdict(demo, args.exit, &shutdown);
@@ -116,11 +146,25 @@ fn admin_token(args: &DevArgs) -> Secret {
     }
 }
 
-/// kube-sim, and the path of its admin kubeconfig when one was asked for.
-async fn start_sim(args: &DevArgs) -> anyhow::Result<(KubeSimHandle, Option<String>)> {
-    let sim = sim::start(args.kube_sim_port, args.time_scale).await?;
+/// kube-sim (its host step runner with `real`), and the path of its admin
+/// kubeconfig when one was asked for.
+async fn start_sim(
+    args: &DevArgs,
+    real: Option<&RealSteps>,
+) -> anyhow::Result<(KubeSimHandle, Option<String>)> {
+    let sim = sim::start(
+        args.kube_sim_port,
+        args.time_scale,
+        real.map(RealSteps::host_steps),
+    )
+    .await?;
+    let steps = if real.is_some() {
+        ", steps run on this host"
+    } else {
+        ""
+    };
     println!(
-        "kube-sim (simulated Kubernetes + Tekton, time scale {}) at {}",
+        "kube-sim (simulated Kubernetes + Tekton, time scale {}{steps}) at {}",
         args.time_scale,
         sim.endpoint()
     );
@@ -207,8 +251,13 @@ fn demo_verdict(
         Some(Ok(outcome)) => {
             if !outcome.succeeded() {
                 println!(
-                    "The demo build ended {}; the server keeps running so you can look into it.",
-                    outcome.status
+                    "The demo build ended {}{}; the server keeps running so you can look into it.",
+                    outcome.status,
+                    if outcome.digest_matches == Some(false) {
+                        " but its digest is not the registry's"
+                    } else {
+                        ""
+                    }
                 );
             }
             println!("Serving until Ctrl-C.");

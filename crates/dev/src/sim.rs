@@ -13,7 +13,7 @@ use imagefactory_exec::tekton::secrets::{OPERATOR_DOCKER_CONFIG, operator_docker
 use imagefactory_exec::tekton::tasks::install_tasks;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
-use kube_sim::tekton::ControllerOptions;
+use kube_sim::tekton::{ControllerOptions, HostSteps};
 use kube_sim::{KubeSim, KubeSimHandle, KubeSimOptions};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -21,8 +21,14 @@ use uuid::Uuid;
 /// The default StorageClass kube-sim creates, so workspace claims bind.
 const STORAGE_CLASS: &str = "standard";
 
-/// HTTPS on 127.0.0.1, the Tekton controller running at `time_scale`.
-pub async fn start(port: u16, time_scale: f64) -> anyhow::Result<KubeSimHandle> {
+/// HTTPS on 127.0.0.1, the Tekton controller running at `time_scale`; with
+/// `host_steps`, the steps run for real on this host (kube-sim's host step
+/// runner) instead of being simulated.
+pub async fn start(
+    port: u16,
+    time_scale: f64,
+    host_steps: Option<HostSteps>,
+) -> anyhow::Result<KubeSimHandle> {
     KubeSim::start(KubeSimOptions {
         bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
         port,
@@ -31,6 +37,7 @@ pub async fn start(port: u16, time_scale: f64) -> anyhow::Result<KubeSimHandle> 
             time_scale,
             ..ControllerOptions::default()
         }),
+        host_steps,
         ..KubeSimOptions::default()
     })
     .await
@@ -56,7 +63,8 @@ pub struct Prepared {
 
 /// Namespace `image-factory-<tenant8>`, the shipped Tasks in it, and an empty
 /// `docker-config` Secret (builds without a registry credential push with it;
-/// nothing is pushed on kube-sim, so no auths are needed).
+/// nothing is pushed on simulated steps, and `--real-steps` pushes to a local
+/// registry without auth, so no auths are needed).
 pub async fn prepare_tenant(sim: &KubeSimHandle, tenant: Uuid) -> anyhow::Result<Prepared> {
     let client = sim.kube_client().await.context("kube-sim admin client")?;
     let namespace = ensure_namespace(&client, tenant)

@@ -74,8 +74,14 @@ fn production_binary_does_not_link_kube_sim() {
     let production = linked(&metadata, "imagefactory");
     assert!(production.contains("imagefactory-exec"), "{production:?}");
     assert!(!production.contains("kube-sim"), "{production:?}");
+    // Nor the quick start's and tests' local git server and registry.
+    assert!(
+        !production.contains("imagefactory-loopback"),
+        "{production:?}"
+    );
     let dev = linked(&metadata, "imagefactory-dev");
     assert!(dev.contains("kube-sim"), "{dev:?}");
+    assert!(dev.contains("imagefactory-loopback"), "{dev:?}");
 }
 
 /// The workspace's resolved graph on this host (`cargo metadata`), filtered
@@ -195,7 +201,10 @@ fn only_exec_spawns_processes() {
         let name = krate.file_name().unwrap().to_string_lossy().into_owned();
         // test-support runs the binaries under test; it is only ever a
         // dev-dependency (`test_support_is_only_ever_a_dev_dependency`).
-        if name == "exec" || name == "test-support" {
+        // loopback runs `git http-backend` and `docker-registry` for the
+        // quick start's --real-steps and tests; the production binary does
+        // not link it (`production_binary_does_not_link_kube_sim`).
+        if name == "exec" || name == "test-support" || name == "loopback" {
             continue;
         }
         let mut stack = vec![krate.join("src")];
@@ -208,6 +217,11 @@ fn only_exec_spawns_processes() {
                 // The load generator runs the server under load and pgbench;
                 // it is a binary of its own, never linked into the service.
                 if path.ends_with("dev/src/load") {
+                    continue;
+                }
+                // --real-steps makes the quick start's sample repository
+                // with git; the dev binary is no part of the service either.
+                if path.ends_with("dev/src/real.rs") {
                     continue;
                 }
                 // kube-sim's host step runner plays a kubelet running a
