@@ -3,12 +3,14 @@
 //! and every catalog Task passes admission. The data is the repository's own
 //! fixtures (`tests/testdata/tekton`) unless `KUBE_SIM_TEKTON_DIR` names another
 //! set with the same layout, such as Tekton's own examples and catalog.
+//! Every example also runs on the host step runner (steps as host processes),
+//! where the outcome differs only for the examples of [`EXPECTED_ON_HOST`].
 
 mod tekton_support;
 
 use Set::{Own, Tekton};
 use kube_sim::cluster::gvr;
-use kube_sim::tekton::{admission, model};
+use kube_sim::tekton::{ControllerOptions, HostSteps, admission, model};
 use serde_json::Value;
 use tekton_support::*;
 
@@ -98,6 +100,62 @@ const EXPECTED: &[(Set, &str, (&str, &str))] = &[
     (Tekton, "taskruns__workspace.yaml", OK),
 ];
 
+/// A run that failed (a step exited non-zero).
+const FAILED: (&str, &str) = ("False", "Failed");
+
+/// Outcomes on the host step runner that differ from [`EXPECTED`]: (file,
+/// outcome, why) where `why` is in a failed step's termination message or
+/// log — a step's program that comes from its image (Tekton's `git-init`,
+/// kaniko's executor) and is not on this host (the runner's "<tool> is not
+/// available on this host"), or a host the example only names. Documented
+/// in README.md (Example outcomes). Those whose `why` is the failing step
+/// are gaps of the host runner this test found and that are not fixed yet
+/// (Secrets as Task volumes or workspaces at absolute paths, a StepAction's
+/// script).
+const EXPECTED_ON_HOST: &[(&str, (&str, &str), &str)] = &[
+    (
+        "pipelinerun-clone-and-build.yaml",
+        FAILED,
+        "/ko-app/git-init is not available on this host",
+    ),
+    (
+        "pipelinerun-finally.yaml",
+        FAILED,
+        "Could not resolve host: git.example",
+    ),
+    (
+        "pipelinerun-remote-catalog.yaml",
+        FAILED,
+        "/ko-app/git-init is not available on this host",
+    ),
+    ("taskrun-secret-mount.yaml", STEP_FAILED, "step-check-key"),
+    ("taskrun-step-actions.yaml", STEP_FAILED, "step-greet"),
+    ("taskrun-volume-kinds.yaml", STEP_FAILED, "step-read-login"),
+    (
+        "pipelineruns__beta_git-resolver.yaml",
+        FAILED,
+        "/ko-app/git-init is not available on this host",
+    ),
+    (
+        "pipelineruns__pipelinerun-with-final-tasks.yaml",
+        FAILED,
+        "/ko-app/git-init is not available on this host",
+    ),
+    (
+        "pipelineruns__pipelinerun.yaml",
+        FAILED,
+        "/ko-app/git-init is not available on this host",
+    ),
+    (
+        "taskruns__secret-volume.yaml",
+        STEP_FAILED,
+        "step-unnamed-0",
+    ),
+    ("taskruns__workspace.yaml", STEP_FAILED, "step-readsecret"),
+];
+/// A TaskRun whose step exited non-zero.
+const STEP_FAILED: (&str, &str) = ("False", "StepFailed");
+
 fn expected(file: &str) -> (&'static str, &'static str) {
     EXPECTED
         .iter()
@@ -142,11 +200,50 @@ fn every_example_file_has_an_expected_outcome() {
         .map(|(_, f, _)| *f)
         .collect();
     assert_eq!(yaml_names(&own_dir(), "examples"), own);
+    // Host outcomes are exceptions to known examples, never the same outcome.
+    for (file, outcome, _) in EXPECTED_ON_HOST {
+        assert_ne!(expected(file), *outcome, "{file}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_run_reaches_the_condition_tekton_gives_it() {
     let env = Env::start(fast_options()).await;
+    run_every_example(&env, false).await;
+}
+
+/// The same examples with their steps run for real as host processes: the
+/// outcome Tekton gives them where their tools exist here, the missing tool
+/// named where not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_on_the_host_runner_reaches_its_outcome() {
+    let root = tempfile::tempdir().unwrap();
+    let env = Env::start(ControllerOptions {
+        // Steps take real time; keep timeouts real.
+        time_scale: 1.0,
+        pod_start_delay: std::time::Duration::ZERO,
+        host_steps: Some(HostSteps {
+            root: root.path().join("sim"),
+        }),
+        ..fast_options()
+    })
+    .await;
+    run_every_example(&env, true).await;
+}
+
+/// The outcome on the host runner and the tool whose absence explains a
+/// difference from [`EXPECTED`], if any.
+fn expected_on_host(file: &str) -> ((&'static str, &'static str), Option<&'static str>) {
+    match EXPECTED_ON_HOST.iter().find(|(f, ..)| *f == file) {
+        Some((_, outcome, why)) => (*outcome, Some(*why)),
+        None => (expected(file), None),
+    }
+}
+
+/// Applies every example of the set under test to its own namespace and
+/// checks each run's outcome (and the details that show its feature); with
+/// `host`, against the host runner's outcomes.
+async fn run_every_example(env: &Env, host: bool) {
     env.default_storage_class().await;
     let files = yaml_names(&tekton_dir(), "examples");
     let mut created = Vec::new();
@@ -160,12 +257,23 @@ async fn every_example_run_reaches_the_condition_tekton_gives_it() {
         created.push((file, ns, runs));
     }
     let mut detailed = 0;
+    let mut wrong = Vec::new();
     for (file, ns, runs) in &created {
+        let (outcome, missing) = if host {
+            expected_on_host(file)
+        } else {
+            (expected(file), None)
+        };
         let mut done = Vec::new();
+        let mut as_expected = true;
         for run in runs {
             let finished = env.wait_done(&run_gvr(run), ns, model::name(run)).await;
             let (s, r, m) = condition(&finished);
-            assert_eq!((s.as_str(), r.as_str()), expected(file), "{file}: {m}");
+            if (s.as_str(), r.as_str()) != outcome {
+                // All of them at the end: one difference hides no other.
+                wrong.push(format!("{file}: {s}/{r} ({m}), expected {outcome:?}"));
+                as_expected = false;
+            }
             assert!(
                 finished["status"]["startTime"].is_string()
                     && finished["status"]["completionTime"].is_string(),
@@ -173,16 +281,47 @@ async fn every_example_run_reaches_the_condition_tekton_gives_it() {
             );
             done.push(finished);
         }
-        if details(&env, ns, file, &done).await {
+        if !as_expected {
+            continue;
+        }
+        if let Some(why) = missing {
+            assert_a_step_failed_with(env, ns, file, why).await;
+            continue;
+        }
+        if details(env, ns, file, &done).await {
             detailed += 1;
         }
     }
+    assert!(wrong.is_empty(), "{wrong:#?}");
     // Most examples have details; a set with none would check outcomes only.
     assert!(
         detailed * 2 >= files.len(),
         "details for {detailed} of {}",
         files.len()
     );
+}
+
+/// A failed step of `file`'s TaskRuns has `why` in its termination message
+/// or its log.
+async fn assert_a_step_failed_with(env: &Env, ns: &str, file: &str, why: &str) {
+    let mut seen = Vec::new();
+    for tr in env.list(&gvr::TASKRUNS, ns).await {
+        let pod = model::str_at(&tr, &["status", "podName"]).unwrap_or("");
+        for step in model::arr(&tr, &["status", "steps"]) {
+            let ended = &step["terminated"];
+            if ended["exitCode"].as_i64().unwrap_or(0) == 0 {
+                continue;
+            }
+            let message = ended["message"].as_str().unwrap_or("").to_owned();
+            let container = step["container"].as_str().unwrap_or("");
+            let logs = env.logs(ns, pod, container).await;
+            if container == why || message.contains(why) || logs.iter().any(|l| l.contains(why)) {
+                return;
+            }
+            seen.push((container.to_owned(), message, logs));
+        }
+    }
+    panic!("{file}: no failed step says {why:?}; failed steps: {seen:#?}");
 }
 
 fn run_gvr(run: &Value) -> kube_sim::cluster::Gvr {
