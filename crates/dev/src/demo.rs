@@ -16,8 +16,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::instructions::{self, DEMO_IMAGE, DEMO_REPOSITORY, DEMO_TAG, DemoResources};
+use imagefactory_cli::sse;
 use imagefactory_dev::real::RealSteps;
-use imagefactory_dev::{sim, sse};
+use imagefactory_dev::sim;
 
 pub const DEMO_GIT_URL: &str = "https://git.example.com/demo/hello.git";
 
