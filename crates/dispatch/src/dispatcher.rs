@@ -12,6 +12,7 @@ use backon::{ExponentialBuilder, Retryable};
 use imagefactory_domain::{BuildStatus, ExecutorKind, InfrastructureType, ProviderStatus};
 use imagefactory_exec::{ExecutionRef, Executor, Outcome, StopReason};
 use imagefactory_store::crypto::Cipher;
+use imagefactory_store::error::StoreError;
 use imagefactory_store::executions::{self, ExecutionInputs, ExecutionRow};
 use imagefactory_store::queue::{
     self, ClaimDecision, ClaimFacts, ClaimRequest, ClaimedBuild, Claimer, Finish,
@@ -559,23 +560,25 @@ impl Shared {
             Some(inputs) => Ok(Some(inputs)),
             // Not in the batch's result (load failed, build gone): ask
             // again for this build alone, so the error says what happened.
+            // Through a database outage: failing here would requeue the
+            // build as another attempt (another execution) for nothing.
             None => {
-                executions::load_inputs(&self.pool, build.build_id, execution.provider_id).await
+                retry_unavailable("loading the build's settings", OUTAGE_PATIENCE, || {
+                    executions::load_inputs(&self.pool, build.build_id, execution.provider_id)
+                })
+                .await
             }
         };
         let inputs = inputs
-            .map_err(|e| {
+            .map_err(|e| match e {
                 // A stored value that does not parse fails the same way on
                 // every attempt: the build fails saying which, not requeued.
-                if executions::is_bad_stored_value(&e) {
-                    Outcome::Failed {
-                        message: format!("the build's stored settings are invalid: {e}"),
-                    }
-                } else {
-                    Outcome::Transient {
-                        message: format!("loading the build's settings failed: {e}"),
-                    }
-                }
+                StoreError::Database(e) if executions::is_bad_stored_value(&e) => Outcome::Failed {
+                    message: format!("the build's stored settings are invalid: {e}"),
+                },
+                e => Outcome::Transient {
+                    message: format!("loading the build's settings failed: {e}"),
+                },
             })?
             .ok_or_else(|| Outcome::Failed {
                 message: "the build or its project no longer exists".to_owned(),

@@ -320,3 +320,45 @@ async fn a_manual_retry_renews_the_automatic_requeue_budget() {
     assert!(error.starts_with("gave up after 3 attempts"), "{error}");
     db.drop_db().await;
 }
+
+/// Issue 14 (3): a database outage between a claim and the load of the
+/// claimed build's settings used to end the attempt (transient) and run the
+/// build again as a second execution. The load now waits the outage out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loading_a_claimed_builds_settings_waits_out_an_unavailable_database() {
+    let db = TestDb::new().await;
+    let t = tenant(&db.pool, "restarting", 1).await;
+    let id = submit(&db.pool, t, &[Spec::default()]).await[0];
+    // The settings' first two reads (the claim batch's, then the build's
+    // own) fail as a database starting up does; the claim itself does not
+    // read build_configs.
+    sqlx::raw_sql(
+        "ALTER TABLE build_configs RENAME TO build_configs_stored; \
+         CREATE SEQUENCE config_read_failures; \
+         CREATE FUNCTION starting() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$ \
+         BEGIN IF nextval('config_read_failures') <= 2 THEN \
+         RAISE EXCEPTION 'starting up' USING ERRCODE = '57P03'; END IF; RETURN true; END $$; \
+         CREATE VIEW build_configs AS SELECT * FROM build_configs_stored WHERE starting();",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let d = start_dispatcher(db.another_pool().await, fast_settings());
+    wait_status(&db.pool, id, "succeeded", Duration::from_secs(60)).await;
+    d.stop().await;
+    let failed_reads: i64 = sqlx::query_scalar("SELECT last_value FROM config_read_failures")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(
+        failed_reads >= 3,
+        "the outage was met: {failed_reads} reads"
+    );
+    let runs = executions(&db, id).await;
+    assert_eq!(
+        runs.iter().map(|e| e.status.as_str()).collect::<Vec<_>>(),
+        ["succeeded"],
+        "one execution, not a retry: {runs:?}"
+    );
+    db.drop_db().await;
+}
