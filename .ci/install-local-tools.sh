@@ -1,12 +1,17 @@
 #!/bin/sh
-# Installs the real tools the local executor's tests use (Debian packages)
-# and configures podman/buildah to run daemonless as root in a container-like
-# sandbox. Idempotent: safe to run on every CI run.
+# Installs the real tools the build tests use (Debian packages) — the local
+# executor's tests, kube-sim's host step runner tests and the end-to-end
+# tests of the bundled Tasks — and configures podman/buildah to run
+# daemonless as root in a container-like sandbox. Idempotent: safe to run on
+# every CI run.
 set -eu
 
-# python3 serves a password-protected git repository over HTTP in a test;
-# busybox-static is the base of an image whose RUN step is cancelled.
-PACKAGES="git buildah podman packer docker-registry apache2-utils python3 busybox-static"
+# git also serves the tests' repositories over smart HTTP (`git http-backend`,
+# behind a small server in crates/test-support); apache2-utils has htpasswd
+# for the docker-registry's users; busybox-static is the base of an image
+# whose RUN step is cancelled. BuildKit (buildx) has no Debian package: the
+# tests expect its absence and say so.
+PACKAGES="git buildah podman packer docker-registry apache2-utils busybox-static"
 
 missing=""
 for pkg in $PACKAGES; do
@@ -58,7 +63,7 @@ EOF
     echo "container storage driver: $driver"
 fi
 
-for tool in git buildah podman packer docker-registry htpasswd python3; do
+for tool in git buildah podman packer docker-registry htpasswd; do
     command -v "$tool" >/dev/null || { echo "missing after install: $tool" >&2; exit 1; }
 done
 echo "local build tools ready: $(buildah --version | cut -d' ' -f1-3), $(podman --version), packer $(packer --version)"

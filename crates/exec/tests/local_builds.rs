@@ -252,81 +252,9 @@ async fn packer_runs_a_template_and_records_its_artifacts() {
     assert_workdir_empty(&workdir);
 }
 
-/// A "dumb HTTP" git server behind Basic auth (static files of a bare
-/// repository), so git has to ask for the credential.
-struct GitHttp {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for GitHttp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const GIT_HTTP_SERVER: &str = r#"
-import base64, http.server, os, sys
-root, port, expected = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-class H(http.server.SimpleHTTPRequestHandler):
-    def __init__(self, *a, **k): super().__init__(*a, directory=root, **k)
-    def log_message(self, *a): pass
-    def do_GET(self):
-        if self.headers.get("Authorization") != "Basic " + base64.b64encode(expected.encode()).decode():
-            self.send_response(401); self.send_header("WWW-Authenticate", 'Basic realm="git"')
-            self.send_header("Content-Length", "0"); self.end_headers(); return
-        super().do_GET()
-http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
-"#;
-
-fn serve_git_over_http(repo: &std::path::Path, user: &str, password: &str) -> GitHttp {
-    let root = repo.parent().unwrap().join("http");
-    std::fs::create_dir_all(&root).unwrap();
-    let bare = root.join("app.git");
-    git(
-        &root,
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            &repo.display().to_string(),
-            &bare.display().to_string(),
-        ],
-    );
-    git(&bare, &["update-server-info"]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = std::process::Command::new("python3")
-        .args([
-            "-c",
-            GIT_HTTP_SERVER,
-            &root.display().to_string(),
-            &port.to_string(),
-        ])
-        .arg(format!("{user}:{password}"))
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "git http server did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    GitHttp {
-        child,
-        url: format!("http://127.0.0.1:{port}/app.git"),
-    }
-}
-
 #[tokio::test]
 async fn git_credentials_reach_git_through_askpass_only() {
-    if !have_tools("git credentials", &["git", "packer", "python3"]) {
+    if !have_tools("git credentials", &["git", "packer"]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -334,7 +262,7 @@ async fn git_credentials_reach_git_through_askpass_only() {
     let repo = git_repo(tmp.path(), &[("t.json", template)]);
     let head = git(&repo, &["rev-parse", "HEAD"]);
     let password = "git-Pa55-secret";
-    let server = serve_git_over_http(&repo, "deploy", password);
+    let server = GitServer::start(&repo, Some(("deploy", password)));
     // A git wrapper that records every argv it is given.
     let argv_log = tmp.path().join("argv.log");
     let wrapper = tmp.path().join("git-wrapper");
@@ -377,9 +305,7 @@ async fn git_credentials_reach_git_through_askpass_only() {
         if in_url {
             // Written into the URL by the user: `GitUrl` refuses it, so no
             // execution context (and no argv) can ever carry it.
-            let url = server
-                .url
-                .replace("http://", &format!("http://deploy:{given}@"));
+            let url = server.url_with("deploy", given);
             let refused = imagefactory_domain::GitUrl::parse(&url).unwrap_err();
             assert!(!refused.to_string().contains(given), "{refused}");
             continue;

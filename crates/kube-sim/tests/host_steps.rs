@@ -167,6 +167,40 @@ fn one_step(step: Value) -> Value {
     json!({"taskSpec": {"steps": [step]}})
 }
 
+/// A step leads a session of its own, as a container's process does: no
+/// controlling terminal, so a tool that would prompt (git asking for a
+/// password) fails at once instead of waiting on the terminal of whoever
+/// started kube-sim; its process group is its own.
+#[tokio::test]
+async fn a_step_runs_in_a_session_of_its_own_without_a_terminal() {
+    let root = tempfile::tempdir().unwrap();
+    let env = host_env(root.path()).await;
+    // /proc/<pid>/stat after the command name: state ppid pgrp session …
+    let script = "#!/bin/sh\nstat=`cat /proc/$$/stat`\nset -- ${stat##*) }\necho \"pid $$ pgrp $3 session $4\"\nif (exec 3</dev/tty) 2>/dev/null; then echo terminal; else echo no terminal; fi\n";
+    env.create(
+        Some("ci"),
+        taskrun(
+            "session",
+            one_step(json!({"name": "s", "image": "busybox", "script": script})),
+        ),
+    )
+    .await;
+    let tr = env.wait_done(&gvr::TASKRUNS, "ci", "session").await;
+    assert_eq!(condition(&tr).1, "Succeeded", "{:#}", tr["status"]);
+    let pod = model::str_at(&tr, &["status", "podName"])
+        .unwrap()
+        .to_string();
+    let logs = env.logs("ci", &pod, "step-s").await;
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    let ids: Vec<&str> = logs[0].split(' ').skip(1).step_by(2).collect();
+    assert_eq!(ids.len(), 3, "{logs:?}");
+    assert!(
+        ids[1] == ids[0] && ids[2] == ids[0],
+        "the step leads its process group and session: {logs:?}"
+    );
+    assert_eq!(logs[1], "no terminal");
+}
+
 #[tokio::test]
 async fn exit_codes_and_missing_tools_fail_the_step_clearly() {
     let root = tempfile::tempdir().unwrap();

@@ -4,8 +4,8 @@
 mod tekton_support;
 
 use std::path::Path;
-use std::process::Command;
 
+use imagefactory_test_support::{GitServer, Registry, git, git_repo, have_tools, on_path};
 use kube_sim::cluster::gvr;
 use kube_sim::tekton::{ControllerOptions, HostSteps, model};
 use serde_json::{Value, json};
@@ -18,38 +18,13 @@ fn bundled_task(name: &str) -> Value {
     load_yaml(&path).remove(0)
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 #[tokio::test]
 async fn bundled_git_clone_clones_a_real_repository() {
-    if Command::new("git").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: git is not installed");
+    if !have_tools("bundled git-clone", &["git"]) {
         return;
     }
     let root = tempfile::tempdir().unwrap();
-    let repo = root.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("Dockerfile"), "FROM scratch\n").unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "one"]);
+    let repo = git_repo(root.path(), &[("Dockerfile", "FROM scratch\n")]);
     let commit = git(&repo, &["rev-parse", "HEAD"]);
 
     let env = env_with(ControllerOptions {
@@ -101,107 +76,12 @@ async fn bundled_git_clone_clones_a_real_repository() {
     assert_eq!(result(clone, "url").as_deref(), Some(url.as_str()));
 }
 
-/// A `docker-registry` on 127.0.0.1 with htpasswd auth, stopped on drop.
-struct Registry {
-    child: std::process::Child,
-    host: String,
-    _dir: tempfile::TempDir,
-}
-
-const USER: &str = "builder";
-const PASSWORD: &str = "s3cret-Pa55";
-
-impl Registry {
-    fn start() -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let htpasswd = Command::new("htpasswd")
-            .args(["-Bbn", USER, PASSWORD])
-            .output()
-            .unwrap();
-        std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let host = format!("127.0.0.1:{port}");
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\nhttp:\n  addr: {host}\nauth:\n  htpasswd:\n    realm: test\n    path: {root}/htpasswd\n",
-            root = dir.path().display()
-        );
-        std::fs::write(dir.path().join("config.yml"), config).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("docker-registry starts");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::net::TcpStream::connect(&host).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "registry did not start"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Registry {
-            child,
-            host,
-            _dir: dir,
-        }
-    }
-
-    /// The `Docker-Content-Digest` the registry serves for `repo:tag`.
-    fn digest(&self, repo: &str, tag: &str) -> String {
-        use base64::Engine;
-        use std::io::{Read, Write};
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
-        let mut s = std::net::TcpStream::connect(&self.host).unwrap();
-        write!(
-            s,
-            "HEAD /v2/{repo}/manifests/{tag} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {auth}\r\nAccept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n",
-            self.host
-        )
-        .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-        text.lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("docker-content-digest")
-                    .then(|| v.trim().to_string())
-            })
-            .unwrap_or_else(|| panic!("no digest header: {text}"))
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn on_path(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[tokio::test]
 async fn bundled_docker_build_builds_with_buildah_and_pushes_to_a_registry_with_htpasswd() {
-    let missing: Vec<&str> = ["buildah", "docker-registry", "htpasswd"]
-        .into_iter()
-        .filter(|t| !on_path(t))
-        .collect();
-    if !missing.is_empty() {
-        eprintln!(
-            "SKIPPED: {} not installed (run .ci/install-local-tools.sh)",
-            missing.join(", ")
-        );
+    if !have_tools(
+        "bundled docker-build",
+        &["buildah", "docker-registry", "htpasswd"],
+    ) {
         return;
     }
     use base64::Engine;
@@ -221,9 +101,7 @@ async fn bundled_docker_build_builds_with_buildah_and_pushes_to_a_registry_with_
     env.default_storage_class().await;
     env.create(Some("ci"), bundled_task("docker-build")).await;
     // As `kubectl create secret docker-registry` makes it: `.dockerconfigjson`.
-    let config =
-        json!({"auths": {registry.host.clone(): {"auth": b64(&format!("{USER}:{PASSWORD}"))}}})
-            .to_string();
+    let config = registry.docker_config(&registry.password);
     env.create(
         Some("ci"),
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "reg"},
@@ -251,7 +129,7 @@ async fn bundled_docker_build_builds_with_buildah_and_pushes_to_a_registry_with_
     assert!(digest.starts_with("sha256:"), "{digest}");
     assert_eq!(
         digest,
-        registry.digest("team/app", "1"),
+        registry.digest("team/app", "1").await,
         "the recorded digest is the registry's"
     );
 }
@@ -335,8 +213,7 @@ async fn bundled_buildx_without_buildkit_fails_naming_the_missing_tool() {
 /// `-var image=…` and records `IMAGE_URL`.
 #[tokio::test]
 async fn bundled_packer_runs_a_null_builder_template() {
-    if !on_path("packer") {
-        eprintln!("SKIPPED: packer is not installed (run .ci/install-local-tools.sh)");
+    if !have_tools("bundled packer", &["packer"]) {
         return;
     }
     let root = tempfile::tempdir().unwrap();
@@ -372,101 +249,23 @@ HCL"#;
     );
 }
 
-/// A "dumb HTTP" git server behind Basic auth (python3, static files of a
-/// bare repository), stopped on drop.
-struct GitHttp {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for GitHttp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const GIT_HTTP_SERVER: &str = r#"
-import base64, http.server, sys
-root, port, expected = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-class H(http.server.SimpleHTTPRequestHandler):
-    def __init__(self, *a, **k): super().__init__(*a, directory=root, **k)
-    def log_message(self, *a): pass
-    def do_GET(self):
-        if self.headers.get("Authorization") != "Basic " + base64.b64encode(expected.encode()).decode():
-            self.send_response(401); self.send_header("WWW-Authenticate", 'Basic realm="git"')
-            self.send_header("Content-Length", "0"); self.end_headers(); return
-        super().do_GET()
-http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
-"#;
-
-fn serve_git_over_http(repo: &Path, credential: &str) -> GitHttp {
-    let root = repo.parent().unwrap().join("http");
-    std::fs::create_dir_all(&root).unwrap();
-    let bare = root.join("app.git");
-    git(
-        &root,
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            &repo.display().to_string(),
-            &bare.display().to_string(),
-        ],
-    );
-    git(&bare, &["update-server-info"]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("python3")
-        .args([
-            "-c",
-            GIT_HTTP_SERVER,
-            &root.display().to_string(),
-            &port.to_string(),
-            credential,
-        ])
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "git http server did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    GitHttp {
-        child,
-        url: format!("http://127.0.0.1:{port}/app.git"),
-    }
-}
-
 /// git-clone behind HTTP Basic auth: the credential arrives through the
 /// `basic-auth` workspace (a Secret with `.gitconfig` and `.git-credentials`).
 #[tokio::test]
 async fn bundled_git_clone_uses_the_basic_auth_workspace() {
-    if !on_path("git") || !on_path("python3") {
-        eprintln!("SKIPPED: git or python3 is not installed");
+    if !have_tools("bundled git-clone with basic-auth", &["git"]) {
         return;
     }
     use base64::Engine;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let root = tempfile::tempdir().unwrap();
-    let repo = root.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.join("README"), "private\n").unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "one"]);
+    let repo = git_repo(root.path(), &[("README", "private\n")]);
     let commit = git(&repo, &["rev-parse", "HEAD"]);
-    let server = serve_git_over_http(&repo, "alice:pa55-w0rd");
+    let server = GitServer::start(&repo, Some(("alice", "pa55-w0rd")));
 
     let env = host_env(root.path()).await;
     env.create(Some("ci"), bundled_task("git-clone")).await;
-    let with_auth = server.url.replace("http://", "http://alice:pa55-w0rd@");
+    let with_auth = server.url_with("alice", "pa55-w0rd");
     let origin = with_auth.trim_end_matches("/app.git");
     env.create(Some("ci"), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git-auth"},
         "data": {".gitconfig": b64("[credential]\n\thelper = store\n"), ".git-credentials": b64(&format!("{origin}\n"))}})).await;
@@ -477,8 +276,7 @@ async fn bundled_git_clone_uses_the_basic_auth_workspace() {
         }
         json!({"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "metadata": {"name": name}, "spec": {
             "taskRef": {"name": "git-clone"}, "workspaces": ws,
-            // Dumb HTTP cannot serve shallow fetches: full history.
-            "params": [{"name": "url", "value": server.url}, {"name": "revision", "value": "main"}, {"name": "depth", "value": "0"}]}})
+            "params": [{"name": "url", "value": server.url}, {"name": "revision", "value": "main"}]}})
     };
     env.create(Some("ci"), clone("with-auth", true)).await;
     env.create(Some("ci"), clone("without-auth", false)).await;
@@ -490,5 +288,9 @@ async fn bundled_git_clone_uses_the_basic_auth_workspace() {
         condition(&denied).1,
         "StepFailed",
         "no credential, no clone"
+    );
+    assert!(
+        server.denied() > 0,
+        "the server refused the anonymous clone"
     );
 }

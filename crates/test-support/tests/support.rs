@@ -200,3 +200,48 @@ async fn a_private_server_stops_and_starts_again_with_its_data() {
     );
     db.drop_db().await;
 }
+
+/// The git server speaks smart HTTP (a shallow clone works, which git's
+/// "dumb" static-file protocol cannot serve) and lets in only its user.
+#[test]
+fn the_git_server_serves_shallow_clones_to_its_user_only() {
+    use imagefactory_test_support::{GitServer, commit, git, git_repo, have_tools};
+    if !have_tools("git server", &["git"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = git_repo(tmp.path(), &[("README", "one\n")]);
+    let head = commit(&repo, &[("README", "two\n")], "second");
+    let server = GitServer::start(&repo, Some(("alice", "pa55-w0rd")));
+
+    let clone = |name: &str, url: &str| {
+        std::process::Command::new("git")
+            .args(["clone", "-q", "--depth=1", "--", url])
+            .arg(tmp.path().join(name))
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap()
+    };
+    let anonymous = clone("anonymous", &server.url);
+    assert!(!anonymous.status.success(), "cloned without a credential");
+    assert!(server.denied() > 0);
+    let wrong = clone("wrong", &server.url_with("alice", "wrong"));
+    assert!(!wrong.status.success(), "cloned with a wrong password");
+    assert_eq!(server.served(), 0, "nothing served without the credential");
+
+    let ok = clone("ok", &server.url_with("alice", "pa55-w0rd"));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let copy = tmp.path().join("ok");
+    assert_eq!(git(&copy, &["rev-parse", "HEAD"]), head);
+    assert_eq!(git(&copy, &["rev-list", "--count", "HEAD"]), "1", "shallow");
+    assert_eq!(
+        std::fs::read_to_string(copy.join("README")).unwrap(),
+        "two\n"
+    );
+    assert!(server.served() > 0);
+}

@@ -19,7 +19,7 @@ use imagefactory_exec::tekton::{TektonExecutor, TektonSettings, TektonVersion};
 use imagefactory_store::crypto::Cipher;
 use imagefactory_test_support::{ApiClient, Body, TestDb};
 use kube::api::{DynamicObject, ListParams};
-use kube_sim::tekton::{Controller, ControllerOptions, ScriptRule};
+use kube_sim::tekton::{Controller, ControllerOptions, HostSteps, ScriptRule};
 use kube_sim::{KubeSim, KubeSimHandle, KubeSimOptions};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -47,6 +47,9 @@ pub struct Options {
     /// The pool's acquire timeout: how long a request waits for a
     /// connection before it is answered 503.
     pub acquire_timeout: Duration,
+    /// Run every step for real with kube-sim's host step runner (the host's
+    /// git, buildah, packer …) in real time, instead of simulating it.
+    pub host_steps: bool,
 }
 
 impl Default for Options {
@@ -57,6 +60,7 @@ impl Default for Options {
             settings: fast_settings(),
             database_server: None,
             acquire_timeout: Duration::from_secs(60),
+            host_steps: false,
         }
     }
 }
@@ -95,22 +99,35 @@ pub struct TestApp {
     pub settings: DispatcherSettings,
     pub dispatchers: Vec<RunningDispatcher>,
     db: TestDb,
+    /// The host step runner's pods and claims, when it runs.
+    _host_root: Option<tempfile::TempDir>,
 }
 
-async fn start_sim(rules: Vec<ScriptRule>) -> KubeSimHandle {
+async fn start_sim(rules: Vec<ScriptRule>, host_root: Option<&std::path::Path>) -> KubeSimHandle {
+    let options = match host_root {
+        // Real steps take real time: simulated time runs at wall-clock pace,
+        // so timeouts mean what they say.
+        Some(root) => ControllerOptions {
+            time_scale: 1.0,
+            pod_start_delay: Duration::ZERO,
+            rules,
+            host_steps: Some(HostSteps {
+                root: root.to_path_buf(),
+            }),
+            ..ControllerOptions::default()
+        },
+        None => ControllerOptions {
+            // 1 simulated second = 10 ms.
+            time_scale: 0.01,
+            default_step_duration: Duration::from_secs(2),
+            pod_start_delay: Duration::from_secs(1),
+            rules,
+            catalog: Vec::new(),
+            host_steps: None,
+        },
+    };
     let controller: kube_sim::Controller = Box::new(move |cluster| {
-        Controller::spawn(
-            cluster,
-            ControllerOptions {
-                // 1 simulated second = 10 ms.
-                time_scale: 0.01,
-                default_step_duration: Duration::from_secs(2),
-                pod_start_delay: Duration::from_secs(1),
-                rules,
-                catalog: Vec::new(),
-                host_steps: None,
-            },
-        );
+        Controller::spawn(cluster, options);
     });
     KubeSim::start(KubeSimOptions {
         default_storage_class: Some("standard".into()),
@@ -129,7 +146,10 @@ impl TestApp {
             .unwrap_or_else(imagefactory_test_support::admin_url);
         let db = TestDb::on_server(&admin, "if_e2e", 16, options.acquire_timeout).await;
         let pool = db.pool.clone();
-        let sim = start_sim(options.rules).await;
+        let host_root = options
+            .host_steps
+            .then(|| tempfile::tempdir().expect("a directory for the host step runner"));
+        let sim = start_sim(options.rules, host_root.as_ref().map(|d| d.path())).await;
         let (cipher, _) = Cipher::random();
         let mut state = AppState::new(pool.clone(), cipher.clone(), Some(Secret::new(ADMIN_TOKEN)));
         state.log_poll_interval = Duration::from_millis(50);
@@ -156,6 +176,7 @@ impl TestApp {
             settings: options.settings,
             dispatchers: Vec::new(),
             db,
+            _host_root: host_root,
         };
         app.tenant = app.create_tenant("team-e2e").await;
         app.token = app.create_token(app.tenant, "admin").await;

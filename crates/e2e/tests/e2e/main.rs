@@ -5,6 +5,7 @@ mod bundle;
 mod failures;
 mod faults;
 mod harness;
+mod host;
 mod load;
 mod logs;
 mod methods;

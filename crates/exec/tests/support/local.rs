@@ -1,12 +1,12 @@
-//! Shared fixtures of the local executor tests: an in-memory sink, a git
-//! repository, a `docker-registry` with htpasswd auth, /proc checks.
-#![allow(dead_code)]
+//! Shared fixtures of the local executor tests: an in-memory sink,
+//! execution contexts, /proc checks. Git repositories and the
+//! `docker-registry` with htpasswd auth come from `imagefactory-test-support`
+//! (kube-sim's and the end-to-end tests use the same ones).
+#![allow(dead_code, unused_imports)]
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use imagefactory_domain::{BuildMethod, MethodConfig, Secret};
@@ -17,28 +17,7 @@ use imagefactory_exec::{
 };
 use uuid::Uuid;
 
-/// True when every tool is on PATH; otherwise prints why the test is skipped.
-pub fn have_tools(test: &str, tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|t| {
-            !Command::new("sh")
-                .args(["-c", &format!("command -v {t}")])
-                .stdout(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        })
-        .collect();
-    if !missing.is_empty() {
-        eprintln!(
-            "SKIPPED {test}: {} not installed (run .ci/install-local-tools.sh)",
-            missing.join(", ")
-        );
-    }
-    missing.is_empty()
-}
+pub use imagefactory_test_support::{GitServer, Registry, commit, git, git_repo, have_tools};
 
 #[derive(Default)]
 pub struct MemorySink {
@@ -116,47 +95,6 @@ impl MemorySink {
     }
 }
 
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "Test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.com")
-        .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.com")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .expect("git runs");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// A repository with the given files on branch `main` (one commit per call
-/// of [`commit`]); returns the repository path.
-pub fn git_repo(parent: &Path, files: &[(&str, &str)]) -> PathBuf {
-    let repo = parent.join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    commit(&repo, files, "initial");
-    repo
-}
-
-/// Writes files and commits them; returns the commit sha.
-pub fn commit(repo: &Path, files: &[(&str, &str)], message: &str) -> String {
-    for (name, body) in files {
-        let path = repo.join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, body).unwrap();
-    }
-    git(repo, &["add", "-A"]);
-    git(repo, &["commit", "-q", "-m", message]);
-    git(repo, &["rev-parse", "HEAD"])
-}
-
 pub fn settings(workdir: &Path, cli: ContainerCli) -> LocalSettings {
     LocalSettings {
         workdir: workdir.to_path_buf(),
@@ -197,63 +135,13 @@ pub fn context(
     }
 }
 
-/// A `docker-registry` on 127.0.0.1 with htpasswd auth, stopped on drop.
-pub struct Registry {
-    child: Child,
-    _dir: tempfile::TempDir,
-    pub host: String,
-    pub user: String,
-    pub password: String,
+/// The registry's user with `password` as the local executor's registry auth.
+pub trait RegistryAuthExt {
+    fn auth(&self, password: &str) -> RegistryAuth;
 }
 
-impl Registry {
-    pub fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (user, password) = ("builder".to_owned(), "s3cret-Pa55".to_owned());
-        let htpasswd = Command::new("htpasswd")
-            .args(["-Bbn", &user, &password])
-            .output()
-            .expect("htpasswd runs");
-        assert!(htpasswd.status.success());
-        std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let host = format!("127.0.0.1:{port}");
-        let config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\nauth:\n  htpasswd:\n    realm: test\n    path: {root}/htpasswd\n",
-            root = dir.path().display()
-        );
-        std::fs::write(dir.path().join("config.yml"), config).unwrap();
-        let child = Command::new("docker-registry")
-            .args([
-                "serve",
-                &dir.path().join("config.yml").display().to_string(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry starts");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&host).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "registry did not start on {host}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            child,
-            _dir: dir,
-            host,
-            user,
-            password,
-        }
-    }
-
-    pub fn auth(&self, password: &str) -> RegistryAuth {
+impl RegistryAuthExt for Registry {
+    fn auth(&self, password: &str) -> RegistryAuth {
         RegistryAuth {
             credential_id: Uuid::new_v4(),
             version: 1,
@@ -261,62 +149,6 @@ impl Registry {
             username: self.user.clone(),
             password: Secret::new(password),
         }
-    }
-
-    /// `(Docker-Content-Digest, Content-Type, body)` the registry serves for a tag.
-    pub async fn manifest(
-        &self,
-        repo: &str,
-        reference: &str,
-    ) -> (String, String, serde_json::Value) {
-        let response = reqwest::Client::new()
-            .get(format!(
-                "http://{}/v2/{repo}/manifests/{reference}",
-                self.host
-            ))
-            .basic_auth(&self.user, Some(&self.password))
-            .header(
-                "Accept",
-                "application/vnd.oci.image.index.v1+json, \
-                 application/vnd.docker.distribution.manifest.list.v2+json, \
-                 application/vnd.oci.image.manifest.v1+json, \
-                 application/vnd.docker.distribution.manifest.v2+json",
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "manifest {repo}:{reference}");
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let digest = header("docker-content-digest");
-        let content_type = header("content-type");
-        let body = response.json().await.unwrap();
-        (digest, content_type, body)
-    }
-
-    pub async fn blob(&self, repo: &str, digest: &str) -> serde_json::Value {
-        reqwest::Client::new()
-            .get(format!("http://{}/v2/{repo}/blobs/{digest}", self.host))
-            .basic_auth(&self.user, Some(&self.password))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,6 +1,7 @@
-//! One step as a host process in its own process group: output lines as they
-//! are written, the exit code, and the whole group killed when the step ends
-//! or its future is dropped (cancellation, timeout, deletion).
+//! One step as a host process in its own session and process group, with no
+//! controlling terminal: output lines as they are written, the exit code,
+//! and the whole group killed when the step ends or its future is dropped
+//! (cancellation, timeout, deletion).
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -51,7 +52,8 @@ pub fn not_found_tool(line: &str) -> Option<String> {
 /// Run `cmd`, passing each output line (stdout and stderr) to `on_line` as it
 /// is written. `Err` when it cannot be started.
 pub async fn run(cmd: &StepCommand, mut on_line: impl FnMut(String)) -> Result<StepExit, String> {
-    let mut child = Command::new(&cmd.program)
+    let mut command = Command::new(&cmd.program);
+    command
         .args(&cmd.args)
         .env_clear()
         .envs(cmd.env.iter().map(|(k, v)| (k, v)))
@@ -59,8 +61,21 @@ pub async fn run(cmd: &StepCommand, mut on_line: impl FnMut(String)) -> Result<S
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
+        .kill_on_drop(true);
+    // A session of its own (so also a process group of its own, the one
+    // killed at the end): like a container's process, a step has no
+    // controlling terminal, so a tool that would prompt — git asking for a
+    // password — fails instead of waiting on the terminal kube-sim runs in.
+    // SAFETY: between fork and exec only setsid, which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", cmd.program))?;
     let guard = child.id().map(|pid| GroupGuard(pid as i32));
