@@ -252,6 +252,7 @@ async fn builds_and_requests_survive_a_database_restart() {
         settings,
         database_server: Some(server.admin_url()),
         acquire_timeout: Duration::from_secs(2),
+        host_steps: false,
     })
     .await;
     raise_tenant_limit(&app, 100).await;
