@@ -1,13 +1,11 @@
 //! One build: state timeline, artifacts, cancel and retry, and the live log
 //! (the script follows `/builds/{id}/log-events` and refreshes the summary).
 
-use axum::Form;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::{Value, json};
 
-use super::{CsrfForm, encode, with_base};
+use super::{Write, encode, with_base};
 use crate::WebState;
 use crate::error::WebError;
 use crate::render;
@@ -93,8 +91,7 @@ pub async fn page(
     State(state): State<WebState>,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
-    let ctx = load(&session, &state, &id).await?;
-    Ok(render::html("build.html", with_base(&session, "builds", ctx))?.into_response())
+    show(&session, &state, &id, "build.html").await
 }
 
 /// Status, timeline, artifacts and actions, for the page's refresh.
@@ -103,44 +100,44 @@ pub async fn summary(
     State(state): State<WebState>,
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
-    let ctx = load(&session, &state, &id).await?;
-    Ok(render::html("build_summary.html", with_base(&session, "builds", ctx))?.into_response())
+    show(&session, &state, &id, "build_summary.html").await
+}
+
+async fn show(
+    session: &Session,
+    state: &WebState,
+    id: &str,
+    template: &str,
+) -> Result<Response, WebError> {
+    let ctx = load(session, state, id).await?;
+    Ok(render::html(template, with_base(session, "builds", ctx))?.into_response())
 }
 
 pub async fn cancel(
-    session: Session,
     State(state): State<WebState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    Write(session): Write,
 ) -> Result<Response, WebError> {
-    act(session, state, id, headers, form, "cancel").await
+    act(&session, &state, &id, "cancel").await
 }
 
 pub async fn retry(
-    session: Session,
     State(state): State<WebState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    Write(session): Write,
 ) -> Result<Response, WebError> {
-    act(session, state, id, headers, form, "retry").await
+    act(&session, &state, &id, "retry").await
 }
 
 /// A checked write, then back to the build's page (post/redirect/get).
 async fn act(
-    session: Session,
-    state: WebState,
-    id: String,
-    headers: HeaderMap,
-    form: CsrfForm,
+    session: &Session,
+    state: &WebState,
+    id: &str,
     action: &str,
 ) -> Result<Response, WebError> {
-    session
-        .check_write(&headers, &form.csrf)
-        .map_err(WebError::Forbidden)?;
-    let path = format!("/builds/{}", encode(&id));
-    session.post(&state, &format!("{path}/{action}")).await?;
+    let path = format!("/builds/{}", encode(id));
+    session.post(state, &format!("{path}/{action}")).await?;
     Ok(Redirect::to(&path).into_response())
 }
 

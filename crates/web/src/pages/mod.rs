@@ -5,7 +5,7 @@ pub mod builds;
 pub mod resources;
 
 use axum::Form;
-use axum::extract::{Query, State};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -103,19 +103,36 @@ pub async fn sign_in(
 }
 
 #[derive(Deserialize)]
-pub struct CsrfForm {
+struct CsrfForm {
     #[serde(default)]
-    pub csrf: String,
+    csrf: String,
 }
 
-pub async fn sign_out(
-    session: Session,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> Result<Response, WebError> {
-    session
-        .check_write(&headers, &form.csrf)
-        .map_err(WebError::Forbidden)?;
+/// A write by a signed-in browser (a form posted to the dashboard), with
+/// the checks of every write done: same origin and the session's CSRF
+/// token ([`Session::check_write`]). Reads the body: the handler's last
+/// argument.
+pub struct Write(pub Session);
+
+impl FromRequest<WebState> for Write {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &WebState) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let session =
+            <Session as FromRequestParts<WebState>>::from_request_parts(&mut parts, state).await?;
+        let headers = parts.headers.clone();
+        let Form(form) = Form::<CsrfForm>::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        session
+            .check_write(&headers, &form.csrf)
+            .map_err(|e| WebError::Forbidden(e).into_response())?;
+        Ok(Write(session))
+    }
+}
+
+pub async fn sign_out(headers: HeaderMap, Write(_): Write) -> Result<Response, WebError> {
     Ok((
         StatusCode::SEE_OTHER,
         [

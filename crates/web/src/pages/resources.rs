@@ -1,13 +1,11 @@
 //! Projects, providers (with their readiness: status, Tekton, and an
 //! on-demand connection test), and the admin's tenants and dispatchers.
 
-use axum::Form;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::{Value, json};
 
-use super::{CsrfForm, encode, with_base};
+use super::{Write, encode, with_base};
 use crate::WebState;
 use crate::error::WebError;
 use crate::render;
@@ -60,15 +58,10 @@ pub async fn providers(
 
 /// Runs the API's connection test and shows its report beside the provider.
 pub async fn test_provider(
-    session: Session,
     State(state): State<WebState>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    Write(session): Write,
 ) -> Result<Response, WebError> {
-    session
-        .check_write(&headers, &form.csrf)
-        .map_err(WebError::Forbidden)?;
     let prefix = if session.admin { "/admin" } else { "" };
     let path = format!("{prefix}/providers/{}/test-connection", encode(&id));
     let report = session.post(&state, &path).await?;
