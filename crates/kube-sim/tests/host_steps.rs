@@ -167,6 +167,53 @@ fn one_step(step: Value) -> Value {
     json!({"taskSpec": {"steps": [step]}})
 }
 
+/// Secrets at the absolute paths a Task chooses — a Task volume a step
+/// mounts at `/etc/signing`, a read-only workspace at `/etc/login` — with
+/// keys from `data` and from `stringData` (kept as sent by kube-sim's API
+/// server; a real one merges it into `data`, its keys winning), also through
+/// `secretKeyRef`; and each step's own `/tekton/steps/step-<name>/results`
+/// (where a StepAction's `$(step.results.<r>.path)` points), also
+/// `/tekton/steps/<index>`.
+#[tokio::test]
+async fn secrets_at_absolute_mount_paths_and_step_result_directories() {
+    let root = tempfile::tempdir().unwrap();
+    let env = host_env(root.path()).await;
+    env.create(
+        Some("ci"),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "signing"},
+        "data": {"key.pem": b64("from-data"), "both": b64("data-loses")},
+        "stringData": {"user": "robot", "both": "stringData-wins"}}),
+    )
+    .await;
+    let read = "test \"$(cat /etc/signing/key.pem)\" = from-data\n\
+        test \"$(cat /etc/login/user)\" = robot\n\
+        printf '%s %s %s' \"$(cat /etc/login/both)\" \"$FROM_ENV\" \"$(cat /etc/signing/user)\" > $(results.seen.path)\n";
+    let say = "printf hi > /tekton/steps/step-say/results/said\n\
+        test \"$(cat /tekton/steps/1/results/said)\" = hi\n";
+    let spec = json!({
+        "workspaces": [{"name": "login", "secret": {"secretName": "signing"}}],
+        "taskSpec": {
+            "workspaces": [{"name": "login", "mountPath": "/etc/login", "readOnly": true}],
+            "volumes": [{"name": "keys", "secret": {"secretName": "signing"}}],
+            "results": [{"name": "seen"}],
+            "steps": [
+                {"name": "read", "image": "busybox",
+                 "volumeMounts": [{"name": "keys", "mountPath": "/etc/signing", "readOnly": true}],
+                 "env": [{"name": "FROM_ENV", "valueFrom": {"secretKeyRef": {"name": "signing", "key": "user"}}}],
+                 "script": read},
+                {"name": "say", "image": "alpine", "script": say}
+            ]
+        }
+    });
+    env.create(Some("ci"), taskrun("secrets", spec)).await;
+    let tr = env.wait_done(&gvr::TASKRUNS, "ci", "secrets").await;
+    assert_eq!(condition(&tr).1, "Succeeded", "{:#}", tr["status"]);
+    assert_eq!(
+        result(&tr, "seen").as_deref(),
+        Some("stringData-wins robot robot")
+    );
+}
+
 /// A step leads a session of its own, as a container's process does: no
 /// controlling terminal, so a tool that would prompt (git asking for a
 /// password) fails at once instead of waiting on the terminal of whoever

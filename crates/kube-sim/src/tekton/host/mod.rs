@@ -2,7 +2,7 @@
 //! process (no image is pulled; the host's tools stand in for the image's).
 //!
 //! A pod gets a directory (`<root>/pods/<ns>/<pod>-<uid>`) holding
-//! `workspace/`, `tekton/{results,home,scripts}`, its volumes and one
+//! `workspace/`, `tekton/{results,home,scripts,steps}`, its volumes and one
 //! directory per step standing for the container's own filesystem; a claim
 //! is `<root>/claims/<ns>/<claim>-<uid>`, shared by the pods mounting it. The
 //! container paths are mapped to those directories by rewriting them in the
@@ -16,7 +16,6 @@ pub mod volumes;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
 use serde_json::Value;
 
 use crate::cluster::{Cluster, gvr};
@@ -141,6 +140,7 @@ impl HostPod {
     ) -> Result<StepCommand, String> {
         let root = self.dir.join("containers").join(name);
         volumes::mkdir(&root)?;
+        self.step_dir(idx, name)?;
         let mut mounts = self.mounts.clone();
         for m in model::arr(step, &["volumeMounts"]) {
             let vol = model::str_at(m, &["name"]).unwrap_or("");
@@ -186,6 +186,22 @@ impl HostPod {
             env,
             cwd,
         })
+    }
+
+    /// The step's own directory, as Tekton's entrypoint makes it:
+    /// `/tekton/steps/step-<name>/results` (where `$(step.results.<r>.path)`
+    /// points, a StepAction's results), also reachable as `/tekton/steps/<idx>`.
+    fn step_dir(&self, idx: usize, name: &str) -> Result<(), String> {
+        let steps = self.dir.join("tekton/steps");
+        let own = format!("step-{name}");
+        volumes::mkdir(&steps.join(&own).join("results"))?;
+        let link = steps.join(idx.to_string());
+        match std::os::unix::fs::symlink(&own, &link) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                Err(format!("cannot link {}: {e}", link.display()))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A script is written to `/tekton/scripts`; its shebang line names the
@@ -275,16 +291,21 @@ impl HostPod {
             .and_then(Value::as_bool)
             .unwrap_or(false);
         let obj = cluster.get(g, Some(&self.ns), name);
-        let raw = obj.as_ref().and_then(|o| model::str_at(o, &["data", key]));
-        match (raw, what) {
-            (Some(v), "secret") => base64::engine::general_purpose::STANDARD
-                .decode(v)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .map_err(|e| format!("secret \"{name}\" key {key}: {e}")),
-            (Some(v), _) => Ok(v.to_string()),
-            (None, _) if optional => Ok(String::new()),
-            (None, _) if obj.is_none() => Err(format!("{what} \"{name}\" not found")),
-            (None, _) => Err(format!(
+        let raw = match (&obj, what) {
+            // `data` or `stringData`, as the Secret's volume files.
+            (Some(o), "secret") => volumes::keys(o, true)
+                .map_err(|e| format!("secret \"{name}\": {e}"))?
+                .into_iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| String::from_utf8_lossy(&v).into_owned()),
+            (Some(o), _) => model::str_at(o, &["data", key]).map(String::from),
+            (None, _) => None,
+        };
+        match raw {
+            Some(v) => Ok(v),
+            None if optional => Ok(String::new()),
+            None if obj.is_none() => Err(format!("{what} \"{name}\" not found")),
+            None => Err(format!(
                 "couldn't find key {key} in {what} {}/{name}",
                 self.ns
             )),

@@ -114,6 +114,35 @@ mod tests {
         );
     }
 
+    /// Any mount path is a prefix like `/workspace`: a Secret volume at
+    /// `/etc/signing`, a workspace at `/etc/login`, nested mounts longest first;
+    /// only whole path components (`/etc/signingX`, `/etc/signing.d` and the
+    /// host's own `/etc` stay).
+    #[test]
+    fn rewrites_any_mount_path_as_whole_components() {
+        let mut m = mounts();
+        m.add("/etc/signing", Path::new("/h/pod/volumes/vol-keys"));
+        m.add("/etc/login/", Path::new("/h/pod/volumes/ws-login"));
+        m.add("/etc/signing/nested", Path::new("/h/pod/volumes/vol-other"));
+        assert_eq!(
+            m.rewrite("test -s /etc/signing/key.pem && grep -q robot \"/etc/login/user\""),
+            "test -s /h/pod/volumes/vol-keys/key.pem && grep -q robot \"/h/pod/volumes/ws-login/user\""
+        );
+        assert_eq!(
+            m.rewrite("cat /etc/signing/nested/a KEY=/etc/signing"),
+            "cat /h/pod/volumes/vol-other/a KEY=/h/pod/volumes/vol-keys"
+        );
+        assert_eq!(
+            m.rewrite("/etc/signingX /etc/signing.d /etc/passwd /var/etc/signing"),
+            "/etc/signingX /etc/signing.d /etc/passwd /var/etc/signing"
+        );
+        assert_eq!(
+            m.host_path("/etc/login"),
+            Some(PathBuf::from("/h/pod/volumes/ws-login"))
+        );
+        assert_eq!(m.host_path("/etc/signingX/key.pem"), None);
+    }
+
     #[test]
     fn host_path_takes_the_longest_mount() {
         let m = mounts();

@@ -76,8 +76,11 @@ pub fn mkdir(dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))
 }
 
-/// The keys of a Secret (`data`, base64) or ConfigMap (`data`, `binaryData`).
-fn keys(obj: &Value, secret: bool) -> Result<Vec<(String, Vec<u8>)>, String> {
+/// The keys of a Secret (`data`, base64, then `stringData`, plain text, whose
+/// keys win) or ConfigMap (`data`, `binaryData`). A real API server merges a
+/// Secret's `stringData` into `data` when it stores the object; kube-sim's
+/// keeps it as sent, so the kubelet's view is rebuilt here.
+pub fn keys(obj: &Value, secret: bool) -> Result<Vec<(String, Vec<u8>)>, String> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut out = Vec::new();
     let mut take = |field: &str, encoded: bool| -> Result<(), String> {
@@ -93,12 +96,14 @@ fn keys(obj: &Value, secret: bool) -> Result<Vec<(String, Vec<u8>)>, String> {
             } else {
                 s.as_bytes().to_vec()
             };
+            out.retain(|(o, _)| o != k);
             out.push((k.clone(), bytes));
         }
         Ok(())
     };
     if secret {
         take("data", true)?;
+        take("stringData", false)?;
     } else {
         take("data", false)?;
         take("binaryData", true)?;
@@ -171,4 +176,48 @@ fn write_keys(
             .map_err(|e| format!("cannot chmod {}: {e}", file.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn read(dir: &Path, file: &str) -> String {
+        std::fs::read_to_string(dir.join(file)).unwrap()
+    }
+
+    /// A Secret's `stringData` (as kube-sim stores it, beside `data`) gives
+    /// files too, and wins over `data` for the same key, as the API server's
+    /// merge would; `items` can pick its keys.
+    #[test]
+    fn secret_files_come_from_data_and_string_data() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let secret = json!({
+            "data": {"password": b64.encode("pw"), "both": b64.encode("data")},
+            "stringData": {"user": "robot", "both": "stringData"}
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let all = tmp.path().join("all");
+        write_keys(&all, Some(&secret), &json!({}), true, "secret").unwrap();
+        assert_eq!(read(&all, "password"), "pw");
+        assert_eq!(read(&all, "user"), "robot");
+        assert_eq!(read(&all, "both"), "stringData");
+        let mode = std::fs::metadata(all.join("user"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644);
+
+        let picked = tmp.path().join("picked");
+        let source = json!({"items": [{"key": "user", "path": "login/name", "mode": 0o400}]});
+        write_keys(&picked, Some(&secret), &source, true, "secret").unwrap();
+        assert_eq!(read(&picked, "login/name"), "robot");
+        assert!(!picked.join("password").exists());
+
+        // A ConfigMap has no stringData: such a field is not a key.
+        let cm = json!({"data": {"a": "1"}, "stringData": {"b": "2"}});
+        let keys: Vec<String> = keys(&cm, false).unwrap().into_iter().map(|k| k.0).collect();
+        assert_eq!(keys, ["a"]);
+    }
 }
