@@ -3,6 +3,12 @@
 //! `imagefactory_domain::Transition`; this module only applies them
 //! atomically (`SELECT … FOR UPDATE`, and the transition's guard in the
 //! `UPDATE`).
+//!
+//! A build is looked up by id with `tenant_id IS NOT DISTINCT FROM $1`, not
+//! `=`: the same check (the column is `NOT NULL`), but one no index can
+//! serve, so the primary key is the only path. With `=` the planner may
+//! take a tenant index when its statistics are stale (a young or fast
+//! growing table) and read every build of the tenant to find one.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +18,7 @@ use imagefactory_domain::{
     Transition,
 };
 use sqlx::types::Json;
-use sqlx::{FromRow, PgPool, Postgres, Transaction};
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
 use crate::decode::Text;
@@ -169,7 +175,7 @@ pub async fn get_config(
     let row: ConfigRow = sqlx::query_as(&format!(
         "SELECT {CONFIG_COLUMNS}
          FROM build_configs c JOIN builds b ON b.id = c.build_id
-         WHERE b.tenant_id = $1 AND c.build_id = $2"
+         WHERE c.build_id = $2 AND b.tenant_id IS NOT DISTINCT FROM $1"
     ))
     .bind(tenant_id)
     .bind(build_id)
@@ -189,7 +195,7 @@ pub async fn get_with_config(
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS}, {CONFIG_COLUMNS}
          FROM builds JOIN build_configs c ON c.build_id = builds.id
-         WHERE builds.tenant_id = $1 AND builds.id = $2"
+         WHERE builds.id = $2 AND builds.tenant_id IS NOT DISTINCT FROM $1"
     ))
     .bind(tenant_id)
     .bind(build_id)
@@ -238,24 +244,28 @@ pub async fn list(
     filter: &BuildFilter,
     page: Page,
 ) -> StoreResult<(Vec<Build>, Option<Uuid>)> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM builds b
-         WHERE tenant_id = $1
-           AND ($2::uuid IS NULL OR project_id = $2)
-           AND ($3::text IS NULL OR status = $3)
-           AND ($4::uuid IS NULL OR (created_at, id) < (
-                SELECT created_at, id FROM builds WHERE id = $4 AND tenant_id = $1))
-         ORDER BY created_at DESC, id DESC
-         LIMIT $5"
-    );
-    let rows: Vec<Build> = sqlx::query_as(&sql)
-        .bind(tenant_id)
-        .bind(filter.project_id)
-        .bind(filter.status.map(BuildStatus::as_str))
-        .bind(page.after)
-        .bind(page.fetch())
-        .fetch_all(pool)
-        .await?;
+    // Only the filters given are in the SQL: an `$n IS NULL OR …` condition
+    // makes the planner's generic plan guess one row and sort every build of
+    // the tenant instead of reading a page off `builds_tenant_list_idx`.
+    let mut q =
+        QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM builds WHERE tenant_id = "));
+    q.push_bind(tenant_id);
+    if let Some(project_id) = filter.project_id {
+        q.push(" AND project_id = ").push_bind(project_id);
+    }
+    if let Some(status) = filter.status {
+        q.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(after) = page.after {
+        q.push(" AND (created_at, id) < (SELECT created_at, id FROM builds WHERE id = ")
+            .push_bind(after)
+            .push(" AND tenant_id = ")
+            .push_bind(tenant_id)
+            .push(")");
+    }
+    q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(page.fetch());
+    let rows: Vec<Build> = q.build_query_as().fetch_all(pool).await?;
     let known = "SELECT EXISTS (SELECT 1 FROM builds WHERE id = $1 AND tenant_id = $2)";
     crate::page::finish(pool, rows, page, |b| b.id, known, &[tenant_id]).await
 }
@@ -275,13 +285,14 @@ async fn lock(
     tenant_id: Uuid,
     id: Uuid,
 ) -> StoreResult<BuildStatus> {
-    let status: Text<BuildStatus> =
-        sqlx::query_scalar("SELECT status FROM builds WHERE tenant_id = $1 AND id = $2 FOR UPDATE")
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or(StoreError::NotFound)?;
+    let status: Text<BuildStatus> = sqlx::query_scalar(
+        "SELECT status FROM builds WHERE id = $2 AND tenant_id IS NOT DISTINCT FROM $1 FOR UPDATE",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
     Ok(status.0)
 }
 
@@ -354,7 +365,7 @@ pub async fn attempts_before_retry(
     tenant_id: Uuid,
     id: Uuid,
 ) -> Result<i32, sqlx::Error> {
-    sqlx::query_scalar("SELECT attempts_before_retry FROM builds WHERE tenant_id = $1 AND id = $2")
+    sqlx::query_scalar("SELECT attempts_before_retry FROM builds WHERE id = $2 AND tenant_id IS NOT DISTINCT FROM $1")
         .bind(tenant_id)
         .bind(id)
         .fetch_one(pool)

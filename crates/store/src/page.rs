@@ -98,7 +98,11 @@ pub(crate) async fn tenant_row<T>(
 where
     T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
 {
-    let sql = format!("SELECT {columns} FROM {table} WHERE tenant_id = $1 AND id = $2");
+    // Not `tenant_id = $1`: keeps the planner on the primary key (see
+    // `builds`' module documentation).
+    let sql = format!(
+        "SELECT {columns} FROM {table} WHERE id = $2 AND tenant_id IS NOT DISTINCT FROM $1"
+    );
     sqlx::query_as(&sql)
         .bind(tenant_id)
         .bind(id)
