@@ -10,6 +10,7 @@ use std::time::Duration;
 use imagefactory_domain::BuildMethod;
 use imagefactory_exec::tekton::namespace::namespace_name;
 use imagefactory_exec::tekton::render::run_params;
+use imagefactory_exec::tekton::{TektonExecutor, TektonSettings};
 use imagefactory_exec::{ExecutionSink, Executor, Outcome, StopReason};
 use serde_json::{Value, json};
 use tekton_support::*;
@@ -414,6 +415,73 @@ async fn the_end_of_a_failed_steps_log_survives_failing_log_reads() {
         vec!["building", "error: boom"]
     );
     sink.assert_no_duplicates_or_gaps();
+}
+
+/// Issue 14 (4): when the API server failed at the moment a failed run
+/// ended (a 30 s outage in the fault stress test), the TaskRun read for the
+/// failing step was tried once and the build's message lost the step and
+/// its exit code. It is retried until the server is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_failing_step_is_named_when_taskrun_reads_fail_at_the_end() {
+    use kube_sim::{FaultAction, FaultRule};
+    let sim = Sim::start(SimOptions {
+        rules: vec![rule(
+            "build",
+            Some("build-and-push"),
+            None,
+            &["error: boom"],
+            Some(3),
+        )],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    // No TaskRun can be read until well after the run has ended.
+    let failing = sim.handle.faults().add(FaultRule::new(
+        Some("get"),
+        Some("taskruns"),
+        FaultAction::Error {
+            code: 503,
+            retry_after: None,
+        },
+    ));
+    let sink = MemorySink::new();
+    let (_tx, stop) = no_stop();
+    // The log follower (which also reads TaskRuns) gives up draining after
+    // a second, so the end's own read of the TaskRun is what must wait.
+    let executor = TektonExecutor::new(TektonSettings {
+        log_drain: Duration::from_secs(1),
+        address_policy: loopback_policy(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    let run = executor.start(ctx, sink.clone(), stop);
+    let heal = async {
+        loop {
+            let runs = sim.pipelineruns(tenant).await;
+            let ended = runs.iter().any(|r| {
+                r["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["status"] != "Unknown"))
+            });
+            if ended {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        sim.handle.faults().remove(failing);
+    };
+    let (outcome, ()) = tokio::join!(run, heal);
+    let text = message(&outcome);
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    assert!(
+        text.contains("step \"build-and-push\" exited with code 3"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

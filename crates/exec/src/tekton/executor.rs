@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::bundle::{LOG_SOURCE as BUNDLE_LOG_SOURCE, ensure_bundle};
 use super::client::{ClientCache, Cluster, TektonVersion};
-use super::error::{TektonError, is_not_found, is_transient};
+use super::error::{TektonError, describe_kube_error, is_not_found, is_transient};
 use super::logs::{FinishedTaskRuns, LogFollower};
 use super::monitor::{RunState, RunWatch};
 use super::namespace::{ensure_named_namespace, namespace_name};
@@ -698,6 +698,13 @@ const CANCEL_RETRIES: ExponentialBuilder = ExponentialBuilder::new()
     .with_min_delay(Duration::from_millis(200))
     .with_max_times(4);
 
+/// Reads of a finished run's TaskRun: 200 ms doubling up to 5 s, about a
+/// minute in all — longer than an API server's restart.
+const TASKRUN_READ_RETRIES: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(200))
+    .with_max_delay(Duration::from_secs(5))
+    .with_max_times(16);
+
 /// Target of the debug events that mark a run's end path (`stage` =
 /// `seen_ended`, `logs_drained`), so a profiler or the bench can time it.
 pub const END_TARGET: &str = "imagefactory_exec::tekton::end";
@@ -1019,7 +1026,7 @@ impl Follow {
             }
         }
         tracing::debug!(target: END_TARGET, run = %self.name, stage = "logs_drained", "logs drained; reading the TaskRuns' results");
-        let taskruns = self.taskruns(run, seen).await;
+        let (taskruns, unread) = self.taskruns(run, seen).await;
         let task_results: Vec<(String, Vec<(String, String)>)> = taskruns
             .iter()
             .map(|(task, tr)| (task.clone(), taskrun_results(tr)))
@@ -1057,9 +1064,9 @@ impl Follow {
                     .filter_map(|(task, tr)| failed_step(task, tr))
                     .collect();
                 let mut text = format!("PipelineRun {} failed: {reason}: {message}", self.name);
-                if !steps.is_empty() {
+                for part in steps.iter().chain(&unread) {
                     text.push_str("; ");
-                    text.push_str(&steps.join("; "));
+                    text.push_str(part);
                 }
                 Outcome::Failed { message: text }
             }
@@ -1079,23 +1086,43 @@ impl Follow {
         outcome
     }
 
-    /// The run's TaskRuns, by pipeline task, in status order.
-    async fn taskruns(&self, run: &Value, seen: &FinishedTaskRuns) -> Vec<(String, Value)> {
+    /// The run's TaskRuns, by pipeline task, in status order, and a note
+    /// for each one that could not be read (so a failure's message says
+    /// its step detail is missing rather than silently leaving it out).
+    async fn taskruns(
+        &self,
+        run: &Value,
+        seen: &FinishedTaskRuns,
+    ) -> (Vec<(String, Value)>, Vec<String>) {
         let api: Api<DynamicObject> = Api::namespaced_with(
             self.cluster.client.clone(),
             &self.namespace,
             &taskrun_resource(self.version),
         );
         let mut out = Vec::new();
+        let mut unread = Vec::new();
         for (task, name) in child_taskruns(run) {
-            let known = seen.take(&name);
-            if let Some(tr) = known {
+            if let Some(tr) = seen.take(&name) {
                 out.push((task, tr));
-            } else if let Ok(Some(tr)) = api.get_opt(&name).await {
-                out.push((task, serde_json::to_value(tr).unwrap_or(Value::Null)));
+                continue;
+            }
+            // The run's end often coincides with a flaky or restarting API
+            // server; its results and failing step are worth waiting for.
+            let read = (|| api.get_opt(&name))
+                .retry(TASKRUN_READ_RETRIES)
+                .when(is_transient)
+                .await;
+            match read {
+                Ok(Some(tr)) => out.push((task, serde_json::to_value(tr).unwrap_or(Value::Null))),
+                // Deleted (retention, an operator): nothing to report.
+                Ok(None) => {}
+                Err(e) => unread.push(format!(
+                    "TaskRun {name} of task {task} could not be read: {}",
+                    describe_kube_error(&e)
+                )),
             }
         }
-        out
+        (out, unread)
     }
 }
 
