@@ -24,6 +24,77 @@ pub enum GitUrlError {
         "the user, host and port must not begin with '-' (git and ssh would read them as options)"
     )]
     LeadingDash,
+    #[error(
+        "the user may hold only letters, digits, '_', '.' and '-', and must not begin with '.'"
+    )]
+    BadUser,
+    #[error(
+        "the host must be a DNS name or IPv4 address: dot-separated labels of letters, digits and \
+         inner '-', 63 characters at most each"
+    )]
+    BadHost,
+    #[error("the port must be a number from 1 to 65535 without leading zeros")]
+    BadPort,
+    #[error(
+        "the path must be '/'-separated segments of letters, digits and '.', '_', '~', '-' \
+         (no empty, '.' or '..' segment, no trailing '/')"
+    )]
+    BadPath,
+}
+
+/// `[A-Za-z0-9_][A-Za-z0-9._-]*`: the user of `ssh://user@host/…` or
+/// `user@host:path`.
+fn check_user(user: &str) -> Result<(), GitUrlError> {
+    let mut bytes = user.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if first_ok && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+        Ok(())
+    } else {
+        Err(GitUrlError::BadUser)
+    }
+}
+
+/// Dot-separated DNS labels (an IPv4 address is such a name too).
+fn check_host(host: &str) -> Result<(), GitUrlError> {
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if host.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(GitUrlError::BadHost)
+    }
+}
+
+fn check_port(port: &str) -> Result<(), GitUrlError> {
+    let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    if digits && !port.starts_with('0') && port.parse::<u16>().is_ok() {
+        Ok(())
+    } else {
+        Err(GitUrlError::BadPort)
+    }
+}
+
+/// `seg(/seg)*`, each segment of unreserved URL characters and not only
+/// dots: nothing git or a shell could read as more than a path.
+fn check_path(path: &str) -> Result<(), GitUrlError> {
+    let segment_ok = |seg: &str| {
+        !seg.is_empty()
+            && seg
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+            && seg.bytes().any(|b| b != b'.')
+    };
+    if path.split('/').all(segment_ok) {
+        Ok(())
+    } else {
+        Err(GitUrlError::BadPath)
+    }
 }
 
 /// A user, host or port that begins with '-' would reach `ssh` (or git's
@@ -59,28 +130,37 @@ impl GitUrl {
                     if option_like(authority) {
                         return Err(GitUrlError::LeadingDash);
                     }
-                    let host = match authority.rsplit_once('@') {
+                    let host_port = match authority.rsplit_once('@') {
                         Some((userinfo, host)) => {
                             // A password in the URL would be stored and shown in
                             // plain text; secrets go in the encrypted credential.
                             if userinfo.contains(':') {
                                 return Err(GitUrlError::EmbeddedPassword);
                             }
+                            check_user(userinfo)?;
                             host
                         }
                         None => authority,
                     };
-                    if host.is_empty() || host.starts_with(':') {
+                    if host_port.is_empty() || host_port.starts_with(':') {
                         return Err(GitUrlError::MissingHost);
                     }
                     if path.trim_matches('/').is_empty() {
                         return Err(GitUrlError::MissingPath);
                     }
+                    let (host, port) = match host_port.split_once(':') {
+                        Some((host, port)) => (host, Some(port)),
+                        None => (host_port, None),
+                    };
+                    check_host(host)?;
+                    port.map(check_port).transpose()?;
+                    check_path(path)?;
                 }
                 "file" => {
                     if !rest.starts_with('/') || rest.trim_matches('/').is_empty() {
                         return Err(GitUrlError::MissingPath);
                     }
+                    check_path(&rest[1..])?;
                 }
                 _ => return Err(GitUrlError::UnsupportedScheme),
             }
@@ -92,13 +172,16 @@ impl GitUrl {
                 if option_like(user_host) {
                     return Err(GitUrlError::LeadingDash);
                 }
-                let host = user_host.rsplit_once('@').map(|(_, h)| h).unwrap_or("");
+                let (user, host) = user_host.rsplit_once('@').unwrap_or(("", ""));
                 if host.is_empty() {
                     return Err(GitUrlError::MissingHost);
                 }
                 if path.trim_matches('/').is_empty() {
                     return Err(GitUrlError::MissingPath);
                 }
+                check_user(user)?;
+                check_host(host)?;
+                check_path(path)?;
                 Ok(Self(input.to_owned()))
             }
             _ => Err(GitUrlError::UnsupportedScheme),
@@ -216,6 +299,39 @@ mod tests {
             GitUrl::parse("https://u:pw@github.com/o/r"),
             Err(GitUrlError::EmbeddedPassword)
         );
+    }
+
+    /// The grammar the OpenAPI document states (`git_url`'s pattern) is the
+    /// one enforced: a fuzzer's `…/repo*` was once stored.
+    #[test]
+    fn urls_outside_the_documented_grammar_are_refused() {
+        for (bad, why) in [
+            ("https://host/org/repo*", GitUrlError::BadPath),
+            ("https://host/org//repo", GitUrlError::BadPath),
+            ("https://host/org/repo/", GitUrlError::BadPath),
+            ("https://host/org/../repo", GitUrlError::BadPath),
+            ("https://host/a%20b", GitUrlError::BadPath),
+            ("file:///srv/git/$(id)", GitUrlError::BadPath),
+            ("git@host:org/re;po", GitUrlError::BadPath),
+            ("https://ho_st/repo", GitUrlError::BadHost),
+            ("https://host./repo", GitUrlError::BadHost),
+            ("https://[::1]/repo", GitUrlError::BadHost),
+            ("https://host:0/repo", GitUrlError::BadPort),
+            ("https://host:65536/repo", GitUrlError::BadPort),
+            ("https://host:080/repo", GitUrlError::BadPort),
+            ("https://host:+80/repo", GitUrlError::BadPort),
+            ("ssh://gi$t@host/repo", GitUrlError::BadUser),
+            (".git@host:repo", GitUrlError::BadUser),
+        ] {
+            assert_eq!(GitUrl::parse(bad), Err(why), "{bad}");
+        }
+        for ok in [
+            "https://host:65535/org/repo.git",
+            "ssh://my-user.name@10.0.0.1:2222/srv/repo",
+            "https://host/.config~/x_y-z",
+        ] {
+            assert!(GitUrl::parse(ok).is_ok(), "{ok}");
+        }
     }
 
     #[test]

@@ -149,8 +149,12 @@ pub fn is_host_port(s: &str) -> bool {
         Some((h, p)) => (h, Some(p)),
         None => (s, None),
     };
+    // Digits only, no leading zero: `u16`'s parser also takes "+80" and "080".
     if let Some(p) = port
-        && p.parse::<u16>().map_or(true, |n| n == 0)
+        && (p.is_empty()
+            || p.starts_with('0')
+            || !p.bytes().all(|b| b.is_ascii_digit())
+            || p.parse::<u16>().is_err())
     {
         return false;
     }

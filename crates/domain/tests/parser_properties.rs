@@ -17,8 +17,9 @@ use serde_json::{Map, Value};
 /// The patterns as `crates/api` documents them (anchors dropped: proptest
 /// generates whole strings). Kept in step by `documented_patterns_are_current`.
 const GIT_REF_PATTERN: &str = r"[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*(/[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*)*";
-const IMAGE_PATTERN: &str = r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+(:[1-9][0-9]{0,3})?|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?:[1-9][0-9]{0,3}|localhost)/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?";
-const REGISTRY_HOST_PATTERN: &str = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:[1-9][0-9]{0,3})?";
+const IMAGE_PATTERN: &str = r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])|localhost)/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?";
+const REGISTRY_HOST_PATTERN: &str = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?";
+const GIT_URL_PATTERN: &str = r"((https?|ssh|git)://([A-Za-z0-9_][A-Za-z0-9._-]*@)?[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?/[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*(/[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*|file:///[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*(/[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*|[A-Za-z0-9_][A-Za-z0-9._-]*@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*:[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*(/[A-Za-z0-9._~-]*[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*)";
 const NAME_PATTERN: &str = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
 
 /// A bounded sub-language of a documented pattern: unbounded repetitions
@@ -191,6 +192,12 @@ proptest! {
     }
 
     #[test]
+    fn git_urls_matching_the_documented_pattern_are_accepted(s in bounded(GIT_URL_PATTERN)) {
+        prop_assume!(s.len() <= 2048);
+        prop_assert_eq!(GitUrl::parse(&s).map(|u| u.to_string()), Ok(s));
+    }
+
+    #[test]
     fn names_matching_the_documented_pattern_are_accepted(s in NAME_PATTERN) {
         prop_assert_eq!(ResourceName::parse(&s).map(|n| n.to_string()), Ok(s));
     }
@@ -207,6 +214,7 @@ fn documented_patterns_are_current() {
     );
     for pattern in [
         GIT_REF_PATTERN,
+        GIT_URL_PATTERN,
         IMAGE_PATTERN,
         REGISTRY_HOST_PATTERN,
         NAME_PATTERN,
