@@ -109,7 +109,7 @@ impl AppState {
 /// `/api/v1/openapi.json` and `/metrics`; unknown paths and methods answer
 /// problem+json. Every request is counted in the metrics by route template.
 pub fn router(state: AppState) -> Router {
-    let (api, doc) = openapi::routes().split_for_parts();
+    let (api, doc) = openapi::split();
     let doc = Arc::new(doc);
     api.route(
         "/api/v1/openapi.json",
