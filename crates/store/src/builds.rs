@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use imagefactory_domain::{
     BuildMethod, BuildStatus, GitRef, GitUrl, ImageRef, InfrastructureType, MethodConfig,
-    Transition,
+    ProviderStatus, ProviderType, Transition,
 };
 use sqlx::types::Json;
 use sqlx::{FromRow, PgPool, Postgres, QueryBuilder, Transaction};
@@ -79,6 +79,49 @@ pub struct NewBuild {
     pub timeout_seconds: i32,
     pub created_by_token_id: Option<Uuid>,
     pub config: MethodConfig,
+}
+
+/// What a submission names, as the tenant may see it, read in one round
+/// trip: the submit path's only read before its insert.
+#[derive(Debug, Clone, FromRow)]
+pub struct SubmissionRefs {
+    /// The tenant's project's repository; `None`: no such project of the
+    /// tenant.
+    #[sqlx(try_from = "Text<Option<GitUrl>>")]
+    pub git_url: Option<GitUrl>,
+    #[sqlx(try_from = "Text<Option<GitRef>>")]
+    pub default_branch: Option<GitRef>,
+    /// The named provider, the tenant's own or a global one; `None`: none
+    /// named, or no such provider for the tenant.
+    #[sqlx(try_from = "Text<Option<ProviderType>>")]
+    pub provider_type: Option<ProviderType>,
+    #[sqlx(try_from = "Text<Option<ProviderStatus>>")]
+    pub provider_status: Option<ProviderStatus>,
+    /// The named registry credential is the tenant's (true when none is named).
+    pub credential_found: bool,
+}
+
+pub async fn submission_refs(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    project_id: Uuid,
+    provider_id: Option<Uuid>,
+    credential_id: Option<Uuid>,
+) -> StoreResult<SubmissionRefs> {
+    Ok(sqlx::query_as(
+        "SELECT p.git_url, p.default_branch, v.provider_type, v.status AS provider_status,
+                ($4::uuid IS NULL OR EXISTS (SELECT 1 FROM registry_credentials
+                    WHERE id = $4 AND tenant_id IS NOT DISTINCT FROM $1)) AS credential_found
+         FROM (SELECT) AS one
+         LEFT JOIN projects p ON p.id = $2 AND p.tenant_id IS NOT DISTINCT FROM $1
+         LEFT JOIN infrastructure_providers v ON v.id = $3 AND (v.tenant_id = $1 OR v.is_global)",
+    )
+    .bind(tenant_id)
+    .bind(project_id)
+    .bind(provider_id)
+    .bind(credential_id)
+    .fetch_one(pool)
+    .await?)
 }
 
 /// Insert the build and its config and wake dispatchers, all in one

@@ -12,8 +12,7 @@ use imagefactory_domain::{
 };
 use imagefactory_store::attempts::{self, ArtifactRecord, ExecutionRecord};
 use imagefactory_store::builds::{self, Build, BuildFilter, CancelOutcome, NewBuild};
-use imagefactory_store::projects::{self, Project};
-use imagefactory_store::{StoreError, providers, registry_credentials, tenants};
+use imagefactory_store::{providers, tenants};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -231,58 +230,61 @@ async fn require_local_builds(state: &AppState, tenant_id: Uuid) -> ApiResult<()
     ))
 }
 
-/// Resolve which provider a build runs on, without revealing other tenants'
-/// providers: an unknown or foreign id is "no such provider".
-async fn resolve_provider(
+/// The provider of a build that names none: the global default Kubernetes
+/// provider, or the dispatchers' own global cluster; none for local builds.
+async fn default_provider(
     state: &AppState,
-    tenant_id: Uuid,
     infrastructure: InfrastructureType,
-    requested: Option<Uuid>,
 ) -> ApiResult<Option<Uuid>> {
-    const FIELD: &str = "infrastructure_provider_id";
-    let Some(id) = requested else {
-        return match infrastructure {
-            InfrastructureType::Kubernetes => {
-                match providers::default_kubernetes(&state.pool).await? {
-                    Some(p) => Ok(Some(p.id)),
-                    // The dispatchers' own global cluster.
-                    None if state.global_cluster => Ok(None),
-                    None => Err(ApiError::field(
-                        FIELD,
-                        "no provider given, no usable global Kubernetes provider exists and no \
-                         global cluster (IF_BUILD_TEKTON_KUBECONFIG or IF_BUILD_TEKTON_IN_CLUSTER) \
-                         is configured; name a provider or ask the platform admin to configure a \
-                         global one",
-                    )),
-                }
-            }
-            InfrastructureType::Local => Ok(None),
-        };
-    };
-    let provider = match providers::get_visible(&state.pool, tenant_id, id).await {
-        Ok(p) => p,
-        Err(StoreError::NotFound) => {
-            return Err(ApiError::field(FIELD, format!("no provider {id}")));
-        }
-        Err(other) => return Err(other.into()),
+    match infrastructure {
+        InfrastructureType::Kubernetes => match providers::default_kubernetes(&state.pool).await? {
+            Some(p) => Ok(Some(p.id)),
+            // The dispatchers' own global cluster.
+            None if state.global_cluster => Ok(None),
+            None => Err(ApiError::field(
+                PROVIDER_FIELD,
+                "no provider given, no usable global Kubernetes provider exists and no \
+                 global cluster (IF_BUILD_TEKTON_KUBECONFIG or IF_BUILD_TEKTON_IN_CLUSTER) \
+                 is configured; name a provider or ask the platform admin to configure a \
+                 global one",
+            )),
+        },
+        InfrastructureType::Local => Ok(None),
+    }
+}
+
+const PROVIDER_FIELD: &str = "infrastructure_provider_id";
+
+/// A named provider as the tenant sees it (`found`: its type and status,
+/// `None` when it is not the tenant's nor global — "no such provider", so
+/// other tenants' providers stay invisible) must suit the build.
+fn check_named_provider(
+    id: Uuid,
+    infrastructure: InfrastructureType,
+    found: Option<(ProviderType, ProviderStatus)>,
+) -> ApiResult<()> {
+    let Some((provider_type, status)) = found else {
+        return Err(ApiError::field(PROVIDER_FIELD, format!("no provider {id}")));
     };
     let expected = match infrastructure {
         InfrastructureType::Kubernetes => ProviderType::Kubernetes,
         InfrastructureType::Local => ProviderType::Local,
     };
-    if provider.provider_type != expected {
+    if provider_type != expected {
         return Err(ApiError::field(
-            FIELD,
+            PROVIDER_FIELD,
             format!(
-                "provider {id} is a {} provider; a {infrastructure} build needs a {expected} provider",
-                provider.provider_type
+                "provider {id} is a {provider_type} provider; a {infrastructure} build needs a {expected} provider"
             ),
         ));
     }
-    if provider.status != ProviderStatus::Active {
-        return Err(ApiError::field(FIELD, format!("provider {id} is disabled")));
+    if status != ProviderStatus::Active {
+        return Err(ApiError::field(
+            PROVIDER_FIELD,
+            format!("provider {id} is disabled"),
+        ));
     }
-    Ok(Some(id))
+    Ok(())
 }
 
 #[utoipa::path(post, path = "/builds", tag = "builds", security(("tenant_token" = [])),
@@ -296,31 +298,53 @@ async fn submit_build(
     auth.require(Role::Developer)?;
     let config = body.config.take().unwrap_or_default();
     let checked = check_submission(&body, &config)?;
-    // References: each must belong to the caller's tenant (or be global).
-    let project = submitted_project(&state, auth.tenant_id, body.project_id).await?;
-    check_registry_credential(&state, auth.tenant_id, body.registry_credential_id).await?;
+    // References: each must belong to the caller's tenant (or be global),
+    // all read in one round trip.
+    let refs = builds::submission_refs(
+        &state.pool,
+        auth.tenant_id,
+        body.project_id,
+        body.infrastructure_provider_id,
+        body.registry_credential_id,
+    )
+    .await?;
+    let (Some(git_url), Some(default_branch)) = (refs.git_url, refs.default_branch) else {
+        return Err(ApiError::field(
+            "project_id",
+            format!("no project {}", body.project_id),
+        ));
+    };
+    if let Some(id) = body.registry_credential_id
+        && !refs.credential_found
+    {
+        return Err(ApiError::field(
+            "registry_credential_id",
+            format!("no registry credential {id}"),
+        ));
+    }
     let infrastructure = body
         .infrastructure_type
         .unwrap_or(InfrastructureType::Kubernetes);
     if infrastructure == InfrastructureType::Local {
         require_local_builds(&state, auth.tenant_id).await?;
     }
-    let provider_id = resolve_provider(
-        &state,
-        auth.tenant_id,
-        infrastructure,
-        body.infrastructure_provider_id,
-    )
-    .await?;
+    let provider_id = match body.infrastructure_provider_id {
+        None => default_provider(&state, infrastructure).await?,
+        Some(id) => {
+            let found = refs.provider_type.zip(refs.provider_status);
+            check_named_provider(id, infrastructure, found)?;
+            Some(id)
+        }
+    };
     let new = NewBuild {
         tenant_id: auth.tenant_id,
-        project_id: project.id,
+        project_id: body.project_id,
         method: body.method,
         infrastructure_type: infrastructure,
         infrastructure_provider_id: provider_id,
         registry_credential_id: body.registry_credential_id,
-        git_url: project.git_url,
-        git_ref: checked.git_ref.unwrap_or(project.default_branch),
+        git_url,
+        git_ref: checked.git_ref.unwrap_or(default_branch),
         image: checked.destination.0,
         priority: checked.priority,
         timeout_seconds: checked.timeout_seconds,
@@ -373,32 +397,6 @@ fn check_submission(body: &SubmitBuild, config: &MethodConfig) -> ApiResult<Chec
         priority,
         timeout_seconds,
     })
-}
-
-/// The caller's project; another tenant's is "no such project".
-async fn submitted_project(state: &AppState, tenant_id: Uuid, id: Uuid) -> ApiResult<Project> {
-    match projects::get(&state.pool, tenant_id, id).await {
-        Ok(p) => Ok(p),
-        Err(StoreError::NotFound) => Err(ApiError::field("project_id", format!("no project {id}"))),
-        Err(other) => Err(other.into()),
-    }
-}
-
-/// The caller's registry credential, if one is named.
-async fn check_registry_credential(
-    state: &AppState,
-    tenant_id: Uuid,
-    id: Option<Uuid>,
-) -> ApiResult<()> {
-    let Some(id) = id else { return Ok(()) };
-    match registry_credentials::get(&state.pool, tenant_id, id).await {
-        Ok(_) => Ok(()),
-        Err(StoreError::NotFound) => Err(ApiError::field(
-            "registry_credential_id",
-            format!("no registry credential {id}"),
-        )),
-        Err(other) => Err(other.into()),
-    }
 }
 
 #[utoipa::path(get, path = "/builds", tag = "builds", security(("tenant_token" = [])),
@@ -516,4 +514,32 @@ async fn list_artifacts(
         .or_not_found("build")?;
     let rows = attempts::artifacts(&state.pool, auth.tenant_id, id, page).await?;
     Ok(Json(ArtifactPage::new(rows, |a| Ok(a.into()))?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_message(result: ApiResult<()>) -> String {
+        match result {
+            Err(ApiError::Validation(v)) => format!("{v:?}"),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_named_provider_must_be_visible_of_the_builds_kind_and_active() {
+        let id = Uuid::nil();
+        let k8s = InfrastructureType::Kubernetes;
+        assert!(field_message(check_named_provider(id, k8s, None)).contains("no provider"));
+        let local = Some((ProviderType::Local, ProviderStatus::Active));
+        assert!(
+            field_message(check_named_provider(id, k8s, local))
+                .contains("needs a kubernetes provider")
+        );
+        let disabled = Some((ProviderType::Kubernetes, ProviderStatus::Disabled));
+        assert!(field_message(check_named_provider(id, k8s, disabled)).contains("is disabled"));
+        let good = Some((ProviderType::Kubernetes, ProviderStatus::Active));
+        assert!(check_named_provider(id, k8s, good).is_ok());
+    }
 }
