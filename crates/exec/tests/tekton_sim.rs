@@ -358,6 +358,25 @@ async fn step_failure_names_the_step_and_exit_code() {
     assert_eq!(sink.text("build/build-and-push"), vec!["error: boom"]);
 }
 
+/// Waits for the tenant's PipelineRun to end, then `after` more, then
+/// removes the fault rule `failing` (the API server is back).
+async fn remove_after_the_run_ends(sim: &Sim, tenant: Uuid, failing: u64, after: Duration) {
+    loop {
+        let runs = sim.pipelineruns(tenant).await;
+        let ended = runs.iter().any(|r| {
+            r["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["status"] != "Unknown"))
+        });
+        if ended {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(after).await;
+    sim.handle.faults().remove(failing);
+}
+
 /// Issue 14 (4): under injected 5xx/429s, the last read of a finished
 /// step's log was tried once; when it failed, the step's tail (a failing
 /// step's error message) was missing from the build's log. It is retried.
@@ -392,22 +411,7 @@ async fn the_end_of_a_failed_steps_log_survives_failing_log_reads() {
     let executor = executor().await;
     let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
     let run = executor.start(ctx, sink.clone(), stop);
-    let heal = async {
-        loop {
-            let runs = sim.pipelineruns(tenant).await;
-            let ended = runs.iter().any(|r| {
-                r["status"]["conditions"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|c| c["status"] != "Unknown"))
-            });
-            if ended {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        sim.handle.faults().remove(failing);
-    };
+    let heal = remove_after_the_run_ends(&sim, tenant, failing, Duration::from_millis(100));
     let (outcome, ()) = tokio::join!(run, heal);
     assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
     assert_eq!(
@@ -459,22 +463,7 @@ async fn the_failing_step_is_named_when_taskrun_reads_fail_at_the_end() {
     .unwrap();
     let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
     let run = executor.start(ctx, sink.clone(), stop);
-    let heal = async {
-        loop {
-            let runs = sim.pipelineruns(tenant).await;
-            let ended = runs.iter().any(|r| {
-                r["status"]["conditions"]
-                    .as_array()
-                    .is_some_and(|c| c.iter().any(|c| c["status"] != "Unknown"))
-            });
-            if ended {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        sim.handle.faults().remove(failing);
-    };
+    let heal = remove_after_the_run_ends(&sim, tenant, failing, Duration::from_secs(4));
     let (outcome, ()) = tokio::join!(run, heal);
     let text = message(&outcome);
     assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
