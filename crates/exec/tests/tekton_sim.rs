@@ -358,6 +358,32 @@ async fn step_failure_names_the_step_and_exit_code() {
     assert_eq!(sink.text("build/build-and-push"), vec!["error: boom"]);
 }
 
+/// kube-sim whose build step prints `lines` and exits with code 3, with
+/// the Tasks installed for a new tenant.
+async fn a_failing_build(lines: &[&str]) -> (Sim, Uuid) {
+    let sim = Sim::start(SimOptions {
+        rules: vec![rule("build", Some("build-and-push"), None, lines, Some(3))],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    (sim, tenant)
+}
+
+/// Every `get` of `resource` answers 503 until the returned rule is removed.
+fn unavailable(sim: &Sim, resource: &str) -> u64 {
+    use kube_sim::{FaultAction, FaultRule};
+    sim.handle.faults().add(FaultRule::new(
+        Some("get"),
+        Some(resource),
+        FaultAction::Error {
+            code: 503,
+            retry_after: None,
+        },
+    ))
+}
+
 /// Waits for the tenant's PipelineRun to end, then `after` more, then
 /// removes the fault rule `failing` (the API server is back).
 async fn remove_after_the_run_ends(sim: &Sim, tenant: Uuid, failing: u64, after: Duration) {
@@ -382,30 +408,10 @@ async fn remove_after_the_run_ends(sim: &Sim, tenant: Uuid, failing: u64, after:
 /// step's error message) was missing from the build's log. It is retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_end_of_a_failed_steps_log_survives_failing_log_reads() {
-    use kube_sim::{FaultAction, FaultRule};
-    let sim = Sim::start(SimOptions {
-        rules: vec![rule(
-            "build",
-            Some("build-and-push"),
-            None,
-            &["building", "error: boom"],
-            Some(3),
-        )],
-        ..Default::default()
-    })
-    .await;
-    let tenant = Uuid::new_v4();
-    sim.install_tasks(tenant).await;
+    let (sim, tenant) = a_failing_build(&["building", "error: boom"]).await;
     // Every log read fails until the run has ended: the read of the tail
     // made as it ends fails; the API server is back a moment later.
-    let failing = sim.handle.faults().add(FaultRule::new(
-        Some("get"),
-        Some("pods/log"),
-        FaultAction::Error {
-            code: 503,
-            retry_after: None,
-        },
-    ));
+    let failing = unavailable(&sim, "pods/log");
     let sink = MemorySink::new();
     let (_tx, stop) = no_stop();
     let executor = executor().await;
@@ -427,29 +433,9 @@ async fn the_end_of_a_failed_steps_log_survives_failing_log_reads() {
 /// its exit code. It is retried until the server is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_failing_step_is_named_when_taskrun_reads_fail_at_the_end() {
-    use kube_sim::{FaultAction, FaultRule};
-    let sim = Sim::start(SimOptions {
-        rules: vec![rule(
-            "build",
-            Some("build-and-push"),
-            None,
-            &["error: boom"],
-            Some(3),
-        )],
-        ..Default::default()
-    })
-    .await;
-    let tenant = Uuid::new_v4();
-    sim.install_tasks(tenant).await;
+    let (sim, tenant) = a_failing_build(&["error: boom"]).await;
     // No TaskRun can be read until well after the run has ended.
-    let failing = sim.handle.faults().add(FaultRule::new(
-        Some("get"),
-        Some("taskruns"),
-        FaultAction::Error {
-            code: 503,
-            retry_after: None,
-        },
-    ));
+    let failing = unavailable(&sim, "taskruns");
     let sink = MemorySink::new();
     let (_tx, stop) = no_stop();
     // The log follower (which also reads TaskRuns) gives up draining after
