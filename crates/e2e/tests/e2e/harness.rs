@@ -599,6 +599,9 @@ pub fn is_operator_line(line: &str) -> bool {
         || line.starts_with("Created PipelineRun: ")
         || line.starts_with("Re-attached to PipelineRun: ")
         || (line.starts_with("PipelineRun ") && line.contains(" finished: "))
+        // An attempt that ended before its run existed (e.g. the create
+        // failed through an outage): the next attempt's lines follow.
+        || line.starts_with("Finished before a PipelineRun was created: ")
 }
 
 /// A build's log without the operator lines: its steps' lines.
