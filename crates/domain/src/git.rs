@@ -110,7 +110,20 @@ fn option_like(user_host: &str) -> bool {
 pub struct GitUrl(String);
 
 impl GitUrl {
+    /// A URL a client sent: the safety rules and the documented grammar.
     pub fn parse(input: &str) -> Result<Self, GitUrlError> {
+        Self::checked(input, true)
+    }
+
+    /// A URL read back from storage: the safety rules only (no option-like
+    /// part, no whitespace or control character, no password, a known
+    /// scheme, a host and a path), so URLs stored before the grammar was
+    /// enforced (2026-12-06) stay readable.
+    pub fn stored(input: &str) -> Result<Self, GitUrlError> {
+        Self::checked(input, false)
+    }
+
+    fn checked(input: &str, grammar: bool) -> Result<Self, GitUrlError> {
         if input.is_empty() {
             return Err(GitUrlError::Empty);
         }
@@ -137,7 +150,9 @@ impl GitUrl {
                             if userinfo.contains(':') {
                                 return Err(GitUrlError::EmbeddedPassword);
                             }
-                            check_user(userinfo)?;
+                            if grammar {
+                                check_user(userinfo)?;
+                            }
                             host
                         }
                         None => authority,
@@ -148,19 +163,23 @@ impl GitUrl {
                     if path.trim_matches('/').is_empty() {
                         return Err(GitUrlError::MissingPath);
                     }
-                    let (host, port) = match host_port.split_once(':') {
-                        Some((host, port)) => (host, Some(port)),
-                        None => (host_port, None),
-                    };
-                    check_host(host)?;
-                    port.map(check_port).transpose()?;
-                    check_path(path)?;
+                    if grammar {
+                        let (host, port) = match host_port.split_once(':') {
+                            Some((host, port)) => (host, Some(port)),
+                            None => (host_port, None),
+                        };
+                        check_host(host)?;
+                        port.map(check_port).transpose()?;
+                        check_path(path)?;
+                    }
                 }
                 "file" => {
                     if !rest.starts_with('/') || rest.trim_matches('/').is_empty() {
                         return Err(GitUrlError::MissingPath);
                     }
-                    check_path(&rest[1..])?;
+                    if grammar {
+                        check_path(&rest[1..])?;
+                    }
                 }
                 _ => return Err(GitUrlError::UnsupportedScheme),
             }
@@ -179,9 +198,11 @@ impl GitUrl {
                 if path.trim_matches('/').is_empty() {
                     return Err(GitUrlError::MissingPath);
                 }
-                check_user(user)?;
-                check_host(host)?;
-                check_path(path)?;
+                if grammar {
+                    check_user(user)?;
+                    check_host(host)?;
+                    check_path(path)?;
+                }
                 Ok(Self(input.to_owned()))
             }
             _ => Err(GitUrlError::UnsupportedScheme),
@@ -325,6 +346,13 @@ mod tests {
         ] {
             assert_eq!(GitUrl::parse(bad), Err(why), "{bad}");
         }
+        // Stored before the grammar: still readable, still safe.
+        assert!(GitUrl::stored("https://host/org/repo*").is_ok());
+        assert!(GitUrl::stored("https://host:080/org/repo/").is_ok());
+        assert_eq!(
+            GitUrl::stored("ssh://-oProxyCommand=x/repo"),
+            Err(GitUrlError::LeadingDash)
+        );
         for ok in [
             "https://host:65535/org/repo.git",
             "ssh://my-user.name@10.0.0.1:2222/srv/repo",

@@ -50,7 +50,8 @@ fn variant<T: std::str::FromStr<Err = crate::build::UnknownVariant>>(
 
 parsed_from_string! {
     ImageRef => |s| ImageRef::parse(s).map_err(|e| e.to_string()),
-    GitUrl => |s| GitUrl::parse(s).map_err(|e| e.to_string()),
+    // Text from storage or another trusted side: the safety rules only.
+    GitUrl => |s| GitUrl::stored(s).map_err(|e| e.to_string()),
     GitRef => |s| GitRef::parse(s).map_err(|e| e.to_string()),
     BuildMethod => variant,
     BuildStatus => variant,

@@ -131,6 +131,26 @@ fn decode_message(err: StoreError) -> String {
     }
 }
 
+/// A git URL stored before the documented grammar was enforced (a trailing
+/// slash, a `*`) is still read back: stored rows keep the safety rules
+/// only (`GitUrl::stored`), so the stricter input check broke no GET.
+#[tokio::test]
+async fn a_git_url_stored_before_the_grammar_still_reads_back() {
+    let db = database().await;
+    let pool = &db.pool;
+    let f = one_build(pool).await;
+    let old = "https://git.example/team/app/*";
+    assert!(GitUrl::parse(old).is_err());
+    sqlx::query("UPDATE builds SET git_url = $1 WHERE id = $2")
+        .bind(old)
+        .bind(f.build)
+        .execute(pool)
+        .await
+        .unwrap();
+    let build = builds::get(pool, f.tenant, f.build).await.unwrap();
+    assert_eq!(build.git_url.as_str(), old);
+}
+
 #[tokio::test]
 async fn written_values_read_back_typed() {
     let db = database().await;
