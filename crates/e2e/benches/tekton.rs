@@ -957,6 +957,8 @@ async fn components(sim: &SimProcess, bench: &Bench, warm: Uuid) {
         resume: HashMap::new(),
         run_state: None,
         finished_taskruns: Default::default(),
+        reads: Default::default(),
+        patience: std::time::Duration::from_secs(300),
     };
     let follow = follower.run(state_rx);
     let follow_size = std::mem::size_of_val(&follow);

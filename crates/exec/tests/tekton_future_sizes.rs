@@ -64,6 +64,8 @@ async fn per_build_futures_do_not_grow() {
         resume: HashMap::new(),
         run_state: None,
         finished_taskruns: Default::default(),
+        reads: Default::default(),
+        patience: std::time::Duration::from_secs(300),
     };
     let follow = follower.run(state_rx);
     let follow_size = size_of_val(&follow);

@@ -442,6 +442,7 @@ async fn the_failing_step_is_named_when_taskrun_reads_fail_at_the_end() {
     // a second, so the end's own read of the TaskRun is what must wait.
     let executor = TektonExecutor::new(TektonSettings {
         log_drain: Duration::from_secs(1),
+        log_drain_patience: Duration::from_secs(1),
         address_policy: loopback_policy(),
         ..Default::default()
     })
@@ -457,6 +458,94 @@ async fn the_failing_step_is_named_when_taskrun_reads_fail_at_the_end() {
         text.contains("step \"build-and-push\" exited with code 3"),
         "{text}"
     );
+}
+
+/// An executor whose end of a run drains the logs for a second, and waits
+/// out failing log reads for `patience`.
+async fn short_drain(patience: Duration) -> TektonExecutor {
+    TektonExecutor::new(TektonSettings {
+        log_drain: Duration::from_secs(1),
+        log_drain_patience: patience,
+        address_policy: loopback_policy(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The operator's lines saying log lines may be missing.
+fn missing_notes(sink: &MemorySink) -> Vec<String> {
+    sink.text("imagefactory")
+        .into_iter()
+        .filter(|l| l.contains("may be missing"))
+        .collect()
+}
+
+/// The full cluster-outage stress run (a 30 s outage): a step that ran and
+/// ended while the API server was down lost its lines. The end of the run
+/// waited for the log follower `log_drain` only, then aborted it, though
+/// the lines were still on the cluster. Here every log read fails until 3 s
+/// after the run ended, three times `log_drain` (the run's own state, read
+/// through the watch, is not delayed): the end waits while the reads fail
+/// and the follower reads the lines once the server answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_read_to_its_end_when_log_reads_fail_longer_than_the_drain() {
+    let (sim, tenant) = a_failing_build(&["building", "error: boom"]).await;
+    let failing = unavailable(&sim, "pods/log");
+    let sink = MemorySink::new();
+    let (_tx, stop) = no_stop();
+    let executor = short_drain(Duration::from_secs(300)).await;
+    let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    let run = executor.start(ctx, sink.clone(), stop);
+    let heal = remove_after_the_run_ends(&sim, tenant, failing, Duration::from_secs(3));
+    let (outcome, ()) = tokio::join!(run, heal);
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    assert!(
+        message(&outcome).contains("step \"build-and-push\" exited with code 3"),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        sink.text("build/build-and-push"),
+        vec!["building", "error: boom"]
+    );
+    sink.assert_no_duplicates_or_gaps();
+    assert_eq!(missing_notes(&sink), Vec::<String>::new());
+}
+
+/// The wait for failing log reads is bounded: past `log_drain_patience`
+/// the build ends, and its log says which lines may be missing instead of
+/// silently lacking them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_cannot_be_read_to_its_end_says_lines_may_be_missing() {
+    let (sim, tenant) = a_failing_build(&["building", "error: boom"]).await;
+    let failing = unavailable(&sim, "pods/log");
+    let sink = MemorySink::new();
+    let (_tx, stop) = no_stop();
+    let executor = short_drain(Duration::from_secs(3)).await;
+    let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    let began = std::time::Instant::now();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        executor.start(ctx, sink.clone(), stop),
+    )
+    .await
+    .expect("the end of the run does not wait for the log forever");
+    sim.handle.faults().remove(failing);
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    assert!(sink.text("build/build-and-push").is_empty());
+    let notes = missing_notes(&sink);
+    assert!(!notes.is_empty(), "{:?}", sink.text("imagefactory"));
+    // Why, and from which step on (the follower may not have reached the
+    // build step yet: "and of later steps").
+    assert!(
+        notes.iter().any(|n| n.contains("503")
+            && (n.contains("build/build-and-push") || n.contains("later steps"))),
+        "{notes:?}"
+    );
+    // Waited past `log_drain` (1 s) for the reads, but not without bound.
+    let took = began.elapsed();
+    assert!(took >= Duration::from_secs(3), "{took:?}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

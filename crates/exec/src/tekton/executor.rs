@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::bundle::{LOG_SOURCE as BUNDLE_LOG_SOURCE, ensure_bundle};
 use super::client::{ClientCache, Cluster, TektonVersion};
 use super::error::{TektonError, describe_kube_error, is_not_found, is_transient};
-use super::logs::{FinishedTaskRuns, LogFollower};
+use super::logs::{FinishedTaskRuns, LogFollower, LogReads, ReadState};
 use super::monitor::{RunState, RunWatch};
 use super::namespace::{ensure_named_namespace, namespace_name};
 use super::oplog::OperatorLog;
@@ -54,6 +54,12 @@ pub struct TektonSettings {
     pub global_in_cluster: bool,
     /// How long to keep reading logs after the run ended.
     pub log_drain: Duration,
+    /// How much longer, from the run's end, to keep reading them while the
+    /// cluster fails the log reads (API server down, 5xx, 429): the lines
+    /// are still on the cluster. Once it answers again the reads get
+    /// another `log_drain`. A build whose log could not be read to its end
+    /// says so in its log.
+    pub log_drain_patience: Duration,
     /// How long to wait for Tekton to confirm a cancellation.
     pub cancel_grace: Duration,
     /// Retries of the (idempotent) submit sequence on transient errors before
@@ -78,6 +84,7 @@ impl Default for TektonSettings {
             global_kubeconfig: None,
             global_in_cluster: false,
             log_drain: Duration::from_secs(30),
+            log_drain_patience: Duration::from_secs(300),
             cancel_grace: Duration::from_secs(300),
             submit_retries: 4,
             resync_after: Duration::from_secs(120),
@@ -760,8 +767,14 @@ impl Follow {
         mut stop: StopSignal,
     ) -> Outcome {
         let finished_taskruns = FinishedTaskRuns::default();
-        let logs = self.spawn_logs(&watch, &sink, &finished_taskruns).await;
-        let mut logs = AbortOnDrop(Some(logs));
+        let reads = LogReads::default();
+        let logs = self
+            .spawn_logs(&watch, &sink, &finished_taskruns, &reads)
+            .await;
+        let mut logs = LogTask {
+            handle: Some(logs),
+            reads,
+        };
         let now = tokio::time::Instant::now();
         let mut st = FollowState {
             requested: None,
@@ -785,6 +798,7 @@ impl Follow {
                     &mut st,
                     &mut logs,
                     &finished_taskruns,
+                    &mut stop,
                     sink.as_ref(),
                 )
                 .await
@@ -819,6 +833,7 @@ impl Follow {
         watch: &RunWatch,
         sink: &Arc<dyn ExecutionSink>,
         finished_taskruns: &FinishedTaskRuns,
+        reads: &LogReads,
     ) -> JoinHandle<Result<(), TektonError>> {
         let resume = sink.log_positions().await.unwrap_or_default();
         let follower = LogFollower {
@@ -829,6 +844,8 @@ impl Follow {
             resume,
             run_state: None,
             finished_taskruns: finished_taskruns.clone(),
+            reads: reads.clone(),
+            patience: self.settings.log_drain_patience,
         };
         tokio::spawn(follower.run(watch.state.clone()))
     }
@@ -872,8 +889,9 @@ impl Follow {
         &self,
         watch: &mut RunWatch,
         st: &mut FollowState,
-        logs: &mut AbortOnDrop,
+        logs: &mut LogTask,
         finished_taskruns: &FinishedTaskRuns,
+        stop: &mut StopSignal,
         sink: &dyn ExecutionSink,
     ) -> Seen {
         let state = watch.state.borrow_and_update().clone();
@@ -889,7 +907,7 @@ impl Follow {
         if let Some(end) = terminal(&cond) {
             // Boxed: only the end needs this future's room.
             let outcome =
-                Box::pin(self.finish(&run, end, st.requested, logs, finished_taskruns, sink));
+                Box::pin(self.finish(&run, end, st.requested, logs, finished_taskruns, stop, sink));
             return Seen::End(outcome.await);
         }
         if cond.reason != st.last_reason {
@@ -999,31 +1017,20 @@ impl Follow {
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn finish(
         &self,
         run: &Value,
         end: Terminal,
         requested: Option<StopReason>,
-        logs: &mut AbortOnDrop,
+        logs: &mut LogTask,
         seen: &FinishedTaskRuns,
+        stop: &mut StopSignal,
         sink: &dyn ExecutionSink,
     ) -> Outcome {
         tracing::debug!(target: END_TARGET, run = %self.name, stage = "seen_ended", "the PipelineRun has ended; draining its logs");
-        // Let the log follower read the last lines.
-        if let Some(handle) = logs.0.take() {
-            match tokio::time::timeout(self.settings.log_drain, handle).await {
-                Ok(Ok(Err(e))) => {
-                    let _ = sink
-                        .progress(&format!("log streaming stopped early: {e}"))
-                        .await;
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = sink
-                        .progress("log streaming did not finish in time after the run ended")
-                        .await;
-                }
-            }
+        if let Drained::HandedOver = self.drain_logs(logs, stop, sink).await {
+            return Outcome::HandedOver;
         }
         tracing::debug!(target: END_TARGET, run = %self.name, stage = "logs_drained", "logs drained; reading the TaskRuns' results");
         let (taskruns, unread) = self.taskruns(run, seen).await;
@@ -1086,6 +1093,100 @@ impl Follow {
         outcome
     }
 
+    /// Let the log follower read the last lines: for `log_drain`, and while
+    /// its reads fail transiently (the cluster down or failing; the lines
+    /// are still there) up to `log_drain_patience` from the run's end, with
+    /// another `log_drain` once the cluster answers again. Not when a stop
+    /// was asked: the dispatcher records the end itself after its stop
+    /// grace. A handover asked while waiting ends the wait (whoever
+    /// re-attaches drains again from the stored positions). Whatever could
+    /// not be read is named in the build's log, never silently lost.
+    async fn drain_logs(
+        &self,
+        logs: &mut LogTask,
+        stop: &mut StopSignal,
+        sink: &dyn ExecutionSink,
+    ) -> Drained {
+        let Some(mut handle) = logs.handle.take() else {
+            return Drained::Done;
+        };
+        let ended = tokio::time::Instant::now();
+        let patience_end = ended + self.settings.log_drain_patience;
+        let mut drain_end = ended + self.settings.log_drain;
+        let mut reads = logs.reads.subscribe();
+        // Past `log_drain` because the reads were failing.
+        let mut waiting_out = false;
+        let mut stop_open = true;
+        let problem = loop {
+            tokio::select! {
+                joined = &mut handle => break match joined {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(format!("Log streaming stopped early: {e}; lines may be missing")),
+                    Err(_) => Some("Log streaming ended unexpectedly; lines may be missing".to_owned()),
+                },
+                changed = reads.changed(), if waiting_out => {
+                    if changed.is_ok() && reads.borrow_and_update().failing.is_none() {
+                        drain_end = tokio::time::Instant::now() + self.settings.log_drain;
+                    }
+                }
+                _ = tokio::time::sleep_until(drain_end) => {
+                    let now = tokio::time::Instant::now();
+                    let failing = reads.borrow_and_update().failing.is_some();
+                    let asked = *stop.borrow();
+                    if failing && now < patience_end {
+                        match asked {
+                            None => {
+                                waiting_out = true;
+                                drain_end = patience_end;
+                                continue;
+                            }
+                            Some(StopReason::Handover) => {
+                                handle.abort();
+                                return Drained::HandedOver;
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    handle.abort();
+                    break Some(unread_note(&logs.reads.current(), now - ended));
+                }
+                changed = stop.changed(), if waiting_out && stop_open => {
+                    if changed.is_err() {
+                        stop_open = false;
+                        continue;
+                    }
+                    handle.abort();
+                    if *stop.borrow_and_update() == Some(StopReason::Handover) {
+                        return Drained::HandedOver;
+                    }
+                    let waited = tokio::time::Instant::now() - ended;
+                    break Some(unread_note(&logs.reads.current(), waited));
+                }
+            }
+        };
+        let mut notes: Vec<String> = logs
+            .reads
+            .current()
+            .incomplete
+            .iter()
+            .map(|(source, why)| {
+                format!(
+                    "The end of the log of step {source} could not be read: {why}; its last lines may be missing"
+                )
+            })
+            .collect();
+        notes.extend(problem);
+        if !notes.is_empty() {
+            let mut oplog = OperatorLog::resume(sink).await;
+            for note in notes {
+                tracing::warn!(run = %self.name, namespace = %self.namespace, %note, "log lines may be missing");
+                let _ = sink.progress(&note).await;
+                Box::pin(oplog.line(sink, note)).await;
+            }
+        }
+        Drained::Done
+    }
+
     /// The run's TaskRuns, by pipeline task, in status order, and a note
     /// for each one that could not be read (so a failure's message says
     /// its step detail is missing rather than silently leaving it out).
@@ -1141,12 +1242,47 @@ fn on_stop_signal(
     ControlFlow::Continue(())
 }
 
-struct AbortOnDrop(Option<JoinHandle<Result<(), TektonError>>>);
+/// The log follower's task (aborted when dropped) and how its reads go.
+struct LogTask {
+    handle: Option<JoinHandle<Result<(), TektonError>>>,
+    reads: LogReads,
+}
 
-impl Drop for AbortOnDrop {
+impl Drop for LogTask {
     fn drop(&mut self) {
-        if let Some(handle) = self.0.take() {
+        if let Some(handle) = self.handle.take() {
             handle.abort();
+        }
+    }
+}
+
+/// What became of the log follower at the run's end.
+enum Drained {
+    /// It read to the end, or what it could not read is noted.
+    Done,
+    /// A handover was asked while it waited out failing reads.
+    HandedOver,
+}
+
+/// Why the follower was given up after `waited`, and from which step lines
+/// may be missing.
+fn unread_note(reads: &ReadState, waited: Duration) -> String {
+    let why = match &reads.failing {
+        Some((since, cause)) => format!(
+            "the cluster failed the log reads for {:.0} s ({cause})",
+            since.elapsed().as_secs_f64()
+        ),
+        None => format!(
+            "log streaming did not finish within {:.0} s after the run ended",
+            waited.as_secs_f64()
+        ),
+    };
+    match &reads.source {
+        Some(source) => format!(
+            "The build's log could not be read to its end: {why}; lines of step {source} and of later steps may be missing"
+        ),
+        None => {
+            format!("The build's log could not be read to its end: {why}; lines may be missing")
         }
     }
 }

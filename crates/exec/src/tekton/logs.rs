@@ -19,7 +19,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::client::TektonVersion;
-use super::error::{TektonError, status_code};
+use super::error::{TektonError, describe_kube_error, status_code};
 use super::logclient::LogClients;
 use super::monitor::RunState;
 use super::status::{
@@ -42,9 +42,6 @@ const LOG_RETRY: ExponentialBuilder = ExponentialBuilder::new()
     .without_max_times();
 const LOG_RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// Tries at the last read of a finished step's log (about 20 s of backoff).
-const LAST_READ_ATTEMPTS: usize = 8;
-
 /// The next wait of an unlimited backoff.
 fn next_delay(backoff: &mut impl Iterator<Item = Duration>) -> Duration {
     backoff.next().unwrap_or(LOG_RETRY_MAX)
@@ -64,6 +61,80 @@ pub struct LogFollower {
     /// TaskRuns seen finished while following, by name: their results and
     /// step states are final, so the executor need not read them again.
     pub finished_taskruns: FinishedTaskRuns,
+    /// How the reads go, for the end of the run (see [`LogReads`]).
+    pub reads: LogReads,
+    /// How long the last read of a finished step's log is retried while it
+    /// fails: bounded by time, not tries, so an API server down for longer
+    /// than a few retries does not cost the step's tail.
+    pub patience: Duration,
+}
+
+/// How a follower's reads of the cluster are going, shared with the end of
+/// the run: a follower whose reads fail transiently (the API server down or
+/// failing) is waited for longer than one that is merely slow, and what it
+/// could not read is named in the build's log.
+#[derive(Clone)]
+pub struct LogReads(Arc<watch::Sender<ReadState>>);
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadState {
+    /// No read has been answered since this instant: the first of the
+    /// failures, and the last one's cause (never a remote body).
+    pub failing: Option<(tokio::time::Instant, String)>,
+    /// The step being read.
+    pub source: Option<String>,
+    /// Steps whose end the follower gave up reading (lines may be missing),
+    /// with why.
+    pub incomplete: Vec<(String, String)>,
+}
+
+impl Default for LogReads {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(ReadState::default())))
+    }
+}
+
+impl LogReads {
+    pub fn subscribe(&self) -> watch::Receiver<ReadState> {
+        self.0.subscribe()
+    }
+
+    pub fn current(&self) -> ReadState {
+        self.0.borrow().clone()
+    }
+
+    /// A read failed transiently; receivers hear only the first of a series.
+    fn failed(&self, cause: String) {
+        self.0.send_if_modified(|s| match &mut s.failing {
+            Some((_, last)) => {
+                *last = cause;
+                false
+            }
+            None => {
+                s.failing = Some((tokio::time::Instant::now(), cause));
+                true
+            }
+        });
+    }
+
+    /// The cluster answered a read.
+    fn answered(&self) {
+        self.0.send_if_modified(|s| s.failing.take().is_some());
+    }
+
+    fn reading(&self, source: &str) {
+        self.0.send_if_modified(|s| {
+            s.source = Some(source.to_string());
+            false
+        });
+    }
+
+    fn gave_up(&self, source: &str, why: String) {
+        self.0.send_if_modified(|s| {
+            s.incomplete.push((source.to_string(), why));
+            false
+        });
+    }
 }
 
 /// Finished TaskRuns' summaries (`taskrun_summary`), by TaskRun name, held
@@ -179,7 +250,7 @@ impl LogFollower {
     ) -> Result<Option<(String, Vec<String>)>, TektonError> {
         let mut backoff = LOG_RETRY.build();
         loop {
-            let taskrun = match Box::pin(self.taskruns().get_opt(taskrun_name)).await {
+            let taskrun = match self.noted(Box::pin(self.taskruns().get_opt(taskrun_name)).await) {
                 Ok(Some(tr)) => serde_json::to_value(tr).unwrap_or(Value::Null),
                 Ok(None) => return Ok(None),
                 Err(e) if super::error::is_transient(&e) => {
@@ -223,13 +294,14 @@ impl LogFollower {
             follow: true,
             ..Default::default()
         };
+        self.reads.reading(source);
         let mut backoff = LOG_RETRY.build();
         loop {
             // Per attempt: a server without HTTP/2 switches the log client.
             let pods: Api<Pod> = Api::namespaced(self.log_clients.client(), &self.namespace);
             let have = self.resume.get(source).copied().unwrap_or(-1);
             let mut ended_cleanly = false;
-            match Box::pin(pods.log_stream(pod, &params)).await {
+            match self.noted(Box::pin(pods.log_stream(pod, &params)).await) {
                 Ok(stream) => {
                     let stream: Pin<Box<dyn AsyncBufRead + Send>> = Box::pin(stream);
                     ended_cleanly = self.copy_lines(stream, source, have).await?;
@@ -246,7 +318,7 @@ impl LogFollower {
                 }
             }
             // The stream ended: is the step over, or did the connection drop?
-            let over = match Box::pin(self.taskruns().get_opt(taskrun_name)).await {
+            let over = match self.noted(Box::pin(self.taskruns().get_opt(taskrun_name)).await) {
                 Ok(Some(tr)) => {
                     let tr = serde_json::to_value(tr).unwrap_or(Value::Null);
                     let finished = succeeded_condition(&tr).is_some_and(|c| c.status != "Unknown");
@@ -286,8 +358,10 @@ impl LogFollower {
 
     /// One last read of a finished container's log picks up lines written
     /// just before the end. Retried while the API server fails transiently
-    /// or the stream breaks: a failed last read lost the step's tail (its
-    /// error message, for a failing step) under injected 5xx/429s.
+    /// or the stream breaks, for [`LogFollower::patience`]: a failed last
+    /// read lost the step's tail (its error message, for a failing step)
+    /// under injected 5xx/429s, and a count of tries ran out within a
+    /// 30 s outage.
     async fn read_rest(
         &mut self,
         pods: &Api<Pod>,
@@ -299,9 +373,10 @@ impl LogFollower {
             follow: false,
             ..params.clone()
         };
+        let deadline = tokio::time::Instant::now() + self.patience;
         let mut backoff = LOG_RETRY.build();
-        for _ in 0..LAST_READ_ATTEMPTS {
-            match Box::pin(pods.log_stream(pod, &last)).await {
+        loop {
+            match self.noted(Box::pin(pods.log_stream(pod, &last)).await) {
                 Ok(stream) => {
                     let have = self.resume.get(source).copied().unwrap_or(-1);
                     let stream: Pin<Box<dyn AsyncBufRead + Send>> = Box::pin(stream);
@@ -313,10 +388,36 @@ impl LogFollower {
                 // Gone, or refused for good: nothing more can be read.
                 Err(_) => return Ok(()),
             }
-            tokio::time::sleep(next_delay(&mut backoff)).await;
+            // The last try comes at the deadline.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::time::sleep(next_delay(&mut backoff).min(left)).await;
         }
-        tracing::warn!(pod, source, "the end of a step's log could not be read");
+        tracing::warn!(pod, source, patience = ?self.patience, "the end of a step's log could not be read");
+        let why = match &self.reads.current().failing {
+            Some((_, cause)) => format!(
+                "the cluster failed the reads for {:.0} s ({cause})",
+                self.patience.as_secs_f64()
+            ),
+            None => format!(
+                "the reads kept breaking for {:.0} s",
+                self.patience.as_secs_f64()
+            ),
+        };
+        self.reads.gave_up(source, why);
         Ok(())
+    }
+
+    /// `read`, after telling [`LogReads`] how it went: answered (whatever
+    /// the answer) or failed transiently.
+    fn noted<T>(&self, read: Result<T, kube::Error>) -> Result<T, kube::Error> {
+        match &read {
+            Err(e) if super::error::is_transient(e) => self.reads.failed(describe_kube_error(e)),
+            _ => self.reads.answered(),
+        }
+        read
     }
 
     /// Sleep, waking early when the run ends; true if it has ended.
@@ -376,7 +477,9 @@ impl LogFollower {
                     self.flush(&mut batch, source).await;
                     continue;
                 }
-                Ok(Err(_)) => {
+                Ok(Err(e)) => {
+                    self.reads
+                        .failed(format!("a log stream broke ({})", e.kind()));
                     clean = false;
                     break;
                 }
