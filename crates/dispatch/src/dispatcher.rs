@@ -17,7 +17,7 @@ use imagefactory_store::executions::{self, ExecutionInputs, ExecutionRow};
 use imagefactory_store::queue::{
     self, ClaimDecision, ClaimFacts, ClaimRequest, ClaimedBuild, Claimer, Finish,
 };
-use imagefactory_store::{CHANNEL_BUILD_CANCEL, CHANNEL_BUILD_QUEUED, builds, dispatchers};
+use imagefactory_store::{CHANNEL_BUILD_CANCEL, CHANNEL_BUILD_QUEUED, dispatchers};
 use sqlx::PgPool;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use tokio::sync::{Notify, watch};
@@ -280,6 +280,7 @@ impl Shared {
             max_attempts: self.settings.max_attempts,
             backoff_base: self.settings.backoff_base,
             backoff_max: self.settings.backoff_max,
+            unreachable_grace: self.settings.unreachable_grace,
         }
     }
 
@@ -697,15 +698,20 @@ impl Shared {
         }
     }
 
-    async fn attempts_before_retry(&self, build: &ClaimedBuild) -> i32 {
-        builds::attempts_before_retry(&self.pool, build.tenant_id, build.build_id)
-            .await
-            .unwrap_or_else(|e| {
-                // Counting from the first attempt can only give fewer
-                // automatic requeues than configured, never more.
-                warn!(error = %e, "reading the build's last manual retry failed; counting attempts from the first");
-                0
-            })
+    /// The build's attempts so far in this round (since its last manual
+    /// retry), for a requeue decision. `None` if they could not be read.
+    async fn round_so_far(&self, build: &ClaimedBuild) -> Option<queue::RoundSoFar> {
+        retry_unavailable("reading the build's attempts", OUTAGE_PATIENCE, || {
+            queue::round_so_far(
+                &self.pool,
+                build.tenant_id,
+                build.build_id,
+                build.execution.attempt,
+            )
+        })
+        .await
+        .inspect_err(|e| warn!(error = %e, "reading the build's earlier attempts failed"))
+        .ok()
     }
 
     /// Record the outcome; `Some` if it was committed as the build's end
@@ -714,18 +720,38 @@ impl Shared {
     async fn record(&self, build: &ClaimedBuild, outcome: Outcome) -> Option<BuildStatus> {
         let execution = &build.execution;
         let jitter: f64 = rand::random();
-        // The requeue budget counts attempts since the last manual retry.
-        let attempt_in_round = match outcome {
-            Outcome::Transient { .. } => {
-                execution.attempt - self.attempts_before_retry(build).await
+        // The requeue budget counts the attempts since the last manual retry
+        // that reached their cluster.
+        let (outcome, attempt_in_round, unreached) = match outcome {
+            Outcome::Transient { .. } | Outcome::Unreachable { .. } => {
+                match self.round_so_far(build).await {
+                    Some(round) => (
+                        outcome,
+                        round.counted_before + 1,
+                        policy::Unreached {
+                            tries: round.uncounted_before + 1,
+                            lasted: round.uncounted_for,
+                        },
+                    ),
+                    // Counting every attempt from the first can only give
+                    // fewer automatic requeues than configured, never more.
+                    None => {
+                        let outcome = match outcome {
+                            Outcome::Unreachable { message } => Outcome::Transient { message },
+                            other => other,
+                        };
+                        (outcome, execution.attempt, policy::Unreached::default())
+                    }
+                }
             }
-            _ => execution.attempt,
+            _ => (outcome, execution.attempt, policy::Unreached::default()),
         };
         let decision = policy::decide(
             &outcome,
             attempt_in_round,
             build.max_attempts,
             self.retry_policy(),
+            unreached,
             jitter,
         );
         // Through a database outage: the lease check inside makes a retry
@@ -753,7 +779,7 @@ impl Shared {
             _ => None,
         };
         match (result, &decision) {
-            (Ok(true), Some(Finish::Requeue { delay, message })) => {
+            (Ok(true), Some(Finish::Requeue { delay, message, .. })) => {
                 info!(?delay, %message, "attempt failed transiently; requeued")
             }
             (Ok(true), Some(Finish::Terminal { status, message })) => {

@@ -23,14 +23,39 @@ pub struct RetryPolicy {
     pub max_attempts: i32,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// How long uncounted attempts (`Outcome::Unreachable`) go on.
+    pub unreachable_grace: Duration,
 }
 
-/// `None` means the execution was handed over: release the lease, record nothing.
+/// Longest wait between two attempts that could not reach their cluster:
+/// a cluster that is back is used within this, however long it was away.
+pub const UNREACHABLE_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// The attempts in a row that could not reach their cluster, up to and
+/// including the one being decided.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unreached {
+    /// How many.
+    pub tries: i32,
+    /// Since the first of them started.
+    pub lasted: Duration,
+}
+
+/// A duration in whole seconds, as people read it (`1m 30s`).
+fn human(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_secs(d.as_secs()))
+}
+
+/// `None` means the execution was handed over: release the lease, record
+/// nothing. `attempt` counts the attempts of this round that count toward
+/// the budget, this one included; `unreached` matters for
+/// `Outcome::Unreachable` only.
 pub fn decide(
     outcome: &Outcome,
     attempt: i32,
     build_max_attempts: i32,
     policy: RetryPolicy,
+    unreached: Unreached,
     jitter: f64,
 ) -> Option<Finish> {
     let terminal = |status, message: Option<&str>| {
@@ -50,11 +75,44 @@ pub fn decide(
                 Some(Finish::Requeue {
                     delay: backoff(attempt, policy.backoff_base, policy.backoff_max, jitter),
                     message: format!("attempt {attempt} of {max} failed (will retry): {message}"),
+                    counted: true,
                 })
             } else {
                 terminal(
                     BuildStatus::Failed,
                     Some(&format!("gave up after {attempt} attempts: {message}")),
+                )
+            }
+        }
+        // Nothing of the attempt exists on the cluster, so trying again
+        // cannot run the build twice: an outage must not use up its
+        // attempts. Bounded by time instead, from the first such try.
+        Outcome::Unreachable { message } => {
+            let Unreached { tries, lasted } = unreached;
+            let grace = policy.unreachable_grace;
+            if lasted < grace {
+                Some(Finish::Requeue {
+                    delay: backoff(
+                        tries,
+                        policy.backoff_base,
+                        policy.backoff_max.min(UNREACHABLE_BACKOFF_MAX),
+                        jitter,
+                    ),
+                    message: format!(
+                        "the cluster could not be reached (try {tries} in {}; not counted as an attempt, retried for up to {}): {message}",
+                        human(lasted),
+                        human(grace)
+                    ),
+                    counted: false,
+                })
+            } else {
+                terminal(
+                    BuildStatus::Failed,
+                    Some(&format!(
+                        "gave up: the build's cluster could not be reached for {} ({tries} tries; IF_DISPATCHER_UNREACHABLE_GRACE is {}): {message}",
+                        human(lasted),
+                        human(grace)
+                    )),
                 )
             }
         }
@@ -70,6 +128,11 @@ mod tests {
         max_attempts: 3,
         backoff_base: Duration::from_secs(2),
         backoff_max: Duration::from_secs(60),
+        unreachable_grace: Duration::from_secs(600),
+    };
+    const NONE: Unreached = Unreached {
+        tries: 0,
+        lasted: Duration::ZERO,
     };
 
     #[test]
@@ -89,15 +152,20 @@ mod tests {
         let t = Outcome::Transient {
             message: "cluster unreachable".into(),
         };
-        match decide(&t, 1, 5, POLICY, 0.5) {
-            Some(Finish::Requeue { delay, message }) => {
+        match decide(&t, 1, 5, POLICY, NONE, 0.5) {
+            Some(Finish::Requeue {
+                delay,
+                message,
+                counted,
+            }) => {
                 assert_eq!(delay, Duration::from_millis(1500));
                 assert!(message.contains("cluster unreachable"));
+                assert!(counted);
             }
             other => panic!("{other:?}"),
         }
         // the build allows 5, the dispatcher caps at 3
-        match decide(&t, 3, 5, POLICY, 0.5) {
+        match decide(&t, 3, 5, POLICY, NONE, 0.5) {
             Some(Finish::Terminal {
                 status: BuildStatus::Failed,
                 message: Some(m),
@@ -108,7 +176,7 @@ mod tests {
         }
         // the build allows only 1
         assert!(matches!(
-            decide(&t, 1, 1, POLICY, 0.5),
+            decide(&t, 1, 1, POLICY, NONE, 0.5),
             Some(Finish::Terminal {
                 status: BuildStatus::Failed,
                 ..
@@ -122,14 +190,14 @@ mod tests {
             message: "missing Task".into(),
         };
         assert_eq!(
-            decide(&f, 1, 3, POLICY, 0.0),
+            decide(&f, 1, 3, POLICY, NONE, 0.0),
             Some(Finish::Terminal {
                 status: BuildStatus::Failed,
                 message: Some("missing Task".into())
             })
         );
         assert!(matches!(
-            decide(&Outcome::Succeeded, 1, 3, POLICY, 0.0),
+            decide(&Outcome::Succeeded, 1, 3, POLICY, NONE, 0.0),
             Some(Finish::Terminal {
                 status: BuildStatus::Succeeded,
                 message: None
@@ -143,6 +211,7 @@ mod tests {
                 1,
                 3,
                 POLICY,
+                NONE,
                 0.0
             ),
             Some(Finish::Terminal {
@@ -150,6 +219,64 @@ mod tests {
                 ..
             })
         ));
-        assert_eq!(decide(&Outcome::HandedOver, 1, 3, POLICY, 0.0), None);
+        assert_eq!(decide(&Outcome::HandedOver, 1, 3, POLICY, NONE, 0.0), None);
+    }
+
+    /// The full cluster-outage stress run: builds claimed while the API
+    /// server was down for 30 s used up their attempts on refused
+    /// connections within seconds and failed. Attempts that never reached
+    /// the cluster are requeued without counting, however many, until the
+    /// grace is over.
+    #[test]
+    fn unreachable_attempts_are_not_counted_until_the_grace_is_over() {
+        let u = Outcome::Unreachable {
+            message: "creating PipelineRun ns/if-1: connection refused".into(),
+        };
+        // The build allows a single attempt; its 7th try, 2 minutes in.
+        let seventh = Unreached {
+            tries: 7,
+            lasted: Duration::from_secs(120),
+        };
+        match decide(&u, 1, 1, POLICY, seventh, 0.5) {
+            Some(Finish::Requeue {
+                delay,
+                message,
+                counted,
+            }) => {
+                assert!(!counted);
+                // Capped well below `backoff_max`: a cluster that is back
+                // is used soon.
+                assert!(delay <= UNREACHABLE_BACKOFF_MAX, "{delay:?}");
+                assert!(delay >= UNREACHABLE_BACKOFF_MAX / 2, "{delay:?}");
+                assert!(message.contains("not counted"), "{message}");
+                assert!(message.contains("connection refused"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let first = Unreached {
+            tries: 1,
+            lasted: Duration::from_millis(300),
+        };
+        assert!(matches!(
+            decide(&u, 3, 3, POLICY, first, 0.0),
+            Some(Finish::Requeue { delay, counted: false, .. }) if delay == Duration::from_secs(1)
+        ));
+        let over = Unreached {
+            tries: 25,
+            lasted: Duration::from_secs(601),
+        };
+        match decide(&u, 1, 3, POLICY, over, 0.5) {
+            Some(Finish::Terminal {
+                status: BuildStatus::Failed,
+                message: Some(m),
+            }) => {
+                assert!(
+                    m.starts_with("gave up: the build's cluster could not be reached for 10m 1s"),
+                    "{m}"
+                );
+                assert!(m.contains("connection refused"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -62,6 +62,12 @@ pub struct DispatcherSettings {
     pub backoff_base: Duration,
     #[arg(long = "dispatcher-backoff-max", env = "IF_DISPATCHER_BACKOFF_MAX", default_value = "5m", value_parser = parse_duration)]
     pub backoff_max: Duration,
+    /// How long attempts that could not reach their cluster (nothing of
+    /// them created on it) are retried without counting toward
+    /// `max_attempts`, from the first of them in a row; then the build
+    /// fails saying the cluster could not be reached.
+    #[arg(long = "dispatcher-unreachable-grace", env = "IF_DISPATCHER_UNREACHABLE_GRACE", default_value = "10m", value_parser = parse_duration)]
+    pub unreachable_grace: Duration,
     /// On shutdown, how long in-flight executions get to hand over before
     /// their leases are released regardless.
     #[arg(long = "dispatcher-shutdown-grace", env = "IF_DISPATCHER_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration)]
@@ -113,6 +119,7 @@ impl Default for DispatcherSettings {
             max_attempts: 3,
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
+            unreachable_grace: Duration::from_secs(600),
             shutdown_grace: Duration::from_secs(10),
             stop_grace: Duration::from_secs(30),
             tekton_enabled: true,

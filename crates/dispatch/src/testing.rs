@@ -13,7 +13,7 @@
 //!
 //! The script comes from the build's config metadata, key `test`:
 //! `{"duration_ms": 200, "outcome": "succeeded" | "failed", "message": "...",
-//!   "transient_attempts": 2, "ignore_stop": false}`.
+//!   "transient_attempts": 2, "unreachable_attempts": 0, "ignore_stop": false}`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +40,9 @@ pub struct TestScript {
     pub message: Option<String>,
     /// The first this many attempts fail transiently before creating work.
     pub transient_attempts: i32,
+    /// The next this many attempts end `Unreachable` (their infrastructure
+    /// could not be reached; nothing created).
+    pub unreachable_attempts: i32,
     /// Ignore stop signals (an executor that misses a timeout or cancel).
     pub ignore_stop: bool,
 }
@@ -51,6 +54,7 @@ impl Default for TestScript {
             outcome: "succeeded".to_owned(),
             message: None,
             transient_attempts: 0,
+            unreachable_attempts: 0,
             ignore_stop: false,
         }
     }
@@ -83,6 +87,7 @@ impl TestScript {
             "outcome": self.outcome,
             "message": self.message,
             "transient_attempts": self.transient_attempts,
+            "unreachable_attempts": self.unreachable_attempts,
             "ignore_stop": self.ignore_stop,
         }})
     }
@@ -393,6 +398,14 @@ impl Executor for TestExecutor {
             return Outcome::Transient {
                 message: format!(
                     "test: scripted transient failure on attempt {}",
+                    ctx.attempt
+                ),
+            };
+        }
+        if ctx.attempt <= script.transient_attempts + script.unreachable_attempts {
+            return Outcome::Unreachable {
+                message: format!(
+                    "test: scripted unreachable infrastructure on attempt {}",
                     ctx.attempt
                 ),
             };

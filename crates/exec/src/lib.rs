@@ -55,6 +55,15 @@ pub enum Outcome {
     Transient {
         message: String,
     },
+    /// The infrastructure could not be reached (or refused to act: 429,
+    /// 503) before anything of this attempt existed there, and no request
+    /// that could have created it may have taken effect: another attempt
+    /// cannot run the build twice. The dispatcher requeues it without
+    /// counting an attempt, for a bounded time (an outage must not use up
+    /// a build's attempts).
+    Unreachable {
+        message: String,
+    },
     /// Stopped watching on `StopReason::Handover`; the work goes on and another
     /// dispatcher re-attaches through the persisted [`ExecutionRef`].
     HandedOver,

@@ -300,8 +300,12 @@ async fn forbidden_namespace_fails_clearly() {
     assert!(text.contains("403") && text.contains("Forbidden"), "{text}");
 }
 
+/// The full cluster-outage stress run: a build claimed while the API
+/// server was down ended its attempts `Transient` and used them up. Nothing
+/// of the attempt exists on an unreachable cluster, so it ends
+/// `Unreachable`, which the dispatcher does not count as an attempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unreachable_cluster_is_transient() {
+async fn an_unreachable_cluster_ends_the_attempt_unreachable() {
     // A port nothing listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -320,6 +324,52 @@ async fn unreachable_cluster_is_transient() {
         ),
     )
     .await;
+    let Outcome::Unreachable { message } = &outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(message.contains("connection refused"), "{message}");
+}
+
+/// Every create of the run answered `code`: what the attempt ends as.
+async fn when_every_create_is_answered(code: u16) -> Outcome {
+    use kube_sim::{FaultAction, FaultRule};
+    let (sim, tenant) = a_failing_build(&["x"]).await;
+    sim.handle.faults().add(FaultRule::new(
+        Some("create"),
+        Some("pipelineruns"),
+        FaultAction::Error {
+            code,
+            retry_after: None,
+        },
+    ));
+    let executor = TektonExecutor::new(TektonSettings {
+        submit_retries: 1,
+        address_policy: loopback_policy(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let (_tx, stop) = no_stop();
+    let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    let outcome = executor.start(ctx, MemorySink::new(), stop).await;
+    assert!(sim.pipelineruns(tenant).await.is_empty());
+    outcome
+}
+
+/// A create turned away before it was handled (429, 503) created nothing:
+/// the attempt is not counted. After a 500 the run may have been stored
+/// (a real API server can fail after writing), so another attempt, which
+/// names its run differently, could run the build twice: it counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_creates_the_server_never_acted_on_end_the_attempt_unreachable() {
+    for code in [429, 503] {
+        let outcome = when_every_create_is_answered(code).await;
+        assert!(
+            matches!(outcome, Outcome::Unreachable { .. }),
+            "{code}: {outcome:?}"
+        );
+    }
+    let outcome = when_every_create_is_answered(500).await;
     assert!(matches!(outcome, Outcome::Transient { .. }), "{outcome:?}");
 }
 

@@ -483,8 +483,63 @@ pub enum Finish {
         message: Option<String>,
     },
     /// The attempt failed transiently: the build is queued again, claimable
-    /// after `delay`; the execution row keeps `message`.
-    Requeue { delay: Duration, message: String },
+    /// after `delay`; the execution row keeps `message`, and `counted`: false
+    /// when the attempt never reached its cluster, so it does not use up the
+    /// build's requeue budget (see [`round_so_far`]).
+    Requeue {
+        delay: Duration,
+        message: String,
+        counted: bool,
+    },
+}
+
+/// The attempts of a build's current round (since its last manual retry)
+/// as the requeue decision for attempt `attempt` needs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RoundSoFar {
+    /// Earlier attempts of the round that count toward the requeue budget.
+    pub counted_before: i32,
+    /// Earlier attempts in a row, right before this one, that were not
+    /// counted (they never reached their cluster).
+    pub uncounted_before: i32,
+    /// Since the first of those started (or this attempt, if there are
+    /// none), by the database's clock.
+    pub uncounted_for: Duration,
+}
+
+/// [`RoundSoFar`] of `attempt` of build `build_id`. The dispatcher passes
+/// the tenant from the build's claimed row.
+pub async fn round_so_far(
+    pool: &PgPool,
+    tenant_id: Uuid,
+    build_id: Uuid,
+    attempt: i32,
+) -> Result<RoundSoFar, sqlx::Error> {
+    let (counted_before, uncounted_before, uncounted_ms): (i32, i32, Option<i64>) = sqlx::query_as(
+        "WITH round AS ( \
+                 SELECT e.attempt, e.counted, e.started_at FROM build_executions e \
+                 JOIN builds b ON b.id = e.build_id \
+                 WHERE e.build_id = $2 AND e.tenant_id = $1 AND b.tenant_id = $1 \
+                   AND e.attempt > b.attempts_before_retry AND e.attempt <= $3 \
+             ), streak AS ( \
+                 SELECT attempt, started_at FROM round WHERE attempt > COALESCE( \
+                     (SELECT max(attempt) FROM round WHERE counted AND attempt < $3), 0) \
+             ) \
+             SELECT (SELECT count(*) FROM round WHERE counted AND attempt < $3)::int, \
+                    (SELECT count(*) FROM streak WHERE attempt < $3)::int, \
+                    (EXTRACT(EPOCH FROM (now() - (SELECT min(started_at) FROM streak))) \
+                     * 1000)::bigint",
+    )
+    .bind(tenant_id)
+    .bind(build_id)
+    .bind(attempt)
+    .fetch_one(pool)
+    .await?;
+    Ok(RoundSoFar {
+        counted_before,
+        uncounted_before,
+        uncounted_for: Duration::from_millis(uncounted_ms.unwrap_or(0).max(0) as u64),
+    })
 }
 
 /// Record the end of an attempt: execution row and build together, fenced by
@@ -499,7 +554,7 @@ pub async fn finish(
 ) -> Result<bool, sqlx::Error> {
     // One statement: the build update is fenced by the lease, and the
     // execution row changes only if it did (the CTE yields no row otherwise).
-    let (transition, build_message, exec_status, exec_message, delay) = match finish {
+    let (transition, build_message, exec_status, exec_message, delay, counted) = match finish {
         Finish::Terminal { status, message } => (
             Transition::Finish(*status),
             match status {
@@ -509,13 +564,19 @@ pub async fn finish(
             status.as_str(),
             message.as_deref(),
             0.0,
+            true,
         ),
-        Finish::Requeue { delay, message } => (
+        Finish::Requeue {
+            delay,
+            message,
+            counted,
+        } => (
             Transition::Requeue,
             Some(message.as_str()),
             "failed",
             Some(message.as_str()),
             delay.as_secs_f64(),
+            *counted,
         ),
     };
     let requeue = transition == Transition::Requeue;
@@ -529,7 +590,8 @@ pub async fn finish(
              WHERE id = $1 AND lease_owner = $2 AND status IN ({from}) \
              RETURNING id \
          ), e AS ( \
-             UPDATE build_executions SET status = $5, message = $6, finished_at = now() \
+             UPDATE build_executions SET status = $5, message = $6, finished_at = now(), \
+                    counted = $10 \
              WHERE id = $8 AND status = 'running' AND EXISTS (SELECT 1 FROM b) \
          ), n AS ( \
              SELECT pg_notify($9, b.id::text) FROM b WHERE $4 AND $7 = 0 \
@@ -548,6 +610,7 @@ pub async fn finish(
         .bind(delay)
         .bind(execution_id)
         .bind(CHANNEL_BUILD_QUEUED)
+        .bind(counted)
         .fetch_optional(pool)
         .await?;
     Ok(done.is_some())

@@ -94,6 +94,177 @@ async fn transient_errors_retry_with_backoff_then_succeed_or_give_up() {
     db.drop_db().await;
 }
 
+/// Whether each execution of `build` counted toward its budget, and its status.
+async fn counted(db: &TestDb, build: uuid::Uuid) -> Vec<(bool, String)> {
+    sqlx::query_as(
+        "SELECT counted, status FROM build_executions WHERE build_id = $1 ORDER BY attempt",
+    )
+    .bind(build)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// The full cluster-outage stress run: builds claimed while the cluster's
+/// API server was down used up their attempts on refused connections within
+/// seconds and failed. Attempts that could not reach their cluster
+/// (`Outcome::Unreachable`) are requeued without counting toward
+/// `max_attempts`; once the grace (from the first of them in a row) is
+/// over, the build fails saying its cluster could not be reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_attempts_do_not_count_until_the_grace_is_over() {
+    let db = TestDb::new().await;
+    let t = tenant(&db.pool, "t", 10).await;
+    // One counted transient failure, then 3 tries that cannot reach the
+    // cluster: with every try counted, 2 attempts were gone by the second.
+    let outage = Spec {
+        script: TestScript {
+            transient_attempts: 1,
+            unreachable_attempts: 3,
+            ..Default::default()
+        },
+        max_attempts: 2,
+        ..Default::default()
+    };
+    let endless = Spec {
+        script: TestScript {
+            unreachable_attempts: 1000,
+            ..Default::default()
+        },
+        max_attempts: 3,
+        ..Default::default()
+    };
+    let ids = submit(&db.pool, t, &[outage, endless]).await;
+    let mut settings = fast_settings();
+    let grace = Duration::from_secs(3);
+    settings.unreachable_grace = grace;
+    let d = start_dispatcher(db.another_pool().await, settings);
+    wait_status(&db.pool, ids[0], "succeeded", Duration::from_secs(60)).await;
+    wait_status(&db.pool, ids[1], "failed", Duration::from_secs(60)).await;
+    d.stop().await;
+
+    let outage_execs = executions(&db, ids[0]).await;
+    assert_eq!(
+        counted(&db, ids[0]).await,
+        [
+            (true, "failed".to_owned()),
+            (false, "failed".to_owned()),
+            (false, "failed".to_owned()),
+            (false, "failed".to_owned()),
+            (true, "succeeded".to_owned()),
+        ]
+    );
+    for e in &outage_execs[1..4] {
+        let m = e.message.as_deref().unwrap();
+        assert!(
+            m.starts_with("the cluster could not be reached") && m.contains("not counted"),
+            "{m}"
+        );
+    }
+
+    // More tries than attempts allowed, for about the grace, then failed.
+    let endless_execs = executions(&db, ids[1]).await;
+    assert!(endless_execs.len() > 3, "{endless_execs:?}");
+    let first = endless_execs.first().unwrap().started_at;
+    let last = endless_execs.last().unwrap().finished_at.unwrap();
+    let lasted = (last - first).to_std().unwrap();
+    assert!(lasted >= grace, "{lasted:?}");
+    assert!(lasted < grace * 4, "{lasted:?}");
+    let error: String = sqlx::query_scalar("SELECT error_message FROM builds WHERE id = $1")
+        .bind(ids[1])
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(
+        error.starts_with("gave up: the build's cluster could not be reached for"),
+        "{error}"
+    );
+    assert!(error.contains("scripted unreachable"), "{error}");
+    db.drop_db().await;
+}
+
+/// What the requeue decision reads back: counted attempts of the round,
+/// and the uncounted ones in a row right before this attempt, timed from
+/// the first of them: a counted attempt in between starts the series (and
+/// its grace) afresh, and so does a manual retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_round_so_far_counts_only_attempts_that_reached_the_cluster() {
+    use imagefactory_domain::{BuildStatus, ExecutorKind};
+    use imagefactory_store::queue::{self, ClaimDecision, ClaimRequest, Finish, RoundSoFar};
+
+    let db = TestDb::new().await;
+    let t = tenant(&db.pool, "t", 10).await;
+    let id = submit(&db.pool, t, &[Spec::default()]).await[0];
+    let req = ClaimRequest {
+        owner: "owner",
+        lease: Duration::from_secs(60),
+        limit: 10,
+    };
+    let claim = || async {
+        let batch = queue::claim(&db.pool, req, |_| ClaimDecision::Run(ExecutorKind::Test))
+            .await
+            .unwrap();
+        batch.claimed[0].execution.clone()
+    };
+    let requeue = |counted| Finish::Requeue {
+        delay: Duration::ZERO,
+        message: "x".into(),
+        counted,
+    };
+    let round = |attempt| queue::round_so_far(&db.pool, t.0, id, attempt);
+    // Attempts 1 (uncounted), 2 (counted), 3 (uncounted), started 100, 50
+    // and 10 s ago; attempt 4 is running.
+    for (counted, ago) in [(false, 100), (true, 50), (false, 10)] {
+        let e = claim().await;
+        sqlx::query("UPDATE build_executions SET started_at = now() - make_interval(secs => $2) WHERE id = $1")
+            .bind(e.id)
+            .bind(f64::from(ago))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        assert!(
+            queue::finish(&db.pool, "owner", id, e.id, &requeue(counted))
+                .await
+                .unwrap()
+        );
+    }
+    let fourth = claim().await;
+    assert_eq!(fourth.attempt, 4);
+    let so_far = round(4).await.unwrap();
+    assert_eq!((so_far.counted_before, so_far.uncounted_before), (1, 1));
+    // Since attempt 3 began, not attempt 1.
+    assert!(
+        so_far.uncounted_for >= Duration::from_secs(10)
+            && so_far.uncounted_for < Duration::from_secs(50),
+        "{so_far:?}"
+    );
+    // After a manual retry nothing counts from the earlier round.
+    let failed = Finish::Terminal {
+        status: BuildStatus::Failed,
+        message: Some("x".into()),
+    };
+    assert!(
+        queue::finish(&db.pool, "owner", id, fourth.id, &failed)
+            .await
+            .unwrap()
+    );
+    imagefactory_store::builds::retry(&db.pool, t.0, id)
+        .await
+        .unwrap();
+    let fifth = claim().await;
+    let so_far = round(fifth.attempt).await.unwrap();
+    assert_eq!((so_far.counted_before, so_far.uncounted_before), (0, 0));
+    assert!(so_far.uncounted_for < Duration::from_secs(10), "{so_far:?}");
+    // Another tenant's id finds nothing of the build.
+    assert_eq!(
+        queue::round_so_far(&db.pool, uuid::Uuid::new_v4(), id, fifth.attempt)
+            .await
+            .unwrap(),
+        RoundSoFar::default()
+    );
+    db.drop_db().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_failure_fails_at_once() {
     let db = TestDb::new().await;
@@ -244,6 +415,7 @@ async fn finish_is_fenced_by_the_lease_and_an_immediate_requeue_notifies() {
     let requeue = Finish::Requeue {
         delay: Duration::ZERO,
         message: "cluster unreachable".into(),
+        counted: true,
     };
     assert!(
         queue::finish(&db.pool, "owner-a", id, exec, &requeue)

@@ -99,6 +99,7 @@ async fn apply(db: &TestDb, tenant: Uuid, id: Uuid, site: Site) {
             let finish = Finish::Requeue {
                 delay: Duration::from_secs(60),
                 message: "transient".into(),
+                counted: true,
             };
             drop(queue::finish(pool, "owner", id, Uuid::now_v7(), &finish).await);
         }

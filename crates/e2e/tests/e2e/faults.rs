@@ -462,3 +462,46 @@ async fn builds_survive_a_cluster_outage_under_faults() {
     report("cluster outage", n, &injected, &ends, &extra);
     app.finish().await;
 }
+
+/// The full cluster-outage run: a build claimed while the API server was
+/// down used up its attempts on refused connections within seconds and
+/// failed. An attempt that could not reach the cluster is not counted (the
+/// dispatcher allows a single attempt here): the build waits the outage out
+/// and runs once, on one PipelineRun, with its whole log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_claimed_while_the_cluster_is_down_runs_once_it_is_back() {
+    let mut settings = fast_settings();
+    settings.max_attempts = 1;
+    let app = TestApp::start(Options {
+        rules: script(),
+        settings,
+        ..Default::default()
+    })
+    .await;
+    app.sim.stop_server().await;
+    let id = app
+        .submit(json!({"method": "kaniko", "git_ref": "main"}))
+        .await;
+    // Longer than an attempt's own retries of the submit (about 7.5 s).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let during = app.executions(id).await;
+    app.sim.start_server().await.unwrap();
+    let build = app.wait_terminal(id).await;
+    assert_eq!(build["status"], "succeeded", "{build}");
+    assert!(
+        during.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("could not be reached") && m.contains("not counted"))),
+        "{during:?}"
+    );
+    let executions = app.executions(id).await;
+    check_runs(
+        id,
+        "succeeded",
+        &executions,
+        &app.pipelineruns(Some(id)).await,
+    );
+    assert_eq!(app.pipelineruns(Some(id)).await.len(), 1);
+    assert_eq!(step_lines(&app.logs(id).await), expected_success_lines());
+    app.finish().await;
+}

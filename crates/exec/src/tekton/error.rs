@@ -75,6 +75,40 @@ pub fn is_transient(err: &kube::Error) -> bool {
     }
 }
 
+/// The API server did not act on the request: no connection could be made
+/// (refused, host not found, connect timeout: nothing was sent), or it
+/// turned the request away before handling it (429 Too Many Requests, 503
+/// Service Unavailable). After any other failure (a 500 or 504, a
+/// connection closed mid-request) a create may have taken effect.
+pub fn not_acted_on(err: &kube::Error) -> bool {
+    if let kube::Error::Api(status) = err {
+        return matches!(status.code, 429 | 503);
+    }
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if e.is::<super::connect::HostNotFound>() {
+            return true;
+        }
+        if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>()
+            && h.is_connect()
+        {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+            if let Some(inner) = io.get_ref()
+                && inner.is::<super::connect::HostNotFound>()
+            {
+                return true;
+            }
+        }
+        current = e.source();
+    }
+    false
+}
+
 /// The address policy refused the connection: the provider's config is
 /// wrong, another attempt would meet the same refusal.
 fn refused_by_policy(err: &kube::Error) -> bool {
@@ -325,6 +359,25 @@ mod tests {
         );
         assert!(text.contains("(403 Forbidden)"), "{text}");
         assert!(text.len() < 600, "{text}");
+    }
+
+    #[test]
+    fn only_requests_the_server_never_acted_on_are_not_acted_on() {
+        let api = |code| kube::Error::Api(Status::failure("x", "y").with_code(code).boxed());
+        assert!(not_acted_on(&api(429)));
+        assert!(not_acted_on(&api(503)));
+        // The server may have stored the object before failing.
+        assert!(!not_acted_on(&api(500)));
+        assert!(!not_acted_on(&api(504)));
+        let io = |kind| kube::Error::ReadEvents(std::io::Error::new(kind, "x"));
+        assert!(not_acted_on(&io(std::io::ErrorKind::ConnectionRefused)));
+        assert!(not_acted_on(&kube::Error::ReadEvents(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            crate::tekton::connect::HostNotFound
+        ))));
+        // Sent, and cut before the answer.
+        assert!(!not_acted_on(&io(std::io::ErrorKind::ConnectionReset)));
+        assert!(!not_acted_on(&io(std::io::ErrorKind::UnexpectedEof)));
     }
 
     #[test]

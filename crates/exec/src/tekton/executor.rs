@@ -31,7 +31,7 @@ use super::status::{
     Terminal, artifacts, child_taskruns, failed_step, pipeline_results, run_summary,
     succeeded_condition, taskrun_results, terminal,
 };
-use super::submit::{create_or_adopt, pipelinerun_resource, taskrun_resource};
+use super::submit::{NotCreated, create_or_adopt, pipelinerun_resource, taskrun_resource};
 use super::validate::{
     Expected, bound_secrets, has_finally, referenced_tasks, to_version, validate,
 };
@@ -63,7 +63,9 @@ pub struct TektonSettings {
     /// How long to wait for Tekton to confirm a cancellation.
     pub cancel_grace: Duration,
     /// Retries of the (idempotent) submit sequence on transient errors before
-    /// the attempt ends `Transient`; backoff doubles from 500 ms.
+    /// the attempt ends `Unreachable` (nothing of it on the cluster) or
+    /// `Transient` (a create may have taken effect); backoff doubles from
+    /// 500 ms.
     pub submit_retries: u32,
     /// Safety net under the shared watch (a real API server may stall or
     /// drop a watch): a followed run whose state has not changed for this
@@ -154,26 +156,37 @@ impl TektonExecutor {
     /// [`TektonExecutor::submit`], retried on transient errors: every step
     /// is idempotent (create-if-missing, 409 → adopt), so a create whose
     /// answer was lost is adopted on the next try instead of leaking a run.
+    /// A failure says whether this attempt's run may exist (see
+    /// [`NotCreated`]), over all tries.
     async fn submit_retrying(
         &self,
         cluster: &Cluster,
         ctx: &ExecutionContext,
         sink: &dyn ExecutionSink,
-    ) -> Result<Submitted, TektonError> {
+    ) -> Result<Submitted, NotCreated> {
         let mut backoff = ExponentialBuilder::new()
             .with_min_delay(SUBMIT_FIRST_RETRY)
             .without_max_delay()
             .with_max_times(self.settings.submit_retries as usize)
             .build();
+        let mut may_exist = false;
         loop {
-            let e = match self.submit(cluster, ctx, sink).await {
+            let e = match self.submit(cluster, ctx, sink, &mut may_exist).await {
                 Ok(submitted) => return Ok(submitted),
                 Err(e) if e.is_transient() => e,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    return Err(NotCreated {
+                        error: e,
+                        may_exist,
+                    });
+                }
             };
             // Not backon's `Retryable`: the note to the sink is async.
             let Some(delay) = backoff.next() else {
-                return Err(e);
+                return Err(NotCreated {
+                    error: e,
+                    may_exist,
+                });
             };
             let _ = sink
                 .progress(&format!("retrying after a transient error: {e}"))
@@ -183,11 +196,13 @@ impl TektonExecutor {
     }
 
     /// Everything up to and including the created (or adopted) run.
+    /// `may_exist` is set when a create of the run may have taken effect.
     async fn submit(
         &self,
         cluster: &Cluster,
         ctx: &ExecutionContext,
         sink: &dyn ExecutionSink,
+        may_exist: &mut bool,
     ) -> Result<Submitted, TektonError> {
         let version = cluster.tekton_version().await?;
         let namespace = run_namespace(cluster, ctx.tenant_id);
@@ -265,7 +280,12 @@ impl TektonExecutor {
             &rc.build.run_name,
             RunState::Unknown,
         );
-        let (created, adopted) = create_or_adopt(&cluster.client, version, &run).await?;
+        let (created, adopted) = create_or_adopt(&cluster.client, version, &run)
+            .await
+            .map_err(|failed| {
+                *may_exist |= failed.may_exist;
+                failed.error
+            })?;
         Ok(Submitted {
             version,
             namespace,
@@ -590,7 +610,15 @@ impl TektonExecutor {
         // of `start` lives as long as the build.
         let submitted = Box::pin(self.submit_retrying(&cluster, ctx, sink.as_ref()))
             .await
-            .map_err(TektonError::into_outcome)?;
+            .map_err(|failed| match failed.error {
+                // Nothing of this attempt is on the cluster: another attempt
+                // cannot run the build twice, and an outage must not use up
+                // the build's attempts (the dispatcher bounds the wait).
+                e if e.is_transient() && !failed.may_exist => Outcome::Unreachable {
+                    message: e.to_string(),
+                },
+                e => e.into_outcome(),
+            })?;
         let provider_id = ctx.provider.as_ref().map(|p| p.provider_id);
         let run = self
             .save_reference(cluster, provider_id, submitted, sink.as_ref(), oplog)

@@ -92,6 +92,9 @@ pub fn completion_line(run: Option<&str>, outcome: &Outcome, took: Duration) -> 
         Outcome::Transient { message } => {
             format!("ended on an infrastructure error, to be retried ({message})")
         }
+        Outcome::Unreachable { message } => {
+            format!("the cluster could not be reached, to be retried ({message})")
+        }
         Outcome::HandedOver => return None,
     };
     let secs = took.as_secs_f64();

@@ -8,7 +8,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::client::TektonVersion;
-use super::error::{TektonError, describe_kube_error, is_already_exists, status_code};
+use super::error::{
+    TektonError, describe_kube_error, is_already_exists, not_acted_on, status_code,
+};
 
 pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_SELECTOR: &str = "app.kubernetes.io/managed-by=image-factory";
@@ -64,13 +66,33 @@ pub fn labels_match(existing: &BTreeMap<String, String>, ours: &BTreeMap<String,
         .all(|k| existing.get(*k) == ours.get(*k))
 }
 
+/// Why a run was neither created nor adopted, and whether it may exist on
+/// the cluster all the same: a create the server may have acted on before
+/// failing, or a name taken (409) by a run that could not be read. Only
+/// while it may not exist can the attempt be given up without counting it
+/// (another attempt creates a run of another name).
+#[derive(Debug)]
+pub struct NotCreated {
+    pub error: TektonError,
+    pub may_exist: bool,
+}
+
+impl NotCreated {
+    fn absent(error: TektonError) -> Self {
+        Self {
+            error,
+            may_exist: false,
+        }
+    }
+}
+
 /// Create the run, or adopt it when an earlier attempt of this same
 /// execution already created it; `true` with an adopted run.
 pub async fn create_or_adopt(
     client: &kube::Client,
     version: TektonVersion,
     run: &Value,
-) -> Result<(DynamicObject, bool), TektonError> {
+) -> Result<(DynamicObject, bool), NotCreated> {
     let namespace = run
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
@@ -80,9 +102,9 @@ pub async fn create_or_adopt(
         .and_then(Value::as_str)
         .unwrap_or_default();
     let object: DynamicObject = serde_json::from_value(run.clone()).map_err(|e| {
-        TektonError::Build(format!(
+        NotCreated::absent(TektonError::Build(format!(
             "rendered PipelineRun is not a Kubernetes object: {e}"
-        ))
+        )))
     })?;
     let ours = object.metadata.labels.clone().unwrap_or_default();
     let api: Api<DynamicObject> =
@@ -90,33 +112,38 @@ pub async fn create_or_adopt(
     match api.create(&PostParams::default(), &object).await {
         Ok(created) => Ok((created, false)),
         Err(e) if is_already_exists(&e) => {
-            let existing = api.get(name).await.map_err(|e| {
-                TektonError::kube(
+            let existing = api.get(name).await.map_err(|e| NotCreated {
+                error: TektonError::kube(
                     format!("reading existing PipelineRun {namespace}/{name}"),
                     e,
-                )
+                ),
+                may_exist: true,
             })?;
             let labels = existing.metadata.labels.clone().unwrap_or_default();
             if labels_match(&labels, &ours) {
                 Ok((existing, true))
             } else {
-                Err(TektonError::Build(format!(
+                Err(NotCreated::absent(TektonError::Build(format!(
                     "PipelineRun {namespace}/{name} already exists but was not created for this execution (labels differ); delete it or retry the build"
-                )))
+                ))))
             }
         }
-        Err(e) if matches!(status_code(&e), Some(400 | 422)) => Err(TektonError::Build(format!(
-            "the cluster rejected PipelineRun {namespace}/{name}: {}",
-            describe_kube_error(&e)
-        ))),
-        Err(e) if status_code(&e) == Some(403) => Err(TektonError::Build(format!(
-            "the provider's credentials may not create PipelineRuns in namespace {namespace}: {}",
-            describe_kube_error(&e)
-        ))),
-        Err(e) => Err(TektonError::kube(
-            format!("creating PipelineRun {namespace}/{name}"),
-            e,
-        )),
+        Err(e) if matches!(status_code(&e), Some(400 | 422)) => {
+            Err(NotCreated::absent(TektonError::Build(format!(
+                "the cluster rejected PipelineRun {namespace}/{name}: {}",
+                describe_kube_error(&e)
+            ))))
+        }
+        Err(e) if status_code(&e) == Some(403) => {
+            Err(NotCreated::absent(TektonError::Build(format!(
+                "the provider's credentials may not create PipelineRuns in namespace {namespace}: {}",
+                describe_kube_error(&e)
+            ))))
+        }
+        Err(e) => Err(NotCreated {
+            may_exist: !not_acted_on(&e),
+            error: TektonError::kube(format!("creating PipelineRun {namespace}/{name}"), e),
+        }),
     }
 }
 

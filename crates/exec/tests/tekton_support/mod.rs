@@ -339,7 +339,8 @@ pub fn message(outcome: &Outcome) -> String {
         Outcome::Failed { message }
         | Outcome::Cancelled { message }
         | Outcome::TimedOut { message }
-        | Outcome::Transient { message } => message.clone(),
+        | Outcome::Transient { message }
+        | Outcome::Unreachable { message } => message.clone(),
         other => format!("{other:?}"),
     }
 }
