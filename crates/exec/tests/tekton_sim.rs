@@ -747,6 +747,105 @@ async fn reattach_after_losing_the_executor_mid_run() {
     assert_eq!(sim.pipelineruns(tenant).await.len(), 1);
 }
 
+/// A dispatcher that takes over a running build re-attaches to its run;
+/// reading the run failed once (a 503) and the attempt ended `Transient`,
+/// which the dispatcher requeues as a new attempt with a new PipelineRun
+/// while the first one still runs: the build ran twice. The read is
+/// retried until the cluster answers (or the dispatcher hands over), and
+/// the same run is followed to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reattach_waits_out_failing_reads_of_the_run_instead_of_ending_the_attempt() {
+    let lines: Vec<String> = (0..20).map(|i| format!("layer {i}")).collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let sim = Sim::start(SimOptions {
+        rules: vec![rule("build", None, Some("3m"), &refs, None)],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let sink = MemorySink::new();
+    let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    let first = Arc::new(executor().await);
+    let (_tx, stop) = no_stop();
+    let task = {
+        let (executor, sink, ctx) = (first.clone(), sink.clone(), ctx.clone());
+        tokio::spawn(async move { executor.start(ctx, sink, stop).await })
+    };
+    let s = sink.clone();
+    wait_for("some build log lines", move || {
+        s.text("build/build-and-push").len() >= 3
+    })
+    .await;
+    // The dispatcher dies mid-run.
+    task.abort();
+    let _ = task.await;
+    drop(first);
+    let reference = sink.references.lock().unwrap()[0].clone();
+    let failing = unavailable(&sim, "pipelineruns");
+    let faults = sim.handle.faults();
+
+    // A handover asked while the reads fail ends the re-attach at once,
+    // leaving the run alone.
+    let (tx, stop) = no_stop();
+    let handed_over = {
+        let (sink, ctx, reference) = (sink.clone(), ctx.clone(), reference.clone());
+        tokio::spawn(async move {
+            executor()
+                .await
+                .reattach(ctx, reference, sink as Arc<dyn ExecutionSink>, stop)
+                .await
+        })
+    };
+    wait_until_read_fails(faults, failing, 2, &handed_over).await;
+    tx.send(Some(StopReason::Handover)).unwrap();
+    assert_eq!(handed_over.await.unwrap(), Outcome::HandedOver);
+
+    // Another re-attach: the run is followed once the cluster answers again.
+    let (_tx, stop) = no_stop();
+    let reattached = {
+        let (sink, ctx) = (sink.clone(), ctx.clone());
+        tokio::spawn(async move {
+            executor()
+                .await
+                .reattach(ctx, reference, sink as Arc<dyn ExecutionSink>, stop)
+                .await
+        })
+    };
+    let hits = faults.hits(failing);
+    wait_until_read_fails(faults, failing, hits + 2, &reattached).await;
+    faults.remove(failing);
+    let outcome = reattached.await.unwrap();
+    assert_eq!(outcome, Outcome::Succeeded, "{}", message(&outcome));
+    assert_eq!(sim.pipelineruns(tenant).await.len(), 1);
+    assert_eq!(sink.text("build/build-and-push"), lines);
+    sink.assert_no_duplicates_or_gaps();
+}
+
+/// Waits until the fault rule `failing` has answered `hits` reads, failing
+/// the test if `attempt` ends first (it gave up on the run).
+async fn wait_until_read_fails(
+    faults: &kube_sim::faults::Faults,
+    failing: u64,
+    hits: u64,
+    attempt: &tokio::task::JoinHandle<Outcome>,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while faults.hits(failing) < hits {
+        assert!(
+            !attempt.is_finished(),
+            "the re-attach ended while the run could not be read (after {} failed reads); \
+             the dispatcher would start another attempt beside the running one",
+            faults.hits(failing)
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no read was retried"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_deleted_behind_our_back_fails_the_build() {
     let sim = Sim::start(SimOptions {

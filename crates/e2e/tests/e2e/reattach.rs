@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use kube_sim::{FaultAction, FaultRule};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -14,12 +15,17 @@ fn layers() -> Vec<String> {
 }
 
 async fn app() -> TestApp {
+    app_building_for("5m").await
+}
+
+/// The build step logs [`layers`] over `duration` (simulated; 1 m = 0.6 s).
+async fn app_building_for(duration: &str) -> TestApp {
     let layers = layers();
     let refs: Vec<&str> = layers.iter().map(String::as_str).collect();
     TestApp::start(Options {
         rules: vec![
             rule("clone", None, None, &["cloned"], None),
-            rule("build", None, Some("5m"), &refs, None),
+            rule("build", None, Some(duration), &refs, None),
         ],
         dispatchers: 0,
         ..Default::default()
@@ -114,6 +120,59 @@ async fn a_stopping_dispatcher_hands_its_build_over() {
     first.token.cancel();
     first.task.await.unwrap();
     app.start_dispatcher().await;
+    assert_finished_once(&app, id).await;
+    app.finish().await;
+}
+
+/// The dispatcher that took over a crashed one's build could not read the
+/// build's PipelineRun (a 500) when it re-attached; the attempt ended
+/// `Transient` and was requeued as a new attempt, whose new PipelineRun ran
+/// beside the first: the build ran twice. The takeover keeps trying to read
+/// the run and follows it once the cluster answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_that_cannot_read_the_run_yet_never_starts_another() {
+    // 12 s of build step: the first run is still going throughout.
+    let mut app = app_building_for("20m").await;
+    let mut first = app.start_crashable_dispatcher();
+    let id = app.submit(json!({"method": "kaniko"})).await;
+    wait_mid_run(&app, id).await;
+    first.crash();
+    let failing = app.sim.faults().add(FaultRule::new(
+        Some("get"),
+        Some("pipelineruns"),
+        // Not 503 or 429: kube's client retries those itself for a while
+        // (its default retry layer on the global provider's client).
+        FaultAction::Error {
+            code: 500,
+            retry_after: None,
+        },
+    ));
+    app.start_dispatcher().await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while app.sim.faults().hits(failing) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the build was never taken over"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Longer than a requeue's backoff and the new attempt's start.
+    let failing_for = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < failing_for {
+        let runs = app.pipelineruns(Some(id)).await;
+        assert_eq!(
+            runs.len(),
+            1,
+            "a second PipelineRun while the first still runs; executions: {:?}",
+            app.executions(id).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        app.sim.faults().hits(failing) >= 2,
+        "the read of the run was not retried"
+    );
+    app.sim.faults().remove(failing);
     assert_finished_once(&app, id).await;
     app.finish().await;
 }
