@@ -51,7 +51,10 @@ pub enum Outcome {
     },
     /// Infrastructure trouble that another attempt may not meet (cluster
     /// unreachable, 5xx, 429): the dispatcher requeues with backoff while
-    /// attempts remain.
+    /// attempts remain. Another attempt is new work (a new PipelineRun):
+    /// once this attempt's work may be going on, an executor waits the
+    /// trouble out or hands over instead (Tekton: `reattach` retries reading
+    /// its run; a closed watch is read again), so the build never runs twice.
     Transient {
         message: String,
     },
@@ -84,7 +87,8 @@ pub trait Executor: Send + Sync {
     ) -> Outcome;
 
     /// Resume following an execution that another (possibly dead) dispatcher
-    /// started, from its persisted reference. Never starts the work again.
+    /// started, from its persisted reference. Never starts the work again,
+    /// and never ends `Transient` while that work may still be going.
     async fn reattach(
         &self,
         ctx: ExecutionContext,

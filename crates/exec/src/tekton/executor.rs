@@ -468,7 +468,7 @@ impl Executor for TektonExecutor {
         ctx: ExecutionContext,
         reference: ExecutionRef,
         sink: Arc<dyn ExecutionSink>,
-        stop: StopSignal,
+        mut stop: StopSignal,
     ) -> Outcome {
         let execution_id = ctx.execution_id;
         let (Some(namespace), Some(name)) = (reference.namespace.clone(), reference.name.clone())
@@ -484,24 +484,19 @@ impl Executor for TektonExecutor {
             Err(e) => return e.into_outcome(),
         };
         drop(ctx);
-        let version = match cluster.tekton_version().await {
-            Ok(v) => v,
-            Err(e) => return e.into_outcome(),
-        };
-        let resource = pipelinerun_resource(version);
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(cluster.client.clone(), &namespace, &resource);
-        // Follow before reading (see `WatchHub::subscribe`).
-        let early = cluster
-            .hub
-            .subscribe(&resource, &namespace, &name, RunState::Unknown);
-        let current = match api.get_opt(&name).await {
-            Ok(Some(run)) => run,
-            Ok(None) => return deleted(&namespace, &name),
-            Err(e) => {
-                return TektonError::kube(format!("reading PipelineRun {namespace}/{name}"), e)
-                    .into_outcome();
-            }
+        // Boxed: the retries are rare and the future of `reattach` lives as
+        // long as the build.
+        let read = Box::pin(read_to_reattach(
+            &cluster,
+            &namespace,
+            &name,
+            sink.as_ref(),
+            &mut stop,
+        ))
+        .await;
+        let (version, current, early) = match read {
+            Ok(found) => found,
+            Err(outcome) => return outcome,
         };
         if reference.uid.is_some() && current.metadata.uid != reference.uid {
             return Outcome::Failed {
@@ -560,6 +555,92 @@ impl Executor for TektonExecutor {
         }
     }
 }
+
+/// The run a re-attach follows, read with the cluster's Tekton version and
+/// the subscription taken before the read (see `WatchHub::subscribe`).
+///
+/// This attempt's run may be going on the cluster, so a transient error
+/// must not end the attempt: the dispatcher would start another attempt,
+/// with another PipelineRun, beside it. The read is retried (backoff up to
+/// [`REATTACH_READ_MAX_DELAY`]) for as long as it takes, within the lease
+/// the dispatcher keeps renewing. A handover (or the dispatcher gone) ends
+/// the wait and records nothing: whoever takes over reads the same run. A
+/// cancel or timeout does not end it (the run must be read to be stopped);
+/// if the cluster never answers, the dispatcher records the build's end
+/// itself after its stop grace, so the build's timeout bounds the wait.
+/// A run that is gone (404) fails the attempt, as it does while following.
+async fn read_to_reattach(
+    cluster: &Cluster,
+    namespace: &str,
+    name: &str,
+    sink: &dyn ExecutionSink,
+    stop: &mut StopSignal,
+) -> Result<(TektonVersion, DynamicObject, RunWatch), Outcome> {
+    let mut backoff = REATTACH_READ_RETRIES.build();
+    let mut failed_reads = 0u32;
+    loop {
+        let failure = match cluster.tekton_version().await {
+            Ok(version) => {
+                let resource = pipelinerun_resource(version);
+                // Follow before reading (see `WatchHub::subscribe`).
+                let early = cluster
+                    .hub
+                    .subscribe(&resource, namespace, name, RunState::Unknown);
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(cluster.client.clone(), namespace, &resource);
+                match api.get_opt(name).await {
+                    Ok(Some(run)) => return Ok((version, run, early)),
+                    Ok(None) => return Err(deleted(namespace, name)),
+                    Err(e) => {
+                        TektonError::kube(format!("reading PipelineRun {namespace}/{name}"), e)
+                    }
+                }
+            }
+            Err(e) => e,
+        };
+        if !failure.is_transient() {
+            return Err(failure.into_outcome());
+        }
+        failed_reads += 1;
+        if failed_reads == 1 {
+            tracing::warn!(run = %name, %namespace, error = %failure,
+                "re-attaching: the PipelineRun cannot be read; retrying until the cluster answers");
+            let _ = sink
+                .progress(&format!(
+                    "re-attaching: retrying until the cluster answers: {failure}"
+                ))
+                .await;
+        }
+        let delay = backoff.next().unwrap_or(REATTACH_READ_MAX_DELAY);
+        let wait = tokio::time::sleep(delay);
+        tokio::pin!(wait);
+        loop {
+            if *stop.borrow_and_update() == Some(StopReason::Handover) {
+                return Err(Outcome::HandedOver);
+            }
+            tokio::select! {
+                _ = &mut wait => break,
+                changed = stop.changed() => if changed.is_err() {
+                    // The dispatcher went away without a reason, as in
+                    // `on_stop_signal`.
+                    return Err(Outcome::HandedOver);
+                },
+            }
+        }
+    }
+}
+
+/// Reads of the run a re-attach follows, while they fail transiently:
+/// 500 ms doubling up to [`REATTACH_READ_MAX_DELAY`], without a limit
+/// (see `read_to_reattach`).
+const REATTACH_READ_RETRIES: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(500))
+    .with_max_delay(REATTACH_READ_MAX_DELAY)
+    .without_max_times();
+
+/// Longest wait between two reads of a run a re-attach could not read: a
+/// cluster that is back is used within this.
+const REATTACH_READ_MAX_DELAY: Duration = Duration::from_secs(15);
 
 /// A run [`TektonExecutor::create_run`] created (or adopted), to follow.
 struct CreatedRun {
@@ -843,7 +924,10 @@ impl Follow {
                 }
             };
             let step = tokio::select! {
-                changed = watch.state.changed() => self.on_change(changed.is_ok(), &mut st),
+                changed = watch.state.changed() => match changed {
+                    Ok(()) => self.on_change(&mut st),
+                    Err(_) => self.on_watch_closed(&mut watch).await,
+                },
                 _ = tokio::time::sleep_until(st.resync_at) => self.on_resync(&mut st).await,
                 changed = stop.changed() => on_stop_signal(changed.is_ok(), &mut stop, &mut st),
                 _ = watch.watch_error.changed() => self.on_watch_error(&mut watch),
@@ -970,14 +1054,23 @@ impl Follow {
     }
 
     /// The run changed: the next resync read moves back.
-    fn on_change(&self, watch_alive: bool, st: &mut FollowState) -> ControlFlow<Outcome> {
-        if !watch_alive {
-            return ControlFlow::Break(Outcome::Transient {
-                message: "the PipelineRun watch ended unexpectedly".into(),
-            });
-        }
+    fn on_change(&self, st: &mut FollowState) -> ControlFlow<Outcome> {
         st.resync_at = tokio::time::Instant::now() + st.resync_every;
         ControlFlow::Continue(())
+    }
+
+    /// The run's subscription ended (its shared watch went away). The run
+    /// may still be going: ending the attempt `Transient` would have the
+    /// dispatcher start another beside it. Read it and follow it afresh, as
+    /// a run missing from a relist is (a failing read is tried again a
+    /// second later; the build's timeout bounds this).
+    async fn on_watch_closed(&self, watch: &mut RunWatch) -> ControlFlow<Outcome> {
+        tracing::warn!(run = %self.name, namespace = %self.namespace,
+            "the PipelineRun watch ended; reading the run to follow it again");
+        match Box::pin(self.confirm_missing(watch)).await {
+            Seen::End(outcome) => ControlFlow::Break(outcome),
+            Seen::Wait | Seen::Again => ControlFlow::Continue(()),
+        }
     }
 
     /// Silent for long: read the run once, in case the watch lost a change
