@@ -12,6 +12,7 @@ pub mod extract;
 pub mod limits;
 pub mod metrics;
 mod openapi;
+pub mod queue_waker;
 pub mod routes;
 pub mod tekton;
 pub mod token_cache;
@@ -33,6 +34,7 @@ pub use error::{ApiError, DATABASE_RETRY_AFTER_SECONDS, Problem};
 pub use limits::HttpLimits;
 use limits::{AuthThrottle, BodyReadTimeout, FollowerSlots};
 pub use openapi::openapi;
+use queue_waker::QueueWaker;
 pub use token_cache::TokenCache;
 
 /// Largest accepted request body.
@@ -80,11 +82,14 @@ pub struct AppState {
     /// Verified tenant tokens (shared by clones); revocations reach it
     /// through `token_cache::listen`, which the server runs beside it.
     pub token_cache: TokenCache,
+    /// Wakes the dispatchers after submits (coalesced NOTIFY).
+    pub queue_waker: QueueWaker,
 }
 
 impl AppState {
     pub fn new(pool: PgPool, cipher: Cipher, admin_token: Option<Secret>) -> Self {
         Self {
+            queue_waker: QueueWaker::new(pool.clone()),
             pool,
             cipher,
             admin_token,

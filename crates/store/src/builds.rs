@@ -1,5 +1,4 @@
-//! Builds and their configs: submit (with `NOTIFY build_queued` in the same
-//! transaction), read, list, cancel and retry. State rules come from
+//! Builds and their configs: submit, read, list, cancel and retry. State rules come from
 //! `imagefactory_domain::Transition`; this module only applies them
 //! atomically (`SELECT … FOR UPDATE`, and the transition's guard in the
 //! `UPDATE`).
@@ -127,10 +126,13 @@ pub async fn submission_refs(
 /// Insert the build and its config and wake dispatchers, all in one
 /// transaction: either the build is queued and announced, or nothing is stored.
 pub async fn submit(pool: &PgPool, new: NewBuild) -> StoreResult<Build> {
-    // One statement (one round trip, its own transaction): the build, its
-    // config and the queued notification, which PostgreSQL delivers on
-    // commit. The config insert's foreign key is checked at the end of the
-    // statement, when the build row exists.
+    // One statement (one round trip, its own transaction): the build and its
+    // config; the config insert's foreign key is checked at the end of the
+    // statement, when the build row exists. No NOTIFY here: PostgreSQL
+    // serializes the commits of notifying transactions (a database-wide lock
+    // held through the WAL flush), which capped submits at a few hundred a
+    // second. The caller wakes the dispatchers after the commit
+    // ([`crate::queue::wake_dispatchers`], coalesced); they also poll.
     let sql = format!(
         "WITH b AS (
             INSERT INTO builds (id, tenant_id, project_id, method, infrastructure_type,
@@ -142,7 +144,7 @@ pub async fn submit(pool: &PgPool, new: NewBuild) -> StoreResult<Build> {
                 target, cache_enabled, cache_repo, labels, packer_template, packer_vars, metadata)
             VALUES ($1, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
          )
-         SELECT b.* FROM b CROSS JOIN LATERAL (SELECT pg_notify($25, b.id::text)) AS queued"
+         SELECT b.* FROM b"
     );
     let c = new.config;
     let build: Build = sqlx::query_as(&sql)
@@ -170,7 +172,6 @@ pub async fn submit(pool: &PgPool, new: NewBuild) -> StoreResult<Build> {
         .bind(c.packer_template)
         .bind(Json(c.packer_vars))
         .bind(Json(c.metadata))
-        .bind(CHANNEL_BUILD_QUEUED)
         .fetch_one(pool)
         .await?;
     Ok(build)

@@ -473,6 +473,23 @@ async fn notify_queued(
     Ok(())
 }
 
+/// Payload of the `build_queued` notification sent after submits
+/// ([`wake_dispatchers`]): builds were queued, look for them.
+pub const QUEUED_PAYLOAD: &str = "queued";
+
+/// `NOTIFY build_queued` in a transaction of its own, after the builds it
+/// announces were committed. Asynchronous commit: a lost notification costs
+/// one poll interval, and the commit does not wait for a WAL flush while it
+/// holds PostgreSQL's database-wide notify lock.
+pub async fn wake_dispatchers(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)")
+        .bind(CHANNEL_BUILD_QUEUED)
+        .bind(QUEUED_PAYLOAD)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// How an attempt ends for the queue.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finish {

@@ -352,6 +352,7 @@ async fn submit_build(
         config: config.clone(),
     };
     let build = builds::submit(&state.pool, new).await?;
+    state.queue_waker.wake();
     tracing::info!(build.id = %build.id, tenant.id = %auth.tenant_id, method = %body.method, "build queued");
     Ok((
         StatusCode::CREATED,

@@ -13,6 +13,7 @@ mod logs_and_artifacts;
 mod openapi;
 mod pagination;
 mod provider_keys;
+mod queue_waker;
 mod scenario;
 mod secrets;
 mod tekton_jobs;

@@ -76,10 +76,14 @@ async fn tenant_to_build_to_cancel() {
         build["config"]["platforms"],
         json!(["linux/amd64", "linux/arm64/v8"])
     );
-    let note = listener.recv().await.unwrap();
+    // The wake-up follows the commit, outside the build's transaction.
+    let note = tokio::time::timeout(std::time::Duration::from_secs(20), listener.recv())
+        .await
+        .expect("no build_queued notification after a submit")
+        .unwrap();
     assert_eq!(
         (note.channel(), note.payload()),
-        ("build_queued", build_id.to_string().as_str())
+        ("build_queued", imagefactory_store::queue::QUEUED_PAYLOAD)
     );
 
     // Get and list.
