@@ -1,5 +1,6 @@
 //! Wakes the dispatchers after submits, coalesced: one `NOTIFY build_queued`
-//! at a time, and one more if builds were submitted while it was being sent.
+//! at a time, at most one per [`MIN_SPACING`], and one more if builds were
+//! submitted while it was being sent or spaced.
 //!
 //! A NOTIFY inside each submit's transaction would make PostgreSQL serialize
 //! their commits (see `imagefactory_store::builds::submit`). Sending it after
@@ -9,10 +10,16 @@
 //! covered by the dispatchers' poll interval.
 
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
 use imagefactory_store::queue;
 use sqlx::PgPool;
 use tokio::sync::Notify;
+
+/// Each notification wakes every dispatcher into a claim query: under a
+/// stream of submits, one per 10 ms keeps them busy claiming without a
+/// claim per submit, and adds at most 10 ms to a build's wait.
+pub const MIN_SPACING: Duration = Duration::from_millis(10);
 
 /// Cheap to clone; the sending task starts with the first [`QueueWaker::wake`]
 /// (inside the runtime) and ends once every clone is dropped.
@@ -61,5 +68,7 @@ async fn send_wakes(shared: Weak<Shared>, signal: Arc<Notify>) {
         if let Err(e) = queue::wake_dispatchers(&shared.pool).await {
             tracing::warn!(error = %e, "could not notify dispatchers of queued builds; they will find them by polling");
         }
+        drop(shared);
+        tokio::time::sleep(MIN_SPACING).await;
     }
 }

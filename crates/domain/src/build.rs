@@ -70,6 +70,14 @@ impl InfrastructureType {
     pub fn as_str(self) -> &'static str {
         self.into()
     }
+
+    /// The type of provider a build of this infrastructure runs on.
+    pub fn provider_type(self) -> crate::ProviderType {
+        match self {
+            InfrastructureType::Kubernetes => crate::ProviderType::Kubernetes,
+            InfrastructureType::Local => crate::ProviderType::Local,
+        }
+    }
 }
 
 /// Which executor ran (or runs) an execution.

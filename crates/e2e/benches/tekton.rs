@@ -769,8 +769,7 @@ impl Bench {
             infrastructure_type: InfrastructureType::Kubernetes,
             infrastructure_provider_id: Some(self.provider),
             registry_credential_id: Some(self.credential),
-            git_url: GitUrl::parse("https://git.example.com/team/app.git").unwrap(),
-            git_ref: GitRef::parse("feature/login").unwrap(),
+            git_ref: Some(GitRef::parse("feature/login").unwrap()),
             image: ImageRef::parse("registry.example.com/team/app:1.0").unwrap(),
             priority: 0,
             timeout_seconds: 24 * 3600,
@@ -783,19 +782,26 @@ impl Bench {
         }
     }
 
-    /// Submit `n` builds through the store (row + NOTIFY per build, as the
-    /// API does), 8 at a time.
+    /// Submit `n` builds through the store, 8 at a time, then wake the
+    /// dispatchers (as the API does after its submits).
     async fn submit(&self, n: usize) -> Vec<Uuid> {
         use futures::StreamExt;
-        futures::stream::iter(0..n)
+        let ids = futures::stream::iter(0..n)
             .map(|_| {
                 let pool = self.pool.clone();
                 let new = self.new_build();
-                async move { builds::submit(&pool, new).await.expect("submit").id }
+                async move {
+                    let build = builds::submit(&pool, &new).await.expect("submit");
+                    build.expect("references of the bench's build refused").id
+                }
             })
             .buffer_unordered(8)
             .collect()
+            .await;
+        imagefactory_store::queue::wake_dispatchers(&self.pool)
             .await
+            .expect("NOTIFY build_queued");
+        ids
     }
 
     async fn wait_done(&self, ids: &[Uuid], patience: Duration) {

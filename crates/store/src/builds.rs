@@ -63,6 +63,8 @@ const COLUMNS: &str =
     max_attempts, cancel_requested_at, error_message, created_by_token_id, created_at, updated_at,
     started_at, finished_at";
 
+/// A build to insert. Its repository (and default ref) come from the
+/// project, read by the insert itself.
 #[derive(Debug, Clone)]
 pub struct NewBuild {
     pub tenant_id: Uuid,
@@ -71,8 +73,8 @@ pub struct NewBuild {
     pub infrastructure_type: InfrastructureType,
     pub infrastructure_provider_id: Option<Uuid>,
     pub registry_credential_id: Option<Uuid>,
-    pub git_url: GitUrl,
-    pub git_ref: GitRef,
+    /// `None`: the project's default branch.
+    pub git_ref: Option<GitRef>,
     pub image: ImageRef,
     pub priority: i32,
     pub timeout_seconds: i32,
@@ -80,8 +82,8 @@ pub struct NewBuild {
     pub config: MethodConfig,
 }
 
-/// What a submission names, as the tenant may see it, read in one round
-/// trip: the submit path's only read before its insert.
+/// What a submission names, as the tenant may see it: read to explain a
+/// submission [`submit`] refused.
 #[derive(Debug, Clone, FromRow)]
 pub struct SubmissionRefs {
     /// The tenant's project's repository; `None`: no such project of the
@@ -100,6 +102,16 @@ pub struct SubmissionRefs {
     pub credential_found: bool,
 }
 
+/// The references of a submission as the tenant sees them. [`submit`] reads
+/// the same, in the same words, inside its insert.
+const REFS: &str =
+    "SELECT p.git_url, p.default_branch, v.provider_type, v.status AS provider_status,
+        ($4::uuid IS NULL OR EXISTS (SELECT 1 FROM registry_credentials
+            WHERE id = $4 AND tenant_id IS NOT DISTINCT FROM $1)) AS credential_found
+    FROM (SELECT) AS one
+    LEFT JOIN projects p ON p.id = $2 AND p.tenant_id IS NOT DISTINCT FROM $1
+    LEFT JOIN infrastructure_providers v ON v.id = $3 AND (v.tenant_id = $1 OR v.is_global)";
+
 pub async fn submission_refs(
     pool: &PgPool,
     tenant_id: Uuid,
@@ -107,72 +119,75 @@ pub async fn submission_refs(
     provider_id: Option<Uuid>,
     credential_id: Option<Uuid>,
 ) -> StoreResult<SubmissionRefs> {
-    Ok(sqlx::query_as(
-        "SELECT p.git_url, p.default_branch, v.provider_type, v.status AS provider_status,
-                ($4::uuid IS NULL OR EXISTS (SELECT 1 FROM registry_credentials
-                    WHERE id = $4 AND tenant_id IS NOT DISTINCT FROM $1)) AS credential_found
-         FROM (SELECT) AS one
-         LEFT JOIN projects p ON p.id = $2 AND p.tenant_id IS NOT DISTINCT FROM $1
-         LEFT JOIN infrastructure_providers v ON v.id = $3 AND (v.tenant_id = $1 OR v.is_global)",
-    )
-    .bind(tenant_id)
-    .bind(project_id)
-    .bind(provider_id)
-    .bind(credential_id)
-    .fetch_one(pool)
-    .await?)
+    Ok(sqlx::query_as(REFS)
+        .bind(tenant_id)
+        .bind(project_id)
+        .bind(provider_id)
+        .bind(credential_id)
+        .fetch_one(pool)
+        .await?)
 }
 
-/// Insert the build and its config and wake dispatchers, all in one
-/// transaction: either the build is queued and announced, or nothing is stored.
-pub async fn submit(pool: &PgPool, new: NewBuild) -> StoreResult<Build> {
-    // One statement (one round trip, its own transaction): the build and its
-    // config; the config insert's foreign key is checked at the end of the
-    // statement, when the build row exists. No NOTIFY here: PostgreSQL
-    // serializes the commits of notifying transactions (a database-wide lock
-    // held through the WAL flush), which capped submits at a few hundred a
-    // second. The caller wakes the dispatchers after the commit
-    // ([`crate::queue::wake_dispatchers`], coalesced); they also poll.
+/// Insert the build and its config if every reference checks out: the
+/// project is the tenant's, the registry credential (if any) is the
+/// tenant's, and the provider (if any) is the tenant's or global, of the
+/// build's infrastructure's type and active. `None`: one did not, and
+/// nothing was stored ([`submission_refs`] tells which).
+pub async fn submit(pool: &PgPool, new: &NewBuild) -> StoreResult<Option<Build>> {
+    // One statement (one round trip, its own transaction): the references,
+    // the build and its config; the config insert's foreign key is checked
+    // at the end of the statement, when the build row exists. No NOTIFY
+    // here: PostgreSQL serializes the commits of notifying transactions (a
+    // database-wide lock held through the WAL flush), which capped submits
+    // at a few hundred a second. The caller wakes the dispatchers after the
+    // commit ([`crate::queue::wake_dispatchers`], coalesced); they also poll.
     let sql = format!(
-        "WITH b AS (
+        "WITH r AS ({REFS}
+         ), b AS (
             INSERT INTO builds (id, tenant_id, project_id, method, infrastructure_type,
                 infrastructure_provider_id, registry_credential_id, git_url, git_ref, image,
                 priority, timeout_seconds, created_by_token_id)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {COLUMNS}
+            SELECT $5, $1, $2, $6, $7, $3, $4, r.git_url, COALESCE($8, r.default_branch), $9,
+                $10, $11, $12
+            FROM r
+            WHERE r.git_url IS NOT NULL AND r.credential_found
+              AND ($3::uuid IS NULL OR (r.provider_type = $13 AND r.provider_status = $14))
+            RETURNING {COLUMNS}
          ), c AS (
             INSERT INTO build_configs (build_id, dockerfile, context, build_args, platforms,
                 target, cache_enabled, cache_repo, labels, packer_template, packer_vars, metadata)
-            VALUES ($1, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)
+            SELECT b.id, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25 FROM b
          )
          SELECT b.* FROM b"
     );
-    let c = new.config;
-    let build: Build = sqlx::query_as(&sql)
-        .bind(Uuid::now_v7())
+    let c = &new.config;
+    let build: Option<Build> = sqlx::query_as(&sql)
         .bind(new.tenant_id)
         .bind(new.project_id)
-        .bind(new.method.as_str())
-        .bind(new.infrastructure_type.as_str())
         .bind(new.infrastructure_provider_id)
         .bind(new.registry_credential_id)
-        .bind(new.git_url.as_str())
-        .bind(new.git_ref.as_str())
+        .bind(Uuid::now_v7())
+        .bind(new.method.as_str())
+        .bind(new.infrastructure_type.as_str())
+        .bind(new.git_ref.as_ref().map(GitRef::as_str))
         .bind(new.image.to_string())
         .bind(new.priority)
         .bind(new.timeout_seconds)
         .bind(new.created_by_token_id)
-        .bind(c.dockerfile)
-        .bind(c.context)
-        .bind(Json(c.build_args))
-        .bind(c.platforms)
-        .bind(c.target)
+        .bind(new.infrastructure_type.provider_type().as_str())
+        .bind(ProviderStatus::Active.as_str())
+        .bind(c.dockerfile.as_deref())
+        .bind(c.context.as_deref())
+        .bind(Json(&c.build_args))
+        .bind(&c.platforms)
+        .bind(c.target.as_deref())
         .bind(c.cache_enabled)
-        .bind(c.cache_repo)
-        .bind(Json(c.labels))
-        .bind(c.packer_template)
-        .bind(Json(c.packer_vars))
-        .bind(Json(c.metadata))
-        .fetch_one(pool)
+        .bind(c.cache_repo.as_deref())
+        .bind(Json(&c.labels))
+        .bind(c.packer_template.as_deref())
+        .bind(Json(&c.packer_vars))
+        .bind(Json(&c.metadata))
+        .fetch_optional(pool)
         .await?;
     Ok(build)
 }

@@ -99,15 +99,14 @@ async fn one_build(pool: &PgPool) -> Fixture {
     .unwrap();
     let build = builds::submit(
         pool,
-        NewBuild {
+        &NewBuild {
             tenant_id: tenant.id,
             project_id: project.id,
             method: BuildMethod::Kaniko,
             infrastructure_type: InfrastructureType::Local,
             infrastructure_provider_id: None,
             registry_credential_id: None,
-            git_url: project.git_url.clone(),
-            git_ref: GitRef::parse("v1.2").unwrap(),
+            git_ref: Some(GitRef::parse("v1.2").unwrap()),
             image: ImageRef::parse("r.example:5000/team/app:1").unwrap(),
             priority: 0,
             timeout_seconds: 60,
@@ -116,7 +115,8 @@ async fn one_build(pool: &PgPool) -> Fixture {
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+    .expect("the fixture's references are the tenant's");
     Fixture {
         tenant: tenant.id,
         build: build.id,
@@ -149,6 +149,47 @@ async fn a_git_url_stored_before_the_grammar_still_reads_back() {
         .unwrap();
     let build = builds::get(pool, f.tenant, f.build).await.unwrap();
     assert_eq!(build.git_url.as_str(), old);
+}
+
+/// A build's tenant is held by its project's key alone (no key of its own
+/// to `tenants`): a build naming another tenant's project is refused, and
+/// deleting the tenant still deletes its builds (through its projects).
+#[tokio::test]
+async fn a_build_belongs_to_its_projects_tenant_and_goes_with_it() {
+    let db = database().await;
+    let pool = &db.pool;
+    let f = one_build(pool).await;
+    let other = tenants::create(
+        pool,
+        NewTenant {
+            name: "other".into(),
+            display_name: "Other".into(),
+            max_concurrent_builds: None,
+            allow_local_builds: false,
+        },
+    )
+    .await
+    .unwrap();
+    let copied = sqlx::query(
+        "INSERT INTO builds (id, tenant_id, project_id, method, infrastructure_type, git_url, \
+         git_ref, image) SELECT $1, $2, project_id, method, infrastructure_type, git_url, git_ref, \
+         image FROM builds WHERE id = $3",
+    )
+    .bind(Uuid::now_v7())
+    .bind(other.id)
+    .bind(f.build)
+    .execute(pool)
+    .await;
+    let err = copied.expect_err("a build under another tenant's project was stored");
+    assert!(err.to_string().contains("builds_project_fk"), "{err}");
+
+    tenants::delete(pool, f.tenant).await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM builds")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    db.drop().await;
 }
 
 #[tokio::test]

@@ -266,10 +266,7 @@ fn check_named_provider(
     let Some((provider_type, status)) = found else {
         return Err(ApiError::field(PROVIDER_FIELD, format!("no provider {id}")));
     };
-    let expected = match infrastructure {
-        InfrastructureType::Kubernetes => ProviderType::Kubernetes,
-        InfrastructureType::Local => ProviderType::Local,
-    };
+    let expected = infrastructure.provider_type();
     if provider_type != expected {
         return Err(ApiError::field(
             PROVIDER_FIELD,
@@ -287,6 +284,30 @@ fn check_named_provider(
     Ok(())
 }
 
+/// Why [`builds::submit`] refused a submission, from its references as the
+/// tenant sees them; `Ok` if they all check out now.
+fn explain_refusal(new: &NewBuild, refs: &builds::SubmissionRefs) -> ApiResult<()> {
+    if refs.git_url.is_none() {
+        return Err(ApiError::field(
+            "project_id",
+            format!("no project {}", new.project_id),
+        ));
+    }
+    if let Some(id) = new.registry_credential_id
+        && !refs.credential_found
+    {
+        return Err(ApiError::field(
+            "registry_credential_id",
+            format!("no registry credential {id}"),
+        ));
+    }
+    if let Some(id) = new.infrastructure_provider_id {
+        let found = refs.provider_type.zip(refs.provider_status);
+        check_named_provider(id, new.infrastructure_type, found)?;
+    }
+    Ok(())
+}
+
 #[utoipa::path(post, path = "/builds", tag = "builds", security(("tenant_token" = [])),
     request_body = SubmitBuild,
     responses((status = 201, body = BuildResponse), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
@@ -298,30 +319,6 @@ async fn submit_build(
     auth.require(Role::Developer)?;
     let config = body.config.take().unwrap_or_default();
     let checked = check_submission(&body, &config)?;
-    // References: each must belong to the caller's tenant (or be global),
-    // all read in one round trip.
-    let refs = builds::submission_refs(
-        &state.pool,
-        auth.tenant_id,
-        body.project_id,
-        body.infrastructure_provider_id,
-        body.registry_credential_id,
-    )
-    .await?;
-    let (Some(git_url), Some(default_branch)) = (refs.git_url, refs.default_branch) else {
-        return Err(ApiError::field(
-            "project_id",
-            format!("no project {}", body.project_id),
-        ));
-    };
-    if let Some(id) = body.registry_credential_id
-        && !refs.credential_found
-    {
-        return Err(ApiError::field(
-            "registry_credential_id",
-            format!("no registry credential {id}"),
-        ));
-    }
     let infrastructure = body
         .infrastructure_type
         .unwrap_or(InfrastructureType::Kubernetes);
@@ -330,11 +327,7 @@ async fn submit_build(
     }
     let provider_id = match body.infrastructure_provider_id {
         None => default_provider(&state, infrastructure).await?,
-        Some(id) => {
-            let found = refs.provider_type.zip(refs.provider_status);
-            check_named_provider(id, infrastructure, found)?;
-            Some(id)
-        }
+        Some(id) => Some(id),
     };
     let new = NewBuild {
         tenant_id: auth.tenant_id,
@@ -343,20 +336,45 @@ async fn submit_build(
         infrastructure_type: infrastructure,
         infrastructure_provider_id: provider_id,
         registry_credential_id: body.registry_credential_id,
-        git_url,
-        git_ref: checked.git_ref.unwrap_or(default_branch),
+        git_ref: checked.git_ref,
         image: checked.destination.0,
         priority: checked.priority,
         timeout_seconds: checked.timeout_seconds,
         created_by_token_id: Some(auth.token_id),
-        config: config.clone(),
+        config,
     };
-    let build = builds::submit(&state.pool, new).await?;
+    // The insert checks the references itself (one round trip); only a
+    // refused submission reads them again, to say which one is wrong. If
+    // all check out by then, one changed in between: try once more.
+    let mut build = None;
+    for _ in 0..2 {
+        build = builds::submit(&state.pool, &new).await?;
+        if build.is_some() {
+            break;
+        }
+        let refs = builds::submission_refs(
+            &state.pool,
+            auth.tenant_id,
+            new.project_id,
+            new.infrastructure_provider_id,
+            new.registry_credential_id,
+        )
+        .await?;
+        explain_refusal(&new, &refs)?;
+    }
+    let Some(build) = build else {
+        return Err(ApiError::Conflict {
+            detail: "the build's project, provider or registry credential changed while it \
+                     was submitted; submit it again"
+                .into(),
+            field: None,
+        });
+    };
     state.queue_waker.wake();
     tracing::info!(build.id = %build.id, tenant.id = %auth.tenant_id, method = %body.method, "build queued");
     Ok((
         StatusCode::CREATED,
-        Json(BuildResponse::new(build, Some(config))?),
+        Json(BuildResponse::new(build, Some(new.config))?),
     ))
 }
 
