@@ -58,8 +58,10 @@ pub struct Args {
     #[arg(long)]
     pub no_dispatcher: bool,
     /// kube-sim's time scale: simulated build steps take this fraction of
-    /// their simulated time.
-    #[arg(long, default_value_t = 0.05)]
+    /// their simulated time. 1: as long as they say (a load build ~10 s, the
+    /// dispatcher keeps its capacity in flight); 0.05: builds end within the
+    /// phase, so the dispatcher runs a whole build per submit (churn).
+    #[arg(long, default_value_t = 1.0)]
     pub time_scale: f64,
     /// Soak for this long instead of the load phases (e.g. `10m`).
     #[arg(long, value_parser = parse_duration)]
