@@ -58,11 +58,12 @@ pub struct Args {
     #[arg(long)]
     pub no_dispatcher: bool,
     /// kube-sim's time scale: simulated build steps take this fraction of
-    /// their simulated time. 1: as long as they say (a load build ~10 s, the
-    /// dispatcher keeps its capacity in flight); 0.05: builds end within the
-    /// phase, so the dispatcher runs a whole build per submit (churn).
-    #[arg(long, default_value_t = 1.0)]
-    pub time_scale: f64,
+    /// their simulated time. Default 1 for the load phases: as long as they
+    /// say (a load build ~10 s, the dispatcher keeps its capacity in flight);
+    /// 0.05 for the soak, whose builds must all end: the dispatcher then
+    /// runs a whole build per submit within the phase (churn).
+    #[arg(long)]
+    pub time_scale: Option<f64>,
     /// Soak for this long instead of the load phases (e.g. `10m`).
     #[arg(long, value_parser = parse_duration)]
     pub soak: Option<Duration>,
@@ -75,6 +76,16 @@ pub struct Args {
     /// Keep the run's database (its name is printed).
     #[arg(long)]
     pub keep_db: bool,
+}
+
+impl Args {
+    pub fn time_scale(&self) -> f64 {
+        match (self.time_scale, self.soak) {
+            (Some(scale), _) => scale,
+            (None, Some(_)) => 0.05,
+            (None, None) => 1.0,
+        }
+    }
 }
 
 #[tokio::main]
@@ -102,7 +113,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     };
     let stack = Stack::start(&args, pool, &url, name).await?;
     println!(
-        "serve pid {} at {} (dispatcher {}), kube-sim at {}",
+        "serve pid {} at {} (dispatcher {}), kube-sim at {} (time scale {})",
         stack.serve.pid(),
         stack.base_url,
         if args.no_dispatcher {
@@ -110,7 +121,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         } else {
             "embedded"
         },
-        stack.sim.endpoint()
+        stack.sim.endpoint(),
+        args.time_scale()
     );
     let outcome = match args.soak {
         Some(length) => soak_run(&args, &stack, length).await,

@@ -120,7 +120,7 @@ impl Stack {
         database_url: &str,
         database_name: String,
     ) -> anyhow::Result<Self> {
-        let sim = sim::start(0, args.time_scale, None).await?;
+        let sim = sim::start(0, args.time_scale(), None).await?;
         let admin_token = format!("load-admin-{}", random_hex());
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
