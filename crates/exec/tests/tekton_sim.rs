@@ -330,6 +330,34 @@ async fn an_unreachable_cluster_ends_the_attempt_unreachable() {
     assert!(message.contains("connection refused"), "{message}");
 }
 
+/// An executor that tries a submit twice before giving up on it.
+async fn retrying_once() -> Arc<TektonExecutor> {
+    Arc::new(
+        TektonExecutor::new(TektonSettings {
+            submit_retries: 1,
+            address_policy: loopback_policy(),
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+    )
+}
+
+/// `start` of the execution `ctx` on its own task.
+fn start_on_a_task(
+    executor: &Arc<TektonExecutor>,
+    ctx: &imagefactory_exec::ExecutionContext,
+    sink: &Arc<MemorySink>,
+    stop: imagefactory_exec::StopSignal,
+) -> tokio::task::JoinHandle<Outcome> {
+    let (executor, sink, ctx) = (executor.clone(), sink.clone(), ctx.clone());
+    tokio::spawn(async move {
+        executor
+            .start(ctx, sink as Arc<dyn ExecutionSink>, stop)
+            .await
+    })
+}
+
 /// Every create of the run answered `code`: what the attempt ends as.
 async fn when_every_create_is_answered(code: u16) -> Outcome {
     use kube_sim::{FaultAction, FaultRule};
@@ -342,24 +370,17 @@ async fn when_every_create_is_answered(code: u16) -> Outcome {
             retry_after: None,
         },
     ));
-    let executor = TektonExecutor::new(TektonSettings {
-        submit_retries: 1,
-        address_policy: loopback_policy(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
     let (_tx, stop) = no_stop();
     let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
-    let outcome = executor.start(ctx, MemorySink::new(), stop).await;
+    let outcome = start_on_a_task(&retrying_once().await, &ctx, &MemorySink::new(), stop)
+        .await
+        .unwrap();
     assert!(sim.pipelineruns(tenant).await.is_empty());
     outcome
 }
 
 /// A create turned away before it was handled (429, 503) created nothing:
-/// the attempt is not counted. After a 500 the run may have been stored
-/// (a real API server can fail after writing), so another attempt, which
-/// names its run differently, could run the build twice: it counts.
+/// the attempt is not counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_creates_the_server_never_acted_on_end_the_attempt_unreachable() {
     for code in [429, 503] {
@@ -369,8 +390,154 @@ async fn only_creates_the_server_never_acted_on_end_the_attempt_unreachable() {
             "{code}: {outcome:?}"
         );
     }
-    let outcome = when_every_create_is_answered(500).await;
-    assert!(matches!(outcome, Outcome::Transient { .. }), "{outcome:?}");
+}
+
+/// After a 500 the run may have been stored (a real API server can fail
+/// after writing). The attempt ended `Transient` once its submit retries
+/// were used up; the dispatcher's next attempt names its run differently
+/// and ran the build beside the first run. Here the first create is
+/// carried out and answered 500, and the run cannot be read to be adopted
+/// (500) for longer than the attempt's retries: the attempt keeps trying,
+/// adopts the run by its name once the cluster answers and follows it to
+/// its end — one run. A handover asked meanwhile ends it, recording
+/// nothing, with the run left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_that_may_have_acted_is_retried_until_the_run_is_adopted() {
+    use kube_sim::{FaultAction, FaultRule};
+    let (sim, tenant) = a_failing_build(&["x"]).await;
+    let faults = sim.handle.faults();
+    faults.add(
+        FaultRule::new(
+            Some("create"),
+            Some("pipelineruns"),
+            FaultAction::ErrorAfterActing { code: 500 },
+        )
+        .times(1),
+    );
+    let unreadable = faults.add(FaultRule::new(
+        Some("get"),
+        Some("pipelineruns"),
+        FaultAction::Error {
+            code: 500,
+            retry_after: None,
+        },
+    ));
+    let executor = retrying_once().await;
+    let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+
+    let (tx, stop) = no_stop();
+    let handed_over = start_on_a_task(&executor, &ctx, &MemorySink::new(), stop);
+    // Two tries are all the attempt's retries; wait for a third.
+    wait_until_read_fails(faults, unreadable, 3, &handed_over).await;
+    assert_eq!(sim.pipelineruns(tenant).await.len(), 1, "the create acted");
+    tx.send(Some(StopReason::Handover)).unwrap();
+    assert_eq!(handed_over.await.unwrap(), Outcome::HandedOver);
+
+    // Whoever takes over starts the same execution again.
+    let sink = MemorySink::new();
+    let (_tx, stop) = no_stop();
+    let adopted = start_on_a_task(&executor, &ctx, &sink, stop);
+    let hits = faults.hits(unreadable);
+    wait_until_read_fails(faults, unreadable, hits + 3, &adopted).await;
+    faults.remove(unreadable);
+    let outcome = adopted.await.unwrap();
+    assert!(
+        message(&outcome).contains("exited with code 3"),
+        "the run's own end: {outcome:?}"
+    );
+    assert_eq!(sim.pipelineruns(tenant).await.len(), 1);
+    assert_eq!(sink.references.lock().unwrap().len(), 1);
+}
+
+/// A cancel asked while the attempt cannot tell whether its run exists (every
+/// create answered 500, the first after acting) cancels the run by its name
+/// rather than leave it running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_while_the_create_is_uncertain_cancels_the_run_by_its_name() {
+    use kube_sim::{FaultAction, FaultRule};
+    let sim = Sim::start(SimOptions {
+        rules: vec![rule("build", None, Some("1h"), &["building..."], None)],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let faults = sim.handle.faults();
+    faults.add(
+        FaultRule::new(
+            Some("create"),
+            Some("pipelineruns"),
+            FaultAction::ErrorAfterActing { code: 500 },
+        )
+        .times(1),
+    );
+    let failing = faults.add(FaultRule::new(
+        Some("create"),
+        Some("pipelineruns"),
+        FaultAction::Error {
+            code: 500,
+            retry_after: None,
+        },
+    ));
+    let (tx, stop) = no_stop();
+    let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    let attempt = start_on_a_task(&retrying_once().await, &ctx, &MemorySink::new(), stop);
+    wait_until_read_fails(faults, failing, 3, &attempt).await;
+    tx.send(Some(StopReason::Cancel)).unwrap();
+    let outcome = attempt.await.unwrap();
+    assert!(matches!(outcome, Outcome::Cancelled { .. }), "{outcome:?}");
+    let runs = sim.pipelineruns(tenant).await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(
+        runs[0]["spec"]["status"], "CancelledRunFinally",
+        "{}",
+        runs[0]
+    );
+}
+
+/// The run was created but its reference could not be saved (the database
+/// away) and cancelling it failed too: the attempt ended `Transient` and the
+/// dispatcher's next attempt ran beside the run. It hands over instead; the
+/// next holder starts the same execution, adopts the run and saves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_neither_saved_nor_cancelled_is_handed_over_and_adopted() {
+    use kube_sim::{FaultAction, FaultRule};
+    let sim = Sim::start(SimOptions {
+        rules: vec![rule("build", None, Some("3m"), &["building..."], None)],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    let uncancellable = sim.handle.faults().add(FaultRule::new(
+        Some("patch"),
+        Some("pipelineruns"),
+        FaultAction::Error {
+            code: 500,
+            retry_after: None,
+        },
+    ));
+    let sink = MemorySink::new();
+    *sink.failing_references.lock().unwrap() = 1;
+    let executor = retrying_once().await;
+    let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    let (_tx, stop) = no_stop();
+    let outcome = start_on_a_task(&executor, &ctx, &sink, stop).await.unwrap();
+    assert_eq!(outcome, Outcome::HandedOver, "{}", message(&outcome));
+    sim.handle.faults().remove(uncancellable);
+    let runs = sim.pipelineruns(tenant).await;
+    assert_eq!(runs.len(), 1);
+    assert!(
+        runs[0]["spec"]["status"].is_null(),
+        "left running: {}",
+        runs[0]
+    );
+
+    let (_tx, stop) = no_stop();
+    let outcome = start_on_a_task(&executor, &ctx, &sink, stop).await.unwrap();
+    assert_eq!(outcome, Outcome::Succeeded, "{}", message(&outcome));
+    assert_eq!(sim.pipelineruns(tenant).await.len(), 1);
+    assert_eq!(sink.references.lock().unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -834,8 +1001,8 @@ async fn wait_until_read_fails(
     while faults.hits(failing) < hits {
         assert!(
             !attempt.is_finished(),
-            "the re-attach ended while the run could not be read (after {} failed reads); \
-             the dispatcher would start another attempt beside the running one",
+            "the attempt ended while its run could not be read or created (after {} failed \
+             requests); the dispatcher would start another attempt beside a run that may exist",
             faults.hits(failing)
         );
         assert!(

@@ -615,7 +615,12 @@ impl Api {
             body = protobuf_body_as_json(&t, verb, &body)?;
             content_type = "application/json".into();
         }
-        match verb {
+        // An error after acting replaces the result of a verb that ran.
+        let after_acting = watch_faults.iter().find_map(|f| match f {
+            FaultAction::ErrorAfterActing { code } => Some(*code),
+            _ => None,
+        });
+        let done = match verb {
             "get" if t.subresource.as_deref() == Some("log") => self.pod_log(&t, &q).await,
             "get" => self.get(&t, &accept, &q),
             "list" => self.list(&t, &q, &accept),
@@ -625,6 +630,13 @@ impl Api {
             "patch" => self.patch(&t, &body, &content_type, &q),
             "delete" => self.delete(&t, &body, &q),
             _ => self.delete_collection(&t, &q),
+        };
+        match after_acting {
+            Some(code) => {
+                drop(done);
+                Err(injected_error(code, None, &t))
+            }
+            None => done,
         }
     }
 
@@ -658,7 +670,8 @@ impl Api {
     }
 
     /// Apply the injected faults matching this request: latency waits, an
-    /// error ends the request, and watch faults are returned for the stream.
+    /// error ends the request, and the others (watch faults, an error after
+    /// acting) are returned for the caller to apply.
     async fn inject_faults(
         &self,
         verb: &str,
@@ -669,13 +682,21 @@ impl Api {
             None => t.info.gvr.plural.to_string(),
         };
         let mut watch_faults = Vec::new();
+        // The first error of the matching rules decides, an error after
+        // acting included.
+        let mut acting = false;
         for action in self.faults.take(verb, &resource) {
             match action {
                 FaultAction::Latency(d) => tokio::time::sleep(d).await,
-                FaultAction::Error { code, retry_after } => {
+                FaultAction::Error { code, retry_after } if !acting => {
                     return Err(injected_error(code, retry_after, t));
                 }
-                other => watch_faults.push(other),
+                FaultAction::Error { .. } => {}
+                FaultAction::ErrorAfterActing { .. } if acting => {}
+                other => {
+                    acting |= matches!(other, FaultAction::ErrorAfterActing { .. });
+                    watch_faults.push(other)
+                }
             }
         }
         Ok(watch_faults)

@@ -14,6 +14,11 @@ pub enum FaultAction {
     /// Answer with this HTTP code (500 InternalError, 503, 429 TooManyRequests
     /// with `Retry-After: retry_after`, 409 Conflict).
     Error { code: u16, retry_after: Option<u32> },
+    /// Carry the request out, then answer with this HTTP code instead of its
+    /// result: a server that acted before failing (a reply lost in a proxy,
+    /// a timeout after the write), which clients cannot tell from one that
+    /// did not act.
+    ErrorAfterActing { code: u16 },
     /// Delay the request before handling it.
     Latency(Duration),
     /// Watches end (connection closed mid-stream) after this long.

@@ -1,5 +1,6 @@
 //! JSON form of fault rules for the `/kube-sim/faults` admin endpoint:
 //! `{"verb": "create", "resource": "pipelineruns", "times": 2, "error": 429, "retryAfter": 3}`,
+//! `"errorAfterActing": 500` (the request is carried out, then answered 500),
 //! or `"latencyMs": 200`, `"dropWatchAfterMs": 500`, `"expireWatch": true`;
 //! `"probability": 0.1` hits each matching request with that chance.
 
@@ -18,6 +19,13 @@ pub fn rule_from_json(v: &Value) -> Result<FaultRule, String> {
             code: code as u16,
             retry_after: n("retryAfter").map(|r| r as u32),
         }
+    } else if let Some(code) = n("errorAfterActing") {
+        if !(400..600).contains(&code) {
+            return Err(format!(
+                "errorAfterActing: {code} is not an HTTP error code (400-599)"
+            ));
+        }
+        FaultAction::ErrorAfterActing { code: code as u16 }
     } else if let Some(ms) = n("latencyMs") {
         FaultAction::Latency(Duration::from_millis(ms))
     } else if let Some(ms) = n("dropWatchAfterMs") {
@@ -28,7 +36,7 @@ pub fn rule_from_json(v: &Value) -> Result<FaultRule, String> {
         FaultAction::ExpireWatch
     } else {
         return Err(
-            "a fault needs one of: error, latencyMs, dropWatchAfterMs, expireWatch".to_string(),
+            "a fault needs one of: error, errorAfterActing, latencyMs, dropWatchAfterMs, expireWatch".to_string(),
         );
     };
     let probability = match v.get("probability") {
@@ -55,6 +63,7 @@ pub fn rule_to_json(id: u64, r: &FaultRule) -> Value {
             v["error"] = json!(code);
             v["retryAfter"] = json!(retry_after);
         }
+        FaultAction::ErrorAfterActing { code } => v["errorAfterActing"] = json!(code),
         FaultAction::Latency(d) => v["latencyMs"] = json!(d.as_millis() as u64),
         FaultAction::DropWatch { after } => v["dropWatchAfterMs"] = json!(after.as_millis() as u64),
         FaultAction::ExpireWatch => v["expireWatch"] = json!(true),
@@ -88,5 +97,9 @@ mod tests {
             assert!(e.starts_with("probability: "), "{e}");
         }
         assert!(rule_from_json(&json!({"error": 200})).is_err());
+        let r = rule_from_json(&json!({"verb": "create", "errorAfterActing": 500})).unwrap();
+        assert_eq!(r.action, FaultAction::ErrorAfterActing { code: 500 });
+        assert_eq!(rule_from_json(&rule_to_json(3, &r)).unwrap(), r);
+        assert!(rule_from_json(&json!({"errorAfterActing": 200})).is_err());
     }
 }

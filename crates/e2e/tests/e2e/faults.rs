@@ -505,3 +505,74 @@ async fn a_build_claimed_while_the_cluster_is_down_runs_once_it_is_back() {
     assert_eq!(step_lines(&app.logs(id).await), expected_success_lines());
     app.finish().await;
 }
+
+/// The API server carried out the create of a build's PipelineRun but
+/// answered 500, and the run could not be read to adopt it (500) for
+/// longer than the attempt's own retries of the submit: the attempt ended
+/// `Transient`, the dispatcher requeued it, and the next attempt created a
+/// second PipelineRun (named for attempt 2) beside the first — the build
+/// ran twice. The attempt keeps trying to create or adopt its run by its
+/// name until the cluster answers: one attempt, one PipelineRun.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_that_may_have_acted_never_starts_another_attempt() {
+    let app = TestApp::start(Options {
+        rules: script(),
+        ..Default::default()
+    })
+    .await;
+    let faults = app.sim.faults();
+    faults.add(
+        FaultRule::new(
+            Some("create"),
+            Some("pipelineruns"),
+            FaultAction::ErrorAfterActing { code: 500 },
+        )
+        .times(1),
+    );
+    // Not 503 or 429: kube's client retries those itself for a while.
+    let unreadable = faults.add(FaultRule::new(
+        Some("get"),
+        Some("pipelineruns"),
+        FaultAction::Error {
+            code: 500,
+            retry_after: None,
+        },
+    ));
+    let id = app
+        .submit(json!({"method": "kaniko", "git_ref": "main"}))
+        .await;
+    // Longer than an attempt's own retries of the submit (about 7.5 s), a
+    // requeue's backoff and the next attempt's start.
+    let failing_for = tokio::time::Instant::now() + Duration::from_secs(12);
+    while tokio::time::Instant::now() < failing_for {
+        let runs = app.pipelineruns(Some(id)).await;
+        assert!(
+            runs.len() <= 1,
+            "a second PipelineRun beside one that may be running; executions: {:?}",
+            app.executions(id).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.pipelineruns(Some(id)).await.len(),
+        1,
+        "the create acted"
+    );
+    assert!(
+        faults.hits(unreadable) >= 2,
+        "the run was not read to be adopted"
+    );
+    faults.remove(unreadable);
+    let build = app.wait_terminal(id).await;
+    assert_eq!(build["status"], "succeeded", "{build}");
+    let executions = app.executions(id).await;
+    assert_eq!(executions.len(), 1, "{executions:?}");
+    check_runs(
+        id,
+        "succeeded",
+        &executions,
+        &app.pipelineruns(Some(id)).await,
+    );
+    assert_eq!(step_lines(&app.logs(id).await), expected_success_lines());
+    app.finish().await;
+}

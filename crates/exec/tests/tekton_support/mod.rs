@@ -223,6 +223,8 @@ pub struct MemorySink {
     pub lines: Mutex<Vec<LogLine>>,
     pub artifacts: Mutex<Vec<Artifact>>,
     pub progress: Mutex<Vec<String>>,
+    /// How many of the next `reference` calls fail (the database away).
+    pub failing_references: Mutex<u32>,
 }
 
 impl MemorySink {
@@ -284,6 +286,11 @@ impl MemorySink {
 #[async_trait]
 impl ExecutionSink for MemorySink {
     async fn reference(&self, reference: &ExecutionRef) -> Result<(), SinkError> {
+        let mut failing = self.failing_references.lock().unwrap();
+        if *failing > 0 {
+            *failing -= 1;
+            return Err(SinkError("the database is away".into()));
+        }
         self.references.lock().unwrap().push(reference.clone());
         Ok(())
     }

@@ -96,6 +96,53 @@ async fn injected_errors_by_verb_and_resource() {
         .expect("fault used up");
 }
 
+/// A create the server carries out but answers 500: the object exists
+/// though the client was told it failed, as after a lost reply.
+#[tokio::test]
+async fn an_error_after_acting_answers_the_error_but_keeps_the_write() {
+    let (sim, client) = start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    sim.faults().add(
+        FaultRule::new(
+            Some("create"),
+            Some("configmaps"),
+            FaultAction::ErrorAfterActing { code: 500 },
+        )
+        .times(1),
+    );
+    let e = api_error(cms.create(&PostParams::default(), &cm("acted")).await);
+    assert_eq!((e.code, e.reason.as_str()), (500, "InternalError"));
+    cms.get("acted").await.expect("the create took effect");
+    // Used up: the next create answers as the server would.
+    let e = api_error(cms.create(&PostParams::default(), &cm("acted")).await);
+    assert_eq!(e.code, 409);
+
+    // The first error of the matching rules decides: acting, then 500,
+    // though a plain 500 matches too; the next create only gets the 500.
+    sim.faults().add(
+        FaultRule::new(
+            Some("create"),
+            Some("configmaps"),
+            FaultAction::ErrorAfterActing { code: 500 },
+        )
+        .times(1),
+    );
+    sim.faults().add(FaultRule::new(
+        Some("create"),
+        Some("configmaps"),
+        FaultAction::Error {
+            code: 500,
+            retry_after: None,
+        },
+    ));
+    for name in ["first", "second"] {
+        let e = api_error(cms.create(&PostParams::default(), &cm(name)).await);
+        assert_eq!(e.code, 500);
+    }
+    cms.get("first").await.expect("acted before failing");
+    assert_eq!(api_error(cms.get("second").await).code, 404);
+}
+
 #[tokio::test]
 async fn latency_dropped_watches_and_server_restart() {
     let (sim, client) = start().await;
