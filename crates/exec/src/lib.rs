@@ -54,7 +54,10 @@ pub enum Outcome {
     /// attempts remain. Another attempt is new work (a new PipelineRun):
     /// once this attempt's work may be going on, an executor waits the
     /// trouble out or hands over instead (Tekton: `reattach` retries reading
-    /// its run; a closed watch is read again), so the build never runs twice.
+    /// its run; a closed watch is read again; a create that may have acted
+    /// is retried under the same name; a run whose reference cannot be
+    /// saved nor the run cancelled is handed over), so the build never runs
+    /// twice.
     Transient {
         message: String,
     },

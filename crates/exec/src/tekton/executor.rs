@@ -31,7 +31,7 @@ use super::status::{
     Terminal, artifacts, child_taskruns, failed_step, pipeline_results, run_summary,
     succeeded_condition, taskrun_results, terminal,
 };
-use super::submit::{NotCreated, create_or_adopt, pipelinerun_resource, taskrun_resource};
+use super::submit::{create_or_adopt, pipelinerun_resource, run_name, taskrun_resource};
 use super::validate::{
     Expected, bound_secrets, has_finally, referenced_tasks, to_version, validate,
 };
@@ -63,9 +63,9 @@ pub struct TektonSettings {
     /// How long to wait for Tekton to confirm a cancellation.
     pub cancel_grace: Duration,
     /// Retries of the (idempotent) submit sequence on transient errors before
-    /// the attempt ends `Unreachable` (nothing of it on the cluster) or
-    /// `Transient` (a create may have taken effect); backoff doubles from
-    /// 500 ms.
+    /// the attempt ends `Unreachable` (nothing of it on the cluster); backoff
+    /// doubles from 500 ms. Once a create may have taken effect the attempt
+    /// keeps trying beyond these (see `submit_retrying`).
     pub submit_retries: u32,
     /// Safety net under the shared watch (a real API server may stall or
     /// drop a watch): a followed run whose state has not changed for this
@@ -156,42 +156,76 @@ impl TektonExecutor {
     /// [`TektonExecutor::submit`], retried on transient errors: every step
     /// is idempotent (create-if-missing, 409 → adopt), so a create whose
     /// answer was lost is adopted on the next try instead of leaking a run.
-    /// A failure says whether this attempt's run may exist (see
-    /// [`NotCreated`]), over all tries.
+    ///
+    /// After `submit_retries` the attempt ends `Unreachable` while nothing
+    /// of it can exist. Once a create may have taken effect (a 500, 504 or
+    /// a connection cut mid-request: the server may have acted), it does
+    /// not end `Transient`: the dispatcher's next attempt names its run
+    /// differently and would run the build beside this one. It keeps trying
+    /// to create or adopt the run by its fixed name instead (backoff up to
+    /// [`UNCERTAIN_CREATE_MAX_DELAY`], no limit) while the dispatcher renews
+    /// the lease; the build's timeout bounds it. A handover ends the wait
+    /// recording nothing (whoever takes over starts this same execution and
+    /// adopts the run); a cancel or timeout cancels the run by its name.
     async fn submit_retrying(
         &self,
         cluster: &Cluster,
         ctx: &ExecutionContext,
         sink: &dyn ExecutionSink,
-    ) -> Result<Submitted, NotCreated> {
+        stop: &mut StopSignal,
+    ) -> Result<Submitted, Outcome> {
         let mut backoff = ExponentialBuilder::new()
             .with_min_delay(SUBMIT_FIRST_RETRY)
             .without_max_delay()
             .with_max_times(self.settings.submit_retries as usize)
             .build();
+        let mut uncertain = UNCERTAIN_CREATE_RETRIES.build();
         let mut may_exist = false;
+        let mut waited_out = false;
         loop {
             let e = match self.submit(cluster, ctx, sink, &mut may_exist).await {
                 Ok(submitted) => return Ok(submitted),
                 Err(e) if e.is_transient() => e,
-                Err(e) => {
-                    return Err(NotCreated {
-                        error: e,
-                        may_exist,
+                Err(e) => return Err(e.into_outcome()),
+            };
+            // Not backon's `Retryable`: the note to the sink is async. Past
+            // the attempt's retries only the first wait is noted: the wait
+            // may last as long as the build's timeout.
+            let (delay, note) = match backoff.next() {
+                Some(delay) => (delay, true),
+                // Nothing of this attempt is on the cluster: another attempt
+                // cannot run the build twice, and an outage must not use up
+                // the build's attempts (the dispatcher bounds the wait).
+                None if !may_exist => {
+                    return Err(Outcome::Unreachable {
+                        message: e.to_string(),
                     });
                 }
+                None => {
+                    let first = !waited_out;
+                    if first {
+                        waited_out = true;
+                        tracing::warn!(build.id = %ctx.build_id, error = %e,
+                            "the PipelineRun may have been created; retrying until the cluster answers");
+                    }
+                    (
+                        uncertain.next().unwrap_or(UNCERTAIN_CREATE_MAX_DELAY),
+                        first,
+                    )
+                }
             };
-            // Not backon's `Retryable`: the note to the sink is async.
-            let Some(delay) = backoff.next() else {
-                return Err(NotCreated {
-                    error: e,
-                    may_exist,
+            if note {
+                let _ = sink
+                    .progress(&format!("retrying after a transient error: {e}"))
+                    .await;
+            }
+            if let Some(reason) = wait_unless_stopped(delay, stop).await {
+                return Err(match reason {
+                    StopReason::Handover => Outcome::HandedOver,
+                    _ if !may_exist => stopped_before_submit(stop).unwrap_or(Outcome::HandedOver),
+                    reason => cancel_uncertain_run(cluster, ctx, reason).await,
                 });
-            };
-            let _ = sink
-                .progress(&format!("retrying after a transient error: {e}"))
-                .await;
-            tokio::time::sleep(delay).await;
+            }
         }
     }
 
@@ -333,13 +367,24 @@ impl TektonExecutor {
         let saved = sink.reference(&reference).await;
         drop(reference);
         if let Err(e) = saved {
-            // The attempt is retried.
-            let _ = cancel(&cluster.client, version, &namespace, &name, finally).await;
-            return Err(Outcome::Transient {
-                message: format!(
-                    "PipelineRun {namespace}/{name} created but its reference could not be saved: {e}"
-                ),
-            });
+            // Cancelled, the run cannot go on beside the next attempt.
+            // Otherwise it may: hand over instead of ending `Transient`, so
+            // the next holder starts this same execution again and adopts
+            // the run by its name (saving the reference then).
+            return Err(
+                match cancel(&cluster.client, version, &namespace, &name, finally).await {
+                    Ok(()) => Outcome::Transient {
+                        message: format!(
+                            "PipelineRun {namespace}/{name} created but its reference could not be saved: {e}"
+                        ),
+                    },
+                    Err(cancel_error) => {
+                        tracing::warn!(run = %name, %namespace, error = %e, %cancel_error,
+                            "the PipelineRun's reference could not be saved nor the run cancelled; handing over to adopt it");
+                        Outcome::HandedOver
+                    }
+                },
+            );
         }
         let _ = sink
             .progress(&format!("PipelineRun {namespace}/{name} created"))
@@ -414,6 +459,85 @@ struct RunToFollow {
 /// First wait between two submit attempts; it doubles after each.
 const SUBMIT_FIRST_RETRY: Duration = Duration::from_millis(500);
 
+/// Tries to create or adopt a run that may exist, after `submit_retries`:
+/// 500 ms doubling up to [`UNCERTAIN_CREATE_MAX_DELAY`], without a limit
+/// (see `submit_retrying`).
+const UNCERTAIN_CREATE_RETRIES: ExponentialBuilder = ExponentialBuilder::new()
+    .with_min_delay(Duration::from_millis(500))
+    .with_max_delay(UNCERTAIN_CREATE_MAX_DELAY)
+    .without_max_times();
+
+/// Longest wait between two tries at a run that may exist: a cluster that
+/// is back is used within this.
+const UNCERTAIN_CREATE_MAX_DELAY: Duration = Duration::from_secs(15);
+
+/// Sleep `delay` unless a stop is asked first; `Handover` when the
+/// dispatcher went away without a reason (as in `on_stop_signal`).
+async fn wait_unless_stopped(delay: Duration, stop: &mut StopSignal) -> Option<StopReason> {
+    let wait = tokio::time::sleep(delay);
+    tokio::pin!(wait);
+    loop {
+        if let Some(reason) = *stop.borrow() {
+            return Some(reason);
+        }
+        tokio::select! {
+            _ = &mut wait => return None,
+            changed = stop.changed() => if changed.is_err() {
+                return Some(StopReason::Handover);
+            },
+        }
+    }
+}
+
+/// A cancel or timeout asked while this attempt's run may exist but could
+/// not be created or adopted: cancel it by its fixed name (gone already
+/// counts as cancelled), trying until the cluster answers. The dispatcher
+/// records the end itself after its stop grace if it never does.
+async fn cancel_uncertain_run(
+    cluster: &Cluster,
+    ctx: &ExecutionContext,
+    reason: StopReason,
+) -> Outcome {
+    let namespace = run_namespace(cluster, ctx.tenant_id);
+    let name = run_name(ctx.build_id, ctx.attempt);
+    let mut backoff = UNCERTAIN_CREATE_RETRIES.build();
+    loop {
+        // Finally tasks, if the run has any, still run (the template is
+        // not rendered here to know).
+        let cancelled = match cluster.tekton_version().await {
+            Ok(version) => cancel(&cluster.client, version, &namespace, &name, true).await,
+            Err(e) => Err(e),
+        };
+        match cancelled {
+            Ok(()) => break,
+            Err(e) if e.is_transient() => {
+                tracing::warn!(run = %name, %namespace, error = %e,
+                    "cancelling a PipelineRun that may exist failed; retrying");
+                tokio::time::sleep(backoff.next().unwrap_or(UNCERTAIN_CREATE_MAX_DELAY)).await;
+            }
+            Err(e) => {
+                return Outcome::Failed {
+                    message: format!(
+                        "the PipelineRun may be running and could not be cancelled: {e}"
+                    ),
+                };
+            }
+        }
+    }
+    match reason {
+        StopReason::Timeout => Outcome::TimedOut {
+            message: format!(
+                "timed out before PipelineRun {namespace}/{name} was confirmed created; it was cancelled"
+            ),
+        },
+        _ => Outcome::Cancelled {
+            message: format!(
+                "cancelled before PipelineRun {namespace}/{name} was confirmed created; it was cancelled"
+            ),
+        },
+    }
+}
+
 /// The outcome of a stop asked before anything exists on the cluster.
 fn stopped_before_submit(stop: &StopSignal) -> Option<Outcome> {
     match *stop.borrow() {
@@ -438,7 +562,7 @@ impl Executor for TektonExecutor {
         &self,
         ctx: ExecutionContext,
         sink: Arc<dyn ExecutionSink>,
-        stop: StopSignal,
+        mut stop: StopSignal,
     ) -> Outcome {
         // Stopped before anything exists: nothing to cancel on the cluster.
         if let Some(outcome) = stopped_before_submit(&stop) {
@@ -449,7 +573,7 @@ impl Executor for TektonExecutor {
         // Boxed, as `submit`: creating the run (secrets, rendering,
         // preflight, operator lines) is short, and the future of `start`
         // lives as long as the build.
-        let created = Box::pin(self.create_run(&ctx, &sink, &mut oplog, began)).await;
+        let created = Box::pin(self.create_run(&ctx, &sink, &mut stop, &mut oplog, began)).await;
         // Not needed to follow the run (provider config, secrets, method config).
         drop(ctx);
         let run = match created {
@@ -658,10 +782,11 @@ impl TektonExecutor {
         &self,
         ctx: &ExecutionContext,
         sink: &Arc<dyn ExecutionSink>,
+        stop: &mut StopSignal,
         oplog: &mut OperatorLog,
         began: std::time::Instant,
     ) -> Result<CreatedRun, Outcome> {
-        let created = self.try_create_run(ctx, sink, oplog).await;
+        let created = self.try_create_run(ctx, sink, stop, oplog).await;
         if let Err(outcome) = &created {
             Box::pin(oplog.finished(sink.as_ref(), None, outcome, began.elapsed())).await;
         }
@@ -672,6 +797,7 @@ impl TektonExecutor {
         &self,
         ctx: &ExecutionContext,
         sink: &Arc<dyn ExecutionSink>,
+        stop: &mut StopSignal,
         oplog: &mut OperatorLog,
     ) -> Result<CreatedRun, Outcome> {
         let cluster = self
@@ -689,17 +815,7 @@ impl TektonExecutor {
         .await;
         // Boxed: rendering and preflight are large futures, and the future
         // of `start` lives as long as the build.
-        let submitted = Box::pin(self.submit_retrying(&cluster, ctx, sink.as_ref()))
-            .await
-            .map_err(|failed| match failed.error {
-                // Nothing of this attempt is on the cluster: another attempt
-                // cannot run the build twice, and an outage must not use up
-                // the build's attempts (the dispatcher bounds the wait).
-                e if e.is_transient() && !failed.may_exist => Outcome::Unreachable {
-                    message: e.to_string(),
-                },
-                e => e.into_outcome(),
-            })?;
+        let submitted = Box::pin(self.submit_retrying(&cluster, ctx, sink.as_ref(), stop)).await?;
         let provider_id = ctx.provider.as_ref().map(|p| p.provider_id);
         let run = self
             .save_reference(cluster, provider_id, submitted, sink.as_ref(), oplog)

@@ -69,8 +69,9 @@ pub fn labels_match(existing: &BTreeMap<String, String>, ours: &BTreeMap<String,
 /// Why a run was neither created nor adopted, and whether it may exist on
 /// the cluster all the same: a create the server may have acted on before
 /// failing, or a name taken (409) by a run that could not be read. Only
-/// while it may not exist can the attempt be given up without counting it
-/// (another attempt creates a run of another name).
+/// while it may not exist can the attempt be given up (another attempt
+/// creates a run of another name); while it may, the attempt keeps trying
+/// to create or adopt it (see `TektonExecutor::submit_retrying`).
 #[derive(Debug)]
 pub struct NotCreated {
     pub error: TektonError,
