@@ -71,19 +71,23 @@ struct Fixture {
     build: Uuid,
 }
 
-async fn one_build(pool: &PgPool) -> Fixture {
-    let (cipher, _) = Cipher::random();
-    let tenant = tenants::create(
+async fn new_tenant(pool: &PgPool, name: &str) -> tenants::Tenant {
+    tenants::create(
         pool,
         NewTenant {
-            name: "acme".into(),
-            display_name: "Acme".into(),
+            name: name.into(),
+            display_name: name.into(),
             max_concurrent_builds: None,
             allow_local_builds: false,
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+async fn one_build(pool: &PgPool) -> Fixture {
+    let (cipher, _) = Cipher::random();
+    let tenant = new_tenant(pool, "acme").await;
     let project = projects::create(
         pool,
         &cipher,
@@ -159,17 +163,7 @@ async fn a_build_belongs_to_its_projects_tenant_and_goes_with_it() {
     let db = database().await;
     let pool = &db.pool;
     let f = one_build(pool).await;
-    let other = tenants::create(
-        pool,
-        NewTenant {
-            name: "other".into(),
-            display_name: "Other".into(),
-            max_concurrent_builds: None,
-            allow_local_builds: false,
-        },
-    )
-    .await
-    .unwrap();
+    let other = new_tenant(pool, "other").await;
     let copied = sqlx::query(
         "INSERT INTO builds (id, tenant_id, project_id, method, infrastructure_type, git_url, \
          git_ref, image) SELECT $1, $2, project_id, method, infrastructure_type, git_url, git_ref, \

@@ -97,21 +97,10 @@ impl PhaseResult {
     }
 }
 
-async fn call(
-    http: &reqwest::Client,
-    method: Method,
-    url: &str,
-    token: &str,
-    body: Option<Value>,
-    expect: StatusCode,
-) -> anyhow::Result<Value> {
-    call_decoding(http, method, url, token, body, expect, true).await
-}
-
 /// `decode: false` checks the status and reads the body without decoding
 /// it (`Value::Null`): the generator's own JSON work would take CPU from
 /// the server it measures on the same machine.
-async fn call_decoding(
+async fn call(
     http: &reqwest::Client,
     method: Method,
     url: &str,
@@ -170,6 +159,7 @@ impl Target {
                     &token,
                     Some(body),
                     StatusCode::CREATED,
+                    true,
                 )
                 .await
             }
@@ -264,7 +254,7 @@ impl Target {
         let url = format!("{}{path}", self.base);
         // Only a submit's answer is read (for the new build's id).
         let submit = op == Op::Submit;
-        let v = call_decoding(&self.http, method, &url, &self.token, body, expect, submit).await?;
+        let v = call(&self.http, method, &url, &self.token, body, expect, submit).await?;
         if !submit {
             return Ok(());
         }
