@@ -852,12 +852,23 @@ async fn dispatcher_timeout_cancels_and_reports_timed_out() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reattach_after_losing_the_executor_mid_run() {
-    let many: Vec<String> = (0..40).map(|i| format!("layer {i}")).collect();
-    let many_refs: Vec<&str> = many.iter().map(String::as_str).collect();
+/// A kaniko build whose build step logs `lines` layers over `duration`,
+/// started, and its executor lost (the dispatcher died) once `seen` lines
+/// were read: what another dispatcher re-attaches to.
+struct LostMidRun {
+    sim: Sim,
+    tenant: Uuid,
+    sink: Arc<MemorySink>,
+    ctx: imagefactory_exec::ExecutionContext,
+    reference: imagefactory_exec::ExecutionRef,
+    lines: Vec<String>,
+}
+
+async fn lose_the_executor_mid_run(lines: usize, duration: &str, seen: usize) -> LostMidRun {
+    let lines: Vec<String> = (0..lines).map(|i| format!("layer {i}")).collect();
+    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     let sim = Sim::start(SimOptions {
-        rules: vec![rule("build", None, Some("5m"), &many_refs, None)],
+        rules: vec![rule("build", None, Some(duration), &refs, None)],
         ..Default::default()
     })
     .await;
@@ -873,14 +884,33 @@ async fn reattach_after_losing_the_executor_mid_run() {
     };
     let s = sink.clone();
     wait_for("some build log lines", move || {
-        s.text("build/build-and-push").len() >= 5
+        s.text("build/build-and-push").len() >= seen
     })
     .await;
-    // The dispatcher dies: its executor is gone mid-run.
     task.abort();
     let _ = task.await;
     drop(first);
     let reference = sink.references.lock().unwrap()[0].clone();
+    LostMidRun {
+        sim,
+        tenant,
+        sink,
+        ctx,
+        reference,
+        lines,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reattach_after_losing_the_executor_mid_run() {
+    let LostMidRun {
+        sim,
+        tenant,
+        sink,
+        ctx,
+        reference,
+        lines: many,
+    } = lose_the_executor_mid_run(40, "5m", 5).await;
     let before = sink.text("build/build-and-push").len();
     assert!(before < 40, "the run was still going ({before} lines)");
 
@@ -922,33 +952,14 @@ async fn reattach_after_losing_the_executor_mid_run() {
 /// the same run is followed to its end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reattach_waits_out_failing_reads_of_the_run_instead_of_ending_the_attempt() {
-    let lines: Vec<String> = (0..20).map(|i| format!("layer {i}")).collect();
-    let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
-    let sim = Sim::start(SimOptions {
-        rules: vec![rule("build", None, Some("3m"), &refs, None)],
-        ..Default::default()
-    })
-    .await;
-    let tenant = Uuid::new_v4();
-    sim.install_tasks(tenant).await;
-    let sink = MemorySink::new();
-    let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
-    let first = Arc::new(executor().await);
-    let (_tx, stop) = no_stop();
-    let task = {
-        let (executor, sink, ctx) = (first.clone(), sink.clone(), ctx.clone());
-        tokio::spawn(async move { executor.start(ctx, sink, stop).await })
-    };
-    let s = sink.clone();
-    wait_for("some build log lines", move || {
-        s.text("build/build-and-push").len() >= 3
-    })
-    .await;
-    // The dispatcher dies mid-run.
-    task.abort();
-    let _ = task.await;
-    drop(first);
-    let reference = sink.references.lock().unwrap()[0].clone();
+    let LostMidRun {
+        sim,
+        tenant,
+        sink,
+        ctx,
+        reference,
+        lines,
+    } = lose_the_executor_mid_run(20, "3m", 3).await;
     let failing = unavailable(&sim, "pipelineruns");
     let faults = sim.handle.faults();
 
