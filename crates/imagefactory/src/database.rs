@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use sqlx::migrate::MigrateDatabase;
-use sqlx::postgres::PgPool;
+use sqlx::postgres::{PgPool, PgPoolOptions};
 
 /// The URL without its password, fit for a log line.
 pub fn redact_url(url: &str) -> String {
@@ -30,7 +30,7 @@ pub async fn connect(url: &str) -> anyhow::Result<PgPool> {
             .with_context(|| format!("cannot create the database {shown}"))?;
         tracing::info!(database = %shown, "created database");
     }
-    imagefactory_store::pool::options()
+    PgPoolOptions::new()
         .max_connections(20)
         .acquire_timeout(std::time::Duration::from_secs(5))
         .connect(url)

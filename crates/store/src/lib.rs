@@ -18,7 +18,6 @@ pub mod builds;
 pub mod decode;
 pub mod error;
 pub mod page;
-pub mod pool;
 pub mod projects;
 pub mod providers;
 pub mod registry_credentials;

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use sqlx::postgres::PgConnectOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use uuid::Uuid;
 
@@ -181,7 +181,7 @@ impl Drop for TestDb {
 
 async fn connect(url: &str, max_connections: u32, acquire_timeout: Duration) -> PgPool {
     let options: PgConnectOptions = url.parse().expect("a test database URL");
-    imagefactory_store::pool::options()
+    PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
         .connect_with(options.disable_statement_logging())

@@ -24,6 +24,7 @@ use kube_sim::{KubeSim, KubeSimHandle, KubeSimOptions};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -251,7 +252,7 @@ impl TestApp {
         let dispatcher_id = format!("crashable-{}", Uuid::new_v4().simple());
         let id = dispatcher_id.clone();
         runtime.spawn(async move {
-            let pool = imagefactory_store::pool::options()
+            let pool = PgPoolOptions::new()
                 .max_connections(8)
                 .connect(&url)
                 .await
