@@ -153,6 +153,7 @@ async fn a_git_url_stored_before_the_grammar_still_reads_back() {
         .unwrap();
     let build = builds::get(pool, f.tenant, f.build).await.unwrap();
     assert_eq!(build.git_url.as_str(), old);
+    db.drop().await;
 }
 
 /// A build's tenant is held by its project's key alone (no key of its own
