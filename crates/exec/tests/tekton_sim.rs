@@ -403,25 +403,10 @@ async fn only_creates_the_server_never_acted_on_end_the_attempt_unreachable() {
 /// nothing, with the run left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_that_may_have_acted_is_retried_until_the_run_is_adopted() {
-    use kube_sim::{FaultAction, FaultRule};
     let (sim, tenant) = a_failing_build(&["x"]).await;
     let faults = sim.handle.faults();
-    faults.add(
-        FaultRule::new(
-            Some("create"),
-            Some("pipelineruns"),
-            FaultAction::ErrorAfterActing { code: 500 },
-        )
-        .times(1),
-    );
-    let unreadable = faults.add(FaultRule::new(
-        Some("get"),
-        Some("pipelineruns"),
-        FaultAction::Error {
-            code: 500,
-            retry_after: None,
-        },
-    ));
+    faults.add(acts_then_fails("create", "pipelineruns", 500).times(1));
+    let unreadable = faults.add(fails("get", "pipelineruns", 500));
     let executor = retrying_once().await;
     let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
 
@@ -454,7 +439,6 @@ async fn a_create_that_may_have_acted_is_retried_until_the_run_is_adopted() {
 /// rather than leave it running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_while_the_create_is_uncertain_cancels_the_run_by_its_name() {
-    use kube_sim::{FaultAction, FaultRule};
     let sim = Sim::start(SimOptions {
         rules: vec![rule("build", None, Some("1h"), &["building..."], None)],
         ..Default::default()
@@ -463,22 +447,8 @@ async fn a_cancel_while_the_create_is_uncertain_cancels_the_run_by_its_name() {
     let tenant = Uuid::new_v4();
     sim.install_tasks(tenant).await;
     let faults = sim.handle.faults();
-    faults.add(
-        FaultRule::new(
-            Some("create"),
-            Some("pipelineruns"),
-            FaultAction::ErrorAfterActing { code: 500 },
-        )
-        .times(1),
-    );
-    let failing = faults.add(FaultRule::new(
-        Some("create"),
-        Some("pipelineruns"),
-        FaultAction::Error {
-            code: 500,
-            retry_after: None,
-        },
-    ));
+    faults.add(acts_then_fails("create", "pipelineruns", 500).times(1));
+    let failing = faults.add(fails("create", "pipelineruns", 500));
     let (tx, stop) = no_stop();
     let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
     let attempt = start_on_a_task(&retrying_once().await, &ctx, &MemorySink::new(), stop);
@@ -501,7 +471,6 @@ async fn a_cancel_while_the_create_is_uncertain_cancels_the_run_by_its_name() {
 /// next holder starts the same execution, adopts the run and saves it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_neither_saved_nor_cancelled_is_handed_over_and_adopted() {
-    use kube_sim::{FaultAction, FaultRule};
     let sim = Sim::start(SimOptions {
         rules: vec![rule("build", None, Some("3m"), &["building..."], None)],
         ..Default::default()
@@ -509,14 +478,7 @@ async fn a_run_neither_saved_nor_cancelled_is_handed_over_and_adopted() {
     .await;
     let tenant = Uuid::new_v4();
     sim.install_tasks(tenant).await;
-    let uncancellable = sim.handle.faults().add(FaultRule::new(
-        Some("patch"),
-        Some("pipelineruns"),
-        FaultAction::Error {
-            code: 500,
-            retry_after: None,
-        },
-    ));
+    let uncancellable = sim.handle.faults().add(fails("patch", "pipelineruns", 500));
     let sink = MemorySink::new();
     *sink.failing_references.lock().unwrap() = 1;
     let executor = retrying_once().await;
@@ -589,16 +551,29 @@ async fn a_failing_build(lines: &[&str]) -> (Sim, Uuid) {
 }
 
 /// Every `get` of `resource` answers 503 until the returned rule is removed.
-fn unavailable(sim: &Sim, resource: &str) -> u64 {
-    use kube_sim::{FaultAction, FaultRule};
-    sim.handle.faults().add(FaultRule::new(
-        Some("get"),
+/// Every `verb` on `resource` answered `code`, nothing done.
+fn fails(verb: &str, resource: &str, code: u16) -> kube_sim::FaultRule {
+    kube_sim::FaultRule::new(
+        Some(verb),
         Some(resource),
-        FaultAction::Error {
-            code: 503,
+        kube_sim::FaultAction::Error {
+            code,
             retry_after: None,
         },
-    ))
+    )
+}
+
+/// `verb` on `resource` carried out, then answered `code`.
+fn acts_then_fails(verb: &str, resource: &str, code: u16) -> kube_sim::FaultRule {
+    kube_sim::FaultRule::new(
+        Some(verb),
+        Some(resource),
+        kube_sim::FaultAction::ErrorAfterActing { code },
+    )
+}
+
+fn unavailable(sim: &Sim, resource: &str) -> u64 {
+    sim.handle.faults().add(fails("get", resource, 503))
 }
 
 /// Waits for the tenant's PipelineRun to end, then `after` more, then
