@@ -18,12 +18,12 @@ const KNOWN: &[(&str, &str, &str)] = &[
     ("store/src/queue.rs", "finish", "{to}"),
     ("store/src/queue.rs", "cancel_requested_queued", "{to}"),
     (
-        "store/migrations/0030_claim_transitions.sql",
+        "store/migrations/0035_claim_without_statistics.sql",
         "claim_queued_builds",
         "p_claim_to",
     ),
     (
-        "store/migrations/0030_claim_transitions.sql",
+        "store/migrations/0035_claim_without_statistics.sql",
         "claim_queued_builds",
         "p_reject_to",
     ),
