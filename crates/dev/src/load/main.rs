@@ -11,6 +11,7 @@
 //! rate and followed, the server's RSS after the warm-up and at the end,
 //! then every accepted build checked: terminal, exactly one execution.
 
+mod cpu;
 mod pgbench;
 mod report;
 mod soak;
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use imagefactory_dispatch::settings::parse_duration;
 
+use cpu::CpuSample;
 use report::{Summary, TARGETS, change_pct};
 use stack::Stack;
 use traffic::{Mix, Op, PhaseResult, Target};
@@ -150,12 +152,21 @@ async fn load_run(
     let c = args.connections;
     let mixed = Mix::Mixed { submit_every: None };
     traffic::phase(&target, mixed, c, args.warmup).await;
-    let submit = traffic::phase(&target, Mix::Only(Op::Submit), c, args.duration).await;
+    let only = |op| {
+        measured(
+            stack,
+            traffic::phase(&target, Mix::Only(op), c, args.duration),
+        )
+    };
+    let submit = only(Op::Submit).await;
     println!("{}", submit.submit.line("submit", submit.elapsed));
-    let get = traffic::phase(&target, Mix::Only(Op::Get), c, args.duration).await;
+    println!("{}", submit.cpu_line("submit"));
+    let get = only(Op::Get).await;
     println!("{}", get.get.line("get", get.elapsed));
-    let list = traffic::phase(&target, Mix::Only(Op::List), c, args.duration).await;
+    println!("{}", get.cpu_line("get"));
+    let list = only(Op::List).await;
     println!("{}", list.list.line("list", list.elapsed));
+    println!("{}", list.cpu_line("list"));
     let until = Instant::now() + args.duration;
     let follows = traffic::follow(&target, args.followers, until).await;
     println!("{}", follows.line());
@@ -191,6 +202,18 @@ async fn load_run(
     }
     println!("{}", summary.line());
     Ok(summary.errors == 0)
+}
+
+/// Runs a phase and notes the CPU the processes used meanwhile.
+async fn measured(
+    stack: &Stack,
+    phase: impl std::future::Future<Output = PhaseResult>,
+) -> PhaseResult {
+    let before = CpuSample::take(stack.serve.pid()).ok();
+    let mut result = phase.await;
+    let after = CpuSample::take(stack.serve.pid()).ok();
+    result.cpu = before.zip(after).map(|(a, b)| a.until(&b));
+    result
 }
 
 async fn mixed_with_followers(

@@ -15,6 +15,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::cpu::CpuUse;
 use crate::report::Tally;
 use crate::stack::Stack;
 
@@ -67,6 +68,8 @@ pub struct PhaseResult {
     pub get: Tally,
     pub list: Tally,
     pub elapsed: Duration,
+    /// CPU the server, PostgreSQL and this process used during the phase.
+    pub cpu: Option<CpuUse>,
 }
 
 impl PhaseResult {
@@ -86,6 +89,14 @@ impl PhaseResult {
         self.submit.merge(other.submit);
         self.get.merge(other.get);
         self.list.merge(other.list);
+    }
+
+    /// `<name>-cpu: …` per request of the phase (all kinds together).
+    pub fn cpu_line(&self, name: &str) -> String {
+        match &self.cpu {
+            Some(cpu) => cpu.line(name, self.all().count() as u64),
+            None => format!("{name}-cpu: unavailable"),
+        }
     }
 
     /// All requests together.
