@@ -143,9 +143,11 @@ impl Dispatcher {
                     .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
-                            // The claim query's plan does not depend on its
-                            // parameters; re-planning it per claim costs more
-                            // than running it.
+                            // The claim's plan does not depend on its
+                            // parameters, and keeps to the indexes however
+                            // large the table has grown since it was made
+                            // (store migration 0035); re-planning it per
+                            // claim costs more than running it.
                             sqlx::query("SET plan_cache_mode = force_generic_plan")
                                 .execute(conn)
                                 .await
