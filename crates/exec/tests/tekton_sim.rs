@@ -579,6 +579,13 @@ fn unavailable(sim: &Sim, resource: &str) -> u64 {
 /// Waits for the tenant's PipelineRun to end, then `after` more, then
 /// removes the fault rule `failing` (the API server is back).
 async fn remove_after_the_run_ends(sim: &Sim, tenant: Uuid, failing: u64, after: Duration) {
+    the_run_has_ended(sim, tenant).await;
+    tokio::time::sleep(after).await;
+    sim.handle.faults().remove(failing);
+}
+
+/// Waits for the tenant's PipelineRun to end.
+async fn the_run_has_ended(sim: &Sim, tenant: Uuid) {
     loop {
         let runs = sim.pipelineruns(tenant).await;
         let ended = runs.iter().any(|r| {
@@ -591,8 +598,6 @@ async fn remove_after_the_run_ends(sim: &Sim, tenant: Uuid, failing: u64, after:
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(after).await;
-    sim.handle.faults().remove(failing);
 }
 
 /// Issue 14 (4): under injected 5xx/429s, the last read of a finished
@@ -696,6 +701,38 @@ async fn the_log_is_read_to_its_end_when_log_reads_fail_longer_than_the_drain() 
         message(&outcome).contains("step \"build-and-push\" exited with code 3"),
         "{outcome:?}"
     );
+    assert_eq!(
+        sink.text("build/build-and-push"),
+        vec!["building", "error: boom"]
+    );
+    sink.assert_no_duplicates_or_gaps();
+    assert_eq!(missing_notes(&sink), Vec::<String>::new());
+}
+
+/// The full database-restart stress run (a 30 s outage): lines read while
+/// the database was away waited in the sink (which retries until it is
+/// back), the end of the run gave the follower `log_drain` only and aborted
+/// it with the lines in hand ("push refused" missing, a note instead). A
+/// batch the sink has not taken now counts like failing reads: here the
+/// sink holds every line until 3 s after the run ended, three times
+/// `log_drain`, and the whole log is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_stored_to_its_end_when_the_database_is_away_longer_than_the_drain() {
+    use std::sync::atomic::Ordering;
+    let (sim, tenant) = a_failing_build(&["building", "error: boom"]).await;
+    let sink = MemorySink::new();
+    sink.holding_logs.store(true, Ordering::SeqCst);
+    let (_tx, stop) = no_stop();
+    let executor = short_drain(Duration::from_secs(300)).await;
+    let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
+    let run = executor.start(ctx, sink.clone(), stop);
+    let back = async {
+        the_run_has_ended(&sim, tenant).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        sink.holding_logs.store(false, Ordering::SeqCst);
+    };
+    let (outcome, ()) = tokio::join!(run, back);
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
     assert_eq!(
         sink.text("build/build-and-push"),
         vec!["building", "error: boom"]

@@ -1332,7 +1332,8 @@ impl Follow {
 
     /// Let the log follower read the last lines: for `log_drain`, and while
     /// its reads fail transiently (the cluster down or failing; the lines
-    /// are still there) up to `log_drain_patience` from the run's end, with
+    /// are still there) or the database does not take the lines it holds,
+    /// up to `log_drain_patience` from the run's end, with
     /// another `log_drain` once the cluster answers again. Not when a stop
     /// was asked: the dispatcher records the end itself after its stop
     /// grace. A handover asked while waiting ends the wait (whoever
@@ -1362,13 +1363,13 @@ impl Follow {
                     Err(_) => Some("Log streaming ended unexpectedly; lines may be missing".to_owned()),
                 },
                 changed = reads.changed(), if waiting_out => {
-                    if changed.is_ok() && reads.borrow_and_update().failing.is_none() {
+                    if changed.is_ok() && !LogReads::waiting(&reads.borrow_and_update()) {
                         drain_end = tokio::time::Instant::now() + self.settings.log_drain;
                     }
                 }
                 _ = tokio::time::sleep_until(drain_end) => {
                     let now = tokio::time::Instant::now();
-                    let failing = reads.borrow_and_update().failing.is_some();
+                    let failing = LogReads::waiting(&reads.borrow_and_update());
                     let asked = *stop.borrow();
                     if failing && now < patience_end {
                         match asked {
@@ -1509,10 +1510,16 @@ fn unread_note(reads: &ReadState, waited: Duration) -> String {
             "the cluster failed the log reads for {:.0} s ({cause})",
             since.elapsed().as_secs_f64()
         ),
-        None => format!(
-            "log streaming did not finish within {:.0} s after the run ended",
-            waited.as_secs_f64()
-        ),
+        None => match reads.storing_since {
+            Some(since) => format!(
+                "the database did not take the log lines for {:.0} s",
+                since.elapsed().as_secs_f64()
+            ),
+            None => format!(
+                "log streaming did not finish within {:.0} s after the run ended",
+                waited.as_secs_f64()
+            ),
+        },
     };
     match &reads.source {
         Some(source) => format!(

@@ -81,6 +81,9 @@ pub struct ReadState {
     /// No read has been answered since this instant: the first of the
     /// failures, and the last one's cause (never a remote body).
     pub failing: Option<(tokio::time::Instant, String)>,
+    /// The sink has held a batch of lines since this instant (it retries
+    /// while the database is away).
+    pub storing_since: Option<tokio::time::Instant>,
     /// The step being read.
     pub source: Option<String>,
     /// Steps whose end the follower gave up reading (lines may be missing),
@@ -120,6 +123,26 @@ impl LogReads {
     /// The cluster answered a read.
     fn answered(&self) {
         self.0.send_if_modified(|s| s.failing.take().is_some());
+    }
+
+    /// A batch of lines is with the sink (`true`), or stored or lost.
+    fn storing(&self, on: bool) {
+        self.0.send_if_modified(|s| match (on, s.storing_since) {
+            (true, None) => {
+                s.storing_since = Some(tokio::time::Instant::now());
+                true
+            }
+            (false, Some(_)) => {
+                s.storing_since = None;
+                true
+            }
+            _ => false,
+        });
+    }
+
+    /// Whether the follower is waiting: for the cluster or the database.
+    pub fn waiting(state: &ReadState) -> bool {
+        state.failing.is_some() || state.storing_since.is_some()
     }
 
     fn reading(&self, source: &str) {
@@ -515,7 +538,12 @@ impl LogFollower {
         let last = last.position;
         // Lost lines (the sink retried and reported them) must not stop the
         // following ones, of this step or of later tasks, from being stored.
-        if let Err(e) = self.sink.logs(batch).await {
+        // While the sink holds the batch (retrying while the database is
+        // away) the end of the run waits for it, as for failing reads.
+        self.reads.storing(true);
+        let stored = self.sink.logs(batch).await;
+        self.reads.storing(false);
+        if let Err(e) = stored {
             tracing::debug!(error = %e, source, lines = batch.len(), "log lines lost");
         }
         self.resume.insert(source.to_string(), last);

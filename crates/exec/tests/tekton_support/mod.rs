@@ -225,6 +225,9 @@ pub struct MemorySink {
     pub progress: Mutex<Vec<String>>,
     /// How many of the next `reference` calls fail (the database away).
     pub failing_references: Mutex<u32>,
+    /// While set, `logs` waits before storing the steps' lines (a sink
+    /// retrying while the database is away; the executor's own lines pass).
+    pub holding_logs: std::sync::atomic::AtomicBool,
 }
 
 impl MemorySink {
@@ -295,6 +298,11 @@ impl ExecutionSink for MemorySink {
         Ok(())
     }
     async fn logs(&self, lines: &[LogLine]) -> Result<(), SinkError> {
+        while lines.iter().any(|l| l.source != "imagefactory")
+            && self.holding_logs.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         self.lines.lock().unwrap().extend_from_slice(lines);
         Ok(())
     }
