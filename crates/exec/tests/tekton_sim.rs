@@ -439,13 +439,7 @@ async fn a_create_that_may_have_acted_is_retried_until_the_run_is_adopted() {
 /// rather than leave it running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_while_the_create_is_uncertain_cancels_the_run_by_its_name() {
-    let sim = Sim::start(SimOptions {
-        rules: vec![rule("build", None, Some("1h"), &["building..."], None)],
-        ..Default::default()
-    })
-    .await;
-    let tenant = Uuid::new_v4();
-    sim.install_tasks(tenant).await;
+    let (sim, tenant) = a_long_build().await;
     let faults = sim.handle.faults();
     faults.add(acts_then_fails("create", "pipelineruns", 500).times(1));
     let failing = faults.add(fails("create", "pipelineruns", 500));
@@ -539,6 +533,19 @@ async fn step_failure_names_the_step_and_exit_code() {
 
 /// kube-sim whose build step prints `lines` and exits with code 3, with
 /// the Tasks installed for a new tenant.
+/// kube-sim whose build task runs for an hour, logging "building...", with
+/// the Tasks installed for a new tenant.
+async fn a_long_build() -> (Sim, Uuid) {
+    let sim = Sim::start(SimOptions {
+        rules: vec![rule("build", None, Some("1h"), &["building..."], None)],
+        ..Default::default()
+    })
+    .await;
+    let tenant = Uuid::new_v4();
+    sim.install_tasks(tenant).await;
+    (sim, tenant)
+}
+
 async fn a_failing_build(lines: &[&str]) -> (Sim, Uuid) {
     let sim = Sim::start(SimOptions {
         rules: vec![rule("build", Some("build-and-push"), None, lines, Some(3))],
@@ -779,13 +786,7 @@ async fn a_log_that_cannot_be_read_to_its_end_says_lines_may_be_missing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_cancels_the_pipelinerun() {
-    let sim = Sim::start(SimOptions {
-        rules: vec![rule("build", None, Some("1h"), &["building..."], None)],
-        ..Default::default()
-    })
-    .await;
-    let tenant = Uuid::new_v4();
-    sim.install_tasks(tenant).await;
+    let (sim, tenant) = a_long_build().await;
     let sink = MemorySink::new();
     let (tx, stop) = no_stop();
     let ctx = context(BuildMethod::Docker, sim.provider(), tenant);
@@ -835,13 +836,7 @@ async fn a_run_past_its_timeout_ends_timed_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dispatcher_timeout_cancels_and_reports_timed_out() {
-    let sim = Sim::start(SimOptions {
-        rules: vec![rule("build", None, Some("1h"), &["building..."], None)],
-        ..Default::default()
-    })
-    .await;
-    let tenant = Uuid::new_v4();
-    sim.install_tasks(tenant).await;
+    let (sim, tenant) = a_long_build().await;
     let sink = MemorySink::new();
     let (tx, stop) = no_stop();
     let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);
@@ -1038,13 +1033,7 @@ async fn wait_until_read_fails(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_deleted_behind_our_back_fails_the_build() {
-    let sim = Sim::start(SimOptions {
-        rules: vec![rule("build", None, Some("1h"), &["building..."], None)],
-        ..Default::default()
-    })
-    .await;
-    let tenant = Uuid::new_v4();
-    sim.install_tasks(tenant).await;
+    let (sim, tenant) = a_long_build().await;
     let sink = MemorySink::new();
     let (_tx, stop) = no_stop();
     let ctx = context(BuildMethod::Kaniko, sim.provider(), tenant);

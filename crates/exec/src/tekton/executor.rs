@@ -1363,13 +1363,13 @@ impl Follow {
                     Err(_) => Some("Log streaming ended unexpectedly; lines may be missing".to_owned()),
                 },
                 changed = reads.changed(), if waiting_out => {
-                    if changed.is_ok() && !LogReads::waiting(&reads.borrow_and_update()) {
+                    if changed.is_ok() && !reads.borrow_and_update().waiting() {
                         drain_end = tokio::time::Instant::now() + self.settings.log_drain;
                     }
                 }
                 _ = tokio::time::sleep_until(drain_end) => {
                     let now = tokio::time::Instant::now();
-                    let failing = LogReads::waiting(&reads.borrow_and_update());
+                    let failing = reads.borrow_and_update().waiting();
                     let asked = *stop.borrow();
                     if failing && now < patience_end {
                         match asked {

@@ -91,6 +91,13 @@ pub struct ReadState {
     pub incomplete: Vec<(String, String)>,
 }
 
+impl ReadState {
+    /// Whether the follower is waiting: for the cluster or the database.
+    pub fn waiting(&self) -> bool {
+        self.failing.is_some() || self.storing_since.is_some()
+    }
+}
+
 impl Default for LogReads {
     fn default() -> Self {
         Self(Arc::new(watch::Sender::new(ReadState::default())))
@@ -138,11 +145,6 @@ impl LogReads {
             }
             _ => false,
         });
-    }
-
-    /// Whether the follower is waiting: for the cluster or the database.
-    pub fn waiting(state: &ReadState) -> bool {
-        state.failing.is_some() || state.storing_since.is_some()
     }
 
     fn reading(&self, source: &str) {

@@ -96,20 +96,23 @@ async fn injected_errors_by_verb_and_resource() {
         .expect("fault used up");
 }
 
+/// The next ConfigMap create is carried out and answered 500.
+fn acts_then_fails_once() -> FaultRule {
+    FaultRule::new(
+        Some("create"),
+        Some("configmaps"),
+        FaultAction::ErrorAfterActing { code: 500 },
+    )
+    .times(1)
+}
+
 /// A create the server carries out but answers 500: the object exists
 /// though the client was told it failed, as after a lost reply.
 #[tokio::test]
 async fn an_error_after_acting_answers_the_error_but_keeps_the_write() {
     let (sim, client) = start().await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    sim.faults().add(
-        FaultRule::new(
-            Some("create"),
-            Some("configmaps"),
-            FaultAction::ErrorAfterActing { code: 500 },
-        )
-        .times(1),
-    );
+    sim.faults().add(acts_then_fails_once());
     let e = api_error(cms.create(&PostParams::default(), &cm("acted")).await);
     assert_eq!((e.code, e.reason.as_str()), (500, "InternalError"));
     cms.get("acted").await.expect("the create took effect");
@@ -119,14 +122,7 @@ async fn an_error_after_acting_answers_the_error_but_keeps_the_write() {
 
     // The first error of the matching rules decides: acting, then 500,
     // though a plain 500 matches too; the next create only gets the 500.
-    sim.faults().add(
-        FaultRule::new(
-            Some("create"),
-            Some("configmaps"),
-            FaultAction::ErrorAfterActing { code: 500 },
-        )
-        .times(1),
-    );
+    sim.faults().add(acts_then_fails_once());
     sim.faults().add(FaultRule::new(
         Some("create"),
         Some("configmaps"),
