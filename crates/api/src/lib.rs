@@ -25,6 +25,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use imagefactory_domain::Secret;
 use imagefactory_domain::address::AddressPolicy;
+use imagefactory_store::build_reads::BuildReads;
 use imagefactory_store::crypto::Cipher;
 use sqlx::PgPool;
 use tower_http::trace::TraceLayer;
@@ -84,12 +85,15 @@ pub struct AppState {
     pub token_cache: TokenCache,
     /// Wakes the dispatchers after submits (coalesced NOTIFY).
     pub queue_waker: QueueWaker,
+    /// `GET /builds/{id}` reads, answered together under load.
+    pub build_reads: BuildReads,
 }
 
 impl AppState {
     pub fn new(pool: PgPool, cipher: Cipher, admin_token: Option<Secret>) -> Self {
         Self {
             queue_waker: QueueWaker::new(pool.clone()),
+            build_reads: BuildReads::new(pool.clone()),
             pool,
             cipher,
             admin_token,

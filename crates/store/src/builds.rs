@@ -266,6 +266,26 @@ pub async fn get_with_config(
     Ok((build, config.into()))
 }
 
+/// The builds (with configs) among `ids`, of any tenant: only for
+/// [`crate::build_reads`], which matches each row to the tenant that asked.
+/// A primary-key probe per id on a plan made once (migration 0036).
+pub(crate) async fn get_many_with_config(
+    db: impl sqlx::PgExecutor<'_>,
+    ids: &[Uuid],
+) -> StoreResult<Vec<(Build, MethodConfig)>> {
+    let rows = sqlx::query("SELECT (r.build).*, (r.config).* FROM builds_with_config($1) r")
+        .bind(ids)
+        .fetch_all(db)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let build = Build::from_row(row)?;
+            let config = ConfigRow::from_row(row)?;
+            Ok((build, config.into()))
+        })
+        .collect()
+}
+
 const CONFIG_COLUMNS: &str = "c.dockerfile, c.context, c.build_args, c.platforms, c.target,
     c.cache_enabled, c.cache_repo, c.labels, c.packer_template, c.packer_vars, c.metadata";
 

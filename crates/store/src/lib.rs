@@ -14,6 +14,7 @@ pub mod crypto;
 // Repositories used by the API (the dispatcher's `queue`, `executions` and
 // `dispatchers` modules live beside them).
 pub mod attempts;
+pub mod build_reads;
 pub mod builds;
 pub mod decode;
 pub mod error;

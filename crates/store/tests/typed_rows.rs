@@ -6,126 +6,22 @@
 //! database.
 
 use imagefactory_domain::{
-    BuildMethod, BuildStatus, GitRef, GitUrl, ImageRef, InfrastructureType, MethodConfig,
-    ProviderStatus, ProviderType, Role,
+    BuildMethod, BuildStatus, GitUrl, InfrastructureType, ProviderStatus, ProviderType, Role,
 };
-use imagefactory_store::builds::{self, BuildFilter, NewBuild};
+use imagefactory_store::builds::{self, BuildFilter};
 use imagefactory_store::crypto::Cipher;
 use imagefactory_store::page::Page;
-use imagefactory_store::projects::{self, NewProject};
 use imagefactory_store::providers::{self, NewProvider, Owner};
-use imagefactory_store::tenants::{self, NewTenant};
-use imagefactory_store::{MIGRATOR, StoreError, executions, tokens};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, PgPool};
+use imagefactory_store::{StoreError, executions, projects, tenants, tokens};
 use uuid::Uuid;
+
+mod common;
+use common::{database, new_tenant, one_build};
 
 const PAGE: Page = Page {
     limit: 100,
     after: None,
 };
-
-struct Db {
-    pool: PgPool,
-    name: String,
-    admin_url: String,
-}
-
-async fn database() -> Db {
-    let admin_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("if_store_typed_{}", Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let opts: PgConnectOptions = admin_url.parse().unwrap();
-    let pool = PgPool::connect(opts.database(&name).to_url_lossy().as_ref())
-        .await
-        .unwrap();
-    MIGRATOR.run(&pool).await.unwrap();
-    Db {
-        pool,
-        name,
-        admin_url,
-    }
-}
-
-impl Db {
-    async fn drop(self) {
-        self.pool.close().await;
-        let mut admin = sqlx::PgConnection::connect(&self.admin_url).await.unwrap();
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    }
-}
-
-struct Fixture {
-    tenant: Uuid,
-    build: Uuid,
-}
-
-async fn new_tenant(pool: &PgPool, name: &str) -> tenants::Tenant {
-    tenants::create(
-        pool,
-        NewTenant {
-            name: name.into(),
-            display_name: name.into(),
-            max_concurrent_builds: None,
-            allow_local_builds: false,
-        },
-    )
-    .await
-    .unwrap()
-}
-
-async fn one_build(pool: &PgPool) -> Fixture {
-    let (cipher, _) = Cipher::random();
-    let tenant = new_tenant(pool, "acme").await;
-    let project = projects::create(
-        pool,
-        &cipher,
-        tenant.id,
-        NewProject {
-            name: "app".into(),
-            git_url: GitUrl::parse("https://git.example/app.git").unwrap(),
-            default_branch: GitRef::parse("main").unwrap(),
-            git_credential: None,
-        },
-    )
-    .await
-    .unwrap();
-    let build = builds::submit(
-        pool,
-        &NewBuild {
-            tenant_id: tenant.id,
-            project_id: project.id,
-            method: BuildMethod::Kaniko,
-            infrastructure_type: InfrastructureType::Local,
-            infrastructure_provider_id: None,
-            registry_credential_id: None,
-            git_ref: Some(GitRef::parse("v1.2").unwrap()),
-            image: ImageRef::parse("r.example:5000/team/app:1").unwrap(),
-            priority: 0,
-            timeout_seconds: 60,
-            created_by_token_id: None,
-            config: MethodConfig::default(),
-        },
-    )
-    .await
-    .unwrap()
-    .expect("the fixture's references are the tenant's");
-    Fixture {
-        tenant: tenant.id,
-        build: build.id,
-    }
-}
 
 /// The sqlx error inside a store error (decode errors are `Database`).
 fn decode_message(err: StoreError) -> String {

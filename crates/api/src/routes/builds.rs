@@ -451,7 +451,9 @@ async fn get_build(
     path: PathIds,
 ) -> ApiResult<Json<BuildResponse>> {
     let id = path.id("build_id")?;
-    let (build, config) = builds::get_with_config(&state.pool, auth.tenant_id, id)
+    let (build, config) = state
+        .build_reads
+        .get_with_config(auth.tenant_id, id)
         .await
         .or_not_found("build")?;
     Ok(Json(BuildResponse::new(build, Some(config))?))

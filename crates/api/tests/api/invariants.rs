@@ -4,6 +4,7 @@
 //! config changes.
 
 use imagefactory_store::attempts::{self, LogCursor, LogHorizon};
+use imagefactory_store::build_reads::BuildReads;
 use imagefactory_store::{StoreError, builds, page::Page};
 use serde_json::json;
 use uuid::Uuid;
@@ -34,6 +35,12 @@ async fn store_reads_of_a_build_are_scoped_by_the_tenant_passed() {
     assert!(builds::get_config(&pool, a.id, build).await.is_ok());
     assert!(matches!(
         builds::get_config(&pool, b.id, build).await,
+        Err(StoreError::NotFound)
+    ));
+    let reads = BuildReads::new(pool.clone());
+    assert!(reads.get_with_config(a.id, build).await.is_ok());
+    assert!(matches!(
+        reads.get_with_config(b.id, build).await,
         Err(StoreError::NotFound)
     ));
 
