@@ -26,6 +26,7 @@ use axum::{Extension, Json, Router};
 use imagefactory_domain::Secret;
 use imagefactory_domain::address::AddressPolicy;
 use imagefactory_store::build_reads::BuildReads;
+use imagefactory_store::build_submits::BuildSubmits;
 use imagefactory_store::crypto::Cipher;
 use sqlx::PgPool;
 use tower_http::trace::TraceLayer;
@@ -87,6 +88,8 @@ pub struct AppState {
     pub queue_waker: QueueWaker,
     /// `GET /builds/{id}` reads, answered together under load.
     pub build_reads: BuildReads,
+    /// `POST /builds` inserts, stored together (one commit) under load.
+    pub build_submits: BuildSubmits,
 }
 
 impl AppState {
@@ -94,6 +97,7 @@ impl AppState {
         Self {
             queue_waker: QueueWaker::new(pool.clone()),
             build_reads: BuildReads::new(pool.clone()),
+            build_submits: BuildSubmits::new(pool.clone()),
             pool,
             cipher,
             admin_token,

@@ -10,7 +10,6 @@
 //! - [`admin`] serves the figures for `GET /api/v1/admin/dispatchers`.
 
 pub mod admin;
-pub mod coalesce;
 pub mod context;
 pub mod dispatcher;
 pub mod measure;

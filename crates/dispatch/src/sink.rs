@@ -7,16 +7,17 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use imagefactory_exec::{Artifact, ExecutionRef, ExecutionSink, LogLine, SinkError};
-use imagefactory_store::error::StoreError;
+use imagefactory_store::coalesce::{Batch, Coalescer};
+use imagefactory_store::error::{StoreError, StoreResult};
 use imagefactory_store::executions::{self, NewLogLine, ReferenceColumns};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::coalesce::Coalescer;
 use crate::measure;
 use crate::outage::{OUTAGE_PATIENCE, retry_unavailable};
 
 /// One execution's reported reference, owned so it can wait in a queue.
+#[derive(Clone)]
 pub struct ReferenceWrite {
     execution_id: Uuid,
     provider_id: Option<Uuid>,
@@ -38,58 +39,46 @@ impl ReferenceWrite {
 
 /// Writes the references of a dispatcher's executions: those reported at
 /// about the same time (a claimed batch starting) go to the database in one
-/// statement and one commit; each caller is answered after that commit.
-pub type ReferenceWriter = Coalescer<ReferenceWrite, ()>;
+/// statement and one commit (a single writer); each caller is answered
+/// after that commit. When the statement fails, each is written alone, so
+/// one bad entry fails only itself (the writes are idempotent).
+pub type ReferenceWriter = Coalescer<References>;
 
 /// Most references written by one statement.
 const REFERENCE_BATCH: usize = 256;
 
 pub fn reference_writer(pool: PgPool) -> Arc<ReferenceWriter> {
-    Arc::new(Coalescer::new(
-        REFERENCE_BATCH,
-        move |batch: Vec<ReferenceWrite>| {
-            let pool = pool.clone();
-            async move {
-                let rows: Vec<(Uuid, ReferenceColumns<'_>)> = batch
-                    .iter()
-                    .map(|w| (w.execution_id, w.columns()))
-                    .collect();
-                let written =
-                    retry_unavailable("storing execution references", OUTAGE_PATIENCE, || {
-                        executions::record_references(&pool, &rows)
-                    })
-                    .await;
-                match written {
-                    Ok(()) => batch.iter().map(|_| Ok(())).collect(),
-                    Err(e) if batch.len() == 1 => vec![Err(e.to_string())],
-                    // One bad entry must not fail the others: write them one by
-                    // one (each its own commit), answering each its own result.
-                    Err(_) => {
-                        let mut results = Vec::with_capacity(batch.len());
-                        for w in &batch {
-                            let columns = w.columns();
-                            results.push(
-                                retry_unavailable(
-                                    "storing an execution reference",
-                                    OUTAGE_PATIENCE,
-                                    || {
-                                        executions::record_reference(
-                                            &pool,
-                                            w.execution_id,
-                                            &columns,
-                                        )
-                                    },
-                                )
-                                .await
-                                .map_err(|e| e.to_string()),
-                            );
-                        }
-                        results
-                    }
-                }
-            }
-        },
-    ))
+    Arc::new(Coalescer::new(References { pool }, 1, REFERENCE_BATCH))
+}
+
+pub struct References {
+    pool: PgPool,
+}
+
+impl Batch for References {
+    type Request = ReferenceWrite;
+    type Answer = ();
+    const IDEMPOTENT: bool = true;
+
+    async fn together(&self, batch: Vec<ReferenceWrite>) -> StoreResult<Vec<()>> {
+        let rows: Vec<(Uuid, ReferenceColumns<'_>)> = batch
+            .iter()
+            .map(|w| (w.execution_id, w.columns()))
+            .collect();
+        retry_unavailable("storing execution references", OUTAGE_PATIENCE, || {
+            executions::record_references(&self.pool, &rows)
+        })
+        .await?;
+        Ok(vec![(); batch.len()])
+    }
+
+    async fn alone(&self, w: ReferenceWrite) -> StoreResult<()> {
+        let columns = w.columns();
+        retry_unavailable("storing an execution reference", OUTAGE_PATIENCE, || {
+            executions::record_reference(&self.pool, w.execution_id, &columns)
+        })
+        .await
+    }
 }
 
 pub struct StoreSink {
@@ -199,7 +188,7 @@ impl StoreSink {
     async fn store_reference(&self, reference: &ExecutionRef) -> Result<(), SinkError> {
         if let Some(writer) = &self.references {
             return writer
-                .submit(ReferenceWrite {
+                .call(ReferenceWrite {
                     execution_id: self.execution_id,
                     provider_id: reference.provider_id,
                     namespace: reference.namespace.clone(),

@@ -24,11 +24,11 @@ use imagefactory_exec::{
     Artifact, ArtifactKind, ExecutionContext, ExecutionRef, ExecutionSink, Executor, LogLine,
     Outcome, StopReason, StopSignal,
 };
+use imagefactory_store::coalesce::{Batch, Coalescer};
+use imagefactory_store::error::StoreResult;
 use serde::Deserialize;
 use sqlx::PgPool;
 use uuid::Uuid;
-
-use crate::coalesce::Coalescer;
 
 /// What a build asks the test executor to do.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -108,7 +108,7 @@ pub struct WorkRecord {
 #[derive(Clone)]
 pub struct TestExecutor {
     pool: PgPool,
-    starts: Arc<Coalescer<StartWrite, i64>>,
+    starts: Coalescer<Starts>,
     /// The kind it reports (`Test` unless set): a test giving the Tekton and
     /// local slots executors of their own kinds sees, in the execution rows,
     /// which slot each build was given.
@@ -116,6 +116,7 @@ pub struct TestExecutor {
 }
 
 /// What one `start` writes: its work row, reference and "started" line.
+#[derive(Clone)]
 struct StartWrite {
     execution_id: Uuid,
     build_id: Uuid,
@@ -130,6 +131,29 @@ struct StartWrite {
 
 /// Most starts written by one statement.
 const START_BATCH: usize = 256;
+
+/// The starts that arrive together, written by one statement (a single
+/// writer); [`write_starts`] answers each on its own.
+struct Starts {
+    pool: PgPool,
+}
+
+impl Batch for Starts {
+    type Request = StartWrite;
+    type Answer = Result<i64, String>;
+    const IDEMPOTENT: bool = true;
+
+    async fn together(&self, batch: Vec<StartWrite>) -> StoreResult<Vec<Self::Answer>> {
+        Ok(write_starts(self.pool.clone(), batch).await)
+    }
+
+    async fn alone(&self, start: StartWrite) -> StoreResult<Self::Answer> {
+        let mut answers = write_starts(self.pool.clone(), vec![start]).await;
+        Ok(answers
+            .pop()
+            .unwrap_or_else(|| Err("start not written".to_owned())))
+    }
+}
 
 /// Write starts; answers each with its work's remaining milliseconds. An
 /// execution started twice in one batch is written in a later round, so its
@@ -256,9 +280,7 @@ impl TestExecutor {
         let writer = pool.clone();
         Self {
             pool,
-            starts: Arc::new(Coalescer::new(START_BATCH, move |batch| {
-                write_starts(writer.clone(), batch)
-            })),
+            starts: Coalescer::new(Starts { pool: writer }, 1, START_BATCH),
             kind: ExecutorKind::Test,
         }
     }
@@ -421,7 +443,7 @@ impl Executor for TestExecutor {
         // module docs), shared with the starts that arrive at the same time.
         let created = self
             .starts
-            .submit(StartWrite {
+            .call(StartWrite {
                 execution_id: ctx.execution_id,
                 build_id: ctx.build_id,
                 attempt: ctx.attempt,
@@ -432,7 +454,9 @@ impl Executor for TestExecutor {
                 name: r.name.clone(),
                 provider_id: r.provider_id,
             })
-            .await;
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|answer| answer);
         let remaining_ms = match created {
             Ok(ms) => ms,
             Err(e) => {

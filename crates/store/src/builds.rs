@@ -9,7 +9,7 @@
 //! take a tenant index when its statistics are stale (a young or fast
 //! growing table) and read every build of the tenant to find one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use imagefactory_domain::{
@@ -134,62 +134,109 @@ pub async fn submission_refs(
 /// build's infrastructure's type and active. `None`: one did not, and
 /// nothing was stored ([`submission_refs`] tells which).
 pub async fn submit(pool: &PgPool, new: &NewBuild) -> StoreResult<Option<Build>> {
-    // One statement (one round trip, its own transaction): the references,
-    // the build and its config; the config insert's foreign key is checked
-    // at the end of the statement, when the build row exists. No NOTIFY
-    // here: PostgreSQL serializes the commits of notifying transactions (a
-    // database-wide lock held through the WAL flush), which capped submits
-    // at a few hundred a second. The caller wakes the dispatchers after the
-    // commit ([`crate::queue::wake_dispatchers`], coalesced); they also poll.
+    let mut stored = submit_many(pool, std::slice::from_ref(new)).await?;
+    Ok(stored.pop().flatten())
+}
+
+/// [`submit`] for many builds in one statement (one commit): the answer for
+/// each, in order. Each is checked and stored or refused on its own; an
+/// error (the database's) stores none.
+pub async fn submit_many(pool: &PgPool, new: &[NewBuild]) -> StoreResult<Vec<Option<Build>>> {
+    // One statement, its own transaction: the references, the builds and
+    // their configs; the config insert's foreign key is checked at the end
+    // of the statement, when the build rows exist. The values travel as one
+    // JSON document (a column per field), the references are read as
+    // [`REFS`] reads them. No NOTIFY here: PostgreSQL serializes the commits
+    // of notifying transactions (a database-wide lock held through the WAL
+    // flush), which capped submits at a few hundred a second. The caller
+    // wakes the dispatchers after the commit
+    // ([`crate::queue::wake_dispatchers`], coalesced); they also poll.
     let sql = format!(
-        "WITH r AS ({REFS}
+        "WITH x AS (
+            SELECT * FROM jsonb_to_recordset($1) AS x(
+                id uuid, tenant_id uuid, project_id uuid, provider_id uuid, credential_id uuid,
+                method text, infrastructure_type text, git_ref text, image text,
+                priority integer, timeout_seconds integer, token_id uuid, provider_type text,
+                dockerfile text, context text, build_args jsonb, platforms jsonb, target text,
+                cache_enabled boolean, cache_repo text, labels jsonb, packer_template text,
+                packer_vars jsonb, metadata jsonb)
+         ), r AS (
+            SELECT x.*, p.git_url, p.default_branch, v.provider_type AS found_provider_type,
+                v.status AS found_provider_status,
+                (x.credential_id IS NULL OR EXISTS (SELECT 1 FROM registry_credentials
+                    WHERE id = x.credential_id AND tenant_id IS NOT DISTINCT FROM x.tenant_id))
+                    AS credential_found
+            FROM x
+            LEFT JOIN projects p
+                ON p.id = x.project_id AND p.tenant_id IS NOT DISTINCT FROM x.tenant_id
+            LEFT JOIN infrastructure_providers v
+                ON v.id = x.provider_id AND (v.tenant_id = x.tenant_id OR v.is_global)
          ), b AS (
             INSERT INTO builds (id, tenant_id, project_id, method, infrastructure_type,
                 infrastructure_provider_id, registry_credential_id, git_url, git_ref, image,
                 priority, timeout_seconds, created_by_token_id)
-            SELECT $5, $1, $2, $6, $7, $3, $4, r.git_url, COALESCE($8, r.default_branch), $9,
-                $10, $11, $12
+            SELECT r.id, r.tenant_id, r.project_id, r.method, r.infrastructure_type,
+                r.provider_id, r.credential_id, r.git_url, COALESCE(r.git_ref, r.default_branch),
+                r.image, r.priority, r.timeout_seconds, r.token_id
             FROM r
             WHERE r.git_url IS NOT NULL AND r.credential_found
-              AND ($3::uuid IS NULL OR (r.provider_type = $13 AND r.provider_status = $14))
+              AND (r.provider_id IS NULL OR (r.found_provider_type = r.provider_type
+                                             AND r.found_provider_status = $2))
             RETURNING {COLUMNS}
          ), c AS (
             INSERT INTO build_configs (build_id, dockerfile, context, build_args, platforms,
                 target, cache_enabled, cache_repo, labels, packer_template, packer_vars, metadata)
-            SELECT b.id, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25 FROM b
+            SELECT r.id, r.dockerfile, r.context, r.build_args,
+                ARRAY(SELECT jsonb_array_elements_text(r.platforms)), r.target, r.cache_enabled,
+                r.cache_repo, r.labels, r.packer_template, r.packer_vars, r.metadata
+            FROM b JOIN r ON r.id = b.id
          )
          SELECT b.* FROM b"
     );
-    let c = &new.config;
-    let build: Option<Build> = sqlx::query_as(&sql)
-        .bind(new.tenant_id)
-        .bind(new.project_id)
-        .bind(new.infrastructure_provider_id)
-        .bind(new.registry_credential_id)
-        .bind(Uuid::now_v7())
-        .bind(new.method.as_str())
-        .bind(new.infrastructure_type.as_str())
-        .bind(new.git_ref.as_ref().map(GitRef::as_str))
-        .bind(new.image.to_string())
-        .bind(new.priority)
-        .bind(new.timeout_seconds)
-        .bind(new.created_by_token_id)
-        .bind(new.infrastructure_type.provider_type().as_str())
+    let ids: Vec<Uuid> = new.iter().map(|_| Uuid::now_v7()).collect();
+    let rows: Vec<serde_json::Value> = new
+        .iter()
+        .zip(&ids)
+        .map(|(new, id)| submission_json(*id, new))
+        .collect();
+    let stored: Vec<Build> = sqlx::query_as(&sql)
+        .bind(Json(rows))
         .bind(ProviderStatus::Active.as_str())
-        .bind(c.dockerfile.as_deref())
-        .bind(c.context.as_deref())
-        .bind(Json(&c.build_args))
-        .bind(&c.platforms)
-        .bind(c.target.as_deref())
-        .bind(c.cache_enabled)
-        .bind(c.cache_repo.as_deref())
-        .bind(Json(&c.labels))
-        .bind(c.packer_template.as_deref())
-        .bind(Json(&c.packer_vars))
-        .bind(Json(&c.metadata))
-        .fetch_optional(pool)
+        .fetch_all(pool)
         .await?;
-    Ok(build)
+    let mut by_id: HashMap<Uuid, Build> = stored.into_iter().map(|b| (b.id, b)).collect();
+    Ok(ids.iter().map(|id| by_id.remove(id)).collect())
+}
+
+/// One build of [`submit_many`]'s document, its fields named as its columns.
+fn submission_json(id: Uuid, new: &NewBuild) -> serde_json::Value {
+    let c = &new.config;
+    serde_json::json!({
+        "id": id,
+        "tenant_id": new.tenant_id,
+        "project_id": new.project_id,
+        "provider_id": new.infrastructure_provider_id,
+        "credential_id": new.registry_credential_id,
+        "method": new.method.as_str(),
+        "infrastructure_type": new.infrastructure_type.as_str(),
+        "git_ref": new.git_ref.as_ref().map(GitRef::as_str),
+        "image": new.image.to_string(),
+        "priority": new.priority,
+        "timeout_seconds": new.timeout_seconds,
+        "token_id": new.created_by_token_id,
+        "provider_type": new.infrastructure_type.provider_type().as_str(),
+        "dockerfile": c.dockerfile,
+        "context": c.context,
+        "build_args": c.build_args,
+        "platforms": c.platforms,
+        "target": c.target,
+        "cache_enabled": c.cache_enabled,
+        "cache_repo": c.cache_repo,
+        "labels": c.labels,
+        "packer_template": c.packer_template,
+        "packer_vars": c.packer_vars,
+        "metadata": c.metadata,
+    })
 }
 
 async fn notify(

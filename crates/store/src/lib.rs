@@ -15,7 +15,9 @@ pub mod crypto;
 // `dispatchers` modules live beside them).
 pub mod attempts;
 pub mod build_reads;
+pub mod build_submits;
 pub mod builds;
+pub mod coalesce;
 pub mod decode;
 pub mod error;
 pub mod page;

@@ -36,9 +36,10 @@ const UNSCOPED: &[(&str, &str, &str)] = &[
     ),
     (
         "builds.rs",
-        "submit",
-        "inserts `NewBuild::tenant_id`; the composite foreign keys (tenant_id, project_id) and \
-         (tenant_id, registry_credential_id) refuse another tenant's references",
+        "submit_many",
+        "inserts each `NewBuild::tenant_id` (`submit` is it for one build), its references read \
+         with that tenant; the composite foreign keys (tenant_id, project_id) and (tenant_id, \
+         registry_credential_id) refuse another tenant's references",
     ),
     (
         "tokens.rs",

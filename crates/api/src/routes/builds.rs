@@ -348,7 +348,7 @@ async fn submit_build(
     // all check out by then, one changed in between: try once more.
     let mut build = None;
     for _ in 0..2 {
-        build = builds::submit(&state.pool, &new).await?;
+        build = state.build_submits.submit(new.clone()).await?;
         if build.is_some() {
             break;
         }
