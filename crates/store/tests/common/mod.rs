@@ -22,7 +22,7 @@ pub struct Db {
 pub async fn database() -> Db {
     let admin_url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("if_store_typed_{}", Uuid::new_v4().simple());
+    let name = format!("if_store_{}", Uuid::new_v4().simple());
     let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut admin)
