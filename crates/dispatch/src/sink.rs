@@ -17,7 +17,6 @@ use crate::measure;
 use crate::outage::{OUTAGE_PATIENCE, retry_unavailable};
 
 /// One execution's reported reference, owned so it can wait in a queue.
-#[derive(Clone)]
 pub struct ReferenceWrite {
     execution_id: Uuid,
     provider_id: Option<Uuid>,
@@ -60,7 +59,7 @@ impl Batch for References {
     type Answer = ();
     const IDEMPOTENT: bool = true;
 
-    async fn together(&self, batch: Vec<ReferenceWrite>) -> StoreResult<Vec<()>> {
+    async fn together(&self, batch: &[ReferenceWrite]) -> StoreResult<Vec<()>> {
         let rows: Vec<(Uuid, ReferenceColumns<'_>)> = batch
             .iter()
             .map(|w| (w.execution_id, w.columns()))

@@ -116,7 +116,6 @@ pub struct TestExecutor {
 }
 
 /// What one `start` writes: its work row, reference and "started" line.
-#[derive(Clone)]
 struct StartWrite {
     execution_id: Uuid,
     build_id: Uuid,
@@ -143,12 +142,12 @@ impl Batch for Starts {
     type Answer = Result<i64, String>;
     const IDEMPOTENT: bool = true;
 
-    async fn together(&self, batch: Vec<StartWrite>) -> StoreResult<Vec<Self::Answer>> {
-        Ok(write_starts(self.pool.clone(), batch).await)
+    async fn together(&self, batch: &[StartWrite]) -> StoreResult<Vec<Self::Answer>> {
+        Ok(write_starts(&self.pool, batch).await)
     }
 
     async fn alone(&self, start: StartWrite) -> StoreResult<Self::Answer> {
-        let mut answers = write_starts(self.pool.clone(), vec![start]).await;
+        let mut answers = write_starts(&self.pool, std::slice::from_ref(&start)).await;
         Ok(answers
             .pop()
             .unwrap_or_else(|| Err("start not written".to_owned())))
@@ -158,7 +157,7 @@ impl Batch for Starts {
 /// Write starts; answers each with its work's remaining milliseconds. An
 /// execution started twice in one batch is written in a later round, so its
 /// second start counts (`start_calls`) as if the two had come one by one.
-async fn write_starts(pool: PgPool, batch: Vec<StartWrite>) -> Vec<Result<i64, String>> {
+async fn write_starts(pool: &PgPool, batch: &[StartWrite]) -> Vec<Result<i64, String>> {
     let mut results: Vec<Option<Result<i64, String>>> = batch.iter().map(|_| None).collect();
     let mut left: Vec<usize> = (0..batch.len()).collect();
     while !left.is_empty() {
@@ -168,7 +167,7 @@ async fn write_starts(pool: PgPool, batch: Vec<StartWrite>) -> Vec<Result<i64, S
             .partition(|&i| seen.insert(batch[i].execution_id));
         left = later;
         let writes: Vec<&StartWrite> = round.iter().map(|&i| &batch[i]).collect();
-        match insert_starts(&pool, &writes).await {
+        match insert_starts(pool, &writes).await {
             Ok(remaining) => {
                 for &i in &round {
                     results[i] = Some(
@@ -184,7 +183,7 @@ async fn write_starts(pool: PgPool, batch: Vec<StartWrite>) -> Vec<Result<i64, S
             Err(_) => {
                 for &i in &round {
                     results[i] = Some(
-                        insert_starts(&pool, &[&batch[i]])
+                        insert_starts(pool, &[&batch[i]])
                             .await
                             .map_err(|e| e.to_string())
                             .and_then(|r| {

@@ -68,7 +68,7 @@ impl Batch for Reads {
     type Answer = Option<(Build, MethodConfig)>;
     const IDEMPOTENT: bool = true;
 
-    async fn together(&self, requests: Vec<(Uuid, Uuid)>) -> StoreResult<Vec<Self::Answer>> {
+    async fn together(&self, requests: &[(Uuid, Uuid)]) -> StoreResult<Vec<Self::Answer>> {
         let mut ids: Vec<Uuid> = requests.iter().map(|&(_, id)| id).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -76,8 +76,8 @@ impl Batch for Reads {
         let by_id: HashMap<Uuid, &(Build, MethodConfig)> =
             rows.iter().map(|row| (row.0.id, row)).collect();
         Ok(requests
-            .into_iter()
-            .map(|(tenant_id, build_id)| answer_for(tenant_id, build_id, &by_id))
+            .iter()
+            .map(|&(tenant_id, build_id)| answer_for(tenant_id, build_id, &by_id))
             .collect())
     }
 

@@ -56,8 +56,8 @@ impl Batch for Submits {
     /// A submission run twice would be two builds.
     const IDEMPOTENT: bool = false;
 
-    async fn together(&self, requests: Vec<NewBuild>) -> StoreResult<Vec<Option<Build>>> {
-        builds::submit_many(&self.pool, &requests).await
+    async fn together(&self, requests: &[NewBuild]) -> StoreResult<Vec<Option<Build>>> {
+        builds::submit_many(&self.pool, requests).await
     }
 
     async fn alone(&self, request: NewBuild) -> StoreResult<Option<Build>> {

@@ -29,7 +29,7 @@ use crate::error::{StoreError, StoreResult};
 
 /// How requests of one kind are answered together, and alone.
 pub trait Batch: Send + Sync + 'static {
-    type Request: Clone + Send + 'static;
+    type Request: Send + Sync + 'static;
     type Answer: Send + 'static;
     /// Running a request twice does no harm (a read). A write runs alone
     /// after its shared statement failed only if the failure shows the
@@ -39,7 +39,7 @@ pub trait Batch: Send + Sync + 'static {
     /// One answer per request, in the requests' order, from one statement.
     fn together(
         &self,
-        requests: Vec<Self::Request>,
+        requests: &[Self::Request],
     ) -> impl Future<Output = StoreResult<Vec<Self::Answer>>> + Send;
 
     /// The request by itself (after the shared statement failed).
@@ -132,8 +132,15 @@ struct State<B: Batch> {
 
 struct Waiter<B: Batch> {
     request: B::Request,
-    /// `Err(None)`: the shared statement failed; the caller runs alone.
-    reply: oneshot::Sender<Result<B::Answer, Option<StoreError>>>,
+    reply: oneshot::Sender<Result<B::Answer, Failure<B::Request>>>,
+}
+
+/// Why a request has no answer from the shared statement.
+enum Failure<R> {
+    /// The statement failed: the request, given back, runs alone.
+    RunAlone(R),
+    /// The caller's answer is this error.
+    Error(StoreError),
 }
 
 impl<B: Batch> Coalescer<B> {
@@ -159,10 +166,7 @@ impl<B: Batch> Coalescer<B> {
         let (reply, answer) = oneshot::channel();
         let start_runner = {
             let mut state = self.inner.lock();
-            state.waiting.push_back(Waiter {
-                request: request.clone(),
-                reply,
-            });
+            state.waiting.push_back(Waiter { request, reply });
             let start = state.running < self.inner.max_in_flight;
             if start {
                 state.running += 1;
@@ -176,10 +180,9 @@ impl<B: Batch> Coalescer<B> {
         }
         match answer.await {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(Some(error))) => Err(error),
-            Ok(Err(None)) => self.inner.batch.alone(request).await,
+            Ok(Err(Failure::RunAlone(request))) => self.inner.batch.alone(request).await,
+            Ok(Err(Failure::Error(error))) => Err(error),
             // The runner panicked, perhaps after its statement was sent.
-            Err(_) if B::IDEMPOTENT => self.inner.batch.alone(request).await,
             Err(_) => Err(StoreError::Unavailable(sqlx::Error::Io(
                 std::io::Error::other("the shared statement ended without an answer"),
             ))),
@@ -209,7 +212,7 @@ async fn run<B: Batch>(inner: Arc<Inner<B>>) {
         let (requests, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|w| (w.request, w.reply)).unzip();
         inner.statements.fetch_add(1, Ordering::Relaxed);
-        match inner.batch.together(requests).await {
+        match inner.batch.together(&requests).await {
             Ok(answers) if answers.len() == replies.len() => {
                 for (reply, answer) in replies.into_iter().zip(answers) {
                     // The caller may have gone away meanwhile.
@@ -223,9 +226,7 @@ async fn run<B: Batch>(inner: Arc<Inner<B>>) {
                     answers = answers.len(),
                     "shared statement answered another number of requests"
                 );
-                for reply in replies {
-                    let _ = reply.send(Err(None));
-                }
+                give_back(requests, replies);
             }
             // While the database is away each request would only wait for
             // it again: every caller gets the error (503) at once.
@@ -234,16 +235,21 @@ async fn run<B: Batch>(inner: Arc<Inner<B>>) {
                     && (B::IDEMPOTENT || surely_without_effect(&error)) =>
             {
                 tracing::debug!(%error, requests = replies.len(), "shared statement failed; each request runs alone");
-                for reply in replies {
-                    let _ = reply.send(Err(None));
-                }
+                give_back(requests, replies);
             }
             Err(error) => {
                 for reply in replies {
-                    let _ = reply.send(Err(Some(copy_of(&error))));
+                    let _ = reply.send(Err(Failure::Error(copy_of(&error))));
                 }
             }
         }
+    }
+}
+
+/// Each request back to its caller, to run alone.
+fn give_back<R, A>(requests: Vec<R>, replies: Vec<oneshot::Sender<Result<A, Failure<R>>>>) {
+    for (request, reply) in requests.into_iter().zip(replies) {
+        let _ = reply.send(Err(Failure::RunAlone(request)));
     }
 }
 
@@ -282,7 +288,7 @@ impl<B: Batch> Drop for Runner<'_, B> {
         };
         // Not sent yet: running them alone cannot repeat a write.
         for waiter in waiting {
-            let _ = waiter.reply.send(Err(None));
+            let _ = waiter.reply.send(Err(Failure::RunAlone(waiter.request)));
         }
     }
 }
@@ -305,13 +311,13 @@ mod tests {
         type Answer = i64;
         const IDEMPOTENT: bool = true;
 
-        async fn together(&self, requests: Vec<i64>) -> StoreResult<Vec<i64>> {
+        async fn together(&self, requests: &[i64]) -> StoreResult<Vec<i64>> {
             self.batch_sizes.lock().unwrap().push(requests.len());
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             if requests.iter().any(|&n| n < 0) {
                 return Err(StoreError::State("a negative number".into()));
             }
-            Ok(requests.into_iter().map(|n| n * 2).collect())
+            Ok(requests.iter().map(|n| n * 2).collect())
         }
 
         async fn alone(&self, request: i64) -> StoreResult<i64> {
@@ -378,7 +384,7 @@ mod tests {
         type Answer = i64;
         const IDEMPOTENT: bool = false;
 
-        async fn together(&self, _requests: Vec<i64>) -> StoreResult<Vec<i64>> {
+        async fn together(&self, _requests: &[i64]) -> StoreResult<Vec<i64>> {
             Err((self.fails_with)())
         }
 
@@ -461,11 +467,11 @@ mod tests {
         type Answer = i64;
         const IDEMPOTENT: bool = true;
 
-        async fn together(&self, requests: Vec<i64>) -> StoreResult<Vec<i64>> {
+        async fn together(&self, requests: &[i64]) -> StoreResult<Vec<i64>> {
             if self.calls.fetch_add(1, Ordering::Relaxed) == 0 {
                 return Ok(Vec::new());
             }
-            Ok(requests)
+            Ok(requests.to_vec())
         }
 
         async fn alone(&self, request: i64) -> StoreResult<i64> {
